@@ -1,0 +1,131 @@
+//! Command-line interface: clap definitions (one file per verb group) and output.
+//!
+//! This is the only module that prints. Each verb turns its flags into an options struct and
+//! calls into `project`, `plan` or `engine`; errors come back as values and are printed here.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+/// Options every command accepts, named as docker compose names them.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Compose configuration files (repeatable); default: compose.yaml & co. in the working
+    /// directory or its parents.
+    #[arg(short = 'f', long = "file", global = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Project name.
+    #[arg(short = 'p', long = "project-name", global = true, value_name = "NAME")]
+    pub project_name: Option<String>,
+    /// Alternate working directory (default: the directory of the first compose file).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub project_directory: Option<PathBuf>,
+    /// Profiles to enable (repeatable).
+    #[arg(long = "profile", global = true, value_name = "PROFILE")]
+    pub profiles: Vec<String>,
+    /// Alternate environment files (repeatable).
+    #[arg(long = "env-file", global = true, value_name = "FILE")]
+    pub env_files: Vec<PathBuf>,
+    /// State root of tug's engine (images, containers, volumes, networks).
+    #[arg(long = "root", global = true, env = "TUG_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+}
+
+impl GlobalArgs {
+    /// The engine's state root: `--root`, `TUG_ROOT`, or `/var/lib/tug`.
+    #[must_use]
+    pub fn state_root(&self) -> PathBuf {
+        self.root
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/var/lib/tug"))
+    }
+}
+
+/// tug: compose-style stacks on a built-in container engine.
+#[derive(Debug, Parser)]
+#[command(name = "tug", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every verb.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Parse, resolve and render the compose file in canonical form.
+    Config(config::ConfigArgs),
+    /// Generate shell completions.
+    Completion {
+        /// Shell to generate for.
+        shell: clap_complete::Shell,
+    },
+}
+
+mod config;
+
+/// Runs tug with the process arguments and returns the exit code.
+#[must_use]
+pub fn main() -> i32 {
+    run_with(std::env::args_os())
+}
+
+/// Runs tug with the given arguments and returns the exit code.
+pub fn run_with<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                return 0;
+            }
+            eprintln!("error: {}", render_error(&err));
+            1
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    let Cli { global, command } = cli;
+    match command {
+        Command::Config(args) => config::run(&global, &args),
+        Command::Completion { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "tug", &mut std::io::stdout());
+            Ok(0)
+        }
+    }
+}
+
+/// Renders an error chain on one line per cause, without Rust debug noise.
+fn render_error(err: &anyhow::Error) -> String {
+    let mut out = err.to_string();
+    for cause in err.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str(": ");
+            out.push_str(&c);
+        }
+    }
+    out
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

@@ -1,0 +1,10 @@
+//! tug — compose-style multi-container development environments on a built-in container engine.
+//!
+//! Data flows one way: project file → [`project`] (model) → [`plan`] → [`engine`] → kernel.
+//! Only [`cli`] prints. See `docs/ARCHITECTURE.md` for the code map and the invariants.
+
+pub mod cli;
+pub mod engine;
+pub mod plan;
+pub mod project;
+pub mod watch;

@@ -1,0 +1,5 @@
+//! The `tug` binary: parse the command line, run it, map the outcome to an exit code.
+
+fn main() {
+    std::process::exit(tug::cli::main());
+}

@@ -1,0 +1,1 @@
+//! `develop.watch`: file changes sync into running containers or trigger rebuilds.

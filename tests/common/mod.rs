@@ -1,0 +1,137 @@
+//! Shared test helpers: the `tug` binary, temp state roots, root checks, test images.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Path of the `tug` binary under test.
+pub fn tug_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tug"))
+}
+
+/// A `tug` command with `--root` pointing at `root` and a clean compose environment.
+pub fn tug(root: &Path) -> Command {
+    let mut c = Command::new(tug_bin());
+    c.env("TUG_ROOT", root)
+        .env_remove("COMPOSE_FILE")
+        .env_remove("COMPOSE_PROJECT_NAME")
+        .env_remove("COMPOSE_PROFILES")
+        .env_remove("COMPOSE_ENV_FILES")
+        .env("NO_COLOR", "1");
+    c
+}
+
+/// Runs a command and returns its output, panicking with both streams if it cannot start.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Runs a command that must succeed; returns stdout.
+#[track_caller]
+pub fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command that must fail; returns stderr.
+#[track_caller]
+pub fn fails(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        !out.status.success(),
+        "{cmd:?} succeeded but should have failed\nstdout:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// True when tests that need root (namespaces, mounts, bridges) can run. Under `CI=true` a
+/// test that needs root fails instead of skipping.
+pub fn require_root() -> bool {
+    let is_root = nix_is_root();
+    if !is_root {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "this test needs root and CI=true: it must not be skipped"
+        );
+        eprintln!("skipping: needs root");
+    }
+    is_root
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc_geteuid() == 0 }
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+/// A unique, short name for host-wide objects (projects, bridges): prefix + pid + counter.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}{}x{}",
+        std::process::id() % 100_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Builds (once per process) a rootfs tarball from Debian's busybox-static: `/bin/busybox`
+/// plus one link per applet, `/etc/passwd`, `/etc/group`, `/tmp`. Returns the tar path.
+pub fn busybox_rootfs_tar() -> PathBuf {
+    use std::sync::OnceLock;
+    static TAR: OnceLock<PathBuf> = OnceLock::new();
+    TAR.get_or_init(|| {
+        let busybox = Path::new("/bin/busybox");
+        assert!(
+            busybox.exists(),
+            "/bin/busybox is missing: install Debian's busybox-static (.ci/run does)"
+        );
+        let dir = std::env::temp_dir().join(format!("tug-test-busybox-{}", std::process::id()));
+        let rootfs = dir.join("rootfs");
+        let _ = std::fs::remove_dir_all(&dir);
+        for d in ["bin", "sbin", "usr/bin", "usr/sbin", "etc", "tmp", "root", "proc", "sys", "dev"] {
+            std::fs::create_dir_all(rootfs.join(d)).unwrap();
+        }
+        std::fs::copy(busybox, rootfs.join("bin/busybox")).unwrap();
+        let list = ok(Command::new(busybox).arg("--list-full"));
+        for applet in list.lines().filter(|l| !l.is_empty() && *l != "bin/busybox") {
+            let depth = applet.matches('/').count();
+            let target = format!("{}bin/busybox", "../".repeat(depth));
+            let _ = std::os::unix::fs::symlink(target, rootfs.join(applet));
+        }
+        std::fs::write(
+            rootfs.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\napp:x:1000:1000:app:/home/app:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(
+            rootfs.join("etc/group"),
+            "root:x:0:\nnogroup:x:65534:\napp:x:1000:\nextra:x:2000:app\n",
+        )
+        .unwrap();
+        let tar = dir.join("busybox-rootfs.tar");
+        ok(Command::new("tar")
+            .arg("-C")
+            .arg(&rootfs)
+            .arg("--numeric-owner")
+            .arg("-cf")
+            .arg(&tar)
+            .arg("."));
+        tar
+    })
+    .clone()
+}

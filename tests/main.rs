@@ -1,0 +1,4 @@
+//! tug's integration tests: one binary, one module per area.
+
+mod cli;
+mod common;
