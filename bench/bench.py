@@ -1078,6 +1078,31 @@ def markdown(results) -> str:
     return "\n".join(out)
 
 
+def update_doc(doc: Path, res: dict):
+    """Replaces the text between the figure markers of the benchmarks doc with the tables,
+    the run's date, commit and machine."""
+    m = res["machine"]
+    cg = m["cgroups"]
+    body = "\n".join([
+        f"Run of {res['date']}, tug {res['tug_commit']} ({res['tug_binary']}), mode {res['mode']}, "
+        f"{res.get('seconds', '?')} s in all.",
+        f"Machine: {m['os']}, kernel {m['kernel']}, {m['cores']} cores, {m['memory_gib']} GiB, root fs "
+        f"{m['root_fs']}; cgroups {cg['layout']} (v1: {', '.join(cg['v1'])}; cgroup2 at "
+        f"{', '.join(cg['v2_mounts']) or '-'} with controllers '{cg['v2_controllers']}'); "
+        f"load average at start {m['load_at_start'].split()[0]}.",
+        "",
+        markdown(res),
+        "",
+        *([f"Checks before timing: {'; '.join(res['checks'])}."] if res.get("checks") else []),
+    ])
+    text = doc.read_text()
+    begin, end = "<!-- figures:begin -->", "<!-- figures:end -->"
+    i, j = text.index(begin) + len(begin), text.index(end)
+    tmp = doc.with_suffix(".tmp")
+    tmp.write_text(text[:i] + "\n" + body + "\n" + text[j:])
+    os.replace(tmp, doc)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("workloads", nargs="*", help="workload names (default: all)")
@@ -1087,9 +1112,15 @@ def main():
     ap.add_argument("--out", default=None, help="results JSON (default bench/results/latest.json; smoke: none)")
     ap.add_argument("--markdown", metavar="FILE", help="print the tables of a results file and exit")
     ap.add_argument("--list", action="store_true", help="list the workloads and exit")
+    ap.add_argument("--update-doc", metavar="FILE",
+                    help="write the tables of --markdown FILE into docs/benchmarks.md between its markers")
     args = ap.parse_args()
     if args.markdown:
-        print(markdown(json.loads(Path(args.markdown).read_text())))
+        res = json.loads(Path(args.markdown).read_text())
+        if args.update_doc:
+            update_doc(Path(args.update_doc), res)
+        else:
+            print(markdown(res))
         return 0
     ctx = Ctx(args)
     all_w = workloads(ctx)
