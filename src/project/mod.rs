@@ -2,4 +2,7 @@
 //! from compose files (find → parse → merge → interpolate → validate → extends/include/profiles
 //! → canonical form → paths and defaults → semantic checks → dependency graph).
 
+pub mod model;
 pub mod validate;
+
+pub use model::*;
