@@ -92,15 +92,15 @@ pub fn desired_from_project(
                 })
                 .collect();
             // `network_mode: service:X` needs X's container running first.
-            if let Some(x) = s.network_mode_service() {
-                if !depends_on.iter().any(|d| d.service == x) {
-                    depends_on.push(Dependency {
-                        service: x.to_string(),
-                        condition: Condition::ServiceStarted,
-                        required: true,
-                        restart: true,
-                    });
-                }
+            if let Some(x) = s.network_mode_service()
+                && !depends_on.iter().any(|d| d.service == x)
+            {
+                depends_on.push(Dependency {
+                    service: x.to_string(),
+                    condition: Condition::ServiceStarted,
+                    required: true,
+                    restart: true,
+                });
             }
             DesiredService {
                 name: s.name.clone(),
