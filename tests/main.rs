@@ -3,4 +3,5 @@
 mod cli;
 mod common;
 mod image;
+mod image_unpack;
 mod plan;
