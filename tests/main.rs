@@ -2,4 +2,6 @@
 
 mod cli;
 mod common;
+mod image;
+mod image_unpack;
 mod plan;

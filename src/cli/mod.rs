@@ -57,6 +57,8 @@ pub struct Cli {
 pub enum Command {
     /// Parse, resolve and render the compose file in canonical form.
     Config(config::ConfigArgs),
+    /// Manage images: list, import, load, save, pull, push, bootstrap base images.
+    Image(image::ImageArgs),
     /// Generate shell completions.
     Completion {
         /// Shell to generate for.
@@ -65,6 +67,7 @@ pub enum Command {
 }
 
 mod config;
+mod image;
 
 /// Runs tug with the process arguments and returns the exit code.
 #[must_use]
@@ -102,6 +105,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let Cli { global, command } = cli;
     match command {
         Command::Config(args) => config::run(&global, &args),
+        Command::Image(args) => image::run(&global, args),
         Command::Completion { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "tug", &mut std::io::stdout());

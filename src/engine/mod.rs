@@ -1,3 +1,4 @@
 //! The built-in container engine: image store, root filesystems, runtime, networks, volumes,
 //! supervisor, and the executor that carries out a plan. Only the engine calls the kernel.
 pub mod executor;
+pub mod image;
