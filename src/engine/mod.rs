@@ -1,2 +1,5 @@
 //! The built-in container engine: image store, root filesystems, runtime, networks, volumes,
 //! supervisor, and the executor that carries out a plan. Only the engine calls the kernel.
+
+pub mod network;
+pub mod volume;
