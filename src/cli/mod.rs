@@ -57,6 +57,8 @@ pub struct Cli {
 pub enum Command {
     /// Parse, resolve and render the compose file in canonical form.
     Config(config::ConfigArgs),
+    /// Manage images: list, import, load, save, pull, push, bootstrap base images.
+    Image(image::ImageArgs),
     /// Generate shell completions.
     Completion {
         /// Shell to generate for.
@@ -77,6 +79,7 @@ pub enum Command {
 }
 
 mod config;
+mod image;
 mod network;
 mod volume;
 
@@ -116,6 +119,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let Cli { global, command } = cli;
     match command {
         Command::Config(args) => config::run(&global, &args),
+        Command::Image(args) => image::run(&global, args),
         Command::Completion { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "tug", &mut std::io::stdout());

@@ -1,0 +1,150 @@
+//! From the loaded project to the desired state reconcile works on, and the config hash that
+//! decides when a container must be recreated.
+
+use sha2::{Digest, Sha256};
+
+use super::state::{Condition, Dependency, Desired, DesiredResource, DesiredService, PullPolicy};
+use crate::project::model::{Project, Service};
+
+/// The image reference a service runs: `image:`, or `<project>-<service>` for a service that
+/// only has `build:` (the name docker compose gives such images).
+#[must_use]
+pub fn service_image(project: &str, service: &Service) -> String {
+    service
+        .image
+        .clone()
+        .unwrap_or_else(|| format!("{project}-{}", service.name))
+}
+
+/// The config hash of a service: sha256 of its canonical JSON with the keys that never need a
+/// recreate left out (replica count, dependencies, profiles, watch rules). The same service
+/// definition always gives the same hash; any other change gives another.
+#[must_use]
+pub fn config_hash(service: &Service) -> String {
+    let mut s = service.clone();
+    s.scale = None;
+    if let Some(d) = s.deploy.as_mut() {
+        d.replicas = None;
+    }
+    s.depends_on.clear();
+    s.profiles.clear();
+    s.develop = None;
+    let json = serde_json::to_vec(&s).unwrap_or_default();
+    hex::encode(Sha256::digest(&json))
+}
+
+/// The project network keys a service is attached to (none under `network_mode`).
+#[must_use]
+pub fn service_networks(service: &Service) -> Vec<String> {
+    if service.network_mode.is_some() {
+        return Vec::new();
+    }
+    service.networks.keys().cloned().collect()
+}
+
+/// The project named-volume keys a service mounts.
+#[must_use]
+pub fn service_volumes(project: &Project, service: &Service) -> Vec<String> {
+    service
+        .volumes
+        .iter()
+        .filter(|v| v.kind == "volume")
+        .filter_map(|v| v.source.clone())
+        .filter(|src| project.volumes.contains_key(src))
+        .collect()
+}
+
+fn condition(s: &str) -> Condition {
+    match s {
+        "service_healthy" => Condition::ServiceHealthy,
+        "service_completed_successfully" => Condition::ServiceCompletedSuccessfully,
+        _ => Condition::ServiceStarted,
+    }
+}
+
+fn pull_policy(service: &Service) -> PullPolicy {
+    match service.pull_policy.as_deref() {
+        Some("always") => PullPolicy::Always,
+        Some("never") => PullPolicy::Never,
+        Some("build") => PullPolicy::Build,
+        _ => PullPolicy::Missing,
+    }
+}
+
+/// Builds the desired state. `image_id` looks an image reference up in the store.
+pub fn desired_from_project(
+    project: &Project,
+    image_id: impl Fn(&str) -> Option<String>,
+) -> Desired {
+    let services = project
+        .services
+        .values()
+        .map(|s| {
+            let image = service_image(&project.name, s);
+            let mut depends_on: Vec<Dependency> = s
+                .depends_on
+                .iter()
+                .map(|(name, d)| Dependency {
+                    service: name.clone(),
+                    condition: condition(&d.condition),
+                    required: d.required,
+                    restart: d.restart,
+                })
+                .collect();
+            // `network_mode: service:X` needs X's container running first.
+            if let Some(x) = s.network_mode_service()
+                && !depends_on.iter().any(|d| d.service == x)
+            {
+                depends_on.push(Dependency {
+                    service: x.to_string(),
+                    condition: Condition::ServiceStarted,
+                    required: true,
+                    restart: true,
+                });
+            }
+            DesiredService {
+                name: s.name.clone(),
+                replicas: s.replicas(),
+                hash: config_hash(s),
+                image_id: image_id(&image),
+                image,
+                build: s.build.is_some(),
+                pull_policy: pull_policy(s),
+                depends_on,
+                networks: service_networks(s),
+                volumes: service_volumes(project, s),
+                container_name: s.container_name.clone(),
+            }
+        })
+        .collect();
+    let networks = project
+        .networks
+        .iter()
+        .map(|(k, n)| DesiredResource {
+            key: k.clone(),
+            name: n
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("{}_{k}", project.name)),
+            external: n.external,
+        })
+        .collect();
+    let volumes = project
+        .volumes
+        .iter()
+        .map(|(k, v)| DesiredResource {
+            key: k.clone(),
+            name: v
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("{}_{k}", project.name)),
+            external: v.external,
+        })
+        .collect();
+    Desired {
+        project: project.name.clone(),
+        services,
+        networks,
+        volumes,
+    }
+}

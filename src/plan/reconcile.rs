@@ -1,0 +1,741 @@
+//! Reconcile: compare the desired state with the observed state and emit the plan.
+//!
+//! All decisions of `up` and `down` live here: what to create, recreate, scale, start, stop and
+//! remove, and in which order. The executor only carries the result out.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::ops::{Op, Plan};
+use super::state::{
+    Condition, Desired, DesiredService, DownOptions, Observed, ObservedContainer, PullPolicy,
+    RunState, UpOptions,
+};
+
+/// Why a plan cannot be made.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReconcileError {
+    /// A service named on the command line is not in the project.
+    #[error("no such service: {0}")]
+    NoSuchService(String),
+    /// `--no-recreate` with `--force-recreate`, and the like.
+    #[error("{0}")]
+    Flags(String),
+    /// An external network or volume does not exist.
+    #[error("{kind} {name} declared as external, but could not be found")]
+    ExternalMissing {
+        /// `network` or `volume`.
+        kind: &'static str,
+        /// Engine name.
+        name: String,
+    },
+    /// The image is missing and may not be pulled.
+    #[error("service {service}: image {image} is not in the store and pull_policy is never{hint}")]
+    ImageMissing {
+        /// Service.
+        service: String,
+        /// Image reference.
+        image: String,
+        /// Extra advice.
+        hint: String,
+    },
+}
+
+/// Result alias of this module.
+pub type Result<T> = std::result::Result<T, ReconcileError>;
+
+/// The container name of replica `number` of a service.
+#[must_use]
+pub fn container_name(project: &str, service: &DesiredService, number: u32) -> String {
+    match &service.container_name {
+        Some(n) => n.clone(),
+        None => format!("{project}-{}-{number}", service.name),
+    }
+}
+
+/// The services an operation on `named` touches: the named ones plus, unless `no_deps`, their
+/// dependencies (transitively), in the project's order. Empty `named` means every service.
+///
+/// # Errors
+/// A named service that the project does not have.
+pub fn select_services(desired: &Desired, named: &[String], no_deps: bool) -> Result<Vec<String>> {
+    if named.is_empty() {
+        return Ok(desired.services.iter().map(|s| s.name.clone()).collect());
+    }
+    let mut wanted: BTreeSet<String> = BTreeSet::new();
+    let mut stack: Vec<String> = Vec::new();
+    for n in named {
+        if desired.service(n).is_none() {
+            return Err(ReconcileError::NoSuchService(n.clone()));
+        }
+        stack.push(n.clone());
+    }
+    while let Some(n) = stack.pop() {
+        if !wanted.insert(n.clone()) || no_deps {
+            continue;
+        }
+        if let Some(s) = desired.service(&n) {
+            for d in &s.depends_on {
+                if desired.service(&d.service).is_some() {
+                    stack.push(d.service.clone());
+                }
+            }
+        }
+    }
+    Ok(desired
+        .services
+        .iter()
+        .filter(|s| wanted.contains(&s.name))
+        .map(|s| s.name.clone())
+        .collect())
+}
+
+/// Services in start order: every service after its dependencies, ties in file order.
+fn start_order<'a>(desired: &'a Desired, selected: &[String]) -> Vec<&'a DesiredService> {
+    let sel: BTreeSet<&str> = selected.iter().map(String::as_str).collect();
+    let mut done: BTreeSet<&str> = BTreeSet::new();
+    let mut out = Vec::new();
+    let services: Vec<&DesiredService> = desired
+        .services
+        .iter()
+        .filter(|s| sel.contains(s.name.as_str()))
+        .collect();
+    // The loader rejects cycles; a leftover cycle here degrades to file order.
+    while out.len() < services.len() {
+        let before = out.len();
+        for s in &services {
+            if done.contains(s.name.as_str()) {
+                continue;
+            }
+            let ready = s
+                .depends_on
+                .iter()
+                .all(|d| !sel.contains(d.service.as_str()) || done.contains(d.service.as_str()));
+            if ready {
+                done.insert(s.name.as_str());
+                out.push(*s);
+            }
+        }
+        if out.len() == before {
+            for s in &services {
+                if done.insert(s.name.as_str()) {
+                    out.push(*s);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn describe_state(c: &ObservedContainer) -> &'static str {
+    match c.state {
+        RunState::Created => "created",
+        RunState::Running => "running",
+        RunState::Paused => "paused",
+        RunState::Exited => "exited",
+    }
+}
+
+/// Plans `up`.
+///
+/// # Errors
+/// Unknown services, contradictory flags, missing external resources or unpullable images.
+#[allow(clippy::too_many_lines)]
+pub fn plan_up(desired: &Desired, observed: &Observed, opts: &UpOptions) -> Result<Plan> {
+    if opts.force_recreate && opts.no_recreate {
+        return Err(ReconcileError::Flags(
+            "--force-recreate and --no-recreate are incompatible".into(),
+        ));
+    }
+    if opts.always_recreate_deps && opts.no_recreate {
+        return Err(ReconcileError::Flags(
+            "--always-recreate-deps and --no-recreate are incompatible".into(),
+        ));
+    }
+    if opts.build && opts.no_build {
+        return Err(ReconcileError::Flags(
+            "--build and --no-build are incompatible".into(),
+        ));
+    }
+    for s in opts.scale.keys() {
+        if desired.service(s).is_none() {
+            return Err(ReconcileError::NoSuchService(s.clone()));
+        }
+    }
+    let selected = select_services(desired, &opts.services, opts.no_deps)?;
+    let named: BTreeSet<&str> = if opts.services.is_empty() {
+        selected.iter().map(String::as_str).collect()
+    } else {
+        opts.services.iter().map(String::as_str).collect()
+    };
+    let order = start_order(desired, &selected);
+    let mut plan = Plan::default();
+
+    // Networks and volumes the selected services use.
+    let mut net_nodes: HashMap<&str, usize> = HashMap::new();
+    let mut vol_nodes: HashMap<&str, usize> = HashMap::new();
+    let used_nets: BTreeSet<&str> = order
+        .iter()
+        .flat_map(|s| s.networks.iter().map(String::as_str))
+        .collect();
+    for n in &desired.networks {
+        if !used_nets.contains(n.key.as_str()) || observed.networks.contains(&n.name) {
+            continue;
+        }
+        if n.external {
+            return Err(ReconcileError::ExternalMissing {
+                kind: "network",
+                name: n.name.clone(),
+            });
+        }
+        let id = plan.push(
+            Op::CreateNetwork {
+                key: n.key.clone(),
+                name: n.name.clone(),
+            },
+            "missing",
+            vec![],
+        );
+        net_nodes.insert(n.key.as_str(), id);
+    }
+    let used_vols: BTreeSet<&str> = order
+        .iter()
+        .flat_map(|s| s.volumes.iter().map(String::as_str))
+        .collect();
+    for v in &desired.volumes {
+        if !used_vols.contains(v.key.as_str()) || observed.volumes.contains(&v.name) {
+            continue;
+        }
+        if v.external {
+            return Err(ReconcileError::ExternalMissing {
+                kind: "volume",
+                name: v.name.clone(),
+            });
+        }
+        let id = plan.push(
+            Op::CreateVolume {
+                key: v.key.clone(),
+                name: v.name.clone(),
+            },
+            "missing",
+            vec![],
+        );
+        vol_nodes.insert(v.key.as_str(), id);
+    }
+
+    // Images: one node per distinct reference.
+    let mut image_nodes: HashMap<String, usize> = HashMap::new();
+    let mut image_changed: BTreeSet<&str> = BTreeSet::new();
+    for s in &order {
+        if image_nodes.contains_key(&s.image) {
+            continue;
+        }
+        let policy = if s.build && !opts.no_build && (opts.build || s.image_id.is_none()) {
+            PullPolicy::Build
+        } else {
+            match (opts.pull, s.pull_policy) {
+                (Some(p), _) => p,
+                (None, PullPolicy::Build) if s.image_id.is_some() || opts.no_build => {
+                    PullPolicy::Missing
+                }
+                (None, p) => p,
+            }
+        };
+        let (op, cause) = match policy {
+            PullPolicy::Build => (
+                Op::BuildImage {
+                    service: s.name.clone(),
+                    image: s.image.clone(),
+                },
+                if opts.build {
+                    "--build"
+                } else {
+                    "image not in the store"
+                },
+            ),
+            PullPolicy::Always => (
+                Op::PullImage {
+                    image: s.image.clone(),
+                },
+                "pull policy always",
+            ),
+            PullPolicy::Missing if s.image_id.is_none() => (
+                Op::PullImage {
+                    image: s.image.clone(),
+                },
+                "image not in the store",
+            ),
+            PullPolicy::Missing => continue,
+            PullPolicy::Never if s.image_id.is_none() => {
+                return Err(ReconcileError::ImageMissing {
+                    service: s.name.clone(),
+                    image: s.image.clone(),
+                    hint: if s.build {
+                        "; drop --no-build to build it".into()
+                    } else {
+                        String::new()
+                    },
+                });
+            }
+            PullPolicy::Never => continue,
+        };
+        let id = plan.push(op, cause, vec![]);
+        image_nodes.insert(s.image.clone(), id);
+        image_changed.insert(s.image.as_str());
+    }
+
+    // Containers, service by service in start order.
+    let mut start_nodes: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let mut recreated: BTreeSet<&str> = BTreeSet::new();
+    for s in &order {
+        let mut prereq: Vec<usize> = Vec::new();
+        prereq.extend(s.networks.iter().filter_map(|n| net_nodes.get(n.as_str())));
+        prereq.extend(s.volumes.iter().filter_map(|v| vol_nodes.get(v.as_str())));
+        if let Some(&i) = image_nodes.get(&s.image) {
+            prereq.push(i);
+        }
+
+        // Gates: one wait node per dependency in this run.
+        let mut gates: Vec<usize> = Vec::new();
+        if !opts.no_start {
+            for d in &s.depends_on {
+                if !selected.contains(&d.service) {
+                    continue;
+                }
+                let after = start_nodes
+                    .get(d.service.as_str())
+                    .cloned()
+                    .unwrap_or_default();
+                let id = plan.push(
+                    Op::WaitFor {
+                        service: d.service.clone(),
+                        condition: d.condition,
+                        required: d.required,
+                    },
+                    format!("{} depends on it", s.name),
+                    after,
+                );
+                gates.push(id);
+            }
+        }
+
+        let is_named = named.contains(s.name.as_str());
+        let force = if is_named {
+            opts.force_recreate
+        } else {
+            opts.always_recreate_deps
+        };
+        let dep_recreated: Option<&str> = s
+            .depends_on
+            .iter()
+            .find(|d| d.restart && recreated.contains(d.service.as_str()))
+            .map(|d| d.service.as_str());
+
+        let want = opts.scale.get(&s.name).copied().unwrap_or(s.replicas);
+        let mut existing: Vec<&ObservedContainer> = observed
+            .containers
+            .iter()
+            .filter(|c| c.service == s.name && !c.oneoff)
+            .collect();
+        existing.sort_by_key(|c| c.number);
+
+        let mut starts = Vec::new();
+        // Scale down: the highest numbers go first.
+        let keep = usize::try_from(want).unwrap_or(usize::MAX);
+        if existing.len() > keep {
+            for c in existing.split_off(keep).iter().rev() {
+                let mut after = Vec::new();
+                if c.state == RunState::Running || c.state == RunState::Paused {
+                    after.push(plan.push(
+                        Op::StopContainer {
+                            service: s.name.clone(),
+                            name: c.name.clone(),
+                        },
+                        format!("scale to {want}"),
+                        vec![],
+                    ));
+                }
+                plan.push(
+                    Op::RemoveContainer {
+                        service: s.name.clone(),
+                        name: c.name.clone(),
+                    },
+                    format!("scale to {want}"),
+                    after,
+                );
+            }
+        }
+        let mut used: BTreeSet<u32> = BTreeSet::new();
+        for c in &existing {
+            used.insert(c.number);
+            let cause: Option<String> = if opts.no_recreate {
+                None
+            } else if force {
+                Some(if is_named {
+                    "--force-recreate".into()
+                } else {
+                    "--always-recreate-deps".into()
+                })
+            } else if c.hash != s.hash {
+                Some("configuration changed".into())
+            } else if s.image_id.is_some() && c.image_id.is_some() && c.image_id != s.image_id {
+                Some("image changed".into())
+            } else if image_changed.contains(s.image.as_str()) && s.image_id.is_none() {
+                None
+            } else {
+                dep_recreated.map(|d| format!("dependency {d} recreated (restart: true)"))
+            };
+            if let Some(cause) = cause {
+                let restart_only = cause.starts_with("dependency ");
+                let mut after = prereq.clone();
+                if c.state == RunState::Running || c.state == RunState::Paused {
+                    let stop_after = if restart_only { gates.clone() } else { vec![] };
+                    after.push(plan.push(
+                        Op::StopContainer {
+                            service: s.name.clone(),
+                            name: c.name.clone(),
+                        },
+                        cause.clone(),
+                        stop_after,
+                    ));
+                }
+                if restart_only {
+                    if !opts.no_start {
+                        after.extend(gates.iter().copied());
+                        starts.push(plan.push(
+                            Op::StartContainer {
+                                service: s.name.clone(),
+                                name: c.name.clone(),
+                            },
+                            cause,
+                            after,
+                        ));
+                    }
+                    continue;
+                }
+                let rm = plan.push(
+                    Op::RemoveContainer {
+                        service: s.name.clone(),
+                        name: c.name.clone(),
+                    },
+                    cause.clone(),
+                    after,
+                );
+                let create = plan.push(
+                    Op::CreateContainer {
+                        service: s.name.clone(),
+                        number: c.number,
+                        name: container_name(&desired.project, s, c.number),
+                    },
+                    cause.clone(),
+                    vec![rm],
+                );
+                recreated.insert(s.name.as_str());
+                if !opts.no_start {
+                    let mut after = vec![create];
+                    after.extend(gates.iter().copied());
+                    starts.push(plan.push(
+                        Op::StartContainer {
+                            service: s.name.clone(),
+                            name: container_name(&desired.project, s, c.number),
+                        },
+                        cause,
+                        after,
+                    ));
+                }
+            } else if !opts.no_start && matches!(c.state, RunState::Created | RunState::Exited) {
+                let mut after = prereq.clone();
+                after.extend(gates.iter().copied());
+                starts.push(plan.push(
+                    Op::StartContainer {
+                        service: s.name.clone(),
+                        name: c.name.clone(),
+                    },
+                    describe_state(c),
+                    after,
+                ));
+            }
+        }
+        // Scale up: fill the lowest free numbers.
+        let mut number = 1;
+        let missing = keep.saturating_sub(existing.len());
+        for _ in 0..missing {
+            while used.contains(&number) {
+                number += 1;
+            }
+            used.insert(number);
+            let name = container_name(&desired.project, s, number);
+            let cause = if existing.is_empty() && number == 1 {
+                "missing".to_string()
+            } else {
+                format!("scale to {want}")
+            };
+            let create = plan.push(
+                Op::CreateContainer {
+                    service: s.name.clone(),
+                    number,
+                    name: name.clone(),
+                },
+                cause.clone(),
+                prereq.clone(),
+            );
+            if !opts.no_start {
+                let mut after = vec![create];
+                after.extend(gates.iter().copied());
+                starts.push(plan.push(
+                    Op::StartContainer {
+                        service: s.name.clone(),
+                        name,
+                    },
+                    cause,
+                    after,
+                ));
+            }
+        }
+        start_nodes.insert(s.name.as_str(), starts);
+    }
+
+    // Orphans: containers of services the project no longer has.
+    let known: BTreeSet<&str> = desired.services.iter().map(|s| s.name.as_str()).collect();
+    let mut orphans: Vec<&ObservedContainer> = observed
+        .containers
+        .iter()
+        .filter(|c| !c.oneoff && !known.contains(c.service.as_str()))
+        .collect();
+    orphans.sort_by(|a, b| a.name.cmp(&b.name));
+    for c in orphans {
+        if opts.remove_orphans {
+            let mut after = Vec::new();
+            if c.state == RunState::Running || c.state == RunState::Paused {
+                after.push(plan.push(
+                    Op::StopContainer {
+                        service: c.service.clone(),
+                        name: c.name.clone(),
+                    },
+                    "orphan",
+                    vec![],
+                ));
+            }
+            plan.push(
+                Op::RemoveContainer {
+                    service: c.service.clone(),
+                    name: c.name.clone(),
+                },
+                "orphan",
+                after,
+            );
+        } else {
+            plan.warnings.push(format!(
+                "found orphan container {} for service {}; run with --remove-orphans to clean it up",
+                c.name, c.service
+            ));
+        }
+    }
+
+    // `--wait`: one final gate per running service.
+    if opts.wait && !opts.no_start {
+        for s in &order {
+            let cond = Condition::Ready;
+            let after = start_nodes
+                .get(s.name.as_str())
+                .cloned()
+                .unwrap_or_default();
+            plan.push(
+                Op::WaitFor {
+                    service: s.name.clone(),
+                    condition: cond,
+                    required: true,
+                },
+                "--wait",
+                after,
+            );
+        }
+    }
+    Ok(prune_idle_waits(plan))
+}
+
+/// Drops `wait for` nodes that gate nothing: a dependency gate whose dependents got no start
+/// operation (everything already running) is noise.
+fn prune_idle_waits(plan: Plan) -> Plan {
+    let n = plan.nodes.len();
+    let mut needed = vec![true; n];
+    for (i, node) in plan.nodes.iter().enumerate() {
+        if let Op::WaitFor { .. } = node.op {
+            let is_final = node.cause == "--wait";
+            let gates_something = plan.nodes.iter().any(|m| m.after.contains(&i));
+            needed[i] = is_final || gates_something;
+        }
+    }
+    if needed.iter().all(|&x| x) {
+        return plan;
+    }
+    let mut remap = vec![usize::MAX; n];
+    let mut out = Plan {
+        nodes: Vec::new(),
+        warnings: plan.warnings,
+    };
+    for (i, node) in plan.nodes.into_iter().enumerate() {
+        if !needed[i] {
+            continue;
+        }
+        remap[i] = out.nodes.len();
+        let after = node
+            .after
+            .iter()
+            .filter(|&&a| needed[a])
+            .map(|&a| remap[a])
+            .collect();
+        out.push(node.op, node.cause, after);
+    }
+    out
+}
+
+/// Plans `down`: stop dependents before their dependencies, remove containers, then networks,
+/// volumes (`-v`) and images (`--rmi`).
+///
+/// # Errors
+/// A named service the project does not have.
+pub fn plan_down(desired: &Desired, observed: &Observed, opts: &DownOptions) -> Result<Plan> {
+    for n in &opts.services {
+        if desired.service(n).is_none() {
+            return Err(ReconcileError::NoSuchService(n.clone()));
+        }
+    }
+    let whole = opts.services.is_empty();
+    let known: BTreeSet<&str> = desired.services.iter().map(|s| s.name.as_str()).collect();
+    let chosen = |c: &ObservedContainer| -> bool {
+        if whole {
+            known.contains(c.service.as_str()) || opts.remove_orphans || c.oneoff
+        } else {
+            opts.services.contains(&c.service)
+        }
+    };
+    let mut plan = Plan::default();
+    // Reverse start order: dependents first.
+    let all: Vec<String> = desired.services.iter().map(|s| s.name.clone()).collect();
+    let mut order: Vec<&str> = start_order(desired, &all)
+        .into_iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    order.reverse();
+    // Orphans and one-offs of unknown services stop first.
+    let mut groups: Vec<(String, Vec<&ObservedContainer>)> = Vec::new();
+    let mut extra: Vec<&ObservedContainer> = observed
+        .containers
+        .iter()
+        .filter(|c| chosen(c) && !known.contains(c.service.as_str()))
+        .collect();
+    extra.sort_by(|a, b| a.name.cmp(&b.name));
+    if !extra.is_empty() {
+        groups.push((String::new(), extra));
+    }
+    for s in order {
+        let mut cs: Vec<&ObservedContainer> = observed
+            .containers
+            .iter()
+            .filter(|c| c.service == s && chosen(c))
+            .collect();
+        cs.sort_by(|a, b| (a.oneoff, a.number, &a.name).cmp(&(b.oneoff, b.number, &b.name)));
+        groups.push((s.to_string(), cs));
+    }
+    let mut stopped: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut removed: Vec<usize> = Vec::new();
+    for (service, cs) in &groups {
+        // A service stops after every service that depends on it has stopped.
+        let mut after: Vec<usize> = Vec::new();
+        for d in &desired.services {
+            if d.depends_on.iter().any(|x| &x.service == service) {
+                after.extend(stopped.get(&d.name).into_iter().flatten().copied());
+            }
+        }
+        let mut mine = Vec::new();
+        for c in cs {
+            let cause = if known.contains(c.service.as_str()) {
+                if c.oneoff { "one-off" } else { "down" }
+            } else {
+                "orphan"
+            };
+            let mut rm_after = Vec::new();
+            if c.state == RunState::Running || c.state == RunState::Paused {
+                let id = plan.push(
+                    Op::StopContainer {
+                        service: c.service.clone(),
+                        name: c.name.clone(),
+                    },
+                    cause,
+                    after.clone(),
+                );
+                mine.push(id);
+                rm_after.push(id);
+            }
+            removed.push(plan.push(
+                Op::RemoveContainer {
+                    service: c.service.clone(),
+                    name: c.name.clone(),
+                },
+                cause,
+                rm_after,
+            ));
+        }
+        if !service.is_empty() {
+            stopped.insert(service.clone(), mine);
+        }
+    }
+    if !whole {
+        return Ok(plan);
+    }
+    let leftover = observed.containers.iter().any(|c| !chosen(c));
+    for n in &desired.networks {
+        if n.external || !observed.networks.contains(&n.name) {
+            continue;
+        }
+        if leftover {
+            plan.warnings.push(format!(
+                "network {} kept: orphan containers still use it (use --remove-orphans)",
+                n.name
+            ));
+            continue;
+        }
+        plan.push(
+            Op::RemoveNetwork {
+                name: n.name.clone(),
+            },
+            "down",
+            removed.clone(),
+        );
+    }
+    if opts.volumes {
+        for v in &desired.volumes {
+            if v.external || !observed.volumes.contains(&v.name) {
+                continue;
+            }
+            plan.push(
+                Op::RemoveVolume {
+                    name: v.name.clone(),
+                },
+                "down -v",
+                removed.clone(),
+            );
+        }
+    }
+    if let Some(rmi) = &opts.rmi {
+        let mut images: BTreeSet<&str> = BTreeSet::new();
+        for s in &desired.services {
+            // `local` removes only images without a custom tag: those tug named after the
+            // service because it built them.
+            let local_name = s.build && s.image == format!("{}-{}", desired.project, s.name);
+            if rmi == "all" || local_name {
+                images.insert(s.image.as_str());
+            }
+        }
+        for image in images {
+            plan.push(
+                Op::RemoveImage {
+                    image: image.to_string(),
+                },
+                format!("--rmi {rmi}"),
+                removed.clone(),
+            );
+        }
+    }
+    Ok(plan)
+}
