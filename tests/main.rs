@@ -6,3 +6,4 @@ mod image;
 mod image_unpack;
 mod network;
 mod plan;
+mod volume;
