@@ -64,7 +64,7 @@ pub enum Command {
     },
 }
 
-mod config;
+pub mod config;
 
 /// Runs tug with the process arguments and returns the exit code.
 #[must_use]
