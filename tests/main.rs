@@ -2,4 +2,7 @@
 
 mod cli;
 mod common;
+mod image;
+mod image_unpack;
+mod network;
 mod plan;
