@@ -3,5 +3,6 @@
 mod cli;
 mod common;
 mod image;
+mod image_archive;
 mod image_unpack;
 mod plan;
