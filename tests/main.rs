@@ -5,4 +5,5 @@ mod common;
 mod image;
 mod image_archive;
 mod image_unpack;
+mod network;
 mod plan;
