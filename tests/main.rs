@@ -3,6 +3,7 @@
 mod cli;
 mod common;
 mod image;
+mod image_archive;
 mod image_unpack;
 mod network;
 mod plan;
