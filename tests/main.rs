@@ -3,4 +3,7 @@
 mod cli;
 mod common;
 mod config_golden;
+mod image;
+mod image_unpack;
+mod network;
 mod plan;

@@ -57,14 +57,31 @@ pub struct Cli {
 pub enum Command {
     /// Parse, resolve and render the compose file in canonical form.
     Config(config::ConfigArgs),
+    /// Manage images: list, import, load, save, pull, push, bootstrap base images.
+    Image(image::ImageArgs),
     /// Generate shell completions.
     Completion {
         /// Shell to generate for.
         shell: clap_complete::Shell,
     },
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(volume::VolumeCommand),
+    /// A network's DNS server (started by tug itself).
+    #[command(hide = true)]
+    NetworkDns(network::DnsArgs),
+    /// A container's port proxy (started by tug itself).
+    #[command(hide = true)]
+    NetworkProxy(network::ProxyArgs),
 }
 
 mod config;
+mod image;
+mod network;
+mod volume;
 
 /// Runs tug with the process arguments and returns the exit code.
 #[must_use]
@@ -102,11 +119,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let Cli { global, command } = cli;
     match command {
         Command::Config(args) => config::run(&global, &args),
+        Command::Image(args) => image::run(&global, args),
         Command::Completion { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "tug", &mut std::io::stdout());
             Ok(0)
         }
+        Command::Network(cmd) => network::run(&global, &cmd),
+        Command::Volume(cmd) => volume::run(&global, &cmd),
+        Command::NetworkDns(args) => network::run_dns(&args),
+        Command::NetworkProxy(args) => network::run_proxy(&args),
     }
 }
 

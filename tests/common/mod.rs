@@ -135,3 +135,13 @@ pub fn busybox_rootfs_tar() -> PathBuf {
     })
     .clone()
 }
+
+/// Imports `busybox_rootfs_tar()` into the state root `root` as `busybox:latest` with
+/// `CMD ["sh"]` (as `tug image import` does) and returns the image reference to use.
+pub fn busybox_image(root: &Path) -> String {
+    ok(tug(root)
+        .args(["image", "import", "--change", r#"CMD ["sh"]"#])
+        .arg(busybox_rootfs_tar())
+        .arg("busybox:latest"));
+    "busybox:latest".to_string()
+}

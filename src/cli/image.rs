@@ -1,0 +1,533 @@
+//! `tug image …`: the image store verbs (ls, inspect, tag, rm, prune, import, load, save, pull,
+//! push, login, logout, bootstrap). Flags become options; the work is in `engine::image`.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::json;
+
+use super::GlobalArgs;
+use crate::engine::image::{self, DebianOptions, Image, ImageStore, ImportOptions, Reference};
+
+/// `tug image` arguments.
+#[derive(Debug, Args)]
+pub struct ImageArgs {
+    #[command(subcommand)]
+    pub command: ImageCommand,
+}
+
+/// Output format of `ls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    /// A table.
+    #[default]
+    Table,
+    /// One JSON object per image and name, one per line (as `docker images --format json`).
+    Json,
+}
+
+/// The image verbs.
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// List images.
+    #[command(visible_alias = "list")]
+    Ls {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+        /// Only show image ids.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Show full ids.
+        #[arg(long)]
+        no_trunc: bool,
+        /// Show manifest digests.
+        #[arg(long)]
+        digests: bool,
+        /// Only images whose name matches this reference (`busybox`, `busybox:*`).
+        reference: Option<String>,
+    },
+    /// Show images as JSON.
+    Inspect {
+        /// Images (name, id or id prefix).
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Give an image another name.
+    Tag {
+        /// Existing image.
+        source: String,
+        /// New name.
+        target: String,
+    },
+    /// Remove images (untag; delete when no name is left).
+    #[command(visible_alias = "rmi")]
+    Rm {
+        /// Remove even if referenced by several names or used by a container (then only
+        /// untag). (`-f` is the global compose-file flag, so only the long form.)
+        #[arg(long)]
+        force: bool,
+        /// Images.
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Remove unused images and their blobs and layers.
+    Prune {
+        /// Remove every image no container uses, not only unnamed ones.
+        #[arg(short, long)]
+        all: bool,
+        /// Do not ask (tug never asks; accepted for docker compatibility).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Import a root file system tarball (plain, gzip or zstd; `-` for stdin) as an image.
+    Import {
+        /// The tarball, or `-`.
+        file: PathBuf,
+        /// Name for the image.
+        name: Option<String>,
+        /// Dockerfile instruction to apply (`CMD ["sh"]`, `ENV K=V`, …); repeatable.
+        #[arg(short, long = "change")]
+        change: Vec<String>,
+        /// Commit message.
+        #[arg(short, long)]
+        message: Option<String>,
+    },
+    /// Load images from a docker-archive or oci-archive tarball.
+    Load {
+        /// The archive (default: stdin).
+        #[arg(short, long)]
+        input: Option<PathBuf>,
+        /// Print only the loaded names.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Save images to a docker-archive tarball.
+    Save {
+        /// Output file.
+        #[arg(short, long, required = true)]
+        output: PathBuf,
+        /// Images.
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Pull an image from a registry.
+    Pull {
+        /// Reference (`busybox`, `localhost:5000/app:1`, `name@sha256:…`).
+        reference: String,
+        /// Print no progress.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Push an image to a registry.
+    Push {
+        /// Reference.
+        reference: String,
+        /// Print no progress.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Build a base image from the host's Debian packages, offline from any registry:
+    /// `busybox` (from busybox-static) or `debian:<suite>` (with mmdebstrap).
+    Bootstrap {
+        /// `busybox` or `debian:<suite>`.
+        what: String,
+        /// Name of the image (default `busybox:latest` / `debian:<suite>`).
+        #[arg(long)]
+        name: Option<String>,
+        /// Extra Debian packages (comma-separated; repeatable).
+        #[arg(long, value_delimiter = ',')]
+        include: Vec<String>,
+        /// Debian mirror URL (default: mmdebstrap's).
+        #[arg(long)]
+        mirror: Option<String>,
+        /// The busybox binary to use.
+        #[arg(long, default_value = image::BUSYBOX)]
+        busybox: PathBuf,
+    },
+}
+
+/// Runs `tug image …`.
+pub fn run(global: &GlobalArgs, args: ImageArgs) -> anyhow::Result<i32> {
+    let root = global.state_root();
+    let store = ImageStore::open(&root)
+        .with_context(|| format!("cannot open the image store in {}", root.display()))?;
+    let mut out = std::io::stdout().lock();
+    match args.command {
+        ImageCommand::Ls {
+            format,
+            quiet,
+            no_trunc,
+            digests,
+            reference,
+        } => ls(
+            &store,
+            &mut out,
+            format,
+            quiet,
+            no_trunc,
+            digests,
+            reference.as_deref(),
+        )?,
+        ImageCommand::Inspect { images } => {
+            let mut docs = Vec::new();
+            let mut failed = false;
+            for name in &images {
+                match store.resolve(name) {
+                    Ok(img) => docs.push(inspect_json(&store, &img)),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        failed = true;
+                    }
+                }
+            }
+            writeln!(out, "{}", serde_json::to_string_pretty(&docs)?)?;
+            return Ok(i32::from(failed));
+        }
+        ImageCommand::Tag { source, target } => {
+            store.tag(&source, &target)?;
+        }
+        ImageCommand::Rm { force, images } => {
+            let in_use = images_in_use(&root);
+            let mut failed = false;
+            for name in &images {
+                match store.remove(name, force, &in_use) {
+                    Ok(r) => {
+                        for n in &r.untagged {
+                            writeln!(out, "Untagged: {}", familiar(n))?;
+                        }
+                        for id in &r.deleted {
+                            writeln!(out, "Deleted: {id}")?;
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        failed = true;
+                    }
+                }
+            }
+            return Ok(i32::from(failed));
+        }
+        ImageCommand::Prune { all, force: _ } => {
+            let in_use = images_in_use(&root);
+            let r = store.prune(all, &in_use)?;
+            for id in &r.images_deleted {
+                writeln!(out, "deleted: {id}")?;
+            }
+            writeln!(
+                out,
+                "Total reclaimed space: {} ({} blobs, {} layers)",
+                human_size(r.bytes_freed),
+                r.blobs_removed,
+                r.layers_removed
+            )?;
+        }
+        ImageCommand::Import {
+            file,
+            name,
+            change,
+            message,
+        } => {
+            let opts = ImportOptions {
+                changes: change,
+                message,
+                created_by: None,
+            };
+            let img = if file.as_os_str() == "-" {
+                store.import(std::io::stdin().lock(), name.as_deref(), &opts)?
+            } else {
+                let f = std::fs::File::open(&file)
+                    .with_context(|| format!("cannot open {}", file.display()))?;
+                store.import(f, name.as_deref(), &opts)?
+            };
+            writeln!(out, "{}", img.id)?;
+        }
+        ImageCommand::Load { .. } => bail!(image::Error::NotImplemented("tug image load")),
+        ImageCommand::Save { .. } => bail!(image::Error::NotImplemented("tug image save")),
+        ImageCommand::Pull { .. } => bail!(image::Error::NotImplemented("tug image pull")),
+        ImageCommand::Push { .. } => bail!(image::Error::NotImplemented("tug image push")),
+        ImageCommand::Bootstrap {
+            what,
+            name,
+            include,
+            mirror,
+            busybox,
+        } => {
+            let img = if what == "busybox" {
+                if !include.is_empty() {
+                    bail!("--include applies to debian:<suite> only");
+                }
+                store.bootstrap_busybox(&busybox, name.as_deref())?
+            } else if let Some(suite) = what.strip_prefix("debian:") {
+                let opts = DebianOptions {
+                    suite: suite.to_string(),
+                    include,
+                    mirror,
+                };
+                store.bootstrap_debian(&opts, name.as_deref())?
+            } else {
+                bail!("cannot bootstrap {what:?}: want busybox or debian:<suite>");
+            };
+            writeln!(out, "{}", img.id)?;
+        }
+    }
+    Ok(0)
+}
+
+/// Image ids used by containers of the state root.
+///
+/// Contract with the container store: `<root>/containers/<id>/config.json` is the container's
+/// saved `ContainerConfig`, whose `image_id` field is the image id (`sha256:<config digest>`).
+fn images_in_use(root: &Path) -> HashSet<String> {
+    let mut set = HashSet::new();
+    let Ok(rd) = std::fs::read_dir(root.join("containers")) else {
+        return set;
+    };
+    for e in rd.filter_map(Result::ok) {
+        let Ok(text) = std::fs::read(e.path().join("config.json")) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&text) else {
+            continue;
+        };
+        if let Some(id) = v.get("image_id").and_then(|x| x.as_str()) {
+            set.insert(id.to_string());
+        }
+    }
+    set
+}
+
+fn familiar(full: &str) -> String {
+    Reference::parse(full).map_or_else(|_| full.to_string(), |r| r.familiar())
+}
+
+/// (repository, tag) rows of an image: one per name, or `<none>` when unnamed.
+fn rows(img: &Image) -> Vec<(String, String)> {
+    if img.names.is_empty() {
+        return vec![("<none>".into(), "<none>".into())];
+    }
+    img.names
+        .iter()
+        .map(|n| match Reference::parse(n) {
+            Ok(r) => (r.familiar_name(), r.tag.unwrap_or_else(|| "<none>".into())),
+            Err(_) => (n.clone(), "<none>".into()),
+        })
+        .collect()
+}
+
+fn ls(
+    store: &ImageStore,
+    out: &mut impl Write,
+    format: Format,
+    quiet: bool,
+    no_trunc: bool,
+    digests: bool,
+    filter: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut images = store.list()?;
+    images.sort_by(|a, b| b.config.created().cmp(a.config.created()));
+    let matches = |repo: &str, tag: &str| -> bool {
+        let Some(f) = filter else { return true };
+        let (frepo, ftag) = match f.rsplit_once(':') {
+            Some((r, t)) if !t.contains('/') => (r, Some(t)),
+            _ => (f, None),
+        };
+        let frepo_norm =
+            Reference::parse(frepo).map_or_else(|_| frepo.to_string(), |r| r.familiar_name());
+        glob_match(&frepo_norm, repo) && ftag.is_none_or(|t| glob_match(t, tag))
+    };
+    if quiet {
+        let mut seen = HashSet::new();
+        for img in &images {
+            if rows(img).iter().any(|(r, t)| matches(r, t)) {
+                let id = if no_trunc {
+                    img.id.clone()
+                } else {
+                    img.short_id().to_string()
+                };
+                if seen.insert(id.clone()) {
+                    writeln!(out, "{id}")?;
+                }
+            }
+        }
+        return Ok(());
+    }
+    let now = jiff::Timestamp::now();
+    let mut table: Vec<Vec<String>> = Vec::new();
+    for img in &images {
+        let created = img
+            .config
+            .created()
+            .as_deref()
+            .and_then(|c| c.parse::<jiff::Timestamp>().ok());
+        for (repo, tag) in rows(img) {
+            if !matches(&repo, &tag) {
+                continue;
+            }
+            let id = if no_trunc {
+                img.id.clone()
+            } else {
+                img.short_id().to_string()
+            };
+            match format {
+                Format::Json => {
+                    let v = json!({
+                        "Containers": "N/A",
+                        "CreatedAt": created.map(|t| t.to_string()).unwrap_or_default(),
+                        "CreatedSince": created.map(|t| since(now, t)).unwrap_or_else(|| "N/A".into()),
+                        "Digest": img.digest,
+                        "ID": id,
+                        "Repository": repo,
+                        "SharedSize": "N/A",
+                        "Size": human_size(img.size),
+                        "Tag": tag,
+                        "UniqueSize": "N/A",
+                        "VirtualSize": human_size(img.size),
+                    });
+                    writeln!(out, "{}", serde_json::to_string(&v)?)?;
+                }
+                Format::Table => {
+                    let mut row = vec![repo, tag];
+                    if digests {
+                        row.push(img.digest.clone());
+                    }
+                    row.push(id);
+                    row.push(
+                        created
+                            .map(|t| since(now, t))
+                            .unwrap_or_else(|| "N/A".into()),
+                    );
+                    row.push(human_size(img.size));
+                    table.push(row);
+                }
+            }
+        }
+    }
+    if format == Format::Table {
+        let mut header = vec!["REPOSITORY", "TAG"];
+        if digests {
+            header.push("DIGEST");
+        }
+        header.extend(["IMAGE ID", "CREATED", "SIZE"]);
+        let mut all = vec![header.iter().map(|s| (*s).to_string()).collect::<Vec<_>>()];
+        all.extend(table);
+        let cols = all[0].len();
+        let widths: Vec<usize> = (0..cols)
+            .map(|c| all.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+            .collect();
+        for r in &all {
+            let mut line = String::new();
+            for (c, cell) in r.iter().enumerate() {
+                if c + 1 == cols {
+                    line.push_str(cell);
+                } else {
+                    line.push_str(&format!("{cell:<w$}   ", w = widths[c]));
+                }
+            }
+            writeln!(out, "{}", line.trim_end())?;
+        }
+    }
+    Ok(())
+}
+
+/// `*` matches any run of characters.
+fn glob_match(pattern: &str, s: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == s,
+        Some((pre, rest)) => {
+            let Some(s) = s.strip_prefix(pre) else {
+                return false;
+            };
+            (0..=s.len()).any(|i| s.is_char_boundary(i) && glob_match(rest, &s[i..]))
+        }
+    }
+}
+
+fn inspect_json(store: &ImageStore, img: &Image) -> serde_json::Value {
+    let repo_digests: Vec<String> = img
+        .names
+        .iter()
+        .filter_map(|n| Reference::parse(n).ok())
+        .map(|r| format!("{}@{}", r.familiar_name(), img.digest))
+        .collect();
+    let layers: Vec<String> = store
+        .layer_dirs(img)
+        .map(|v| v.iter().map(|p| p.display().to_string()).collect())
+        .unwrap_or_default();
+    json!({
+        "Id": img.id,
+        "RepoTags": img.familiar_names(),
+        "RepoDigests": repo_digests,
+        "Names": img.names,
+        "Digest": img.digest,
+        "Created": img.config.created(),
+        "Author": img.config.author(),
+        "Architecture": img.config.architecture().to_string(),
+        "Os": img.config.os().to_string(),
+        "Config": img.config.config(),
+        "RootFS": img.config.rootfs(),
+        "History": img.config.history(),
+        "Size": img.size,
+        "Manifest": img.manifest,
+        "LayerDirs": layers,
+    })
+}
+
+/// Sizes as Docker prints them (SI units, 3 significant digits).
+fn human_size(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < UNITS.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n}B")
+    } else if v >= 100.0 {
+        format!("{v:.0}{}", UNITS[u])
+    } else if v >= 10.0 {
+        format!("{v:.1}{}", UNITS[u])
+    } else {
+        format!("{v:.2}{}", UNITS[u])
+    }
+}
+
+/// "3 minutes ago", as Docker writes it.
+fn since(now: jiff::Timestamp, t: jiff::Timestamp) -> String {
+    let secs = (now.as_second() - t.as_second()).max(0);
+    let (n, unit) = match secs {
+        s if s < 1 => return "Less than a second ago".into(),
+        s if s < 60 => (s, "second"),
+        s if s < 3600 => (s / 60, "minute"),
+        s if s < 86_400 * 2 => (s / 3600, "hour"),
+        s if s < 86_400 * 14 => (s / 86_400, "day"),
+        s if s < 86_400 * 60 => (s / (86_400 * 7), "week"),
+        s if s < 86_400 * 365 * 2 => (s / (86_400 * 30), "month"),
+        s => (s / (86_400 * 365), "year"),
+    };
+    if n == 1 {
+        let article = if unit == "hour" { "An" } else { "1" };
+        format!("{article} {unit} ago")
+    } else {
+        format!("{n} {unit}s ago")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_globs() {
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(4_260_000), "4.26MB");
+        assert_eq!(human_size(123_456_789), "123MB");
+        assert!(glob_match("bus*", "busybox"));
+        assert!(!glob_match("bus*z", "busybox"));
+        assert!(glob_match("*", ""));
+    }
+}

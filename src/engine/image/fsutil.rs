@@ -1,0 +1,228 @@
+//! Small file-system helpers for the store: atomic writes, hashing readers and writers, and the
+//! store locks.
+//!
+//! An atomic write puts the bytes in a temporary file in the destination's directory, flushes
+//! them to disk (`fsync`), renames the file over the destination, and flushes the directory, so
+//! a reader sees either the old or the new content and a crash leaves at most a temporary file
+//! that the next command removes.
+//!
+//! Locks are `flock(2)` locks on files in the store: the kernel drops them when the process
+//! dies, so a killed tug never leaves a stale lock behind.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use sha2::{Digest as _, Sha256};
+
+use super::{Error, Result};
+
+/// Wraps an `io::Error` with what was being done.
+pub(crate) fn io_ctx(context: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
+    let context = context.into();
+    move |source| Error::Io { context, source }
+}
+
+/// A random suffix for temporary names.
+pub(crate) fn random_suffix() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// Writes `data` to `path` atomically (temp file + fsync + rename + fsync of the directory).
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(".tmp-{name}-{}", random_suffix()));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(io_ctx(format!("cannot create {}", tmp.display())))?;
+        f.write_all(data)
+            .and_then(|()| f.sync_all())
+            .map_err(io_ctx(format!("cannot write {}", tmp.display())))?;
+        fs::rename(&tmp, path).map_err(io_ctx(format!("cannot rename into {}", path.display())))?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Flushes a directory's entries to disk.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_ctx(format!("cannot sync {}", dir.display())))
+}
+
+/// `sha256:<hex>` of `data`.
+pub(crate) fn sha256_digest(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+/// A reader that hashes (sha256) and counts what passes through it.
+pub(crate) struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
+    }
+
+    /// Returns (`sha256:<hex>`, bytes read, inner reader) without reading further.
+    pub(crate) fn into_parts(self) -> (String, u64, R) {
+        (
+            format!("sha256:{}", hex::encode(self.hasher.finalize())),
+            self.count,
+            self.inner,
+        )
+    }
+
+    /// Reads what is left to the end, then returns (`sha256:<hex>`, bytes read).
+    pub(crate) fn finish(mut self) -> io::Result<(String, u64)> {
+        io::copy(&mut self, &mut io::sink())?;
+        Ok((
+            format!("sha256:{}", hex::encode(self.hasher.finalize())),
+            self.count,
+        ))
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// A writer that hashes (sha256) and counts what passes through it.
+pub(crate) struct HashingWriter<W> {
+    pub(crate) inner: W,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub(crate) fn new(inner: W) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
+    }
+
+    /// Bytes written so far.
+    pub(crate) fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Returns the inner writer, `sha256:<hex>` and the byte count.
+    pub(crate) fn finish(self) -> (W, String, u64) {
+        (
+            self.inner,
+            format!("sha256:{}", hex::encode(self.hasher.finalize())),
+            self.count,
+        )
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A held `flock` on a lock file; released on drop (or when the process dies).
+pub(crate) struct LockGuard {
+    _lock: Flock<File>,
+}
+
+/// Which kind of lock to take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LockKind {
+    Shared,
+    Exclusive,
+}
+
+/// Takes a lock on `path` (created if missing), waiting for it.
+pub(crate) fn lock(path: &Path, kind: LockKind) -> Result<LockGuard> {
+    let file = open_lock_file(path)?;
+    let arg = match kind {
+        LockKind::Shared => FlockArg::LockShared,
+        LockKind::Exclusive => FlockArg::LockExclusive,
+    };
+    let lock = Flock::lock(file, arg).map_err(|(_, e)| Error::Io {
+        context: format!("cannot lock {}", path.display()),
+        source: e.into(),
+    })?;
+    Ok(LockGuard { _lock: lock })
+}
+
+/// Takes an exclusive lock on `path` if nobody holds any lock on it; `None` otherwise.
+pub(crate) fn try_lock_exclusive(path: &Path) -> Result<Option<LockGuard>> {
+    let file = open_lock_file(path)?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(LockGuard { _lock: lock })),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(Error::Io {
+            context: format!("cannot lock {}", path.display()),
+            source: e.into(),
+        }),
+    }
+}
+
+fn open_lock_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io_ctx(format!("cannot open lock file {}", path.display())))
+}
+
+/// Removes a directory tree if it exists; a missing tree is not an error.
+pub(crate) fn remove_tree(path: &Path) -> Result<()> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_ctx(format!("cannot remove {}", path.display()))(e)),
+    }
+}
+
+/// Entries of `dir` whose names start with one of `prefixes`.
+pub(crate) fn entries_with_prefix(dir: &Path, prefixes: &[&str]) -> Vec<PathBuf> {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    rd.filter_map(std::result::Result::ok)
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            prefixes.iter().any(|p| n.starts_with(p))
+        })
+        .map(|e| e.path())
+        .collect()
+}

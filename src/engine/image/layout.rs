@@ -1,0 +1,338 @@
+//! The OCI image layout on disk: `<root>/images/{oci-layout, index.json, blobs/sha256/<hex>}`.
+//!
+//! Every piece of an image — manifest, config, layers — is a *blob* named by the sha256 digest
+//! of its bytes. `index.json` lists the manifests the store holds; each entry that has a name
+//! carries it in the annotation `org.opencontainers.image.ref.name` (tug writes the full,
+//! normalised reference there, e.g. `docker.io/library/busybox:latest`), so other OCI tools
+//! (`skopeo copy oci:<root>/images:NAME …`) read the store as it is.
+//!
+//! A blob is written to `.ingest/` first, hashed while it is written, and renamed into
+//! `blobs/sha256/` only when its digest is the expected one: a blob file that exists is
+//! complete and correct. `index.json` is replaced atomically under the index lock.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::fsutil::{self, HashingWriter, io_ctx};
+use super::reference::validate_digest;
+use super::{Error, Result};
+
+/// The annotation that names a manifest in `index.json`.
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// Media type of an OCI image index.
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// Media type of an OCI image manifest.
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// Media type of an OCI image config.
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+/// Media type of a gzip-compressed OCI layer.
+pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// Media type of a Docker schema 2 manifest.
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Media type of a Docker manifest list.
+pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// Media type of a Docker image config.
+pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+
+/// Layer media types tug can unpack (compression is detected from the bytes).
+pub const LAYER_TYPES: &[&str] = &[
+    "application/vnd.oci.image.layer.v1.tar",
+    "application/vnd.oci.image.layer.v1.tar+gzip",
+    "application/vnd.oci.image.layer.v1.tar+zstd",
+    "application/vnd.docker.image.rootfs.diff.tar",
+    "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    "application/vnd.docker.image.rootfs.diff.tar.zstd",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+];
+
+/// One manifest entry of `index.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IndexEntry {
+    /// Media type of the manifest.
+    pub media_type: String,
+    /// Digest of the manifest.
+    pub digest: String,
+    /// Size of the manifest in bytes.
+    pub size: u64,
+    /// Annotations; `org.opencontainers.image.ref.name` names the image.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Other fields (platform, …) kept as they were.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl IndexEntry {
+    /// The entry's name, if it has one.
+    pub fn name(&self) -> Option<&str> {
+        self.annotations.get(REF_NAME).map(String::as_str)
+    }
+}
+
+/// `index.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Index {
+    schema_version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    media_type: Option<String>,
+    /// The manifests.
+    #[serde(default)]
+    pub manifests: Vec<IndexEntry>,
+    #[serde(flatten)]
+    extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Self {
+            schema_version: 2,
+            media_type: Some(OCI_INDEX.to_string()),
+            manifests: Vec::new(),
+            extra: serde_json::Map::new(),
+        }
+    }
+}
+
+/// The layout directory.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    dir: PathBuf,
+}
+
+impl Layout {
+    /// Opens (creating if needed) the layout at `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        for d in [dir.join("blobs/sha256"), dir.join(".ingest")] {
+            fs::create_dir_all(&d).map_err(io_ctx(format!("cannot create {}", d.display())))?;
+        }
+        let layout = Self {
+            dir: dir.to_path_buf(),
+        };
+        let marker = dir.join("oci-layout");
+        if !marker.exists() {
+            fsutil::write_atomic(&marker, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        }
+        if !layout.index_path().exists() {
+            layout.write_index(&Index::default())?;
+        }
+        Ok(layout)
+    }
+
+    /// The layout directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn index_path(&self) -> PathBuf {
+        self.dir.join("index.json")
+    }
+
+    /// Where temporary blobs are written.
+    pub fn ingest_dir(&self) -> PathBuf {
+        self.dir.join(".ingest")
+    }
+
+    /// The path of the blob `digest` (which must be a valid sha256 digest).
+    pub fn blob_path(&self, digest: &str) -> Result<PathBuf> {
+        validate_digest(digest).map_err(|reason| Error::Corrupt(format!("{digest}: {reason}")))?;
+        Ok(self.dir.join("blobs/sha256").join(&digest[7..]))
+    }
+
+    /// True if the blob is present.
+    pub fn has_blob(&self, digest: &str) -> bool {
+        self.blob_path(digest).is_ok_and(|p| p.exists())
+    }
+
+    /// Reads a (small) blob and checks its digest.
+    pub fn read_blob(&self, digest: &str) -> Result<Vec<u8>> {
+        let path = self.blob_path(digest)?;
+        let data = match fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::Corrupt(format!("blob {digest} is missing")));
+            }
+            Err(e) => return Err(io_ctx(format!("cannot read {}", path.display()))(e)),
+        };
+        let actual = fsutil::sha256_digest(&data);
+        if actual != digest {
+            return Err(Error::DigestMismatch {
+                what: format!("blob {}", path.display()),
+                expected: digest.to_string(),
+                actual,
+            });
+        }
+        Ok(data)
+    }
+
+    /// Opens a blob for reading.
+    pub fn open_blob(&self, digest: &str) -> Result<File> {
+        let path = self.blob_path(digest)?;
+        File::open(&path).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                Error::Corrupt(format!("blob {digest} is missing"))
+            } else {
+                io_ctx(format!("cannot open {}", path.display()))(e)
+            }
+        })
+    }
+
+    /// Stores `data` as a blob and returns its digest.
+    pub fn put_blob(&self, data: &[u8]) -> Result<String> {
+        let digest = fsutil::sha256_digest(data);
+        if !self.has_blob(&digest) {
+            let mut w = self.ingest()?;
+            w.write_all(data)
+                .map_err(io_ctx("cannot write a blob to the ingest directory"))?;
+            w.commit(Some(&digest))?;
+        }
+        Ok(digest)
+    }
+
+    /// Starts writing a blob of unknown digest.
+    pub fn ingest(&self) -> Result<BlobWriter> {
+        let path = self
+            .ingest_dir()
+            .join(format!("blob-{}", fsutil::random_suffix()));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io_ctx(format!("cannot create {}", path.display())))?;
+        Ok(BlobWriter {
+            layout: self.clone(),
+            path: Some(path),
+            writer: Some(HashingWriter::new(BufWriter::with_capacity(1 << 20, file))),
+        })
+    }
+
+    /// Reads `index.json`.
+    pub fn read_index(&self) -> Result<Index> {
+        let path = self.index_path();
+        let data = match fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Index::default()),
+            Err(e) => return Err(io_ctx(format!("cannot read {}", path.display()))(e)),
+        };
+        serde_json::from_slice(&data)
+            .map_err(|e| Error::Corrupt(format!("{}: {e}", path.display())))
+    }
+
+    /// Replaces `index.json` atomically. Callers hold the index lock.
+    pub fn write_index(&self, index: &Index) -> Result<()> {
+        let data = serde_json::to_vec_pretty(index)
+            .map_err(|e| Error::Corrupt(format!("cannot serialise index.json: {e}")))?;
+        fsutil::write_atomic(&self.index_path(), &data)
+    }
+
+    /// Digests of every blob file present.
+    pub fn blob_digests(&self) -> Result<Vec<String>> {
+        let dir = self.dir.join("blobs/sha256");
+        let rd = fs::read_dir(&dir).map_err(io_ctx(format!("cannot list {}", dir.display())))?;
+        Ok(rd
+            .filter_map(std::result::Result::ok)
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.len() == 64 && super::reference::is_lower_hex(n))
+            .map(|n| format!("sha256:{n}"))
+            .collect())
+    }
+}
+
+/// A blob being written: hashed as it goes, renamed into place by [`BlobWriter::commit`],
+/// removed if dropped uncommitted.
+pub struct BlobWriter {
+    layout: Layout,
+    path: Option<PathBuf>,
+    writer: Option<HashingWriter<BufWriter<File>>>,
+}
+
+impl BlobWriter {
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.writer.as_ref().map_or(0, HashingWriter::count)
+    }
+
+    /// Flushes, checks the digest against `expected` (if given), and makes the blob visible.
+    /// Returns (digest, size).
+    pub fn commit(mut self, expected: Option<&str>) -> Result<(String, u64)> {
+        let path = self.path.take().unwrap_or_default();
+        let result = self.commit_inner(&path, expected);
+        if result.is_err() {
+            let _ = fs::remove_file(&path);
+        }
+        result
+    }
+
+    fn commit_inner(&mut self, path: &Path, expected: Option<&str>) -> Result<(String, u64)> {
+        let Some(writer) = self.writer.take() else {
+            return Err(Error::Corrupt("blob writer used twice".into()));
+        };
+        let (buf, digest, size) = writer.finish();
+        let file = buf
+            .into_inner()
+            .map_err(|e| io_ctx(format!("cannot write {}", path.display()))(e.into_error()))?;
+        file.sync_all()
+            .map_err(io_ctx(format!("cannot sync {}", path.display())))?;
+        drop(file);
+        if let Some(expected) = expected
+            && expected != digest
+        {
+            return Err(Error::DigestMismatch {
+                what: "blob".to_string(),
+                expected: expected.to_string(),
+                actual: digest,
+            });
+        }
+        let dest = self.layout.blob_path(&digest)?;
+        fs::rename(path, &dest)
+            .map_err(io_ctx(format!("cannot rename into {}", dest.display())))?;
+        fsutil::sync_dir(dest.parent().unwrap_or(Path::new(".")))?;
+        Ok((digest, size))
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.writer {
+            Some(w) => w.write(buf),
+            None => Err(io::Error::other("blob writer closed")),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.writer {
+            Some(w) => w.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if let Some(p) = self.path.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+/// Reads everything from `r` (used for small JSON documents).
+pub fn read_all(mut r: impl Read, limit: u64, what: &str) -> Result<Vec<u8>> {
+    let mut v = Vec::new();
+    r.by_ref()
+        .take(limit + 1)
+        .read_to_end(&mut v)
+        .map_err(io_ctx(format!("cannot read {what}")))?;
+    if v.len() as u64 > limit {
+        return Err(Error::Corrupt(format!(
+            "{what} is larger than {limit} bytes"
+        )));
+    }
+    Ok(v)
+}

@@ -1,0 +1,202 @@
+//! Image store: import, bootstrap, ls/inspect/tag/rm, interop with skopeo.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::common::{self, fails, ok, tug};
+
+fn root() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("tug-image-")
+        .tempdir()
+        .unwrap()
+}
+
+fn inspect(root: &Path, name: &str) -> serde_json::Value {
+    let out = ok(tug(root).args(["image", "inspect", name]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v[0].clone()
+}
+
+#[test]
+fn image_import_busybox_and_resolve_short_names() {
+    let dir = root();
+    let r = dir.path();
+    let name = common::busybox_image(r);
+    assert_eq!(name, "busybox:latest");
+    let img = inspect(r, "busybox");
+    assert_eq!(img["Names"][0], "docker.io/library/busybox:latest");
+    assert_eq!(img["RepoTags"][0], "busybox:latest");
+    assert_eq!(img["Config"]["Cmd"][0], "sh");
+    // The same image by full name, by id and by id prefix.
+    let id = img["Id"].as_str().unwrap().to_string();
+    assert_eq!(inspect(r, "docker.io/library/busybox:latest")["Id"], id);
+    assert_eq!(inspect(r, &id)["Id"], id);
+    assert_eq!(inspect(r, &id[7..19])["Id"], id);
+    // The layer is unpacked and runnable as a root file system.
+    let dirs = img["LayerDirs"].as_array().unwrap();
+    assert_eq!(dirs.len(), 1);
+    let layer = Path::new(dirs[0].as_str().unwrap());
+    assert!(layer.join("bin/busybox").is_file());
+    assert_eq!(
+        std::fs::read_link(layer.join("bin/sh")).unwrap(),
+        Path::new("../bin/busybox")
+    );
+    // ls shows the short name; -q the short id; json one object per line.
+    let ls = ok(tug(r).args(["image", "ls"]));
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with("busybox ") && l.contains(&id[7..19])),
+        "{ls}"
+    );
+    assert_eq!(ok(tug(r).args(["image", "ls", "-q"])).trim(), &id[7..19]);
+    let js = ok(tug(r).args(["image", "ls", "--format", "json"]));
+    let v: serde_json::Value = serde_json::from_str(js.lines().next().unwrap()).unwrap();
+    assert_eq!(v["Repository"], "busybox");
+    assert_eq!(v["Tag"], "latest");
+    // Unknown images are a one-line error naming the reference.
+    let err = fails(tug(r).args(["image", "inspect", "nosuch:tag"]));
+    assert!(err.contains("no such image: nosuch:tag"), "{err}");
+}
+
+#[test]
+fn image_import_applies_changes_and_reads_stdin_gzip() {
+    let dir = root();
+    let r = dir.path();
+    let tar = common::busybox_rootfs_tar();
+    let gz = r.join("rootfs.tar.gz");
+    ok(Command::new("sh").arg("-c").arg(format!(
+        "gzip -1 -c {} > {}",
+        tar.display(),
+        gz.display()
+    )));
+    let mut cmd = tug(r);
+    cmd.args([
+        "image",
+        "import",
+        "-c",
+        "ENV A=1 B=\"two words\"",
+        "-c",
+        "WORKDIR /srv",
+        "-c",
+        "EXPOSE 8080",
+        "-c",
+        "ENTRYPOINT [\"/bin/sh\", \"-c\"]",
+        "-c",
+        "USER 1000:1000",
+        "-",
+        "me/app:v1",
+    ]);
+    cmd.stdin(std::fs::File::open(&gz).unwrap());
+    ok(&mut cmd);
+    let img = inspect(r, "me/app:v1");
+    let cfg = &img["Config"];
+    assert_eq!(cfg["Env"], serde_json::json!(["A=1", "B=two words"]));
+    assert_eq!(cfg["WorkingDir"], "/srv");
+    assert_eq!(cfg["User"], "1000:1000");
+    assert_eq!(cfg["Entrypoint"], serde_json::json!(["/bin/sh", "-c"]));
+    assert!(cfg["ExposedPorts"].get("8080/tcp").is_some(), "{cfg}");
+    // The diff_id is the digest of the uncompressed tarball, whatever the input compression.
+    let want = format!(
+        "sha256:{}",
+        ok(Command::new("sha256sum").arg(&tar))
+            .split_whitespace()
+            .next()
+            .unwrap()
+    );
+    assert_eq!(img["RootFS"]["diff_ids"][0], want.as_str());
+    // A bad change is refused and nothing is stored.
+    let err = fails(
+        tug(r)
+            .args(["image", "import", "-c", "RUN true"])
+            .arg(&tar)
+            .arg("x:y"),
+    );
+    assert!(err.contains("invalid change"), "{err}");
+    fails(tug(r).args(["image", "inspect", "x:y"]));
+}
+
+#[test]
+fn image_tag_rm_and_garbage_collection() {
+    let dir = root();
+    let r = dir.path();
+    common::busybox_image(r);
+    ok(tug(r).args(["image", "tag", "busybox", "localhost:5000/bb:1"]));
+    let ls = ok(tug(r).args(["image", "ls"]));
+    assert!(ls.contains("localhost:5000/bb"), "{ls}");
+    // Removing by id with two names needs --force.
+    let id = inspect(r, "busybox")["Id"].as_str().unwrap().to_string();
+    let err = fails(tug(r).args(["image", "rm", &id]));
+    assert!(err.contains("referenced by 2 names"), "{err}");
+    // Removing one name only untags.
+    let out = ok(tug(r).args(["image", "rm", "localhost:5000/bb:1"]));
+    assert!(out.contains("Untagged: localhost:5000/bb:1"), "{out}");
+    assert!(!out.contains("Deleted"), "{out}");
+    let layer = r.join("layers").join(
+        inspect(r, "busybox")["RootFS"]["diff_ids"][0]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:"),
+    );
+    assert!(layer.is_dir());
+    // Removing the last name deletes the image, its blobs and its layer.
+    let out = ok(tug(r).args(["image", "rm", "busybox"]));
+    assert!(out.contains(&format!("Deleted: {id}")), "{out}");
+    assert!(!layer.exists());
+    let blobs = std::fs::read_dir(r.join("images/blobs/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(blobs, 0);
+    assert_eq!(ok(tug(r).args(["image", "ls", "-q"])).trim(), "");
+}
+
+#[test]
+fn image_bootstrap_busybox_is_runnable() {
+    if !common::require_root() {
+        return;
+    }
+    let dir = root();
+    let r = dir.path();
+    ok(tug(r).args(["image", "bootstrap", "busybox", "--name", "bb:boot"]));
+    let img = inspect(r, "bb:boot");
+    assert_eq!(img["Config"]["Cmd"][0], "sh");
+    let layer = img["LayerDirs"][0].as_str().unwrap().to_string();
+    let out = ok(Command::new("chroot")
+        .arg(&layer)
+        .args(["/bin/sh", "-c", "echo ok; id -u"]));
+    assert_eq!(out, "ok\n0\n");
+    // Bootstrapping is deterministic in content: the same diff_id twice.
+    ok(tug(r).args(["image", "bootstrap", "busybox", "--name", "bb:again"]));
+    assert_eq!(img["RootFS"], inspect(r, "bb:again")["RootFS"]);
+}
+
+#[test]
+fn image_store_is_readable_by_skopeo() {
+    if Command::new("skopeo").arg("--version").output().is_err() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "skopeo missing under CI"
+        );
+        eprintln!("skipping: skopeo not installed");
+        return;
+    }
+    let dir = root();
+    let r = dir.path();
+    common::busybox_image(r);
+    let img = inspect(r, "busybox");
+    let src = format!(
+        "oci:{}:docker.io/library/busybox:latest",
+        r.join("images").display()
+    );
+    let out = ok(Command::new("skopeo").args(["inspect", &src]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["Digest"], img["Digest"]);
+    // skopeo copies it out as a docker-archive and verifies every blob on the way.
+    let archive = r.join("bb.tar");
+    ok(Command::new("skopeo").args([
+        "copy",
+        &src,
+        &format!("docker-archive:{}:busybox:latest", archive.display()),
+    ]));
+    assert!(archive.metadata().unwrap().len() > 1_000_000);
+}
