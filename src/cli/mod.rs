@@ -78,7 +78,7 @@ pub enum Command {
     NetworkProxy(network::ProxyArgs),
 }
 
-mod config;
+pub mod config;
 mod image;
 mod network;
 mod volume;
