@@ -2,6 +2,10 @@
 
 mod cli;
 mod common;
+mod config_golden;
 mod image;
+mod image_archive;
 mod image_unpack;
+mod network;
 mod plan;
+mod volume;
