@@ -4,6 +4,7 @@ mod cli;
 mod common;
 mod image;
 mod image_archive;
+mod image_registry;
 mod image_unpack;
 mod network;
 mod plan;
