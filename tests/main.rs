@@ -2,9 +2,11 @@
 
 mod cli;
 mod common;
+mod config_golden;
 mod image;
 mod image_archive;
 mod image_registry;
 mod image_unpack;
 mod network;
 mod plan;
+mod volume;

@@ -85,7 +85,7 @@ pub enum Command {
     NetworkProxy(network::ProxyArgs),
 }
 
-mod config;
+pub mod config;
 mod image;
 mod network;
 mod volume;
