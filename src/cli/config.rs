@@ -212,7 +212,13 @@ fn render(loaded: &Loaded, args: &ConfigArgs) -> anyhow::Result<String> {
         return Ok(out);
     }
     let mut doc = project_json(project, &args.service_names)?;
-    if !args.no_interpolate {
+    if let Value::Object(top) = &mut doc {
+        // docker compose v2.40.3 does not print the top-level `models`.
+        top.shift_remove("models");
+    }
+    if args.no_interpolate {
+        drop_typed_defaults(&mut doc);
+    } else {
         escape_dollars(&mut doc);
     }
     if args.format == "json" {
@@ -259,12 +265,48 @@ fn project_json(project: &Project, named: &[String]) -> anyhow::Result<Value> {
     Ok(v)
 }
 
-/// compose's JSON output leaves out the `x-` keys of services.
+/// compose's JSON output keeps the top-level `x-` keys only.
 fn strip_service_extensions(doc: &mut Value) {
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                m.retain(|k, _| !k.starts_with("x-"));
+                m.values_mut().for_each(strip);
+            }
+            Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    if let Value::Object(top) = doc {
+        for (k, v) in top.iter_mut() {
+            if !k.starts_with("x-") {
+                strip(v);
+            }
+        }
+    }
+}
+
+/// Without interpolation compose prints the document before it is typed: unset `command` and
+/// `entrypoint` and empty `ipam` are absent.
+fn drop_typed_defaults(doc: &mut Value) {
     if let Some(Value::Object(services)) = doc.get_mut("services") {
         for s in services.values_mut() {
             if let Value::Object(m) = s {
-                m.retain(|k, _| !k.starts_with("x-"));
+                for k in ["command", "entrypoint"] {
+                    if m.get(k).is_some_and(Value::is_null) {
+                        m.shift_remove(k);
+                    }
+                }
+            }
+        }
+    }
+    if let Some(Value::Object(nets)) = doc.get_mut("networks") {
+        for n in nets.values_mut() {
+            if let Value::Object(m) = n
+                && m.get("ipam")
+                    .is_some_and(|i| i.as_object().is_some_and(serde_json::Map::is_empty))
+            {
+                m.shift_remove("ipam");
             }
         }
     }

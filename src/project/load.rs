@@ -168,12 +168,53 @@ pub fn load_explained(opts: &LoadOptions) -> Result<Loaded> {
         env.set(k.clone(), v.clone(), Source::Shell);
     }
 
-    // Phases 2, 4, 6: each file on its own.
+    // Phase 2: parse every file.
     let mut lookups = Vec::new();
+    let mut trees = Vec::new();
+    for f in &files {
+        trees.push(read_tree(f, None, &mut lookups)?);
+    }
+
+    // The project name is known before interpolation (files may use ${COMPOSE_PROJECT_NAME}):
+    // -p, COMPOSE_PROJECT_NAME, `name:` (interpolated on its own), the directory.
+    let explicit = opts
+        .project_name
+        .clone()
+        .or_else(|| env.get("COMPOSE_PROJECT_NAME").map(str::to_owned))
+        .filter(|n| !n.is_empty());
+    let declared = trees
+        .iter()
+        .rev()
+        .find_map(|t| t.get("name").cloned())
+        .and_then(|n| n.as_str().map(str::to_owned).map(|s| (s, n)));
+    let name = match (explicit, declared) {
+        (Some(n), _) => n,
+        (None, Some((raw, node))) => {
+            let v = if opts.interpolate {
+                super::interpolate::interpolate_with(&raw, &env)
+                    .map_err(|m| ProjectError::invalid(Some(node.pos.clone()), "name", m))?
+            } else {
+                raw
+            };
+            if v.is_empty() {
+                dir_name(&project_dir)?
+            } else {
+                v
+            }
+        }
+        (None, None) => dir_name(&project_dir)?,
+    };
+    check_name(&name)?;
+    env.set_default("COMPOSE_PROJECT_NAME", &name, Source::Shell);
+    shell_env.set_default("COMPOSE_PROJECT_NAME", &name, Source::Shell);
+
+    // Phases 4 and 6 on each file, then 3.
     let env_ref = opts.interpolate.then_some(&env);
     let mut tree: Option<Node> = None;
-    for f in &files {
-        let mut t = read_tree(f, env_ref, &mut lookups)?;
+    for (f, mut t) in files.iter().zip(trees) {
+        if let Some(e) = env_ref {
+            super::interpolate::interpolate_tree(&mut t, e, &mut lookups)?;
+        }
         let dir = if f.as_os_str() == "-" {
             cwd.clone()
         } else {
@@ -246,35 +287,6 @@ pub fn load_explained(opts: &LoadOptions) -> Result<Loaded> {
         s.name.clone_from(name);
     }
 
-    // Project name: -p, COMPOSE_PROJECT_NAME, name:, directory.
-    let explicit = opts
-        .project_name
-        .clone()
-        .or_else(|| env.get("COMPOSE_PROJECT_NAME").map(str::to_owned))
-        .filter(|n| !n.is_empty());
-    let name = match explicit {
-        Some(n) => n,
-        None if !project.name.is_empty() => project.name.clone(),
-        None => {
-            let base = project_dir
-                .file_name()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let n = normalize_name(&base);
-            if n.is_empty() {
-                return Err(ProjectError::invalid(
-                    None,
-                    "name",
-                    format!(
-                        "cannot derive a project name from the directory {}; set `name:` or use -p",
-                        project_dir.display()
-                    ),
-                ));
-            }
-            n
-        }
-    };
-    check_name(&name)?;
     project.name = name;
     project.working_dir = project_dir.clone();
     project.compose_files = files.clone();
@@ -326,4 +338,24 @@ fn type_error(doc: &serde_json::Value, spans: &Spans, message: &str) -> ProjectE
         }
     }
     ProjectError::invalid(None, "", message.to_owned())
+}
+
+/// The project name derived from the project directory.
+fn dir_name(project_dir: &Path) -> Result<String> {
+    let base = project_dir
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let n = normalize_name(&base);
+    if n.is_empty() {
+        return Err(ProjectError::invalid(
+            None,
+            "name",
+            format!(
+                "cannot derive a project name from the directory {}; set `name:` or use -p",
+                project_dir.display()
+            ),
+        ));
+    }
+    Ok(n)
 }
