@@ -281,6 +281,10 @@ fn config_golden_corpus_is_well_formed() {
             let text = std::fs::read_to_string(dir.join("expected.json")).unwrap();
             serde_json::from_str::<Value>(&text)
                 .unwrap_or_else(|e| panic!("{name}/expected.json: {e}"));
+            assert!(
+                !text.contains(env!("CARGO_MANIFEST_DIR")),
+                "{name}/expected.json holds a path outside its case directory"
+            );
             ok_cases += 1;
         } else {
             assert!(

@@ -8,3 +8,4 @@ mod image_archive;
 mod image_unpack;
 mod network;
 mod plan;
+mod volume;

@@ -27,40 +27,79 @@ use std::process::{Command, Stdio};
 
 use super::{Error, Result};
 
+/// Runs `nft ARGS` (with `stdin` fed to it), output collected in temporary files (never
+/// pipes, so no descendant can keep us waiting), with a deadline: a hung `nft` is killed and
+/// tried once more. Returns (success, stdout, stderr).
+fn run_nft(args: &[&str], stdin: Option<&str>) -> Result<(bool, String, String)> {
+    use std::io::{Read, Seek};
+    for attempt in 0..2 {
+        let mut out = tempfile::tempfile().map_err(|e| Error::Io("temp file for nft".into(), e))?;
+        let mut err = tempfile::tempfile().map_err(|e| Error::Io("temp file for nft".into(), e))?;
+        let mut cmd = Command::new("nft");
+        cmd.args(args)
+            .stdout(Stdio::from(
+                out.try_clone()
+                    .map_err(|e| Error::Io("temp file for nft".into(), e))?,
+            ))
+            .stderr(Stdio::from(
+                err.try_clone()
+                    .map_err(|e| Error::Io("temp file for nft".into(), e))?,
+            ))
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::Io("run nft (install the nftables package)".into(), e))?;
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(text.as_bytes())
+                .map_err(|e| Error::Io("write to nft".into(), e))?;
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(st)) => break Some(st),
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Ok(None) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+                Err(e) => return Err(Error::Io("wait for nft".into(), e)),
+            }
+        };
+        let Some(status) = status else {
+            if attempt == 0 {
+                continue;
+            }
+            return Err(Error::Nft(format!(
+                "`nft {}` did not finish in 20 s",
+                args.join(" ")
+            )));
+        };
+        let (mut o, mut e) = (String::new(), String::new());
+        let _ = out.rewind().and_then(|()| out.read_to_string(&mut o));
+        let _ = err.rewind().and_then(|()| err.read_to_string(&mut e));
+        return Ok((status.success(), o, e));
+    }
+    Err(Error::Nft("nft did not finish".into()))
+}
+
 fn nft(script: &str) -> Result<String> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::Io("run nft (install the nftables package)".into(), e))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(|e| Error::Io("write to nft".into(), e))?;
+    let (ok, out, err) = run_nft(&["-f", "-"], Some(script))?;
+    if !ok {
+        return Err(Error::Nft(err.trim().to_string()));
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| Error::Io("wait for nft".into(), e))?;
-    if !out.status.success() {
-        return Err(Error::Nft(
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(out)
 }
 
 fn nft_args(args: &[&str]) -> Result<Option<String>> {
-    let out = Command::new("nft")
-        .args(args)
-        .output()
-        .map_err(|e| Error::Io("run nft (install the nftables package)".into(), e))?;
-    if out.status.success() {
-        Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned()))
-    } else {
-        Ok(None)
-    }
+    let (ok, out, _) = run_nft(args, None)?;
+    Ok(ok.then_some(out))
 }
 
 /// The rules of one network.

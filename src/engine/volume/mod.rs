@@ -196,8 +196,9 @@ impl Volumes {
                 Some(v) => out.push(v),
                 None => {
                     // Created by a killed command before its record was written.
-                    let _ = self.unmount(&name);
-                    let _ = std::fs::remove_dir_all(ent.path());
+                    if self.unmount(&name).is_ok() {
+                        let _ = std::fs::remove_dir_all(ent.path());
+                    }
                 }
             }
         }
@@ -348,6 +349,13 @@ impl Volumes {
             }
             nix::mount::umount2(&data, MntFlags::MNT_DETACH)
                 .map_err(|e| Error::Io(format!("unmount {}", data.display()), e.into()))?;
+        }
+        // Never delete through a mount (a bind volume's device is the user's data).
+        if is_mount_point(&data)? {
+            return Err(Error::Io(
+                format!("unmount {}", data.display()),
+                std::io::Error::other("still mounted"),
+            ));
         }
         Ok(())
     }
