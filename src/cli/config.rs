@@ -67,18 +67,8 @@ pub struct ConfigArgs {
 /// inside the loader, `COMPOSE_PROJECT_NAME` and `COMPOSE_PROFILES`) honoured.
 #[must_use]
 pub fn load_options(global: &GlobalArgs, services: &[String]) -> LoadOptions {
-    let mut files = global.files.clone();
-    if files.is_empty()
-        && let Ok(cf) = std::env::var("COMPOSE_FILE")
-        && !cf.is_empty()
-    {
-        let sep = std::env::var("COMPOSE_PATH_SEPARATOR").unwrap_or_else(|_| ":".to_owned());
-        files = cf
-            .split(sep.as_str())
-            .filter(|s| !s.is_empty())
-            .map(PathBuf::from)
-            .collect();
-    }
+    // COMPOSE_FILE (shell or the working directory's .env) is read by the loader.
+    let files = global.files.clone();
     let mut env_files = global.env_files.clone();
     if env_files.is_empty()
         && let Ok(ef) = std::env::var("COMPOSE_ENV_FILES")

@@ -142,8 +142,9 @@ fn service(svc: &mut Value, base: &str) -> std::result::Result<(), PathErr> {
                 string_to_list(bm, k);
             }
             if let Some(Value::Array(secrets)) = bm.get_mut("secrets") {
+                // Build secrets get no default target (the builder mounts them by id).
                 for it in secrets.iter_mut() {
-                    file_ref(it, "/run/secrets");
+                    file_ref(it, "");
                 }
             }
             if let Some(Value::String(s)) = bm.get("ssh").cloned() {

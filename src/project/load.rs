@@ -110,8 +110,43 @@ pub fn load_explained(opts: &LoadOptions) -> Result<Loaded> {
             source,
         })?,
     };
-    // Phase 1.
-    let files = find_files(&cwd, &opts.files)?;
+    // Phase 1. Without -f, COMPOSE_FILE comes from the shell or from the `.env` of the
+    // working directory (or --project-directory).
+    let mut explicit_files = opts.files.clone();
+    if explicit_files.is_empty() {
+        let base = opts
+            .project_directory
+            .as_ref()
+            .map_or_else(|| cwd.clone(), |d| absolute(&cwd, d));
+        let from_shell = match &opts.environment {
+            Some(e) => e.get("COMPOSE_FILE").cloned(),
+            None => std::env::var("COMPOSE_FILE").ok(),
+        };
+        let from_dotenv = || {
+            let p = base.join(".env");
+            if !p.is_file() {
+                return None;
+            }
+            dotenv::read(&p, &Environment::new(), false)
+                .ok()?
+                .into_iter()
+                .find(|e| e.key == "COMPOSE_FILE")
+                .and_then(|e| e.value)
+        };
+        if let Some(cf) = from_shell.filter(|s| !s.is_empty()).or_else(from_dotenv) {
+            let sep = match &opts.environment {
+                Some(e) => e.get("COMPOSE_PATH_SEPARATOR").cloned(),
+                None => std::env::var("COMPOSE_PATH_SEPARATOR").ok(),
+            }
+            .unwrap_or_else(|| ":".to_owned());
+            explicit_files = cf
+                .split(sep.as_str())
+                .filter(|s| !s.is_empty())
+                .map(|s| absolute(&base, Path::new(s)))
+                .collect();
+        }
+    }
+    let files = find_files(&cwd, &explicit_files)?;
     let first_dir = files
         .iter()
         .find(|f| f.as_os_str() != "-")
@@ -199,7 +234,7 @@ pub fn load_explained(opts: &LoadOptions) -> Result<Loaded> {
             if v.is_empty() {
                 dir_name(&project_dir)?
             } else {
-                v
+                normalize_name(&v)
             }
         }
         (None, None) => dir_name(&project_dir)?,
