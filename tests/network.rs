@@ -887,3 +887,113 @@ fn network_bench_wiring() {
     );
     lab.finish();
 }
+
+#[test]
+fn network_multi_network_container_with_alias_static_ip_mac_and_priority() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let (front, back) = (unique("front"), unique("back"));
+    let net_f = lab.network(&front, false);
+    let net_b = lab.network(&back, false);
+    let (_, web_ip) = lab.endpoint(&unique("cweb"), &front, "p-web-1", "web");
+    let (db_ns, db_ip) = lab.endpoint(&unique("cdb"), &back, "p-db-1", "db");
+    let app = unique("capp");
+    let ns = lab.nets.create_netns(&app).unwrap();
+    lab.containers.push(app.clone());
+    let static_ip = Ipv4Addr::from(u32::from(net_b.subnet.addr) + 50);
+    let spec = |priority: i32, aliases: Vec<String>, ip: Option<Ipv4Addr>, mac: Option<&str>| {
+        EndpointSpec {
+            container_id: app.clone(),
+            container_name: "p-app-1".into(),
+            service: Some("app".into()),
+            project: Some("p".into()),
+            aliases,
+            ipv4_address: ip,
+            mac_address: mac.map(str::to_string),
+            priority,
+            ..Default::default()
+        }
+    };
+    let eps = lab
+        .nets
+        .connect_all(
+            &ns,
+            vec![
+                (front.clone(), spec(0, vec![], None, None)),
+                (
+                    back.clone(),
+                    spec(
+                        10,
+                        vec!["database-proxy".into()],
+                        Some(static_ip),
+                        Some("02:00:00:aa:bb:cc"),
+                    ),
+                ),
+            ],
+        )
+        .unwrap();
+    // Highest priority first: back is eth0 and holds the only default route.
+    assert_eq!(
+        (eps[0].network.as_str(), eps[0].ifname.as_str()),
+        (back.as_str(), "eth0")
+    );
+    assert_eq!(
+        (eps[1].network.as_str(), eps[1].ifname.as_str()),
+        (front.as_str(), "eth1")
+    );
+    assert_eq!(eps[0].ip, static_ip);
+    let defaults: Vec<_> = netlink::routes(Some(&ns))
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.prefix == 0 && r.table == 254)
+        .collect();
+    assert_eq!(defaults.len(), 1, "{defaults:?}");
+    assert_eq!(defaults[0].gateway, Some(net_b.gateway));
+    let (ok, out) = run_in(&ns, &["busybox", "ip", "link", "show", "eth0"], 5);
+    assert!(ok && out.contains("02:00:00:aa:bb:cc"), "{out}");
+    // The alias is scoped to its network.
+    assert_eq!(query(net_b.gateway, "database-proxy").1, vec![static_ip]);
+    assert!(query(net_f.gateway, "database-proxy").1.is_empty());
+    // The app asks its first network's server (back) and still finds web on front …
+    let (ok, out) = run_in(
+        &ns,
+        &["busybox", "nslookup", "web", &net_b.gateway.to_string()],
+        6,
+    );
+    assert!(ok && out.contains(&web_ip.to_string()), "{out}");
+    let (ok, out) = run_in(
+        &ns,
+        &["busybox", "nslookup", "db", &net_b.gateway.to_string()],
+        6,
+    );
+    assert!(ok && out.contains(&db_ip.to_string()), "{out}");
+    // … but db, only on back, does not.
+    let (_, out) = run_in(
+        &db_ns,
+        &["busybox", "nslookup", "web", &net_b.gateway.to_string()],
+        6,
+    );
+    assert!(!out.contains(&web_ip.to_string()), "{out}");
+    // A static address already taken is a clear error.
+    let other = unique("cother");
+    let ns2 = lab.nets.create_netns(&other).unwrap();
+    lab.containers.push(other.clone());
+    let err = lab
+        .nets
+        .connect(
+            &ns2,
+            &back,
+            &EndpointSpec {
+                container_id: other,
+                container_name: "p-other-1".into(),
+                ipv4_address: Some(static_ip),
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("already used by p-app-1"), "{err}");
+    lab.finish();
+}

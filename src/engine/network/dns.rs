@@ -11,7 +11,9 @@
 //! file (by inode/mtime/size) on the next query, so answers follow starts, stops and scaling
 //! without restarting anyone. A name known on the network gets all its addresses (replicas of a
 //! service), rotated per query (round robin); AAAA questions for known names get an empty
-//! NOERROR answer (no IPv6 yet) so resolvers do not go elsewhere. `PTR` questions for endpoint
+//! NOERROR answer (no IPv6 yet) so resolvers do not go elsewhere. A container on several
+//! networks asks only its first network's server; that server also answers the names of the
+//! container's other networks (from their records files), with the addresses there. `PTR` questions for endpoint
 //! addresses get the container name. Every other question is relayed verbatim over UDP to the
 //! upstream resolvers: the ones set for the asking container (`dns:`), else the network's
 //! (`TUG_DNS_UPSTREAM` at network creation, else the host's `/etc/resolv.conf`).
@@ -48,6 +50,9 @@ pub struct Records {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DnsEndpoint {
     pub ip: Ipv4Addr,
+    /// The container, to find its other networks.
+    #[serde(default)]
+    pub container_id: String,
     /// Lowercase names without trailing dot; the first is the PTR answer.
     pub names: Vec<String>,
     /// The container's own `dns:` servers, used for its forwarded questions.
@@ -81,25 +86,25 @@ pub fn resolv_conf_nameservers(text: &str) -> Vec<String> {
         .collect()
 }
 
-struct State {
-    path: PathBuf,
+/// One records file, parsed, with the stamp it was read at.
+#[derive(Default)]
+struct Table {
     stamp: Option<(u64, i64, i64, u64)>,
     records: Records,
     by_name: HashMap<String, Vec<Ipv4Addr>>,
-    rr: AtomicUsize,
 }
 
-impl State {
-    /// Reloads the file if it changed. Returns false when it is gone.
-    fn refresh(&mut self) -> bool {
-        let Ok(md) = std::fs::metadata(&self.path) else {
+impl Table {
+    /// Reloads `path` if it changed. Returns false when it is gone.
+    fn refresh(&mut self, path: &Path) -> bool {
+        let Ok(md) = std::fs::metadata(path) else {
             return false;
         };
         let stamp = (md.ino(), md.mtime(), md.mtime_nsec(), md.size());
         if self.stamp == Some(stamp) {
             return true;
         }
-        if let Ok(bytes) = std::fs::read(&self.path)
+        if let Ok(bytes) = std::fs::read(path)
             && let Ok(r) = serde_json::from_slice::<Records>(&bytes)
         {
             let mut by_name: HashMap<String, Vec<Ipv4Addr>> = HashMap::new();
@@ -116,6 +121,62 @@ impl State {
             self.stamp = Some(stamp);
         }
         true
+    }
+}
+
+struct State {
+    path: PathBuf,
+    own: Table,
+    /// The records of the other networks of the same state root, for containers that are on
+    /// several networks (a container resolves the names of every network it is on, each
+    /// with the addresses on that network).
+    siblings: HashMap<PathBuf, Table>,
+    rr: AtomicUsize,
+}
+
+impl State {
+    fn refresh(&mut self) -> bool {
+        let path = self.path.clone();
+        self.own.refresh(&path)
+    }
+
+    /// Addresses of `name` on the other networks the client's container is on.
+    fn lookup_siblings(&mut self, client: Ipv4Addr, name: &str) -> Option<Vec<Ipv4Addr>> {
+        let cid = self
+            .own
+            .records
+            .endpoints
+            .iter()
+            .find(|e| e.ip == client && !e.container_id.is_empty())?
+            .container_id
+            .clone();
+        let net_dir = self.path.parent()?;
+        let networks = net_dir.parent()?;
+        let mut found: Vec<Ipv4Addr> = Vec::new();
+        let mut seen = Vec::new();
+        for ent in std::fs::read_dir(networks).ok()?.flatten() {
+            let dir = ent.path();
+            if dir == net_dir {
+                continue;
+            }
+            let file = dir.join("dns.json");
+            seen.push(file.clone());
+            let t = self.siblings.entry(file.clone()).or_default();
+            if !t.refresh(&file) {
+                continue;
+            }
+            if t.records.endpoints.iter().any(|e| e.container_id == cid)
+                && let Some(ips) = t.by_name.get(name)
+            {
+                found.extend(
+                    ips.iter()
+                        .filter(|ip| !found.contains(ip))
+                        .collect::<Vec<_>>(),
+                );
+            }
+        }
+        self.siblings.retain(|k, _| seen.contains(k));
+        (!found.is_empty()).then_some(found)
     }
 }
 
@@ -158,8 +219,12 @@ fn answer(state: &Mutex<State>, query: &[u8], client: IpAddr) -> Answer {
     if name.ends_with('.') {
         name.pop();
     }
-    if let Some(ips) = st.by_name.get(&name) {
-        let mut ips = ips.clone();
+    let hit = match (st.own.by_name.get(&name), client) {
+        (Some(ips), _) => Some(ips.clone()),
+        (None, IpAddr::V4(c)) => st.lookup_siblings(c, &name),
+        (None, IpAddr::V6(_)) => None,
+    };
+    if let Some(mut ips) = hit {
         if q.query_type() != RecordType::A && q.query_type() != RecordType::ANY {
             return reply(ResponseCode::NoError, Vec::new());
         }
@@ -175,7 +240,7 @@ fn answer(state: &Mutex<State>, query: &[u8], client: IpAddr) -> Answer {
     }
     if q.query_type() == RecordType::PTR
         && let Some(ip) = ptr_ip(&name)
-        && let Some(e) = st.records.endpoints.iter().find(|e| e.ip == ip)
+        && let Some(e) = st.own.records.endpoints.iter().find(|e| e.ip == ip)
         && let Some(first) = e.names.first()
         && let Ok(target) = Name::from_ascii(format!("{first}."))
     {
@@ -184,13 +249,14 @@ fn answer(state: &Mutex<State>, query: &[u8], client: IpAddr) -> Answer {
     }
     let own: Vec<String> = match client {
         IpAddr::V4(c) => st
+            .own
             .records
             .endpoints
             .iter()
             .find(|e| e.ip == c && !e.upstreams.is_empty())
             .map(|e| e.upstreams.clone())
-            .unwrap_or_else(|| st.records.upstreams.clone()),
-        IpAddr::V6(_) => st.records.upstreams.clone(),
+            .unwrap_or_else(|| st.own.records.upstreams.clone()),
+        IpAddr::V6(_) => st.own.records.upstreams.clone(),
     };
     let ups: Vec<SocketAddr> = own.iter().filter_map(|u| parse_upstream(u)).collect();
     if ups.is_empty() {
@@ -264,9 +330,8 @@ pub fn serve(records: &Path, udp: std::net::UdpSocket, tcp: std::net::TcpListene
         .map_err(|e| Error::Io("start the dns runtime".into(), e))?;
     let mut st = State {
         path: records.to_path_buf(),
-        stamp: None,
-        records: Records::default(),
-        by_name: HashMap::new(),
+        own: Table::default(),
+        siblings: HashMap::new(),
         rr: AtomicUsize::new(0),
     };
     st.refresh();

@@ -350,6 +350,7 @@ impl Networks {
                 .values()
                 .map(|e| dns::DnsEndpoint {
                     ip: e.ip,
+                    container_id: e.container_id.clone(),
                     names: e.dns_names.clone(),
                     upstreams: e.dns_upstreams.clone(),
                 })

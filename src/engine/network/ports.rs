@@ -149,6 +149,41 @@ pub fn parse_short(spec: &str) -> Result<Vec<PortMapping>> {
     expand(host_ip, host, (c0, c1), proto, spec)
 }
 
+/// Compose's long syntax: `target`, `published` (`"8080"`, `"8080-8081"`, absent or empty for
+/// a random port), `host_ip`, `protocol`. (`expose:` publishes nothing: containers of a network
+/// reach every port of each other anyway; it is metadata only, as in Docker.)
+pub fn parse_long(
+    target: u16,
+    published: Option<&str>,
+    host_ip: Option<&str>,
+    protocol: Option<&str>,
+) -> Result<Vec<PortMapping>> {
+    let spec = format!(
+        "{}:{}:{target}/{}",
+        host_ip.unwrap_or(""),
+        published.unwrap_or(""),
+        protocol.unwrap_or("tcp")
+    );
+    if target == 0 {
+        return Err(Error::Invalid(format!("port {spec:?}: target port 0")));
+    }
+    let protocol: Protocol = protocol.unwrap_or("tcp").parse()?;
+    let host_ip = host_ip
+        .filter(|h| !h.is_empty())
+        .map(|h| {
+            h.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .map_err(|_| Error::Invalid(format!("port {spec:?}: bad host_ip {h:?}")))
+        })
+        .transpose()?;
+    let host = published
+        .filter(|p| !p.is_empty())
+        .map(|p| parse_range(p, "published port"))
+        .transpose()?;
+    expand(host_ip, host, (target, target), protocol, &spec)
+}
+
 /// Expands ranges into single mappings. A host range longer than one with a single container
 /// port is not supported (Docker picks one free port of the range; tug asks for a fixed one).
 pub fn expand(
@@ -411,5 +446,17 @@ mod tests {
         assert!(parse_short("80/sctp").is_err());
         assert!(parse_short("1-3:80").is_err());
         assert!(parse_short("0").is_err());
+        let m = parse_long(80, Some("8080"), Some("127.0.0.1"), Some("udp")).unwrap();
+        assert_eq!(
+            m,
+            vec![PortMapping {
+                host_ip: Some("127.0.0.1".parse().unwrap()),
+                host_port: 8080,
+                container_port: 80,
+                protocol: Protocol::Udp,
+            }]
+        );
+        assert_eq!(parse_long(80, None, None, None).unwrap()[0].host_port, 0);
+        assert!(parse_long(80, Some("x"), None, None).is_err());
     }
 }
