@@ -7,6 +7,7 @@ mod image;
 mod image_archive;
 mod image_registry;
 mod image_unpack;
+mod malformed;
 mod network;
 mod plan;
 mod volume;
