@@ -5,6 +5,7 @@ mod common;
 mod config_golden;
 mod image;
 mod image_archive;
+mod image_registry;
 mod image_unpack;
 mod malformed;
 mod network;
