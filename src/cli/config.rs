@@ -12,12 +12,11 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Args;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use super::GlobalArgs;
 use crate::project::interpolate::{Resolution, Source};
 use crate::project::profiles::Reason;
-use crate::project::{Graph, LoadOptions, Loaded, Project, Service, load_explained};
+use crate::project::{Graph, LoadOptions, Loaded, Project, load_explained};
 
 /// Flags of `tug config`.
 #[derive(Debug, Clone, Args)]
@@ -67,18 +66,8 @@ pub struct ConfigArgs {
 /// inside the loader, `COMPOSE_PROJECT_NAME` and `COMPOSE_PROFILES`) honoured.
 #[must_use]
 pub fn load_options(global: &GlobalArgs, services: &[String]) -> LoadOptions {
-    let mut files = global.files.clone();
-    if files.is_empty()
-        && let Ok(cf) = std::env::var("COMPOSE_FILE")
-        && !cf.is_empty()
-    {
-        let sep = std::env::var("COMPOSE_PATH_SEPARATOR").unwrap_or_else(|_| ":".to_owned());
-        files = cf
-            .split(sep.as_str())
-            .filter(|s| !s.is_empty())
-            .map(PathBuf::from)
-            .collect();
-    }
+    // COMPOSE_FILE (shell or the working directory's .env) is read by the loader.
+    let files = global.files.clone();
     let mut env_files = global.env_files.clone();
     if env_files.is_empty()
         && let Ok(ef) = std::env::var("COMPOSE_ENV_FILES")
@@ -207,12 +196,21 @@ fn render(loaded: &Loaded, args: &ConfigArgs) -> anyhow::Result<String> {
                 .services
                 .get(&n)
                 .with_context(|| format!("no such service: {n}"))?;
-            let _ = writeln!(out, "{n} {}", service_hash(s)?);
+            let _ = writeln!(out, "{n} {}", s.compose_hash());
         }
         return Ok(out);
     }
     let mut doc = project_json(project, &args.service_names)?;
-    if !args.no_interpolate {
+    if let Value::Object(top) = &mut doc {
+        // docker compose v2.40.3 does not print the top-level `models`.
+        top.shift_remove("models");
+    }
+    if !args.no_normalize {
+        drop_env_files(&mut doc);
+    }
+    if args.no_interpolate {
+        drop_typed_defaults(&mut doc);
+    } else {
         escape_dollars(&mut doc);
     }
     if args.format == "json" {
@@ -259,12 +257,60 @@ fn project_json(project: &Project, named: &[String]) -> anyhow::Result<Value> {
     Ok(v)
 }
 
-/// compose's JSON output leaves out the `x-` keys of services.
-fn strip_service_extensions(doc: &mut Value) {
+/// compose keeps the env files in the model (they count in the config hash) but does not
+/// print them once they are read into `environment`.
+fn drop_env_files(doc: &mut Value) {
     if let Some(Value::Object(services)) = doc.get_mut("services") {
         for s in services.values_mut() {
             if let Value::Object(m) = s {
+                m.shift_remove("env_file");
+            }
+        }
+    }
+}
+
+/// compose's JSON output keeps the top-level `x-` keys only.
+fn strip_service_extensions(doc: &mut Value) {
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
                 m.retain(|k, _| !k.starts_with("x-"));
+                m.values_mut().for_each(strip);
+            }
+            Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    if let Value::Object(top) = doc {
+        for (k, v) in top.iter_mut() {
+            if !k.starts_with("x-") {
+                strip(v);
+            }
+        }
+    }
+}
+
+/// Without interpolation compose prints the document before it is typed: unset `command` and
+/// `entrypoint` and empty `ipam` are absent.
+fn drop_typed_defaults(doc: &mut Value) {
+    if let Some(Value::Object(services)) = doc.get_mut("services") {
+        for s in services.values_mut() {
+            if let Value::Object(m) = s {
+                for k in ["command", "entrypoint"] {
+                    if m.get(k).is_some_and(Value::is_null) {
+                        m.shift_remove(k);
+                    }
+                }
+            }
+        }
+    }
+    if let Some(Value::Object(nets)) = doc.get_mut("networks") {
+        for n in nets.values_mut() {
+            if let Value::Object(m) = n
+                && m.get("ipam")
+                    .is_some_and(|i| i.as_object().is_some_and(serde_json::Map::is_empty))
+            {
+                m.shift_remove("ipam");
             }
         }
     }
@@ -278,44 +324,6 @@ fn escape_dollars(v: &mut Value) {
         Value::Object(m) => m.values_mut().for_each(escape_dollars),
         _ => {}
     }
-}
-
-/// The config hash docker compose puts on containers (`com.docker.compose.config-hash`):
-/// SHA-256 of the service's JSON without `build`, `pull_policy`, `scale`,
-/// `deploy.replicas`, `depends_on` and `profiles`, encoded as Go's encoding/json does.
-///
-/// # Errors
-/// Serialization failure.
-pub fn service_hash(s: &Service) -> anyhow::Result<String> {
-    let mut o = s.clone();
-    o.build = None;
-    o.pull_policy = None;
-    o.scale = None;
-    if let Some(d) = o.deploy.as_mut() {
-        d.replicas = None;
-    }
-    o.depends_on.clear();
-    o.profiles.clear();
-    o.extensions.clear();
-    let json = serde_json::to_string(&o)?;
-    let go = go_json_escape(&json);
-    Ok(hex::encode(Sha256::digest(go.as_bytes())))
-}
-
-/// Go's encoding/json escapes `<`, `>`, `&`, U+2028 and U+2029 inside strings.
-fn go_json_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("\\u003c"),
-            '>' => out.push_str("\\u003e"),
-            '&' => out.push_str("\\u0026"),
-            '\u{2028}' => out.push_str("\\u2028"),
-            '\u{2029}' => out.push_str("\\u2029"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 fn explain(loaded: &Loaded, named: &[String]) -> String {
@@ -537,10 +545,5 @@ mod tests {
             y,
             "a: \"1\"\nb: \"true\"\nc: plain\nd: \"\"\ne:\n  - x\n  - k: v\n    l:\n      - 1\nf: {}\ng: \"a: b\"\nh: |-\n  l1\n  l2\n"
         );
-    }
-
-    #[test]
-    fn config_go_escaping() {
-        assert_eq!(go_json_escape("a<b>&"), "a\\u003cb\\u003e\\u0026");
     }
 }

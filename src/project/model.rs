@@ -369,6 +369,47 @@ impl Service {
             .and_then(|m| m.strip_prefix("service:"))
     }
 
+    /// The config hash docker compose v2 puts on containers (`com.docker.compose.config-hash`,
+    /// printed by `config --hash`): SHA-256 of the service's JSON as Go's encoding/json writes
+    /// it, without `build`, `pull_policy`, `scale`, `deploy.replicas`, `depends_on`,
+    /// `profiles` and `x-` keys, with `env_file` as a list of paths.
+    #[must_use]
+    pub fn compose_hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut o = self.clone();
+        o.build = None;
+        o.pull_policy = None;
+        o.scale = None;
+        if let Some(d) = o.deploy.as_mut() {
+            d.replicas = None;
+        }
+        o.depends_on.clear();
+        o.profiles.clear();
+        o.extensions.clear();
+        let mut v = serde_json::to_value(&o).unwrap_or(Value::Null);
+        if let Some(Value::Array(files)) = v.get_mut("env_file") {
+            for f in files.iter_mut() {
+                if let Some(p) = f.get("path").cloned() {
+                    *f = p;
+                }
+            }
+        }
+        let json = v.to_string();
+        // Go's encoding/json escapes these inside strings.
+        let mut go = String::with_capacity(json.len());
+        for c in json.chars() {
+            match c {
+                '<' => go.push_str("\\u003c"),
+                '>' => go.push_str("\\u003e"),
+                '&' => go.push_str("\\u0026"),
+                '\u{2028}' => go.push_str("\\u2028"),
+                '\u{2029}' => go.push_str("\\u2029"),
+                c => go.push(c),
+            }
+        }
+        hex::encode(Sha256::digest(go.as_bytes()))
+    }
+
     /// Networks ordered by `priority` (highest first), then by name: the order to connect in.
     #[must_use]
     pub fn networks_by_priority(&self) -> Vec<&str> {
@@ -844,8 +885,8 @@ pub struct BindOptions {
     /// `rprivate`, `private`, `rshared`, `shared`, `rslave`, `slave`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub propagation: Option<String>,
-    /// Create the host directory when missing (default true for short syntax).
-    #[serde(default = "yes")]
+    /// Create the host directory when missing (true for short syntax).
+    #[serde(default, skip_serializing_if = "is_false")]
     pub create_host_path: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recursive: Option<String>,
@@ -922,11 +963,17 @@ impl Serialize for Ulimit {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         match *self {
-            Ulimit::Single(v) => s.serialize_i64(v),
+            Ulimit::Single(v) if v != 0 => s.serialize_i64(v),
+            Ulimit::Single(_) => s.serialize_map(Some(0))?.end(),
             Ulimit::SoftHard { soft, hard } => {
-                let mut m = s.serialize_map(Some(2))?;
-                m.serialize_entry("soft", &soft)?;
-                m.serialize_entry("hard", &hard)?;
+                // Zero values are left out, as Go's `omitempty` does.
+                let mut m = s.serialize_map(None)?;
+                if soft != 0 {
+                    m.serialize_entry("soft", &soft)?;
+                }
+                if hard != 0 {
+                    m.serialize_entry("hard", &hard)?;
+                }
                 m.end()
             }
         }
