@@ -108,6 +108,23 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def smaps_kib(pid: int) -> dict:
+    """Pss and private (Private_Clean + Private_Dirty, the USS) of a process, KiB, from
+    /proc/PID/smaps_rollup; shared pages of a binary count once per process in RSS but are
+    divided among the sharers in PSS and left out of the USS."""
+    out = {"pss": 0, "uss": 0}
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            k, _, rest = line.partition(":")
+            if k == "Pss":
+                out["pss"] = int(rest.split()[0])
+            elif k in ("Private_Clean", "Private_Dirty"):
+                out["uss"] += int(rest.split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
+
+
 def ppid_of(pid: int) -> int:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -449,8 +466,8 @@ class Ctx:
                 out = run(self.tug("container", "ls", "-a", "-q"), env=self.env, check=False, timeout=60)
                 ids = [l for l in out.split() if re.fullmatch(r"[0-9a-f]{6,64}", l)]
                 if ids:
-                    quiet(self.tug("container", "rm", "-f", *ids), env=self.env, timeout=300)
-                quiet(self.tug("network", "prune", "-f"), env=self.env, timeout=60)
+                    quiet(self.tug("container", "rm", "--force", *ids), env=self.env, timeout=300)
+                quiet(self.tug("network", "prune", "--force"), env=self.env, timeout=60)
             except CmdError:
                 pass
         for pid in pids_with_exe(self.tug_bin):
@@ -619,42 +636,41 @@ def wl_config(ctx: Ctx) -> Workload:
     return w
 
 
-def wl_start(ctx: Ctx, network: bool) -> Workload:
-    net = [] if network else ["--network", "none"]
-    name = "start-net" if network else "start"
-    title = ("one-shot container start, default network (run --rm busybox true)" if network
-             else "one-shot container start, no network (run --rm --network none busybox true)")
-    w = Workload(name, title, runs=("start", 20), setup=ctx.ensure_tug_busybox)
+def wl_start(ctx: Ctx) -> Workload:
+    """One-shot start without a network everywhere: `tug container run` has no bridge
+    networking (user networks come with `tug up`), and the OCI bundle has only an empty
+    network namespace; docker and podman run with --network none to match."""
+    net = ["--network", "none"]
+    w = Workload("start", "one-shot container start, no network (run --rm --network none busybox true)",
+                 runs=("start", 20), setup=ctx.ensure_tug_busybox)
     w.tug = Side("tug", lambda: timed(ctx.tug("container", "run", "--rm", *net, "busybox", "true"), env=ctx.env))
-    peers = []
-    if not network:
-        def bundle_run(runtime, wrapper):
-            def trial():
-                b = ctx.bundle()
-                cid = f"tugbench-{runtime}"
-                cmd = f"exec {runtime} run -b {b} {cid}"
-                if wrapper:
-                    return timed(["unshare", "-m", "sh", "-c", f"{NO_CGROUP2} && {cmd}"])
-                return timed(["sh", "-c", cmd])
-            return trial
+    def bundle_run(runtime, wrapper):
+        def trial():
+            b = ctx.bundle()
+            cid = f"tugbench-{runtime}"
+            cmd = f"exec {runtime} run -b {b} {cid}"
+            if wrapper:
+                return timed(["unshare", "-m", "sh", "-c", f"{NO_CGROUP2} && {cmd}"])
+            return timed(["sh", "-c", cmd])
+        return trial
 
-        def bundle_clean(runtime):
-            return lambda: quiet([runtime, "delete", "-f", f"tugbench-{runtime}"])
+    def bundle_clean(runtime):
+        return lambda: quiet([runtime, "delete", "-f", f"tugbench-{runtime}"])
 
-        peers += [
-            Side("crun 1.8.1 run (OCI bundle) [mntns wrapper]", bundle_run("crun", True), kind="daemonless",
-                 teardown=lambda: quiet(["unshare", "-m", "sh", "-c", f"{NO_CGROUP2} && crun delete -f tugbench-crun"])),
-            Side("runc 1.1.5 run (OCI bundle)", bundle_run("runc", False), kind="daemonless",
-                 teardown=bundle_clean("runc")),
-            Side("mntns wrapper alone (unshare -m + umount + true)",
-                 lambda: timed(["unshare", "-m", "sh", "-c", f"{NO_CGROUP2} && exec true"]),
-                 kind="daemonless", context=True),
-        ]
+    peers = [
+        Side("crun 1.8.1 run (OCI bundle) [mntns wrapper]", bundle_run("crun", True), kind="daemonless",
+             teardown=lambda: quiet(["unshare", "-m", "sh", "-c", f"{NO_CGROUP2} && crun delete -f tugbench-crun"])),
+        Side("runc 1.1.5 run (OCI bundle)", bundle_run("runc", False), kind="daemonless",
+             teardown=bundle_clean("runc")),
+        Side("mntns wrapper alone (unshare -m + umount + true)",
+             lambda: timed(["unshare", "-m", "sh", "-c", f"{NO_CGROUP2} && exec true"]),
+             kind="daemonless", context=True),
+    ]
     peers += [
-        Side(f"docker run --rm {' '.join(net + ['busybox true']).strip()} (docker 20.10)",
+        Side("docker run --rm --network none busybox true (docker 20.10)",
              lambda: timed([DOCKER, "run", "--rm", *net, "busybox", "true"]), kind="daemon",
              setup=lambda: require_docker(ctx) or ctx.ensure_peer_busybox("docker")),
-        Side(f"podman run --rm {' '.join(net + ['busybox true']).strip()} (podman 4.3, runc)",
+        Side("podman run --rm --network none busybox true (podman 4.3, runc)",
              lambda: timed(["podman", "run", "--rm", *net, "busybox", "true"]), kind="daemon",
              setup=lambda: ctx.ensure_peer_busybox("podman")),
     ]
@@ -884,17 +900,29 @@ def wl_pull(ctx: Ctx) -> Workload:
 # -- memory: supervisors of running containers
 
 
-def supervisor_rss(container_pid: int, stop_exes: tuple) -> int:
-    """RSS (KiB) of the processes between a container's first process and PID 1: the
-    supervisor (tug's, conmon, containerd-shim), not the container itself nor a daemon."""
-    total = 0
+def supervisor_mem(container_pid: int, stop_exes: tuple) -> dict:
+    """Memory (KiB: rss, pss, uss) of the processes between a container's first process and
+    PID 1: the supervisor (tug's, conmon, containerd-shim), not the container itself nor a
+    daemon."""
+    total = {"rss": 0, "pss": 0, "uss": 0}
     pid = ppid_of(container_pid)
     while pid > 1:
         exe = exe_of(pid)
         if any(exe.endswith(s) for s in stop_exes):
             break
-        total += rss_kib(pid)
+        total["rss"] += rss_kib(pid)
+        for k, v in smaps_kib(pid).items():
+            total[k] += v
         pid = ppid_of(pid)
+    return total
+
+
+def sum_mem(pids) -> dict:
+    total = {"rss": 0, "pss": 0, "uss": 0}
+    for p in pids:
+        total["rss"] += rss_kib(p)
+        for k, v in smaps_kib(p).items():
+            total[k] += v
     return total
 
 
@@ -916,10 +944,9 @@ def tug_container_pids(ctx: Ctx, names) -> dict:
     return pids
 
 
-def tug_process_rss(ctx: Ctx) -> tuple[int, int]:
-    """Total RSS (KiB) and count of every tug process serving this run's root."""
-    pids = [p for p in pids_with_exe(ctx.tug_bin) if environ_of(p).get("TUG_ROOT") == str(ctx.root)]
-    return sum(rss_kib(p) for p in pids), len(pids)
+def tug_processes(ctx: Ctx) -> list[int]:
+    """Every tug process serving this run's root (supervisors, helpers)."""
+    return [p for p in pids_with_exe(ctx.tug_bin) if environ_of(p).get("TUG_ROOT") == str(ctx.root)]
 
 
 def wl_memory(ctx: Ctx, count: int, name: str, title: str) -> Workload:
@@ -937,15 +964,15 @@ def wl_memory(ctx: Ctx, count: int, name: str, title: str) -> Workload:
         t_start = time.perf_counter() - t0
         time.sleep(1)
         pids = tug_container_pids(ctx, set(names))
-        per = [supervisor_rss(pids[n], ()) / 1024 for n in names if n in pids]
-        total, nproc = tug_process_rss(ctx)
+        per = [supervisor_mem(pids[n], ()) for n in names if n in pids]
+        total = sum_mem(tug_processes(ctx))
         tug_rm()
         if not per:
             raise CmdError(["tug", "container", "ls"], 0, "no pid of the started containers found")
-        return mem_metrics(per, total / 1024, t_start, count)
+        return mem_metrics(per, total, t_start, count)
 
     def tug_rm():
-        quiet(ctx.tug("container", "rm", "-f", *names), env=ctx.env, timeout=600)
+        quiet(ctx.tug("container", "rm", "--force", *names), env=ctx.env, timeout=600)
 
     def engine_trial(cli, shim_exe, stop):
         def trial():
@@ -957,8 +984,8 @@ def wl_memory(ctx: Ctx, count: int, name: str, title: str) -> Workload:
             per = []
             for n in names:
                 pid = int(run([*cli, "inspect", "-f", "{{.State.Pid}}", n]).strip())
-                per.append(supervisor_rss(pid, stop) / 1024)
-            total = sum(rss_kib(p) for p in pids_with_exe(shim_exe)) / 1024
+                per.append(supervisor_mem(pid, stop))
+            total = sum_mem(pids_with_exe(shim_exe))
             clean()
             return mem_metrics(per, total, t_start, count)
 
@@ -982,11 +1009,14 @@ def wl_memory(ctx: Ctx, count: int, name: str, title: str) -> Workload:
 
 
 def mem_metrics(per, total, t_start, count):
-    """per: supervisor RSS of each container (MiB). The per-container figure is the median
-    over the containers; the trial reports it, the total and the start time."""
+    """per: supervisor memory of each container (KiB dicts); total: of all supervising
+    processes. Reported in MiB: per container the median over the containers."""
+    med = {k: statistics.median(p[k] for p in per) / 1024 for k in ("rss", "pss", "uss")}
     return {
-        "supervisor RSS per container (median over containers)": statistics.median(per),
-        f"total RSS of the supervising processes, {count} containers": total,
+        "supervisor RSS per container": med["rss"],
+        "supervisor private memory (USS) per container": med["uss"],
+        f"total RSS of the supervising processes, {count} containers": total["rss"] / 1024,
+        f"total PSS of the supervising processes, {count} containers": total["pss"] / 1024,
         f"time to start {count} containers one after another (s)": t_start,
     }
 
@@ -995,8 +1025,7 @@ def workloads(ctx: Ctx) -> list[Workload]:
     many = 3 if ctx.smoke else int(os.environ.get("MANY", 100))
     return [
         wl_config(ctx),
-        wl_start(ctx, network=False),
-        wl_start(ctx, network=True),
+        wl_start(ctx),
         wl_compose(ctx, 5),
         wl_compose(ctx, 20),
         wl_noop(ctx),
