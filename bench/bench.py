@@ -61,20 +61,20 @@ class Skip(Exception):
     """A workload or peer cannot run here (missing tool, no daemon); the reason is the text."""
 
 
-def run(argv, *, env=None, timeout=600, check=True, input_=None) -> str:
-    """Runs a command (no shell unless argv is ['sh', '-c', ...]) and returns stdout+stderr."""
+def run(argv, *, env=None, timeout=600, check=True) -> str:
+    """Runs a command (no shell) and returns its stdout; a failure raises CmdError carrying
+    stdout and stderr."""
     argv = [str(a) for a in argv]
     try:
-        p = subprocess.run(
-            argv, env=env, timeout=timeout, input=input_, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, errors="replace", stdin=None if input_ else subprocess.DEVNULL,
-        )
+        p = subprocess.run(argv, env=env, timeout=timeout, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           stdin=subprocess.DEVNULL, text=True, errors="replace")
     except subprocess.TimeoutExpired as e:
-        raise CmdError(argv, "timeout", (e.output or "") if isinstance(e.output, str) else "") from None
+        out = e.stderr if isinstance(e.stderr, str) else ""
+        raise CmdError(argv, "timeout", out) from None
     except FileNotFoundError:
         raise CmdError(argv, 127, f"{argv[0]}: not found") from None
     if check and p.returncode != 0:
-        raise CmdError(argv, p.returncode, p.stdout)
+        raise CmdError(argv, p.returncode, p.stdout + p.stderr)
     return p.stdout
 
 
