@@ -37,12 +37,12 @@ fi
 if [ -s "$STATE/host-before" ]; then
   # shellcheck disable=SC1091
   . "$STATE/host-before"
-  for l in docker0 podman0 cni-podman0; do
+  for l in docker0 podman0 cni-podman0 $(ip -br link | awk '{sub("@.*","",$1); print $1}' | grep -E '^br-[0-9a-f]{12}$'); do
     case " $links " in *" $l "*) ;; *) ip link del "$l" 2>/dev/null && echo "deleted link $l";; esac
   done
   for ipt in iptables ip6tables; do
     for t in filter nat; do
-      $ipt -t $t -S 2>/dev/null | grep -E '^-A ' | grep -E -- '-j (DOCKER|NETAVARK|CNI)|docker0|podman0' \
+      $ipt -t $t -S 2>/dev/null | grep -E '^-A ' | grep -E -- '-j (DOCKER|NETAVARK|CNI)|docker0|podman0|br-[0-9a-f]{12}' \
         | sed 's/^-A/-D/' | while read -r rule; do eval "$ipt -t $t $rule"; done
       chains=$($ipt -t $t -S 2>/dev/null | awk '$1=="-N" && $2 ~ /^(DOCKER|NETAVARK|CNI)/ {print $2}')
       for c in $chains; do $ipt -t $t -F "$c"; done
