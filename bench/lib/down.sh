@@ -37,7 +37,7 @@ fi
 if [ -s "$STATE/host-before" ]; then
   # shellcheck disable=SC1091
   . "$STATE/host-before"
-  for l in docker0 podman0 cni-podman0 $(ip -br link | awk '{sub("@.*","",$1); print $1}' | grep -E '^br-[0-9a-f]{12}$'); do
+  for l in $(ip -br link | awk '{sub("@.*","",$1); print $1}' | grep -E '^(docker0|podman[0-9]+|cni-podman[0-9]+|br-[0-9a-f]{12})$'); do
     case " $links " in *" $l "*) ;; *) ip link del "$l" 2>/dev/null && echo "deleted link $l";; esac
   done
   for ipt in iptables ip6tables; do
