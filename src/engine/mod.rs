@@ -2,3 +2,5 @@
 //! supervisor, and the executor that carries out a plan. Only the engine calls the kernel.
 pub mod executor;
 pub mod image;
+pub mod container;
+pub mod runtime;
