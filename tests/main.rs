@@ -2,5 +2,6 @@
 
 mod cli;
 mod common;
+mod container;
 mod image;
 mod plan;

@@ -215,11 +215,10 @@ pub struct Healthcheck {
 /// Parses a Docker duration (`1m30s`, `500ms`, `10`=seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    if let Ok(n) = s.parse::<f64>() {
-        if n >= 0.0 && n.is_finite() {
+    if let Ok(n) = s.parse::<f64>()
+        && n >= 0.0 && n.is_finite() {
             return Ok(Duration::from_secs_f64(n));
         }
-    }
     let mut total = Duration::ZERO;
     let mut num = String::new();
     let mut chars = s.chars().peekable();

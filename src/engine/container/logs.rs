@@ -68,11 +68,10 @@ impl LogWriter {
         if self.size + line.len() as u64 > self.max {
             self.rotate();
         }
-        if let Some(f) = &mut self.file {
-            if f.write_all(&line).is_ok() {
+        if let Some(f) = &mut self.file
+            && f.write_all(&line).is_ok() {
                 self.size += line.len() as u64;
             }
-        }
     }
 
     fn rotate(&mut self) {
@@ -159,11 +158,10 @@ pub fn read_all(path: &Path) -> Vec<LogRecord> {
         let mut r = BufReader::new(f);
         let mut line = String::new();
         while r.read_line(&mut line).unwrap_or(0) > 0 {
-            if line.ends_with('\n') {
-                if let Some(rec) = parse(line.trim_end_matches('\n')) {
+            if line.ends_with('\n')
+                && let Some(rec) = parse(line.trim_end_matches('\n')) {
                     out.push(rec);
                 }
-            }
             line.clear();
         }
     }
@@ -180,11 +178,10 @@ pub fn read_rotated(path: &Path) -> Vec<LogRecord> {
     let mut r = BufReader::new(f);
     let mut line = String::new();
     while r.read_line(&mut line).unwrap_or(0) > 0 {
-        if line.ends_with('\n') {
-            if let Some(rec) = parse(line.trim_end_matches('\n')) {
+        if line.ends_with('\n')
+            && let Some(rec) = parse(line.trim_end_matches('\n')) {
                 out.push(rec);
             }
-        }
         line.clear();
     }
     out
@@ -236,23 +233,21 @@ impl Follower {
         if md.ino() != self.ino {
             // Rotated: the rest of the old file is in .1, then start the new one from 0.
             let old = self.path.with_extension("log.1");
-            if let Ok(mut f) = File::open(&old) {
-                if f.seek(SeekFrom::Start(self.offset)).is_ok() {
+            if let Ok(mut f) = File::open(&old)
+                && f.seek(SeekFrom::Start(self.offset)).is_ok() {
                     let _ = f.read_to_string(&mut self.buf);
                 }
-            }
             self.ino = md.ino();
             self.offset = 0;
         }
-        if let Ok(mut f) = File::open(&self.path) {
-            if f.seek(SeekFrom::Start(self.offset)).is_ok() {
+        if let Ok(mut f) = File::open(&self.path)
+            && f.seek(SeekFrom::Start(self.offset)).is_ok() {
                 let mut chunk = String::new();
                 if let Ok(n) = f.read_to_string(&mut chunk) {
                     self.offset += n as u64;
                     self.buf.push_str(&chunk);
                 }
             }
-        }
         while let Some(pos) = self.buf.find('\n') {
             let line: String = self.buf.drain(..=pos).collect();
             if let Some(r) = parse(line.trim_end_matches('\n')) {

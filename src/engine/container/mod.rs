@@ -379,7 +379,7 @@ impl ContainerStore {
         let Ok(rd) = fs::read_dir(&self.dir) else {
             return Vec::new();
         };
-        rd.filter_map(|e| e.ok())
+        rd.filter_map(std::result::Result::ok)
             .filter_map(|e| e.file_name().into_string().ok())
             .filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
             .collect()
@@ -390,14 +390,13 @@ impl ContainerStore {
         if key.is_empty() {
             return Err(ContainerError::NotFound(key.to_string()));
         }
-        if valid_name(key) {
-            if let Ok(id) = fs::read_to_string(self.dir.join(".names").join(key)) {
+        if valid_name(key)
+            && let Ok(id) = fs::read_to_string(self.dir.join(".names").join(key)) {
                 let id = id.trim().to_string();
                 if self.dir.join(&id).join("container.json").exists() {
                     return Ok(id);
                 }
             }
-        }
         let matches: Vec<String> = self
             .ids()
             .into_iter()
@@ -799,14 +798,13 @@ impl ContainerStore {
             {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            if let Some(p) = st.supervisor_pid {
-                if state::alive(st.supervisor_pid, st.supervisor_start) {
+            if let Some(p) = st.supervisor_pid
+                && state::alive(st.supervisor_pid, st.supervisor_start) {
                     let _ = nix::sys::signal::kill(
                         nix::unistd::Pid::from_raw(p),
                         nix::sys::signal::Signal::SIGKILL,
                     );
                 }
-            }
         }
         if let Ok(cg) = self.cgroup(id) {
             cg.destroy()?;

@@ -231,8 +231,8 @@ pub fn observe(dir: &Path) -> State {
     let sup_alive = alive(st.supervisor_pid, st.supervisor_start);
     let proc_alive = alive(st.pid, st.pid_start);
     match st.status {
-        Status::Running | Status::Paused if !proc_alive => {
-            if !sup_alive {
+        Status::Running | Status::Paused if !proc_alive
+            && !sup_alive => {
                 st.status = Status::Exited;
                 if st.exit_code.is_none() {
                     st.exit_code = Some(255);
@@ -240,7 +240,6 @@ pub fn observe(dir: &Path) -> State {
                 }
             }
             // Supervisor alive: it is about to record the exit; report it as running.
-        }
         Status::Restarting if !sup_alive => {
             st.status = Status::Exited;
         }

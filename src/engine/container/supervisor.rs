@@ -464,15 +464,14 @@ impl Supervisor {
     fn launch(&mut self, io: &Io, overlay_us: u64) -> std::result::Result<(Pid, i32), String> {
         if let NetworkMode::Container(other) = &self.rec.config.network {
             let path = self.store.netns_of(other).map_err(|e| e.to_string())?;
-            if let Some(linux) = self.spec.linux_mut() {
-                if let Some(nss) = linux.namespaces_mut() {
+            if let Some(linux) = self.spec.linux_mut()
+                && let Some(nss) = linux.namespaces_mut() {
                     for ns in nss.iter_mut() {
                         if ns.typ() == oci_spec::runtime::LinuxNamespaceType::Network {
                             ns.set_path(Some(path.clone()));
                         }
                     }
                 }
-            }
         }
         let stdio = runtime::Stdio {
             stdin: io.child[0],
@@ -547,8 +546,10 @@ impl Supervisor {
                 .ok()
                 .and_then(|s| s.trim().parse::<i32>().ok())
             {
-                let mut tm = runtime::Timings::default();
-                tm.exec_us = us(t.elapsed());
+                let tm = runtime::Timings {
+                    exec_us: us(t.elapsed()),
+                    ..Default::default()
+                };
                 return Ok((main, p, tm));
             }
             if let Ok(WaitStatus::Exited(_, c)) = waitpid(main, Some(WaitPidFlag::WNOHANG)) {
@@ -737,11 +738,10 @@ impl Supervisor {
             if fwd_stdin {
                 add(0, 3);
             }
-            if let Some(run) = &check {
-                if let Some(o) = &run.out {
+            if let Some(run) = &check
+                && let Some(o) = &run.out {
                     add(o.as_raw_fd(), 4);
                 }
-            }
             let now = Instant::now();
             let mut timeout_ms: i32 = -1;
             if let (Some(n), None, None) = (next_check, &check, exit) {
@@ -814,8 +814,8 @@ impl Supervisor {
                         }
                     }
                     4 => {
-                        if let Some(run) = &mut check {
-                            if let Some(o) = &run.out {
+                        if let Some(run) = &mut check
+                            && let Some(o) = &run.out {
                                 // SAFETY: reading from our non-blocking pipe.
                                 let r = unsafe { libc::read(o.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
                                 if r > 0 {
@@ -826,17 +826,15 @@ impl Supervisor {
                                     run.out = None;
                                 }
                             }
-                        }
                     }
                     _ => {}
                 }
             }
-            if let (Some(h), Some(n), None, None) = (&hc, next_check, &check, exit) {
-                if Instant::now() >= n {
+            if let (Some(h), Some(n), None, None) = (&hc, next_check, &check, exit)
+                && Instant::now() >= n {
                     check = self.start_check(h, cpid);
                     next_check = None;
                 }
-            }
             if let (Some(h), None, None, None) = (&hc, next_check, &check, exit) {
                 next_check = Some(Instant::now() + Self::next_check_delay(h, run_start.elapsed()));
             }
@@ -856,8 +854,8 @@ impl Supervisor {
     ) {
         if p == main {
             *exit = Some(code);
-        } else if check.as_ref().is_some_and(|c| c.pid == p) {
-            if let (Some(mut run), Some(h)) = (check.take(), hc) {
+        } else if check.as_ref().is_some_and(|c| c.pid == p)
+            && let (Some(mut run), Some(h)) = (check.take(), hc) {
                 if let Some(o) = &run.out {
                     let mut b = [0u8; 4096];
                     // SAFETY: non-blocking read of what is left in the pipe.
@@ -868,7 +866,6 @@ impl Supervisor {
                 }
                 self.finish_check(h, run, code, run_start.elapsed());
             }
-        }
     }
 }
 
@@ -902,9 +899,8 @@ fn exec_main(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32> {
         reason: e.to_string(),
     })?;
     let st = store.state(id);
-    let pid = match (st.status, st.pid) {
-        (Status::Running, Some(p)) => p,
-        _ => return Err(ContainerError::NotRunning(id.to_string())),
+    let (Status::Running, Some(pid)) = (st.status, st.pid) else {
+        return Err(ContainerError::NotRunning(id.to_string()));
     };
     let mut proc_ = spec
         .process()

@@ -97,11 +97,10 @@ impl Layout {
             }
             let mountpoint = PathBuf::from(fields[4]);
             match rfields[0] {
-                "cgroup2" => {
-                    if unified.is_none() {
+                "cgroup2"
+                    if unified.is_none() => {
                         unified = Some(mountpoint);
                     }
-                }
                 "cgroup" => {
                     for opt in rfields[2].split(',') {
                         let known = [

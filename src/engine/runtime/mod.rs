@@ -155,11 +155,10 @@ fn child_main(
     if let Err(e) = take_stdio(stdio) {
         return e;
     }
-    if let Some(h) = spec.hostname() {
-        if let Err(e) = nix::unistd::sethostname(h) {
+    if let Some(h) = spec.hostname()
+        && let Err(e) = nix::unistd::sethostname(h) {
             return format!("sethostname: {e}");
         }
-    }
     if let Some(d) = spec.domainname().as_ref().filter(|d| !d.is_empty()) {
         // SAFETY: the pointer and length describe d's bytes.
         if unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } != 0 {

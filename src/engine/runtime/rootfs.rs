@@ -423,6 +423,10 @@ pub fn create_devices(rootfs: &Path, devices: &[LinuxDevice]) -> Result<()> {
         ("core", "/proc/kcore"),
     ] {
         let l = dev.join(link);
+        // /dev/core only where the kernel has /proc/kcore (as runc does).
+        if link == "core" && !Path::new("/proc/kcore").exists() {
+            continue;
+        }
         if fs::symlink_metadata(&l).is_err() {
             symlink(to, &l).map_err(ioerr("symlink", &l))?;
         }
@@ -520,7 +524,7 @@ pub fn finish(spec: &Spec) -> Result<()> {
         )
         .map_err(merr(path))?;
     }
-    if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
+    if spec.root().as_ref().and_then(oci_spec::runtime::Root::readonly) == Some(true) {
         mount(
             None::<&str>,
             "/",

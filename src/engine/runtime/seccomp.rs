@@ -460,7 +460,7 @@ mod tests {
             .syscalls()
             .iter()
             .flatten()
-            .flat_map(|s| s.names())
+            .flat_map(oci_spec::runtime::LinuxSyscall::names)
             .collect();
         assert!(names.iter().any(|n| *n == "mount"));
         let p = default_profile(&[]);
@@ -468,7 +468,7 @@ mod tests {
             .syscalls()
             .iter()
             .flatten()
-            .flat_map(|s| s.names())
+            .flat_map(oci_spec::runtime::LinuxSyscall::names)
             .collect();
         assert!(!names.iter().any(|n| *n == "mount"));
     }
