@@ -2,6 +2,11 @@
 
 mod cli;
 mod common;
+mod config_golden;
 mod container;
 mod image;
+mod image_archive;
+mod image_unpack;
+mod network;
 mod plan;
+mod volume;

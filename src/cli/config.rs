@@ -1,8 +1,23 @@
-//! `tug config`: render the loaded project in canonical form.
+//! `tug config`: render the loaded project in canonical form, as `docker compose config`
+//! does, plus `--explain` (where every variable came from, why every service is enabled).
+//!
+//! This module also turns the global flags and the `COMPOSE_*` variables into
+//! [`LoadOptions`] for every verb that loads a project ([`load_options`], [`load_project`]).
 
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
 use clap::Args;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use super::GlobalArgs;
+use crate::project::interpolate::{Resolution, Source};
+use crate::project::profiles::Reason;
+use crate::project::{Graph, LoadOptions, Loaded, Project, Service, load_explained};
 
 /// Flags of `tug config`.
 #[derive(Debug, Clone, Args)]
@@ -13,8 +28,519 @@ pub struct ConfigArgs {
     /// Only validate the configuration, print nothing.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Print the service names, one per line.
+    #[arg(long)]
+    pub services: bool,
+    /// Print the volume names, one per line.
+    #[arg(long)]
+    pub volumes: bool,
+    /// Print the network names, one per line.
+    #[arg(long)]
+    pub networks: bool,
+    /// Print the profile names, one per line.
+    #[arg(long = "profiles", id = "list_profiles")]
+    pub list_profiles: bool,
+    /// Print the image names, one per line.
+    #[arg(long)]
+    pub images: bool,
+    /// Print the service config hash, one per line (`*` for all services).
+    #[arg(long, value_name = "SERVICE")]
+    pub hash: Option<String>,
+    /// Don't interpolate environment variables.
+    #[arg(long)]
+    pub no_interpolate: bool,
+    /// Don't normalize the model (paths, defaults, env files).
+    #[arg(long)]
+    pub no_normalize: bool,
+    /// Save to this file instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Explain every interpolated variable (value and source) and every service's
+    /// enablement.
+    #[arg(long)]
+    pub explain: bool,
+    /// Services to render (they are enabled whatever their profiles).
+    pub service_names: Vec<String>,
 }
 
-pub(super) fn run(_global: &GlobalArgs, _args: &ConfigArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("`tug config` is being written (issue 2)")
+/// The load options of the global flags, with `COMPOSE_FILE`, `COMPOSE_ENV_FILES` (and,
+/// inside the loader, `COMPOSE_PROJECT_NAME` and `COMPOSE_PROFILES`) honoured.
+#[must_use]
+pub fn load_options(global: &GlobalArgs, services: &[String]) -> LoadOptions {
+    let mut files = global.files.clone();
+    if files.is_empty()
+        && let Ok(cf) = std::env::var("COMPOSE_FILE")
+        && !cf.is_empty()
+    {
+        let sep = std::env::var("COMPOSE_PATH_SEPARATOR").unwrap_or_else(|_| ":".to_owned());
+        files = cf
+            .split(sep.as_str())
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .collect();
+    }
+    let mut env_files = global.env_files.clone();
+    if env_files.is_empty()
+        && let Ok(ef) = std::env::var("COMPOSE_ENV_FILES")
+    {
+        env_files = ef
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .collect();
+    }
+    LoadOptions {
+        files,
+        project_name: global.project_name.clone(),
+        project_directory: global.project_directory.clone(),
+        profiles: global.profiles.clone(),
+        env_files,
+        services: services.to_vec(),
+        ..LoadOptions::default()
+    }
+}
+
+/// Loads the project of the global flags, printing the loader's warnings on stderr.
+///
+/// # Errors
+/// The loader's error.
+pub fn load_project(global: &GlobalArgs, services: &[String]) -> anyhow::Result<Project> {
+    let loaded = load_explained(&load_options(global, services))?;
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(loaded.project)
+}
+
+pub(super) fn run(global: &GlobalArgs, args: &ConfigArgs) -> anyhow::Result<i32> {
+    let mut opts = load_options(global, &args.service_names);
+    opts.interpolate = !args.no_interpolate;
+    opts.normalize = !args.no_normalize;
+    let loaded = load_explained(&opts)?;
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    if args.quiet {
+        return Ok(0);
+    }
+    let out = render(&loaded, args)?;
+    match &args.output {
+        Some(path) => write_atomic(path, out.as_bytes())?,
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(out.as_bytes())?;
+            stdout.flush()?;
+        }
+    }
+    Ok(0)
+}
+
+fn write_atomic(path: &std::path::Path, data: &[u8]) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.write_all(data)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+fn lines<I: IntoIterator<Item = String>>(items: I) -> String {
+    let mut s = String::new();
+    for i in items {
+        s.push_str(&i);
+        s.push('\n');
+    }
+    s
+}
+
+fn render(loaded: &Loaded, args: &ConfigArgs) -> anyhow::Result<String> {
+    let project = &loaded.project;
+    if args.explain {
+        return Ok(explain(loaded, &args.service_names));
+    }
+    if args.services {
+        let mut names: Vec<String> = project.services.keys().cloned().collect();
+        names.sort();
+        return Ok(lines(names));
+    }
+    if args.volumes {
+        return Ok(lines(project.volumes.keys().cloned()));
+    }
+    if args.networks {
+        return Ok(lines(project.networks.keys().cloned()));
+    }
+    if args.list_profiles {
+        let set: BTreeSet<String> = project
+            .services
+            .values()
+            .chain(project.disabled_services.values())
+            .flat_map(|s| s.profiles.iter().cloned())
+            .collect();
+        return Ok(lines(set));
+    }
+    if args.images {
+        let mut names: Vec<&String> = project.services.keys().collect();
+        names.sort();
+        return Ok(lines(names.into_iter().map(|n| {
+            let s = &project.services[n];
+            s.image
+                .clone()
+                .unwrap_or_else(|| format!("{}-{n}", project.name))
+        })));
+    }
+    if let Some(which) = &args.hash {
+        let mut names: Vec<String> = if which == "*" {
+            project.services.keys().cloned().collect()
+        } else {
+            which.split(',').map(|s| s.trim().to_owned()).collect()
+        };
+        names.sort();
+        let mut out = String::new();
+        for n in names {
+            let s = project
+                .services
+                .get(&n)
+                .with_context(|| format!("no such service: {n}"))?;
+            let _ = writeln!(out, "{n} {}", service_hash(s)?);
+        }
+        return Ok(out);
+    }
+    let mut doc = project_json(project, &args.service_names)?;
+    if !args.no_interpolate {
+        escape_dollars(&mut doc);
+    }
+    if args.format == "json" {
+        strip_service_extensions(&mut doc);
+        let mut s = serde_json::to_string_pretty(&doc)?;
+        s.push('\n');
+        Ok(s)
+    } else {
+        Ok(to_yaml(&doc))
+    }
+}
+
+/// The project as compose prints it: top-level keys sorted, services sorted by name, only
+/// the named services (and their dependencies) when some are named.
+fn project_json(project: &Project, named: &[String]) -> anyhow::Result<Value> {
+    let mut v = serde_json::to_value(project)?;
+    let keep: Option<BTreeSet<String>> = if named.is_empty() {
+        None
+    } else {
+        let g = Graph::new(project)?;
+        Some(g.select(named, false)?.into_iter().collect())
+    };
+    if let Some(Value::Object(services)) = v.get_mut("services") {
+        let mut entries: Vec<(String, Value)> = std::mem::take(services).into_iter().collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        for (k, s) in entries {
+            if keep.as_ref().is_none_or(|set| set.contains(&k)) {
+                services.insert(k, s);
+            }
+        }
+    }
+    for kind in ["networks", "volumes", "secrets", "configs"] {
+        if let Some(Value::Object(m)) = v.get_mut(kind) {
+            let mut entries: Vec<(String, Value)> = std::mem::take(m).into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            m.extend(entries);
+        }
+    }
+    if let Value::Object(top) = &mut v {
+        let mut entries: Vec<(String, Value)> = std::mem::take(top).into_iter().collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        top.extend(entries);
+    }
+    Ok(v)
+}
+
+/// compose's JSON output leaves out the `x-` keys of services.
+fn strip_service_extensions(doc: &mut Value) {
+    if let Some(Value::Object(services)) = doc.get_mut("services") {
+        for s in services.values_mut() {
+            if let Value::Object(m) = s {
+                m.retain(|k, _| !k.starts_with("x-"));
+            }
+        }
+    }
+}
+
+/// After interpolation a literal `$` is printed as `$$`, so the output can be loaded again.
+fn escape_dollars(v: &mut Value) {
+    match v {
+        Value::String(s) if s.contains('$') => *s = s.replace('$', "$$"),
+        Value::Array(items) => items.iter_mut().for_each(escape_dollars),
+        Value::Object(m) => m.values_mut().for_each(escape_dollars),
+        _ => {}
+    }
+}
+
+/// The config hash docker compose puts on containers (`com.docker.compose.config-hash`):
+/// SHA-256 of the service's JSON without `build`, `pull_policy`, `scale`,
+/// `deploy.replicas`, `depends_on` and `profiles`, encoded as Go's encoding/json does.
+///
+/// # Errors
+/// Serialization failure.
+pub fn service_hash(s: &Service) -> anyhow::Result<String> {
+    let mut o = s.clone();
+    o.build = None;
+    o.pull_policy = None;
+    o.scale = None;
+    if let Some(d) = o.deploy.as_mut() {
+        d.replicas = None;
+    }
+    o.depends_on.clear();
+    o.profiles.clear();
+    o.extensions.clear();
+    let json = serde_json::to_string(&o)?;
+    let go = go_json_escape(&json);
+    Ok(hex::encode(Sha256::digest(go.as_bytes())))
+}
+
+/// Go's encoding/json escapes `<`, `>`, `&`, U+2028 and U+2029 inside strings.
+fn go_json_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn explain(loaded: &Loaded, named: &[String]) -> String {
+    let mut out = String::new();
+    out.push_str("variables:\n");
+    if loaded.lookups.is_empty() {
+        out.push_str("  (none)\n");
+    }
+    for l in &loaded.lookups {
+        let source = match &l.resolution {
+            Resolution::Found(src) => source_text(src),
+            Resolution::Alternative(src) => format!(
+                "set in {}: alternative value from the file",
+                source_text(src)
+            ),
+            Resolution::Default => "not set: default value from the file".to_owned(),
+            Resolution::Unset => "not set: empty string".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "  {}={:?}  from {}  (used at {} {})",
+            l.name, l.value, source, l.pos, l.path
+        );
+    }
+    out.push_str("services:\n");
+    let selected: Option<Vec<String>> = if named.is_empty() {
+        None
+    } else {
+        Graph::new(&loaded.project)
+            .ok()
+            .and_then(|g| g.select(named, false).ok())
+    };
+    for e in &loaded.enablement {
+        let why = match &e.reason {
+            Reason::NoProfiles => "enabled: no profiles".to_owned(),
+            Reason::Profile(p) => format!("enabled: profile `{p}` is active"),
+            Reason::Named => "enabled: named on the command line".to_owned(),
+            Reason::Inactive(ps) => format!(
+                "disabled: none of its profiles ({}) is active",
+                ps.join(", ")
+            ),
+        };
+        let _ = write!(out, "  {}: {why}", e.service);
+        if let Some(sel) = &selected
+            && e.enabled
+        {
+            if named.contains(&e.service) {
+                out.push_str("; selected: named");
+            } else if sel.contains(&e.service) {
+                let by: Vec<&str> = loaded
+                    .project
+                    .services
+                    .iter()
+                    .filter(|(n, s)| sel.contains(n) && s.depends_on.contains_key(&e.service))
+                    .map(|(n, _)| n.as_str())
+                    .collect();
+                let _ = write!(
+                    out,
+                    "; selected: pulled in as a dependency of {}",
+                    by.join(", ")
+                );
+            } else {
+                out.push_str("; not selected");
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn source_text(src: &Source) -> String {
+    match src {
+        Source::Shell => "the shell environment".to_owned(),
+        Source::EnvFile { path, line } => format!("{}:{line}", path.display()),
+    }
+}
+
+/// Renders JSON as block-style YAML (2-space indent, sequences indented under their key,
+/// strings quoted only when they would otherwise read as another type).
+#[must_use]
+pub fn to_yaml(v: &Value) -> String {
+    let mut out = String::new();
+    match v {
+        Value::Object(m) if !m.is_empty() => yaml_map(m, 0, &mut out),
+        other => {
+            yaml_scalar_or_flow(other, 0, &mut out);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn indent(n: usize, out: &mut String) {
+    for _ in 0..n {
+        out.push(' ');
+    }
+}
+
+fn yaml_map(m: &serde_json::Map<String, Value>, ind: usize, out: &mut String) {
+    for (k, val) in m {
+        indent(ind, out);
+        out.push_str(&yaml_string(k));
+        out.push(':');
+        yaml_value_after_key(val, ind, out);
+    }
+}
+
+fn yaml_value_after_key(val: &Value, ind: usize, out: &mut String) {
+    match val {
+        Value::Object(mm) if !mm.is_empty() => {
+            out.push('\n');
+            yaml_map(mm, ind + 2, out);
+        }
+        Value::Array(items) if !items.is_empty() => {
+            out.push('\n');
+            yaml_seq(items, ind + 2, out);
+        }
+        other => {
+            out.push(' ');
+            yaml_scalar_or_flow(other, ind + 2, out);
+            out.push('\n');
+        }
+    }
+}
+
+fn yaml_seq(items: &[Value], ind: usize, out: &mut String) {
+    for it in items {
+        indent(ind, out);
+        out.push_str("- ");
+        match it {
+            Value::Object(mm) if !mm.is_empty() => {
+                let mut first = true;
+                for (k, val) in mm {
+                    if !first {
+                        indent(ind + 2, out);
+                    }
+                    first = false;
+                    out.push_str(&yaml_string(k));
+                    out.push(':');
+                    yaml_value_after_key(val, ind + 2, out);
+                }
+            }
+            Value::Array(inner) if !inner.is_empty() => {
+                out.push('\n');
+                yaml_seq(inner, ind + 2, out);
+            }
+            other => {
+                yaml_scalar_or_flow(other, ind + 2, out);
+                out.push('\n');
+            }
+        }
+    }
+}
+
+fn yaml_scalar_or_flow(v: &Value, ind: usize, out: &mut String) {
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&n.to_string()),
+        Value::String(s) => {
+            if s.contains('\n')
+                && !s.chars().any(|c| c.is_control() && c != '\n')
+                && !s.starts_with(' ')
+            {
+                out.push_str(if s.ends_with('\n') { "|" } else { "|-" });
+                for line in s.trim_end_matches('\n').split('\n') {
+                    out.push('\n');
+                    if !line.is_empty() {
+                        indent(ind, out);
+                        out.push_str(line);
+                    }
+                }
+            } else {
+                out.push_str(&yaml_string(s));
+            }
+        }
+        Value::Array(_) => out.push_str("[]"),
+        Value::Object(_) => out.push_str("{}"),
+    }
+}
+
+fn yaml_string(s: &str) -> String {
+    let typed = !matches!(
+        crate::project::yaml::plain_scalar(s),
+        crate::project::yaml::Value::Str(_)
+    ) || s.is_empty();
+    let yaml11 = matches!(
+        s.to_ascii_lowercase().as_str(),
+        "y" | "yes" | "n" | "no" | "on" | "off"
+    );
+    let special_start = s.starts_with([
+        '-', '?', ':', ',', '[', ']', '{', '}', '#', '&', '*', '!', '|', '>', '\'', '"', '%', '@',
+        '`', ' ',
+    ]);
+    let needs = typed
+        || yaml11
+        || special_start
+        || s.ends_with(' ')
+        || s.ends_with(':')
+        || s.contains(": ")
+        || s.contains(" #")
+        || s.chars().any(char::is_control);
+    if needs {
+        serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}"))
+    } else {
+        s.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_yaml_quotes_what_would_change_type() {
+        let v = serde_json::json!({"a": "1", "b": "true", "c": "plain", "d": "", "e": ["x", {"k": "v", "l": [1]}], "f": {}, "g": "a: b", "h": "l1\nl2"});
+        let y = to_yaml(&v);
+        assert_eq!(
+            y,
+            "a: \"1\"\nb: \"true\"\nc: plain\nd: \"\"\ne:\n  - x\n  - k: v\n    l:\n      - 1\nf: {}\ng: \"a: b\"\nh: |-\n  l1\n  l2\n"
+        );
+    }
+
+    #[test]
+    fn config_go_escaping() {
+        assert_eq!(go_json_escape("a<b>&"), "a\\u003cb\\u003e\\u0026");
+    }
 }

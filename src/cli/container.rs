@@ -418,7 +418,8 @@ pub fn config_from(a: &CreateArgs) -> anyhow::Result<ContainerConfig> {
             if x == "-1" || x == "unlimited" {
                 Ok(u64::MAX)
             } else {
-                x.parse().with_context(|| format!("invalid ulimit value {x:?}"))
+                x.parse()
+                    .with_context(|| format!("invalid ulimit value {x:?}"))
             }
         };
         ulimits.insert(
@@ -501,7 +502,10 @@ pub fn config_from(a: &CreateArgs) -> anyhow::Result<ContainerConfig> {
         },
         mounts,
         network,
-        restart: a.restart.parse::<RestartPolicy>().map_err(anyhow::Error::msg)?,
+        restart: a
+            .restart
+            .parse::<RestartPolicy>()
+            .map_err(anyhow::Error::msg)?,
         stop_signal: a.stop_signal.clone(),
         stop_grace_period: a.stop_timeout.map(Duration::from_secs),
         healthcheck,
@@ -612,7 +616,11 @@ fn attach_and_wait(store: &ContainerStore, id: &str, tty: bool) -> anyhow::Resul
 }
 
 fn short(id: &str, no_trunc: bool) -> &str {
-    if no_trunc { id } else { &id[..id.len().min(12)] }
+    if no_trunc {
+        id
+    } else {
+        &id[..id.len().min(12)]
+    }
 }
 
 fn ago(ts: &str) -> String {
@@ -639,11 +647,14 @@ fn human(secs: i64) -> String {
 fn status_text(s: &Summary) -> String {
     let health = match s.health {
         crate::engine::container::HealthStatus::None => String::new(),
-        h => format!(" ({})", if h == crate::engine::container::HealthStatus::Starting {
-            "health: starting"
-        } else {
-            h.as_str()
-        }),
+        h => format!(
+            " ({})",
+            if h == crate::engine::container::HealthStatus::Starting {
+                "health: starting"
+            } else {
+                h.as_str()
+            }
+        ),
     };
     match s.state {
         Status::Created => "Created".into(),
@@ -966,7 +977,10 @@ mod tests {
             .collect();
         let r = rewrite_args(v);
         assert_eq!(r[3], "--follow");
-        let v: Vec<std::ffi::OsString> = ["tug", "-f", "c.yaml", "up"].iter().map(Into::into).collect();
+        let v: Vec<std::ffi::OsString> = ["tug", "-f", "c.yaml", "up"]
+            .iter()
+            .map(Into::into)
+            .collect();
         assert_eq!(rewrite_args(v.clone()), v);
     }
 }

@@ -245,8 +245,27 @@ pub fn run(global: &GlobalArgs, args: ImageArgs) -> anyhow::Result<i32> {
             };
             writeln!(out, "{}", img.id)?;
         }
-        ImageCommand::Load { .. } => bail!(image::Error::NotImplemented("tug image load")),
-        ImageCommand::Save { .. } => bail!(image::Error::NotImplemented("tug image save")),
+        ImageCommand::Load { input, quiet } => {
+            let loaded = match &input {
+                Some(p) if p.as_os_str() != "-" => {
+                    let f = std::fs::File::open(p)
+                        .with_context(|| format!("cannot open {}", p.display()))?;
+                    store.load(f, &p.display().to_string())?
+                }
+                _ => store.load(std::io::stdin().lock(), "stdin")?,
+            };
+            for img in loaded.images.iter().filter(|i| i.names.is_empty()) {
+                if !quiet {
+                    writeln!(out, "Loaded image ID: {}", img.id)?;
+                }
+            }
+            for n in &loaded.names {
+                writeln!(out, "Loaded image: {}", familiar(n))?;
+            }
+        }
+        ImageCommand::Save { output, images } => {
+            store.save(&images, &output)?;
+        }
         ImageCommand::Pull { .. } => bail!(image::Error::NotImplemented("tug image pull")),
         ImageCommand::Push { .. } => bail!(image::Error::NotImplemented("tug image push")),
         ImageCommand::Bootstrap {

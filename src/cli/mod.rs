@@ -66,11 +66,25 @@ pub enum Command {
         /// Shell to generate for.
         shell: clap_complete::Shell,
     },
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(volume::VolumeCommand),
+    /// A network's DNS server (started by tug itself).
+    #[command(hide = true)]
+    NetworkDns(network::DnsArgs),
+    /// A container's port proxy (started by tug itself).
+    #[command(hide = true)]
+    NetworkProxy(network::ProxyArgs),
 }
 
-mod config;
+pub mod config;
 mod container;
 mod image;
+mod network;
+mod volume;
 
 /// Runs tug with the process arguments and returns the exit code.
 #[must_use]
@@ -127,6 +141,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             clap_complete::generate(shell, &mut cmd, "tug", &mut std::io::stdout());
             Ok(0)
         }
+        Command::Network(cmd) => network::run(&global, &cmd),
+        Command::Volume(cmd) => volume::run(&global, &cmd),
+        Command::NetworkDns(args) => network::run_dns(&args),
+        Command::NetworkProxy(args) => network::run_proxy(&args),
     }
 }
 

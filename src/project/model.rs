@@ -54,6 +54,17 @@ fn is_zero_f64(v: &f64) -> bool {
     *v == 0.0
 }
 
+/// Writes a float the way Go's encoding/json does: integral values without a fraction.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn go_float<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        #[allow(clippy::cast_possible_truncation)]
+        s.serialize_i64(*v as i64)
+    } else {
+        s.serialize_f64(*v)
+    }
+}
+
 fn is_zero_bytes(v: &ByteSize) -> bool {
     v.0 == 0
 }
@@ -130,7 +141,11 @@ pub struct Service {
     pub cgroup: Option<String>,
     #[serde(default, skip_serializing_if = "is_zero_i64")]
     pub cpu_count: i64,
-    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_zero_f64",
+        serialize_with = "go_float"
+    )]
     pub cpu_percent: f64,
     #[serde(default, skip_serializing_if = "is_zero_i64")]
     pub cpu_period: i64,
@@ -141,7 +156,11 @@ pub struct Service {
     #[serde(default, skip_serializing_if = "is_zero_i64")]
     pub cpu_rt_runtime: i64,
     /// Number of CPUs (fractional).
-    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_zero_f64",
+        serialize_with = "go_float"
+    )]
     pub cpus: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpuset: Option<String>,
@@ -242,9 +261,9 @@ pub struct Service {
     /// `none`, `host`, `bridge`, `service:NAME`, `container:NAME`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_mode: Option<String>,
-    /// Networks the service joins; `None` value = joined with no options.
-    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
-    pub networks: IndexMap<String, Option<ServiceNetwork>>,
+    /// Networks the service joins (sorted by name); `None` value = joined with no options.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub networks: BTreeMap<String, Option<ServiceNetwork>>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub oom_kill_disable: bool,
     #[serde(default, skip_serializing_if = "is_zero_i64")]
@@ -603,7 +622,11 @@ pub struct Resources {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Resource {
     /// CPUs (fractional).
-    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_zero_f64",
+        serialize_with = "go_float"
+    )]
     pub cpus: f64,
     #[serde(default, skip_serializing_if = "is_zero_bytes")]
     pub memory: ByteSize,

@@ -125,6 +125,22 @@ pub fn render_path(path: &[PathSegment]) -> String {
     out
 }
 
+/// Like [`render_path`], but keys longer than 48 characters are cut short with `…`, so that
+/// a message about a huge key stays readable. Use it for display only, never as a lookup key.
+#[must_use]
+pub fn render_path_short(path: &[PathSegment]) -> String {
+    let short: Vec<PathSegment> = path
+        .iter()
+        .map(|seg| match seg {
+            PathSegment::Key(k) if k.chars().count() > 48 => {
+                PathSegment::Key(format!("{}…", k.chars().take(48).collect::<String>()))
+            }
+            other => other.clone(),
+        })
+        .collect();
+    render_path(&short)
+}
+
 /// A place in the document where the schema is not satisfied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", self.render())]
@@ -140,7 +156,7 @@ pub struct SchemaError {
 impl SchemaError {
     fn render(&self) -> String {
         let mut s = String::new();
-        let p = render_path(&self.path);
+        let p = render_path_short(&self.path);
         if p.is_empty() {
             s.push_str("(top level)");
         } else {
@@ -168,7 +184,7 @@ pub struct Warning {
 
 impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", render_path(&self.path), self.message)
+        write!(f, "{}: {}", render_path_short(&self.path), self.message)
     }
 }
 
@@ -400,7 +416,11 @@ impl CompiledSchema {
                         .and_then(Value::as_str)
                         .map(|d| format!(": {d}"))
                         .unwrap_or_default();
-                    out.error(path, format!("`{key}` is not a valid name{hint}"), None);
+                    out.error(
+                        path,
+                        format!("{} is not a valid name{hint}", quote_key(key)),
+                        None,
+                    );
                     path.pop();
                     continue;
                 }
@@ -415,7 +435,7 @@ impl CompiledSchema {
                         .unwrap_or("it is obsolete");
                     out.warnings.push(Warning {
                         path: path.clone(),
-                        message: format!("`{key}` is obsolete: {why}"),
+                        message: format!("{} is obsolete: {why}", quote_key(key)),
                     });
                 }
                 self.check(sub, value, path, out);
@@ -435,9 +455,9 @@ impl CompiledSchema {
                             .and_then(|p| closest(key, p.keys().map(String::as_str)))
                             .map(str::to_string);
                         let message = if props.is_some() {
-                            format!("unknown key `{key}`")
+                            format!("unknown key {}", quote_key(key))
                         } else {
-                            format!("`{key}` is not allowed here")
+                            format!("{} is not allowed here", quote_key(key))
                         };
                         out.error(path, message, suggestion);
                     }
@@ -813,6 +833,11 @@ fn describe_value(v: &Value) -> String {
     }
 }
 
+/// A key quoted for a message, cut short when long.
+fn quote_key(key: &str) -> String {
+    short_value(&Value::String(key.to_string()))
+}
+
 /// A value quoted for a message, cut short when long.
 fn short_value(v: &Value) -> String {
     let text = match v {
@@ -1036,6 +1061,16 @@ mod tests {
             errs.iter().any(|e| e.contains("did you mean `services`")),
             "{errs:?}"
         );
+    }
+
+    #[test]
+    fn validate_huge_keys_are_cut_short_in_messages() {
+        let huge = "x y".repeat(100_000);
+        let doc = json!({"services": {huge.clone(): {"image": "x"}}});
+        let errs = validate(&doc).unwrap_err();
+        let text = errs[0].to_string();
+        assert!(text.len() < 400, "message too long: {} bytes", text.len());
+        assert_eq!(errs[0].path[1], PathSegment::Key(huge));
     }
 
     #[test]

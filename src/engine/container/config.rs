@@ -216,9 +216,11 @@ pub struct Healthcheck {
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if let Ok(n) = s.parse::<f64>()
-        && n >= 0.0 && n.is_finite() {
-            return Ok(Duration::from_secs_f64(n));
-        }
+        && n >= 0.0
+        && n.is_finite()
+    {
+        return Ok(Duration::from_secs_f64(n));
+    }
     let mut total = Duration::ZERO;
     let mut num = String::new();
     let mut chars = s.chars().peekable();
@@ -237,9 +239,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
                 break;
             }
         }
-        let v: f64 = num
-            .parse()
-            .map_err(|_| format!("invalid duration {s:?}"))?;
+        let v: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
         num.clear();
         let secs = match unit.as_str() {
             "h" => v * 3600.0,

@@ -69,9 +69,10 @@ impl LogWriter {
             self.rotate();
         }
         if let Some(f) = &mut self.file
-            && f.write_all(&line).is_ok() {
-                self.size += line.len() as u64;
-            }
+            && f.write_all(&line).is_ok()
+        {
+            self.size += line.len() as u64;
+        }
     }
 
     fn rotate(&mut self) {
@@ -159,9 +160,10 @@ pub fn read_all(path: &Path) -> Vec<LogRecord> {
         let mut line = String::new();
         while r.read_line(&mut line).unwrap_or(0) > 0 {
             if line.ends_with('\n')
-                && let Some(rec) = parse(line.trim_end_matches('\n')) {
-                    out.push(rec);
-                }
+                && let Some(rec) = parse(line.trim_end_matches('\n'))
+            {
+                out.push(rec);
+            }
             line.clear();
         }
     }
@@ -179,9 +181,10 @@ pub fn read_rotated(path: &Path) -> Vec<LogRecord> {
     let mut line = String::new();
     while r.read_line(&mut line).unwrap_or(0) > 0 {
         if line.ends_with('\n')
-            && let Some(rec) = parse(line.trim_end_matches('\n')) {
-                out.push(rec);
-            }
+            && let Some(rec) = parse(line.trim_end_matches('\n'))
+        {
+            out.push(rec);
+        }
         line.clear();
     }
     out
@@ -234,20 +237,22 @@ impl Follower {
             // Rotated: the rest of the old file is in .1, then start the new one from 0.
             let old = self.path.with_extension("log.1");
             if let Ok(mut f) = File::open(&old)
-                && f.seek(SeekFrom::Start(self.offset)).is_ok() {
-                    let _ = f.read_to_string(&mut self.buf);
-                }
+                && f.seek(SeekFrom::Start(self.offset)).is_ok()
+            {
+                let _ = f.read_to_string(&mut self.buf);
+            }
             self.ino = md.ino();
             self.offset = 0;
         }
         if let Ok(mut f) = File::open(&self.path)
-            && f.seek(SeekFrom::Start(self.offset)).is_ok() {
-                let mut chunk = String::new();
-                if let Ok(n) = f.read_to_string(&mut chunk) {
-                    self.offset += n as u64;
-                    self.buf.push_str(&chunk);
-                }
+            && f.seek(SeekFrom::Start(self.offset)).is_ok()
+        {
+            let mut chunk = String::new();
+            if let Ok(n) = f.read_to_string(&mut chunk) {
+                self.offset += n as u64;
+                self.buf.push_str(&chunk);
             }
+        }
         while let Some(pos) = self.buf.find('\n') {
             let line: String = self.buf.drain(..=pos).collect();
             if let Some(r) = parse(line.trim_end_matches('\n')) {
@@ -290,7 +295,8 @@ mod tests {
             w.write(Stream::Stdout, format!("line {i}\n").as_bytes());
         }
         assert!(p.with_extension("log.1").exists());
-        let total = fs::metadata(&p).unwrap().len() + fs::metadata(p.with_extension("log.1")).unwrap().len();
+        let total = fs::metadata(&p).unwrap().len()
+            + fs::metadata(p.with_extension("log.1")).unwrap().len();
         assert!(total <= 2 * 4096, "{total}");
         let all = read_all(&p);
         assert_eq!(all.last().unwrap().text, "line 199");

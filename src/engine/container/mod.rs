@@ -391,12 +391,13 @@ impl ContainerStore {
             return Err(ContainerError::NotFound(key.to_string()));
         }
         if valid_name(key)
-            && let Ok(id) = fs::read_to_string(self.dir.join(".names").join(key)) {
-                let id = id.trim().to_string();
-                if self.dir.join(&id).join("container.json").exists() {
-                    return Ok(id);
-                }
+            && let Ok(id) = fs::read_to_string(self.dir.join(".names").join(key))
+        {
+            let id = id.trim().to_string();
+            if self.dir.join(&id).join("container.json").exists() {
+                return Ok(id);
             }
+        }
         let matches: Vec<String> = self
             .ids()
             .into_iter()
@@ -475,7 +476,10 @@ impl ContainerStore {
                 let other = fs::read_to_string(&name_file).unwrap_or_default();
                 let other = other.trim();
                 if !other.is_empty() && self.dir.join(other).join("container.json").exists() {
-                    return Err(ContainerError::NameInUse(config.name.clone(), other.to_string()));
+                    return Err(ContainerError::NameInUse(
+                        config.name.clone(),
+                        other.to_string(),
+                    ));
                 }
                 let _ = fs::remove_file(&name_file);
                 reserve().map_err(io_err(&name_file))?
@@ -656,9 +660,10 @@ impl ContainerStore {
                 status: attach.then_some(reader),
             });
         }
-        let reason = line
-            .strip_prefix("err ")
-            .map_or_else(|| "the supervisor exited without a report".to_string(), str::to_string);
+        let reason = line.strip_prefix("err ").map_or_else(
+            || "the supervisor exited without a report".to_string(),
+            str::to_string,
+        );
         Err(ContainerError::Start { id, reason })
     }
 
@@ -667,7 +672,9 @@ impl ContainerStore {
         let id = self.resolve(key)?;
         let sig = parse_signal(signal)?;
         let st = self.state(&id);
-        if !matches!(st.status, Status::Running | Status::Paused) || !state::alive(st.pid, st.pid_start) {
+        if !matches!(st.status, Status::Running | Status::Paused)
+            || !state::alive(st.pid, st.pid_start)
+        {
             return Err(ContainerError::NotRunning(key.to_string()));
         }
         let pid = nix::unistd::Pid::from_raw(st.pid.unwrap_or(0));
@@ -698,7 +705,11 @@ impl ContainerStore {
             .config
             .stop_signal
             .clone()
-            .or_else(|| rec.image_config.as_ref().and_then(|c| c.stop_signal().clone()))
+            .or_else(|| {
+                rec.image_config
+                    .as_ref()
+                    .and_then(|c| c.stop_signal().clone())
+            })
             .unwrap_or_else(|| "SIGTERM".to_string());
         let sig = parse_signal(&sig_name)?;
         let timeout = timeout
@@ -793,18 +804,18 @@ impl ContainerStore {
             && st.supervisor_pid != Some(std::process::id() as i32)
         {
             let deadline = Instant::now() + Duration::from_secs(3);
-            while state::alive(st.supervisor_pid, st.supervisor_start)
-                && Instant::now() < deadline
+            while state::alive(st.supervisor_pid, st.supervisor_start) && Instant::now() < deadline
             {
                 std::thread::sleep(Duration::from_millis(10));
             }
             if let Some(p) = st.supervisor_pid
-                && state::alive(st.supervisor_pid, st.supervisor_start) {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(p),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
+                && state::alive(st.supervisor_pid, st.supervisor_start)
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
         }
         if let Ok(cg) = self.cgroup(id) {
             cg.destroy()?;
@@ -911,10 +922,14 @@ impl ContainerStore {
         match (st.status, paused) {
             (Status::Running, true) | (Status::Paused, false) => {}
             (Status::Paused, true) => {
-                return Err(ContainerError::Invalid(format!("container {key} is already paused")));
+                return Err(ContainerError::Invalid(format!(
+                    "container {key} is already paused"
+                )));
             }
             (Status::Running, false) => {
-                return Err(ContainerError::Invalid(format!("container {key} is not paused")));
+                return Err(ContainerError::Invalid(format!(
+                    "container {key} is not paused"
+                )));
             }
             _ => return Err(ContainerError::NotRunning(key.to_string())),
         }
@@ -963,9 +978,14 @@ impl ContainerStore {
         if opts.cmd.is_empty() {
             return Err(ContainerError::Invalid("exec needs a command".into()));
         }
-        let json = serde_json::to_string(opts).map_err(|e| ContainerError::Invalid(e.to_string()))?;
+        let json =
+            serde_json::to_string(opts).map_err(|e| ContainerError::Invalid(e.to_string()))?;
         let mut cmd = Command::new(&self.exe);
-        cmd.arg("__shim").arg("exec").arg(&self.root).arg(&id).arg(json);
+        cmd.arg("__shim")
+            .arg("exec")
+            .arg(&self.root)
+            .arg(&id)
+            .arg(json);
         if !opts.interactive && !opts.tty {
             cmd.stdin(Stdio::null());
         }

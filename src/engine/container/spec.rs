@@ -138,7 +138,9 @@ pub fn capabilities(config: &ContainerConfig) -> Result<Vec<String>, String> {
 /// Combines entrypoint and command as Docker does: an entrypoint given on the container
 /// resets the image's command.
 pub fn command(config: &ContainerConfig, image: Option<&oci_spec::image::Config>) -> Vec<String> {
-    let img_ep = image.and_then(|i| i.entrypoint().clone()).unwrap_or_default();
+    let img_ep = image
+        .and_then(|i| i.entrypoint().clone())
+        .unwrap_or_default();
     let img_cmd = image.and_then(|i| i.cmd().clone()).unwrap_or_default();
     let ep = config.entrypoint.clone().unwrap_or(img_ep);
     let cmd = match (&config.entrypoint, &config.command) {
@@ -314,7 +316,10 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
     for (name, u) in &c.ulimits {
         let typ = rlimit_type(name).ok_or_else(|| format!("unknown ulimit {name:?}"))?;
         if u.soft > u.hard {
-            return Err(format!("ulimit {name}: soft limit {} exceeds hard limit {}", u.soft, u.hard));
+            return Err(format!(
+                "ulimit {name}: soft limit {} exceeds hard limit {}",
+                u.soft, u.hard
+            ));
         }
         rlimits.push(
             PosixRlimitBuilder::default()
@@ -375,23 +380,48 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
             "/dev/pts",
             "devpts",
             "devpts",
-            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
         ),
         mnt("/sys", "sysfs", "sysfs", sys_opts),
-        mnt("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"]),
+        mnt(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        ),
         mnt(
             "/dev/shm",
             "tmpfs",
             "shm",
             &["nosuid", "noexec", "nodev", "mode=1777", &shm_opt],
         ),
-        mnt("/etc/resolv.conf", "bind", &dir("resolv.conf"), &["rbind", "rprivate"]),
-        mnt("/etc/hostname", "bind", &dir("hostname"), &["rbind", "rprivate"]),
+        mnt(
+            "/etc/resolv.conf",
+            "bind",
+            &dir("resolv.conf"),
+            &["rbind", "rprivate"],
+        ),
+        mnt(
+            "/etc/hostname",
+            "bind",
+            &dir("hostname"),
+            &["rbind", "rprivate"],
+        ),
         mnt("/etc/hosts", "bind", &dir("hosts"), &["rbind", "rprivate"]),
     ];
     for m in &c.mounts {
         if !m.target.starts_with('/') {
-            return Err(format!("mount target {:?} is not an absolute path", m.target));
+            return Err(format!(
+                "mount target {:?} is not an absolute path",
+                m.target
+            ));
         }
         let mut opts: Vec<String> = Vec::new();
         match m.kind {
@@ -403,7 +433,11 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
                 if m.read_only {
                     opts.push("ro".into());
                 }
-                if !m.options.iter().any(|o| o.contains("private") || o.contains("slave") || o.contains("shared")) {
+                if !m
+                    .options
+                    .iter()
+                    .any(|o| o.contains("private") || o.contains("slave") || o.contains("shared"))
+                {
                     opts.push("rprivate".into());
                 }
                 opts.extend(m.options.iter().cloned());
@@ -457,9 +491,11 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
         NetworkMode::None => Some(None),
         NetworkMode::Host => None,
         NetworkMode::Netns(p) => Some(Some(p.clone())),
-        NetworkMode::Container(other) => Some(Some(input.joined_netns.clone().ok_or_else(
-            || format!("container {other} of network mode container:{other} is not running"),
-        )?)),
+        NetworkMode::Container(other) => {
+            Some(Some(input.joined_netns.clone().ok_or_else(|| {
+                format!("container {other} of network mode container:{other} is not running")
+            })?))
+        }
     };
     if let Some(p) = net_path {
         let mut b = LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Network);
@@ -498,7 +534,12 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
         rb = rb.cpu(cb.build().map_err(|e| e.to_string())?);
     }
     if let Some(p) = r.pids_limit {
-        rb = rb.pids(LinuxPidsBuilder::default().limit(p).build().map_err(|e| e.to_string())?);
+        rb = rb.pids(
+            LinuxPidsBuilder::default()
+                .limit(p)
+                .build()
+                .map_err(|e| e.to_string())?,
+        );
     }
     let resources = rb.build().map_err(|e| e.to_string())?;
 
@@ -509,8 +550,18 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
         .devices(crate::engine::runtime::rootfs::default_devices());
     if !c.privileged {
         lb = lb
-            .masked_paths(MASKED_PATHS.iter().map(|s| (*s).to_string()).collect::<Vec<_>>())
-            .readonly_paths(READONLY_PATHS.iter().map(|s| (*s).to_string()).collect::<Vec<_>>());
+            .masked_paths(
+                MASKED_PATHS
+                    .iter()
+                    .map(|s| (*s).to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .readonly_paths(
+                READONLY_PATHS
+                    .iter()
+                    .map(|s| (*s).to_string())
+                    .collect::<Vec<_>>(),
+            );
         match seccomp_opt.as_deref() {
             Some("unconfined") => {}
             Some(path) => {
@@ -618,7 +669,12 @@ mod tests {
         assert!(p.env().as_ref().unwrap().contains(&"A=1".to_string()));
         let l = spec.linux().as_ref().unwrap();
         assert!(l.seccomp().is_some());
-        assert!(l.masked_paths().as_ref().unwrap().contains(&"/proc/kcore".to_string()));
+        assert!(
+            l.masked_paths()
+                .as_ref()
+                .unwrap()
+                .contains(&"/proc/kcore".to_string())
+        );
         assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(true));
         let ns = l.namespaces().as_ref().unwrap();
         assert_eq!(ns.len(), 5);

@@ -231,15 +231,14 @@ pub fn observe(dir: &Path) -> State {
     let sup_alive = alive(st.supervisor_pid, st.supervisor_start);
     let proc_alive = alive(st.pid, st.pid_start);
     match st.status {
-        Status::Running | Status::Paused if !proc_alive
-            && !sup_alive => {
-                st.status = Status::Exited;
-                if st.exit_code.is_none() {
-                    st.exit_code = Some(255);
-                    st.error = Some("the supervisor died before recording the exit".into());
-                }
+        Status::Running | Status::Paused if !proc_alive && !sup_alive => {
+            st.status = Status::Exited;
+            if st.exit_code.is_none() {
+                st.exit_code = Some(255);
+                st.error = Some("the supervisor died before recording the exit".into());
             }
-            // Supervisor alive: it is about to record the exit; report it as running.
+        }
+        // Supervisor alive: it is about to record the exit; report it as running.
         Status::Restarting if !sup_alive => {
             st.status = Status::Exited;
         }

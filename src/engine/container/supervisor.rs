@@ -334,11 +334,7 @@ impl Supervisor {
         let mut backoff = Duration::from_millis(100);
         let mut attached = self.attach;
         loop {
-            let io = match Io::new(
-                self.rec.config.tty,
-                self.rec.config.stdin_open,
-                attached,
-            ) {
+            let io = match Io::new(self.rec.config.tty, self.rec.config.stdin_open, attached) {
                 Ok(io) => io,
                 Err(e) => {
                     status.send(&format!("err stdio: {e}"));
@@ -447,8 +443,7 @@ impl Supervisor {
     }
 
     fn should_restart(&self, code: i32) -> bool {
-        if self.dir.join("stop-requested").exists() || !self.dir.join("container.json").exists()
-        {
+        if self.dir.join("stop-requested").exists() || !self.dir.join("container.json").exists() {
             return false;
         }
         match &self.rec.config.restart {
@@ -465,13 +460,14 @@ impl Supervisor {
         if let NetworkMode::Container(other) = &self.rec.config.network {
             let path = self.store.netns_of(other).map_err(|e| e.to_string())?;
             if let Some(linux) = self.spec.linux_mut()
-                && let Some(nss) = linux.namespaces_mut() {
-                    for ns in nss.iter_mut() {
-                        if ns.typ() == oci_spec::runtime::LinuxNamespaceType::Network {
-                            ns.set_path(Some(path.clone()));
-                        }
+                && let Some(nss) = linux.namespaces_mut()
+            {
+                for ns in nss.iter_mut() {
+                    if ns.typ() == oci_spec::runtime::LinuxNamespaceType::Network {
+                        ns.set_path(Some(path.clone()));
                     }
                 }
+            }
         }
         let stdio = runtime::Stdio {
             stdin: io.child[0],
@@ -521,7 +517,9 @@ impl Supervisor {
                 return Err(format!("dup: {}", std::io::Error::last_os_error()));
             }
             // SAFETY: n is a fresh descriptor owned by nobody else.
-            Ok(std::process::Stdio::from(unsafe { OwnedFd::from_raw_fd(n) }))
+            Ok(std::process::Stdio::from(unsafe {
+                OwnedFd::from_raw_fd(n)
+            }))
         };
         let t = Instant::now();
         let child = std::process::Command::new(rt)
@@ -553,7 +551,9 @@ impl Supervisor {
                 return Ok((main, p, tm));
             }
             if let Ok(WaitStatus::Exited(_, c)) = waitpid(main, Some(WaitPidFlag::WNOHANG)) {
-                return Err(format!("{rt} exited with status {c} before the container started (see the container's log)"));
+                return Err(format!(
+                    "{rt} exited with status {c} before the container started (see the container's log)"
+                ));
             }
             if Instant::now() >= deadline {
                 let _ = nix::sys::signal::kill(main, Signal::SIGKILL);
@@ -739,14 +739,15 @@ impl Supervisor {
                 add(0, 3);
             }
             if let Some(run) = &check
-                && let Some(o) = &run.out {
-                    add(o.as_raw_fd(), 4);
-                }
+                && let Some(o) = &run.out
+            {
+                add(o.as_raw_fd(), 4);
+            }
             let now = Instant::now();
             let mut timeout_ms: i32 = -1;
             if let (Some(n), None, None) = (next_check, &check, exit) {
-                timeout_ms = i32::try_from(n.saturating_duration_since(now).as_millis())
-                    .unwrap_or(i32::MAX);
+                timeout_ms =
+                    i32::try_from(n.saturating_duration_since(now).as_millis()).unwrap_or(i32::MAX);
             }
             if exit.is_some() {
                 timeout_ms = 20;
@@ -766,10 +767,26 @@ impl Supervisor {
                         loop {
                             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                                 Ok(WaitStatus::Exited(p, c)) => {
-                                    self.reaped(p, c, main, &mut exit, &mut check, hc.as_ref(), run_start);
+                                    self.reaped(
+                                        p,
+                                        c,
+                                        main,
+                                        &mut exit,
+                                        &mut check,
+                                        hc.as_ref(),
+                                        run_start,
+                                    );
                                 }
                                 Ok(WaitStatus::Signaled(p, s, _)) => {
-                                    self.reaped(p, 128 + s as i32, main, &mut exit, &mut check, hc.as_ref(), run_start);
+                                    self.reaped(
+                                        p,
+                                        128 + s as i32,
+                                        main,
+                                        &mut exit,
+                                        &mut check,
+                                        hc.as_ref(),
+                                        run_start,
+                                    );
                                 }
                                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                                 Ok(_) => {}
@@ -784,16 +801,25 @@ impl Supervisor {
                         let fd = if *kind == 1 { &mut out } else { &mut err };
                         let Some(f) = fd.as_ref() else { continue };
                         // SAFETY: reading into our buffer from an fd we own.
-                        let r = unsafe { libc::read(f.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                        let r = unsafe {
+                            libc::read(f.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())
+                        };
                         if r <= 0 {
-                            if r < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                            if r < 0
+                                && std::io::Error::last_os_error().kind()
+                                    == std::io::ErrorKind::Interrupted
+                            {
                                 continue;
                             }
                             *fd = None;
                             continue;
                         }
                         let data = &buf[..r as usize];
-                        let stream = if *kind == 1 { Stream::Stdout } else { Stream::Stderr };
+                        let stream = if *kind == 1 {
+                            Stream::Stdout
+                        } else {
+                            Stream::Stderr
+                        };
                         self.log.write(stream, data);
                         if tee {
                             let target = if *kind == 1 || tty { 1 } else { 2 };
@@ -815,26 +841,30 @@ impl Supervisor {
                     }
                     4 => {
                         if let Some(run) = &mut check
-                            && let Some(o) = &run.out {
-                                // SAFETY: reading from our non-blocking pipe.
-                                let r = unsafe { libc::read(o.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-                                if r > 0 {
-                                    if run.buf.len() < 4096 {
-                                        run.buf.extend_from_slice(&buf[..r as usize]);
-                                    }
-                                } else if r == 0 {
-                                    run.out = None;
+                            && let Some(o) = &run.out
+                        {
+                            // SAFETY: reading from our non-blocking pipe.
+                            let r = unsafe {
+                                libc::read(o.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())
+                            };
+                            if r > 0 {
+                                if run.buf.len() < 4096 {
+                                    run.buf.extend_from_slice(&buf[..r as usize]);
                                 }
+                            } else if r == 0 {
+                                run.out = None;
                             }
+                        }
                     }
                     _ => {}
                 }
             }
             if let (Some(h), Some(n), None, None) = (&hc, next_check, &check, exit)
-                && Instant::now() >= n {
-                    check = self.start_check(h, cpid);
-                    next_check = None;
-                }
+                && Instant::now() >= n
+            {
+                check = self.start_check(h, cpid);
+                next_check = None;
+            }
             if let (Some(h), None, None, None) = (&hc, next_check, &check, exit) {
                 next_check = Some(Instant::now() + Self::next_check_delay(h, run_start.elapsed()));
             }
@@ -855,17 +885,18 @@ impl Supervisor {
         if p == main {
             *exit = Some(code);
         } else if check.as_ref().is_some_and(|c| c.pid == p)
-            && let (Some(mut run), Some(h)) = (check.take(), hc) {
-                if let Some(o) = &run.out {
-                    let mut b = [0u8; 4096];
-                    // SAFETY: non-blocking read of what is left in the pipe.
-                    let r = unsafe { libc::read(o.as_raw_fd(), b.as_mut_ptr().cast(), b.len()) };
-                    if r > 0 && run.buf.len() < 4096 {
-                        run.buf.extend_from_slice(&b[..r as usize]);
-                    }
+            && let (Some(mut run), Some(h)) = (check.take(), hc)
+        {
+            if let Some(o) = &run.out {
+                let mut b = [0u8; 4096];
+                // SAFETY: non-blocking read of what is left in the pipe.
+                let r = unsafe { libc::read(o.as_raw_fd(), b.as_mut_ptr().cast(), b.len()) };
+                if r > 0 && run.buf.len() < 4096 {
+                    run.buf.extend_from_slice(&b[..r as usize]);
                 }
-                self.finish_check(h, run, code, run_start.elapsed());
             }
+            self.finish_check(h, run, code, run_start.elapsed());
+        }
     }
 }
 
@@ -1158,11 +1189,14 @@ pub(super) fn copy(
     };
     let dir = _root.join("containers").join(id);
     let st = state::observe(&dir);
-    let pid = st.pid.ok_or_else(|| ContainerError::NotRunning(id.to_string()))?;
+    let pid = st
+        .pid
+        .ok_or_else(|| ContainerError::NotRunning(id.to_string()))?;
     if into {
         // Host → container: tar the host path, unpack inside.
         let in_root = PathBuf::from(format!("/proc/{pid}/root"));
-        let dest_in = rootfs::under(&in_root, dest).map_err(|e| ContainerError::Invalid(e.to_string()))?;
+        let dest_in =
+            rootfs::under(&in_root, dest).map_err(|e| ContainerError::Invalid(e.to_string()))?;
         let dest_is_dir = fs::metadata(&dest_in).is_ok_and(|m| m.is_dir());
         let (unpack_dir, name) = if dest_is_dir {
             (dest.to_path_buf(), src.file_name().map(PathBuf::from))
@@ -1172,7 +1206,8 @@ pub(super) fn copy(
                 dest.file_name().map(PathBuf::from),
             )
         };
-        let name = name.ok_or_else(|| ContainerError::Invalid(format!("bad path {}", src.display())))?;
+        let name =
+            name.ok_or_else(|| ContainerError::Invalid(format!("bad path {}", src.display())))?;
         let mut child = Command::new(exe)
             .arg("__shim")
             .arg("cp-in")
@@ -1196,10 +1231,11 @@ pub(super) fn copy(
         } else {
             b.append_path_with_name(src, &name)
         };
-        r.and_then(|()| b.finish()).map_err(|source| ContainerError::Io {
-            path: src.to_path_buf(),
-            source,
-        })?;
+        r.and_then(|()| b.finish())
+            .map_err(|source| ContainerError::Io {
+                path: src.to_path_buf(),
+                source,
+            })?;
         drop(b);
         let status = child.wait().map_err(|source| ContainerError::Io {
             path: exe.to_path_buf(),
@@ -1234,7 +1270,10 @@ pub(super) fn copy(
             source,
         })?;
     } else {
-        let parent = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let parent = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let tmp = tempfile::tempdir_in(parent).map_err(|source| ContainerError::Io {
             path: parent.to_path_buf(),
             source,
@@ -1247,7 +1286,11 @@ pub(super) fn copy(
         })?;
         let got = tmp.path().join(&name);
         if !got.exists() && fs::symlink_metadata(&got).is_err() {
-            return Err(ContainerError::NotFound(format!("{}:{}", id, src.display())));
+            return Err(ContainerError::NotFound(format!(
+                "{}:{}",
+                id,
+                src.display()
+            )));
         }
         fs::rename(&got, dest).map_err(|source| ContainerError::Io {
             path: dest.to_path_buf(),

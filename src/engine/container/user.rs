@@ -104,10 +104,9 @@ pub fn resolve(
             None => (n, 0, None, "/".to_string()),
         }
     } else {
-        let p = users
-            .iter()
-            .find(|p| p.name == u)
-            .ok_or_else(|| format!("unable to find user {u}: no matching entries in passwd file"))?;
+        let p = users.iter().find(|p| p.name == u).ok_or_else(|| {
+            format!("unable to find user {u}: no matching entries in passwd file")
+        })?;
         (p.uid, p.gid, Some(p.name.clone()), p.home.clone())
     };
     if let Some(g) = g {
@@ -179,7 +178,10 @@ mod tests {
         let r = resolve("", &[], P, G).unwrap();
         assert_eq!((r.uid, r.gid, r.groups.clone()), (0, 0, vec![10]));
         let a = resolve("app", &[], P, G).unwrap();
-        assert_eq!((a.uid, a.gid, a.groups, a.home), (1000, 1000, vec![2000], "/home/app".into()));
+        assert_eq!(
+            (a.uid, a.gid, a.groups, a.home),
+            (1000, 1000, vec![2000], "/home/app".into())
+        );
         let n = resolve("1234:55", &["extra".into(), "7".into()], P, G).unwrap();
         assert_eq!((n.uid, n.gid, n.groups), (1234, 55, vec![2000, 7]));
         let ng = resolve("app:extra", &[], P, G).unwrap();

@@ -68,16 +68,15 @@ impl ImageStore {
         }
         let _lock = self.lock_shared()?;
         let layer = self.ingest_layer(input, "imported tarball")?;
-        let history = HistoryBuilder::default()
-            .created(now_rfc3339())
-            .created_by(
-                opts.created_by
-                    .clone()
-                    .unwrap_or_else(|| "tug image import".to_string()),
-            )
-            .comment(opts.message.clone().unwrap_or_default())
-            .build()
-            .map_err(|e| Error::Corrupt(e.to_string()))?;
+        let mut history = HistoryBuilder::default().created(now_rfc3339()).created_by(
+            opts.created_by
+                .clone()
+                .unwrap_or_else(|| "tug image import".to_string()),
+        );
+        if let Some(m) = &opts.message {
+            history = history.comment(m.clone());
+        }
+        let history = history.build().map_err(|e| Error::Corrupt(e.to_string()))?;
         let image = self.commit_image(Some(config), &[layer], vec![history], name.as_slice())?;
         Ok(image)
     }

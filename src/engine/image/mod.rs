@@ -21,10 +21,12 @@
 //! atomically; a process killed at any point leaves only `.ingest/` files and `.tmp-`/`.del-`
 //! directories, which the next command that can take the store lock exclusively removes.
 
+mod archive;
 mod bootstrap;
 mod fsutil;
 mod import;
 pub mod layout;
+mod platform;
 mod reference;
 mod unpack;
 
@@ -34,6 +36,7 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::image::{ImageConfiguration, ImageManifest};
 
+pub use archive::Loaded;
 pub use bootstrap::{BUSYBOX, DebianOptions, busybox_tar};
 pub use import::ImportOptions;
 pub use layout::{Index, IndexEntry, Layout};

@@ -97,15 +97,25 @@ impl Layout {
             }
             let mountpoint = PathBuf::from(fields[4]);
             match rfields[0] {
-                "cgroup2"
-                    if unified.is_none() => {
-                        unified = Some(mountpoint);
-                    }
+                "cgroup2" if unified.is_none() => {
+                    unified = Some(mountpoint);
+                }
                 "cgroup" => {
                     for opt in rfields[2].split(',') {
                         let known = [
-                            "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio",
-                            "pids", "hugetlb", "net_cls", "net_prio", "perf_event", "rdma",
+                            "cpu",
+                            "cpuacct",
+                            "cpuset",
+                            "memory",
+                            "devices",
+                            "freezer",
+                            "blkio",
+                            "pids",
+                            "hugetlb",
+                            "net_cls",
+                            "net_prio",
+                            "perf_event",
+                            "rdma",
                         ];
                         if known.contains(&opt) {
                             controllers.insert(opt.to_string(), mountpoint.clone());
@@ -148,7 +158,15 @@ pub struct Cgroup {
 
 /// The v1 controllers tug sets limits with or joins.
 const V1_JOIN: &[&str] = &[
-    "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "hugetlb",
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "memory",
+    "devices",
+    "freezer",
+    "blkio",
+    "pids",
+    "hugetlb",
     "name=systemd",
 ];
 
@@ -278,7 +296,10 @@ impl Cgroup {
                     write_file(&dir.join("cpu.max"), &format!("{q} {period}"))?;
                 }
                 if let Some(shares) = cpu.shares().filter(|s| *s > 0) {
-                    write_file(&dir.join("cpu.weight"), &shares_to_weight(shares).to_string())?;
+                    write_file(
+                        &dir.join("cpu.weight"),
+                        &shares_to_weight(shares).to_string(),
+                    )?;
                 }
                 if let Some(c) = cpu.cpus() {
                     write_file(&dir.join("cpuset.cpus"), c)?;
@@ -501,14 +522,21 @@ mod tests {
         let Layout::V1 { controllers } = Layout::from_mountinfo(v1) else {
             panic!("expected v1")
         };
-        assert_eq!(controllers["cpuacct"], PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"));
+        assert_eq!(
+            controllers["cpuacct"],
+            PathBuf::from("/sys/fs/cgroup/cpu,cpuacct")
+        );
     }
 
     #[test]
     fn cgroups_v2_fake_tree_limits() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
-        fs::write(root.join("cgroup.controllers"), "cpuset cpu io memory pids\n").unwrap();
+        fs::write(
+            root.join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .unwrap();
         fs::write(root.join("cgroup.subtree_control"), "").unwrap();
         let cg = Cgroup::new(Layout::V2 { root: root.clone() }, Path::new("/tug-abc"));
         let res = LinuxResourcesBuilder::default()
@@ -542,7 +570,11 @@ mod tests {
         assert_eq!(rd("pids.max"), "20");
         let sub = fs::read_to_string(root.join("cgroup.subtree_control")).unwrap();
         assert!(sub.contains("+memory") && sub.contains("+pids"), "{sub}");
-        fs::write(d.join("memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\n").unwrap();
+        fs::write(
+            d.join("memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\n",
+        )
+        .unwrap();
         assert_eq!(cg.oom_kills(), 2);
         cg.freeze(true).unwrap();
         assert!(cg.is_frozen());

@@ -156,9 +156,10 @@ fn child_main(
         return e;
     }
     if let Some(h) = spec.hostname()
-        && let Err(e) = nix::unistd::sethostname(h) {
-            return format!("sethostname: {e}");
-        }
+        && let Err(e) = nix::unistd::sethostname(h)
+    {
+        return format!("sethostname: {e}");
+    }
     if let Some(d) = spec.domainname().as_ref().filter(|d| !d.is_empty()) {
         // SAFETY: the pointer and length describe d's bytes.
         if unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } != 0 {
@@ -228,10 +229,11 @@ pub fn launch(
     cgroup.create(resources.as_ref())?;
     timings.cgroup_us = us(t0.elapsed());
     let (new, join) = namespaces::plan(spec);
-    let (go_r, go_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|source| RuntimeError::Sys {
-        what: "pipe",
-        source,
-    })?;
+    let (go_r, go_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|source| RuntimeError::Sys {
+            what: "pipe",
+            source,
+        })?;
     let (err_r, err_w) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|source| RuntimeError::Sys {
             what: "pipe",
@@ -373,7 +375,8 @@ pub fn exec_in(
                     Ok(WaitStatus::Signaled(_, s, _)) => break 128 + s as i32,
                     Ok(WaitStatus::StillAlive) => {
                         if deadline.is_some_and(|d| Instant::now() >= d) {
-                            let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                            let _ =
+                                nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
                             let _ = waitpid(child, None);
                             return Err(RuntimeError::Timeout);
                         }

@@ -93,7 +93,11 @@ pub fn mount_overlay(
     }
     let mut data = format!("lowerdir={}", lowers.join(":"));
     if let Some((u, w)) = upper {
-        data.push_str(&format!(",upperdir={},workdir={}", u.display(), w.display()));
+        data.push_str(&format!(
+            ",upperdir={},workdir={}",
+            u.display(),
+            w.display()
+        ));
     }
     data.push_str(",index=off,xino=off");
     if data.len() < 3000 {
@@ -110,7 +114,9 @@ pub fn mount_overlay(
 }
 
 fn escape_overlay(p: &str) -> String {
-    p.replace('\\', "\\\\").replace(':', "\\:").replace(',', "\\,")
+    p.replace('\\', "\\\\")
+        .replace(':', "\\:")
+        .replace(',', "\\,")
 }
 
 fn cstr(s: &str) -> CString {
@@ -318,10 +324,7 @@ pub fn mount_one(rootfs: &Path, m: &Mount) -> Result<()> {
             .map_err(merr(&target))?;
         }
     } else {
-        let src = m
-            .source()
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(typ));
+        let src = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
         let d = (!data.is_empty()).then_some(data.as_str());
         let res = mount(Some(&src), &target, Some(typ), flags, d);
         match res {
@@ -350,8 +353,14 @@ pub fn mount_one(rootfs: &Path, m: &Mount) -> Result<()> {
         }
     }
     if !propagation.is_empty() {
-        mount(None::<&str>, &target, None::<&str>, propagation, None::<&str>)
-            .map_err(merr(&target))?;
+        mount(
+            None::<&str>,
+            &target,
+            None::<&str>,
+            propagation,
+            None::<&str>,
+        )
+        .map_err(merr(&target))?;
     }
     Ok(())
 }
@@ -524,7 +533,12 @@ pub fn finish(spec: &Spec) -> Result<()> {
         )
         .map_err(merr(path))?;
     }
-    if spec.root().as_ref().and_then(oci_spec::runtime::Root::readonly) == Some(true) {
+    if spec
+        .root()
+        .as_ref()
+        .and_then(oci_spec::runtime::Root::readonly)
+        == Some(true)
+    {
         mount(
             None::<&str>,
             "/",
@@ -557,10 +571,17 @@ mod tests {
 
     #[test]
     fn rootfs_options_split_flags_and_data() {
-        let o: Vec<String> = ["nosuid", "noexec", "mode=1777", "size=65536k", "rprivate", "ro"]
-            .iter()
-            .map(|s| (*s).to_string())
-            .collect();
+        let o: Vec<String> = [
+            "nosuid",
+            "noexec",
+            "mode=1777",
+            "size=65536k",
+            "rprivate",
+            "ro",
+        ]
+        .iter()
+        .map(|s| (*s).to_string())
+        .collect();
         let (f, p, d) = parse_options(&o);
         assert!(f.contains(MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY));
         assert_eq!(p, MsFlags::MS_PRIVATE | MsFlags::MS_REC);

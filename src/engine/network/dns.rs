@@ -1,0 +1,448 @@
+//! The embedded DNS server of a network.
+//!
+//! DNS (RFC 1035) is a question/answer protocol over UDP (and TCP with a 2-byte length prefix):
+//! a query names a domain and a record type (A = IPv4 address, AAAA, PTR = reverse, …); the
+//! answer carries records. Each tug network runs one small server process
+//! (`tug network-dns`, hidden) bound to the bridge's gateway address, port 53, on the host.
+//! Containers on the network get `nameserver <gateway>` in their resolv.conf.
+//!
+//! The server answers from a *records file* (`<root>/networks/<name>/dns.json`) that the
+//! engine rewrites atomically whenever an endpoint joins or leaves; the server notices a new
+//! file (by inode/mtime/size) on the next query, so answers follow starts, stops and scaling
+//! without restarting anyone. A name known on the network gets all its addresses (replicas of a
+//! service), rotated per query (round robin); AAAA questions for known names get an empty
+//! NOERROR answer (no IPv6 yet) so resolvers do not go elsewhere. A container on several
+//! networks asks only its first network's server; that server also answers the names of the
+//! container's other networks (from their records files), with the addresses there. `PTR` questions for endpoint
+//! addresses get the container name. Every other question is relayed verbatim over UDP to the
+//! upstream resolvers: the ones set for the asking container (`dns:`), else the network's
+//! (`TUG_DNS_UPSTREAM` at network creation, else the host's `/etc/resolv.conf`).
+//!
+//! The server exits by itself when its records file disappears (network removed, or the state
+//! root deleted), so a crash of tug can never leave it running forever.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::{A, PTR};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{Error, Result};
+
+/// What the server knows: names → addresses of one network, plus upstreams.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Records {
+    /// Upstream resolvers (`IP` or `IP:PORT`) for names the network does not know.
+    pub upstreams: Vec<String>,
+    /// One entry per endpoint.
+    pub endpoints: Vec<DnsEndpoint>,
+}
+
+/// The names of one endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DnsEndpoint {
+    pub ip: Ipv4Addr,
+    /// The container, to find its other networks.
+    #[serde(default)]
+    pub container_id: String,
+    /// Lowercase names without trailing dot; the first is the PTR answer.
+    pub names: Vec<String>,
+    /// The container's own `dns:` servers, used for its forwarded questions.
+    #[serde(default)]
+    pub upstreams: Vec<String>,
+}
+
+/// Parses `IP` or `IP:PORT` (port 53 by default).
+pub fn parse_upstream(s: &str) -> Option<SocketAddr> {
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Some(sa);
+    }
+    s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53))
+}
+
+/// The host's resolvers from `/etc/resolv.conf` (IPv4 and IPv6, as written).
+pub fn host_upstreams() -> Vec<String> {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .map(|s| resolv_conf_nameservers(&s))
+        .unwrap_or_default()
+}
+
+/// The `nameserver` lines of a resolv.conf.
+pub fn resolv_conf_nameservers(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some("nameserver")).then(|| w.next()).flatten()
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// One records file, parsed, with the stamp it was read at.
+#[derive(Default)]
+struct Table {
+    stamp: Option<(u64, i64, i64, u64)>,
+    records: Records,
+    by_name: HashMap<String, Vec<Ipv4Addr>>,
+}
+
+impl Table {
+    /// Reloads `path` if it changed. Returns false when it is gone.
+    fn refresh(&mut self, path: &Path) -> bool {
+        let Ok(md) = std::fs::metadata(path) else {
+            return false;
+        };
+        let stamp = (md.ino(), md.mtime(), md.mtime_nsec(), md.size());
+        if self.stamp == Some(stamp) {
+            return true;
+        }
+        if let Ok(bytes) = std::fs::read(path)
+            && let Ok(r) = serde_json::from_slice::<Records>(&bytes)
+        {
+            let mut by_name: HashMap<String, Vec<Ipv4Addr>> = HashMap::new();
+            for e in &r.endpoints {
+                for n in &e.names {
+                    let v = by_name.entry(n.to_ascii_lowercase()).or_default();
+                    if !v.contains(&e.ip) {
+                        v.push(e.ip);
+                    }
+                }
+            }
+            self.by_name = by_name;
+            self.records = r;
+            self.stamp = Some(stamp);
+        }
+        true
+    }
+}
+
+struct State {
+    path: PathBuf,
+    own: Table,
+    /// The records of the other networks of the same state root, for containers that are on
+    /// several networks (a container resolves the names of every network it is on, each
+    /// with the addresses on that network).
+    siblings: HashMap<PathBuf, Table>,
+    rr: AtomicUsize,
+}
+
+impl State {
+    fn refresh(&mut self) -> bool {
+        let path = self.path.clone();
+        self.own.refresh(&path)
+    }
+
+    /// Addresses of `name` on the other networks the client's container is on.
+    fn lookup_siblings(&mut self, client: Ipv4Addr, name: &str) -> Option<Vec<Ipv4Addr>> {
+        let cid = self
+            .own
+            .records
+            .endpoints
+            .iter()
+            .find(|e| e.ip == client && !e.container_id.is_empty())?
+            .container_id
+            .clone();
+        let net_dir = self.path.parent()?;
+        let networks = net_dir.parent()?;
+        let mut found: Vec<Ipv4Addr> = Vec::new();
+        let mut seen = Vec::new();
+        for ent in std::fs::read_dir(networks).ok()?.flatten() {
+            let dir = ent.path();
+            if dir == net_dir {
+                continue;
+            }
+            let file = dir.join("dns.json");
+            seen.push(file.clone());
+            let t = self.siblings.entry(file.clone()).or_default();
+            if !t.refresh(&file) {
+                continue;
+            }
+            if t.records.endpoints.iter().any(|e| e.container_id == cid)
+                && let Some(ips) = t.by_name.get(name)
+            {
+                found.extend(
+                    ips.iter()
+                        .filter(|ip| !found.contains(ip))
+                        .collect::<Vec<_>>(),
+                );
+            }
+        }
+        self.siblings.retain(|k, _| seen.contains(k));
+        (!found.is_empty()).then_some(found)
+    }
+}
+
+enum Answer {
+    Local(Vec<u8>),
+    Forward(Vec<SocketAddr>),
+    Drop,
+}
+
+fn answer(state: &Mutex<State>, query: &[u8], client: IpAddr) -> Answer {
+    let Ok(msg) = Message::from_vec(query) else {
+        return Answer::Drop;
+    };
+    if msg.metadata.message_type != MessageType::Query {
+        return Answer::Drop;
+    }
+    let mut st = match state.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    st.refresh();
+    let reply = |code: ResponseCode, answers: Vec<Record>| -> Answer {
+        let mut r = Message::response(msg.metadata.id, msg.metadata.op_code);
+        r.metadata.recursion_desired = msg.metadata.recursion_desired;
+        r.metadata.recursion_available = true;
+        r.metadata.authoritative = true;
+        r.metadata.response_code = code;
+        r.add_queries(msg.queries.clone());
+        r.add_answers(answers);
+        match r.to_vec() {
+            Ok(v) => Answer::Local(v),
+            Err(_) => Answer::Drop,
+        }
+    };
+    if msg.metadata.op_code != OpCode::Query || msg.queries.len() != 1 {
+        return reply(ResponseCode::NotImp, Vec::new());
+    }
+    let q = &msg.queries[0];
+    let mut name = q.name().to_ascii().to_ascii_lowercase();
+    if name.ends_with('.') {
+        name.pop();
+    }
+    let hit = match (st.own.by_name.get(&name), client) {
+        (Some(ips), _) => Some(ips.clone()),
+        (None, IpAddr::V4(c)) => st.lookup_siblings(c, &name),
+        (None, IpAddr::V6(_)) => None,
+    };
+    if let Some(mut ips) = hit {
+        if q.query_type() != RecordType::A && q.query_type() != RecordType::ANY {
+            return reply(ResponseCode::NoError, Vec::new());
+        }
+        if ips.len() > 1 {
+            let k = st.rr.fetch_add(1, Ordering::Relaxed) % ips.len();
+            ips.rotate_left(k);
+        }
+        let recs = ips
+            .into_iter()
+            .map(|ip| Record::from_rdata(q.name().clone(), 0, RData::A(A(ip))))
+            .collect();
+        return reply(ResponseCode::NoError, recs);
+    }
+    if q.query_type() == RecordType::PTR
+        && let Some(ip) = ptr_ip(&name)
+        && let Some(e) = st.own.records.endpoints.iter().find(|e| e.ip == ip)
+        && let Some(first) = e.names.first()
+        && let Ok(target) = Name::from_ascii(format!("{first}."))
+    {
+        let rec = Record::from_rdata(q.name().clone(), 0, RData::PTR(PTR(target)));
+        return reply(ResponseCode::NoError, vec![rec]);
+    }
+    let own: Vec<String> = match client {
+        IpAddr::V4(c) => st
+            .own
+            .records
+            .endpoints
+            .iter()
+            .find(|e| e.ip == c && !e.upstreams.is_empty())
+            .map(|e| e.upstreams.clone())
+            .unwrap_or_else(|| st.own.records.upstreams.clone()),
+        IpAddr::V6(_) => st.own.records.upstreams.clone(),
+    };
+    let ups: Vec<SocketAddr> = own.iter().filter_map(|u| parse_upstream(u)).collect();
+    if ups.is_empty() {
+        return reply(ResponseCode::ServFail, Vec::new());
+    }
+    Answer::Forward(ups)
+}
+
+fn ptr_ip(name: &str) -> Option<Ipv4Addr> {
+    let rest = name.strip_suffix(".in-addr.arpa")?;
+    let mut o: Vec<u8> = rest
+        .split('.')
+        .map(str::parse)
+        .collect::<std::result::Result<_, _>>()
+        .ok()?;
+    if o.len() != 4 {
+        return None;
+    }
+    o.reverse();
+    Some(Ipv4Addr::new(o[0], o[1], o[2], o[3]))
+}
+
+fn servfail(query: &[u8]) -> Option<Vec<u8>> {
+    let msg = Message::from_vec(query).ok()?;
+    let mut r = Message::response(msg.metadata.id, msg.metadata.op_code);
+    r.metadata.recursion_desired = msg.metadata.recursion_desired;
+    r.metadata.recursion_available = true;
+    r.metadata.response_code = ResponseCode::ServFail;
+    r.add_queries(msg.queries.clone());
+    r.to_vec().ok()
+}
+
+async fn forward(query: &[u8], ups: &[SocketAddr]) -> Option<Vec<u8>> {
+    for up in ups {
+        let bind: SocketAddr = if up.is_ipv4() {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let Ok(sock) = tokio::net::UdpSocket::bind(bind).await else {
+            continue;
+        };
+        if sock.send_to(query, up).await.is_err() {
+            continue;
+        }
+        let mut buf = vec![0u8; 4096];
+        if let Ok(Ok((n, from))) =
+            tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf)).await
+            && from == *up
+        {
+            buf.truncate(n);
+            return Some(buf);
+        }
+    }
+    servfail(query)
+}
+
+async fn handle(state: &Mutex<State>, query: &[u8], client: IpAddr) -> Option<Vec<u8>> {
+    match answer(state, query, client) {
+        Answer::Local(v) => Some(v),
+        Answer::Forward(ups) => forward(query, &ups).await,
+        Answer::Drop => None,
+    }
+}
+
+/// Runs the server on already bound sockets until the records file disappears.
+pub fn serve(records: &Path, udp: std::net::UdpSocket, tcp: std::net::TcpListener) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Io("start the dns runtime".into(), e))?;
+    let mut st = State {
+        path: records.to_path_buf(),
+        own: Table::default(),
+        siblings: HashMap::new(),
+        rr: AtomicUsize::new(0),
+    };
+    st.refresh();
+    let state = Arc::new(Mutex::new(st));
+    rt.block_on(async move {
+        udp.set_nonblocking(true)
+            .map_err(|e| Error::Io("dns udp socket".into(), e))?;
+        tcp.set_nonblocking(true)
+            .map_err(|e| Error::Io("dns tcp socket".into(), e))?;
+        let udp = Arc::new(
+            tokio::net::UdpSocket::from_std(udp)
+                .map_err(|e| Error::Io("dns udp socket".into(), e))?,
+        );
+        let tcp = tokio::net::TcpListener::from_std(tcp)
+            .map_err(|e| Error::Io("dns tcp socket".into(), e))?;
+        {
+            let state = state.clone();
+            tokio::spawn(async move {
+                while let Ok((mut conn, peer)) = tcp.accept().await {
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        loop {
+                            let mut len = [0u8; 2];
+                            let ok = tokio::time::timeout(
+                                Duration::from_secs(10),
+                                conn.read_exact(&mut len),
+                            )
+                            .await;
+                            if !matches!(ok, Ok(Ok(_))) {
+                                return;
+                            }
+                            let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                            if conn.read_exact(&mut q).await.is_err() {
+                                return;
+                            }
+                            let Some(resp) = handle(&state, &q, peer.ip()).await else {
+                                return;
+                            };
+                            let Ok(n) = u16::try_from(resp.len()) else {
+                                return;
+                            };
+                            if conn.write_all(&n.to_be_bytes()).await.is_err()
+                                || conn.write_all(&resp).await.is_err()
+                            {
+                                return;
+                            }
+                        }
+                    });
+                }
+            });
+        }
+        {
+            // Exit when the records file is gone (network removed or root deleted).
+            let state = state.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    let gone = {
+                        let mut g = match state.lock() {
+                            Ok(g) => g,
+                            Err(p) => p.into_inner(),
+                        };
+                        !g.refresh()
+                    };
+                    if gone {
+                        std::process::exit(0);
+                    }
+                }
+            });
+        }
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let Ok((n, peer)) = udp.recv_from(&mut buf).await else {
+                continue;
+            };
+            let q = buf[..n].to_vec();
+            let state = state.clone();
+            let udp = udp.clone();
+            tokio::spawn(async move {
+                if let Some(resp) = handle(&state, &q, peer.ip()).await {
+                    let _ = udp.send_to(&resp, peer).await;
+                }
+            });
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ptr_names_parse() {
+        assert_eq!(
+            ptr_ip("4.3.89.10.in-addr.arpa"),
+            Some(Ipv4Addr::new(10, 89, 3, 4))
+        );
+        assert_eq!(ptr_ip("example.com"), None);
+    }
+
+    #[test]
+    fn nameservers_from_resolv_conf() {
+        let t = "# x\nnameserver 1.2.3.4\nsearch a\nnameserver ::1\n";
+        assert_eq!(resolv_conf_nameservers(t), vec!["1.2.3.4", "::1"]);
+        assert_eq!(
+            parse_upstream("127.0.0.1:5353"),
+            Some("127.0.0.1:5353".parse().unwrap())
+        );
+        assert_eq!(
+            parse_upstream("1.2.3.4"),
+            Some("1.2.3.4:53".parse().unwrap())
+        );
+    }
+}

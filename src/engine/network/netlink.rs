@@ -1,0 +1,399 @@
+//! Links, addresses and routes over rtnetlink (the kernel's routing netlink protocol).
+//!
+//! A netlink socket talks to the network stack of the namespace it was *created* in. To
+//! configure the inside of a container's network namespace we therefore open the socket on a
+//! short-lived thread that first joins that namespace with `setns(CLONE_NEWNET)` (network
+//! namespaces are per thread, so the rest of the process is untouched). Every call here runs on
+//! such a fresh thread with its own single-threaded tokio runtime, so callers may be sync or
+//! async without nesting runtimes.
+//!
+//! Objects tug creates:
+//! - a bridge per network (`tug` + hash, see `ipam::bridge_name`), holding the gateway address;
+//! - a veth pair per endpoint: the host end (`tv…`) is a port of the bridge, the peer is moved
+//!   into the container's namespace and renamed `eth0`, `eth1`, …
+
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use futures::TryStreamExt;
+use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteHeader};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+use super::{Error, Result};
+
+/// A link as seen in a dump.
+#[derive(Debug, Clone)]
+pub struct LinkEntry {
+    pub index: u32,
+    pub name: String,
+    pub kind: Option<String>,
+    pub master: Option<u32>,
+}
+
+#[allow(clippy::needless_pass_by_value)] // used as `map_err(|e| nl_err(.., e))`
+fn nl_err(what: &str, e: rtnetlink::Error) -> Error {
+    Error::Netlink(format!("{what}: {e}"))
+}
+
+fn errno_of(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => Some(-m.raw_code()),
+        _ => None,
+    }
+}
+
+/// Runs `f` with a netlink handle on a fresh thread, optionally inside the network namespace
+/// bound at `netns`.
+fn run<T, F, Fut>(netns: Option<&Path>, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(Handle) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T>>,
+{
+    let netns: Option<PathBuf> = netns.map(Path::to_path_buf);
+    let joined = std::thread::spawn(move || -> Result<T> {
+        if let Some(path) = &netns {
+            let file = std::fs::File::open(path)
+                .map_err(|e| Error::Io(format!("open network namespace {}", path.display()), e))?;
+            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+                Error::Io(
+                    format!("join network namespace {}", path.display()),
+                    e.into(),
+                )
+            })?;
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Io("start netlink runtime".into(), e))?;
+        rt.block_on(async move {
+            let (conn, handle, _) = rtnetlink::new_connection()
+                .map_err(|e| Error::Io("open netlink socket".into(), e))?;
+            tokio::spawn(conn);
+            f(handle).await
+        })
+    })
+    .join();
+    match joined {
+        Ok(r) => r,
+        Err(_) => Err(Error::Netlink("netlink worker thread panicked".into())),
+    }
+}
+
+async fn dump_links(h: &Handle) -> Result<Vec<LinkEntry>> {
+    let mut out = Vec::new();
+    let mut s = h.link().get().execute();
+    while let Some(msg) = s.try_next().await.map_err(|e| nl_err("list links", e))? {
+        out.push(entry_of(&msg));
+    }
+    Ok(out)
+}
+
+fn entry_of(msg: &LinkMessage) -> LinkEntry {
+    let mut e = LinkEntry {
+        index: msg.header.index,
+        name: String::new(),
+        kind: None,
+        master: None,
+    };
+    for a in &msg.attributes {
+        match a {
+            LinkAttribute::IfName(n) => e.name.clone_from(n),
+            LinkAttribute::Controller(m) => e.master = Some(*m),
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    if let LinkInfo::Kind(k) = i {
+                        e.kind = Some(k.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    e
+}
+
+async fn index_of(h: &Handle, name: &str) -> Result<Option<u32>> {
+    let mut s = h.link().get().match_name(name.to_string()).execute();
+    match s.try_next().await {
+        Ok(Some(m)) => Ok(Some(m.header.index)),
+        Ok(None) => Ok(None),
+        Err(e) if errno_of(&e) == Some(libc::ENODEV) => Ok(None),
+        Err(e) => Err(nl_err(&format!("look up link {name}"), e)),
+    }
+}
+
+/// Lists every link of the namespace (the host's when `netns` is `None`).
+pub fn links(netns: Option<&Path>) -> Result<Vec<LinkEntry>> {
+    run(netns, |h| async move { dump_links(&h).await })
+}
+
+/// True when a link of that name exists in the host namespace.
+pub fn link_exists(name: &str) -> Result<bool> {
+    let name = name.to_string();
+    run(None, move |h| async move {
+        Ok(index_of(&h, &name).await?.is_some())
+    })
+}
+
+/// Creates (or completes) a bridge with the gateway address, brings it up.
+pub fn ensure_bridge(name: &str, mtu: Option<u32>, gateway: Ipv4Addr, prefix: u8) -> Result<()> {
+    let name = name.to_string();
+    run(None, move |h| async move {
+        if index_of(&h, &name).await?.is_none() {
+            let mut b = LinkBridge::new(&name);
+            if let Some(m) = mtu {
+                b = b.mtu(m);
+            }
+            if let Err(e) = h.link().add(b.build()).execute().await
+                && errno_of(&e) != Some(libc::EEXIST)
+            {
+                return Err(nl_err(&format!("create bridge {name}"), e));
+            }
+        }
+        let idx = index_of(&h, &name)
+            .await?
+            .ok_or_else(|| Error::Netlink(format!("bridge {name} vanished after creation")))?;
+        if let Err(e) = h.address().add(idx, gateway.into(), prefix).execute().await
+            && errno_of(&e) != Some(libc::EEXIST)
+        {
+            return Err(nl_err(&format!("add {gateway}/{prefix} to {name}"), e));
+        }
+        h.link()
+            .set(LinkUnspec::new_with_index(idx).up().build())
+            .execute()
+            .await
+            .map_err(|e| nl_err(&format!("bring {name} up"), e))?;
+        Ok(())
+    })
+}
+
+/// Deletes a link of the host namespace; a missing link is not an error.
+pub fn delete_link(name: &str) -> Result<()> {
+    let name = name.to_string();
+    run(None, move |h| async move {
+        let Some(idx) = index_of(&h, &name).await? else {
+            return Ok(());
+        };
+        match h.link().del(idx).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if errno_of(&e) == Some(libc::ENODEV) => Ok(()),
+            Err(e) => Err(nl_err(&format!("delete link {name}"), e)),
+        }
+    })
+}
+
+/// How one endpoint's interface inside the namespace is configured.
+#[derive(Debug, Clone)]
+pub struct VethPlan {
+    pub host: String,
+    pub peer: String,
+    pub bridge: String,
+    pub netns: PathBuf,
+    pub ifname: String,
+    pub mac: [u8; 6],
+    pub mtu: Option<u32>,
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Ipv4Addr,
+    pub default_route: bool,
+}
+
+/// Creates the veth pair, plugs the host end into the bridge and configures the peer inside
+/// the namespace. On error, the host end is deleted (which deletes the peer).
+pub fn create_endpoint(plan: &VethPlan) -> Result<()> {
+    let p = plan.clone();
+    let host_side = run(None, move |h| async move {
+        let br = index_of(&h, &p.bridge)
+            .await?
+            .ok_or_else(|| Error::Netlink(format!("bridge {} does not exist", p.bridge)))?;
+        // A leftover of a crashed run with the same name is replaced.
+        if let Some(old) = index_of(&h, &p.host).await? {
+            let _ = h.link().del(old).execute().await;
+        }
+        let mut v = LinkVeth::new(&p.host, &p.peer);
+        if let Some(m) = p.mtu {
+            v = v.mtu(m);
+        }
+        h.link()
+            .add(v.build())
+            .execute()
+            .await
+            .map_err(|e| nl_err(&format!("create veth {}", p.host), e))?;
+        let host = index_of(&h, &p.host)
+            .await?
+            .ok_or_else(|| Error::Netlink(format!("veth {} vanished", p.host)))?;
+        let peer = index_of(&h, &p.peer)
+            .await?
+            .ok_or_else(|| Error::Netlink(format!("veth {} vanished", p.peer)))?;
+        let ns = std::fs::File::open(&p.netns)
+            .map_err(|e| Error::Io(format!("open network namespace {}", p.netns.display()), e))?;
+        use std::os::fd::AsRawFd;
+        let mut peer_msg = LinkUnspec::new_with_index(peer).setns_by_fd(ns.as_raw_fd());
+        if let Some(m) = p.mtu {
+            peer_msg = peer_msg.mtu(m);
+        }
+        h.link()
+            .set(peer_msg.build())
+            .execute()
+            .await
+            .map_err(|e| nl_err(&format!("move {} into the namespace", p.peer), e))?;
+        let mut host_msg = LinkUnspec::new_with_index(host).controller(br).up();
+        if let Some(m) = p.mtu {
+            host_msg = host_msg.mtu(m);
+        }
+        h.link()
+            .set(host_msg.build())
+            .execute()
+            .await
+            .map_err(|e| nl_err(&format!("attach {} to {}", p.host, p.bridge), e))?;
+        Ok(())
+    });
+    if let Err(e) = host_side {
+        let _ = delete_link(&plan.host);
+        return Err(e);
+    }
+    let p = plan.clone();
+    let inside = run(Some(&plan.netns.clone()), move |h| async move {
+        let idx = index_of(&h, &p.peer)
+            .await?
+            .ok_or_else(|| Error::Netlink(format!("{} is not in the namespace", p.peer)))?;
+        h.link()
+            .set(
+                LinkUnspec::new_with_index(idx)
+                    .name(p.ifname.clone())
+                    .address(p.mac.to_vec())
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(|e| nl_err(&format!("rename {} to {}", p.peer, p.ifname), e))?;
+        h.address()
+            .add(idx, p.ip.into(), p.prefix)
+            .execute()
+            .await
+            .map_err(|e| nl_err(&format!("add {}/{} to {}", p.ip, p.prefix, p.ifname), e))?;
+        h.link()
+            .set(LinkUnspec::new_with_index(idx).up().build())
+            .execute()
+            .await
+            .map_err(|e| nl_err(&format!("bring {} up", p.ifname), e))?;
+        if let Some(lo) = index_of(&h, "lo").await? {
+            let _ = h
+                .link()
+                .set(LinkUnspec::new_with_index(lo).up().build())
+                .execute()
+                .await;
+        }
+        if p.default_route {
+            let route = RouteMessageBuilder::<Ipv4Addr>::new()
+                .gateway(p.gateway)
+                .output_interface(idx)
+                .build();
+            h.route()
+                .add(route)
+                .execute()
+                .await
+                .map_err(|e| nl_err(&format!("add default route via {}", p.gateway), e))?;
+        }
+        Ok(())
+    });
+    if let Err(e) = inside {
+        let _ = delete_link(&plan.host);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Brings `lo` up inside a namespace.
+pub fn loopback_up(netns: &Path) -> Result<()> {
+    run(Some(netns), |h| async move {
+        if let Some(lo) = index_of(&h, "lo").await? {
+            h.link()
+                .set(LinkUnspec::new_with_index(lo).up().build())
+                .execute()
+                .await
+                .map_err(|e| nl_err("bring lo up", e))?;
+        }
+        Ok(())
+    })
+}
+
+/// True when the namespace already has a default route.
+pub fn has_default_route(netns: &Path) -> Result<bool> {
+    Ok(routes(Some(netns))?
+        .iter()
+        .any(|r| r.prefix == 0 && r.table == RouteHeader::RT_TABLE_MAIN))
+}
+
+/// An IPv4 route of a dump.
+#[derive(Debug, Clone)]
+pub struct RouteEntry {
+    pub dst: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Option<Ipv4Addr>,
+    pub table: u8,
+}
+
+/// Every IPv4 route of the namespace (all tables).
+pub fn routes(netns: Option<&Path>) -> Result<Vec<RouteEntry>> {
+    run(netns, |h| async move {
+        let mut out = Vec::new();
+        let mut s = h
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute();
+        while let Some(m) = s.try_next().await.map_err(|e| nl_err("list routes", e))? {
+            let mut r = RouteEntry {
+                dst: Ipv4Addr::UNSPECIFIED,
+                prefix: m.header.destination_prefix_length,
+                gateway: None,
+                table: m.header.table,
+            };
+            for a in &m.attributes {
+                match a {
+                    RouteAttribute::Destination(RouteAddress::Inet(d)) => r.dst = *d,
+                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => r.gateway = Some(*g),
+                    RouteAttribute::Table(t) => r.table = u8::try_from(*t).unwrap_or(u8::MAX),
+                    _ => {}
+                }
+            }
+            out.push(r);
+        }
+        Ok(out)
+    })
+}
+
+/// Every IPv4 address with its prefix on the host's interfaces.
+pub fn host_addresses() -> Result<Vec<(Ipv4Addr, u8)>> {
+    run(None, |h| async move {
+        let mut out = Vec::new();
+        let mut s = h.address().get().execute();
+        while let Some(m) = s
+            .try_next()
+            .await
+            .map_err(|e| nl_err("list addresses", e))?
+        {
+            for a in &m.attributes {
+                if let AddressAttribute::Address(std::net::IpAddr::V4(ip)) = a {
+                    out.push((*ip, m.header.prefix_len));
+                }
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// The names of the interfaces inside a namespace (for choosing `ethN`).
+pub fn link_names(netns: &Path) -> Result<Vec<String>> {
+    Ok(links(Some(netns))?.into_iter().map(|l| l.name).collect())
+}
+
+/// Kind name of a bridge, as netlink reports it.
+pub fn bridge_kind() -> String {
+    InfoKind::Bridge.to_string()
+}

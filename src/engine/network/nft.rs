@@ -1,0 +1,251 @@
+//! Packet filtering and NAT with nf_tables (through `nft -f`, never legacy iptables).
+//!
+//! nf_tables holds *tables* of *chains*; a base chain hooks into a netfilter hook (forward,
+//! postrouting, …) at a priority, and a packet passes every base chain of every table on that
+//! hook in priority order. An `accept` only ends the packet's walk through *that* chain: a
+//! `drop` in another table's chain on the same hook still drops it.
+//!
+//! tug owns one table per network, `ip <bridge name>`, replaced atomically as a whole and
+//! deleted with the network:
+//! - `postrouting` (nat): masquerade traffic from the subnet that leaves through another
+//!   interface (outbound access for non-internal networks);
+//! - `forward` (filter): no new connection is forwarded into the bridge from another
+//!   interface (this isolates networks from each other, as Docker's isolation chains do);
+//!   for internal networks, anything entering or leaving the bridge from or to another
+//!   interface is dropped.
+//!
+//! **Docker hazard.** A host where Docker runs (or ran) has an iptables-nft table `ip filter`
+//! whose `FORWARD` chain has policy drop, and usually `net.bridge.bridge-nf-call-iptables=1`, so
+//! even traffic between two ports of one bridge walks that chain. Because tug's own accept does
+//! not override that drop, tug inserts two rules at the top of `ip filter FORWARD` when that
+//! chain exists — `iifname BR accept` and `oifname BR ct state established,related accept` —
+//! tagged with the comment `tug:BR`, and deletes them with the network. The next tug command
+//! puts them back if Docker flushed them.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use super::{Error, Result};
+
+/// Runs `nft ARGS` (with `stdin` fed to it), output collected in temporary files (never
+/// pipes, so no descendant can keep us waiting), with a deadline: a hung `nft` is killed and
+/// tried once more. Returns (success, stdout, stderr).
+fn run_nft(args: &[&str], stdin: Option<&str>) -> Result<(bool, String, String)> {
+    use std::io::{Read, Seek};
+    for attempt in 0..2 {
+        let mut out = tempfile::tempfile().map_err(|e| Error::Io("temp file for nft".into(), e))?;
+        let mut err = tempfile::tempfile().map_err(|e| Error::Io("temp file for nft".into(), e))?;
+        let mut cmd = Command::new("nft");
+        cmd.args(args)
+            .stdout(Stdio::from(
+                out.try_clone()
+                    .map_err(|e| Error::Io("temp file for nft".into(), e))?,
+            ))
+            .stderr(Stdio::from(
+                err.try_clone()
+                    .map_err(|e| Error::Io("temp file for nft".into(), e))?,
+            ))
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::Io("run nft (install the nftables package)".into(), e))?;
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(text.as_bytes())
+                .map_err(|e| Error::Io("write to nft".into(), e))?;
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(st)) => break Some(st),
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Ok(None) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+                Err(e) => return Err(Error::Io("wait for nft".into(), e)),
+            }
+        };
+        let Some(status) = status else {
+            if attempt == 0 {
+                continue;
+            }
+            return Err(Error::Nft(format!(
+                "`nft {}` did not finish in 20 s",
+                args.join(" ")
+            )));
+        };
+        let (mut o, mut e) = (String::new(), String::new());
+        let _ = out.rewind().and_then(|()| out.read_to_string(&mut o));
+        let _ = err.rewind().and_then(|()| err.read_to_string(&mut e));
+        return Ok((status.success(), o, e));
+    }
+    Err(Error::Nft("nft did not finish".into()))
+}
+
+fn nft(script: &str) -> Result<String> {
+    let (ok, out, err) = run_nft(&["-f", "-"], Some(script))?;
+    if !ok {
+        return Err(Error::Nft(err.trim().to_string()));
+    }
+    Ok(out)
+}
+
+fn nft_args(args: &[&str]) -> Result<Option<String>> {
+    let (ok, out, _) = run_nft(args, None)?;
+    Ok(ok.then_some(out))
+}
+
+/// The rules of one network.
+#[derive(Debug, Clone)]
+pub struct NetRules {
+    pub bridge: String,
+    pub subnet: String,
+    pub internal: bool,
+}
+
+/// The table's text.
+pub fn ruleset(r: &NetRules) -> String {
+    let br = &r.bridge;
+    let mut s = format!(
+        "add table ip {br}\ndelete table ip {br}\ntable ip {br} {{\n  \
+         chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n"
+    );
+    if !r.internal {
+        s.push_str(&format!(
+            "    ip saddr {} oifname != \"{br}\" masquerade\n",
+            r.subnet
+        ));
+    }
+    s.push_str(
+        "  }\n  chain forward {\n    type filter hook forward priority filter; policy accept;\n",
+    );
+    // No new connection enters the network from elsewhere (other networks, outside);
+    // replies and traffic inside the bridge pass.
+    s.push_str(&format!(
+        "    oifname \"{br}\" iifname != \"{br}\" ct state new drop\n"
+    ));
+    if r.internal {
+        s.push_str(&format!(
+            "    iifname \"{br}\" oifname != \"{br}\" drop\n    oifname \"{br}\" iifname != \"{br}\" drop\n"
+        ));
+    }
+    s.push_str("  }\n}\n");
+    s
+}
+
+/// Installs (or replaces) the network's table and, on a Docker-style host, its accept rules in
+/// `ip filter FORWARD`.
+pub fn install(r: &NetRules) -> Result<()> {
+    nft(&ruleset(r))?;
+    ensure_forward_accepts(&r.bridge, r.internal)
+}
+
+/// Deletes the network's table and its accept rules; missing is fine.
+pub fn remove(bridge: &str) -> Result<()> {
+    if nft_args(&["list", "table", "ip", bridge])?.is_some() {
+        nft(&format!("delete table ip {bridge}\n"))?;
+    }
+    remove_forward_accepts(bridge)
+}
+
+/// True when the network's table exists.
+pub fn table_exists(bridge: &str) -> Result<bool> {
+    Ok(nft_args(&["list", "table", "ip", bridge])?.is_some())
+}
+
+/// True when a foreign `ip filter FORWARD` chain exists (Docker, iptables-nft, firewalld …).
+fn foreign_forward() -> Result<Option<String>> {
+    nft_args(&["-a", "list", "chain", "ip", "filter", "FORWARD"])
+}
+
+/// Inserts the accept rules into `ip filter FORWARD` if that chain exists and they are missing.
+pub fn ensure_forward_accepts(bridge: &str, internal: bool) -> Result<()> {
+    let Some(listing) = foreign_forward()? else {
+        return Ok(());
+    };
+    let tag = format!("\"tug:{bridge}\"");
+    if listing.contains(&tag) {
+        return Ok(());
+    }
+    let mut s = String::new();
+    if internal {
+        s.push_str(&format!(
+            "insert rule ip filter FORWARD iifname \"{bridge}\" oifname \"{bridge}\" accept comment {tag}\n"
+        ));
+    } else {
+        s.push_str(&format!(
+            "insert rule ip filter FORWARD oifname \"{bridge}\" ct state established,related accept comment {tag}\n"
+        ));
+        s.push_str(&format!(
+            "insert rule ip filter FORWARD iifname \"{bridge}\" accept comment {tag}\n"
+        ));
+    }
+    nft(&s).map(|_| ())
+}
+
+/// Deletes tug's rules of `bridge` from `ip filter FORWARD`.
+pub fn remove_forward_accepts(bridge: &str) -> Result<()> {
+    let Some(listing) = foreign_forward()? else {
+        return Ok(());
+    };
+    let tag = format!("comment \"tug:{bridge}\"");
+    let mut s = String::new();
+    for line in listing.lines().filter(|l| l.contains(&tag)) {
+        if let Some(h) = line.rsplit("# handle ").next().map(str::trim)
+            && h.chars().all(|c| c.is_ascii_digit())
+            && !h.is_empty()
+        {
+            s.push_str(&format!("delete rule ip filter FORWARD handle {h}\n"));
+        }
+    }
+    if s.is_empty() {
+        return Ok(());
+    }
+    nft(&s).map(|_| ())
+}
+
+/// Turns on IPv4 forwarding (needed for outbound traffic of non-internal networks). tug never
+/// turns it off again: other software may rely on it once it is on.
+pub fn enable_ip_forward() -> Result<()> {
+    let p = "/proc/sys/net/ipv4/ip_forward";
+    let cur = std::fs::read_to_string(p).map_err(|e| Error::Io(format!("read {p}"), e))?;
+    if cur.trim() != "1" {
+        std::fs::write(p, "1").map_err(|e| Error::Io(format!("write {p}"), e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_has_no_masquerade() {
+        let r = NetRules {
+            bridge: "tugabc".into(),
+            subnet: "10.0.0.0/24".into(),
+            internal: true,
+        };
+        let s = ruleset(&r);
+        assert!(!s.contains("masquerade"), "{s}");
+        assert!(s.contains("drop"), "{s}");
+        let r = NetRules {
+            internal: false,
+            ..r
+        };
+        let s = ruleset(&r);
+        assert!(
+            s.contains("ip saddr 10.0.0.0/24 oifname != \"tugabc\" masquerade"),
+            "{s}"
+        );
+        assert!(s.contains("ct state new drop"), "{s}");
+        assert!(!s.contains("oifname != \"tugabc\" drop"), "{s}");
+    }
+}

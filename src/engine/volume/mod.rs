@@ -1,0 +1,920 @@
+//! Named volumes and the resolution of compose volume entries into mounts.
+//!
+//! A named volume is a directory the engine owns, `<root>/volumes/<name>/_data`, bind-mounted
+//! into containers. Its record `<root>/volumes/<name>/volume.json` holds labels, driver
+//! options and whether it was *initialised*. The `local` driver's options make `_data` itself
+//! a mount point, mounted when the volume is first used and unmounted when it is removed:
+//! `type: none, o: bind, device: /path` (a bind mount of a host directory) or
+//! `type: tmpfs, o: size=64m` (any other `type` with `device` is passed to mount(2) as is).
+//!
+//! **Copy-up.** Like Docker, the first time a new empty volume is mounted over a path that the
+//! image has content at, that content (files, links, modes, owners) is copied into the volume,
+//! so e.g. a database image's initial data directory appears in it.
+//!
+//! **Ownership.** When the image runs as a non-root `USER` and the path does not exist in the
+//! image (nothing to copy the owner from), Docker leaves `_data` owned by root and the
+//! service cannot write to its own volume. tug instead gives the empty, new `_data` to that
+//! user and group. A directory that did exist in the image keeps the image's owner and mode.
+//!
+//! Volumes are never removed by anything but `volume rm`, `volume prune` and `down -v`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+use serde::{Deserialize, Serialize};
+
+/// Errors of the volume store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("volume {0} not found")]
+    NotFound(String),
+    #[error(
+        "volume {0} is declared external but does not exist (create it with `tug volume create {0}`)"
+    )]
+    ExternalMissing(String),
+    #[error("volume {0} already exists")]
+    Exists(String),
+    #[error("volume {name} is in use by {by}")]
+    InUse { name: String, by: String },
+    #[error("state file {0}: {1}")]
+    State(String, String),
+}
+
+/// Result of the volume store.
+pub type Result<T> = std::result::Result<T, Error>;
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let w = what.into();
+    move |e| Error::Io(w, e)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".volume.json.{}.tmp", std::process::id()));
+    let mut f = std::fs::File::create(&tmp).map_err(io(format!("create {}", tmp.display())))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(io(format!("write {}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(io(format!("rename {}", path.display())))
+}
+
+/// What a volume should be (compose's top-level `volumes:` entry or `volume create`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct VolumeSpec {
+    pub name: String,
+    #[serde(default)]
+    pub driver: Option<String>,
+    #[serde(default)]
+    pub driver_opts: BTreeMap<String, String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A volume as it exists.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VolumeInfo {
+    pub name: String,
+    pub driver: String,
+    pub mountpoint: PathBuf,
+    pub labels: BTreeMap<String, String>,
+    pub driver_opts: BTreeMap<String, String>,
+    pub created: String,
+    /// True once the first container used it (copy-up and ownership done).
+    #[serde(default)]
+    pub initialized: bool,
+}
+
+/// How a volume is being mounted the first time: for copy-up and ownership.
+#[derive(Debug, Clone, Default)]
+pub struct Prepare {
+    /// The image's unpacked layers, lowest first.
+    pub layers: Vec<PathBuf>,
+    /// Mount target inside the container (absolute).
+    pub target: String,
+    /// `volume.nocopy`.
+    pub nocopy: bool,
+    /// The image user's uid/gid (numeric, resolved by the caller).
+    pub uid: u32,
+    pub gid: u32,
+}
+
+fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "invalid volume name {name:?}: use letters, digits, '_', '-', '.' (starting with a letter or digit)"
+        )))
+    }
+}
+
+/// The volume store of one state root.
+#[derive(Debug, Clone)]
+pub struct Volumes {
+    root: PathBuf,
+}
+
+impl Volumes {
+    /// Opens `<root>/volumes` (created on demand).
+    pub fn open(root: &Path) -> Result<Self> {
+        let dir = root.join("volumes");
+        std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
+        Ok(Self {
+            root: std::fs::canonicalize(root).map_err(io(format!("resolve {}", root.display())))?,
+        })
+    }
+
+    fn dir(&self, name: &str) -> PathBuf {
+        self.root.join("volumes").join(name)
+    }
+
+    /// `<root>/volumes/<name>/_data`.
+    pub fn mountpoint(&self, name: &str) -> PathBuf {
+        self.dir(name).join("_data")
+    }
+
+    fn load(&self, name: &str) -> Result<Option<VolumeInfo>> {
+        validate_name(name)?;
+        let p = self.dir(name).join("volume.json");
+        match std::fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| Error::State(p.display().to_string(), e.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::Io(format!("read {}", p.display()), e)),
+        }
+    }
+
+    fn save(&self, v: &VolumeInfo) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(v)
+            .map_err(|e| Error::State(v.name.clone(), e.to_string()))?;
+        write_atomic(&self.dir(&v.name).join("volume.json"), &bytes)
+    }
+
+    /// One volume.
+    pub fn inspect(&self, name: &str) -> Result<VolumeInfo> {
+        self.load(name)?
+            .ok_or_else(|| Error::NotFound(name.to_string()))
+    }
+
+    /// True when the volume exists.
+    pub fn exists(&self, name: &str) -> Result<bool> {
+        Ok(self.load(name)?.is_some())
+    }
+
+    /// Every volume, by name. Half-created leftovers (no record) are removed.
+    pub fn list(&self) -> Result<Vec<VolumeInfo>> {
+        let dir = self.root.join("volumes");
+        let mut out = Vec::new();
+        for ent in std::fs::read_dir(&dir)
+            .map_err(io(format!("read {}", dir.display())))?
+            .flatten()
+        {
+            let name = ent.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || validate_name(&name).is_err() {
+                continue;
+            }
+            match self.load(&name)? {
+                Some(v) => out.push(v),
+                None => {
+                    // Created by a killed command before its record was written.
+                    if self.unmount(&name).is_ok() {
+                        let _ = std::fs::remove_dir_all(ent.path());
+                    }
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Creates a volume; an existing one is an error.
+    pub fn create(&self, spec: &VolumeSpec) -> Result<VolumeInfo> {
+        validate_name(&spec.name)?;
+        if self.load(&spec.name)?.is_some() {
+            return Err(Error::Exists(spec.name.clone()));
+        }
+        let driver = spec.driver.clone().unwrap_or_else(|| "local".into());
+        if driver != "local" {
+            return Err(Error::Unsupported(format!(
+                "volume {}: driver {driver:?} is not supported (only local)",
+                spec.name
+            )));
+        }
+        check_opts(&spec.name, &spec.driver_opts)?;
+        let data = self.mountpoint(&spec.name);
+        std::fs::create_dir_all(&data).map_err(io(format!("create {}", data.display())))?;
+        let info = VolumeInfo {
+            name: spec.name.clone(),
+            driver,
+            mountpoint: data,
+            labels: spec.labels.clone(),
+            driver_opts: spec.driver_opts.clone(),
+            created: jiff::Timestamp::now().to_string(),
+            initialized: false,
+        };
+        self.save(&info)?;
+        Ok(info)
+    }
+
+    /// The volume, created if missing (compose's "created on first use").
+    pub fn ensure(&self, spec: &VolumeSpec) -> Result<VolumeInfo> {
+        match self.load(&spec.name)? {
+            Some(v) => Ok(v),
+            None => self.create(spec),
+        }
+    }
+
+    /// An `external: true` volume: it must exist.
+    pub fn require_external(&self, name: &str) -> Result<VolumeInfo> {
+        self.load(name)?
+            .ok_or_else(|| Error::ExternalMissing(name.to_string()))
+    }
+
+    /// A new anonymous volume (random name, label `tug.anonymous=true`).
+    pub fn create_anonymous(&self, labels: BTreeMap<String, String>) -> Result<VolumeInfo> {
+        let mut labels = labels;
+        labels.insert("tug.anonymous".into(), "true".into());
+        self.create(&VolumeSpec {
+            name: hex::encode(rand::random::<[u8; 32]>()),
+            driver: None,
+            driver_opts: BTreeMap::new(),
+            labels,
+        })
+    }
+
+    /// Makes the volume ready for a container and returns the host path to bind: mounts the
+    /// driver's filesystem, and on first use copies the image's content up and fixes the
+    /// ownership (see the module docs).
+    pub fn prepare(&self, name: &str, how: &Prepare) -> Result<PathBuf> {
+        let mut info = self.inspect(name)?;
+        let data = self.mountpoint(name);
+        std::fs::create_dir_all(&data).map_err(io(format!("create {}", data.display())))?;
+        self.mount_driver(&info)?;
+        if !info.initialized {
+            let empty = is_empty(&data)?;
+            let mut copied = false;
+            if empty && !how.nocopy && !how.layers.is_empty() {
+                copied = copy_up(&how.layers, &how.target, &data)?;
+            }
+            if empty && !copied && how.uid != 0 {
+                nix::unistd::chown(
+                    &data,
+                    Some(nix::unistd::Uid::from_raw(how.uid)),
+                    Some(nix::unistd::Gid::from_raw(how.gid)),
+                )
+                .map_err(|e| Error::Io(format!("chown {}", data.display()), e.into()))?;
+            }
+            info.initialized = true;
+            self.save(&info)?;
+        }
+        Ok(data)
+    }
+
+    fn mount_driver(&self, info: &VolumeInfo) -> Result<()> {
+        let Some(ty) = info.driver_opts.get("type") else {
+            return Ok(());
+        };
+        let data = self.mountpoint(&info.name);
+        if is_mount_point(&data)? {
+            return Ok(());
+        }
+        let o = info.driver_opts.get("o").cloned().unwrap_or_default();
+        let device = info.driver_opts.get("device").cloned();
+        let (mut flags, data_opts) = mount_flags(&o);
+        let is_bind = o.split(',').any(|x| x == "bind" || x == "rbind");
+        let (src, fstype): (String, Option<String>) = if is_bind {
+            let dev = device.ok_or_else(|| {
+                Error::Invalid(format!(
+                    "volume {}: o=bind needs a device (a host path)",
+                    info.name
+                ))
+            })?;
+            if !Path::new(&dev).is_dir() {
+                return Err(Error::Invalid(format!(
+                    "volume {}: bind device {dev} is not a directory",
+                    info.name
+                )));
+            }
+            flags |= MsFlags::MS_BIND;
+            if o.split(',').any(|x| x == "rbind") {
+                flags |= MsFlags::MS_REC;
+            }
+            (dev, None)
+        } else if ty == "tmpfs" {
+            (
+                device.unwrap_or_else(|| "tmpfs".into()),
+                Some("tmpfs".into()),
+            )
+        } else {
+            let dev = device.ok_or_else(|| {
+                Error::Invalid(format!("volume {}: type {ty} needs a device", info.name))
+            })?;
+            (dev, Some(ty.clone()))
+        };
+        let d = (!data_opts.is_empty()).then(|| data_opts.join(","));
+        nix::mount::mount(
+            Some(src.as_str()),
+            &data,
+            fstype.as_deref(),
+            flags,
+            d.as_deref(),
+        )
+        .map_err(|e| Error::Io(format!("mount volume {} ({src})", info.name), e.into()))
+    }
+
+    fn unmount(&self, name: &str) -> Result<()> {
+        let data = self.mountpoint(name);
+        for _ in 0..8 {
+            if !is_mount_point(&data)? {
+                break;
+            }
+            nix::mount::umount2(&data, MntFlags::MNT_DETACH)
+                .map_err(|e| Error::Io(format!("unmount {}", data.display()), e.into()))?;
+        }
+        // Never delete through a mount (a bind volume's device is the user's data).
+        if is_mount_point(&data)? {
+            return Err(Error::Io(
+                format!("unmount {}", data.display()),
+                std::io::Error::other("still mounted"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Removes a volume and its data. `in_use` lists the containers using it (from the
+    /// caller's container records); a used volume is kept.
+    pub fn remove(&self, name: &str, in_use: &[String]) -> Result<()> {
+        self.inspect(name)?;
+        if !in_use.is_empty() {
+            return Err(Error::InUse {
+                name: name.to_string(),
+                by: in_use.join(", "),
+            });
+        }
+        self.unmount(name)?;
+        // The record goes first: a half-removed volume is then a leftover `list` cleans.
+        let rec = self.dir(name).join("volume.json");
+        std::fs::remove_file(&rec).map_err(io(format!("remove {}", rec.display())))?;
+        let dir = self.dir(name);
+        std::fs::remove_dir_all(&dir).map_err(io(format!("remove {}", dir.display())))
+    }
+
+    /// Removes unused volumes: anonymous ones, or all with `all`. Returns their names.
+    pub fn prune(&self, in_use: &BTreeSet<String>, all: bool) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for v in self.list()? {
+            let anon = v.labels.get("tug.anonymous").map(String::as_str) == Some("true");
+            if in_use.contains(&v.name) || !(all || anon) {
+                continue;
+            }
+            self.remove(&v.name, &[])?;
+            out.push(v.name);
+        }
+        Ok(out)
+    }
+
+    /// Names of the volumes that container records under `<root>/containers` refer to (any
+    /// JSON file there that names the volume's `_data` path).
+    pub fn referenced_by_containers(&self) -> Result<BTreeMap<String, Vec<String>>> {
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let dir = self.root.join("containers");
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return Ok(out);
+        };
+        let vols = self.list()?;
+        for ent in rd.flatten() {
+            let Ok(files) = std::fs::read_dir(ent.path()) else {
+                continue;
+            };
+            let mut text = String::new();
+            for f in files.flatten() {
+                if f.path().extension().and_then(|e| e.to_str()) == Some("json")
+                    && let Ok(t) = std::fs::read_to_string(f.path())
+                {
+                    text.push_str(&t);
+                }
+            }
+            for v in &vols {
+                let needle = format!("{}", v.mountpoint.display());
+                if text.contains(&needle) {
+                    out.entry(v.name.clone())
+                        .or_default()
+                        .push(ent.file_name().to_string_lossy().into_owned());
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn check_opts(name: &str, opts: &BTreeMap<String, String>) -> Result<()> {
+    for k in opts.keys() {
+        if !matches!(k.as_str(), "type" | "o" | "device") {
+            return Err(Error::Unsupported(format!(
+                "volume {name}: driver option {k:?} is not supported (type, o, device)"
+            )));
+        }
+    }
+    if opts.contains_key("o") && !opts.contains_key("type") {
+        return Err(Error::Invalid(format!(
+            "volume {name}: driver option o needs type"
+        )));
+    }
+    Ok(())
+}
+
+/// Splits mount options into flags and filesystem data.
+fn mount_flags(o: &str) -> (MsFlags, Vec<String>) {
+    let mut flags = MsFlags::empty();
+    let mut data = Vec::new();
+    for opt in o.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match opt {
+            "bind" | "rbind" | "rw" | "defaults" => {}
+            "ro" => flags |= MsFlags::MS_RDONLY,
+            "nosuid" => flags |= MsFlags::MS_NOSUID,
+            "nodev" => flags |= MsFlags::MS_NODEV,
+            "noexec" => flags |= MsFlags::MS_NOEXEC,
+            "noatime" => flags |= MsFlags::MS_NOATIME,
+            "relatime" => flags |= MsFlags::MS_RELATIME,
+            other => data.push(other.to_string()),
+        }
+    }
+    (flags, data)
+}
+
+fn is_empty(dir: &Path) -> Result<bool> {
+    Ok(std::fs::read_dir(dir)
+        .map_err(io(format!("read {}", dir.display())))?
+        .next()
+        .is_none())
+}
+
+/// True when `path` is a mount point (listed in this process's mountinfo).
+pub fn is_mount_point(path: &Path) -> Result<bool> {
+    let info =
+        std::fs::read_to_string("/proc/self/mountinfo").map_err(io("read /proc/self/mountinfo"))?;
+    let want = path.to_string_lossy();
+    Ok(info.lines().any(|l| {
+        l.split(' ')
+            .nth(4)
+            .is_some_and(|mp| unescape_mountinfo(mp) == want)
+    }))
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8)
+        {
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The relative path of a container path (`/var/lib/x` → `var/lib/x`); `..` is refused.
+fn relative(target: &str) -> Result<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in Path::new(target).components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::RootDir | Component::CurDir => {}
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "mount target {target:?} contains '..'"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// True for an overlayfs whiteout (a 0:0 character device).
+fn is_overlay_whiteout(md: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    md.file_type().is_char_device() && md.rdev() == 0
+}
+
+/// Merges `target` of every layer (lowest first) into `dest`, honouring OCI whiteouts
+/// (`.wh.NAME`, `.wh..wh..opq`) and overlayfs ones (0:0 devices, `trusted.overlay.opaque`).
+/// Returns true when the image has the path as a directory (its owner and mode are applied to
+/// `dest`).
+pub fn copy_up(layers: &[PathBuf], target: &str, dest: &Path) -> Result<bool> {
+    let rel = relative(target)?;
+    let mut found = false;
+    for layer in layers {
+        let src = layer.join(&rel);
+        // A whiteout of the target itself in this layer hides everything below.
+        if let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) {
+            let wh = layer
+                .join(parent)
+                .join(format!(".wh.{}", name.to_string_lossy()));
+            if wh.symlink_metadata().is_ok() {
+                clear_dir(dest)?;
+                found = false;
+            }
+        }
+        let Ok(md) = src.symlink_metadata() else {
+            continue;
+        };
+        if is_overlay_whiteout(&md) {
+            clear_dir(dest)?;
+            found = false;
+            continue;
+        }
+        if !md.is_dir() {
+            continue;
+        }
+        if is_opaque(&src) {
+            clear_dir(dest)?;
+        }
+        copy_attrs(&src, dest, &md)?;
+        merge_dir(&src, dest)?;
+        found = true;
+    }
+    Ok(found)
+}
+
+fn is_opaque(dir: &Path) -> bool {
+    if dir.join(".wh..wh..opq").symlink_metadata().is_ok() {
+        return true;
+    }
+    matches!(xattr_get(dir, "trusted.overlay.opaque"), Some(v) if v == b"y")
+}
+
+fn xattr_get(path: &Path, name: &str) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let n = std::ffi::CString::new(name).ok()?;
+    let mut buf = [0u8; 16];
+    // SAFETY: both strings are NUL-terminated and live across the call; the buffer pointer
+    // and length describe a valid writable array.
+    let r = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if r < 0 {
+        return None;
+    }
+    Some(buf[..usize::try_from(r).ok()?].to_vec())
+}
+
+fn clear_dir(dir: &Path) -> Result<()> {
+    for ent in std::fs::read_dir(dir)
+        .map_err(io(format!("read {}", dir.display())))?
+        .flatten()
+    {
+        let p = ent.path();
+        let r = if ent.file_type().is_ok_and(|t| t.is_dir()) {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        r.map_err(io(format!("remove {}", p.display())))?;
+    }
+    Ok(())
+}
+
+fn copy_attrs(src: &Path, dst: &Path, md: &std::fs::Metadata) -> Result<()> {
+    nix::unistd::fchownat(
+        nix::fcntl::AT_FDCWD,
+        dst,
+        Some(nix::unistd::Uid::from_raw(md.uid())),
+        Some(nix::unistd::Gid::from_raw(md.gid())),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| Error::Io(format!("chown {}", dst.display()), e.into()))?;
+    if !md.file_type().is_symlink() {
+        std::fs::set_permissions(dst, std::fs::Permissions::from_mode(md.mode() & 0o7777))
+            .map_err(io(format!("chmod {}", dst.display())))?;
+    }
+    let _ = src;
+    Ok(())
+}
+
+fn merge_dir(src: &Path, dst: &Path) -> Result<()> {
+    for ent in std::fs::read_dir(src)
+        .map_err(io(format!("read {}", src.display())))?
+        .flatten()
+    {
+        let name = ent.file_name();
+        let name_s = name.to_string_lossy();
+        let s = ent.path();
+        let d = dst.join(&name);
+        if name_s == ".wh..wh..opq" {
+            continue;
+        }
+        if let Some(hidden) = name_s.strip_prefix(".wh.") {
+            let h = dst.join(hidden);
+            if h.is_dir() && !h.is_symlink() {
+                let _ = std::fs::remove_dir_all(&h);
+            } else {
+                let _ = std::fs::remove_file(&h);
+            }
+            continue;
+        }
+        let md = s
+            .symlink_metadata()
+            .map_err(io(format!("stat {}", s.display())))?;
+        if is_overlay_whiteout(&md) {
+            if d.is_dir() && !d.is_symlink() {
+                let _ = std::fs::remove_dir_all(&d);
+            } else {
+                let _ = std::fs::remove_file(&d);
+            }
+            continue;
+        }
+        let ft = md.file_type();
+        if ft.is_dir() {
+            if d.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
+                std::fs::remove_file(&d).map_err(io(format!("remove {}", d.display())))?;
+            }
+            if is_opaque(&s) && d.is_dir() {
+                clear_dir(&d)?;
+            }
+            std::fs::create_dir_all(&d).map_err(io(format!("create {}", d.display())))?;
+            merge_dir(&s, &d)?;
+            copy_attrs(&s, &d, &md)?;
+            continue;
+        }
+        if d.symlink_metadata().is_ok() {
+            if d.is_dir() && !d.is_symlink() {
+                std::fs::remove_dir_all(&d).map_err(io(format!("remove {}", d.display())))?;
+            } else {
+                std::fs::remove_file(&d).map_err(io(format!("remove {}", d.display())))?;
+            }
+        }
+        if ft.is_symlink() {
+            let t = std::fs::read_link(&s).map_err(io(format!("readlink {}", s.display())))?;
+            std::os::unix::fs::symlink(&t, &d).map_err(io(format!("symlink {}", d.display())))?;
+        } else if ft.is_file() {
+            std::fs::copy(&s, &d).map_err(io(format!("copy {}", s.display())))?;
+        } else {
+            // Devices, fifos and sockets are recreated with mknod.
+            let kind = nix::sys::stat::SFlag::from_bits_truncate(md.mode() & libc::S_IFMT);
+            nix::sys::stat::mknod(
+                &d,
+                kind,
+                nix::sys::stat::Mode::from_bits_truncate(md.mode() & 0o7777),
+                md.rdev(),
+            )
+            .map_err(|e| Error::Io(format!("mknod {}", d.display()), e.into()))?;
+        }
+        copy_attrs(&s, &d, &md)?;
+    }
+    Ok(())
+}
+
+/// One compose volume entry of a service, parsed (short or long syntax).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MountRequest {
+    pub kind: MountKind,
+    /// Volume name, host path (relative to the project dir allowed), or none.
+    pub source: Option<String>,
+    pub target: String,
+    pub read_only: bool,
+    pub nocopy: bool,
+    /// `bind.create_host_path` (true for the short syntax, as in compose).
+    pub create_host_path: bool,
+    /// `bind.propagation`.
+    pub propagation: Option<String>,
+    /// `tmpfs.size` in bytes, `tmpfs.mode`.
+    pub tmpfs_size: Option<u64>,
+    pub tmpfs_mode: Option<u32>,
+}
+
+/// The kind of a mount request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MountKind {
+    #[default]
+    Volume,
+    Bind,
+    Tmpfs,
+}
+
+impl MountRequest {
+    /// Parses the short syntax `[SOURCE:]TARGET[:MODE]` (MODE: ro, rw, z, Z, nocopy, and
+    /// propagation modes, comma separated).
+    pub fn parse_short(spec: &str) -> Result<Self> {
+        let parts: Vec<&str> = spec.split(':').collect();
+        let (source, target, mode) = match parts.as_slice() {
+            [t] => (None, *t, None),
+            [s, t] if t.starts_with('/') => (Some(*s), *t, None),
+            [t, m] => (None, *t, Some(*m)),
+            [s, t, m] => (Some(*s), *t, Some(*m)),
+            _ => return Err(Error::Invalid(format!("bad volume {spec:?}"))),
+        };
+        if !target.starts_with('/') {
+            return Err(Error::Invalid(format!(
+                "volume {spec:?}: the target {target:?} must be an absolute path"
+            )));
+        }
+        let mut r = MountRequest {
+            target: target.to_string(),
+            create_host_path: true,
+            ..Default::default()
+        };
+        match source {
+            None | Some("") => r.kind = MountKind::Volume,
+            Some(s) if s.starts_with('/') || s.starts_with('.') || s.starts_with('~') => {
+                r.kind = MountKind::Bind;
+                r.source = Some(s.to_string());
+            }
+            Some(s) => {
+                validate_name(s)?;
+                r.kind = MountKind::Volume;
+                r.source = Some(s.to_string());
+            }
+        }
+        for m in mode.unwrap_or("").split(',').filter(|m| !m.is_empty()) {
+            match m {
+                "ro" => r.read_only = true,
+                "rw" => r.read_only = false,
+                "nocopy" => r.nocopy = true,
+                "z" | "Z" | "cached" | "delegated" | "consistent" => {}
+                "shared" | "rshared" | "slave" | "rslave" | "private" | "rprivate" => {
+                    r.propagation = Some(m.to_string());
+                }
+                o => {
+                    return Err(Error::Invalid(format!(
+                        "volume {spec:?}: unknown mode {o:?}"
+                    )));
+                }
+            }
+        }
+        Ok(r)
+    }
+}
+
+/// A mount the runtime performs: `source` is a host path (or `tmpfs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedMount {
+    pub kind: MountKind,
+    pub source: PathBuf,
+    pub target: String,
+    pub read_only: bool,
+    /// Mount options: propagation (`rprivate`…), tmpfs `size=`/`mode=`.
+    pub options: Vec<String>,
+}
+
+/// Resolves a bind or tmpfs request (named volumes go through [`Volumes::prepare`]):
+/// relative paths against `project_dir`, `~` against `home`; creates a missing host
+/// directory when `create_host_path` is set, else fails.
+pub fn resolve_bind_or_tmpfs(
+    req: &MountRequest,
+    project_dir: &Path,
+    home: Option<&Path>,
+) -> Result<ResolvedMount> {
+    match req.kind {
+        MountKind::Tmpfs => {
+            let mut options = Vec::new();
+            if let Some(s) = req.tmpfs_size {
+                options.push(format!("size={s}"));
+            }
+            if let Some(m) = req.tmpfs_mode {
+                options.push(format!("mode={m:o}"));
+            }
+            Ok(ResolvedMount {
+                kind: MountKind::Tmpfs,
+                source: PathBuf::from("tmpfs"),
+                target: req.target.clone(),
+                read_only: req.read_only,
+                options,
+            })
+        }
+        MountKind::Bind => {
+            let src = req.source.as_deref().ok_or_else(|| {
+                Error::Invalid(format!("bind mount at {} has no source", req.target))
+            })?;
+            let path = if let Some(rest) = src.strip_prefix('~') {
+                let home = home.ok_or_else(|| {
+                    Error::Invalid(format!("bind source {src:?}: no home directory known"))
+                })?;
+                home.join(rest.trim_start_matches('/'))
+            } else {
+                project_dir.join(src)
+            };
+            let path = normalize(&path);
+            if !path.exists() {
+                if req.create_host_path {
+                    std::fs::create_dir_all(&path)
+                        .map_err(io(format!("create {}", path.display())))?;
+                } else {
+                    return Err(Error::Invalid(format!(
+                        "bind source {} does not exist (and create_host_path is false)",
+                        path.display()
+                    )));
+                }
+            }
+            let options = vec![req.propagation.clone().unwrap_or_else(|| "rprivate".into())];
+            Ok(ResolvedMount {
+                kind: MountKind::Bind,
+                source: path,
+                target: req.target.clone(),
+                read_only: req.read_only,
+                options,
+            })
+        }
+        MountKind::Volume => Err(Error::Invalid(
+            "named volumes are resolved by Volumes::prepare".into(),
+        )),
+    }
+}
+
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_syntax() {
+        let r = MountRequest::parse_short("data:/var/lib/db:ro").unwrap();
+        assert_eq!(r.kind, MountKind::Volume);
+        assert_eq!(r.source.as_deref(), Some("data"));
+        assert!(r.read_only);
+        let r = MountRequest::parse_short("./src:/app").unwrap();
+        assert_eq!(r.kind, MountKind::Bind);
+        let r = MountRequest::parse_short("/cache").unwrap();
+        assert_eq!((r.kind, r.source), (MountKind::Volume, None));
+        assert!(MountRequest::parse_short("a:b:c:d").is_err());
+        assert!(MountRequest::parse_short("x:rel").is_err());
+        assert!(MountRequest::parse_short("x:/a:bogus").is_err());
+    }
+
+    #[test]
+    fn bind_resolution() {
+        let t = tempfile::tempdir().unwrap();
+        let mut r = MountRequest::parse_short("./sub/../new:/x").unwrap();
+        let m = resolve_bind_or_tmpfs(&r, t.path(), None).unwrap();
+        assert_eq!(m.source, t.path().join("new"));
+        assert!(m.source.is_dir());
+        r.source = Some("./missing".into());
+        r.create_host_path = false;
+        assert!(resolve_bind_or_tmpfs(&r, t.path(), None).is_err());
+    }
+
+    #[test]
+    fn copy_up_merges_layers_with_whiteouts() {
+        let t = tempfile::tempdir().unwrap();
+        let l1 = t.path().join("l1");
+        let l2 = t.path().join("l2");
+        std::fs::create_dir_all(l1.join("data/sub")).unwrap();
+        std::fs::write(l1.join("data/a"), "a").unwrap();
+        std::fs::write(l1.join("data/gone"), "x").unwrap();
+        std::fs::write(l1.join("data/sub/b"), "b").unwrap();
+        std::fs::create_dir_all(l2.join("data")).unwrap();
+        std::fs::write(l2.join("data/.wh.gone"), "").unwrap();
+        std::fs::write(l2.join("data/a"), "a2").unwrap();
+        std::os::unix::fs::symlink("a", l2.join("data/link")).unwrap();
+        let dest = t.path().join("dest");
+        std::fs::create_dir(&dest).unwrap();
+        assert!(copy_up(&[l1, l2], "/data", &dest).unwrap());
+        assert_eq!(std::fs::read_to_string(dest.join("a")).unwrap(), "a2");
+        assert_eq!(std::fs::read_to_string(dest.join("sub/b")).unwrap(), "b");
+        assert!(!dest.join("gone").exists());
+        assert_eq!(
+            std::fs::read_link(dest.join("link")).unwrap(),
+            Path::new("a")
+        );
+        let empty = t.path().join("e");
+        std::fs::create_dir(&empty).unwrap();
+        assert!(!copy_up(&[t.path().join("l1")], "/nothing", &empty).unwrap());
+    }
+}

@@ -1,0 +1,1048 @@
+//! Phase 7: rewrite every short syntax into compose's canonical long form.
+//!
+//! Runs on the merged, interpolated and validated document (JSON), before it is turned into
+//! the typed [`model`](super::model). Shapes only: paths and defaults come later
+//! ([`normalize`](super::normalize)). The forms are those `docker compose config` prints:
+//!
+//! - `ports: ["127.0.0.1:8080-8081:80-81/udp"]` → one `{mode, host_ip, target, published,
+//!   protocol}` per port (a host range for a single container port stays a range);
+//! - `volumes: ["./src:/app:ro,z"]` → `{type: bind, source, target, read_only, bind: {selinux,
+//!   create_host_path: true}}`; a name becomes `type: volume`, a lone path an anonymous volume;
+//! - `depends_on: [db]` → `{db: {condition: service_started, required: true}}`;
+//! - `healthcheck.test: "cmd"` → `["CMD-SHELL", "cmd"]`; `build: ./dir` → `{context: ./dir}`;
+//! - `command`/`entrypoint` strings are split like a shell does (`sh -c "a b"` → 3 words);
+//! - `environment`, `labels`, `build.args`, `sysctls`, ... lists of `K=V` → mappings;
+//! - `extra_hosts` → `host=ip` strings; service `networks` list → mapping; `devices`,
+//!   `secrets`, `configs`, `env_file`, `extends` strings → mappings;
+//! - values that interpolation left as strings are typed where compose expects a number or a
+//!   boolean (`tty: "true"`, `cpus: "0.5"`).
+
+use serde_json::{Map, Value, json};
+
+use super::error::{ProjectError, Result};
+use super::yaml::{Pos, Spans};
+
+/// Canonicalizes a whole document in place. `spans` locates errors.
+///
+/// # Errors
+/// A short syntax that cannot be parsed (an invalid port spec, a volume spec with too many
+/// parts, an unterminated quote in a command), with its file position and key path.
+pub fn canonicalize(doc: &mut Value, spans: &Spans) -> Result<()> {
+    let mut errors = Vec::new();
+    let at = |path: &str| locate(spans, path);
+    if let Some(Value::Object(services)) = doc.get_mut("services") {
+        for (name, svc) in services.iter_mut() {
+            if svc.is_null() {
+                *svc = json!({});
+            }
+            let base = format!("services.{name}");
+            if let Err(e) = service(svc, &base) {
+                let (path, msg) = e;
+                errors.push(ProjectError::invalid(at(&path), path, msg));
+            }
+        }
+    }
+    for kind in ["networks", "volumes", "secrets", "configs"] {
+        if let Some(Value::Object(items)) = doc.get_mut(kind) {
+            for (_, item) in items.iter_mut() {
+                if item.is_null() {
+                    *item = json!({});
+                }
+                if let Value::Object(m) = item {
+                    for k in [
+                        "external",
+                        "internal",
+                        "attachable",
+                        "enable_ipv6",
+                        "enable_ipv4",
+                    ] {
+                        to_bool(m, k);
+                    }
+                    // Legacy `external: {name: x}`.
+                    if let Some(Value::Object(ext)) = m.get("external").cloned() {
+                        if let Some(n) = ext.get("name") {
+                            m.insert("name".into(), n.clone());
+                        }
+                        m.insert("external".into(), Value::Bool(true));
+                    }
+                    for k in ["labels", "driver_opts"] {
+                        if let Some(v) = m.get_mut(k) {
+                            to_string_map(v);
+                        }
+                    }
+                    if let Some(Value::Object(ipam)) = m.get_mut("ipam")
+                        && let Some(Value::Array(cfgs)) = ipam.get_mut("config")
+                    {
+                        for c in cfgs {
+                            if let Some(aux) = c.get_mut("aux_addresses") {
+                                to_string_map(aux);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Some(m) = doc.as_object_mut() {
+        m.shift_remove("version");
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ProjectError::from_many(errors))
+    }
+}
+
+/// The position of `path`, or of its nearest ancestor that has one.
+#[must_use]
+pub fn locate(spans: &Spans, path: &str) -> Option<Pos> {
+    let mut p = path;
+    loop {
+        if let Some(pos) = spans.get(p) {
+            return Some(pos.clone());
+        }
+        let cut = p.rfind(['.', '['])?;
+        p = &p[..cut];
+    }
+}
+
+type PathErr = (String, String);
+
+fn service(svc: &mut Value, base: &str) -> std::result::Result<(), PathErr> {
+    let Value::Object(s) = svc else {
+        return Ok(());
+    };
+    let perr = |key: &str, msg: String| (format!("{base}.{key}"), msg);
+
+    if let Some(b) = s.get_mut("build") {
+        if let Value::String(ctx) = b {
+            *b = json!({ "context": ctx.clone() });
+        }
+        if let Value::Object(bm) = b {
+            for k in ["args"] {
+                if let Some(v) = bm.get_mut(k) {
+                    to_env_map(v);
+                }
+            }
+            for k in ["labels", "additional_contexts"] {
+                if let Some(v) = bm.get_mut(k) {
+                    to_string_map(v);
+                }
+            }
+            if let Some(v) = bm.get_mut("extra_hosts") {
+                extra_hosts(v);
+            }
+            for k in [
+                "cache_from",
+                "cache_to",
+                "tags",
+                "platforms",
+                "no_cache_filter",
+            ] {
+                string_to_list(bm, k);
+            }
+            if let Some(Value::Array(secrets)) = bm.get_mut("secrets") {
+                for it in secrets.iter_mut() {
+                    file_ref(it, "/run/secrets");
+                }
+            }
+            if let Some(Value::String(s)) = bm.get("ssh").cloned() {
+                bm.insert("ssh".into(), json!([s]));
+            }
+            if let Some(u) = bm.get_mut("ulimits") {
+                ulimits(u);
+            }
+            to_bool(bm, "no_cache");
+            to_bool(bm, "pull");
+            to_bool(bm, "privileged");
+        }
+    }
+    for k in ["command", "entrypoint"] {
+        if let Some(v) = s.get_mut(k) {
+            shell_command(v).map_err(|m| perr(k, m))?;
+        }
+    }
+    if let Some(v) = s.get_mut("environment") {
+        to_env_map(v);
+    }
+    for k in ["labels", "annotations", "sysctls", "storage_opt", "log_opt"] {
+        if let Some(v) = s.get_mut(k) {
+            to_string_map(v);
+        }
+    }
+    if let Some(v) = s.get_mut("env_file") {
+        env_file(v);
+    }
+    if let Some(v) = s.get_mut("extra_hosts") {
+        extra_hosts(v);
+    }
+    for k in ["dns", "dns_search", "tmpfs", "label_file"] {
+        string_to_list(s, k);
+    }
+    if let Some(Value::Array(items)) = s.get_mut("expose") {
+        for it in items {
+            *it = Value::String(scalar_string(it));
+        }
+    }
+    if let Some(Value::Array(items)) = s.get_mut("group_add") {
+        for it in items {
+            *it = Value::String(scalar_string(it));
+        }
+    }
+    if let Some(Value::Array(mut items)) = s.get("ports").cloned() {
+        let mut out = Vec::new();
+        for (i, it) in items.iter_mut().enumerate() {
+            match it {
+                Value::Object(p) => {
+                    port_long(p);
+                    out.push(Value::Object(p.clone()));
+                }
+                other => {
+                    let spec = scalar_string(other);
+                    let ports = parse_port(&spec).map_err(|m| perr(&format!("ports[{i}]"), m))?;
+                    out.extend(ports);
+                }
+            }
+        }
+        s.insert("ports".into(), Value::Array(out));
+    }
+    if let Some(Value::Array(items)) = s.get_mut("volumes") {
+        for (i, it) in items.iter_mut().enumerate() {
+            match it {
+                Value::String(spec) => {
+                    *it = parse_volume(spec).map_err(|m| perr(&format!("volumes[{i}]"), m))?;
+                }
+                Value::Object(v) => volume_long(v),
+                _ => {}
+            }
+        }
+    }
+    if let Some(dep) = s.get_mut("depends_on") {
+        depends_on(dep);
+    }
+    if let Some(Value::Object(h)) = s.get_mut("healthcheck") {
+        if let Some(Value::String(t)) = h.get("test").cloned() {
+            h.insert("test".into(), json!(["CMD-SHELL", t]));
+        }
+        to_int(h, "retries");
+        to_bool(h, "disable");
+    }
+    if let Some(Value::Array(list)) = s.get("networks").cloned() {
+        let m: Map<String, Value> = list
+            .iter()
+            .map(|n| (scalar_string(n), Value::Null))
+            .collect();
+        s.insert("networks".into(), Value::Object(m));
+    }
+    if let Some(Value::Object(nets)) = s.get_mut("networks") {
+        for (_, n) in nets.iter_mut() {
+            if let Value::Object(nm) = n {
+                string_to_list(nm, "aliases");
+                if let Some(v) = nm.get_mut("driver_opts") {
+                    to_string_map(v);
+                }
+                to_int(nm, "priority");
+                to_int(nm, "gw_priority");
+            }
+        }
+    }
+    if let Some(u) = s.get_mut("ulimits") {
+        ulimits(u);
+    }
+    if let Some(Value::Array(items)) = s.get_mut("devices") {
+        for (i, it) in items.iter_mut().enumerate() {
+            if let Value::String(spec) = it {
+                let parts: Vec<&str> = spec.split(':').collect();
+                let (src, tgt, perm) = match parts.as_slice() {
+                    [a] => (*a, *a, "rwm"),
+                    [a, b] => (*a, *b, "rwm"),
+                    [a, b, c] => (*a, *b, *c),
+                    _ => {
+                        return Err(perr(
+                            &format!("devices[{i}]"),
+                            format!(
+                                "invalid device `{spec}` (expected HOST[:CONTAINER[:PERMISSIONS]])"
+                            ),
+                        ));
+                    }
+                };
+                *it = json!({"source": src, "target": tgt, "permissions": perm});
+            }
+        }
+    }
+    for (k, prefix) in [("secrets", "/run/secrets"), ("configs", "")] {
+        if let Some(Value::Array(items)) = s.get_mut(k) {
+            for it in items.iter_mut() {
+                file_ref(it, prefix);
+            }
+        }
+    }
+    if let Some(Value::String(e)) = s.get("extends").cloned() {
+        s.insert("extends".into(), json!({ "service": e }));
+    }
+    if let Some(g) = s.get_mut("gpus") {
+        match g {
+            Value::String(a) if a.eq_ignore_ascii_case("all") => *g = json!([{"count": -1}]),
+            Value::Array(items) => {
+                for it in items {
+                    device_request(it);
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(Value::Object(d)) = s.get_mut("deploy") {
+        to_int(d, "replicas");
+        if let Some(v) = d.get_mut("labels") {
+            to_string_map(v);
+        }
+        if let Some(Value::Object(r)) = d.get_mut("resources") {
+            for k in ["limits", "reservations"] {
+                if let Some(Value::Object(l)) = r.get_mut(k) {
+                    to_float(l, "cpus");
+                    to_int(l, "pids");
+                    if let Some(Value::Array(devs)) = l.get_mut("devices") {
+                        for it in devs {
+                            device_request(it);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(Value::Object(rp)) = d.get_mut("restart_policy") {
+            to_int(rp, "max_attempts");
+        }
+        if let Some(Value::Object(p)) = d.get_mut("placement") {
+            to_int(p, "max_replicas_per_node");
+        }
+    }
+    for hook in ["post_start", "pre_stop"] {
+        if let Some(Value::Array(items)) = s.get_mut(hook) {
+            for (i, it) in items.iter_mut().enumerate() {
+                if let Value::Object(h) = it {
+                    if let Some(c) = h.get_mut("command") {
+                        shell_command(c).map_err(|m| perr(&format!("{hook}[{i}].command"), m))?;
+                    }
+                    if let Some(e) = h.get_mut("environment") {
+                        to_env_map(e);
+                    }
+                    to_bool(h, "privileged");
+                }
+            }
+        }
+    }
+    if let Some(Value::Object(dev)) = s.get_mut("develop")
+        && let Some(Value::Array(rules)) = dev.get_mut("watch")
+    {
+        for r in rules {
+            if let Value::Object(r) = r {
+                string_to_list(r, "ignore");
+                string_to_list(r, "include");
+                if let Some(Value::Object(ex)) = r.get_mut("exec") {
+                    if let Some(c) = ex.get_mut("command") {
+                        let _ = shell_command(c);
+                    }
+                    if let Some(e) = ex.get_mut("environment") {
+                        to_env_map(e);
+                    }
+                }
+            }
+        }
+    }
+    for k in [
+        "tty",
+        "stdin_open",
+        "privileged",
+        "read_only",
+        "init",
+        "attach",
+        "oom_kill_disable",
+        "use_api_socket",
+    ] {
+        to_bool(s, k);
+    }
+    for k in [
+        "cpu_count",
+        "cpu_period",
+        "cpu_quota",
+        "cpu_rt_period",
+        "cpu_rt_runtime",
+        "cpu_shares",
+        "oom_score_adj",
+        "pids_limit",
+        "scale",
+    ] {
+        to_int(s, k);
+    }
+    for k in ["cpus", "cpu_percent"] {
+        to_float(s, k);
+    }
+    Ok(())
+}
+
+fn device_request(it: &mut Value) {
+    if let Value::Object(m) = it {
+        if let Some(c) = m.get("count").cloned() {
+            match c {
+                Value::String(a) if a.eq_ignore_ascii_case("all") => {
+                    m.insert("count".into(), json!(-1));
+                }
+                Value::String(n) => {
+                    if let Ok(n) = n.parse::<i64>() {
+                        m.insert("count".into(), json!(n));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(v) = m.get_mut("options") {
+            to_string_map(v);
+        }
+    }
+}
+
+fn ulimits(u: &mut Value) {
+    if let Value::Object(m) = u {
+        for (_, v) in m.iter_mut() {
+            match v {
+                Value::String(s) => {
+                    if let Ok(n) = s.parse::<i64>() {
+                        *v = json!(n);
+                    }
+                }
+                Value::Object(sh) => {
+                    to_int(sh, "soft");
+                    to_int(sh, "hard");
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn file_ref(it: &mut Value, prefix: &str) {
+    match it {
+        Value::String(name) => {
+            *it = if prefix.is_empty() {
+                json!({ "source": name.clone() })
+            } else {
+                json!({ "source": name.clone(), "target": format!("{prefix}/{name}") })
+            };
+        }
+        Value::Object(m) => {
+            if !prefix.is_empty()
+                && !m.contains_key("target")
+                && let Some(src) = m.get("source").and_then(Value::as_str)
+            {
+                let t = format!("{prefix}/{src}");
+                m.insert("target".into(), Value::String(t));
+            }
+            for k in ["uid", "gid"] {
+                if let Some(v) = m.get_mut(k)
+                    && !v.is_string()
+                {
+                    *v = Value::String(scalar_string(v));
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn env_file(v: &mut Value) {
+    let items = match v {
+        Value::String(s) => vec![Value::String(s.clone())],
+        Value::Array(a) => a.clone(),
+        _ => return,
+    };
+    let out: Vec<Value> = items
+        .into_iter()
+        .map(|it| match it {
+            Value::String(p) => json!({ "path": p, "required": true }),
+            Value::Object(mut m) => {
+                to_bool(&mut m, "required");
+                m.entry("required").or_insert(Value::Bool(true));
+                Value::Object(m)
+            }
+            other => other,
+        })
+        .collect();
+    *v = Value::Array(out);
+}
+
+fn depends_on(dep: &mut Value) {
+    let mut out = Map::new();
+    match dep {
+        Value::Array(list) => {
+            for d in list.iter() {
+                out.insert(
+                    scalar_string(d),
+                    json!({"condition": "service_started", "required": true}),
+                );
+            }
+        }
+        Value::Object(m) => {
+            for (k, v) in m.iter() {
+                let mut e = match v {
+                    Value::Object(e) => e.clone(),
+                    _ => Map::new(),
+                };
+                e.entry("condition")
+                    .or_insert_with(|| Value::String("service_started".into()));
+                to_bool(&mut e, "required");
+                to_bool(&mut e, "restart");
+                e.entry("required").or_insert(Value::Bool(true));
+                out.insert(k.clone(), Value::Object(e));
+            }
+        }
+        _ => return,
+    }
+    *dep = Value::Object(out);
+}
+
+/// `host:ip`, `host=ip` or `{host: ip | [ip, ...]}` → `["host=ip", ...]`.
+fn extra_hosts(v: &mut Value) {
+    let mut out = Vec::new();
+    match v {
+        Value::Array(items) => {
+            for it in items.iter() {
+                let s = scalar_string(it);
+                let entry = match s.split_once('=') {
+                    Some(_) => s,
+                    None => match s.split_once(':') {
+                        Some((h, ip)) => format!("{h}={ip}"),
+                        None => s,
+                    },
+                };
+                out.push(Value::String(entry));
+            }
+        }
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            for k in keys {
+                match &m[k] {
+                    Value::Array(ips) => {
+                        for ip in ips {
+                            out.push(Value::String(format!("{k}={}", scalar_string(ip))));
+                        }
+                    }
+                    ip => out.push(Value::String(format!("{k}={}", scalar_string(ip)))),
+                }
+            }
+        }
+        _ => return,
+    }
+    *v = Value::Array(out);
+}
+
+fn string_to_list(m: &mut Map<String, Value>, key: &str) {
+    if let Some(v) = m.get_mut(key) {
+        match v {
+            Value::String(s) => *v = json!([s.clone()]),
+            Value::Array(items) => {
+                for it in items {
+                    if !it.is_string() {
+                        *it = Value::String(scalar_string(it));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The text of a scalar (numbers and booleans as written).
+#[must_use]
+pub fn scalar_string(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// `["A=1", "B"]` or `{A: 1, B: null}` → `{A: "1", B: null}`.
+fn to_env_map(v: &mut Value) {
+    let mut out = Map::new();
+    match v {
+        Value::Array(items) => {
+            for it in items.iter() {
+                let s = scalar_string(it);
+                match s.split_once('=') {
+                    Some((k, val)) => out.insert(k.to_owned(), Value::String(val.to_owned())),
+                    None => out.insert(s, Value::Null),
+                };
+            }
+        }
+        Value::Object(m) => {
+            for (k, val) in m.iter() {
+                let val = match val {
+                    Value::Null => Value::Null,
+                    other => Value::String(scalar_string(other)),
+                };
+                out.insert(k.clone(), val);
+            }
+        }
+        _ => return,
+    }
+    *v = Value::Object(out);
+}
+
+/// `["a=1", "b"]` or `{a: 1}` → `{a: "1", b: ""}`.
+fn to_string_map(v: &mut Value) {
+    let mut out = Map::new();
+    match v {
+        Value::Array(items) => {
+            for it in items.iter() {
+                let s = scalar_string(it);
+                match s.split_once('=') {
+                    Some((k, val)) => out.insert(k.to_owned(), Value::String(val.to_owned())),
+                    None => out.insert(s, Value::String(String::new())),
+                };
+            }
+        }
+        Value::Object(m) => {
+            for (k, val) in m.iter() {
+                out.insert(k.clone(), Value::String(scalar_string(val)));
+            }
+        }
+        _ => return,
+    }
+    *v = Value::Object(out);
+}
+
+fn to_bool(m: &mut Map<String, Value>, key: &str) {
+    if let Some(v) = m.get_mut(key)
+        && let Value::String(s) = v
+    {
+        match s.to_ascii_lowercase().as_str() {
+            "true" | "yes" | "y" | "on" | "1" => *v = Value::Bool(true),
+            "false" | "no" | "n" | "off" | "0" => *v = Value::Bool(false),
+            _ => {}
+        }
+    }
+}
+
+fn to_int(m: &mut Map<String, Value>, key: &str) {
+    if let Some(v) = m.get_mut(key)
+        && let Value::String(s) = v
+        && let Ok(n) = s.trim().parse::<i64>()
+    {
+        *v = json!(n);
+    }
+}
+
+fn to_float(m: &mut Map<String, Value>, key: &str) {
+    if let Some(v) = m.get_mut(key)
+        && let Value::String(s) = v
+        && let Ok(n) = s.trim().parse::<f64>()
+        && let Some(num) = serde_json::Number::from_f64(n)
+    {
+        *v = Value::Number(num);
+    }
+}
+
+/// Splits a command string the way a POSIX shell splits words (quotes and backslashes; no
+/// expansion). Lists are kept, their items made strings.
+fn shell_command(v: &mut Value) -> std::result::Result<(), String> {
+    match v {
+        Value::String(s) => {
+            *v = Value::Array(split_shell(s)?.into_iter().map(Value::String).collect());
+        }
+        Value::Array(items) => {
+            for it in items {
+                if !it.is_string() {
+                    *it = Value::String(scalar_string(it));
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Shell-like word splitting.
+///
+/// # Errors
+/// An unterminated quote.
+pub fn split_shell(s: &str) -> std::result::Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                in_word = true;
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(ch) => cur.push(ch),
+                        None => return Err(format!("unterminated single quote in `{s}`")),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(ch @ ('"' | '\\' | '$' | '`')) => cur.push(ch),
+                            Some('\n') => {}
+                            Some(ch) => {
+                                cur.push('\\');
+                                cur.push(ch);
+                            }
+                            None => return Err(format!("unterminated double quote in `{s}`")),
+                        },
+                        Some(ch) => cur.push(ch),
+                        None => return Err(format!("unterminated double quote in `{s}`")),
+                    }
+                }
+            }
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(cur);
+    }
+    Ok(words)
+}
+
+fn port_long(p: &mut Map<String, Value>) {
+    p.entry("mode").or_insert_with(|| json!("ingress"));
+    p.entry("protocol").or_insert_with(|| json!("tcp"));
+    to_int(p, "target");
+    if let Some(v) = p.get_mut("published")
+        && !v.is_string()
+    {
+        *v = Value::String(scalar_string(v));
+    }
+}
+
+fn parse_range(s: &str, what: &str, spec: &str) -> std::result::Result<(u16, u16), String> {
+    let bad = || {
+        format!(
+            "invalid {what} `{s}` in port `{spec}` (expected a port 1-65535 or a range like 8000-8010)"
+        )
+    };
+    let (a, b) = match s.split_once('-') {
+        Some((a, b)) => (a, b),
+        None => (s, s),
+    };
+    let a: u16 = a.parse().map_err(|_| bad())?;
+    let b: u16 = b.parse().map_err(|_| bad())?;
+    if b < a {
+        return Err(bad());
+    }
+    Ok((a, b))
+}
+
+/// `[[ip:]published:]target[/protocol]` with ranges → long-form ports, in the order compose
+/// prints them (sorted by the text of `target/protocol`).
+///
+/// # Errors
+/// A malformed spec.
+pub fn parse_port(spec: &str) -> std::result::Result<Vec<Value>, String> {
+    let (rest, proto) = match spec.rsplit_once('/') {
+        Some((r, p)) => (r, p.to_ascii_lowercase()),
+        None => (spec, "tcp".to_owned()),
+    };
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(format!(
+            "invalid protocol `{proto}` in port `{spec}` (expected tcp, udp or sctp)"
+        ));
+    }
+    // Split off an IP: either [v6]: or the part before the last two colons.
+    let (ip, rest) = if let Some(r) = rest.strip_prefix('[') {
+        let (ip, after) = r
+            .split_once(']')
+            .ok_or_else(|| format!("invalid IPv6 address in port `{spec}`"))?;
+        let after = after.strip_prefix(':').unwrap_or(after);
+        (Some(ip.to_owned()), after.to_owned())
+    } else {
+        let parts: Vec<&str> = rest.split(':').collect();
+        if parts.len() > 3 {
+            // Bare IPv6 host: everything before the last two colons.
+            let n = parts.len();
+            (Some(parts[..n - 2].join(":")), parts[n - 2..].join(":"))
+        } else if parts.len() == 3 {
+            (Some(parts[0].to_owned()), parts[1..].join(":"))
+        } else {
+            (None, rest.to_owned())
+        }
+    };
+    let (published, target) = match rest.rsplit_once(':') {
+        Some((p, t)) => (Some(p.to_owned()), t.to_owned()),
+        None => (None, rest.clone()),
+    };
+    let (t0, t1) = parse_range(&target, "container port", spec)?;
+    let published = published.filter(|p| !p.is_empty());
+    let pub_range = match &published {
+        Some(p) => Some(parse_range(p, "host port", spec)?),
+        None => None,
+    };
+    let count = u32::from(t1 - t0) + 1;
+    let mut entries: Vec<(String, Value)> = Vec::new();
+    for i in 0..count {
+        #[allow(clippy::cast_possible_truncation)]
+        let target = t0 + i as u16;
+        let mut m = Map::new();
+        m.insert("mode".into(), json!("ingress"));
+        if let Some(ip) = ip.as_ref().filter(|ip| !ip.is_empty()) {
+            m.insert("host_ip".into(), json!(ip));
+        }
+        m.insert("target".into(), json!(target));
+        if let Some((p0, p1)) = pub_range {
+            let published = if count == 1 {
+                if p0 == p1 {
+                    p0.to_string()
+                } else {
+                    format!("{p0}-{p1}")
+                }
+            } else {
+                let span = u32::from(p1 - p0) + 1;
+                if span != count {
+                    return Err(format!(
+                        "invalid port `{spec}`: the host range and the container range have different sizes"
+                    ));
+                }
+                #[allow(clippy::cast_possible_truncation)]
+                let p = p0 + i as u16;
+                p.to_string()
+            };
+            m.insert("published".into(), json!(published));
+        }
+        m.insert("protocol".into(), json!(proto));
+        entries.push((format!("{target}/{proto}"), Value::Object(m)));
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(entries.into_iter().map(|(_, v)| v).collect())
+}
+
+const PROPAGATIONS: [&str; 6] = [
+    "rprivate", "private", "rshared", "shared", "rslave", "slave",
+];
+
+fn is_path(s: &str) -> bool {
+    s.starts_with('.') || s.starts_with('/') || s.starts_with('~') || s.starts_with('$')
+}
+
+/// `[source:]target[:options]` → a long-form mount.
+///
+/// # Errors
+/// Too many parts, an empty target or an unknown option.
+pub fn parse_volume(spec: &str) -> std::result::Result<Value, String> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (source, target, opts) = match parts.as_slice() {
+        [t] => (None, *t, None),
+        [s, t] => (Some(*s), *t, None),
+        [s, t, o] => (Some(*s), *t, Some(*o)),
+        _ => {
+            return Err(format!(
+                "invalid volume `{spec}` (expected [SOURCE:]TARGET[:OPTIONS])"
+            ));
+        }
+    };
+    if target.is_empty() {
+        return Err(format!("invalid volume `{spec}`: empty target"));
+    }
+    let mut m = Map::new();
+    let kind = match source {
+        None => "volume",
+        Some(s) if is_path(s) => "bind",
+        Some(_) => "volume",
+    };
+    m.insert("type".into(), json!(kind));
+    if let Some(s) = source.filter(|s| !s.is_empty()) {
+        m.insert("source".into(), json!(s));
+    }
+    m.insert("target".into(), json!(target));
+    let mut bind = Map::new();
+    let mut volume = Map::new();
+    if let Some(opts) = opts {
+        for o in opts.split(',') {
+            match o {
+                "ro" => {
+                    m.insert("read_only".into(), json!(true));
+                }
+                "rw" => {}
+                "z" | "Z" => {
+                    bind.insert("selinux".into(), json!(o));
+                }
+                "nocopy" => {
+                    volume.insert("nocopy".into(), json!(true));
+                }
+                p if PROPAGATIONS.contains(&p) => {
+                    bind.insert("propagation".into(), json!(p));
+                }
+                "cached" | "delegated" | "consistent" => {
+                    m.insert("consistency".into(), json!(o));
+                }
+                other => {
+                    return Err(format!(
+                        "invalid volume option `{other}` in `{spec}` (expected ro, rw, z, Z, nocopy or a propagation mode)"
+                    ));
+                }
+            }
+        }
+    }
+    if kind == "bind" {
+        bind.insert("create_host_path".into(), json!(true));
+        m.insert("bind".into(), Value::Object(bind));
+    } else {
+        m.insert("volume".into(), Value::Object(volume));
+    }
+    Ok(Value::Object(m))
+}
+
+fn volume_long(v: &mut Map<String, Value>) {
+    to_bool(v, "read_only");
+    if let Some(Value::Object(b)) = v.get_mut("bind") {
+        to_bool(b, "create_host_path");
+        b.entry("create_host_path").or_insert(Value::Bool(true));
+    }
+    if let Some(Value::Object(vo)) = v.get_mut("volume") {
+        to_bool(vo, "nocopy");
+        if let Some(l) = vo.get_mut("labels") {
+            to_string_map(l);
+        }
+    }
+    if let Some(Value::Object(t)) = v.get_mut("tmpfs") {
+        // tmpfs mode is octal when written as a string.
+        if let Some(Value::String(s)) = t.get("mode").cloned()
+            && let Ok(n) = u32::from_str_radix(&s, 8)
+        {
+            t.insert("mode".into(), json!(n));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_ports() {
+        let p = parse_port("127.0.0.1:8080-8081:80-81/udp").unwrap();
+        assert_eq!(
+            p,
+            vec![
+                json!({"mode": "ingress", "host_ip": "127.0.0.1", "target": 80, "published": "8080", "protocol": "udp"}),
+                json!({"mode": "ingress", "host_ip": "127.0.0.1", "target": 81, "published": "8081", "protocol": "udp"}),
+            ]
+        );
+        assert_eq!(
+            parse_port("3000").unwrap(),
+            vec![json!({"mode": "ingress", "target": 3000, "protocol": "tcp"})]
+        );
+        assert_eq!(
+            parse_port("8080-8081:80").unwrap()[0]["published"],
+            json!("8080-8081")
+        );
+        assert_eq!(
+            parse_port("[::1]:90:90").unwrap()[0]["host_ip"],
+            json!("::1")
+        );
+        assert_eq!(
+            parse_port("127.0.0.1::53/udp").unwrap()[0].get("published"),
+            None
+        );
+        let sorted: Vec<u64> = parse_port("98-101:98-101")
+            .unwrap()
+            .iter()
+            .map(|p| p["target"].as_u64().unwrap())
+            .collect();
+        assert_eq!(sorted, vec![100, 101, 98, 99]);
+        assert!(parse_port("80:80:80:80x").is_err());
+        assert!(parse_port("99999").is_err());
+        assert!(parse_port("80/xyz").is_err());
+        assert!(parse_port("1-3:1-2").is_err());
+    }
+
+    #[test]
+    fn canonical_volumes() {
+        assert_eq!(
+            parse_volume("./src:/app:ro,z").unwrap(),
+            json!({"type": "bind", "source": "./src", "target": "/app", "read_only": true, "bind": {"selinux": "z", "create_host_path": true}})
+        );
+        assert_eq!(
+            parse_volume("data:/data").unwrap(),
+            json!({"type": "volume", "source": "data", "target": "/data", "volume": {}})
+        );
+        assert_eq!(
+            parse_volume("/anon").unwrap(),
+            json!({"type": "volume", "target": "/anon", "volume": {}})
+        );
+        assert!(parse_volume("a:b:c:d").is_err());
+        assert!(parse_volume("a:b:bogus").is_err());
+    }
+
+    #[test]
+    fn canonical_shell_split() {
+        assert_eq!(
+            split_shell(r#"sh -c "echo a b" c\ d 'e f'"#).unwrap(),
+            vec!["sh", "-c", "echo a b", "c d", "e f"]
+        );
+        assert!(split_shell("echo 'x").is_err());
+        assert_eq!(split_shell("").unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn canonical_service_short_forms() {
+        let mut doc = json!({"services": {"w": {
+            "build": "./app",
+            "depends_on": ["db"],
+            "environment": ["A=1", "B"],
+            "healthcheck": {"test": "curl x", "retries": "3"},
+            "extra_hosts": ["a:1.2.3.4", "b=5.6.7.8"],
+            "networks": ["front"],
+            "tty": "true",
+            "cpus": "0.5",
+            "secrets": ["s"],
+            "devices": ["/dev/a:/dev/b"],
+            "env_file": ".env",
+            "expose": [80],
+        }}});
+        canonicalize(&mut doc, &Spans::new()).unwrap();
+        let w = &doc["services"]["w"];
+        assert_eq!(w["build"], json!({"context": "./app"}));
+        assert_eq!(
+            w["depends_on"]["db"],
+            json!({"condition": "service_started", "required": true})
+        );
+        assert_eq!(w["environment"], json!({"A": "1", "B": null}));
+        assert_eq!(w["healthcheck"]["test"], json!(["CMD-SHELL", "curl x"]));
+        assert_eq!(w["healthcheck"]["retries"], json!(3));
+        assert_eq!(w["extra_hosts"], json!(["a=1.2.3.4", "b=5.6.7.8"]));
+        assert_eq!(w["networks"], json!({"front": null}));
+        assert_eq!(w["tty"], json!(true));
+        assert_eq!(w["cpus"], json!(0.5));
+        assert_eq!(
+            w["secrets"],
+            json!([{"source": "s", "target": "/run/secrets/s"}])
+        );
+        assert_eq!(w["devices"][0]["permissions"], json!("rwm"));
+        assert_eq!(w["env_file"], json!([{"path": ".env", "required": true}]));
+        assert_eq!(w["expose"], json!(["80"]));
+    }
+}

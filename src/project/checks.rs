@@ -1,0 +1,279 @@
+//! Phase 9: semantic checks that the schema cannot express.
+//!
+//! - every service named by `depends_on`, `links`, `network_mode: service:` and
+//!   `volumes_from` exists and is enabled;
+//! - every named volume, network, secret and config a service uses is declared at the top
+//!   level;
+//! - the dependencies have no cycle (the error prints it: `a -> b -> a`);
+//! - `container_name` is only set on a service with one replica;
+//! - no two containers of the project publish the same host port (same protocol, same or
+//!   wildcard host address).
+//!
+//! All problems are reported together, each with its file position and key path.
+
+use std::collections::HashMap;
+
+use super::canonical::locate;
+use super::error::{ProjectError, Result};
+use super::graph::Graph;
+use super::model::Project;
+use super::profiles::suggest;
+use super::yaml::Spans;
+
+/// Runs every check.
+///
+/// # Errors
+/// All the problems found ([`ProjectError::Many`] when several).
+pub fn check(project: &Project, spans: &Spans) -> Result<()> {
+    let mut errors = Vec::new();
+    let mut err = |path: String, msg: String| {
+        errors.push(ProjectError::invalid(locate(spans, &path), path, msg));
+    };
+    let names = || project.services.keys();
+    let service_ref = |name: &str,
+                       what: &str,
+                       target: &str,
+                       path: String,
+                       err: &mut dyn FnMut(String, String)| {
+        if project.services.contains_key(target) {
+            return;
+        }
+        if project.disabled_services.contains_key(target) {
+            err(
+                path,
+                format!("service `{name}` {what} `{target}`, which is disabled by its profiles"),
+            );
+        } else {
+            err(
+                path,
+                format!(
+                    "service `{name}` {what} undefined service `{target}`{}",
+                    suggest(target, names())
+                ),
+            );
+        }
+    };
+    for (name, s) in &project.services {
+        let base = format!("services.{name}");
+        for dep in s.depends_on.keys() {
+            service_ref(
+                name,
+                "depends on",
+                dep,
+                format!("{base}.depends_on.{dep}"),
+                &mut err,
+            );
+        }
+        for (i, l) in s.links.iter().enumerate() {
+            let target = l.split(':').next().unwrap_or(l);
+            service_ref(
+                name,
+                "links to",
+                target,
+                format!("{base}.links[{i}]"),
+                &mut err,
+            );
+        }
+        if let Some(t) = s.network_mode_service() {
+            service_ref(
+                name,
+                "uses the network of",
+                t,
+                format!("{base}.network_mode"),
+                &mut err,
+            );
+        }
+        for (i, vf) in s.volumes_from.iter().enumerate() {
+            if vf.starts_with("container:") {
+                continue;
+            }
+            let target = vf.strip_prefix("service:").unwrap_or(vf);
+            let target = target.split(':').next().unwrap_or(target);
+            service_ref(
+                name,
+                "takes volumes from",
+                target,
+                format!("{base}.volumes_from[{i}]"),
+                &mut err,
+            );
+        }
+        for (i, v) in s.volumes.iter().enumerate() {
+            if v.kind == "volume"
+                && let Some(src) = &v.source
+                && !project.volumes.contains_key(src)
+            {
+                err(
+                    format!("{base}.volumes[{i}]"),
+                    format!(
+                        "service `{name}` refers to undefined volume `{src}`: declare it under the top-level `volumes:`{}",
+                        suggest(src, project.volumes.keys())
+                    ),
+                );
+            }
+        }
+        for net in s.networks.keys() {
+            if net != "default" && !project.networks.contains_key(net) {
+                err(
+                    format!("{base}.networks.{net}"),
+                    format!(
+                        "service `{name}` refers to undefined network `{net}`: declare it under the top-level `networks:`{}",
+                        suggest(net, project.networks.keys())
+                    ),
+                );
+            }
+        }
+        for (kind, refs, decl) in [
+            ("secret", &s.secrets, &project.secrets),
+            ("config", &s.configs, &project.configs),
+        ] {
+            for (i, r) in refs.iter().enumerate() {
+                if !decl.contains_key(&r.source) {
+                    err(
+                        format!("{base}.{kind}s[{i}]"),
+                        format!(
+                            "service `{name}` refers to undefined {kind} `{}`: declare it under the top-level `{kind}s:`{}",
+                            r.source,
+                            suggest(&r.source, decl.keys())
+                        ),
+                    );
+                }
+            }
+        }
+        if s.container_name.is_some() && s.replicas() > 1 {
+            err(
+                format!("{base}.container_name"),
+                format!(
+                    "service `{name}` sets container_name but runs {} replicas: a container name must be unique",
+                    s.replicas()
+                ),
+            );
+        }
+    }
+    // Port conflicts: (protocol, port) → users with their host address.
+    // (service, host ip, key path) of each publisher.
+    type Publishers = Vec<(String, String, String)>;
+    let mut published: HashMap<(String, u16), Publishers> = HashMap::new();
+    for (name, s) in &project.services {
+        for (i, p) in s.ports.iter().enumerate() {
+            let Some((a, b)) = p.published_range() else {
+                continue;
+            };
+            // A range published by a single container port is a pool, not a fixed port.
+            if a != b && s.ports.iter().filter(|q| q.target == p.target).count() == 1 {
+                continue;
+            }
+            let ip = p.host_ip.clone().unwrap_or_default();
+            for port in a..=b {
+                let users = published
+                    .entry((p.protocol().to_owned(), port))
+                    .or_default();
+                for (other, other_ip, other_path) in users.iter() {
+                    let wildcard = |x: &str| x.is_empty() || x == "0.0.0.0" || x == "::";
+                    if wildcard(&ip) || wildcard(other_ip) || *other_ip == ip {
+                        let path = format!("services.{name}.ports[{i}]");
+                        let msg = if other == name {
+                            format!(
+                                "service `{name}` publishes host port {port}/{} twice",
+                                p.protocol()
+                            )
+                        } else {
+                            format!(
+                                "port conflict: services `{other}` ({other_path}) and `{name}` both publish host port {port}/{}",
+                                p.protocol()
+                            )
+                        };
+                        err(path, msg);
+                    }
+                }
+                users.push((
+                    name.clone(),
+                    ip.clone(),
+                    format!("services.{name}.ports[{i}]"),
+                ));
+            }
+        }
+        if s.replicas() > 1
+            && s.ports
+                .iter()
+                .any(|p| p.published_range().is_some_and(|(a, b)| a == b))
+        {
+            err(
+                format!("services.{name}.ports"),
+                format!(
+                    "service `{name}` runs {} replicas but publishes a fixed host port: use a port range or no host port",
+                    s.replicas()
+                ),
+            );
+        }
+    }
+    if errors.is_empty() {
+        // Cycles and undefined dependencies, with the cycle path.
+        Graph::new(project)?;
+        Ok(())
+    } else {
+        Err(ProjectError::from_many(errors))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::project::model::{Dependency, Port, Service};
+
+    fn svc(name: &str) -> Service {
+        Service {
+            name: name.to_owned(),
+            ..Service::default()
+        }
+    }
+
+    #[test]
+    fn checks_undefined_references() {
+        let mut p = Project::default();
+        let mut web = svc("web");
+        web.depends_on.insert("dbb".into(), Dependency::default());
+        web.networks.insert("front".into(), None);
+        p.services.insert("web".into(), web);
+        p.services.insert("db".into(), svc("db"));
+        let e = check(&p, &Spans::new()).unwrap_err().to_string();
+        assert!(
+            e.contains("undefined service `dbb`, did you mean `db`?"),
+            "{e}"
+        );
+        assert!(e.contains("undefined network `front`"), "{e}");
+    }
+
+    #[test]
+    fn checks_ports_and_container_names() {
+        let mut p = Project::default();
+        let port = |published: &str| Port {
+            target: 80,
+            published: Some(published.into()),
+            ..Port::default()
+        };
+        let mut a = svc("a");
+        a.ports.push(port("8080"));
+        let mut b = svc("b");
+        b.ports.push(port("8080"));
+        b.container_name = Some("x".into());
+        b.scale = Some(2);
+        p.services.insert("a".into(), a);
+        p.services.insert("b".into(), b);
+        let e = check(&p, &Spans::new()).unwrap_err().to_string();
+        assert!(e.contains("port conflict"), "{e}");
+        assert!(e.contains("container_name"), "{e}");
+    }
+
+    #[test]
+    fn checks_cycles() {
+        let mut p = Project::default();
+        let mut a = svc("a");
+        a.depends_on.insert("b".into(), Dependency::default());
+        let mut b = svc("b");
+        b.depends_on.insert("a".into(), Dependency::default());
+        p.services.insert("a".into(), a);
+        p.services.insert("b".into(), b);
+        let e = check(&p, &Spans::new()).unwrap_err().to_string();
+        assert!(e.contains("a -> b -> a"), "{e}");
+    }
+}

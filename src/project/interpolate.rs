@@ -1,0 +1,491 @@
+//! Phase 4: variable interpolation.
+//!
+//! Every string value of a compose file may refer to variables of the interpolation
+//! environment (the shell environment, over the `--env-file`s or the project's `.env`):
+//!
+//! | syntax | value |
+//! |---|---|
+//! | `$V`, `${V}` | the value of `V`, empty (with a warning) when unset |
+//! | `${V:-d}` / `${V-d}` | `d` when `V` is unset or empty / unset |
+//! | `${V:?msg}` / `${V?msg}` | error `msg` when `V` is unset or empty / unset |
+//! | `${V:+alt}` / `${V+alt}` | `alt` when `V` is set and not empty / set |
+//! | `$$` | a literal `$` |
+//!
+//! Defaults and alternatives are themselves interpolated, so they nest
+//! (`${A:-${B:-x}}`). A `$` followed by anything else is kept as is; an unterminated or
+//! malformed `${...}` is an error. Mapping keys are not interpolated.
+//!
+//! Each lookup is recorded ([`Lookup`]) so `tug config --explain` can say where every value
+//! came from.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::error::{ProjectError, Result};
+use super::yaml::{Node, Pos, Value, join_path};
+
+/// Where a variable's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The shell environment of tug.
+    Shell,
+    /// An env file (`.env` or `--env-file`), with the line.
+    EnvFile {
+        /// The file.
+        path: PathBuf,
+        /// Line, from 1.
+        line: usize,
+    },
+}
+
+/// The interpolation environment: variable → (value, source).
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    vars: BTreeMap<String, (String, Source)>,
+}
+
+impl Environment {
+    /// An empty environment.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets a variable (replacing any earlier value).
+    pub fn set(&mut self, name: impl Into<String>, value: impl Into<String>, source: Source) {
+        self.vars.insert(name.into(), (value.into(), source));
+    }
+
+    /// Sets a variable unless it is already set.
+    pub fn set_default(&mut self, name: &str, value: &str, source: Source) {
+        if !self.vars.contains_key(name) {
+            self.vars
+                .insert(name.to_owned(), (value.to_owned(), source));
+        }
+    }
+
+    /// The value of a variable.
+    #[must_use]
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(|(v, _)| v.as_str())
+    }
+
+    /// The value and source of a variable.
+    #[must_use]
+    pub fn lookup(&self, name: &str) -> Option<&(String, Source)> {
+        self.vars.get(name)
+    }
+
+    /// All variables as a plain map.
+    #[must_use]
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        self.vars
+            .iter()
+            .map(|(k, (v, _))| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+/// How a variable reference was resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// Found in the environment.
+    Found(Source),
+    /// Unset (or empty), the default written in the file was used.
+    Default,
+    /// Set, the alternative written in the file was used.
+    Alternative(Source),
+    /// Unset: replaced by an empty string (compose warns).
+    Unset,
+}
+
+/// One variable reference met while interpolating.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    /// The variable.
+    pub name: String,
+    /// The value it produced.
+    pub value: String,
+    /// How.
+    pub resolution: Resolution,
+    /// Where the reference is.
+    pub pos: Pos,
+    /// The key path of the value holding it.
+    pub path: String,
+}
+
+/// Interpolates every string in a tree. Lookups are appended to `log`.
+///
+/// # Errors
+/// A malformed reference, or a `${V:?msg}` whose variable is unset: the error names the file,
+/// line, column and key path, and carries `msg`.
+pub fn interpolate_tree(node: &mut Node, env: &Environment, log: &mut Vec<Lookup>) -> Result<()> {
+    let mut errors = Vec::new();
+    walk(node, "", env, log, &mut errors);
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ProjectError::from_many(errors))
+    }
+}
+
+fn walk(
+    node: &mut Node,
+    path: &str,
+    env: &Environment,
+    log: &mut Vec<Lookup>,
+    errors: &mut Vec<ProjectError>,
+) {
+    match &mut node.value {
+        Value::Str(s) if s.contains('$') => {
+            let mut ctx = Ctx {
+                env,
+                log,
+                pos: &node.pos,
+                path,
+            };
+            match interpolate_str(s, &mut ctx) {
+                Ok(v) => *s = v,
+                Err(msg) => {
+                    errors.push(ProjectError::invalid(Some(node.pos.clone()), path, msg));
+                }
+            }
+        }
+        Value::Seq(items) => {
+            for (i, it) in items.iter_mut().enumerate() {
+                walk(it, &format!("{path}[{i}]"), env, log, errors);
+            }
+        }
+        Value::Map(m) => {
+            for (k, v) in m.iter_mut() {
+                walk(v, &join_path(path, k), env, log, errors);
+            }
+        }
+        _ => {}
+    }
+}
+
+struct Ctx<'a> {
+    env: &'a Environment,
+    log: &'a mut Vec<Lookup>,
+    pos: &'a Pos,
+    path: &'a str,
+}
+
+impl Ctx<'_> {
+    fn record(&mut self, name: &str, value: &str, resolution: Resolution) {
+        self.log.push(Lookup {
+            name: name.to_owned(),
+            value: value.to_owned(),
+            resolution,
+            pos: self.pos.clone(),
+            path: self.path.to_owned(),
+        });
+    }
+}
+
+/// Interpolates one string with a plain lookup function (used for env files, where lookups
+/// are not recorded).
+///
+/// # Errors
+/// The message of a malformed reference or of a `${V:?msg}` whose variable is unset.
+pub fn interpolate_with(s: &str, env: &Environment) -> std::result::Result<String, String> {
+    let mut log = Vec::new();
+    let pos = Pos {
+        file: "".into(),
+        line: 0,
+        col: 0,
+    };
+    let mut ctx = Ctx {
+        env,
+        log: &mut log,
+        pos: &pos,
+        path: "",
+    };
+    interpolate_str(s, &mut ctx)
+}
+
+fn is_name_start(c: char) -> bool {
+    c == '_' || c.is_ascii_alphabetic()
+}
+
+fn is_name_char(c: char) -> bool {
+    c == '_' || c.is_ascii_alphanumeric()
+}
+
+fn interpolate_str(s: &str, ctx: &mut Ctx<'_>) -> std::result::Result<String, String> {
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c != '$' {
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        match chars.get(i + 1) {
+            Some('$') => {
+                out.push('$');
+                i += 2;
+            }
+            Some(&n) if is_name_start(n) => {
+                let start = i + 1;
+                let mut end = start;
+                while end < chars.len() && is_name_char(chars[end]) {
+                    end += 1;
+                }
+                let name: String = chars[start..end].iter().collect();
+                out.push_str(&simple(&name, ctx));
+                i = end;
+            }
+            Some('{') => {
+                let close = matching_brace(&chars, i + 1).ok_or_else(|| {
+                    format!(
+                        "invalid interpolation format: unterminated `${{` in `{s}` (escape a literal $ as $$)"
+                    )
+                })?;
+                let inner: String = chars[i + 2..close].iter().collect();
+                out.push_str(&braced(&inner, s, ctx)?);
+                i = close + 1;
+            }
+            _ => {
+                out.push('$');
+                i += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn matching_brace(chars: &[char], open: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = open;
+    while i < chars.len() {
+        match chars[i] {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+fn simple(name: &str, ctx: &mut Ctx<'_>) -> String {
+    match ctx.env.lookup(name) {
+        Some((v, src)) => {
+            let (v, src) = (v.clone(), src.clone());
+            ctx.record(name, &v, Resolution::Found(src));
+            v
+        }
+        None => {
+            ctx.record(name, "", Resolution::Unset);
+            String::new()
+        }
+    }
+}
+
+fn braced(inner: &str, whole: &str, ctx: &mut Ctx<'_>) -> std::result::Result<String, String> {
+    let bad = || {
+        format!(
+            "invalid interpolation format: `${{{inner}}}` in `{whole}` (escape a literal $ as $$)"
+        )
+    };
+    let name_end = inner
+        .char_indices()
+        .find(|(_, c)| !is_name_char(*c))
+        .map_or(inner.len(), |(i, _)| i);
+    let name = &inner[..name_end];
+    if name.is_empty() || !name.starts_with(is_name_start) {
+        return Err(bad());
+    }
+    let rest = &inner[name_end..];
+    if rest.is_empty() {
+        return Ok(simple(name, ctx));
+    }
+    let (op, arg) = if let Some(a) = rest.strip_prefix(":-") {
+        (":-", a)
+    } else if let Some(a) = rest.strip_prefix(":?") {
+        (":?", a)
+    } else if let Some(a) = rest.strip_prefix(":+") {
+        (":+", a)
+    } else if let Some(a) = rest.strip_prefix('-') {
+        ("-", a)
+    } else if let Some(a) = rest.strip_prefix('?') {
+        ("?", a)
+    } else if let Some(a) = rest.strip_prefix('+') {
+        ("+", a)
+    } else {
+        return Err(bad());
+    };
+    let found = ctx.env.lookup(name).cloned();
+    let set = found.is_some();
+    let non_empty = found.as_ref().is_some_and(|(v, _)| !v.is_empty());
+    let use_value = if op.starts_with(':') { non_empty } else { set };
+    match op.trim_start_matches(':') {
+        "-" => {
+            if use_value {
+                let (v, src) = found.unwrap_or_else(|| (String::new(), Source::Shell));
+                ctx.record(name, &v, Resolution::Found(src));
+                Ok(v)
+            } else {
+                let d = interpolate_str(arg, ctx)?;
+                ctx.record(name, &d, Resolution::Default);
+                Ok(d)
+            }
+        }
+        "?" => {
+            if use_value {
+                let (v, src) = found.unwrap_or_else(|| (String::new(), Source::Shell));
+                ctx.record(name, &v, Resolution::Found(src));
+                Ok(v)
+            } else {
+                let msg = interpolate_str(arg, ctx)?;
+                Err(if msg.is_empty() {
+                    format!("required variable {name} is missing a value")
+                } else {
+                    format!("required variable {name} is missing a value: {msg}")
+                })
+            }
+        }
+        _ => {
+            if use_value {
+                let alt = interpolate_str(arg, ctx)?;
+                let src = found.map_or(Source::Shell, |(_, s)| s);
+                ctx.record(name, &alt, Resolution::Alternative(src));
+                Ok(alt)
+            } else {
+                ctx.record(name, "", Resolution::Unset);
+                Ok(String::new())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> Environment {
+        let mut e = Environment::new();
+        e.set("A", "1", Source::Shell);
+        e.set("EMPTY", "", Source::Shell);
+        e.set(
+            "F",
+            "file",
+            Source::EnvFile {
+                path: PathBuf::from(".env"),
+                line: 3,
+            },
+        );
+        e
+    }
+
+    fn i(s: &str) -> std::result::Result<String, String> {
+        interpolate_with(s, &env())
+    }
+
+    #[test]
+    fn interpolate_all_forms() {
+        assert_eq!(i("$A ${A} x$$y").unwrap(), "1 1 x$y");
+        assert_eq!(
+            i("${NOPE:-d} ${EMPTY:-d} ${EMPTY-d} ${NOPE-d}").unwrap(),
+            "d d  d"
+        );
+        assert_eq!(
+            i("${A:+alt} ${EMPTY:+alt} ${EMPTY+alt} ${NOPE+alt}").unwrap(),
+            "alt  alt "
+        );
+        assert_eq!(i("${NOPE:-${A}x}").unwrap(), "1x");
+        assert_eq!(i("${NOPE:-${NOPE2:-deep}}").unwrap(), "deep");
+        assert_eq!(i("$1 $ x $").unwrap(), "$1 $ x $");
+        assert_eq!(i("$A-$NOPE").unwrap(), "1-");
+        assert_eq!(i("${F}").unwrap(), "file");
+    }
+
+    #[test]
+    fn interpolate_errors() {
+        assert_eq!(
+            i("${DB:?set DB}").unwrap_err(),
+            "required variable DB is missing a value: set DB"
+        );
+        assert!(i("${EMPTY:?x}").is_err());
+        assert_eq!(i("${EMPTY?x}").unwrap(), "");
+        assert!(i("${A").unwrap_err().contains("unterminated"));
+        assert!(i("${}").unwrap_err().contains("invalid interpolation"));
+        assert!(i("${A*b}").unwrap_err().contains("invalid interpolation"));
+    }
+
+    #[test]
+    fn interpolate_tree_records_sources_and_positions() {
+        let mut n = crate::project::yaml::parse(
+            "c.yaml",
+            "services:\n  a:\n    image: \"${F}:${T:-latest}\"\n    x: ${Q:?need Q}\n",
+        )
+        .unwrap()
+        .remove(0);
+        let mut log = Vec::new();
+        let e = interpolate_tree(&mut n, &env(), &mut log)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("c.yaml:4:8") && e.contains("services.a.x") && e.contains("need Q"),
+            "{e}"
+        );
+        assert_eq!(
+            n.get("services")
+                .unwrap()
+                .get("a")
+                .unwrap()
+                .get("image")
+                .unwrap()
+                .as_str(),
+            Some("file:latest")
+        );
+        assert_eq!(log[0].name, "F");
+        assert!(matches!(
+            log[0].resolution,
+            Resolution::Found(Source::EnvFile { line: 3, .. })
+        ));
+        assert_eq!(log[1].resolution, Resolution::Default);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn interpolate_text_without_dollar_is_unchanged(s in "[^$]{0,64}") {
+                prop_assert_eq!(i(&s).unwrap(), s);
+            }
+
+            #[test]
+            fn interpolate_escaped_dollars_become_single(s in "[a-z$ ]{0,32}") {
+                let escaped = s.replace('$', "$$");
+                prop_assert_eq!(i(&escaped).unwrap(), s);
+            }
+
+            #[test]
+            fn interpolate_never_panics(s in ".{0,64}") {
+                let _ = i(&s);
+            }
+
+            #[test]
+            fn interpolate_default_applies_only_when_unset(name in "[A-Z][A-Z0-9_]{0,8}", d in "[a-z0-9]{0,8}") {
+                let mut e = Environment::new();
+                let unset = interpolate_with(&format!("${{{name}:-{d}}}"), &e).unwrap();
+                prop_assert_eq!(unset, d.clone());
+                e.set(name.clone(), "v", Source::Shell);
+                let set = interpolate_with(&format!("${{{name}:-{d}}}"), &e).unwrap();
+                prop_assert_eq!(set, "v");
+            }
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! The loader: runs the numbered phases in order and returns a [`Project`].
+//!
+//! Per file: parse ([`yaml`](super::yaml), phase 2), interpolate
+//! ([`interpolate`](super::interpolate), 4), resolve `include` ([`include`](super::include),
+//! 6). Then: merge the files in order ([`merge`](super::merge), 3), resolve `extends`
+//! ([`extends`](super::extends), 6), validate ([`validate`](super::validate), 5), rewrite
+//! short syntax ([`canonical`](super::canonical), 7), build the typed
+//! [`model`](super::model), apply profiles ([`profiles`](super::profiles), 6), paths, env
+//! files and defaults ([`normalize`](super::normalize), 8), and run the semantic
+//! [`checks`](super::checks) (9). The dependency [`graph`](super::graph) (10) is built on
+//! demand.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::canonical::{canonicalize, locate};
+use super::checks::check;
+use super::dotenv;
+use super::error::{ProjectError, Result};
+use super::extends::{apply_extends, read_tree};
+use super::find::{absolute, find_files};
+use super::include::apply_includes;
+use super::interpolate::{Environment, Lookup, Source};
+use super::merge::{merge_files, strip_tags};
+use super::model::Project;
+use super::normalize::{
+    apply_defaults, apply_env_files, check_name, normalize_name, resolve_paths,
+};
+use super::profiles::{Enablement, select};
+use super::validate::{render_path, validate};
+use super::yaml::{Node, Spans};
+
+/// What to load and how.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Directory the command runs in (files are searched from here; `-f` paths are relative
+    /// to it). Default: the current directory.
+    pub cwd: Option<PathBuf>,
+    /// `-f` files, in order (empty: search the default file and its override).
+    pub files: Vec<PathBuf>,
+    /// `-p`.
+    pub project_name: Option<String>,
+    /// `--project-directory` (default: the first file's directory).
+    pub project_directory: Option<PathBuf>,
+    /// `--profile` (COMPOSE_PROFILES from the environment or `.env` is added when empty).
+    pub profiles: Vec<String>,
+    /// `--env-file` (default: `.env` in the project directory).
+    pub env_files: Vec<PathBuf>,
+    /// Services named on the command line: they are enabled whatever their profiles.
+    pub services: Vec<String>,
+    /// Interpolate variables (`--no-interpolate` turns it off).
+    pub interpolate: bool,
+    /// Resolve paths, env files and defaults (`--no-normalize` turns it off).
+    pub normalize: bool,
+    /// The shell environment (default: the process environment).
+    pub environment: Option<BTreeMap<String, String>>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            cwd: None,
+            files: Vec::new(),
+            project_name: None,
+            project_directory: None,
+            profiles: Vec::new(),
+            env_files: Vec::new(),
+            services: Vec::new(),
+            interpolate: true,
+            normalize: true,
+            environment: None,
+        }
+    }
+}
+
+/// A loaded project with what `tug config --explain` needs to tell how it was built.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The project.
+    pub project: Project,
+    /// Every variable reference, in file order.
+    pub lookups: Vec<Lookup>,
+    /// Why each service (enabled or not) is in the state it is, in file order.
+    pub enablement: Vec<Enablement>,
+    /// Warnings (obsolete `version:`, unset variables, ...).
+    pub warnings: Vec<String>,
+    /// The interpolation environment.
+    pub environment: Environment,
+}
+
+/// Loads a project.
+///
+/// # Errors
+/// Any phase's error: each names the file, line, column and key path when it is about the
+/// content of a file.
+pub fn load(opts: &LoadOptions) -> Result<Project> {
+    load_explained(opts).map(|l| l.project)
+}
+
+/// Loads a project and keeps the explanations (variable sources, service enablement).
+///
+/// # Errors
+/// As [`load`].
+#[allow(clippy::too_many_lines)]
+pub fn load_explained(opts: &LoadOptions) -> Result<Loaded> {
+    let cwd = match &opts.cwd {
+        Some(c) => c.clone(),
+        None => std::env::current_dir().map_err(|source| ProjectError::Io {
+            path: PathBuf::from("."),
+            source,
+        })?,
+    };
+    // Phase 1.
+    let files = find_files(&cwd, &opts.files)?;
+    let first_dir = files
+        .iter()
+        .find(|f| f.as_os_str() != "-")
+        .and_then(|f| f.parent())
+        .map_or_else(|| cwd.clone(), Path::to_path_buf);
+    let project_dir = match &opts.project_directory {
+        Some(d) => absolute(&cwd, d),
+        None => first_dir,
+    };
+
+    // The interpolation environment: env files, then the shell over them.
+    let shell: BTreeMap<String, String> = match &opts.environment {
+        Some(e) => e.clone(),
+        None => std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect(),
+    };
+    let mut shell_env = Environment::new();
+    for (k, v) in &shell {
+        shell_env.set(k.clone(), v.clone(), Source::Shell);
+    }
+    let mut env = Environment::new();
+    let env_paths: Vec<PathBuf> = if opts.env_files.is_empty() {
+        let d = project_dir.join(".env");
+        if d.is_file() { vec![d] } else { Vec::new() }
+    } else {
+        opts.env_files.iter().map(|p| absolute(&cwd, p)).collect()
+    };
+    for p in &env_paths {
+        if !p.is_file() {
+            return Err(ProjectError::Io {
+                path: p.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "env file not found"),
+            });
+        }
+        let mut lookup = env.clone();
+        for (k, v) in &shell {
+            lookup.set(k.clone(), v.clone(), Source::Shell);
+        }
+        for e in dotenv::read(p, &lookup, false)? {
+            if let Some(v) = e.value {
+                env.set(
+                    e.key,
+                    v,
+                    Source::EnvFile {
+                        path: p.clone(),
+                        line: e.line,
+                    },
+                );
+            }
+        }
+    }
+    for (k, v) in &shell {
+        env.set(k.clone(), v.clone(), Source::Shell);
+    }
+
+    // Phases 2, 4, 6: each file on its own.
+    let mut lookups = Vec::new();
+    let env_ref = opts.interpolate.then_some(&env);
+    let mut tree: Option<Node> = None;
+    for f in &files {
+        let mut t = read_tree(f, env_ref, &mut lookups)?;
+        let dir = if f.as_os_str() == "-" {
+            cwd.clone()
+        } else {
+            f.parent().map_or_else(|| cwd.clone(), Path::to_path_buf)
+        };
+        apply_includes(&mut t, &dir, &shell_env, opts.interpolate, &mut lookups, 0)?;
+        // Phase 3.
+        tree = Some(match tree {
+            None => t,
+            Some(prev) => merge_files(prev, t),
+        });
+    }
+    let Some(mut tree) = tree else {
+        return Err(ProjectError::NotFound { dir: cwd });
+    };
+    strip_tags(&mut tree);
+    // extends after merging, so that an override file can extend a service of the base file.
+    let main_file = files[0].clone();
+    apply_extends(&mut tree, &main_file, env_ref, &mut lookups)?;
+
+    let mut spans = Spans::new();
+    let mut doc = tree.to_json("", &mut spans);
+
+    // Phase 5.
+    let mut warnings = Vec::new();
+    match validate(&doc) {
+        Ok(ws) => {
+            for w in ws {
+                let path = render_path(&w.path);
+                let at = locate(&spans, &path)
+                    .map(|p| format!("{p}: "))
+                    .unwrap_or_default();
+                warnings.push(format!("{at}{w}"));
+            }
+        }
+        Err(errors) => {
+            return Err(ProjectError::from_many(
+                errors
+                    .into_iter()
+                    .map(|e| {
+                        let path = render_path(&e.path);
+                        let mut message = e.message.clone();
+                        if let Some(s) = &e.suggestion {
+                            message.push_str(&format!(", did you mean `{s}`?"));
+                        }
+                        ProjectError::invalid(locate(&spans, &path), path, message)
+                    })
+                    .collect(),
+            ));
+        }
+    }
+    for l in &lookups {
+        if l.resolution == super::interpolate::Resolution::Unset {
+            warnings.push(format!(
+                "{}: the {:?} variable is not set, defaulting to a blank string",
+                l.pos, l.name
+            ));
+        }
+    }
+
+    // Phase 7.
+    canonicalize(&mut doc, &spans)?;
+
+    // Typed model.
+    let mut project: Project = match serde_json::from_value(doc.clone()) {
+        Ok(p) => p,
+        Err(e) => return Err(type_error(&doc, &spans, &e.to_string())),
+    };
+    for (name, s) in &mut project.services {
+        s.name.clone_from(name);
+    }
+
+    // Project name: -p, COMPOSE_PROJECT_NAME, name:, directory.
+    let explicit = opts
+        .project_name
+        .clone()
+        .or_else(|| env.get("COMPOSE_PROJECT_NAME").map(str::to_owned))
+        .filter(|n| !n.is_empty());
+    let name = match explicit {
+        Some(n) => n,
+        None if !project.name.is_empty() => project.name.clone(),
+        None => {
+            let base = project_dir
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let n = normalize_name(&base);
+            if n.is_empty() {
+                return Err(ProjectError::invalid(
+                    None,
+                    "name",
+                    format!(
+                        "cannot derive a project name from the directory {}; set `name:` or use -p",
+                        project_dir.display()
+                    ),
+                ));
+            }
+            n
+        }
+    };
+    check_name(&name)?;
+    project.name = name;
+    project.working_dir = project_dir.clone();
+    project.compose_files = files.clone();
+    project.environment = env.to_map();
+
+    // Profiles.
+    let mut profiles = opts.profiles.clone();
+    if profiles.is_empty()
+        && let Some(p) = env.get("COMPOSE_PROFILES")
+    {
+        profiles = p
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+    }
+    project.profiles.clone_from(&profiles);
+    let enablement = select(&mut project, &profiles, &opts.services)?;
+
+    // Phase 8.
+    if opts.normalize {
+        resolve_paths(&mut project, &project_dir, &env);
+        apply_env_files(&mut project, &env)?;
+        apply_defaults(&mut project);
+    }
+
+    // Phase 9.
+    check(&project, &spans)?;
+
+    Ok(Loaded {
+        project,
+        lookups,
+        enablement,
+        warnings,
+        environment: env,
+    })
+}
+
+/// Turns a serde error of the typed model into a positioned error. serde_json does not give
+/// the path, so the service is found by trying each one.
+fn type_error(doc: &serde_json::Value, spans: &Spans, message: &str) -> ProjectError {
+    if let Some(serde_json::Value::Object(services)) = doc.get("services") {
+        for (name, svc) in services {
+            if let Err(e) = serde_json::from_value::<super::model::Service>(svc.clone()) {
+                let path = format!("services.{name}");
+                return ProjectError::invalid(locate(spans, &path), path, e.to_string());
+            }
+        }
+    }
+    ProjectError::invalid(None, "", message.to_owned())
+}
