@@ -7,6 +7,7 @@ mod container;
 mod image;
 mod image_archive;
 mod image_unpack;
+mod malformed;
 mod network;
 mod plan;
 mod volume;
