@@ -6,6 +6,7 @@ mod config_golden;
 mod container;
 mod image;
 mod image_archive;
+mod image_registry;
 mod image_unpack;
 mod malformed;
 mod network;
