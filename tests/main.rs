@@ -11,4 +11,5 @@ mod image_unpack;
 mod malformed;
 mod network;
 mod plan;
+mod project;
 mod volume;
