@@ -59,6 +59,13 @@ pub enum Command {
     Config(config::ConfigArgs),
     /// Manage images: list, import, load, save, pull, push, bootstrap base images.
     Image(image::ImageArgs),
+    /// Log in to a container registry.
+    Login(image::LoginArgs),
+    /// Log out from a container registry.
+    Logout {
+        /// Registry host (default: docker.io).
+        registry: Option<String>,
+    },
     /// Generate shell completions.
     Completion {
         /// Shell to generate for.
@@ -120,6 +127,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match command {
         Command::Config(args) => config::run(&global, &args),
         Command::Image(args) => image::run(&global, args),
+        Command::Login(args) => image::login(&args, &mut std::io::stdout().lock()),
+        Command::Logout { registry } => {
+            image::logout(registry.as_deref(), &mut std::io::stdout().lock())
+        }
         Command::Completion { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "tug", &mut std::io::stdout());

@@ -22,12 +22,14 @@
 //! directories, which the next command that can take the store lock exclusively removes.
 
 mod archive;
+pub mod auth;
 mod bootstrap;
 mod fsutil;
 mod import;
 pub mod layout;
 mod platform;
 mod reference;
+mod registry;
 mod unpack;
 
 use std::collections::{BTreeSet, HashSet};
@@ -41,6 +43,7 @@ pub use bootstrap::{BUSYBOX, DebianOptions, busybox_tar};
 pub use import::ImportOptions;
 pub use layout::{Index, IndexEntry, Layout};
 pub use reference::{DEFAULT_TAG, DOCKER_HUB, Reference};
+pub use registry::{Progress, ProgressFn, login, logout, no_progress};
 pub use unpack::Compression;
 
 use fsutil::{LockGuard, LockKind, io_ctx};
@@ -136,6 +139,36 @@ pub enum Error {
         tool: String,
         /// Exit status and the tail of its output.
         detail: String,
+    },
+    /// The registry has no such repository.
+    #[error("unknown image {0}: the registry has no such repository")]
+    UnknownImage(String),
+    /// The repository has no such tag or digest.
+    #[error("unknown tag {0}: the registry has no such tag or digest")]
+    UnknownTag(String),
+    /// The registry refused the credentials (or their absence).
+    #[error("authentication refused for {reference}: {reason}")]
+    AuthRefused {
+        /// The reference or registry.
+        reference: String,
+        /// What the registry said.
+        reason: String,
+    },
+    /// The registry cannot be reached.
+    #[error("registry for {reference} is unreachable: {reason}")]
+    Unreachable {
+        /// The reference.
+        reference: String,
+        /// The network error.
+        reason: String,
+    },
+    /// Any other registry error.
+    #[error("registry error for {reference}: {reason}")]
+    Registry {
+        /// The reference or registry.
+        reference: String,
+        /// What went wrong.
+        reason: String,
     },
     /// A verb that is not implemented yet.
     #[error("{0} is not implemented yet")]
