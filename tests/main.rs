@@ -10,4 +10,5 @@ mod image_unpack;
 mod malformed;
 mod network;
 mod plan;
+mod project;
 mod volume;
