@@ -132,6 +132,14 @@ pub enum ImageCommand {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Unpack a layer tarball into a new directory as the store does (safe resolution,
+    /// overlayfs whiteouts); prints the diff_id. For inspection and benchmarks.
+    UnpackLayer {
+        /// The layer (plain, gzip or zstd tar).
+        file: PathBuf,
+        /// The directory to create.
+        dest: PathBuf,
+    },
     /// Log in to a registry (credentials are checked, then stored mode 0600 in tug's config).
     Login(LoginArgs),
     /// Forget the stored credentials of a registry.
@@ -464,6 +472,14 @@ pub fn run(global: &GlobalArgs, args: ImageArgs) -> anyhow::Result<i32> {
             )?;
         }
         ImageCommand::Login(args) => return login(&args, &mut out),
+        ImageCommand::UnpackLayer { file, dest } => {
+            let (diff_id, stats) = image::unpack_layer_file(&file, &dest)?;
+            writeln!(out, "{diff_id}")?;
+            eprintln!(
+                "{} entries, {} bytes of file data",
+                stats.entries, stats.bytes
+            );
+        }
         ImageCommand::Logout { registry } => return logout(registry.as_deref(), &mut out),
         ImageCommand::Bootstrap {
             what,
