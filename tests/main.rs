@@ -6,6 +6,7 @@ mod config_golden;
 mod image;
 mod image_archive;
 mod image_unpack;
+mod malformed;
 mod network;
 mod plan;
 mod volume;

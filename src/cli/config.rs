@@ -67,18 +67,8 @@ pub struct ConfigArgs {
 /// inside the loader, `COMPOSE_PROJECT_NAME` and `COMPOSE_PROFILES`) honoured.
 #[must_use]
 pub fn load_options(global: &GlobalArgs, services: &[String]) -> LoadOptions {
-    let mut files = global.files.clone();
-    if files.is_empty()
-        && let Ok(cf) = std::env::var("COMPOSE_FILE")
-        && !cf.is_empty()
-    {
-        let sep = std::env::var("COMPOSE_PATH_SEPARATOR").unwrap_or_else(|_| ":".to_owned());
-        files = cf
-            .split(sep.as_str())
-            .filter(|s| !s.is_empty())
-            .map(PathBuf::from)
-            .collect();
-    }
+    // COMPOSE_FILE (shell or the working directory's .env) is read by the loader.
+    let files = global.files.clone();
     let mut env_files = global.env_files.clone();
     if env_files.is_empty()
         && let Ok(ef) = std::env::var("COMPOSE_ENV_FILES")
@@ -212,7 +202,13 @@ fn render(loaded: &Loaded, args: &ConfigArgs) -> anyhow::Result<String> {
         return Ok(out);
     }
     let mut doc = project_json(project, &args.service_names)?;
-    if !args.no_interpolate {
+    if let Value::Object(top) = &mut doc {
+        // docker compose v2.40.3 does not print the top-level `models`.
+        top.shift_remove("models");
+    }
+    if args.no_interpolate {
+        drop_typed_defaults(&mut doc);
+    } else {
         escape_dollars(&mut doc);
     }
     if args.format == "json" {
@@ -259,12 +255,48 @@ fn project_json(project: &Project, named: &[String]) -> anyhow::Result<Value> {
     Ok(v)
 }
 
-/// compose's JSON output leaves out the `x-` keys of services.
+/// compose's JSON output keeps the top-level `x-` keys only.
 fn strip_service_extensions(doc: &mut Value) {
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                m.retain(|k, _| !k.starts_with("x-"));
+                m.values_mut().for_each(strip);
+            }
+            Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    if let Value::Object(top) = doc {
+        for (k, v) in top.iter_mut() {
+            if !k.starts_with("x-") {
+                strip(v);
+            }
+        }
+    }
+}
+
+/// Without interpolation compose prints the document before it is typed: unset `command` and
+/// `entrypoint` and empty `ipam` are absent.
+fn drop_typed_defaults(doc: &mut Value) {
     if let Some(Value::Object(services)) = doc.get_mut("services") {
         for s in services.values_mut() {
             if let Value::Object(m) = s {
-                m.retain(|k, _| !k.starts_with("x-"));
+                for k in ["command", "entrypoint"] {
+                    if m.get(k).is_some_and(Value::is_null) {
+                        m.shift_remove(k);
+                    }
+                }
+            }
+        }
+    }
+    if let Some(Value::Object(nets)) = doc.get_mut("networks") {
+        for n in nets.values_mut() {
+            if let Value::Object(m) = n
+                && m.get("ipam")
+                    .is_some_and(|i| i.as_object().is_some_and(serde_json::Map::is_empty))
+            {
+                m.shift_remove("ipam");
             }
         }
     }

@@ -142,8 +142,9 @@ fn service(svc: &mut Value, base: &str) -> std::result::Result<(), PathErr> {
                 string_to_list(bm, k);
             }
             if let Some(Value::Array(secrets)) = bm.get_mut("secrets") {
+                // Build secrets get no default target (the builder mounts them by id).
                 for it in secrets.iter_mut() {
-                    file_ref(it, "/run/secrets");
+                    file_ref(it, "");
                 }
             }
             if let Some(Value::String(s)) = bm.get("ssh").cloned() {
@@ -169,6 +170,18 @@ fn service(svc: &mut Value, base: &str) -> std::result::Result<(), PathErr> {
         if let Some(v) = s.get_mut(k) {
             to_string_map(v);
         }
+    }
+    if let Some(Value::Object(l)) = s.get_mut("logging")
+        && let Some(o) = l.get_mut("options")
+    {
+        to_string_map(o);
+    }
+    if let Some(Value::Array(list)) = s.get("models").cloned() {
+        let m: Map<String, Value> = list
+            .iter()
+            .map(|n| (scalar_string(n), Value::Null))
+            .collect();
+        s.insert("models".into(), Value::Object(m));
     }
     if let Some(v) = s.get_mut("env_file") {
         env_file(v);
@@ -518,9 +531,7 @@ fn extra_hosts(v: &mut Value) {
             }
         }
         Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            for k in keys {
+            for k in m.keys() {
                 match &m[k] {
                     Value::Array(ips) => {
                         for ip in ips {
@@ -533,6 +544,17 @@ fn extra_hosts(v: &mut Value) {
         }
         _ => return,
     }
+    // compose keeps extra hosts in a map: sorted by host, addresses in order.
+    out.sort_by(|a, b| {
+        let host = |v: &Value| {
+            scalar_string(v)
+                .split('=')
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        host(a).cmp(&host(b))
+    });
     *v = Value::Array(out);
 }
 
@@ -784,7 +806,13 @@ pub fn parse_port(spec: &str) -> std::result::Result<Vec<Value>, String> {
         if parts.len() > 3 {
             // Bare IPv6 host: everything before the last two colons.
             let n = parts.len();
-            (Some(parts[..n - 2].join(":")), parts[n - 2..].join(":"))
+            let ip = parts[..n - 2].join(":");
+            if ip.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(format!(
+                    "invalid port `{spec}` (expected [[IP:]HOST_PORT:]CONTAINER_PORT[/PROTOCOL])"
+                ));
+            }
+            (Some(ip), parts[n - 2..].join(":"))
         } else if parts.len() == 3 {
             (Some(parts[0].to_owned()), parts[1..].join(":"))
         } else {
@@ -919,7 +947,6 @@ fn volume_long(v: &mut Map<String, Value>) {
     to_bool(v, "read_only");
     if let Some(Value::Object(b)) = v.get_mut("bind") {
         to_bool(b, "create_host_path");
-        b.entry("create_host_path").or_insert(Value::Bool(true));
     }
     if let Some(Value::Object(vo)) = v.get_mut("volume") {
         to_bool(vo, "nocopy");

@@ -139,11 +139,20 @@ pub fn check(project: &Project, spans: &Spans) -> Result<()> {
                 }
             }
         }
+        if s.image.is_none() && s.build.is_none() && s.provider.is_none() {
+            err(
+                base.clone(),
+                format!(
+                    "service `{name}` has neither an image nor a build context specified: set `image` or `build`"
+                ),
+            );
+        }
         if s.container_name.is_some() && s.replicas() > 1 {
             err(
                 format!("{base}.container_name"),
                 format!(
-                    "service `{name}` sets container_name but runs {} replicas: a container name must be unique",
+                    "service `{name}` sets container_name `{}` but runs {} replicas: a container name must be unique",
+                    s.container_name.as_deref().unwrap_or_default(),
                     s.replicas()
                 ),
             );
@@ -192,19 +201,6 @@ pub fn check(project: &Project, spans: &Spans) -> Result<()> {
                 ));
             }
         }
-        if s.replicas() > 1
-            && s.ports
-                .iter()
-                .any(|p| p.published_range().is_some_and(|(a, b)| a == b))
-        {
-            err(
-                format!("services.{name}.ports"),
-                format!(
-                    "service `{name}` runs {} replicas but publishes a fixed host port: use a port range or no host port",
-                    s.replicas()
-                ),
-            );
-        }
     }
     if errors.is_empty() {
         // Cycles and undefined dependencies, with the cycle path.
@@ -223,6 +219,7 @@ mod tests {
     fn svc(name: &str) -> Service {
         Service {
             name: name.to_owned(),
+            image: Some("busybox".to_owned()),
             ..Service::default()
         }
     }

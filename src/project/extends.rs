@@ -183,6 +183,28 @@ fn resolve_service(
             format!("cannot extend from {}: no such file", base_path.display()),
         ));
     }
+    if base_file.is_none()
+        && tree
+            .get("services")
+            .and_then(|s| s.get(&base_name))
+            .is_none()
+    {
+        return Err(ProjectError::invalid(
+            Some(ext.pos.clone()),
+            format!("services.{name}.extends"),
+            format!(
+                "service `{name}` extends undefined service `{base_name}`{}",
+                super::profiles::suggest(
+                    &base_name,
+                    tree.get("services")
+                        .and_then(Node::as_map)
+                        .map(|m| m.keys().collect::<Vec<_>>())
+                        .unwrap_or_default()
+                        .into_iter()
+                )
+            ),
+        ));
+    }
     stack.push(key);
     let mut base = resolve_service(&base_path, &base_name, cache, env, log, stack)?;
     stack.pop();

@@ -110,8 +110,43 @@ pub fn load_explained(opts: &LoadOptions) -> Result<Loaded> {
             source,
         })?,
     };
-    // Phase 1.
-    let files = find_files(&cwd, &opts.files)?;
+    // Phase 1. Without -f, COMPOSE_FILE comes from the shell or from the `.env` of the
+    // working directory (or --project-directory).
+    let mut explicit_files = opts.files.clone();
+    if explicit_files.is_empty() {
+        let base = opts
+            .project_directory
+            .as_ref()
+            .map_or_else(|| cwd.clone(), |d| absolute(&cwd, d));
+        let from_shell = match &opts.environment {
+            Some(e) => e.get("COMPOSE_FILE").cloned(),
+            None => std::env::var("COMPOSE_FILE").ok(),
+        };
+        let from_dotenv = || {
+            let p = base.join(".env");
+            if !p.is_file() {
+                return None;
+            }
+            dotenv::read(&p, &Environment::new(), false)
+                .ok()?
+                .into_iter()
+                .find(|e| e.key == "COMPOSE_FILE")
+                .and_then(|e| e.value)
+        };
+        if let Some(cf) = from_shell.filter(|s| !s.is_empty()).or_else(from_dotenv) {
+            let sep = match &opts.environment {
+                Some(e) => e.get("COMPOSE_PATH_SEPARATOR").cloned(),
+                None => std::env::var("COMPOSE_PATH_SEPARATOR").ok(),
+            }
+            .unwrap_or_else(|| ":".to_owned());
+            explicit_files = cf
+                .split(sep.as_str())
+                .filter(|s| !s.is_empty())
+                .map(|s| absolute(&base, Path::new(s)))
+                .collect();
+        }
+    }
+    let files = find_files(&cwd, &explicit_files)?;
     let first_dir = files
         .iter()
         .find(|f| f.as_os_str() != "-")
@@ -168,12 +203,53 @@ pub fn load_explained(opts: &LoadOptions) -> Result<Loaded> {
         env.set(k.clone(), v.clone(), Source::Shell);
     }
 
-    // Phases 2, 4, 6: each file on its own.
+    // Phase 2: parse every file.
     let mut lookups = Vec::new();
+    let mut trees = Vec::new();
+    for f in &files {
+        trees.push(read_tree(f, None, &mut lookups)?);
+    }
+
+    // The project name is known before interpolation (files may use ${COMPOSE_PROJECT_NAME}):
+    // -p, COMPOSE_PROJECT_NAME, `name:` (interpolated on its own), the directory.
+    let explicit = opts
+        .project_name
+        .clone()
+        .or_else(|| env.get("COMPOSE_PROJECT_NAME").map(str::to_owned))
+        .filter(|n| !n.is_empty());
+    let declared = trees
+        .iter()
+        .rev()
+        .find_map(|t| t.get("name").cloned())
+        .and_then(|n| n.as_str().map(str::to_owned).map(|s| (s, n)));
+    let name = match (explicit, declared) {
+        (Some(n), _) => n,
+        (None, Some((raw, node))) => {
+            let v = if opts.interpolate {
+                super::interpolate::interpolate_with(&raw, &env)
+                    .map_err(|m| ProjectError::invalid(Some(node.pos.clone()), "name", m))?
+            } else {
+                raw
+            };
+            if v.is_empty() {
+                dir_name(&project_dir)?
+            } else {
+                normalize_name(&v)
+            }
+        }
+        (None, None) => dir_name(&project_dir)?,
+    };
+    check_name(&name)?;
+    env.set_default("COMPOSE_PROJECT_NAME", &name, Source::Shell);
+    shell_env.set_default("COMPOSE_PROJECT_NAME", &name, Source::Shell);
+
+    // Phases 4 and 6 on each file, then 3.
     let env_ref = opts.interpolate.then_some(&env);
     let mut tree: Option<Node> = None;
-    for f in &files {
-        let mut t = read_tree(f, env_ref, &mut lookups)?;
+    for (f, mut t) in files.iter().zip(trees) {
+        if let Some(e) = env_ref {
+            super::interpolate::interpolate_tree(&mut t, e, &mut lookups)?;
+        }
         let dir = if f.as_os_str() == "-" {
             cwd.clone()
         } else {
@@ -246,35 +322,6 @@ pub fn load_explained(opts: &LoadOptions) -> Result<Loaded> {
         s.name.clone_from(name);
     }
 
-    // Project name: -p, COMPOSE_PROJECT_NAME, name:, directory.
-    let explicit = opts
-        .project_name
-        .clone()
-        .or_else(|| env.get("COMPOSE_PROJECT_NAME").map(str::to_owned))
-        .filter(|n| !n.is_empty());
-    let name = match explicit {
-        Some(n) => n,
-        None if !project.name.is_empty() => project.name.clone(),
-        None => {
-            let base = project_dir
-                .file_name()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let n = normalize_name(&base);
-            if n.is_empty() {
-                return Err(ProjectError::invalid(
-                    None,
-                    "name",
-                    format!(
-                        "cannot derive a project name from the directory {}; set `name:` or use -p",
-                        project_dir.display()
-                    ),
-                ));
-            }
-            n
-        }
-    };
-    check_name(&name)?;
     project.name = name;
     project.working_dir = project_dir.clone();
     project.compose_files = files.clone();
@@ -326,4 +373,24 @@ fn type_error(doc: &serde_json::Value, spans: &Spans, message: &str) -> ProjectE
         }
     }
     ProjectError::invalid(None, "", message.to_owned())
+}
+
+/// The project name derived from the project directory.
+fn dir_name(project_dir: &Path) -> Result<String> {
+    let base = project_dir
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let n = normalize_name(&base);
+    if n.is_empty() {
+        return Err(ProjectError::invalid(
+            None,
+            "name",
+            format!(
+                "cannot derive a project name from the directory {}; set `name:` or use -p",
+                project_dir.display()
+            ),
+        ));
+    }
+    Ok(n)
 }

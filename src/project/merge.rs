@@ -175,8 +175,9 @@ fn merge_at(base: Node, over: Node, path: &mut Vec<String>) -> Node {
         }
         Rule::ByName => {
             let pos = over.pos.clone();
-            let mut out = names_to_mapping(base);
-            for (k, v) in names_to_mapping(over) {
+            let deps = path.last().is_some_and(|k| k == "depends_on");
+            let mut out = names_to_mapping(base, deps);
+            for (k, v) in names_to_mapping(over, deps) {
                 let merged = match out.shift_remove(&k) {
                     Some(b) if matches!(b.value, Value::Map(_)) => {
                         path.push(k.clone());
@@ -190,7 +191,7 @@ fn merge_at(base: Node, over: Node, path: &mut Vec<String>) -> Node {
             }
             Node::new(Value::Map(out), pos)
         }
-        Rule::Unique(id) => match (base.value, over.value) {
+        Rule::Unique(id) => match (as_seq(base.value), as_seq(over.value)) {
             (Value::Seq(b), Value::Seq(o)) => {
                 let mut out: Vec<Node> = b;
                 for item in o {
@@ -224,6 +225,7 @@ fn merge_at(base: Node, over: Node, path: &mut Vec<String>) -> Node {
                 value: bv,
                 pos: bpos,
                 tag: btag,
+                key_pos: bkey,
             } = base;
             match (bv, over.value) {
                 (Value::Map(b), Value::Map(o)) => merge_maps(
@@ -239,10 +241,26 @@ fn merge_at(base: Node, over: Node, path: &mut Vec<String>) -> Node {
                     value: bv,
                     pos: bpos,
                     tag: btag,
+                    key_pos: bkey,
                 },
                 (_, ov) => Node::new(ov, over.pos),
             }
         }
+    }
+}
+
+/// A lone scalar where a list is allowed (`dns: 1.1.1.1`) as a one-item list.
+fn as_seq(v: Value) -> Value {
+    match v {
+        Value::Str(_) | Value::Int(_) => {
+            let pos = super::yaml::Pos {
+                file: "".into(),
+                line: 0,
+                col: 0,
+            };
+            Value::Seq(vec![Node::new(v, pos)])
+        }
+        other => other,
     }
 }
 
@@ -313,15 +331,26 @@ fn looks_like_host(k: &str) -> bool {
     !k.is_empty() && !k.contains(' ')
 }
 
-/// `depends_on` / `networks` in list form as a mapping of names to null.
-fn names_to_mapping(n: Node) -> IndexMap<String, Node> {
+/// `depends_on` / `networks` in list form as a mapping: names to null (networks) or to
+/// `{condition: service_started}` (depends_on).
+fn names_to_mapping(n: Node, deps: bool) -> IndexMap<String, Node> {
     match n.value {
         Value::Map(m) => m,
         Value::Seq(items) => items
             .into_iter()
             .map(|it| {
                 let pos = it.pos.clone();
-                (scalar_text(&it.value), Node::new(Value::Null, pos))
+                let value = if deps {
+                    let mut m = IndexMap::new();
+                    m.insert(
+                        "condition".to_owned(),
+                        Node::new(Value::Str("service_started".to_owned()), pos.clone()),
+                    );
+                    Value::Map(m)
+                } else {
+                    Value::Null
+                };
+                (scalar_text(&it.value), Node::new(value, pos))
             })
             .collect(),
         _ => IndexMap::new(),
@@ -464,7 +493,7 @@ mod tests {
         );
         assert_eq!(
             v["services"]["w"]["depends_on"],
-            serde_json::json!({"db": null, "cache": {"condition": "service_healthy"}})
+            serde_json::json!({"db": {"condition": "service_started"}, "cache": {"condition": "service_healthy"}})
         );
     }
 
@@ -480,6 +509,22 @@ mod tests {
             serde_json::json!({"B": 2})
         );
         assert_eq!(v["services"]["w"]["labels"], serde_json::json!({"a": "b"}));
+    }
+
+    #[test]
+    fn merge_string_and_list_forms() {
+        let v = merged(
+            "services: {w: {dns: 1.1.1.1, env_file: one.env}}",
+            "services: {w: {dns: [8.8.8.8], env_file: [two.env]}}",
+        );
+        assert_eq!(
+            v["services"]["w"]["dns"],
+            serde_json::json!(["1.1.1.1", "8.8.8.8"])
+        );
+        assert_eq!(
+            v["services"]["w"]["env_file"],
+            serde_json::json!(["one.env", "two.env"])
+        );
     }
 
     #[test]

@@ -844,8 +844,8 @@ pub struct BindOptions {
     /// `rprivate`, `private`, `rshared`, `shared`, `rslave`, `slave`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub propagation: Option<String>,
-    /// Create the host directory when missing (default true for short syntax).
-    #[serde(default = "yes")]
+    /// Create the host directory when missing (true for short syntax).
+    #[serde(default, skip_serializing_if = "is_false")]
     pub create_host_path: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recursive: Option<String>,
@@ -922,11 +922,17 @@ impl Serialize for Ulimit {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         match *self {
-            Ulimit::Single(v) => s.serialize_i64(v),
+            Ulimit::Single(v) if v != 0 => s.serialize_i64(v),
+            Ulimit::Single(_) => s.serialize_map(Some(0))?.end(),
             Ulimit::SoftHard { soft, hard } => {
-                let mut m = s.serialize_map(Some(2))?;
-                m.serialize_entry("soft", &soft)?;
-                m.serialize_entry("hard", &hard)?;
+                // Zero values are left out, as Go's `omitempty` does.
+                let mut m = s.serialize_map(None)?;
+                if soft != 0 {
+                    m.serialize_entry("soft", &soft)?;
+                }
+                if hard != 0 {
+                    m.serialize_entry("hard", &hard)?;
+                }
                 m.end()
             }
         }

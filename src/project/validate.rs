@@ -561,6 +561,10 @@ impl CompiledSchema {
     ) {
         let mut passing = Vec::new();
         for (i, alt) in alts.iter().enumerate() {
+            // An alternative whose declared type does not fit cannot pass: skip the work.
+            if !self.type_fits(alt, inst) {
+                continue;
+            }
             let mut trial = Outcome::default();
             self.check(alt, inst, path, &mut trial);
             if trial.errors.is_empty() {

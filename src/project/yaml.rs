@@ -60,6 +60,8 @@ pub struct Node {
     pub pos: Pos,
     /// `!reset` / `!override`, if present.
     pub tag: Option<MergeTag>,
+    /// For a mapping value: where its key is (errors about a key point there).
+    pub key_pos: Option<Pos>,
 }
 
 /// The value of a node. Mapping keys are strings (`80: x` has the key `"80"`), in file order.
@@ -89,6 +91,7 @@ impl Node {
             value,
             pos,
             tag: None,
+            key_pos: None,
         }
     }
 
@@ -132,7 +135,10 @@ impl Node {
 
     /// Converts to JSON, recording the position of every key path in `spans`.
     pub fn to_json(&self, path: &str, spans: &mut Spans) -> serde_json::Value {
-        spans.insert(path.to_owned(), self.pos.clone());
+        spans.insert(
+            path.to_owned(),
+            self.key_pos.clone().unwrap_or_else(|| self.pos.clone()),
+        );
         match &self.value {
             Value::Null => serde_json::Value::Null,
             Value::Bool(b) => serde_json::Value::Bool(*b),
@@ -195,9 +201,19 @@ impl Value {
     }
 }
 
-/// Joins a key path and a mapping key (`services` + `web` → `services.web`).
+/// Joins a key path and a mapping key (`services` + `web` → `services.web`), quoting a key
+/// that is not a plain identifier (`labels["com.example"]`) as
+/// [`render_path`](super::validate::render_path) does.
 #[must_use]
 pub fn join_path(path: &str, key: &str) -> String {
+    let plain = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !plain {
+        let quoted = serde_json::to_string(key).unwrap_or_else(|_| key.to_owned());
+        return format!("{path}[{quoted}]");
+    }
     if path.is_empty() {
         key.to_owned()
     } else {
@@ -487,6 +503,8 @@ impl Builder {
                             message: format!("duplicate key `{k}`"),
                         });
                     }
+                    let mut node = node;
+                    node.key_pos = Some(kpos);
                     entries.insert(k, node);
                     Ok(())
                 }
@@ -650,6 +668,7 @@ mod tests {
             .get("image")
             .unwrap();
         assert_eq!((img.pos.line, img.pos.col), (3, 12));
+        assert_eq!(img.key_pos.as_ref().map(|p| (p.line, p.col)), Some((3, 5)));
         let mut spans = Spans::new();
         n.to_json("", &mut spans);
         assert_eq!(spans["services.web.image"].line, 3);
