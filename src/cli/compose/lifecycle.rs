@@ -228,8 +228,7 @@ fn attach(stack: &Stack, args: &UpArgs, progress: &mut Progress) -> anyhow::Resu
             .get(service)
             .is_none_or(|s| s.attach != Some(false))
     };
-    let mut followers: BTreeMap<String, crate::engine::container::logs::Follower> =
-        BTreeMap::new();
+    let mut followers: BTreeMap<String, crate::engine::container::logs::Follower> = BTreeMap::new();
     let width = stack
         .project_containers()?
         .iter()
@@ -247,12 +246,10 @@ fn attach(stack: &Stack, args: &UpArgs, progress: &mut Progress) -> anyhow::Resu
             })
             .collect();
         for (i, c) in mine.iter().enumerate() {
-            let f = followers
-                .entry(c.id.clone())
-                .or_insert_with(|| {
-                    let path = stack.containers.log_path(&c.id).unwrap_or_default();
-                    crate::engine::container::logs::Follower::at_start(&path)
-                });
+            let f = followers.entry(c.id.clone()).or_insert_with(|| {
+                let path = stack.containers.log_path(&c.id).unwrap_or_default();
+                crate::engine::container::logs::Follower::at_start(&path)
+            });
             for rec in f.poll() {
                 let prefix = if args.no_log_prefix {
                     String::new()
@@ -299,12 +296,20 @@ fn attach(stack: &Stack, args: &UpArgs, progress: &mut Progress) -> anyhow::Resu
         eprintln!("Gracefully stopping... (press Ctrl+C again to force)");
     }
     // Stop everything that still runs, in dependency order.
-    let down = plan::plan_down(&stack.desired(), &stack.observed()?, &DownOptions::default())?;
+    let down = plan::plan_down(
+        &stack.desired(),
+        &stack.observed()?,
+        &DownOptions::default(),
+    )?;
     let mut plan = Plan::default();
     let mut remap: BTreeMap<usize, usize> = BTreeMap::new();
     for (i, n) in down.nodes.into_iter().enumerate() {
         if let Op::StopContainer { .. } = n.op {
-            let after = n.after.iter().filter_map(|a| remap.get(a).copied()).collect();
+            let after = n
+                .after
+                .iter()
+                .filter_map(|a| remap.get(a).copied())
+                .collect();
             remap.insert(i, plan.push(n.op, n.cause, after));
         }
     }

@@ -5,6 +5,7 @@ pub mod args;
 mod lifecycle;
 mod output;
 mod query;
+pub mod verbs;
 
 use std::path::PathBuf;
 

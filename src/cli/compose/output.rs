@@ -50,7 +50,9 @@ fn words(op: &Op) -> (&'static str, String, &'static str, &'static str) {
         Op::StartContainer { name, .. } => ("Container", name.clone(), "Starting", "Started"),
         Op::StopContainer { name, .. } => ("Container", name.clone(), "Stopping", "Stopped"),
         Op::RemoveContainer { name, .. } => ("Container", name.clone(), "Removing", "Removed"),
-        Op::WaitFor { service, condition, .. } => match condition {
+        Op::WaitFor {
+            service, condition, ..
+        } => match condition {
             crate::plan::Condition::ServiceHealthy => {
                 ("Service", service.clone(), "Waiting", "Healthy")
             }
@@ -107,8 +109,14 @@ impl Progress {
                     " \x1b[32m✔\x1b[0m {kind} {object:<30} \x1b[32m{text}\x1b[0m {:>5.1}s",
                     d.as_secs_f64()
                 ),
-                Event::Failed(..) => writeln!(err, " \x1b[31m✘\x1b[0m {kind} {object:<30} \x1b[31m{text}\x1b[0m"),
-                Event::Warned(..) => writeln!(err, " \x1b[33m!\x1b[0m {kind} {object:<30} \x1b[33m{text}\x1b[0m"),
+                Event::Failed(..) => writeln!(
+                    err,
+                    " \x1b[31m✘\x1b[0m {kind} {object:<30} \x1b[31m{text}\x1b[0m"
+                ),
+                Event::Warned(..) => writeln!(
+                    err,
+                    " \x1b[33m!\x1b[0m {kind} {object:<30} \x1b[33m{text}\x1b[0m"
+                ),
                 Event::Skipped(_) => writeln!(err, " - {kind} {object:<30} {text}"),
             },
         };

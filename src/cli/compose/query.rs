@@ -8,7 +8,9 @@ use super::args::{LsArgs, PsArgs};
 use super::{open_stack, state_root};
 use crate::cli::GlobalArgs;
 use crate::engine::compose::{StackOptions, labels};
-use crate::engine::container::{ContainerStore, MountKind, HealthStatus, Status, Summary as ContainerSummary};
+use crate::engine::container::{
+    ContainerStore, HealthStatus, MountKind, Status, Summary as ContainerSummary,
+};
 use crate::engine::network::Published;
 
 /// "Up 3 minutes", "Exited (0) 2 seconds ago", as Docker words a status.
@@ -95,7 +97,8 @@ pub fn run_ps(global: &GlobalArgs, args: &PsArgs) -> anyhow::Result<i32> {
             let svc = c.labels.get(labels::SERVICE).map_or("", String::as_str);
             let oneoff = c.labels.get(labels::ONEOFF).map(String::as_str) == Some("True");
             (args.names.is_empty() || args.names.iter().any(|n| n == svc))
-                && (args.all || (!oneoff && c.state != Status::Exited && c.state != Status::Created)
+                && (args.all
+                    || (!oneoff && c.state != Status::Exited && c.state != Status::Created)
                     || !args.status.is_empty())
                 && (args.status.is_empty() || args.status.iter().any(|s| s == c.state.as_str()))
         })
@@ -238,7 +241,11 @@ pub fn run_ls(global: &GlobalArgs, args: &LsArgs) -> anyhow::Result<i32> {
         let e = projects.entry(p.clone()).or_default();
         *e.0.entry(c.state.as_str()).or_default() += 1;
         if e.1.is_empty() {
-            e.1 = c.labels.get(labels::CONFIG_FILES).cloned().unwrap_or_default();
+            e.1 = c
+                .labels
+                .get(labels::CONFIG_FILES)
+                .cloned()
+                .unwrap_or_default();
         }
     }
     let rows: Vec<(String, String, String)> = projects

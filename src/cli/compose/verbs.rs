@@ -87,7 +87,11 @@ fn stop_plan(stack: &Stack, services: &[String]) -> anyhow::Result<Plan> {
     let mut remap: BTreeMap<usize, usize> = BTreeMap::new();
     for (i, n) in down.nodes.into_iter().enumerate() {
         if let Op::StopContainer { .. } = n.op {
-            let after = n.after.iter().filter_map(|a| remap.get(a).copied()).collect();
+            let after = n
+                .after
+                .iter()
+                .filter_map(|a| remap.get(a).copied())
+                .collect();
             remap.insert(i, plan.push(n.op, "stop".to_string(), after));
         }
     }
@@ -267,10 +271,9 @@ pub fn run_rm(global: &GlobalArgs, args: &RmArgs) -> anyhow::Result<i32> {
         for v in stack.volumes.list()? {
             let ours = v.labels.get(labels::PROJECT) == Some(&stack.project.name)
                 && v.labels.get("tug.anonymous").map(String::as_str) == Some("true")
-                && v.labels.get(labels::SERVICE).is_some_and(|s| {
-                    cs.iter()
-                        .any(|c| c.labels.get(labels::SERVICE) == Some(s))
-                });
+                && v.labels
+                    .get(labels::SERVICE)
+                    .is_some_and(|s| cs.iter().any(|c| c.labels.get(labels::SERVICE) == Some(s)));
             if ours {
                 stack.volumes.remove(&v.name, &[])?;
             }
@@ -337,22 +340,25 @@ pub fn run_logs(global: &GlobalArgs, args: &LogsArgs) -> anyhow::Result<i32> {
         "all" | "-1" => None,
         n => Some(n.parse().with_context(|| format!("invalid --tail {n:?}"))?),
     };
-    let colour = !args.no_color
-        && std::env::var_os("NO_COLOR").is_none()
-        && std::io::stdout().is_terminal();
+    let colour =
+        !args.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal();
     let width = cs.iter().map(|c| c.name.len()).max().unwrap_or(0);
     let prefix = |i: usize, name: &str| -> String {
         if args.no_log_prefix {
             String::new()
         } else if colour {
-            format!("\x1b[{}m{name:<width$} |\x1b[0m ", COLOURS[i % COLOURS.len()])
+            format!(
+                "\x1b[{}m{name:<width$} |\x1b[0m ",
+                COLOURS[i % COLOURS.len()]
+            )
         } else {
             format!("{name:<width$} | ")
         }
     };
     let keep = |r: &logs::LogRecord| -> bool {
         let t = r.time.parse::<jiff::Timestamp>().ok();
-        since.is_none_or(|s| t.is_some_and(|t| t >= s)) && until.is_none_or(|u| t.is_some_and(|t| t <= u))
+        since.is_none_or(|s| t.is_some_and(|t| t >= s))
+            && until.is_none_or(|u| t.is_some_and(|t| t <= u))
     };
     let show = |i: usize, c: &Summary, r: &logs::LogRecord| {
         let ts = if args.timestamps {
@@ -360,13 +366,19 @@ pub fn run_logs(global: &GlobalArgs, args: &LogsArgs) -> anyhow::Result<i32> {
         } else {
             String::new()
         };
-        println!("{}{ts}{}", prefix(i, &c.name), r.text.trim_end_matches('\n'));
+        println!(
+            "{}{ts}{}",
+            prefix(i, &c.name),
+            r.text.trim_end_matches('\n')
+        );
     };
     let mut followers = Vec::new();
     for (i, c) in cs.iter().enumerate() {
         let path = stack.containers.log_path(&c.id)?;
-        let mut recs: Vec<logs::LogRecord> =
-            logs::read_all(&path).into_iter().filter(|r| keep(r)).collect();
+        let mut recs: Vec<logs::LogRecord> = logs::read_all(&path)
+            .into_iter()
+            .filter(|r| keep(r))
+            .collect();
         if let Some(n) = tail {
             let skip = recs.len().saturating_sub(n);
             recs.drain(..skip);
@@ -447,7 +459,11 @@ pub fn run_exec(global: &GlobalArgs, args: &ExecArgs) -> anyhow::Result<i32> {
 /// # Errors
 /// Loading, dependencies that fail, or a container that cannot start.
 pub fn run_run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<i32> {
-    let stack = open_stack(global, &[args.service.clone()], StackOptions::default())?;
+    let stack = open_stack(
+        global,
+        std::slice::from_ref(&args.service),
+        StackOptions::default(),
+    )?;
     let s = stack
         .project
         .services
@@ -483,10 +499,7 @@ pub fn run_run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<i32> {
         &name,
         &crate::engine::compose::OneOff {
             command: (!args.command.is_empty()).then(|| args.command.clone()),
-            entrypoint: args
-                .entrypoint
-                .as_deref()
-                .map(|e| shell_words(e)),
+            entrypoint: args.entrypoint.as_deref().map(shell_words),
             env: args.env.clone(),
             user: args.user.clone(),
             workdir: args.workdir.clone(),
@@ -648,7 +661,11 @@ pub fn run_wait(global: &GlobalArgs, args: &WaitArgs) -> anyhow::Result<i32> {
     }
     if args.down_project {
         let _l = lock(&stack)?;
-        let plan = plan::plan_down(&stack.desired(), &stack.observed()?, &DownOptions::default())?;
+        let plan = plan::plan_down(
+            &stack.desired(),
+            &stack.observed()?,
+            &DownOptions::default(),
+        )?;
         finish(&plan, &stack, global)?;
     }
     Ok(last)
@@ -726,15 +743,14 @@ pub fn run_events(global: &GlobalArgs, args: &EventsArgs) -> anyhow::Result<i32>
             };
             emit(args.json, c, &action);
         }
-        let gone: Vec<String> = last
-            .keys()
-            .filter(|k| !seen.contains(k))
-            .cloned()
-            .collect();
+        let gone: Vec<String> = last.keys().filter(|k| !seen.contains(k)).cloned().collect();
         for id in gone {
             last.remove(&id);
             if args.json {
-                println!("{}", serde_json::json!({"time": jiff::Timestamp::now().to_string(), "type": "container", "action": "destroy", "id": id}));
+                println!(
+                    "{}",
+                    serde_json::json!({"time": jiff::Timestamp::now().to_string(), "type": "container", "action": "destroy", "id": id})
+                );
             } else {
                 println!("{} container destroy {id}", jiff::Timestamp::now());
             }

@@ -14,7 +14,7 @@ use crate::engine::container::{
 use crate::engine::executor::Backend;
 use crate::engine::image::Image;
 use crate::engine::network::files::{HostsSpec, ResolvSpec};
-use crate::engine::network::{EndpointSpec, Networks, NetworkSpec, PortMapping, ports};
+use crate::engine::network::{EndpointSpec, NetworkSpec, Networks, PortMapping, ports};
 use crate::engine::volume::{Prepare, VolumeSpec};
 use crate::plan::{Op, service_image};
 use crate::project::model::{FileReference, Service, ServiceVolume};
@@ -92,7 +92,7 @@ impl Stack {
                         .services
                         .get(service)
                         .and_then(|s| s.stop_grace_period)
-                        .map(|d| d.to_std())
+                        .map(crate::project::model::Duration::to_std)
                 });
                 let id = self.container_id(name)?;
                 self.containers.stop(&id, timeout)?;
@@ -100,9 +100,7 @@ impl Stack {
             }
             Op::RemoveContainer { name, .. } => self.remove_container(name),
             Op::WaitFor {
-                service,
-                condition,
-                ..
+                service, condition, ..
             } => self.wait_for(service, *condition),
             Op::RemoveNetwork { name } => match self.networks.remove(name, false) {
                 Ok(()) | Err(crate::engine::network::Error::NotFound(_)) => Ok(()),
@@ -475,9 +473,9 @@ impl Stack {
             if let Ok(other) = self.service(svc) {
                 let other_name = other.container_name_for(&self.project.name, 1);
                 if let Ok(eps) = self.networks.endpoints_of_container(&other_name)
-                    && let Some(ep) = eps.iter().find(|e| {
-                        connected.iter().any(|c| c.network == e.network)
-                    })
+                    && let Some(ep) = eps
+                        .iter()
+                        .find(|e| connected.iter().any(|c| c.network == e.network))
                 {
                     extra_hosts.push(format!("{alias}:{}", ep.ip));
                 }
@@ -605,6 +603,10 @@ impl Stack {
                 } else {
                     self.images.layer_dirs(image)?
                 };
+                let _guard = self
+                    .preparing
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let path = self.volumes.prepare(
                     &vol,
                     &Prepare {
@@ -629,8 +631,8 @@ impl Stack {
                     if t.size.0 > 0 {
                         options.push(format!("size={}", t.size.0));
                     }
-                    if let Some(m) = t.mode {
-                        options.push(format!("mode={:o}", m.0));
+                    if t.mode != 0 {
+                        options.push(format!("mode={:o}", t.mode));
                     }
                 }
                 Ok(Mount {

@@ -53,14 +53,25 @@ fn unsupported(s: &Service) -> Vec<&'static str> {
     check(!s.devices.is_empty(), "devices");
     check(!s.device_cgroup_rules.is_empty(), "device_cgroup_rules");
     check(!s.gpus.is_empty(), "gpus");
-    check(s.ipc.as_deref().is_some_and(|i| i != "private" && i != "shareable"), "ipc");
+    check(
+        s.ipc
+            .as_deref()
+            .is_some_and(|i| i != "private" && i != "shareable"),
+        "ipc",
+    );
     check(s.pid.is_some(), "pid");
     check(s.userns_mode.is_some(), "userns_mode");
     check(s.uts.is_some(), "uts");
     check(s.cgroup_parent.is_some(), "cgroup_parent");
-    check(s.cgroup.as_deref().is_some_and(|c| c != "private"), "cgroup");
+    check(
+        s.cgroup.as_deref().is_some_and(|c| c != "private"),
+        "cgroup",
+    );
     check(!s.storage_opt.is_empty(), "storage_opt");
-    check(s.isolation.as_deref().is_some_and(|i| i != "default"), "isolation");
+    check(
+        s.isolation.as_deref().is_some_and(|i| i != "default"),
+        "isolation",
+    );
     check(s.blkio_config.is_some(), "blkio_config");
     check(s.credential_spec.is_some(), "credential_spec");
     check(!s.external_links.is_empty(), "external_links");
@@ -68,8 +79,14 @@ fn unsupported(s: &Service) -> Vec<&'static str> {
     check(s.use_api_socket, "use_api_socket");
     check(s.provider.is_some(), "provider");
     check(!s.models.is_empty(), "models");
-    check(s.cpu_rt_runtime != 0 || s.cpu_rt_period != 0, "cpu_rt_runtime/cpu_rt_period");
-    check(s.cpu_count != 0 || s.cpu_percent != 0.0, "cpu_count/cpu_percent");
+    check(
+        s.cpu_rt_runtime != 0 || s.cpu_rt_period != 0,
+        "cpu_rt_runtime/cpu_rt_period",
+    );
+    check(
+        s.cpu_count != 0 || s.cpu_percent != 0.0,
+        "cpu_count/cpu_percent",
+    );
     check(s.oom_kill_disable, "oom_kill_disable");
     check(s.mem_reservation.0 != 0, "mem_reservation");
     check(s.mem_swappiness.0 != 0, "mem_swappiness");
@@ -185,19 +202,18 @@ fn healthcheck(s: &Service) -> Option<Healthcheck> {
     let test = h.test.clone()?;
     Some(Healthcheck {
         test,
-        interval: h.interval.map(|d| d.to_std()),
-        timeout: h.timeout.map(|d| d.to_std()),
+        interval: h.interval.map(crate::project::model::Duration::to_std),
+        timeout: h.timeout.map(crate::project::model::Duration::to_std),
         retries: h.retries.and_then(|r| u32::try_from(r).ok()),
-        start_period: h.start_period.map(|d| d.to_std()),
-        start_interval: h.start_interval.map(|d| d.to_std()),
+        start_period: h.start_period.map(crate::project::model::Duration::to_std),
+        start_interval: h
+            .start_interval
+            .map(crate::project::model::Duration::to_std),
     })
 }
 
 fn resources(s: &Service) -> Resources {
-    let limits = s
-        .deploy
-        .as_ref()
-        .and_then(|d| d.resources.limits.as_ref());
+    let limits = s.deploy.as_ref().and_then(|d| d.resources.limits.as_ref());
     let memory = if s.mem_limit.0 > 0 {
         Some(s.mem_limit.0)
     } else {
@@ -295,7 +311,9 @@ pub fn container_config(
         resources: resources(s),
         restart: restart_policy(s)?,
         stop_signal: s.stop_signal.clone(),
-        stop_grace_period: s.stop_grace_period.map(|d| d.to_std()),
+        stop_grace_period: s
+            .stop_grace_period
+            .map(crate::project::model::Duration::to_std),
         healthcheck: healthcheck(s),
         runtime: s.runtime.clone().filter(|r| r != "tug"),
         ..ContainerConfig::default()

@@ -15,7 +15,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::engine::container::{ContainerError, ContainerStore, Status, Summary as ContainerSummary};
+use crate::engine::container::{
+    ContainerError, ContainerStore, Status, Summary as ContainerSummary,
+};
 use crate::engine::image::ImageStore;
 use crate::engine::network::Networks;
 use crate::engine::volume::Volumes;
@@ -90,8 +92,10 @@ pub struct Stack {
     pub options: StackOptions,
     /// Per-service config hashes, computed once.
     hashes: BTreeMap<String, String>,
-    /// Serialises the network and netns work of concurrent operations on one container name.
+    /// Serialises the network and netns work of concurrent operations.
     wiring: Mutex<()>,
+    /// Serialises volume preparation (first-use copy-up) of concurrent operations.
+    preparing: Mutex<()>,
 }
 
 impl std::fmt::Debug for Stack {
@@ -106,7 +110,7 @@ impl std::fmt::Debug for Stack {
 /// An exclusive lock on one project of one state root, held while a command changes it.
 #[derive(Debug)]
 pub struct ProjectLock {
-    _file: File,
+    _lock: nix::fcntl::Flock<File>,
 }
 
 impl ProjectLock {
@@ -126,9 +130,7 @@ impl ProjectLock {
             .open(&path)
             .map_err(|e| Error::Io(format!("open {}", path.display()), e))?;
         nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-            .map(|f| ProjectLock {
-                _file: f.unlock().unwrap_or_else(|(f, _)| f),
-            })
+            .map(|f| ProjectLock { _lock: f })
             .map_err(|(_, e)| Error::Io(format!("lock {}", path.display()), e.into()))
     }
 }
@@ -154,6 +156,7 @@ impl Stack {
             options,
             hashes,
             wiring: Mutex::new(()),
+            preparing: Mutex::new(()),
         })
     }
 
@@ -181,9 +184,7 @@ impl Stack {
     /// The desired state: the project with image ids from the store.
     #[must_use]
     pub fn desired(&self) -> Desired {
-        plan::desired_from_project(&self.project, |r| {
-            self.images.resolve(r).ok().map(|i| i.id)
-        })
+        plan::desired_from_project(&self.project, |r| self.images.resolve(r).ok().map(|i| i.id))
     }
 
     /// The observed state.
@@ -214,12 +215,7 @@ impl Stack {
                 name: c.name,
             })
             .collect();
-        let networks = self
-            .networks
-            .list()?
-            .into_iter()
-            .map(|n| n.name)
-            .collect();
+        let networks = self.networks.list()?.into_iter().map(|n| n.name).collect();
         let volumes = self.volumes.list()?.into_iter().map(|v| v.name).collect();
         Ok(Observed {
             containers,

@@ -66,11 +66,9 @@ fn judge(service: &str, condition: Condition, c: &ContainerSummary, has_check: b
                 return match c.state {
                     Status::Running => Verdict::Met,
                     Status::Exited | Status::Dead if exited_ok => Verdict::Met,
-                    Status::Exited | Status::Dead => Verdict::Failed(format!(
-                        "container {} {}",
-                        c.name,
-                        exit_text()
-                    )),
+                    Status::Exited | Status::Dead => {
+                        Verdict::Failed(format!("container {} {}", c.name, exit_text()))
+                    }
                     _ => Verdict::NotYet,
                 };
             }
@@ -95,10 +93,12 @@ impl Stack {
     /// The condition cannot be met any more, or the wait timed out.
     pub fn wait_for(&self, service: &str, condition: Condition) -> Result<()> {
         let s = self.service_def(service)?;
-        let has_check = s
-            .healthcheck
-            .as_ref()
-            .is_some_and(|h| !h.disable && h.test.as_ref().is_some_and(|t| t.first().is_some_and(|x| x != "NONE")));
+        let has_check = s.healthcheck.as_ref().is_some_and(|h| {
+            !h.disable
+                && h.test
+                    .as_ref()
+                    .is_some_and(|t| t.first().is_some_and(|x| x != "NONE"))
+        });
         let deadline = Instant::now() + self.options.wait.timeout;
         loop {
             let cs: Vec<ContainerSummary> = self
