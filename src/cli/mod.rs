@@ -197,6 +197,7 @@ pub fn rewrite_args(mut args: Vec<OsString>) -> Vec<OsString> {
         Some("logs") => &[("-f", "--follow")],
         Some("rm") => &[("-f", "--force")],
         Some("run") => &[("-p", "--publish")],
+        Some("version") => &[("-f", "--format")],
         _ => return args,
     };
     let mut j = v + 1;

@@ -465,7 +465,7 @@ pub struct VersionArgs {
     /// Shows only tug's version number.
     #[arg(long)]
     pub short: bool,
-    /// Format the output.
-    #[arg(short, long, value_parser = ["pretty", "json"])]
+    /// Format the output (`-f` is accepted here too: see `cli::rewrite_args`).
+    #[arg(long, value_parser = ["pretty", "json"])]
     pub format: Option<String>,
 }

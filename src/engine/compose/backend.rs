@@ -444,7 +444,7 @@ impl Stack {
                 EndpointSpec {
                     container_id: name.to_string(),
                     container_name: name.to_string(),
-                    service: Some(s.name.clone()),
+                    service: service_alias.then(|| s.name.clone()),
                     project: Some(self.project.name.clone()),
                     hostname: Some(hostname.clone()),
                     aliases,
