@@ -518,6 +518,15 @@ def tug_once(side: Side) -> dict:
 
 def run_workload(ctx: Ctx, w: Workload) -> dict:
     out = {"name": w.name, "title": w.title, "unit": w.unit}
+    first_note = len(ctx.notes)
+    try:
+        return measure(ctx, w, out)
+    finally:
+        if len(ctx.notes) > first_note:
+            out["checks"] = ctx.notes[first_note:]
+
+
+def measure(ctx: Ctx, w: Workload, out: dict) -> dict:
     if w.pending:
         return out | {"status": "pending", "reason": w.pending}
     runs = ctx.runs(w.runs_name, w.runs_full)
@@ -807,11 +816,16 @@ def wl_unpack(ctx: Ctx) -> Workload:
     def tar_prep():
         safe_rmtree(tdir)
         tdir.mkdir(parents=True)
+        os.sync()  # no writeback of the previous sample left to pay for
+
+    def tug_prep():
+        safe_rmtree(troot)
+        os.sync()
 
     w = Workload("unpack", "layer unpack: Debian 12 minbase rootfs, gzip (tug image import vs tar -xzf)",
                  runs=("unpack", 5), setup=setup,
                  teardown=lambda: (safe_rmtree(troot), safe_rmtree(tdir)))
-    w.tug = Side("tug", tug_trial, prepare=lambda: safe_rmtree(troot))
+    w.tug = Side("tug", tug_trial, prepare=tug_prep)
     w.peers = [Side("tar -xzf (GNU tar 1.34 + gzip)", lambda: timed(["tar", "-xzf", holder["layer"], "-C", tdir]),
                     prepare=tar_prep, kind="daemonless")]
     return w
@@ -846,12 +860,18 @@ def wl_pull(ctx: Ctx) -> Workload:
 
     w = Workload("pull", "pull of that image from a local registry (127.0.0.1)", runs=("pull", 5),
                  setup=setup, teardown=lambda: (safe_rmtree(troot), safe_rmtree(sdir), ctx.stop_registry()))
+    def fresh(path):
+        def prep():
+            safe_rmtree(path)
+            os.sync()
+        return prep
+
     w.tug = Side("tug", lambda: timed_tug(ctx, ["image", "pull", holder["ref"]], root=troot),
-                 prepare=lambda: safe_rmtree(troot))
+                 prepare=fresh(troot))
     w.peers = [
         Side("skopeo 1.9.3 copy to an OCI layout (no unpack)",
              lambda: timed(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{holder['ref']}", f"oci:{sdir}:1"]),
-             prepare=lambda: safe_rmtree(sdir), kind="daemonless"),
+             prepare=fresh(sdir), kind="daemonless"),
         Side("docker pull (docker 20.10, unpacks)", lambda: timed([DOCKER, "pull", "-q", holder["ref"]]),
              prepare=docker_prep, kind="daemon", setup=lambda: require_docker(ctx), teardown=docker_prep),
         Side("podman pull (podman 4.3, unpacks)",
@@ -1083,9 +1103,12 @@ def update_doc(doc: Path, res: dict):
     the run's date, commit and machine."""
     m = res["machine"]
     cg = m["cgroups"]
+    checks = [c for r in res["workloads"] for c in r.get("checks", [])]
+    dates = sorted({r["date"] for r in res["workloads"] if "date" in r})
     body = "\n".join([
-        f"Run of {res['date']}, tug {res['tug_commit']} ({res['tug_binary']}), mode {res['mode']}, "
-        f"{res.get('seconds', '?')} s in all.",
+        f"Run of {res['date']}, tug {res['tug_commit']} ({res['tug_binary']}), mode {res['mode']}"
+        + (f"; workloads measured at {', '.join(dates)} (each row's run is in latest.json)" if len(dates) > 1 else "")
+        + ".",
         f"Machine: {m['os']}, kernel {m['kernel']}, {m['cores']} cores, {m['memory_gib']} GiB, root fs "
         f"{m['root_fs']}; cgroups {cg['layout']} (v1: {', '.join(cg['v1'])}; cgroup2 at "
         f"{', '.join(cg['v2_mounts']) or '-'} with controllers '{cg['v2_controllers']}'); "
@@ -1093,7 +1116,7 @@ def update_doc(doc: Path, res: dict):
         "",
         markdown(res),
         "",
-        *([f"Checks before timing: {'; '.join(res['checks'])}."] if res.get("checks") else []),
+        *([f"Checks before timing: {'; '.join(checks)}."] if checks else []),
     ])
     text = doc.read_text()
     begin, end = "<!-- figures:begin -->", "<!-- figures:end -->"
@@ -1160,9 +1183,21 @@ def main():
         ctx.cleanup_tug()
         ctx.stop_registry()
     results["seconds"] = round(time.time() - t0, 1)
-    results["checks"] = ctx.notes
     print_summary(results)
     out = args.out or (None if ctx.smoke else str(BENCH / "results" / "latest.json"))
+    for r in results["workloads"]:
+        r["date"], r["tug_commit"], r["mode"] = results["date"], commit, results["mode"]
+    if out and args.workloads and Path(out).exists():
+        # A run of some workloads updates their entries and keeps the others' figures.
+        try:
+            old = json.loads(Path(out).read_text())
+        except (OSError, ValueError):
+            old = {"workloads": []}
+        fresh = {r["name"]: r for r in results["workloads"]}
+        kept = {r["name"]: r for r in old.get("workloads", []) if r["name"] not in fresh}
+        order = [w.name for w in all_w]
+        merged = {**kept, **fresh}
+        results["workloads"] = [merged[n] for n in order if n in merged]
     if out:
         tmp = Path(out + ".tmp")
         tmp.write_text(json.dumps(results, indent=1) + "\n")

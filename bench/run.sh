@@ -56,4 +56,12 @@ if [ "$peers" = all ]; then
   trap '"$BENCH/lib/down.sh"' EXIT
   "$BENCH/lib/up.sh"
 fi
-$PY "$BENCH/bench.py" --peers "$peers" --tug "$tug" "${pass[@]}"
+rc=0
+$PY "$BENCH/bench.py" --peers "$peers" --tug "$tug" "${pass[@]}" || rc=$?
+# The figures page follows the results file (only for the default results path).
+case " ${pass[*]-} " in
+  *" --out"*|*" --list "*) ;;
+  *) [ -s "$BENCH/results/latest.json" ] && \
+       $PY "$BENCH/bench.py" --markdown "$BENCH/results/latest.json" --update-doc "$REPO/docs/benchmarks.md" ;;
+esac
+exit $rc

@@ -200,3 +200,136 @@ fn image_store_is_readable_by_skopeo() {
     ]));
     assert!(archive.metadata().unwrap().len() > 1_000_000);
 }
+
+/// A one-file rootfs tarball whose content is `marker`.
+fn small_tar(dir: &Path, marker: &str) -> std::path::PathBuf {
+    let src = dir.join(format!("src-{marker}"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("marker"), marker).unwrap();
+    let tar = dir.join(format!("{marker}.tar"));
+    ok(Command::new("tar")
+        .arg("-C")
+        .arg(&src)
+        .arg("-cf")
+        .arg(&tar)
+        .arg("."));
+    tar
+}
+
+fn layer_of(r: &Path, name: &str) -> std::path::PathBuf {
+    let v = inspect(r, name);
+    r.join("layers").join(
+        v["RootFS"]["diff_ids"][0]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:"),
+    )
+}
+
+#[test]
+fn image_prune_keeps_what_containers_use() {
+    let dir = root();
+    let r = dir.path();
+    common::busybox_image(r);
+    let busybox_layer = layer_of(r, "busybox");
+    let used_id = ok(tug(r)
+        .args(["image", "import"])
+        .arg(small_tar(r, "used"))
+        .arg("used:1"));
+    let used_id = used_id.trim().to_string();
+    let used_layer = layer_of(r, "used:1");
+    // A container record that uses "used:1" (the container store's contract:
+    // <root>/containers/<id>/config.json with the image id in `image_id`).
+    std::fs::create_dir_all(r.join("containers/c1")).unwrap();
+    std::fs::write(
+        r.join("containers/c1/config.json"),
+        format!(r#"{{"name": "c1", "image_id": "{used_id}"}}"#),
+    )
+    .unwrap();
+    // "old:1" moves to a new image: the first one is left unnamed (dangling).
+    ok(tug(r)
+        .args(["image", "import"])
+        .arg(small_tar(r, "old-a"))
+        .arg("old:1"));
+    let dangling_layer = layer_of(r, "old:1");
+    ok(tug(r)
+        .args(["image", "import"])
+        .arg(small_tar(r, "old-b"))
+        .arg("old:1"));
+    assert!(ok(tug(r).args(["image", "ls"])).contains("<none>"));
+
+    // prune: only the dangling image goes.
+    ok(tug(r).args(["image", "prune"]));
+    assert!(!dangling_layer.exists());
+    assert!(busybox_layer.is_dir() && used_layer.is_dir());
+    assert!(!ok(tug(r).args(["image", "ls"])).contains("<none>"));
+
+    // prune -a: every image no container uses goes; the used one stays.
+    ok(tug(r).args(["image", "prune", "-a"]));
+    assert!(!busybox_layer.exists());
+    assert!(used_layer.is_dir());
+    let ls = ok(tug(r).args(["image", "ls"]));
+    assert!(
+        ls.contains("used") && !ls.contains("busybox") && !ls.contains("old"),
+        "{ls}"
+    );
+
+    // rm of an image in use: refused; with --force only untagged, content kept.
+    let err = fails(tug(r).args(["image", "rm", "used:1"]));
+    assert!(err.contains("in use by a container"), "{err}");
+    let out = ok(tug(r).args(["image", "rm", "--force", "used:1"]));
+    assert!(
+        out.contains("Untagged: used:1") && !out.contains("Deleted"),
+        "{out}"
+    );
+    assert!(used_layer.is_dir());
+    assert_eq!(inspect(r, &used_id)["Id"], used_id.as_str());
+    // Once no container uses it, prune removes it and the store is empty.
+    std::fs::remove_dir_all(r.join("containers/c1")).unwrap();
+    ok(tug(r).args(["image", "prune"]));
+    assert!(!used_layer.exists());
+    assert_eq!(
+        std::fs::read_dir(r.join("images/blobs/sha256"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert_eq!(std::fs::read_dir(r.join("layers")).unwrap().count(), 0);
+}
+
+#[test]
+fn image_concurrent_commands_keep_the_store_consistent() {
+    let dir = root();
+    let r = dir.path();
+    let tars: Vec<_> = (0..4).map(|i| small_tar(r, &format!("c{i}"))).collect();
+    let mut children = Vec::new();
+    for (i, t) in tars.iter().enumerate() {
+        children.push(
+            tug(r)
+                .args(["image", "import"])
+                .arg(t)
+                .arg(format!("c:{i}"))
+                .spawn()
+                .unwrap(),
+        );
+        children.push(
+            tug(r)
+                .args(["image", "prune"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    for i in 0..4 {
+        let v = inspect(r, &format!("c:{i}"));
+        let layer = Path::new(v["LayerDirs"][0].as_str().unwrap());
+        assert_eq!(
+            std::fs::read_to_string(layer.join("marker")).unwrap(),
+            format!("c{i}")
+        );
+    }
+    assert_eq!(ok(tug(r).args(["image", "ls", "-q"])).lines().count(), 4);
+}

@@ -12,12 +12,11 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Args;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use super::GlobalArgs;
 use crate::project::interpolate::{Resolution, Source};
 use crate::project::profiles::Reason;
-use crate::project::{Graph, LoadOptions, Loaded, Project, Service, load_explained};
+use crate::project::{Graph, LoadOptions, Loaded, Project, load_explained};
 
 /// Flags of `tug config`.
 #[derive(Debug, Clone, Args)]
@@ -197,7 +196,7 @@ fn render(loaded: &Loaded, args: &ConfigArgs) -> anyhow::Result<String> {
                 .services
                 .get(&n)
                 .with_context(|| format!("no such service: {n}"))?;
-            let _ = writeln!(out, "{n} {}", service_hash(s)?);
+            let _ = writeln!(out, "{n} {}", s.compose_hash());
         }
         return Ok(out);
     }
@@ -205,6 +204,9 @@ fn render(loaded: &Loaded, args: &ConfigArgs) -> anyhow::Result<String> {
     if let Value::Object(top) = &mut doc {
         // docker compose v2.40.3 does not print the top-level `models`.
         top.shift_remove("models");
+    }
+    if !args.no_normalize {
+        drop_env_files(&mut doc);
     }
     if args.no_interpolate {
         drop_typed_defaults(&mut doc);
@@ -253,6 +255,18 @@ fn project_json(project: &Project, named: &[String]) -> anyhow::Result<Value> {
         top.extend(entries);
     }
     Ok(v)
+}
+
+/// compose keeps the env files in the model (they count in the config hash) but does not
+/// print them once they are read into `environment`.
+fn drop_env_files(doc: &mut Value) {
+    if let Some(Value::Object(services)) = doc.get_mut("services") {
+        for s in services.values_mut() {
+            if let Value::Object(m) = s {
+                m.shift_remove("env_file");
+            }
+        }
+    }
 }
 
 /// compose's JSON output keeps the top-level `x-` keys only.
@@ -310,44 +324,6 @@ fn escape_dollars(v: &mut Value) {
         Value::Object(m) => m.values_mut().for_each(escape_dollars),
         _ => {}
     }
-}
-
-/// The config hash docker compose puts on containers (`com.docker.compose.config-hash`):
-/// SHA-256 of the service's JSON without `build`, `pull_policy`, `scale`,
-/// `deploy.replicas`, `depends_on` and `profiles`, encoded as Go's encoding/json does.
-///
-/// # Errors
-/// Serialization failure.
-pub fn service_hash(s: &Service) -> anyhow::Result<String> {
-    let mut o = s.clone();
-    o.build = None;
-    o.pull_policy = None;
-    o.scale = None;
-    if let Some(d) = o.deploy.as_mut() {
-        d.replicas = None;
-    }
-    o.depends_on.clear();
-    o.profiles.clear();
-    o.extensions.clear();
-    let json = serde_json::to_string(&o)?;
-    let go = go_json_escape(&json);
-    Ok(hex::encode(Sha256::digest(go.as_bytes())))
-}
-
-/// Go's encoding/json escapes `<`, `>`, `&`, U+2028 and U+2029 inside strings.
-fn go_json_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("\\u003c"),
-            '>' => out.push_str("\\u003e"),
-            '&' => out.push_str("\\u0026"),
-            '\u{2028}' => out.push_str("\\u2028"),
-            '\u{2029}' => out.push_str("\\u2029"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 fn explain(loaded: &Loaded, named: &[String]) -> String {
@@ -569,10 +545,5 @@ mod tests {
             y,
             "a: \"1\"\nb: \"true\"\nc: plain\nd: \"\"\ne:\n  - x\n  - k: v\n    l:\n      - 1\nf: {}\ng: \"a: b\"\nh: |-\n  l1\n  l2\n"
         );
-    }
-
-    #[test]
-    fn config_go_escaping() {
-        assert_eq!(go_json_escape("a<b>&"), "a\\u003cb\\u003e\\u0026");
     }
 }

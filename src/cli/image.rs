@@ -124,11 +124,28 @@ pub enum ImageCommand {
     },
     /// Push an image to a registry.
     Push {
-        /// Reference.
+        /// The image (pushed under this name unless TARGET is given).
         reference: String,
+        /// Push under this name instead (`localhost:5000/app:1`).
+        target: Option<String>,
         /// Print no progress.
         #[arg(short, long)]
         quiet: bool,
+    },
+    /// Unpack a layer tarball into a new directory as the store does (safe resolution,
+    /// overlayfs whiteouts); prints the diff_id. For inspection and benchmarks.
+    UnpackLayer {
+        /// The layer (plain, gzip or zstd tar).
+        file: PathBuf,
+        /// The directory to create.
+        dest: PathBuf,
+    },
+    /// Log in to a registry (credentials are checked, then stored mode 0600 in tug's config).
+    Login(LoginArgs),
+    /// Forget the stored credentials of a registry.
+    Logout {
+        /// Registry host (default: docker.io).
+        registry: Option<String>,
     },
     /// Build a base image from the host's Debian packages, offline from any registry:
     /// `busybox` (from busybox-static) or `debian:<suite>` (with mmdebstrap).
@@ -148,6 +165,166 @@ pub enum ImageCommand {
         #[arg(long, default_value = image::BUSYBOX)]
         busybox: PathBuf,
     },
+}
+
+/// `tug login` arguments.
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Registry host (default: docker.io).
+    pub registry: Option<String>,
+    /// User name.
+    #[arg(short, long)]
+    pub username: Option<String>,
+    /// Password (prefer --password-stdin; `-p` is the global project flag).
+    #[arg(long)]
+    pub password: Option<String>,
+    /// Read the password from stdin.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+/// Runs `tug login`.
+pub fn login(args: &LoginArgs, out: &mut impl Write) -> anyhow::Result<i32> {
+    let registry = args
+        .registry
+        .clone()
+        .unwrap_or_else(|| image::DOCKER_HUB.to_string());
+    let Some(username) = args.username.clone() else {
+        bail!("--username is required (tug does not prompt)");
+    };
+    let password = match (&args.password, args.password_stdin) {
+        (Some(_), true) => bail!("--password and --password-stdin cannot be used together"),
+        (Some(p), false) => p.clone(),
+        (None, true) => {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut s)?;
+            s.trim_end_matches(['\n', '\r']).to_string()
+        }
+        (None, false) => bail!("a password is required: --password-stdin or --password"),
+    };
+    image::login(&registry, &image::auth::Credentials { username, password })?;
+    writeln!(out, "Login Succeeded")?;
+    Ok(0)
+}
+
+/// Runs `tug logout`.
+pub fn logout(registry: Option<&str>, out: &mut impl Write) -> anyhow::Result<i32> {
+    let registry = registry.unwrap_or(image::DOCKER_HUB);
+    if image::logout(registry)? {
+        writeln!(out, "Removing login credentials for {registry}")?;
+    } else {
+        writeln!(out, "Not logged in to {registry}")?;
+    }
+    Ok(0)
+}
+
+/// Progress display: bars on a terminal, one line per finished layer otherwise.
+struct Bars {
+    multi: Option<indicatif::MultiProgress>,
+    bars:
+        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, indicatif::ProgressBar>>>,
+}
+
+impl Bars {
+    fn finish(&self) {
+        if let Ok(bars) = self.bars.lock() {
+            for b in bars.values() {
+                if !b.is_finished() {
+                    b.abandon();
+                }
+            }
+        }
+        if let Some(m) = &self.multi {
+            let _ = m.clear();
+        }
+    }
+}
+
+fn short(d: &str) -> String {
+    let h = d.strip_prefix("sha256:").unwrap_or(d);
+    h[..h.len().min(12)].to_string()
+}
+
+fn progress_reporter(quiet: bool, done_word: &'static str) -> (image::ProgressFn, Bars) {
+    use std::io::IsTerminal;
+    let bars = Bars {
+        multi: (!quiet && std::io::stderr().is_terminal()).then(indicatif::MultiProgress::new),
+        bars: std::sync::Arc::default(),
+    };
+    if quiet {
+        return (image::no_progress(), bars);
+    }
+    let multi = bars.multi.clone();
+    let map = bars.bars.clone();
+    let style =
+        indicatif::ProgressStyle::with_template("{prefix}: {msg} {bar:30} {bytes}/{total_bytes}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    let f = move |p: image::Progress| {
+        let Ok(mut map) = map.lock() else { return };
+        match (&multi, p) {
+            (Some(m), image::Progress::Resolved { layers, .. }) => {
+                for (d, size) in layers {
+                    let b = m.add(indicatif::ProgressBar::new(size));
+                    b.set_style(style.clone());
+                    b.set_prefix(short(&d));
+                    b.set_message("waiting");
+                    map.insert(d, b);
+                }
+            }
+            (Some(_), image::Progress::Bytes { digest, done, .. }) => {
+                if let Some(b) = map.get(&digest) {
+                    b.set_message("transferring");
+                    b.set_position(done);
+                }
+            }
+            (Some(_), image::Progress::Skipped { digest }) => {
+                if let Some(b) = map.get(&digest) {
+                    b.finish_with_message("already exists");
+                }
+            }
+            (Some(_), image::Progress::Done { digest }) => {
+                if let Some(b) = map.get(&digest) {
+                    b.set_message(done_word);
+                }
+            }
+            (Some(_), image::Progress::Unpacked { digest }) => {
+                if let Some(b) = map.get(&digest) {
+                    b.finish_with_message("unpacked");
+                }
+            }
+            (
+                Some(m),
+                image::Progress::Retrying {
+                    digest,
+                    attempt,
+                    reason,
+                },
+            ) => {
+                let _ = m.println(format!(
+                    "{}: retrying (attempt {attempt}): {reason}",
+                    short(&digest)
+                ));
+            }
+            (None, image::Progress::Skipped { digest }) => {
+                eprintln!("{}: already exists", short(&digest));
+            }
+            (None, image::Progress::Done { digest }) => {
+                eprintln!("{}: {done_word}", short(&digest));
+            }
+            (
+                None,
+                image::Progress::Retrying {
+                    digest,
+                    attempt,
+                    reason,
+                },
+            ) => {
+                eprintln!("{}: retrying (attempt {attempt}): {reason}", short(&digest));
+            }
+            _ => {}
+        }
+    };
+    (std::sync::Arc::new(f), bars)
 }
 
 /// Runs `tug image …`.
@@ -266,8 +443,44 @@ pub fn run(global: &GlobalArgs, args: ImageArgs) -> anyhow::Result<i32> {
         ImageCommand::Save { output, images } => {
             store.save(&images, &output)?;
         }
-        ImageCommand::Pull { .. } => bail!(image::Error::NotImplemented("tug image pull")),
-        ImageCommand::Push { .. } => bail!(image::Error::NotImplemented("tug image push")),
+        ImageCommand::Pull { reference, quiet } => {
+            let (progress, bars) = progress_reporter(quiet, "Pull complete");
+            let result = store.pull(&reference, &progress);
+            bars.finish();
+            let img = result?;
+            if !quiet {
+                eprintln!("Digest: {}", img.digest);
+            }
+            let full = Reference::parse(&reference)?;
+            writeln!(out, "{full}")?;
+        }
+        ImageCommand::Push {
+            reference,
+            target,
+            quiet,
+        } => {
+            let (progress, bars) = progress_reporter(quiet, "Pushed");
+            let dest = target.as_deref().unwrap_or(&reference);
+            let source = target.as_ref().map(|_| reference.as_str());
+            let result = store.push(source, dest, &progress);
+            bars.finish();
+            let digest = result?;
+            writeln!(
+                out,
+                "{}: digest: {digest}",
+                Reference::parse(dest)?.familiar()
+            )?;
+        }
+        ImageCommand::Login(args) => return login(&args, &mut out),
+        ImageCommand::UnpackLayer { file, dest } => {
+            let (diff_id, stats) = image::unpack_layer_file(&file, &dest)?;
+            writeln!(out, "{diff_id}")?;
+            eprintln!(
+                "{} entries, {} bytes of file data",
+                stats.entries, stats.bytes
+            );
+        }
+        ImageCommand::Logout { registry } => return logout(registry.as_deref(), &mut out),
         ImageCommand::Bootstrap {
             what,
             name,

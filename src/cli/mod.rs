@@ -67,6 +67,13 @@ pub enum Command {
     Image(image::ImageArgs),
     /// Manage containers: run, ls, stop, kill, rm, logs, exec, inspect, top, pause, cp.
     Container(container::ContainerArgs),
+    /// Log in to a container registry.
+    Login(image::LoginArgs),
+    /// Log out from a container registry.
+    Logout {
+        /// Registry host (default: docker.io).
+        registry: Option<String>,
+    },
     /// Generate shell completions.
     Completion {
         /// Shell to generate for.
@@ -266,6 +273,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Config(args) => config::run(&global, &args),
         Command::Image(args) => image::run(&global, args),
         Command::Container(args) => container::run(&global, args),
+        Command::Login(args) => image::login(&args, &mut std::io::stdout().lock()),
+        Command::Logout { registry } => {
+            image::logout(registry.as_deref(), &mut std::io::stdout().lock())
+        }
         Command::Completion { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "tug", &mut std::io::stdout());

@@ -86,11 +86,15 @@ fn render_many(errors: &[ProjectError]) -> String {
     struct Lines<'a>(&'a [ProjectError]);
     impl fmt::Display for Lines<'_> {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            for (i, e) in self.0.iter().enumerate() {
+            const SHOWN: usize = 20;
+            for (i, e) in self.0.iter().take(SHOWN).enumerate() {
                 if i > 0 {
                     f.write_str("\n")?;
                 }
                 write!(f, "{e}")?;
+            }
+            if self.0.len() > SHOWN {
+                write!(f, "\n... and {} more errors", self.0.len() - SHOWN)?;
             }
             Ok(())
         }

@@ -31,6 +31,7 @@ pub mod merge;
 pub mod model;
 pub mod normalize;
 pub mod profiles;
+pub mod synth;
 pub mod validate;
 pub mod yaml;
 

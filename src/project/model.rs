@@ -369,6 +369,47 @@ impl Service {
             .and_then(|m| m.strip_prefix("service:"))
     }
 
+    /// The config hash docker compose v2 puts on containers (`com.docker.compose.config-hash`,
+    /// printed by `config --hash`): SHA-256 of the service's JSON as Go's encoding/json writes
+    /// it, without `build`, `pull_policy`, `scale`, `deploy.replicas`, `depends_on`,
+    /// `profiles` and `x-` keys, with `env_file` as a list of paths.
+    #[must_use]
+    pub fn compose_hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut o = self.clone();
+        o.build = None;
+        o.pull_policy = None;
+        o.scale = None;
+        if let Some(d) = o.deploy.as_mut() {
+            d.replicas = None;
+        }
+        o.depends_on.clear();
+        o.profiles.clear();
+        o.extensions.clear();
+        let mut v = serde_json::to_value(&o).unwrap_or(Value::Null);
+        if let Some(Value::Array(files)) = v.get_mut("env_file") {
+            for f in files.iter_mut() {
+                if let Some(p) = f.get("path").cloned() {
+                    *f = p;
+                }
+            }
+        }
+        let json = v.to_string();
+        // Go's encoding/json escapes these inside strings.
+        let mut go = String::with_capacity(json.len());
+        for c in json.chars() {
+            match c {
+                '<' => go.push_str("\\u003c"),
+                '>' => go.push_str("\\u003e"),
+                '&' => go.push_str("\\u0026"),
+                '\u{2028}' => go.push_str("\\u2028"),
+                '\u{2029}' => go.push_str("\\u2029"),
+                c => go.push(c),
+            }
+        }
+        hex::encode(Sha256::digest(go.as_bytes()))
+    }
+
     /// Networks ordered by `priority` (highest first), then by name: the order to connect in.
     #[must_use]
     pub fn networks_by_priority(&self) -> Vec<&str> {

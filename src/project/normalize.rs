@@ -155,7 +155,6 @@ pub fn apply_env_files(project: &mut Project, env: &Environment) -> Result<()> {
                 from_files.insert(e.key, e.value);
             }
         }
-        s.env_file.clear();
         for (k, v) in from_files {
             s.environment.entry(k).or_insert(v);
         }

@@ -911,7 +911,7 @@ mod tests {
     }
 
     #[test]
-    fn validate_schema_uses_only_supported_keywords_and_refs_resolve() {
+    fn validate_schema_is_well_formed_and_uses_only_supported_keywords() {
         fn walk(s: &CompiledSchema, node: &Value, at: &str, problems: &mut Vec<String>) {
             let Value::Object(map) = node else {
                 if !node.is_boolean() {
@@ -966,6 +966,51 @@ mod tests {
                             }
                         }
                     }
+                    "required" => {
+                        let names: Vec<&str> = v
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(Value::as_str)
+                            .collect();
+                        if names.len() != v.as_array().map_or(0, Vec::len) {
+                            problems.push(format!("{here}: must be a list of strings"));
+                        }
+                        // A required key that the object does not allow is a typo.
+                        let props = map.get("properties").and_then(Value::as_object);
+                        if map.get("additionalProperties") == Some(&Value::Bool(false)) {
+                            for n in names {
+                                if !props.is_some_and(|p| p.contains_key(n)) {
+                                    problems.push(format!("{here}: `{n}` is not a property"));
+                                }
+                            }
+                        }
+                    }
+                    "enum" => {
+                        let items = v.as_array().map(Vec::as_slice).unwrap_or_default();
+                        if items.is_empty() {
+                            problems.push(format!("{here}: must be a non-empty list"));
+                        }
+                        for (i, a) in items.iter().enumerate() {
+                            if items[..i].contains(a) {
+                                problems.push(format!("{here}: duplicate value {a}"));
+                            }
+                        }
+                    }
+                    "minimum" | "maximum" if !v.is_number() => {
+                        problems.push(format!("{here}: must be a number"));
+                    }
+                    "minItems" | "maxItems" | "minLength" | "maxLength" if !v.is_u64() => {
+                        problems.push(format!("{here}: must be a non-negative integer"));
+                    }
+                    "uniqueItems" | "deprecated" if !v.is_boolean() => {
+                        problems.push(format!("{here}: must be a boolean"));
+                    }
+                    "pattern" | "title" | "description" | "$comment" | "$id" | "$schema"
+                        if !v.is_string() =>
+                    {
+                        problems.push(format!("{here}: must be a string"));
+                    }
                     _ => {}
                 }
             }
@@ -973,6 +1018,22 @@ mod tests {
         let s = compiled().expect("embedded schema");
         let mut problems = Vec::new();
         walk(s, s.root(), "#", &mut problems);
+        assert_eq!(
+            s.root().get("$schema").and_then(Value::as_str),
+            Some("https://json-schema.org/draft/2020-12/schema")
+        );
+        // Every definition is used somewhere.
+        for name in s.root()["$defs"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| k)
+        {
+            let needle = format!("\"#/$defs/{name}\"");
+            if !SCHEMA_TEXT.contains(&needle) {
+                problems.push(format!("#/$defs/{name}: never referenced"));
+            }
+        }
         assert!(
             problems.is_empty(),
             "schema problems:\n{}",
@@ -1094,5 +1155,101 @@ mod tests {
         let doc = json!({"services": {"web": {"image": "x", "cpus": "0.5", "tty": "true",
             "scale": "2", "mem_limit": "1g"}}});
         assert_eq!(errors(&doc), Vec::<String>::new());
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::{PathSegment, validate};
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    /// Keys that lead deep into the schema, plus a few that do not exist.
+    const KEYS: &[&str] = &[
+        "services",
+        "web",
+        "image",
+        "ports",
+        "volumes",
+        "environment",
+        "depends_on",
+        "condition",
+        "deploy",
+        "resources",
+        "limits",
+        "cpus",
+        "healthcheck",
+        "test",
+        "build",
+        "context",
+        "networks",
+        "aliases",
+        "secrets",
+        "source",
+        "target",
+        "x-ext",
+        "ulimits",
+        "nofile",
+        "soft",
+        "hard",
+        "type",
+        "bind",
+        "name",
+        "version",
+        "bogus",
+        "my key",
+    ];
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            (-1e6f64..1e6).prop_map(Value::from),
+            "[a-z0-9:/._ -]{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(6, 96, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::vec((prop::sample::select(KEYS), inner), 0..6).prop_map(|kvs| {
+                    Value::Object(kvs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+                }),
+            ]
+        })
+    }
+
+    fn resolve<'a>(doc: &'a Value, path: &[PathSegment]) -> Option<&'a Value> {
+        path.iter().try_fold(doc, |v, seg| match seg {
+            PathSegment::Key(k) => v.get(k),
+            PathSegment::Index(i) => v.get(*i),
+        })
+    }
+
+    proptest! {
+        /// Whatever the document, validation returns (no panic), and every error and warning
+        /// points at a node that exists, so the loader can always locate it in the file.
+        #[test]
+        fn validate_never_panics_and_paths_resolve(services in json_value(), top in json_value()) {
+            let mut doc = serde_json::json!({"services": services});
+            if let Value::Object(extra) = top {
+                for (k, v) in extra {
+                    doc[k] = v;
+                }
+            }
+            match validate(&doc) {
+                Ok(warnings) => {
+                    for w in warnings {
+                        prop_assert!(resolve(&doc, &w.path).is_some(), "warning path {w}");
+                    }
+                }
+                Err(errors) => {
+                    prop_assert!(!errors.is_empty());
+                    for e in errors {
+                        prop_assert!(resolve(&doc, &e.path).is_some(), "error path {e}");
+                        prop_assert!(!e.message.is_empty());
+                    }
+                }
+            }
+        }
     }
 }

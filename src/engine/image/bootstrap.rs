@@ -78,6 +78,9 @@ impl ImageStore {
         let default_name = format!("debian:{suite}");
         let name = name.unwrap_or(&default_name);
         super::Reference::parse(name)?;
+        // The work directory lives in .ingest/: hold the store lock so no other command takes
+        // it for a killed command's leftovers.
+        let _lock = self.lock_shared()?;
         let work = tempfile::Builder::new()
             .prefix("bootstrap-")
             .tempdir_in(self.layout().ingest_dir())

@@ -117,6 +117,12 @@ impl Layout {
             dir: dir.to_path_buf(),
         };
         let marker = dir.join("oci-layout");
+        if marker.exists() && layout.index_path().exists() {
+            return Ok(layout);
+        }
+        // First use: create the files under the index lock, so concurrent first commands do
+        // not trip over each other's temporary files.
+        let _guard = fsutil::lock(&dir.join(".index.lock"), fsutil::LockKind::Exclusive)?;
         if !marker.exists() {
             fsutil::write_atomic(&marker, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
         }

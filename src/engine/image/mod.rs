@@ -22,12 +22,14 @@
 //! directories, which the next command that can take the store lock exclusively removes.
 
 mod archive;
+pub mod auth;
 mod bootstrap;
 mod fsutil;
 mod import;
 pub mod layout;
 mod platform;
 mod reference;
+mod registry;
 mod unpack;
 
 use std::collections::{BTreeSet, HashSet};
@@ -41,7 +43,8 @@ pub use bootstrap::{BUSYBOX, DebianOptions, busybox_tar};
 pub use import::ImportOptions;
 pub use layout::{Index, IndexEntry, Layout};
 pub use reference::{DEFAULT_TAG, DOCKER_HUB, Reference};
-pub use unpack::Compression;
+pub use registry::{Progress, ProgressFn, login, logout, no_progress};
+pub use unpack::{Compression, Stats as UnpackStats};
 
 use fsutil::{LockGuard, LockKind, io_ctx};
 
@@ -136,6 +139,36 @@ pub enum Error {
         tool: String,
         /// Exit status and the tail of its output.
         detail: String,
+    },
+    /// The registry has no such repository.
+    #[error("unknown image {0}: the registry has no such repository")]
+    UnknownImage(String),
+    /// The repository has no such tag or digest.
+    #[error("unknown tag {0}: the registry has no such tag or digest")]
+    UnknownTag(String),
+    /// The registry refused the credentials (or their absence).
+    #[error("authentication refused for {reference}: {reason}")]
+    AuthRefused {
+        /// The reference or registry.
+        reference: String,
+        /// What the registry said.
+        reason: String,
+    },
+    /// The registry cannot be reached.
+    #[error("registry for {reference} is unreachable: {reason}")]
+    Unreachable {
+        /// The reference.
+        reference: String,
+        /// The network error.
+        reason: String,
+    },
+    /// Any other registry error.
+    #[error("registry error for {reference}: {reason}")]
+    Registry {
+        /// The reference or registry.
+        reference: String,
+        /// What went wrong.
+        reason: String,
     },
     /// A verb that is not implemented yet.
     #[error("{0} is not implemented yet")]
@@ -288,6 +321,8 @@ impl ImageStore {
         for p in fsutil::entries_with_prefix(&self.layers, &[".tmp-", ".del-"]) {
             fsutil::remove_tree(&p)?;
         }
+        // Temporary files of index.json and oci-layout are written under the index lock.
+        let _index = self.lock_index()?;
         for p in fsutil::entries_with_prefix(self.layout.dir(), &[".tmp-"]) {
             let _ = fs::remove_file(&p);
         }
@@ -457,16 +492,9 @@ impl ImageStore {
             });
         }
         let blob = self.layout.open_blob(digest)?;
-        let (reader, _) =
-            unpack::decompress(blob).map_err(io_ctx(format!("cannot read layer {digest}")))?;
-        let mut hashing = fsutil::HashingReader::new(reader);
         let tmp = self.new_layer_tmp()?;
         let result = (|| {
-            unpack::unpack(&mut hashing, &tmp, digest)?;
-            let (actual, _) = hashing.finish().map_err(|e| Error::BadLayer {
-                layer: digest.to_string(),
-                reason: e.to_string(),
-            })?;
+            let (actual, _) = unpack::unpack_file(blob, &tmp, digest)?;
             if actual != diff_id {
                 return Err(Error::DigestMismatch {
                     what: format!("uncompressed layer {digest}"),
@@ -571,6 +599,7 @@ impl ImageStore {
 
     /// Gives the image `source` the extra name `target`.
     pub fn tag(&self, source: &str, target: &str) -> Result<Image> {
+        let _lock = self.lock_shared()?;
         let image = self.resolve(source)?;
         let r = Reference::parse(target)?;
         if r.digest.is_some() {
@@ -739,6 +768,15 @@ impl ImageStore {
         }
         Ok(report)
     }
+}
+
+/// Unpacks a layer tarball (plain, gzip or zstd) into the directory `dest` (created; must not
+/// exist) exactly as the store unpacks layers: resolved inside `dest`, whiteouts converted to
+/// overlayfs form. Returns the diff_id (digest of the uncompressed tar) and the stats.
+pub fn unpack_layer_file(src: &Path, dest: &Path) -> Result<(String, unpack::Stats)> {
+    let f = fs::File::open(src).map_err(io_ctx(format!("cannot open {}", src.display())))?;
+    fs::create_dir(dest).map_err(io_ctx(format!("cannot create {}", dest.display())))?;
+    unpack::unpack_file(f, dest, &src.display().to_string())
 }
 
 /// The OCI architecture name of the host (`amd64`, `arm64`, …).

@@ -1,0 +1,752 @@
+//! Pulling from and pushing to registries (the OCI distribution API), with oci-client.
+//!
+//! A registry serves manifests at `/v2/<repo>/manifests/<tag|digest>` and blobs at
+//! `/v2/<repo>/blobs/<digest>`. Access starts with `GET /v2/`: a registry that wants
+//! credentials answers 401 with `WWW-Authenticate` — either `Basic` (send the user and
+//! password with every request) or `Bearer realm=…,service=…` (ask the realm for a token
+//! scoped to `repository:<repo>:pull[,push]`, with the credentials if there are any, and send
+//! that token). oci-client does this dance; tug supplies credentials (see [`super::auth`]).
+//!
+//! Pull: the manifest is fetched by tag or digest; a manifest list / OCI index is narrowed to
+//! the host platform; the config and every missing layer are downloaded in parallel into
+//! `.ingest/`, each verified against its digest (and never allowed past its declared size)
+//! before it becomes a blob; a failed transfer is retried. Each layer is unpacked as soon as
+//! it is in, checking its diff_id. The manifest is stored with the bytes the registry served,
+//! so its digest is the registry's. Loopback registries and those configured as insecure are
+//! spoken to over plain HTTP; every other one over HTTPS.
+//!
+//! Progress is reported through a callback; the engine never prints.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, RegistryOperation};
+use oci_spec::image::{ImageIndex, ImageManifest};
+
+use super::auth::{self, Credentials, RegistrySettings};
+use super::fsutil::{self, io_ctx};
+use super::layout;
+use super::{Error, Image, ImageStore, Reference, Result, platform};
+
+/// How many blobs move at once.
+const PARALLEL: usize = 3;
+/// Attempts per blob before giving up.
+const ATTEMPTS: u32 = 3;
+
+/// Manifest media types tug asks for.
+const ACCEPT: &[&str] = &[
+    layout::OCI_MANIFEST,
+    layout::DOCKER_MANIFEST,
+    layout::OCI_INDEX,
+    layout::DOCKER_MANIFEST_LIST,
+];
+
+/// Config media types tug accepts.
+const CONFIG_TYPES: &[&str] = &[layout::OCI_CONFIG, layout::DOCKER_CONFIG];
+
+/// Progress of a pull or push.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// The manifest is known: its digest and the layers (digest, size).
+    Resolved {
+        /// The manifest digest.
+        digest: String,
+        /// Layers, lowest first.
+        layers: Vec<(String, u64)>,
+    },
+    /// Bytes of a blob moved so far (cumulative).
+    Bytes {
+        /// The blob.
+        digest: String,
+        /// Bytes so far.
+        done: u64,
+        /// Size.
+        total: u64,
+    },
+    /// A blob was already there (local store on pull, registry on push).
+    Skipped {
+        /// The blob.
+        digest: String,
+    },
+    /// A transfer failed and is tried again.
+    Retrying {
+        /// The blob.
+        digest: String,
+        /// The next attempt (2, 3, …).
+        attempt: u32,
+        /// Why the last one failed.
+        reason: String,
+    },
+    /// A blob is complete and verified.
+    Done {
+        /// The blob.
+        digest: String,
+    },
+    /// A layer is unpacked into the layer cache.
+    Unpacked {
+        /// The layer blob.
+        digest: String,
+    },
+}
+
+/// A progress callback.
+pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// A progress callback that ignores everything.
+#[must_use]
+pub fn no_progress() -> ProgressFn {
+    Arc::new(|_| {})
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(io_ctx("cannot start the async runtime"))
+}
+
+/// A client for `host`: plain HTTP for loopback and insecure hosts, HTTPS with the system
+/// roots (and configured CAs) for the rest.
+fn client_for(host: &str, settings: &RegistrySettings) -> Result<Client> {
+    let protocol = if auth::is_loopback(host) || settings.insecure.iter().any(|h| h == host) {
+        ClientProtocol::Http
+    } else {
+        ClientProtocol::Https
+    };
+    let mut certs = Vec::new();
+    for p in &settings.ca_certs {
+        let data =
+            std::fs::read(p).map_err(io_ctx(format!("cannot read CA file {}", p.display())))?;
+        certs.push(Certificate {
+            encoding: CertificateEncoding::Pem,
+            data,
+        });
+    }
+    let config = ClientConfig {
+        protocol,
+        extra_root_certificates: certs,
+        connect_timeout: Some(Duration::from_secs(10)),
+        read_timeout: Some(Duration::from_secs(60)),
+        ..ClientConfig::default()
+    };
+    Client::try_from(config).map_err(|e| Error::Registry {
+        reference: host.to_string(),
+        reason: format!("cannot set up the HTTP client: {e}"),
+    })
+}
+
+fn registry_auth(host: &str) -> Result<RegistryAuth> {
+    Ok(match auth::lookup(host)? {
+        Some(c) => RegistryAuth::Basic(c.username, c.password),
+        None => RegistryAuth::Anonymous,
+    })
+}
+
+fn oci_ref(host: &str, r: &Reference, digest: Option<&str>) -> oci_client::Reference {
+    match (digest.or(r.digest.as_deref()), &r.tag) {
+        (Some(d), _) => oci_client::Reference::with_digest(
+            host.to_string(),
+            r.repository.clone(),
+            d.to_string(),
+        ),
+        (None, Some(t)) => {
+            oci_client::Reference::with_tag(host.to_string(), r.repository.clone(), t.clone())
+        }
+        (None, None) => {
+            oci_client::Reference::with_tag(host.to_string(), r.repository.clone(), "latest".into())
+        }
+    }
+}
+
+/// Turns an oci-client error into one line that names the reference.
+fn map_err(reference: &str, e: OciDistributionError) -> Error {
+    let reference = reference.to_string();
+    match e {
+        OciDistributionError::AuthenticationFailure(reason) => Error::AuthRefused {
+            reference,
+            reason: one_line(&reason),
+        },
+        OciDistributionError::UnauthorizedError { .. } => Error::AuthRefused {
+            reference,
+            reason: "the registry answered 401 unauthorized".into(),
+        },
+        OciDistributionError::ImageManifestNotFoundError(_) => Error::UnknownTag(reference),
+        OciDistributionError::RegistryError { envelope, .. } => {
+            let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
+            if codes.iter().any(|c| matches!(c, OciErrorCode::NameUnknown)) {
+                Error::UnknownImage(reference)
+            } else if codes
+                .iter()
+                .any(|c| matches!(c, OciErrorCode::ManifestUnknown))
+            {
+                Error::UnknownTag(reference)
+            } else if codes
+                .iter()
+                .any(|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied))
+            {
+                Error::AuthRefused {
+                    reason: one_line(
+                        &envelope
+                            .errors
+                            .iter()
+                            .map(|e| e.message.clone())
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    ),
+                    reference,
+                }
+            } else {
+                Error::Registry {
+                    reference,
+                    reason: one_line(
+                        &envelope
+                            .errors
+                            .iter()
+                            .map(|e| format!("{:?}: {}", e.code, e.message))
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    ),
+                }
+            }
+        }
+        OciDistributionError::ServerError { code: 404, .. } => Error::UnknownTag(reference),
+        OciDistributionError::ServerError { code, message, .. } => Error::Registry {
+            reference,
+            reason: format!("HTTP {code}: {}", one_line(&message)),
+        },
+        OciDistributionError::RequestError(e) if e.status().is_some() => {
+            let code = e.status().map_or(0, |s| s.as_u16());
+            match code {
+                401 | 403 => Error::AuthRefused {
+                    reference,
+                    reason: format!("the registry answered {code}"),
+                },
+                404 => Error::UnknownTag(reference),
+                _ => Error::Registry {
+                    reference,
+                    reason: format!("HTTP {code}"),
+                },
+            }
+        }
+        OciDistributionError::RequestError(e) => {
+            let mut reason = e.to_string();
+            let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&e);
+            while let Some(s) = src {
+                reason = format!("{reason}: {s}");
+                src = s.source();
+            }
+            Error::Unreachable {
+                reference,
+                reason: one_line(&reason),
+            }
+        }
+        OciDistributionError::DigestError(d) => Error::DigestMismatch {
+            what: reference,
+            expected: String::new(),
+            actual: one_line(&d.to_string()),
+        },
+        OciDistributionError::UnsupportedMediaTypeError(m) => Error::UnsupportedMediaType {
+            media_type: m,
+            reference,
+        },
+        other => Error::Registry {
+            reference,
+            reason: one_line(&other.to_string()),
+        },
+    }
+}
+
+fn one_line(s: &str) -> String {
+    let s: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if s.len() > 300 {
+        format!(
+            "{}…",
+            &s[..s.char_indices().nth(300).map_or(s.len(), |(i, _)| i)]
+        )
+    } else {
+        s
+    }
+}
+
+fn is_retryable(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Unreachable { .. }
+            | Error::Registry { .. }
+            | Error::DigestMismatch { .. }
+            | Error::Io { .. }
+    )
+}
+
+/// The media type a manifest document declares.
+fn declared_media_type(raw: &[u8]) -> Option<String> {
+    serde_json::from_slice::<serde_json::Value>(raw)
+        .ok()?
+        .get("mediaType")?
+        .as_str()
+        .map(str::to_string)
+}
+
+impl ImageStore {
+    /// Pulls `reference` from its registry (or a configured mirror) and returns the image.
+    pub fn pull(&self, reference: &str, progress: &ProgressFn) -> Result<Image> {
+        let r = Reference::parse(reference)?;
+        let settings = auth::settings()?;
+        let mut hosts: Vec<String> = settings.mirrors.get(&r.domain).cloned().unwrap_or_default();
+        hosts.push(r.domain.clone());
+        let rt = runtime()?;
+        let mut last = None;
+        for (i, host) in hosts.iter().enumerate() {
+            match rt.block_on(self.pull_from(host, &r, &settings, progress)) {
+                Ok(img) => return Ok(img),
+                Err(
+                    e @ (Error::Unreachable { .. } | Error::UnknownTag(_) | Error::UnknownImage(_)),
+                ) if i + 1 < hosts.len() => {
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::NotFound(reference.to_string())))
+    }
+
+    async fn pull_from(
+        &self,
+        host: &str,
+        r: &Reference,
+        settings: &RegistrySettings,
+        progress: &ProgressFn,
+    ) -> Result<Image> {
+        let shown = r.familiar();
+        let client = client_for(host, settings)?;
+        let auth = registry_auth(host)?;
+        let oref = oci_ref(host, r, None);
+        client
+            .auth(&oref, &auth, RegistryOperation::Pull)
+            .await
+            .map_err(|e| map_err(&shown, e))?;
+        let (raw, mut digest) = client
+            .pull_manifest_raw(&oref, &auth, ACCEPT)
+            .await
+            .map_err(|e| map_err(&shown, e))?;
+        let mut raw = raw.to_vec();
+        if let Some(d) = &r.digest {
+            check_digest(&shown, d, &raw)?;
+        }
+        let mut media_type =
+            declared_media_type(&raw).unwrap_or_else(|| layout::OCI_MANIFEST.to_string());
+        if media_type == layout::OCI_INDEX || media_type == layout::DOCKER_MANIFEST_LIST {
+            let index = ImageIndex::from_reader(raw.as_slice()).map_err(|e| Error::Registry {
+                reference: shown.clone(),
+                reason: format!("bad image index: {e}"),
+            })?;
+            let pick = platform::pick(index.manifests()).ok_or_else(|| Error::Registry {
+                reference: shown.clone(),
+                reason: format!("no image for linux/{}", super::host_arch()),
+            })?;
+            let d = pick.digest().to_string();
+            let pref = oci_ref(host, r, Some(&d));
+            let (inner, _) = client
+                .pull_manifest_raw(&pref, &auth, ACCEPT)
+                .await
+                .map_err(|e| map_err(&shown, e))?;
+            raw = inner.to_vec();
+            check_digest(&shown, &d, &raw)?;
+            digest = d;
+            media_type = declared_media_type(&raw).unwrap_or_else(|| pick.media_type().to_string());
+        }
+        if media_type != layout::OCI_MANIFEST && media_type != layout::DOCKER_MANIFEST {
+            return Err(Error::UnsupportedMediaType {
+                media_type,
+                reference: shown,
+            });
+        }
+        let manifest = ImageManifest::from_reader(raw.as_slice()).map_err(|e| Error::Registry {
+            reference: shown.clone(),
+            reason: format!("bad manifest: {e}"),
+        })?;
+        let config_type = manifest.config().media_type().to_string();
+        if !CONFIG_TYPES.contains(&config_type.as_str()) {
+            return Err(Error::UnsupportedMediaType {
+                media_type: config_type,
+                reference: shown,
+            });
+        }
+        for l in manifest.layers() {
+            let mt = l.media_type().to_string();
+            if !layout::LAYER_TYPES.contains(&mt.as_str()) {
+                return Err(Error::UnsupportedMediaType {
+                    media_type: mt,
+                    reference: shown,
+                });
+            }
+        }
+        progress(Progress::Resolved {
+            digest: digest.clone(),
+            layers: manifest
+                .layers()
+                .iter()
+                .map(|l| (l.digest().to_string(), l.size()))
+                .collect(),
+        });
+
+        let _lock = self.lock_shared()?;
+        // The config first: its diff_ids say how to check each unpacked layer.
+        let config_digest = manifest.config().digest().to_string();
+        let config_size = manifest.config().size();
+        self.fetch_blob(
+            &client,
+            &oref,
+            &shown,
+            &config_digest,
+            config_size,
+            progress,
+        )
+        .await?;
+        let raw_config = self.layout().read_blob(&config_digest)?;
+        let config = oci_spec::image::ImageConfiguration::from_reader(raw_config.as_slice())
+            .map_err(|e| Error::Registry {
+                reference: shown.clone(),
+                reason: format!("bad image config: {e}"),
+            })?;
+        let diff_ids = config.rootfs().diff_ids().clone();
+        if diff_ids.len() != manifest.layers().len() {
+            return Err(Error::Registry {
+                reference: shown,
+                reason: "layer and diff_id counts differ".into(),
+            });
+        }
+        let jobs = manifest.layers().iter().zip(diff_ids).map(|(l, diff_id)| {
+            let digest = l.digest().to_string();
+            let size = l.size();
+            let mt = l.media_type().to_string();
+            let client = &client;
+            let oref = &oref;
+            let shown = &shown;
+            async move {
+                self.fetch_blob(client, oref, shown, &digest, size, progress)
+                    .await?;
+                let store = self.clone();
+                let p = progress.clone();
+                tokio::task::spawn_blocking(move || {
+                    store.unpack_blob(&digest, &mt, &diff_id)?;
+                    p(Progress::Unpacked { digest });
+                    Ok::<(), Error>(())
+                })
+                .await
+                .map_err(|e| Error::Registry {
+                    reference: shown.clone(),
+                    reason: format!("unpacking failed: {e}"),
+                })?
+            }
+        });
+        futures::stream::iter(jobs)
+            .buffer_unordered(PARALLEL)
+            .try_collect::<Vec<()>>()
+            .await?;
+        let stored = self.layout().put_blob(&raw)?;
+        if stored != digest {
+            return Err(Error::DigestMismatch {
+                what: format!("manifest of {shown}"),
+                expected: digest,
+                actual: stored,
+            });
+        }
+        let names = if r.tag.is_some() {
+            vec![r.without_digest()]
+        } else {
+            Vec::new()
+        };
+        self.add_to_index(&digest, raw.len() as u64, &media_type, &names)?;
+        self.resolve(&digest)
+    }
+
+    /// Downloads one blob into the store unless present, verifying digest and size, with
+    /// retries.
+    async fn fetch_blob(
+        &self,
+        client: &Client,
+        oref: &oci_client::Reference,
+        shown: &str,
+        digest: &str,
+        size: u64,
+        progress: &ProgressFn,
+    ) -> Result<()> {
+        if self.layout().has_blob(digest) {
+            progress(Progress::Skipped {
+                digest: digest.to_string(),
+            });
+            return Ok(());
+        }
+        let mut attempt = 1;
+        loop {
+            match self
+                .fetch_once(client, oref, shown, digest, size, progress)
+                .await
+            {
+                Ok(()) => {
+                    progress(Progress::Done {
+                        digest: digest.to_string(),
+                    });
+                    return Ok(());
+                }
+                Err(e) if attempt < ATTEMPTS && is_retryable(&e) => {
+                    attempt += 1;
+                    progress(Progress::Retrying {
+                        digest: digest.to_string(),
+                        attempt,
+                        reason: e.to_string(),
+                    });
+                    tokio::time::sleep(Duration::from_millis(300 * u64::from(attempt))).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn fetch_once(
+        &self,
+        client: &Client,
+        oref: &oci_client::Reference,
+        shown: &str,
+        digest: &str,
+        size: u64,
+        progress: &ProgressFn,
+    ) -> Result<()> {
+        use std::io::Write;
+        let mut stream = client
+            .pull_blob_stream(oref, digest)
+            .await
+            .map_err(|e| map_err(shown, e))?;
+        let mut w = self.layout().ingest()?;
+        let mut done = 0u64;
+        let mut last_report = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| Error::Unreachable {
+                reference: shown.to_string(),
+                reason: format!("transfer of {digest} broke: {e}"),
+            })?;
+            done += chunk.len() as u64;
+            if done > size {
+                return Err(Error::DigestMismatch {
+                    what: format!("blob {digest} of {shown}"),
+                    expected: format!("{size} bytes"),
+                    actual: "more bytes than the manifest says".into(),
+                });
+            }
+            w.write_all(&chunk)
+                .map_err(io_ctx("cannot write a blob to the ingest directory"))?;
+            if done - last_report >= 256 * 1024 || done == size {
+                last_report = done;
+                progress(Progress::Bytes {
+                    digest: digest.to_string(),
+                    done,
+                    total: size,
+                });
+            }
+        }
+        w.commit(Some(digest)).map_err(|e| match e {
+            Error::DigestMismatch {
+                expected, actual, ..
+            } => Error::DigestMismatch {
+                what: format!("blob of {shown}"),
+                expected,
+                actual,
+            },
+            other => other,
+        })?;
+        Ok(())
+    }
+
+    /// Pushes the local image `source` (default: `target` itself) to the registry as `target`.
+    /// Returns the manifest digest.
+    pub fn push(
+        &self,
+        source: Option<&str>,
+        target: &str,
+        progress: &ProgressFn,
+    ) -> Result<String> {
+        let r = Reference::parse(target)?;
+        if r.digest.is_some() {
+            return Err(Error::InvalidReference {
+                reference: target.to_string(),
+                reason: "push needs a tag, not a digest".into(),
+            });
+        }
+        let img = self.resolve(source.unwrap_or(target))?;
+        let settings = auth::settings()?;
+        let rt = runtime()?;
+        let _lock = self.lock_shared()?;
+        rt.block_on(self.push_to(&img, &r, &settings, progress))
+    }
+
+    async fn push_to(
+        &self,
+        img: &Image,
+        r: &Reference,
+        settings: &RegistrySettings,
+        progress: &ProgressFn,
+    ) -> Result<String> {
+        let shown = r.familiar();
+        let host = r.domain.as_str();
+        let client = client_for(host, settings)?;
+        let auth = registry_auth(host)?;
+        let oref = oci_ref(host, r, None);
+        client
+            .auth(&oref, &auth, RegistryOperation::Push)
+            .await
+            .map_err(|e| map_err(&shown, e))?;
+        progress(Progress::Resolved {
+            digest: img.digest.clone(),
+            layers: img
+                .manifest
+                .layers()
+                .iter()
+                .map(|l| (l.digest().to_string(), l.size()))
+                .collect(),
+        });
+        let mut blobs: Vec<(String, u64)> = img
+            .manifest
+            .layers()
+            .iter()
+            .map(|l| (l.digest().to_string(), l.size()))
+            .collect();
+        blobs.push((img.id.clone(), img.manifest.config().size()));
+        let jobs = blobs.into_iter().map(|(digest, size)| {
+            let client = &client;
+            let oref = &oref;
+            let shown = &shown;
+            async move {
+                let exists = client
+                    .blob_exists(oref, &digest)
+                    .await
+                    .map_err(|e| map_err(shown, e))?;
+                if exists {
+                    progress(Progress::Skipped { digest });
+                    return Ok::<(), Error>(());
+                }
+                let path = self.layout().blob_path(&digest)?;
+                let data = tokio::fs::read(&path)
+                    .await
+                    .map_err(io_ctx(format!("cannot read {}", path.display())))?;
+                let actual = fsutil::sha256_digest(&data);
+                if actual != digest {
+                    return Err(Error::DigestMismatch {
+                        what: format!("local blob {}", path.display()),
+                        expected: digest,
+                        actual,
+                    });
+                }
+                let mut attempt = 1;
+                loop {
+                    match client.push_blob(oref, data.clone(), &digest).await {
+                        Ok(_) => break,
+                        Err(e) => {
+                            let e = map_err(shown, e);
+                            if attempt >= ATTEMPTS || !is_retryable(&e) {
+                                return Err(e);
+                            }
+                            attempt += 1;
+                            progress(Progress::Retrying {
+                                digest: digest.clone(),
+                                attempt,
+                                reason: e.to_string(),
+                            });
+                            tokio::time::sleep(Duration::from_millis(300 * u64::from(attempt)))
+                                .await;
+                        }
+                    }
+                }
+                progress(Progress::Bytes {
+                    digest: digest.clone(),
+                    done: size,
+                    total: size,
+                });
+                progress(Progress::Done { digest });
+                Ok(())
+            }
+        });
+        futures::stream::iter(jobs)
+            .buffer_unordered(PARALLEL)
+            .try_collect::<Vec<()>>()
+            .await?;
+        let raw = self.layout().read_blob(&img.digest)?;
+        let content_type =
+            http::HeaderValue::from_str(&img.manifest_media_type).map_err(|e| Error::Registry {
+                reference: shown.clone(),
+                reason: format!("bad media type: {e}"),
+            })?;
+        client
+            .push_manifest_raw(&oref, raw, content_type)
+            .await
+            .map_err(|e| map_err(&shown, e))?;
+        Ok(img.digest.clone())
+    }
+}
+
+fn check_digest(shown: &str, expected: &str, raw: &[u8]) -> Result<()> {
+    let actual = fsutil::sha256_digest(raw);
+    if actual == expected {
+        Ok(())
+    } else {
+        Err(Error::DigestMismatch {
+            what: format!("manifest of {shown}"),
+            expected: expected.to_string(),
+            actual,
+        })
+    }
+}
+
+/// Checks `creds` against the registry `host` and stores them for tug (`tug login`).
+pub fn login(host: &str, creds: &Credentials) -> Result<()> {
+    let host = normalise_host(host);
+    let settings = auth::settings()?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let client = client_for(&host, &settings)?;
+        let auth = RegistryAuth::Basic(creds.username.clone(), creds.password.clone());
+        // Any repository will do: the answer to a wrong password is 401 either way, and to a
+        // right one 404 (no such image).
+        let probe = oci_client::Reference::with_tag(
+            host.clone(),
+            "tug-login-probe/check".into(),
+            "latest".into(),
+        );
+        client
+            .auth(&probe, &auth, RegistryOperation::Pull)
+            .await
+            .map_err(|e| map_err(&host, e))?;
+        match client.pull_manifest_raw(&probe, &auth, ACCEPT).await {
+            Ok(_) => Ok(()),
+            Err(e) => match map_err(&host, e) {
+                Error::UnknownImage(_) | Error::UnknownTag(_) => Ok(()),
+                other => Err(other),
+            },
+        }
+    })?;
+    auth::store(&host, creds)
+}
+
+/// Forgets tug's stored credentials for `host`; false if there were none.
+pub fn logout(host: &str) -> Result<bool> {
+    auth::remove(&normalise_host(host))
+}
+
+/// `https://index.docker.io/v1/`, `index.docker.io` → `docker.io`; strips a URL scheme.
+fn normalise_host(host: &str) -> String {
+    let h = host
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let h = h.split('/').next().unwrap_or(h);
+    if h == "index.docker.io" || h == "registry-1.docker.io" || h.is_empty() {
+        super::DOCKER_HUB.to_string()
+    } else {
+        h.to_string()
+    }
+}

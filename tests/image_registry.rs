@@ -1,0 +1,417 @@
+//! Registry pull/push against Debian's `docker-registry` started on 127.0.0.1 by each test
+//! (own config, storage and port), with and without htpasswd basic auth; credentials from
+//! `tug login`, Docker's config.json and a credential helper; skopeo interop; a pull killed
+//! with SIGKILL half-way.
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{self, fails, ok, tug};
+
+/// A `docker-registry` on 127.0.0.1, killed on drop.
+struct Registry {
+    child: Child,
+    host: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn have(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{tool} missing under CI"
+        );
+        eprintln!("skipping: {tool} not installed");
+    }
+    found
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts a registry; with `htpasswd` = Some((user, password)) it requires basic auth.
+fn registry(htpasswd: Option<(&str, &str)>) -> Registry {
+    let dir = tempfile::Builder::new()
+        .prefix("tug-registry-")
+        .tempdir()
+        .unwrap();
+    let port = free_port();
+    let mut auth = String::new();
+    if let Some((user, pass)) = htpasswd {
+        let file = dir.path().join("htpasswd");
+        ok(Command::new("htpasswd")
+            .args(["-Bbc"])
+            .arg(&file)
+            .args([user, pass]));
+        auth = format!(
+            "auth:\n  htpasswd:\n    realm: tug-test\n    path: {}\n",
+            file.display()
+        );
+    }
+    let config = format!(
+        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
+        dir.path().join("data").display()
+    );
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(&cfg, config).unwrap();
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let reg = Registry {
+        child,
+        host: format!("127.0.0.1:{port}"),
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "docker-registry did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    reg
+}
+
+/// A test environment: a state root, and a config dir and Docker config dir of its own.
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::Builder::new()
+                .prefix("tug-pull-")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
+    fn root(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn tug(&self, root: &str) -> Command {
+        let mut c = tug(&self.root(root));
+        c.env("TUG_CONFIG", self.dir.path().join("config"))
+            .env("DOCKER_CONFIG", self.dir.path().join("docker"))
+            .env_remove("TUG_INSECURE_REGISTRIES");
+        c
+    }
+}
+
+fn inspect(env: &Env, root: &str, name: &str) -> serde_json::Value {
+    let out = ok(env.tug(root).args(["image", "inspect", name]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v[0].clone()
+}
+
+fn listing(p: &Path) -> String {
+    ok(Command::new("sh").arg("-c").arg(format!(
+        "cd {} && find . -printf '%P %y %m %U %s %l\\n' | sort",
+        p.display()
+    )))
+}
+
+#[test]
+fn image_registry_push_pull_anonymous() {
+    if !have("docker-registry") {
+        return;
+    }
+    let reg = registry(None);
+    let env = Env::new();
+    common::busybox_image(&env.root("a"));
+    let want = inspect(&env, "a", "busybox");
+    let name = format!("{}/tug/busybox:1", reg.host);
+    let out = ok(env.tug("a").args(["image", "push", "busybox", &name]));
+    assert!(out.contains(want["Digest"].as_str().unwrap()), "{out}");
+    // Pushing again moves no blob.
+    let again = env
+        .tug("a")
+        .args(["image", "push", "busybox", &name])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+
+    // Pull into a fresh root: same manifest digest, same image id, same files.
+    let out = ok(env.tug("b").args(["image", "pull", &name]));
+    assert_eq!(out.trim(), name);
+    let got = inspect(&env, "b", &name);
+    assert_eq!(got["Digest"], want["Digest"]);
+    assert_eq!(got["Id"], want["Id"]);
+    let l1 = PathBuf::from(want["LayerDirs"][0].as_str().unwrap());
+    let l2 = PathBuf::from(got["LayerDirs"][0].as_str().unwrap());
+    assert_eq!(listing(&l1), listing(&l2));
+    // Pull by digest, into another root.
+    let by_digest = format!(
+        "{}/tug/busybox@{}",
+        reg.host,
+        want["Digest"].as_str().unwrap()
+    );
+    ok(env.tug("c").args(["image", "pull", &by_digest]));
+    assert_eq!(inspect(&env, "c", &by_digest)["Id"], want["Id"]);
+    // Pulling what is there skips the layers.
+    let again = env
+        .tug("b")
+        .args(["image", "pull", &name])
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+
+    // Clear one-line errors naming the reference.
+    let err =
+        fails(
+            env.tug("b")
+                .args(["image", "pull", &format!("{}/tug/busybox:nosuch", reg.host)]),
+        );
+    assert!(
+        err.contains("unknown tag") && err.contains("tug/busybox:nosuch"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let err = fails(
+        env.tug("b")
+            .args(["image", "pull", &format!("{}/tug/nosuch:1", reg.host)]),
+    );
+    assert!(
+        err.contains("unknown") && err.contains("tug/nosuch:1"),
+        "{err}"
+    );
+    let dead = format!("127.0.0.1:{}/x/y:1", free_port());
+    let err = fails(env.tug("b").args(["image", "pull", &dead]));
+    assert!(
+        err.contains("unreachable") && err.contains("x/y:1"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn image_registry_basic_auth_login_and_docker_config() {
+    if !have("docker-registry") || !have("htpasswd") {
+        return;
+    }
+    let reg = registry(Some(("tugger", "s3cret")));
+    let env = Env::new();
+    common::busybox_image(&env.root("a"));
+    let name = format!("{}/private/bb:1", reg.host);
+    // No credentials: refused, one line.
+    let err = fails(env.tug("a").args(["image", "push", "busybox", &name]));
+    assert!(
+        err.contains("authentication refused") && err.contains("private/bb:1"),
+        "{err}"
+    );
+    // A wrong password is refused by login and nothing is stored.
+    let mut c = env.tug("a");
+    c.args(["login", "-u", "tugger", "--password-stdin", &reg.host]);
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"wrong\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("authentication refused"));
+    let auth_file = env.dir.path().join("config/auth.json");
+    assert!(!auth_file.exists());
+    // The right one is stored, mode 0600.
+    let out = ok(env
+        .tug("a")
+        .args(["login", "-u", "tugger", "--password", "s3cret", &reg.host]));
+    assert!(out.contains("Login Succeeded"));
+    assert_eq!(
+        std::fs::metadata(&auth_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    ok(env.tug("a").args(["image", "push", "busybox", &name]));
+    ok(env.tug("b").args(["image", "pull", &name]));
+    let out = ok(env.tug("a").args(["logout", &reg.host]));
+    assert!(out.contains("Removing login credentials"), "{out}");
+    fails(env.tug("c").args(["image", "pull", &name]));
+
+    // Docker's config.json `auths` entry works too.
+    let docker = env.dir.path().join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    let token = base64_encode(b"tugger:s3cret");
+    std::fs::write(
+        docker.join("config.json"),
+        format!(r#"{{"auths": {{"{}": {{"auth": "{token}"}}}}}}"#, reg.host),
+    )
+    .unwrap();
+    ok(env.tug("c").args(["image", "pull", &name]));
+
+    // And a credential helper named in credHelpers.
+    let bin = env.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-tugtest");
+    std::fs::write(
+        &helper,
+        "#!/bin/sh\nread server\n[ \"$1\" = get ] || exit 1\nprintf '{\"ServerURL\":\"%s\",\"Username\":\"tugger\",\"Secret\":\"s3cret\"}' \"$server\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        docker.join("config.json"),
+        format!(r#"{{"credHelpers": {{"{}": "tugtest"}}}}"#, reg.host),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    ok(env
+        .tug("d")
+        .env("PATH", path)
+        .args(["image", "pull", &name]));
+    assert_eq!(
+        inspect(&env, "d", &name)["Id"],
+        inspect(&env, "a", "busybox")["Id"]
+    );
+}
+
+fn base64_encode(data: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+#[test]
+fn image_registry_skopeo_interop() {
+    if !have("docker-registry") || !have("skopeo") {
+        return;
+    }
+    let reg = registry(None);
+    let env = Env::new();
+    common::busybox_image(&env.root("a"));
+    let want = inspect(&env, "a", "busybox");
+    // skopeo copies tug's store, as it is, to the registry; tug pulls it back.
+    let src = format!(
+        "oci:{}:docker.io/library/busybox:latest",
+        env.root("a").join("images").display()
+    );
+    let dest = format!("{}/sk/bb:1", reg.host);
+    ok(Command::new("skopeo")
+        .args(["copy", "-q", "--dest-tls-verify=false", &src])
+        .arg(format!("docker://{dest}")));
+    ok(env.tug("b").args(["image", "pull", &dest]));
+    assert_eq!(inspect(&env, "b", &dest)["Id"], want["Id"]);
+    assert_eq!(inspect(&env, "b", &dest)["Digest"], want["Digest"]);
+    // tug pushes; skopeo reads it from the registry and sees the same digest.
+    let pushed = format!("{}/tug/bb:2", reg.host);
+    ok(env.tug("a").args(["image", "push", "busybox", &pushed]));
+    let out = ok(Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .arg(format!("docker://{pushed}")));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["Digest"], want["Digest"]);
+}
+
+/// Kills the child when dropped.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn image_registry_pull_killed_midway_then_recovers() {
+    if !have("docker-registry") {
+        return;
+    }
+    let reg = registry(None);
+    let env = Env::new();
+    // An image with a 48 MB incompressible layer, so the transfer takes a moment.
+    let rootfs = env.dir.path().join("rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    ok(Command::new("sh").arg("-c").arg(format!(
+        "head -c 48000000 /dev/urandom > {}/blob && tar -C {} -cf {}/big.tar .",
+        rootfs.display(),
+        rootfs.display(),
+        env.dir.path().display()
+    )));
+    ok(env
+        .tug("a")
+        .args(["image", "import"])
+        .arg(env.dir.path().join("big.tar"))
+        .arg("big:1"));
+    let name = format!("{}/tug/big:1", reg.host);
+    ok(env.tug("a").args(["image", "push", "big:1", &name]));
+    let want = inspect(&env, "a", "big:1");
+
+    let b = env.root("b");
+    ok(env.tug("b").args(["image", "ls"]));
+    let ingest = b.join("images/.ingest");
+    let child = env
+        .tug("b")
+        .args(["image", "pull", &name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    // Wait until a blob is part-written, then SIGKILL.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut caught = false;
+    while Instant::now() < deadline {
+        let partial = std::fs::read_dir(&ingest).unwrap().any(|e| {
+            e.unwrap()
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.len() > 1_000_000)
+        });
+        if partial {
+            caught = true;
+            break;
+        }
+        if child.0.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.0.id()).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .ok();
+    let _ = child.0.wait();
+    eprintln!("kill caught the pull mid-transfer: {caught}");
+    if caught {
+        // Nothing half-done is visible: no image, no big blob, and the next command cleans.
+        let ls = ok(env.tug("b").args(["image", "ls", "-q"]));
+        assert_eq!(ls.trim(), "", "no image after a killed pull");
+        assert_eq!(std::fs::read_dir(&ingest).unwrap().count(), 0);
+        let big = want["Manifest"]["layers"][0]["digest"].as_str().unwrap();
+        assert!(!b.join("images/blobs/sha256").join(&big[7..]).exists());
+    }
+    // The pull works afterwards and gives the same image.
+    ok(env.tug("b").args(["image", "pull", &name]));
+    assert_eq!(inspect(&env, "b", &name)["Digest"], want["Digest"]);
+    let ls = ok(env.tug("b").args(["image", "ls"]));
+    assert!(ls.contains("tug/big"), "{ls}");
+}
