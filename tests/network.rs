@@ -768,6 +768,25 @@ fn network_cli_create_ls_inspect_rm() {
     assert_eq!(v[0]["mtu"], 1400);
     assert_eq!(v[0]["labels"]["a"], "b");
     let bridge = v[0]["bridge"].as_str().unwrap().to_string();
+    let mtu = std::fs::read_to_string(format!("/sys/class/net/{bridge}/mtu")).unwrap();
+    assert_eq!(mtu.trim(), "1400");
+    // A bridge name given in driver_opts is used as is.
+    let named = unique("brn");
+    let brname = format!("tb{}", &named[named.len().saturating_sub(10)..]);
+    common::ok(
+        common::tug(tmp.path())
+            .env("TUG_DNS_UPSTREAM", "127.0.0.1:9")
+            .args([
+                "network",
+                "create",
+                "-o",
+                &format!("com.docker.network.bridge.name={brname}"),
+                &named,
+            ]),
+    );
+    assert!(std::path::Path::new(&format!("/sys/class/net/{brname}")).exists());
+    common::ok(common::tug(tmp.path()).args(["network", "rm", &named]));
+    assert!(!std::path::Path::new(&format!("/sys/class/net/{brname}")).exists());
     let err = common::fails(common::tug(tmp.path()).args(["network", "create", "--ipv6", "x6"]));
     assert!(err.contains("not supported yet"), "{err}");
     let err = common::fails(common::tug(tmp.path()).args(["network", "create", &name]));
@@ -857,10 +876,12 @@ fn network_bench_wiring() {
     let name = unique("bench");
     lab.network(&name, false);
     let mut times = Vec::new();
+    let mut ns_times = Vec::new();
     for i in 0..30 {
         let id = unique(&format!("b{i}"));
         let t = Instant::now();
         let ns = lab.nets.create_netns(&id).unwrap();
+        ns_times.push(t.elapsed().as_secs_f64() * 1000.0);
         lab.nets
             .connect(
                 &ns,
@@ -879,6 +900,11 @@ fn network_bench_wiring() {
         let _ = t;
     }
     times.sort_by(f64::total_cmp);
+    ns_times.sort_by(f64::total_cmp);
+    println!(
+        "of which creating the namespace: median {:.2} ms",
+        ns_times[ns_times.len() / 2]
+    );
     println!(
         "wiring one container into a network: median {:.2} ms, min {:.2} ms, max {:.2} ms (n=30)",
         times[times.len() / 2],

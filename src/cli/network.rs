@@ -101,7 +101,9 @@ pub(super) fn run(global: &GlobalArgs, cmd: &NetworkCommand) -> anyhow::Result<i
     let nets = Networks::open(&global.state_root())?;
     match cmd {
         NetworkCommand::Ls(a) => {
-            nets.reconcile().context("repair network state")?;
+            for w in nets.reconcile().context("repair network state")? {
+                eprintln!("warning: {w}");
+            }
             let list = nets.list()?;
             if a.format == "json" {
                 println!("{}", serde_json::to_string_pretty(&list)?);

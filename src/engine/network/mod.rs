@@ -77,6 +77,16 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 /// Writes `bytes` to `path` atomically: temp file in the same directory, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_file(path, bytes, true)
+}
+
+/// Like [`write_atomic`] without the fsync, for derived files that `reconcile` regenerates
+/// (DNS records, the allocation hint): readers still never see a torn file.
+fn write_derived(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_file(path, bytes, false)
+}
+
+fn write_file(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
     use std::io::Write;
     let dir = path
         .parent()
@@ -90,7 +100,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = std::fs::File::create(&tmp)
         .map_err(|e| Error::Io(format!("create {}", tmp.display()), e))?;
     f.write_all(bytes)
-        .and_then(|()| f.sync_all())
+        .and_then(|()| if sync { f.sync_all() } else { Ok(()) })
         .map_err(|e| Error::Io(format!("write {}", tmp.display()), e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::Io(format!("rename {}", path.display()), e))
 }
@@ -324,6 +334,12 @@ impl Networks {
         self.root.join("netns").join(container_id)
     }
 
+    /// The namespace of a container if it exists (for `network_mode: container:`/`service:`).
+    pub fn netns_of(&self, container_id: &str) -> Option<PathBuf> {
+        let p = self.netns_path(container_id);
+        netns::is_mounted(&p).then_some(p)
+    }
+
     fn ports_path(&self, container_id: &str) -> PathBuf {
         self.root.join("ports").join(format!("{container_id}.json"))
     }
@@ -356,7 +372,9 @@ impl Networks {
                 })
                 .collect(),
         };
-        write_json(&self.dir(&net.name).join("dns.json"), &records)
+        let bytes = serde_json::to_vec_pretty(&records)
+            .map_err(|e| Error::State("dns.json".into(), e.to_string()))?;
+        write_derived(&self.dir(&net.name).join("dns.json"), &bytes)
     }
 
     /// Names of every network of this root.
@@ -744,7 +762,10 @@ impl Networks {
                 ip
             }
             None => {
-                let last: Option<Ipv4Addr> = read_json(&self.dir(network).join("ipam.json"))?;
+                let last: Option<Ipv4Addr> =
+                    std::fs::read_to_string(self.dir(network).join("ipam.json"))
+                        .ok()
+                        .and_then(|t| t.trim().trim_matches('"').parse().ok());
                 ipam::next_free(&net.subnet, &net.ip_range, net.gateway, &used, last).ok_or_else(
                     || {
                         Error::Conflict(format!(
@@ -755,7 +776,10 @@ impl Networks {
                 )?
             }
         };
-        write_json(&self.dir(network).join("ipam.json"), &ip)?;
+        write_derived(
+            &self.dir(network).join("ipam.json"),
+            ip.to_string().as_bytes(),
+        )?;
         let mac = match &spec.mac_address {
             Some(m) => parse_mac(m)?,
             None => {
@@ -817,7 +841,6 @@ impl Networks {
         write_json(&self.dir(network).join("endpoints.json"), &eps)?;
         let plan = netlink::VethPlan {
             host: ep.host_veth.clone(),
-            peer: format!("tp{h}"),
             bridge: net.bridge.clone(),
             netns: netns_path.to_path_buf(),
             ifname,
@@ -1005,7 +1028,10 @@ impl Networks {
     /// Repairs what killed commands or reboots left: stale host registrations (with their
     /// bridges and rules), missing bridges/rules/DNS servers of recorded networks, endpoints
     /// whose veth or namespace is gone, orphan veths on tug bridges, dead port proxies.
-    pub fn reconcile(&self) -> Result<()> {
+    /// Problems that do not stop the command (a port proxy that cannot get its port back)
+    /// are returned as warnings.
+    pub fn reconcile(&self) -> Result<Vec<String>> {
+        let mut warnings = Vec::new();
         let _l = self.lock()?;
         let host = HostLock::take()?;
         self.prune_registry(&host)?;
@@ -1031,6 +1057,8 @@ impl Networks {
             });
             if eps.len() != before {
                 self.save_endpoints(&info, &eps)?;
+            } else {
+                self.write_records(&info, &eps)?;
             }
             if let Some(br) = bridge {
                 for l in links
@@ -1068,11 +1096,14 @@ impl Networks {
                         protocol: p.protocol,
                     })
                     .collect();
-                let bound = ports::bind_all(&rec.service, &maps)?;
-                self.start_proxy(rec, bound)?;
+                let restarted = ports::bind_all(&rec.service, &maps)
+                    .and_then(|bound| self.start_proxy(rec, bound));
+                if let Err(e) = restarted {
+                    warnings.push(format!("restarting the port proxy: {e}"));
+                }
             }
         }
-        Ok(())
+        Ok(warnings)
     }
 
     /// Drops host registrations whose state root no longer has the network, deleting their

@@ -19,9 +19,13 @@ use std::path::{Path, PathBuf};
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage,
+};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteHeader};
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
 
 use super::{Error, Result};
 
@@ -191,7 +195,6 @@ pub fn delete_link(name: &str) -> Result<()> {
 #[derive(Debug, Clone)]
 pub struct VethPlan {
     pub host: String,
-    pub peer: String,
     pub bridge: String,
     pub netns: PathBuf,
     pub ifname: String,
@@ -204,7 +207,10 @@ pub struct VethPlan {
 }
 
 /// Creates the veth pair, plugs the host end into the bridge and configures the peer inside
-/// the namespace. On error, the host end is deleted (which deletes the peer).
+/// the namespace. The peer is *created* inside the namespace, already named and with its MAC
+/// (`IFLA_NET_NS_FD` in the peer's attributes): moving an existing link between namespaces
+/// waits for an RCU grace period and costs tens of milliseconds. On error, the host end is
+/// deleted (which deletes the peer).
 pub fn create_endpoint(plan: &VethPlan) -> Result<()> {
     let p = plan.clone();
     let host_side = run(None, move |h| async move {
@@ -215,7 +221,21 @@ pub fn create_endpoint(plan: &VethPlan) -> Result<()> {
         if let Some(old) = index_of(&h, &p.host).await? {
             let _ = h.link().del(old).execute().await;
         }
-        let mut v = LinkVeth::new(&p.host, &p.peer);
+        let ns = std::fs::File::open(&p.netns)
+            .map_err(|e| Error::Io(format!("open network namespace {}", p.netns.display()), e))?;
+        use std::os::fd::AsRawFd;
+        let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(p.ifname.clone())
+            .address(p.mac.to_vec())
+            .setns_by_fd(ns.as_raw_fd());
+        if let Some(m) = p.mtu {
+            peer = peer.mtu(m);
+        }
+        let mut v = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+            .name(p.host.clone())
+            .controller(br)
+            .up()
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())));
         if let Some(m) = p.mtu {
             v = v.mtu(m);
         }
@@ -224,33 +244,7 @@ pub fn create_endpoint(plan: &VethPlan) -> Result<()> {
             .execute()
             .await
             .map_err(|e| nl_err(&format!("create veth {}", p.host), e))?;
-        let host = index_of(&h, &p.host)
-            .await?
-            .ok_or_else(|| Error::Netlink(format!("veth {} vanished", p.host)))?;
-        let peer = index_of(&h, &p.peer)
-            .await?
-            .ok_or_else(|| Error::Netlink(format!("veth {} vanished", p.peer)))?;
-        let ns = std::fs::File::open(&p.netns)
-            .map_err(|e| Error::Io(format!("open network namespace {}", p.netns.display()), e))?;
-        use std::os::fd::AsRawFd;
-        let mut peer_msg = LinkUnspec::new_with_index(peer).setns_by_fd(ns.as_raw_fd());
-        if let Some(m) = p.mtu {
-            peer_msg = peer_msg.mtu(m);
-        }
-        h.link()
-            .set(peer_msg.build())
-            .execute()
-            .await
-            .map_err(|e| nl_err(&format!("move {} into the namespace", p.peer), e))?;
-        let mut host_msg = LinkUnspec::new_with_index(host).controller(br).up();
-        if let Some(m) = p.mtu {
-            host_msg = host_msg.mtu(m);
-        }
-        h.link()
-            .set(host_msg.build())
-            .execute()
-            .await
-            .map_err(|e| nl_err(&format!("attach {} to {}", p.host, p.bridge), e))?;
+        drop(ns);
         Ok(())
     });
     if let Err(e) = host_side {
@@ -259,19 +253,9 @@ pub fn create_endpoint(plan: &VethPlan) -> Result<()> {
     }
     let p = plan.clone();
     let inside = run(Some(&plan.netns.clone()), move |h| async move {
-        let idx = index_of(&h, &p.peer)
+        let idx = index_of(&h, &p.ifname)
             .await?
-            .ok_or_else(|| Error::Netlink(format!("{} is not in the namespace", p.peer)))?;
-        h.link()
-            .set(
-                LinkUnspec::new_with_index(idx)
-                    .name(p.ifname.clone())
-                    .address(p.mac.to_vec())
-                    .build(),
-            )
-            .execute()
-            .await
-            .map_err(|e| nl_err(&format!("rename {} to {}", p.peer, p.ifname), e))?;
+            .ok_or_else(|| Error::Netlink(format!("{} is not in the namespace", p.ifname)))?;
         h.address()
             .add(idx, p.ip.into(), p.prefix)
             .execute()
@@ -282,13 +266,6 @@ pub fn create_endpoint(plan: &VethPlan) -> Result<()> {
             .execute()
             .await
             .map_err(|e| nl_err(&format!("bring {} up", p.ifname), e))?;
-        if let Some(lo) = index_of(&h, "lo").await? {
-            let _ = h
-                .link()
-                .set(LinkUnspec::new_with_index(lo).up().build())
-                .execute()
-                .await;
-        }
         if p.default_route {
             let route = RouteMessageBuilder::<Ipv4Addr>::new()
                 .gateway(p.gateway)
