@@ -146,6 +146,7 @@ fn child_main(
     init: bool,
     join: &[(CloneFlags, std::path::PathBuf)],
     err_w: RawFd,
+    filters: Option<&[seccomp::BpfProgram]>,
 ) -> String {
     let t0 = Instant::now();
     reset_signals();
@@ -205,7 +206,7 @@ fn child_main(
             Err(e) => return format!("fork init child: {e}"),
         }
     }
-    if let Err(e) = process::finalize(&proc_, spec) {
+    if let Err(e) = process::finalize(&proc_, spec, filters) {
         return e.to_string();
     }
     match process::exec(&proc_) {
@@ -229,6 +230,11 @@ pub fn launch(
     cgroup.create(resources.as_ref())?;
     timings.cgroup_us = us(t0.elapsed());
     let (new, join) = namespaces::plan(spec);
+    // Compile the seccomp profile here, once, rather than in the child.
+    let filters = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        Some(profile) => Some(seccomp::compile(profile).map_err(process::ProcessError::from)?),
+        None => None,
+    };
     let (go_r, go_w) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|source| RuntimeError::Sys {
             what: "pipe",
@@ -259,7 +265,7 @@ pub fn launch(
             // SAFETY: _exit without unwinding.
             unsafe { libc::_exit(1) };
         }
-        let msg = child_main(spec, rootfs, stdio, init, &join, err_w_fd);
+        let msg = child_main(spec, rootfs, stdio, init, &join, err_w_fd, filters.as_deref());
         let line = format!("E{msg}\n");
         // SAFETY: writing a valid buffer to the error pipe, then exiting.
         unsafe {
@@ -350,7 +356,7 @@ pub fn exec_in(
             reset_signals();
             let msg = match take_stdio(stdio) {
                 Err(e) => e,
-                Ok(()) => match process::finalize(proc_, spec) {
+                Ok(()) => match process::finalize(proc_, spec, None) {
                     Err(e) => e.to_string(),
                     Ok(()) => match process::exec(proc_) {
                         Ok(never) => match never {},
