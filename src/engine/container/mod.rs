@@ -454,8 +454,13 @@ impl ContainerStore {
         mut config: ContainerConfig,
         image: &ImageInfo,
     ) -> Result<String> {
-        if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) || self.dir.join(id).exists() {
-            return Err(ContainerError::Invalid(format!("bad or used container id {id:?}")));
+        if id.len() != 64
+            || !id.bytes().all(|b| b.is_ascii_hexdigit())
+            || self.dir.join(id).exists()
+        {
+            return Err(ContainerError::Invalid(format!(
+                "bad or used container id {id:?}"
+            )));
         }
         let id = id.to_string();
         if config.auto_remove && config.restart != RestartPolicy::No {

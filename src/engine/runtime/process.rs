@@ -127,7 +127,10 @@ pub fn finalize(p: &Process, spec: &Spec, compiled: Option<&[seccomp::BpfProgram
         }
     }
     let nnp = p.no_new_privileges().unwrap_or(false);
-    let filters = match (compiled, spec.linux().as_ref().and_then(|l| l.seccomp().as_ref())) {
+    let filters = match (
+        compiled,
+        spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()),
+    ) {
         (Some(c), _) => Some(c.to_vec()),
         (None, Some(profile)) => Some(seccomp::compile(profile)?),
         (None, None) => None,
