@@ -1208,6 +1208,8 @@ def main():
             results["workloads"].append(r)
             if r["status"] != "measured":
                 print(f"   {r['status']}: {r.get('reason', '')}", flush=True)
+            # what is measured so far survives an interrupted run
+            (BENCH / ".state" / "partial.json").write_text(json.dumps(results, indent=1) + "\n")
     finally:
         ctx.cleanup_tug()
         ctx.stop_registry()
