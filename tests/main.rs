@@ -3,6 +3,7 @@
 mod cli;
 mod common;
 mod config_golden;
+mod container;
 mod image;
 mod image_archive;
 mod image_registry;

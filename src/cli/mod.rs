@@ -59,6 +59,8 @@ pub enum Command {
     Config(config::ConfigArgs),
     /// Manage images: list, import, load, save, pull, push, bootstrap base images.
     Image(image::ImageArgs),
+    /// Manage containers: run, ls, stop, kill, rm, logs, exec, inspect, top, pause, cp.
+    Container(container::ContainerArgs),
     /// Log in to a container registry.
     Login(image::LoginArgs),
     /// Log out from a container registry.
@@ -86,6 +88,7 @@ pub enum Command {
 }
 
 pub mod config;
+mod container;
 mod image;
 mod network;
 mod volume;
@@ -93,7 +96,19 @@ mod volume;
 /// Runs tug with the process arguments and returns the exit code.
 #[must_use]
 pub fn main() -> i32 {
-    run_with(std::env::args_os())
+    let args: Vec<OsString> = std::env::args_os().collect();
+    // The hidden `tug __shim …` (container supervisor, exec/cp helpers) skips clap: it must
+    // start fast and stay small.
+    if args.get(1).is_some_and(|a| a == "__shim") {
+        return match crate::engine::container::supervisor::main(&args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e}");
+                126
+            }
+        };
+    }
+    run_with(container::rewrite_args(args))
 }
 
 /// Runs tug with the given arguments and returns the exit code.
@@ -127,6 +142,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match command {
         Command::Config(args) => config::run(&global, &args),
         Command::Image(args) => image::run(&global, args),
+        Command::Container(args) => container::run(&global, args),
         Command::Login(args) => image::login(&args, &mut std::io::stdout().lock()),
         Command::Logout { registry } => {
             image::logout(registry.as_deref(), &mut std::io::stdout().lock())

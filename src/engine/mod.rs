@@ -1,6 +1,8 @@
 //! The built-in container engine: image store, root filesystems, runtime, networks, volumes,
 //! supervisor, and the executor that carries out a plan. Only the engine calls the kernel.
+pub mod container;
 pub mod executor;
 pub mod image;
 pub mod network;
+pub mod runtime;
 pub mod volume;

@@ -90,15 +90,6 @@ impl<R: Read> HashingReader<R> {
             self.inner,
         )
     }
-
-    /// Reads what is left to the end, then returns (`sha256:<hex>`, bytes read).
-    pub(crate) fn finish(mut self) -> io::Result<(String, u64)> {
-        io::copy(&mut self, &mut io::sink())?;
-        Ok((
-            format!("sha256:{}", hex::encode(self.hasher.finalize())),
-            self.count,
-        ))
-    }
 }
 
 impl<R: Read> Read for HashingReader<R> {
@@ -225,4 +216,93 @@ pub(crate) fn entries_with_prefix(dir: &Path, prefixes: &[&str]) -> Vec<PathBuf>
         })
         .map(|e| e.path())
         .collect()
+}
+
+/// Size of the chunks a [`ThreadedReader`] hands over.
+const CHUNK: usize = 1 << 20;
+
+/// A reader whose inner reader runs on its own thread, a few chunks ahead: decompression and
+/// hashing on one core, unpacking on another (as `tar -xz` runs gzip in a second process).
+pub(crate) struct ThreadedReader<R: Read + Send + 'static> {
+    rx: Option<std::sync::mpsc::Receiver<io::Result<Vec<u8>>>>,
+    cur: Vec<u8>,
+    pos: usize,
+    handle: Option<std::thread::JoinHandle<R>>,
+}
+
+impl<R: Read + Send + 'static> ThreadedReader<R> {
+    pub(crate) fn new(mut inner: R) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(4);
+        let handle = std::thread::spawn(move || {
+            loop {
+                let mut buf = vec![0u8; CHUNK];
+                let mut filled = 0;
+                while filled < CHUNK {
+                    match inner.read(&mut buf[filled..]) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return inner;
+                        }
+                    }
+                }
+                if filled == 0 {
+                    return inner;
+                }
+                buf.truncate(filled);
+                if tx.send(Ok(buf)).is_err() {
+                    return inner;
+                }
+            }
+        });
+        Self {
+            rx: Some(rx),
+            cur: Vec::new(),
+            pos: 0,
+            handle: Some(handle),
+        }
+    }
+
+    /// Reads to the end and returns the inner reader.
+    pub(crate) fn finish(mut self) -> io::Result<R> {
+        io::copy(&mut self, &mut io::sink())?;
+        self.rx = None;
+        self.handle
+            .take()
+            .ok_or_else(|| io::Error::other("reader finished twice"))?
+            .join()
+            .map_err(|_| io::Error::other("the reader thread panicked"))
+    }
+}
+
+impl<R: Read + Send + 'static> Read for ThreadedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.cur.len() {
+            let Some(rx) = &self.rx else { return Ok(0) };
+            match rx.recv() {
+                Ok(Ok(chunk)) => {
+                    self.cur = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl<R: Read + Send + 'static> Drop for ThreadedReader<R> {
+    fn drop(&mut self) {
+        // Closing the channel stops the thread at its next chunk.
+        self.rx = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
 }

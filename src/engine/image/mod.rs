@@ -492,16 +492,9 @@ impl ImageStore {
             });
         }
         let blob = self.layout.open_blob(digest)?;
-        let (reader, _) =
-            unpack::decompress(blob).map_err(io_ctx(format!("cannot read layer {digest}")))?;
-        let mut hashing = fsutil::HashingReader::new(reader);
         let tmp = self.new_layer_tmp()?;
         let result = (|| {
-            unpack::unpack(&mut hashing, &tmp, digest)?;
-            let (actual, _) = hashing.finish().map_err(|e| Error::BadLayer {
-                layer: digest.to_string(),
-                reason: e.to_string(),
-            })?;
+            let (actual, _) = unpack::unpack_file(blob, &tmp, digest)?;
             if actual != diff_id {
                 return Err(Error::DigestMismatch {
                     what: format!("uncompressed layer {digest}"),
@@ -782,13 +775,8 @@ impl ImageStore {
 /// overlayfs form. Returns the diff_id (digest of the uncompressed tar) and the stats.
 pub fn unpack_layer_file(src: &Path, dest: &Path) -> Result<(String, unpack::Stats)> {
     let f = fs::File::open(src).map_err(io_ctx(format!("cannot open {}", src.display())))?;
-    let (reader, _) =
-        unpack::decompress(f).map_err(io_ctx(format!("cannot read {}", src.display())))?;
     fs::create_dir(dest).map_err(io_ctx(format!("cannot create {}", dest.display())))?;
-    let mut hashing = fsutil::HashingReader::new(reader);
-    let stats = unpack::unpack(&mut hashing, dest, &src.display().to_string())?;
-    let (diff_id, _, _) = hashing.into_parts();
-    Ok((diff_id, stats))
+    unpack::unpack_file(f, dest, &src.display().to_string())
 }
 
 /// The OCI architecture name of the host (`amd64`, `arm64`, …).

@@ -82,6 +82,35 @@ pub fn decompress<'a, R: Read + 'a>(r: R) -> io::Result<(Box<dyn Read + 'a>, Com
     })
 }
 
+/// Like [`decompress`], for readers that can move to another thread.
+pub fn decompress_send<R: Read + Send + 'static>(r: R) -> io::Result<Box<dyn Read + Send>> {
+    let mut br = BufReader::with_capacity(1 << 20, r);
+    let kind = detect(br.fill_buf()?);
+    Ok(match kind {
+        Compression::None => Box::new(br),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(br)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(br)?),
+    })
+}
+
+/// Unpacks a layer file (any compression) into the empty directory `dest`, decompressing and
+/// hashing on a second thread. Returns the diff_id and the stats.
+pub fn unpack_file(file: std::fs::File, dest: &Path, layer: &str) -> Result<(String, Stats)> {
+    let reader = decompress_send(file).map_err(|e| Error::BadLayer {
+        layer: layer.to_string(),
+        reason: e.to_string(),
+    })?;
+    let mut threaded =
+        super::fsutil::ThreadedReader::new(super::fsutil::HashingReader::new(reader));
+    let stats = unpack(&mut threaded, dest, layer)?;
+    let hashing = threaded.finish().map_err(|e| Error::BadLayer {
+        layer: layer.to_string(),
+        reason: e.to_string(),
+    })?;
+    let (diff_id, _, _) = hashing.into_parts();
+    Ok((diff_id, stats))
+}
+
 /// What an unpack did.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Stats {

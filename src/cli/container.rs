@@ -1,0 +1,986 @@
+//! `tug container …`: run, create, start, ls, stop, kill, rm, logs, inspect, exec, top,
+//! pause, unpause, cp, wait. Flags become a `ContainerConfig` or options; the work is in
+//! `engine::container`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand, ValueEnum};
+
+use super::GlobalArgs;
+use crate::engine::container::config::{parse_bytes, parse_duration};
+use crate::engine::container::{
+    ContainerConfig, ContainerStore, ExecOptions, Healthcheck, ImageInfo, Mount, MountKind,
+    NetworkMode, RestartPolicy, Status, Summary, Ulimit, logs,
+};
+use crate::engine::image::ImageStore;
+
+/// `tug container` arguments.
+#[derive(Debug, Args)]
+pub struct ContainerArgs {
+    #[command(subcommand)]
+    pub command: ContainerCommand,
+}
+
+/// Output format of `ls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    /// A table.
+    #[default]
+    Table,
+    /// One JSON object per container, one per line.
+    Json,
+}
+
+/// Options that create a container (`run` and `create`).
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Name of the container.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Environment variable `K=V` (or `K` to take tug's value); repeatable.
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Bind mount `HOST:CONTAINER[:ro]`; repeatable.
+    #[arg(short = 'v', long = "volume")]
+    pub volumes: Vec<String>,
+    /// tmpfs mount `PATH[:OPTIONS]`; repeatable.
+    #[arg(long)]
+    pub tmpfs: Vec<String>,
+    /// Label `K=V`; repeatable.
+    #[arg(short = 'l', long = "label")]
+    pub labels: Vec<String>,
+    /// Network: `none`, `host`, `container:NAME` or a netns path (`ns:/path`).
+    #[arg(long, default_value = "none")]
+    pub network: String,
+    /// User `name|uid[:group|gid]`.
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Extra group; repeatable.
+    #[arg(long = "group-add")]
+    pub group_add: Vec<String>,
+    /// Working directory.
+    #[arg(short = 'w', long)]
+    pub workdir: Option<String>,
+    /// Override the image's entrypoint (a single program; `""` clears it).
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Hostname.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Keep stdin open.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a terminal.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Run tug's tiny init as PID 1 (reaps zombies, forwards signals).
+    #[arg(long)]
+    pub init: bool,
+    /// Read-only root filesystem.
+    #[arg(long)]
+    pub read_only: bool,
+    /// All capabilities, no seccomp, no masked paths.
+    #[arg(long)]
+    pub privileged: bool,
+    /// Add a capability; repeatable.
+    #[arg(long = "cap-add")]
+    pub cap_add: Vec<String>,
+    /// Drop a capability; repeatable.
+    #[arg(long = "cap-drop")]
+    pub cap_drop: Vec<String>,
+    /// Security option (`seccomp=unconfined`, `seccomp=FILE`, `no-new-privileges`).
+    #[arg(long = "security-opt")]
+    pub security_opt: Vec<String>,
+    /// Sysctl `K=V`; repeatable.
+    #[arg(long)]
+    pub sysctl: Vec<String>,
+    /// Ulimit `NAME=SOFT[:HARD]`; repeatable.
+    #[arg(long)]
+    pub ulimit: Vec<String>,
+    /// Memory limit (`512m`).
+    #[arg(short = 'm', long)]
+    pub memory: Option<String>,
+    /// Memory plus swap limit (`-1`: unlimited swap).
+    #[arg(long = "memory-swap")]
+    pub memory_swap: Option<String>,
+    /// CPUs (`1.5`).
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// CPU shares (relative weight).
+    #[arg(short = 'c', long = "cpu-shares")]
+    pub cpu_shares: Option<u64>,
+    /// CPUs allowed (`0-1`).
+    #[arg(long = "cpuset-cpus")]
+    pub cpuset_cpus: Option<String>,
+    /// Process limit.
+    #[arg(long = "pids-limit")]
+    pub pids_limit: Option<i64>,
+    /// Size of /dev/shm.
+    #[arg(long = "shm-size")]
+    pub shm_size: Option<String>,
+    /// Restart policy: no, always, on-failure[:N], unless-stopped.
+    #[arg(long, default_value = "no")]
+    pub restart: String,
+    /// Signal to stop the container.
+    #[arg(long = "stop-signal")]
+    pub stop_signal: Option<String>,
+    /// Seconds to wait before killing at stop.
+    #[arg(long = "stop-timeout")]
+    pub stop_timeout: Option<u64>,
+    /// Healthcheck command (run with /bin/sh -c).
+    #[arg(long = "health-cmd")]
+    pub health_cmd: Option<String>,
+    /// Time between healthchecks (`30s`).
+    #[arg(long = "health-interval")]
+    pub health_interval: Option<String>,
+    /// Healthcheck timeout.
+    #[arg(long = "health-timeout")]
+    pub health_timeout: Option<String>,
+    /// Failures before unhealthy.
+    #[arg(long = "health-retries")]
+    pub health_retries: Option<u32>,
+    /// Start period.
+    #[arg(long = "health-start-period")]
+    pub health_start_period: Option<String>,
+    /// Interval during the start period.
+    #[arg(long = "health-start-interval")]
+    pub health_start_interval: Option<String>,
+    /// Disable the image's healthcheck.
+    #[arg(long = "no-healthcheck")]
+    pub no_healthcheck: bool,
+    /// OCI runtime: the built-in one (default) or a runc-compatible binary (`runc`).
+    #[arg(long)]
+    pub runtime: Option<String>,
+    /// Image.
+    pub image: String,
+    /// Command and arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+/// The container verbs.
+#[derive(Debug, Subcommand)]
+pub enum ContainerCommand {
+    /// Create and start a container; its exit code becomes tug's.
+    Run {
+        /// Run in the background and print the id.
+        #[arg(short = 'd', long)]
+        detach: bool,
+        #[command(flatten)]
+        create: CreateArgs,
+    },
+    /// Create a container without starting it.
+    Create {
+        #[command(flatten)]
+        create: CreateArgs,
+    },
+    /// Start containers.
+    Start {
+        /// Attach to the output and return the exit code.
+        #[arg(short = 'a', long)]
+        attach: bool,
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// List containers.
+    #[command(visible_aliases = ["list", "ps"])]
+    Ls {
+        /// Show all containers (default: running only).
+        #[arg(short, long)]
+        all: bool,
+        /// Only ids.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+        /// Full ids.
+        #[arg(long)]
+        no_trunc: bool,
+    },
+    /// Stop containers: stop signal, then SIGKILL after the timeout.
+    Stop {
+        /// Seconds to wait before SIGKILL.
+        #[arg(short = 't', long = "time")]
+        time: Option<u64>,
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Send a signal to containers.
+    Kill {
+        /// Signal (name or number).
+        #[arg(short = 's', long, default_value = "KILL")]
+        signal: String,
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Remove containers.
+    Rm {
+        /// Kill running containers first (`-f` works too).
+        #[arg(long)]
+        force: bool,
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Show a container's log.
+    Logs {
+        /// Keep following the log (`-f` works too).
+        #[arg(long)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(short = 'n', long)]
+        tail: Option<String>,
+        /// Prefix lines with their timestamp.
+        #[arg(short = 't', long)]
+        timestamps: bool,
+        /// Only lines since this time (RFC 3339) or duration ago (`10m`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Container.
+        container: String,
+    },
+    /// Show containers as JSON.
+    Inspect {
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Run a command in a running container.
+    Exec {
+        /// Run in the background.
+        #[arg(short = 'd', long)]
+        detach: bool,
+        /// Keep stdin attached.
+        #[arg(short = 'i', long)]
+        interactive: bool,
+        /// Allocate a terminal.
+        #[arg(short = 't', long)]
+        tty: bool,
+        /// Environment `K=V`; repeatable.
+        #[arg(short = 'e', long = "env")]
+        env: Vec<String>,
+        /// User.
+        #[arg(short = 'u', long)]
+        user: Option<String>,
+        /// Working directory.
+        #[arg(short = 'w', long)]
+        workdir: Option<String>,
+        /// Container.
+        container: String,
+        /// Command and arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Show the processes of a container.
+    Top {
+        /// Container.
+        container: String,
+    },
+    /// Freeze the processes of containers.
+    Pause {
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Thaw paused containers.
+    Unpause {
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Copy files between a container and the host (`CONTAINER:PATH` on one side).
+    Cp {
+        /// Source.
+        src: String,
+        /// Destination.
+        dest: String,
+    },
+    /// Wait for containers to stop and print their exit codes.
+    Wait {
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+}
+
+/// Rewrites docker's `-f` of `container logs`/`container rm` (the global `-f` names compose
+/// files, which these verbs do not read) into `--follow`/`--force`.
+#[must_use]
+pub fn rewrite_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let pos = args.iter().position(|a| a == "container");
+    let Some(p) = pos else { return args };
+    let long = match args.get(p + 1).and_then(|s| s.to_str()) {
+        Some("logs") => "--follow",
+        Some("rm") => "--force",
+        _ => return args,
+    };
+    for a in args.iter_mut().skip(p + 2) {
+        if a == "-f" {
+            *a = long.into();
+        } else if a == "--" {
+            break;
+        }
+    }
+    args
+}
+
+fn kv_map(items: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut m = BTreeMap::new();
+    for i in items {
+        let (k, v) = i
+            .split_once('=')
+            .with_context(|| format!("invalid {what} {i:?}: expected KEY=VALUE"))?;
+        m.insert(k.to_string(), v.to_string());
+    }
+    Ok(m)
+}
+
+fn opt_duration(s: Option<&String>) -> anyhow::Result<Option<Duration>> {
+    s.map(|s| parse_duration(s).map_err(anyhow::Error::msg))
+        .transpose()
+}
+
+/// Turns the flags into a `ContainerConfig`.
+pub fn config_from(a: &CreateArgs) -> anyhow::Result<ContainerConfig> {
+    let mut mounts = Vec::new();
+    for v in &a.volumes {
+        let parts: Vec<&str> = v.split(':').collect();
+        let (src, dst, opts) = match parts.as_slice() {
+            [s, d] => (*s, *d, ""),
+            [s, d, o] => (*s, *d, *o),
+            _ => bail!("invalid volume {v:?}: expected HOST:CONTAINER[:ro]"),
+        };
+        if !src.starts_with('/') && !src.starts_with('.') {
+            bail!("invalid volume {v:?}: named volumes need `tug up`; give a host path");
+        }
+        let source = std::fs::canonicalize(src)
+            .with_context(|| format!("bind source {src} does not exist"))?;
+        let read_only = opts.split(',').any(|o| o == "ro");
+        mounts.push(Mount {
+            kind: MountKind::Bind,
+            source,
+            target: dst.to_string(),
+            read_only,
+            options: opts
+                .split(',')
+                .filter(|o| !o.is_empty() && *o != "ro" && *o != "rw")
+                .map(str::to_string)
+                .collect(),
+        });
+    }
+    for t in &a.tmpfs {
+        let (target, opts) = t.split_once(':').unwrap_or((t.as_str(), ""));
+        mounts.push(Mount {
+            kind: MountKind::Tmpfs,
+            source: PathBuf::new(),
+            target: target.to_string(),
+            read_only: false,
+            options: opts
+                .split(',')
+                .filter(|o| !o.is_empty())
+                .map(str::to_string)
+                .collect(),
+        });
+    }
+    let network = match a.network.as_str() {
+        "none" => NetworkMode::None,
+        "host" => NetworkMode::Host,
+        other => {
+            if let Some(c) = other.strip_prefix("container:") {
+                NetworkMode::Container(c.to_string())
+            } else if let Some(p) = other.strip_prefix("ns:") {
+                NetworkMode::Netns(PathBuf::from(p))
+            } else {
+                bail!(
+                    "network {other:?}: `container run` supports none, host, container:NAME and ns:PATH (user networks come with `tug up`)"
+                )
+            }
+        }
+    };
+    let mut ulimits = BTreeMap::new();
+    for u in &a.ulimit {
+        let (name, vals) = u
+            .split_once('=')
+            .with_context(|| format!("invalid ulimit {u:?}: expected NAME=SOFT[:HARD]"))?;
+        let (s, h) = vals.split_once(':').unwrap_or((vals, vals));
+        let parse = |x: &str| -> anyhow::Result<u64> {
+            if x == "-1" || x == "unlimited" {
+                Ok(u64::MAX)
+            } else {
+                x.parse()
+                    .with_context(|| format!("invalid ulimit value {x:?}"))
+            }
+        };
+        ulimits.insert(
+            name.to_string(),
+            Ulimit {
+                soft: parse(s)?,
+                hard: parse(h)?,
+            },
+        );
+    }
+    let bytes = |s: &Option<String>| -> anyhow::Result<Option<i64>> {
+        match s.as_deref() {
+            None => Ok(None),
+            Some("-1") => Ok(Some(-1)),
+            Some(v) => Ok(Some(
+                i64::try_from(parse_bytes(v).map_err(anyhow::Error::msg)?)
+                    .context("size too large")?,
+            )),
+        }
+    };
+    let healthcheck = if a.no_healthcheck {
+        Some(Healthcheck {
+            test: vec!["NONE".into()],
+            ..Default::default()
+        })
+    } else {
+        match &a.health_cmd {
+            Some(cmd) => Some(Healthcheck {
+                test: vec!["CMD-SHELL".into(), cmd.clone()],
+                interval: opt_duration(a.health_interval.as_ref())?,
+                timeout: opt_duration(a.health_timeout.as_ref())?,
+                retries: a.health_retries,
+                start_period: opt_duration(a.health_start_period.as_ref())?,
+                start_interval: opt_duration(a.health_start_interval.as_ref())?,
+            }),
+            None => None,
+        }
+    };
+    let entrypoint = a.entrypoint.as_ref().map(|e| {
+        if e.is_empty() {
+            Vec::new()
+        } else {
+            vec![e.clone()]
+        }
+    });
+    Ok(ContainerConfig {
+        name: a.name.clone().unwrap_or_default(),
+        image: a.image.clone(),
+        labels: kv_map(&a.labels, "label")?,
+        entrypoint,
+        command: (!a.command.is_empty()).then(|| a.command.clone()),
+        env: a.env.clone(),
+        working_dir: a.workdir.clone(),
+        user: a.user.clone(),
+        group_add: a.group_add.clone(),
+        hostname: a.hostname.clone(),
+        tty: a.tty,
+        stdin_open: a.interactive,
+        init: a.init,
+        read_only: a.read_only,
+        privileged: a.privileged,
+        cap_add: a.cap_add.clone(),
+        cap_drop: a.cap_drop.clone(),
+        security_opt: a.security_opt.clone(),
+        sysctls: kv_map(&a.sysctl, "sysctl")?,
+        ulimits,
+        resources: crate::engine::container::Resources {
+            memory: bytes(&a.memory)?,
+            memswap: bytes(&a.memory_swap)?,
+            cpus: a.cpus,
+            cpu_shares: a.cpu_shares,
+            cpuset: a.cpuset_cpus.clone(),
+            pids_limit: a.pids_limit,
+            shm_size: a
+                .shm_size
+                .as_deref()
+                .map(parse_bytes)
+                .transpose()
+                .map_err(anyhow::Error::msg)?,
+        },
+        mounts,
+        network,
+        restart: a
+            .restart
+            .parse::<RestartPolicy>()
+            .map_err(anyhow::Error::msg)?,
+        stop_signal: a.stop_signal.clone(),
+        stop_grace_period: a.stop_timeout.map(Duration::from_secs),
+        healthcheck,
+        auto_remove: a.rm,
+        runtime: a.runtime.clone().filter(|r| r != "tug" && !r.is_empty()),
+        ..Default::default()
+    })
+}
+
+/// Resolves the image and creates the container; returns the store and the id.
+fn create(root: &Path, a: &CreateArgs) -> anyhow::Result<(ContainerStore, String)> {
+    let config = config_from(a)?;
+    let images = ImageStore::open(root)
+        .with_context(|| format!("cannot open the image store in {}", root.display()))?;
+    let img = images.resolve(&a.image)?;
+    let layers = images.layer_dirs(&img)?;
+    let info = ImageInfo {
+        id: img.id.clone(),
+        layers,
+        config: img.config.config().clone(),
+    };
+    let store = ContainerStore::open(root)?;
+    let id = store.create(config, &info)?;
+    Ok((store, id))
+}
+
+/// Puts the terminal on stdin into raw mode while alive.
+struct RawMode(Option<nix::sys::termios::Termios>);
+
+impl RawMode {
+    fn enable(on: bool) -> RawMode {
+        use nix::sys::termios;
+        if !on || !nix::unistd::isatty(std::io::stdin()).unwrap_or(false) {
+            return RawMode(None);
+        }
+        let Ok(orig) = termios::tcgetattr(std::io::stdin()) else {
+            return RawMode(None);
+        };
+        let mut raw = orig.clone();
+        termios::cfmakeraw(&mut raw);
+        let _ = termios::tcsetattr(std::io::stdin(), termios::SetArg::TCSANOW, &raw);
+        RawMode(Some(orig))
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                t,
+            );
+        }
+    }
+}
+
+/// Forwards SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1/2 to the container while attached.
+fn forward_signals(store: &ContainerStore, id: &str) {
+    use nix::sys::signal::{SigSet, Signal};
+    let set = SigSet::from_iter([
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ]);
+    if set.thread_block().is_err() {
+        return;
+    }
+    let store = store.clone();
+    let id = id.to_string();
+    std::thread::spawn(move || {
+        while let Ok(sig) = set.wait() {
+            let _ = store.kill(&id, sig.as_str());
+        }
+    });
+}
+
+fn attach_and_wait(store: &ContainerStore, id: &str, tty: bool) -> anyhow::Result<i32> {
+    let raw = RawMode::enable(tty);
+    let started = store.start(id, true);
+    let started = match started {
+        Ok(s) => s,
+        Err(e) => {
+            drop(raw);
+            let rec = store.record(id).ok();
+            if rec.is_some_and(|r| r.config.auto_remove) {
+                let _ = store.remove(id, true);
+            }
+            let msg = e.to_string();
+            let code = if msg.contains("not found in $PATH") || msg.contains("no such file") {
+                127
+            } else if msg.contains("permission denied") {
+                126
+            } else {
+                125
+            };
+            eprintln!("error: {msg}");
+            return Ok(code);
+        }
+    };
+    forward_signals(store, id);
+    let code = started.wait()?;
+    drop(raw);
+    Ok(code)
+}
+
+fn short(id: &str, no_trunc: bool) -> &str {
+    if no_trunc {
+        id
+    } else {
+        &id[..id.len().min(12)]
+    }
+}
+
+fn ago(ts: &str) -> String {
+    let Ok(t) = ts.parse::<jiff::Timestamp>() else {
+        return String::new();
+    };
+    let secs = jiff::Timestamp::now().as_second() - t.as_second();
+    human(secs)
+}
+
+fn human(secs: i64) -> String {
+    match secs {
+        s if s < 1 => "Less than a second".into(),
+        1 => "1 second".into(),
+        s if s < 60 => format!("{s} seconds"),
+        s if s < 120 => "About a minute".into(),
+        s if s < 3600 => format!("{} minutes", s / 60),
+        s if s < 7200 => "About an hour".into(),
+        s if s < 172_800 => format!("{} hours", s / 3600),
+        s => format!("{} days", s / 86400),
+    }
+}
+
+fn status_text(s: &Summary) -> String {
+    let health = match s.health {
+        crate::engine::container::HealthStatus::None => String::new(),
+        h => format!(
+            " ({})",
+            if h == crate::engine::container::HealthStatus::Starting {
+                "health: starting"
+            } else {
+                h.as_str()
+            }
+        ),
+    };
+    match s.state {
+        Status::Created => "Created".into(),
+        Status::Running => format!("Up {}{health}", ago(s.started_at.as_deref().unwrap_or(""))),
+        Status::Paused => format!("Up {} (Paused)", ago(s.started_at.as_deref().unwrap_or(""))),
+        Status::Restarting => format!("Restarting ({})", s.exit_code.unwrap_or(0)),
+        Status::Exited => format!(
+            "Exited ({}) {} ago",
+            s.exit_code.unwrap_or(0),
+            ago(s.finished_at.as_deref().unwrap_or(""))
+        ),
+        Status::Dead => "Dead".into(),
+    }
+}
+
+fn parse_since(s: &str) -> anyhow::Result<jiff::Timestamp> {
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Ok(t);
+    }
+    if let Ok(n) = s.parse::<i64>() {
+        return jiff::Timestamp::from_second(n).map_err(anyhow::Error::from);
+    }
+    let d = parse_duration(s).map_err(anyhow::Error::msg)?;
+    let span = jiff::SignedDuration::try_from(d).context("duration too large")?;
+    Ok(jiff::Timestamp::now() - span)
+}
+
+fn print_record(r: &logs::LogRecord, timestamps: bool) -> std::io::Result<()> {
+    let line = if timestamps {
+        format!("{} {}", r.time, r.text)
+    } else {
+        r.text.clone()
+    };
+    let nl = if r.partial { "" } else { "\n" };
+    if r.stream == "stderr" {
+        let mut e = std::io::stderr().lock();
+        write!(e, "{line}{nl}")?;
+        e.flush()
+    } else {
+        let mut o = std::io::stdout().lock();
+        write!(o, "{line}{nl}")?;
+        o.flush()
+    }
+}
+
+/// Runs a `tug container` verb.
+#[allow(clippy::too_many_lines)]
+pub fn run(global: &GlobalArgs, args: ContainerArgs) -> anyhow::Result<i32> {
+    let root = global.state_root();
+    let open = || {
+        ContainerStore::open(&root)
+            .with_context(|| format!("cannot open the container store in {}", root.display()))
+    };
+    match args.command {
+        ContainerCommand::Run { detach, create: c } => {
+            if detach && c.rm && c.tty && c.interactive {
+                // accepted: docker allows -dit --rm
+            }
+            let (store, id) = create(&root, &c)?;
+            if detach {
+                if let Err(e) = store.start(&id, false) {
+                    if c.rm {
+                        let _ = store.remove(&id, true);
+                    }
+                    return Err(e.into());
+                }
+                println!("{id}");
+                return Ok(0);
+            }
+            attach_and_wait(&store, &id, c.tty)
+        }
+        ContainerCommand::Create { create: c } => {
+            let (_, id) = create(&root, &c)?;
+            println!("{id}");
+            Ok(0)
+        }
+        ContainerCommand::Start { attach, containers } => {
+            let store = open()?;
+            if attach {
+                if containers.len() != 1 {
+                    bail!("start --attach takes one container");
+                }
+                let id = store.resolve(&containers[0])?;
+                let tty = store.record(&id)?.config.tty;
+                return attach_and_wait(&store, &id, tty);
+            }
+            for c in &containers {
+                store.start(c, false)?;
+                println!("{c}");
+            }
+            Ok(0)
+        }
+        ContainerCommand::Ls {
+            all,
+            quiet,
+            format,
+            no_trunc,
+        } => {
+            let store = open()?;
+            let list = store.list(all)?;
+            let mut out = std::io::stdout().lock();
+            if quiet {
+                for s in &list {
+                    writeln!(out, "{}", short(&s.id, no_trunc))?;
+                }
+                return Ok(0);
+            }
+            if format == Format::Json {
+                for s in &list {
+                    writeln!(out, "{}", serde_json::to_string(s)?)?;
+                }
+                return Ok(0);
+            }
+            writeln!(
+                out,
+                "{:<14}{:<20}{:<24}{:<16}{:<28}NAMES",
+                "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS"
+            )?;
+            for s in &list {
+                let mut cmd = format!("\"{}\"", s.command.join(" "));
+                if cmd.len() > 22 && !no_trunc {
+                    cmd.truncate(19);
+                    cmd.push_str("…\"");
+                }
+                writeln!(
+                    out,
+                    "{:<14}{:<20}{:<24}{:<16}{:<28}{}",
+                    short(&s.id, no_trunc),
+                    s.image,
+                    cmd,
+                    format!("{} ago", ago(&s.created)),
+                    status_text(s),
+                    s.name
+                )?;
+            }
+            Ok(0)
+        }
+        ContainerCommand::Stop { time, containers } => {
+            let store = open()?;
+            let mut failed = false;
+            for c in &containers {
+                match store.stop(c, time.map(Duration::from_secs)) {
+                    Ok(()) => println!("{c}"),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        failed = true;
+                    }
+                }
+            }
+            Ok(i32::from(failed))
+        }
+        ContainerCommand::Kill { signal, containers } => {
+            let store = open()?;
+            let mut failed = false;
+            for c in &containers {
+                match store.kill(c, &signal) {
+                    Ok(()) => println!("{c}"),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        failed = true;
+                    }
+                }
+            }
+            Ok(i32::from(failed))
+        }
+        ContainerCommand::Rm { force, containers } => {
+            let store = open()?;
+            let mut failed = false;
+            for c in &containers {
+                match store.remove(c, force) {
+                    Ok(()) => println!("{c}"),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        failed = true;
+                    }
+                }
+            }
+            Ok(i32::from(failed))
+        }
+        ContainerCommand::Logs {
+            follow,
+            tail,
+            timestamps,
+            since,
+            container,
+        } => {
+            let store = open()?;
+            let id = store.resolve(&container)?;
+            let path = store.log_path(&id)?;
+            let since = since.as_deref().map(parse_since).transpose()?;
+            let keep = |r: &logs::LogRecord| {
+                since.is_none_or(|s| r.time.parse::<jiff::Timestamp>().is_ok_and(|t| t >= s))
+            };
+            let mut follower = logs::Follower::at_start(&path);
+            let mut records: Vec<logs::LogRecord> = logs::read_rotated(&path);
+            records.extend(follower.poll());
+            records.retain(|r| keep(r));
+            if let Some(t) = tail.as_deref().filter(|t| *t != "all") {
+                let n: usize = t.parse().with_context(|| format!("invalid --tail {t:?}"))?;
+                let skip = records.len().saturating_sub(n);
+                records.drain(..skip);
+            }
+            for r in &records {
+                print_record(r, timestamps)?;
+            }
+            if follow {
+                loop {
+                    let running = matches!(
+                        store.state(&id).status,
+                        Status::Running | Status::Paused | Status::Restarting
+                    );
+                    for r in follower.poll() {
+                        if keep(&r) {
+                            print_record(&r, timestamps)?;
+                        }
+                    }
+                    if !running || !store.container_dir(&id).exists() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            Ok(0)
+        }
+        ContainerCommand::Inspect { containers } => {
+            let store = open()?;
+            let mut all = Vec::new();
+            for c in &containers {
+                all.push(store.inspect(c)?);
+            }
+            println!("{}", serde_json::to_string_pretty(&all)?);
+            Ok(0)
+        }
+        ContainerCommand::Exec {
+            detach,
+            interactive,
+            tty,
+            env,
+            user,
+            workdir,
+            container,
+            command,
+        } => {
+            let store = open()?;
+            let raw = RawMode::enable(tty && !detach);
+            let code = store.exec(
+                &container,
+                &ExecOptions {
+                    cmd: command,
+                    env,
+                    user,
+                    workdir,
+                    tty,
+                    interactive,
+                    detach,
+                    timeout: None,
+                },
+            )?;
+            drop(raw);
+            Ok(code)
+        }
+        ContainerCommand::Top { container } => {
+            let store = open()?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{:<10}{:<8}CMD", "PID", "UID")?;
+            for (pid, uid, cmd) in store.top(&container)? {
+                writeln!(out, "{pid:<10}{uid:<8}{cmd}")?;
+            }
+            Ok(0)
+        }
+        ContainerCommand::Pause { containers } => {
+            let store = open()?;
+            for c in &containers {
+                store.pause(c, true)?;
+                println!("{c}");
+            }
+            Ok(0)
+        }
+        ContainerCommand::Unpause { containers } => {
+            let store = open()?;
+            for c in &containers {
+                store.pause(c, false)?;
+                println!("{c}");
+            }
+            Ok(0)
+        }
+        ContainerCommand::Cp { src, dest } => {
+            let store = open()?;
+            let split = |s: &str| -> Option<(String, String)> {
+                let (c, p) = s.split_once(':')?;
+                (!c.is_empty() && !c.contains('/')).then(|| (c.to_string(), p.to_string()))
+            };
+            match (split(&src), split(&dest)) {
+                (Some((c, p)), None) => store.copy(&c, Path::new(&p), Path::new(&dest), false)?,
+                (None, Some((c, p))) => store.copy(&c, Path::new(&src), Path::new(&p), true)?,
+                _ => bail!("cp needs exactly one side as CONTAINER:PATH"),
+            }
+            Ok(0)
+        }
+        ContainerCommand::Wait { containers } => {
+            let store = open()?;
+            for c in &containers {
+                let code = store.wait(c, None)?;
+                println!("{}", code.unwrap_or(0));
+            }
+            Ok(0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_cli_rewrites_dash_f() {
+        let v: Vec<std::ffi::OsString> = ["tug", "container", "logs", "-f", "x"]
+            .iter()
+            .map(Into::into)
+            .collect();
+        let r = rewrite_args(v);
+        assert_eq!(r[3], "--follow");
+        let v: Vec<std::ffi::OsString> = ["tug", "-f", "c.yaml", "up"]
+            .iter()
+            .map(Into::into)
+            .collect();
+        assert_eq!(rewrite_args(v.clone()), v);
+    }
+}

@@ -1,0 +1,312 @@
+//! What a container should be: [`ContainerConfig`], the options a user (or compose) gives,
+//! saved in the container's directory. The engine turns it, with the image's config, into an
+//! OCI runtime spec (see `spec.rs`). No I/O here.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Options of one container, as Docker and compose name them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContainerConfig {
+    /// Container name (unique in the state root); empty: a generated name.
+    pub name: String,
+    /// The image reference as given.
+    pub image: String,
+    /// The resolved image id (`sha256:…`), filled by the store.
+    pub image_id: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Overrides the image's entrypoint (`Some(vec![])` clears it).
+    pub entrypoint: Option<Vec<String>>,
+    /// Overrides the image's command.
+    pub command: Option<Vec<String>>,
+    /// `K=V` entries, over the image's environment.
+    pub env: Vec<String>,
+    /// Overrides the image's working directory.
+    pub working_dir: Option<String>,
+    /// `name`, `uid`, `name:group` or `uid:gid`; over the image's user.
+    pub user: Option<String>,
+    /// Extra groups (names resolved in the image's /etc/group, or numbers).
+    pub group_add: Vec<String>,
+    /// Hostname (default: the first 12 hex digits of the id).
+    pub hostname: Option<String>,
+    /// NIS domain name.
+    pub domainname: Option<String>,
+    /// Allocate a pseudo-terminal.
+    pub tty: bool,
+    /// Keep stdin open (attach the caller's stdin).
+    pub stdin_open: bool,
+    /// Run tug's tiny init as PID 1.
+    pub init: bool,
+    /// Mount the root filesystem read-only.
+    pub read_only: bool,
+    /// All capabilities, no seccomp, no masked paths, writable /sys.
+    pub privileged: bool,
+    /// Capabilities added to Docker's default set (`NET_ADMIN` or `CAP_NET_ADMIN`, `ALL`).
+    pub cap_add: Vec<String>,
+    /// Capabilities removed from it.
+    pub cap_drop: Vec<String>,
+    /// `seccomp=unconfined`, `seccomp=<file>`, `no-new-privileges[:true]`.
+    pub security_opt: Vec<String>,
+    /// Namespaced sysctls.
+    pub sysctls: BTreeMap<String, String>,
+    /// Resource limits by name (`nofile`, `nproc`, …).
+    pub ulimits: BTreeMap<String, Ulimit>,
+    /// cgroup limits.
+    pub resources: Resources,
+    /// Bind mounts, volumes and tmpfs mounts.
+    pub mounts: Vec<Mount>,
+    /// Network namespace.
+    pub network: NetworkMode,
+    /// Contents of /etc/hosts (`None`: localhost entries plus the hostname).
+    pub etc_hosts: Option<String>,
+    /// Contents of /etc/resolv.conf (`None`: the host's, without loopback servers).
+    pub resolv_conf: Option<String>,
+    /// Restart policy.
+    pub restart: RestartPolicy,
+    /// Signal `stop` sends first (default: the image's, else SIGTERM).
+    pub stop_signal: Option<String>,
+    /// How long `stop` waits before SIGKILL (default 10 s).
+    pub stop_grace_period: Option<Duration>,
+    /// Healthcheck (`None`: none).
+    pub healthcheck: Option<Healthcheck>,
+    /// Remove the container when it exits (`run --rm`).
+    pub auto_remove: bool,
+    /// OCI runtime: `None` for the built-in one, or a runc-compatible binary (`runc`).
+    pub runtime: Option<String>,
+    /// Rotate the log when it grows beyond this many bytes (default 10 MiB).
+    pub log_max_size: Option<u64>,
+}
+
+/// A soft and hard resource limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ulimit {
+    /// Soft limit.
+    pub soft: u64,
+    /// Hard limit.
+    pub hard: u64,
+}
+
+/// cgroup limits.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Resources {
+    /// Memory limit in bytes.
+    pub memory: Option<i64>,
+    /// Memory plus swap in bytes (-1: unlimited swap).
+    pub memswap: Option<i64>,
+    /// CPUs (fractional, `1.5`).
+    pub cpus: Option<f64>,
+    /// Relative CPU weight (v1 shares, default 1024).
+    pub cpu_shares: Option<u64>,
+    /// CPUs allowed (`0-1`, `0,2`).
+    pub cpuset: Option<String>,
+    /// Maximum number of processes (`-1` or `None`: unlimited).
+    pub pids_limit: Option<i64>,
+    /// Size of /dev/shm in bytes (default 64 MiB).
+    pub shm_size: Option<u64>,
+}
+
+/// The kind of a mount.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountKind {
+    /// A host path.
+    #[default]
+    Bind,
+    /// A named volume (its `_data` directory, already resolved).
+    Volume,
+    /// A tmpfs.
+    Tmpfs,
+}
+
+/// One mount.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Mount {
+    /// Kind.
+    pub kind: MountKind,
+    /// Host path (bind, volume); ignored for tmpfs.
+    pub source: PathBuf,
+    /// Absolute path in the container.
+    pub target: String,
+    /// Read-only.
+    pub read_only: bool,
+    /// Extra mount options (`size=…`, `mode=…` for tmpfs; propagation for binds).
+    pub options: Vec<String>,
+}
+
+/// The network namespace of a container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// A new namespace with only loopback.
+    #[default]
+    None,
+    /// The host's namespace.
+    Host,
+    /// A prepared namespace (bind mount made by the network layer) to join.
+    Netns(PathBuf),
+    /// The namespace of another container (id).
+    Container(String),
+}
+
+/// When the supervisor restarts the container after it exits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Never.
+    #[default]
+    No,
+    /// Always, until stopped.
+    Always,
+    /// When it exits non-zero, at most `max_retries` times (`None`: no limit).
+    OnFailure {
+        /// Limit on restarts.
+        max_retries: Option<u32>,
+    },
+    /// Like `always`, except after an explicit stop.
+    UnlessStopped,
+}
+
+impl std::str::FromStr for RestartPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "" | "no" => RestartPolicy::No,
+            "always" => RestartPolicy::Always,
+            "unless-stopped" => RestartPolicy::UnlessStopped,
+            "on-failure" => RestartPolicy::OnFailure { max_retries: None },
+            other => match other.strip_prefix("on-failure:") {
+                Some(n) => RestartPolicy::OnFailure {
+                    max_retries: Some(
+                        n.parse()
+                            .map_err(|_| format!("invalid restart policy {other:?}"))?,
+                    ),
+                },
+                None => return Err(format!("invalid restart policy {other:?}")),
+            },
+        })
+    }
+}
+
+/// A healthcheck, as compose and Docker define it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Healthcheck {
+    /// `["NONE"]`, `["CMD", args…]` or `["CMD-SHELL", command]`.
+    pub test: Vec<String>,
+    /// Time between checks (default 30 s).
+    pub interval: Option<Duration>,
+    /// A check that takes longer fails (default 30 s).
+    pub timeout: Option<Duration>,
+    /// Consecutive failures before unhealthy (default 3).
+    pub retries: Option<u32>,
+    /// Failures during this period do not count (default 0).
+    pub start_period: Option<Duration>,
+    /// Time between checks during the start period (default 5 s).
+    pub start_interval: Option<Duration>,
+}
+
+/// Parses a Docker duration (`1m30s`, `500ms`, `10`=seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<f64>()
+        && n >= 0.0
+        && n.is_finite()
+    {
+        return Ok(Duration::from_secs_f64(n));
+    }
+    let mut total = Duration::ZERO;
+    let mut num = String::new();
+    let mut chars = s.chars().peekable();
+    let mut any = false;
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let mut unit = c.to_string();
+        while let Some(&n) = chars.peek() {
+            if n.is_ascii_alphabetic() {
+                unit.push(n);
+                chars.next();
+            } else {
+                break;
+            }
+        }
+        let v: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+        num.clear();
+        let secs = match unit.as_str() {
+            "h" => v * 3600.0,
+            "m" => v * 60.0,
+            "s" => v,
+            "ms" => v / 1e3,
+            "us" | "µs" => v / 1e6,
+            "ns" => v / 1e9,
+            _ => return Err(format!("invalid duration unit {unit:?} in {s:?}")),
+        };
+        total += Duration::from_secs_f64(secs);
+        any = true;
+    }
+    if !num.is_empty() || !any {
+        return Err(format!("invalid duration {s:?}"));
+    }
+    Ok(total)
+}
+
+/// Parses a Docker byte size (`512m`, `1g`, `1024`, `64MiB`).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.trim_end_matches("ib").trim_end_matches('b');
+    let (num, mul) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('t') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}"))?;
+    if v < 0.0 || !v.is_finite() {
+        return Err(format!("invalid size {s:?}"));
+    }
+    Ok((v * mul as f64) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_config_parses_durations_and_sizes() {
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("").is_err());
+        assert_eq!(parse_bytes("64m").unwrap(), 64 << 20);
+        assert_eq!(parse_bytes("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("1024").unwrap(), 1024);
+        assert_eq!(parse_bytes("64MiB").unwrap(), 64 << 20);
+        assert!(parse_bytes("lots").is_err());
+    }
+
+    #[test]
+    fn container_config_restart_policies() {
+        assert_eq!("no".parse::<RestartPolicy>().unwrap(), RestartPolicy::No);
+        assert_eq!(
+            "on-failure:3".parse::<RestartPolicy>().unwrap(),
+            RestartPolicy::OnFailure {
+                max_retries: Some(3)
+            }
+        );
+        assert!("sometimes".parse::<RestartPolicy>().is_err());
+    }
+}

@@ -1,0 +1,1010 @@
+//! Containers: the store of container records and states under `<root>/containers`, and the
+//! per-container supervisor that runs them.
+//!
+//! A container directory `<root>/containers/<id>/` holds:
+//! - `container.json`: the [`Record`] (options, image layers and config) — written last at
+//!   create, so a directory without it is the leftover of an interrupted create;
+//! - `state.json`: the observed [`state::State`], owned by the supervisor;
+//! - `bundle/config.json` (the OCI spec) and `bundle/rootfs` (overlay mount point);
+//! - `upper/`, `work/`: the overlay's writable layer; `hosts`, `hostname`, `resolv.conf`;
+//! - `container.log` (+ `.1`): the log; `stop-requested`: a stop's intent, read by the
+//!   supervisor so the restart policy does not restart a stopped container.
+//!
+//! Names are reserved atomically as files `<root>/containers/.names/<name>` holding the id.
+//! Nothing here forks the calling process: a start re-executes tug (`tug __shim run`), which
+//! detaches and becomes the supervisor (see [`supervisor`]).
+
+pub mod config;
+pub mod logs;
+pub mod spec;
+pub mod state;
+pub mod supervisor;
+pub mod user;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead as _, BufReader};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+pub use config::{
+    ContainerConfig, Healthcheck, Mount, MountKind, NetworkMode, Resources, RestartPolicy, Ulimit,
+};
+pub use state::{Health, HealthStatus, State, Status};
+
+use crate::engine::runtime::cgroups::{Cgroup, Layout};
+
+/// Errors of the container store.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    /// No container has this name or id (prefix).
+    #[error("no such container: {0}")]
+    NotFound(String),
+    /// An id prefix matches several containers.
+    #[error("container id prefix {0} is ambiguous")]
+    Ambiguous(String),
+    /// The name is taken.
+    #[error("the container name {0:?} is already in use by container {1}")]
+    NameInUse(String, String),
+    /// The options are invalid.
+    #[error("invalid container config: {0}")]
+    Invalid(String),
+    /// The operation needs a running container.
+    #[error("container {0} is not running")]
+    NotRunning(String),
+    /// The operation needs a stopped container.
+    #[error("container {0} is running: stop it first or use force")]
+    Running(String),
+    /// Starting failed.
+    #[error("cannot start container {id}: {reason}")]
+    Start {
+        /// The container.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// A file of the store could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A record is damaged.
+    #[error("container record {path}: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A cgroup operation failed.
+    #[error(transparent)]
+    Cgroup(#[from] crate::engine::runtime::cgroups::CgroupError),
+    /// Unknown signal name or number.
+    #[error("invalid signal {0:?}")]
+    Signal(String),
+}
+
+/// Result alias of the container store.
+pub type Result<T> = std::result::Result<T, ContainerError>;
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ContainerError + '_ {
+    move |source| ContainerError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The image a container is created from, as the image store resolves it.
+#[derive(Debug, Clone, Default)]
+pub struct ImageInfo {
+    /// Image id (`sha256:…`).
+    pub id: String,
+    /// Unpacked layer directories, lowest first.
+    pub layers: Vec<PathBuf>,
+    /// The image's run defaults.
+    pub config: Option<oci_spec::image::Config>,
+}
+
+/// What `container.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    /// The id (64 hex digits).
+    pub id: String,
+    /// RFC 3339 creation time.
+    pub created: String,
+    /// The options.
+    pub config: ContainerConfig,
+    /// Image layer directories, lowest first.
+    pub layers: Vec<PathBuf>,
+    /// The image's run defaults.
+    pub image_config: Option<oci_spec::image::Config>,
+    /// Time spent building the spec, in microseconds.
+    #[serde(default)]
+    pub spec_us: u64,
+}
+
+/// One line of `container ls`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Image reference.
+    pub image: String,
+    /// Image id.
+    pub image_id: String,
+    /// The command (entrypoint + cmd).
+    pub command: Vec<String>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// RFC 3339 creation time.
+    pub created: String,
+    /// Status.
+    pub state: Status,
+    /// Exit code of the last run.
+    pub exit_code: Option<i32>,
+    /// The last run was OOM-killed.
+    pub oom_killed: bool,
+    /// Health.
+    pub health: HealthStatus,
+    /// Host pid of the first process, when running.
+    pub pid: Option<i32>,
+    /// Last start.
+    pub started_at: Option<String>,
+    /// Last exit.
+    pub finished_at: Option<String>,
+    /// Restarts by the policy.
+    pub restart_count: u32,
+}
+
+/// Everything about one container.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Inspect {
+    /// The summary.
+    #[serde(flatten)]
+    pub summary: Summary,
+    /// The record.
+    pub record: Record,
+    /// The full state.
+    pub state_detail: State,
+    /// The container's directory.
+    pub dir: PathBuf,
+    /// The log file.
+    pub log_path: PathBuf,
+}
+
+/// Options of `exec`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ExecOptions {
+    /// Command and arguments.
+    pub cmd: Vec<String>,
+    /// Extra `K=V` environment.
+    pub env: Vec<String>,
+    /// User (default: the container's).
+    pub user: Option<String>,
+    /// Working directory (default: the container's).
+    pub workdir: Option<String>,
+    /// Allocate a terminal.
+    pub tty: bool,
+    /// Keep stdin attached.
+    pub interactive: bool,
+    /// Do not wait.
+    pub detach: bool,
+    /// Kill the command after this long (healthchecks).
+    pub timeout: Option<Duration>,
+}
+
+/// A started container; for an attached start, [`Started::wait`] returns its exit code.
+#[derive(Debug)]
+pub struct Started {
+    /// Container id.
+    pub id: String,
+    /// Host pid of its first process.
+    pub pid: i32,
+    status: Option<BufReader<fs::File>>,
+}
+
+impl Started {
+    /// Waits for the exit code sent by an attached supervisor (after `--rm` removal).
+    pub fn wait(mut self) -> Result<i32> {
+        let Some(r) = self.status.as_mut() else {
+            return Err(ContainerError::NotRunning(self.id.clone()));
+        };
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match r.read_line(&mut line) {
+                Ok(0) => {
+                    return Err(ContainerError::Start {
+                        id: self.id.clone(),
+                        reason: "the supervisor ended without reporting the exit code".into(),
+                    });
+                }
+                Ok(_) => {
+                    if let Some(c) = line.trim().strip_prefix("exit ") {
+                        return Ok(c.parse().unwrap_or(255));
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(ContainerError::Io {
+                        path: PathBuf::from("supervisor status pipe"),
+                        source: e,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Parses a signal name (`TERM`, `SIGTERM`) or number.
+pub fn parse_signal(s: &str) -> Result<nix::sys::signal::Signal> {
+    use std::str::FromStr;
+    let t = s.trim();
+    if let Ok(n) = t.parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(n)
+            .map_err(|_| ContainerError::Signal(s.to_string()));
+    }
+    let up = t.to_ascii_uppercase();
+    let name = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
+    nix::sys::signal::Signal::from_str(&name).map_err(|_| ContainerError::Signal(s.to_string()))
+}
+
+/// The container store at `<root>/containers`.
+#[derive(Debug, Clone)]
+pub struct ContainerStore {
+    root: PathBuf,
+    dir: PathBuf,
+    exe: PathBuf,
+}
+
+fn valid_name(n: &str) -> bool {
+    let mut chars = n.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        && n.len() <= 128
+}
+
+fn random_hex(bytes: usize) -> String {
+    use rand::RngCore as _;
+    let mut b = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+fn generated_name() -> String {
+    const A: &[&str] = &[
+        "brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry",
+        "nimble", "proud", "quiet", "swift", "tidy", "vivid", "witty", "zesty",
+    ];
+    const B: &[&str] = &[
+        "otter", "heron", "lynx", "panda", "raven", "tapir", "walrus", "yak", "zebra", "koala",
+        "badger", "falcon", "gecko", "ibis", "marten", "newt",
+    ];
+    use rand::Rng as _;
+    let mut r = rand::rng();
+    format!(
+        "{}_{}_{}",
+        A[r.random_range(0..A.len())],
+        B[r.random_range(0..B.len())],
+        r.random_range(0..1000)
+    )
+}
+
+/// Default /etc/hosts content.
+#[must_use]
+pub fn default_hosts(hostname: &str) -> String {
+    format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+         fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n\
+         ff02::2\tip6-allrouters\n127.0.1.1\t{hostname}\n"
+    )
+}
+
+/// Default /etc/resolv.conf: the host's without loopback nameservers (unreachable from a
+/// container), or public defaults when none remain.
+#[must_use]
+pub fn default_resolv_conf() -> String {
+    let host = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let mut out = String::new();
+    let mut servers = 0;
+    for l in host.lines() {
+        let t = l.trim();
+        if let Some(addr) = t.strip_prefix("nameserver") {
+            let a = addr.trim();
+            if a.starts_with("127.") || a == "::1" {
+                continue;
+            }
+            servers += 1;
+        }
+        out.push_str(l);
+        out.push('\n');
+    }
+    if servers == 0 {
+        out.push_str("nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
+    }
+    out
+}
+
+impl ContainerStore {
+    /// Opens (creating) the store under `root`.
+    pub fn open(root: &Path) -> Result<ContainerStore> {
+        let dir = root.join("containers");
+        fs::create_dir_all(dir.join(".names")).map_err(io_err(&dir))?;
+        let exe = std::env::var_os("TUG_EXE")
+            .map(PathBuf::from)
+            .or_else(|| std::env::current_exe().ok())
+            .unwrap_or_else(|| PathBuf::from("tug"));
+        Ok(ContainerStore {
+            root: root.to_path_buf(),
+            dir,
+            exe,
+        })
+    }
+
+    /// Uses `exe` as the tug binary re-executed for supervisors and exec helpers.
+    #[must_use]
+    pub fn with_exe(mut self, exe: PathBuf) -> Self {
+        self.exe = exe;
+        self
+    }
+
+    /// The state root.
+    #[must_use]
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The directory of container `id`.
+    #[must_use]
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    fn ids(&self) -> Vec<String> {
+        let Ok(rd) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        rd.filter_map(std::result::Result::ok)
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+            .collect()
+    }
+
+    /// Resolves a name, full id or unique id prefix to an id.
+    pub fn resolve(&self, key: &str) -> Result<String> {
+        if key.is_empty() {
+            return Err(ContainerError::NotFound(key.to_string()));
+        }
+        if valid_name(key)
+            && let Ok(id) = fs::read_to_string(self.dir.join(".names").join(key))
+        {
+            let id = id.trim().to_string();
+            if self.dir.join(&id).join("container.json").exists() {
+                return Ok(id);
+            }
+        }
+        let matches: Vec<String> = self
+            .ids()
+            .into_iter()
+            .filter(|i| i.starts_with(key) && self.dir.join(i).join("container.json").exists())
+            .collect();
+        match matches.len() {
+            0 => Err(ContainerError::NotFound(key.to_string())),
+            1 => Ok(matches.into_iter().next().unwrap_or_default()),
+            _ => Err(ContainerError::Ambiguous(key.to_string())),
+        }
+    }
+
+    /// Reads the record of `id`.
+    pub fn record(&self, id: &str) -> Result<Record> {
+        let p = self.dir.join(id).join("container.json");
+        let bytes = fs::read(&p).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                ContainerError::NotFound(id.to_string())
+            } else {
+                ContainerError::Io {
+                    path: p.clone(),
+                    source: e,
+                }
+            }
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| ContainerError::Corrupt {
+            path: p,
+            reason: e.to_string(),
+        })
+    }
+
+    /// The cgroup of container `id`.
+    pub fn cgroup(&self, id: &str) -> Result<Cgroup> {
+        Ok(Cgroup::new(Layout::detect()?, &spec::cgroup_path(id)))
+    }
+
+    /// Creates a container from `config` and the resolved `image`; returns its id.
+    pub fn create(&self, mut config: ContainerConfig, image: &ImageInfo) -> Result<String> {
+        if config.auto_remove && config.restart != RestartPolicy::No {
+            return Err(ContainerError::Invalid(
+                "conflicting options: auto-remove and a restart policy".into(),
+            ));
+        }
+        if config.runtime.is_some() && config.tty {
+            return Err(ContainerError::Invalid(
+                "a terminal is not supported with an external runtime".into(),
+            ));
+        }
+        if config.runtime.is_some() && config.init {
+            return Err(ContainerError::Invalid(
+                "init is not supported with an external runtime".into(),
+            ));
+        }
+        if config.name.is_empty() {
+            config.name = generated_name();
+        }
+        if !valid_name(&config.name) {
+            return Err(ContainerError::Invalid(format!(
+                "invalid container name {:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
+                config.name
+            )));
+        }
+        config.image_id.clone_from(&image.id);
+        let id = random_hex(32);
+        let name_file = self.dir.join(".names").join(&config.name);
+        // Reserve the name; a stale reservation (its container is gone) is taken over.
+        let reserve = || {
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&name_file)
+        };
+        let mut f = match reserve() {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let other = fs::read_to_string(&name_file).unwrap_or_default();
+                let other = other.trim();
+                if !other.is_empty() && self.dir.join(other).join("container.json").exists() {
+                    return Err(ContainerError::NameInUse(
+                        config.name.clone(),
+                        other.to_string(),
+                    ));
+                }
+                let _ = fs::remove_file(&name_file);
+                reserve().map_err(io_err(&name_file))?
+            }
+            Err(e) => return Err(io_err(&name_file)(e)),
+        };
+        use std::io::Write as _;
+        f.write_all(id.as_bytes()).map_err(io_err(&name_file))?;
+        drop(f);
+        let dir = self.dir.join(&id);
+        let result = self.create_in(&id, &dir, &config, image);
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&dir);
+            let _ = fs::remove_file(&name_file);
+        }
+        result.map(|()| id)
+    }
+
+    fn create_in(
+        &self,
+        id: &str,
+        dir: &Path,
+        config: &ContainerConfig,
+        image: &ImageInfo,
+    ) -> Result<()> {
+        for d in ["bundle/rootfs", "upper", "work"] {
+            let p = dir.join(d);
+            fs::create_dir_all(&p).map_err(io_err(&p))?;
+        }
+        let t0 = Instant::now();
+        let user_spec = config
+            .user
+            .clone()
+            .or_else(|| image.config.as_ref().and_then(|c| c.user().clone()))
+            .unwrap_or_default();
+        let user = user::resolve_in_layers(&user_spec, &config.group_add, &image.layers)
+            .map_err(ContainerError::Invalid)?;
+        let joined = match &config.network {
+            NetworkMode::Container(other) => Some(self.netns_of(other)?),
+            _ => None,
+        };
+        let spec = spec::build(&spec::SpecInput {
+            id,
+            config,
+            image: image.config.as_ref(),
+            user: &user,
+            state_dir: dir,
+            joined_netns: joined,
+        })
+        .map_err(ContainerError::Invalid)?;
+        let spec_us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(0);
+        let hostname = spec.hostname().clone().unwrap_or_default();
+        let files = [
+            ("hostname", format!("{hostname}\n")),
+            (
+                "hosts",
+                config
+                    .etc_hosts
+                    .clone()
+                    .unwrap_or_else(|| default_hosts(&hostname)),
+            ),
+            (
+                "resolv.conf",
+                config
+                    .resolv_conf
+                    .clone()
+                    .unwrap_or_else(default_resolv_conf),
+            ),
+        ];
+        for (f, content) in files {
+            let p = dir.join(f);
+            state::write_atomic(&p, content.as_bytes()).map_err(io_err(&p))?;
+        }
+        let spec_json = serde_json::to_vec_pretty(&spec).map_err(|e| ContainerError::Corrupt {
+            path: dir.join("bundle/config.json"),
+            reason: e.to_string(),
+        })?;
+        let p = dir.join("bundle/config.json");
+        state::write_atomic(&p, &spec_json).map_err(io_err(&p))?;
+        state::write(dir, &State::default()).map_err(io_err(dir))?;
+        let rec = Record {
+            id: id.to_string(),
+            created: state::now(),
+            config: config.clone(),
+            layers: image.layers.clone(),
+            image_config: image.config.clone(),
+            spec_us,
+        };
+        let bytes = serde_json::to_vec_pretty(&rec).map_err(|e| ContainerError::Corrupt {
+            path: dir.join("container.json"),
+            reason: e.to_string(),
+        })?;
+        let p = dir.join("container.json");
+        state::write_atomic(&p, &bytes).map_err(io_err(&p))
+    }
+
+    /// The network namespace path of a running container (`network: container:<id>`).
+    pub fn netns_of(&self, key: &str) -> Result<PathBuf> {
+        let id = self.resolve(key)?;
+        let st = state::observe(&self.dir.join(&id));
+        match (st.status, st.pid) {
+            (Status::Running | Status::Paused, Some(pid)) => {
+                Ok(PathBuf::from(format!("/proc/{pid}/ns/net")))
+            }
+            _ => Err(ContainerError::NotRunning(key.to_string())),
+        }
+    }
+
+    /// The observed state of `id` (paused is read from the freezer).
+    pub fn state(&self, id: &str) -> State {
+        let mut st = state::observe(&self.dir.join(id));
+        if st.status == Status::Running && self.cgroup(id).is_ok_and(|c| c.is_frozen()) {
+            st.status = Status::Paused;
+        }
+        st
+    }
+
+    /// Starts container `key`. With `attach`, the supervisor takes this process's stdio and
+    /// reports the exit code through [`Started::wait`].
+    pub fn start(&self, key: &str, attach: bool) -> Result<Started> {
+        let id = self.resolve(key)?;
+        let dir = self.dir.join(&id);
+        let st = self.state(&id);
+        if matches!(
+            st.status,
+            Status::Running | Status::Paused | Status::Restarting
+        ) {
+            return Err(ContainerError::Start {
+                id,
+                reason: "it is already running".into(),
+            });
+        }
+        // A supervisor still finishing the previous run must be gone first.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while state::alive(st.supervisor_pid, st.supervisor_start) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = fs::remove_file(dir.join("stop-requested"));
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
+            ContainerError::Start {
+                id: id.clone(),
+                reason: format!("pipe: {e}"),
+            }
+        })?;
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("__shim").arg("run").arg(&self.root).arg(&id);
+        if attach {
+            cmd.arg("--attach");
+        } else {
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+        }
+        let wfd = w.as_raw_fd();
+        // SAFETY: the closure only calls dup2, which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(wfd, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(|e| ContainerError::Start {
+            id: id.clone(),
+            reason: format!("cannot run {}: {e}", self.exe.display()),
+        })?;
+        drop(w);
+        let _ = child.wait();
+        let mut reader = BufReader::new(fs::File::from(r));
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let line = line.trim();
+        if let Some(pid) = line.strip_prefix("ok ") {
+            return Ok(Started {
+                id,
+                pid: pid.parse().unwrap_or(0),
+                status: attach.then_some(reader),
+            });
+        }
+        let reason = line.strip_prefix("err ").map_or_else(
+            || "the supervisor exited without a report".to_string(),
+            str::to_string,
+        );
+        Err(ContainerError::Start { id, reason })
+    }
+
+    /// Sends `signal` to the container's first process.
+    pub fn kill(&self, key: &str, signal: &str) -> Result<()> {
+        let id = self.resolve(key)?;
+        let sig = parse_signal(signal)?;
+        let st = self.state(&id);
+        if !matches!(st.status, Status::Running | Status::Paused)
+            || !state::alive(st.pid, st.pid_start)
+        {
+            return Err(ContainerError::NotRunning(key.to_string()));
+        }
+        let pid = nix::unistd::Pid::from_raw(st.pid.unwrap_or(0));
+        nix::sys::signal::kill(pid, sig).map_err(|e| ContainerError::Io {
+            path: PathBuf::from(format!("/proc/{pid}")),
+            source: std::io::Error::from(e),
+        })
+    }
+
+    /// Stops a container: its stop signal, then SIGKILL after `timeout` (default: the
+    /// container's stop_grace_period, else 10 s). The restart policy does not restart it.
+    pub fn stop(&self, key: &str, timeout: Option<Duration>) -> Result<()> {
+        let id = self.resolve(key)?;
+        let dir = self.dir.join(&id);
+        let rec = self.record(&id)?;
+        let _ = state::write_atomic(&dir.join("stop-requested"), b"1");
+        let st = self.state(&id);
+        if !matches!(
+            st.status,
+            Status::Running | Status::Paused | Status::Restarting
+        ) {
+            return Ok(());
+        }
+        if st.status == Status::Paused {
+            let _ = self.cgroup(&id)?.freeze(false);
+        }
+        let sig_name = rec
+            .config
+            .stop_signal
+            .clone()
+            .or_else(|| {
+                rec.image_config
+                    .as_ref()
+                    .and_then(|c| c.stop_signal().clone())
+            })
+            .unwrap_or_else(|| "SIGTERM".to_string());
+        let sig = parse_signal(&sig_name)?;
+        let timeout = timeout
+            .or(rec.config.stop_grace_period)
+            .unwrap_or(Duration::from_secs(10));
+        let pid = nix::unistd::Pid::from_raw(st.pid.unwrap_or(0));
+        let alive = || state::alive(st.pid, st.pid_start);
+        if alive() {
+            let _ = nix::sys::signal::kill(pid, sig);
+        }
+        let deadline = Instant::now() + timeout;
+        while alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if alive() {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while alive() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        self.settle(&id);
+        Ok(())
+    }
+
+    /// Waits for the supervisor to record the exit; repairs the record when it is gone.
+    fn settle(&self, id: &str) {
+        let dir = self.dir.join(id);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let st = state::read(&dir);
+            let sup = state::alive(st.supervisor_pid, st.supervisor_start);
+            if !sup {
+                let mut fixed = state::observe(&dir);
+                if fixed != st {
+                    fixed.pid = None;
+                    fixed.finished_at.get_or_insert_with(state::now);
+                    let _ = state::write(&dir, &fixed);
+                }
+                if let Ok(cg) = self.cgroup(id) {
+                    let _ = cg.destroy();
+                }
+                return;
+            }
+            if Instant::now() >= deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until the container is not running; returns its exit code.
+    pub fn wait(&self, key: &str, timeout: Option<Duration>) -> Result<Option<i32>> {
+        let id = self.resolve(key)?;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let st = self.state(&id);
+            if !matches!(
+                st.status,
+                Status::Running | Status::Paused | Status::Restarting
+            ) {
+                return Ok(st.exit_code);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(ContainerError::Running(id));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Removes a container; `force` kills it first if it runs.
+    pub fn remove(&self, key: &str, force: bool) -> Result<()> {
+        let id = self.resolve(key)?;
+        let st = self.state(&id);
+        if matches!(
+            st.status,
+            Status::Running | Status::Paused | Status::Restarting
+        ) {
+            if !force {
+                return Err(ContainerError::Running(id));
+            }
+            self.stop(&id, Some(Duration::ZERO))?;
+        }
+        self.remove_files(&id)
+    }
+
+    /// Removes the directory, cgroup and name of `id` (the container no longer runs).
+    pub fn remove_files(&self, id: &str) -> Result<()> {
+        let dir = self.dir.join(id);
+        let st = state::read(&dir);
+        if state::alive(st.supervisor_pid, st.supervisor_start)
+            && st.supervisor_pid != Some(std::process::id() as i32)
+        {
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while state::alive(st.supervisor_pid, st.supervisor_start) && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if let Some(p) = st.supervisor_pid
+                && state::alive(st.supervisor_pid, st.supervisor_start)
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        if let Ok(cg) = self.cgroup(id) {
+            cg.destroy()?;
+        }
+        if let Ok(rec) = self.record(id) {
+            let nf = self.dir.join(".names").join(&rec.config.name);
+            if fs::read_to_string(&nf).is_ok_and(|s| s.trim() == id) {
+                let _ = fs::remove_file(&nf);
+            }
+        }
+        let rootfs = dir.join("bundle/rootfs");
+        let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
+        // Drop the record first: a half-removed directory is then garbage, not a container.
+        let _ = fs::remove_file(dir.join("container.json"));
+        fs::remove_dir_all(&dir).or_else(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Ok(())
+            } else {
+                Err(io_err(&dir)(e))
+            }
+        })
+    }
+
+    fn summary(&self, rec: &Record, st: &State) -> Summary {
+        Summary {
+            id: rec.id.clone(),
+            name: rec.config.name.clone(),
+            image: rec.config.image.clone(),
+            image_id: rec.config.image_id.clone(),
+            command: spec::command(&rec.config, rec.image_config.as_ref()),
+            labels: rec.config.labels.clone(),
+            created: rec.created.clone(),
+            state: st.status,
+            exit_code: st.exit_code,
+            oom_killed: st.oom_killed,
+            health: st.health.as_ref().map_or(HealthStatus::None, |h| h.status),
+            pid: if matches!(st.status, Status::Running | Status::Paused) {
+                st.pid
+            } else {
+                None
+            },
+            started_at: st.started_at.clone(),
+            finished_at: st.finished_at.clone(),
+            restart_count: st.restart_count,
+        }
+    }
+
+    /// Every container (`all == false`: only running ones), oldest first. Leftovers of an
+    /// interrupted create (no record, older than a minute) are removed on the way.
+    pub fn list(&self, all: bool) -> Result<Vec<Summary>> {
+        let mut out = Vec::new();
+        for id in self.ids() {
+            let dir = self.dir.join(&id);
+            let Ok(rec) = self.record(&id) else {
+                let old = fs::metadata(&dir)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|e| e > Duration::from_secs(60));
+                if old {
+                    let _ = fs::remove_dir_all(&dir);
+                }
+                continue;
+            };
+            let st = self.state(&id);
+            if all
+                || matches!(
+                    st.status,
+                    Status::Running | Status::Paused | Status::Restarting
+                )
+            {
+                out.push(self.summary(&rec, &st));
+            }
+        }
+        out.sort_by(|a, b| a.created.cmp(&b.created));
+        Ok(out)
+    }
+
+    /// Everything about container `key`.
+    pub fn inspect(&self, key: &str) -> Result<Inspect> {
+        let id = self.resolve(key)?;
+        let rec = self.record(&id)?;
+        let st = self.state(&id);
+        let dir = self.dir.join(&id);
+        Ok(Inspect {
+            summary: self.summary(&rec, &st),
+            record: rec,
+            state_detail: st,
+            log_path: dir.join("container.log"),
+            dir,
+        })
+    }
+
+    /// The log file of container `key`.
+    pub fn log_path(&self, key: &str) -> Result<PathBuf> {
+        let id = self.resolve(key)?;
+        Ok(self.dir.join(id).join("container.log"))
+    }
+
+    /// Freezes (`true`) or thaws the container's processes.
+    pub fn pause(&self, key: &str, paused: bool) -> Result<()> {
+        let id = self.resolve(key)?;
+        let st = self.state(&id);
+        match (st.status, paused) {
+            (Status::Running, true) | (Status::Paused, false) => {}
+            (Status::Paused, true) => {
+                return Err(ContainerError::Invalid(format!(
+                    "container {key} is already paused"
+                )));
+            }
+            (Status::Running, false) => {
+                return Err(ContainerError::Invalid(format!(
+                    "container {key} is not paused"
+                )));
+            }
+            _ => return Err(ContainerError::NotRunning(key.to_string())),
+        }
+        Ok(self.cgroup(&id)?.freeze(paused)?)
+    }
+
+    /// The processes of a running container: (pid, uid, command line).
+    pub fn top(&self, key: &str) -> Result<Vec<(i32, u32, String)>> {
+        let id = self.resolve(key)?;
+        let st = self.state(&id);
+        if !matches!(st.status, Status::Running | Status::Paused) {
+            return Err(ContainerError::NotRunning(key.to_string()));
+        }
+        let mut out = Vec::new();
+        let mut pids = self.cgroup(&id)?.pids();
+        pids.sort_unstable();
+        for pid in pids {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = cmdline
+                .split(|b| *b == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ");
+            let uid = fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("Uid:"))
+                        .and_then(|u| u.split_whitespace().next().and_then(|x| x.parse().ok()))
+                })
+                .unwrap_or(0);
+            out.push((pid, uid, cmd));
+        }
+        Ok(out)
+    }
+
+    /// Runs a command in a running container (a re-executed, single-threaded tug joins its
+    /// namespaces). Inherits this process's stdio; returns the command's exit code.
+    pub fn exec(&self, key: &str, opts: &ExecOptions) -> Result<i32> {
+        let id = self.resolve(key)?;
+        let st = self.state(&id);
+        if st.status != Status::Running {
+            return Err(ContainerError::NotRunning(key.to_string()));
+        }
+        if opts.cmd.is_empty() {
+            return Err(ContainerError::Invalid("exec needs a command".into()));
+        }
+        let json =
+            serde_json::to_string(opts).map_err(|e| ContainerError::Invalid(e.to_string()))?;
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("__shim")
+            .arg("exec")
+            .arg(&self.root)
+            .arg(&id)
+            .arg(json);
+        if !opts.interactive && !opts.tty {
+            cmd.stdin(Stdio::null());
+        }
+        let status = cmd.status().map_err(|e| ContainerError::Start {
+            id: id.clone(),
+            reason: format!("cannot run {}: {e}", self.exe.display()),
+        })?;
+        Ok(status.code().unwrap_or(255))
+    }
+
+    /// Copies `src` (a path inside the container when `into` is false, on the host otherwise)
+    /// to `dest` through a tar stream handled by a helper inside the container's mount
+    /// namespace.
+    pub fn copy(&self, key: &str, src: &Path, dest: &Path, into: bool) -> Result<()> {
+        let id = self.resolve(key)?;
+        let st = self.state(&id);
+        if !matches!(st.status, Status::Running | Status::Paused) {
+            return Err(ContainerError::NotRunning(key.to_string()));
+        }
+        supervisor::copy(&self.exe, &self.root, &id, src, dest, into)
+    }
+}

@@ -1,0 +1,275 @@
+//! A container's observed state, stored in `state.json` in its directory.
+//!
+//! The supervisor owns the file while it lives and rewrites it atomically (temp file, fsync,
+//! rename) at every transition. Readers never trust it blindly: a recorded pid is alive only
+//! if `/proc/<pid>/stat` shows the same start time (pids are reused), and a "running" record
+//! whose supervisor and process are both gone is reported as exited. So `ls` and `inspect`
+//! are right without the supervisor, and `stop`/`rm` can repair the record when it died.
+
+use std::fs;
+use std::io::Write as _;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::runtime::Timings;
+
+/// Lifecycle status, as Docker names it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Created, never started.
+    #[default]
+    Created,
+    /// The process runs.
+    Running,
+    /// The process runs but its cgroup is frozen.
+    Paused,
+    /// Waiting to be restarted by its policy.
+    Restarting,
+    /// The process has exited.
+    Exited,
+    /// Removal failed half-way.
+    Dead,
+}
+
+impl Status {
+    /// The lowercase name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Restarting => "restarting",
+            Status::Exited => "exited",
+            Status::Dead => "dead",
+        }
+    }
+}
+
+/// Health status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    /// No healthcheck.
+    #[default]
+    None,
+    /// In the start period, or no check finished yet.
+    Starting,
+    /// The last check passed.
+    Healthy,
+    /// `retries` consecutive checks failed.
+    Unhealthy,
+}
+
+impl HealthStatus {
+    /// The lowercase name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::None => "none",
+            HealthStatus::Starting => "starting",
+            HealthStatus::Healthy => "healthy",
+            HealthStatus::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+/// One healthcheck run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthLog {
+    /// RFC 3339 start time.
+    pub start: String,
+    /// RFC 3339 end time.
+    pub end: String,
+    /// Exit code (-1: timed out).
+    pub exit_code: i32,
+    /// The first 4 KiB of its output.
+    pub output: String,
+}
+
+/// Health of a container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// Status.
+    pub status: HealthStatus,
+    /// Consecutive failures.
+    pub failing_streak: u32,
+    /// The last five runs.
+    pub log: Vec<HealthLog>,
+}
+
+/// The state record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct State {
+    /// Status.
+    pub status: Status,
+    /// Host pid of the container's first process.
+    pub pid: Option<i32>,
+    /// Its start time (clock ticks since boot), to detect pid reuse.
+    pub pid_start: Option<u64>,
+    /// Host pid of the supervisor.
+    pub supervisor_pid: Option<i32>,
+    /// Its start time.
+    pub supervisor_start: Option<u64>,
+    /// RFC 3339 time of the last start.
+    pub started_at: Option<String>,
+    /// RFC 3339 time of the last exit.
+    pub finished_at: Option<String>,
+    /// Exit code of the last run.
+    pub exit_code: Option<i32>,
+    /// The last run was killed by the OOM killer.
+    pub oom_killed: bool,
+    /// Restarts done by the restart policy.
+    pub restart_count: u32,
+    /// Health, when the container has a healthcheck.
+    pub health: Option<Health>,
+    /// Why the last start failed.
+    pub error: Option<String>,
+    /// Start latency breakdown of the last start.
+    pub timings: Option<StartTimings>,
+}
+
+/// Where the time of a start went, in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartTimings {
+    /// Building the spec (at create).
+    pub spec_us: u64,
+    /// Mounting the overlay root filesystem.
+    pub overlay_us: u64,
+    /// The runtime's own steps.
+    pub cgroup_us: u64,
+    /// clone().
+    pub clone_us: u64,
+    /// Mount table and pivot_root in the child.
+    pub mount_us: u64,
+    /// Process setup until execve.
+    pub exec_us: u64,
+}
+
+impl StartTimings {
+    /// Combines the supervisor's and the runtime's figures.
+    #[must_use]
+    pub fn new(spec_us: u64, overlay_us: u64, t: Timings) -> Self {
+        StartTimings {
+            spec_us,
+            overlay_us,
+            cgroup_us: t.cgroup_us,
+            clone_us: t.clone_us,
+            mount_us: t.mount_us,
+            exec_us: t.exec_us,
+        }
+    }
+}
+
+/// Start time of `pid` in clock ticks since boot, if it runs (and is not a zombie).
+#[must_use]
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces: split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    if fields.first() == Some(&"Z") || fields.first() == Some(&"X") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// True when `pid` runs and started at `start`.
+#[must_use]
+pub fn alive(pid: Option<i32>, start: Option<u64>) -> bool {
+    match (pid, start) {
+        (Some(p), Some(s)) if p > 0 => start_time(p) == Some(s),
+        (Some(p), None) if p > 0 => start_time(p).is_some(),
+        _ => false,
+    }
+}
+
+/// The current time in RFC 3339 with nanoseconds.
+#[must_use]
+pub fn now() -> String {
+    jiff::Timestamp::now().to_string()
+}
+
+/// Writes `bytes` to `path` atomically: temp file in the same directory, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("f"),
+        std::process::id()
+    ));
+    {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)
+}
+
+/// Reads the state record of a container directory (default when missing or unreadable).
+#[must_use]
+pub fn read(dir: &Path) -> State {
+    fs::read(dir.join("state.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Writes the state record.
+pub fn write(dir: &Path, st: &State) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(st).map_err(std::io::Error::other)?;
+    write_atomic(&dir.join("state.json"), &bytes)
+}
+
+/// The state as it really is: the record corrected by liveness checks.
+#[must_use]
+pub fn observe(dir: &Path) -> State {
+    let mut st = read(dir);
+    let sup_alive = alive(st.supervisor_pid, st.supervisor_start);
+    let proc_alive = alive(st.pid, st.pid_start);
+    match st.status {
+        Status::Running | Status::Paused if !proc_alive && !sup_alive => {
+            st.status = Status::Exited;
+            if st.exit_code.is_none() {
+                st.exit_code = Some(255);
+                st.error = Some("the supervisor died before recording the exit".into());
+            }
+        }
+        // Supervisor alive: it is about to record the exit; report it as running.
+        Status::Restarting if !sup_alive => {
+            st.status = Status::Exited;
+        }
+        Status::Created if sup_alive => {}
+        _ => {}
+    }
+    st
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_state_liveness() {
+        let me = std::process::id() as i32;
+        let s = start_time(me).unwrap();
+        assert!(alive(Some(me), Some(s)));
+        assert!(!alive(Some(me), Some(s + 1)));
+        assert!(!alive(None, None));
+        let tmp = tempfile::tempdir().unwrap();
+        let st = State {
+            status: Status::Running,
+            pid: Some(me),
+            pid_start: Some(s + 7),
+            supervisor_pid: Some(999_999_999),
+            ..Default::default()
+        };
+        write(tmp.path(), &st).unwrap();
+        let o = observe(tmp.path());
+        assert_eq!(o.status, Status::Exited);
+        assert_eq!(o.exit_code, Some(255));
+    }
+}

@@ -1,0 +1,1301 @@
+//! The per-container supervisor (like conmon, without a daemon), and the other helpers tug
+//! re-executes itself as (`tug __shim …`): `exec`, `cp-out`, `cp-in`.
+//!
+//! `ContainerStore::start` runs `tug __shim run <root> <id> [--attach]` with a status pipe as
+//! fd 3. The shim forks, the parent exits at once and the child starts a new session, so the
+//! supervisor outlives the tug command. It is single-threaded and has no async runtime: one
+//! `poll(2)` loop over the container's output pipes (or its terminal), a signalfd for SIGCHLD,
+//! and timers for healthchecks. It:
+//! - enters a private mount namespace and mounts the overlay root filesystem there (gone with
+//!   it: no mount can leak into the host);
+//! - starts the container with the built-in runtime, or with an external OCI runtime
+//!   (`runc run`) on the same bundle;
+//! - writes every output line to the log (with timestamp and stream tag); when attached it
+//!   also copies output to the caller's stdout/stderr and the caller's input to the container;
+//! - records start, exit code and OOM kills in `state.json`, applies the restart policy with
+//!   an exponential backoff (100 ms doubling, reset after 10 s of running), runs
+//!   healthchecks and records health;
+//! - reports `ok <pid>` or `err <message>` on the status pipe, and `exit <code>` when attached.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::Write as _;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use oci_spec::runtime::Spec;
+
+use super::config::{Healthcheck, NetworkMode, RestartPolicy};
+use super::logs::{LogWriter, Stream};
+use super::state::{self, Health, HealthLog, HealthStatus, StartTimings, State, Status};
+use super::{ContainerError, ContainerStore, ExecOptions, Record, Result};
+use crate::engine::runtime::{self, cgroups::Cgroup, rootfs};
+
+/// Entry point of `tug __shim …` (args: the full argv). Returns the exit code.
+pub fn main(args: &[OsString]) -> std::result::Result<i32, String> {
+    let a: Vec<String> = args
+        .iter()
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect();
+    let get = |i: usize| a.get(i).cloned().ok_or("missing shim argument".to_string());
+    match a.get(2).map(String::as_str) {
+        Some("run") => {
+            let root = PathBuf::from(get(3)?);
+            let id = get(4)?;
+            let attach = a.get(5).is_some_and(|s| s == "--attach");
+            Ok(run_main(&root, &id, attach))
+        }
+        Some("exec") => {
+            let root = PathBuf::from(get(3)?);
+            let id = get(4)?;
+            let opts: ExecOptions = serde_json::from_str(&get(5)?).map_err(|e| e.to_string())?;
+            exec_main(&root, &id, &opts).map_err(|e| e.to_string())
+        }
+        Some("cp-out") => {
+            cp_out(&get(3)?, Path::new(&get(4)?)).map_err(|e| e.to_string())?;
+            Ok(0)
+        }
+        Some("cp-in") => {
+            cp_in(&get(3)?, Path::new(&get(4)?)).map_err(|e| e.to_string())?;
+            Ok(0)
+        }
+        _ => Err("unknown shim command".to_string()),
+    }
+}
+
+fn set_cloexec(fd: RawFd) {
+    // SAFETY: fcntl on a descriptor number; harmless if it is not open.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+}
+
+struct StatusPipe(Option<fs::File>);
+
+impl StatusPipe {
+    fn send(&mut self, line: &str) {
+        if let Some(f) = &mut self.0 {
+            let _ = f.write_all(format!("{line}\n").as_bytes());
+        }
+    }
+    fn close(&mut self) {
+        self.0 = None;
+    }
+}
+
+fn run_main(root: &Path, id: &str, attach: bool) -> i32 {
+    set_cloexec(3);
+    // SAFETY: fd 3 is the status pipe our starter gave us; we own it from here on.
+    let status_file = unsafe { fs::File::from_raw_fd(3) };
+    // SAFETY: this process is single-threaded (a fresh exec of tug, no runtime started).
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Parent { .. }) => {
+            // SAFETY: leave at once, without running destructors that touch shared state.
+            unsafe { libc::_exit(0) }
+        }
+        Ok(nix::unistd::ForkResult::Child) => {}
+        Err(e) => {
+            let mut s = StatusPipe(Some(status_file));
+            s.send(&format!("err fork supervisor: {e}"));
+            return 1;
+        }
+    }
+    let _ = nix::unistd::setsid();
+    let mut status = StatusPipe(Some(status_file));
+    let store = match ContainerStore::open(root) {
+        Ok(s) => s,
+        Err(e) => {
+            status.send(&format!("err {e}"));
+            return 1;
+        }
+    };
+    match Supervisor::new(store, id, attach) {
+        Ok(mut sup) => sup.run(&mut status),
+        Err(e) => {
+            status.send(&format!("err {e}"));
+            1
+        }
+    }
+}
+
+/// The container's stdio as seen from the supervisor.
+struct Io {
+    /// Passed to the container (fds 0, 1, 2) and closed here after the start.
+    child: [RawFd; 3],
+    to_close: Vec<OwnedFd>,
+    tty: bool,
+    /// Output read ends (stdout, stderr); with a terminal only the master (as stdout).
+    out: Option<OwnedFd>,
+    err: Option<OwnedFd>,
+    /// The terminal master, to which attached input is written.
+    master: Option<RawFd>,
+    /// Held open so a detached `-i` container does not see end of input.
+    _stdin_hold: Option<OwnedFd>,
+}
+
+fn devnull() -> std::io::Result<OwnedFd> {
+    Ok(OwnedFd::from(
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")?,
+    ))
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)
+}
+
+impl Io {
+    fn new(tty: bool, stdin_open: bool, attached: bool) -> std::io::Result<Io> {
+        if tty {
+            let winsize = if attached {
+                let mut ws: libc::winsize = libc::winsize {
+                    ws_row: 0,
+                    ws_col: 0,
+                    ws_xpixel: 0,
+                    ws_ypixel: 0,
+                };
+                // SAFETY: TIOCGWINSZ fills a winsize struct; failure leaves it zeroed.
+                let r = unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) };
+                (r == 0).then_some(ws)
+            } else {
+                None
+            };
+            let pty = nix::pty::openpty(winsize.as_ref(), None).map_err(std::io::Error::from)?;
+            set_cloexec(pty.master.as_raw_fd());
+            set_cloexec(pty.slave.as_raw_fd());
+            let s = pty.slave.as_raw_fd();
+            let master = pty.master.as_raw_fd();
+            return Ok(Io {
+                child: [s, s, s],
+                to_close: vec![pty.slave],
+                tty: true,
+                out: Some(pty.master),
+                err: None,
+                master: (attached && stdin_open).then_some(master),
+                _stdin_hold: None,
+            });
+        }
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let mut to_close = Vec::new();
+        let mut hold = None;
+        let stdin = if attached && stdin_open {
+            0
+        } else if stdin_open {
+            let (r, w) = pipe()?;
+            hold = Some(w);
+            let fd = r.as_raw_fd();
+            to_close.push(r);
+            fd
+        } else {
+            let n = devnull()?;
+            let fd = n.as_raw_fd();
+            to_close.push(n);
+            fd
+        };
+        let child = [stdin, out_w.as_raw_fd(), err_w.as_raw_fd()];
+        to_close.push(out_w);
+        to_close.push(err_w);
+        Ok(Io {
+            child,
+            to_close,
+            tty: false,
+            out: Some(out_r),
+            err: Some(err_r),
+            master: None,
+            _stdin_hold: hold,
+        })
+    }
+}
+
+struct HealthRun {
+    pid: Pid,
+    out: Option<OwnedFd>,
+    started: Instant,
+    start_ts: String,
+    buf: Vec<u8>,
+}
+
+struct Supervisor {
+    store: ContainerStore,
+    id: String,
+    dir: PathBuf,
+    rec: Record,
+    spec: Spec,
+    cgroup: Cgroup,
+    log: LogWriter,
+    st: State,
+    attach: bool,
+}
+
+fn us(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+impl Supervisor {
+    fn new(store: ContainerStore, id: &str, attach: bool) -> Result<Supervisor> {
+        let dir = store.container_dir(id);
+        let rec = store.record(id)?;
+        let spec_path = dir.join("bundle/config.json");
+        let bytes = fs::read(&spec_path).map_err(|source| ContainerError::Io {
+            path: spec_path.clone(),
+            source,
+        })?;
+        let spec: Spec = serde_json::from_slice(&bytes).map_err(|e| ContainerError::Corrupt {
+            path: spec_path,
+            reason: e.to_string(),
+        })?;
+        let cgroup = store.cgroup(id)?;
+        let log_path = dir.join("container.log");
+        let log = LogWriter::open(
+            &log_path,
+            rec.config.log_max_size.unwrap_or(super::logs::DEFAULT_MAX),
+        )
+        .map_err(|source| ContainerError::Io {
+            path: log_path,
+            source,
+        })?;
+        let mut st = state::read(&dir);
+        let me = std::process::id() as i32;
+        st.supervisor_pid = Some(me);
+        st.supervisor_start = state::start_time(me);
+        st.error = None;
+        Ok(Supervisor {
+            id: id.to_string(),
+            dir,
+            rec,
+            spec,
+            cgroup,
+            log,
+            st,
+            attach,
+            store,
+        })
+    }
+
+    fn save(&self) {
+        let _ = state::write(&self.dir, &self.st);
+    }
+
+    /// Private mount namespace, overlay mounted at bundle/rootfs.
+    fn mount_rootfs(&self) -> std::result::Result<u64, String> {
+        let rootfs = self.dir.join("bundle/rootfs");
+        let t = Instant::now();
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+            .map_err(|e| format!("unshare mount namespace: {e}"))?;
+        nix::mount::mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_SLAVE,
+            None::<&str>,
+        )
+        .map_err(|e| format!("make / a slave mount: {e}"))?;
+        if self.rec.layers.is_empty() {
+            return Err("the image has no layers".to_string());
+        }
+        let upper = self.dir.join("upper");
+        let work = self.dir.join("work");
+        rootfs::mount_overlay(&self.rec.layers, Some((&upper, &work)), &rootfs)
+            .map_err(|e| e.to_string())?;
+        Ok(us(t.elapsed()))
+    }
+
+    fn run(&mut self, status: &mut StatusPipe) -> i32 {
+        let overlay_us = match self.mount_rootfs() {
+            Ok(t) => t,
+            Err(e) => {
+                self.st.status = Status::Exited;
+                self.st.error = Some(e.clone());
+                self.st.exit_code = Some(127);
+                self.save();
+                status.send(&format!("err {e}"));
+                return 1;
+            }
+        };
+        let _ = sigprocmask(
+            SigmaskHow::SIG_BLOCK,
+            Some(&SigSet::from_iter([Signal::SIGCHLD])),
+            None,
+        );
+        let Ok(mut sfd) = SignalFd::with_flags(
+            &SigSet::from_iter([Signal::SIGCHLD]),
+            SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
+        ) else {
+            status.send("err signalfd");
+            return 1;
+        };
+        let mut first = true;
+        let mut backoff = Duration::from_millis(100);
+        let mut attached = self.attach;
+        loop {
+            let io = match Io::new(self.rec.config.tty, self.rec.config.stdin_open, attached) {
+                Ok(io) => io,
+                Err(e) => {
+                    status.send(&format!("err stdio: {e}"));
+                    return 1;
+                }
+            };
+            let started_at = Instant::now();
+            let launched = self.launch(&io, overlay_us);
+            let Io {
+                child: _,
+                to_close,
+                tty,
+                out,
+                err,
+                master,
+                _stdin_hold,
+            } = io;
+            drop(to_close);
+            let (main_pid, cpid) = match launched {
+                Ok(p) => p,
+                Err(e) => {
+                    self.st.status = Status::Exited;
+                    self.st.exit_code = Some(127);
+                    self.st.error = Some(e.clone());
+                    self.st.pid = None;
+                    self.st.finished_at = Some(state::now());
+                    self.save();
+                    let _ = self.cgroup.destroy();
+                    if first {
+                        status.send(&format!("err {e}"));
+                    }
+                    break;
+                }
+            };
+            if first {
+                status.send(&format!("ok {cpid}"));
+                if !attached {
+                    status.close();
+                }
+            }
+            let code = self.watch(&mut sfd, main_pid, out, err, master, tty, attached);
+            let oom = self.cgroup.oom_kills() > 0;
+            let _ = self.cgroup.destroy();
+            self.st.status = Status::Exited;
+            self.st.exit_code = Some(code);
+            self.st.oom_killed = oom;
+            self.st.pid = None;
+            self.st.pid_start = None;
+            self.st.finished_at = Some(state::now());
+            if let Some(h) = &mut self.st.health {
+                h.status = HealthStatus::Unhealthy;
+            }
+            self.save();
+            if attached {
+                // The caller detaches at the first exit (docker run does the same).
+                if !self.rec.config.auto_remove {
+                    status.send(&format!("exit {code}"));
+                    status.close();
+                }
+                if let Ok(n) = devnull() {
+                    for fd in 0..3 {
+                        // SAFETY: replacing our stdio with /dev/null.
+                        unsafe { libc::dup2(n.as_raw_fd(), fd) };
+                    }
+                }
+                attached = false;
+            }
+            first = false;
+            if !self.should_restart(code) {
+                if self.rec.config.auto_remove {
+                    let _ = nix::mount::umount2(
+                        &self.dir.join("bundle/rootfs"),
+                        nix::mount::MntFlags::MNT_DETACH,
+                    );
+                    let _ = self.store.remove_files(&self.id);
+                    status.send(&format!("exit {code}"));
+                    status.close();
+                }
+                break;
+            }
+            if started_at.elapsed() >= Duration::from_secs(10) {
+                backoff = Duration::from_millis(100);
+            }
+            self.st.status = Status::Restarting;
+            self.save();
+            let until = Instant::now() + backoff;
+            while Instant::now() < until {
+                if self.dir.join("stop-requested").exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(60));
+            if self.dir.join("stop-requested").exists() {
+                self.st.status = Status::Exited;
+                self.save();
+                break;
+            }
+            self.st.restart_count += 1;
+        }
+        let _ = nix::mount::umount2(
+            &self.dir.join("bundle/rootfs"),
+            nix::mount::MntFlags::MNT_DETACH,
+        );
+        0
+    }
+
+    fn should_restart(&self, code: i32) -> bool {
+        if self.dir.join("stop-requested").exists() || !self.dir.join("container.json").exists() {
+            return false;
+        }
+        match &self.rec.config.restart {
+            RestartPolicy::No => false,
+            RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+            RestartPolicy::OnFailure { max_retries } => {
+                code != 0 && max_retries.is_none_or(|m| self.st.restart_count < m)
+            }
+        }
+    }
+
+    /// Starts one run; returns (pid to wait for, container pid).
+    fn launch(&mut self, io: &Io, overlay_us: u64) -> std::result::Result<(Pid, i32), String> {
+        if let NetworkMode::Container(other) = &self.rec.config.network {
+            let path = self.store.netns_of(other).map_err(|e| e.to_string())?;
+            if let Some(linux) = self.spec.linux_mut()
+                && let Some(nss) = linux.namespaces_mut()
+            {
+                for ns in nss.iter_mut() {
+                    if ns.typ() == oci_spec::runtime::LinuxNamespaceType::Network {
+                        ns.set_path(Some(path.clone()));
+                    }
+                }
+            }
+        }
+        let stdio = runtime::Stdio {
+            stdin: io.child[0],
+            stdout: io.child[1],
+            stderr: io.child[2],
+            tty: io.tty,
+        };
+        let (main, cpid, timings) = match &self.rec.config.runtime {
+            None => {
+                let init = self.rec.config.init;
+                let rootfs = self.dir.join("bundle/rootfs");
+                let s = runtime::launch(&self.spec, &rootfs, &stdio, init, &self.cgroup)
+                    .map_err(|e| e.to_string())?;
+                (s.pid, s.pid.as_raw(), s.timings)
+            }
+            Some(rt) => self.launch_external(rt, &stdio)?,
+        };
+        self.st.status = Status::Running;
+        self.st.pid = Some(cpid);
+        self.st.pid_start = state::start_time(cpid);
+        self.st.started_at = Some(state::now());
+        self.st.finished_at = None;
+        self.st.exit_code = None;
+        self.st.oom_killed = false;
+        self.st.error = None;
+        self.st.timings = Some(StartTimings::new(self.rec.spec_us, overlay_us, timings));
+        self.st.health = self.healthcheck().map(|_| Health {
+            status: HealthStatus::Starting,
+            ..Default::default()
+        });
+        self.save();
+        Ok((main, cpid))
+    }
+
+    fn launch_external(
+        &self,
+        rt: &str,
+        stdio: &runtime::Stdio,
+    ) -> std::result::Result<(Pid, i32, runtime::Timings), String> {
+        let state_root = self.store.root().join("runc");
+        let pid_file = self.dir.join("runtime.pid");
+        let _ = fs::remove_file(&pid_file);
+        let dup = |fd: RawFd| -> std::result::Result<std::process::Stdio, String> {
+            // SAFETY: dup of a descriptor we hold; the copy is owned by the Stdio.
+            let n = unsafe { libc::dup(fd) };
+            if n < 0 {
+                return Err(format!("dup: {}", std::io::Error::last_os_error()));
+            }
+            // SAFETY: n is a fresh descriptor owned by nobody else.
+            Ok(std::process::Stdio::from(unsafe {
+                OwnedFd::from_raw_fd(n)
+            }))
+        };
+        let t = Instant::now();
+        let child = std::process::Command::new(rt)
+            .arg("--root")
+            .arg(&state_root)
+            .arg("run")
+            .arg("--bundle")
+            .arg(self.dir.join("bundle"))
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg(&self.id)
+            .stdin(dup(stdio.stdin)?)
+            .stdout(dup(stdio.stdout)?)
+            .stderr(dup(stdio.stderr)?)
+            .spawn()
+            .map_err(|e| format!("cannot run {rt}: {e}"))?;
+        let main = Pid::from_raw(child.id() as i32);
+        std::mem::forget(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(p) = fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+            {
+                let tm = runtime::Timings {
+                    exec_us: us(t.elapsed()),
+                    ..Default::default()
+                };
+                return Ok((main, p, tm));
+            }
+            if let Ok(WaitStatus::Exited(_, c)) = waitpid(main, Some(WaitPidFlag::WNOHANG)) {
+                return Err(format!(
+                    "{rt} exited with status {c} before the container started (see the container's log)"
+                ));
+            }
+            if Instant::now() >= deadline {
+                let _ = nix::sys::signal::kill(main, Signal::SIGKILL);
+                return Err(format!("{rt} did not start the container in time"));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    fn healthcheck(&self) -> Option<Healthcheck> {
+        let hc = self.rec.config.healthcheck.clone()?;
+        match hc.test.first().map(String::as_str) {
+            Some("CMD") | Some("CMD-SHELL") => Some(hc),
+            _ => None,
+        }
+    }
+
+    /// Forks a helper that runs the healthcheck inside the container.
+    fn start_check(&self, hc: &Healthcheck, cpid: i32) -> Option<HealthRun> {
+        let cmd: Vec<String> = match hc.test.first().map(String::as_str) {
+            Some("CMD") => hc.test[1..].to_vec(),
+            Some("CMD-SHELL") => vec![
+                "/bin/sh".to_string(),
+                "-c".to_string(),
+                hc.test[1..].join(" "),
+            ],
+            _ => return None,
+        };
+        let (r, w) = pipe().ok()?;
+        let mut proc_ = self.spec.process().clone()?;
+        proc_.set_args(Some(cmd));
+        proc_.set_terminal(Some(false));
+        let timeout = hc.timeout.unwrap_or(Duration::from_secs(30));
+        // SAFETY: the supervisor is single-threaded.
+        match unsafe { nix::unistd::fork() } {
+            Ok(nix::unistd::ForkResult::Child) => {
+                drop(r);
+                let null = devnull().map(IntoRawFd::into_raw_fd).unwrap_or(-1);
+                let wfd = w.as_raw_fd();
+                let stdio = runtime::Stdio {
+                    stdin: null,
+                    stdout: wfd,
+                    stderr: wfd,
+                    tty: false,
+                };
+                let code = match runtime::exec_in(
+                    cpid,
+                    Some(&self.cgroup),
+                    &self.spec,
+                    &proc_,
+                    &stdio,
+                    Some(timeout),
+                ) {
+                    Ok(c) => c,
+                    Err(runtime::RuntimeError::Timeout) => {
+                        let _ = nix::unistd::write(&w, b"health check exceeded timeout\n");
+                        255
+                    }
+                    Err(e) => {
+                        let _ = nix::unistd::write(&w, format!("{e}\n").as_bytes());
+                        255
+                    }
+                };
+                // SAFETY: leave the helper without running the supervisor's destructors.
+                unsafe { libc::_exit(code) }
+            }
+            Ok(nix::unistd::ForkResult::Parent { child }) => {
+                drop(w);
+                // SAFETY: setting O_NONBLOCK on our read end.
+                unsafe {
+                    let fl = libc::fcntl(r.as_raw_fd(), libc::F_GETFL);
+                    libc::fcntl(r.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
+                }
+                Some(HealthRun {
+                    pid: child,
+                    out: Some(r),
+                    started: Instant::now(),
+                    start_ts: state::now(),
+                    buf: Vec::new(),
+                })
+            }
+            Err(_) => None,
+        }
+    }
+
+    fn finish_check(&mut self, hc: &Healthcheck, run: HealthRun, code: i32, since_start: Duration) {
+        let timeout = hc.timeout.unwrap_or(Duration::from_secs(30));
+        let timed_out = run.started.elapsed() >= timeout && code == 255;
+        let exit_code = if timed_out { -1 } else { code };
+        let mut output = String::from_utf8_lossy(&run.buf).into_owned();
+        output.truncate(4096);
+        let in_start = since_start < hc.start_period.unwrap_or(Duration::ZERO);
+        let retries = hc.retries.unwrap_or(3).max(1);
+        let h = self.st.health.get_or_insert_with(Health::default);
+        if exit_code == 0 {
+            h.failing_streak = 0;
+            h.status = HealthStatus::Healthy;
+        } else if !in_start {
+            h.failing_streak += 1;
+            if h.failing_streak >= retries {
+                h.status = HealthStatus::Unhealthy;
+            }
+        }
+        h.log.push(HealthLog {
+            start: run.start_ts,
+            end: state::now(),
+            exit_code,
+            output,
+        });
+        if h.log.len() > 5 {
+            h.log.remove(0);
+        }
+        self.save();
+    }
+
+    fn next_check_delay(hc: &Healthcheck, since_start: Duration) -> Duration {
+        let in_start = since_start < hc.start_period.unwrap_or(Duration::ZERO);
+        match (in_start, hc.start_interval) {
+            (true, Some(si)) => si,
+            (true, None) => hc
+                .interval
+                .unwrap_or(Duration::from_secs(30))
+                .min(Duration::from_secs(5)),
+            _ => hc.interval.unwrap_or(Duration::from_secs(30)),
+        }
+        .max(Duration::from_millis(10))
+    }
+
+    /// The poll loop of one run; returns the exit code.
+    #[allow(clippy::too_many_lines)]
+    fn watch(
+        &mut self,
+        sfd: &mut SignalFd,
+        main: Pid,
+        mut out: Option<OwnedFd>,
+        mut err: Option<OwnedFd>,
+        master: Option<RawFd>,
+        tty: bool,
+        attached: bool,
+    ) -> i32 {
+        let cpid = self.st.pid.unwrap_or(0);
+        let hc = self.healthcheck();
+        let run_start = Instant::now();
+        let mut next_check = hc
+            .as_ref()
+            .map(|h| Instant::now() + Self::next_check_delay(h, Duration::ZERO));
+        let mut check: Option<HealthRun> = None;
+        let mut exit: Option<i32> = None;
+        let mut drain_until: Option<Instant> = None;
+        let mut fwd_stdin = master.is_some() && attached;
+        let mut tee = attached;
+        let mut buf = vec![0u8; 16 << 10];
+        loop {
+            if let Some(code) = exit {
+                let drained = out.is_none() && err.is_none();
+                if drained || drain_until.is_some_and(|d| Instant::now() >= d) {
+                    if let Some(run) = check.take() {
+                        let _ = nix::sys::signal::kill(run.pid, Signal::SIGKILL);
+                        let _ = waitpid(run.pid, None);
+                    }
+                    self.log.flush();
+                    return code;
+                }
+            }
+            let mut fds: Vec<libc::pollfd> = Vec::with_capacity(5);
+            let mut kinds: Vec<u8> = Vec::with_capacity(5);
+            let mut add = |fd: RawFd, kind: u8| {
+                fds.push(libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+                kinds.push(kind);
+            };
+            add(sfd.as_raw_fd(), 0);
+            if let Some(o) = &out {
+                add(o.as_raw_fd(), 1);
+            }
+            if let Some(e) = &err {
+                add(e.as_raw_fd(), 2);
+            }
+            if fwd_stdin {
+                add(0, 3);
+            }
+            if let Some(run) = &check
+                && let Some(o) = &run.out
+            {
+                add(o.as_raw_fd(), 4);
+            }
+            let now = Instant::now();
+            let mut timeout_ms: i32 = -1;
+            if let (Some(n), None, None) = (next_check, &check, exit) {
+                timeout_ms =
+                    i32::try_from(n.saturating_duration_since(now).as_millis()).unwrap_or(i32::MAX);
+            }
+            if exit.is_some() {
+                timeout_ms = 20;
+            }
+            // SAFETY: fds is a valid array of pollfd of the given length.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+            if n < 0 {
+                continue;
+            }
+            for (pfd, kind) in fds.iter().zip(kinds.iter()) {
+                if pfd.revents == 0 {
+                    continue;
+                }
+                match kind {
+                    0 => {
+                        while let Ok(Some(_)) = sfd.read_signal() {}
+                        loop {
+                            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                                Ok(WaitStatus::Exited(p, c)) => {
+                                    self.reaped(
+                                        p,
+                                        c,
+                                        main,
+                                        &mut exit,
+                                        &mut check,
+                                        hc.as_ref(),
+                                        run_start,
+                                    );
+                                }
+                                Ok(WaitStatus::Signaled(p, s, _)) => {
+                                    self.reaped(
+                                        p,
+                                        128 + s as i32,
+                                        main,
+                                        &mut exit,
+                                        &mut check,
+                                        hc.as_ref(),
+                                        run_start,
+                                    );
+                                }
+                                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                                Ok(_) => {}
+                            }
+                        }
+                        if exit.is_some() && drain_until.is_none() {
+                            drain_until = Some(Instant::now() + Duration::from_millis(500));
+                            next_check = None;
+                        }
+                    }
+                    1 | 2 => {
+                        let fd = if *kind == 1 { &mut out } else { &mut err };
+                        let Some(f) = fd.as_ref() else { continue };
+                        // SAFETY: reading into our buffer from an fd we own.
+                        let r = unsafe {
+                            libc::read(f.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())
+                        };
+                        if r <= 0 {
+                            if r < 0
+                                && std::io::Error::last_os_error().kind()
+                                    == std::io::ErrorKind::Interrupted
+                            {
+                                continue;
+                            }
+                            *fd = None;
+                            continue;
+                        }
+                        let data = &buf[..r as usize];
+                        let stream = if *kind == 1 {
+                            Stream::Stdout
+                        } else {
+                            Stream::Stderr
+                        };
+                        self.log.write(stream, data);
+                        if tee {
+                            let target = if *kind == 1 || tty { 1 } else { 2 };
+                            if write_all_fd(target, data).is_err() {
+                                tee = false;
+                            }
+                        }
+                    }
+                    3 => {
+                        // SAFETY: reading the caller's input into our buffer.
+                        let r = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+                        if r <= 0 {
+                            fwd_stdin = false;
+                            continue;
+                        }
+                        if let Some(m) = master {
+                            let _ = write_all_fd(m, &buf[..r as usize]);
+                        }
+                    }
+                    4 => {
+                        if let Some(run) = &mut check
+                            && let Some(o) = &run.out
+                        {
+                            // SAFETY: reading from our non-blocking pipe.
+                            let r = unsafe {
+                                libc::read(o.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())
+                            };
+                            if r > 0 {
+                                if run.buf.len() < 4096 {
+                                    run.buf.extend_from_slice(&buf[..r as usize]);
+                                }
+                            } else if r == 0 {
+                                run.out = None;
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if let (Some(h), Some(n), None, None) = (&hc, next_check, &check, exit)
+                && Instant::now() >= n
+            {
+                check = self.start_check(h, cpid);
+                next_check = None;
+            }
+            if let (Some(h), None, None, None) = (&hc, next_check, &check, exit) {
+                next_check = Some(Instant::now() + Self::next_check_delay(h, run_start.elapsed()));
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn reaped(
+        &mut self,
+        p: Pid,
+        code: i32,
+        main: Pid,
+        exit: &mut Option<i32>,
+        check: &mut Option<HealthRun>,
+        hc: Option<&Healthcheck>,
+        run_start: Instant,
+    ) {
+        if p == main {
+            *exit = Some(code);
+        } else if check.as_ref().is_some_and(|c| c.pid == p)
+            && let (Some(mut run), Some(h)) = (check.take(), hc)
+        {
+            if let Some(o) = &run.out {
+                let mut b = [0u8; 4096];
+                // SAFETY: non-blocking read of what is left in the pipe.
+                let r = unsafe { libc::read(o.as_raw_fd(), b.as_mut_ptr().cast(), b.len()) };
+                if r > 0 && run.buf.len() < 4096 {
+                    run.buf.extend_from_slice(&b[..r as usize]);
+                }
+            }
+            self.finish_check(h, run, code, run_start.elapsed());
+        }
+    }
+}
+
+fn write_all_fd(fd: RawFd, mut data: &[u8]) -> std::io::Result<()> {
+    while !data.is_empty() {
+        // SAFETY: writing from a valid buffer to a descriptor we hold.
+        let r = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        data = &data[r as usize..];
+    }
+    Ok(())
+}
+
+fn exec_main(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32> {
+    let store = ContainerStore::open(root)?;
+    let dir = store.container_dir(id);
+    let rec = store.record(id)?;
+    let spec_path = dir.join("bundle/config.json");
+    let bytes = fs::read(&spec_path).map_err(|source| ContainerError::Io {
+        path: spec_path.clone(),
+        source,
+    })?;
+    let spec: Spec = serde_json::from_slice(&bytes).map_err(|e| ContainerError::Corrupt {
+        path: spec_path,
+        reason: e.to_string(),
+    })?;
+    let st = store.state(id);
+    let (Status::Running, Some(pid)) = (st.status, st.pid) else {
+        return Err(ContainerError::NotRunning(id.to_string()));
+    };
+    let mut proc_ = spec
+        .process()
+        .clone()
+        .ok_or_else(|| ContainerError::Invalid("the spec has no process".into()))?;
+    proc_.set_args(Some(opts.cmd.clone()));
+    let mut env = proc_.env().clone().unwrap_or_default();
+    for e in &opts.env {
+        let key = e.split('=').next().unwrap_or("");
+        env.retain(|x| x.split('=').next() != Some(key));
+        env.push(e.clone());
+    }
+    if let Some(u) = &opts.user {
+        let root_dir = PathBuf::from(format!("/proc/{pid}/root"));
+        let eu = super::user::resolve_in_root(u, &rec.config.group_add, &root_dir)
+            .map_err(ContainerError::Invalid)?;
+        let user = oci_spec::runtime::UserBuilder::default()
+            .uid(eu.uid)
+            .gid(eu.gid)
+            .additional_gids(eu.groups)
+            .build()
+            .map_err(|e| ContainerError::Invalid(e.to_string()))?;
+        proc_.set_user(user);
+        env.retain(|x| !x.starts_with("HOME="));
+        env.push(format!("HOME={}", eu.home));
+    }
+    if opts.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".to_string());
+    }
+    proc_.set_env(Some(env));
+    if let Some(w) = &opts.workdir {
+        proc_.set_cwd(PathBuf::from(w));
+    }
+    proc_.set_terminal(Some(opts.tty));
+    let cgroup = store.cgroup(id)?;
+    let run = |stdio: runtime::Stdio| -> Result<i32> {
+        runtime::exec_in(pid, Some(&cgroup), &spec, &proc_, &stdio, opts.timeout).map_err(|e| {
+            ContainerError::Start {
+                id: id.to_string(),
+                reason: e.to_string(),
+            }
+        })
+    };
+    if opts.detach {
+        // SAFETY: single-threaded helper process.
+        match unsafe { nix::unistd::fork() } {
+            Ok(nix::unistd::ForkResult::Parent { .. }) => return Ok(0),
+            Ok(nix::unistd::ForkResult::Child) => {
+                let _ = nix::unistd::setsid();
+                let n = devnull().map_err(|source| ContainerError::Io {
+                    path: PathBuf::from("/dev/null"),
+                    source,
+                })?;
+                let fd = n.as_raw_fd();
+                let code = run(runtime::Stdio {
+                    stdin: fd,
+                    stdout: fd,
+                    stderr: fd,
+                    tty: false,
+                })
+                .unwrap_or(255);
+                // SAFETY: end the detached helper.
+                unsafe { libc::_exit(code) }
+            }
+            Err(e) => {
+                return Err(ContainerError::Start {
+                    id: id.to_string(),
+                    reason: format!("fork: {e}"),
+                });
+            }
+        }
+    }
+    if !opts.tty {
+        return run(runtime::Stdio {
+            stdin: 0,
+            stdout: 1,
+            stderr: 2,
+            tty: false,
+        });
+    }
+    let mut ws: libc::winsize = libc::winsize {
+        ws_row: 24,
+        ws_col: 80,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ fills ws or fails, leaving the default.
+    unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) };
+    let pty = nix::pty::openpty(Some(&ws), None).map_err(|e| ContainerError::Start {
+        id: id.to_string(),
+        reason: format!("openpty: {e}"),
+    })?;
+    set_cloexec(pty.master.as_raw_fd());
+    set_cloexec(pty.slave.as_raw_fd());
+    // SAFETY: single-threaded helper process.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            drop(pty.master);
+            let s = pty.slave.as_raw_fd();
+            let code = match run(runtime::Stdio {
+                stdin: s,
+                stdout: s,
+                stderr: s,
+                tty: true,
+            }) {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = nix::unistd::write(&pty.slave, format!("{e}\r\n").as_bytes());
+                    126
+                }
+            };
+            // SAFETY: end the forked helper.
+            unsafe { libc::_exit(code) }
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            drop(pty.slave);
+            let m = pty.master.as_raw_fd();
+            let mut buf = [0u8; 8192];
+            let mut stdin_open = opts.interactive;
+            loop {
+                let mut fds = vec![libc::pollfd {
+                    fd: m,
+                    events: libc::POLLIN,
+                    revents: 0,
+                }];
+                if stdin_open {
+                    fds.push(libc::pollfd {
+                        fd: 0,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    });
+                }
+                // SAFETY: valid pollfd array.
+                let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
+                if n > 0 && fds[0].revents != 0 {
+                    // SAFETY: read into our buffer.
+                    let r = unsafe { libc::read(m, buf.as_mut_ptr().cast(), buf.len()) };
+                    if r <= 0 {
+                        break;
+                    }
+                    let _ = write_all_fd(1, &buf[..r as usize]);
+                }
+                if n > 0 && fds.len() > 1 && fds[1].revents != 0 {
+                    // SAFETY: read into our buffer.
+                    let r = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+                    if r <= 0 {
+                        stdin_open = false;
+                    } else {
+                        let _ = write_all_fd(m, &buf[..r as usize]);
+                    }
+                }
+                if let Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) =
+                    waitpid(child, Some(WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT))
+                {
+                    // Drain what is left, then stop.
+                    // SAFETY: read into our buffer (non-blocking by poll above).
+                    loop {
+                        let mut p = [libc::pollfd {
+                            fd: m,
+                            events: libc::POLLIN,
+                            revents: 0,
+                        }];
+                        // SAFETY: valid pollfd array.
+                        if unsafe { libc::poll(p.as_mut_ptr(), 1, 0) } <= 0 {
+                            break;
+                        }
+                        // SAFETY: read into our buffer.
+                        let r = unsafe { libc::read(m, buf.as_mut_ptr().cast(), buf.len()) };
+                        if r <= 0 {
+                            break;
+                        }
+                        let _ = write_all_fd(1, &buf[..r as usize]);
+                    }
+                    break;
+                }
+            }
+            loop {
+                match waitpid(child, None) {
+                    Ok(WaitStatus::Exited(_, c)) => return Ok(c),
+                    Ok(WaitStatus::Signaled(_, s, _)) => return Ok(128 + s as i32),
+                    Err(nix::Error::EINTR) | Ok(_) => {}
+                    Err(_) => return Ok(255),
+                }
+            }
+        }
+        Err(e) => Err(ContainerError::Start {
+            id: id.to_string(),
+            reason: format!("fork: {e}"),
+        }),
+    }
+}
+
+/// Joins the mount namespace of a running container (for `cp`).
+fn join_mnt(pid: &str) -> Result<()> {
+    let path = PathBuf::from(format!("/proc/{pid}/ns/mnt"));
+    let f = fs::File::open(&path).map_err(|source| ContainerError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| ContainerError::Io {
+        path,
+        source: e.into(),
+    })
+}
+
+fn cp_out(pid: &str, src: &Path) -> Result<()> {
+    join_mnt(pid)?;
+    let name = src
+        .file_name()
+        .map_or_else(|| PathBuf::from("root"), PathBuf::from);
+    let stdout = std::io::stdout().lock();
+    let mut b = tar::Builder::new(stdout);
+    b.follow_symlinks(false);
+    let md = fs::symlink_metadata(src).map_err(|source| ContainerError::Io {
+        path: src.to_path_buf(),
+        source,
+    })?;
+    let r = if md.is_dir() {
+        b.append_dir_all(&name, src)
+    } else {
+        b.append_path_with_name(src, &name)
+    };
+    r.and_then(|()| b.finish())
+        .map_err(|source| ContainerError::Io {
+            path: src.to_path_buf(),
+            source,
+        })
+}
+
+fn cp_in(pid: &str, dest_dir: &Path) -> Result<()> {
+    join_mnt(pid)?;
+    let mut a = tar::Archive::new(std::io::stdin().lock());
+    a.set_preserve_permissions(true);
+    a.set_overwrite(true);
+    a.unpack(dest_dir).map_err(|source| ContainerError::Io {
+        path: dest_dir.to_path_buf(),
+        source,
+    })
+}
+
+/// `cp` in either direction, with Docker's destination rules: into an existing directory
+/// the source keeps its name; otherwise the destination path names the copy.
+pub(super) fn copy(
+    exe: &Path,
+    _root: &Path,
+    id: &str,
+    src: &Path,
+    dest: &Path,
+    into: bool,
+) -> Result<()> {
+    use std::process::{Command, Stdio};
+    let store_state = |p: &Path| ContainerError::Io {
+        path: p.to_path_buf(),
+        source: std::io::Error::other("copy failed"),
+    };
+    let dir = _root.join("containers").join(id);
+    let st = state::observe(&dir);
+    let pid = st
+        .pid
+        .ok_or_else(|| ContainerError::NotRunning(id.to_string()))?;
+    if into {
+        // Host → container: tar the host path, unpack inside.
+        let in_root = PathBuf::from(format!("/proc/{pid}/root"));
+        let dest_in =
+            rootfs::under(&in_root, dest).map_err(|e| ContainerError::Invalid(e.to_string()))?;
+        let dest_is_dir = fs::metadata(&dest_in).is_ok_and(|m| m.is_dir());
+        let (unpack_dir, name) = if dest_is_dir {
+            (dest.to_path_buf(), src.file_name().map(PathBuf::from))
+        } else {
+            (
+                dest.parent().unwrap_or(Path::new("/")).to_path_buf(),
+                dest.file_name().map(PathBuf::from),
+            )
+        };
+        let name =
+            name.ok_or_else(|| ContainerError::Invalid(format!("bad path {}", src.display())))?;
+        let mut child = Command::new(exe)
+            .arg("__shim")
+            .arg("cp-in")
+            .arg(pid.to_string())
+            .arg(&unpack_dir)
+            .stdin(Stdio::piped())
+            .spawn()
+            .map_err(|source| ContainerError::Io {
+                path: exe.to_path_buf(),
+                source,
+            })?;
+        let stdin = child.stdin.take().ok_or_else(|| store_state(src))?;
+        let mut b = tar::Builder::new(stdin);
+        b.follow_symlinks(false);
+        let md = fs::symlink_metadata(src).map_err(|source| ContainerError::Io {
+            path: src.to_path_buf(),
+            source,
+        })?;
+        let r = if md.is_dir() {
+            b.append_dir_all(&name, src)
+        } else {
+            b.append_path_with_name(src, &name)
+        };
+        r.and_then(|()| b.finish())
+            .map_err(|source| ContainerError::Io {
+                path: src.to_path_buf(),
+                source,
+            })?;
+        drop(b);
+        let status = child.wait().map_err(|source| ContainerError::Io {
+            path: exe.to_path_buf(),
+            source,
+        })?;
+        if !status.success() {
+            return Err(store_state(dest));
+        }
+        return Ok(());
+    }
+    // Container → host.
+    let child = Command::new(exe)
+        .arg("__shim")
+        .arg("cp-out")
+        .arg(pid.to_string())
+        .arg(src)
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|source| ContainerError::Io {
+            path: exe.to_path_buf(),
+            source,
+        })?;
+    let out = child.stdout.ok_or_else(|| store_state(src))?;
+    let name = src
+        .file_name()
+        .map_or_else(|| PathBuf::from("root"), PathBuf::from);
+    if dest.is_dir() {
+        let mut a = tar::Archive::new(out);
+        a.set_preserve_permissions(true);
+        a.unpack(dest).map_err(|source| ContainerError::Io {
+            path: dest.to_path_buf(),
+            source,
+        })?;
+    } else {
+        let parent = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let tmp = tempfile::tempdir_in(parent).map_err(|source| ContainerError::Io {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+        let mut a = tar::Archive::new(out);
+        a.set_preserve_permissions(true);
+        a.unpack(tmp.path()).map_err(|source| ContainerError::Io {
+            path: dest.to_path_buf(),
+            source,
+        })?;
+        let got = tmp.path().join(&name);
+        if !got.exists() && fs::symlink_metadata(&got).is_err() {
+            return Err(ContainerError::NotFound(format!(
+                "{}:{}",
+                id,
+                src.display()
+            )));
+        }
+        fs::rename(&got, dest).map_err(|source| ContainerError::Io {
+            path: dest.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,593 @@
+//! Control groups: where a container's processes are accounted and limited.
+//!
+//! Linux has two cgroup designs. **v1** mounts one hierarchy per controller (memory, cpu,
+//! pids, freezer, …) under `/sys/fs/cgroup/<controller>`, and a process is placed in each
+//! hierarchy separately. **v2** is a single unified hierarchy (`cgroup2` at `/sys/fs/cgroup`)
+//! where a child directory can use the controllers its parent lists in
+//! `cgroup.subtree_control`. A **hybrid** machine mounts the v1 hierarchies and, beside them,
+//! a cgroup2 tree at `/sys/fs/cgroup/unified` that usually holds no controller (here it holds
+//! only hugetlb): limits go through v1, and the process also joins the unified tree so that
+//! nothing is left behind.
+//!
+//! A container's cgroup is `<hierarchy>/<path>` where `path` is the spec's `cgroupsPath`
+//! (`/tug-<id>`: flat, and named so leak checks find it). [`Cgroup`] creates it, writes the
+//! limits, adds processes, reads OOM kills, freezes, and removes it. The hierarchy roots are
+//! parameters, so the v2 code is tested against a fake tree in a temporary directory.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::LinuxResources;
+
+/// Errors of cgroup handling.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// A cgroup file or directory could not be read, written or created.
+    #[error("cgroup {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// No usable cgroup hierarchy was found.
+    #[error("no cgroup hierarchy is mounted at {0}")]
+    NotMounted(PathBuf),
+    /// A limit cannot be expressed.
+    #[error("invalid cgroup limit: {0}")]
+    Invalid(String),
+}
+
+/// Result alias of this module.
+pub type Result<T> = std::result::Result<T, CgroupError>;
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CgroupError + '_ {
+    move |source| CgroupError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Which cgroup design the machine uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// Only v1 hierarchies: controller name → mount point.
+    V1 {
+        /// Controller (or named hierarchy) → mount point.
+        controllers: BTreeMap<String, PathBuf>,
+    },
+    /// v1 hierarchies plus a cgroup2 tree (usually `/sys/fs/cgroup/unified`).
+    Hybrid {
+        /// Controller → mount point of its v1 hierarchy.
+        controllers: BTreeMap<String, PathBuf>,
+        /// The cgroup2 mount.
+        unified: PathBuf,
+    },
+    /// A single cgroup2 hierarchy.
+    V2 {
+        /// The cgroup2 mount.
+        root: PathBuf,
+    },
+}
+
+impl Layout {
+    /// Detects the layout from `/proc/self/mountinfo`.
+    pub fn detect() -> Result<Layout> {
+        let text = fs::read_to_string("/proc/self/mountinfo")
+            .map_err(io_err(Path::new("/proc/self/mountinfo")))?;
+        Ok(Self::from_mountinfo(&text))
+    }
+
+    /// Parses mountinfo text: each line `id parent major:minor root mountpoint opts … - fstype
+    /// source superopts`.
+    #[must_use]
+    pub fn from_mountinfo(text: &str) -> Layout {
+        let mut controllers = BTreeMap::new();
+        let mut unified = None;
+        for line in text.lines() {
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
+            let fields: Vec<&str> = left.split(' ').collect();
+            let rfields: Vec<&str> = right.split(' ').collect();
+            if fields.len() < 5 || rfields.len() < 3 {
+                continue;
+            }
+            let mountpoint = PathBuf::from(fields[4]);
+            match rfields[0] {
+                "cgroup2" if unified.is_none() => {
+                    unified = Some(mountpoint);
+                }
+                "cgroup" => {
+                    for opt in rfields[2].split(',') {
+                        let known = [
+                            "cpu",
+                            "cpuacct",
+                            "cpuset",
+                            "memory",
+                            "devices",
+                            "freezer",
+                            "blkio",
+                            "pids",
+                            "hugetlb",
+                            "net_cls",
+                            "net_prio",
+                            "perf_event",
+                            "rdma",
+                        ];
+                        if known.contains(&opt) {
+                            controllers.insert(opt.to_string(), mountpoint.clone());
+                        } else if let Some(name) = opt.strip_prefix("name=") {
+                            controllers.insert(format!("name={name}"), mountpoint.clone());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        match (controllers.is_empty(), unified) {
+            (true, Some(root)) => Layout::V2 { root },
+            (false, Some(unified)) => Layout::Hybrid {
+                controllers,
+                unified,
+            },
+            (_, None) => Layout::V1 { controllers },
+        }
+    }
+
+    /// Short name for reports: `v1`, `v2` or `hybrid`.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Layout::V1 { .. } => "v1",
+            Layout::Hybrid { .. } => "hybrid",
+            Layout::V2 { .. } => "v2",
+        }
+    }
+}
+
+/// One container's cgroup across the hierarchies of a [`Layout`].
+#[derive(Debug, Clone)]
+pub struct Cgroup {
+    layout: Layout,
+    /// Relative path inside each hierarchy (no leading `/`).
+    rel: PathBuf,
+}
+
+/// The v1 controllers tug sets limits with or joins.
+const V1_JOIN: &[&str] = &[
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "memory",
+    "devices",
+    "freezer",
+    "blkio",
+    "pids",
+    "hugetlb",
+    "name=systemd",
+];
+
+impl Cgroup {
+    /// The cgroup at `path` (the spec's `cgroupsPath`, e.g. `/tug-<id>`) in `layout`.
+    #[must_use]
+    pub fn new(layout: Layout, path: &Path) -> Cgroup {
+        let rel = path
+            .strip_prefix("/")
+            .map_or_else(|_| path.to_path_buf(), Path::to_path_buf);
+        Cgroup { layout, rel }
+    }
+
+    /// Every directory of this cgroup (one per v1 hierarchy, plus the unified one).
+    #[must_use]
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = Vec::new();
+        let mut push = |p: PathBuf| {
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        };
+        match &self.layout {
+            Layout::V1 { controllers } | Layout::Hybrid { controllers, .. } => {
+                for c in V1_JOIN {
+                    if let Some(m) = controllers.get(*c) {
+                        push(m.join(&self.rel));
+                    }
+                }
+                if let Layout::Hybrid { unified, .. } = &self.layout {
+                    push(unified.join(&self.rel));
+                }
+            }
+            Layout::V2 { root } => push(root.join(&self.rel)),
+        }
+        out
+    }
+
+    fn v1(&self, controller: &str) -> Option<PathBuf> {
+        match &self.layout {
+            Layout::V1 { controllers } | Layout::Hybrid { controllers, .. } => {
+                controllers.get(controller).map(|m| m.join(&self.rel))
+            }
+            Layout::V2 { .. } => None,
+        }
+    }
+
+    fn v2(&self) -> Option<PathBuf> {
+        match &self.layout {
+            Layout::V2 { root } => Some(root.join(&self.rel)),
+            _ => None,
+        }
+    }
+
+    /// Creates the cgroup directories and writes the limits of `resources`.
+    pub fn create(&self, resources: Option<&LinuxResources>) -> Result<()> {
+        if let Layout::V2 { root } = &self.layout {
+            // Let children of the root use the controllers tug sets limits with.
+            let avail = fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+            let wanted: Vec<String> = avail
+                .split_whitespace()
+                .filter(|c| ["cpu", "cpuset", "memory", "pids", "io", "hugetlb"].contains(c))
+                .map(|c| format!("+{c}"))
+                .collect();
+            if !wanted.is_empty() {
+                // Best effort: a controller busy elsewhere must not stop the container.
+                let _ = write_file(&root.join("cgroup.subtree_control"), &wanted.join(" "));
+            }
+        }
+        for d in self.dirs() {
+            fs::create_dir_all(&d).map_err(io_err(&d))?;
+        }
+        if let Some(cs) = self.v1("cpuset") {
+            // A new v1 cpuset is empty; it must inherit cpus and mems before it takes tasks.
+            for f in ["cpuset.cpus", "cpuset.mems"] {
+                let cur = fs::read_to_string(cs.join(f)).unwrap_or_default();
+                if cur.trim().is_empty() {
+                    let parent = cs.parent().map(|p| p.join(f));
+                    if let Some(p) = parent {
+                        let v = fs::read_to_string(&p).unwrap_or_default();
+                        let _ = write_file(&cs.join(f), v.trim());
+                    }
+                }
+            }
+        }
+        if let Some(r) = resources {
+            self.apply(r)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the limits of `r` into the cgroup files.
+    pub fn apply(&self, r: &LinuxResources) -> Result<()> {
+        if let Some(mem) = r.memory() {
+            let limit = mem.limit().filter(|l| *l > 0);
+            let swap = mem.swap();
+            if let Some(dir) = self.v2() {
+                if let Some(l) = limit {
+                    write_file(&dir.join("memory.max"), &l.to_string())?;
+                }
+                if let (Some(l), Some(s)) = (limit, swap) {
+                    // OCI swap is memory+swap; cgroup2 counts swap alone.
+                    let v = if s < 0 {
+                        "max".to_string()
+                    } else {
+                        (s - l).max(0).to_string()
+                    };
+                    write_file(&dir.join("memory.swap.max"), &v)?;
+                }
+            } else if let Some(dir) = self.v1("memory") {
+                if let Some(l) = limit {
+                    write_file(&dir.join("memory.limit_in_bytes"), &l.to_string())?;
+                }
+                if let Some(s) = swap {
+                    let f = dir.join("memory.memsw.limit_in_bytes");
+                    // Swap accounting may be off (no memsw files): then only memory is capped.
+                    if f.exists() {
+                        write_file(&f, &s.to_string())?;
+                    }
+                }
+            }
+        }
+        if let Some(cpu) = r.cpu() {
+            let period = cpu.period().unwrap_or(100_000);
+            if let Some(dir) = self.v2() {
+                if let Some(q) = cpu.quota().filter(|q| *q > 0) {
+                    write_file(&dir.join("cpu.max"), &format!("{q} {period}"))?;
+                }
+                if let Some(shares) = cpu.shares().filter(|s| *s > 0) {
+                    write_file(
+                        &dir.join("cpu.weight"),
+                        &shares_to_weight(shares).to_string(),
+                    )?;
+                }
+                if let Some(c) = cpu.cpus() {
+                    write_file(&dir.join("cpuset.cpus"), c)?;
+                }
+                if let Some(m) = cpu.mems() {
+                    write_file(&dir.join("cpuset.mems"), m)?;
+                }
+            } else {
+                if let Some(dir) = self.v1("cpu") {
+                    if let Some(q) = cpu.quota().filter(|q| *q > 0) {
+                        write_file(&dir.join("cpu.cfs_period_us"), &period.to_string())?;
+                        write_file(&dir.join("cpu.cfs_quota_us"), &q.to_string())?;
+                    }
+                    if let Some(s) = cpu.shares().filter(|s| *s > 0) {
+                        write_file(&dir.join("cpu.shares"), &s.to_string())?;
+                    }
+                }
+                if let Some(dir) = self.v1("cpuset") {
+                    if let Some(c) = cpu.cpus() {
+                        write_file(&dir.join("cpuset.cpus"), c)?;
+                    }
+                    if let Some(m) = cpu.mems() {
+                        write_file(&dir.join("cpuset.mems"), m)?;
+                    }
+                }
+            }
+        }
+        if let Some(p) = r.pids() {
+            let v = if p.limit() > 0 {
+                p.limit().to_string()
+            } else {
+                "max".to_string()
+            };
+            if let Some(dir) = self.v2().or_else(|| self.v1("pids")) {
+                write_file(&dir.join("pids.max"), &v)?;
+            }
+        }
+        if let (Some(devs), Some(dir)) = (r.devices(), self.v1("devices")) {
+            for d in devs {
+                let typ = match d.typ() {
+                    Some(oci_spec::runtime::LinuxDeviceType::C) => "c",
+                    Some(oci_spec::runtime::LinuxDeviceType::B) => "b",
+                    _ => "a",
+                };
+                let major = d.major().map_or("*".to_string(), |m| m.to_string());
+                let minor = d.minor().map_or("*".to_string(), |m| m.to_string());
+                let access = d.access().clone().unwrap_or_else(|| "rwm".to_string());
+                let rule = if typ == "a" {
+                    "a".to_string()
+                } else {
+                    format!("{typ} {major}:{minor} {access}")
+                };
+                let file = if d.allow() {
+                    "devices.allow"
+                } else {
+                    "devices.deny"
+                };
+                write_file(&dir.join(file), &rule)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves process `pid` into every hierarchy of this cgroup.
+    pub fn add(&self, pid: i32) -> Result<()> {
+        for d in self.dirs() {
+            write_file(&d.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// How many times the kernel's OOM killer killed a process of this cgroup.
+    #[must_use]
+    pub fn oom_kills(&self) -> u64 {
+        let (file, key) = if let Some(d) = self.v2() {
+            (d.join("memory.events"), "oom_kill")
+        } else if let Some(d) = self.v1("memory") {
+            (d.join("memory.oom_control"), "oom_kill")
+        } else {
+            return 0;
+        };
+        let text = fs::read_to_string(file).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| l.split_once(' '))
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, v)| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The pids in this cgroup (from the first hierarchy that answers).
+    #[must_use]
+    pub fn pids(&self) -> Vec<i32> {
+        let dir = self
+            .v2()
+            .or_else(|| self.v1("pids"))
+            .or_else(|| self.v1("memory"))
+            .or_else(|| self.dirs().into_iter().next());
+        let Some(dir) = dir else { return Vec::new() };
+        fs::read_to_string(dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    /// Freezes (`true`) or thaws every process of the cgroup.
+    pub fn freeze(&self, frozen: bool) -> Result<()> {
+        if let Some(d) = self.v2() {
+            return write_file(&d.join("cgroup.freeze"), if frozen { "1" } else { "0" });
+        }
+        let d = self
+            .v1("freezer")
+            .ok_or_else(|| CgroupError::NotMounted(PathBuf::from("freezer")))?;
+        write_file(
+            &d.join("freezer.state"),
+            if frozen { "FROZEN" } else { "THAWED" },
+        )
+    }
+
+    /// True when the cgroup is frozen.
+    #[must_use]
+    pub fn is_frozen(&self) -> bool {
+        if let Some(d) = self.v2() {
+            return fs::read_to_string(d.join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1");
+        }
+        self.v1("freezer").is_some_and(|d| {
+            fs::read_to_string(d.join("freezer.state"))
+                .is_ok_and(|s| s.trim() == "FROZEN" || s.trim() == "FREEZING")
+        })
+    }
+
+    /// True when any directory of this cgroup exists.
+    #[must_use]
+    pub fn exists(&self) -> bool {
+        self.dirs().iter().any(|d| d.exists())
+    }
+
+    /// Kills every remaining process (thawing first) and removes the directories.
+    pub fn destroy(&self) -> Result<()> {
+        if !self.exists() {
+            return Ok(());
+        }
+        let _ = self.freeze(false);
+        for _ in 0..100 {
+            let pids = self.pids();
+            if pids.is_empty() {
+                break;
+            }
+            for p in pids {
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe { libc::kill(p, libc::SIGKILL) };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let mut last = Ok(());
+        for d in self.dirs() {
+            if d.exists() {
+                let mut ok = false;
+                for _ in 0..50 {
+                    match fs::remove_dir(&d) {
+                        Ok(()) => {
+                            ok = true;
+                            break;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                            ok = true;
+                            break;
+                        }
+                        Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                    }
+                }
+                if !ok {
+                    last = fs::remove_dir(&d).map_err(io_err(&d));
+                }
+            }
+        }
+        last
+    }
+}
+
+/// Converts v1 `cpu.shares` (2..262144, default 1024) to v2 `cpu.weight` (1..10000).
+#[must_use]
+pub fn shares_to_weight(shares: u64) -> u64 {
+    let s = shares.clamp(2, 262_144);
+    1 + ((s - 2) * 9999) / 262_142
+}
+
+fn write_file(path: &Path, value: &str) -> Result<()> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    f.write_all(value.as_bytes()).map_err(io_err(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::{
+        LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder,
+    };
+
+    #[test]
+    fn cgroups_detect_hybrid_and_v2() {
+        let hybrid = "30 25 0:26 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n\
+                      31 25 0:27 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n\
+                      32 25 0:28 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
+        let l = Layout::from_mountinfo(hybrid);
+        assert_eq!(l.name(), "hybrid");
+        let v2 = "32 25 0:28 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(
+            Layout::from_mountinfo(v2),
+            Layout::V2 {
+                root: PathBuf::from("/sys/fs/cgroup")
+            }
+        );
+        let v1 = "30 25 0:26 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n";
+        let Layout::V1 { controllers } = Layout::from_mountinfo(v1) else {
+            panic!("expected v1")
+        };
+        assert_eq!(
+            controllers["cpuacct"],
+            PathBuf::from("/sys/fs/cgroup/cpu,cpuacct")
+        );
+    }
+
+    #[test]
+    fn cgroups_v2_fake_tree_limits() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        fs::write(
+            root.join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .unwrap();
+        fs::write(root.join("cgroup.subtree_control"), "").unwrap();
+        let cg = Cgroup::new(Layout::V2 { root: root.clone() }, Path::new("/tug-abc"));
+        let res = LinuxResourcesBuilder::default()
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .limit(64 * 1024 * 1024_i64)
+                    .swap(128 * 1024 * 1024_i64)
+                    .build()
+                    .unwrap(),
+            )
+            .cpu(
+                LinuxCpuBuilder::default()
+                    .quota(50_000_i64)
+                    .period(100_000_u64)
+                    .shares(512_u64)
+                    .cpus("0")
+                    .build()
+                    .unwrap(),
+            )
+            .pids(LinuxPidsBuilder::default().limit(20_i64).build().unwrap())
+            .build()
+            .unwrap();
+        cg.create(Some(&res)).unwrap();
+        let d = root.join("tug-abc");
+        let rd = |f: &str| fs::read_to_string(d.join(f)).unwrap();
+        assert_eq!(rd("memory.max"), "67108864");
+        assert_eq!(rd("memory.swap.max"), "67108864");
+        assert_eq!(rd("cpu.max"), "50000 100000");
+        assert_eq!(rd("cpu.weight"), shares_to_weight(512).to_string());
+        assert_eq!(rd("cpuset.cpus"), "0");
+        assert_eq!(rd("pids.max"), "20");
+        let sub = fs::read_to_string(root.join("cgroup.subtree_control")).unwrap();
+        assert!(sub.contains("+memory") && sub.contains("+pids"), "{sub}");
+        fs::write(
+            d.join("memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\n",
+        )
+        .unwrap();
+        assert_eq!(cg.oom_kills(), 2);
+        cg.freeze(true).unwrap();
+        assert!(cg.is_frozen());
+        cg.freeze(false).unwrap();
+        assert!(!cg.is_frozen());
+        fs::write(d.join("cgroup.procs"), "").unwrap();
+        assert_eq!(cg.dirs(), vec![d]);
+    }
+
+    #[test]
+    fn cgroups_shares_to_weight_bounds() {
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(262_144), 10_000);
+        assert_eq!(shares_to_weight(1024), 39);
+    }
+}

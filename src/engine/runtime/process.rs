@@ -1,0 +1,238 @@
+//! The last steps before the container's program runs, shared by the container's first process
+//! and by `exec`: resource limits, the user and groups, the capability sets, no_new_privs, the
+//! seccomp filter, the working directory, and `execve` with the spec's environment.
+//!
+//! Capabilities come in five sets. The **bounding** set caps what can ever be gained; the
+//! **permitted** set is what the process may use; **effective** is what the kernel checks;
+//! **inheritable** and **ambient** govern what survives `execve`. The bounding set is trimmed
+//! first (that needs CAP_SETPCAP, which the process still holds), then the uid changes with
+//! `PR_SET_KEEPCAPS` so the permitted set survives, then the sets are written as the spec says.
+//!
+//! Installing a seccomp filter needs either no_new_privs or CAP_SYS_ADMIN. Docker does not set
+//! no_new_privs by default, so the filter is installed while the process still holds all its
+//! capabilities, before they are dropped (the filter allows the few calls that follow).
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use caps::{CapSet, Capability, CapsHashSet};
+use oci_spec::runtime::{PosixRlimitType, Process, Spec};
+
+use super::seccomp;
+
+/// Errors of process setup.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// A system call failed.
+    #[error("{what}: {source}")]
+    Sys {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        source: nix::Error,
+    },
+    /// Capability handling failed.
+    #[error("capabilities: {0}")]
+    Caps(String),
+    /// Seccomp failed.
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
+    /// The program cannot be found or run.
+    #[error("exec {program}: {reason}")]
+    Exec {
+        /// The program.
+        program: String,
+        /// Why.
+        reason: String,
+    },
+    /// The spec has no process.
+    #[error("the spec has no process")]
+    NoProcess,
+}
+
+/// Result alias of this module.
+pub type Result<T> = std::result::Result<T, ProcessError>;
+
+fn sys(what: impl Into<String>) -> impl FnOnce(nix::Error) -> ProcessError {
+    let what = what.into();
+    move |source| ProcessError::Sys { what, source }
+}
+
+/// Parses capability names (`CAP_CHOWN`) into a set, skipping names this kernel lacks.
+#[must_use]
+pub fn cap_set<'a>(names: impl IntoIterator<Item = &'a String>) -> CapsHashSet {
+    names
+        .into_iter()
+        .filter_map(|n| Capability::from_str(n).ok())
+        .collect()
+}
+
+/// Applies the spec's rlimits, never raising a hard limit above the current one (raising it
+/// needs CAP_SYS_RESOURCE, which root may lack).
+pub fn apply_rlimits(p: &Process) -> Result<()> {
+    for r in p.rlimits().iter().flatten() {
+        let res = match r.typ() {
+            PosixRlimitType::RlimitCpu => libc::RLIMIT_CPU,
+            PosixRlimitType::RlimitFsize => libc::RLIMIT_FSIZE,
+            PosixRlimitType::RlimitData => libc::RLIMIT_DATA,
+            PosixRlimitType::RlimitStack => libc::RLIMIT_STACK,
+            PosixRlimitType::RlimitCore => libc::RLIMIT_CORE,
+            PosixRlimitType::RlimitRss => libc::RLIMIT_RSS,
+            PosixRlimitType::RlimitNproc => libc::RLIMIT_NPROC,
+            PosixRlimitType::RlimitNofile => libc::RLIMIT_NOFILE,
+            PosixRlimitType::RlimitMemlock => libc::RLIMIT_MEMLOCK,
+            PosixRlimitType::RlimitAs => libc::RLIMIT_AS,
+            PosixRlimitType::RlimitLocks => libc::RLIMIT_LOCKS,
+            PosixRlimitType::RlimitSigpending => libc::RLIMIT_SIGPENDING,
+            PosixRlimitType::RlimitMsgqueue => libc::RLIMIT_MSGQUEUE,
+            PosixRlimitType::RlimitNice => libc::RLIMIT_NICE,
+            PosixRlimitType::RlimitRtprio => libc::RLIMIT_RTPRIO,
+            PosixRlimitType::RlimitRttime => libc::RLIMIT_RTTIME,
+        };
+        let mut cur = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: cur is a valid rlimit struct for getrlimit to fill.
+        unsafe { libc::getrlimit(res, &mut cur) };
+        let hard = r.hard().min(cur.rlim_max);
+        let soft = r.soft().min(hard);
+        let new = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: new is a valid rlimit struct.
+        if unsafe { libc::setrlimit(res, &new) } != 0 {
+            return Err(sys(format!("setrlimit {:?}", r.typ()))(nix::Error::last()));
+        }
+    }
+    Ok(())
+}
+
+/// Everything from rlimits to the capability sets; returns the compiled seccomp filter still
+/// to install when no_new_privs is set (it is installed last then).
+pub fn finalize(p: &Process, spec: &Spec) -> Result<()> {
+    apply_rlimits(p)?;
+    let caps = p.capabilities().clone().unwrap_or_default();
+    let names = |s: &Option<oci_spec::runtime::Capabilities>| -> Vec<String> {
+        s.iter().flatten().map(|c| format!("CAP_{c}")).collect()
+    };
+    let bounding = cap_set(&names(caps.bounding()));
+    // Bounding set first, while CAP_SETPCAP is still ours.
+    for c in caps::all() {
+        if !bounding.contains(&c) {
+            let _ = caps::drop(None, CapSet::Bounding, c);
+        }
+    }
+    let nnp = p.no_new_privileges().unwrap_or(false);
+    let filters = match spec.linux().as_ref().and_then(|l| l.seccomp().clone()) {
+        Some(profile) => Some(seccomp::compile(&profile)?),
+        None => None,
+    };
+    if let (false, Some(f)) = (nnp, &filters) {
+        seccomp::install(f)?;
+    }
+    let user = p.user();
+    let groups: Vec<nix::unistd::Gid> = user
+        .additional_gids()
+        .iter()
+        .flatten()
+        .map(|g| nix::unistd::Gid::from_raw(*g))
+        .collect();
+    nix::unistd::setgroups(&groups).map_err(sys("setgroups"))?;
+    let gid = nix::unistd::Gid::from_raw(user.gid());
+    nix::unistd::setresgid(gid, gid, gid).map_err(sys("setgid"))?;
+    // SAFETY: prctl with PR_SET_KEEPCAPS and an integer argument.
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
+    let uid = nix::unistd::Uid::from_raw(user.uid());
+    nix::unistd::setresuid(uid, uid, uid).map_err(sys("setuid"))?;
+    let perm = cap_set(&names(caps.permitted()));
+    let eff = cap_set(&names(caps.effective()));
+    let inh = cap_set(&names(caps.inheritable()));
+    let amb = cap_set(&names(caps.ambient()));
+    // Effective must stay a subset of permitted at every step: shrink it first.
+    let cur_eff = caps::read(None, CapSet::Effective).unwrap_or_default();
+    let eff_first: CapsHashSet = cur_eff.intersection(&perm).copied().collect();
+    caps::set(None, CapSet::Effective, &eff_first)
+        .map_err(|e| ProcessError::Caps(e.to_string()))?;
+    caps::set(None, CapSet::Inheritable, &inh).map_err(|e| ProcessError::Caps(e.to_string()))?;
+    caps::set(None, CapSet::Permitted, &perm).map_err(|e| ProcessError::Caps(e.to_string()))?;
+    caps::set(None, CapSet::Effective, &eff).map_err(|e| ProcessError::Caps(e.to_string()))?;
+    let _ = caps::clear(None, CapSet::Ambient);
+    for c in amb {
+        let _ = caps::raise(None, CapSet::Ambient, c);
+    }
+    if nnp {
+        // SAFETY: prctl with PR_SET_NO_NEW_PRIVS and integer arguments.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(sys("no_new_privs")(nix::Error::last()));
+        }
+        if let Some(f) = &filters {
+            seccomp::install(f)?;
+        }
+    }
+    Ok(())
+}
+
+/// Finds `program` on the `PATH` of `env` (the container's environment), like a shell would.
+#[must_use]
+pub fn lookup(program: &str, env: &[String], cwd: &Path) -> Option<PathBuf> {
+    if program.contains('/') {
+        let p = cwd.join(program);
+        return Some(p);
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(program))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| {
+                use std::os::unix::fs::PermissionsExt;
+                m.is_file() && m.permissions().mode() & 0o111 != 0
+            })
+        })
+}
+
+/// Changes to the working directory and replaces this process with the spec's program.
+pub fn exec(p: &Process) -> Result<std::convert::Infallible> {
+    let args = p.args().clone().unwrap_or_default();
+    let env = p.env().clone().unwrap_or_default();
+    let Some(program) = args.first() else {
+        return Err(ProcessError::Exec {
+            program: String::new(),
+            reason: "no command given".to_string(),
+        });
+    };
+    let cwd = p.cwd();
+    if let Err(e) = std::env::set_current_dir(cwd) {
+        return Err(ProcessError::Exec {
+            program: program.clone(),
+            reason: format!("working directory {}: {e}", cwd.display()),
+        });
+    }
+    let Some(path) = lookup(program, &env, cwd) else {
+        return Err(ProcessError::Exec {
+            program: program.clone(),
+            reason: "executable file not found in $PATH".to_string(),
+        });
+    };
+    let cpath = CString::new(path.as_os_str().as_bytes()).unwrap_or_default();
+    let cargs: Vec<CString> = args
+        .iter()
+        .map(|a| CString::new(a.as_bytes()).unwrap_or_default())
+        .collect();
+    let cenv: Vec<CString> = env
+        .iter()
+        .map(|a| CString::new(a.as_bytes()).unwrap_or_default())
+        .collect();
+    let err = nix::unistd::execve(&cpath, &cargs, &cenv).unwrap_err();
+    Err(ProcessError::Exec {
+        program: program.clone(),
+        reason: err.desc().to_lowercase(),
+    })
+}

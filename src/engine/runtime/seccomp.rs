@@ -1,0 +1,751 @@
+//! Seccomp: a BPF program the kernel runs on every system call of the container.
+//!
+//! The program sees the syscall number, the architecture and the six arguments, and returns
+//! an action: allow, fail with an errno, kill, … Docker's default profile is an allowlist:
+//! every syscall fails with `EPERM` unless listed, a few are allowed only with harmless
+//! arguments (`personality`, `clone` without namespace flags, `socket` without `AF_VSOCK`),
+//! `clone3` fails with `ENOSYS` so that libcs fall back to `clone`, and capabilities added to
+//! the container open the syscalls they govern (`CAP_SYS_ADMIN` opens `mount`, `unshare`, …).
+//!
+//! The profile is carried in the OCI spec (`linux.seccomp`) so that runc applies the same one.
+//! [`compile`] turns it into BPF with `seccompiler`. One seccompiler filter has a single
+//! "match" action, so a profile is compiled into a **stack** of filters: a base filter (the
+//! default action for unlisted syscalls, `allow` for every listed one) and one filter per other
+//! action (that action for its syscalls, `allow` otherwise). The kernel runs all of them and
+//! keeps the most severe answer, which is what the profile means.
+
+use std::collections::BTreeMap;
+
+use oci_spec::runtime::{
+    LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder, LinuxSeccompBuilder,
+    LinuxSeccompOperator, LinuxSyscall, LinuxSyscallBuilder,
+};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+
+/// Errors of seccomp handling.
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    /// The profile cannot be compiled.
+    #[error("seccomp profile: {0}")]
+    Compile(String),
+    /// The kernel refused the filter.
+    #[error("cannot install the seccomp filter: {0}")]
+    Install(String),
+    /// A profile file could not be read or parsed.
+    #[error("seccomp profile {path}: {reason}")]
+    Profile {
+        /// The file.
+        path: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// Result alias of this module.
+pub type Result<T> = std::result::Result<T, SeccompError>;
+
+macro_rules! table {
+    ($($name:ident),* $(,)?) => {
+        /// x86_64 syscall names and numbers (from libc's constants).
+        const SYSCALLS: &[(&str, i64)] = &[$((stringify!($name), libc::$name)),*];
+    };
+}
+
+table![
+    SYS_accept,
+    SYS_accept4,
+    SYS_access,
+    SYS_acct,
+    SYS_add_key,
+    SYS_adjtimex,
+    SYS_alarm,
+    SYS_arch_prctl,
+    SYS_bind,
+    SYS_bpf,
+    SYS_brk,
+    SYS_capget,
+    SYS_capset,
+    SYS_chdir,
+    SYS_chmod,
+    SYS_chown,
+    SYS_chroot,
+    SYS_clock_adjtime,
+    SYS_clock_getres,
+    SYS_clock_gettime,
+    SYS_clock_nanosleep,
+    SYS_clock_settime,
+    SYS_clone,
+    SYS_clone3,
+    SYS_close,
+    SYS_close_range,
+    SYS_connect,
+    SYS_copy_file_range,
+    SYS_creat,
+    SYS_delete_module,
+    SYS_dup,
+    SYS_dup2,
+    SYS_dup3,
+    SYS_epoll_create,
+    SYS_epoll_create1,
+    SYS_epoll_ctl,
+    SYS_epoll_ctl_old,
+    SYS_epoll_pwait,
+    SYS_epoll_pwait2,
+    SYS_epoll_wait,
+    SYS_epoll_wait_old,
+    SYS_eventfd,
+    SYS_eventfd2,
+    SYS_execve,
+    SYS_execveat,
+    SYS_exit,
+    SYS_exit_group,
+    SYS_faccessat,
+    SYS_faccessat2,
+    SYS_fadvise64,
+    SYS_fallocate,
+    SYS_fanotify_init,
+    SYS_fanotify_mark,
+    SYS_fchdir,
+    SYS_fchmod,
+    SYS_fchmodat,
+    SYS_fchmodat2,
+    SYS_fchown,
+    SYS_fchownat,
+    SYS_fcntl,
+    SYS_fdatasync,
+    SYS_fgetxattr,
+    SYS_finit_module,
+    SYS_flistxattr,
+    SYS_flock,
+    SYS_fork,
+    SYS_fremovexattr,
+    SYS_fsconfig,
+    SYS_fsetxattr,
+    SYS_fsmount,
+    SYS_fsopen,
+    SYS_fspick,
+    SYS_fstat,
+    SYS_fstatfs,
+    SYS_fsync,
+    SYS_ftruncate,
+    SYS_futex,
+    SYS_futex_waitv,
+    SYS_futimesat,
+    SYS_get_mempolicy,
+    SYS_get_robust_list,
+    SYS_get_thread_area,
+    SYS_getcpu,
+    SYS_getcwd,
+    SYS_getdents,
+    SYS_getdents64,
+    SYS_getegid,
+    SYS_geteuid,
+    SYS_getgid,
+    SYS_getgroups,
+    SYS_getitimer,
+    SYS_getpeername,
+    SYS_getpgid,
+    SYS_getpgrp,
+    SYS_getpid,
+    SYS_getppid,
+    SYS_getpriority,
+    SYS_getrandom,
+    SYS_getresgid,
+    SYS_getresuid,
+    SYS_getrlimit,
+    SYS_getrusage,
+    SYS_getsid,
+    SYS_getsockname,
+    SYS_getsockopt,
+    SYS_gettid,
+    SYS_gettimeofday,
+    SYS_getuid,
+    SYS_getxattr,
+    SYS_init_module,
+    SYS_inotify_add_watch,
+    SYS_inotify_init,
+    SYS_inotify_init1,
+    SYS_inotify_rm_watch,
+    SYS_io_cancel,
+    SYS_io_destroy,
+    SYS_io_getevents,
+    SYS_io_setup,
+    SYS_io_submit,
+    SYS_ioctl,
+    SYS_ioperm,
+    SYS_iopl,
+    SYS_ioprio_get,
+    SYS_ioprio_set,
+    SYS_kcmp,
+    SYS_kexec_file_load,
+    SYS_kexec_load,
+    SYS_keyctl,
+    SYS_kill,
+    SYS_landlock_add_rule,
+    SYS_landlock_create_ruleset,
+    SYS_landlock_restrict_self,
+    SYS_lchown,
+    SYS_lgetxattr,
+    SYS_link,
+    SYS_linkat,
+    SYS_listen,
+    SYS_listxattr,
+    SYS_llistxattr,
+    SYS_lookup_dcookie,
+    SYS_lremovexattr,
+    SYS_lseek,
+    SYS_lsetxattr,
+    SYS_lstat,
+    SYS_madvise,
+    SYS_mbind,
+    SYS_membarrier,
+    SYS_memfd_create,
+    SYS_memfd_secret,
+    SYS_migrate_pages,
+    SYS_mincore,
+    SYS_mkdir,
+    SYS_mkdirat,
+    SYS_mknod,
+    SYS_mknodat,
+    SYS_mlock,
+    SYS_mlock2,
+    SYS_mlockall,
+    SYS_mmap,
+    SYS_modify_ldt,
+    SYS_mount,
+    SYS_mount_setattr,
+    SYS_move_mount,
+    SYS_move_pages,
+    SYS_mprotect,
+    SYS_mq_getsetattr,
+    SYS_mq_notify,
+    SYS_mq_open,
+    SYS_mq_timedreceive,
+    SYS_mq_timedsend,
+    SYS_mq_unlink,
+    SYS_mremap,
+    SYS_mseal,
+    SYS_msgctl,
+    SYS_msgget,
+    SYS_msgrcv,
+    SYS_msgsnd,
+    SYS_msync,
+    SYS_munlock,
+    SYS_munlockall,
+    SYS_munmap,
+    SYS_name_to_handle_at,
+    SYS_nanosleep,
+    SYS_newfstatat,
+    SYS_open,
+    SYS_open_by_handle_at,
+    SYS_open_tree,
+    SYS_openat,
+    SYS_openat2,
+    SYS_pause,
+    SYS_perf_event_open,
+    SYS_personality,
+    SYS_pidfd_getfd,
+    SYS_pidfd_open,
+    SYS_pidfd_send_signal,
+    SYS_pipe,
+    SYS_pipe2,
+    SYS_pivot_root,
+    SYS_pkey_alloc,
+    SYS_pkey_free,
+    SYS_pkey_mprotect,
+    SYS_poll,
+    SYS_ppoll,
+    SYS_prctl,
+    SYS_pread64,
+    SYS_preadv,
+    SYS_preadv2,
+    SYS_prlimit64,
+    SYS_process_madvise,
+    SYS_process_mrelease,
+    SYS_process_vm_readv,
+    SYS_process_vm_writev,
+    SYS_pselect6,
+    SYS_ptrace,
+    SYS_pwrite64,
+    SYS_pwritev,
+    SYS_pwritev2,
+    SYS_quotactl,
+    SYS_read,
+    SYS_readahead,
+    SYS_readlink,
+    SYS_readlinkat,
+    SYS_readv,
+    SYS_reboot,
+    SYS_recvfrom,
+    SYS_recvmmsg,
+    SYS_recvmsg,
+    SYS_remap_file_pages,
+    SYS_removexattr,
+    SYS_rename,
+    SYS_renameat,
+    SYS_renameat2,
+    SYS_request_key,
+    SYS_restart_syscall,
+    SYS_rmdir,
+    SYS_rseq,
+    SYS_rt_sigaction,
+    SYS_rt_sigpending,
+    SYS_rt_sigprocmask,
+    SYS_rt_sigqueueinfo,
+    SYS_rt_sigreturn,
+    SYS_rt_sigsuspend,
+    SYS_rt_sigtimedwait,
+    SYS_rt_tgsigqueueinfo,
+    SYS_sched_get_priority_max,
+    SYS_sched_get_priority_min,
+    SYS_sched_getaffinity,
+    SYS_sched_getattr,
+    SYS_sched_getparam,
+    SYS_sched_getscheduler,
+    SYS_sched_rr_get_interval,
+    SYS_sched_setaffinity,
+    SYS_sched_setattr,
+    SYS_sched_setparam,
+    SYS_sched_setscheduler,
+    SYS_sched_yield,
+    SYS_seccomp,
+    SYS_select,
+    SYS_semctl,
+    SYS_semget,
+    SYS_semop,
+    SYS_semtimedop,
+    SYS_sendfile,
+    SYS_sendmmsg,
+    SYS_sendmsg,
+    SYS_sendto,
+    SYS_set_mempolicy,
+    SYS_set_robust_list,
+    SYS_set_thread_area,
+    SYS_set_tid_address,
+    SYS_setdomainname,
+    SYS_setfsgid,
+    SYS_setfsuid,
+    SYS_setgid,
+    SYS_setgroups,
+    SYS_sethostname,
+    SYS_setitimer,
+    SYS_setns,
+    SYS_setpgid,
+    SYS_setpriority,
+    SYS_setregid,
+    SYS_setresgid,
+    SYS_setresuid,
+    SYS_setreuid,
+    SYS_setrlimit,
+    SYS_setsid,
+    SYS_setsockopt,
+    SYS_settimeofday,
+    SYS_setuid,
+    SYS_setxattr,
+    SYS_shmat,
+    SYS_shmctl,
+    SYS_shmdt,
+    SYS_shmget,
+    SYS_shutdown,
+    SYS_sigaltstack,
+    SYS_signalfd,
+    SYS_signalfd4,
+    SYS_socket,
+    SYS_socketpair,
+    SYS_splice,
+    SYS_stat,
+    SYS_statfs,
+    SYS_statx,
+    SYS_swapoff,
+    SYS_swapon,
+    SYS_symlink,
+    SYS_symlinkat,
+    SYS_sync,
+    SYS_sync_file_range,
+    SYS_syncfs,
+    SYS_sysinfo,
+    SYS_syslog,
+    SYS_tee,
+    SYS_tgkill,
+    SYS_time,
+    SYS_timer_create,
+    SYS_timer_delete,
+    SYS_timer_getoverrun,
+    SYS_timer_gettime,
+    SYS_timer_settime,
+    SYS_timerfd_create,
+    SYS_timerfd_gettime,
+    SYS_timerfd_settime,
+    SYS_times,
+    SYS_tkill,
+    SYS_truncate,
+    SYS_umask,
+    SYS_umount2,
+    SYS_uname,
+    SYS_unlink,
+    SYS_unlinkat,
+    SYS_unshare,
+    SYS_userfaultfd,
+    SYS_ustat,
+    SYS_utime,
+    SYS_utimensat,
+    SYS_utimes,
+    SYS_vfork,
+    SYS_vhangup,
+    SYS_vmsplice,
+    SYS_wait4,
+    SYS_waitid,
+    SYS_write,
+    SYS_writev,
+];
+
+/// The number of a syscall on x86_64, by name.
+#[must_use]
+pub fn syscall_number(name: &str) -> Option<i64> {
+    let key = format!("SYS_{name}");
+    SYSCALLS.iter().find(|(n, _)| *n == key).map(|(_, nr)| *nr)
+}
+
+/// Syscalls Docker's default profile allows for everyone.
+const ALLOWED: &str = "accept accept4 access adjtimex alarm bind brk capget capset chdir chmod \
+chown clock_adjtime clock_getres clock_gettime clock_nanosleep close close_range connect \
+copy_file_range creat dup dup2 dup3 epoll_create epoll_create1 epoll_ctl epoll_ctl_old \
+epoll_pwait epoll_pwait2 epoll_wait epoll_wait_old eventfd eventfd2 execve execveat exit \
+exit_group faccessat faccessat2 fadvise64 fallocate fanotify_mark fchdir fchmod fchmodat \
+fchmodat2 fchown fchownat fcntl fdatasync fgetxattr flistxattr flock fork fremovexattr \
+fsetxattr fstat fstatfs fsync ftruncate futex futex_waitv futimesat get_robust_list \
+get_thread_area getcpu getcwd getdents getdents64 getegid geteuid getgid getgroups getitimer \
+getpeername getpgid getpgrp getpid getppid getpriority getrandom getresgid getresuid \
+getrlimit getrusage getsid getsockname getsockopt gettid gettimeofday getuid getxattr \
+inotify_add_watch inotify_init inotify_init1 inotify_rm_watch io_cancel io_destroy \
+io_getevents io_setup io_submit ioctl ioprio_get ioprio_set kill landlock_add_rule \
+landlock_create_ruleset landlock_restrict_self lchown lgetxattr link linkat listen listxattr \
+llistxattr lremovexattr lseek lsetxattr lstat madvise membarrier memfd_create memfd_secret \
+mincore mkdir mkdirat mknod mknodat mlock mlock2 mlockall mmap mprotect mq_getsetattr \
+mq_notify mq_open mq_timedreceive mq_timedsend mq_unlink mremap mseal msgctl msgget msgrcv \
+msgsnd msync munlock munlockall munmap name_to_handle_at nanosleep newfstatat open openat \
+openat2 pause pidfd_open pidfd_send_signal pipe pipe2 pkey_alloc pkey_free pkey_mprotect poll \
+ppoll prctl pread64 preadv preadv2 prlimit64 process_mrelease pselect6 pwrite64 pwritev \
+pwritev2 read readahead readlink readlinkat readv recvfrom recvmmsg recvmsg \
+remap_file_pages removexattr rename renameat renameat2 restart_syscall rmdir rseq \
+rt_sigaction rt_sigpending rt_sigprocmask rt_sigqueueinfo rt_sigreturn rt_sigsuspend \
+rt_sigtimedwait rt_tgsigqueueinfo sched_get_priority_max sched_get_priority_min \
+sched_getaffinity sched_getattr sched_getparam sched_getscheduler sched_rr_get_interval \
+sched_setaffinity sched_setattr sched_setparam sched_setscheduler sched_yield seccomp select \
+semctl semget semop semtimedop sendfile sendmmsg sendmsg sendto set_robust_list \
+set_thread_area set_tid_address setfsgid setfsuid setgid setgroups setitimer setpgid \
+setpriority setregid setresgid setresuid setreuid setrlimit setsid setsockopt setuid \
+setxattr shmat shmctl shmdt shmget shutdown sigaltstack signalfd signalfd4 socketpair splice \
+stat statfs statx symlink symlinkat sync sync_file_range syncfs sysinfo tee tgkill time \
+timer_create timer_delete timer_getoverrun timer_gettime timer_settime timerfd_create \
+timerfd_gettime timerfd_settime times tkill truncate umask uname unlink unlinkat utime \
+utimensat utimes vfork vmsplice wait4 waitid write writev arch_prctl modify_ldt ptrace";
+
+/// Syscalls opened by a capability the container holds (Docker's `includes.caps`).
+const BY_CAP: &[(&str, &str)] = &[
+    (
+        "CAP_SYS_ADMIN",
+        "bpf clone fanotify_init fsconfig fsmount fsopen fspick lookup_dcookie mount \
+         mount_setattr move_mount name_to_handle_at open_tree perf_event_open quotactl setdomainname \
+         sethostname setns syslog umount2 unshare",
+    ),
+    ("CAP_SYS_BOOT", "reboot"),
+    ("CAP_SYS_CHROOT", "chroot"),
+    ("CAP_SYS_MODULE", "delete_module init_module finit_module"),
+    ("CAP_SYS_PACCT", "acct"),
+    (
+        "CAP_SYS_PTRACE",
+        "kcmp pidfd_getfd process_madvise process_vm_readv process_vm_writev ptrace",
+    ),
+    ("CAP_SYS_RAWIO", "iopl ioperm"),
+    (
+        "CAP_SYS_TIME",
+        "settimeofday stime clock_settime clock_adjtime adjtimex",
+    ),
+    ("CAP_SYS_TTY_CONFIG", "vhangup"),
+    (
+        "CAP_SYS_NICE",
+        "get_mempolicy mbind set_mempolicy set_mempolicy_home_node",
+    ),
+    ("CAP_SYSLOG", "syslog"),
+    ("CAP_BPF", "bpf"),
+    ("CAP_PERFMON", "perf_event_open"),
+];
+
+/// Namespace flags `clone` may not carry without `CAP_SYS_ADMIN` (Docker's mask).
+const CLONE_NS_MASK: u64 = 0x7E02_0000;
+
+fn syscall(names: &[&str], action: LinuxSeccompAction) -> LinuxSyscall {
+    LinuxSyscallBuilder::default()
+        .names(names.iter().map(|s| (*s).to_string()).collect::<Vec<_>>())
+        .action(action)
+        .build()
+        .unwrap_or_default()
+}
+
+/// Docker's default profile for a container holding capabilities `caps` (`CAP_…` names).
+#[must_use]
+pub fn default_profile(caps: &[String]) -> LinuxSeccomp {
+    let has = |c: &str| caps.iter().any(|x| x == c);
+    let mut calls = vec![syscall(
+        &ALLOWED.split_whitespace().collect::<Vec<_>>(),
+        LinuxSeccompAction::ScmpActAllow,
+    )];
+    for personality in [0x0_u64, 0x0008, 0x20000, 0x20008, 0xffff_ffff] {
+        let mut s = syscall(&["personality"], LinuxSeccompAction::ScmpActAllow);
+        s.set_args(Some(vec![
+            LinuxSeccompArgBuilder::default()
+                .index(0_usize)
+                .value(personality)
+                .op(LinuxSeccompOperator::ScmpCmpEq)
+                .build()
+                .unwrap_or_default(),
+        ]));
+        calls.push(s);
+    }
+    // socket: anything but AF_VSOCK (40).
+    let mut sock = syscall(&["socket"], LinuxSeccompAction::ScmpActAllow);
+    sock.set_args(Some(vec![
+        LinuxSeccompArgBuilder::default()
+            .index(0_usize)
+            .value(40_u64)
+            .op(LinuxSeccompOperator::ScmpCmpNe)
+            .build()
+            .unwrap_or_default(),
+    ]));
+    calls.push(sock);
+    if has("CAP_SYS_ADMIN") {
+        calls.push(syscall(&["clone3"], LinuxSeccompAction::ScmpActAllow));
+    } else {
+        let mut clone = syscall(&["clone"], LinuxSeccompAction::ScmpActAllow);
+        clone.set_args(Some(vec![
+            LinuxSeccompArgBuilder::default()
+                .index(0_usize)
+                .value(CLONE_NS_MASK)
+                .value_two(0_u64)
+                .op(LinuxSeccompOperator::ScmpCmpMaskedEq)
+                .build()
+                .unwrap_or_default(),
+        ]));
+        calls.push(clone);
+        let mut c3 = syscall(&["clone3"], LinuxSeccompAction::ScmpActErrno);
+        c3.set_errno_ret(Some(libc::ENOSYS as u32));
+        calls.push(c3);
+    }
+    for (cap, names) in BY_CAP {
+        if has(cap) {
+            calls.push(syscall(
+                &names.split_whitespace().collect::<Vec<_>>(),
+                LinuxSeccompAction::ScmpActAllow,
+            ));
+        }
+    }
+    LinuxSeccompBuilder::default()
+        .default_action(LinuxSeccompAction::ScmpActErrno)
+        .default_errno_ret(libc::EPERM as u32)
+        .architectures(vec![
+            oci_spec::runtime::Arch::ScmpArchX86_64,
+            oci_spec::runtime::Arch::ScmpArchX86,
+            oci_spec::runtime::Arch::ScmpArchX32,
+        ])
+        .syscalls(calls)
+        .build()
+        .unwrap_or_default()
+}
+
+/// Reads a Docker/OCI seccomp profile file (the `linux.seccomp` shape).
+pub fn load_profile(path: &std::path::Path) -> Result<LinuxSeccomp> {
+    let text = std::fs::read_to_string(path).map_err(|e| SeccompError::Profile {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    serde_json::from_str(&text).map_err(|e| SeccompError::Profile {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn action(a: LinuxSeccompAction, errno: Option<u32>, default_errno: u32) -> Result<SeccompAction> {
+    Ok(match a {
+        LinuxSeccompAction::ScmpActAllow => SeccompAction::Allow,
+        LinuxSeccompAction::ScmpActErrno => SeccompAction::Errno(errno.unwrap_or(default_errno)),
+        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => {
+            SeccompAction::KillThread
+        }
+        LinuxSeccompAction::ScmpActKillProcess => SeccompAction::KillProcess,
+        LinuxSeccompAction::ScmpActTrap => SeccompAction::Trap,
+        LinuxSeccompAction::ScmpActLog => SeccompAction::Log,
+        LinuxSeccompAction::ScmpActTrace => SeccompAction::Trace(errno.unwrap_or(0)),
+        other => {
+            return Err(SeccompError::Compile(format!(
+                "action {other:?} is not supported"
+            )));
+        }
+    })
+}
+
+fn conditions(s: &LinuxSyscall) -> Result<Vec<SeccompCondition>> {
+    let mut out = Vec::new();
+    for a in s.args().iter().flatten() {
+        let op = match a.op() {
+            LinuxSeccompOperator::ScmpCmpNe => SeccompCmpOp::Ne,
+            LinuxSeccompOperator::ScmpCmpLt => SeccompCmpOp::Lt,
+            LinuxSeccompOperator::ScmpCmpLe => SeccompCmpOp::Le,
+            LinuxSeccompOperator::ScmpCmpEq => SeccompCmpOp::Eq,
+            LinuxSeccompOperator::ScmpCmpGe => SeccompCmpOp::Ge,
+            LinuxSeccompOperator::ScmpCmpGt => SeccompCmpOp::Gt,
+            LinuxSeccompOperator::ScmpCmpMaskedEq => SeccompCmpOp::MaskedEq(a.value()),
+        };
+        let value = match a.op() {
+            LinuxSeccompOperator::ScmpCmpMaskedEq => a.value_two().unwrap_or(0),
+            _ => a.value(),
+        };
+        let index = u8::try_from(a.index())
+            .map_err(|_| SeccompError::Compile(format!("argument index {}", a.index())))?;
+        out.push(
+            SeccompCondition::new(index, SeccompCmpArgLen::Qword, op, value)
+                .map_err(|e| SeccompError::Compile(e.to_string()))?,
+        );
+    }
+    Ok(out)
+}
+
+/// Compiles an OCI seccomp profile into BPF programs, to be installed in order. Syscall names
+/// unknown on this architecture are skipped, as runc does.
+pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<BpfProgram>> {
+    let default_errno = profile.default_errno_ret().unwrap_or(libc::EPERM as u32);
+    let default = action(profile.default_action(), None, default_errno)?;
+    let arch = TargetArch::x86_64;
+    // Base filter: listed syscalls are allowed (with their conditions when allowed by rule),
+    // everything else gets the default action.
+    let mut base: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    let mut other: BTreeMap<String, (SeccompAction, BTreeMap<i64, Vec<SeccompRule>>)> =
+        BTreeMap::new();
+    let mut base_unconditional: Vec<i64> = Vec::new();
+    for s in profile.syscalls().iter().flatten() {
+        let act = action(s.action(), s.errno_ret(), default_errno)?;
+        let conds = conditions(s)?;
+        for name in s.names() {
+            let Some(nr) = syscall_number(name) else {
+                continue;
+            };
+            if act == default {
+                continue;
+            }
+            if act == SeccompAction::Allow {
+                let rules = base.entry(nr).or_default();
+                if conds.is_empty() {
+                    base_unconditional.push(nr);
+                } else {
+                    rules.push(
+                        SeccompRule::new(conds.clone())
+                            .map_err(|e| SeccompError::Compile(e.to_string()))?,
+                    );
+                }
+            } else {
+                base_unconditional.push(nr);
+                base.entry(nr).or_default();
+                let entry = other
+                    .entry(format!("{act:?}"))
+                    .or_insert_with(|| (act.clone(), BTreeMap::new()));
+                let rules = entry.1.entry(nr).or_default();
+                if !conds.is_empty() {
+                    rules.push(
+                        SeccompRule::new(conds.clone())
+                            .map_err(|e| SeccompError::Compile(e.to_string()))?,
+                    );
+                }
+            }
+        }
+    }
+    // An unconditional rule wins over conditional ones for the same syscall.
+    for nr in base_unconditional {
+        base.insert(nr, Vec::new());
+    }
+    let mut programs = Vec::new();
+    if default != SeccompAction::Allow {
+        let f = SeccompFilter::new(base, default, SeccompAction::Allow, arch)
+            .map_err(|e| SeccompError::Compile(e.to_string()))?;
+        programs.push(BpfProgram::try_from(f).map_err(|e| SeccompError::Compile(e.to_string()))?);
+    }
+    for (_, (act, rules)) in other {
+        if act == SeccompAction::Allow || rules.is_empty() {
+            continue;
+        }
+        let f = SeccompFilter::new(rules, SeccompAction::Allow, act, arch)
+            .map_err(|e| SeccompError::Compile(e.to_string()))?;
+        programs.push(BpfProgram::try_from(f).map_err(|e| SeccompError::Compile(e.to_string()))?);
+    }
+    Ok(programs)
+}
+
+/// Installs compiled filters on the calling thread. Unlike `seccompiler::apply_filter` this
+/// does not set no_new_privs (Docker leaves it off): the caller must hold CAP_SYS_ADMIN, or
+/// have set no_new_privs itself.
+pub fn install(programs: &[BpfProgram]) -> Result<()> {
+    for p in programs {
+        let prog = libc::sock_fprog {
+            len: u16::try_from(p.len())
+                .map_err(|_| SeccompError::Install("filter too long".into()))?,
+            filter: p.as_ptr().cast_mut().cast::<libc::sock_filter>(),
+        };
+        // SAFETY: prog points to a valid BPF program that outlives the call; the kernel copies
+        // it.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &prog as *const libc::sock_fprog,
+            )
+        };
+        if r != 0 {
+            return Err(SeccompError::Install(
+                std::io::Error::last_os_error().to_string(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seccomp_default_profile_compiles() {
+        let caps: Vec<String> = vec!["CAP_CHOWN".into()];
+        let p = default_profile(&caps);
+        let progs = compile(&p).unwrap();
+        assert_eq!(progs.len(), 2, "base filter + ENOSYS filter for clone3");
+        assert!(syscall_number("read") == Some(0));
+        assert!(syscall_number("no_such_call").is_none());
+        // Every allowed name exists on x86_64 except none: the list is x86_64-only.
+        for n in ALLOWED.split_whitespace() {
+            assert!(syscall_number(n).is_some(), "{n}");
+        }
+    }
+
+    #[test]
+    fn seccomp_sys_admin_opens_mount() {
+        let p = default_profile(&["CAP_SYS_ADMIN".to_string()]);
+        let names: Vec<&String> = p
+            .syscalls()
+            .iter()
+            .flatten()
+            .flat_map(oci_spec::runtime::LinuxSyscall::names)
+            .collect();
+        assert!(names.iter().any(|n| *n == "mount"));
+        let p = default_profile(&[]);
+        let names: Vec<&String> = p
+            .syscalls()
+            .iter()
+            .flatten()
+            .flat_map(oci_spec::runtime::LinuxSyscall::names)
+            .collect();
+        assert!(!names.iter().any(|n| *n == "mount"));
+    }
+}

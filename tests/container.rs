@@ -1,0 +1,839 @@
+//! Containers end to end: the built-in runtime and the supervisor, checked from inside a
+//! busybox container, and cross-checked with runc on the same bundle. Every test has its own
+//! state root and asserts, even when it fails, that no container, mount, cgroup or process is
+//! left behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use crate::common::{self, fails, ok, tug};
+
+/// A state root with the busybox image; on drop removes every container and checks for
+/// leaks (mounts, cgroups, processes).
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Option<Env> {
+        if !common::require_root() {
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("tug-ctr-")
+            .tempdir()
+            .unwrap();
+        common::busybox_image(dir.path());
+        Some(Env { dir })
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn tug(&self) -> Command {
+        tug(self.root())
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        common::run(self.tug().args(args))
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        ok(self.tug().args(args))
+    }
+
+    fn inspect(&self, name: &str) -> serde_json::Value {
+        let out = self.ok(&["container", "inspect", name]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v[0].clone()
+    }
+
+    fn ids(&self) -> Vec<String> {
+        let Ok(rd) = std::fs::read_dir(self.root().join("containers")) else {
+            return Vec::new();
+        };
+        rd.filter_map(Result::ok)
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.len() == 64)
+            .collect()
+    }
+
+    /// Waits until `f` holds, or fails with `what`.
+    fn until(&self, what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if f() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("timed out waiting for {what}");
+    }
+}
+
+/// Leaks of a state root: mounts under it, tug cgroups of its containers, processes whose
+/// command line names it.
+fn leaks(root: &Path, ids: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let r = root.display().to_string();
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for l in mi.lines().filter(|l| l.contains(&r)) {
+        out.push(format!("mount: {l}"));
+    }
+    for id in ids {
+        for base in [
+            "/sys/fs/cgroup/memory",
+            "/sys/fs/cgroup/pids",
+            "/sys/fs/cgroup/cpu",
+            "/sys/fs/cgroup/freezer",
+            "/sys/fs/cgroup/unified",
+            "/sys/fs/cgroup",
+        ] {
+            let p = PathBuf::from(base).join(format!("tug-{id}"));
+            if p.exists() {
+                out.push(format!("cgroup: {}", p.display()));
+            }
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.filter_map(Result::ok) {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if pid == std::process::id() {
+                continue;
+            }
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(&r) && cmd.contains("__shim") {
+                out.push(format!("process {pid}: {cmd}"));
+            }
+        }
+    }
+    out
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let ids = self.ids();
+        for id in &ids {
+            let _ = self.run(&["container", "rm", "--force", id]);
+        }
+        // Supervisors exit right after their container; give them a moment.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut l = leaks(self.root(), &ids);
+        while !l.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            l = leaks(self.root(), &ids);
+        }
+        if !std::thread::panicking() {
+            assert!(l.is_empty(), "leaked: {l:#?}");
+            assert!(self.ids().is_empty(), "containers left: {:?}", self.ids());
+        }
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A probe run inside the container: what Docker's defaults look like from inside.
+const PROBE: &str = r#"
+echo "pid1=$$"
+echo "procs=$(ps -o pid | tail -n +2 | wc -l)"
+echo "hostname=$(hostname)"
+grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|Seccomp|NoNewPrivs):' /proc/self/status | tr -d '\t '
+for f in /proc/timer_list /proc/sched_debug /proc/keys /proc/kcore; do
+  [ -e $f ] && echo "$f bytes=$(cat $f 2>/dev/null | wc -c)"
+done
+echo "firmware=$(ls /sys/firmware 2>/dev/null | wc -l)"
+mount -t tmpfs none /mnt 2>/dev/null && echo mount=allowed || echo mount=refused
+(echo 1 > /proc/sys/vm/overcommit_memory) 2>/dev/null && echo procsys=rw || echo procsys=ro
+(echo x > /proc/sysrq-trigger) 2>/dev/null && echo sysrq=rw || echo sysrq=ro
+touch /sys/x 2>/dev/null && echo sys=rw || echo sys=ro
+unshare -n true 2>/dev/null && echo unshare=allowed || echo unshare=refused
+echo "dev=$(ls /dev | tr '\n' ' ')"
+echo "shm=$(df -k /dev/shm | tail -1 | awk '{print $2}')"
+echo "ptmx=$(readlink /dev/ptmx)"
+echo "net=$(ls /sys/class/net | tr '\n' ' ')"
+echo "hosts=$(grep -c localhost /etc/hosts)"
+echo "resolv=$(grep -c nameserver /etc/resolv.conf)"
+echo "etchostname=$(cat /etc/hostname)"
+echo "id=$(id)"
+"#;
+
+fn probe(env: &Env, runtime: Option<&str>) -> String {
+    let mut args = vec!["container", "run", "--rm", "--hostname", "probe"];
+    if let Some(r) = runtime {
+        args.extend(["--runtime", r]);
+    }
+    args.extend(["busybox", "sh", "-c", PROBE]);
+    env.ok(&args)
+}
+
+#[test]
+fn container_defaults_seen_from_inside_match_docker_and_runc() {
+    let Some(env) = Env::new() else { return };
+    let ours = probe(&env, None);
+    for want in [
+        "pid1=1",
+        "hostname=probe",
+        "CapInh:0000000000000000",
+        "CapPrm:00000000a80425fb",
+        "CapEff:00000000a80425fb",
+        "CapBnd:00000000a80425fb",
+        "CapAmb:0000000000000000",
+        "NoNewPrivs:0",
+        "Seccomp:2",
+        "/proc/timer_list bytes=0",
+        "/proc/keys bytes=0",
+        "firmware=0",
+        "mount=refused",
+        "procsys=ro",
+        "sysrq=ro",
+        "sys=ro",
+        "unshare=refused",
+        "shm=65536",
+        "ptmx=pts/ptmx",
+        "net=lo ",
+        "hosts=2",
+        "etchostname=probe",
+        "id=uid=0(root) gid=0(root)",
+    ] {
+        assert!(
+            ours.lines().any(|l| l.trim_end() == want.trim_end()),
+            "missing {want:?} in:\n{ours}"
+        );
+    }
+    // Host processes are invisible: only the probe's own few processes exist.
+    let procs: u32 = ours
+        .lines()
+        .find_map(|l| l.strip_prefix("procs="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!((2..=6).contains(&procs), "{ours}");
+    for d in [
+        "null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "mqueue",
+    ] {
+        assert!(
+            ours.contains(&format!(" {d} ")) || ours.contains(&format!("={d} ")),
+            "no /dev/{d} in {ours}"
+        );
+    }
+    // The same bundle under runc gives the same answers.
+    let runc = probe(&env, Some("runc"));
+    let strip = |s: &str| -> String {
+        s.lines()
+            .filter(|l| !l.starts_with("procs="))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(strip(&ours), strip(&runc), "built-in vs runc");
+}
+
+#[test]
+fn container_exit_code_env_user_workdir_read_only() {
+    let Some(env) = Env::new() else { return };
+    let o = env.run(&["container", "run", "--rm", "busybox", "sh", "-c", "exit 7"]);
+    assert_eq!(o.status.code(), Some(7));
+    let out = env.ok(&[
+        "container",
+        "run",
+        "--rm",
+        "-e",
+        "FOO=bar",
+        "--user",
+        "app",
+        "-w",
+        "/tmp",
+        "busybox",
+        "sh",
+        "-c",
+        "echo $FOO; id -u; id -G; pwd; echo $HOME",
+    ]);
+    assert_eq!(out, "bar\n1000\n1000 2000\n/tmp\n/home/app\n");
+    let out = env.ok(&[
+        "container",
+        "run",
+        "--rm",
+        "--user",
+        "1234:55",
+        "--group-add",
+        "extra",
+        "busybox",
+        "sh",
+        "-c",
+        "id -u; id -g; id -G",
+    ]);
+    assert_eq!(out, "1234\n55\n55 2000\n");
+    let out = env.ok(&[
+        "container",
+        "run",
+        "--rm",
+        "--read-only",
+        "busybox",
+        "sh",
+        "-c",
+        "touch /x 2>/dev/null && echo root=rw || echo root=ro; touch /dev/shm/x && echo shm=rw",
+    ]);
+    assert_eq!(out, "root=ro\nshm=rw\n");
+    // Entrypoint + command are combined as Docker does.
+    let out = env.ok(&[
+        "container",
+        "run",
+        "--rm",
+        "--entrypoint",
+        "echo",
+        "busybox",
+        "a",
+        "b",
+    ]);
+    assert_eq!(out, "a b\n");
+    // A missing program is exit code 127, and --rm leaves nothing behind.
+    let o = env.run(&["container", "run", "--rm", "busybox", "nosuchprogram"]);
+    assert_eq!(o.status.code(), Some(127), "{o:?}");
+    assert!(env.ids().is_empty());
+}
+
+#[test]
+fn container_bad_input_is_refused_and_creates_nothing() {
+    let Some(env) = Env::new() else { return };
+    let e = fails(env.tug().args(["container", "run", "nosuchimage", "true"]));
+    assert!(e.contains("nosuchimage"), "{e}");
+    let e = fails(
+        env.tug()
+            .args(["container", "run", "--name", "bad name", "busybox", "true"]),
+    );
+    assert!(e.contains("invalid container name"), "{e}");
+    let e = fails(env.tug().args([
+        "container",
+        "run",
+        "--rm",
+        "--restart",
+        "always",
+        "busybox",
+        "true",
+    ]));
+    assert!(e.contains("conflicting"), "{e}");
+    let e = fails(
+        env.tug()
+            .args(["container", "run", "--cap-add", "NOPE", "busybox", "true"]),
+    );
+    assert!(e.contains("unknown capability"), "{e}");
+    let e = fails(
+        env.tug()
+            .args(["container", "run", "--user", "ghost", "busybox", "true"]),
+    );
+    assert!(e.contains("ghost"), "{e}");
+    let e = fails(env.tug().args(["container", "stop", "nosuch"]));
+    assert!(e.contains("no such container"), "{e}");
+    assert!(env.ids().is_empty());
+    // Names are unique.
+    env.ok(&["container", "create", "--name", "dup", "busybox", "true"]);
+    let e = fails(
+        env.tug()
+            .args(["container", "create", "--name", "dup", "busybox", "true"]),
+    );
+    assert!(e.contains("already in use"), "{e}");
+}
+
+#[test]
+fn container_detached_logs_stop_timeout_then_sigkill() {
+    let Some(env) = Env::new() else { return };
+    let name = common::unique("logs");
+    env.ok(&[
+        "container", "run", "-d", "--name", &name, "busybox", "sh", "-c",
+        "for i in 1 2 3; do echo out$i; sleep 0.1; echo err$i >&2; sleep 0.1; done; exec sleep 1000",
+    ]);
+    env.until("three log lines", 10, || {
+        env.ok(&["container", "logs", &name]).lines().count() == 3
+            && env.run(&["container", "logs", &name]).stderr.len() == 15
+    });
+    let o = env.run(&["container", "logs", &name]);
+    assert_eq!(stdout(&o), "out1\nout2\nout3\n");
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "err1\nerr2\nerr3\n");
+    // The log file keeps the interleaving.
+    let log = std::fs::read_to_string(env.inspect(&name)["log_path"].as_str().unwrap()).unwrap();
+    let texts: Vec<&str> = log
+        .lines()
+        .map(|l| l.splitn(4, ' ').nth(3).unwrap())
+        .collect();
+    assert_eq!(texts, ["out1", "err1", "out2", "err2", "out3", "err3"]);
+    assert_eq!(
+        env.ok(&["container", "logs", "--tail", "2", &name]),
+        "out3\n"
+    );
+    let ts = env.ok(&["container", "logs", "-t", &name]);
+    assert!(ts.starts_with("20"), "{ts}");
+    let ls = env.ok(&["container", "ls", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(ls.lines().next().unwrap()).unwrap();
+    assert_eq!(v["state"], "running");
+    assert_eq!(v["name"], name.as_str());
+    // sleep as PID 1 ignores SIGTERM: stop waits the timeout, then SIGKILL.
+    let t = Instant::now();
+    env.ok(&["container", "stop", "-t", "1", &name]);
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(950) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
+    let i = env.inspect(&name);
+    assert_eq!(i["state"], "exited");
+    assert_eq!(i["exit_code"], 137);
+    assert_eq!(env.ok(&["container", "ls", "-q"]), "");
+    assert!(env.ok(&["container", "ls", "-a"]).contains("Exited (137)"));
+    env.ok(&["container", "rm", &name]);
+    assert!(env.ids().is_empty());
+}
+
+#[test]
+fn container_exec_joins_the_same_namespaces() {
+    let Some(env) = Env::new() else { return };
+    let name = common::unique("exec");
+    env.ok(&[
+        "container",
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    let inside = env.ok(&[
+        "container",
+        "exec",
+        &name,
+        "sh",
+        "-c",
+        "for n in pid mnt net uts ipc; do readlink /proc/1/ns/$n; readlink /proc/self/ns/$n; done",
+    ]);
+    let lines: Vec<&str> = inside.lines().collect();
+    assert_eq!(lines.len(), 10, "{inside}");
+    for pair in lines.chunks(2) {
+        assert_eq!(pair[0], pair[1], "exec is in another namespace: {inside}");
+    }
+    let pid = env.inspect(&name)["pid"].as_i64().unwrap();
+    let host_pidns = std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap();
+    assert_eq!(lines[0], host_pidns.to_str().unwrap());
+    let out = env.ok(&[
+        "container",
+        "exec",
+        "-u",
+        "app",
+        "-w",
+        "/tmp",
+        "-e",
+        "X=1",
+        &name,
+        "sh",
+        "-c",
+        "id -u; pwd; echo $X; grep CapEff /proc/self/status | tr -d '\\t'",
+    ]);
+    assert_eq!(out, "1000\n/tmp\n1\nCapEff:0000000000000000\n");
+    let root = env.ok(&[
+        "container",
+        "exec",
+        &name,
+        "grep",
+        "-E",
+        "CapEff|Seccomp:",
+        "/proc/self/status",
+    ]);
+    assert_eq!(
+        root.replace('\t', ""),
+        "CapEff:00000000a80425fb\nSeccomp:2\n"
+    );
+    let o = env.run(&["container", "exec", &name, "sh", "-c", "exit 5"]);
+    assert_eq!(o.status.code(), Some(5));
+    let top = env.ok(&["container", "top", &name]);
+    assert!(top.contains("sleep 1000"), "{top}");
+    // exec into a stopped container is refused.
+    env.ok(&["container", "stop", "-t", "0", &name]);
+    let e = fails(env.tug().args(["container", "exec", &name, "true"]));
+    assert!(e.contains("not running"), "{e}");
+}
+
+#[test]
+fn container_memory_limit_oom_is_reported() {
+    let Some(env) = Env::new() else { return };
+    let name = common::unique("oom");
+    let o = env.run(&[
+        "container",
+        "run",
+        "--name",
+        &name,
+        "-m",
+        "16m",
+        "--memory-swap",
+        "16m",
+        "busybox",
+        "sh",
+        "-c",
+        "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+    ]);
+    assert!(!stdout(&o).contains("survived"), "{o:?}");
+    let i = env.inspect(&name);
+    assert_eq!(i["oom_killed"], true, "{i}");
+    // Within the limit, the same container works.
+    let out = env.ok(&[
+        "container",
+        "run",
+        "--rm",
+        "-m",
+        "64m",
+        "busybox",
+        "sh",
+        "-c",
+        "x=$(head -c 1000000 /dev/zero | tr '\\0' a); echo ${#x}",
+    ]);
+    assert_eq!(out, "1000000\n");
+}
+
+#[test]
+fn container_pids_limit_holds() {
+    let Some(env) = Env::new() else { return };
+    let script = "for i in $(seq 1 20); do sleep 2 & done; echo all started";
+    let o = env.run(&[
+        "container",
+        "run",
+        "--rm",
+        "--pids-limit",
+        "8",
+        "busybox",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert!(!stdout(&o).contains("all started"), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("can't fork"),
+        "{o:?}"
+    );
+    // The same script under a higher limit succeeds: the limit is what stopped it.
+    let out = env.ok(&[
+        "container",
+        "run",
+        "--rm",
+        "--pids-limit",
+        "40",
+        "busybox",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert!(out.contains("all started"), "{out}");
+}
+
+#[test]
+fn container_restart_policy_restarts_with_one_log() {
+    let Some(env) = Env::new() else { return };
+    let name = common::unique("rst");
+    env.ok(&[
+        "container",
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--restart",
+        "on-failure:2",
+        "busybox",
+        "sh",
+        "-c",
+        "echo run; exit 3",
+    ]);
+    env.until("restarts to finish", 20, || {
+        let i = env.inspect(&name);
+        i["state"] == "exited" && i["restart_count"] == 2
+    });
+    assert_eq!(env.inspect(&name)["exit_code"], 3);
+    assert_eq!(env.ok(&["container", "logs", &name]), "run\nrun\nrun\n");
+    // `always` restarts until stopped, and stop ends it.
+    let n2 = common::unique("always");
+    env.ok(&[
+        "container",
+        "run",
+        "-d",
+        "--name",
+        &n2,
+        "--restart",
+        "always",
+        "busybox",
+        "sh",
+        "-c",
+        "echo x; sleep 0.2",
+    ]);
+    env.until("a restart", 20, || {
+        env.inspect(&n2)["restart_count"].as_u64() >= Some(2)
+    });
+    env.ok(&["container", "stop", "-t", "1", &n2]);
+    env.until("stopped", 10, || env.inspect(&n2)["state"] == "exited");
+    let count = env.inspect(&n2)["restart_count"].clone();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        env.inspect(&n2)["restart_count"],
+        count,
+        "restarted after stop"
+    );
+    assert_eq!(env.inspect(&n2)["state"], "exited");
+}
+
+#[test]
+fn container_init_reaps_zombies_and_forwards_signals() {
+    let Some(env) = Env::new() else { return };
+    let script = "(sleep 0.1 &); exec sleep 1000";
+    let with = common::unique("init");
+    let without = common::unique("noinit");
+    env.ok(&[
+        "container",
+        "run",
+        "-d",
+        "--init",
+        "--name",
+        &with,
+        "busybox",
+        "sh",
+        "-c",
+        script,
+    ]);
+    env.ok(&[
+        "container",
+        "run",
+        "-d",
+        "--name",
+        &without,
+        "busybox",
+        "sh",
+        "-c",
+        script,
+    ]);
+    std::thread::sleep(Duration::from_millis(800));
+    let zombies = |n: &str| {
+        env.ok(&["container", "exec", n, "ps", "-o", "stat"])
+            .lines()
+            .filter(|l| l.trim().starts_with('Z'))
+            .count()
+    };
+    assert_eq!(zombies(&with), 0);
+    assert_eq!(
+        zombies(&without),
+        1,
+        "the probe must be able to see a zombie"
+    );
+    // With init, SIGTERM reaches sleep (forwarded), so stop is quick.
+    let t = Instant::now();
+    env.ok(&["container", "stop", "-t", "5", &with]);
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert_eq!(env.inspect(&with)["exit_code"], 143);
+}
+
+#[test]
+fn container_network_none_host_and_joined_netns() {
+    let Some(env) = Env::new() else { return };
+    let host_ns = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let out = env.ok(&[
+        "container",
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "busybox",
+        "readlink",
+        "/proc/self/ns/net",
+    ]);
+    assert_eq!(out.trim(), host_ns.to_str().unwrap());
+    let out = env.ok(&[
+        "container",
+        "run",
+        "--rm",
+        "busybox",
+        "readlink",
+        "/proc/self/ns/net",
+    ]);
+    assert_ne!(out.trim(), host_ns.to_str().unwrap());
+    let ns = common::unique("tugns");
+    struct Netns(String);
+    impl Drop for Netns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    ok(Command::new("ip").args(["netns", "add", &ns]));
+    let _guard = Netns(ns.clone());
+    let want = ok(Command::new("ip").args(["netns", "exec", &ns, "readlink", "/proc/self/ns/net"]));
+    let path = format!("ns:/var/run/netns/{ns}");
+    let out = env.ok(&[
+        "container",
+        "run",
+        "--rm",
+        "--network",
+        &path,
+        "busybox",
+        "readlink",
+        "/proc/self/ns/net",
+    ]);
+    assert_eq!(out.trim(), want.trim());
+    // network container:NAME shares another container's namespace.
+    let a = common::unique("neta");
+    env.ok(&[
+        "container",
+        "run",
+        "-d",
+        "--name",
+        &a,
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    let a_ns = env.ok(&["container", "exec", &a, "readlink", "/proc/self/ns/net"]);
+    let net = format!("container:{a}");
+    let out = env.ok(&[
+        "container",
+        "run",
+        "--rm",
+        "--network",
+        &net,
+        "busybox",
+        "readlink",
+        "/proc/self/ns/net",
+    ]);
+    assert_eq!(out, a_ns);
+}
+
+#[test]
+fn container_healthcheck_goes_healthy_then_unhealthy() {
+    let Some(env) = Env::new() else { return };
+    let name = common::unique("health");
+    env.ok(&[
+        "container",
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--health-cmd",
+        "test -f /tmp/ok",
+        "--health-interval",
+        "200ms",
+        "--health-retries",
+        "2",
+        "--health-timeout",
+        "2s",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 0.5; touch /tmp/ok; exec sleep 1000",
+    ]);
+    assert_eq!(env.inspect(&name)["health"], "starting");
+    env.until("healthy", 15, || env.inspect(&name)["health"] == "healthy");
+    assert!(env.ok(&["container", "ls"]).contains("(healthy)"));
+    env.ok(&["container", "exec", &name, "rm", "/tmp/ok"]);
+    env.until("unhealthy", 15, || {
+        env.inspect(&name)["health"] == "unhealthy"
+    });
+    let log = &env.inspect(&name)["state_detail"]["health"]["log"];
+    assert!(log.as_array().is_some_and(|l| !l.is_empty()), "{log}");
+}
+
+#[test]
+fn container_pause_unpause_and_cp() {
+    let Some(env) = Env::new() else { return };
+    let name = common::unique("pause");
+    env.ok(&[
+        "container",
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "busybox",
+        "sh",
+        "-c",
+        "while :; do date +%s%N > /tmp/tick; sleep 0.05; done",
+    ]);
+    env.ok(&["container", "pause", &name]);
+    assert_eq!(env.inspect(&name)["state"], "paused");
+    // exec is refused while paused; read the file through the container's root instead.
+    let e = fails(env.tug().args(["container", "exec", &name, "true"]));
+    assert!(e.contains("not running"), "{e}");
+    let pid = env.inspect(&name)["pid"].as_i64().unwrap();
+    let tick = format!("/proc/{pid}/root/tmp/tick");
+    std::thread::sleep(Duration::from_millis(100));
+    let a = std::fs::read_to_string(&tick).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let b = std::fs::read_to_string(&tick).unwrap();
+    assert_eq!(a, b, "a paused container kept running");
+    env.ok(&["container", "unpause", &name]);
+    assert_eq!(env.inspect(&name)["state"], "running");
+    // cp both ways.
+    let host = tempfile::tempdir().unwrap();
+    std::fs::create_dir(host.path().join("d")).unwrap();
+    std::fs::write(host.path().join("d/f.txt"), "hello").unwrap();
+    let src = host.path().join("d");
+    env.ok(&[
+        "container",
+        "cp",
+        src.to_str().unwrap(),
+        &format!("{name}:/tmp"),
+    ]);
+    assert_eq!(
+        env.ok(&["container", "exec", &name, "cat", "/tmp/d/f.txt"]),
+        "hello"
+    );
+    env.ok(&[
+        "container",
+        "exec",
+        &name,
+        "sh",
+        "-c",
+        "echo back > /tmp/out.txt",
+    ]);
+    let dest = host.path().join("copied.txt");
+    env.ok(&[
+        "container",
+        "cp",
+        &format!("{name}:/tmp/out.txt"),
+        dest.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read_to_string(dest).unwrap(), "back\n");
+}
+
+#[test]
+fn container_survives_supervisor_death_and_reports_rss() {
+    let Some(env) = Env::new() else { return };
+    let name = common::unique("sup");
+    env.ok(&[
+        "container",
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    let st = &env.inspect(&name)["state_detail"];
+    let sup = st["supervisor_pid"].as_i64().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{sup}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap()
+    };
+    let (rss, anon) = (field("VmRSS:"), field("RssAnon:"));
+    eprintln!("supervisor RSS: {rss} kB, of which private (RssAnon) {anon} kB");
+    // File pages of the tug binary are shared by every supervisor; the private part is the
+    // per-container cost.
+    assert!(anon <= 2048, "supervisor private RSS {anon} kB");
+    // Kill the supervisor: the container keeps running and is still reported, stopped and
+    // removed correctly.
+    ok(Command::new("kill").args(["-9", &sup.to_string()]));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(env.inspect(&name)["state"], "running");
+    env.ok(&["container", "stop", "-t", "0", &name]);
+    let i = env.inspect(&name);
+    assert_eq!(i["state"], "exited");
+    env.ok(&["container", "rm", &name]);
+}
