@@ -205,9 +205,7 @@ fn render(loaded: &Loaded, args: &ConfigArgs) -> anyhow::Result<String> {
         // docker compose v2.40.3 does not print the top-level `models`.
         top.shift_remove("models");
     }
-    if !args.no_normalize {
-        drop_env_files(&mut doc);
-    }
+    drop_env_files(&mut doc);
     if args.no_interpolate {
         drop_typed_defaults(&mut doc);
     } else {
@@ -219,7 +217,44 @@ fn render(loaded: &Loaded, args: &ConfigArgs) -> anyhow::Result<String> {
         s.push('\n');
         Ok(s)
     } else {
+        yaml_shape(&mut doc);
         Ok(to_yaml(&doc))
+    }
+}
+
+/// compose's YAML output leaves out what its JSON output prints as empty: unset `command` /
+/// `entrypoint` (also in hooks), empty `ipam`, `placement`, `resources` and `exec`; and it
+/// orders the top level as name, services, networks, volumes, secrets, configs, extensions.
+fn yaml_shape(doc: &mut Value) {
+    fn prune(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                m.retain(|k, val| match k.as_str() {
+                    "command" | "entrypoint" => !val.is_null(),
+                    _ => true,
+                });
+                for val in m.values_mut() {
+                    prune(val);
+                }
+                m.retain(|k, val| match k.as_str() {
+                    "ipam" | "placement" | "resources" | "exec" => {
+                        !val.as_object().is_some_and(serde_json::Map::is_empty)
+                    }
+                    _ => true,
+                });
+            }
+            Value::Array(items) => items.iter_mut().for_each(prune),
+            _ => {}
+        }
+    }
+    prune(doc);
+    if let Value::Object(top) = doc {
+        let order = [
+            "name", "services", "networks", "volumes", "secrets", "configs",
+        ];
+        let mut entries: Vec<(String, Value)> = std::mem::take(top).into_iter().collect();
+        entries.sort_by_key(|(k, _)| order.iter().position(|o| o == k).unwrap_or(order.len()));
+        top.extend(entries);
     }
 }
 

@@ -77,7 +77,8 @@ pub fn read_tree(path: &Path, env: Option<&Environment>, log: &mut Vec<Lookup>) 
     Ok(tree)
 }
 
-/// Resolves `extends` of every service of `tree` (a file at `file`).
+/// Resolves `extends` of every service of `tree` (a file at `file`). With `lenient`, a base
+/// service missing from the file is left for later (it may come from another `-f` file).
 ///
 /// # Errors
 /// Unknown base service or file, or a loop.
@@ -86,6 +87,7 @@ pub fn apply_extends(
     file: &Path,
     env: Option<&Environment>,
     log: &mut Vec<Lookup>,
+    lenient: bool,
 ) -> Result<()> {
     let mut cache: HashMap<PathBuf, Node> = HashMap::new();
     cache.insert(file.to_path_buf(), tree.clone());
@@ -96,7 +98,7 @@ pub fn apply_extends(
         .unwrap_or_default();
     for name in names {
         let mut stack = Vec::new();
-        let resolved = resolve_service(file, &name, &mut cache, env, log, &mut stack)?;
+        let resolved = resolve_service(file, &name, &mut cache, env, log, &mut stack, lenient)?;
         if let Some(services) = tree
             .as_map_mut()
             .and_then(|m| m.get_mut("services"))
@@ -115,6 +117,7 @@ fn resolve_service(
     env: Option<&Environment>,
     log: &mut Vec<Lookup>,
     stack: &mut Vec<(PathBuf, String)>,
+    lenient: bool,
 ) -> Result<Node> {
     let key = (file.to_path_buf(), name.to_owned());
     if stack.contains(&key) {
@@ -189,6 +192,10 @@ fn resolve_service(
             .and_then(|s| s.get(&base_name))
             .is_none()
     {
+        if lenient {
+            // The base may come from another -f file: resolved after merging.
+            return Ok(svc);
+        }
         return Err(ProjectError::invalid(
             Some(ext.pos.clone()),
             format!("services.{name}.extends"),
@@ -206,7 +213,7 @@ fn resolve_service(
         ));
     }
     stack.push(key);
-    let mut base = resolve_service(&base_path, &base_name, cache, env, log, stack)?;
+    let mut base = resolve_service(&base_path, &base_name, cache, env, log, stack, lenient)?;
     stack.pop();
     let base_dir = base_path.parent().unwrap_or(Path::new("/"));
     if base_dir != dir {
@@ -427,7 +434,7 @@ mod tests {
         );
         let mut log = Vec::new();
         let mut tree = read_tree(&main, None, &mut log).unwrap();
-        apply_extends(&mut tree, &main, None, &mut log).unwrap();
+        apply_extends(&mut tree, &main, None, &mut log, false).unwrap();
         let v = tree.to_json("", &mut Default::default());
         assert_eq!(v["services"]["web"]["image"], "a");
         assert_eq!(
@@ -456,13 +463,13 @@ mod tests {
         );
         let mut log = Vec::new();
         let mut tree = read_tree(&main, None, &mut log).unwrap();
-        let e = apply_extends(&mut tree, &main, None, &mut log)
+        let e = apply_extends(&mut tree, &main, None, &mut log, false)
             .unwrap_err()
             .to_string();
         assert!(e.contains("circular extends"), "{e}");
         let main = write(tmp.path(), "c2.yaml", "services:\n  a: {extends: nope}\n");
         let mut tree = read_tree(&main, None, &mut log).unwrap();
-        let e = apply_extends(&mut tree, &main, None, &mut log)
+        let e = apply_extends(&mut tree, &main, None, &mut log, false)
             .unwrap_err()
             .to_string();
         assert!(e.contains("nope"), "{e}");

@@ -139,7 +139,7 @@ pub fn apply_includes(
         let mut merged: Option<Node> = None;
         for f in &files {
             let mut t = read_tree(f, env_ref, log)?;
-            apply_extends(&mut t, f, env_ref, log)?;
+            apply_extends(&mut t, f, env_ref, log, false)?;
             apply_includes(
                 &mut t,
                 f.parent().unwrap_or(Path::new("/")),

@@ -50,7 +50,9 @@ pub struct LoadOptions {
     pub services: Vec<String>,
     /// Interpolate variables (`--no-interpolate` turns it off).
     pub interpolate: bool,
-    /// Resolve paths, env files and defaults (`--no-normalize` turns it off).
+    /// Apply compose's defaults: default network, resource names, implicit dependencies,
+    /// default Dockerfile (`--no-normalize` turns it off; paths and env files are always
+    /// resolved, as compose does).
     pub normalize: bool,
     /// The shell environment (default: the process environment).
     pub environment: Option<BTreeMap<String, String>>,
@@ -256,6 +258,11 @@ pub fn load_explained(opts: &LoadOptions) -> Result<Loaded> {
             f.parent().map_or_else(|| cwd.clone(), Path::to_path_buf)
         };
         apply_includes(&mut t, &dir, &shell_env, opts.interpolate, &mut lookups, 0)?;
+        // extends inside the file first (so that a later file's `!override` wins over the
+        // extended result, as in compose).
+        if f.as_os_str() != "-" {
+            apply_extends(&mut t, f, env_ref, &mut lookups, true)?;
+        }
         // Phase 3.
         tree = Some(match tree {
             None => t,
@@ -266,9 +273,9 @@ pub fn load_explained(opts: &LoadOptions) -> Result<Loaded> {
         return Err(ProjectError::NotFound { dir: cwd });
     };
     strip_tags(&mut tree);
-    // extends after merging, so that an override file can extend a service of the base file.
+    // Remaining extends (a base from another -f file) after merging.
     let main_file = files[0].clone();
-    apply_extends(&mut tree, &main_file, env_ref, &mut lookups)?;
+    apply_extends(&mut tree, &main_file, env_ref, &mut lookups, false)?;
 
     let mut spans = Spans::new();
     let mut doc = tree.to_json("", &mut spans);
@@ -343,9 +350,9 @@ pub fn load_explained(opts: &LoadOptions) -> Result<Loaded> {
     let enablement = select(&mut project, &profiles, &opts.services)?;
 
     // Phase 8.
+    resolve_paths(&mut project, &project_dir, &env);
+    apply_env_files(&mut project, &env)?;
     if opts.normalize {
-        resolve_paths(&mut project, &project_dir, &env);
-        apply_env_files(&mut project, &env)?;
         apply_defaults(&mut project);
     }
 

@@ -535,4 +535,118 @@ mod tests {
         );
         assert_eq!(v["services"]["w"]["x-list"], serde_json::json!([1, 2]));
     }
+
+    mod props {
+        use super::*;
+        use crate::project::yaml::Pos;
+        use proptest::prelude::*;
+        use serde_json::{Value as J, json};
+
+        fn node(v: &J) -> Node {
+            Node::from_json(
+                v,
+                &Pos {
+                    file: "p.yaml".into(),
+                    line: 1,
+                    col: 1,
+                },
+            )
+        }
+
+        fn merge_json(a: &J, b: &J) -> J {
+            let mut m = merge_files(node(a), node(b));
+            strip_tags(&mut m);
+            m.to_json("", &mut Default::default())
+        }
+
+        fn service() -> impl Strategy<Value = J> {
+            (
+                proptest::option::of("[a-z]{1,6}"),
+                proptest::collection::btree_map("[A-C]", "[a-z0-9]{0,3}", 0..4),
+                proptest::collection::vec(1u16..5, 0..4),
+                proptest::collection::btree_set("(CHOWN|KILL|NET_ADMIN)", 0..3),
+            )
+                .prop_map(|(image, env, ports, caps)| {
+                    let mut m = serde_json::Map::new();
+                    if let Some(i) = image {
+                        m.insert("image".into(), json!(i));
+                    }
+                    if !env.is_empty() {
+                        m.insert("environment".into(), json!(env));
+                    }
+                    let ports: Vec<String> = ports.iter().map(|p| format!("{p}:{p}")).collect();
+                    let mut seen = std::collections::BTreeSet::new();
+                    let ports: Vec<String> = ports
+                        .into_iter()
+                        .filter(|p| seen.insert(p.clone()))
+                        .collect();
+                    if !ports.is_empty() {
+                        m.insert("ports".into(), json!(ports));
+                    }
+                    if !caps.is_empty() {
+                        m.insert("cap_add".into(), json!(caps));
+                    }
+                    json!({"services": {"web": J::Object(m)}})
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn merge_with_itself_changes_nothing(a in service()) {
+                prop_assert_eq!(merge_json(&a, &a), a);
+            }
+
+            #[test]
+            fn merge_with_empty_file_changes_nothing(a in service()) {
+                prop_assert_eq!(merge_json(&a, &json!({})), a.clone());
+                prop_assert_eq!(merge_json(&json!({}), &a), a);
+            }
+
+            #[test]
+            fn merge_later_file_wins_and_keeps_earlier_keys(a in service(), b in service()) {
+                let m = merge_json(&a, &b);
+                let (sa, sb, sm) = (&a["services"]["web"], &b["services"]["web"], &m["services"]["web"]);
+                // Scalars: the later file wins when it sets one.
+                if sb.get("image").is_some() {
+                    prop_assert_eq!(&sm["image"], &sb["image"]);
+                } else {
+                    prop_assert_eq!(sm.get("image"), sa.get("image"));
+                }
+                // Environment: union of keys, later values win.
+                let empty = serde_json::Map::new();
+                let ea = sa.get("environment").and_then(J::as_object).unwrap_or(&empty);
+                let eb = sb.get("environment").and_then(J::as_object).unwrap_or(&empty);
+                for (k, v) in ea.iter().chain(eb.iter()) {
+                    let expect = eb.get(k).unwrap_or(v);
+                    prop_assert_eq!(&sm["environment"][k], expect);
+                }
+                // Ports and capabilities: every entry of both files, each once.
+                for key in ["ports", "cap_add"] {
+                    let mut want: Vec<J> = sa.get(key).and_then(J::as_array).cloned().unwrap_or_default();
+                    for p in sb.get(key).and_then(J::as_array).cloned().unwrap_or_default() {
+                        if !want.contains(&p) {
+                            want.push(p);
+                        }
+                    }
+                    let got = sm.get(key).and_then(J::as_array).cloned().unwrap_or_default();
+                    prop_assert_eq!(got, want);
+                }
+            }
+
+            #[test]
+            fn merge_reset_removes_and_override_replaces(a in service(), b in service()) {
+                let text_b = format!(
+                    "services:\n  web:\n    ports: !reset []\n    environment: !override {}\n",
+                    serde_json::to_string(b["services"]["web"].get("environment").unwrap_or(&json!({}))).unwrap()
+                );
+                let nb = crate::project::yaml::parse("b.yaml", &text_b).unwrap().remove(0);
+                let mut m = merge_files(node(&a), nb);
+                strip_tags(&mut m);
+                let m = m.to_json("", &mut Default::default());
+                prop_assert!(m["services"]["web"].get("ports").is_none());
+                let env = b["services"]["web"].get("environment").cloned().unwrap_or(json!({}));
+                prop_assert_eq!(&m["services"]["web"]["environment"], &env);
+            }
+        }
+    }
 }

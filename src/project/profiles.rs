@@ -93,7 +93,7 @@ pub fn select(
             if enabled_names.contains(dep) {
                 continue;
             }
-            if !d.required {
+            if !d.required && project.disabled_services.contains_key(dep) {
                 drop.push(dep.clone());
                 continue;
             }
