@@ -414,7 +414,7 @@ pub fn run(global: &GlobalArgs, args: ImageArgs) -> anyhow::Result<i32> {
                 created_by: None,
             };
             let img = if file.as_os_str() == "-" {
-                store.import(std::io::stdin().lock(), name.as_deref(), &opts)?
+                store.import(std::io::stdin(), name.as_deref(), &opts)?
             } else {
                 let f = std::fs::File::open(&file)
                     .with_context(|| format!("cannot open {}", file.display()))?;

@@ -1,9 +1,9 @@
 //! `import`: a root file system tarball becomes a single-layer image (as `docker import`), and
 //! the helpers every way of adding an image shares (writing config + manifest + index).
 //!
-//! The tarball (plain, gzip or zstd) is read once: the uncompressed stream is hashed (its
-//! diff_id), unpacked into the layer cache, and re-compressed with gzip into the layer blob at
-//! the same time. `--change` takes Dockerfile instructions that set run defaults: `CMD`,
+//! The tarball (plain, gzip or zstd) is read once: a compressed one becomes the layer blob as
+//! it is (no recompression), a plain one is gzip-compressed into it; at the same time the
+//! uncompressed stream is hashed (its diff_id) and unpacked into the layer cache. `--change` takes Dockerfile instructions that set run defaults: `CMD`,
 //! `ENTRYPOINT` (JSON or shell form), `ENV`, `EXPOSE`, `LABEL`, `USER`, `VOLUME`, `WORKDIR`,
 //! `STOPSIGNAL`.
 
@@ -28,7 +28,7 @@ pub(crate) struct StoredLayer {
     pub diff_id: String,
 }
 
-/// A reader that copies everything it reads into a writer (the gzip encoder of the new blob).
+/// A reader that copies everything it reads into a writer (the new blob).
 struct Tee<R, W> {
     inner: R,
     copy: W,
@@ -39,6 +39,37 @@ impl<R: Read, W: Write> Read for Tee<R, W> {
         let n = self.inner.read(buf)?;
         self.copy.write_all(&buf[..n])?;
         Ok(n)
+    }
+}
+
+/// Where an imported layer's bytes go: as they are, or gzip-compressed.
+enum BlobSink {
+    Raw(BlobWriter),
+    Gzip(flate2::write::GzEncoder<BlobWriter>),
+}
+
+impl BlobSink {
+    fn finish(self) -> std::io::Result<BlobWriter> {
+        match self {
+            Self::Raw(b) => Ok(b),
+            Self::Gzip(g) => g.finish(),
+        }
+    }
+}
+
+impl Write for BlobSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Raw(b) => b.write(buf),
+            Self::Gzip(g) => g.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::Raw(b) => b.flush(),
+            Self::Gzip(g) => g.flush(),
+        }
     }
 }
 
@@ -57,7 +88,7 @@ impl ImageStore {
     /// Imports a root file system tarball as a single-layer image named `name` (or unnamed).
     pub fn import(
         &self,
-        input: impl Read,
+        input: impl Read + Send + 'static,
         name: Option<&str>,
         opts: &ImportOptions,
     ) -> Result<Image> {
@@ -81,23 +112,48 @@ impl ImageStore {
         Ok(image)
     }
 
-    /// Reads a tar stream (any compression), unpacks it into the layer cache and stores it as
-    /// a gzip layer blob. Callers hold the shared store lock.
-    pub(crate) fn ingest_layer(&self, input: impl Read, what: &str) -> Result<StoredLayer> {
-        let (reader, _) =
-            unpack::decompress(input).map_err(io_ctx(format!("cannot read {what}")))?;
+    /// Reads a tar stream (plain, gzip or zstd), unpacks it into the layer cache and stores
+    /// the bytes as they came as the layer blob (no recompression). Reading, storing,
+    /// decompressing and hashing run on a second thread while this one unpacks. Callers hold
+    /// the shared store lock.
+    pub(crate) fn ingest_layer(
+        &self,
+        input: impl Read + Send + 'static,
+        what: &str,
+    ) -> Result<StoredLayer> {
         let blob: BlobWriter = self.layout().ingest()?;
-        let encoder = flate2::write::GzEncoder::new(blob, flate2::Compression::new(1));
-        let tee = Tee {
-            inner: reader,
-            copy: encoder,
+        // A plain tarball is gzip-compressed into its blob (registries and skopeo keep gzip
+        // layers as they are); a compressed one is stored as it came.
+        let mut input = std::io::BufReader::with_capacity(1 << 20, input);
+        let head = std::io::BufRead::fill_buf(&mut input)
+            .map_err(io_ctx(format!("cannot read {what}")))?;
+        let sink = match unpack::detect(head) {
+            unpack::Compression::None => BlobSink::Gzip(flate2::write::GzEncoder::new(
+                blob,
+                flate2::Compression::new(1),
+            )),
+            _ => BlobSink::Raw(blob),
         };
-        let mut hashing = fsutil::HashingReader::new(tee);
+        let tee = Tee {
+            inner: input,
+            copy: sink,
+        };
+        let decoder = unpack::Decoder::new(std::io::BufReader::with_capacity(1 << 20, tee))
+            .map_err(io_ctx(format!("cannot read {what}")))?;
+        let kind = decoder.kind();
+        let mut threaded = fsutil::ThreadedReader::new(fsutil::HashingReader::new(decoder));
         let tmp = self.new_layer_tmp()?;
         let result = (|| {
-            unpack::unpack(&mut hashing, &tmp, what)?;
-            // `unpack` read the stream to its end.
-            let (diff_id, _, tee) = hashing.into_parts();
+            unpack::unpack(&mut threaded, &tmp, what)?;
+            let hashing = threaded.finish().map_err(|e| Error::BadLayer {
+                layer: what.to_string(),
+                reason: e.to_string(),
+            })?;
+            let (diff_id, _, decoder) = hashing.into_parts();
+            // Bytes after the end of the compressed stream still belong to the blob.
+            let mut tee = decoder.into_inner().into_inner();
+            std::io::copy(&mut tee, &mut std::io::sink())
+                .map_err(io_ctx(format!("cannot read {what}")))?;
             let blob = tee
                 .copy
                 .finish()
@@ -105,10 +161,14 @@ impl ImageStore {
             let (digest, size) = blob.commit(None)?;
             let dest = self.layer_dir(&diff_id)?;
             self.commit_layer(&tmp, &dest)?;
+            let media_type = match kind {
+                unpack::Compression::None | unpack::Compression::Gzip => layout::OCI_LAYER_GZIP,
+                unpack::Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+            };
             Ok(StoredLayer {
                 digest,
                 size,
-                media_type: layout::OCI_LAYER_GZIP.to_string(),
+                media_type: media_type.to_string(),
                 diff_id,
             })
         })();

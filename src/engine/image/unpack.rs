@@ -82,6 +82,55 @@ pub fn decompress<'a, R: Read + 'a>(r: R) -> io::Result<(Box<dyn Read + 'a>, Com
     })
 }
 
+/// A decompressor chosen from the first bytes, that gives its input back.
+pub enum Decoder<R: BufRead> {
+    /// Plain tar.
+    Plain(R),
+    /// gzip (all members).
+    Gzip(flate2::bufread::MultiGzDecoder<R>),
+    /// zstd.
+    Zstd(zstd::stream::read::Decoder<'static, R>),
+}
+
+impl<R: BufRead> Decoder<R> {
+    /// Looks at the first bytes of `r` and wraps it.
+    pub fn new(mut r: R) -> io::Result<Self> {
+        Ok(match detect(r.fill_buf()?) {
+            Compression::None => Self::Plain(r),
+            Compression::Gzip => Self::Gzip(flate2::bufread::MultiGzDecoder::new(r)),
+            Compression::Zstd => Self::Zstd(zstd::stream::read::Decoder::with_buffer(r)?),
+        })
+    }
+
+    /// The compression.
+    pub fn kind(&self) -> Compression {
+        match self {
+            Self::Plain(_) => Compression::None,
+            Self::Gzip(_) => Compression::Gzip,
+            Self::Zstd(_) => Compression::Zstd,
+        }
+    }
+
+    /// The input back.
+    pub fn into_inner(self) -> R {
+        match self {
+            Self::Plain(r) => r,
+            Self::Gzip(d) => d.into_inner(),
+            Self::Zstd(d) => d.finish(),
+        }
+    }
+}
+
+impl<R: BufRead> Read for Decoder<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(r) => r.read(buf),
+            Self::Gzip(d) => d.read(buf),
+            Self::Zstd(d) => d.read(buf),
+        }
+    }
+}
+
 /// Like [`decompress`], for readers that can move to another thread.
 pub fn decompress_send<R: Read + Send + 'static>(r: R) -> io::Result<Box<dyn Read + Send>> {
     let mut br = BufReader::with_capacity(1 << 20, r);
