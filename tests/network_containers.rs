@@ -333,14 +333,25 @@ fn network_containers_by_name_volume_survives_recreation_and_ports() {
         &["httpd", "-f", "-p", "80", "-h", "/srv"],
     );
     assert_ne!(web_ip, web2_ip);
-    eventually(
-        "recreated web answers by name with the old data",
-        20,
-        || {
-            let (ok, out) = st.exec(&cli, &["wget", "-q", "-O", "-", "http://web/"]);
-            ok && out.contains("persisted")
-        },
-    );
+    let mut last = String::new();
+    let mut tries = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ok, out) = st.exec(&cli, &["wget", "-q", "-O", "-", "http://web/"]);
+        if ok && out.contains("persisted") {
+            break;
+        }
+        last = format!("{last}\n--- {out}");
+        tries += 1;
+        if Instant::now() > deadline {
+            let (_, ns) = st.exec(&cli, &["nslookup", "web"]);
+            let (_, ps) = st.exec(&web2, &["ps"]);
+            panic!(
+                "recreated web does not answer after {tries} tries (new ip {web2_ip}): {last}\nnslookup: {ns}\nps: {ps}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // down -v: the volume and its data are gone.
     st.remove(&web2);
     st.vols.remove(&data, &[]).unwrap();
