@@ -2,6 +2,7 @@
 
 mod cli;
 mod common;
+mod compose;
 mod config_golden;
 mod container;
 mod image;

@@ -509,6 +509,8 @@ impl ContainerStore {
             let p = dir.join(d);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
+        let p = dir.join("creator");
+        fs::write(&p, std::process::id().to_string()).map_err(io_err(&p))?;
         let t0 = Instant::now();
         let user_spec = config
             .user
@@ -870,12 +872,20 @@ impl ContainerStore {
         for id in self.ids() {
             let dir = self.dir.join(&id);
             let Ok(rec) = self.record(&id) else {
+                // A directory without a record is a create in progress, or one whose process
+                // was killed: the `creator` file names the creating process.
+                let creator_gone = fs::read_to_string(dir.join("creator"))
+                    .ok()
+                    .and_then(|p| p.trim().parse::<i32>().ok())
+                    .is_some_and(|pid| {
+                        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err()
+                    });
                 let old = fs::metadata(&dir)
                     .and_then(|m| m.modified())
                     .ok()
                     .and_then(|t| t.elapsed().ok())
                     .is_some_and(|e| e > Duration::from_secs(60));
-                if old {
+                if creator_gone || old {
                     let _ = fs::remove_dir_all(&dir);
                 }
                 continue;

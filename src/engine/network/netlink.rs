@@ -167,8 +167,14 @@ pub fn ensure_bridge(name: &str, mtu: Option<u32>, gateway: Ipv4Addr, prefix: u8
         {
             return Err(nl_err(&format!("add {gateway}/{prefix} to {name}"), e));
         }
+        // A bridge without an address of its own takes the lowest of its ports' and changes
+        // it when that port goes: containers would keep the gateway's old MAC in their ARP
+        // cache and lose DNS and the default route for minutes. Fix it from the gateway
+        // address, as Docker does (02:42 + the IPv4 address).
+        let o = gateway.octets();
+        let mac = vec![0x02, 0x42, o[0], o[1], o[2], o[3]];
         h.link()
-            .set(LinkUnspec::new_with_index(idx).up().build())
+            .set(LinkUnspec::new_with_index(idx).address(mac).up().build())
             .execute()
             .await
             .map_err(|e| nl_err(&format!("bring {name} up"), e))?;
