@@ -532,8 +532,13 @@ fn network_dns_follows_restart_and_scale_and_forwards() {
     // Restart: the endpoint goes away and comes back with a new address.
     let id_tmp = unique("tmp");
     let (_, tmp_ip) = lab.endpoint(&id_tmp, &name, "proj-tmp-1", "tmp");
+    let bridge_mac =
+        || std::fs::read_to_string(format!("/sys/class/net/{}/address", net.bridge)).unwrap();
+    let mac_before = bridge_mac();
     lab.nets.disconnect_all(&id1).unwrap();
     eventually("api gone", || query(net.gateway, "api").1.is_empty());
+    // The bridge keeps its own MAC when a port leaves (peers' ARP caches stay right).
+    assert_eq!(bridge_mac(), mac_before);
     let (_, ip1b) = lab.endpoint(&id1, &name, "proj-api-1", "api");
     assert_ne!(
         ip1, ip1b,
