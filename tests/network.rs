@@ -1028,3 +1028,48 @@ fn network_multi_network_container_with_alias_static_ip_mac_and_priority() {
     assert!(err.contains("already used by p-app-1"), "{err}");
     lab.finish();
 }
+
+#[test]
+fn network_dns_uses_the_containers_own_dns_servers() {
+    if !require_root() {
+        return;
+    }
+    let up = FakeUpstream::start();
+    // The network itself has no upstream: only the container that names one gets answers.
+    let mut lab = Lab::new();
+    let name = unique("own");
+    let net = lab.network(&name, false);
+    let with = unique("cw");
+    let ns_with = lab.nets.create_netns(&with).unwrap();
+    lab.containers.push(with.clone());
+    lab.nets
+        .connect(
+            &ns_with,
+            &name,
+            &EndpointSpec {
+                container_id: with.clone(),
+                container_name: "with-dns".into(),
+                dns: vec![up.addr.to_string()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let (ns_without, _) = lab.endpoint(&unique("cwo"), &name, "without-dns", "plain");
+    let gw = net.gateway.to_string();
+    let mut out = String::new();
+    eventually("forwarded to the container's dns server", || {
+        let (ok, o) = run_in(&ns_with, &["busybox", "nslookup", "outside.test", &gw], 6);
+        out = o;
+        ok && out.contains("192.0.2.77")
+    });
+    let (_, out) = run_in(
+        &ns_without,
+        &["busybox", "nslookup", "outside.test", &gw],
+        6,
+    );
+    assert!(!out.contains("192.0.2.77"), "{out}");
+    // Names of the network still come from tug, not from the upstream.
+    let (ok, out) = run_in(&ns_with, &["busybox", "nslookup", "plain", &gw], 6);
+    assert!(ok && !out.contains("NXDOMAIN"), "{out}");
+    lab.finish();
+}
