@@ -850,11 +850,18 @@ fn network_cli_create_ls_inspect_rm() {
     assert!(ls.trim().is_empty(), "{ls}");
 }
 
+/// The filter FORWARD chain as text: through iptables-nft when installed (tug writes its
+/// rules with it then), else nft.
 fn forward_chain() -> String {
-    let out = Command::new("nft")
-        .args(["list", "chain", "ip", "filter", "FORWARD"])
-        .output()
-        .unwrap();
+    let ipt = "/usr/sbin/iptables-nft";
+    let out = if Path::new(ipt).exists() {
+        Command::new(ipt).args(["-S", "FORWARD"]).output().unwrap()
+    } else {
+        Command::new("nft")
+            .args(["list", "chain", "ip", "filter", "FORWARD"])
+            .output()
+            .unwrap()
+    };
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

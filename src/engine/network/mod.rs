@@ -740,6 +740,10 @@ impl Networks {
         if !dns_alive || !netlink::link_exists(&net.bridge)? {
             self.realize(&net)?;
             self.register_host(&HostLock::take()?, &net)?;
+        } else if first_use_in_process(&net.bridge) {
+            // Docker may have started since the network was made: make sure its FORWARD
+            // drop does not cut the bridge (once per network and process, it costs an nft run).
+            nft::ensure_forward_accepts(&net.bridge, net.internal)?;
         }
         let mut eps = self.endpoints_of(network)?;
         if eps.contains_key(&spec.container_id) {
@@ -1160,6 +1164,17 @@ impl Networks {
         }
         Ok(removed)
     }
+}
+
+/// True the first time a bridge is seen by this process.
+fn first_use_in_process(bridge: &str) -> bool {
+    use std::sync::{Mutex, OnceLock};
+    static SEEN: OnceLock<Mutex<BTreeSet<String>>> = OnceLock::new();
+    let mut seen = match SEEN.get_or_init(Mutex::default).lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    seen.insert(bridge.to_string())
 }
 
 fn bind_tcp_reuse(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
