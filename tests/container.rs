@@ -1041,3 +1041,46 @@ fn container_stdin_and_terminal() {
         assert!(out.contains("/dev/pts/0"), "{out}");
     }
 }
+
+#[test]
+fn container_overlay_with_many_layers_uses_the_new_mount_api() {
+    if !common::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut layers = Vec::new();
+    // 150 layers with long paths: far beyond the one page mount(2) can pass.
+    for i in 0..150 {
+        let l = dir.path().join(format!("layer-{i:03}-{}", "x".repeat(40)));
+        std::fs::create_dir_all(&l).unwrap();
+        std::fs::write(l.join(format!("f{i}")), i.to_string()).unwrap();
+        std::fs::write(l.join("top"), i.to_string()).unwrap();
+        layers.push(l);
+    }
+    let total: usize = layers.iter().map(|l| l.as_os_str().len() + 1).sum();
+    assert!(total > 4096, "{total}");
+    let (upper, work, target) = (
+        dir.path().join("u"),
+        dir.path().join("w"),
+        dir.path().join("t"),
+    );
+    for d in [&upper, &work, &target] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    tug::engine::runtime::rootfs::mount_overlay(&layers, Some((&upper, &work)), &target).unwrap();
+    let guard = Unmount(target.clone());
+    assert_eq!(std::fs::read_to_string(target.join("f0")).unwrap(), "0");
+    assert_eq!(std::fs::read_to_string(target.join("f149")).unwrap(), "149");
+    // The last layer listed (highest) wins.
+    assert_eq!(std::fs::read_to_string(target.join("top")).unwrap(), "149");
+    std::fs::write(target.join("new"), "w").unwrap();
+    assert!(upper.join("new").exists());
+    drop(guard);
+    assert!(!target.join("f0").exists());
+}
