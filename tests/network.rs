@@ -821,6 +821,20 @@ fn network_cli_create_ls_inspect_rm() {
     assert!(!std::path::Path::new(&format!("/sys/class/net/{brname}")).exists());
     let err = common::fails(common::tug(tmp.path()).args(["network", "create", "--ipv6", "x6"]));
     assert!(err.contains("not supported yet"), "{err}");
+    let err = common::fails(common::tug(tmp.path()).args([
+        "network",
+        "create",
+        "--subnet",
+        "10.89.251.0/31",
+        "small",
+    ]));
+    assert!(err.contains("too small"), "{err}");
+    let err = common::fails(
+        common::tug(tmp.path()).args(["network", "create", "--subnet", "nonsense", "bad"]),
+    );
+    assert!(err.contains("ADDRESS/PREFIX"), "{err}");
+    let err = common::fails(common::tug(tmp.path()).args(["network", "create", "../x"]));
+    assert!(err.contains("invalid network name"), "{err}");
     let err = common::fails(common::tug(tmp.path()).args(["network", "create", &name]));
     assert!(err.contains("already exists"), "{err}");
     let err = common::fails(common::tug(tmp.path()).args(["network", "rm", "nope"]));
