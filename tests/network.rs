@@ -234,6 +234,32 @@ fn query(server: Ipv4Addr, name: &str) -> (ResponseCode, Vec<Ipv4Addr>) {
     (r.metadata.response_code, ips)
 }
 
+/// Asks `server` over TCP; returns the A records.
+fn query_tcp(server: Ipv4Addr, name: &str) -> Vec<Ipv4Addr> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect((server, 53)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut m = Message::query();
+    m.metadata.id = rand::random();
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    let q = m.to_vec().unwrap();
+    c.write_all(&(q.len() as u16).to_be_bytes()).unwrap();
+    c.write_all(&q).unwrap();
+    let mut l = [0u8; 2];
+    c.read_exact(&mut l).unwrap();
+    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(l))];
+    c.read_exact(&mut buf).unwrap();
+    Message::from_vec(&buf)
+        .unwrap()
+        .answers
+        .iter()
+        .filter_map(|a| match &a.data {
+            RData::A(A(ip)) => Some(*ip),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Polls `f` until it returns true or 10 s pass.
 fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -560,8 +586,9 @@ fn network_dns_follows_restart_and_scale_and_forwards() {
         .chain([first])
         .collect();
     assert!(firsts.len() > 1, "no round robin: always {firsts:?}");
-    // Each replica by its container name.
+    // Each replica by its container name, over UDP and TCP.
     assert_eq!(query(net.gateway, "proj-api-3").1, vec![ip3]);
+    assert_eq!(query_tcp(net.gateway, "proj-api-3"), vec![ip3]);
     // Unknown names go to the (fake, loopback) upstream.
     assert_eq!(
         query(net.gateway, "outside.test"),
@@ -794,6 +821,20 @@ fn network_cli_create_ls_inspect_rm() {
     assert!(!std::path::Path::new(&format!("/sys/class/net/{brname}")).exists());
     let err = common::fails(common::tug(tmp.path()).args(["network", "create", "--ipv6", "x6"]));
     assert!(err.contains("not supported yet"), "{err}");
+    let err = common::fails(common::tug(tmp.path()).args([
+        "network",
+        "create",
+        "--subnet",
+        "10.89.251.0/31",
+        "small",
+    ]));
+    assert!(err.contains("too small"), "{err}");
+    let err = common::fails(
+        common::tug(tmp.path()).args(["network", "create", "--subnet", "nonsense", "bad"]),
+    );
+    assert!(err.contains("ADDRESS/PREFIX"), "{err}");
+    let err = common::fails(common::tug(tmp.path()).args(["network", "create", "../x"]));
+    assert!(err.contains("invalid network name"), "{err}");
     let err = common::fails(common::tug(tmp.path()).args(["network", "create", &name]));
     assert!(err.contains("already exists"), "{err}");
     let err = common::fails(common::tug(tmp.path()).args(["network", "rm", "nope"]));

@@ -494,6 +494,14 @@ impl Networks {
         let registered = host.entries()?;
         let host_prefixes = ipam::host_prefixes()?;
         let pool = ipam::Pool::from_env()?;
+        if let Some(r) = requested
+            && r.prefix > 30
+        {
+            return Err(Error::Invalid(format!(
+                "network {}: subnet {r} is too small (at most /30)",
+                spec.name
+            )));
+        }
         let subnet = ipam::choose_subnet(requested, &pool, &registered, &host_prefixes)?;
         let gateway = match spec.gateway.as_deref() {
             Some(g) => {
