@@ -206,19 +206,28 @@ impl Value {
 /// [`render_path`](super::validate::render_path) does.
 #[must_use]
 pub fn join_path(path: &str, key: &str) -> String {
+    let mut out = String::with_capacity(path.len() + key.len() + 1);
+    out.push_str(path);
+    push_key(&mut out, key);
+    out
+}
+
+/// Appends a mapping key to a key path in place (see [`join_path`]).
+pub fn push_key(path: &mut String, key: &str) {
     let plain = !key.is_empty()
         && key
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if !plain {
-        let quoted = serde_json::to_string(key).unwrap_or_else(|_| key.to_owned());
-        return format!("{path}[{quoted}]");
+        path.push('[');
+        path.push_str(&serde_json::to_string(key).unwrap_or_else(|_| key.to_owned()));
+        path.push(']');
+        return;
     }
-    if path.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{path}.{key}")
+    if !path.is_empty() {
+        path.push('.');
     }
+    path.push_str(key);
 }
 
 /// Key path → position of the node there.
