@@ -68,10 +68,11 @@ impl Stack {
         match op {
             Op::CreateNetwork { key, name } => self.create_network(key, name),
             Op::CreateVolume { key, name } => self.create_volume(key, name),
-            Op::PullImage { image } => Err(Error::Unsupported(format!(
-                "image {image} is not in the store and pulling from a registry is not \
-                 available in this build: load it with `tug image load` or `tug image import`"
-            ))),
+            Op::PullImage { image } => {
+                let quiet = crate::engine::image::no_progress();
+                self.images.pull(image, &quiet)?;
+                Ok(())
+            }
             Op::BuildImage { service, image } => Err(Error::Unsupported(format!(
                 "service {service}: image {image} must be built from its Dockerfile, and \
                  tug cannot build images yet: build it elsewhere and `tug image load` it"
