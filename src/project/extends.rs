@@ -44,6 +44,17 @@ pub fn read_tree(path: &Path, env: Option<&Environment>, log: &mut Vec<Lookup>) 
     })?;
     let name = path.display().to_string();
     let docs = parse(&name, &text)?;
+    if docs.is_empty() {
+        return Err(ProjectError::invalid(
+            Some(super::yaml::Pos {
+                file: name.as_str().into(),
+                line: 1,
+                col: 1,
+            }),
+            "",
+            "empty compose file: it must define at least one of services, networks, volumes, secrets, configs, include or name",
+        ));
+    }
     let mut tree: Option<Node> = None;
     for d in docs {
         tree = Some(match tree {
@@ -144,7 +155,11 @@ fn resolve_service(
         return Err(ProjectError::invalid(
             None,
             format!("services.{name}.extends"),
-            format!("circular extends: {}", chain.join(" -> ")),
+            format!(
+                "circular extends in {}: {}",
+                file.display(),
+                chain.join(" -> ")
+            ),
         ));
     }
     if file != current.0 && !cache.contains_key(file) {

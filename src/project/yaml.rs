@@ -350,6 +350,18 @@ impl Builder {
                 self.push(node)
             }
             Event::Scalar(text, style, anchor, tag) => {
+                if let Some(c) = text
+                    .chars()
+                    .find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+                {
+                    return Err(self.err(
+                        pos,
+                        format!(
+                            "control characters are not allowed (found U+{:04X})",
+                            u32::from(c)
+                        ),
+                    ));
+                }
                 let (mtag, core) = self.merge_tag(tag.as_deref(), &pos)?;
                 let value =
                     scalar(&text, style, core.as_deref()).map_err(|m| self.err(pos.clone(), m))?;
