@@ -333,3 +333,57 @@ fn image_concurrent_commands_keep_the_store_consistent() {
     }
     assert_eq!(ok(tug(r).args(["image", "ls", "-q"])).lines().count(), 4);
 }
+
+#[test]
+fn image_bootstrap_debian_with_mmdebstrap() {
+    if !common::require_root() {
+        return;
+    }
+    if Command::new("mmdebstrap")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "mmdebstrap missing under CI"
+        );
+        eprintln!("skipping: mmdebstrap not installed");
+        return;
+    }
+    let dir = root();
+    let r = dir.path();
+    ok(tug(r).args([
+        "image",
+        "bootstrap",
+        "debian:bookworm",
+        "--include",
+        "netbase",
+        "--name",
+        "deb:test",
+    ]));
+    let img = inspect(r, "deb:test");
+    assert_eq!(img["Config"]["Cmd"][0], "bash");
+    let layer = Path::new(img["LayerDirs"][0].as_str().unwrap());
+    assert!(
+        std::fs::read_to_string(layer.join("etc/debian_version"))
+            .unwrap()
+            .starts_with("12.")
+    );
+    // The extra package is installed, setuid bits survived the round trip through the store.
+    assert!(layer.join("etc/services").is_file(), "netbase is installed");
+    let su = std::fs::metadata(layer.join("usr/bin/su")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&su.permissions()) & 0o4000,
+        0o4000
+    );
+    let out = ok(Command::new("chroot").arg(layer).args([
+        "/bin/bash",
+        "-c",
+        "dpkg-query -W -f '${Status}' netbase",
+    ]));
+    assert_eq!(out, "install ok installed");
+    // A bad suite is a clear error.
+    let err = fails(tug(r).args(["image", "bootstrap", "debian:no such"]));
+    assert!(err.contains("invalid suite"), "{err}");
+}
