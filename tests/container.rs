@@ -162,6 +162,7 @@ echo "hosts=$(grep -c localhost /etc/hosts)"
 echo "resolv=$(grep -c nameserver /etc/resolv.conf)"
 echo "etchostname=$(cat /etc/hostname)"
 echo "id=$(id)"
+echo "fds=$(ls /proc/self/fd | tr '\n' ' ')"
 "#;
 
 fn probe(env: &Env, runtime: Option<&str>) -> String {
@@ -201,6 +202,7 @@ fn container_defaults_seen_from_inside_match_docker_and_runc() {
         "hosts=2",
         "etchostname=probe",
         "id=uid=0(root) gid=0(root)",
+        "fds=0 1 2 3 ",
     ] {
         assert!(
             ours.lines().any(|l| l.trim_end() == want.trim_end()),
@@ -367,6 +369,25 @@ fn container_detached_logs_stop_timeout_then_sigkill() {
     );
     let ts = env.ok(&["container", "logs", "-t", &name]);
     assert!(ts.starts_with("20"), "{ts}");
+    // --since filters by timestamp: the second stdout line's time keeps lines 2 and 3.
+    let second = ts
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        env.ok(&["container", "logs", "--since", &second, &name]),
+        "out2\nout3\n"
+    );
+    assert_eq!(
+        env.ok(&["container", "logs", "--since", "1h", &name])
+            .lines()
+            .count(),
+        3
+    );
     let ls = env.ok(&["container", "ls", "--format", "json"]);
     let v: serde_json::Value = serde_json::from_str(ls.lines().next().unwrap()).unwrap();
     assert_eq!(v["state"], "running");
@@ -627,6 +648,34 @@ fn container_init_reaps_zombies_and_forwards_signals() {
     env.ok(&["container", "stop", "-t", "5", &with]);
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
     assert_eq!(env.inspect(&with)["exit_code"], 143);
+    // An attached `run` forwards the signals it gets to the container.
+    let mut child = env
+        .tug()
+        .args([
+            "container",
+            "run",
+            "--rm",
+            "--init",
+            "busybox",
+            "sleep",
+            "1000",
+        ])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    ok(Command::new("kill").args(["-TERM", &child.id().to_string()]));
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("attached run did not forward SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(143));
 }
 
 #[test]
@@ -836,4 +885,249 @@ fn container_survives_supervisor_death_and_reports_rss() {
     let i = env.inspect(&name);
     assert_eq!(i["state"], "exited");
     env.ok(&["container", "rm", &name]);
+}
+
+#[test]
+fn container_security_options_caps_privileged_seccomp_sysctl_ulimit() {
+    let Some(env) = Env::new() else { return };
+    let status = |args: &[&str]| -> String {
+        let mut a = vec!["container", "run", "--rm"];
+        a.extend_from_slice(args);
+        a.extend([
+            "busybox",
+            "sh",
+            "-c",
+            "grep -E '^(CapEff|Seccomp|NoNewPrivs):' /proc/self/status | tr -d '\\t'",
+        ]);
+        env.ok(&a)
+    };
+    assert_eq!(
+        status(&["--cap-drop", "ALL", "--cap-add", "KILL"]),
+        "CapEff:0000000000000020\nNoNewPrivs:0\nSeccomp:2\n"
+    );
+    let bounding = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:").map(|v| v.trim().to_string()))
+        .unwrap();
+    assert_eq!(
+        status(&["--privileged"]),
+        format!("CapEff:{bounding}\nNoNewPrivs:0\nSeccomp:0\n")
+    );
+    assert_eq!(
+        status(&["--security-opt", "no-new-privileges"]),
+        "CapEff:00000000a80425fb\nNoNewPrivs:1\nSeccomp:2\n"
+    );
+    assert!(status(&["--security-opt", "seccomp=unconfined"]).ends_with("Seccomp:0\n"));
+    // CAP_SYS_ADMIN opens mount (capability and seccomp).
+    let out = env.ok(&[
+        "container",
+        "run",
+        "--rm",
+        "--cap-add",
+        "SYS_ADMIN",
+        "busybox",
+        "sh",
+        "-c",
+        "mount -t tmpfs none /tmp && echo mounted",
+    ]);
+    assert_eq!(out, "mounted\n");
+    // A profile file is honoured, under both runtimes.
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("profile.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let opt = format!("seccomp={}", profile.display());
+    for rt in ["tug", "runc"] {
+        let out = env.ok(&[
+            "container",
+            "run",
+            "--rm",
+            "--runtime",
+            rt,
+            "--security-opt",
+            &opt,
+            "busybox",
+            "sh",
+            "-c",
+            "mkdir /tmp/x 2>/dev/null && echo made || echo refused; touch /tmp/y && echo touched",
+        ]);
+        assert_eq!(out, "refused\ntouched\n", "{rt}");
+    }
+    // sysctls and ulimits (never above the current hard limit).
+    let out = env.ok(&[
+        "container",
+        "run",
+        "--rm",
+        "--sysctl",
+        "net.ipv4.ip_forward=1",
+        "--ulimit",
+        "nofile=100:200",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /proc/sys/net/ipv4/ip_forward; ulimit -n; ulimit -Hn",
+    ]);
+    assert_eq!(out, "1\n100\n200\n");
+}
+
+#[test]
+fn container_cgroup_limits_are_written_and_removed() {
+    let Some(env) = Env::new() else { return };
+    let name = common::unique("cg");
+    env.ok(&[
+        "container",
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--cpus",
+        "0.5",
+        "--cpu-shares",
+        "512",
+        "--cpuset-cpus",
+        "0",
+        "-m",
+        "32m",
+        "--pids-limit",
+        "50",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    let id = env.inspect(&name)["id"].as_str().unwrap().to_string();
+    let layout = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let read = |p: String| std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}"));
+    if layout.contains("/sys/fs/cgroup/memory ") {
+        let cg = |c: &str, f: &str| read(format!("/sys/fs/cgroup/{c}/tug-{id}/{f}"));
+        assert_eq!(cg("cpu", "cpu.cfs_quota_us").trim(), "50000");
+        assert_eq!(cg("cpu", "cpu.shares").trim(), "512");
+        assert_eq!(cg("cpuset", "cpuset.cpus").trim(), "0");
+        assert_eq!(cg("memory", "memory.limit_in_bytes").trim(), "33554432");
+        assert_eq!(cg("pids", "pids.max").trim(), "50");
+        let pid = env.inspect(&name)["pid"].as_i64().unwrap().to_string();
+        assert!(cg("memory", "cgroup.procs").lines().any(|l| l == pid));
+    } else {
+        let cg = |f: &str| read(format!("/sys/fs/cgroup/tug-{id}/{f}"));
+        assert_eq!(cg("cpu.max").trim(), "50000 100000");
+        assert_eq!(cg("memory.max").trim(), "33554432");
+        assert_eq!(cg("pids.max").trim(), "50");
+    }
+    env.ok(&["container", "rm", "--force", &name]);
+    // Env's drop asserts the cgroups are gone.
+}
+
+#[test]
+fn container_stdin_and_terminal() {
+    let Some(env) = Env::new() else { return };
+    let mut child = env
+        .tug()
+        .args([
+            "container",
+            "run",
+            "--rm",
+            "-i",
+            "busybox",
+            "sh",
+            "-c",
+            "cat; echo done",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"line1\nline2\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "line1\nline2\ndone\n");
+    // Without -i stdin is /dev/null.
+    let out = env.ok(&[
+        "container",
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "cat; echo eof",
+    ]);
+    assert_eq!(out, "eof\n");
+    // With -t the process has a terminal (run under `script` to give tug one).
+    if Path::new("/usr/bin/script").exists() {
+        let cmd = format!(
+            "TUG_ROOT={} {} container run --rm -t busybox tty",
+            env.root().display(),
+            common::tug_bin().display()
+        );
+        let out = ok(Command::new("script").args(["-qec", &cmd, "/dev/null"]));
+        assert!(out.contains("/dev/pts/0"), "{out}");
+        let name = common::unique("tty");
+        env.ok(&[
+            "container",
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "busybox",
+            "sleep",
+            "1000",
+        ]);
+        let cmd = format!(
+            "TUG_ROOT={} {} container exec -t {name} tty",
+            env.root().display(),
+            common::tug_bin().display()
+        );
+        let out = ok(Command::new("script").args(["-qec", &cmd, "/dev/null"]));
+        assert!(out.contains("/dev/pts/0"), "{out}");
+    }
+}
+
+#[test]
+fn container_overlay_with_many_layers_uses_the_new_mount_api() {
+    if !common::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut layers = Vec::new();
+    // 150 layers with long paths: far beyond the one page mount(2) can pass.
+    for i in 0..150 {
+        let l = dir.path().join(format!("layer-{i:03}-{}", "x".repeat(40)));
+        std::fs::create_dir_all(&l).unwrap();
+        std::fs::write(l.join(format!("f{i}")), i.to_string()).unwrap();
+        std::fs::write(l.join("top"), i.to_string()).unwrap();
+        layers.push(l);
+    }
+    let total: usize = layers.iter().map(|l| l.as_os_str().len() + 1).sum();
+    assert!(total > 4096, "{total}");
+    let (upper, work, target) = (
+        dir.path().join("u"),
+        dir.path().join("w"),
+        dir.path().join("t"),
+    );
+    for d in [&upper, &work, &target] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    tug::engine::runtime::rootfs::mount_overlay(&layers, Some((&upper, &work)), &target).unwrap();
+    let guard = Unmount(target.clone());
+    assert_eq!(std::fs::read_to_string(target.join("f0")).unwrap(), "0");
+    assert_eq!(std::fs::read_to_string(target.join("f149")).unwrap(), "149");
+    // The last layer listed (highest) wins.
+    assert_eq!(std::fs::read_to_string(target.join("top")).unwrap(), "149");
+    std::fs::write(target.join("new"), "w").unwrap();
+    assert!(upper.join("new").exists());
+    drop(guard);
+    assert!(!target.join("f0").exists());
 }

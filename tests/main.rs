@@ -2,6 +2,7 @@
 
 mod cli;
 mod common;
+mod compose;
 mod config_golden;
 mod container;
 mod image;
@@ -10,6 +11,7 @@ mod image_registry;
 mod image_unpack;
 mod malformed;
 mod network;
+mod network_containers;
 mod plan;
 mod project;
 mod volume;

@@ -23,7 +23,7 @@ const EXIT_INVALID: i32 = 1;
 const MAX_MESSAGE_BYTES: usize = 4096;
 const MAX_MESSAGE_LINES: usize = 12;
 /// Wall-clock limit per input; alias bombs must be refused, not expanded.
-const TIME_LIMIT: Duration = Duration::from_secs(30);
+const TIME_LIMIT: Duration = Duration::from_secs(60);
 /// Address-space limit of the child: an expanded alias bomb would need far more.
 const MEMORY_LIMIT: u64 = 4 << 30;
 
@@ -329,4 +329,71 @@ fn malformed_env_file_fails_cleanly() {
     for noise in DEBUG_NOISE {
         assert!(!o.stderr.contains(noise), "stderr: {}", o.stderr);
     }
+}
+
+/// Broken file-system situations around a compose file: include cycles, directories where
+/// files belong, symlink loops, missing extends targets. Each must fail cleanly and name the
+/// culprit.
+#[test]
+fn malformed_file_system_inputs_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let write = |name: &str, text: &str| std::fs::write(d.join(name), text).unwrap();
+    write(
+        "cycle-one.yaml",
+        "include:\n  - cycle-two.yaml\nservices:\n  a:\n    image: x\n",
+    );
+    write(
+        "cycle-two.yaml",
+        "include:\n  - cycle-one.yaml\nservices:\n  b:\n    image: x\n",
+    );
+    std::fs::create_dir(d.join("a-directory.yaml")).unwrap();
+    std::fs::create_dir(d.join("envdir")).unwrap();
+    write(
+        "env-is-dir.yaml",
+        "services:\n  a:\n    image: x\n    env_file: ./envdir\n",
+    );
+    std::os::unix::fs::symlink("loop-b.yaml", d.join("loop-a.yaml")).unwrap();
+    std::os::unix::fs::symlink("loop-a.yaml", d.join("loop-b.yaml")).unwrap();
+    write(
+        "extends-missing.yaml",
+        "services:\n  a:\n    extends:\n      file: ./no-such-base.yaml\n      service: base\n",
+    );
+    write(
+        "include-missing.yaml",
+        "include:\n  - ./no-such-include.yaml\nservices:\n  a:\n    image: x\n",
+    );
+    let cases = [
+        ("cycle-one.yaml", "cycle-"),
+        ("a-directory.yaml", "a-directory.yaml"),
+        ("env-is-dir.yaml", "envdir"),
+        ("loop-a.yaml", "loop-a.yaml"),
+        ("extends-missing.yaml", "no-such-base.yaml"),
+        ("include-missing.yaml", "no-such-include.yaml"),
+    ];
+    let mut failures = Vec::new();
+    for (file, fragment) in cases {
+        let o = run_tug_config(&d.join(file), d).unwrap();
+        let msg = o.stderr.trim_end();
+        let mut problems = Vec::new();
+        if o.status.code() != Some(EXIT_INVALID) {
+            problems.push(format!("exit status {:?}", o.status.code()));
+        }
+        if !msg.contains(fragment) {
+            problems.push(format!("message lacks `{fragment}`"));
+        }
+        if msg.lines().count() > MAX_MESSAGE_LINES || msg.len() > MAX_MESSAGE_BYTES {
+            problems.push("message too long".to_string());
+        }
+        problems.extend(
+            DEBUG_NOISE
+                .iter()
+                .filter(|n| msg.contains(**n))
+                .map(|n| format!("message contains `{n}`")),
+        );
+        if !problems.is_empty() {
+            failures.push(format!("{file}: {}\n  stderr: {msg}", problems.join("; ")));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

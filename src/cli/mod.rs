@@ -30,6 +30,12 @@ pub struct GlobalArgs {
     /// State root of tug's engine (images, containers, volumes, networks).
     #[arg(long = "root", global = true, env = "TUG_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
+    /// Set type of progress output.
+    #[arg(long, global = true, default_value = "auto", value_parser = ["auto", "tty", "plain", "json", "quiet"])]
+    pub progress: String,
+    /// Execute command in dry run mode: print the plan, change nothing.
+    #[arg(long, global = true)]
+    pub dry_run: bool,
 }
 
 impl GlobalArgs {
@@ -44,7 +50,7 @@ impl GlobalArgs {
 
 /// tug: compose-style stacks on a built-in container engine.
 #[derive(Debug, Parser)]
-#[command(name = "tug", version, about, propagate_version = true)]
+#[command(name = "tug", version, about)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -85,8 +91,59 @@ pub enum Command {
     /// A container's port proxy (started by tug itself).
     #[command(hide = true)]
     NetworkProxy(network::ProxyArgs),
+    /// Create and start containers.
+    Up(compose::args::UpArgs),
+    /// Stop and remove containers, networks.
+    Down(compose::args::DownArgs),
+    /// Creates containers for a service.
+    Create(compose::args::CreateArgs),
+    /// Start services.
+    Start(compose::args::ServicesArgs),
+    /// Stop services.
+    Stop(compose::args::StopArgs),
+    /// Restart service containers.
+    Restart(compose::args::RestartArgs),
+    /// Force stop service containers.
+    Kill(compose::args::KillArgs),
+    /// Removes stopped service containers.
+    Rm(compose::args::RmArgs),
+    /// Pause services.
+    Pause(compose::args::ServicesArgs),
+    /// Unpause services.
+    Unpause(compose::args::ServicesArgs),
+    /// List containers.
+    Ps(compose::args::PsArgs),
+    /// View output from containers.
+    Logs(compose::args::LogsArgs),
+    /// Execute a command in a running container.
+    Exec(compose::args::ExecArgs),
+    /// Run a one-off command on a service.
+    Run(compose::args::RunArgs),
+    /// Display the running processes.
+    Top(compose::args::TopArgs),
+    /// Print the public port for a port binding.
+    Port(compose::args::PortArgs),
+    /// Copy files/folders between a service container and the local filesystem.
+    Cp(compose::args::CpArgs),
+    /// Block until containers of all (or specified) services stop.
+    Wait(compose::args::WaitArgs),
+    /// List running compose projects.
+    Ls(compose::args::LsArgs),
+    /// List images used by the created containers.
+    Images(compose::args::ImagesArgs),
+    /// Receive real time events from containers.
+    Events(compose::args::EventsArgs),
+    /// Scale services.
+    Scale(compose::args::ScaleArgs),
+    /// Pull service images.
+    Pull(compose::args::PullArgs),
+    /// Push service images.
+    Push(compose::args::PushArgs),
+    /// Show the tug version information.
+    Version(compose::args::VersionArgs),
 }
 
+mod compose;
 pub mod config;
 mod container;
 mod image;
@@ -108,7 +165,84 @@ pub fn main() -> i32 {
             }
         };
     }
-    run_with(container::rewrite_args(args))
+    run_with(rewrite_args(container::rewrite_args(args)))
+}
+
+/// Global options that take a value, as they appear before the verb.
+const GLOBAL_WITH_VALUE: [&str; 11] = [
+    "-f",
+    "--file",
+    "-p",
+    "--project-name",
+    "--project-directory",
+    "--profile",
+    "--env-file",
+    "--root",
+    "--progress",
+    "--ansi",
+    "--parallel",
+];
+
+/// `-f` is the global `--file` and `-p` the global `--project-name`, as in docker compose;
+/// after the verbs where compose gives them another meaning (`logs -f`, `rm -f`, `run -p`)
+/// they are rewritten to that verb's long flag before parsing.
+#[must_use]
+pub fn rewrite_args(mut args: Vec<OsString>) -> Vec<OsString> {
+    let mut i = 1;
+    let mut verb = None;
+    while i < args.len() {
+        let a = args[i].to_string_lossy();
+        if GLOBAL_WITH_VALUE.contains(&a.as_ref()) {
+            i += 2;
+            continue;
+        }
+        if a.starts_with('-') {
+            i += 1;
+            continue;
+        }
+        verb = Some(i);
+        break;
+    }
+    let Some(v) = verb else { return args };
+    let rewrites: &[(&str, &str)] = match args[v].to_str() {
+        Some("logs") => &[("-f", "--follow")],
+        Some("rm") => &[("-f", "--force")],
+        Some("run") => &[("-p", "--publish")],
+        Some("version") => &[("-f", "--format")],
+        _ => return args,
+    };
+    let mut j = v + 1;
+    while j < args.len() {
+        let a = args[j].to_string_lossy().into_owned();
+        if a == "--" {
+            break;
+        }
+        if let Some((_, long)) = rewrites.iter().find(|(s, _)| *s == a) {
+            args[j] = (*long).into();
+        } else if !a.starts_with('-') && args[v] == "run" {
+            // `run SERVICE CMD…`: what follows the service belongs to the command.
+            let prev = args[j - 1].to_string_lossy();
+            let takes_value = [
+                "-e",
+                "--env",
+                "-v",
+                "--volume",
+                "--publish",
+                "--entrypoint",
+                "-u",
+                "--user",
+                "-w",
+                "--workdir",
+                "--name",
+            ]
+            .contains(&prev.as_ref());
+            if !takes_value {
+                break;
+            }
+        }
+        j += 1;
+    }
+    args
 }
 
 /// Runs tug with the given arguments and returns the exit code.
@@ -156,6 +290,31 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Volume(cmd) => volume::run(&global, &cmd),
         Command::NetworkDns(args) => network::run_dns(&args),
         Command::NetworkProxy(args) => network::run_proxy(&args),
+        Command::Up(args) => compose::run_up(&global, &args),
+        Command::Down(args) => compose::run_down(&global, &args),
+        Command::Create(args) => compose::run_create(&global, &args),
+        Command::Start(args) => compose::verbs::run_start(&global, &args),
+        Command::Stop(args) => compose::verbs::run_stop(&global, &args),
+        Command::Restart(args) => compose::verbs::run_restart(&global, &args),
+        Command::Kill(args) => compose::verbs::run_kill(&global, &args),
+        Command::Rm(args) => compose::verbs::run_rm(&global, &args),
+        Command::Pause(args) => compose::verbs::run_pause(&global, &args, true),
+        Command::Unpause(args) => compose::verbs::run_pause(&global, &args, false),
+        Command::Ps(args) => compose::run_ps(&global, &args),
+        Command::Logs(args) => compose::verbs::run_logs(&global, &args),
+        Command::Exec(args) => compose::verbs::run_exec(&global, &args),
+        Command::Run(args) => compose::verbs::run_run(&global, &args),
+        Command::Top(args) => compose::verbs::run_top(&global, &args),
+        Command::Port(args) => compose::verbs::run_port(&global, &args),
+        Command::Cp(args) => compose::verbs::run_cp(&global, &args),
+        Command::Wait(args) => compose::verbs::run_wait(&global, &args),
+        Command::Ls(args) => compose::run_ls(&global, &args),
+        Command::Images(args) => compose::verbs::run_images(&global, &args),
+        Command::Events(args) => compose::verbs::run_events(&global, &args),
+        Command::Scale(args) => compose::verbs::run_scale(&global, &args),
+        Command::Pull(args) => compose::verbs::run_pull(&global, &args),
+        Command::Push(args) => compose::verbs::run_push(&global, &args),
+        Command::Version(args) => compose::verbs::run_version(&args),
     }
 }
 
@@ -177,4 +336,38 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clap_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn short_flags_that_collide_with_globals_are_rewritten_after_their_verb() {
+        assert_eq!(
+            rewrite_args(os(&["tug", "-f", "a.yaml", "logs", "-f", "web"])),
+            os(&["tug", "-f", "a.yaml", "logs", "--follow", "web"])
+        );
+        assert_eq!(
+            rewrite_args(os(&["tug", "-p", "x", "rm", "-f", "-s"])),
+            os(&["tug", "-p", "x", "rm", "--force", "-s"])
+        );
+        assert_eq!(
+            rewrite_args(os(&["tug", "run", "-p", "80:80", "web", "ls", "-p"])),
+            os(&["tug", "run", "--publish", "80:80", "web", "ls", "-p"])
+        );
+        assert_eq!(
+            rewrite_args(os(&["tug", "up", "-f"])),
+            os(&["tug", "up", "-f"])
+        );
+    }
 }

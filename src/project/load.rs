@@ -321,7 +321,7 @@ pub fn load_explained(opts: &LoadOptions) -> Result<Loaded> {
     canonicalize(&mut doc, &spans)?;
 
     // Typed model.
-    let mut project: Project = match serde_json::from_value(doc.clone()) {
+    let mut project: Project = match <Project as serde::Deserialize>::deserialize(&doc) {
         Ok(p) => p,
         Err(e) => return Err(type_error(&doc, &spans, &e.to_string())),
     };
@@ -374,12 +374,64 @@ fn type_error(doc: &serde_json::Value, spans: &Spans, message: &str) -> ProjectE
     if let Some(serde_json::Value::Object(services)) = doc.get("services") {
         for (name, svc) in services {
             if let Err(e) = serde_json::from_value::<super::model::Service>(svc.clone()) {
-                let path = format!("services.{name}");
-                return ProjectError::invalid(locate(spans, &path), path, e.to_string());
+                // Find the key: try each one alone.
+                let mut path = format!("services.{name}");
+                let mut message = e.to_string();
+                if let serde_json::Value::Object(m) = svc {
+                    for (k, v) in m {
+                        let mut one = serde_json::Map::new();
+                        one.insert(k.clone(), v.clone());
+                        if let Err(e) = serde_json::from_value::<super::model::Service>(
+                            serde_json::Value::Object(one),
+                        ) {
+                            path = super::yaml::join_path(&path, k);
+                            message = e.to_string();
+                            break;
+                        }
+                    }
+                }
+                return ProjectError::invalid(locate(spans, &path), path, humanize(&message));
             }
         }
     }
-    ProjectError::invalid(None, "", message.to_owned())
+    if let serde_json::Value::Object(top) = doc {
+        for (kind, items) in top.iter().filter(|(k, _)| *k != "services") {
+            let try_one = |v: serde_json::Value| {
+                let mut one = serde_json::Map::new();
+                one.insert(kind.clone(), v);
+                serde_json::from_value::<Project>(serde_json::Value::Object(one)).err()
+            };
+            if let Some(e) = try_one(items.clone()) {
+                let mut path = kind.clone();
+                let mut message = e.to_string();
+                if let serde_json::Value::Object(m) = items {
+                    for (k, v) in m {
+                        let mut inner = serde_json::Map::new();
+                        inner.insert(k.clone(), v.clone());
+                        if let Some(e) = try_one(serde_json::Value::Object(inner)) {
+                            path = super::yaml::join_path(&path, k);
+                            message = e.to_string();
+                            break;
+                        }
+                    }
+                }
+                return ProjectError::invalid(locate(spans, &path), path, humanize(&message));
+            }
+        }
+    }
+    ProjectError::invalid(None, "", humanize(message))
+}
+
+/// serde's type names in words.
+fn humanize(message: &str) -> String {
+    message
+        .replace("expected u16", "expected a port number (0-65535)")
+        .replace("expected u32", "expected a positive integer")
+        .replace("expected u64", "expected a positive integer")
+        .replace("expected i64", "expected an integer")
+        .replace("expected f64", "expected a number")
+        .replace("expected a map", "expected a mapping")
+        .replace("expected a sequence", "expected a list")
 }
 
 /// The project name derived from the project directory.

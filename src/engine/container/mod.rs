@@ -434,8 +434,35 @@ impl ContainerStore {
         Ok(Cgroup::new(Layout::detect()?, &spec::cgroup_path(id)))
     }
 
+    /// A fresh container id (64 hex digits), for callers that must know the id before the
+    /// container exists (a network namespace named after it): pass it to
+    /// [`ContainerStore::create_with_id`].
+    #[must_use]
+    pub fn new_id() -> String {
+        random_hex(32)
+    }
+
     /// Creates a container from `config` and the resolved `image`; returns its id.
-    pub fn create(&self, mut config: ContainerConfig, image: &ImageInfo) -> Result<String> {
+    pub fn create(&self, config: ContainerConfig, image: &ImageInfo) -> Result<String> {
+        self.create_with_id(&Self::new_id(), config, image)
+    }
+
+    /// Creates a container with a given id (from [`ContainerStore::new_id`]).
+    pub fn create_with_id(
+        &self,
+        id: &str,
+        mut config: ContainerConfig,
+        image: &ImageInfo,
+    ) -> Result<String> {
+        if id.len() != 64
+            || !id.bytes().all(|b| b.is_ascii_hexdigit())
+            || self.dir.join(id).exists()
+        {
+            return Err(ContainerError::Invalid(format!(
+                "bad or used container id {id:?}"
+            )));
+        }
+        let id = id.to_string();
         if config.auto_remove && config.restart != RestartPolicy::No {
             return Err(ContainerError::Invalid(
                 "conflicting options: auto-remove and a restart policy".into(),
@@ -461,7 +488,6 @@ impl ContainerStore {
             )));
         }
         config.image_id.clone_from(&image.id);
-        let id = random_hex(32);
         let name_file = self.dir.join(".names").join(&config.name);
         // Reserve the name; a stale reservation (its container is gone) is taken over.
         let reserve = || {
@@ -509,6 +535,8 @@ impl ContainerStore {
             let p = dir.join(d);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
+        let p = dir.join("creator");
+        fs::write(&p, std::process::id().to_string()).map_err(io_err(&p))?;
         let t0 = Instant::now();
         let user_spec = config
             .user
@@ -870,12 +898,20 @@ impl ContainerStore {
         for id in self.ids() {
             let dir = self.dir.join(&id);
             let Ok(rec) = self.record(&id) else {
+                // A directory without a record is a create in progress, or one whose process
+                // was killed: the `creator` file names the creating process.
+                let creator_gone = fs::read_to_string(dir.join("creator"))
+                    .ok()
+                    .and_then(|p| p.trim().parse::<i32>().ok())
+                    .is_some_and(|pid| {
+                        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err()
+                    });
                 let old = fs::metadata(&dir)
                     .and_then(|m| m.modified())
                     .ok()
                     .and_then(|t| t.elapsed().ok())
                     .is_some_and(|e| e > Duration::from_secs(60));
-                if old {
+                if creator_gone || old {
                     let _ = fs::remove_dir_all(&dir);
                 }
                 continue;

@@ -152,31 +152,14 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 impl Io {
     fn new(tty: bool, stdin_open: bool, attached: bool) -> std::io::Result<Io> {
         if tty {
-            let winsize = if attached {
-                let mut ws: libc::winsize = libc::winsize {
-                    ws_row: 0,
-                    ws_col: 0,
-                    ws_xpixel: 0,
-                    ws_ypixel: 0,
-                };
-                // SAFETY: TIOCGWINSZ fills a winsize struct; failure leaves it zeroed.
-                let r = unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) };
-                (r == 0).then_some(ws)
-            } else {
-                None
-            };
-            let pty = nix::pty::openpty(winsize.as_ref(), None).map_err(std::io::Error::from)?;
-            set_cloexec(pty.master.as_raw_fd());
-            set_cloexec(pty.slave.as_raw_fd());
-            let s = pty.slave.as_raw_fd();
-            let master = pty.master.as_raw_fd();
+            // The terminal itself is allocated inside the container (see `runtime::launch`).
             return Ok(Io {
-                child: [s, s, s],
-                to_close: vec![pty.slave],
+                child: [-1, -1, -1],
+                to_close: Vec::new(),
                 tty: true,
-                out: Some(pty.master),
+                out: None,
                 err: None,
-                master: (attached && stdin_open).then_some(master),
+                master: None,
                 _stdin_hold: None,
             });
         }
@@ -301,8 +284,14 @@ impl Supervisor {
         }
         let upper = self.dir.join("upper");
         let work = self.dir.join("work");
-        rootfs::mount_overlay(&self.rec.layers, Some((&upper, &work)), &rootfs)
-            .map_err(|e| e.to_string())?;
+        // An auto-removed container's upper layer dies with it: no syncs (see rootfs).
+        rootfs::mount_overlay_opts(
+            &self.rec.layers,
+            Some((&upper, &work)),
+            &rootfs,
+            self.rec.config.auto_remove,
+        )
+        .map_err(|e| e.to_string())?;
         Ok(us(t.elapsed()))
     }
 
@@ -347,13 +336,13 @@ impl Supervisor {
                 child: _,
                 to_close,
                 tty,
-                out,
+                mut out,
                 err,
-                master,
+                mut master,
                 _stdin_hold,
             } = io;
             drop(to_close);
-            let (main_pid, cpid) = match launched {
+            let (main_pid, cpid, console) = match launched {
                 Ok(p) => p,
                 Err(e) => {
                     self.st.status = Status::Exited;
@@ -369,6 +358,26 @@ impl Supervisor {
                     break;
                 }
             };
+            if let Some(c) = console {
+                if attached {
+                    let mut ws = libc::winsize {
+                        ws_row: 0,
+                        ws_col: 0,
+                        ws_xpixel: 0,
+                        ws_ypixel: 0,
+                    };
+                    // SAFETY: TIOCGWINSZ/TIOCSWINSZ read and write a winsize struct.
+                    unsafe {
+                        if libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) == 0 {
+                            libc::ioctl(c.as_raw_fd(), libc::TIOCSWINSZ, &ws);
+                        }
+                    }
+                    if self.rec.config.stdin_open {
+                        master = Some(c.as_raw_fd());
+                    }
+                }
+                out = Some(c);
+            }
             if first {
                 status.send(&format!("ok {cpid}"));
                 if !attached {
@@ -455,8 +464,12 @@ impl Supervisor {
         }
     }
 
-    /// Starts one run; returns (pid to wait for, container pid).
-    fn launch(&mut self, io: &Io, overlay_us: u64) -> std::result::Result<(Pid, i32), String> {
+    /// Starts one run; returns (pid to wait for, container pid, terminal master).
+    fn launch(
+        &mut self,
+        io: &Io,
+        overlay_us: u64,
+    ) -> std::result::Result<(Pid, i32, Option<OwnedFd>), String> {
         if let NetworkMode::Container(other) = &self.rec.config.network {
             let path = self.store.netns_of(other).map_err(|e| e.to_string())?;
             if let Some(linux) = self.spec.linux_mut()
@@ -475,15 +488,18 @@ impl Supervisor {
             stderr: io.child[2],
             tty: io.tty,
         };
-        let (main, cpid, timings) = match &self.rec.config.runtime {
+        let (main, cpid, timings, console) = match &self.rec.config.runtime {
             None => {
                 let init = self.rec.config.init;
                 let rootfs = self.dir.join("bundle/rootfs");
                 let s = runtime::launch(&self.spec, &rootfs, &stdio, init, &self.cgroup)
                     .map_err(|e| e.to_string())?;
-                (s.pid, s.pid.as_raw(), s.timings)
+                (s.pid, s.pid.as_raw(), s.timings, s.console)
             }
-            Some(rt) => self.launch_external(rt, &stdio)?,
+            Some(rt) => {
+                let (m, c, t) = self.launch_external(rt, &stdio)?;
+                (m, c, t, None)
+            }
         };
         self.st.status = Status::Running;
         self.st.pid = Some(cpid);
@@ -499,7 +515,7 @@ impl Supervisor {
             ..Default::default()
         });
         self.save();
-        Ok((main, cpid))
+        Ok((main, cpid, console))
     }
 
     fn launch_external(
@@ -1012,31 +1028,52 @@ fn exec_main(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32> {
             tty: false,
         });
     }
+    // Join the container first, so the terminal comes from its own devpts instance.
+    runtime::join_container(pid, Some(&cgroup)).map_err(|e| ContainerError::Start {
+        id: id.to_string(),
+        reason: e.to_string(),
+    })?;
+    let (pm, ps) = runtime::open_pty().map_err(|e| ContainerError::Start {
+        id: id.to_string(),
+        reason: format!("allocate terminal: {e}"),
+    })?;
     let mut ws: libc::winsize = libc::winsize {
         ws_row: 24,
         ws_col: 80,
         ws_xpixel: 0,
         ws_ypixel: 0,
     };
-    // SAFETY: TIOCGWINSZ fills ws or fails, leaving the default.
-    unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) };
-    let pty = nix::pty::openpty(Some(&ws), None).map_err(|e| ContainerError::Start {
-        id: id.to_string(),
-        reason: format!("openpty: {e}"),
-    })?;
-    set_cloexec(pty.master.as_raw_fd());
-    set_cloexec(pty.slave.as_raw_fd());
+    // SAFETY: TIOCGWINSZ fills ws or fails, leaving the default; TIOCSWINSZ reads it.
+    unsafe {
+        libc::ioctl(1, libc::TIOCGWINSZ, &mut ws);
+        libc::ioctl(pm.as_raw_fd(), libc::TIOCSWINSZ, &ws);
+    }
+    struct Pty {
+        master: OwnedFd,
+        slave: OwnedFd,
+    }
+    let pty = Pty {
+        master: pm,
+        slave: ps,
+    };
     // SAFETY: single-threaded helper process.
     match unsafe { nix::unistd::fork() } {
         Ok(nix::unistd::ForkResult::Child) => {
             drop(pty.master);
             let s = pty.slave.as_raw_fd();
-            let code = match run(runtime::Stdio {
-                stdin: s,
-                stdout: s,
-                stderr: s,
-                tty: true,
-            }) {
+            let code = match runtime::spawn_in(
+                &spec,
+                &proc_,
+                &runtime::Stdio {
+                    stdin: s,
+                    stdout: s,
+                    stderr: s,
+                    tty: true,
+                },
+                None,
+            )
+            .map_err(|e| e.to_string())
+            {
                 Ok(c) => c,
                 Err(e) => {
                     let _ = nix::unistd::write(&pty.slave, format!("{e}\r\n").as_bytes());

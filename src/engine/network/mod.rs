@@ -494,6 +494,14 @@ impl Networks {
         let registered = host.entries()?;
         let host_prefixes = ipam::host_prefixes()?;
         let pool = ipam::Pool::from_env()?;
+        if let Some(r) = requested
+            && r.prefix > 30
+        {
+            return Err(Error::Invalid(format!(
+                "network {}: subnet {r} is too small (at most /30)",
+                spec.name
+            )));
+        }
         let subnet = ipam::choose_subnet(requested, &pool, &registered, &host_prefixes)?;
         let gateway = match spec.gateway.as_deref() {
             Some(g) => {
@@ -1003,6 +1011,7 @@ impl Networks {
             std::fs::remove_file(&path)
                 .map_err(|e| Error::Io(format!("remove {}", path.display()), e))?;
         }
+        let _ = std::fs::remove_file(self.root.join("ports").join(format!("{container_id}.log")));
         Ok(())
     }
 
@@ -1084,6 +1093,12 @@ impl Networks {
                     continue;
                 };
                 if rec.proxy.is_some_and(|x| x.alive()) {
+                    continue;
+                }
+                // A container without endpoints any more (its namespace is gone) publishes
+                // nothing: drop the record instead of reviving the proxy.
+                if self.endpoints_of_container(&rec.container_id)?.is_empty() {
+                    self.unpublish_locked(&rec.container_id)?;
                     continue;
                 }
                 let maps: Vec<PortMapping> = rec

@@ -149,7 +149,15 @@ pub fn ensure_bridge(name: &str, mtu: Option<u32>, gateway: Ipv4Addr, prefix: u8
     let name = name.to_string();
     run(None, move |h| async move {
         if index_of(&h, &name).await?.is_none() {
-            let mut b = LinkBridge::new(&name);
+            // A bridge without an address of its own takes the lowest MAC of its ports and
+            // changes it when that port leaves: peers' ARP caches then point at a MAC nobody
+            // has and the gateway (and DNS) is unreachable for a minute. A fixed, locally
+            // administered address derived from the name avoids that.
+            let mut mac = [0u8; 6];
+            let digest = <sha2::Sha256 as sha2::Digest>::digest(name.as_bytes());
+            mac.copy_from_slice(&digest[..6]);
+            mac[0] = (mac[0] & 0xfc) | 0x02;
+            let mut b = LinkBridge::new(&name).address(mac.to_vec());
             if let Some(m) = mtu {
                 b = b.mtu(m);
             }
@@ -167,8 +175,14 @@ pub fn ensure_bridge(name: &str, mtu: Option<u32>, gateway: Ipv4Addr, prefix: u8
         {
             return Err(nl_err(&format!("add {gateway}/{prefix} to {name}"), e));
         }
+        // A bridge without an address of its own takes the lowest of its ports' and changes
+        // it when that port goes: containers would keep the gateway's old MAC in their ARP
+        // cache and lose DNS and the default route for minutes. Fix it from the gateway
+        // address, as Docker does (02:42 + the IPv4 address).
+        let o = gateway.octets();
+        let mac = vec![0x02, 0x42, o[0], o[1], o[2], o[3]];
         h.link()
-            .set(LinkUnspec::new_with_index(idx).up().build())
+            .set(LinkUnspec::new_with_index(idx).address(mac).up().build())
             .execute()
             .await
             .map_err(|e| nl_err(&format!("bring {name} up"), e))?;

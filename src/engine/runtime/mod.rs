@@ -24,6 +24,7 @@ pub mod seccomp;
 
 use std::io::{Read as _, Write as _};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -97,6 +98,86 @@ pub struct Started {
     pub pid: Pid,
     /// Where the time went.
     pub timings: Timings,
+    /// The terminal master, when the container has a terminal (allocated inside its own
+    /// devpts instance and passed back over a socket, as runc's console socket does).
+    pub console: Option<OwnedFd>,
+}
+
+/// Opens a new pseudo-terminal pair from `/dev/ptmx` of the current mount namespace.
+pub fn open_pty() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let master = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open("/dev/ptmx")?;
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads an int from the pointer.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: TIOCGPTPEER returns a new descriptor for the slave side.
+    let slave = unsafe {
+        libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if slave < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: slave is a fresh descriptor we own.
+    Ok((OwnedFd::from(master), unsafe {
+        OwnedFd::from_raw_fd(slave)
+    }))
+}
+
+/// In the container: allocates its terminal, sends the master to the supervisor over
+/// `sock`, and makes the slave the stdio and controlling terminal.
+fn console_setup(sock: RawFd) -> std::result::Result<(), String> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let (master, slave) = open_pty().map_err(|e| format!("allocate terminal: {e}"))?;
+    let fds = [master.as_raw_fd()];
+    let iov = [std::io::IoSlice::new(b"m")];
+    sendmsg::<()>(
+        sock,
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| format!("send terminal: {e}"))?;
+    drop(master);
+    let s = slave.as_raw_fd();
+    take_stdio(&Stdio {
+        stdin: s,
+        stdout: s,
+        stderr: s,
+        tty: true,
+    })
+}
+
+fn recv_console(sock: &OwnedFd) -> Option<OwnedFd> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut buf = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .ok()?;
+    for c in msg.cmsgs().ok()? {
+        if let ControlMessageOwned::ScmRights(fds) = c
+            && let Some(fd) = fds.first()
+        {
+            // SAFETY: the kernel just gave us this descriptor.
+            return Some(unsafe { OwnedFd::from_raw_fd(*fd) });
+        }
+    }
+    None
 }
 
 fn us(d: Duration) -> u64 {
@@ -125,6 +206,17 @@ fn take_stdio(stdio: &Stdio) -> std::result::Result<(), String> {
             }
         }
     }
+    // Nothing else of the supervisor (or of whoever started it) may leak into the program:
+    // every other descriptor closes at exec.
+    // SAFETY: close_range with the CLOEXEC flag only changes descriptor flags.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
     if stdio.tty {
         let _ = nix::unistd::setsid();
         // SAFETY: TIOCSCTTY on fd 0, which is a terminal slave.
@@ -146,13 +238,17 @@ fn child_main(
     init: bool,
     join: &[(CloneFlags, std::path::PathBuf)],
     err_w: RawFd,
+    filters: Option<&[seccomp::BpfProgram]>,
+    console: Option<RawFd>,
 ) -> String {
     let t0 = Instant::now();
     reset_signals();
     if let Err(e) = namespaces::join(join) {
         return e.to_string();
     }
-    if let Err(e) = take_stdio(stdio) {
+    if console.is_none()
+        && let Err(e) = take_stdio(stdio)
+    {
         return e;
     }
     if let Some(h) = spec.hostname()
@@ -184,6 +280,13 @@ fn child_main(
     if let Err(e) = mounts() {
         return e.to_string();
     }
+    if let Some(sock) = console {
+        if let Err(e) = console_setup(sock) {
+            return e;
+        }
+        // SAFETY: the socket is no longer needed.
+        unsafe { libc::close(sock) };
+    }
     let msg = format!("M{}\n", us(t0.elapsed()));
     // SAFETY: err_w is the open error pipe; msg is a valid buffer.
     unsafe { libc::write(err_w, msg.as_ptr().cast(), msg.len()) };
@@ -205,7 +308,7 @@ fn child_main(
             Err(e) => return format!("fork init child: {e}"),
         }
     }
-    if let Err(e) = process::finalize(&proc_, spec) {
+    if let Err(e) = process::finalize(&proc_, spec, filters) {
         return e.to_string();
     }
     match process::exec(&proc_) {
@@ -229,6 +332,11 @@ pub fn launch(
     cgroup.create(resources.as_ref())?;
     timings.cgroup_us = us(t0.elapsed());
     let (new, join) = namespaces::plan(spec);
+    // Compile the seccomp profile here, once, rather than in the child.
+    let filters = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        Some(profile) => Some(seccomp::compile(profile).map_err(process::ProcessError::from)?),
+        None => None,
+    };
     let (go_r, go_w) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|source| RuntimeError::Sys {
             what: "pipe",
@@ -239,6 +347,25 @@ pub fn launch(
             what: "pipe",
             source,
         })?;
+    // A terminal is allocated inside the container (its own devpts) and its master comes back
+    // over this socket pair.
+    let console_pair = if stdio.tty && stdio.stdin < 0 {
+        Some(
+            nix::sys::socket::socketpair(
+                nix::sys::socket::AddressFamily::Unix,
+                nix::sys::socket::SockType::Stream,
+                None,
+                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            )
+            .map_err(|source| RuntimeError::Sys {
+                what: "socketpair",
+                source,
+            })?,
+        )
+    } else {
+        None
+    };
+    let console_child = console_pair.as_ref().map(|(_, c)| c.as_raw_fd());
     let go_r_fd = go_r.as_raw_fd();
     let go_w_fd = go_w.as_raw_fd();
     let err_r_fd = err_r.as_raw_fd();
@@ -259,7 +386,16 @@ pub fn launch(
             // SAFETY: _exit without unwinding.
             unsafe { libc::_exit(1) };
         }
-        let msg = child_main(spec, rootfs, stdio, init, &join, err_w_fd);
+        let msg = child_main(
+            spec,
+            rootfs,
+            stdio,
+            init,
+            &join,
+            err_w_fd,
+            filters.as_deref(),
+            console_child,
+        );
         let line = format!("E{msg}\n");
         // SAFETY: writing a valid buffer to the error pipe, then exiting.
         unsafe {
@@ -291,6 +427,13 @@ pub fn launch(
     let _ = go.write_all(b"g");
     drop(go);
     let t2 = Instant::now();
+    let console = match console_pair {
+        Some((ours, theirs)) => {
+            drop(theirs);
+            recv_console(&ours)
+        }
+        None => None,
+    };
     let mut text = String::new();
     let _ = std::fs::File::from(err_r).read_to_string(&mut text);
     for line in text.lines() {
@@ -301,7 +444,14 @@ pub fn launch(
         }
     }
     timings.exec_us = us(t2.elapsed()).saturating_sub(timings.mount_us);
-    Ok(Started { pid, timings })
+    if stdio.tty && stdio.stdin < 0 && console.is_none() {
+        return Err(fail("the container did not send its terminal".to_string()));
+    }
+    Ok(Started {
+        pid,
+        timings,
+        console,
+    })
 }
 
 /// Runs `proc_` (with `spec`'s seccomp profile) inside the namespaces and cgroup of the
@@ -315,6 +465,13 @@ pub fn exec_in(
     stdio: &Stdio,
     timeout: Option<Duration>,
 ) -> Result<i32> {
+    join_container(pid, cgroup)?;
+    spawn_in(spec, proc_, stdio, timeout)
+}
+
+/// Moves the calling (single-threaded, disposable) process into the cgroup and the
+/// namespaces of the container whose first process is `pid`.
+pub fn join_container(pid: i32, cgroup: Option<&cgroups::Cgroup>) -> Result<()> {
     if let Some(cg) = cgroup {
         // SAFETY: getpid cannot fail.
         let me = unsafe { libc::getpid() };
@@ -338,6 +495,17 @@ pub fn exec_in(
         })?;
     }
     drop(files);
+    Ok(())
+}
+
+/// Forks the process `proc_` (with `spec`'s seccomp profile) from a process that has joined
+/// a container, and waits for it; returns its exit code.
+pub fn spawn_in(
+    spec: &Spec,
+    proc_: &oci_spec::runtime::Process,
+    stdio: &Stdio,
+    timeout: Option<Duration>,
+) -> Result<i32> {
     let (err_r, err_w) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|source| RuntimeError::Sys {
             what: "pipe",
@@ -350,7 +518,7 @@ pub fn exec_in(
             reset_signals();
             let msg = match take_stdio(stdio) {
                 Err(e) => e,
-                Ok(()) => match process::finalize(proc_, spec) {
+                Ok(()) => match process::finalize(proc_, spec, None) {
                     Err(e) => e.to_string(),
                     Ok(()) => match process::exec(proc_) {
                         Ok(never) => match never {},

@@ -113,7 +113,7 @@ pub fn apply_rlimits(p: &Process) -> Result<()> {
 
 /// Everything from rlimits to the capability sets; returns the compiled seccomp filter still
 /// to install when no_new_privs is set (it is installed last then).
-pub fn finalize(p: &Process, spec: &Spec) -> Result<()> {
+pub fn finalize(p: &Process, spec: &Spec, compiled: Option<&[seccomp::BpfProgram]>) -> Result<()> {
     apply_rlimits(p)?;
     let caps = p.capabilities().clone().unwrap_or_default();
     let names = |s: &Option<oci_spec::runtime::Capabilities>| -> Vec<String> {
@@ -127,9 +127,13 @@ pub fn finalize(p: &Process, spec: &Spec) -> Result<()> {
         }
     }
     let nnp = p.no_new_privileges().unwrap_or(false);
-    let filters = match spec.linux().as_ref().and_then(|l| l.seccomp().clone()) {
-        Some(profile) => Some(seccomp::compile(&profile)?),
-        None => None,
+    let filters = match (
+        compiled,
+        spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()),
+    ) {
+        (Some(c), _) => Some(c.to_vec()),
+        (None, Some(profile)) => Some(seccomp::compile(profile)?),
+        (None, None) => None,
     };
     if let (false, Some(f)) = (nnp, &filters) {
         seccomp::install(f)?;

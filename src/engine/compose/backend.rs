@@ -1,0 +1,855 @@
+//! Plan operations carried out on the engine.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::convert::{self, labels};
+use super::{Error, Result, Stack};
+use crate::engine::container::{
+    ContainerConfig, ContainerError, ImageInfo, Mount, MountKind, NetworkMode,
+};
+use crate::engine::executor::Backend;
+use crate::engine::image::Image;
+use crate::engine::network::files::{HostsSpec, ResolvSpec};
+use crate::engine::network::{EndpointSpec, NetworkSpec, Networks, PortMapping, ports};
+use crate::engine::volume::{Prepare, VolumeSpec};
+use crate::plan::{Op, service_image};
+use crate::project::model::{FileReference, Service, ServiceVolume};
+
+/// Overrides of a one-off (`run`) container.
+#[derive(Debug, Clone, Default)]
+pub struct OneOff {
+    /// Command instead of the service's.
+    pub command: Option<Vec<String>>,
+    /// Entrypoint instead of the service's.
+    pub entrypoint: Option<Vec<String>>,
+    /// Extra `K=V`.
+    pub env: Vec<String>,
+    /// User.
+    pub user: Option<String>,
+    /// Working directory.
+    pub workdir: Option<String>,
+    /// Extra `-v` mounts (short syntax).
+    pub volumes: Vec<String>,
+    /// Extra `-p` ports (short syntax).
+    pub publish: Vec<String>,
+    /// Publish the service's own ports too.
+    pub service_ports: bool,
+    /// Allocate a terminal.
+    pub tty: bool,
+    /// Keep stdin open.
+    pub interactive: bool,
+    /// Remove the container when it exits.
+    pub remove: bool,
+}
+
+impl Backend for Stack {
+    fn apply(&self, op: &Op) -> std::result::Result<(), String> {
+        self.apply_op(op).map_err(|e| e.to_string())
+    }
+}
+
+impl Stack {
+    fn service(&self, name: &str) -> Result<&Service> {
+        self.project
+            .services
+            .get(name)
+            .ok_or_else(|| Error::NotFound(format!("no such service: {name}")))
+    }
+
+    /// Carries out one operation.
+    ///
+    /// # Errors
+    /// Whatever the engine reports, with the service or object named.
+    pub fn apply_op(&self, op: &Op) -> Result<()> {
+        match op {
+            Op::CreateNetwork { key, name } => self.create_network(key, name),
+            Op::CreateVolume { key, name } => self.create_volume(key, name),
+            Op::PullImage { image } => {
+                let quiet = crate::engine::image::no_progress();
+                self.images.pull(image, &quiet)?;
+                Ok(())
+            }
+            Op::BuildImage { service, image } => Err(Error::Unsupported(format!(
+                "service {service}: image {image} must be built from its Dockerfile, and \
+                 tug cannot build images yet: build it elsewhere and `tug image load` it"
+            ))),
+            Op::CreateContainer {
+                service,
+                number,
+                name,
+            } => self.create_container(service, *number, name),
+            Op::StartContainer { service, name } => {
+                let id = self.container_id(name)?;
+                self.containers.start(&id, false)?;
+                let hooks = self.service(service).map(|s| s.post_start.clone())?;
+                self.run_hooks(service, &id, &hooks, "post_start")
+            }
+            Op::StopContainer { service, name } => {
+                let timeout = self.options.stop_timeout.or_else(|| {
+                    self.project
+                        .services
+                        .get(service)
+                        .and_then(|s| s.stop_grace_period)
+                        .map(crate::project::model::Duration::to_std)
+                });
+                let id = self.container_id(name)?;
+                if let Some(s) = self.project.services.get(service) {
+                    let running = self.containers.state(&id).status
+                        == crate::engine::container::Status::Running;
+                    if running {
+                        self.run_hooks(service, &id, &s.pre_stop, "pre_stop")?;
+                    }
+                }
+                self.containers.stop(&id, timeout)?;
+                Ok(())
+            }
+            Op::RemoveContainer { name, .. } => self.remove_container(name),
+            Op::WaitFor {
+                service, condition, ..
+            } => self.wait_for(service, *condition),
+            Op::RemoveNetwork { name } => match self.networks.remove(name, false) {
+                Ok(()) | Err(crate::engine::network::Error::NotFound(_)) => Ok(()),
+                Err(e) => Err(e.into()),
+            },
+            Op::RemoveVolume { name } => match self.volumes.remove(name, &[]) {
+                Ok(()) | Err(crate::engine::volume::Error::NotFound(_)) => Ok(()),
+                Err(e) => Err(e.into()),
+            },
+            Op::RemoveImage { image } => {
+                let in_use = self.images_in_use()?;
+                match self.images.remove(image, false, &in_use) {
+                    Ok(_) | Err(crate::engine::image::Error::NotFound(_)) => Ok(()),
+                    Err(e) => Err(e.into()),
+                }
+            }
+        }
+    }
+
+    /// Runs `post_start` or `pre_stop` hooks in a container, in order; a failing hook fails
+    /// the operation.
+    fn run_hooks(
+        &self,
+        service: &str,
+        id: &str,
+        hooks: &[crate::project::model::ServiceHook],
+        what: &str,
+    ) -> Result<()> {
+        for h in hooks {
+            if h.privileged {
+                return Err(Error::Unsupported(format!(
+                    "service {service}: privileged {what} hooks are not supported yet"
+                )));
+            }
+            let Some(cmd) = h.command.clone().filter(|c| !c.is_empty()) else {
+                continue;
+            };
+            let env = h
+                .environment
+                .iter()
+                .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+                .collect();
+            let code = self.containers.exec(
+                id,
+                &crate::engine::container::ExecOptions {
+                    cmd: cmd.clone(),
+                    env,
+                    user: h.user.clone(),
+                    workdir: h.working_dir.clone(),
+                    ..Default::default()
+                },
+            )?;
+            if code != 0 {
+                return Err(Error::Dependency(format!(
+                    "service {service}: {what} hook {cmd:?} exited with code {code}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Image ids used by any container of the state root.
+    ///
+    /// # Errors
+    /// The container store cannot be read.
+    pub fn images_in_use(&self) -> Result<std::collections::HashSet<String>> {
+        Ok(self
+            .containers
+            .list(true)?
+            .into_iter()
+            .map(|c| c.image_id)
+            .collect())
+    }
+
+    /// The id of a container by name.
+    ///
+    /// # Errors
+    /// No such container.
+    pub fn container_id(&self, name: &str) -> Result<String> {
+        Ok(self.containers.resolve(name)?)
+    }
+
+    fn create_network(&self, key: &str, name: &str) -> Result<()> {
+        let n = self
+            .project
+            .networks
+            .get(key)
+            .ok_or_else(|| Error::NotFound(format!("network {key} is not declared")))?;
+        if n.driver.as_deref().is_some_and(|d| d != "bridge") {
+            return Err(Error::Unsupported(format!(
+                "network {key}: driver {} is not supported (only bridge)",
+                n.driver.as_deref().unwrap_or_default()
+            )));
+        }
+        if n.ipam.config.len() > 1 {
+            return Err(Error::Unsupported(format!(
+                "network {key}: more than one ipam.config entry is not supported yet"
+            )));
+        }
+        let mut labels_map = n.labels.clone();
+        labels_map.insert(labels::PROJECT.into(), self.project.name.clone());
+        labels_map.insert(labels::NETWORK.into(), key.to_string());
+        labels_map.insert(labels::VERSION.into(), convert::COMPOSE_VERSION.into());
+        let pool = n.ipam.config.first();
+        let spec = NetworkSpec {
+            name: name.to_string(),
+            labels: labels_map,
+            internal: n.internal,
+            driver: n.driver.clone(),
+            driver_opts: n.driver_opts.clone(),
+            enable_ipv6: n.enable_ipv6.unwrap_or(false),
+            subnet: pool.and_then(|p| p.subnet.clone()),
+            gateway: pool.and_then(|p| p.gateway.clone()),
+            ip_range: pool.and_then(|p| p.ip_range.clone()),
+        };
+        match self.networks.create(&spec) {
+            Ok(_) | Err(crate::engine::network::Error::Exists(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn create_volume(&self, key: &str, name: &str) -> Result<()> {
+        let v = self
+            .project
+            .volumes
+            .get(key)
+            .ok_or_else(|| Error::NotFound(format!("volume {key} is not declared")))?;
+        let mut labels_map = v.labels.clone();
+        labels_map.insert(labels::PROJECT.into(), self.project.name.clone());
+        labels_map.insert(labels::VOLUME.into(), key.to_string());
+        labels_map.insert(labels::VERSION.into(), convert::COMPOSE_VERSION.into());
+        self.volumes.ensure(&VolumeSpec {
+            name: name.to_string(),
+            driver: v.driver.clone(),
+            driver_opts: v.driver_opts.clone(),
+            labels: labels_map,
+        })?;
+        Ok(())
+    }
+
+    fn volume_name(&self, key: &str) -> String {
+        self.project
+            .volumes
+            .get(key)
+            .and_then(|v| v.name.clone())
+            .unwrap_or_else(|| format!("{}_{key}", self.project.name))
+    }
+
+    fn network_name(&self, key: &str) -> String {
+        self.project
+            .networks
+            .get(key)
+            .and_then(|v| v.name.clone())
+            .unwrap_or_else(|| format!("{}_{key}", self.project.name))
+    }
+
+    /// Per-container files (secrets, configs) live here.
+    fn files_dir(&self, container: &str) -> PathBuf {
+        self.root
+            .join("projects")
+            .join(&self.project.name)
+            .join("files")
+            .join(container)
+    }
+
+    fn create_container(&self, service: &str, number: u32, name: &str) -> Result<()> {
+        let s = self.service(service)?;
+        self.build_and_create(s, number, name, None).map(|_| ())
+    }
+
+    /// Creates a one-off (`run`) container of a service; returns its id.
+    ///
+    /// # Errors
+    /// As for a service container, plus bad `-v`/`-p` values.
+    pub fn create_oneoff(&self, s: &Service, name: &str, o: &OneOff) -> Result<String> {
+        self.build_and_create(s, 1, name, Some(o))
+    }
+
+    fn build_and_create(
+        &self,
+        s: &Service,
+        number: u32,
+        name: &str,
+        oneoff: Option<&OneOff>,
+    ) -> Result<String> {
+        let image_ref = service_image(&self.project.name, s);
+        let image = self.images.resolve(&image_ref)?;
+        let mut config = convert::container_config(
+            &self.project,
+            s,
+            name,
+            number,
+            self.hash(&s.name),
+            &image_ref,
+            &image.id,
+        )?;
+        if config.hostname.is_none() {
+            config.hostname = Some(name.to_string());
+        }
+        config.mounts = self.mounts(s, name, number, &image)?;
+        let mut service = s.clone();
+        if let Some(o) = oneoff {
+            config
+                .labels
+                .insert(labels::ONEOFF.to_string(), "True".to_string());
+            if o.command.is_some() {
+                config.command.clone_from(&o.command);
+            }
+            if o.entrypoint.is_some() {
+                config.entrypoint.clone_from(&o.entrypoint);
+                if o.command.is_none() {
+                    config.command = None;
+                }
+            }
+            config.env.extend(o.env.iter().cloned());
+            if o.user.is_some() {
+                config.user.clone_from(&o.user);
+            }
+            if o.workdir.is_some() {
+                config.working_dir.clone_from(&o.workdir);
+            }
+            config.tty = o.tty;
+            config.stdin_open = o.interactive;
+            config.auto_remove = o.remove;
+            config.restart = crate::engine::container::RestartPolicy::No;
+            for v in &o.volumes {
+                let req = crate::engine::volume::MountRequest::parse_short(v)?;
+                let sv = ServiceVolume {
+                    kind: match req.kind {
+                        crate::engine::volume::MountKind::Bind => "bind".into(),
+                        crate::engine::volume::MountKind::Tmpfs => "tmpfs".into(),
+                        crate::engine::volume::MountKind::Volume => "volume".into(),
+                    },
+                    source: req.source.map(|src| {
+                        if src.starts_with('.') {
+                            self.project.working_dir.join(src).display().to_string()
+                        } else {
+                            src
+                        }
+                    }),
+                    target: req.target.clone(),
+                    read_only: req.read_only,
+                    ..ServiceVolume::default()
+                };
+                config
+                    .mounts
+                    .push(self.mount(s, &sv, number, &image, 0, 0)?);
+            }
+            // A one-off publishes the service's ports only with --service-ports, plus -p.
+            if !o.service_ports {
+                service.ports.clear();
+            }
+            for p in &o.publish {
+                for m in crate::engine::network::ports::parse_short(p)? {
+                    service.ports.push(crate::project::model::Port {
+                        target: m.container_port,
+                        published: (m.host_port != 0).then(|| m.host_port.to_string()),
+                        host_ip: m.host_ip.map(|ip| ip.to_string()),
+                        protocol: Some(m.protocol.to_string()),
+                        ..crate::project::model::Port::default()
+                    });
+                }
+            }
+        }
+        let _guard = self
+            .wiring
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.wire_network(&service, name, oneoff.is_none(), &mut config)?;
+        let info = ImageInfo {
+            id: image.id.clone(),
+            layers: self.images.layer_dirs(&image)?,
+            config: image.config.config().clone(),
+        };
+        match self.containers.create(config, &info) {
+            Ok(id) => Ok(id),
+            Err(e) => {
+                let _ = self.networks.disconnect_all(name);
+                Err(e.into())
+            }
+        }
+    }
+
+    fn remove_container(&self, name: &str) -> Result<()> {
+        match self.containers.resolve(name) {
+            Ok(id) => self.containers.remove(&id, true)?,
+            Err(ContainerError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.networks.disconnect_all(name)?;
+        let files = self.files_dir(name);
+        if files.exists() {
+            std::fs::remove_dir_all(&files)
+                .map_err(|e| Error::Io(format!("remove {}", files.display()), e))?;
+        }
+        Ok(())
+    }
+
+    /// The network namespace, endpoints, published ports, /etc/hosts and resolv.conf.
+    fn wire_network(
+        &self,
+        s: &Service,
+        name: &str,
+        service_alias: bool,
+        config: &mut ContainerConfig,
+    ) -> Result<()> {
+        let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let hostname = config.hostname.clone().unwrap_or_else(|| name.to_string());
+        match s.network_mode.as_deref() {
+            Some("host") => {
+                config.network = NetworkMode::Host;
+                return Ok(());
+            }
+            Some("none") => {
+                config.network = NetworkMode::None;
+                config.etc_hosts = Some(Networks::hosts_file(&HostsSpec {
+                    hostname,
+                    domainname: s.domainname.clone(),
+                    ip: None,
+                    extra_hosts: s.extra_hosts.clone(),
+                    gateway: None,
+                })?);
+                return Ok(());
+            }
+            Some(m) if m.starts_with("service:") || m.starts_with("container:") => {
+                let target = if let Some(svc) = m.strip_prefix("service:") {
+                    let other = self.service(svc)?;
+                    other.container_name_for(&self.project.name, 1)
+                } else {
+                    m.trim_start_matches("container:").to_string()
+                };
+                let id = self.container_id(&target).map_err(|_| {
+                    Error::Dependency(format!(
+                        "service {}: network_mode {m}: container {target} does not exist",
+                        s.name
+                    ))
+                })?;
+                config.network = NetworkMode::Container(id);
+                return Ok(());
+            }
+            Some("bridge" | "default") | None => {}
+            Some(other) => {
+                return Err(Error::Unsupported(format!(
+                    "service {}: network_mode {other} is not supported",
+                    s.name
+                )));
+            }
+        }
+        // Leftovers of a container of the same name (a killed command) go first.
+        self.networks.disconnect_all(name)?;
+        let netns = self.networks.create_netns(name)?;
+        let links: Vec<(String, String)> = s
+            .links
+            .iter()
+            .map(|l| match l.split_once(':') {
+                Some((svc, alias)) => (svc.to_string(), alias.to_string()),
+                None => (l.clone(), l.clone()),
+            })
+            .collect();
+        let mut endpoints = Vec::new();
+        for key in s.networks_by_priority() {
+            let opts = s.networks.get(key).cloned().flatten().unwrap_or_default();
+            let mut aliases = if service_alias {
+                vec![s.name.clone()]
+            } else {
+                Vec::new()
+            };
+            aliases.extend(opts.aliases.iter().cloned());
+            let ipv4_address = opts
+                .ipv4_address
+                .as_deref()
+                .map(|a| {
+                    a.parse::<Ipv4Addr>().map_err(|_| {
+                        Error::Invalid(format!(
+                            "service {}: ipv4_address {a:?} is not an IPv4 address",
+                            s.name
+                        ))
+                    })
+                })
+                .transpose()?;
+            endpoints.push((
+                self.network_name(key),
+                EndpointSpec {
+                    container_id: name.to_string(),
+                    container_name: name.to_string(),
+                    service: service_alias.then(|| s.name.clone()),
+                    project: Some(self.project.name.clone()),
+                    hostname: Some(hostname.clone()),
+                    aliases,
+                    ipv4_address,
+                    ipv6_address: opts.ipv6_address.clone(),
+                    mac_address: opts.mac_address.clone().or_else(|| s.mac_address.clone()),
+                    priority: i32::try_from(opts.priority).unwrap_or(0),
+                    dns: s.dns.clone(),
+                },
+            ));
+        }
+        let connected = match self.networks.connect_all(&netns, endpoints) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = self.networks.disconnect_all(name);
+                return Err(e.into());
+            }
+        };
+        // `links: [db:database]` adds `database` as a name of db on this container's view;
+        // tug's DNS answers per network, so a link alias becomes an /etc/hosts entry.
+        let mut extra_hosts = s.extra_hosts.clone();
+        for (svc, alias) in &links {
+            if svc == alias {
+                continue;
+            }
+            if let Ok(other) = self.service(svc) {
+                let other_name = other.container_name_for(&self.project.name, 1);
+                if let Ok(eps) = self.networks.endpoints_of_container(&other_name)
+                    && let Some(ep) = eps
+                        .iter()
+                        .find(|e| connected.iter().any(|c| c.network == e.network))
+                {
+                    extra_hosts.push(format!("{alias}:{}", ep.ip));
+                }
+            }
+        }
+        let first = connected.first();
+        config.etc_hosts = Some(Networks::hosts_file(&HostsSpec {
+            hostname: hostname.clone(),
+            domainname: s.domainname.clone(),
+            ip: first.map(|e| e.ip),
+            extra_hosts,
+            gateway: first.map(|e| e.gateway),
+        })?);
+        config.resolv_conf = Some(Networks::resolv_conf(&ResolvSpec {
+            embedded: first.map(|e| e.gateway),
+            dns: s.dns.clone(),
+            search: s.dns_search.clone(),
+            options: s.dns_opt.clone(),
+            host: host_resolv,
+        }));
+        config.network = NetworkMode::Netns(netns);
+        // Published ports go to the first endpoint's address.
+        let mut maps: Vec<PortMapping> = Vec::new();
+        for p in &s.ports {
+            if p.published.is_none() && p.mode.as_deref() == Some("expose") {
+                continue;
+            }
+            maps.extend(ports::parse_long(
+                p.target,
+                p.published.as_deref(),
+                p.host_ip.as_deref(),
+                p.protocol.as_deref(),
+            )?);
+        }
+        if !maps.is_empty() {
+            let Some(ep) = first else {
+                return Err(Error::Invalid(format!(
+                    "service {}: ports need a network",
+                    s.name
+                )));
+            };
+            if let Err(e) = self.networks.publish(name, &s.name, ep.ip, &maps) {
+                let _ = self.networks.disconnect_all(name);
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Mounts of one container: volumes, binds, tmpfs, secrets and configs.
+    fn mounts(&self, s: &Service, name: &str, number: u32, image: &Image) -> Result<Vec<Mount>> {
+        let mut out = Vec::new();
+        let (uid, gid) = image_user_ids(self, image);
+        for v in &s.volumes {
+            out.push(self.mount(s, v, number, image, uid, gid)?);
+        }
+        for t in &s.tmpfs {
+            let (target, opts) = t.split_once(':').unwrap_or((t.as_str(), ""));
+            out.push(Mount {
+                kind: MountKind::Tmpfs,
+                source: PathBuf::from("tmpfs"),
+                target: target.to_string(),
+                read_only: false,
+                options: opts
+                    .split(',')
+                    .filter(|o| !o.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            });
+        }
+        for r in &s.secrets {
+            out.push(self.file_mount(s, name, "secret", r)?);
+        }
+        for r in &s.configs {
+            out.push(self.file_mount(s, name, "config", r)?);
+        }
+        Ok(out)
+    }
+
+    fn mount(
+        &self,
+        s: &Service,
+        v: &ServiceVolume,
+        number: u32,
+        image: &Image,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Mount> {
+        match v.kind.as_str() {
+            "bind" => {
+                let src = v.source.clone().unwrap_or_default();
+                let path = PathBuf::from(&src);
+                if !path.exists() {
+                    let create = v.bind.as_ref().is_none_or(|b| b.create_host_path);
+                    if !create {
+                        return Err(Error::Invalid(format!(
+                            "service {}: bind source {src} does not exist",
+                            s.name
+                        )));
+                    }
+                    std::fs::create_dir_all(&path)
+                        .map_err(|e| Error::Io(format!("create {src}"), e))?;
+                }
+                let mut options = Vec::new();
+                if let Some(p) = v.bind.as_ref().and_then(|b| b.propagation.clone()) {
+                    options.push(p);
+                }
+                Ok(Mount {
+                    kind: MountKind::Bind,
+                    source: path,
+                    target: v.target.clone(),
+                    read_only: v.read_only,
+                    options,
+                })
+            }
+            "volume" => {
+                let nocopy = v.volume.as_ref().is_some_and(|o| o.nocopy);
+                let vol = match &v.source {
+                    Some(key) if self.project.volumes.contains_key(key) => self.volume_name(key),
+                    Some(other) => other.clone(),
+                    None => self.anonymous_volume(s, number, &v.target)?,
+                };
+                let layers = if nocopy {
+                    Vec::new()
+                } else {
+                    self.images.layer_dirs(image)?
+                };
+                let _guard = self
+                    .preparing
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let path = self.volumes.prepare(
+                    &vol,
+                    &Prepare {
+                        layers,
+                        target: v.target.clone(),
+                        nocopy,
+                        uid,
+                        gid,
+                    },
+                )?;
+                Ok(Mount {
+                    kind: MountKind::Volume,
+                    source: path,
+                    target: v.target.clone(),
+                    read_only: v.read_only,
+                    options: Vec::new(),
+                })
+            }
+            "tmpfs" => {
+                let mut options = Vec::new();
+                if let Some(t) = &v.tmpfs {
+                    if t.size.0 > 0 {
+                        options.push(format!("size={}", t.size.0));
+                    }
+                    if t.mode != 0 {
+                        options.push(format!("mode={:o}", t.mode));
+                    }
+                }
+                Ok(Mount {
+                    kind: MountKind::Tmpfs,
+                    source: PathBuf::from("tmpfs"),
+                    target: v.target.clone(),
+                    read_only: v.read_only,
+                    options,
+                })
+            }
+            other => Err(Error::Unsupported(format!(
+                "service {}: volume type {other} is not supported",
+                s.name
+            ))),
+        }
+    }
+
+    /// An anonymous volume: named after project, service, replica and target, so the same
+    /// replica finds its data again when it is recreated; `-V` renews it.
+    fn anonymous_volume(&self, s: &Service, number: u32, target: &str) -> Result<String> {
+        let digest = hex::encode(Sha256::digest(
+            format!("{}/{}/{number}/{target}", self.project.name, s.name).as_bytes(),
+        ));
+        let name = format!("{}_{}_anon_{}", self.project.name, s.name, &digest[..16]);
+        if self.options.renew_anon_volumes && self.volumes.exists(&name)? {
+            self.volumes.remove(&name, &[])?;
+        }
+        let mut l = BTreeMap::new();
+        l.insert(labels::PROJECT.to_string(), self.project.name.clone());
+        l.insert(labels::SERVICE.to_string(), s.name.clone());
+        l.insert("tug.anonymous".to_string(), "true".to_string());
+        self.volumes.ensure(&VolumeSpec {
+            name: name.clone(),
+            driver: None,
+            driver_opts: BTreeMap::new(),
+            labels: l,
+        })?;
+        Ok(name)
+    }
+
+    /// A secret or config: its content copied into the container's files directory with the
+    /// requested owner and mode, bind-mounted read-only at its target.
+    fn file_mount(
+        &self,
+        s: &Service,
+        container: &str,
+        kind: &str,
+        r: &FileReference,
+    ) -> Result<Mount> {
+        let objects = if kind == "secret" {
+            &self.project.secrets
+        } else {
+            &self.project.configs
+        };
+        let obj = objects.get(&r.source).ok_or_else(|| {
+            Error::NotFound(format!(
+                "service {}: {kind} {} is not declared",
+                s.name, r.source
+            ))
+        })?;
+        if obj.external {
+            return Err(Error::Unsupported(format!(
+                "service {}: external {kind}s need a swarm; not supported",
+                s.name
+            )));
+        }
+        let content: Vec<u8> = if let Some(f) = &obj.file {
+            std::fs::read(f).map_err(|e| Error::Io(format!("{kind} {}: read {f}", r.source), e))?
+        } else if let Some(var) = &obj.environment {
+            self.project
+                .environment
+                .get(var)
+                .cloned()
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "{kind} {}: environment variable {var} is not set",
+                        r.source
+                    ))
+                })?
+                .into_bytes()
+        } else if let Some(c) = &obj.content {
+            c.clone().into_bytes()
+        } else {
+            return Err(Error::Invalid(format!(
+                "{kind} {}: needs file, environment or content",
+                r.source
+            )));
+        };
+        let dir = self.files_dir(container).join(kind);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::Io(format!("create {}", dir.display()), e))?;
+        let path = dir.join(&r.source);
+        write_file(&path, &content)?;
+        let mode = r.mode.map_or(0o444, |m| m.0);
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .map_err(|e| Error::Io(format!("chmod {}", path.display()), e))?;
+        let uid = r.uid.as_deref().and_then(|u| u.parse().ok()).unwrap_or(0);
+        let gid = r.gid.as_deref().and_then(|g| g.parse().ok()).unwrap_or(0);
+        nix::unistd::chown(
+            &path,
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        )
+        .map_err(|e| Error::Io(format!("chown {}", path.display()), e.into()))?;
+        let target = match &r.target {
+            Some(t) if t.starts_with('/') => t.clone(),
+            Some(t) if kind == "secret" => format!("/run/secrets/{t}"),
+            Some(t) => format!("/{t}"),
+            None if kind == "secret" => format!("/run/secrets/{}", r.source),
+            None => format!("/{}", r.source),
+        };
+        Ok(Mount {
+            kind: MountKind::Bind,
+            source: path,
+            target,
+            read_only: true,
+            options: Vec::new(),
+        })
+    }
+}
+
+fn write_file(path: &Path, content: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, content)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| Error::Io(format!("write {}", path.display()), e))
+}
+
+/// The uid and gid the image runs as (its `User`), looked up in the image's /etc/passwd when
+/// it is a name. Root when unknown.
+fn image_user_ids(stack: &Stack, image: &Image) -> (u32, u32) {
+    let user = image
+        .config
+        .config()
+        .as_ref()
+        .and_then(|c| c.user().clone())
+        .unwrap_or_default();
+    if user.is_empty() {
+        return (0, 0);
+    }
+    let (u, g) = user.split_once(':').unwrap_or((user.as_str(), ""));
+    let layers = stack.images.layer_dirs(image).unwrap_or_default();
+    let lookup = |file: &str, key: &str| -> Option<(u32, u32)> {
+        for dir in layers.iter().rev() {
+            if let Ok(text) = std::fs::read_to_string(dir.join(file)) {
+                for line in text.lines() {
+                    let f: Vec<&str> = line.split(':').collect();
+                    if f.len() >= 4 && f[0] == key {
+                        return Some((f[2].parse().ok()?, f[3].parse().ok()?));
+                    }
+                }
+                return None;
+            }
+        }
+        None
+    };
+    let (uid, mut gid) = match u.parse::<u32>() {
+        Ok(n) => (n, n),
+        Err(_) => lookup("etc/passwd", u).unwrap_or((0, 0)),
+    };
+    if !g.is_empty() {
+        gid = g
+            .parse()
+            .ok()
+            .or_else(|| lookup("etc/group", g).map(|(gid, _)| gid))
+            .unwrap_or(gid);
+    }
+    (uid, gid)
+}

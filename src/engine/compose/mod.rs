@@ -1,0 +1,237 @@
+//! A compose project on the engine: observe what exists, and carry out plan operations.
+//!
+//! [`Stack`] ties one loaded project to the engine's stores (images, containers, networks,
+//! volumes) of one state root. It reports the observed state by the `com.docker.compose.*`
+//! labels, and implements [`Backend`] so the executor can apply a plan: each operation maps
+//! to engine calls, with the service's configuration turned into a container configuration
+//! (`convert`). It decides nothing: what to do comes from the plan.
+
+mod backend;
+pub mod convert;
+mod wait;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::engine::container::{
+    ContainerError, ContainerStore, Status, Summary as ContainerSummary,
+};
+use crate::engine::image::ImageStore;
+use crate::engine::network::Networks;
+use crate::engine::volume::Volumes;
+use crate::plan::{self, Desired, Observed, ObservedContainer, RunState};
+use crate::project::model::Project;
+
+pub use backend::OneOff;
+pub use convert::labels;
+pub use wait::WaitOptions;
+
+/// Errors of the compose layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The service uses a feature tug does not have yet.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A value the engine cannot take.
+    #[error("{0}")]
+    Invalid(String),
+    /// A named thing does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A dependency did not meet its condition.
+    #[error("{0}")]
+    Dependency(String),
+    /// Image store.
+    #[error(transparent)]
+    Image(#[from] crate::engine::image::Error),
+    /// Containers.
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    /// Networks.
+    #[error(transparent)]
+    Network(#[from] crate::engine::network::Error),
+    /// Volumes.
+    #[error(transparent)]
+    Volume(#[from] crate::engine::volume::Error),
+    /// Project lock or state files.
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
+}
+
+/// Result alias of this module.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Options that shape how operations are carried out (not what is done).
+#[derive(Debug, Clone, Default)]
+pub struct StackOptions {
+    /// `-t`: stop timeout overriding each service's `stop_grace_period`.
+    pub stop_timeout: Option<std::time::Duration>,
+    /// How long a `wait for` may take before it fails.
+    pub wait: WaitOptions,
+    /// `-V`: renew anonymous volumes.
+    pub renew_anon_volumes: bool,
+}
+
+/// One project on one state root.
+pub struct Stack {
+    /// The loaded project.
+    pub project: Project,
+    /// State root.
+    pub root: PathBuf,
+    /// Image store.
+    pub images: ImageStore,
+    /// Containers.
+    pub containers: ContainerStore,
+    /// Networks.
+    pub networks: Networks,
+    /// Volumes.
+    pub volumes: Volumes,
+    /// Options.
+    pub options: StackOptions,
+    /// Per-service config hashes, computed once.
+    hashes: BTreeMap<String, String>,
+    /// Serialises the network and netns work of concurrent operations.
+    wiring: Mutex<()>,
+    /// Serialises volume preparation (first-use copy-up) of concurrent operations.
+    preparing: Mutex<()>,
+}
+
+impl std::fmt::Debug for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stack")
+            .field("project", &self.project.name)
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An exclusive lock on one project of one state root, held while a command changes it.
+#[derive(Debug)]
+pub struct ProjectLock {
+    _lock: nix::fcntl::Flock<File>,
+}
+
+impl ProjectLock {
+    /// Takes the lock, waiting for another tug command on the same project to finish.
+    ///
+    /// # Errors
+    /// The lock file cannot be created or locked.
+    pub fn take(root: &Path, project: &str) -> Result<ProjectLock> {
+        let dir = root.join("projects");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::Io(format!("create {}", dir.display()), e))?;
+        let path = dir.join(format!("{project}.lock"));
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::Io(format!("open {}", path.display()), e))?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map(|f| ProjectLock { _lock: f })
+            .map_err(|(_, e)| Error::Io(format!("lock {}", path.display()), e.into()))
+    }
+}
+
+impl Stack {
+    /// Opens the engine's stores for a project.
+    ///
+    /// # Errors
+    /// A store cannot be opened.
+    pub fn open(root: &Path, project: Project, options: StackOptions) -> Result<Stack> {
+        let hashes = project
+            .services
+            .values()
+            .map(|s| (s.name.clone(), plan::config_hash(s)))
+            .collect();
+        Ok(Stack {
+            images: ImageStore::open(root)?,
+            containers: ContainerStore::open(root)?,
+            networks: Networks::open(root)?,
+            volumes: Volumes::open(root)?,
+            root: root.to_path_buf(),
+            project,
+            options,
+            hashes,
+            wiring: Mutex::new(()),
+            preparing: Mutex::new(()),
+        })
+    }
+
+    /// The config hash of a service.
+    #[must_use]
+    pub fn hash(&self, service: &str) -> &str {
+        self.hashes.get(service).map_or("", String::as_str)
+    }
+
+    /// The project's containers (one-offs included), sorted by name.
+    ///
+    /// # Errors
+    /// The container store cannot be read.
+    pub fn project_containers(&self) -> Result<Vec<ContainerSummary>> {
+        let mut v: Vec<ContainerSummary> = self
+            .containers
+            .list(true)?
+            .into_iter()
+            .filter(|c| c.labels.get(labels::PROJECT) == Some(&self.project.name))
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(v)
+    }
+
+    /// The desired state: the project with image ids from the store.
+    #[must_use]
+    pub fn desired(&self) -> Desired {
+        plan::desired_from_project(&self.project, |r| self.images.resolve(r).ok().map(|i| i.id))
+    }
+
+    /// The observed state.
+    ///
+    /// # Errors
+    /// A store cannot be read.
+    pub fn observed(&self) -> Result<Observed> {
+        let containers = self
+            .project_containers()?
+            .into_iter()
+            .map(|c| ObservedContainer {
+                id: c.id.clone(),
+                service: c.labels.get(labels::SERVICE).cloned().unwrap_or_default(),
+                number: c
+                    .labels
+                    .get(labels::NUMBER)
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0),
+                hash: c
+                    .labels
+                    .get(labels::CONFIG_HASH)
+                    .cloned()
+                    .unwrap_or_default(),
+                image_id: Some(c.image_id.clone()).filter(|i| !i.is_empty()),
+                state: run_state(c.state),
+                exit_code: c.exit_code,
+                oneoff: c.labels.get(labels::ONEOFF).map(String::as_str) == Some("True"),
+                name: c.name,
+            })
+            .collect();
+        let networks = self.networks.list()?.into_iter().map(|n| n.name).collect();
+        let volumes = self.volumes.list()?.into_iter().map(|v| v.name).collect();
+        Ok(Observed {
+            containers,
+            networks,
+            volumes,
+        })
+    }
+}
+
+/// Maps an engine status to the run state reconcile knows.
+#[must_use]
+pub fn run_state(s: Status) -> RunState {
+    match s {
+        Status::Created => RunState::Created,
+        Status::Running | Status::Restarting => RunState::Running,
+        Status::Paused => RunState::Paused,
+        Status::Exited | Status::Dead => RunState::Exited,
+    }
+}

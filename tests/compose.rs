@@ -1,0 +1,527 @@
+//! The compose lifecycle end to end: real stacks of busybox services on real bridges, volumes
+//! and containers. Each test has its own state root and project name, and its guard takes
+//! the stack down (`down -v`) and checks that nothing of it is left, even when it fails.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use crate::common::{busybox_image, fails, ok, require_root, run, tug, unique};
+
+/// A compose project in a temp dir with its own state root.
+struct Stack {
+    dir: tempfile::TempDir,
+    root: tempfile::TempDir,
+    name: String,
+}
+
+impl Stack {
+    fn new(yaml: &str) -> Stack {
+        let dir = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("compose.yaml"), yaml).unwrap();
+        busybox_image(root.path());
+        Stack {
+            dir,
+            root,
+            name: unique("tc"),
+        }
+    }
+
+    fn write(&self, yaml: &str) {
+        std::fs::write(self.dir.path().join("compose.yaml"), yaml).unwrap();
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = tug(self.root.path());
+        c.current_dir(self.dir.path())
+            .args(["-p", &self.name, "--progress", "plain"]);
+        c
+    }
+
+    fn tug(&self, args: &[&str]) -> String {
+        ok(self.cmd().args(args))
+    }
+
+    fn output(&self, args: &[&str]) -> Output {
+        run(self.cmd().args(args))
+    }
+
+    /// `ps -a --format json`, one object per container.
+    fn ps(&self) -> Vec<serde_json::Value> {
+        self.tug(&["ps", "-a", "--format", "json"])
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("ps --format json prints one object a line"))
+            .collect()
+    }
+
+    fn state_of(&self, name: &str) -> Option<String> {
+        self.ps()
+            .into_iter()
+            .find(|c| c["Name"] == name)
+            .map(|c| c["State"].as_str().unwrap().to_string())
+    }
+
+    fn id_of(&self, name: &str) -> String {
+        self.ps()
+            .into_iter()
+            .find(|c| c["Name"] == name)
+            .map(|c| c["ID"].as_str().unwrap().to_string())
+            .unwrap_or_else(|| panic!("no container {name}"))
+    }
+
+    fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// Names of what the state root still holds of the project.
+    fn leftovers(&self) -> Vec<String> {
+        let mut left = Vec::new();
+        let root = self.root().display().to_string();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        for l in mounts.lines().filter(|l| l.contains(&root)) {
+            left.push(format!("mount {l}"));
+        }
+        for sub in ["containers", "netns", "networks"] {
+            if let Ok(rd) = std::fs::read_dir(self.root().join(sub)) {
+                // Dot files are the stores' own bookkeeping (locks, name index).
+                for e in rd
+                    .flatten()
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                {
+                    left.push(format!("{sub}/{}", e.file_name().to_string_lossy()));
+                }
+            }
+        }
+        left
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = run(self
+            .cmd()
+            .args(["down", "-v", "--remove-orphans", "-t", "1"]));
+        // Containers of other projects made by a test (none here) would be removed by
+        // `container rm`; the state root itself goes with the temp dir.
+        let left = self.leftovers();
+        if !std::thread::panicking() {
+            assert!(left.is_empty(), "left behind after down: {left:?}");
+        }
+    }
+}
+
+fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+const CHAIN: &str = r#"
+services:
+  migrate:
+    image: busybox:latest
+    command: ["sh", "-c", "sleep 1; echo migrated > /data/done"]
+    volumes: [data:/data]
+  db:
+    image: busybox:latest
+    init: true
+    command: ["sh", "-c", "sleep 1; touch /tmp/ready; exec httpd -f -p 5432 -h /data"]
+    volumes: [data:/data]
+    depends_on:
+      migrate: {condition: service_completed_successfully}
+    healthcheck:
+      test: ["CMD", "test", "-f", "/tmp/ready"]
+      interval: 200ms
+      retries: 50
+  app:
+    image: busybox:latest
+    init: true
+    environment:
+      GREETING: hello
+    command: ["sh", "-c", "timeout 5 wget -q -O - http://db:5432/done; exec sleep 1000"]
+    depends_on:
+      db: {condition: service_healthy, restart: true}
+volumes:
+  data:
+"#;
+
+#[test]
+fn compose_start_order_follows_dependencies_and_health() {
+    if !require_root() {
+        return;
+    }
+    let s = Stack::new(CHAIN);
+    s.tug(&["up", "-d"]);
+    let ps = s.ps();
+    let names: Vec<&str> = ps.iter().map(|c| c["Name"].as_str().unwrap()).collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    let migrate = format!("{}-migrate-1", s.name);
+    let db = format!("{}-db-1", s.name);
+    let app = format!("{}-app-1", s.name);
+    assert_eq!(s.state_of(&migrate).as_deref(), Some("exited"));
+    assert_eq!(s.state_of(&db).as_deref(), Some("running"));
+    let db_row = ps.iter().find(|c| c["Name"] == db.as_str()).unwrap();
+    assert_eq!(db_row["Health"], "healthy", "{db_row}");
+    // app ran only after db was healthy, and db after migrate wrote its file: app's first
+    // output is the file migrate wrote, fetched from db by service name.
+    eventually("app's log", Duration::from_secs(10), || {
+        s.tug(&["logs", "--no-log-prefix", "app"])
+            .contains("migrated")
+    });
+    // Labels docker compose tools read are there.
+    let app_row = ps.iter().find(|c| c["Name"] == app.as_str()).unwrap();
+    let labels = app_row["Labels"].as_str().unwrap();
+    for l in [
+        "com.docker.compose.project=",
+        "com.docker.compose.service=app",
+        "com.docker.compose.container-number=1",
+        "com.docker.compose.oneoff=False",
+        "com.docker.compose.config-hash=",
+        "com.docker.compose.depends_on=db:service_healthy:true",
+    ] {
+        assert!(labels.contains(l), "missing label {l} in {labels}");
+    }
+}
+
+#[test]
+fn compose_up_twice_is_a_noop_and_a_changed_env_recreates_only_that_service() {
+    if !require_root() {
+        return;
+    }
+    let s = Stack::new(CHAIN);
+    s.tug(&["up", "-d"]);
+    let db = format!("{}-db-1", s.name);
+    let app = format!("{}-app-1", s.name);
+    let (db_id, app_id) = (s.id_of(&db), s.id_of(&app));
+    // The one-shot migrate job exited and would run again; everything else is unchanged.
+    let plan = s.tug(&["up", "-d", "--dry-run", "db", "app", "--no-deps"]);
+    assert_eq!(plan.trim(), "nothing to do", "{plan}");
+    s.tug(&["up", "-d", "--no-deps", "db", "app"]);
+    assert_eq!(s.id_of(&db), db_id, "db was recreated by a no-op up");
+    assert_eq!(s.id_of(&app), app_id, "app was recreated by a no-op up");
+
+    // A changed environment recreates app only.
+    s.write(&CHAIN.replace("GREETING: hello", "GREETING: bonjour"));
+    let plan = s.tug(&["up", "-d", "--dry-run"]);
+    assert!(plan.contains(&format!("remove container {app}")), "{plan}");
+    assert!(!plan.contains(&format!("remove container {db}")), "{plan}");
+    s.tug(&["up", "-d"]);
+    assert_eq!(s.id_of(&db), db_id, "db must not be recreated");
+    assert_ne!(s.id_of(&app), app_id, "app must be recreated");
+    let env = s.tug(&["exec", "-T", "app", "sh", "-c", "echo $GREETING"]);
+    assert_eq!(env.trim(), "bonjour");
+
+    // A changed db recreates db and restarts app (restart: true) without recreating it.
+    let app_id = s.id_of(&app);
+    s.write(
+        &CHAIN
+            .replace("GREETING: hello", "GREETING: bonjour")
+            .replace("retries: 50", "retries: 60"),
+    );
+    let plan = s.tug(&["up", "-d", "--dry-run"]);
+    assert!(plan.contains(&format!("remove container {db}")), "{plan}");
+    assert!(!plan.contains(&format!("remove container {app}")), "{plan}");
+    assert!(
+        plan.contains(&format!("stop container {app}"))
+            && plan.contains("dependency db recreated (restart: true)"),
+        "{plan}"
+    );
+    s.tug(&["up", "-d"]);
+    assert_eq!(s.id_of(&app), app_id, "app is restarted, not recreated");
+    assert_eq!(s.state_of(&app).as_deref(), Some("running"));
+}
+
+#[test]
+fn compose_scale_up_and_down_and_dns_answers_every_replica() {
+    if !require_root() {
+        return;
+    }
+    let s = Stack::new(
+        r#"
+services:
+  web:
+    image: busybox:latest
+    init: true
+    command: ["sh", "-c", "echo $$HOSTNAME > /tmp/i; exec httpd -f -p 80 -h /tmp"]
+  probe:
+    image: busybox:latest
+    init: true
+    command: ["sleep", "1000"]
+"#,
+    );
+    s.tug(&["up", "-d"]);
+    s.tug(&["up", "-d", "--scale", "web=3"]);
+    let webs: Vec<String> = s
+        .ps()
+        .into_iter()
+        .filter(|c| c["Service"] == "web")
+        .map(|c| c["Name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(webs.len(), 3, "{webs:?}");
+    // Each replica answers at its own address under the service name.
+    let out = s.tug(&["exec", "-T", "probe", "nslookup", "web"]);
+    let addrs = out.lines().filter(|l| l.starts_with("Address: ")).count();
+    assert_eq!(addrs, 3, "three addresses for web:\n{out}");
+    // Replicas have their own hostnames (their container names).
+    let mut names = Vec::new();
+    for i in 1..=3 {
+        let idx = i.to_string();
+        names.push(
+            s.tug(&["exec", "-T", "--index", &idx, "web", "cat", "/tmp/i"])
+                .trim()
+                .to_string(),
+        );
+    }
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 3, "{names:?}");
+    s.tug(&["up", "-d", "--scale", "web=1"]);
+    let webs: Vec<serde_json::Value> = s
+        .ps()
+        .into_iter()
+        .filter(|c| c["Service"] == "web")
+        .collect();
+    assert_eq!(webs.len(), 1);
+    assert_eq!(webs[0]["Name"], format!("{}-web-1", s.name));
+    let out = s.tug(&["exec", "-T", "probe", "nslookup", "web"]);
+    let addrs = out.lines().filter(|l| l.starts_with("Address: ")).count();
+    assert_eq!(addrs, 1, "one address for web after scaling down:\n{out}");
+}
+
+#[test]
+fn compose_named_volume_survives_down_and_goes_with_down_v() {
+    if !require_root() {
+        return;
+    }
+    let yaml = r#"
+services:
+  box:
+    image: busybox:latest
+    init: true
+    command: ["sleep", "1000"]
+    volumes: [keep:/keep]
+volumes:
+  keep:
+"#;
+    let s = Stack::new(yaml);
+    s.tug(&["up", "-d"]);
+    s.tug(&[
+        "exec",
+        "-T",
+        "box",
+        "sh",
+        "-c",
+        "echo precious > /keep/file",
+    ]);
+    s.tug(&["down"]);
+    assert!(s.ps().is_empty(), "down removes containers");
+    let vols = ok(tug(s.root()).args(["volume", "ls", "-q"]));
+    assert!(vols.contains(&format!("{}_keep", s.name)), "{vols}");
+    s.tug(&["up", "-d"]);
+    let got = s.tug(&["exec", "-T", "box", "cat", "/keep/file"]);
+    assert_eq!(got.trim(), "precious");
+    s.tug(&["down", "-v"]);
+    let vols = ok(tug(s.root()).args(["volume", "ls", "-q"]));
+    assert!(!vols.contains(&format!("{}_keep", s.name)), "{vols}");
+}
+
+#[test]
+fn compose_published_port_exec_run_and_logs() {
+    if !require_root() {
+        return;
+    }
+    let s = Stack::new(
+        r#"
+services:
+  web:
+    image: busybox:latest
+    init: true
+    command: ["sh", "-c", "echo serving; echo it-works > /tmp/index.html; exec httpd -f -p 8080 -h /tmp"]
+    ports: ["127.0.0.1::8080"]
+"#,
+    );
+    s.tug(&["up", "-d"]);
+    let port = s.tug(&["port", "web", "8080"]);
+    let port = port.trim();
+    assert!(port.starts_with("127.0.0.1:"), "{port}");
+    let body = ok(Command::new("timeout")
+        .args(["5", "busybox", "wget", "-q", "-O", "-"])
+        .arg(format!("http://{port}/")));
+    assert_eq!(body.trim(), "it-works");
+    // exec: exit code comes back.
+    let out = s.output(&["exec", "-T", "web", "sh", "-c", "exit 7"]);
+    assert_eq!(out.status.code(), Some(7));
+    // run: a one-off container on the same network, removed with --rm.
+    let out = s.tug(&[
+        "run",
+        "--rm",
+        "-T",
+        "web",
+        "sh",
+        "-c",
+        "timeout 5 wget -q -O - http://web:8080/",
+    ]);
+    assert!(out.contains("it-works"), "{out}");
+    assert_eq!(s.ps().len(), 1, "run --rm leaves no container");
+    let logs = s.tug(&["logs", "web"]);
+    assert!(logs.contains("serving"), "{logs}");
+    assert!(
+        logs.contains(&format!("{}-web-1", s.name)),
+        "prefix: {logs}"
+    );
+}
+
+#[test]
+fn compose_failed_dependency_fails_up_with_its_logs() {
+    if !require_root() {
+        return;
+    }
+    let s = Stack::new(
+        r#"
+services:
+  job:
+    image: busybox:latest
+    command: ["sh", "-c", "echo boom-reason; exit 3"]
+  app:
+    image: busybox:latest
+    command: ["sleep", "1000"]
+    depends_on:
+      job: {condition: service_completed_successfully}
+"#,
+    );
+    let err = fails(s.cmd().args(["up", "-d"]));
+    assert!(
+        err.contains("didn't complete successfully: exited with code 3"),
+        "{err}"
+    );
+    assert!(err.contains("boom-reason"), "the job's log is shown: {err}");
+    let app = format!("{}-app-1", s.name);
+    assert_ne!(s.state_of(&app).as_deref(), Some("running"));
+}
+
+#[test]
+fn compose_concurrent_ups_are_serialized_and_converge() {
+    if !require_root() {
+        return;
+    }
+    let s = Stack::new(
+        r#"
+services:
+  a:
+    image: busybox:latest
+    init: true
+    command: ["sleep", "1000"]
+  b:
+    image: busybox:latest
+    init: true
+    command: ["sleep", "1000"]
+    deploy: {replicas: 2}
+"#,
+    );
+    let mut c1 = s.cmd();
+    c1.args(["up", "-d"]);
+    let mut c2 = s.cmd();
+    c2.args(["up", "-d"]);
+    let h1 = std::thread::spawn(move || run(&mut c1));
+    let h2 = std::thread::spawn(move || run(&mut c2));
+    let (o1, o2) = (h1.join().unwrap(), h2.join().unwrap());
+    assert!(
+        o1.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o1.stderr)
+    );
+    assert!(
+        o2.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o2.stderr)
+    );
+    let ps = s.ps();
+    assert_eq!(ps.len(), 3, "exactly a-1, b-1, b-2: {ps:?}");
+    assert!(ps.iter().all(|c| c["State"] == "running"));
+}
+
+#[test]
+fn compose_killed_up_is_finished_by_the_next_up() {
+    if !require_root() {
+        return;
+    }
+    let mut yaml = String::from("services:\n");
+    for i in 0..6 {
+        yaml.push_str(&format!(
+            "  s{i}:\n    image: busybox:latest\n    init: true\n    command: [\"sleep\", \"1000\"]\n"
+        ));
+    }
+    let s = Stack::new(&yaml);
+    let mut child = s.cmd().args(["up", "-d"]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    let _ = child.kill();
+    let _ = child.wait();
+    s.tug(&["up", "-d"]);
+    let ps = s.ps();
+    assert_eq!(ps.len(), 6, "{ps:?}");
+    assert!(ps.iter().all(|c| c["State"] == "running"), "{ps:?}");
+    // And a following up has nothing left to do.
+    let plan = s.tug(&["up", "-d", "--dry-run"]);
+    assert_eq!(plan.trim(), "nothing to do");
+}
+
+#[test]
+fn compose_service_with_build_only_fails_clearly() {
+    if !require_root() {
+        return;
+    }
+    let s = Stack::new(
+        r#"
+services:
+  app:
+    build: .
+"#,
+    );
+    std::fs::write(s.dir.path().join("Dockerfile"), "FROM busybox\n").unwrap();
+    let err = fails(s.cmd().args(["up", "-d"]));
+    assert!(err.contains("cannot build images yet"), "{err}");
+    assert!(err.contains("app"), "{err}");
+}
+
+#[test]
+fn compose_post_start_hook_runs_and_attached_up_returns_the_exit_code() {
+    if !require_root() {
+        return;
+    }
+    let s = Stack::new(
+        r#"
+services:
+  box:
+    image: busybox:latest
+    init: true
+    command: ["sleep", "1000"]
+    post_start:
+      - command: ["sh", "-c", "echo hooked > /tmp/hook"]
+  job:
+    image: busybox:latest
+    command: ["sh", "-c", "echo job-output; exit 5"]
+"#,
+    );
+    s.tug(&["up", "-d", "box"]);
+    let got = s.tug(&["exec", "-T", "box", "cat", "/tmp/hook"]);
+    assert_eq!(got.trim(), "hooked");
+    // Attached: streams the job's output with its prefix and returns its exit code.
+    let out = s.output(&["up", "--exit-code-from", "job", "job"]);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("{}-job-1 | job-output", s.name)),
+        "{stdout}"
+    );
+}
