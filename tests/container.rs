@@ -369,6 +369,25 @@ fn container_detached_logs_stop_timeout_then_sigkill() {
     );
     let ts = env.ok(&["container", "logs", "-t", &name]);
     assert!(ts.starts_with("20"), "{ts}");
+    // --since filters by timestamp: the second stdout line's time keeps lines 2 and 3.
+    let second = ts
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        env.ok(&["container", "logs", "--since", &second, &name]),
+        "out2\nout3\n"
+    );
+    assert_eq!(
+        env.ok(&["container", "logs", "--since", "1h", &name])
+            .lines()
+            .count(),
+        3
+    );
     let ls = env.ok(&["container", "ls", "--format", "json"]);
     let v: serde_json::Value = serde_json::from_str(ls.lines().next().unwrap()).unwrap();
     assert_eq!(v["state"], "running");
@@ -629,6 +648,34 @@ fn container_init_reaps_zombies_and_forwards_signals() {
     env.ok(&["container", "stop", "-t", "5", &with]);
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
     assert_eq!(env.inspect(&with)["exit_code"], 143);
+    // An attached `run` forwards the signals it gets to the container.
+    let mut child = env
+        .tug()
+        .args([
+            "container",
+            "run",
+            "--rm",
+            "--init",
+            "busybox",
+            "sleep",
+            "1000",
+        ])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    ok(Command::new("kill").args(["-TERM", &child.id().to_string()]));
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("attached run did not forward SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(143));
 }
 
 #[test]
