@@ -130,6 +130,9 @@ pub fn run_up(global: &GlobalArgs, args: &UpArgs) -> anyhow::Result<i32> {
     up.no_start = args.no_start;
     up.wait = args.wait;
     let mut progress = Progress::new(Mode::from_flag(&global.progress));
+    if !global.dry_run {
+        repair(&stack, &mut progress)?;
+    }
     let attached = !(global.dry_run || args.detach || args.wait || args.no_start);
     // Output of containers that already exist is shown from now on, not replayed.
     let mut followers: BTreeMap<String, logs::Follower> = BTreeMap::new();
@@ -189,9 +192,19 @@ pub fn run_down(global: &GlobalArgs, args: &DownArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let mut progress = Progress::new(Mode::from_flag(&global.progress));
+    repair(&stack, &mut progress)?;
     let outcome = run_plan(&stack, &plan, &mut progress);
     check(&plan, &outcome)?;
     Ok(0)
+}
+
+/// Brings back what a crash or reboot took from the networks (bridges, rules, DNS servers,
+/// port proxies) before the plan runs on them.
+fn repair(stack: &Stack, progress: &mut Progress) -> anyhow::Result<()> {
+    for w in stack.networks.reconcile()? {
+        progress.warn(&w);
+    }
+    Ok(())
 }
 
 static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);

@@ -84,7 +84,17 @@ impl Stack {
             } => self.create_container(service, *number, name),
             Op::StartContainer { service, name } => {
                 let id = self.container_id(name)?;
-                self.containers.start(&id, false)?;
+                if let Err(e) = self.containers.start(&id, false) {
+                    // A start still finishing for a killed command already did the job.
+                    let status = self.containers.state(&id).status;
+                    if !matches!(
+                        status,
+                        crate::engine::container::Status::Running
+                            | crate::engine::container::Status::Restarting
+                    ) {
+                        return Err(e.into());
+                    }
+                }
                 let hooks = self.service(service).map(|s| s.post_start.clone())?;
                 self.run_hooks(service, &id, &hooks, "post_start")
             }
