@@ -488,3 +488,40 @@ services:
     assert!(err.contains("cannot build images yet"), "{err}");
     assert!(err.contains("app"), "{err}");
 }
+
+#[test]
+fn compose_post_start_hook_runs_and_attached_up_returns_the_exit_code() {
+    if !require_root() {
+        return;
+    }
+    let s = Stack::new(
+        r#"
+services:
+  box:
+    image: busybox:latest
+    init: true
+    command: ["sleep", "1000"]
+    post_start:
+      - command: ["sh", "-c", "echo hooked > /tmp/hook"]
+  job:
+    image: busybox:latest
+    command: ["sh", "-c", "echo job-output; exit 5"]
+"#,
+    );
+    s.tug(&["up", "-d", "box"]);
+    let got = s.tug(&["exec", "-T", "box", "cat", "/tmp/hook"]);
+    assert_eq!(got.trim(), "hooked");
+    // Attached: streams the job's output with its prefix and returns its exit code.
+    let out = s.output(&["up", "--exit-code-from", "job", "job"]);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("{}-job-1 | job-output", s.name)),
+        "{stdout}"
+    );
+}

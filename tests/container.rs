@@ -369,6 +369,25 @@ fn container_detached_logs_stop_timeout_then_sigkill() {
     );
     let ts = env.ok(&["container", "logs", "-t", &name]);
     assert!(ts.starts_with("20"), "{ts}");
+    // --since filters by timestamp: the second stdout line's time keeps lines 2 and 3.
+    let second = ts
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        env.ok(&["container", "logs", "--since", &second, &name]),
+        "out2\nout3\n"
+    );
+    assert_eq!(
+        env.ok(&["container", "logs", "--since", "1h", &name])
+            .lines()
+            .count(),
+        3
+    );
     let ls = env.ok(&["container", "ls", "--format", "json"]);
     let v: serde_json::Value = serde_json::from_str(ls.lines().next().unwrap()).unwrap();
     assert_eq!(v["state"], "running");
@@ -629,6 +648,34 @@ fn container_init_reaps_zombies_and_forwards_signals() {
     env.ok(&["container", "stop", "-t", "5", &with]);
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
     assert_eq!(env.inspect(&with)["exit_code"], 143);
+    // An attached `run` forwards the signals it gets to the container.
+    let mut child = env
+        .tug()
+        .args([
+            "container",
+            "run",
+            "--rm",
+            "--init",
+            "busybox",
+            "sleep",
+            "1000",
+        ])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    ok(Command::new("kill").args(["-TERM", &child.id().to_string()]));
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("attached run did not forward SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(143));
 }
 
 #[test]
@@ -1040,4 +1087,47 @@ fn container_stdin_and_terminal() {
         let out = ok(Command::new("script").args(["-qec", &cmd, "/dev/null"]));
         assert!(out.contains("/dev/pts/0"), "{out}");
     }
+}
+
+#[test]
+fn container_overlay_with_many_layers_uses_the_new_mount_api() {
+    if !common::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut layers = Vec::new();
+    // 150 layers with long paths: far beyond the one page mount(2) can pass.
+    for i in 0..150 {
+        let l = dir.path().join(format!("layer-{i:03}-{}", "x".repeat(40)));
+        std::fs::create_dir_all(&l).unwrap();
+        std::fs::write(l.join(format!("f{i}")), i.to_string()).unwrap();
+        std::fs::write(l.join("top"), i.to_string()).unwrap();
+        layers.push(l);
+    }
+    let total: usize = layers.iter().map(|l| l.as_os_str().len() + 1).sum();
+    assert!(total > 4096, "{total}");
+    let (upper, work, target) = (
+        dir.path().join("u"),
+        dir.path().join("w"),
+        dir.path().join("t"),
+    );
+    for d in [&upper, &work, &target] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    tug::engine::runtime::rootfs::mount_overlay(&layers, Some((&upper, &work)), &target).unwrap();
+    let guard = Unmount(target.clone());
+    assert_eq!(std::fs::read_to_string(target.join("f0")).unwrap(), "0");
+    assert_eq!(std::fs::read_to_string(target.join("f149")).unwrap(), "149");
+    // The last layer listed (highest) wins.
+    assert_eq!(std::fs::read_to_string(target.join("top")).unwrap(), "149");
+    std::fs::write(target.join("new"), "w").unwrap();
+    assert!(upper.join("new").exists());
+    drop(guard);
+    assert!(!target.join("f0").exists());
 }

@@ -228,6 +228,9 @@ fn layer_of(r: &Path, name: &str) -> std::path::PathBuf {
 
 #[test]
 fn image_prune_keeps_what_containers_use() {
+    if !common::require_root() {
+        return;
+    }
     let dir = root();
     let r = dir.path();
     common::busybox_image(r);
@@ -238,14 +241,8 @@ fn image_prune_keeps_what_containers_use() {
         .arg("used:1"));
     let used_id = used_id.trim().to_string();
     let used_layer = layer_of(r, "used:1");
-    // A container record that uses "used:1" (the container store's contract:
-    // <root>/containers/<id>/config.json with the image id in `image_id`).
-    std::fs::create_dir_all(r.join("containers/c1")).unwrap();
-    std::fs::write(
-        r.join("containers/c1/config.json"),
-        format!(r#"{{"name": "c1", "image_id": "{used_id}"}}"#),
-    )
-    .unwrap();
+    // A container that uses "used:1".
+    ok(tug(r).args(["container", "create", "--name", "c1", "used:1", "true"]));
     // "old:1" moves to a new image: the first one is left unnamed (dangling).
     ok(tug(r)
         .args(["image", "import"])
@@ -285,7 +282,7 @@ fn image_prune_keeps_what_containers_use() {
     assert!(used_layer.is_dir());
     assert_eq!(inspect(r, &used_id)["Id"], used_id.as_str());
     // Once no container uses it, prune removes it and the store is empty.
-    std::fs::remove_dir_all(r.join("containers/c1")).unwrap();
+    ok(tug(r).args(["container", "rm", "c1"]));
     ok(tug(r).args(["image", "prune"]));
     assert!(!used_layer.exists());
     assert_eq!(
@@ -332,4 +329,58 @@ fn image_concurrent_commands_keep_the_store_consistent() {
         );
     }
     assert_eq!(ok(tug(r).args(["image", "ls", "-q"])).lines().count(), 4);
+}
+
+#[test]
+fn image_bootstrap_debian_with_mmdebstrap() {
+    if !common::require_root() {
+        return;
+    }
+    if Command::new("mmdebstrap")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "mmdebstrap missing under CI"
+        );
+        eprintln!("skipping: mmdebstrap not installed");
+        return;
+    }
+    let dir = root();
+    let r = dir.path();
+    ok(tug(r).args([
+        "image",
+        "bootstrap",
+        "debian:bookworm",
+        "--include",
+        "netbase",
+        "--name",
+        "deb:test",
+    ]));
+    let img = inspect(r, "deb:test");
+    assert_eq!(img["Config"]["Cmd"][0], "bash");
+    let layer = Path::new(img["LayerDirs"][0].as_str().unwrap());
+    assert!(
+        std::fs::read_to_string(layer.join("etc/debian_version"))
+            .unwrap()
+            .starts_with("12.")
+    );
+    // The extra package is installed, setuid bits survived the round trip through the store.
+    assert!(layer.join("etc/services").is_file(), "netbase is installed");
+    let su = std::fs::metadata(layer.join("usr/bin/su")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&su.permissions()) & 0o4000,
+        0o4000
+    );
+    let out = ok(Command::new("chroot").arg(layer).args([
+        "/bin/bash",
+        "-c",
+        "dpkg-query -W -f '${Status}' netbase",
+    ]));
+    assert_eq!(out, "install ok installed");
+    // A bad suite is a clear error.
+    let err = fails(tug(r).args(["image", "bootstrap", "debian:no such"]));
+    assert!(err.contains("invalid suite"), "{err}");
 }

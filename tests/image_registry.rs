@@ -415,3 +415,45 @@ fn image_registry_pull_killed_midway_then_recovers() {
     let ls = ok(env.tug("b").args(["image", "ls"]));
     assert!(ls.contains("tug/big"), "{ls}");
 }
+
+#[test]
+fn image_registry_compose_up_pulls_missing_images_and_pull_verb() {
+    if !have("docker-registry") {
+        return;
+    }
+    let reg = registry(None);
+    let env = Env::new();
+    common::busybox_image(&env.root("a"));
+    let name = format!("{}/tug/box:1", reg.host);
+    ok(env.tug("a").args(["image", "push", "busybox", &name]));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("compose.yaml"),
+        format!(
+            "services:\n  one:\n    image: {name}\n    command: [\"sh\", \"-c\", \"echo pulled-and-ran\"]\n"
+        ),
+    )
+    .unwrap();
+    let project = common::unique("pull");
+    // `tug pull` brings the image into an empty root.
+    ok(env
+        .tug("b")
+        .current_dir(dir.path())
+        .args(["-p", &project, "pull"]));
+    ok(env.tug("b").args(["image", "inspect", &name]));
+    // `up` in another empty root pulls what it misses, then runs the service.
+    ok(env
+        .tug("c")
+        .current_dir(dir.path())
+        .args(["-p", &project, "up", "-d", "--wait"]));
+    let logs =
+        ok(env
+            .tug("c")
+            .current_dir(dir.path())
+            .args(["-p", &project, "logs", "--no-log-prefix"]));
+    ok(env
+        .tug("c")
+        .current_dir(dir.path())
+        .args(["-p", &project, "down"]));
+    assert!(logs.contains("pulled-and-ran"), "{logs}");
+}

@@ -234,6 +234,32 @@ fn query(server: Ipv4Addr, name: &str) -> (ResponseCode, Vec<Ipv4Addr>) {
     (r.metadata.response_code, ips)
 }
 
+/// Asks `server` over TCP; returns the A records.
+fn query_tcp(server: Ipv4Addr, name: &str) -> Vec<Ipv4Addr> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect((server, 53)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut m = Message::query();
+    m.metadata.id = rand::random();
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    let q = m.to_vec().unwrap();
+    c.write_all(&(q.len() as u16).to_be_bytes()).unwrap();
+    c.write_all(&q).unwrap();
+    let mut l = [0u8; 2];
+    c.read_exact(&mut l).unwrap();
+    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(l))];
+    c.read_exact(&mut buf).unwrap();
+    Message::from_vec(&buf)
+        .unwrap()
+        .answers
+        .iter()
+        .filter_map(|a| match &a.data {
+            RData::A(A(ip)) => Some(*ip),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Polls `f` until it returns true or 10 s pass.
 fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -532,8 +558,13 @@ fn network_dns_follows_restart_and_scale_and_forwards() {
     // Restart: the endpoint goes away and comes back with a new address.
     let id_tmp = unique("tmp");
     let (_, tmp_ip) = lab.endpoint(&id_tmp, &name, "proj-tmp-1", "tmp");
+    let bridge_mac =
+        || std::fs::read_to_string(format!("/sys/class/net/{}/address", net.bridge)).unwrap();
+    let mac_before = bridge_mac();
     lab.nets.disconnect_all(&id1).unwrap();
     eventually("api gone", || query(net.gateway, "api").1.is_empty());
+    // The bridge keeps its own MAC when a port leaves (peers' ARP caches stay right).
+    assert_eq!(bridge_mac(), mac_before);
     let (_, ip1b) = lab.endpoint(&id1, &name, "proj-api-1", "api");
     assert_ne!(
         ip1, ip1b,
@@ -555,8 +586,9 @@ fn network_dns_follows_restart_and_scale_and_forwards() {
         .chain([first])
         .collect();
     assert!(firsts.len() > 1, "no round robin: always {firsts:?}");
-    // Each replica by its container name.
+    // Each replica by its container name, over UDP and TCP.
     assert_eq!(query(net.gateway, "proj-api-3").1, vec![ip3]);
+    assert_eq!(query_tcp(net.gateway, "proj-api-3"), vec![ip3]);
     // Unknown names go to the (fake, loopback) upstream.
     assert_eq!(
         query(net.gateway, "outside.test"),
@@ -789,6 +821,20 @@ fn network_cli_create_ls_inspect_rm() {
     assert!(!std::path::Path::new(&format!("/sys/class/net/{brname}")).exists());
     let err = common::fails(common::tug(tmp.path()).args(["network", "create", "--ipv6", "x6"]));
     assert!(err.contains("not supported yet"), "{err}");
+    let err = common::fails(common::tug(tmp.path()).args([
+        "network",
+        "create",
+        "--subnet",
+        "10.89.251.0/31",
+        "small",
+    ]));
+    assert!(err.contains("too small"), "{err}");
+    let err = common::fails(
+        common::tug(tmp.path()).args(["network", "create", "--subnet", "nonsense", "bad"]),
+    );
+    assert!(err.contains("ADDRESS/PREFIX"), "{err}");
+    let err = common::fails(common::tug(tmp.path()).args(["network", "create", "../x"]));
+    assert!(err.contains("invalid network name"), "{err}");
     let err = common::fails(common::tug(tmp.path()).args(["network", "create", &name]));
     assert!(err.contains("already exists"), "{err}");
     let err = common::fails(common::tug(tmp.path()).args(["network", "rm", "nope"]));
@@ -804,11 +850,18 @@ fn network_cli_create_ls_inspect_rm() {
     assert!(ls.trim().is_empty(), "{ls}");
 }
 
+/// The filter FORWARD chain as text: through iptables-nft when installed (tug writes its
+/// rules with it then), else nft.
 fn forward_chain() -> String {
-    let out = Command::new("nft")
-        .args(["list", "chain", "ip", "filter", "FORWARD"])
-        .output()
-        .unwrap();
+    let ipt = "/usr/sbin/iptables-nft";
+    let out = if Path::new(ipt).exists() {
+        Command::new(ipt).args(["-S", "FORWARD"]).output().unwrap()
+    } else {
+        Command::new("nft")
+            .args(["list", "chain", "ip", "filter", "FORWARD"])
+            .output()
+            .unwrap()
+    };
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -1021,5 +1074,50 @@ fn network_multi_network_container_with_alias_static_ip_mac_and_priority() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("already used by p-app-1"), "{err}");
+    lab.finish();
+}
+
+#[test]
+fn network_dns_uses_the_containers_own_dns_servers() {
+    if !require_root() {
+        return;
+    }
+    let up = FakeUpstream::start();
+    // The network itself has no upstream: only the container that names one gets answers.
+    let mut lab = Lab::new();
+    let name = unique("own");
+    let net = lab.network(&name, false);
+    let with = unique("cw");
+    let ns_with = lab.nets.create_netns(&with).unwrap();
+    lab.containers.push(with.clone());
+    lab.nets
+        .connect(
+            &ns_with,
+            &name,
+            &EndpointSpec {
+                container_id: with.clone(),
+                container_name: "with-dns".into(),
+                dns: vec![up.addr.to_string()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let (ns_without, _) = lab.endpoint(&unique("cwo"), &name, "without-dns", "plain");
+    let gw = net.gateway.to_string();
+    let mut out = String::new();
+    eventually("forwarded to the container's dns server", || {
+        let (ok, o) = run_in(&ns_with, &["busybox", "nslookup", "outside.test", &gw], 6);
+        out = o;
+        ok && out.contains("192.0.2.77")
+    });
+    let (_, out) = run_in(
+        &ns_without,
+        &["busybox", "nslookup", "outside.test", &gw],
+        6,
+    );
+    assert!(!out.contains("192.0.2.77"), "{out}");
+    // Names of the network still come from tug, not from the upstream.
+    let (ok, out) = run_in(&ns_with, &["busybox", "nslookup", "plain", &gw], 6);
+    assert!(ok && !out.contains("NXDOMAIN"), "{out}");
     lab.finish();
 }

@@ -368,7 +368,7 @@ pub fn run(global: &GlobalArgs, args: ImageArgs) -> anyhow::Result<i32> {
             store.tag(&source, &target)?;
         }
         ImageCommand::Rm { force, images } => {
-            let in_use = images_in_use(&root);
+            let in_use = images_in_use(&root)?;
             let mut failed = false;
             for name in &images {
                 match store.remove(name, force, &in_use) {
@@ -389,7 +389,7 @@ pub fn run(global: &GlobalArgs, args: ImageArgs) -> anyhow::Result<i32> {
             return Ok(i32::from(failed));
         }
         ImageCommand::Prune { all, force: _ } => {
-            let in_use = images_in_use(&root);
+            let in_use = images_in_use(&root)?;
             let r = store.prune(all, &in_use)?;
             for id in &r.images_deleted {
                 writeln!(out, "deleted: {id}")?;
@@ -509,27 +509,18 @@ pub fn run(global: &GlobalArgs, args: ImageArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// Image ids used by containers of the state root.
-///
-/// Contract with the container store: `<root>/containers/<id>/config.json` is the container's
-/// saved `ContainerConfig`, whose `image_id` field is the image id (`sha256:<config digest>`).
-fn images_in_use(root: &Path) -> HashSet<String> {
-    let mut set = HashSet::new();
-    let Ok(rd) = std::fs::read_dir(root.join("containers")) else {
-        return set;
-    };
-    for e in rd.filter_map(Result::ok) {
-        let Ok(text) = std::fs::read(e.path().join("config.json")) else {
-            continue;
-        };
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&text) else {
-            continue;
-        };
-        if let Some(id) = v.get("image_id").and_then(|x| x.as_str()) {
-            set.insert(id.to_string());
-        }
-    }
-    set
+/// Image ids used by containers of the state root (from the container store), so GC keeps
+/// them and their layers.
+fn images_in_use(root: &Path) -> anyhow::Result<HashSet<String>> {
+    let store = crate::engine::container::ContainerStore::open(root)
+        .context("cannot read the containers to find the images they use")?;
+    Ok(store
+        .list(true)
+        .context("cannot read the containers to find the images they use")?
+        .into_iter()
+        .map(|c| c.image_id)
+        .filter(|id| !id.is_empty())
+        .collect())
 }
 
 fn familiar(full: &str) -> String {

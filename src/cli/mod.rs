@@ -135,6 +135,10 @@ pub enum Command {
     Events(compose::args::EventsArgs),
     /// Scale services.
     Scale(compose::args::ScaleArgs),
+    /// Pull service images.
+    Pull(compose::args::PullArgs),
+    /// Push service images.
+    Push(compose::args::PushArgs),
     /// Show the tug version information.
     Version(compose::args::VersionArgs),
 }
@@ -308,6 +312,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Images(args) => compose::verbs::run_images(&global, &args),
         Command::Events(args) => compose::verbs::run_events(&global, &args),
         Command::Scale(args) => compose::verbs::run_scale(&global, &args),
+        Command::Pull(args) => compose::verbs::run_pull(&global, &args),
+        Command::Push(args) => compose::verbs::run_push(&global, &args),
         Command::Version(args) => compose::verbs::run_version(&args),
     }
 }

@@ -123,7 +123,7 @@ pub(super) fn run(global: &GlobalArgs, cmd: &NetworkCommand) -> anyhow::Result<i
                         n.bridge,
                         n.subnet.to_string(),
                         n.internal,
-                        &n.id[..12]
+                        n.id.get(..12).unwrap_or(&n.id)
                     );
                 }
             }

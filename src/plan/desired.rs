@@ -1,8 +1,6 @@
 //! From the loaded project to the desired state reconcile works on, and the config hash that
 //! decides when a container must be recreated.
 
-use sha2::{Digest, Sha256};
-
 use super::state::{Condition, Dependency, Desired, DesiredResource, DesiredService, PullPolicy};
 use crate::project::model::{Project, Service};
 
@@ -16,21 +14,12 @@ pub fn service_image(project: &str, service: &Service) -> String {
         .unwrap_or_else(|| format!("{project}-{}", service.name))
 }
 
-/// The config hash of a service: sha256 of its canonical JSON with the keys that never need a
-/// recreate left out (replica count, dependencies, profiles, watch rules). The same service
-/// definition always gives the same hash; any other change gives another.
+/// The config hash of a service: the one docker compose v2 writes in the
+/// `com.docker.compose.config-hash` label (see [`Service::compose_hash`]), so a container
+/// made by either tool is judged the same way.
 #[must_use]
 pub fn config_hash(service: &Service) -> String {
-    let mut s = service.clone();
-    s.scale = None;
-    if let Some(d) = s.deploy.as_mut() {
-        d.replicas = None;
-    }
-    s.depends_on.clear();
-    s.profiles.clear();
-    s.develop = None;
-    let json = serde_json::to_vec(&s).unwrap_or_default();
-    hex::encode(Sha256::digest(&json))
+    service.compose_hash()
 }
 
 /// The project network keys a service is attached to (none under `network_mode`).

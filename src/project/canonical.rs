@@ -153,6 +153,13 @@ fn service(svc: &mut Value, base: &str) -> std::result::Result<(), PathErr> {
             if let Some(u) = bm.get_mut("ulimits") {
                 ulimits(u);
             }
+            for k in ["provenance", "sbom"] {
+                if let Some(v) = bm.get_mut(k)
+                    && !v.is_string()
+                {
+                    *v = Value::String(scalar_string(v));
+                }
+            }
             to_bool(bm, "no_cache");
             to_bool(bm, "pull");
             to_bool(bm, "privileged");
@@ -304,8 +311,46 @@ fn service(svc: &mut Value, base: &str) -> std::result::Result<(), PathErr> {
             _ => {}
         }
     }
+    // provider.options: every value a list of strings.
+    if let Some(Value::Object(p)) = s.get_mut("provider")
+        && let Some(Value::Object(o)) = p.get_mut("options")
+    {
+        for v in o.values_mut() {
+            let list = match &*v {
+                Value::Array(items) => Value::Array(
+                    items
+                        .iter()
+                        .map(|i| Value::String(scalar_string(i)))
+                        .collect(),
+                ),
+                other => json!([scalar_string(other)]),
+            };
+            *v = list;
+        }
+    }
+    if let Some(Value::Object(b)) = s.get_mut("blkio_config") {
+        blkio(b);
+    }
     if let Some(Value::Object(d)) = s.get_mut("deploy") {
         to_int(d, "replicas");
+        for k in ["update_config", "rollback_config"] {
+            if let Some(Value::Object(u)) = d.get_mut(k) {
+                // Plain (not optional) durations: normalised, and left out when zero.
+                for dk in ["delay", "monitor"] {
+                    if let Some(Value::String(txt)) = u.get(dk).cloned()
+                        && let Ok(dur) = super::model::Duration::parse(&txt)
+                    {
+                        if dur.0 == 0 {
+                            u.shift_remove(dk);
+                        } else {
+                            u.insert(dk.into(), Value::String(dur.to_string()));
+                        }
+                    }
+                }
+                to_int(u, "parallelism");
+                to_float(u, "max_failure_ratio");
+            }
+        }
         if let Some(v) = d.get_mut("labels") {
             to_string_map(v);
         }
@@ -391,6 +436,47 @@ fn service(svc: &mut Value, base: &str) -> std::result::Result<(), PathErr> {
         to_float(s, k);
     }
     Ok(())
+}
+
+/// `blkio_config` as compose prints it: device entries as `{Path, Weight}` / `{Path, Rate}`,
+/// byte rates as decimal strings.
+fn blkio(b: &mut Map<String, Value>) {
+    to_int(b, "weight");
+    if let Some(Value::Array(items)) = b.get_mut("weight_device") {
+        for it in items.iter_mut() {
+            if let Value::Object(m) = it {
+                let path = m.get("path").cloned().unwrap_or(Value::Null);
+                let mut w = m.get("weight").cloned().unwrap_or(Value::Null);
+                if let Value::String(s) = &w
+                    && let Ok(n) = s.parse::<i64>()
+                {
+                    w = json!(n);
+                }
+                *it = json!({"Path": path, "Weight": w});
+            }
+        }
+    }
+    for k in [
+        "device_read_bps",
+        "device_write_bps",
+        "device_read_iops",
+        "device_write_iops",
+    ] {
+        if let Some(Value::Array(items)) = b.get_mut(k) {
+            for it in items.iter_mut() {
+                if let Value::Object(m) = it {
+                    let path = m.get("path").cloned().unwrap_or(Value::Null);
+                    let rate = match m.get("rate") {
+                        Some(Value::String(s)) => super::model::ByteSize::parse(s)
+                            .map_or_else(|_| s.clone(), |b| b.0.to_string()),
+                        Some(other) => scalar_string(other),
+                        None => String::new(),
+                    };
+                    *it = json!({"Path": path, "Rate": rate});
+                }
+            }
+        }
+    }
 }
 
 fn device_request(it: &mut Value) {
@@ -579,7 +665,11 @@ fn string_to_list(m: &mut Map<String, Value>, key: &str) {
 pub fn scalar_string(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
+        // Go prints an integral float without a fraction (`1e3` → `1000`).
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e21 => format!("{f:.0}"),
+            _ => n.to_string(),
+        },
         Value::Bool(b) => b.to_string(),
         Value::Null => String::new(),
         other => other.to_string(),

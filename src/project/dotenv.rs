@@ -115,7 +115,9 @@ pub fn parse(text: &str, file: &str, lookup: &Environment, raw: bool) -> Result<
                 }
             }
         };
-        if let Some(v) = &value {
+        // A variable of the shell keeps the shell's value for later references.
+        let from_shell = matches!(lookup.lookup(key), Some((_, Source::Shell)));
+        if let Some(v) = value.as_ref().filter(|_| !from_shell) {
             scope.set(
                 key,
                 v.clone(),

@@ -44,6 +44,17 @@ pub fn read_tree(path: &Path, env: Option<&Environment>, log: &mut Vec<Lookup>) 
     })?;
     let name = path.display().to_string();
     let docs = parse(&name, &text)?;
+    if docs.is_empty() {
+        return Err(ProjectError::invalid(
+            Some(super::yaml::Pos {
+                file: name.as_str().into(),
+                line: 1,
+                col: 1,
+            }),
+            "",
+            "empty compose file: it must define at least one of services, networks, volumes, secrets, configs, include or name",
+        ));
+    }
     let mut tree: Option<Node> = None;
     for d in docs {
         tree = Some(match tree {
@@ -89,30 +100,48 @@ pub fn apply_extends(
     log: &mut Vec<Lookup>,
     lenient: bool,
 ) -> Result<()> {
-    let mut cache: HashMap<PathBuf, Node> = HashMap::new();
-    cache.insert(file.to_path_buf(), tree.clone());
+    // Only the services that extend another are touched (and cloned).
     let names: Vec<String> = tree
         .get("services")
         .and_then(Node::as_map)
-        .map(|m| m.keys().cloned().collect())
+        .map(|m| {
+            m.iter()
+                .filter(|(_, s)| s.get("extends").is_some())
+                .map(|(k, _)| k.clone())
+                .collect()
+        })
         .unwrap_or_default();
+    if names.is_empty() {
+        return Ok(());
+    }
+    // Other files read for `extends: {file: ...}`.
+    let mut cache: HashMap<PathBuf, Node> = HashMap::new();
+    let mut resolved = Vec::with_capacity(names.len());
     for name in names {
         let mut stack = Vec::new();
-        let resolved = resolve_service(file, &name, &mut cache, env, log, &mut stack, lenient)?;
-        if let Some(services) = tree
-            .as_map_mut()
-            .and_then(|m| m.get_mut("services"))
-            .and_then(Node::as_map_mut)
-        {
-            services.insert(name.clone(), resolved);
+        let current = (file, &*tree);
+        let node = resolve_service(
+            file, &name, current, &mut cache, env, log, &mut stack, lenient,
+        )?;
+        resolved.push((name, node));
+    }
+    if let Some(services) = tree
+        .as_map_mut()
+        .and_then(|m| m.get_mut("services"))
+        .and_then(Node::as_map_mut)
+    {
+        for (name, node) in resolved {
+            services.insert(name, node);
         }
     }
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn resolve_service(
     file: &Path,
     name: &str,
+    current: (&Path, &Node),
     cache: &mut HashMap<PathBuf, Node>,
     env: Option<&Environment>,
     log: &mut Vec<Lookup>,
@@ -126,14 +155,22 @@ fn resolve_service(
         return Err(ProjectError::invalid(
             None,
             format!("services.{name}.extends"),
-            format!("circular extends: {}", chain.join(" -> ")),
+            format!(
+                "circular extends in {}: {}",
+                file.display(),
+                chain.join(" -> ")
+            ),
         ));
     }
-    if !cache.contains_key(file) {
+    if file != current.0 && !cache.contains_key(file) {
         let t = read_tree(file, env, log)?;
         cache.insert(file.to_path_buf(), t);
     }
-    let tree = &cache[file];
+    let tree = if file == current.0 {
+        current.1
+    } else {
+        &cache[file]
+    };
     let svc = tree
         .get("services")
         .and_then(|s| s.get(name))
@@ -213,7 +250,9 @@ fn resolve_service(
         ));
     }
     stack.push(key);
-    let mut base = resolve_service(&base_path, &base_name, cache, env, log, stack, lenient)?;
+    let mut base = resolve_service(
+        &base_path, &base_name, current, cache, env, log, stack, lenient,
+    )?;
     stack.pop();
     let base_dir = base_path.parent().unwrap_or(Path::new("/"));
     if base_dir != dir {

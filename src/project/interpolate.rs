@@ -19,10 +19,11 @@
 //! came from.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use super::error::{ProjectError, Result};
-use super::yaml::{Node, Pos, Value, join_path};
+use super::yaml::{Node, Pos, Value, push_key};
 
 /// Where a variable's value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,7 +122,7 @@ pub struct Lookup {
 /// line, column and key path, and carries `msg`.
 pub fn interpolate_tree(node: &mut Node, env: &Environment, log: &mut Vec<Lookup>) -> Result<()> {
     let mut errors = Vec::new();
-    walk(node, "", env, log, &mut errors);
+    walk(node, &mut String::new(), env, log, &mut errors);
     if errors.is_empty() {
         Ok(())
     } else {
@@ -129,9 +130,11 @@ pub fn interpolate_tree(node: &mut Node, env: &Environment, log: &mut Vec<Lookup
     }
 }
 
+/// `path` is one buffer extended and truncated on the way down, so walking allocates only
+/// where a value holds a `$`.
 fn walk(
     node: &mut Node,
-    path: &str,
+    path: &mut String,
     env: &Environment,
     log: &mut Vec<Lookup>,
     errors: &mut Vec<ProjectError>,
@@ -147,18 +150,28 @@ fn walk(
             match interpolate_str(s, &mut ctx) {
                 Ok(v) => *s = v,
                 Err(msg) => {
-                    errors.push(ProjectError::invalid(Some(node.pos.clone()), path, msg));
+                    errors.push(ProjectError::invalid(
+                        Some(node.pos.clone()),
+                        path.clone(),
+                        msg,
+                    ));
                 }
             }
         }
         Value::Seq(items) => {
             for (i, it) in items.iter_mut().enumerate() {
-                walk(it, &format!("{path}[{i}]"), env, log, errors);
+                let len = path.len();
+                let _ = write!(path, "[{i}]");
+                walk(it, path, env, log, errors);
+                path.truncate(len);
             }
         }
         Value::Map(m) => {
             for (k, v) in m.iter_mut() {
-                walk(v, &join_path(path, k), env, log, errors);
+                let len = path.len();
+                push_key(path, k);
+                walk(v, path, env, log, errors);
+                path.truncate(len);
             }
         }
         _ => {}

@@ -321,7 +321,7 @@ pub fn load_explained(opts: &LoadOptions) -> Result<Loaded> {
     canonicalize(&mut doc, &spans)?;
 
     // Typed model.
-    let mut project: Project = match serde_json::from_value(doc.clone()) {
+    let mut project: Project = match <Project as serde::Deserialize>::deserialize(&doc) {
         Ok(p) => p,
         Err(e) => return Err(type_error(&doc, &spans, &e.to_string())),
     };

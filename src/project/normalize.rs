@@ -130,8 +130,8 @@ pub fn resolve_paths(project: &mut Project, dir: &Path, env: &Environment) {
     }
 }
 
-/// Reads every service's `env_file`s into its `environment` and resolves variables declared
-/// without a value.
+/// Reads every service's `env_file`s into its `environment` (and `label_file`s into its
+/// `labels`) and resolves variables declared without a value.
 ///
 /// # Errors
 /// A required env file that is missing or malformed.
@@ -157,6 +157,12 @@ pub fn apply_env_files(project: &mut Project, env: &Environment) -> Result<()> {
         }
         for (k, v) in from_files {
             s.environment.entry(k).or_insert(v);
+        }
+        // label_file: KEY=VALUE lines under the explicit labels.
+        for lf in std::mem::take(&mut s.label_file) {
+            for e in dotenv::read(Path::new(&lf), env, false)? {
+                s.labels.entry(e.key).or_insert(e.value.unwrap_or_default());
+            }
         }
         for (k, v) in &mut s.environment {
             if v.is_none() {
@@ -191,7 +197,7 @@ pub fn apply_defaults(project: &mut Project) {
     let mut used_secrets = BTreeSet::new();
     let mut used_configs = BTreeSet::new();
     for s in project.services.values_mut() {
-        if s.network_mode.is_none() && s.networks.is_empty() {
+        if s.network_mode.is_none() && s.networks.is_empty() && s.provider.is_none() {
             s.networks.insert("default".to_owned(), None);
         }
         used_networks.extend(s.networks.keys().cloned());

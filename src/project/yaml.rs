@@ -206,19 +206,28 @@ impl Value {
 /// [`render_path`](super::validate::render_path) does.
 #[must_use]
 pub fn join_path(path: &str, key: &str) -> String {
+    let mut out = String::with_capacity(path.len() + key.len() + 1);
+    out.push_str(path);
+    push_key(&mut out, key);
+    out
+}
+
+/// Appends a mapping key to a key path in place (see [`join_path`]).
+pub fn push_key(path: &mut String, key: &str) {
     let plain = !key.is_empty()
         && key
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if !plain {
-        let quoted = serde_json::to_string(key).unwrap_or_else(|_| key.to_owned());
-        return format!("{path}[{quoted}]");
+        path.push('[');
+        path.push_str(&serde_json::to_string(key).unwrap_or_else(|_| key.to_owned()));
+        path.push(']');
+        return;
     }
-    if path.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{path}.{key}")
+    if !path.is_empty() {
+        path.push('.');
     }
+    path.push_str(key);
 }
 
 /// Key path → position of the node there.
@@ -341,6 +350,18 @@ impl Builder {
                 self.push(node)
             }
             Event::Scalar(text, style, anchor, tag) => {
+                if let Some(c) = text
+                    .chars()
+                    .find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+                {
+                    return Err(self.err(
+                        pos,
+                        format!(
+                            "control characters are not allowed (found U+{:04X})",
+                            u32::from(c)
+                        ),
+                    ));
+                }
                 let (mtag, core) = self.merge_tag(tag.as_deref(), &pos)?;
                 let value =
                     scalar(&text, style, core.as_deref()).map_err(|m| self.err(pos.clone(), m))?;
@@ -459,7 +480,49 @@ impl Builder {
         self.push(node)
     }
 
+    /// The key path of the node being built (for messages).
+    fn current_path(&self) -> String {
+        let mut path = String::new();
+        for f in &self.stack {
+            match f {
+                Frame::Map {
+                    key: Some((k, _)), ..
+                } => push_key(&mut path, k),
+                Frame::Seq { items, .. } => path.push_str(&format!("[{}]", items.len())),
+                Frame::Map { .. } => {}
+            }
+        }
+        path
+    }
+
     fn push(&mut self, node: Node) -> Result<()> {
+        let key_expected = matches!(self.stack.last(), Some(Frame::Map { key: None, .. }));
+        if key_expected
+            && matches!(
+                node.value,
+                Value::Int(_) | Value::Float(_) | Value::Bool(_) | Value::Null
+            )
+        {
+            let path = self.current_path();
+            let shown = match &node.value {
+                Value::Int(i) => i.to_string(),
+                Value::Float(f) => f.to_string(),
+                Value::Bool(b) => b.to_string(),
+                _ => "null".to_owned(),
+            };
+            return Err(ProjectError::invalid(
+                Some(node.pos),
+                path.clone(),
+                format!(
+                    "non-string key in {}: {shown} (quote it: \"{shown}\")",
+                    if path.is_empty() {
+                        "the top level"
+                    } else {
+                        &path
+                    }
+                ),
+            ));
+        }
         match self.stack.last_mut() {
             None => {
                 self.docs.push(node);
@@ -584,6 +647,10 @@ pub fn plain_scalar(text: &str) -> Value {
     };
     if let Some(i) = int {
         return Value::Int(if neg { -i } else { i });
+    }
+    // An integer beyond i64 keeps its digits (compose reads it as an unsigned integer).
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Value::Str(text.to_owned());
     }
     if is_float(digits)
         && let Ok(f) = text.parse::<f64>()

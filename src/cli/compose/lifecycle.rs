@@ -10,7 +10,7 @@ use super::output::{Mode, Progress};
 use super::{lock, open_stack};
 use crate::cli::GlobalArgs;
 use crate::engine::compose::{Stack, StackOptions, WaitOptions, labels};
-use crate::engine::container::Status;
+use crate::engine::container::{Status, logs};
 use crate::engine::executor::{Outcome, execute};
 use crate::plan::{self, DownOptions, Op, Plan, PullPolicy, UpOptions};
 
@@ -130,12 +130,25 @@ pub fn run_up(global: &GlobalArgs, args: &UpArgs) -> anyhow::Result<i32> {
     up.no_start = args.no_start;
     up.wait = args.wait;
     let mut progress = Progress::new(Mode::from_flag(&global.progress));
+    if !global.dry_run {
+        repair(&stack, &mut progress)?;
+    }
+    let attached = !(global.dry_run || args.detach || args.wait || args.no_start);
+    // Output of containers that already exist is shown from now on, not replayed.
+    let mut followers: BTreeMap<String, logs::Follower> = BTreeMap::new();
+    if attached {
+        for c in stack.project_containers()? {
+            if let Ok(path) = stack.containers.log_path(&c.id) {
+                followers.insert(c.id.clone(), logs::Follower::at_end(&path));
+            }
+        }
+    }
     converge(&stack, &up, global.dry_run, &mut progress)?;
-    if global.dry_run || args.detach || args.wait || args.no_start {
+    if !attached {
         return Ok(0);
     }
     drop(_lock);
-    attach(&stack, args, &mut progress)
+    attach(&stack, args, followers, &mut progress)
 }
 
 /// `tug create`.
@@ -179,9 +192,19 @@ pub fn run_down(global: &GlobalArgs, args: &DownArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let mut progress = Progress::new(Mode::from_flag(&global.progress));
+    repair(&stack, &mut progress)?;
     let outcome = run_plan(&stack, &plan, &mut progress);
     check(&plan, &outcome)?;
     Ok(0)
+}
+
+/// Brings back what a crash or reboot took from the networks (bridges, rules, DNS servers,
+/// port proxies) before the plan runs on them.
+fn repair(stack: &Stack, progress: &mut Progress) -> anyhow::Result<()> {
+    for w in stack.networks.reconcile()? {
+        progress.warn(&w);
+    }
+    Ok(())
 }
 
 static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
@@ -210,7 +233,12 @@ const COLOURS: [&str; 6] = ["36", "33", "32", "35", "34", "96"];
 /// Attached `up`: stream logs of the attached services, prefixed by container name, until
 /// every attached container has exited (or, with `--abort-on-container-exit`, any has), or
 /// Ctrl-C; then stop the project gracefully (a second Ctrl-C kills).
-fn attach(stack: &Stack, args: &UpArgs, progress: &mut Progress) -> anyhow::Result<i32> {
+fn attach(
+    stack: &Stack,
+    args: &UpArgs,
+    mut followers: BTreeMap<String, logs::Follower>,
+    progress: &mut Progress,
+) -> anyhow::Result<i32> {
     install_interrupt_handler();
     let colour = std::env::var_os("NO_COLOR").is_none()
         && std::io::IsTerminal::is_terminal(&std::io::stdout());
@@ -228,7 +256,6 @@ fn attach(stack: &Stack, args: &UpArgs, progress: &mut Progress) -> anyhow::Resu
             .get(service)
             .is_none_or(|s| s.attach != Some(false))
     };
-    let mut followers: BTreeMap<String, crate::engine::container::logs::Follower> = BTreeMap::new();
     let width = stack
         .project_containers()?
         .iter()

@@ -9,8 +9,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use super::args::{
-    CpArgs, EventsArgs, ExecArgs, ImagesArgs, KillArgs, LogsArgs, PortArgs, RestartArgs, RmArgs,
-    RunArgs, ScaleArgs, ServicesArgs, StopArgs, TopArgs, VersionArgs, WaitArgs,
+    CpArgs, EventsArgs, ExecArgs, ImagesArgs, KillArgs, LogsArgs, PortArgs, PullArgs, PushArgs,
+    RestartArgs, RmArgs, RunArgs, ScaleArgs, ServicesArgs, StopArgs, TopArgs, VersionArgs,
+    WaitArgs,
 };
 use super::output::{Mode, Progress};
 use super::query::print_table;
@@ -813,6 +814,69 @@ pub fn run_scale(global: &GlobalArgs, args: &ScaleArgs) -> anyhow::Result<i32> {
         },
     )?;
     finish(&plan, &stack, global)
+}
+
+/// `tug pull`: pulls the images of the services (those with `image:`).
+///
+/// # Errors
+/// Loading, or a failed pull (unless `--ignore-pull-failures`).
+pub fn run_pull(global: &GlobalArgs, args: &PullArgs) -> anyhow::Result<i32> {
+    let stack = open_stack(global, &args.services, StackOptions::default())?;
+    let desired = stack.desired();
+    let services = plan::select_services(&desired, &args.services, !args.include_deps)?;
+    let mut images: Vec<String> = Vec::new();
+    for name in &services {
+        if let Some(s) = stack.project.services.get(name)
+            && let Some(img) = &s.image
+            && s.pull_policy.as_deref() != Some("build")
+            && !images.contains(img)
+        {
+            images.push(img.clone());
+        }
+    }
+    let mut plan = Plan::default();
+    for image in images {
+        plan.push(Op::PullImage { image }, "pull", vec![]);
+    }
+    let mut p = if args.quiet {
+        Progress::new(Mode::Quiet)
+    } else {
+        progress(global)
+    };
+    let outcome = execute(&plan, &stack, 0, |n, e| p.event(n, e));
+    if !outcome.failed.is_empty() && !args.ignore_pull_failures {
+        let msgs: Vec<String> = outcome.failed.iter().map(|(_, e)| e.clone()).collect();
+        anyhow::bail!("{}", msgs.join("\n"));
+    }
+    Ok(0)
+}
+
+/// `tug push`: pushes the images of services that have both `build:` and `image:`.
+///
+/// # Errors
+/// Loading, or a failed push (unless `--ignore-push-failures`).
+pub fn run_push(global: &GlobalArgs, args: &PushArgs) -> anyhow::Result<i32> {
+    let stack = open_stack(global, &args.services, StackOptions::default())?;
+    let mut p = if args.quiet {
+        Progress::new(Mode::Quiet)
+    } else {
+        progress(global)
+    };
+    let quiet = crate::engine::image::no_progress();
+    for (name, s) in &stack.project.services {
+        if !args.services.is_empty() && !args.services.contains(name) {
+            continue;
+        }
+        let (Some(img), Some(_)) = (&s.image, &s.build) else {
+            continue;
+        };
+        match stack.images.push(None, img, &quiet) {
+            Ok(_) => p.line("Image", img, "Pushed"),
+            Err(e) if args.ignore_push_failures => p.warn(&format!("{img}: {e}")),
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot push {img}"))),
+        }
+    }
+    Ok(0)
 }
 
 /// `tug version`.

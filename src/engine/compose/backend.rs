@@ -68,10 +68,11 @@ impl Stack {
         match op {
             Op::CreateNetwork { key, name } => self.create_network(key, name),
             Op::CreateVolume { key, name } => self.create_volume(key, name),
-            Op::PullImage { image } => Err(Error::Unsupported(format!(
-                "image {image} is not in the store and pulling from a registry is not \
-                 available in this build: load it with `tug image load` or `tug image import`"
-            ))),
+            Op::PullImage { image } => {
+                let quiet = crate::engine::image::no_progress();
+                self.images.pull(image, &quiet)?;
+                Ok(())
+            }
             Op::BuildImage { service, image } => Err(Error::Unsupported(format!(
                 "service {service}: image {image} must be built from its Dockerfile, and \
                  tug cannot build images yet: build it elsewhere and `tug image load` it"
@@ -81,10 +82,21 @@ impl Stack {
                 number,
                 name,
             } => self.create_container(service, *number, name),
-            Op::StartContainer { name, .. } => {
+            Op::StartContainer { service, name } => {
                 let id = self.container_id(name)?;
-                self.containers.start(&id, false)?;
-                Ok(())
+                if let Err(e) = self.containers.start(&id, false) {
+                    // A start still finishing for a killed command already did the job.
+                    let status = self.containers.state(&id).status;
+                    if !matches!(
+                        status,
+                        crate::engine::container::Status::Running
+                            | crate::engine::container::Status::Restarting
+                    ) {
+                        return Err(e.into());
+                    }
+                }
+                let hooks = self.service(service).map(|s| s.post_start.clone())?;
+                self.run_hooks(service, &id, &hooks, "post_start")
             }
             Op::StopContainer { service, name } => {
                 let timeout = self.options.stop_timeout.or_else(|| {
@@ -95,6 +107,13 @@ impl Stack {
                         .map(crate::project::model::Duration::to_std)
                 });
                 let id = self.container_id(name)?;
+                if let Some(s) = self.project.services.get(service) {
+                    let running = self.containers.state(&id).status
+                        == crate::engine::container::Status::Running;
+                    if running {
+                        self.run_hooks(service, &id, &s.pre_stop, "pre_stop")?;
+                    }
+                }
                 self.containers.stop(&id, timeout)?;
                 Ok(())
             }
@@ -118,6 +137,48 @@ impl Stack {
                 }
             }
         }
+    }
+
+    /// Runs `post_start` or `pre_stop` hooks in a container, in order; a failing hook fails
+    /// the operation.
+    fn run_hooks(
+        &self,
+        service: &str,
+        id: &str,
+        hooks: &[crate::project::model::ServiceHook],
+        what: &str,
+    ) -> Result<()> {
+        for h in hooks {
+            if h.privileged {
+                return Err(Error::Unsupported(format!(
+                    "service {service}: privileged {what} hooks are not supported yet"
+                )));
+            }
+            let Some(cmd) = h.command.clone().filter(|c| !c.is_empty()) else {
+                continue;
+            };
+            let env = h
+                .environment
+                .iter()
+                .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+                .collect();
+            let code = self.containers.exec(
+                id,
+                &crate::engine::container::ExecOptions {
+                    cmd: cmd.clone(),
+                    env,
+                    user: h.user.clone(),
+                    workdir: h.working_dir.clone(),
+                    ..Default::default()
+                },
+            )?;
+            if code != 0 {
+                return Err(Error::Dependency(format!(
+                    "service {service}: {what} hook {cmd:?} exited with code {code}"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Image ids used by any container of the state root.

@@ -284,8 +284,14 @@ impl Supervisor {
         }
         let upper = self.dir.join("upper");
         let work = self.dir.join("work");
-        rootfs::mount_overlay(&self.rec.layers, Some((&upper, &work)), &rootfs)
-            .map_err(|e| e.to_string())?;
+        // An auto-removed container's upper layer dies with it: no syncs (see rootfs).
+        rootfs::mount_overlay_opts(
+            &self.rec.layers,
+            Some((&upper, &work)),
+            &rootfs,
+            self.rec.config.auto_remove,
+        )
+        .map_err(|e| e.to_string())?;
         Ok(us(t.elapsed()))
     }
 

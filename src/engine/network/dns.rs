@@ -14,9 +14,10 @@
 //! NOERROR answer (no IPv6 yet) so resolvers do not go elsewhere. A container on several
 //! networks asks only its first network's server; that server also answers the names of the
 //! container's other networks (from their records files), with the addresses there. `PTR` questions for endpoint
-//! addresses get the container name. Every other question is relayed verbatim over UDP to the
-//! upstream resolvers: the ones set for the asking container (`dns:`), else the network's
-//! (`TUG_DNS_UPSTREAM` at network creation, else the host's `/etc/resolv.conf`).
+//! addresses get the container name. Every other question is relayed verbatim (over UDP, or
+//! over TCP when it came over TCP) to the upstream resolvers: the ones set for the asking
+//! container (`dns:`), else the network's (`TUG_DNS_UPSTREAM` at network creation, else the
+//! host's `/etc/resolv.conf`).
 //!
 //! The server exits by itself when its records file disappears (network removed, or the state
 //! root deleted), so a crash of tug can never leave it running forever.
@@ -314,9 +315,32 @@ async fn forward(query: &[u8], ups: &[SocketAddr]) -> Option<Vec<u8>> {
     servfail(query)
 }
 
-async fn handle(state: &Mutex<State>, query: &[u8], client: IpAddr) -> Option<Vec<u8>> {
+/// Relays a question over TCP (for clients that asked over TCP, typically after a truncated
+/// UDP answer).
+async fn forward_tcp(query: &[u8], ups: &[SocketAddr]) -> Option<Vec<u8>> {
+    let len = u16::try_from(query.len()).ok()?;
+    for up in ups {
+        let attempt = async {
+            let mut c = tokio::net::TcpStream::connect(up).await.ok()?;
+            c.write_all(&len.to_be_bytes()).await.ok()?;
+            c.write_all(query).await.ok()?;
+            let mut l = [0u8; 2];
+            c.read_exact(&mut l).await.ok()?;
+            let mut buf = vec![0u8; usize::from(u16::from_be_bytes(l))];
+            c.read_exact(&mut buf).await.ok()?;
+            Some(buf)
+        };
+        if let Ok(Some(r)) = tokio::time::timeout(Duration::from_secs(4), attempt).await {
+            return Some(r);
+        }
+    }
+    servfail(query)
+}
+
+async fn handle(state: &Mutex<State>, query: &[u8], client: IpAddr, tcp: bool) -> Option<Vec<u8>> {
     match answer(state, query, client) {
         Answer::Local(v) => Some(v),
+        Answer::Forward(ups) if tcp => forward_tcp(query, &ups).await,
         Answer::Forward(ups) => forward(query, &ups).await,
         Answer::Drop => None,
     }
@@ -367,7 +391,7 @@ pub fn serve(records: &Path, udp: std::net::UdpSocket, tcp: std::net::TcpListene
                             if conn.read_exact(&mut q).await.is_err() {
                                 return;
                             }
-                            let Some(resp) = handle(&state, &q, peer.ip()).await else {
+                            let Some(resp) = handle(&state, &q, peer.ip(), true).await else {
                                 return;
                             };
                             let Ok(n) = u16::try_from(resp.len()) else {
@@ -411,7 +435,7 @@ pub fn serve(records: &Path, udp: std::net::UdpSocket, tcp: std::net::TcpListene
             let state = state.clone();
             let udp = udp.clone();
             tokio::spawn(async move {
-                if let Some(resp) = handle(&state, &q, peer.ip()).await {
+                if let Some(resp) = handle(&state, &q, peer.ip(), false).await {
                     let _ = udp.send_to(&resp, peer).await;
                 }
             });

@@ -494,6 +494,14 @@ impl Networks {
         let registered = host.entries()?;
         let host_prefixes = ipam::host_prefixes()?;
         let pool = ipam::Pool::from_env()?;
+        if let Some(r) = requested
+            && r.prefix > 30
+        {
+            return Err(Error::Invalid(format!(
+                "network {}: subnet {r} is too small (at most /30)",
+                spec.name
+            )));
+        }
         let subnet = ipam::choose_subnet(requested, &pool, &registered, &host_prefixes)?;
         let gateway = match spec.gateway.as_deref() {
             Some(g) => {
@@ -732,6 +740,10 @@ impl Networks {
         if !dns_alive || !netlink::link_exists(&net.bridge)? {
             self.realize(&net)?;
             self.register_host(&HostLock::take()?, &net)?;
+        } else if first_use_in_process(&net.bridge) {
+            // Docker may have started since the network was made: make sure its FORWARD
+            // drop does not cut the bridge (once per network and process, it costs an nft run).
+            nft::ensure_forward_accepts(&net.bridge, net.internal)?;
         }
         let mut eps = self.endpoints_of(network)?;
         if eps.contains_key(&spec.container_id) {
@@ -1003,6 +1015,7 @@ impl Networks {
             std::fs::remove_file(&path)
                 .map_err(|e| Error::Io(format!("remove {}", path.display()), e))?;
         }
+        let _ = std::fs::remove_file(self.root.join("ports").join(format!("{container_id}.log")));
         Ok(())
     }
 
@@ -1086,6 +1099,12 @@ impl Networks {
                 if rec.proxy.is_some_and(|x| x.alive()) {
                     continue;
                 }
+                // A container without endpoints any more (its namespace is gone) publishes
+                // nothing: drop the record instead of reviving the proxy.
+                if self.endpoints_of_container(&rec.container_id)?.is_empty() {
+                    self.unpublish_locked(&rec.container_id)?;
+                    continue;
+                }
                 let maps: Vec<PortMapping> = rec
                     .ports
                     .iter()
@@ -1145,6 +1164,17 @@ impl Networks {
         }
         Ok(removed)
     }
+}
+
+/// True the first time a bridge is seen by this process.
+fn first_use_in_process(bridge: &str) -> bool {
+    use std::sync::{Mutex, OnceLock};
+    static SEEN: OnceLock<Mutex<BTreeSet<String>>> = OnceLock::new();
+    let mut seen = match SEEN.get_or_init(Mutex::default).lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    seen.insert(bridge.to_string())
 }
 
 fn bind_tcp_reuse(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {

@@ -149,7 +149,15 @@ pub fn ensure_bridge(name: &str, mtu: Option<u32>, gateway: Ipv4Addr, prefix: u8
     let name = name.to_string();
     run(None, move |h| async move {
         if index_of(&h, &name).await?.is_none() {
-            let mut b = LinkBridge::new(&name);
+            // A bridge without an address of its own takes the lowest MAC of its ports and
+            // changes it when that port leaves: peers' ARP caches then point at a MAC nobody
+            // has and the gateway (and DNS) is unreachable for a minute. A fixed, locally
+            // administered address derived from the name avoids that.
+            let mut mac = [0u8; 6];
+            let digest = <sha2::Sha256 as sha2::Digest>::digest(name.as_bytes());
+            mac.copy_from_slice(&digest[..6]);
+            mac[0] = (mac[0] & 0xfc) | 0x02;
+            let mut b = LinkBridge::new(&name).address(mac.to_vec());
             if let Some(m) = mtu {
                 b = b.mtu(m);
             }

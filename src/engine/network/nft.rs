@@ -20,7 +20,10 @@
 //! not override that drop, tug inserts two rules at the top of `ip filter FORWARD` when that
 //! chain exists — `iifname BR accept` and `oifname BR ct state established,related accept` —
 //! tagged with the comment `tug:BR`, and deletes them with the network. The next tug command
-//! puts them back if Docker flushed them.
+//! puts them back if Docker flushed them. That chain belongs to iptables-nft: when
+//! `iptables-nft` is installed the rules are written through it (`-m comment`, `-m conntrack`),
+//! because rules written with plain nft make the chain "incompatible" for iptables-nft and
+//! would break Docker's own updates.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -165,11 +168,91 @@ fn foreign_forward() -> Result<Option<String>> {
     nft_args(&["-a", "list", "chain", "ip", "filter", "FORWARD"])
 }
 
-/// Inserts the accept rules into `ip filter FORWARD` if that chain exists and they are missing.
+/// The accept rules of a bridge, as `iptables` arguments after the chain name.
+fn iptables_rules(bridge: &str, internal: bool) -> Vec<Vec<String>> {
+    let tag = format!("tug:{bridge}");
+    let b = bridge.to_string();
+    let v = |xs: &[&str]| xs.iter().map(|x| (*x).to_string()).collect::<Vec<String>>();
+    if internal {
+        vec![v(&[
+            "-i",
+            &b,
+            "-o",
+            &b,
+            "-m",
+            "comment",
+            "--comment",
+            &tag,
+            "-j",
+            "ACCEPT",
+        ])]
+    } else {
+        vec![
+            v(&["-i", &b, "-m", "comment", "--comment", &tag, "-j", "ACCEPT"]),
+            v(&[
+                "-o",
+                &b,
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "RELATED,ESTABLISHED",
+                "-m",
+                "comment",
+                "--comment",
+                &tag,
+                "-j",
+                "ACCEPT",
+            ]),
+        ]
+    }
+}
+
+/// `iptables-nft`, if installed: the chain belongs to it, and rules written with plain `nft`
+/// would make it "incompatible" for iptables-nft (breaking Docker's own rule updates).
+fn iptables_nft() -> Option<&'static str> {
+    [
+        "/usr/sbin/iptables-nft",
+        "/sbin/iptables-nft",
+        "/usr/bin/iptables-nft",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+}
+
+fn run_iptables(bin: &str, args: &[String]) -> Result<bool> {
+    let out = Command::new(bin)
+        .args(["-w", "5"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::Io(format!("run {bin}"), e))?;
+    Ok(out.status.success())
+}
+
+/// Inserts the accept rules into `ip filter FORWARD` if that chain exists and they are missing:
+/// through iptables-nft when it is installed (so the chain stays readable by it), else with
+/// nft.
 pub fn ensure_forward_accepts(bridge: &str, internal: bool) -> Result<()> {
     let Some(listing) = foreign_forward()? else {
         return Ok(());
     };
+    if let Some(bin) = iptables_nft() {
+        for rule in iptables_rules(bridge, internal) {
+            let mut check = vec!["-C".to_string(), "FORWARD".to_string()];
+            check.extend(rule.iter().cloned());
+            if run_iptables(bin, &check)? {
+                continue;
+            }
+            let mut insert = vec!["-I".to_string(), "FORWARD".to_string(), "1".to_string()];
+            insert.extend(rule);
+            if !run_iptables(bin, &insert)? {
+                return Err(Error::Nft(format!(
+                    "cannot insert the accept rule of {bridge} into filter FORWARD with {bin}"
+                )));
+            }
+        }
+        return Ok(());
+    }
     let tag = format!("\"tug:{bridge}\"");
     if listing.contains(&tag) {
         return Ok(());
@@ -192,6 +275,18 @@ pub fn ensure_forward_accepts(bridge: &str, internal: bool) -> Result<()> {
 
 /// Deletes tug's rules of `bridge` from `ip filter FORWARD`.
 pub fn remove_forward_accepts(bridge: &str) -> Result<()> {
+    if foreign_forward()?.is_none() {
+        return Ok(());
+    }
+    if let Some(bin) = iptables_nft() {
+        for internal in [false, true] {
+            for rule in iptables_rules(bridge, internal) {
+                let mut del = vec!["-D".to_string(), "FORWARD".to_string()];
+                del.extend(rule);
+                while run_iptables(bin, &del)? {}
+            }
+        }
+    }
     let Some(listing) = foreign_forward()? else {
         return Ok(());
     };

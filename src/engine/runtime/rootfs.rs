@@ -75,6 +75,18 @@ pub fn mount_overlay(
     upper: Option<(&Path, &Path)>,
     target: &Path,
 ) -> Result<()> {
+    mount_overlay_opts(lower, upper, target, false)
+}
+
+/// Like [`mount_overlay`]; `volatile` skips every sync of the upper layer (also the one at
+/// unmount, which costs a sync of the whole host filesystem) — for containers whose upper
+/// layer is thrown away when they exit (`--rm`).
+pub fn mount_overlay_opts(
+    lower: &[PathBuf],
+    upper: Option<(&Path, &Path)>,
+    target: &Path,
+    volatile: bool,
+) -> Result<()> {
     // overlayfs wants the top layer first.
     let lowers: Vec<String> = lower
         .iter()
@@ -100,6 +112,10 @@ pub fn mount_overlay(
         ));
     }
     data.push_str(",index=off,xino=off");
+    let volatile = volatile && upper.is_some();
+    if volatile {
+        data.push_str(",volatile");
+    }
     if data.len() < 3000 {
         return mount(
             Some("overlay"),
@@ -110,7 +126,7 @@ pub fn mount_overlay(
         )
         .map_err(merr(target));
     }
-    mount_overlay_fsconfig(lower, upper, target)
+    mount_overlay_fsconfig(lower, upper, target, volatile)
 }
 
 fn escape_overlay(p: &str) -> String {
@@ -128,6 +144,7 @@ fn mount_overlay_fsconfig(
     lower: &[PathBuf],
     upper: Option<(&Path, &Path)>,
     target: &Path,
+    volatile: bool,
 ) -> Result<()> {
     const FSCONFIG_SET_STRING: libc::c_uint = 1;
     const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
@@ -174,6 +191,23 @@ fn mount_overlay_fsconfig(
         }
         set("index", "off")?;
         set("xino", "off")?;
+        if volatile {
+            let k = cstr("volatile");
+            // SAFETY: fsfd is valid; FSCONFIG_SET_FLAG takes a key and no value.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_fsconfig,
+                    fsfd,
+                    0 as libc::c_uint,
+                    k.as_ptr(),
+                    std::ptr::null::<libc::c_char>(),
+                    0,
+                )
+            };
+            if r < 0 {
+                return Err(fail("fsconfig overlay for"));
+            }
+        }
         // SAFETY: fsfd is valid; the null key/value are allowed for CMD_CREATE.
         let r = unsafe {
             libc::syscall(
