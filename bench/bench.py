@@ -521,6 +521,7 @@ class Workload:
         self.tug: Side | None = None
         self.peers: list[Side] = []
         self.alternate = True
+        self.warmup = True  # one untimed trial per side first (memory workloads skip it)
 
 
 def tug_once(side: Side) -> dict:
@@ -557,13 +558,14 @@ def measure(ctx: Ctx, w: Workload, out: dict) -> dict:
             try:
                 if p.setup_fn:
                     p.setup_fn()
-                p.once()  # warm-up, and proof that it works
+                if w.warmup:
+                    p.once()  # warm-up, and proof that it works
                 peers.append(p)
             except (Skip, CmdError) as e:
                 p.error = str(e)
                 print(f"  peer {p.name}: not measured: {first_line(str(e))}", flush=True)
         # warm-up of tug, unless smoke (one run is all smoke does)
-        if not ctx.smoke:
+        if w.warmup and not ctx.smoke:
             tug_once(w.tug)
         if w.alternate:
             for _ in range(runs):
@@ -575,8 +577,12 @@ def measure(ctx: Ctx, w: Workload, out: dict) -> dict:
             for _ in range(runs):
                 w.tug.record(tug_once(w.tug))
             for p in peers:
-                for _ in range(runs):
-                    p.record(p.once())
+                try:
+                    for _ in range(runs):
+                        p.record(p.once())
+                except (Skip, CmdError) as e:
+                    p.error = str(e)
+                    p.samples.clear()
         out["status"] = "measured"
     except Pending as e:
         return out | {"status": "pending", "reason": f"feature not landed: {e}"}
@@ -956,6 +962,7 @@ def wl_memory(ctx: Ctx, count: int, name: str, title: str) -> Workload:
     label = "tugbench=1"
     w = Workload(name, title, unit="MiB", runs=("mem", 1), setup=ctx.ensure_tug_busybox)
     w.alternate = False
+    w.warmup = False  # starting 100 containers twice per engine buys nothing
 
     def tug_trial():
         t0 = time.perf_counter()
