@@ -323,23 +323,7 @@ fn attach(
         eprintln!("Gracefully stopping... (press Ctrl+C again to force)");
     }
     // Stop everything that still runs, in dependency order.
-    let down = plan::plan_down(
-        &stack.desired(),
-        &stack.observed()?,
-        &DownOptions::default(),
-    )?;
-    let mut plan = Plan::default();
-    let mut remap: BTreeMap<usize, usize> = BTreeMap::new();
-    for (i, n) in down.nodes.into_iter().enumerate() {
-        if let Op::StopContainer { .. } = n.op {
-            let after = n
-                .after
-                .iter()
-                .filter_map(|a| remap.get(a).copied())
-                .collect();
-            remap.insert(i, plan.push(n.op, n.cause, after));
-        }
-    }
+    let plan = super::verbs::stop_plan(stack, &[])?;
     let finished = std::sync::atomic::AtomicBool::new(false);
     let outcome = std::thread::scope(|scope| {
         // A second Ctrl-C kills what is still running.

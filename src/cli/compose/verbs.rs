@@ -75,7 +75,7 @@ fn finish(plan: &Plan, stack: &Stack, global: &GlobalArgs) -> anyhow::Result<i32
 }
 
 /// A plan that stops the given containers, dependents first.
-fn stop_plan(stack: &Stack, services: &[String]) -> anyhow::Result<Plan> {
+pub(super) fn stop_plan(stack: &Stack, services: &[String]) -> anyhow::Result<Plan> {
     let down = plan::plan_down(
         &stack.desired(),
         &stack.observed()?,
