@@ -525,3 +525,34 @@ services:
         "{stdout}"
     );
 }
+
+#[test]
+fn compose_logs_follow_across_restarts_and_ends_when_the_service_stops_for_good() {
+    if !require_root() {
+        return;
+    }
+    let s = Stack::new(
+        r#"
+services:
+  flaky:
+    image: busybox:latest
+    restart: on-failure:2
+    command: ["sh", "-c", "echo attempt; sleep 0.5; exit 1"]
+"#,
+    );
+    s.tug(&["up", "-d"]);
+    // Follows from now on across the restarts, and returns by itself once the policy gives
+    // up (3 runs: the first and two restarts).
+    let started = Instant::now();
+    let out = s.output(&["logs", "-f", "--no-log-prefix", "flaky"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("attempt").count(), 3, "{text}");
+    let flaky = format!("{}-flaky-1", s.name);
+    assert_eq!(s.state_of(&flaky).as_deref(), Some("exited"));
+}

@@ -400,13 +400,11 @@ pub fn run_logs(global: &GlobalArgs, args: &LogsArgs) -> anyhow::Result<i32> {
             }
         }
         // Stop following when every followed container has stopped for good.
+        // (exited, and no supervisor left that could restart it).
         let all_done = followers.iter().all(|(_, c, _)| {
             let st = stack.containers.state(&c.id);
             matches!(st.status, Status::Exited | Status::Dead)
-                && !stack
-                    .containers
-                    .record(&c.id)
-                    .is_ok_and(|r| r.config.restart != crate::engine::container::RestartPolicy::No)
+                && !crate::engine::container::state::alive(st.supervisor_pid, st.supervisor_start)
         });
         if all_done {
             for (i, c, f) in &mut followers {
