@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::ops::{Op, Plan};
 use super::state::{
-    Condition, Desired, DesiredService, DownOptions, Observed, ObservedContainer, PullPolicy,
-    RunState, UpOptions,
+    Condition, Desired, DesiredResource, DesiredService, DownOptions, Observed, ObservedContainer,
+    PullPolicy, RunState, UpOptions,
 };
 
 /// Why a plan cannot be made.
@@ -135,6 +135,37 @@ fn describe_state(c: &ObservedContainer) -> &'static str {
     }
 }
 
+/// Emits a create node for every used, missing network or volume (`kind`); a missing
+/// external one is an error. Returns the node of each created key.
+fn plan_resources<'a>(
+    plan: &mut Plan,
+    declared: &'a [DesiredResource],
+    used: &BTreeSet<&str>,
+    existing: &[String],
+    kind: &'static str,
+) -> Result<HashMap<&'a str, usize>> {
+    let mut nodes = HashMap::new();
+    for r in declared {
+        if !used.contains(r.key.as_str()) || existing.contains(&r.name) {
+            continue;
+        }
+        if r.external {
+            return Err(ReconcileError::ExternalMissing {
+                kind,
+                name: r.name.clone(),
+            });
+        }
+        let (key, name) = (r.key.clone(), r.name.clone());
+        let op = if kind == "network" {
+            Op::CreateNetwork { key, name }
+        } else {
+            Op::CreateVolume { key, name }
+        };
+        nodes.insert(r.key.as_str(), plan.push(op, "missing", vec![]));
+    }
+    Ok(nodes)
+}
+
 /// Plans `up`.
 ///
 /// # Errors
@@ -171,56 +202,28 @@ pub fn plan_up(desired: &Desired, observed: &Observed, opts: &UpOptions) -> Resu
     let mut plan = Plan::default();
 
     // Networks and volumes the selected services use.
-    let mut net_nodes: HashMap<&str, usize> = HashMap::new();
-    let mut vol_nodes: HashMap<&str, usize> = HashMap::new();
     let used_nets: BTreeSet<&str> = order
         .iter()
         .flat_map(|s| s.networks.iter().map(String::as_str))
         .collect();
-    for n in &desired.networks {
-        if !used_nets.contains(n.key.as_str()) || observed.networks.contains(&n.name) {
-            continue;
-        }
-        if n.external {
-            return Err(ReconcileError::ExternalMissing {
-                kind: "network",
-                name: n.name.clone(),
-            });
-        }
-        let id = plan.push(
-            Op::CreateNetwork {
-                key: n.key.clone(),
-                name: n.name.clone(),
-            },
-            "missing",
-            vec![],
-        );
-        net_nodes.insert(n.key.as_str(), id);
-    }
+    let net_nodes = plan_resources(
+        &mut plan,
+        &desired.networks,
+        &used_nets,
+        &observed.networks,
+        "network",
+    )?;
     let used_vols: BTreeSet<&str> = order
         .iter()
         .flat_map(|s| s.volumes.iter().map(String::as_str))
         .collect();
-    for v in &desired.volumes {
-        if !used_vols.contains(v.key.as_str()) || observed.volumes.contains(&v.name) {
-            continue;
-        }
-        if v.external {
-            return Err(ReconcileError::ExternalMissing {
-                kind: "volume",
-                name: v.name.clone(),
-            });
-        }
-        let id = plan.push(
-            Op::CreateVolume {
-                key: v.key.clone(),
-                name: v.name.clone(),
-            },
-            "missing",
-            vec![],
-        );
-        vol_nodes.insert(v.key.as_str(), id);
-    }
+    let vol_nodes = plan_resources(
+        &mut plan,
+        &desired.volumes,
+        &used_vols,
+        &observed.volumes,
+        "volume",
+    )?;
 
     // Images: one node per distinct reference.
     let mut image_nodes: HashMap<String, usize> = HashMap::new();
