@@ -9,6 +9,7 @@ mod container_net;
 mod image;
 mod image_archive;
 mod image_registry;
+mod image_token;
 mod image_unpack;
 mod malformed;
 mod network;
