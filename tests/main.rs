@@ -11,6 +11,7 @@ mod image_registry;
 mod image_unpack;
 mod malformed;
 mod network;
+mod network_compose;
 mod network_containers;
 mod plan;
 mod project;
