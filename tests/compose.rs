@@ -556,3 +556,153 @@ services:
     let flaky = format!("{}-flaky-1", s.name);
     assert_eq!(s.state_of(&flaky).as_deref(), Some("exited"));
 }
+
+#[test]
+fn compose_attached_up_stops_on_ctrl_c_and_a_second_ctrl_c_kills() {
+    if !require_root() {
+        return;
+    }
+    // `sleep` as PID 1 of its namespace ignores SIGTERM, so a graceful stop would wait out
+    // the whole grace period: only the second Ctrl-C can end it early.
+    let s = Stack::new(
+        r#"
+services:
+  stubborn:
+    image: busybox:latest
+    command: ["sleep", "1000"]
+    stop_grace_period: 120s
+"#,
+    );
+    let mut child = s
+        .cmd()
+        .arg("up")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let name = format!("{}-stubborn-1", s.name);
+    eventually("the service runs", Duration::from_secs(30), || {
+        s.state_of(&name).as_deref() == Some("running")
+    });
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    // The first Ctrl-C starts a graceful stop that is still waiting a while later.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "one Ctrl-C must wait for the grace period"
+    );
+    assert_eq!(s.state_of(&name).as_deref(), Some("running"));
+    let second = Instant::now();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        second.elapsed() < Duration::from_secs(20),
+        "the second Ctrl-C kills at once, took {:?}",
+        second.elapsed()
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Gracefully stopping"), "{stderr}");
+    let ps = s.ps();
+    let c = ps.iter().find(|c| c["Name"] == name.as_str()).unwrap();
+    assert_eq!(c["State"], "exited", "{c}");
+    assert_eq!(c["ExitCode"], 137, "killed by SIGKILL: {c}");
+}
+
+#[test]
+fn compose_progress_tty_draws_a_live_board_on_a_terminal() {
+    if !require_root() {
+        return;
+    }
+    let s = Stack::new(
+        r#"
+services:
+  a:
+    image: busybox:latest
+    init: true
+    command: ["sleep", "1000"]
+  b:
+    image: busybox:latest
+    init: true
+    command: ["sleep", "1000"]
+    depends_on: [a]
+"#,
+    );
+    // `script` gives tug a terminal, which the board needs; its output is what a user sees.
+    let bin = crate::common::tug_bin();
+    let line = format!("{} -p {} --progress tty up -d", bin.display(), s.name);
+    let out = ok(Command::new("script")
+        .args(["-qefc", &line, "/dev/null"])
+        .current_dir(s.dir.path())
+        .env("TUG_ROOT", s.root())
+        .env_remove("NO_COLOR"));
+    // The header counts objects: the network, two containers and b's wait for a.
+    assert!(out.contains("[+]"), "{out:?}");
+    assert!(out.contains("Running 0/4"), "{out:?}");
+    assert!(out.contains("Running 4/4"), "{out:?}");
+    for name in [format!("{}-a-1", s.name), format!("{}-b-1", s.name)] {
+        let done = format!("Container {name}");
+        let at = out
+            .rfind(&done)
+            .unwrap_or_else(|| panic!("{done} in {out:?}"));
+        // The object's line ends with a tick and its last step.
+        assert!(out[..at].ends_with("\x1b[32m✔\x1b[0m "), "{out:?}");
+        assert!(out[at..].contains("Started"), "{out:?}");
+    }
+    // A redraw moves the cursor up over the board: it is live, not a log of lines.
+    assert!(
+        out.contains("\x1b[1A") || out.contains("\x1b[2A"),
+        "{out:?}"
+    );
+    assert_eq!(s.ps().len(), 2);
+}
+
+#[test]
+fn compose_down_removes_a_netns_left_by_a_create_killed_before_its_record() {
+    if !require_root() {
+        return;
+    }
+    let s = Stack::new(
+        r#"
+services:
+  web:
+    image: busybox:latest
+    init: true
+    command: ["sleep", "1000"]
+"#,
+    );
+    s.tug(&["up", "-d"]);
+    // What a `create` killed between wiring and recording leaves: a namespace wired into
+    // the project's network under the name of a container that was never recorded.
+    let stray = format!("{}-web-2", s.name);
+    let nets = tug::engine::network::Networks::open(s.root()).unwrap();
+    let ns = nets.create_netns(&stray).unwrap();
+    let ep = nets
+        .connect(
+            &ns,
+            &format!("{}_default", s.name),
+            &tug::engine::network::EndpointSpec {
+                container_id: stray.clone(),
+                container_name: stray.clone(),
+                service: Some("web".into()),
+                project: Some(s.name.clone()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let host_veth = ep.host_veth.clone();
+    assert!(s.root().join("netns").join(&stray).exists());
+    // A namespace of another project's container must survive this project's down.
+    let other = format!("other{}-web-1", s.name);
+    nets.create_netns(&other).unwrap();
+    s.tug(&["down"]);
+    assert!(!s.root().join("netns").join(&stray).exists());
+    let links = ok(Command::new("ip").args(["-br", "link"]));
+    assert!(
+        !links.contains(&host_veth),
+        "{host_veth} left behind: {links}"
+    );
+    assert!(s.root().join("netns").join(&other).exists());
+    nets.disconnect_all(&other).unwrap();
+    assert!(!s.root().join("netns").join(&other).exists());
+}

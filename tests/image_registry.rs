@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use crate::common::{self, fails, ok, tug};
 
 /// A `docker-registry` on 127.0.0.1, killed on drop.
-struct Registry {
+pub(crate) struct Registry {
     child: Child,
-    host: String,
+    pub(crate) host: String,
     _dir: tempfile::TempDir,
 }
 
@@ -26,7 +26,7 @@ impl Drop for Registry {
     }
 }
 
-fn have(tool: &str) -> bool {
+pub(crate) fn have(tool: &str) -> bool {
     let found = Command::new("sh")
         .arg("-c")
         .arg(format!("command -v {tool}"))
@@ -42,7 +42,7 @@ fn have(tool: &str) -> bool {
     found
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -56,7 +56,6 @@ fn registry(htpasswd: Option<(&str, &str)>) -> Registry {
         .prefix("tug-registry-")
         .tempdir()
         .unwrap();
-    let port = free_port();
     let mut auth = String::new();
     if let Some((user, pass)) = htpasswd {
         let file = dir.path().join("htpasswd");
@@ -69,6 +68,13 @@ fn registry(htpasswd: Option<(&str, &str)>) -> Registry {
             file.display()
         );
     }
+    registry_with(dir, &auth)
+}
+
+/// Starts a registry whose data and config live in `dir`, with the YAML `auth` section `auth`
+/// (empty: anonymous).
+pub(crate) fn registry_with(dir: tempfile::TempDir, auth: &str) -> Registry {
+    let port = free_port();
     let config = format!(
         "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
         dir.path().join("data").display()
@@ -96,12 +102,12 @@ fn registry(htpasswd: Option<(&str, &str)>) -> Registry {
 }
 
 /// A test environment: a state root, and a config dir and Docker config dir of its own.
-struct Env {
-    dir: tempfile::TempDir,
+pub(crate) struct Env {
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Env {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             dir: tempfile::Builder::new()
                 .prefix("tug-pull-")
@@ -110,11 +116,11 @@ impl Env {
         }
     }
 
-    fn root(&self, name: &str) -> PathBuf {
+    pub(crate) fn root(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
-    fn tug(&self, root: &str) -> Command {
+    pub(crate) fn tug(&self, root: &str) -> Command {
         let mut c = tug(&self.root(root));
         c.env("TUG_CONFIG", self.dir.path().join("config"))
             .env("DOCKER_CONFIG", self.dir.path().join("docker"))
@@ -123,13 +129,13 @@ impl Env {
     }
 }
 
-fn inspect(env: &Env, root: &str, name: &str) -> serde_json::Value {
+pub(crate) fn inspect(env: &Env, root: &str, name: &str) -> serde_json::Value {
     let out = ok(env.tug(root).args(["image", "inspect", name]));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     v[0].clone()
 }
 
-fn listing(p: &Path) -> String {
+pub(crate) fn listing(p: &Path) -> String {
     ok(Command::new("sh").arg("-c").arg(format!(
         "cd {} && find . -printf '%P %y %m %U %s %l\\n' | sort",
         p.display()
@@ -294,7 +300,7 @@ fn image_registry_basic_auth_login_and_docker_config() {
     );
 }
 
-fn base64_encode(data: &[u8]) -> String {
+pub(crate) fn base64_encode(data: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(data)
 }
@@ -331,7 +337,7 @@ fn image_registry_skopeo_interop() {
 }
 
 /// Kills the child when dropped.
-struct KillOnDrop(Child);
+pub(crate) struct KillOnDrop(pub(crate) Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {

@@ -8,6 +8,7 @@ mod container;
 mod image;
 mod image_archive;
 mod image_registry;
+mod image_token;
 mod image_unpack;
 mod malformed;
 mod network;

@@ -92,17 +92,29 @@ pub fn unique(prefix: &str) -> String {
 /// Builds (once per process) a rootfs tarball from Debian's busybox-static: `/bin/busybox`
 /// plus one link per applet, `/etc/passwd`, `/etc/group`, `/tmp`. Returns the tar path.
 pub fn busybox_rootfs_tar() -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
     use std::sync::OnceLock;
     static TAR: OnceLock<PathBuf> = OnceLock::new();
     TAR.get_or_init(|| {
         let busybox = Path::new("/bin/busybox");
-        assert!(
-            busybox.exists(),
-            "/bin/busybox is missing: install Debian's busybox-static (.ci/run does)"
-        );
-        let dir = std::env::temp_dir().join(format!("tug-test-busybox-{}", std::process::id()));
-        let rootfs = dir.join("rootfs");
-        let _ = std::fs::remove_dir_all(&dir);
+        let meta = std::fs::metadata(busybox)
+            .expect("/bin/busybox is missing: install Debian's busybox-static (.ci/run does)");
+        // One tarball per busybox binary, shared by every test process (nextest runs each
+        // test in its own process) under cargo's per-target scratch dir, never in /tmp.
+        let cache = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let tar = cache.join(format!(
+            "busybox-rootfs-v1-{}-{}.tar",
+            meta.size(),
+            meta.mtime()
+        ));
+        if tar.exists() {
+            return tar;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("busybox-build-")
+            .tempdir_in(cache)
+            .unwrap();
+        let rootfs = dir.path().join("rootfs");
         for d in ["bin", "sbin", "usr/bin", "usr/sbin", "etc", "tmp", "root", "proc", "sys", "dev"] {
             std::fs::create_dir_all(rootfs.join(d)).unwrap();
         }
@@ -123,14 +135,18 @@ pub fn busybox_rootfs_tar() -> PathBuf {
             "root:x:0:\nnogroup:x:65534:\napp:x:1000:\nextra:x:2000:app\n",
         )
         .unwrap();
-        let tar = dir.join("busybox-rootfs.tar");
+        let built = dir.path().join("busybox-rootfs.tar");
         ok(Command::new("tar")
             .arg("-C")
             .arg(&rootfs)
             .arg("--numeric-owner")
+            .arg("--mtime=@0")
+            .arg("--sort=name")
             .arg("-cf")
-            .arg(&tar)
+            .arg(&built)
             .arg("."));
+        // Atomic publish: a concurrent builder's rename replaces ours with equal content.
+        std::fs::rename(&built, &tar).unwrap();
         tar
     })
     .clone()

@@ -11,7 +11,7 @@ use super::{lock, open_stack};
 use crate::cli::GlobalArgs;
 use crate::engine::compose::{Stack, StackOptions, WaitOptions, labels};
 use crate::engine::container::{Status, logs};
-use crate::engine::executor::{Outcome, execute};
+use crate::engine::executor::Outcome;
 use crate::plan::{self, DownOptions, Op, Plan, PullPolicy, UpOptions};
 
 fn pull_policy(s: Option<&str>) -> Option<PullPolicy> {
@@ -47,7 +47,7 @@ fn run_plan(stack: &Stack, plan: &Plan, progress: &mut Progress) -> Outcome {
     for w in &plan.warnings {
         progress.warn(w);
     }
-    execute(plan, stack, 0, |node, ev| progress.event(node, ev))
+    progress.run(plan, stack)
 }
 
 /// Turns failures of an outcome into one error.
@@ -203,6 +203,11 @@ pub fn run_down(global: &GlobalArgs, args: &DownArgs) -> anyhow::Result<i32> {
 fn repair(stack: &Stack, progress: &mut Progress) -> anyhow::Result<()> {
     for w in stack.networks.reconcile()? {
         progress.warn(&w);
+    }
+    for key in stack.remove_stray_netns()? {
+        progress.warn(&format!(
+            "removed the network namespace of {key}, left by an interrupted command"
+        ));
     }
     Ok(())
 }

@@ -19,7 +19,6 @@ use super::{lock, open_stack};
 use crate::cli::GlobalArgs;
 use crate::engine::compose::{Stack, StackOptions, labels};
 use crate::engine::container::{ExecOptions, Status, Summary, logs};
-use crate::engine::executor::execute;
 use crate::plan::{self, DownOptions, Op, Plan, UpOptions};
 
 /// The service containers (no one-offs) of the named services (all when empty), in start
@@ -62,7 +61,7 @@ fn finish(plan: &Plan, stack: &Stack, global: &GlobalArgs) -> anyhow::Result<i32
         return Ok(0);
     }
     let mut p = progress(global);
-    let outcome = execute(plan, stack, 0, |n, e| p.event(n, e));
+    let outcome = p.run(plan, stack);
     if !outcome.failed.is_empty() {
         let msgs: Vec<String> = outcome
             .failed
@@ -482,7 +481,7 @@ pub fn run_run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<i32> {
             },
         )?;
         let mut p = progress(global);
-        let outcome = execute(&plan, &stack, 0, |n, e| p.event(n, e));
+        let outcome = p.run(&plan, &stack);
         if !outcome.ok() {
             anyhow::bail!("cannot start the dependencies of {}", args.service);
         }
@@ -841,7 +840,7 @@ pub fn run_pull(global: &GlobalArgs, args: &PullArgs) -> anyhow::Result<i32> {
     } else {
         progress(global)
     };
-    let outcome = execute(&plan, &stack, 0, |n, e| p.event(n, e));
+    let outcome = p.run(&plan, &stack);
     if !outcome.failed.is_empty() && !args.ignore_pull_failures {
         let msgs: Vec<String> = outcome.failed.iter().map(|(_, e)| e.clone()).collect();
         anyhow::bail!("{}", msgs.join("\n"));
