@@ -13,6 +13,7 @@ mod image_token;
 mod image_unpack;
 mod malformed;
 mod network;
+mod network_compose;
 mod network_containers;
 mod plan;
 mod project;
