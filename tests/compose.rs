@@ -656,3 +656,53 @@ services:
     );
     assert_eq!(s.ps().len(), 2);
 }
+
+#[test]
+fn compose_down_removes_a_netns_left_by_a_create_killed_before_its_record() {
+    if !require_root() {
+        return;
+    }
+    let s = Stack::new(
+        r#"
+services:
+  web:
+    image: busybox:latest
+    init: true
+    command: ["sleep", "1000"]
+"#,
+    );
+    s.tug(&["up", "-d"]);
+    // What a `create` killed between wiring and recording leaves: a namespace wired into
+    // the project's network under the name of a container that was never recorded.
+    let stray = format!("{}-web-2", s.name);
+    let nets = tug::engine::network::Networks::open(s.root()).unwrap();
+    let ns = nets.create_netns(&stray).unwrap();
+    let ep = nets
+        .connect(
+            &ns,
+            &format!("{}_default", s.name),
+            &tug::engine::network::EndpointSpec {
+                container_id: stray.clone(),
+                container_name: stray.clone(),
+                service: Some("web".into()),
+                project: Some(s.name.clone()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let host_veth = ep.host_veth.clone();
+    assert!(s.root().join("netns").join(&stray).exists());
+    // A namespace of another project's container must survive this project's down.
+    let other = format!("other{}-web-1", s.name);
+    nets.create_netns(&other).unwrap();
+    s.tug(&["down"]);
+    assert!(!s.root().join("netns").join(&stray).exists());
+    let links = ok(Command::new("ip").args(["-br", "link"]));
+    assert!(
+        !links.contains(&host_veth),
+        "{host_veth} left behind: {links}"
+    );
+    assert!(s.root().join("netns").join(&other).exists());
+    nets.disconnect_all(&other).unwrap();
+    assert!(!s.root().join("netns").join(&other).exists());
+}

@@ -204,6 +204,11 @@ fn repair(stack: &Stack, progress: &mut Progress) -> anyhow::Result<()> {
     for w in stack.networks.reconcile()? {
         progress.warn(&w);
     }
+    for key in stack.remove_stray_netns()? {
+        progress.warn(&format!(
+            "removed the network namespace of {key}, left by an interrupted command"
+        ));
+    }
     Ok(())
 }
 

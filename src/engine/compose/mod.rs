@@ -181,6 +181,66 @@ impl Stack {
         Ok(v)
     }
 
+    /// Removes the network namespaces (and their veths, DNS records and port proxies) that a
+    /// command killed between wiring a container and recording it left behind for this
+    /// project. Only names of this project's services are touched: another project may be
+    /// creating its containers in the same root right now.
+    ///
+    /// # Errors
+    /// A store cannot be read or a namespace cannot be removed.
+    pub fn remove_stray_netns(&self) -> Result<Vec<String>> {
+        let Ok(rd) = std::fs::read_dir(self.root.join("netns")) else {
+            return Ok(Vec::new());
+        };
+        let containers: std::collections::BTreeSet<String> = self
+            .containers
+            .list(true)?
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        let keys: Vec<String> = rd
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|k| !k.starts_with('.'))
+            .collect();
+        let keep = keys
+            .iter()
+            .filter(|k| containers.contains(*k) || !self.names_a_container_of_this_project(k))
+            .cloned()
+            .collect();
+        Ok(self.networks.gc_netns(&keep)?)
+    }
+
+    /// Whether `name` has the shape of a container name of this project:
+    /// `<project>-<service>-<number>` or a one-off `<project>-<service>-run-<id>`.
+    fn names_a_container_of_this_project(&self, name: &str) -> bool {
+        if self
+            .project
+            .services
+            .values()
+            .any(|s| s.container_name.as_deref() == Some(name))
+        {
+            return true;
+        }
+        let Some(rest) = name
+            .strip_prefix(self.project.name.as_str())
+            .and_then(|r| r.strip_prefix('-'))
+        else {
+            return false;
+        };
+        self.project.services.keys().any(|service| {
+            rest.strip_prefix(service.as_str())
+                .and_then(|r| r.strip_prefix('-'))
+                .is_some_and(|tail| {
+                    let number = !tail.is_empty() && tail.bytes().all(|b| b.is_ascii_digit());
+                    let oneoff = tail.strip_prefix("run-").is_some_and(|id| {
+                        !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit())
+                    });
+                    number || oneoff
+                })
+        })
+    }
+
     /// The desired state: the project with image ids from the store.
     #[must_use]
     pub fn desired(&self) -> Desired {
