@@ -33,7 +33,10 @@ impl Env {
     }
 
     fn tug(&self) -> Command {
-        tug(self.root())
+        let mut c = tug(self.root());
+        // Containers join the default network; its DNS server forwards only to loopback.
+        c.env("TUG_DNS_UPSTREAM", "127.0.0.1:9");
+        c
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -107,7 +110,7 @@ fn leaks(root: &Path, ids: &[String]) -> Vec<String> {
             }
             let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.contains(&r) && cmd.contains("__shim") {
+            if cmd.contains(&r) {
                 out.push(format!("process {pid}: {cmd}"));
             }
         }
@@ -120,6 +123,11 @@ impl Drop for Env {
         let ids = self.ids();
         for id in &ids {
             let _ = self.run(&["container", "rm", "--force", id]);
+        }
+        // The default network made by the first networked `run` (never removed implicitly).
+        let nets = self.run(&["network", "ls", "-q"]);
+        for n in String::from_utf8_lossy(&nets.stdout).lines() {
+            let _ = self.run(&["network", "rm", "--force", n.trim()]);
         }
         // Supervisors exit right after their container; give them a moment.
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -198,7 +206,7 @@ fn container_defaults_seen_from_inside_match_docker_and_runc() {
         "unshare=refused",
         "shm=65536",
         "ptmx=pts/ptmx",
-        "net=lo ",
+        "net=eth0 lo ",
         "hosts=2",
         "etchostname=probe",
         "id=uid=0(root) gid=0(root)",

@@ -62,6 +62,10 @@ pub struct ContainerConfig {
     pub mounts: Vec<Mount>,
     /// Network namespace.
     pub network: NetworkMode,
+    /// `engine::network` holds this container's namespace, endpoints and published ports
+    /// under the container's id; removing the container releases them
+    /// (`Networks::disconnect_all`). Set by `container::net::wire`.
+    pub network_owned: bool,
     /// Contents of /etc/hosts (`None`: localhost entries plus the hostname).
     pub etc_hosts: Option<String>,
     /// Contents of /etc/resolv.conf (`None`: the host's, without loopback servers).

@@ -16,6 +16,7 @@
 
 pub mod config;
 pub mod logs;
+pub mod net;
 pub mod spec;
 pub mod state;
 pub mod supervisor;
@@ -90,6 +91,9 @@ pub enum ContainerError {
     /// Unknown signal name or number.
     #[error("invalid signal {0:?}")]
     Signal(String),
+    /// Wiring or releasing the container's network failed.
+    #[error(transparent)]
+    Network(#[from] crate::engine::network::Error),
 }
 
 /// Result alias of the container store.
@@ -286,7 +290,9 @@ fn random_hex(bytes: usize) -> String {
     hex::encode(b)
 }
 
-fn generated_name() -> String {
+/// A fresh `adjective_name` container name (Docker style).
+#[must_use]
+pub fn generated_name() -> String {
     const A: &[&str] = &[
         "brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry",
         "nimble", "proud", "quiet", "swift", "tidy", "vivid", "witty", "zesty",
@@ -849,6 +855,9 @@ impl ContainerStore {
             cg.destroy()?;
         }
         if let Ok(rec) = self.record(id) {
+            if rec.config.network_owned {
+                crate::engine::network::Networks::open(&self.root)?.disconnect_all(id)?;
+            }
             let nf = self.dir.join(".names").join(&rec.config.name);
             if fs::read_to_string(&nf).is_ok_and(|s| s.trim() == id) {
                 let _ = fs::remove_file(&nf);
