@@ -14,6 +14,7 @@ mod image_transfer;
 mod image_unpack;
 mod malformed;
 mod network;
+mod network_compose;
 mod network_containers;
 mod plan;
 mod project;
