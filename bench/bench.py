@@ -643,9 +643,9 @@ def wl_config(ctx: Ctx) -> Workload:
 
 
 def wl_start(ctx: Ctx) -> Workload:
-    """One-shot start without a network everywhere: `tug container run` has no bridge
-    networking (user networks come with `tug up`), and the OCI bundle has only an empty
-    network namespace; docker and podman run with --network none to match."""
+    """One-shot start without a network everywhere: the OCI bundle has only an empty
+    network namespace, so tug (whose `container run` joins the `bridge` network by default,
+    like docker), docker and podman all run with --network none to match."""
     net = ["--network", "none"]
     w = Workload("start", "one-shot container start, no network (run --rm --network none busybox true)",
                  runs=("start", 20), setup=ctx.ensure_tug_busybox)

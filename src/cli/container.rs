@@ -14,9 +14,10 @@ use super::GlobalArgs;
 use crate::engine::container::config::{parse_bytes, parse_duration};
 use crate::engine::container::{
     ContainerConfig, ContainerStore, ExecOptions, Healthcheck, ImageInfo, Mount, MountKind,
-    NetworkMode, RestartPolicy, Status, Summary, Ulimit, logs,
+    NetworkMode, RestartPolicy, Status, Summary, Ulimit, generated_name, logs, net,
 };
 use crate::engine::image::ImageStore;
+use crate::engine::network::Networks;
 
 /// `tug container` arguments.
 #[derive(Debug, Args)]
@@ -56,9 +57,16 @@ pub struct CreateArgs {
     /// Label `K=V`; repeatable.
     #[arg(short = 'l', long = "label")]
     pub labels: Vec<String>,
-    /// Network: `none`, `host`, `container:NAME` or a netns path (`ns:/path`).
-    #[arg(long, default_value = "none")]
-    pub network: String,
+    /// Network: a network made with `tug network create`, `none`, `host`,
+    /// `container:NAME` or a netns path (`ns:/path`); default: the `bridge` network.
+    #[arg(long)]
+    pub network: Option<String>,
+    /// Extra DNS name of the container on its network; repeatable.
+    #[arg(long = "network-alias")]
+    pub network_alias: Vec<String>,
+    /// Publish a port `[IP:][HOST:]CONTAINER[/PROTO]`; repeatable (`-p` works too).
+    #[arg(long = "publish")]
+    pub publish: Vec<String>,
     /// User `name|uid[:group|gid]`.
     #[arg(short = 'u', long)]
     pub user: Option<String>,
@@ -315,7 +323,9 @@ pub enum ContainerCommand {
 }
 
 /// Rewrites docker's `-f` of `container logs`/`container rm` (the global `-f` names compose
-/// files, which these verbs do not read) into `--follow`/`--force`.
+/// files, which these verbs do not read) into `--follow`/`--force`, and docker's `-p` of
+/// `container run`/`create` (the global `-p` names the project) into `--publish`, up to the
+/// image (what follows it is the container's command).
 #[must_use]
 pub fn rewrite_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     let pos = args.iter().position(|a| a == "container");
@@ -323,6 +333,7 @@ pub fn rewrite_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString
     let long = match args.get(p + 1).and_then(|s| s.to_str()) {
         Some("logs") => "--follow",
         Some("rm") => "--force",
+        Some("run" | "create") => return rewrite_publish(args, p + 2),
         _ => return args,
     };
     for a in args.iter_mut().skip(p + 2) {
@@ -331,6 +342,63 @@ pub fn rewrite_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString
         } else if a == "--" {
             break;
         }
+    }
+    args
+}
+
+/// `-p X`/`-pX` → `--publish X` among the options of `run`/`create` starting at `start`.
+fn rewrite_publish(mut args: Vec<std::ffi::OsString>, start: usize) -> Vec<std::ffi::OsString> {
+    let cmd = <CreateArgs as Args>::augment_args(clap::Command::new("run")).arg(
+        clap::Arg::new("detach")
+            .short('d')
+            .long("detach")
+            .action(clap::ArgAction::SetTrue),
+    );
+    let takes_value = |a: &clap::Arg| a.get_action().takes_values();
+    let long_value = |name: &str| {
+        cmd.get_arguments()
+            .any(|a| a.get_long() == Some(name) && takes_value(a))
+    };
+    let short_value = |c: char| {
+        cmd.get_arguments()
+            .any(|a| a.get_short() == Some(c) && takes_value(a))
+    };
+    let mut i = start;
+    while i < args.len() {
+        let Some(a) = args[i].to_str().map(str::to_string) else {
+            break;
+        };
+        if a == "--" || !a.starts_with('-') || a == "-" {
+            break;
+        }
+        if let Some(l) = a.strip_prefix("--") {
+            i += if !l.contains('=') && long_value(l) {
+                2
+            } else {
+                1
+            };
+            continue;
+        }
+        if a == "-p" {
+            args[i] = "--publish".into();
+            i += 2;
+            continue;
+        }
+        if let Some(v) = a.strip_prefix("-p") {
+            args[i] = format!("--publish={v}").into();
+            i += 1;
+            continue;
+        }
+        // A cluster of short flags (`-it`, `-e K=V`, `-eK=V`): a flag taking a value ends it.
+        let chars: Vec<char> = a.chars().skip(1).collect();
+        let mut skip_next = false;
+        for (k, c) in chars.iter().enumerate() {
+            if short_value(*c) {
+                skip_next = k + 1 == chars.len();
+                break;
+            }
+        }
+        i += if skip_next { 2 } else { 1 };
     }
     args
 }
@@ -393,20 +461,10 @@ pub fn config_from(a: &CreateArgs) -> anyhow::Result<ContainerConfig> {
                 .collect(),
         });
     }
-    let network = match a.network.as_str() {
-        "none" => NetworkMode::None,
-        "host" => NetworkMode::Host,
-        other => {
-            if let Some(c) = other.strip_prefix("container:") {
-                NetworkMode::Container(c.to_string())
-            } else if let Some(p) = other.strip_prefix("ns:") {
-                NetworkMode::Netns(PathBuf::from(p))
-            } else {
-                bail!(
-                    "network {other:?}: `container run` supports none, host, container:NAME and ns:PATH (user networks come with `tug up`)"
-                )
-            }
-        }
+    // User networks are wired in `create` (they need the id); here only the plain modes.
+    let network = match net::parse_network(a.network.as_deref()) {
+        net::NetChoice::Mode(m) => m,
+        net::NetChoice::Network(_) => NetworkMode::None,
     };
     let mut ulimits = BTreeMap::new();
     for u in &a.ulimit {
@@ -446,17 +504,20 @@ pub fn config_from(a: &CreateArgs) -> anyhow::Result<ContainerConfig> {
             ..Default::default()
         })
     } else {
-        match &a.health_cmd {
-            Some(cmd) => Some(Healthcheck {
-                test: vec!["CMD-SHELL".into(), cmd.clone()],
-                interval: opt_duration(a.health_interval.as_ref())?,
-                timeout: opt_duration(a.health_timeout.as_ref())?,
-                retries: a.health_retries,
-                start_period: opt_duration(a.health_start_period.as_ref())?,
-                start_interval: opt_duration(a.health_start_interval.as_ref())?,
-            }),
-            None => None,
-        }
+        // Flags without --health-cmd override those fields of the image's healthcheck.
+        let hc = Healthcheck {
+            test: a
+                .health_cmd
+                .as_ref()
+                .map(|cmd| vec!["CMD-SHELL".into(), cmd.clone()])
+                .unwrap_or_default(),
+            interval: opt_duration(a.health_interval.as_ref())?,
+            timeout: opt_duration(a.health_timeout.as_ref())?,
+            retries: a.health_retries,
+            start_period: opt_duration(a.health_start_period.as_ref())?,
+            start_interval: opt_duration(a.health_start_interval.as_ref())?,
+        };
+        (hc != Healthcheck::default()).then_some(hc)
     };
     let entrypoint = a.entrypoint.as_ref().map(|e| {
         if e.is_empty() {
@@ -528,7 +589,23 @@ fn create(root: &Path, a: &CreateArgs) -> anyhow::Result<(ContainerStore, String
         config: img.config.config().clone(),
     };
     let store = ContainerStore::open(root)?;
-    let id = store.create(config, &info)?;
+    let id = ContainerStore::new_id();
+    let mut config = config;
+    if config.name.is_empty() {
+        config.name = generated_name();
+    }
+    let nets = Networks::open(root)
+        .with_context(|| format!("cannot open the networks in {}", root.display()))?;
+    let request = net::NetRequest {
+        network: a.network.clone(),
+        publish: a.publish.clone(),
+        aliases: a.network_alias.clone(),
+    };
+    let guard = net::wire(&nets, &id, &mut config, &request)?;
+    store.create_with_id(&id, config, &info)?;
+    if let Some(g) = guard {
+        g.disarm();
+    }
     Ok((store, id))
 }
 
@@ -982,5 +1059,48 @@ mod tests {
             .map(Into::into)
             .collect();
         assert_eq!(rewrite_args(v.clone()), v);
+        let v: Vec<std::ffi::OsString> = [
+            "tug",
+            "container",
+            "run",
+            "-it",
+            "-e",
+            "-p",
+            "-p",
+            "80:80",
+            "--name",
+            "-p",
+            "-p8:8",
+            "--rm",
+            "busybox",
+            "httpd",
+            "-p",
+            "80",
+        ]
+        .iter()
+        .map(Into::into)
+        .collect();
+        let r: Vec<String> = rewrite_args(v)
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            r[3..],
+            [
+                "-it",
+                "-e",
+                "-p",
+                "--publish",
+                "80:80",
+                "--name",
+                "-p",
+                "--publish=8:8",
+                "--rm",
+                "busybox",
+                "httpd",
+                "-p",
+                "80"
+            ]
+        );
     }
 }

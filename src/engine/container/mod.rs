@@ -16,6 +16,7 @@
 
 pub mod config;
 pub mod logs;
+pub mod net;
 pub mod spec;
 pub mod state;
 pub mod supervisor;
@@ -90,6 +91,9 @@ pub enum ContainerError {
     /// Unknown signal name or number.
     #[error("invalid signal {0:?}")]
     Signal(String),
+    /// Wiring or releasing the container's network failed.
+    #[error(transparent)]
+    Network(#[from] crate::engine::network::Error),
 }
 
 /// Result alias of the container store.
@@ -286,7 +290,9 @@ fn random_hex(bytes: usize) -> String {
     hex::encode(b)
 }
 
-fn generated_name() -> String {
+/// A fresh `adjective_name` container name (Docker style).
+#[must_use]
+pub fn generated_name() -> String {
     const A: &[&str] = &[
         "brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry",
         "nimble", "proud", "quiet", "swift", "tidy", "vivid", "witty", "zesty",
@@ -481,6 +487,10 @@ impl ContainerStore {
         if config.name.is_empty() {
             config.name = generated_name();
         }
+        // The image's healthcheck applies unless the container's replaces or disables it.
+        let image_hc = self.image_healthcheck(&image.id);
+        config.healthcheck =
+            config::merge_healthcheck(image_hc.as_ref(), config.healthcheck.take());
         if !valid_name(&config.name) {
             return Err(ContainerError::Invalid(format!(
                 "invalid container name {:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
@@ -602,6 +612,18 @@ impl ContainerStore {
         })?;
         let p = dir.join("container.json");
         state::write_atomic(&p, &bytes).map_err(io_err(&p))
+    }
+
+    /// The `Healthcheck` of image `image_id` (`sha256:…`), read from its raw config blob in
+    /// the image store's OCI layout (`<root>/images/blobs/sha256/<hex>`): oci-spec's image
+    /// config does not model it.
+    pub fn image_healthcheck(&self, image_id: &str) -> Option<Healthcheck> {
+        let hex = image_id.strip_prefix("sha256:")?;
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let blob = fs::read(self.root.join("images/blobs/sha256").join(hex)).ok()?;
+        config::image_healthcheck(&blob)
     }
 
     /// The network namespace path of a running container (`network: container:<id>`).
@@ -849,6 +871,9 @@ impl ContainerStore {
             cg.destroy()?;
         }
         if let Ok(rec) = self.record(id) {
+            if rec.config.network_owned {
+                crate::engine::network::Networks::open(&self.root)?.disconnect_all(id)?;
+            }
             let nf = self.dir.join(".names").join(&rec.config.name);
             if fs::read_to_string(&nf).is_ok_and(|s| s.trim() == id) {
                 let _ = fs::remove_file(&nf);

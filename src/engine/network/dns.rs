@@ -8,8 +8,15 @@
 //!
 //! The server answers from a *records file* (`<root>/networks/<name>/dns.json`) that the
 //! engine rewrites atomically whenever an endpoint joins or leaves; the server notices a new
-//! file (by inode/mtime/size) on the next query, so answers follow starts, stops and scaling
-//! without restarting anyone. A name known on the network gets all its addresses (replicas of a
+//! file (by inode/mtime/size) on the next query, so answers follow scaling and recreation
+//! without restarting anyone. A stopped container keeps its endpoint (namespace, veth and
+//! address stay reserved, so it gets them back at start), but the server answers only for
+//! endpoints whose container *runs*: at each question it reads the container's state from
+//! the container store of the same state root (`<root>/containers/.names/<key>` → id →
+//! `state.json`, with the pid checked against `/proc`). So `stop`, `start`, an exit, a crash
+//! and restarts by the supervisor's restart policy (which happen without any tug command)
+//! all show in the next answer. A name of the network whose containers all stopped gets
+//! NXDOMAIN (it is not relayed upstream). A name known on the network gets all its addresses (replicas of a
 //! service), rotated per query (round robin); AAAA questions for known names get an empty
 //! NOERROR answer (no IPv6 yet) so resolvers do not go elsewhere. A container on several
 //! networks asks only its first network's server; that server also answers the names of the
@@ -37,6 +44,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Error, Result};
+use crate::engine::container::state::{self, Status};
 
 /// What the server knows: names → addresses of one network, plus upstreams.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -92,7 +100,8 @@ pub fn resolv_conf_nameservers(text: &str) -> Vec<String> {
 struct Table {
     stamp: Option<(u64, i64, i64, u64)>,
     records: Records,
-    by_name: HashMap<String, Vec<Ipv4Addr>>,
+    /// Name → (address, container key) of every endpoint with that name.
+    by_name: HashMap<String, Vec<(Ipv4Addr, String)>>,
 }
 
 impl Table {
@@ -108,12 +117,12 @@ impl Table {
         if let Ok(bytes) = std::fs::read(path)
             && let Ok(r) = serde_json::from_slice::<Records>(&bytes)
         {
-            let mut by_name: HashMap<String, Vec<Ipv4Addr>> = HashMap::new();
+            let mut by_name: HashMap<String, Vec<(Ipv4Addr, String)>> = HashMap::new();
             for e in &r.endpoints {
                 for n in &e.names {
                     let v = by_name.entry(n.to_ascii_lowercase()).or_default();
-                    if !v.contains(&e.ip) {
-                        v.push(e.ip);
+                    if !v.iter().any(|(ip, _)| *ip == e.ip) {
+                        v.push((e.ip, e.container_id.clone()));
                     }
                 }
             }
@@ -127,6 +136,8 @@ impl Table {
 
 struct State {
     path: PathBuf,
+    /// `<root>/containers` of the same state root, for liveness checks.
+    containers: Option<PathBuf>,
     own: Table,
     /// The records of the other networks of the same state root, for containers that are on
     /// several networks (a container resolves the names of every network it is on, each
@@ -135,27 +146,106 @@ struct State {
     rr: AtomicUsize,
 }
 
+/// What a name is on the networks a client sees.
+enum Lookup {
+    /// The addresses of its running containers.
+    Found(Vec<Ipv4Addr>),
+    /// Known, but none of its containers runs (stopped, exited, restarting, crashed).
+    Stopped,
+    /// Not a name of these networks.
+    Unknown,
+}
+
+/// Whether the container behind an endpoint runs. The endpoint's key is a container name or
+/// id of the container store of the same state root: `<containers>/.names/<key>` gives the
+/// id, `<containers>/<id>/state.json` the recorded state, corrected by the pid liveness check
+/// of [`state::observe`] (so a crash or an exit the supervisor did not record yet counts as
+/// stopped). Running and paused containers answer (as with Docker). An endpoint whose key is
+/// no container of the store (library users that wire namespaces themselves) counts as
+/// running.
+fn running(containers: &Path, key: &str) -> bool {
+    let plain = |k: &str| !k.is_empty() && !k.contains('/') && !k.starts_with('.');
+    if !plain(key) {
+        return true;
+    }
+    let id = std::fs::read_to_string(containers.join(".names").join(key))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| key.to_string());
+    if !plain(&id) {
+        return true;
+    }
+    let dir = containers.join(&id);
+    if !dir.join("container.json").exists() {
+        return true;
+    }
+    matches!(
+        state::observe(&dir).status,
+        Status::Running | Status::Paused
+    )
+}
+
 impl State {
     fn refresh(&mut self) -> bool {
         let path = self.path.clone();
         self.own.refresh(&path)
     }
 
-    /// Addresses of `name` on the other networks the client's container is on.
-    fn lookup_siblings(&mut self, client: Ipv4Addr, name: &str) -> Option<Vec<Ipv4Addr>> {
-        let cid = self
+    /// The addresses of `entries` whose containers run.
+    fn live(containers: Option<&Path>, entries: &[(Ipv4Addr, String)]) -> Vec<Ipv4Addr> {
+        entries
+            .iter()
+            .filter(|(_, k)| containers.is_none_or(|c| running(c, k)))
+            .map(|(ip, _)| *ip)
+            .collect()
+    }
+
+    /// `name` on the client's own network, then on its other networks.
+    fn lookup(&mut self, client: IpAddr, name: &str) -> Lookup {
+        let mut known = false;
+        if let Some(entries) = self.own.by_name.get(name) {
+            known = true;
+            let ips = Self::live(self.containers.as_deref(), entries);
+            if !ips.is_empty() {
+                return Lookup::Found(ips);
+            }
+        }
+        if let IpAddr::V4(c) = client {
+            match self.lookup_siblings(c, name) {
+                Lookup::Unknown => {}
+                found @ Lookup::Found(_) => return found,
+                Lookup::Stopped => known = true,
+            }
+        }
+        if known {
+            Lookup::Stopped
+        } else {
+            Lookup::Unknown
+        }
+    }
+
+    /// `name` on the other networks the client's container is on.
+    fn lookup_siblings(&mut self, client: Ipv4Addr, name: &str) -> Lookup {
+        let Some(cid) = self
             .own
             .records
             .endpoints
             .iter()
-            .find(|e| e.ip == client && !e.container_id.is_empty())?
-            .container_id
-            .clone();
-        let net_dir = self.path.parent()?;
-        let networks = net_dir.parent()?;
+            .find(|e| e.ip == client && !e.container_id.is_empty())
+            .map(|e| e.container_id.clone())
+        else {
+            return Lookup::Unknown;
+        };
+        let Some(net_dir) = self.path.parent().map(Path::to_path_buf) else {
+            return Lookup::Unknown;
+        };
+        let Some(rd) = net_dir.parent().and_then(|n| std::fs::read_dir(n).ok()) else {
+            return Lookup::Unknown;
+        };
+        let containers = self.containers.clone();
         let mut found: Vec<Ipv4Addr> = Vec::new();
+        let mut known = false;
         let mut seen = Vec::new();
-        for ent in std::fs::read_dir(networks).ok()?.flatten() {
+        for ent in rd.flatten() {
             let dir = ent.path();
             if dir == net_dir {
                 continue;
@@ -167,17 +257,22 @@ impl State {
                 continue;
             }
             if t.records.endpoints.iter().any(|e| e.container_id == cid)
-                && let Some(ips) = t.by_name.get(name)
+                && let Some(entries) = t.by_name.get(name)
             {
-                found.extend(
-                    ips.iter()
-                        .filter(|ip| !found.contains(ip))
-                        .collect::<Vec<_>>(),
-                );
+                known = true;
+                for ip in Self::live(containers.as_deref(), entries) {
+                    if !found.contains(&ip) {
+                        found.push(ip);
+                    }
+                }
             }
         }
         self.siblings.retain(|k, _| seen.contains(k));
-        (!found.is_empty()).then_some(found)
+        match (found.is_empty(), known) {
+            (false, _) => Lookup::Found(found),
+            (true, true) => Lookup::Stopped,
+            (true, false) => Lookup::Unknown,
+        }
     }
 }
 
@@ -220,28 +315,35 @@ fn answer(state: &Mutex<State>, query: &[u8], client: IpAddr) -> Answer {
     if name.ends_with('.') {
         name.pop();
     }
-    let hit = match (st.own.by_name.get(&name), client) {
-        (Some(ips), _) => Some(ips.clone()),
-        (None, IpAddr::V4(c)) => st.lookup_siblings(c, &name),
-        (None, IpAddr::V6(_)) => None,
-    };
-    if let Some(mut ips) = hit {
-        if q.query_type() != RecordType::A && q.query_type() != RecordType::ANY {
-            return reply(ResponseCode::NoError, Vec::new());
+    match st.lookup(client, &name) {
+        Lookup::Found(mut ips) => {
+            if q.query_type() != RecordType::A && q.query_type() != RecordType::ANY {
+                return reply(ResponseCode::NoError, Vec::new());
+            }
+            if ips.len() > 1 {
+                let k = st.rr.fetch_add(1, Ordering::Relaxed) % ips.len();
+                ips.rotate_left(k);
+            }
+            let recs = ips
+                .into_iter()
+                .map(|ip| Record::from_rdata(q.name().clone(), 0, RData::A(A(ip))))
+                .collect();
+            return reply(ResponseCode::NoError, recs);
         }
-        if ips.len() > 1 {
-            let k = st.rr.fetch_add(1, Ordering::Relaxed) % ips.len();
-            ips.rotate_left(k);
-        }
-        let recs = ips
-            .into_iter()
-            .map(|ip| Record::from_rdata(q.name().clone(), 0, RData::A(A(ip))))
-            .collect();
-        return reply(ResponseCode::NoError, recs);
+        // A name of the network whose containers are all stopped: the network owns it, so
+        // it does not exist now (asking upstream would only leak it and make clients wait).
+        Lookup::Stopped => return reply(ResponseCode::NXDomain, Vec::new()),
+        Lookup::Unknown => {}
     }
     if q.query_type() == RecordType::PTR
         && let Some(ip) = ptr_ip(&name)
-        && let Some(e) = st.own.records.endpoints.iter().find(|e| e.ip == ip)
+        && let Some(e) = st.own.records.endpoints.iter().find(|e| {
+            e.ip == ip
+                && st
+                    .containers
+                    .as_deref()
+                    .is_none_or(|c| running(c, &e.container_id))
+        })
         && let Some(first) = e.names.first()
         && let Ok(target) = Name::from_ascii(format!("{first}."))
     {
@@ -352,8 +454,15 @@ pub fn serve(records: &Path, udp: std::net::UdpSocket, tcp: std::net::TcpListene
         .enable_all()
         .build()
         .map_err(|e| Error::Io("start the dns runtime".into(), e))?;
+    // <root>/networks/<name>/dns.json → <root>/containers
+    let containers = records
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+        .map(|r| r.join("containers"));
     let mut st = State {
         path: records.to_path_buf(),
+        containers,
         own: Table::default(),
         siblings: HashMap::new(),
         rr: AtomicUsize::new(0),

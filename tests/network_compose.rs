@@ -1,0 +1,247 @@
+//! Networks and volumes through `tug up`: DNS that follows container state, `volumes_from`,
+//! `tug network connect/disconnect`. Each test has its own state root and project; its guard
+//! runs `down -v` and checks that no bridge, veth, nft table, namespace or mount of the test
+//! remains, even when the test fails.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use tug::engine::network::{NetworkInfo, netlink, nft};
+
+use crate::common::{busybox_image, ok, require_root, run, tug, unique};
+
+/// A compose project in a temp dir with its own state root.
+struct Stack {
+    dir: tempfile::TempDir,
+    root: tempfile::TempDir,
+    name: String,
+    /// Bridges and host veths seen while the stack ran, checked after `down`.
+    bridges: Vec<String>,
+    veths: Vec<String>,
+}
+
+impl Stack {
+    fn new(yaml: &str) -> Stack {
+        let dir = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("compose.yaml"), yaml).unwrap();
+        busybox_image(root.path());
+        Stack {
+            dir,
+            root,
+            name: unique("tn"),
+            bridges: Vec::new(),
+            veths: Vec::new(),
+        }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = tug(self.root.path());
+        // Names the networks do not know go to a closed port on loopback, never elsewhere.
+        c.current_dir(self.dir.path())
+            .env("TUG_DNS_UPSTREAM", "127.0.0.1:9")
+            .args(["-p", &self.name, "--progress", "plain"]);
+        c
+    }
+
+    fn tug(&mut self, args: &[&str]) -> String {
+        let out = ok(self.cmd().args(args));
+        self.note_objects();
+        out
+    }
+
+    fn output(&self, args: &[&str]) -> Output {
+        run(self.cmd().args(args))
+    }
+
+    fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// Remembers the bridges and veths of the state root (for the leftover check).
+    fn note_objects(&mut self) {
+        let Ok(rd) = std::fs::read_dir(self.root().join("networks")) else {
+            return;
+        };
+        for e in rd.flatten() {
+            if let Ok(b) = std::fs::read(e.path().join("network.json"))
+                && let Ok(info) = serde_json::from_slice::<NetworkInfo>(&b)
+                && !self.bridges.contains(&info.bridge)
+            {
+                self.bridges.push(info.bridge);
+            }
+            if let Ok(b) = std::fs::read(e.path().join("endpoints.json"))
+                && let Ok(eps) = serde_json::from_slice::<serde_json::Value>(&b)
+                && let Some(map) = eps.as_object()
+            {
+                for ep in map.values() {
+                    if let Some(v) = ep["host_veth"].as_str()
+                        && !self.veths.iter().any(|x| x == v)
+                    {
+                        self.veths.push(v.to_string());
+                    }
+                }
+            }
+        }
+    }
+
+    /// `nslookup NAME` in a container of `service`: the addresses, or None when the name
+    /// does not resolve.
+    fn resolve(&self, service: &str, name: &str) -> Option<Vec<String>> {
+        let out = self.output(&["exec", "-T", service, "nslookup", name]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            return None;
+        }
+        // busybox prints the server first, then "Name: x" and its "Address: ip" lines.
+        let addrs: Vec<String> = text
+            .split_once("Name:")
+            .map(|(_, rest)| {
+                rest.lines()
+                    .filter_map(|l| l.strip_prefix("Address:"))
+                    .map(|a| a.trim().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        (!addrs.is_empty()).then_some(addrs)
+    }
+
+    /// What is left of the test on the host and in the state root.
+    fn leftovers(&self) -> Vec<String> {
+        let mut left = Vec::new();
+        let root = std::fs::canonicalize(self.root())
+            .unwrap()
+            .display()
+            .to_string();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        for l in mounts.lines().filter(|l| l.contains(&root)) {
+            left.push(format!("mount {l}"));
+        }
+        for sub in ["containers", "netns", "networks", "volumes"] {
+            if let Ok(rd) = std::fs::read_dir(self.root().join(sub)) {
+                for e in rd
+                    .flatten()
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                {
+                    left.push(format!("{sub}/{}", e.file_name().to_string_lossy()));
+                }
+            }
+        }
+        let links = netlink::links(None).unwrap();
+        for l in links {
+            if self.bridges.contains(&l.name) || self.veths.contains(&l.name) {
+                left.push(format!("link {}", l.name));
+            }
+        }
+        for b in &self.bridges {
+            if nft::table_exists(b).unwrap_or(true) {
+                left.push(format!("nft table of {b}"));
+            }
+        }
+        left
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.note_objects();
+        let _ = run(self
+            .cmd()
+            .args(["down", "-v", "--remove-orphans", "-t", "1"]));
+        let left = self.leftovers();
+        if !std::thread::panicking() {
+            assert!(left.is_empty(), "left behind after down: {left:?}");
+        }
+    }
+}
+
+fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn network_compose_dns_follows_stop_start_exit_and_restart() {
+    if !require_root() {
+        return;
+    }
+    let mut s = Stack::new(
+        r#"
+services:
+  a:
+    image: busybox:latest
+    init: true
+    command: ["sleep", "1000"]
+  b:
+    image: busybox:latest
+    init: true
+    command: ["sleep", "1000"]
+  c:
+    image: busybox:latest
+    command: ["sh", "-c", "while [ ! -f /tmp/go ]; do sleep 0.1; done"]
+  d:
+    image: busybox:latest
+    restart: always
+    command: ["sh", "-c", "if [ -f /tmp/once ]; then exec sleep 1000; fi; touch /tmp/once; while [ ! -f /tmp/go ]; do sleep 0.1; done; exit 3"]
+"#,
+    );
+    s.tug(&["up", "-d"]);
+    let proj = s.name.clone();
+    let b_names = ["b".to_string(), format!("{proj}-b-1"), format!("b.{proj}")];
+    let b_addr = s.resolve("a", "b").expect("b resolves while it runs");
+    assert_eq!(b_addr.len(), 1, "{b_addr:?}");
+    for n in &b_names {
+        assert_eq!(s.resolve("a", n).as_ref(), Some(&b_addr), "{n}");
+    }
+
+    // Stopped: every name of b is gone; the others still answer.
+    s.tug(&["stop", "b"]);
+    for n in &b_names {
+        assert_eq!(s.resolve("a", n), None, "{n} resolves after stop");
+    }
+    assert!(s.resolve("a", "c").is_some(), "c still resolves");
+    // Started again: back, at the same address (kept while stopped).
+    s.tug(&["start", "b"]);
+    for n in &b_names {
+        assert_eq!(s.resolve("a", n).as_ref(), Some(&b_addr), "{n} after start");
+    }
+
+    // A container that exits by itself drops out without any tug command.
+    assert!(s.resolve("a", "c").is_some());
+    s.tug(&["exec", "-T", "c", "touch", "/tmp/go"]);
+    eventually("c to drop out of DNS", Duration::from_secs(15), || {
+        s.resolve("a", "c").is_none()
+    });
+
+    // A restart by the restart policy: d exits once, the supervisor starts it again, and it
+    // answers again.
+    assert!(s.resolve("a", "d").is_some());
+    s.tug(&["exec", "-T", "d", "touch", "/tmp/go"]);
+    let d = format!("{proj}-d-1");
+    eventually("d to be restarted", Duration::from_secs(20), || {
+        let (state, restarts) = container_state(&s, &d);
+        state == "running" && restarts >= 1
+    });
+    eventually(
+        "d to resolve after its restart",
+        Duration::from_secs(15),
+        || s.resolve("a", "d").is_some(),
+    );
+}
+
+/// (state, restart count) of a container from `tug container inspect`.
+fn container_state(s: &Stack, name: &str) -> (String, u64) {
+    let out = ok(tug(s.root()).args(["container", "inspect", name]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    (
+        v[0]["state"].as_str().unwrap_or_default().to_string(),
+        v[0]["restart_count"].as_u64().unwrap_or(0),
+    )
+}
