@@ -10,6 +10,7 @@ mod image;
 mod image_archive;
 mod image_registry;
 mod image_token;
+mod image_transfer;
 mod image_unpack;
 mod malformed;
 mod network;

@@ -305,6 +305,24 @@ fn progress_reporter(quiet: bool, done_word: &'static str) -> (image::ProgressFn
                     short(&digest)
                 ));
             }
+            (Some(m), image::Progress::Resumed { digest, offset }) => {
+                let _ = m.println(format!("{}: resuming at {offset} bytes", short(&digest)));
+            }
+            (Some(m), image::Progress::Restarted { digest }) => {
+                let _ = m.println(format!(
+                    "{}: the registry ignored the range, downloading again from the start",
+                    short(&digest)
+                ));
+            }
+            (None, image::Progress::Resumed { digest, offset }) => {
+                eprintln!("{}: resuming at {offset} bytes", short(&digest));
+            }
+            (None, image::Progress::Restarted { digest }) => {
+                eprintln!(
+                    "{}: the registry ignored the range, downloading again from the start",
+                    short(&digest)
+                );
+            }
             (None, image::Progress::Skipped { digest }) => {
                 eprintln!("{}: already exists", short(&digest));
             }

@@ -10,7 +10,10 @@
 //! Pull: the manifest is fetched by tag or digest; a manifest list / OCI index is narrowed to
 //! the host platform; the config and every missing layer are downloaded in parallel into
 //! `.ingest/`, each verified against its digest (and never allowed past its declared size)
-//! before it becomes a blob; a failed transfer is retried. Each layer is unpacked as soon as
+//! before it becomes a blob. A transfer that breaks is resumed: the bytes written so far stay
+//! in the ingest file with their running hash, and the next request asks for the rest with an
+//! HTTP `Range: bytes=N-` header (`206 Partial Content`); a registry that answers `200` with
+//! the whole blob instead gets a fresh ingest file. Each layer is unpacked as soon as
 //! it is in, checking its diff_id. The manifest is stored with the bytes the registry served,
 //! so its digest is the registry's. Loopback registries and those configured as insecure are
 //! spoken to over plain HTTP; every other one over HTTPS.
@@ -21,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
+use oci_client::client::BlobResponse;
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
@@ -80,6 +84,18 @@ pub enum Progress {
         attempt: u32,
         /// Why the last one failed.
         reason: String,
+    },
+    /// A broken transfer goes on from `offset` (the registry honoured an HTTP range).
+    Resumed {
+        /// The blob.
+        digest: String,
+        /// Bytes kept from the attempts before.
+        offset: u64,
+    },
+    /// A broken transfer starts over (the registry sent the whole blob again).
+    Restarted {
+        /// The blob.
+        digest: String,
     },
     /// A blob is complete and verified.
     Done {
@@ -466,8 +482,10 @@ impl ImageStore {
         self.resolve(&digest)
     }
 
-    /// Downloads one blob into the store unless present, verifying digest and size, with
-    /// retries.
+    /// Downloads one blob into the store unless present, verifying digest and size. A transfer
+    /// that breaks is resumed where it stopped (an HTTP `Range` request; the bytes already
+    /// written stay and the running hash goes on), or started again if the registry answers
+    /// with the whole blob; at most [`ATTEMPTS`] tries.
     async fn fetch_blob(
         &self,
         client: &Client,
@@ -483,12 +501,29 @@ impl ImageStore {
             });
             return Ok(());
         }
+        let mut partial: Option<layout::BlobWriter> = None;
         let mut attempt = 1;
         loop {
-            match self
-                .fetch_once(client, oref, shown, digest, size, progress)
-                .await
-            {
+            let result = self
+                .fetch_once(client, oref, shown, digest, size, progress, &mut partial)
+                .await;
+            let result = match result {
+                Ok(()) => match partial.take() {
+                    Some(w) => w.commit(Some(digest)).map(|_| ()).map_err(|e| match e {
+                        Error::DigestMismatch {
+                            expected, actual, ..
+                        } => Error::DigestMismatch {
+                            what: format!("blob of {shown}"),
+                            expected,
+                            actual,
+                        },
+                        other => other,
+                    }),
+                    None => Ok(()),
+                },
+                Err(e) => Err(e),
+            };
+            match result {
                 Ok(()) => {
                     progress(Progress::Done {
                         digest: digest.to_string(),
@@ -497,6 +532,10 @@ impl ImageStore {
                 }
                 Err(e) if attempt < ATTEMPTS && is_retryable(&e) => {
                     attempt += 1;
+                    if matches!(e, Error::DigestMismatch { .. }) {
+                        // Bad bytes: never resume on top of them.
+                        partial = None;
+                    }
                     progress(Progress::Retrying {
                         digest: digest.to_string(),
                         attempt,
@@ -509,6 +548,8 @@ impl ImageStore {
         }
     }
 
+    /// One transfer attempt into `partial` (created when `None`; resumed from its length when
+    /// it holds bytes). Ends with `partial` holding exactly `size` bytes, not yet committed.
     async fn fetch_once(
         &self,
         client: &Client,
@@ -517,22 +558,57 @@ impl ImageStore {
         digest: &str,
         size: u64,
         progress: &ProgressFn,
+        partial: &mut Option<layout::BlobWriter>,
     ) -> Result<()> {
         use std::io::Write;
-        let mut stream = client
-            .pull_blob_stream(oref, digest)
-            .await
-            .map_err(|e| map_err(shown, e))?;
-        let mut w = self.layout().ingest()?;
-        let mut done = 0u64;
-        let mut last_report = 0u64;
+        let offset = partial.as_ref().map_or(0, layout::BlobWriter::written);
+        let mut stream = if offset > 0 && offset < size {
+            match client
+                .pull_blob_stream_partial(oref, digest, offset, None)
+                .await
+                .map_err(|e| map_err(shown, e))?
+            {
+                BlobResponse::Partial(s) => {
+                    progress(Progress::Resumed {
+                        digest: digest.to_string(),
+                        offset,
+                    });
+                    s
+                }
+                BlobResponse::Full(s) => {
+                    // The registry ignored the range: start the blob again.
+                    *partial = None;
+                    progress(Progress::Restarted {
+                        digest: digest.to_string(),
+                    });
+                    s
+                }
+            }
+        } else {
+            if offset >= size {
+                *partial = None;
+            }
+            client
+                .pull_blob_stream(oref, digest)
+                .await
+                .map_err(|e| map_err(shown, e))?
+        };
+        if partial.is_none() {
+            *partial = Some(self.layout().ingest()?);
+        }
+        let Some(w) = partial.as_mut() else {
+            return Err(Error::Corrupt("no ingest file".into()));
+        };
+        let mut done = w.written();
+        let mut last_report = done;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| Error::Unreachable {
                 reference: shown.to_string(),
-                reason: format!("transfer of {digest} broke: {e}"),
+                reason: format!("transfer of {digest} broke at {done} bytes: {e}"),
             })?;
             done += chunk.len() as u64;
             if done > size {
+                *partial = None;
                 return Err(Error::DigestMismatch {
                     what: format!("blob {digest} of {shown}"),
                     expected: format!("{size} bytes"),
@@ -550,16 +626,12 @@ impl ImageStore {
                 });
             }
         }
-        w.commit(Some(digest)).map_err(|e| match e {
-            Error::DigestMismatch {
-                expected, actual, ..
-            } => Error::DigestMismatch {
-                what: format!("blob of {shown}"),
-                expected,
-                actual,
-            },
-            other => other,
-        })?;
+        if done < size {
+            return Err(Error::Unreachable {
+                reference: shown.to_string(),
+                reason: format!("transfer of {digest} ended at {done} of {size} bytes"),
+            });
+        }
         Ok(())
     }
 
