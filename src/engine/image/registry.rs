@@ -18,6 +18,11 @@
 //! so its digest is the registry's. Loopback registries and those configured as insecure are
 //! spoken to over plain HTTP; every other one over HTTPS.
 //!
+//! Push: each blob the registry lacks is streamed from disk in 4 MB pieces (one chunked
+//! upload `PATCH` each, so a blob is never whole in memory) and hashed on the way; a local
+//! blob whose bytes do not match its name ends the stream with an error before the upload is
+//! committed. The manifest goes last, so a registry never serves an image with missing blobs.
+//!
 //! Progress is reported through a callback; the engine never prints.
 
 use std::sync::Arc;
