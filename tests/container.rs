@@ -1139,3 +1139,141 @@ fn container_overlay_with_many_layers_uses_the_new_mount_api() {
     drop(guard);
     assert!(!target.join("f0").exists());
 }
+
+/// Loads busybox again as `hc:latest` with a Docker `Healthcheck` in its config (saved,
+/// config edited, loaded): `test -e /tmp/ok`, every 200 ms, 2 retries.
+fn image_with_healthcheck(env: &Env) {
+    let dir = env.root().join("hc-archive");
+    let x = dir.join("x");
+    std::fs::create_dir_all(&x).unwrap();
+    let tar = dir.join("b.tar");
+    env.ok(&["image", "save", "-o", tar.to_str().unwrap(), "busybox"]);
+    ok(Command::new("tar").arg("-C").arg(&x).arg("-xf").arg(&tar));
+    let mf: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(x.join("manifest.json")).unwrap()).unwrap();
+    let cfg_name = mf[0]["Config"].as_str().unwrap().to_string();
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(x.join(&cfg_name)).unwrap()).unwrap();
+    cfg["config"]["Healthcheck"] = serde_json::json!({
+        "Test": ["CMD-SHELL", "test -e /tmp/ok"],
+        "Interval": 200_000_000u64,
+        "Timeout": 2_000_000_000u64,
+        "Retries": 2,
+    });
+    std::fs::remove_file(x.join(&cfg_name)).unwrap();
+    std::fs::write(x.join("hc.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let mut mf2 = mf.clone();
+    mf2[0]["Config"] = "hc.json".into();
+    mf2[0]["RepoTags"] = serde_json::json!(["hc:latest"]);
+    std::fs::write(x.join("manifest.json"), serde_json::to_vec(&mf2).unwrap()).unwrap();
+    let _ = std::fs::remove_file(x.join("repositories"));
+    let tar2 = dir.join("hc.tar");
+    ok(Command::new("tar")
+        .arg("-C")
+        .arg(&x)
+        .arg("-cf")
+        .arg(&tar2)
+        .arg("."));
+    env.ok(&["image", "load", "-i", tar2.to_str().unwrap()]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn container_image_healthcheck_applies_merges_and_can_be_disabled() {
+    let Some(env) = Env::new() else { return };
+    image_with_healthcheck(&env);
+    let run = |name: &str, extra: &[&str], script: &str| {
+        let mut args = vec![
+            "container",
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "--name",
+            name,
+        ];
+        args.extend_from_slice(extra);
+        args.extend(["hc:latest", "sh", "-c", script]);
+        env.ok(&args);
+    };
+    // The image's healthcheck runs with no flags: healthy once /tmp/ok exists.
+    let a = common::unique("hca");
+    run(&a, &[], "sleep 0.3; touch /tmp/ok; exec sleep 1000");
+    assert_eq!(env.inspect(&a)["health"], "starting");
+    env.until("healthy", 15, || env.inspect(&a)["health"] == "healthy");
+    // --no-healthcheck turns it off.
+    let b = common::unique("hcb");
+    run(&b, &["--no-healthcheck"], "exec sleep 1000");
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(env.inspect(&b)["health"], "none");
+    // A flag without --health-cmd overrides one field; the test still comes from the image,
+    // so without /tmp/ok the container goes unhealthy.
+    let c = common::unique("hcc");
+    run(&c, &["--health-interval", "300ms"], "exec sleep 1000");
+    let hc = env.inspect(&c)["record"]["config"]["healthcheck"].clone();
+    assert_eq!(
+        hc["test"],
+        serde_json::json!(["CMD-SHELL", "test -e /tmp/ok"]),
+        "{hc}"
+    );
+    assert_eq!(hc["retries"], 2, "{hc}");
+    assert_eq!(hc["interval"]["nanos"], 300_000_000, "{hc}");
+    env.until("unhealthy", 15, || env.inspect(&c)["health"] == "unhealthy");
+    // --health-cmd replaces the image's test.
+    let d = common::unique("hcd");
+    run(&d, &["--health-cmd", "true"], "exec sleep 1000");
+    env.until("healthy", 15, || env.inspect(&d)["health"] == "healthy");
+}
+
+#[test]
+fn container_image_healthcheck_under_compose_disable_and_override() {
+    let Some(env) = Env::new() else { return };
+    image_with_healthcheck(&env);
+    let dir = env.root().join("proj");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("compose.yaml"),
+        r#"services:
+  plain:
+    image: hc:latest
+    network_mode: none
+    command: ["sh", "-c", "touch /tmp/ok; exec sleep 1000"]
+  off:
+    image: hc:latest
+    network_mode: none
+    command: ["sleep", "1000"]
+    healthcheck:
+      disable: true
+  slow:
+    image: hc:latest
+    network_mode: none
+    command: ["sleep", "1000"]
+    healthcheck:
+      interval: 300ms
+"#,
+    )
+    .unwrap();
+    let p = common::unique("hcp");
+    let compose = |args: &[&str]| {
+        let mut c = env.tug();
+        c.current_dir(&dir).args(["-p", &p]).args(args);
+        ok(&mut c)
+    };
+    compose(&["up", "-d"]);
+    let name = |s: &str| format!("{p}-{s}-1");
+    env.until("plain healthy", 15, || {
+        env.inspect(&name("plain"))["health"] == "healthy"
+    });
+    assert_eq!(env.inspect(&name("off"))["health"], "none");
+    let hc = env.inspect(&name("slow"))["record"]["config"]["healthcheck"].clone();
+    assert_eq!(
+        hc["test"],
+        serde_json::json!(["CMD-SHELL", "test -e /tmp/ok"]),
+        "{hc}"
+    );
+    assert_eq!(hc["interval"]["nanos"], 300_000_000, "{hc}");
+    env.until("slow unhealthy", 15, || {
+        env.inspect(&name("slow"))["health"] == "unhealthy"
+    });
+    compose(&["down", "-t", "0"]);
+}

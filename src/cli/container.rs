@@ -504,17 +504,20 @@ pub fn config_from(a: &CreateArgs) -> anyhow::Result<ContainerConfig> {
             ..Default::default()
         })
     } else {
-        match &a.health_cmd {
-            Some(cmd) => Some(Healthcheck {
-                test: vec!["CMD-SHELL".into(), cmd.clone()],
-                interval: opt_duration(a.health_interval.as_ref())?,
-                timeout: opt_duration(a.health_timeout.as_ref())?,
-                retries: a.health_retries,
-                start_period: opt_duration(a.health_start_period.as_ref())?,
-                start_interval: opt_duration(a.health_start_interval.as_ref())?,
-            }),
-            None => None,
-        }
+        // Flags without --health-cmd override those fields of the image's healthcheck.
+        let hc = Healthcheck {
+            test: a
+                .health_cmd
+                .as_ref()
+                .map(|cmd| vec!["CMD-SHELL".into(), cmd.clone()])
+                .unwrap_or_default(),
+            interval: opt_duration(a.health_interval.as_ref())?,
+            timeout: opt_duration(a.health_timeout.as_ref())?,
+            retries: a.health_retries,
+            start_period: opt_duration(a.health_start_period.as_ref())?,
+            start_interval: opt_duration(a.health_start_interval.as_ref())?,
+        };
+        (hc != Healthcheck::default()).then_some(hc)
     };
     let entrypoint = a.entrypoint.as_ref().map(|e| {
         if e.is_empty() {

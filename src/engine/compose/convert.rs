@@ -199,7 +199,8 @@ fn healthcheck(s: &Service) -> Option<Healthcheck> {
             ..Healthcheck::default()
         });
     }
-    let test = h.test.clone()?;
+    // No test: the image's (Docker merges the service's fields over the image's healthcheck).
+    let test = h.test.clone().unwrap_or_default();
     Some(Healthcheck {
         test,
         interval: h.interval.map(crate::project::model::Duration::to_std),

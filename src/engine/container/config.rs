@@ -216,6 +216,70 @@ pub struct Healthcheck {
     pub start_interval: Option<Duration>,
 }
 
+/// Reads the `Healthcheck` of a Docker image config (`config.Healthcheck` in the config
+/// blob's JSON; Docker's extension, not part of the OCI image spec). Its durations are
+/// nanoseconds, 0 meaning "not set"; `Test` is `["NONE"]`, `["CMD", …]` or
+/// `["CMD-SHELL", cmd]`. `None` when the config has none or it is malformed.
+#[must_use]
+pub fn image_healthcheck(config_json: &[u8]) -> Option<Healthcheck> {
+    let v: serde_json::Value = serde_json::from_slice(config_json).ok()?;
+    let h = v.get("config")?.get("Healthcheck")?.as_object()?;
+    let test: Vec<String> = h
+        .get("Test")
+        .and_then(serde_json::Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let dur = |k: &str| {
+        h.get(k)
+            .and_then(serde_json::Value::as_u64)
+            .filter(|&n| n > 0)
+            .map(Duration::from_nanos)
+    };
+    Some(Healthcheck {
+        test,
+        interval: dur("Interval"),
+        timeout: dur("Timeout"),
+        retries: h
+            .get("Retries")
+            .and_then(serde_json::Value::as_u64)
+            .filter(|&n| n > 0)
+            .and_then(|n| u32::try_from(n).ok()),
+        start_period: dur("StartPeriod"),
+        start_interval: dur("StartInterval"),
+    })
+}
+
+/// The healthcheck a container runs, as Docker merges it at create: none given → the
+/// image's; `test: ["NONE"]` → none (the image's is disabled); otherwise every field not
+/// given (an empty `test`, an unset duration or retries) comes from the image's.
+#[must_use]
+pub fn merge_healthcheck(
+    image: Option<&Healthcheck>,
+    container: Option<Healthcheck>,
+) -> Option<Healthcheck> {
+    let Some(mut c) = container else {
+        return image.cloned();
+    };
+    if c.test.first().map(String::as_str) == Some("NONE") {
+        return Some(c);
+    }
+    if let Some(i) = image {
+        if c.test.is_empty() {
+            c.test.clone_from(&i.test);
+        }
+        c.interval = c.interval.or(i.interval);
+        c.timeout = c.timeout.or(i.timeout);
+        c.retries = c.retries.or(i.retries);
+        c.start_period = c.start_period.or(i.start_period);
+        c.start_interval = c.start_interval.or(i.start_interval);
+    }
+    Some(c)
+}
+
 /// Parses a Docker duration (`1m30s`, `500ms`, `10`=seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -286,6 +350,50 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn container_healthcheck_from_image_config_and_merge() {
+        let raw = br#"{"config":{"Healthcheck":{"Test":["CMD-SHELL","test -e /ok"],
+            "Interval":2000000000,"Timeout":0,"StartPeriod":500000000,"Retries":4}}}"#;
+        let img = image_healthcheck(raw).unwrap();
+        assert_eq!(img.test, ["CMD-SHELL", "test -e /ok"]);
+        assert_eq!(img.interval, Some(Duration::from_secs(2)));
+        assert_eq!(img.timeout, None);
+        assert_eq!(img.start_period, Some(Duration::from_millis(500)));
+        assert_eq!(img.retries, Some(4));
+        assert!(image_healthcheck(br#"{"config":{}}"#).is_none());
+        assert!(image_healthcheck(b"not json").is_none());
+        // No container healthcheck: the image's.
+        assert_eq!(merge_healthcheck(Some(&img), None), Some(img.clone()));
+        // NONE disables it.
+        let none = Healthcheck {
+            test: vec!["NONE".into()],
+            ..Healthcheck::default()
+        };
+        assert_eq!(
+            merge_healthcheck(Some(&img), Some(none.clone())),
+            Some(none)
+        );
+        // Field by field: the container's interval, the image's test and retries.
+        let c = Healthcheck {
+            interval: Some(Duration::from_secs(9)),
+            ..Healthcheck::default()
+        };
+        let m = merge_healthcheck(Some(&img), Some(c)).unwrap();
+        assert_eq!(m.test, img.test);
+        assert_eq!(m.interval, Some(Duration::from_secs(9)));
+        assert_eq!(m.retries, Some(4));
+        // A container test replaces the image's.
+        let c = Healthcheck {
+            test: vec!["CMD".into(), "true".into()],
+            ..Healthcheck::default()
+        };
+        let m = merge_healthcheck(Some(&img), Some(c)).unwrap();
+        assert_eq!(m.test, ["CMD", "true"]);
+        assert_eq!(m.start_period, Some(Duration::from_millis(500)));
+        assert_eq!(merge_healthcheck(None, None), None);
+    }
+
     use super::*;
 
     #[test]

@@ -487,6 +487,10 @@ impl ContainerStore {
         if config.name.is_empty() {
             config.name = generated_name();
         }
+        // The image's healthcheck applies unless the container's replaces or disables it.
+        let image_hc = self.image_healthcheck(&image.id);
+        config.healthcheck =
+            config::merge_healthcheck(image_hc.as_ref(), config.healthcheck.take());
         if !valid_name(&config.name) {
             return Err(ContainerError::Invalid(format!(
                 "invalid container name {:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
@@ -608,6 +612,18 @@ impl ContainerStore {
         })?;
         let p = dir.join("container.json");
         state::write_atomic(&p, &bytes).map_err(io_err(&p))
+    }
+
+    /// The `Healthcheck` of image `image_id` (`sha256:…`), read from its raw config blob in
+    /// the image store's OCI layout (`<root>/images/blobs/sha256/<hex>`): oci-spec's image
+    /// config does not model it.
+    pub fn image_healthcheck(&self, image_id: &str) -> Option<Healthcheck> {
+        let hex = image_id.strip_prefix("sha256:")?;
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let blob = fs::read(self.root.join("images/blobs/sha256").join(hex)).ok()?;
+        config::image_healthcheck(&blob)
     }
 
     /// The network namespace path of a running container (`network: container:<id>`).
