@@ -488,24 +488,54 @@ fn container_exec_joins_the_same_namespaces() {
 #[test]
 fn container_memory_limit_oom_is_reported() {
     let Some(env) = Env::new() else { return };
-    let name = common::unique("oom");
+    // The same hog under the built-in runtime and under runc: both report the OOM kill.
+    for runtime in ["tug", "runc"] {
+        let name = common::unique("oom");
+        let o = env.run(&[
+            "container",
+            "run",
+            "--name",
+            &name,
+            "--runtime",
+            runtime,
+            "--network",
+            "none",
+            "-m",
+            "16m",
+            "--memory-swap",
+            "16m",
+            "busybox",
+            "sh",
+            "-c",
+            "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+        ]);
+        assert!(!stdout(&o).contains("survived"), "{runtime}: {o:?}");
+        let i = env.inspect(&name);
+        assert_eq!(i["oom_killed"], true, "{runtime}: {i}");
+        assert_ne!(i["exit_code"], 0, "{runtime}: {i}");
+    }
+    // Without a limit hit, runc reports no OOM and the container's own exit code.
+    let name = common::unique("nooom");
     let o = env.run(&[
         "container",
         "run",
         "--name",
         &name,
+        "--runtime",
+        "runc",
+        "--network",
+        "none",
         "-m",
-        "16m",
-        "--memory-swap",
-        "16m",
+        "64m",
         "busybox",
         "sh",
         "-c",
-        "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+        "exit 3",
     ]);
-    assert!(!stdout(&o).contains("survived"), "{o:?}");
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
     let i = env.inspect(&name);
-    assert_eq!(i["oom_killed"], true, "{i}");
+    assert_eq!(i["oom_killed"], false, "{i}");
+    assert_eq!(i["exit_code"], 3, "{i}");
     // Within the limit, the same container works.
     let out = env.ok(&[
         "container",
