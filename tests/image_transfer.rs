@@ -228,6 +228,10 @@ fn image_transfer_cut_blob_download_resumes_with_range() {
 }
 
 /// Runs `cmd` and returns (success, stderr, peak RSS in bytes) of that one process.
+#[expect(
+    clippy::zombie_processes,
+    reason = "the child is reaped by wait4, which also gives its rusage"
+)]
 fn run_measured(cmd: &mut Command, stderr_file: &std::path::Path) -> (bool, String, u64) {
     let err = std::fs::File::create(stderr_file).unwrap();
     let child = cmd
