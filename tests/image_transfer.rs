@@ -226,3 +226,126 @@ fn image_transfer_cut_blob_download_resumes_with_range() {
         "ingest left behind"
     );
 }
+
+/// Runs `cmd` and returns (success, stderr, peak RSS in bytes) of that one process.
+#[expect(
+    clippy::zombie_processes,
+    reason = "the child is reaped by wait4, which also gives its rusage"
+)]
+fn run_measured(cmd: &mut Command, stderr_file: &std::path::Path) -> (bool, String, u64) {
+    let err = std::fs::File::create(stderr_file).unwrap();
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(err)
+        .spawn()
+        .unwrap();
+    let pid = i32::try_from(child.id()).unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero `rusage` is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our own unwaited child; `status` and `usage` are valid for writes.
+    let r = unsafe { libc::wait4(pid, &raw mut status, 0, &raw mut usage) };
+    assert_eq!(r, pid, "wait4 failed");
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    let stderr = std::fs::read_to_string(stderr_file).unwrap_or_default();
+    (ok, stderr, u64::try_from(usage.ru_maxrss).unwrap() * 1024)
+}
+
+#[test]
+fn image_transfer_push_streams_a_large_layer_from_disk() {
+    if !have("docker-registry") {
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("tug-push-registry-")
+        .tempdir()
+        .unwrap();
+    let data = dir.path().join("data");
+    let reg = registry_with(dir, "");
+    let env = Env::new();
+    // An image with a 64 MB incompressible layer.
+    let rootfs = env.dir.path().join("rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    ok(Command::new("sh").arg("-c").arg(format!(
+        "head -c 64000000 /dev/urandom > {}/blob && tar -C {} -cf {}/big.tar . && rm {}/blob",
+        rootfs.display(),
+        rootfs.display(),
+        env.dir.path().display(),
+        rootfs.display()
+    )));
+    ok(env
+        .tug("a")
+        .args(["image", "import"])
+        .arg(env.dir.path().join("big.tar"))
+        .arg("big:1"));
+    std::fs::remove_file(env.dir.path().join("big.tar")).unwrap();
+    let want = inspect(&env, "a", "big:1");
+    let layer = want["Manifest"]["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let size = want["Manifest"]["layers"][0]["size"].as_u64().unwrap();
+    assert!(size > 63_000_000, "layer of {size} bytes");
+
+    let name = format!("{}/tug/bigpush:1", reg.host);
+    let (pushed, stderr, rss) = run_measured(
+        env.tug("a").args(["image", "push", "big:1", &name]),
+        &env.dir.path().join("push.err"),
+    );
+    assert!(pushed, "push failed: {stderr}");
+    // What the program itself takes: `image inspect` of the same image.
+    let (inspected, _, base) = run_measured(
+        env.tug("a").args(["image", "inspect", "big:1"]),
+        &env.dir.path().join("inspect.err"),
+    );
+    assert!(inspected);
+    eprintln!("push of a {size}-byte layer: peak RSS {rss} bytes (inspect: {base} bytes)");
+    // Reading the blob into memory would need at least its size on top of the program;
+    // streaming needs a few 4 MB pieces.
+    assert!(
+        rss < base + size / 2,
+        "push peaked at {rss} bytes (inspect {base}) for a {size}-byte layer: not streamed"
+    );
+
+    // The registry holds the blob with the right bytes, and a pull gives the same image.
+    let stored = data
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&layer[7..9])
+        .join(&layer[7..])
+        .join("data");
+    let sum = ok(Command::new("sha256sum").arg(&stored));
+    assert_eq!(sum.split_whitespace().next(), Some(&layer[7..]));
+    ok(env.tug("b").args(["image", "pull", &name]));
+    let got = inspect(&env, "b", &name);
+    assert_eq!(got["Digest"], want["Digest"]);
+    assert_eq!(got["Id"], want["Id"]);
+
+    // A local blob that was damaged on disk is refused while streaming, before the upload is
+    // committed: the new repository never gets the layer.
+    let local = env.root("a").join("images/blobs/sha256").join(&layer[7..]);
+    {
+        use std::io::{Seek, SeekFrom};
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&local)
+            .unwrap();
+        let mut b = [0u8; 1];
+        f.seek(SeekFrom::Start(1000)).unwrap();
+        f.read_exact(&mut b).unwrap();
+        f.seek(SeekFrom::Start(1000)).unwrap();
+        f.write_all(&[b[0] ^ 0xff]).unwrap();
+    }
+    let bad = format!("{}/tug/damaged:1", reg.host);
+    let err = crate::common::fails(env.tug("a").args(["image", "push", "big:1", &bad]));
+    assert!(
+        err.contains("digest mismatch") && err.contains("local blob"),
+        "{err}"
+    );
+    let head = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", &format!("docker://{bad}")])
+        .output();
+    if let Ok(h) = head {
+        assert!(!h.status.success(), "the damaged image was published");
+    }
+}

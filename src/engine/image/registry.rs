@@ -18,6 +18,11 @@
 //! so its digest is the registry's. Loopback registries and those configured as insecure are
 //! spoken to over plain HTTP; every other one over HTTPS.
 //!
+//! Push: each blob the registry lacks is streamed from disk in 4 MB pieces (one chunked
+//! upload `PATCH` each, so a blob is never whole in memory) and hashed on the way; a local
+//! blob whose bytes do not match its name ends the stream with an error before the upload is
+//! committed. The manifest goes last, so a registry never serves an image with missing blobs.
+//!
 //! Progress is reported through a callback; the engine never prints.
 
 use std::sync::Arc;
@@ -703,22 +708,26 @@ impl ImageStore {
                     return Ok::<(), Error>(());
                 }
                 let path = self.layout().blob_path(&digest)?;
-                let data = tokio::fs::read(&path)
-                    .await
-                    .map_err(io_ctx(format!("cannot read {}", path.display())))?;
-                let actual = fsutil::sha256_digest(&data);
-                if actual != digest {
-                    return Err(Error::DigestMismatch {
-                        what: format!("local blob {}", path.display()),
-                        expected: digest,
-                        actual,
-                    });
-                }
                 let mut attempt = 1;
                 loop {
-                    match client.push_blob(oref, data.clone(), &digest).await {
+                    // A fresh stream per attempt: the file is read again from the start.
+                    let failure = Arc::new(std::sync::Mutex::new(None));
+                    let stream = blob_stream(
+                        path.clone(),
+                        digest.clone(),
+                        size,
+                        progress.clone(),
+                        failure.clone(),
+                    );
+                    match client
+                        .push_blob_stream(oref, stream, &digest, Some(size))
+                        .await
+                    {
                         Ok(_) => break,
                         Err(e) => {
+                            if let Some(local) = failure.lock().ok().and_then(|mut f| f.take()) {
+                                return Err(local);
+                            }
                             let e = map_err(shown, e);
                             if attempt >= ATTEMPTS || !is_retryable(&e) {
                                 return Err(e);
@@ -759,6 +768,122 @@ impl ImageStore {
             .map_err(|e| map_err(&shown, e))?;
         Ok(img.digest.clone())
     }
+}
+
+/// The size of the pieces a blob is pushed in: one `PATCH` request each, and the most of a
+/// blob that is in memory at once.
+const PUSH_PIECE: usize = 4 << 20;
+
+type PushItem = std::result::Result<bytes::Bytes, OciDistributionError>;
+
+/// The local blob at `path` as a stream of [`PUSH_PIECE`]-sized pieces, read on the blocking
+/// pool and hashed on the way. If the bytes do not hash to `digest` (or the file cannot be
+/// read, or is longer than `size`), the stream ends with an error, so the upload is never
+/// committed, and the reason is left in `failure`.
+fn blob_stream(
+    path: std::path::PathBuf,
+    digest: String,
+    size: u64,
+    progress: ProgressFn,
+    failure: Arc<std::sync::Mutex<Option<Error>>>,
+) -> impl futures::Stream<Item = PushItem> + Send + 'static {
+    struct State {
+        reader: Option<fsutil::HashingReader<std::fs::File>>,
+        path: std::path::PathBuf,
+        opened: bool,
+        finished: bool,
+    }
+    let fail = move |e: Error| -> PushItem {
+        let msg = e.to_string();
+        if let Ok(mut f) = failure.lock() {
+            *f = Some(e);
+        }
+        Err(OciDistributionError::GenericError(Some(msg)))
+    };
+    let state = State {
+        reader: None,
+        path,
+        opened: false,
+        finished: false,
+    };
+    futures::stream::unfold(state, move |mut st| {
+        let digest = digest.clone();
+        let progress = progress.clone();
+        let fail = fail.clone();
+        async move {
+            if st.finished {
+                return None;
+            }
+            if !st.opened {
+                st.opened = true;
+                match std::fs::File::open(&st.path) {
+                    Ok(f) => st.reader = Some(fsutil::HashingReader::new(f)),
+                    Err(e) => {
+                        st.finished = true;
+                        let e = io_ctx(format!("cannot read {}", st.path.display()))(e);
+                        return Some((fail(e), st));
+                    }
+                }
+            }
+            let reader = st.reader.take()?;
+            let read = tokio::task::spawn_blocking(move || {
+                use std::io::Read;
+                let mut reader = reader;
+                let mut buf = vec![0u8; PUSH_PIECE];
+                let mut n = 0;
+                while n < buf.len() {
+                    match reader.read(&mut buf[n..]) {
+                        Ok(0) => break,
+                        Ok(k) => n += k,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return (reader, Err(e)),
+                    }
+                }
+                buf.truncate(n);
+                (reader, Ok(buf))
+            })
+            .await;
+            let (reader, buf) = match read {
+                Ok(r) => r,
+                Err(e) => {
+                    st.finished = true;
+                    return Some((
+                        fail(Error::Corrupt(format!("reading a blob failed: {e}"))),
+                        st,
+                    ));
+                }
+            };
+            let buf = match buf {
+                Ok(b) => b,
+                Err(e) => {
+                    st.finished = true;
+                    let e = io_ctx(format!("cannot read {}", st.path.display()))(e);
+                    return Some((fail(e), st));
+                }
+            };
+            if buf.is_empty() {
+                st.finished = true;
+                let (actual, count, _) = reader.into_parts();
+                if actual != digest || count != size {
+                    let e = Error::DigestMismatch {
+                        what: format!("local blob {}", st.path.display()),
+                        expected: format!("{digest} ({size} bytes)"),
+                        actual: format!("{actual} ({count} bytes)"),
+                    };
+                    return Some((fail(e), st));
+                }
+                return None;
+            }
+            let done = reader.count();
+            st.reader = Some(reader);
+            progress(Progress::Bytes {
+                digest,
+                done,
+                total: size,
+            });
+            Some((Ok(bytes::Bytes::from(buf)), st))
+        }
+    })
 }
 
 fn check_digest(shown: &str, expected: &str, raw: &[u8]) -> Result<()> {
