@@ -131,6 +131,31 @@ impl<R: BufRead> Read for Decoder<R> {
     }
 }
 
+/// The size of the tar stream inside a layer file, read from its header or trailer without
+/// decompressing: plain tar is its own size; gzip keeps the uncompressed length (modulo
+/// 2^32) in the last four bytes of its (last) member, exact for the usual single-member layer
+/// under 4 GiB; zstd keeps it in the frame header when the writer knew it (otherwise the
+/// compressed size is returned).
+pub fn uncompressed_size(file: &std::fs::File) -> io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    let mut head = [0u8; 18];
+    let n = file.read_at(&mut head, 0)?;
+    Ok(match detect(&head[..n]) {
+        Compression::None => len,
+        Compression::Gzip if len >= 18 => {
+            let mut tail = [0u8; 4];
+            file.read_exact_at(&mut tail, len - 4)?;
+            u64::from(u32::from_le_bytes(tail))
+        }
+        Compression::Gzip => len,
+        Compression::Zstd => zstd::zstd_safe::get_frame_content_size(&head[..n])
+            .ok()
+            .flatten()
+            .unwrap_or(len),
+    })
+}
+
 /// Like [`decompress`], for readers that can move to another thread.
 pub fn decompress_send<R: Read + Send + 'static>(r: R) -> io::Result<Box<dyn Read + Send>> {
     let mut br = BufReader::with_capacity(1 << 20, r);
