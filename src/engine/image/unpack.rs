@@ -938,6 +938,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn uncompressed_size_from_headers_and_trailers() {
+        use std::io::Write;
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let check = |name: &str, bytes: &[u8]| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            uncompressed_size(&std::fs::File::open(&p).unwrap()).unwrap()
+        };
+        assert_eq!(check("plain", &data), data.len() as u64);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&data).unwrap();
+        let gz = gz.finish().unwrap();
+        assert!(gz.len() < data.len());
+        assert_eq!(check("gz", &gz), data.len() as u64);
+        let zs = zstd::bulk::compress(&data, 3).unwrap();
+        assert_eq!(check("zst", &zs), data.len() as u64);
+        // A zstd stream that does not record its size: the compressed size.
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        enc.write_all(&data).unwrap();
+        let streamed = enc.finish().unwrap();
+        let got = check("zst-stream", &streamed);
+        assert!(got == data.len() as u64 || got == streamed.len() as u64);
+    }
+
+    #[test]
     fn normalise_rejects_escapes() {
         assert!(normalise(b"/etc/passwd").is_err());
         assert!(normalise(b"../x").is_err());
