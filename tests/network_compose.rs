@@ -245,3 +245,116 @@ fn container_state(s: &Stack, name: &str) -> (String, u64) {
         v[0]["restart_count"].as_u64().unwrap_or(0),
     )
 }
+
+#[test]
+fn network_compose_volumes_from_shares_mounts_read_only_with_ro() {
+    if !require_root() {
+        return;
+    }
+    // The readers come first in the file: only the implicit dependency creates the writer
+    // before them.
+    let mut s = Stack::new("services: {}\n");
+    let yaml = format!(
+        r#"
+services:
+  reader:
+    image: busybox:latest
+    init: true
+    command: ["sleep", "1000"]
+    volumes_from: ["writer:ro"]
+  helper:
+    image: busybox:latest
+    init: true
+    command: ["sleep", "1000"]
+    volumes_from: ["service:writer"]
+  byname:
+    image: busybox:latest
+    init: true
+    command: ["sleep", "1000"]
+    volumes_from: ["container:{}-writer-1:ro"]
+  writer:
+    image: busybox:latest
+    init: true
+    command: ["sh", "-c", "echo anon > /data/f; echo named > /named/f; exec sleep 1000"]
+    volumes: ["/data", "shared:/named", "./hostdir:/host"]
+volumes:
+  shared:
+"#,
+        s.name
+    );
+    std::fs::write(s.dir.path().join("compose.yaml"), yaml).unwrap();
+    std::fs::create_dir(s.dir.path().join("hostdir")).unwrap();
+    std::fs::write(s.dir.path().join("hostdir/h"), "from the host\n").unwrap();
+    s.tug(&["up", "-d"]);
+    let cat = |s: &Stack, svc: &str, path: &str| -> Option<String> {
+        let out = s.output(&["exec", "-T", svc, "cat", path]);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    eventually("the writer to write", Duration::from_secs(10), || {
+        cat(&s, "writer", "/named/f").is_some()
+    });
+    for reader in ["reader", "byname", "helper"] {
+        assert_eq!(
+            cat(&s, reader, "/data/f").as_deref(),
+            Some("anon"),
+            "{reader}"
+        );
+        assert_eq!(
+            cat(&s, reader, "/named/f").as_deref(),
+            Some("named"),
+            "{reader}"
+        );
+        assert_eq!(
+            cat(&s, reader, "/host/h").as_deref(),
+            Some("from the host"),
+            "{reader}"
+        );
+    }
+    // `:ro` readers cannot write to any of the shared mounts.
+    for reader in ["reader", "byname"] {
+        for dir in ["/data", "/named", "/host"] {
+            let out = s.output(&["exec", "-T", reader, "touch", &format!("{dir}/x")]);
+            assert!(!out.status.success(), "{reader} wrote to {dir}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("Read-only"), "{reader} {dir}: {err}");
+        }
+    }
+    assert!(!s.dir.path().join("hostdir/x").exists());
+    // Without a mode the source's (writable) mode is kept: the writer sees what helper wrote.
+    s.tug(&["exec", "-T", "helper", "sh", "-c", "echo shared > /data/g"]);
+    assert_eq!(cat(&s, "writer", "/data/g").as_deref(), Some("shared"));
+}
+
+#[test]
+fn network_compose_volumes_from_a_missing_container_fails_clearly() {
+    if !require_root() {
+        return;
+    }
+    let mut s = Stack::new(
+        r#"
+services:
+  reader:
+    image: busybox:latest
+    command: ["sleep", "1000"]
+    volumes_from: ["container:no-such-container-here"]
+  bad:
+    image: busybox:latest
+    command: ["sleep", "1000"]
+    volumes_from: ["container:other:rx"]
+"#,
+    );
+    let out = s.output(&["up", "-d", "reader"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no-such-container-here") && err.contains("does not exist"),
+        "{err}"
+    );
+    let out = s.output(&["up", "-d", "bad"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rx"), "{err}");
+    s.note_objects();
+}
