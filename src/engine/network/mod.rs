@@ -906,6 +906,24 @@ impl Networks {
         Ok(out)
     }
 
+    /// Removes one endpoint of a container (`tug network disconnect`): its veth and DNS
+    /// records on `network`; the namespace and the container's other endpoints stay.
+    /// Returns the endpoint that was removed.
+    pub fn disconnect(&self, network: &str, container_id: &str) -> Result<Endpoint> {
+        let net = self.load(network)?;
+        let _l = self.lock()?;
+        let mut eps = self.endpoints_of(network)?;
+        let Some(ep) = eps.remove(container_id) else {
+            return Err(Error::Conflict(format!(
+                "container {container_id} is not connected to network {network}"
+            )));
+        };
+        // Record first: a crash after it leaves an orphan veth that reconcile deletes.
+        self.save_endpoints(&net, &eps)?;
+        netlink::delete_link(&ep.host_veth)?;
+        Ok(ep)
+    }
+
     /// Removes a container's endpoints (veths, DNS records) but keeps its namespace.
     pub fn disconnect_endpoints(&self, container_id: &str) -> Result<()> {
         let _l = self.lock()?;
