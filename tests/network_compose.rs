@@ -358,3 +358,89 @@ services:
     assert!(err.contains("rx"), "{err}");
     s.note_objects();
 }
+
+#[test]
+fn network_compose_connect_and_disconnect_a_running_container() {
+    if !require_root() {
+        return;
+    }
+    let mut s = Stack::new(
+        r#"
+services:
+  a:
+    image: busybox:latest
+    init: true
+    command: ["sleep", "1000"]
+    networks: [front]
+  c:
+    image: busybox:latest
+    init: true
+    command: ["sh", "-c", "echo from-c > /tmp/i; exec httpd -f -p 80 -h /tmp"]
+    networks: [back]
+  h:
+    image: busybox:latest
+    init: true
+    command: ["sleep", "1000"]
+    network_mode: host
+networks:
+  front:
+  back:
+"#,
+    );
+    s.tug(&["up", "-d"]);
+    let p = s.name.clone();
+    let (a, back) = (format!("{p}-a-1"), format!("{p}_back"));
+    let c_ip = s.resolve("c", "c").expect("c resolves on its own network")[0].clone();
+    let fetch = |s: &Stack, target: &str| -> bool {
+        let out = s.output(&[
+            "exec",
+            "-T",
+            "a",
+            "timeout",
+            "3",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            &format!("http://{target}/i"),
+        ]);
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "from-c"
+    };
+    // Separate networks: a neither resolves nor reaches c.
+    assert_eq!(s.resolve("a", "c"), None);
+    assert!(!fetch(&s, &c_ip), "a reaches c before connect");
+
+    s.tug(&["network", "connect", &back, &a, "--alias", "extra-name"]);
+    let ifaces = s.tug(&["exec", "-T", "a", "ip", "-o", "-4", "addr"]);
+    assert!(
+        ifaces.contains("eth1"),
+        "a has a second interface:\n{ifaces}"
+    );
+    assert_eq!(s.resolve("a", "c"), Some(vec![c_ip.clone()]));
+    assert!(fetch(&s, "c"), "a reaches c by name after connect");
+    // c resolves a (container name and alias) at a's address on back.
+    let a_on_back = s
+        .resolve("c", "extra-name")
+        .expect("alias resolves on back");
+    assert_eq!(s.resolve("c", &a), Some(a_on_back.clone()));
+    assert!(ifaces.contains(&a_on_back[0]), "{ifaces} has {a_on_back:?}");
+    // Twice is an error; so is a container on the host's network.
+    let out = s.output(&["network", "connect", &back, &a]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already connected"));
+    let out = s.output(&["network", "connect", &back, &format!("{p}-h-1")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("host's network"));
+
+    s.tug(&["network", "disconnect", &back, &a]);
+    let ifaces = s.tug(&["exec", "-T", "a", "ip", "-o", "-4", "addr"]);
+    assert!(!ifaces.contains("eth1"), "eth1 is gone:\n{ifaces}");
+    assert_eq!(s.resolve("a", "c"), None);
+    assert_eq!(s.resolve("c", "extra-name"), None);
+    assert!(!fetch(&s, &c_ip), "a reaches c after disconnect");
+    let out = s.output(&["network", "disconnect", &back, &a]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not connected"));
+    // a is still fine on its own network.
+    assert!(s.resolve("a", "a").is_some());
+}

@@ -13,8 +13,10 @@
 //! before it becomes a blob. A transfer that breaks is resumed: the bytes written so far stay
 //! in the ingest file with their running hash, and the next request asks for the rest with an
 //! HTTP `Range: bytes=N-` header (`206 Partial Content`); a registry that answers `200` with
-//! the whole blob instead gets a fresh ingest file. Each layer is unpacked as soon as
-//! it is in, checking its diff_id. The manifest is stored with the bytes the registry served,
+//! the whole blob instead gets a fresh ingest file. A pull is a transfer, like `skopeo copy`:
+//! layers are unpacked (and checked against their diff_ids) on first use, by
+//! [`ImageStore::layer_dirs`], or right away with `tug image pull --unpack`. The manifest is
+//! stored with the bytes the registry served,
 //! so its digest is the registry's. Loopback registries and those configured as insecure are
 //! spoken to over plain HTTP; every other one over HTTPS.
 //!
@@ -417,7 +419,8 @@ impl ImageStore {
         });
 
         let _lock = self.lock_shared()?;
-        // The config first: its diff_ids say how to check each unpacked layer.
+        // The config first: a config that does not parse, or does not list one diff_id per
+        // layer, stops the pull before the layers move.
         let config_digest = manifest.config().digest().to_string();
         let config_size = manifest.config().size();
         self.fetch_blob(
@@ -435,35 +438,21 @@ impl ImageStore {
                 reference: shown.clone(),
                 reason: format!("bad image config: {e}"),
             })?;
-        let diff_ids = config.rootfs().diff_ids().clone();
-        if diff_ids.len() != manifest.layers().len() {
+        if config.rootfs().diff_ids().len() != manifest.layers().len() {
             return Err(Error::Registry {
                 reference: shown,
                 reason: "layer and diff_id counts differ".into(),
             });
         }
-        let jobs = manifest.layers().iter().zip(diff_ids).map(|(l, diff_id)| {
+        let jobs = manifest.layers().iter().map(|l| {
             let digest = l.digest().to_string();
             let size = l.size();
-            let mt = l.media_type().to_string();
             let client = &client;
             let oref = &oref;
             let shown = &shown;
             async move {
                 self.fetch_blob(client, oref, shown, &digest, size, progress)
-                    .await?;
-                let store = self.clone();
-                let p = progress.clone();
-                tokio::task::spawn_blocking(move || {
-                    store.unpack_blob(&digest, &mt, &diff_id)?;
-                    p(Progress::Unpacked { digest });
-                    Ok::<(), Error>(())
-                })
-                .await
-                .map_err(|e| Error::Registry {
-                    reference: shown.clone(),
-                    reason: format!("unpacking failed: {e}"),
-                })?
+                    .await
             }
         });
         futures::stream::iter(jobs)
