@@ -1307,3 +1307,44 @@ fn container_image_healthcheck_under_compose_disable_and_override() {
     });
     compose(&["down", "-t", "0"]);
 }
+
+#[test]
+fn container_rm_reports_first_then_deletes_and_stale_trash_is_purged() {
+    let Some(env) = Env::new() else { return };
+    let trash = |env: &Env| -> Vec<String> {
+        std::fs::read_dir(env.root().join("containers"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".trash-"))
+            .collect()
+    };
+    // run --rm: the container is gone when run returns; its files follow shortly.
+    let out = env.ok(&[
+        "container",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "echo data > /big; echo done",
+    ]);
+    assert_eq!(out, "done\n");
+    assert!(env.ids().is_empty(), "{:?}", env.ids());
+    assert!(env.ok(&["container", "ls", "-a", "-q"]).trim().is_empty());
+    env.until("trash deleted", 10, || trash(&env).is_empty());
+    // Trash of a removal whose process died is purged by the next listing.
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let stale = env
+        .root()
+        .join("containers")
+        .join(format!(".trash-{}-{dead}", "ab".repeat(32)));
+    std::fs::create_dir_all(stale.join("upper/etc")).unwrap();
+    std::fs::write(stale.join("upper/etc/x"), "x").unwrap();
+    env.ok(&["container", "ls", "-a"]);
+    assert!(!stale.exists(), "stale trash left");
+}

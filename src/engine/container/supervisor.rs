@@ -262,7 +262,7 @@ impl Supervisor {
     }
 
     fn save(&self) {
-        let _ = state::write(&self.dir, &self.st);
+        let _ = state::write_sync(&self.dir, &self.st, !self.rec.config.auto_remove);
     }
 
     /// Private mount namespace, overlay mounted at bundle/rootfs.
@@ -421,9 +421,13 @@ impl Supervisor {
                         &self.dir.join("bundle/rootfs"),
                         nix::mount::MntFlags::MNT_DETACH,
                     );
-                    let _ = self.store.remove_files(&self.id);
+                    // Report the exit once the container is gone, then delete its files.
+                    let trash = self.store.retire(&self.id);
                     status.send(&format!("exit {code}"));
                     status.close();
+                    if let Ok(Some(t)) = trash {
+                        let _ = super::purge(&t);
+                    }
                 }
                 break;
             }
