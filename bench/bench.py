@@ -859,11 +859,8 @@ def timed_tug(ctx, args, root=None, timeout=600) -> float:
     return time.perf_counter() - t0
 
 
-def wl_pull(ctx: Ctx) -> Workload:
-    holder = {}
-    troot = ctx.state / "pull-tug"
-    sdir = ctx.state / "pull-skopeo"
-
+def pull_setup(ctx: Ctx, holder: dict):
+    """The Debian image in a local registry (pushed once with skopeo); its reference in holder."""
     def setup():
         layer = debian_layer(ctx.state, ctx.smoke)
         layout = oci_layout_of_layer(layer, ctx.state / ("pull-src-" + layer.name.split(".")[0]), "1")
@@ -873,6 +870,40 @@ def wl_pull(ctx: Ctx) -> Workload:
         ref = f"127.0.0.1:{port}/bench/debian:1"
         run(["skopeo", "copy", "-q", "--dest-tls-verify=false", f"oci:{layout}:1", f"docker://{ref}"], timeout=300)
         holder["ref"] = ref
+    return setup
+
+
+def fresh(path):
+    def prep():
+        safe_rmtree(path)
+        os.sync()
+    return prep
+
+
+def wl_pull(ctx: Ctx) -> Workload:
+    """Like with like: both sides fetch the manifest, config and layer blob, verify the
+    digests and store the blobs; neither unpacks (tug unpacks on first use)."""
+    holder = {}
+    troot = ctx.state / "pull-tug"
+    sdir = ctx.state / "pull-skopeo"
+    w = Workload("pull", "pull of that image from a local registry (127.0.0.1): transfer + verify, no unpack",
+                 runs=("pull", 5), setup=pull_setup(ctx, holder),
+                 teardown=lambda: (safe_rmtree(troot), safe_rmtree(sdir), ctx.stop_registry()))
+    w.tug = Side("tug image pull", lambda: timed_tug(ctx, ["image", "pull", holder["ref"]], root=troot),
+                 prepare=fresh(troot))
+    w.peers = [
+        Side("skopeo 1.9.3 copy to an OCI layout",
+             lambda: timed(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{holder['ref']}", f"oci:{sdir}:1"]),
+             prepare=fresh(sdir), kind="daemonless"),
+    ]
+    return w
+
+
+def wl_pull_unpack(ctx: Ctx) -> Workload:
+    """Pull and unpack: `tug image pull --unpack` vs the pulls of docker and podman, which
+    unpack into their storage."""
+    holder = {}
+    troot = ctx.state / "pull-unpack-tug"
 
     def docker_prep():
         quiet([DOCKER, "rmi", "-f", holder["ref"]])
@@ -880,25 +911,19 @@ def wl_pull(ctx: Ctx) -> Workload:
     def podman_prep():
         quiet(["podman", "rmi", "-f", holder["ref"]])
 
-    w = Workload("pull", "pull of that image from a local registry (127.0.0.1)", runs=("pull", 5),
-                 setup=setup, teardown=lambda: (safe_rmtree(troot), safe_rmtree(sdir), ctx.stop_registry()))
-    def fresh(path):
-        def prep():
-            safe_rmtree(path)
-            os.sync()
-        return prep
-
-    w.tug = Side("tug", lambda: timed_tug(ctx, ["image", "pull", holder["ref"]], root=troot),
+    w = Workload("pullunpack", "pull + unpack of that image from a local registry (127.0.0.1)",
+                 runs=("pull", 5), setup=pull_setup(ctx, holder),
+                 teardown=lambda: (safe_rmtree(troot), ctx.stop_registry()))
+    w.tug = Side("tug image pull --unpack",
+                 lambda: timed_tug(ctx, ["image", "pull", "--unpack", holder["ref"]], root=troot),
                  prepare=fresh(troot))
     w.peers = [
-        Side("skopeo 1.9.3 copy to an OCI layout (no unpack)",
-             lambda: timed(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{holder['ref']}", f"oci:{sdir}:1"]),
-             prepare=fresh(sdir), kind="daemonless"),
         Side("docker pull (docker 20.10, unpacks)", lambda: timed([DOCKER, "pull", "-q", holder["ref"]]),
              prepare=docker_prep, kind="daemon", setup=lambda: require_docker(ctx), teardown=docker_prep),
+        # podman pull needs no daemon and touches no host networking.
         Side("podman pull (podman 4.3, unpacks)",
              lambda: timed(["podman", "pull", "-q", "--tls-verify=false", holder["ref"]]),
-             prepare=podman_prep, kind="daemon", teardown=podman_prep),
+             prepare=podman_prep, kind="daemonless", teardown=podman_prep),
     ]
     return w
 
@@ -1040,6 +1065,7 @@ def workloads(ctx: Ctx) -> list[Workload]:
                  pending="Dockerfile builds are not in scope yet"),
         wl_unpack(ctx),
         wl_pull(ctx),
+        wl_pull_unpack(ctx),
         wl_memory(ctx, 5, "rss", "supervisor RSS per container (5 containers running)"),
         wl_memory(ctx, many, "many", f"{many} containers running at once: RSS of the supervising processes"),
         Workload("watch", "watch sync latency (p50, p95)", pending="feature not landed (watch)"),

@@ -488,24 +488,54 @@ fn container_exec_joins_the_same_namespaces() {
 #[test]
 fn container_memory_limit_oom_is_reported() {
     let Some(env) = Env::new() else { return };
-    let name = common::unique("oom");
+    // The same hog under the built-in runtime and under runc: both report the OOM kill.
+    for runtime in ["tug", "runc"] {
+        let name = common::unique("oom");
+        let o = env.run(&[
+            "container",
+            "run",
+            "--name",
+            &name,
+            "--runtime",
+            runtime,
+            "--network",
+            "none",
+            "-m",
+            "16m",
+            "--memory-swap",
+            "16m",
+            "busybox",
+            "sh",
+            "-c",
+            "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+        ]);
+        assert!(!stdout(&o).contains("survived"), "{runtime}: {o:?}");
+        let i = env.inspect(&name);
+        assert_eq!(i["oom_killed"], true, "{runtime}: {i}");
+        assert_ne!(i["exit_code"], 0, "{runtime}: {i}");
+    }
+    // Without a limit hit, runc reports no OOM and the container's own exit code.
+    let name = common::unique("nooom");
     let o = env.run(&[
         "container",
         "run",
         "--name",
         &name,
+        "--runtime",
+        "runc",
+        "--network",
+        "none",
         "-m",
-        "16m",
-        "--memory-swap",
-        "16m",
+        "64m",
         "busybox",
         "sh",
         "-c",
-        "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+        "exit 3",
     ]);
-    assert!(!stdout(&o).contains("survived"), "{o:?}");
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
     let i = env.inspect(&name);
-    assert_eq!(i["oom_killed"], true, "{i}");
+    assert_eq!(i["oom_killed"], false, "{i}");
+    assert_eq!(i["exit_code"], 3, "{i}");
     // Within the limit, the same container works.
     let out = env.ok(&[
         "container",
@@ -1276,4 +1306,45 @@ fn container_image_healthcheck_under_compose_disable_and_override() {
         env.inspect(&name("slow"))["health"] == "unhealthy"
     });
     compose(&["down", "-t", "0"]);
+}
+
+#[test]
+fn container_rm_reports_first_then_deletes_and_stale_trash_is_purged() {
+    let Some(env) = Env::new() else { return };
+    let trash = |env: &Env| -> Vec<String> {
+        std::fs::read_dir(env.root().join("containers"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".trash-"))
+            .collect()
+    };
+    // run --rm: the container is gone when run returns; its files follow shortly.
+    let out = env.ok(&[
+        "container",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "echo data > /big; echo done",
+    ]);
+    assert_eq!(out, "done\n");
+    assert!(env.ids().is_empty(), "{:?}", env.ids());
+    assert!(env.ok(&["container", "ls", "-a", "-q"]).trim().is_empty());
+    env.until("trash deleted", 10, || trash(&env).is_empty());
+    // Trash of a removal whose process died is purged by the next listing.
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let stale = env
+        .root()
+        .join("containers")
+        .join(format!(".trash-{}-{dead}", "ab".repeat(32)));
+    std::fs::create_dir_all(stale.join("upper/etc")).unwrap();
+    std::fs::write(stale.join("upper/etc/x"), "x").unwrap();
+    env.ok(&["container", "ls", "-a"]);
+    assert!(!stale.exists(), "stale trash left");
 }

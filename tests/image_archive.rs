@@ -1,5 +1,5 @@
 //! `image load` / `image save`: docker-archive and oci-archive, interop with skopeo, corrupt
-//! archives, and a load killed half-way.
+//! archives, a load killed half-way, and `podman load` of what tug saves.
 
 use std::io::Write;
 use std::path::Path;
@@ -257,4 +257,77 @@ fn image_archive_load_killed_midway_leaves_a_sane_store() {
     assert_eq!(std::fs::read_dir(dst.join("layers")).unwrap().count(), 0);
     let out = ok(tug(&dst).args(["image", "load", "-i"]).arg(&archive));
     assert!(out.contains("Loaded image: busybox:latest"), "{out}");
+}
+
+#[test]
+fn image_archive_save_loads_into_podman() {
+    if Command::new("podman").arg("--version").output().is_err() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "podman missing under CI"
+        );
+        eprintln!("skipping: podman not installed");
+        return;
+    }
+    let dir = root();
+    let src = dir.path().join("src");
+    common::busybox_image(&src);
+    ok(tug(&src).args(["image", "tag", "busybox", "tugsaved/other:2"]));
+    let want = inspect(&src, "busybox");
+    let archive = dir.path().join("saved.tar");
+    ok(tug(&src)
+        .args(["image", "save", "-o"])
+        .arg(&archive)
+        .args(["busybox", "tugsaved/other:2"]));
+    // A podman of its own: storage, run state and tmp in the tempdir, vfs (no mounts), no
+    // daemon. The tempdir's removal cleans everything up.
+    let podman = |args: &[&str]| {
+        let mut c = Command::new("podman");
+        c.arg("--root")
+            .arg(dir.path().join("podman-root"))
+            .arg("--runroot")
+            .arg(dir.path().join("podman-run"))
+            .arg("--tmpdir")
+            .arg(dir.path().join("podman-tmp"))
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--events-backend",
+                "file",
+                "--cgroup-manager",
+                "cgroupfs",
+            ])
+            .args(args);
+        c
+    };
+    let out = ok(&mut podman(&["load", "-i", archive.to_str().unwrap()]));
+    assert!(out.contains("busybox:latest"), "{out}");
+    let out = ok(&mut podman(&["images", "--format", "json"]));
+    let images: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let images = images.as_array().unwrap();
+    // One image (podman lists it once per name): the same config digest, so the same image
+    // id, with both names.
+    let id = want["Id"].as_str().unwrap();
+    assert!(!images.is_empty(), "{out}");
+    assert!(
+        images.iter().all(|i| i["Id"].as_str() == Some(&id[7..])),
+        "{out}"
+    );
+    let names: Vec<String> = images
+        .iter()
+        .flat_map(|i| i["Names"].as_array().cloned().unwrap_or_default())
+        .filter_map(|n| n.as_str().map(str::to_string))
+        .collect();
+    assert!(
+        names.iter().any(|n| n.ends_with("/busybox:latest"))
+            && names.iter().any(|n| n.ends_with("tugsaved/other:2")),
+        "{names:?}"
+    );
+    // podman checked the layer against the diff_id: its rootfs is tug's.
+    let out = ok(&mut podman(&["image", "inspect", "busybox:latest"]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v[0]["RootFS"]["Layers"], want["RootFS"]["diff_ids"],
+        "{out}"
+    );
 }

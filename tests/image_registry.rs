@@ -463,3 +463,72 @@ fn image_registry_compose_up_pulls_missing_images_and_pull_verb() {
         .args(["-p", &project, "down"]));
     assert!(logs.contains("pulled-and-ran"), "{logs}");
 }
+
+/// `image ls --format json` rows.
+fn ls_json(env: &Env, root: &str) -> Vec<serde_json::Value> {
+    ok(env.tug(root).args(["image", "ls", "--format", "json"]))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn image_registry_pull_is_a_transfer_and_unpacks_on_first_use() {
+    if !have("docker-registry") {
+        return;
+    }
+    let reg = registry(None);
+    let env = Env::new();
+    common::busybox_image(&env.root("a"));
+    let want = inspect(&env, "a", "busybox");
+    let name = format!("{}/tug/lazy:1", reg.host);
+    ok(env.tug("a").args(["image", "push", "busybox", &name]));
+    let diff_id = want["RootFS"]["diff_ids"][0].as_str().unwrap().to_string();
+
+    // SIZE is the uncompressed size: the layer's tar stream plus the config, as podman shows.
+    let layer = want["Manifest"]["layers"][0]["digest"].as_str().unwrap();
+    let blob = env.root("a").join("images/blobs/sha256").join(&layer[7..]);
+    let tar_len: u64 = ok(Command::new("sh")
+        .arg("-c")
+        .arg(format!("zcat {} | wc -c", blob.display())))
+    .trim()
+    .parse()
+    .unwrap();
+    let config_size = want["Manifest"]["config"]["size"].as_u64().unwrap();
+    assert_eq!(want["Size"].as_u64(), Some(tar_len + config_size), "{want}");
+    assert!(
+        want["Size"].as_u64().unwrap() > want["CompressedSize"].as_u64().unwrap(),
+        "{want}"
+    );
+    let rows_a = ls_json(&env, "a");
+    let human = rows_a[0]["Size"].as_str().unwrap().to_string();
+    assert!(human.ends_with("MB") || human.ends_with("kB"), "{human}");
+    let table = ok(env.tug("a").args(["image", "ls"]));
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("busybox") && l.ends_with(&human)),
+        "{table}"
+    );
+
+    // A pull moves and verifies blobs only: no layer directory yet, but the same SIZE.
+    ok(env.tug("b").args(["image", "pull", "-q", &name]));
+    let layer_dir = env.root("b").join("layers").join(&diff_id[7..]);
+    assert!(!layer_dir.exists(), "pull unpacked the layer");
+    let rows_b = ls_json(&env, "b");
+    assert_eq!(rows_b.len(), 1);
+    assert_eq!(rows_b[0]["Size"].as_str(), Some(human.as_str()));
+    // First use unpacks it (inspect lists the layer directories), checking the diff_id.
+    let got = inspect(&env, "b", &name);
+    assert!(layer_dir.is_dir(), "first use did not unpack");
+    assert_eq!(got["LayerDirs"][0].as_str(), layer_dir.to_str());
+    assert_eq!(got["Size"], want["Size"]);
+    let l1 = PathBuf::from(want["LayerDirs"][0].as_str().unwrap());
+    assert_eq!(listing(&l1), listing(&layer_dir));
+
+    // `--unpack` unpacks right away.
+    ok(env
+        .tug("c")
+        .args(["image", "pull", "-q", "--unpack", &name]));
+    assert!(env.root("c").join("layers").join(&diff_id[7..]).is_dir());
+}

@@ -245,3 +245,202 @@ fn container_state(s: &Stack, name: &str) -> (String, u64) {
         v[0]["restart_count"].as_u64().unwrap_or(0),
     )
 }
+
+#[test]
+fn network_compose_volumes_from_shares_mounts_read_only_with_ro() {
+    if !require_root() {
+        return;
+    }
+    // The readers come first in the file: only the implicit dependency creates the writer
+    // before them.
+    let mut s = Stack::new("services: {}\n");
+    let yaml = format!(
+        r#"
+services:
+  reader:
+    image: busybox:latest
+    init: true
+    command: ["sleep", "1000"]
+    volumes_from: ["writer:ro"]
+  helper:
+    image: busybox:latest
+    init: true
+    command: ["sleep", "1000"]
+    volumes_from: ["service:writer"]
+  byname:
+    image: busybox:latest
+    init: true
+    command: ["sleep", "1000"]
+    volumes_from: ["container:{}-writer-1:ro"]
+  writer:
+    image: busybox:latest
+    init: true
+    command: ["sh", "-c", "echo anon > /data/f; echo named > /named/f; exec sleep 1000"]
+    volumes: ["/data", "shared:/named", "./hostdir:/host"]
+volumes:
+  shared:
+"#,
+        s.name
+    );
+    std::fs::write(s.dir.path().join("compose.yaml"), yaml).unwrap();
+    std::fs::create_dir(s.dir.path().join("hostdir")).unwrap();
+    std::fs::write(s.dir.path().join("hostdir/h"), "from the host\n").unwrap();
+    s.tug(&["up", "-d"]);
+    let cat = |s: &Stack, svc: &str, path: &str| -> Option<String> {
+        let out = s.output(&["exec", "-T", svc, "cat", path]);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    eventually("the writer to write", Duration::from_secs(10), || {
+        cat(&s, "writer", "/named/f").is_some()
+    });
+    for reader in ["reader", "byname", "helper"] {
+        assert_eq!(
+            cat(&s, reader, "/data/f").as_deref(),
+            Some("anon"),
+            "{reader}"
+        );
+        assert_eq!(
+            cat(&s, reader, "/named/f").as_deref(),
+            Some("named"),
+            "{reader}"
+        );
+        assert_eq!(
+            cat(&s, reader, "/host/h").as_deref(),
+            Some("from the host"),
+            "{reader}"
+        );
+    }
+    // `:ro` readers cannot write to any of the shared mounts.
+    for reader in ["reader", "byname"] {
+        for dir in ["/data", "/named", "/host"] {
+            let out = s.output(&["exec", "-T", reader, "touch", &format!("{dir}/x")]);
+            assert!(!out.status.success(), "{reader} wrote to {dir}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("Read-only"), "{reader} {dir}: {err}");
+        }
+    }
+    assert!(!s.dir.path().join("hostdir/x").exists());
+    // Without a mode the source's (writable) mode is kept: the writer sees what helper wrote.
+    s.tug(&["exec", "-T", "helper", "sh", "-c", "echo shared > /data/g"]);
+    assert_eq!(cat(&s, "writer", "/data/g").as_deref(), Some("shared"));
+}
+
+#[test]
+fn network_compose_volumes_from_a_missing_container_fails_clearly() {
+    if !require_root() {
+        return;
+    }
+    let mut s = Stack::new(
+        r#"
+services:
+  reader:
+    image: busybox:latest
+    command: ["sleep", "1000"]
+    volumes_from: ["container:no-such-container-here"]
+  bad:
+    image: busybox:latest
+    command: ["sleep", "1000"]
+    volumes_from: ["container:other:rx"]
+"#,
+    );
+    let out = s.output(&["up", "-d", "reader"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no-such-container-here") && err.contains("does not exist"),
+        "{err}"
+    );
+    let out = s.output(&["up", "-d", "bad"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rx"), "{err}");
+    s.note_objects();
+}
+
+#[test]
+fn network_compose_connect_and_disconnect_a_running_container() {
+    if !require_root() {
+        return;
+    }
+    let mut s = Stack::new(
+        r#"
+services:
+  a:
+    image: busybox:latest
+    init: true
+    command: ["sleep", "1000"]
+    networks: [front]
+  c:
+    image: busybox:latest
+    init: true
+    command: ["sh", "-c", "echo from-c > /tmp/i; exec httpd -f -p 80 -h /tmp"]
+    networks: [back]
+  h:
+    image: busybox:latest
+    init: true
+    command: ["sleep", "1000"]
+    network_mode: host
+networks:
+  front:
+  back:
+"#,
+    );
+    s.tug(&["up", "-d"]);
+    let p = s.name.clone();
+    let (a, back) = (format!("{p}-a-1"), format!("{p}_back"));
+    let c_ip = s.resolve("c", "c").expect("c resolves on its own network")[0].clone();
+    let fetch = |s: &Stack, target: &str| -> bool {
+        let out = s.output(&[
+            "exec",
+            "-T",
+            "a",
+            "timeout",
+            "3",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            &format!("http://{target}/i"),
+        ]);
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "from-c"
+    };
+    // Separate networks: a neither resolves nor reaches c.
+    assert_eq!(s.resolve("a", "c"), None);
+    assert!(!fetch(&s, &c_ip), "a reaches c before connect");
+
+    s.tug(&["network", "connect", &back, &a, "--alias", "extra-name"]);
+    let ifaces = s.tug(&["exec", "-T", "a", "ip", "-o", "-4", "addr"]);
+    assert!(
+        ifaces.contains("eth1"),
+        "a has a second interface:\n{ifaces}"
+    );
+    assert_eq!(s.resolve("a", "c"), Some(vec![c_ip.clone()]));
+    assert!(fetch(&s, "c"), "a reaches c by name after connect");
+    // c resolves a (container name and alias) at a's address on back.
+    let a_on_back = s
+        .resolve("c", "extra-name")
+        .expect("alias resolves on back");
+    assert_eq!(s.resolve("c", &a), Some(a_on_back.clone()));
+    assert!(ifaces.contains(&a_on_back[0]), "{ifaces} has {a_on_back:?}");
+    // Twice is an error; so is a container on the host's network.
+    let out = s.output(&["network", "connect", &back, &a]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already connected"));
+    let out = s.output(&["network", "connect", &back, &format!("{p}-h-1")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("host's network"));
+
+    s.tug(&["network", "disconnect", &back, &a]);
+    let ifaces = s.tug(&["exec", "-T", "a", "ip", "-o", "-4", "addr"]);
+    assert!(!ifaces.contains("eth1"), "eth1 is gone:\n{ifaces}");
+    assert_eq!(s.resolve("a", "c"), None);
+    assert_eq!(s.resolve("c", "extra-name"), None);
+    assert!(!fetch(&s, &c_ip), "a reaches c after disconnect");
+    let out = s.output(&["network", "disconnect", &back, &a]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not connected"));
+    // a is still fine on its own network.
+    assert!(s.resolve("a", "a").is_some());
+}

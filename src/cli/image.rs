@@ -114,13 +114,16 @@ pub enum ImageCommand {
         #[arg(required = true)]
         images: Vec<String>,
     },
-    /// Pull an image from a registry.
+    /// Pull an image from a registry (layers are unpacked on first use).
     Pull {
         /// Reference (`busybox`, `localhost:5000/app:1`, `name@sha256:…`).
         reference: String,
         /// Print no progress.
         #[arg(short, long)]
         quiet: bool,
+        /// Unpack the layers now instead of on first use.
+        #[arg(long)]
+        unpack: bool,
     },
     /// Push an image to a registry.
     Push {
@@ -461,11 +464,21 @@ pub fn run(global: &GlobalArgs, args: ImageArgs) -> anyhow::Result<i32> {
         ImageCommand::Save { output, images } => {
             store.save(&images, &output)?;
         }
-        ImageCommand::Pull { reference, quiet } => {
+        ImageCommand::Pull {
+            reference,
+            quiet,
+            unpack,
+        } => {
             let (progress, bars) = progress_reporter(quiet, "Pull complete");
             let result = store.pull(&reference, &progress);
             bars.finish();
             let img = result?;
+            if unpack {
+                let layers = store.layer_dirs(&img)?;
+                if !quiet {
+                    eprintln!("Unpacked {} layer(s)", layers.len());
+                }
+            }
             if !quiet {
                 eprintln!("Digest: {}", img.digest);
             }
@@ -623,10 +636,10 @@ fn ls(
                         "ID": id,
                         "Repository": repo,
                         "SharedSize": "N/A",
-                        "Size": human_size(img.size),
+                        "Size": human_size(store.unpacked_size(img)),
                         "Tag": tag,
                         "UniqueSize": "N/A",
-                        "VirtualSize": human_size(img.size),
+                        "VirtualSize": human_size(store.unpacked_size(img)),
                     });
                     writeln!(out, "{}", serde_json::to_string(&v)?)?;
                 }
@@ -641,7 +654,7 @@ fn ls(
                             .map(|t| since(now, t))
                             .unwrap_or_else(|| "N/A".into()),
                     );
-                    row.push(human_size(img.size));
+                    row.push(human_size(store.unpacked_size(img)));
                     table.push(row);
                 }
             }
@@ -711,7 +724,8 @@ fn inspect_json(store: &ImageStore, img: &Image) -> serde_json::Value {
         "Config": img.config.config(),
         "RootFS": img.config.rootfs(),
         "History": img.config.history(),
-        "Size": img.size,
+        "Size": store.unpacked_size(img),
+        "CompressedSize": img.size,
         "Manifest": img.manifest,
         "LayerDirs": layers,
     })

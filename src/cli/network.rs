@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use super::GlobalArgs;
+use crate::engine::container::{ContainerStore, NetworkMode};
 use crate::engine::network::{self, NetworkSpec, Networks};
 
 /// `tug network` verbs.
@@ -33,6 +34,32 @@ pub enum NetworkCommand {
         /// Networks to show.
         #[arg(required = true)]
         names: Vec<String>,
+    },
+    /// Connect a container to a further network (a new interface and DNS names there).
+    Connect {
+        /// The network.
+        network: String,
+        /// The container (name, id or id prefix).
+        container: String,
+        /// Extra DNS names of the container on this network.
+        #[arg(long = "alias")]
+        aliases: Vec<String>,
+        /// Its IPv4 address on the network (default: the next free one).
+        #[arg(long)]
+        ip: Option<String>,
+        /// IPv6 address (not supported yet).
+        #[arg(long)]
+        ip6: Option<String>,
+    },
+    /// Disconnect a container from a network.
+    Disconnect {
+        /// The network.
+        network: String,
+        /// The container (name, id or id prefix).
+        container: String,
+        /// Accepted for compatibility (a disconnect is never refused for being in use).
+        #[arg(long)]
+        force: bool,
     },
     /// Remove every network no container uses.
     Prune {
@@ -167,6 +194,67 @@ pub(super) fn run(global: &GlobalArgs, cmd: &NetworkCommand) -> anyhow::Result<i
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
+        NetworkCommand::Connect {
+            network,
+            container,
+            aliases,
+            ip,
+            ip6,
+        } => {
+            if ip6.is_some() {
+                anyhow::bail!("--ip6: IPv6 is not supported yet");
+            }
+            let ipv4_address = ip
+                .as_deref()
+                .map(|a| {
+                    a.parse::<std::net::Ipv4Addr>()
+                        .with_context(|| format!("--ip {a:?} is not an IPv4 address"))
+                })
+                .transpose()?;
+            let (key, name) = endpoint_key(global, &nets, container)?;
+            let ns = nets.netns_of(&key).with_context(|| {
+                format!("container {name} has no network namespace (it was removed half-way?)")
+            })?;
+            let existing = nets.endpoints_of_container(&key)?;
+            let store = ContainerStore::open(&global.state_root())?;
+            let hostname = store.record(&store.resolve(container)?)?.config.hostname;
+            nets.connect(
+                &ns,
+                network,
+                &network::EndpointSpec {
+                    container_id: key,
+                    container_name: name,
+                    hostname,
+                    aliases: aliases.clone(),
+                    ipv4_address,
+                    dns: existing
+                        .first()
+                        .map(|e| e.dns_upstreams.clone())
+                        .unwrap_or_default(),
+                    ..Default::default()
+                },
+            )?;
+        }
+        NetworkCommand::Disconnect {
+            network, container, ..
+        } => {
+            let (key, name) = endpoint_key(global, &nets, container)?;
+            let before = nets.endpoints_of_container(&key)?;
+            nets.disconnect(network, &key).map_err(|e| match e {
+                network::Error::Conflict(_) => {
+                    anyhow::anyhow!("container {name} is not connected to network {network}")
+                }
+                e => e.into(),
+            })?;
+            // The container's resolv.conf names its first network's DNS server and its
+            // default route goes through one network: say when those went.
+            if before.first().is_some_and(|e| &e.network == network) && before.len() > 1 {
+                eprintln!(
+                    "warning: {name} used network {network} for DNS (its resolv.conf); names \
+                     resolve again after the container is recreated"
+                );
+            }
+        }
         NetworkCommand::Prune { .. } => {
             for n in nets.prune(&|_| false)? {
                 println!("{n}");
@@ -174,6 +262,44 @@ pub(super) fn run(global: &GlobalArgs, cmd: &NetworkCommand) -> anyhow::Result<i
         }
     }
     Ok(0)
+}
+
+/// The key of a container's namespace and endpoints in the network engine (a compose
+/// container's name, a `container run` container's id), from its record: its namespace must
+/// be one the network engine made (`<root>/netns/<key>`). Returns (key, container name).
+fn endpoint_key(
+    global: &GlobalArgs,
+    nets: &Networks,
+    container: &str,
+) -> anyhow::Result<(String, String)> {
+    let store = ContainerStore::open(&global.state_root())?;
+    let id = store.resolve(container)?;
+    let rec = store.record(&id)?;
+    let name = rec.config.name.clone();
+    let own = nets.root().join("netns");
+    match &rec.config.network {
+        NetworkMode::Netns(p) if p.parent() == Some(own.as_path()) => {
+            let key = p
+                .file_name()
+                .map(|k| k.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            Ok((key, name))
+        }
+        NetworkMode::Host => anyhow::bail!(
+            "container {name} uses the host's network: it cannot be connected to networks"
+        ),
+        NetworkMode::Container(_) => anyhow::bail!(
+            "container {name} shares another container's network namespace: connect that \
+             container instead"
+        ),
+        NetworkMode::None => anyhow::bail!(
+            "container {name} has network mode none: it cannot be connected to networks"
+        ),
+        NetworkMode::Netns(p) => anyhow::bail!(
+            "container {name} runs in namespace {} that tug's networks do not manage",
+            p.display()
+        ),
+    }
 }
 
 /// Flags of the hidden `tug network-dns`.

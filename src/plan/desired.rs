@@ -60,6 +60,44 @@ fn pull_policy(service: &Service) -> PullPolicy {
     }
 }
 
+/// The services whose containers `service` takes something from at creation:
+/// `volumes_from` services (`name`, `service:name`, with an optional mode), `volumes_from:
+/// container:NAME` and `network_mode: container:NAME` when NAME is the first container of a
+/// service of the project, and `network_mode: service:`.
+fn created_after(project: &Project, service: &Service) -> Vec<String> {
+    let owner = |container: &str| -> Option<&str> {
+        project
+            .services
+            .values()
+            .find(|o| o.name != service.name && o.container_name_for(&project.name, 1) == container)
+            .map(|o| o.name.as_str())
+    };
+    let mut names: Vec<&str> = Vec::new();
+    for v in &service.volumes_from {
+        if let Some(c) = v.strip_prefix("container:") {
+            names.extend(owner(c.split(':').next().unwrap_or(c)));
+        } else {
+            let v = v.strip_prefix("service:").unwrap_or(v);
+            names.push(v.split(':').next().unwrap_or(v));
+        }
+    }
+    names.extend(service.network_mode_service());
+    if let Some(c) = service
+        .network_mode
+        .as_deref()
+        .and_then(|m| m.strip_prefix("container:"))
+    {
+        names.extend(owner(c));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for name in names {
+        if !name.is_empty() && !out.iter().any(|o| o == name) {
+            out.push(name.to_string());
+        }
+    }
+    out
+}
+
 /// Builds the desired state. `image_id` looks an image reference up in the store.
 pub fn desired_from_project(
     project: &Project,
@@ -103,6 +141,7 @@ pub fn desired_from_project(
                 networks: service_networks(s),
                 volumes: service_volumes(project, s),
                 container_name: s.container_name.clone(),
+                created_after: created_after(project, s),
             }
         })
         .collect();

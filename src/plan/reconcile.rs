@@ -109,7 +109,9 @@ fn start_order<'a>(desired: &'a Desired, selected: &[String]) -> Vec<&'a Desired
             let ready = s
                 .depends_on
                 .iter()
-                .all(|d| !sel.contains(d.service.as_str()) || done.contains(d.service.as_str()));
+                .map(|d| d.service.as_str())
+                .chain(s.created_after.iter().map(String::as_str))
+                .all(|d| !sel.contains(d) || done.contains(d));
             if ready {
                 done.insert(s.name.as_str());
                 out.push(*s);
@@ -288,6 +290,8 @@ pub fn plan_up(desired: &Desired, observed: &Observed, opts: &UpOptions) -> Resu
 
     // Containers, service by service in start order.
     let mut start_nodes: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    // Create (and recreate) nodes per service, for `created_after`.
+    let mut create_nodes: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     let mut recreated: BTreeSet<&str> = BTreeSet::new();
     for s in &order {
         let mut prereq: Vec<usize> = Vec::new();
@@ -296,6 +300,12 @@ pub fn plan_up(desired: &Desired, observed: &Observed, opts: &UpOptions) -> Resu
         if let Some(&i) = image_nodes.get(&s.image) {
             prereq.push(i);
         }
+        // Creates wait for the creates of the services they take mounts or a namespace from.
+        let mut create_prereq = prereq.clone();
+        for src in &s.created_after {
+            create_prereq.extend(create_nodes.get(src.as_str()).into_iter().flatten());
+        }
+        let mut creates: Vec<usize> = Vec::new();
 
         // Gates: one wait node per dependency in this run.
         let mut gates: Vec<usize> = Vec::new();
@@ -423,6 +433,8 @@ pub fn plan_up(desired: &Desired, observed: &Observed, opts: &UpOptions) -> Resu
                     cause.clone(),
                     after,
                 );
+                let mut create_after = vec![rm];
+                create_after.extend(create_prereq.iter().filter(|i| !prereq.contains(i)));
                 let create = plan.push(
                     Op::CreateContainer {
                         service: s.name.clone(),
@@ -430,8 +442,9 @@ pub fn plan_up(desired: &Desired, observed: &Observed, opts: &UpOptions) -> Resu
                         name: container_name(&desired.project, s, c.number),
                     },
                     cause.clone(),
-                    vec![rm],
+                    create_after,
                 );
+                creates.push(create);
                 recreated.insert(s.name.as_str());
                 if !opts.no_start {
                     let mut after = vec![create];
@@ -479,8 +492,9 @@ pub fn plan_up(desired: &Desired, observed: &Observed, opts: &UpOptions) -> Resu
                     name: name.clone(),
                 },
                 cause.clone(),
-                prereq.clone(),
+                create_prereq.clone(),
             );
+            creates.push(create);
             if !opts.no_start {
                 let mut after = vec![create];
                 after.extend(gates.iter().copied());
@@ -495,6 +509,7 @@ pub fn plan_up(desired: &Desired, observed: &Observed, opts: &UpOptions) -> Resu
             }
         }
         start_nodes.insert(s.name.as_str(), starts);
+        create_nodes.insert(s.name.as_str(), creates);
     }
 
     // Orphans: containers of services the project no longer has.
@@ -718,6 +733,21 @@ pub fn plan_down(desired: &Desired, observed: &Observed, opts: &DownOptions) -> 
                 "down -v",
                 removed.clone(),
             );
+        }
+        // Anonymous volumes of the project's services (`<project>_<service>_anon_<16 hex>`,
+        // as the compose backend names them).
+        for v in &observed.volumes {
+            let anon = desired.services.iter().any(|s| {
+                v.strip_prefix(&format!("{}_{}_anon_", desired.project, s.name))
+                    .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            });
+            if anon {
+                plan.push(
+                    Op::RemoveVolume { name: v.clone() },
+                    "down -v (anonymous)",
+                    removed.clone(),
+                );
+            }
         }
     }
     if let Some(rmi) = &opts.rmi {

@@ -102,6 +102,11 @@ pub struct DesiredService {
     /// A fixed `container_name`.
     #[serde(default)]
     pub container_name: Option<String>,
+    /// Services whose containers must exist before this one's are created: the sources of
+    /// `volumes_from` and `network_mode: service:` (the new container takes their mounts or
+    /// namespace at creation).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub created_after: Vec<String>,
 }
 
 fn one() -> u32 {

@@ -229,7 +229,8 @@ pub fn apply_defaults(project: &mut Project) {
             if vf.starts_with("container:") {
                 continue;
             }
-            let target = vf.split(':').next().unwrap_or(vf);
+            let target = vf.strip_prefix("service:").unwrap_or(vf);
+            let target = target.split(':').next().unwrap_or(target);
             implicit.push((target.to_owned(), false));
         }
         for (name, restart) in implicit {

@@ -618,6 +618,57 @@ impl Stack {
         for r in &s.configs {
             out.push(self.file_mount(s, name, "config", r)?);
         }
+        let shared = self.volumes_from(s, &out)?;
+        out.extend(shared);
+        Ok(out)
+    }
+
+    /// `volumes_from`: the bind and volume mounts (named, anonymous, binds, and what the
+    /// source itself got through `volumes_from`) of another container, from its record: the
+    /// first replica of a service (`name`, `service:name`), or a container by name
+    /// (`container:name`). `:ro` makes them read-only, `:rw` writable, no mode keeps the
+    /// source's. Tmpfs and the source's secrets and configs are not shared; a target this
+    /// service mounts itself, or an earlier source already gave, keeps that mount.
+    fn volumes_from(&self, s: &Service, own: &[Mount]) -> Result<Vec<Mount>> {
+        let mut out: Vec<Mount> = Vec::new();
+        for vf in &s.volumes_from {
+            let source = parse_volumes_from(vf).map_err(|e| {
+                Error::Invalid(format!("service {}: volumes_from {vf:?}: {e}", s.name))
+            })?;
+            let container = match source.kind {
+                VolumesFromKind::Container => source.name.to_string(),
+                VolumesFromKind::Service => self
+                    .service(source.name)
+                    .map_err(|_| {
+                        Error::Invalid(format!(
+                            "service {}: volumes_from {vf:?}: no service {}",
+                            s.name, source.name
+                        ))
+                    })?
+                    .container_name_for(&self.project.name, 1),
+            };
+            let record = self
+                .containers
+                .resolve(&container)
+                .and_then(|id| self.containers.record(&id))
+                .map_err(|_| {
+                    Error::Dependency(format!(
+                        "service {}: volumes_from {vf:?}: container {container} does not exist",
+                        s.name
+                    ))
+                })?;
+            let files = self.files_dir(&record.config.name);
+            for m in record.config.mounts {
+                let shareable = matches!(m.kind, MountKind::Bind | MountKind::Volume)
+                    && !m.source.starts_with(&files);
+                let taken = own.iter().chain(&out).any(|o| o.target == m.target);
+                if !shareable || taken {
+                    continue;
+                }
+                let read_only = source.read_only.unwrap_or(m.read_only);
+                out.push(Mount { read_only, ..m });
+            }
+        }
         Ok(out)
     }
 
@@ -867,4 +918,74 @@ fn image_user_ids(stack: &Stack, image: &Image) -> (u32, u32) {
             .unwrap_or(gid);
     }
     (uid, gid)
+}
+
+/// Where a `volumes_from` entry takes mounts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VolumesFromKind {
+    Service,
+    Container,
+}
+
+/// One parsed `volumes_from` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct VolumesFrom<'a> {
+    kind: VolumesFromKind,
+    name: &'a str,
+    /// `Some(true)` for `:ro`, `Some(false)` for `:rw`, None to keep the source's mode.
+    read_only: Option<bool>,
+}
+
+/// Parses `NAME`, `service:NAME`, `container:NAME`, each with an optional `:ro` or `:rw`.
+fn parse_volumes_from(v: &str) -> std::result::Result<VolumesFrom<'_>, String> {
+    let (kind, rest) = if let Some(r) = v.strip_prefix("container:") {
+        (VolumesFromKind::Container, r)
+    } else if let Some(r) = v.strip_prefix("service:") {
+        (VolumesFromKind::Service, r)
+    } else {
+        (VolumesFromKind::Service, v)
+    };
+    let (name, read_only) = match rest.split_once(':') {
+        None => (rest, None),
+        Some((n, "ro")) => (n, Some(true)),
+        Some((n, "rw")) => (n, Some(false)),
+        Some((_, mode)) => return Err(format!("unknown mode {mode:?} (use ro or rw)")),
+    };
+    if name.is_empty() {
+        return Err("no service or container name".into());
+    }
+    Ok(VolumesFrom {
+        kind,
+        name,
+        read_only,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volumes_from_entries_parse() {
+        let p = |v| parse_volumes_from(v).unwrap();
+        assert_eq!(
+            p("db"),
+            VolumesFrom {
+                kind: VolumesFromKind::Service,
+                name: "db",
+                read_only: None
+            }
+        );
+        assert_eq!(p("service:db:ro").name, "db");
+        assert_eq!(p("service:db:ro").read_only, Some(true));
+        assert_eq!(p("db:rw").read_only, Some(false));
+        let c = p("container:x-1:ro");
+        assert_eq!(
+            (c.kind, c.name, c.read_only),
+            (VolumesFromKind::Container, "x-1", Some(true))
+        );
+        assert!(parse_volumes_from("db:z").is_err());
+        assert!(parse_volumes_from("service:").is_err());
+        assert!(parse_volumes_from("container::ro").is_err());
+    }
 }

@@ -75,7 +75,6 @@ fn unsupported(s: &Service) -> Vec<&'static str> {
     check(s.blkio_config.is_some(), "blkio_config");
     check(s.credential_spec.is_some(), "credential_spec");
     check(!s.external_links.is_empty(), "external_links");
-    check(!s.volumes_from.is_empty(), "volumes_from");
     check(s.use_api_socket, "use_api_socket");
     check(s.provider.is_some(), "provider");
     check(!s.models.is_empty(), "models");

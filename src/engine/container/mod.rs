@@ -290,6 +290,17 @@ fn random_hex(bytes: usize) -> String {
     hex::encode(b)
 }
 
+/// Deletes a retired container directory (see [`ContainerStore::retire`]).
+pub fn purge(trash: &Path) -> Result<()> {
+    fs::remove_dir_all(trash).or_else(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Ok(())
+        } else {
+            Err(io_err(trash)(e))
+        }
+    })
+}
+
 /// A fresh `adjective_name` container name (Docker style).
 #[must_use]
 pub fn generated_name() -> String {
@@ -569,6 +580,9 @@ impl ContainerStore {
         })
         .map_err(ContainerError::Invalid)?;
         let spec_us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(0);
+        // An auto-removed container does not outlive its run: its files skip the fsync
+        // (a power loss leaves garbage that `list` removes, never a half-written file).
+        let sync = !config.auto_remove;
         let hostname = spec.hostname().clone().unwrap_or_default();
         let files = [
             ("hostname", format!("{hostname}\n")),
@@ -589,15 +603,15 @@ impl ContainerStore {
         ];
         for (f, content) in files {
             let p = dir.join(f);
-            state::write_atomic(&p, content.as_bytes()).map_err(io_err(&p))?;
+            state::write_atomic_sync(&p, content.as_bytes(), sync).map_err(io_err(&p))?;
         }
         let spec_json = serde_json::to_vec_pretty(&spec).map_err(|e| ContainerError::Corrupt {
             path: dir.join("bundle/config.json"),
             reason: e.to_string(),
         })?;
         let p = dir.join("bundle/config.json");
-        state::write_atomic(&p, &spec_json).map_err(io_err(&p))?;
-        state::write(dir, &State::default()).map_err(io_err(dir))?;
+        state::write_atomic_sync(&p, &spec_json, sync).map_err(io_err(&p))?;
+        state::write_sync(dir, &State::default(), sync).map_err(io_err(dir))?;
         let rec = Record {
             id: id.to_string(),
             created: state::now(),
@@ -611,7 +625,7 @@ impl ContainerStore {
             reason: e.to_string(),
         })?;
         let p = dir.join("container.json");
-        state::write_atomic(&p, &bytes).map_err(io_err(&p))
+        state::write_atomic_sync(&p, &bytes, sync).map_err(io_err(&p))
     }
 
     /// The `Healthcheck` of image `image_id` (`sha256:…`), read from its raw config blob in
@@ -842,6 +856,17 @@ impl ContainerStore {
 
     /// Removes the directory, cgroup and name of `id` (the container no longer runs).
     pub fn remove_files(&self, id: &str) -> Result<()> {
+        if let Some(trash) = self.retire(id)? {
+            purge(&trash)?;
+        }
+        Ok(())
+    }
+
+    /// The part of [`ContainerStore::remove_files`] that makes the container gone: cgroup,
+    /// network, name, record, and its directory renamed to `.trash-<id>-<pid>` (one rename,
+    /// so a `run --rm` reports the exit without waiting for the tree to be deleted). Returns
+    /// the trash to [`purge`]; `list` purges trash whose process died.
+    pub fn retire(&self, id: &str) -> Result<Option<PathBuf>> {
         let dir = self.dir.join(id);
         let st = state::read(&dir);
         if state::alive(st.supervisor_pid, st.supervisor_start)
@@ -877,13 +902,34 @@ impl ContainerStore {
         let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
         // Drop the record first: a half-removed directory is then garbage, not a container.
         let _ = fs::remove_file(dir.join("container.json"));
-        fs::remove_dir_all(&dir).or_else(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Ok(())
-            } else {
-                Err(io_err(&dir)(e))
+        let trash = self.dir.join(format!(".trash-{id}-{}", std::process::id()));
+        match fs::rename(&dir, &trash) {
+            Ok(()) => Ok(Some(trash)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(_) => Ok(Some(dir)),
+        }
+    }
+
+    /// Deletes trash left by removals whose process died before deleting it.
+    fn purge_stale_trash(&self) {
+        let Ok(rd) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in rd.filter_map(std::result::Result::ok) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix(".trash-") else {
+                continue;
+            };
+            let owner_alive = rest
+                .rsplit_once('-')
+                .and_then(|(_, p)| p.parse::<i32>().ok())
+                .is_some_and(|pid| {
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+                });
+            if !owner_alive {
+                let _ = purge(&e.path());
             }
-        })
+        }
     }
 
     fn summary(&self, rec: &Record, st: &State) -> Summary {
@@ -913,6 +959,7 @@ impl ContainerStore {
     /// Every container (`all == false`: only running ones), oldest first. Leftovers of an
     /// interrupted create (no record, older than a minute) are removed on the way.
     pub fn list(&self, all: bool) -> Result<Vec<Summary>> {
+        self.purge_stale_trash();
         let mut out = Vec::new();
         for id in self.ids() {
             let dir = self.dir.join(&id);

@@ -250,7 +250,8 @@ fn dev_rule(typ: &str, major: Option<i64>, minor: Option<i64>, access: &str) -> 
 }
 
 /// Docker's device cgroup allowlist (everything else denied).
-fn device_rules(privileged: bool) -> Vec<LinuxDeviceCgroup> {
+#[must_use]
+pub fn device_rules(privileged: bool) -> Vec<LinuxDeviceCgroup> {
     let mut deny = LinuxDeviceCgroupBuilder::default()
         .allow(privileged)
         .access("rwm")

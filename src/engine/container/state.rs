@@ -247,6 +247,14 @@ pub fn now() -> String {
 
 /// Writes `bytes` to `path` atomically: temp file in the same directory, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic_sync(path, bytes, true)
+}
+
+/// [`write_atomic`], with the fsync only when `sync`. Readers never see a torn file either
+/// way; without the fsync a power loss may leave the file empty. Used for the files of
+/// auto-removed (`--rm`) containers, which do not outlive their run: after a crash, such a
+/// container without a readable record is garbage that `list` removes.
+pub fn write_atomic_sync(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.{}.tmp",
@@ -256,7 +264,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_data()?;
+        if sync {
+            f.sync_data()?;
+        }
     }
     fs::rename(&tmp, path)
 }
@@ -272,8 +282,13 @@ pub fn read(dir: &Path) -> State {
 
 /// Writes the state record.
 pub fn write(dir: &Path, st: &State) -> std::io::Result<()> {
+    write_sync(dir, st, true)
+}
+
+/// Writes the state record, with the fsync only when `sync` (see [`write_atomic_sync`]).
+pub fn write_sync(dir: &Path, st: &State, sync: bool) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(st).map_err(std::io::Error::other)?;
-    write_atomic(&dir.join("state.json"), &bytes)
+    write_atomic_sync(&dir.join("state.json"), &bytes, sync)
 }
 
 /// The state as it really is: the record corrected by liveness checks.

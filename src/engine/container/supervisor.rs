@@ -9,7 +9,7 @@
 //! - enters a private mount namespace and mounts the overlay root filesystem there (gone with
 //!   it: no mount can leak into the host);
 //! - starts the container with the built-in runtime, or with an external OCI runtime
-//!   (`runc run`) on the same bundle;
+//!   (`runc create` + `start`, `delete` after the exit) on the same bundle;
 //! - writes every output line to the log (with timestamp and stream tag); when attached it
 //!   also copies output to the caller's stdout/stderr and the caller's input to the container;
 //! - records start, exit code and OOM kills in `state.json`, applies the restart policy with
@@ -262,7 +262,7 @@ impl Supervisor {
     }
 
     fn save(&self) {
-        let _ = state::write(&self.dir, &self.st);
+        let _ = state::write_sync(&self.dir, &self.st, !self.rec.config.auto_remove);
     }
 
     /// Private mount namespace, overlay mounted at bundle/rootfs.
@@ -386,6 +386,9 @@ impl Supervisor {
             }
             let code = self.watch(&mut sfd, main_pid, out, err, master, tty, attached);
             let oom = self.cgroup.oom_kills() > 0;
+            if let Some(rt) = self.rec.config.runtime.clone() {
+                self.delete_external(&rt);
+            }
             let _ = self.cgroup.destroy();
             self.st.status = Status::Exited;
             self.st.exit_code = Some(code);
@@ -418,9 +421,13 @@ impl Supervisor {
                         &self.dir.join("bundle/rootfs"),
                         nix::mount::MntFlags::MNT_DETACH,
                     );
-                    let _ = self.store.remove_files(&self.id);
+                    // Report the exit once the container is gone, then delete its files.
+                    let trash = self.store.retire(&self.id);
                     status.send(&format!("exit {code}"));
                     status.close();
+                    if let Ok(Some(t)) = trash {
+                        let _ = super::purge(&t);
+                    }
                 }
                 break;
             }
@@ -537,11 +544,26 @@ impl Supervisor {
                 OwnedFd::from_raw_fd(n)
             }))
         };
+        // `create` + `start` rather than `run`: runc then leaves the container's cgroup in
+        // place when the container exits, so its OOM kill count can be read before
+        // `delete`. The container's init is orphaned when `create` exits and comes to us as a
+        // child subreaper, so its exit status is ours to wait for.
+        // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) only sets a flag of this process.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
         let t = Instant::now();
-        let child = std::process::Command::new(rt)
-            .arg("--root")
-            .arg(&state_root)
-            .arg("run")
+        let runc = |verb: &str| {
+            let mut c = std::process::Command::new(rt);
+            c.arg("--root").arg(&state_root).arg(verb);
+            c
+        };
+        // A leftover of a killed supervisor under the same id would make `create` fail.
+        let _ = runc("delete")
+            .arg("-f")
+            .arg(&self.id)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        let created = runc("create")
             .arg("--bundle")
             .arg(self.dir.join("bundle"))
             .arg("--pid-file")
@@ -550,33 +572,46 @@ impl Supervisor {
             .stdin(dup(stdio.stdin)?)
             .stdout(dup(stdio.stdout)?)
             .stderr(dup(stdio.stderr)?)
-            .spawn()
+            .status()
             .map_err(|e| format!("cannot run {rt}: {e}"))?;
-        let main = Pid::from_raw(child.id() as i32);
-        std::mem::forget(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(p) = fs::read_to_string(&pid_file)
-                .ok()
-                .and_then(|s| s.trim().parse::<i32>().ok())
-            {
-                let tm = runtime::Timings {
-                    exec_us: us(t.elapsed()),
-                    ..Default::default()
-                };
-                return Ok((main, p, tm));
-            }
-            if let Ok(WaitStatus::Exited(_, c)) = waitpid(main, Some(WaitPidFlag::WNOHANG)) {
-                return Err(format!(
-                    "{rt} exited with status {c} before the container started (see the container's log)"
-                ));
-            }
-            if Instant::now() >= deadline {
-                let _ = nix::sys::signal::kill(main, Signal::SIGKILL);
-                return Err(format!("{rt} did not start the container in time"));
-            }
-            std::thread::sleep(Duration::from_millis(2));
+        if !created.success() {
+            return Err(format!(
+                "{rt} create failed ({created}) before the container started (see the container's log)"
+            ));
         }
+        let cpid = fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            .ok_or_else(|| format!("{rt} create wrote no pid file"))?;
+        let started = runc("start")
+            .arg(&self.id)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .map_err(|e| format!("cannot run {rt}: {e}"))?;
+        if !started.success() {
+            self.delete_external(rt);
+            return Err(format!("{rt} start failed ({started})"));
+        }
+        let tm = runtime::Timings {
+            exec_us: us(t.elapsed()),
+            ..Default::default()
+        };
+        Ok((Pid::from_raw(cpid), cpid, tm))
+    }
+
+    /// `runc delete -f` of this container: its runc state and cgroup.
+    fn delete_external(&self, rt: &str) {
+        let _ = std::process::Command::new(rt)
+            .arg("--root")
+            .arg(self.store.root().join("runc"))
+            .arg("delete")
+            .arg("-f")
+            .arg(&self.id)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
     }
 
     fn healthcheck(&self) -> Option<Healthcheck> {

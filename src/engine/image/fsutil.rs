@@ -82,6 +82,11 @@ impl<R: Read> HashingReader<R> {
         }
     }
 
+    /// Bytes read so far.
+    pub(crate) fn count(&self) -> u64 {
+        self.count
+    }
+
     /// Returns (`sha256:<hex>`, bytes read, inner reader) without reading further.
     pub(crate) fn into_parts(self) -> (String, u64, R) {
         (

@@ -473,6 +473,27 @@ impl ImageStore {
         Ok(self.layers.join(&diff_id[7..]))
     }
 
+    /// The uncompressed size of the image: the tar streams of its layers (what `image ls`
+    /// shows, as podman does), read from each blob's header or trailer (see
+    /// [`unpack::uncompressed_size`]), plus the config. A missing blob counts its compressed
+    /// size.
+    #[must_use]
+    pub fn unpacked_size(&self, image: &Image) -> u64 {
+        let layers: u64 = image
+            .manifest
+            .layers()
+            .iter()
+            .map(|l| {
+                self.layout
+                    .open_blob(l.digest().as_ref())
+                    .ok()
+                    .and_then(|f| unpack::uncompressed_size(&f).ok())
+                    .unwrap_or_else(|| l.size())
+            })
+            .sum();
+        layers + image.manifest.config().size()
+    }
+
     /// Unpacks layer blob `digest` into the layer cache, verifying its diff_id. Callers hold
     /// the shared store lock.
     pub(crate) fn unpack_blob(

@@ -13,10 +13,17 @@
 //! before it becomes a blob. A transfer that breaks is resumed: the bytes written so far stay
 //! in the ingest file with their running hash, and the next request asks for the rest with an
 //! HTTP `Range: bytes=N-` header (`206 Partial Content`); a registry that answers `200` with
-//! the whole blob instead gets a fresh ingest file. Each layer is unpacked as soon as
-//! it is in, checking its diff_id. The manifest is stored with the bytes the registry served,
+//! the whole blob instead gets a fresh ingest file. A pull is a transfer, like `skopeo copy`:
+//! layers are unpacked (and checked against their diff_ids) on first use, by
+//! [`ImageStore::layer_dirs`], or right away with `tug image pull --unpack`. The manifest is
+//! stored with the bytes the registry served,
 //! so its digest is the registry's. Loopback registries and those configured as insecure are
 //! spoken to over plain HTTP; every other one over HTTPS.
+//!
+//! Push: each blob the registry lacks is streamed from disk in 4 MB pieces (one chunked
+//! upload `PATCH` each, so a blob is never whole in memory) and hashed on the way; a local
+//! blob whose bytes do not match its name ends the stream with an error before the upload is
+//! committed. The manifest goes last, so a registry never serves an image with missing blobs.
 //!
 //! Progress is reported through a callback; the engine never prints.
 
@@ -412,7 +419,8 @@ impl ImageStore {
         });
 
         let _lock = self.lock_shared()?;
-        // The config first: its diff_ids say how to check each unpacked layer.
+        // The config first: a config that does not parse, or does not list one diff_id per
+        // layer, stops the pull before the layers move.
         let config_digest = manifest.config().digest().to_string();
         let config_size = manifest.config().size();
         self.fetch_blob(
@@ -430,35 +438,21 @@ impl ImageStore {
                 reference: shown.clone(),
                 reason: format!("bad image config: {e}"),
             })?;
-        let diff_ids = config.rootfs().diff_ids().clone();
-        if diff_ids.len() != manifest.layers().len() {
+        if config.rootfs().diff_ids().len() != manifest.layers().len() {
             return Err(Error::Registry {
                 reference: shown,
                 reason: "layer and diff_id counts differ".into(),
             });
         }
-        let jobs = manifest.layers().iter().zip(diff_ids).map(|(l, diff_id)| {
+        let jobs = manifest.layers().iter().map(|l| {
             let digest = l.digest().to_string();
             let size = l.size();
-            let mt = l.media_type().to_string();
             let client = &client;
             let oref = &oref;
             let shown = &shown;
             async move {
                 self.fetch_blob(client, oref, shown, &digest, size, progress)
-                    .await?;
-                let store = self.clone();
-                let p = progress.clone();
-                tokio::task::spawn_blocking(move || {
-                    store.unpack_blob(&digest, &mt, &diff_id)?;
-                    p(Progress::Unpacked { digest });
-                    Ok::<(), Error>(())
-                })
-                .await
-                .map_err(|e| Error::Registry {
-                    reference: shown.clone(),
-                    reason: format!("unpacking failed: {e}"),
-                })?
+                    .await
             }
         });
         futures::stream::iter(jobs)
@@ -703,22 +697,26 @@ impl ImageStore {
                     return Ok::<(), Error>(());
                 }
                 let path = self.layout().blob_path(&digest)?;
-                let data = tokio::fs::read(&path)
-                    .await
-                    .map_err(io_ctx(format!("cannot read {}", path.display())))?;
-                let actual = fsutil::sha256_digest(&data);
-                if actual != digest {
-                    return Err(Error::DigestMismatch {
-                        what: format!("local blob {}", path.display()),
-                        expected: digest,
-                        actual,
-                    });
-                }
                 let mut attempt = 1;
                 loop {
-                    match client.push_blob(oref, data.clone(), &digest).await {
+                    // A fresh stream per attempt: the file is read again from the start.
+                    let failure = Arc::new(std::sync::Mutex::new(None));
+                    let stream = blob_stream(
+                        path.clone(),
+                        digest.clone(),
+                        size,
+                        progress.clone(),
+                        failure.clone(),
+                    );
+                    match client
+                        .push_blob_stream(oref, stream, &digest, Some(size))
+                        .await
+                    {
                         Ok(_) => break,
                         Err(e) => {
+                            if let Some(local) = failure.lock().ok().and_then(|mut f| f.take()) {
+                                return Err(local);
+                            }
                             let e = map_err(shown, e);
                             if attempt >= ATTEMPTS || !is_retryable(&e) {
                                 return Err(e);
@@ -759,6 +757,122 @@ impl ImageStore {
             .map_err(|e| map_err(&shown, e))?;
         Ok(img.digest.clone())
     }
+}
+
+/// The size of the pieces a blob is pushed in: one `PATCH` request each, and the most of a
+/// blob that is in memory at once.
+const PUSH_PIECE: usize = 4 << 20;
+
+type PushItem = std::result::Result<bytes::Bytes, OciDistributionError>;
+
+/// The local blob at `path` as a stream of [`PUSH_PIECE`]-sized pieces, read on the blocking
+/// pool and hashed on the way. If the bytes do not hash to `digest` (or the file cannot be
+/// read, or is longer than `size`), the stream ends with an error, so the upload is never
+/// committed, and the reason is left in `failure`.
+fn blob_stream(
+    path: std::path::PathBuf,
+    digest: String,
+    size: u64,
+    progress: ProgressFn,
+    failure: Arc<std::sync::Mutex<Option<Error>>>,
+) -> impl futures::Stream<Item = PushItem> + Send + 'static {
+    struct State {
+        reader: Option<fsutil::HashingReader<std::fs::File>>,
+        path: std::path::PathBuf,
+        opened: bool,
+        finished: bool,
+    }
+    let fail = move |e: Error| -> PushItem {
+        let msg = e.to_string();
+        if let Ok(mut f) = failure.lock() {
+            *f = Some(e);
+        }
+        Err(OciDistributionError::GenericError(Some(msg)))
+    };
+    let state = State {
+        reader: None,
+        path,
+        opened: false,
+        finished: false,
+    };
+    futures::stream::unfold(state, move |mut st| {
+        let digest = digest.clone();
+        let progress = progress.clone();
+        let fail = fail.clone();
+        async move {
+            if st.finished {
+                return None;
+            }
+            if !st.opened {
+                st.opened = true;
+                match std::fs::File::open(&st.path) {
+                    Ok(f) => st.reader = Some(fsutil::HashingReader::new(f)),
+                    Err(e) => {
+                        st.finished = true;
+                        let e = io_ctx(format!("cannot read {}", st.path.display()))(e);
+                        return Some((fail(e), st));
+                    }
+                }
+            }
+            let reader = st.reader.take()?;
+            let read = tokio::task::spawn_blocking(move || {
+                use std::io::Read;
+                let mut reader = reader;
+                let mut buf = vec![0u8; PUSH_PIECE];
+                let mut n = 0;
+                while n < buf.len() {
+                    match reader.read(&mut buf[n..]) {
+                        Ok(0) => break,
+                        Ok(k) => n += k,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return (reader, Err(e)),
+                    }
+                }
+                buf.truncate(n);
+                (reader, Ok(buf))
+            })
+            .await;
+            let (reader, buf) = match read {
+                Ok(r) => r,
+                Err(e) => {
+                    st.finished = true;
+                    return Some((
+                        fail(Error::Corrupt(format!("reading a blob failed: {e}"))),
+                        st,
+                    ));
+                }
+            };
+            let buf = match buf {
+                Ok(b) => b,
+                Err(e) => {
+                    st.finished = true;
+                    let e = io_ctx(format!("cannot read {}", st.path.display()))(e);
+                    return Some((fail(e), st));
+                }
+            };
+            if buf.is_empty() {
+                st.finished = true;
+                let (actual, count, _) = reader.into_parts();
+                if actual != digest || count != size {
+                    let e = Error::DigestMismatch {
+                        what: format!("local blob {}", st.path.display()),
+                        expected: format!("{digest} ({size} bytes)"),
+                        actual: format!("{actual} ({count} bytes)"),
+                    };
+                    return Some((fail(e), st));
+                }
+                return None;
+            }
+            let done = reader.count();
+            st.reader = Some(reader);
+            progress(Progress::Bytes {
+                digest,
+                done,
+                total: size,
+            });
+            Some((Ok(bytes::Bytes::from(buf)), st))
+        }
+    })
 }
 
 fn check_digest(shown: &str, expected: &str, raw: &[u8]) -> Result<()> {

@@ -131,6 +131,31 @@ impl<R: BufRead> Read for Decoder<R> {
     }
 }
 
+/// The size of the tar stream inside a layer file, read from its header or trailer without
+/// decompressing: plain tar is its own size; gzip keeps the uncompressed length (modulo
+/// 2^32) in the last four bytes of its (last) member, exact for the usual single-member layer
+/// under 4 GiB; zstd keeps it in the frame header when the writer knew it (otherwise the
+/// compressed size is returned).
+pub fn uncompressed_size(file: &std::fs::File) -> io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    let mut head = [0u8; 18];
+    let n = file.read_at(&mut head, 0)?;
+    Ok(match detect(&head[..n]) {
+        Compression::None => len,
+        Compression::Gzip if len >= 18 => {
+            let mut tail = [0u8; 4];
+            file.read_exact_at(&mut tail, len - 4)?;
+            u64::from(u32::from_le_bytes(tail))
+        }
+        Compression::Gzip => len,
+        Compression::Zstd => zstd::zstd_safe::get_frame_content_size(&head[..n])
+            .ok()
+            .flatten()
+            .unwrap_or(len),
+    })
+}
+
 /// Like [`decompress`], for readers that can move to another thread.
 pub fn decompress_send<R: Read + Send + 'static>(r: R) -> io::Result<Box<dyn Read + Send>> {
     let mut br = BufReader::with_capacity(1 << 20, r);
@@ -911,6 +936,32 @@ fn remove_tree_at(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> std::result::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uncompressed_size_from_headers_and_trailers() {
+        use std::io::Write;
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let check = |name: &str, bytes: &[u8]| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            uncompressed_size(&std::fs::File::open(&p).unwrap()).unwrap()
+        };
+        assert_eq!(check("plain", &data), data.len() as u64);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&data).unwrap();
+        let gz = gz.finish().unwrap();
+        assert!(gz.len() < data.len());
+        assert_eq!(check("gz", &gz), data.len() as u64);
+        let zs = zstd::bulk::compress(&data, 3).unwrap();
+        assert_eq!(check("zst", &zs), data.len() as u64);
+        // A zstd stream that does not record its size: the compressed size.
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        enc.write_all(&data).unwrap();
+        let streamed = enc.finish().unwrap();
+        let got = check("zst-stream", &streamed);
+        assert!(got == data.len() as u64 || got == streamed.len() as u64);
+    }
 
     #[test]
     fn normalise_rejects_escapes() {

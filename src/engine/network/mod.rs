@@ -7,9 +7,10 @@
 //! masqueraded by nftables; names are answered by a DNS server per network bound on the
 //! gateway; published ports are proxied from the host by a process per container.
 //!
-//! State, all written atomically (temp + fsync + rename):
+//! State, all written atomically (temp file + rename; fsynced unless noted):
 //! - `<root>/networks/<name>/network.json` — the network ([`NetworkInfo`]);
-//! - `<root>/networks/<name>/endpoints.json` — its endpoints (container id → [`Endpoint`]);
+//! - `<root>/networks/<name>/endpoints.json` — its endpoints (container id → [`Endpoint`];
+//!   renamed into place but not fsynced, see [`Networks::reconcile`] and `write_endpoints`);
 //! - `<root>/networks/<name>/dns.json` — the DNS server's records (derived from endpoints);
 //! - `<root>/networks/<name>/dns.pid` — the DNS server process;
 //! - `<root>/networks/<name>/ipam.json` — the last address handed out (allocation goes round);
@@ -351,12 +352,33 @@ impl Networks {
     }
 
     fn endpoints_of(&self, name: &str) -> Result<BTreeMap<String, Endpoint>> {
-        Ok(read_json(&self.dir(name).join("endpoints.json"))?.unwrap_or_default())
+        let p = self.dir(name).join("endpoints.json");
+        match read_json(&p) {
+            Ok(eps) => Ok(eps.unwrap_or_default()),
+            // Torn by a system crash (see `write_endpoints`): every endpoint it held died
+            // with that boot.
+            Err(Error::State(..)) if written_before_boot(&p) => Ok(BTreeMap::new()),
+            Err(e) => Err(e),
+        }
     }
 
     fn save_endpoints(&self, net: &NetworkInfo, eps: &BTreeMap<String, Endpoint>) -> Result<()> {
-        write_json(&self.dir(&net.name).join("endpoints.json"), eps)?;
+        self.write_endpoints(&net.name, eps)?;
         self.write_records(net, eps)
+    }
+
+    /// Writes a network's endpoints atomically (temp + rename) but without fsync: the
+    /// records only describe kernel objects (veths, namespaces) that a system crash destroys
+    /// too, and a killed process cannot tear a renamed file. After a system crash the file may
+    /// be old (reconcile drops endpoints whose namespace is gone) or torn: a file that does
+    /// not parse and was last written before the current boot is read as empty
+    /// ([`written_before_boot`]). Dropping the fsync takes most of the cost off wiring a
+    /// container.
+    fn write_endpoints(&self, network: &str, eps: &BTreeMap<String, Endpoint>) -> Result<()> {
+        let p = self.dir(network).join("endpoints.json");
+        let bytes = serde_json::to_vec_pretty(eps)
+            .map_err(|e| Error::State(p.display().to_string(), e.to_string()))?;
+        write_derived(&p, &bytes)
     }
 
     fn write_records(&self, net: &NetworkInfo, eps: &BTreeMap<String, Endpoint>) -> Result<()> {
@@ -799,7 +821,7 @@ impl Networks {
                 [0x02, 0x42, o[0], o[1], o[2], o[3]]
             }
         };
-        let existing = netlink::link_names(netns_path)?;
+        let (existing, has_default) = netlink::netns_view(netns_path)?;
         let ifname = (0..)
             .map(|i| format!("eth{i}"))
             .find(|n| !existing.contains(n))
@@ -847,10 +869,10 @@ impl Networks {
             dns_names: names,
             dns_upstreams: spec.dns.clone(),
         };
-        let default_route = !net.internal && !netlink::has_default_route(netns_path)?;
+        let default_route = !net.internal && !has_default;
         // Record first, so a crash in the middle is found by reconcile.
         eps.insert(spec.container_id.clone(), ep.clone());
-        write_json(&self.dir(network).join("endpoints.json"), &eps)?;
+        self.write_endpoints(network, &eps)?;
         let plan = netlink::VethPlan {
             host: ep.host_veth.clone(),
             bridge: net.bridge.clone(),
@@ -865,7 +887,7 @@ impl Networks {
         };
         if let Err(e) = netlink::create_endpoint(&plan) {
             eps.remove(&spec.container_id);
-            let _ = write_json(&self.dir(network).join("endpoints.json"), &eps);
+            let _ = self.write_endpoints(network, &eps);
             return Err(e);
         }
         self.write_records(&net, &eps)?;
@@ -904,6 +926,24 @@ impl Networks {
             }
         }
         Ok(out)
+    }
+
+    /// Removes one endpoint of a container (`tug network disconnect`): its veth and DNS
+    /// records on `network`; the namespace and the container's other endpoints stay.
+    /// Returns the endpoint that was removed.
+    pub fn disconnect(&self, network: &str, container_id: &str) -> Result<Endpoint> {
+        let net = self.load(network)?;
+        let _l = self.lock()?;
+        let mut eps = self.endpoints_of(network)?;
+        let Some(ep) = eps.remove(container_id) else {
+            return Err(Error::Conflict(format!(
+                "container {container_id} is not connected to network {network}"
+            )));
+        };
+        // Record first: a crash after it leaves an orphan veth that reconcile deletes.
+        self.save_endpoints(&net, &eps)?;
+        netlink::delete_link(&ep.host_veth)?;
+        Ok(ep)
     }
 
     /// Removes a container's endpoints (veths, DNS records) but keeps its namespace.
@@ -1193,6 +1233,21 @@ impl Networks {
         }
         Ok(removed)
     }
+}
+
+/// True when `path` was last modified before the system booted (`btime` of /proc/stat): its
+/// content cannot describe anything that still exists in the kernel.
+fn written_before_boot(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(md) = std::fs::metadata(path) else {
+        return false;
+    };
+    let btime = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse::<i64>().ok())
+    });
+    btime.is_some_and(|b| md.mtime() < b)
 }
 
 /// True the first time a bridge is seen by this process.

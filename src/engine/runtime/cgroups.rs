@@ -11,8 +11,10 @@
 //!
 //! A container's cgroup is `<hierarchy>/<path>` where `path` is the spec's `cgroupsPath`
 //! (`/tug-<id>`: flat, and named so leak checks find it). [`Cgroup`] creates it, writes the
-//! limits, adds processes, reads OOM kills, freezes, and removes it. The hierarchy roots are
-//! parameters, so the v2 code is tested against a fake tree in a temporary directory.
+//! limits, adds processes, reads OOM kills, freezes, and removes it. The device allowlist is
+//! the v1 `devices` controller's files, or on pure v2 an eBPF program (see [`super::bpf`]).
+//! The hierarchy roots are parameters, so the v2 code is tested against a fake tree in a
+//! temporary directory (and the device program against the real cgroup2 tree).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -335,6 +337,13 @@ impl Cgroup {
             };
             if let Some(dir) = self.v2().or_else(|| self.v1("pids")) {
                 write_file(&dir.join("pids.max"), &v)?;
+            }
+        }
+        if let (Some(devs), Some(dir)) = (r.devices(), self.v2()) {
+            // No devices controller on v2: an eBPF program does the same (see `bpf`). A fake
+            // tree (tests) is not cgroup2 and cannot take one.
+            if super::bpf::is_cgroup2(&dir) {
+                super::bpf::attach(&dir, devs)?;
             }
         }
         if let (Some(devs), Some(dir)) = (r.devices(), self.v1("devices")) {

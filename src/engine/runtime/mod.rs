@@ -15,6 +15,7 @@
 //! without text means `execve` succeeded. [`exec_in`] runs another process in the namespaces
 //! and cgroup of a running container (`exec`, healthchecks).
 
+pub mod bpf;
 pub mod cgroups;
 pub mod init;
 pub mod namespaces;
