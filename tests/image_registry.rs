@@ -526,9 +526,17 @@ fn image_registry_pull_is_a_transfer_and_unpacks_on_first_use() {
     let l1 = PathBuf::from(want["LayerDirs"][0].as_str().unwrap());
     assert_eq!(listing(&l1), listing(&layer_dir));
 
-    // `--unpack` unpacks right away.
-    ok(env
+    // `--unpack` unpacks right away, and says so.
+    let out = env
         .tug("c")
-        .args(["image", "pull", "-q", "--unpack", &name]));
+        .args(["image", "pull", "--unpack", &name])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}: unpacked", &layer[7..19])),
+        "{stderr}"
+    );
     assert!(env.root("c").join("layers").join(&diff_id[7..]).is_dir());
 }
