@@ -821,7 +821,7 @@ impl Networks {
                 [0x02, 0x42, o[0], o[1], o[2], o[3]]
             }
         };
-        let existing = netlink::link_names(netns_path)?;
+        let (existing, has_default) = netlink::netns_view(netns_path)?;
         let ifname = (0..)
             .map(|i| format!("eth{i}"))
             .find(|n| !existing.contains(n))
@@ -869,7 +869,7 @@ impl Networks {
             dns_names: names,
             dns_upstreams: spec.dns.clone(),
         };
-        let default_route = !net.internal && !netlink::has_default_route(netns_path)?;
+        let default_route = !net.internal && !has_default;
         // Record first, so a crash in the middle is found by reconcile.
         eps.insert(spec.container_id.clone(), ep.clone());
         self.write_endpoints(network, &eps)?;
