@@ -920,9 +920,10 @@ def wl_pull_unpack(ctx: Ctx) -> Workload:
     w.peers = [
         Side("docker pull (docker 20.10, unpacks)", lambda: timed([DOCKER, "pull", "-q", holder["ref"]]),
              prepare=docker_prep, kind="daemon", setup=lambda: require_docker(ctx), teardown=docker_prep),
+        # podman pull needs no daemon and touches no host networking.
         Side("podman pull (podman 4.3, unpacks)",
              lambda: timed(["podman", "pull", "-q", "--tls-verify=false", holder["ref"]]),
-             prepare=podman_prep, kind="daemon", teardown=podman_prep),
+             prepare=podman_prep, kind="daemonless", teardown=podman_prep),
     ]
     return w
 

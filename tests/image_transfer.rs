@@ -1,7 +1,8 @@
 //! Broken transfers: a loopback TCP proxy between tug and a real `docker-registry` cuts the
 //! first download of a large blob after a number of bytes; the pull must go on from there with
 //! an HTTP `Range` request (distribution's filesystem driver serves ranges) and end with
-//! verified digests.
+//! verified digests; with the `Range` header stripped by the proxy (a registry that ignores
+//! ranges) it starts the blob again and says so.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -15,7 +16,8 @@ use crate::common::ok;
 use crate::image_registry::{Env, have, inspect, registry_with};
 
 /// A proxy from a free 127.0.0.1 port to `upstream`. The first connection that asks for a
-/// blob whose path contains `cut_path` is closed after `cut_after` bytes of the answer.
+/// blob whose path contains `cut_path` is closed after `cut_after` bytes of the answer. With
+/// `strip_range`, `Range` headers are removed from requests (a registry that ignores ranges).
 struct CutProxy {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -36,7 +38,7 @@ impl Drop for CutProxy {
     }
 }
 
-fn cut_proxy(upstream: String, cut_path: String, cut_after: u64) -> CutProxy {
+fn cut_proxy(upstream: String, cut_path: String, cut_after: u64, strip_range: bool) -> CutProxy {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -77,19 +79,32 @@ fn cut_proxy(upstream: String, cut_path: String, cut_after: u64) -> CutProxy {
                                 Ok(n) => n,
                             };
                             pending.extend_from_slice(&buf[..n]);
+                            // Pulls send only bodiless GET/HEAD requests: forward them head by
+                            // head, without the Range line when told to drop it.
+                            let mut out: Vec<u8> = Vec::new();
                             while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n")
                             {
-                                let head =
-                                    String::from_utf8_lossy(&pending[..end]).to_ascii_lowercase();
+                                let raw = String::from_utf8_lossy(&pending[..end]).into_owned();
                                 pending.drain(..end + 4);
+                                let head = raw.to_ascii_lowercase();
                                 if head.starts_with("get ") && head.contains(&cut_path) {
                                     requests.lock().unwrap().push(head);
                                     if !armed_once.swap(true, Ordering::SeqCst) {
                                         armed.store(true, Ordering::SeqCst);
                                     }
                                 }
+                                for line in raw.split("\r\n") {
+                                    if strip_range
+                                        && line.to_ascii_lowercase().starts_with("range:")
+                                    {
+                                        continue;
+                                    }
+                                    out.extend_from_slice(line.as_bytes());
+                                    out.extend_from_slice(b"\r\n");
+                                }
+                                out.extend_from_slice(b"\r\n");
                             }
-                            if to.write_all(&buf[..n]).is_err() {
+                            if to.write_all(&out).is_err() {
                                 break;
                             }
                         }
@@ -144,7 +159,7 @@ fn cut_proxy(upstream: String, cut_path: String, cut_after: u64) -> CutProxy {
 }
 
 #[test]
-fn image_transfer_cut_blob_download_resumes_with_range() {
+fn image_transfer_cut_blob_download_resumes_with_range_or_restarts() {
     if !have("docker-registry") {
         return;
     }
@@ -180,7 +195,12 @@ fn image_transfer_cut_blob_download_resumes_with_range() {
     assert!(size > 39_000_000, "layer of {size} bytes");
 
     let cut_after = 15_000_000;
-    let proxy = cut_proxy(reg.host.clone(), format!("/blobs/{layer}"), cut_after);
+    let proxy = cut_proxy(
+        reg.host.clone(),
+        format!("/blobs/{layer}"),
+        cut_after,
+        false,
+    );
     let name = format!("{}/tug/big:1", proxy.addr);
     let out = env
         .tug("b")
@@ -225,6 +245,26 @@ fn image_transfer_cut_blob_download_resumes_with_range() {
         0,
         "ingest left behind"
     );
+    drop(proxy);
+
+    // A registry that ignores ranges answers the second request with the whole blob: tug
+    // says so, starts the blob again, and still ends with verified content.
+    let proxy = cut_proxy(reg.host.clone(), format!("/blobs/{layer}"), cut_after, true);
+    let name = format!("{}/tug/big:1", proxy.addr);
+    let out = env
+        .tug("c")
+        .args(["image", "pull", &name])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "pull failed: {stderr}");
+    assert!(proxy.cut.load(Ordering::SeqCst), "the proxy never cut");
+    assert!(
+        stderr.contains("ignored the range, downloading again") && !stderr.contains("resuming"),
+        "{stderr}"
+    );
+    assert_eq!(proxy.requests.lock().unwrap().len(), 2);
+    assert_eq!(inspect(&env, "c", &name)["Digest"], want["Digest"]);
 }
 
 /// Runs `cmd` and returns (success, stderr, peak RSS in bytes) of that one process.

@@ -474,7 +474,10 @@ pub fn run(global: &GlobalArgs, args: ImageArgs) -> anyhow::Result<i32> {
             bars.finish();
             let img = result?;
             if unpack {
-                store.layer_dirs(&img)?;
+                let layers = store.layer_dirs(&img)?;
+                if !quiet {
+                    eprintln!("Unpacked {} layer(s)", layers.len());
+                }
             }
             if !quiet {
                 eprintln!("Digest: {}", img.digest);

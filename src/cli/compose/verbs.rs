@@ -159,17 +159,26 @@ pub fn run_start(global: &GlobalArgs, args: &ServicesArgs) -> anyhow::Result<i32
 /// # Errors
 /// Loading, or a container that cannot stop.
 pub fn run_stop(global: &GlobalArgs, args: &StopArgs) -> anyhow::Result<i32> {
-    let stack = open_stack(
-        global,
-        &args.services,
-        StackOptions {
-            stop_timeout: args.timeout.map(Duration::from_secs),
-            ..StackOptions::default()
-        },
-    )?;
+    let stack = open_with_timeout(global, &args.services, args.timeout)?;
     let _l = lock(&stack)?;
     let plan = stop_plan(&stack, &args.services)?;
     finish(&plan, &stack, global)
+}
+
+/// Opens the project with `-t` as the stop timeout of every service.
+fn open_with_timeout(
+    global: &GlobalArgs,
+    services: &[String],
+    timeout: Option<u64>,
+) -> anyhow::Result<Stack> {
+    open_stack(
+        global,
+        services,
+        StackOptions {
+            stop_timeout: timeout.map(Duration::from_secs),
+            ..StackOptions::default()
+        },
+    )
 }
 
 /// `tug restart`.
@@ -177,14 +186,7 @@ pub fn run_stop(global: &GlobalArgs, args: &StopArgs) -> anyhow::Result<i32> {
 /// # Errors
 /// Loading, or a container that cannot stop or start.
 pub fn run_restart(global: &GlobalArgs, args: &RestartArgs) -> anyhow::Result<i32> {
-    let stack = open_stack(
-        global,
-        &args.services,
-        StackOptions {
-            stop_timeout: args.timeout.map(Duration::from_secs),
-            ..StackOptions::default()
-        },
-    )?;
+    let stack = open_with_timeout(global, &args.services, args.timeout)?;
     let _l = lock(&stack)?;
     let stop = stop_plan(&stack, &args.services)?;
     finish(&stop, &stack, global)?;

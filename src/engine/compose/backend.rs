@@ -384,11 +384,16 @@ impl Stack {
                 }
             }
         }
-        let _guard = self
-            .wiring
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.wire_network(&service, name, oneoff.is_none(), &mut config)?;
+        {
+            // Only the wiring is serialised; the container store writes each container's
+            // files in its own directory, so creates overlap (and their fsyncs share the
+            // filesystem's journal commits).
+            let _guard = self
+                .wiring
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.wire_network(&service, name, oneoff.is_none(), &mut config)?;
+        }
         let info = ImageInfo {
             id: image.id.clone(),
             layers: self.images.layer_dirs(&image)?,

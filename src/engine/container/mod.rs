@@ -780,20 +780,12 @@ impl ContainerStore {
             .or(rec.config.stop_grace_period)
             .unwrap_or(Duration::from_secs(10));
         let pid = nix::unistd::Pid::from_raw(st.pid.unwrap_or(0));
-        let alive = || state::alive(st.pid, st.pid_start);
-        if alive() {
+        if state::alive(st.pid, st.pid_start) {
             let _ = nix::sys::signal::kill(pid, sig);
         }
-        let deadline = Instant::now() + timeout;
-        while alive() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if alive() {
+        if !state::wait_gone(st.pid, st.pid_start, timeout) {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while alive() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            let _ = state::wait_gone(st.pid, st.pid_start, Duration::from_secs(10));
         }
         self.settle(&id);
         Ok(())
@@ -821,7 +813,9 @@ impl ContainerStore {
             if Instant::now() >= deadline {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(10));
+            // The supervisor records the exit and then exits itself.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let _ = state::wait_gone(st.supervisor_pid, st.supervisor_start, left);
         }
     }
 

@@ -187,6 +187,58 @@ pub fn alive(pid: Option<i32>, start: Option<u64>) -> bool {
     }
 }
 
+/// Waits until the process `pid` that started at `start` is gone (exited, even if not reaped
+/// yet), at most `timeout`; returns whether it is gone. A pidfd (Linux 5.3+) wakes the
+/// waiter the moment the process exits; where there is none, /proc is polled every 10 ms.
+#[must_use]
+pub fn wait_gone(pid: Option<i32>, start: Option<u64>, timeout: std::time::Duration) -> bool {
+    use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+    let deadline = std::time::Instant::now() + timeout;
+    let Some(p) = pid.filter(|p| *p > 0) else {
+        return true;
+    };
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; the
+    // descriptor is owned by the OwnedFd from here on.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, p, 0) };
+    let pidfd = i32::try_from(raw).ok().filter(|fd| *fd >= 0).map(|fd| {
+        // SAFETY: `fd` is a descriptor pidfd_open just returned and nothing else owns.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    });
+    // Checked after opening the pidfd, so a pid reused in between is not waited on.
+    if !alive(pid, start) {
+        return true;
+    }
+    let Some(pidfd) = pidfd else {
+        while alive(pid, start) {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        return true;
+    };
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [nix::poll::PollFd::new(
+            pidfd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)) {
+            Ok(n) if n > 0 => return true,
+            Err(nix::errno::Errno::EINTR) => {}
+            Ok(_) | Err(_) => {
+                if !alive(pid, start) {
+                    return true;
+                }
+                if std::time::Instant::now() >= deadline {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
 /// The current time in RFC 3339 with nanoseconds.
 #[must_use]
 pub fn now() -> String {

@@ -332,30 +332,45 @@ pub struct RouteEntry {
 
 /// Every IPv4 route of the namespace (all tables).
 pub fn routes(netns: Option<&Path>) -> Result<Vec<RouteEntry>> {
-    run(netns, |h| async move {
-        let mut out = Vec::new();
-        let mut s = h
-            .route()
-            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-            .execute();
-        while let Some(m) = s.try_next().await.map_err(|e| nl_err("list routes", e))? {
-            let mut r = RouteEntry {
-                dst: Ipv4Addr::UNSPECIFIED,
-                prefix: m.header.destination_prefix_length,
-                gateway: None,
-                table: m.header.table,
-            };
-            for a in &m.attributes {
-                match a {
-                    RouteAttribute::Destination(RouteAddress::Inet(d)) => r.dst = *d,
-                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => r.gateway = Some(*g),
-                    RouteAttribute::Table(t) => r.table = u8::try_from(*t).unwrap_or(u8::MAX),
-                    _ => {}
-                }
+    run(netns, |h| async move { dump_routes(&h).await })
+}
+
+async fn dump_routes(h: &Handle) -> Result<Vec<RouteEntry>> {
+    let mut out = Vec::new();
+    let mut s = h
+        .route()
+        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute();
+    while let Some(m) = s.try_next().await.map_err(|e| nl_err("list routes", e))? {
+        let mut r = RouteEntry {
+            dst: Ipv4Addr::UNSPECIFIED,
+            prefix: m.header.destination_prefix_length,
+            gateway: None,
+            table: m.header.table,
+        };
+        for a in &m.attributes {
+            match a {
+                RouteAttribute::Destination(RouteAddress::Inet(d)) => r.dst = *d,
+                RouteAttribute::Gateway(RouteAddress::Inet(g)) => r.gateway = Some(*g),
+                RouteAttribute::Table(t) => r.table = u8::try_from(*t).unwrap_or(u8::MAX),
+                _ => {}
             }
-            out.push(r);
         }
-        Ok(out)
+        out.push(r);
+    }
+    Ok(out)
+}
+
+/// What `connect` needs to know of a namespace, in one visit: its interface names (to pick
+/// the next `ethN`) and whether it has a default route already.
+pub fn netns_view(netns: &Path) -> Result<(Vec<String>, bool)> {
+    run(Some(netns), |h| async move {
+        let names = dump_links(&h).await?.into_iter().map(|l| l.name).collect();
+        let default = dump_routes(&h)
+            .await?
+            .iter()
+            .any(|r| r.prefix == 0 && r.table == RouteHeader::RT_TABLE_MAIN);
+        Ok((names, default))
     })
 }
 
