@@ -526,9 +526,100 @@ fn image_registry_pull_is_a_transfer_and_unpacks_on_first_use() {
     let l1 = PathBuf::from(want["LayerDirs"][0].as_str().unwrap());
     assert_eq!(listing(&l1), listing(&layer_dir));
 
-    // `--unpack` unpacks right away.
-    ok(env
+    // `--unpack` unpacks right away, and says so.
+    let out = env
         .tug("c")
-        .args(["image", "pull", "-q", "--unpack", &name]));
+        .args(["image", "pull", "--unpack", &name])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}: unpacked", &layer[7..19])),
+        "{stderr}"
+    );
     assert!(env.root("c").join("layers").join(&diff_id[7..]).is_dir());
+}
+
+#[test]
+fn image_registry_wrong_diff_id_is_caught_at_first_use() {
+    if !have("docker-registry") || !have("skopeo") {
+        return;
+    }
+    let reg = registry(None);
+    let env = Env::new();
+    common::busybox_image(&env.root("a"));
+    let want = inspect(&env, "a", "busybox");
+    // An OCI layout with busybox's layer but a config naming another diff_id.
+    let src = env.root("a").join("images/blobs/sha256");
+    let layout = env.dir.path().join("bad-layout");
+    let blobs = layout.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let layer = want["Manifest"]["layers"][0].clone();
+    let ldigest = layer["digest"].as_str().unwrap();
+    std::fs::copy(src.join(&ldigest[7..]), blobs.join(&ldigest[7..])).unwrap();
+    let put = |data: &[u8]| -> (String, usize) {
+        use sha2::Digest as _;
+        let hex = hex::encode(sha2::Sha256::digest(data));
+        std::fs::write(blobs.join(&hex), data).unwrap();
+        (format!("sha256:{hex}"), data.len())
+    };
+    let config = serde_json::json!({
+        "architecture": want["Architecture"], "os": "linux",
+        "config": {"Cmd": ["sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", "ab".repeat(32))]},
+    });
+    let (cdigest, csize) = put(config.to_string().as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cdigest, "size": csize},
+        "layers": [layer],
+    });
+    let (mdigest, msize) = put(manifest.to_string().as_bytes());
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::json!({"schemaVersion": 2, "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": mdigest, "size": msize,
+            "annotations": {"org.opencontainers.image.ref.name": "1"}}]})
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let name = format!("{}/tug/baddiff:1", reg.host);
+    ok(Command::new("skopeo")
+        .args(["copy", "-q", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:1", layout.display()))
+        .arg(format!("docker://{name}")));
+
+    // The pull is a transfer: every blob digest is right, so it succeeds.
+    ok(env.tug("b").args(["image", "pull", "-q", &name]));
+    // First use unpacks and checks the diff_id: a clear error, and no layer directory.
+    let err = fails(env.tug("b").args([
+        "container",
+        "create",
+        "--name",
+        &common::unique("bad"),
+        &name,
+    ]));
+    assert!(
+        err.contains("digest mismatch") && err.contains("uncompressed layer"),
+        "{err}"
+    );
+    let layers = env.root("b").join("layers");
+    let left: Vec<_> = std::fs::read_dir(&layers)
+        .map(|rd| rd.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    // `pull --unpack` reports the same at once.
+    let err = fails(
+        env.tug("c")
+            .args(["image", "pull", "-q", "--unpack", &name]),
+    );
+    assert!(err.contains("digest mismatch"), "{err}");
 }

@@ -317,6 +317,9 @@ fn progress_reporter(quiet: bool, done_word: &'static str) -> (image::ProgressFn
                     short(&digest)
                 ));
             }
+            (None, image::Progress::Unpacked { digest }) => {
+                eprintln!("{}: unpacked", short(&digest));
+            }
             (None, image::Progress::Resumed { digest, offset }) => {
                 eprintln!("{}: resuming at {offset} bytes", short(&digest));
             }
@@ -470,15 +473,14 @@ pub fn run(global: &GlobalArgs, args: ImageArgs) -> anyhow::Result<i32> {
             unpack,
         } => {
             let (progress, bars) = progress_reporter(quiet, "Pull complete");
-            let result = store.pull(&reference, &progress);
+            let result = store.pull(&reference, &progress).and_then(|img| {
+                if unpack {
+                    store.layer_dirs_with_progress(&img, &progress)?;
+                }
+                Ok(img)
+            });
             bars.finish();
             let img = result?;
-            if unpack {
-                let layers = store.layer_dirs(&img)?;
-                if !quiet {
-                    eprintln!("Unpacked {} layer(s)", layers.len());
-                }
-            }
             if !quiet {
                 eprintln!("Digest: {}", img.digest);
             }

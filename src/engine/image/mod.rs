@@ -439,8 +439,18 @@ impl ImageStore {
     }
 
     /// The unpacked layer directories of `image`, lowest first, ready to be stacked with
-    /// overlayfs. Layers missing from the cache are unpacked from their blobs first.
+    /// overlayfs. Layers missing from the cache (a pulled image not used yet) are unpacked
+    /// from their blobs first, each checked against its diff_id.
     pub fn layer_dirs(&self, image: &Image) -> Result<Vec<PathBuf>> {
+        self.layer_dirs_with_progress(image, &registry::no_progress())
+    }
+
+    /// [`Self::layer_dirs`], reporting [`Progress::Unpacked`] for each layer it unpacks.
+    pub fn layer_dirs_with_progress(
+        &self,
+        image: &Image,
+        progress: &registry::ProgressFn,
+    ) -> Result<Vec<PathBuf>> {
         let diff_ids = image.diff_ids();
         let layers = image.manifest.layers();
         if diff_ids.len() != layers.len() {
@@ -460,6 +470,9 @@ impl ImageStore {
                     guard = Some(self.lock_shared()?);
                 }
                 self.unpack_blob(desc.digest().as_ref(), desc.media_type().as_ref(), diff_id)?;
+                progress(Progress::Unpacked {
+                    digest: desc.digest().to_string(),
+                });
             }
             out.push(dir);
         }
