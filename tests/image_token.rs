@@ -366,7 +366,10 @@ fn image_token_auth_push_pull_and_refusal() {
         "{err}"
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    eprintln!("refused pull: {err}");
+    assert!(
+        err.contains("the token server said: bad credentials"),
+        "{err}"
+    );
     assert_eq!(
         store_listing(&c),
         before,

@@ -192,7 +192,7 @@ fn map_err(reference: &str, e: OciDistributionError) -> Error {
     match e {
         OciDistributionError::AuthenticationFailure(reason) => Error::AuthRefused {
             reference,
-            reason: one_line(&reason),
+            reason: one_line(&token_server_reason(&reason)),
         },
         OciDistributionError::UnauthorizedError { .. } => Error::AuthRefused {
             reference,
@@ -281,6 +281,31 @@ fn map_err(reference: &str, e: OciDistributionError) -> Error {
             reference,
             reason: one_line(&other.to_string()),
         },
+    }
+}
+
+/// What a token server's refusal says: the `details` of Docker's auth server, or the messages
+/// of a distribution-style `errors` list; the body as it is otherwise.
+fn token_server_reason(body: &str) -> String {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else {
+        return body.to_string();
+    };
+    if let Some(d) = v.get("details").and_then(|d| d.as_str()) {
+        return format!("the token server said: {d}");
+    }
+    let messages: Vec<&str> = v
+        .get("errors")
+        .and_then(|e| e.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e.get("message").and_then(|m| m.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if messages.is_empty() {
+        body.to_string()
+    } else {
+        format!("the token server said: {}", messages.join("; "))
     }
 }
 
