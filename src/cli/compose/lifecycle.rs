@@ -134,6 +134,11 @@ pub fn run_up(global: &GlobalArgs, args: &UpArgs) -> anyhow::Result<i32> {
         repair(&stack, &mut progress)?;
     }
     let attached = !(global.dry_run || args.detach || args.wait || args.no_start);
+    if attached {
+        // From here on Ctrl-C means "stop the project" (once the plan has run), never a
+        // bare exit that would leave the stack half-attached.
+        install_interrupt_handler();
+    }
     // Output of containers that already exist is shown from now on, not replayed.
     let mut followers: BTreeMap<String, logs::Follower> = BTreeMap::new();
     if attached {
@@ -244,7 +249,6 @@ fn attach(
     mut followers: BTreeMap<String, logs::Follower>,
     progress: &mut Progress,
 ) -> anyhow::Result<i32> {
-    install_interrupt_handler();
     let colour = std::env::var_os("NO_COLOR").is_none()
         && std::io::IsTerminal::is_terminal(&std::io::stdout());
     let abort = args.abort_on_container_exit || args.exit_code_from.is_some();
