@@ -248,6 +248,24 @@ fn short(d: &str) -> String {
     h[..h.len().min(12)].to_string()
 }
 
+/// The key of the overall bar among the per-blob bars.
+const TOTAL: &str = "total";
+
+/// Sets the overall bar to the sum of the blob bars.
+fn update_total(map: &std::collections::HashMap<String, indicatif::ProgressBar>) {
+    if let Some(total) = map.get(TOTAL) {
+        let sum: u64 = map
+            .iter()
+            .filter(|(k, _)| k.as_str() != TOTAL)
+            .map(|(_, b)| b.position())
+            .sum();
+        total.set_position(sum);
+        if total.length().is_some_and(|l| sum >= l) {
+            total.finish();
+        }
+    }
+}
+
 fn progress_reporter(quiet: bool, done_word: &'static str) -> (image::ProgressFn, Bars) {
     use std::io::IsTerminal;
     let bars = Bars {
@@ -266,6 +284,7 @@ fn progress_reporter(quiet: bool, done_word: &'static str) -> (image::ProgressFn
         let Ok(mut map) = map.lock() else { return };
         match (&multi, p) {
             (Some(m), image::Progress::Resolved { layers, .. }) => {
+                let total: u64 = layers.iter().map(|(_, size)| size).sum();
                 for (d, size) in layers {
                     let b = m.add(indicatif::ProgressBar::new(size));
                     b.set_style(style.clone());
@@ -273,17 +292,25 @@ fn progress_reporter(quiet: bool, done_word: &'static str) -> (image::ProgressFn
                     b.set_message("waiting");
                     map.insert(d, b);
                 }
+                // The overall bar: bytes of every layer, moved or already there.
+                let b = m.add(indicatif::ProgressBar::new(total));
+                b.set_style(style.clone());
+                b.set_prefix(format!("{:<12}", "total"));
+                map.insert(TOTAL.to_string(), b);
             }
             (Some(_), image::Progress::Bytes { digest, done, .. }) => {
                 if let Some(b) = map.get(&digest) {
                     b.set_message("transferring");
                     b.set_position(done);
                 }
+                update_total(&map);
             }
             (Some(_), image::Progress::Skipped { digest }) => {
                 if let Some(b) = map.get(&digest) {
+                    b.set_position(b.length().unwrap_or(0));
                     b.finish_with_message("already exists");
                 }
+                update_total(&map);
             }
             (Some(_), image::Progress::Done { digest }) => {
                 if let Some(b) = map.get(&digest) {

@@ -3,10 +3,12 @@
 //!
 //! The sequence ([`launch`]), run by the single-threaded per-container supervisor:
 //! 1. create the cgroup and write its limits ([`cgroups`]);
-//! 2. `clone(2)` a child with new pid/mount/uts/ipc(/net) namespaces ([`namespaces`]); the
-//!    child blocks on a pipe until the parent has put it into the cgroup;
-//! 3. the child joins namespaces given by path (a prepared netns), takes its stdio, sets the
-//!    hostname, builds its mount table and pivots into the root filesystem ([`rootfs`]);
+//! 2. `clone(2)` a child with new pid/mount/uts/ipc(/net) namespaces ([`namespaces`]);
+//! 3. while the parent puts it into the cgroup (on v1 each join waits for an RCU grace
+//!    period, milliseconds), the child joins namespaces given by path (a prepared netns),
+//!    takes its stdio, sets the hostname, builds its mount table and pivots into the root
+//!    filesystem ([`rootfs`]); then it blocks on a pipe until the parent is done, so that
+//!    nothing of the container runs or forks outside its cgroup;
 //! 4. it sets rlimits, user, groups, capabilities, no_new_privs and seccomp ([`process`],
 //!    [`seccomp`]) and `execve`s the program; with `init` it first forks and stays as a tiny
 //!    init ([`init`]).
@@ -82,13 +84,14 @@ pub struct Stdio {
 /// Where the start time went (for the note's latency breakdown).
 #[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct Timings {
-    /// cgroup creation and limits.
+    /// cgroup creation and limits, plus moving the child in (overlapping its mounts).
     pub cgroup_us: u64,
     /// `clone(2)` until the child runs.
     pub clone_us: u64,
     /// Mount table and pivot_root inside the child.
     pub mount_us: u64,
-    /// Process setup (user, caps, seccomp) until `execve` succeeded.
+    /// From the cgroup join until `execve` succeeded: process setup (user, caps, seccomp),
+    /// plus whatever of the mount phase outlasted the join.
     pub exec_us: u64,
 }
 
@@ -239,6 +242,7 @@ fn child_main(
     init: bool,
     join: &[(CloneFlags, std::path::PathBuf)],
     err_w: RawFd,
+    go_r: RawFd,
     filters: Option<&[seccomp::BpfProgram]>,
     console: Option<RawFd>,
 ) -> String {
@@ -291,6 +295,14 @@ fn child_main(
     let msg = format!("M{}\n", us(t0.elapsed()));
     // SAFETY: err_w is the open error pipe; msg is a valid buffer.
     unsafe { libc::write(err_w, msg.as_ptr().cast(), msg.len()) };
+    // The parent moves us into the cgroup while we set up the mounts (joining a v1
+    // hierarchy waits for an RCU grace period); nothing before this point forks or runs
+    // container code. From here on (the init's fork, exec) we must be inside it.
+    let mut b = [0u8; 1];
+    // SAFETY: reading one byte into a valid buffer.
+    if unsafe { libc::read(go_r, b.as_mut_ptr().cast(), 1) } != 1 {
+        return "the supervisor did not place the container in its cgroup".to_string();
+    }
     let Some(proc_) = spec.process().clone() else {
         return "the spec has no process".to_string();
     };
@@ -380,13 +392,6 @@ pub fn launch(
             libc::close(go_w_fd);
             libc::close(err_r_fd);
         }
-        let mut b = [0u8; 1];
-        // SAFETY: reading one byte into a valid buffer.
-        let n = unsafe { libc::read(go_r_fd, b.as_mut_ptr().cast(), 1) };
-        if n != 1 {
-            // SAFETY: _exit without unwinding.
-            unsafe { libc::_exit(1) };
-        }
         let msg = child_main(
             spec,
             rootfs,
@@ -394,6 +399,7 @@ pub fn launch(
             init,
             &join,
             err_w_fd,
+            go_r_fd,
             filters.as_deref(),
             console_child,
         );
@@ -421,8 +427,20 @@ pub fn launch(
         let _ = waitpid(pid, None);
         RuntimeError::Child(msg)
     };
-    if let Err(e) = cgroup.add(pid.as_raw()) {
-        return Err(fail(e.to_string()));
+    let t_join = Instant::now();
+    let joined = cgroup.add(pid.as_raw());
+    timings.cgroup_us += us(t_join.elapsed());
+    if let Err(e) = joined {
+        // The child may have failed (and exited) first: its own message says more.
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+        let mut text = String::new();
+        let _ = std::fs::File::from(err_r).read_to_string(&mut text);
+        let msg = text
+            .lines()
+            .find_map(|l| l.strip_prefix('E'))
+            .map_or_else(|| e.to_string(), str::to_string);
+        return Err(RuntimeError::Child(msg));
     }
     let mut go = std::fs::File::from(go_w);
     let _ = go.write_all(b"g");
@@ -444,7 +462,7 @@ pub fn launch(
             return Err(fail(e.to_string()));
         }
     }
-    timings.exec_us = us(t2.elapsed()).saturating_sub(timings.mount_us);
+    timings.exec_us = us(t2.elapsed());
     if stdio.tty && stdio.stdin < 0 && console.is_none() {
         return Err(fail("the container did not send its terminal".to_string()));
     }
