@@ -52,6 +52,10 @@ if [ $smoke = 1 ]; then
   exec $PY "$BENCH/bench.py" --smoke --tug "$tug" "${pass[@]}"
 fi
 
+case " ${pass[*]-} " in
+  *" --list "*) exec $PY "$BENCH/bench.py" --list ;;
+esac
+
 if [ "$peers" = all ]; then
   trap '"$BENCH/lib/down.sh"' EXIT
   "$BENCH/lib/up.sh"
