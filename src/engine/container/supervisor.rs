@@ -296,9 +296,6 @@ impl Supervisor {
     }
 
     fn run(&mut self, status: &mut StatusPipe) -> i32 {
-        if self.rec.config.runtime.is_none() {
-            runtime::prewarm_cgroup_join(&self.cgroup);
-        }
         let overlay_us = match self.mount_rootfs() {
             Ok(t) => t,
             Err(e) => {

@@ -372,15 +372,6 @@ impl Cgroup {
         Ok(())
     }
 
-    /// The `cgroup.procs` of the parent of this cgroup in its first hierarchy.
-    #[must_use]
-    pub fn parent_procs(&self) -> Option<PathBuf> {
-        self.dirs()
-            .first()
-            .and_then(|d| d.parent())
-            .map(|p| p.join("cgroup.procs"))
-    }
-
     /// Moves process `pid` into every hierarchy of this cgroup.
     pub fn add(&self, pid: i32) -> Result<()> {
         for d in self.dirs() {

@@ -330,38 +330,6 @@ fn child_main(
     }
 }
 
-/// Starts the grace period that moving a process between cgroups waits for, ahead of time.
-///
-/// Writing a pid to `cgroup.procs` takes the kernel's `cgroup_threadgroup_rwsem` for writing,
-/// and the first writer after a quiet spell waits for an RCU grace period (milliseconds to
-/// tens of milliseconds on a busy machine); writers that come while that period is running or
-/// has just passed do not wait again. A short-lived helper process that moves itself (into
-/// the parent cgroup, where it may already be) starts that period while the caller mounts
-/// the root filesystem and creates the cgroup, so the container's own join (in [`launch`])
-/// mostly finds it passed. The helper exits at once; the caller reaps it with its other
-/// children. Best effort: nothing happens if the fork fails.
-///
-/// The caller must be single-threaded (the supervisor).
-pub fn prewarm_cgroup_join(cgroup: &cgroups::Cgroup) {
-    let Some(path) = cgroup.parent_procs() else {
-        return;
-    };
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return;
-    };
-    // SAFETY: the caller is single-threaded; the child only calls async-signal-safe
-    // functions (open, write, _exit) on data prepared before the fork.
-    unsafe {
-        if libc::fork() == 0 {
-            let fd = libc::open(c.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            if fd >= 0 {
-                libc::write(fd, b"0".as_ptr().cast(), 1);
-            }
-            libc::_exit(0);
-        }
-    }
-}
-
 /// Starts the container described by `spec` with its root filesystem at `rootfs` (already
 /// mounted), in `cgroup`. Returns once the program has been executed.
 pub fn launch(
