@@ -706,3 +706,39 @@ services:
     nets.disconnect_all(&other).unwrap();
     assert!(!s.root().join("netns").join(&other).exists());
 }
+
+#[test]
+fn compose_restart_and_quick_stop_start_keep_the_container_filesystem() {
+    if !require_root() {
+        return;
+    }
+    let s = Stack::new(
+        r#"
+services:
+  box:
+    image: busybox:latest
+    command: ["sh", "-c", "trap 'exit 0' TERM; sleep 1000 & wait"]
+"#,
+    );
+    s.tug(&["up", "-d"]);
+    let name = format!("{}-box-1", s.name);
+    s.tug(&["exec", "-T", "box", "sh", "-c", "echo kept > /marker"]);
+    // `stop` returns once the exit is recorded, while the supervisor may still be
+    // unmounting the root filesystem: the next start must not race that unmount.
+    for _ in 0..4 {
+        s.tug(&["stop", "box"]);
+        assert_eq!(s.state_of(&name).as_deref(), Some("exited"));
+        s.tug(&["start", "box"]);
+        assert_eq!(s.state_of(&name).as_deref(), Some("running"));
+        let got = s.tug(&["exec", "-T", "box", "cat", "/marker"]);
+        assert_eq!(got.trim(), "kept");
+    }
+    s.tug(&["restart", "box"]);
+    assert_eq!(s.state_of(&name).as_deref(), Some("running"));
+    let got = s.tug(&["exec", "-T", "box", "cat", "/marker"]);
+    assert_eq!(got.trim(), "kept");
+    // The restarted process sees its root: a lost race with the old run's unmount would
+    // leave it an empty directory.
+    let ls = s.tug(&["exec", "-T", "box", "ls", "/bin/busybox"]);
+    assert_eq!(ls.trim(), "/bin/busybox");
+}

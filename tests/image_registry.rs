@@ -452,6 +452,11 @@ fn image_registry_compose_up_pulls_missing_images_and_pull_verb() {
         .tug("c")
         .current_dir(dir.path())
         .args(["-p", &project, "up", "-d", "--wait"]));
+    // `--wait` returns once the job runs; its output is logged when it has run.
+    ok(env
+        .tug("c")
+        .current_dir(dir.path())
+        .args(["-p", &project, "wait", "one"]));
     let logs =
         ok(env
             .tug("c")

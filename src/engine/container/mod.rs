@@ -677,10 +677,11 @@ impl ContainerStore {
             });
         }
         // A supervisor still finishing the previous run must be gone first.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while state::alive(st.supervisor_pid, st.supervisor_start) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let _ = state::wait_gone(
+            st.supervisor_pid,
+            st.supervisor_start,
+            Duration::from_secs(5),
+        );
         let _ = fs::remove_file(dir.join("stop-requested"));
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
             ContainerError::Start {
@@ -798,6 +799,15 @@ impl ContainerStore {
         loop {
             let st = state::read(&dir);
             let sup = state::alive(st.supervisor_pid, st.supervisor_start);
+            // The supervisor has recorded the exit; what it still does (unmounting the root
+            // filesystem, which syncs the upper layer's filesystem) need not hold up the
+            // caller: `start` and `remove` wait for the supervisor to be gone themselves.
+            if sup
+                && matches!(st.status, Status::Exited | Status::Dead)
+                && !state::alive(st.pid, st.pid_start)
+            {
+                return;
+            }
             if !sup {
                 let mut fixed = state::observe(&dir);
                 if fixed != st {
@@ -872,11 +882,11 @@ impl ContainerStore {
         if state::alive(st.supervisor_pid, st.supervisor_start)
             && st.supervisor_pid != Some(std::process::id() as i32)
         {
-            let deadline = Instant::now() + Duration::from_secs(3);
-            while state::alive(st.supervisor_pid, st.supervisor_start) && Instant::now() < deadline
-            {
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            let _ = state::wait_gone(
+                st.supervisor_pid,
+                st.supervisor_start,
+                Duration::from_secs(3),
+            );
             if let Some(p) = st.supervisor_pid
                 && state::alive(st.supervisor_pid, st.supervisor_start)
             {
