@@ -398,3 +398,38 @@ fn container_net_bad_network_or_port_is_refused_and_creates_nothing() {
     let ns = env.root().join("netns");
     assert!(!ns.exists() || std::fs::read_dir(&ns).unwrap().count() == 0);
 }
+
+#[test]
+fn container_net_orphaned_wiring_of_a_killed_run_is_released_by_the_next() {
+    let Some(env) = NetEnv::new() else { return };
+    let nets = tug::engine::network::Networks::open(env.root()).unwrap();
+    /// Releases both namespaces even when an assertion fails.
+    struct Release(tug::engine::network::Networks, Vec<String>);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            for id in &self.1 {
+                let _ = self.0.disconnect_all(id);
+            }
+        }
+    }
+    let _release = Release(nets.clone(), vec!["ab".repeat(32), "cd".repeat(32)]);
+    // A run killed after wiring: a namespace keyed by an id that is no container.
+    let orphan = "ab".repeat(32);
+    let ns = nets.create_netns(&orphan).unwrap();
+    // A run still wiring (its marker names a live process, this one): left alone.
+    let busy = "cd".repeat(32);
+    let busy_ns = nets.create_netns(&busy).unwrap();
+    let marker = env
+        .root()
+        .join("containers")
+        .join(format!(".wiring-{busy}-{}", std::process::id()));
+    std::fs::create_dir_all(marker.parent().unwrap()).unwrap();
+    std::fs::write(&marker, "").unwrap();
+    assert!(mounted(&ns) && mounted(&busy_ns));
+    env.ok(&["container", "run", "--rm", "busybox", "true"]);
+    assert!(!mounted(&ns), "orphaned namespace left");
+    assert!(mounted(&busy_ns), "a wiring in progress was released");
+    std::fs::remove_file(&marker).unwrap();
+    nets.disconnect_all(&busy).unwrap();
+    assert!(!mounted(&busy_ns));
+}

@@ -242,7 +242,17 @@ fn image_prune_keeps_what_containers_use() {
     let used_id = used_id.trim().to_string();
     let used_layer = layer_of(r, "used:1");
     // A container that uses "used:1".
-    ok(tug(r).args(["container", "create", "--name", "c1", "used:1", "true"]));
+    // No network: this test is about images (the default network would outlive the root).
+    ok(tug(r).args([
+        "container",
+        "create",
+        "--name",
+        "c1",
+        "--network",
+        "none",
+        "used:1",
+        "true",
+    ]));
     // "old:1" moves to a new image: the first one is left unnamed (dangling).
     ok(tug(r)
         .args(["image", "import"])

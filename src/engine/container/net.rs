@@ -8,8 +8,10 @@
 //! `<root>/ports/<id>.json`). The container record says so (`ContainerConfig::network_owned`),
 //! and removing the container ([`super::ContainerStore::remove_files`], also reached by
 //! `--rm` from the supervisor) releases all of it with `Networks::disconnect_all(id)`.
-//! A command killed between wiring and the container record leaves a namespace whose key is
-//! no container: `Networks::gc_netns` (given the ids of existing containers) drops it.
+//! While wiring, a marker `<root>/containers/.wiring-<id>-<pid>` says the namespace belongs
+//! to a create in progress. A command killed between wiring and the container record leaves
+//! a namespace keyed by an id that is no container and has no live marker: the next wiring
+//! ([`gc_orphans`]) releases it.
 
 use crate::engine::network::files::{HostsSpec, ResolvSpec};
 use crate::engine::network::{self, EndpointSpec, NetworkSpec, Networks, PortMapping, ports};
@@ -77,6 +79,7 @@ pub fn parse_publish(items: &[String]) -> Result<Vec<PortMapping>> {
 pub struct WiringGuard {
     nets: Option<Networks>,
     id: String,
+    marker: std::path::PathBuf,
 }
 
 impl WiringGuard {
@@ -91,7 +94,50 @@ impl Drop for WiringGuard {
         if let Some(n) = self.nets.take() {
             let _ = n.disconnect_all(&self.id);
         }
+        let _ = std::fs::remove_file(&self.marker);
     }
+}
+
+fn is_id(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Releases the namespaces (with endpoints and port proxies) of container ids that are no
+/// container and whose wiring process is gone: leftovers of a killed `run`/`create`.
+/// Namespaces keyed otherwise (compose keys them by container name) are not touched.
+/// Returns the ids released.
+pub fn gc_orphans(nets: &Networks) -> Vec<String> {
+    let containers = nets.root().join("containers");
+    let live_markers: Vec<String> = std::fs::read_dir(&containers)
+        .into_iter()
+        .flatten()
+        .filter_map(std::result::Result::ok)
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let rest = n.strip_prefix(".wiring-")?;
+            let (id, pid) = rest.rsplit_once('-')?;
+            let pid: i32 = pid.parse().ok()?;
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+                .is_ok()
+                .then(|| id.to_string())
+        })
+        .collect();
+    let mut released = Vec::new();
+    for e in std::fs::read_dir(nets.root().join("netns"))
+        .into_iter()
+        .flatten()
+        .filter_map(std::result::Result::ok)
+    {
+        let id = e.file_name().to_string_lossy().into_owned();
+        if is_id(&id)
+            && !containers.join(&id).exists()
+            && !live_markers.contains(&id)
+            && nets.disconnect_all(&id).is_ok()
+        {
+            released.push(id);
+        }
+    }
+    released
 }
 
 fn net_err(e: network::Error) -> ContainerError {
@@ -158,13 +204,24 @@ pub fn wire(
         .hostname
         .clone()
         .unwrap_or_else(|| id.chars().take(12).collect());
-    // Leftovers under this id cannot exist (fresh id), but a guard from here on releases
-    // everything made if a later step fails.
-    let ns = nets.create_netns(id).map_err(net_err)?;
+    gc_orphans(nets);
+    let containers = nets.root().join("containers");
+    std::fs::create_dir_all(&containers).map_err(|source| ContainerError::Io {
+        path: containers.clone(),
+        source,
+    })?;
+    let marker = containers.join(format!(".wiring-{id}-{}", std::process::id()));
+    std::fs::write(&marker, b"").map_err(|source| ContainerError::Io {
+        path: marker.clone(),
+        source,
+    })?;
+    // From here on the guard releases everything made if a later step fails.
     let guard = WiringGuard {
         nets: Some(nets.clone()),
         id: id.to_string(),
+        marker,
     };
+    let ns = nets.create_netns(id).map_err(net_err)?;
     let eps = nets
         .connect_all(
             &ns,
