@@ -1189,3 +1189,40 @@ fn links_on(bridge: &str) -> Vec<String> {
         .map(|l| l.name.clone())
         .collect()
 }
+
+#[test]
+fn network_nft_tables_over_netlink_match_nft() {
+    if !require_root() {
+        return;
+    }
+    let name = unique("tugnl").replace('-', "_");
+    struct Drop_(String);
+    impl Drop for Drop_ {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("nft")
+                .args(["delete", "table", "ip", &self.0])
+                .status();
+        }
+    }
+    let before = tug::engine::network::nft::ip_tables().unwrap();
+    let gen_before = tug::engine::network::nft::generation().unwrap();
+    assert!(!before.contains(&name));
+    crate::common::ok(std::process::Command::new("nft").args(["add", "table", "ip", &name]));
+    let guard = Drop_(name.clone());
+    let with = tug::engine::network::nft::ip_tables().unwrap();
+    // Any change to the ruleset moves the generation on.
+    assert_ne!(tug::engine::network::nft::generation().unwrap(), gen_before);
+    assert!(with.contains(&name), "{name} not in {with:?}");
+    // nft sees the same table the netlink dump reports.
+    let listed =
+        crate::common::ok(std::process::Command::new("nft").args(["list", "tables", "ip"]));
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.trim() == format!("table ip {name}")),
+        "{listed}"
+    );
+    assert!(tug::engine::network::nft::table_exists(&name).unwrap());
+    drop(guard);
+    assert!(!tug::engine::network::nft::table_exists(&name).unwrap());
+}

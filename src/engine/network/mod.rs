@@ -765,7 +765,7 @@ impl Networks {
         } else if first_use_in_process(&net.bridge) {
             // Docker may have started since the network was made: make sure its FORWARD
             // drop does not cut the bridge (once per network and process, it costs an nft run).
-            nft::ensure_forward_accepts(&net.bridge, net.internal)?;
+            nft::ensure_forward_accepts_cached(&net.bridge, net.internal)?;
         }
         let mut eps = self.endpoints_of(network)?;
         if eps.contains_key(&spec.container_id) {
@@ -1124,7 +1124,7 @@ impl Networks {
                 self.realize(&info)?;
             } else {
                 self.ensure_dns(&info)?;
-                nft::ensure_forward_accepts(&info.bridge, info.internal)?;
+                nft::ensure_forward_accepts_cached(&info.bridge, info.internal)?;
             }
             self.register_host(&host, &info)?;
             let mut eps = self.endpoints_of(&info.name)?;

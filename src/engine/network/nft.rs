@@ -152,20 +152,160 @@ pub fn install(r: &NetRules) -> Result<()> {
 
 /// Deletes the network's table and its accept rules; missing is fine.
 pub fn remove(bridge: &str) -> Result<()> {
-    if nft_args(&["list", "table", "ip", bridge])?.is_some() {
+    if table_exists(bridge)? {
         nft(&format!("delete table ip {bridge}\n"))?;
     }
+    let _ = std::fs::remove_file(forward_marker(bridge));
     remove_forward_accepts(bridge)
 }
 
 /// True when the network's table exists.
 pub fn table_exists(bridge: &str) -> Result<bool> {
-    Ok(nft_args(&["list", "table", "ip", bridge])?.is_some())
+    match ip_tables() {
+        Ok(names) => Ok(names.iter().any(|n| n == bridge)),
+        Err(_) => Ok(nft_args(&["list", "table", "ip", bridge])?.is_some()),
+    }
 }
 
 /// True when a foreign `ip filter FORWARD` chain exists (Docker, iptables-nft, firewalld …).
 fn foreign_forward() -> Result<Option<String>> {
+    // Most hosts have no `ip filter` table at all: one netlink dump says so without
+    // starting `nft`.
+    if ip_tables().is_ok_and(|names| !names.iter().any(|n| n == "filter")) {
+        return Ok(None);
+    }
     nft_args(&["-a", "list", "chain", "ip", "filter", "FORWARD"])
+}
+
+/// Names of the host's nftables tables of the `ip` family, asked of the kernel over
+/// netlink: a dump request (`NFT_MSG_GETTABLE` of the nftables subsystem on a
+/// `NETLINK_NETFILTER` socket) answered by one message per table, each carrying the table's
+/// name as attribute `NFTA_TABLE_NAME`. This costs two system calls where `nft list` costs
+/// a process, which matters on every `up` (reconcile checks each network's table).
+pub fn ip_tables() -> Result<Vec<String>> {
+    const NFT_MSG_GETTABLE: u16 = 1;
+    const NFTA_TABLE_NAME: u16 = 1;
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+    let mut names = Vec::new();
+    for attrs in netfilter_request(NFT_MSG_GETTABLE, flags, libc::AF_INET as u8)? {
+        for (kind, raw) in attrs {
+            if kind == NFTA_TABLE_NAME {
+                let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
+                names.push(String::from_utf8_lossy(&raw[..end]).into_owned());
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// The ruleset generation: a number the kernel changes with every change to any nftables
+/// table (`NFT_MSG_GETGEN`, attribute `NFTA_GEN_ID`). Equal generations mean an unchanged
+/// ruleset, so a check made at one generation holds as long as it stays the same.
+pub fn generation() -> Result<u32> {
+    const NFT_MSG_GETGEN: u16 = 16;
+    const NFTA_GEN_ID: u16 = 1;
+    let msgs = netfilter_request(NFT_MSG_GETGEN, libc::NLM_F_REQUEST as u16, 0)?;
+    msgs.iter()
+        .flatten()
+        .find(|(kind, raw)| *kind == NFTA_GEN_ID && raw.len() >= 4)
+        .map(|(_, raw)| u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]))
+        .ok_or_else(|| Error::Nft("no generation in the nftables netlink answer".into()))
+}
+
+/// The attributes (type, payload) of one netlink message.
+type Attrs = Vec<(u16, Vec<u8>)>;
+
+/// One request of the nftables netlink subsystem; returns the attributes (type, payload) of
+/// every answer message until the dump ends (or the single answer, for a plain request).
+fn netfilter_request(msg: u16, flags: u16, family: u8) -> Result<Vec<Attrs>> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    const NETLINK_NETFILTER: i32 = 12;
+    const NFNL_SUBSYS_NFTABLES: u16 = 10;
+    const NLMSG_ERROR: u16 = 2;
+    const NLMSG_DONE: u16 = 3;
+    let io = |what: &str| {
+        Error::Io(
+            format!("nftables netlink {what}"),
+            std::io::Error::last_os_error(),
+        )
+    };
+    // SAFETY: socket(2) with constant arguments; the descriptor is owned right after.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            NETLINK_NETFILTER,
+        )
+    };
+    if fd < 0 {
+        return Err(io("socket"));
+    }
+    // SAFETY: `fd` is a new descriptor nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // nlmsghdr (len, type, flags, seq, pid) + nfgenmsg (family, version, res_id).
+    let mut req = Vec::with_capacity(20);
+    req.extend_from_slice(&20u32.to_ne_bytes());
+    req.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | msg).to_ne_bytes());
+    req.extend_from_slice(&flags.to_ne_bytes());
+    req.extend_from_slice(&1u32.to_ne_bytes());
+    req.extend_from_slice(&0u32.to_ne_bytes());
+    req.extend_from_slice(&[family, 0, 0, 0]);
+    // SAFETY: sending our own buffer of the given length on our socket (the kernel is the
+    // default destination of an unbound netlink socket).
+    if unsafe { libc::send(fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
+        return Err(io("send"));
+    }
+    let dump = flags & (libc::NLM_F_DUMP as u16) != 0;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        // SAFETY: receiving into our buffer of the given length.
+        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        let Ok(n) = usize::try_from(n) else {
+            return Err(io("recv"));
+        };
+        let u32_at = |o: usize| u32::from_ne_bytes([buf[o], buf[o + 1], buf[o + 2], buf[o + 3]]);
+        let u16_at = |o: usize| u16::from_ne_bytes([buf[o], buf[o + 1]]);
+        let mut off = 0;
+        while off + 16 <= n {
+            let len = u32_at(off) as usize;
+            let kind = u16_at(off + 4);
+            if len < 16 || off + len > n {
+                return Err(Error::Nft("malformed nftables netlink answer".into()));
+            }
+            match kind {
+                NLMSG_DONE => return Ok(out),
+                NLMSG_ERROR if len >= 20 => {
+                    let code = u32_at(off + 16) as i32;
+                    if code == 0 {
+                        return Ok(out);
+                    }
+                    return Err(Error::Io(
+                        "nftables netlink request".into(),
+                        std::io::Error::from_raw_os_error(-code),
+                    ));
+                }
+                _ => {
+                    // Attributes follow the 16-byte header and the 4-byte nfgenmsg.
+                    let mut attrs = Vec::new();
+                    let mut a = off + 20;
+                    while a + 4 <= off + len {
+                        let alen = u16_at(a) as usize;
+                        if alen < 4 || a + alen > off + len {
+                            break;
+                        }
+                        attrs.push((u16_at(a + 2) & 0x3fff, buf[a + 4..a + alen].to_vec()));
+                        a += (alen + 3) & !3;
+                    }
+                    out.push(attrs);
+                }
+            }
+            off += (len + 3) & !3;
+        }
+        if !dump && !out.is_empty() {
+            return Ok(out);
+        }
+    }
 }
 
 /// The accept rules of a bridge, as `iptables` arguments after the chain name.
@@ -271,6 +411,41 @@ pub fn ensure_forward_accepts(bridge: &str, internal: bool) -> Result<()> {
         ));
     }
     nft(&s).map(|_| ())
+}
+
+/// Where the ruleset generation at which a bridge's FORWARD accepts were last found in
+/// place is kept (`/run/tug/forward/<bridge>`: a tmpfs, so a reboot forgets it).
+fn forward_marker(bridge: &str) -> std::path::PathBuf {
+    super::ipam::run_dir().join("forward").join(bridge)
+}
+
+/// [`ensure_forward_accepts`], skipped when the ruleset has not changed since the rules were
+/// last found in place: the check costs an `nft` (and `iptables`) process, the skip one
+/// netlink request. The generation is recorded only when this check changed nothing, so a
+/// change made by someone else between the two reads is checked next time.
+pub fn ensure_forward_accepts_cached(bridge: &str, internal: bool) -> Result<()> {
+    let marker = forward_marker(bridge);
+    let before = generation().ok();
+    if before.is_some()
+        && std::fs::read_to_string(&marker)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            == before
+    {
+        return Ok(());
+    }
+    ensure_forward_accepts(bridge, internal)?;
+    if let Some(g) = before
+        && generation().ok() == Some(g)
+        && let Some(dir) = marker.parent()
+        && std::fs::create_dir_all(dir).is_ok()
+    {
+        let tmp = dir.join(format!(".{bridge}.{}.tmp", std::process::id()));
+        if std::fs::write(&tmp, g.to_string()).is_ok() {
+            let _ = std::fs::rename(&tmp, &marker);
+        }
+    }
+    Ok(())
 }
 
 /// Deletes tug's rules of `bridge` from `ip filter FORWARD`.
