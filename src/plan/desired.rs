@@ -101,7 +101,7 @@ fn created_after(project: &Project, service: &Service) -> Vec<String> {
 /// Builds the desired state. `image_id` looks an image reference up in the store.
 pub fn desired_from_project(
     project: &Project,
-    image_id: impl Fn(&str) -> Option<String>,
+    mut image_id: impl FnMut(&str) -> Option<String>,
 ) -> Desired {
     let services = project
         .services

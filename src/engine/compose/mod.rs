@@ -244,7 +244,13 @@ impl Stack {
     /// The desired state: the project with image ids from the store.
     #[must_use]
     pub fn desired(&self) -> Desired {
-        plan::desired_from_project(&self.project, |r| self.images.resolve(r).ok().map(|i| i.id))
+        // Services often share an image: resolve each reference once.
+        let mut ids: BTreeMap<String, Option<String>> = BTreeMap::new();
+        plan::desired_from_project(&self.project, |r| {
+            ids.entry(r.to_string())
+                .or_insert_with(|| self.images.resolve(r).ok().map(|i| i.id))
+                .clone()
+        })
     }
 
     /// The observed state.

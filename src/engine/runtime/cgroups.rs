@@ -75,11 +75,16 @@ pub enum Layout {
 }
 
 impl Layout {
-    /// Detects the layout from `/proc/self/mountinfo`.
+    /// Detects the layout from `/proc/self/mountinfo`, once per process (the cgroup mounts
+    /// do not change under a running tug; listing containers asks for every container).
     pub fn detect() -> Result<Layout> {
+        static DETECTED: std::sync::OnceLock<Layout> = std::sync::OnceLock::new();
+        if let Some(l) = DETECTED.get() {
+            return Ok(l.clone());
+        }
         let text = fs::read_to_string("/proc/self/mountinfo")
             .map_err(io_err(Path::new("/proc/self/mountinfo")))?;
-        Ok(Self::from_mountinfo(&text))
+        Ok(DETECTED.get_or_init(|| Self::from_mountinfo(&text)).clone())
     }
 
     /// Parses mountinfo text: each line `id parent major:minor root mountpoint opts … - fstype
