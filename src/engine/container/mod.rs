@@ -552,12 +552,20 @@ impl ContainerStore {
         config: &ContainerConfig,
         image: &ImageInfo,
     ) -> Result<()> {
+        // The directory appears with its `creator` file already in it (one rename), so a
+        // directory without a record always names the process that was creating it, even
+        // when that process was killed right after making it.
+        let staging = self
+            .dir
+            .join(format!(".creating-{id}-{}", std::process::id()));
+        fs::create_dir_all(&staging).map_err(io_err(&staging))?;
+        let p = staging.join("creator");
+        fs::write(&p, std::process::id().to_string()).map_err(io_err(&p))?;
+        fs::rename(&staging, dir).map_err(io_err(dir))?;
         for d in ["bundle/rootfs", "upper", "work"] {
             let p = dir.join(d);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
-        let p = dir.join("creator");
-        fs::write(&p, std::process::id().to_string()).map_err(io_err(&p))?;
         let t0 = Instant::now();
         let user_spec = config
             .user
@@ -927,7 +935,12 @@ impl ContainerStore {
         };
         for e in rd.filter_map(std::result::Result::ok) {
             let name = e.file_name().to_string_lossy().into_owned();
-            let Some(rest) = name.strip_prefix(".trash-") else {
+            // `.trash-<id>-<pid>` (a removal) and `.creating-<id>-<pid>` (a create killed
+            // before its directory got its name) belong to their process while it lives.
+            let Some(rest) = name
+                .strip_prefix(".trash-")
+                .or_else(|| name.strip_prefix(".creating-"))
+            else {
                 continue;
             };
             let owner_alive = rest

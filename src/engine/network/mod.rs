@@ -656,6 +656,9 @@ impl Networks {
         {
             return Ok(());
         }
+        // A command killed between starting the server and recording its pid leaves a
+        // server nobody knows, holding the port: end it first.
+        kill_unrecorded_helpers(&self.dir(&info.name).join("dns.json"));
         let addr = SocketAddr::new(IpAddr::V4(info.gateway), 53);
         let udp = std::net::UdpSocket::bind(addr)
             .map_err(|e| Error::Io(format!("network {}: bind dns on {addr}/udp", info.name), e))?;
@@ -685,6 +688,7 @@ impl Networks {
         if let Some(p) = self.dns_pid(&info.name)? {
             p.stop();
         }
+        kill_unrecorded_helpers(&self.dir(&info.name).join("dns.json"));
         // Veths of endpoints go with the bridge's ports; delete them explicitly anyway.
         for ep in self.endpoints_of(&info.name).unwrap_or_default().values() {
             netlink::delete_link(&ep.host_veth)?;
@@ -1248,6 +1252,53 @@ fn written_before_boot(path: &Path) -> bool {
             .and_then(|v| v.trim().parse::<i64>().ok())
     });
     btime.is_some_and(|b| md.mtime() < b)
+}
+
+/// Ends every tug helper process (DNS server, port proxy) whose command line names `path`
+/// (its `--records`/`--record` file): the ones a killed command started but never recorded.
+/// Recorded helpers are stopped through their pid file before this runs, so whatever still
+/// matches is unknown to the state and would hold its ports forever.
+fn kill_unrecorded_helpers(path: &Path) {
+    let want = path.as_os_str().as_encoded_bytes();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let me = std::process::id();
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let mut args = cmdline.split(|b| *b == 0);
+        let helper = args
+            .nth(1)
+            .is_some_and(|a| a == b"network-dns" || a == b"network-proxy");
+        if helper && cmdline.split(|b| *b == 0).any(|a| a == want) {
+            let Ok(pid) = i32::try_from(pid) else {
+                continue;
+            };
+            let pid = nix::unistd::Pid::from_raw(pid);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while nix::sys::signal::kill(pid, None).is_ok() && std::time::Instant::now() < deadline
+            {
+                // A zombie (its parent has not reaped it yet) has released its sockets.
+                if std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .is_some_and(|r| r.trim_start().starts_with('Z'))
+                }) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+    }
 }
 
 /// True the first time a bridge is seen by this process.
