@@ -1085,6 +1085,7 @@ impl Networks {
             if let Some(p) = rec.proxy {
                 p.stop();
             }
+            kill_unrecorded_helpers(&path);
             std::fs::remove_file(&path)
                 .map_err(|e| Error::Io(format!("remove {}", path.display()), e))?;
         }
@@ -1188,6 +1189,7 @@ impl Networks {
                         protocol: p.protocol,
                     })
                     .collect();
+                kill_unrecorded_helpers(&p);
                 let restarted = ports::bind_all(&rec.service, &maps)
                     .and_then(|bound| self.start_proxy(rec, bound));
                 if let Err(e) = restarted {
