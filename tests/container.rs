@@ -1119,7 +1119,11 @@ fn container_cgroup_is_joined_by_the_child_in_every_hierarchy() {
             d.display()
         );
     }
-    if let Some(mem) = cg.v1_dirs().iter().find(|d| d.starts_with("/sys/fs/cgroup/memory")) {
+    if let Some(mem) = cg
+        .v1_dirs()
+        .iter()
+        .find(|d| d.starts_with("/sys/fs/cgroup/memory"))
+    {
         let l = std::fs::read_to_string(mem.join("memory.limit_in_bytes")).unwrap();
         assert_eq!(l.trim(), "50331648");
     }

@@ -298,9 +298,15 @@ fn spawn_shim(
         }
         let result = (|| {
             // dup2 clears close-on-exec on the new descriptor.
-            check(libc::posix_spawn_file_actions_adddup2(&mut fa, status_fd, 3))?;
+            check(libc::posix_spawn_file_actions_adddup2(
+                &mut fa, status_fd, 3,
+            ))?;
             if null_stdio {
-                for (fd, flags) in [(0, libc::O_RDONLY), (1, libc::O_WRONLY), (2, libc::O_WRONLY)] {
+                for (fd, flags) in [
+                    (0, libc::O_RDONLY),
+                    (1, libc::O_WRONLY),
+                    (2, libc::O_WRONLY),
+                ] {
                     check(libc::posix_spawn_file_actions_addopen(
                         &mut fa,
                         fd,
@@ -488,6 +494,13 @@ impl ContainerStore {
     pub fn resolve(&self, key: &str) -> Result<String> {
         if key.is_empty() {
             return Err(ContainerError::NotFound(key.to_string()));
+        }
+        // A full id needs no listing.
+        if key.len() == 64
+            && key.bytes().all(|b| b.is_ascii_hexdigit())
+            && self.dir.join(key).join("container.json").exists()
+        {
+            return Ok(key.to_string());
         }
         if valid_name(key)
             && let Ok(id) = fs::read_to_string(self.dir.join(".names").join(key))
@@ -717,12 +730,11 @@ impl ContainerStore {
             reason: e.to_string(),
         })?;
         write("bundle/config.json", &spec_json)?;
-        let st = serde_json::to_vec_pretty(&State::default()).map_err(|e| {
-            ContainerError::Corrupt {
+        let st =
+            serde_json::to_vec_pretty(&State::default()).map_err(|e| ContainerError::Corrupt {
                 path: dir.join("state.json"),
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         write("state.json", &st)?;
         let rec = Record {
             id: id.to_string(),
