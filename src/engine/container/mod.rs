@@ -804,6 +804,7 @@ impl ContainerStore {
     fn settle(&self, id: &str) {
         let dir = self.dir.join(id);
         let deadline = Instant::now() + Duration::from_secs(5);
+        let mut pause = Duration::from_micros(250);
         loop {
             let st = state::read(&dir);
             let sup = state::alive(st.supervisor_pid, st.supervisor_start);
@@ -831,9 +832,18 @@ impl ContainerStore {
             if Instant::now() >= deadline {
                 return;
             }
-            // The supervisor records the exit and then exits itself.
             let left = deadline.saturating_duration_since(Instant::now());
-            let _ = state::wait_gone(st.supervisor_pid, st.supervisor_start, left);
+            if state::alive(st.pid, st.pid_start) {
+                // The supervisor records the exit and then exits itself.
+                let _ = state::wait_gone(st.supervisor_pid, st.supervisor_start, left);
+            } else {
+                // The process is gone and the supervisor is about to record it: it does so
+                // right after reaping, but exits only after unmounting the root filesystem
+                // (tens of milliseconds more), so look again shortly rather than wait for
+                // the supervisor to end.
+                std::thread::sleep(pause.min(left));
+                pause = (pause * 2).min(Duration::from_millis(8));
+            }
         }
     }
 
