@@ -229,7 +229,10 @@ pub fn rewrite_args(mut args: Vec<OsString>) -> Vec<OsString> {
             .iter()
             .find(|(s, _, flag)| *flag && cluster && a[1..].contains(&s[1..]))
         {
-            let rest: String = a[1..].chars().filter(|c| !short[1..].contains(*c)).collect();
+            let rest: String = a[1..]
+                .chars()
+                .filter(|c| !short[1..].contains(*c))
+                .collect();
             args[j] = (*long).into();
             if !rest.is_empty() {
                 args.insert(j + 1, format!("-{rest}").into());

@@ -183,7 +183,12 @@ pub fn delete_table(name: &str) -> Result<()> {
     let subsys = NFNL_SUBSYS_NFTABLES.to_be_bytes();
     let mut buf = Vec::with_capacity(128);
     // batch begin: header + nfgenmsg with res_id = the subsystem (network byte order)
-    push_header(&mut buf, NFNL_MSG_BATCH_BEGIN, libc::NLM_F_REQUEST as u16, 1);
+    push_header(
+        &mut buf,
+        NFNL_MSG_BATCH_BEGIN,
+        libc::NLM_F_REQUEST as u16,
+        1,
+    );
     buf.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, subsys[0], subsys[1]]);
     let start = buf.len();
     push_header(
