@@ -872,7 +872,9 @@ impl ContainerStore {
         let id = self.resolve(key)?;
         let dir = self.dir.join(&id);
         let rec = self.record(&id)?;
-        let _ = state::write_atomic(&dir.join("stop-requested"), b"1");
+        // Read by the supervisor (no restart) while this command runs: it must be visible,
+        // not durable, so no fsync (a stop chain of `down` pays it once per container).
+        let _ = state::write_atomic_sync(&dir.join("stop-requested"), b"1", false);
         let st = self.state(&id);
         if !matches!(
             st.status,
@@ -951,7 +953,7 @@ impl ContainerStore {
                 // (tens of milliseconds more), so look again shortly rather than wait for
                 // the supervisor to end.
                 std::thread::sleep(pause.min(left));
-                pause = (pause * 2).min(Duration::from_millis(8));
+                pause = (pause * 2).min(Duration::from_millis(1));
             }
         }
     }
