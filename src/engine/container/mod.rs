@@ -916,7 +916,9 @@ impl ContainerStore {
         let id = self.resolve(key)?;
         let dir = self.dir.join(&id);
         let rec = self.record(&id)?;
-        let _ = state::write_atomic(&dir.join("stop-requested"), b"1");
+        // Read by the supervisor (no restart) while this command runs: it must be visible,
+        // not durable, so no fsync (a stop chain of `down` pays it once per container).
+        let _ = state::write_atomic_sync(&dir.join("stop-requested"), b"1", false);
         let st = self.state(&id);
         if !matches!(
             st.status,
@@ -957,6 +959,7 @@ impl ContainerStore {
     fn settle(&self, id: &str) {
         let dir = self.dir.join(id);
         let deadline = Instant::now() + Duration::from_secs(5);
+        let mut pause = Duration::from_micros(250);
         loop {
             let st = state::read(&dir);
             let sup = state::alive(st.supervisor_pid, st.supervisor_start);
@@ -984,9 +987,18 @@ impl ContainerStore {
             if Instant::now() >= deadline {
                 return;
             }
-            // The supervisor records the exit and then exits itself.
             let left = deadline.saturating_duration_since(Instant::now());
-            let _ = state::wait_gone(st.supervisor_pid, st.supervisor_start, left);
+            if state::alive(st.pid, st.pid_start) {
+                // The supervisor records the exit and then exits itself.
+                let _ = state::wait_gone(st.supervisor_pid, st.supervisor_start, left);
+            } else {
+                // The process is gone and the supervisor is about to record it: it does so
+                // right after reaping, but exits only after unmounting the root filesystem
+                // (tens of milliseconds more), so look again shortly rather than wait for
+                // the supervisor to end.
+                std::thread::sleep(pause.min(left));
+                pause = (pause * 2).min(Duration::from_millis(1));
+            }
         }
     }
 
