@@ -225,11 +225,18 @@ pub(crate) fn entries_with_prefix(dir: &Path, prefixes: &[&str]) -> Vec<PathBuf>
 
 /// Size of the chunks a [`ThreadedReader`] hands over.
 const CHUNK: usize = 1 << 20;
+/// Chunks a [`ThreadedReader`] may run ahead of its consumer.
+const AHEAD: usize = 4;
 
-/// A reader whose inner reader runs on its own thread, a few chunks ahead: decompression and
-/// hashing on one core, unpacking on another (as `tar -xz` runs gzip in a second process).
+/// A reader whose inner reader runs on its own thread, a few chunks ahead: one stage of a
+/// pipeline (read + hash the compressed stream | decompress + hash | unpack), so each stage
+/// gets a core of its own, as `tar -xz` runs gzip in a second process. The 1 MiB buffers
+/// travel back to the producer once read, so a long stream costs no allocation and no fresh
+/// page faults per chunk. It is also a [`io::BufRead`]: a decompressor on top reads the
+/// chunks where they are.
 pub(crate) struct ThreadedReader<R: Read + Send + 'static> {
     rx: Option<std::sync::mpsc::Receiver<io::Result<Vec<u8>>>>,
+    back: Option<std::sync::mpsc::Sender<Vec<u8>>>,
     cur: Vec<u8>,
     pos: usize,
     handle: Option<std::thread::JoinHandle<R>>,
@@ -237,10 +244,12 @@ pub(crate) struct ThreadedReader<R: Read + Send + 'static> {
 
 impl<R: Read + Send + 'static> ThreadedReader<R> {
     pub(crate) fn new(mut inner: R) -> Self {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(4);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(AHEAD);
+        let (back, spare) = std::sync::mpsc::channel::<Vec<u8>>();
         let handle = std::thread::spawn(move || {
             loop {
-                let mut buf = vec![0u8; CHUNK];
+                let mut buf = spare.try_recv().unwrap_or_default();
+                buf.resize(CHUNK, 0);
                 let mut filled = 0;
                 while filled < CHUNK {
                     match inner.read(&mut buf[filled..]) {
@@ -264,6 +273,7 @@ impl<R: Read + Send + 'static> ThreadedReader<R> {
         });
         Self {
             rx: Some(rx),
+            back: Some(back),
             cur: Vec::new(),
             pos: 0,
             handle: Some(handle),
@@ -282,22 +292,38 @@ impl<R: Read + Send + 'static> ThreadedReader<R> {
     }
 }
 
-impl<R: Read + Send + 'static> Read for ThreadedReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl<R: Read + Send + 'static> io::BufRead for ThreadedReader<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
         if self.pos >= self.cur.len() {
-            let Some(rx) = &self.rx else { return Ok(0) };
+            let Some(rx) = &self.rx else { return Ok(&[]) };
             match rx.recv() {
                 Ok(Ok(chunk)) => {
-                    self.cur = chunk;
+                    let old = std::mem::replace(&mut self.cur, chunk);
+                    if let Some(back) = &self.back
+                        && old.capacity() >= CHUNK
+                    {
+                        let _ = back.send(old);
+                    }
                     self.pos = 0;
                 }
                 Ok(Err(e)) => return Err(e),
-                Err(_) => return Ok(0),
+                Err(_) => return Ok(&[]),
             }
         }
-        let n = buf.len().min(self.cur.len() - self.pos);
-        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
+        Ok(&self.cur[self.pos..])
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.pos = (self.pos + amt).min(self.cur.len());
+    }
+}
+
+impl<R: Read + Send + 'static> Read for ThreadedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let avail = io::BufRead::fill_buf(self)?;
+        let n = buf.len().min(avail.len());
+        buf[..n].copy_from_slice(&avail[..n]);
+        io::BufRead::consume(self, n);
         Ok(n)
     }
 }
@@ -306,6 +332,7 @@ impl<R: Read + Send + 'static> Drop for ThreadedReader<R> {
     fn drop(&mut self) {
         // Closing the channel stops the thread at its next chunk.
         self.rx = None;
+        self.back = None;
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
