@@ -145,7 +145,7 @@ impl ImageStore {
         let mut threaded = fsutil::ThreadedReader::new(fsutil::HashingReader::new(decoder));
         let tmp = self.new_layer_tmp()?;
         let result = (|| {
-            unpack::unpack(&mut threaded, &tmp, what)?;
+            unpack::unpack(&mut threaded, &tmp, what, true)?;
             let hashing = threaded.finish().map_err(|e| Error::BadLayer {
                 layer: what.to_string(),
                 reason: e.to_string(),

@@ -169,15 +169,21 @@ pub fn decompress_send<R: Read + Send + 'static>(r: R) -> io::Result<Box<dyn Rea
 }
 
 /// Unpacks a layer file (any compression) into the empty directory `dest`, decompressing and
-/// hashing on a second thread. Returns the diff_id and the stats.
-pub fn unpack_file(file: std::fs::File, dest: &Path, layer: &str) -> Result<(String, Stats)> {
+/// hashing on a second thread (and with `writeback`, writing to disk on a third, see
+/// [`unpack`]). Returns the diff_id and the stats.
+pub fn unpack_file(
+    file: std::fs::File,
+    dest: &Path,
+    layer: &str,
+    writeback: bool,
+) -> Result<(String, Stats)> {
     let reader = decompress_send(file).map_err(|e| Error::BadLayer {
         layer: layer.to_string(),
         reason: e.to_string(),
     })?;
     let mut threaded =
         super::fsutil::ThreadedReader::new(super::fsutil::HashingReader::new(reader));
-    let stats = unpack(&mut threaded, dest, layer)?;
+    let stats = unpack(&mut threaded, dest, layer, writeback)?;
     let hashing = threaded.finish().map_err(|e| Error::BadLayer {
         layer: layer.to_string(),
         reason: e.to_string(),
@@ -196,8 +202,10 @@ pub struct Stats {
 }
 
 /// Unpacks the (already decompressed) tar stream `r` into the existing, empty directory
-/// `dest`. Reads `r` to its end, so a hashing reader underneath sees the whole stream.
-pub fn unpack(r: impl Read, dest: &Path, layer: &str) -> Result<Stats> {
+/// `dest`. Reads `r` to its end, so a hashing reader underneath sees the whole stream. With
+/// `writeback`, the files go to disk while the unpack runs ([`super::fsutil::Flusher`]), for a
+/// caller that syncs them before trusting them.
+pub fn unpack(r: impl Read, dest: &Path, layer: &str, writeback: bool) -> Result<Stats> {
     let root = nix::fcntl::open(
         dest,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
@@ -220,7 +228,16 @@ pub fn unpack(r: impl Read, dest: &Path, layer: &str) -> Result<Stats> {
         dirs: Vec::new(),
         stats: Stats::default(),
         buf: vec![0; 256 * 1024],
+        flusher: None,
     };
+    if writeback {
+        u.flusher = Some(
+            super::fsutil::Flusher::start(&u.root).map_err(|e| Error::Io {
+                context: "cannot start the writeback thread".into(),
+                source: e,
+            })?,
+        );
+    }
     let mut archive = tar::Archive::new(r);
     u.run(&mut archive)?;
     // Whatever follows the end-of-archive blocks still belongs to the stream.
@@ -260,6 +277,8 @@ struct Unpacker {
     dirs: Vec<(Vec<u8>, i64)>,
     stats: Stats,
     buf: Vec<u8>,
+    /// Writes the new files to disk in the background (see [`unpack`]).
+    flusher: Option<super::fsutil::Flusher>,
 }
 
 /// Normalises an entry path into its components. Rejects absolute paths and paths that climb
@@ -568,6 +587,9 @@ impl Unpacker {
                     left -= n as u64;
                 }
                 self.stats.bytes += size;
+                if let Some(f) = &mut self.flusher {
+                    f.wrote(size);
+                }
                 let fd = file.as_fd();
                 // A new file belongs to `new_owner` and has `create_mode` already.
                 if self.privileged && (uid, gid) != new_owner {
