@@ -1064,6 +1064,78 @@ fn container_cgroup_limits_are_written_and_removed() {
     // Env's drop asserts the cgroups are gone.
 }
 
+/// The container's process joins its cgroup by itself (v1: writing `0` into each hierarchy's
+/// `tasks` right after clone; cgroup2: `clone3` with `CLONE_INTO_CGROUP`): seen from inside
+/// (`/proc/self/cgroup`, through the tiny init's child too) and from the host, with the
+/// limits in force, the supervisor never moving it by pid, and nothing left afterwards.
+#[test]
+fn container_cgroup_is_joined_by_the_child_in_every_hierarchy() {
+    let Some(env) = Env::new() else { return };
+    let name = common::unique("cgjoin");
+    env.ok(&[
+        "container",
+        "run",
+        "-d",
+        "--init",
+        "--network",
+        "none",
+        "--name",
+        &name,
+        "-m",
+        "48m",
+        "--pids-limit",
+        "30",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /proc/self/cgroup; echo done; exec sleep 1000",
+    ]);
+    let i = env.inspect(&name);
+    let id = i["id"].as_str().unwrap().to_string();
+    let pid = i["pid"].as_i64().unwrap();
+    let mut out = String::new();
+    env.until("the cgroup listing", 10, || {
+        out = env.ok(&["container", "logs", &name]);
+        out.contains("done")
+    });
+    let ours = format!("/tug-{id}");
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let layout = tug::engine::runtime::cgroups::Layout::from_mountinfo(&mountinfo);
+    let cg = tug::engine::runtime::cgroups::Cgroup::new(layout, Path::new(&ours));
+    let dirs = cg.dirs();
+    assert!(!dirs.is_empty());
+    // Every hierarchy tug manages (v1 controllers, name=systemd, the cgroup2 line "0::")
+    // shows the container's cgroup, not the supervisor's.
+    let lines: Vec<&str> = out.lines().filter(|l| l.contains(':')).collect();
+    let inside = lines.iter().filter(|l| l.ends_with(&ours)).count();
+    assert_eq!(inside, dirs.len(), "{out}\nexpected: {dirs:?}");
+    // From the host: the container's first process is listed in each v1 hierarchy and in
+    // cgroup2, and the limits are there.
+    for d in &dirs {
+        let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap();
+        assert!(
+            procs.lines().any(|l| l == pid.to_string()),
+            "{pid} not in {}: {procs}",
+            d.display()
+        );
+    }
+    if let Some(mem) = cg
+        .v1_dirs()
+        .iter()
+        .find(|d| d.starts_with("/sys/fs/cgroup/memory"))
+    {
+        let l = std::fs::read_to_string(mem.join("memory.limit_in_bytes")).unwrap();
+        assert_eq!(l.trim(), "50331648");
+    }
+    // This kernel has clone3 and CLONE_INTO_CGROUP: the supervisor never wrote a pid.
+    let t = &i["state_detail"]["timings"];
+    assert_eq!(t["cgroup_parent_join"], false, "{t}");
+    env.ok(&["container", "rm", "--force", &name]);
+    for d in &dirs {
+        assert!(!d.exists(), "left behind: {}", d.display());
+    }
+}
+
 #[test]
 fn container_stdin_and_terminal() {
     let Some(env) = Env::new() else { return };

@@ -357,6 +357,15 @@ fn container_net_default_bridge_and_published_port() {
             .any(|l| l == "bridge"),
         "the default network must not be removed implicitly"
     );
+    // Nor by a prune, which removes an unused user network beside it.
+    let spare = common::unique("spare");
+    env.ok(&["network", "create", &spare]);
+    let pruned = env.ok(&["network", "prune"]);
+    assert!(pruned.lines().any(|l| l == spare), "{pruned}");
+    assert!(!pruned.lines().any(|l| l == "bridge"), "{pruned}");
+    let left = env.ok(&["network", "ls", "-q"]);
+    assert!(left.lines().any(|l| l == "bridge"), "{left}");
+    assert!(!left.lines().any(|l| l == spare), "{left}");
 }
 
 #[test]

@@ -5,6 +5,7 @@ mod common;
 mod compose;
 mod config_golden;
 mod container;
+mod container_cgroup;
 mod container_devices;
 mod container_net;
 mod image;

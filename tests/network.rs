@@ -850,6 +850,28 @@ fn network_cli_create_ls_inspect_rm() {
     assert!(ls.trim().is_empty(), "{ls}");
 }
 
+/// Splits an `iptables -S` line into arguments (double quotes group, as the shell does).
+fn shell_words(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ' ' if !quoted => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            _ => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
 /// The filter FORWARD chain as text: through iptables-nft when installed (tug writes its
 /// rules with it then), else nft.
 fn forward_chain() -> String {
@@ -909,6 +931,28 @@ fn network_works_behind_a_docker_style_forward_drop() {
     // … and the next command puts them back.
     lab.nets.reconcile().unwrap();
     assert!(forward_chain().contains(&tag));
+    // A set with a rule missing (someone deleted one) is put back whole, without doubles.
+    let ours = || forward_chain().lines().filter(|l| l.contains(&tag)).count();
+    let full = ours();
+    assert!(full >= 1, "{}", forward_chain());
+    if Path::new("/usr/sbin/iptables-nft").exists() {
+        let first = forward_chain()
+            .lines()
+            .find(|l| l.contains(&tag))
+            .unwrap()
+            .replacen("-A", "-D", 1);
+        let args: Vec<String> = shell_words(&first);
+        assert!(
+            Command::new("/usr/sbin/iptables-nft")
+                .args(&args)
+                .status()
+                .unwrap()
+                .success()
+        );
+        assert_eq!(ours(), full - 1);
+        lab.nets.reconcile().unwrap();
+        assert_eq!(ours(), full, "{}", forward_chain());
+    }
     eventually("bridged traffic passes again", || {
         run_in(&cli_ns, &["busybox", "wget", "-q", "-O", "-", &url], 4).0
     });
@@ -1225,4 +1269,36 @@ fn network_nft_tables_over_netlink_match_nft() {
     assert!(tug::engine::network::nft::table_exists(&name).unwrap());
     drop(guard);
     assert!(!tug::engine::network::nft::table_exists(&name).unwrap());
+
+    // Deleting a table over netlink (a batched NFT_MSG_DELTABLE) removes it with its chains
+    // and rules, as `nft` sees it; deleting a missing table is no error.
+    let mut add = std::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        add.stdin
+            .take()
+            .unwrap()
+            .write_all(
+                format!(
+                    "table ip {name} {{\n chain c {{\n  type filter hook forward priority 10; policy accept;\n  counter accept\n }}\n}}\n"
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+    }
+    assert!(add.wait().unwrap().success());
+    let guard = Drop_(name.clone());
+    assert!(tug::engine::network::nft::table_exists(&name).unwrap());
+    tug::engine::network::nft::delete_table(&name).unwrap();
+    assert!(!tug::engine::network::nft::table_exists(&name).unwrap());
+    let listed =
+        crate::common::ok(std::process::Command::new("nft").args(["list", "tables", "ip"]));
+    assert!(!listed.contains(&name), "{listed}");
+    tug::engine::network::nft::delete_table(&name).unwrap();
+    drop(guard);
+    assert!(tug::engine::network::nft::delete_table("").is_err());
 }

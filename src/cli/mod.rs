@@ -204,11 +204,13 @@ pub fn rewrite_args(mut args: Vec<OsString>) -> Vec<OsString> {
         break;
     }
     let Some(v) = verb else { return args };
-    let rewrites: &[(&str, &str)] = match args[v].to_str() {
-        Some("logs") => &[("-f", "--follow")],
-        Some("rm") => &[("-f", "--force")],
-        Some("run") => &[("-p", "--publish")],
-        Some("version") => &[("-f", "--format")],
+    // (short, long, whether the flag takes no value: such a flag may also come in a cluster
+    // of short flags, `rm -fs` = `rm --force -s`)
+    let rewrites: &[(&str, &str, bool)] = match args[v].to_str() {
+        Some("logs") => &[("-f", "--follow", true)],
+        Some("rm") => &[("-f", "--force", true)],
+        Some("run") => &[("-p", "--publish", false)],
+        Some("version") => &[("-f", "--format", false)],
         _ => return args,
     };
     let mut j = v + 1;
@@ -217,8 +219,25 @@ pub fn rewrite_args(mut args: Vec<OsString>) -> Vec<OsString> {
         if a == "--" {
             break;
         }
-        if let Some((_, long)) = rewrites.iter().find(|(s, _)| *s == a) {
+        let cluster = a.len() > 2
+            && a.starts_with('-')
+            && !a.starts_with("--")
+            && a[1..].chars().all(|c| c.is_ascii_alphabetic());
+        if let Some((_, long, _)) = rewrites.iter().find(|(s, _, _)| *s == a) {
             args[j] = (*long).into();
+        } else if let Some((short, long, _)) = rewrites
+            .iter()
+            .find(|(s, _, flag)| *flag && cluster && a[1..].contains(&s[1..]))
+        {
+            let rest: String = a[1..]
+                .chars()
+                .filter(|c| !short[1..].contains(*c))
+                .collect();
+            args[j] = (*long).into();
+            if !rest.is_empty() {
+                args.insert(j + 1, format!("-{rest}").into());
+                j += 1;
+            }
         } else if !a.starts_with('-') && args[v] == "run" {
             // `run SERVICE CMD…`: what follows the service belongs to the command.
             let prev = args[j - 1].to_string_lossy();
@@ -369,5 +388,33 @@ mod tests {
             rewrite_args(os(&["tug", "up", "-f"])),
             os(&["tug", "up", "-f"])
         );
+    }
+
+    #[test]
+    fn clusters_of_short_flags_keep_their_verb_meaning() {
+        assert_eq!(
+            rewrite_args(os(&["tug", "rm", "-fs"])),
+            os(&["tug", "rm", "--force", "-s"])
+        );
+        assert_eq!(
+            rewrite_args(os(&["tug", "rm", "-sfv", "web"])),
+            os(&["tug", "rm", "--force", "-sv", "web"])
+        );
+        assert_eq!(
+            rewrite_args(os(&["tug", "logs", "-tf", "web"])),
+            os(&["tug", "logs", "--follow", "-t", "web"])
+        );
+        // A flag that takes a value is not split: `-p8080:80` is a value, not a cluster.
+        assert_eq!(
+            rewrite_args(os(&["tug", "run", "-dp", "80:80", "web"])),
+            os(&["tug", "run", "-dp", "80:80", "web"])
+        );
+        // Clusters without the rewritten letter stay as they are.
+        assert_eq!(
+            rewrite_args(os(&["tug", "rm", "-sv"])),
+            os(&["tug", "rm", "-sv"])
+        );
+        let cli = Cli::try_parse_from(rewrite_args(os(&["tug", "rm", "-fs", "web"])));
+        assert!(cli.is_ok(), "{cli:?}");
     }
 }

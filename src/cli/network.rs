@@ -256,7 +256,9 @@ pub(super) fn run(global: &GlobalArgs, cmd: &NetworkCommand) -> anyhow::Result<i
             }
         }
         NetworkCommand::Prune { .. } => {
-            for n in nets.prune(&|_| false)? {
+            // Like docker's `bridge`, the default network of `container run` is never pruned.
+            let default = crate::engine::container::net::DEFAULT_NETWORK;
+            for n in nets.prune(&|n| n.name == default)? {
                 println!("{n}");
             }
         }

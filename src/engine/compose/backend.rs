@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use super::convert::{self, labels};
 use super::{Error, Result, Stack};
 use crate::engine::container::{
-    ContainerConfig, ContainerError, ImageInfo, Mount, MountKind, NetworkMode,
+    ContainerConfig, ContainerError, ImageInfo, Mount, MountKind, NetworkMode, Status,
 };
 use crate::engine::executor::Backend;
 use crate::engine::image::Image;
@@ -409,12 +409,41 @@ impl Stack {
     }
 
     fn remove_container(&self, name: &str) -> Result<()> {
-        match self.containers.resolve(name) {
-            Ok(id) => self.containers.remove(&id, true)?,
-            Err(ContainerError::NotFound(_)) => {}
+        let id = match self.containers.resolve(name) {
+            Ok(id) => Some(id),
+            Err(ContainerError::NotFound(_)) => None,
             Err(e) => return Err(e.into()),
+        };
+        // A container that no longer runs no longer uses its network namespace: the kernel's
+        // teardown of its links and the removal of its files (which waits for the
+        // supervisor's unmount) then happen at once. A running one is stopped first.
+        let running = id.as_ref().is_some_and(|id| {
+            matches!(
+                self.containers.state(id).status,
+                Status::Running | Status::Paused | Status::Restarting
+            )
+        });
+        if running {
+            if let Some(id) = &id {
+                self.containers.remove(id, true)?;
+            }
+            self.networks.disconnect_all(name)?;
+        } else {
+            std::thread::scope(|s| -> Result<()> {
+                let network = s.spawn(|| self.networks.disconnect_all(name));
+                let files = id
+                    .as_ref()
+                    .map_or(Ok(()), |id| self.containers.remove(id, true));
+                let network = network.join().unwrap_or_else(|_| {
+                    Err(crate::engine::network::Error::Invalid(format!(
+                        "disconnecting {name} panicked"
+                    )))
+                });
+                files?;
+                network?;
+                Ok(())
+            })?;
         }
-        self.networks.disconnect_all(name)?;
         let files = self.files_dir(name);
         if files.exists() {
             std::fs::remove_dir_all(&files)

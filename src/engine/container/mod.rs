@@ -2,8 +2,9 @@
 //! per-container supervisor that runs them.
 //!
 //! A container directory `<root>/containers/<id>/` holds:
-//! - `container.json`: the [`Record`] (options, image layers and config) — written last at
-//!   create, so a directory without it is the leftover of an interrupted create;
+//! - `container.json`: the [`Record`] (options, image layers and config) — a create writes
+//!   every file into `.creating-<id>-<pid>` and renames that into place, so a container
+//!   directory always has its record;
 //! - `state.json`: the observed [`state::State`], owned by the supervisor;
 //! - `bundle/config.json` (the OCI spec) and `bundle/rootfs` (overlay mount point);
 //! - `upper/`, `work/`: the overlay's writable layer; `hosts`, `hostname`, `resolv.conf`;
@@ -11,8 +12,9 @@
 //!   supervisor so the restart policy does not restart a stopped container.
 //!
 //! Names are reserved atomically as files `<root>/containers/.names/<name>` holding the id.
-//! Nothing here forks the calling process: a start re-executes tug (`tug __shim run`), which
-//! detaches and becomes the supervisor (see [`supervisor`]).
+//! Nothing here forks the calling process: a start spawns tug again (`tug __shim run`, with
+//! `posix_spawn`, which shares the caller's memory until the exec instead of copying it),
+//! and that process detaches and becomes the supervisor (see [`supervisor`]).
 
 pub mod config;
 pub mod logs;
@@ -26,7 +28,6 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead as _, BufReader};
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -251,6 +252,93 @@ impl Started {
     }
 }
 
+unsafe extern "C" {
+    /// The process environment (POSIX `environ`), handed to the shim unchanged.
+    static environ: *const *const libc::c_char;
+}
+
+/// Runs `exe args…` with `status_fd` as its fd 3 (and /dev/null as stdio when `null_stdio`),
+/// through `posix_spawn`: glibc starts the child with `CLONE_VM | CLONE_VFORK`, so nothing
+/// of this (possibly large, possibly multi-threaded) process is copied, and only the listed
+/// descriptors reach the child (everything else here is close-on-exec).
+fn spawn_shim(
+    exe: &Path,
+    args: &[&std::ffi::OsStr],
+    status_fd: std::os::fd::RawFd,
+    null_stdio: bool,
+) -> std::io::Result<nix::unistd::Pid> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt as _;
+    let cstr = |b: &[u8]| CString::new(b).map_err(std::io::Error::other);
+    let path = cstr(exe.as_os_str().as_bytes())?;
+    let mut owned = vec![path.clone()];
+    for a in args {
+        owned.push(cstr(a.as_bytes())?);
+    }
+    let mut argv: Vec<*mut libc::c_char> = owned.iter().map(|c| c.as_ptr().cast_mut()).collect();
+    argv.push(std::ptr::null_mut());
+    let null = c"/dev/null";
+    let check = |rc: libc::c_int| {
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::from_raw_os_error(rc))
+        }
+    };
+    // SAFETY: the file actions and attributes are initialised before use and destroyed on
+    // every path; every pointer handed to posix_spawn (path, argv, environ) stays valid for
+    // the call.
+    unsafe {
+        let mut fa: libc::posix_spawn_file_actions_t = std::mem::zeroed();
+        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
+        check(libc::posix_spawn_file_actions_init(&mut fa))?;
+        if let Err(e) = check(libc::posix_spawnattr_init(&mut attr)) {
+            libc::posix_spawn_file_actions_destroy(&mut fa);
+            return Err(e);
+        }
+        let result = (|| {
+            // dup2 clears close-on-exec on the new descriptor.
+            check(libc::posix_spawn_file_actions_adddup2(
+                &mut fa, status_fd, 3,
+            ))?;
+            if null_stdio {
+                for (fd, flags) in [
+                    (0, libc::O_RDONLY),
+                    (1, libc::O_WRONLY),
+                    (2, libc::O_WRONLY),
+                ] {
+                    check(libc::posix_spawn_file_actions_addopen(
+                        &mut fa,
+                        fd,
+                        null.as_ptr(),
+                        flags,
+                        0,
+                    ))?;
+                }
+            }
+            // The supervisor starts with no blocked signals, whatever this thread blocks.
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            check(libc::posix_spawnattr_setsigmask(&mut attr, &empty))?;
+            let flags = libc::c_short::try_from(libc::POSIX_SPAWN_SETSIGMASK).unwrap_or(0);
+            check(libc::posix_spawnattr_setflags(&mut attr, flags))?;
+            let mut pid: libc::pid_t = 0;
+            check(libc::posix_spawn(
+                &mut pid,
+                path.as_ptr(),
+                &fa,
+                &attr,
+                argv.as_ptr(),
+                environ.cast(),
+            ))?;
+            Ok(nix::unistd::Pid::from_raw(pid))
+        })();
+        libc::posix_spawn_file_actions_destroy(&mut fa);
+        libc::posix_spawnattr_destroy(&mut attr);
+        result
+    }
+}
+
 /// Parses a signal name (`TERM`, `SIGTERM`) or number.
 pub fn parse_signal(s: &str) -> Result<nix::sys::signal::Signal> {
     use std::str::FromStr;
@@ -407,6 +495,13 @@ impl ContainerStore {
         if key.is_empty() {
             return Err(ContainerError::NotFound(key.to_string()));
         }
+        // A full id needs no listing.
+        if key.len() == 64
+            && key.bytes().all(|b| b.is_ascii_hexdigit())
+            && self.dir.join(key).join("container.json").exists()
+        {
+            return Ok(key.to_string());
+        }
         if valid_name(key)
             && let Ok(id) = fs::read_to_string(self.dir.join(".names").join(key))
         {
@@ -552,20 +647,34 @@ impl ContainerStore {
         config: &ContainerConfig,
         image: &ImageInfo,
     ) -> Result<()> {
-        // The directory appears with its `creator` file already in it (one rename), so a
-        // directory without a record always names the process that was creating it, even
-        // when that process was killed right after making it.
+        // Everything is written into a staging directory named after this process, which
+        // becomes the container's directory with one rename once its record is in it: a
+        // container directory is always complete, and a create killed half-way leaves only
+        // `.creating-<id>-<pid>`, which `list` deletes once that process is gone. Files in the
+        // staging directory need no temp-and-rename of their own.
         let staging = self
             .dir
             .join(format!(".creating-{id}-{}", std::process::id()));
-        fs::create_dir_all(&staging).map_err(io_err(&staging))?;
-        let p = staging.join("creator");
-        fs::write(&p, std::process::id().to_string()).map_err(io_err(&p))?;
-        fs::rename(&staging, dir).map_err(io_err(dir))?;
         for d in ["bundle/rootfs", "upper", "work"] {
-            let p = dir.join(d);
+            let p = staging.join(d);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
+        let result = self.write_new(id, &staging, dir, config, image);
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&staging);
+        }
+        result
+    }
+
+    /// Writes the files of a new container into `staging` (which will be `dir`) and renames it.
+    fn write_new(
+        &self,
+        id: &str,
+        staging: &Path,
+        dir: &Path,
+        config: &ContainerConfig,
+        image: &ImageInfo,
+    ) -> Result<()> {
         let t0 = Instant::now();
         let user_spec = config
             .user
@@ -609,17 +718,24 @@ impl ContainerStore {
                     .unwrap_or_else(default_resolv_conf),
             ),
         ];
+        let write = |name: &str, bytes: &[u8]| -> Result<()> {
+            let p = staging.join(name);
+            state::write_new(&p, bytes, sync).map_err(io_err(&p))
+        };
         for (f, content) in files {
-            let p = dir.join(f);
-            state::write_atomic_sync(&p, content.as_bytes(), sync).map_err(io_err(&p))?;
+            write(f, content.as_bytes())?;
         }
         let spec_json = serde_json::to_vec_pretty(&spec).map_err(|e| ContainerError::Corrupt {
             path: dir.join("bundle/config.json"),
             reason: e.to_string(),
         })?;
-        let p = dir.join("bundle/config.json");
-        state::write_atomic_sync(&p, &spec_json, sync).map_err(io_err(&p))?;
-        state::write_sync(dir, &State::default(), sync).map_err(io_err(dir))?;
+        write("bundle/config.json", &spec_json)?;
+        let st =
+            serde_json::to_vec_pretty(&State::default()).map_err(|e| ContainerError::Corrupt {
+                path: dir.join("state.json"),
+                reason: e.to_string(),
+            })?;
+        write("state.json", &st)?;
         let rec = Record {
             id: id.to_string(),
             created: state::now(),
@@ -632,8 +748,8 @@ impl ContainerStore {
             path: dir.join("container.json"),
             reason: e.to_string(),
         })?;
-        let p = dir.join("container.json");
-        state::write_atomic_sync(&p, &bytes, sync).map_err(io_err(&p))
+        write("container.json", &bytes)?;
+        fs::rename(staging, dir).map_err(io_err(dir))
     }
 
     /// The `Healthcheck` of image `image_id` (`sha256:…`), read from its raw config blob in
@@ -697,31 +813,24 @@ impl ContainerStore {
                 reason: format!("pipe: {e}"),
             }
         })?;
-        let mut cmd = Command::new(&self.exe);
-        cmd.arg("__shim").arg("run").arg(&self.root).arg(&id);
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "__shim".as_ref(),
+            "run".as_ref(),
+            self.root.as_os_str(),
+            id.as_ref(),
+        ];
         if attach {
-            cmd.arg("--attach");
-        } else {
-            cmd.stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
+            args.push("--attach".as_ref());
         }
-        let wfd = w.as_raw_fd();
-        // SAFETY: the closure only calls dup2, which is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::dup2(wfd, 3) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().map_err(|e| ContainerError::Start {
-            id: id.clone(),
-            reason: format!("cannot run {}: {e}", self.exe.display()),
+        let child = spawn_shim(&self.exe, &args, w.as_raw_fd(), !attach).map_err(|e| {
+            ContainerError::Start {
+                id: id.clone(),
+                reason: format!("cannot run {}: {e}", self.exe.display()),
+            }
         })?;
         drop(w);
-        let _ = child.wait();
+        // The first shim process forks the supervisor and exits at once.
+        let _ = nix::sys::wait::waitpid(child, None);
         let mut reader = BufReader::new(fs::File::from(r));
         let mut line = String::new();
         let _ = reader.read_line(&mut line);
@@ -763,7 +872,9 @@ impl ContainerStore {
         let id = self.resolve(key)?;
         let dir = self.dir.join(&id);
         let rec = self.record(&id)?;
-        let _ = state::write_atomic(&dir.join("stop-requested"), b"1");
+        // Read by the supervisor (no restart) while this command runs: it must be visible,
+        // not durable, so no fsync (a stop chain of `down` pays it once per container).
+        let _ = state::write_atomic_sync(&dir.join("stop-requested"), b"1", false);
         let st = self.state(&id);
         if !matches!(
             st.status,
@@ -804,6 +915,7 @@ impl ContainerStore {
     fn settle(&self, id: &str) {
         let dir = self.dir.join(id);
         let deadline = Instant::now() + Duration::from_secs(5);
+        let mut pause = Duration::from_micros(250);
         loop {
             let st = state::read(&dir);
             let sup = state::alive(st.supervisor_pid, st.supervisor_start);
@@ -831,9 +943,18 @@ impl ContainerStore {
             if Instant::now() >= deadline {
                 return;
             }
-            // The supervisor records the exit and then exits itself.
             let left = deadline.saturating_duration_since(Instant::now());
-            let _ = state::wait_gone(st.supervisor_pid, st.supervisor_start, left);
+            if state::alive(st.pid, st.pid_start) {
+                // The supervisor records the exit and then exits itself.
+                let _ = state::wait_gone(st.supervisor_pid, st.supervisor_start, left);
+            } else {
+                // The process is gone and the supervisor is about to record it: it does so
+                // right after reaping, but exits only after unmounting the root filesystem
+                // (tens of milliseconds more), so look again shortly rather than wait for
+                // the supervisor to end.
+                std::thread::sleep(pause.min(left));
+                pause = (pause * 2).min(Duration::from_millis(1));
+            }
         }
     }
 
@@ -987,8 +1108,9 @@ impl ContainerStore {
         for id in self.ids() {
             let dir = self.dir.join(&id);
             let Ok(rec) = self.record(&id) else {
-                // A directory without a record is a create in progress, or one whose process
-                // was killed: the `creator` file names the creating process.
+                // A directory without a record is left by an older tug whose create was
+                // killed (a create now renames its directory into place with the record in
+                // it): its `creator` file names the creating process.
                 let creator_gone = fs::read_to_string(dir.join("creator"))
                     .ok()
                     .and_then(|p| p.trim().parse::<i32>().ok())

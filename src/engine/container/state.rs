@@ -147,6 +147,9 @@ pub struct StartTimings {
     pub mount_us: u64,
     /// Process setup until execve.
     pub exec_us: u64,
+    /// The supervisor moved the process into cgroup2 by pid (no `CLONE_INTO_CGROUP`).
+    #[serde(default)]
+    pub cgroup_parent_join: bool,
 }
 
 impl StartTimings {
@@ -160,6 +163,7 @@ impl StartTimings {
             clone_us: t.clone_us,
             mount_us: t.mount_us,
             exec_us: t.exec_us,
+            cgroup_parent_join: t.cgroup_parent_join,
         }
     }
 }
@@ -269,6 +273,17 @@ pub fn write_atomic_sync(path: &Path, bytes: &[u8], sync: bool) -> std::io::Resu
         }
     }
     fs::rename(&tmp, path)
+}
+
+/// Writes a file that nobody reads yet (inside a directory that is not in place yet), with
+/// an fsync when `sync`: no temp file and rename needed.
+pub fn write_new(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
+    let mut f = fs::File::create(path)?;
+    f.write_all(bytes)?;
+    if sync {
+        f.sync_data()?;
+    }
+    Ok(())
 }
 
 /// Reads the state record of a container directory (default when missing or unreadable).

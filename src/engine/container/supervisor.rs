@@ -399,7 +399,13 @@ impl Supervisor {
             if let Some(h) = &mut self.st.health {
                 h.status = HealthStatus::Unhealthy;
             }
-            self.save();
+            let restart = self.should_restart(code);
+            // An auto-removed container that is not restarted is retired below; its exit
+            // state is only written when retiring fails.
+            let retire = self.rec.config.auto_remove && !restart;
+            if !retire {
+                self.save();
+            }
             if attached {
                 // The caller detaches at the first exit (docker run does the same).
                 if !self.rec.config.auto_remove {
@@ -415,14 +421,17 @@ impl Supervisor {
                 attached = false;
             }
             first = false;
-            if !self.should_restart(code) {
-                if self.rec.config.auto_remove {
+            if !restart {
+                if retire {
                     let _ = nix::mount::umount2(
                         &self.dir.join("bundle/rootfs"),
                         nix::mount::MntFlags::MNT_DETACH,
                     );
                     // Report the exit once the container is gone, then delete its files.
                     let trash = self.store.retire(&self.id);
+                    if !matches!(trash, Ok(Some(_))) {
+                        self.save();
+                    }
                     status.send(&format!("exit {code}"));
                     status.close();
                     if let Ok(Some(t)) = trash {

@@ -199,6 +199,7 @@ pub fn busybox_tar(busybox: &Path) -> Result<Vec<u8>> {
         ("tmp", 0o1777),
         ("var", 0o755),
         ("var/tmp", 0o1777),
+        ("var/www", 0o755),
         ("proc", 0o555),
         ("sys", 0o555),
         ("dev", 0o755),

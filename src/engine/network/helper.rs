@@ -48,27 +48,23 @@ impl ProcId {
         matches!(stat_of(self.pid), Some((start, st)) if start == self.start && st != 'Z' && st != 'X')
     }
 
-    /// Sends SIGTERM, waits up to 2 s, then SIGKILL.
+    /// Sends SIGTERM, waits up to 2 s, then SIGKILL (and waits up to 1 s more). The wait
+    /// wakes when the process exits (a pidfd), not at the next tick of a poll.
     pub fn stop(&self) {
+        use crate::engine::container::state::wait_gone;
         use nix::sys::signal::{Signal, kill};
         use nix::unistd::Pid;
+        use std::time::Duration;
         if !self.alive() {
             return;
         }
+        let (pid, start) = (Some(self.pid), Some(self.start));
         let _ = kill(Pid::from_raw(self.pid), Signal::SIGTERM);
-        for _ in 0..200 {
-            if !self.alive() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
+        if wait_gone(pid, start, Duration::from_secs(2)) {
+            return;
         }
         let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
-        for _ in 0..100 {
-            if !self.alive() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        let _ = wait_gone(pid, start, Duration::from_secs(1));
     }
 }
 

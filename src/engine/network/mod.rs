@@ -685,16 +685,32 @@ impl Networks {
 
     /// Removes the kernel objects and helpers of a network (not its state files).
     fn teardown(&self, info: &NetworkInfo) -> Result<()> {
-        if let Some(p) = self.dns_pid(&info.name)? {
-            p.stop();
-        }
-        kill_unrecorded_helpers(&self.dir(&info.name).join("dns.json"));
-        // Veths of endpoints go with the bridge's ports; delete them explicitly anyway.
-        for ep in self.endpoints_of(&info.name).unwrap_or_default().values() {
-            netlink::delete_link(&ep.host_veth)?;
-        }
-        netlink::delete_link(&info.bridge)?;
-        nft::remove(&info.bridge)
+        // Deleting a bridge waits in the kernel for every pending RCU callback (tens of
+        // milliseconds), and the rules' removal may start a process: both at once.
+        // Its DNS server takes milliseconds to exit (closing its sockets): a third task.
+        let dns = self.dns_pid(&info.name)?;
+        let (links, rules) = std::thread::scope(|s| {
+            let rules = s.spawn(|| nft::remove(&info.bridge));
+            let helpers = s.spawn(|| {
+                if let Some(p) = dns {
+                    p.stop();
+                }
+                kill_unrecorded_helpers(&self.dir(&info.name).join("dns.json"));
+            });
+            let links = (|| {
+                // Veths of endpoints go with the bridge's ports; delete them explicitly anyway.
+                for ep in self.endpoints_of(&info.name).unwrap_or_default().values() {
+                    netlink::delete_link(&ep.host_veth)?;
+                }
+                netlink::delete_link(&info.bridge)
+            })();
+            let rules = rules
+                .join()
+                .unwrap_or_else(|_| Err(Error::Nft("removing the rules panicked".into())));
+            let _ = helpers.join();
+            (links, rules)
+        });
+        links.and(rules)
     }
 
     /// Removes a network. Fails while containers are connected unless `force`, which

@@ -152,11 +152,79 @@ pub fn install(r: &NetRules) -> Result<()> {
 
 /// Deletes the network's table and its accept rules; missing is fine.
 pub fn remove(bridge: &str) -> Result<()> {
-    if table_exists(bridge)? {
-        nft(&format!("delete table ip {bridge}\n"))?;
+    match delete_table(bridge) {
+        Ok(()) => {}
+        // Without a usable nftables netlink socket, `nft` says what is wrong.
+        Err(Error::Io(..)) if table_exists(bridge)? => {
+            nft(&format!("delete table ip {bridge}\n"))?;
+        }
+        Err(e) => return Err(e),
     }
     let _ = std::fs::remove_file(forward_marker(bridge));
     remove_forward_accepts(bridge)
+}
+
+/// Deletes table `ip <name>` over netlink; a missing table is fine.
+///
+/// nf_tables changes the ruleset only in transactions: the request travels between a
+/// `NFNL_MSG_BATCH_BEGIN` and a `NFNL_MSG_BATCH_END` message (both addressed to the nftables
+/// subsystem through `res_id`), and the kernel applies the batch as a whole when it reads the
+/// end. `NFT_MSG_DELTABLE` names the table with `NFTA_TABLE_NAME`; with `NLM_F_ACK` the kernel
+/// answers it with an error message whose code is 0 on success. One process less than
+/// `nft delete table`, on every network removal.
+pub fn delete_table(name: &str) -> Result<()> {
+    const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
+    const NFNL_MSG_BATCH_END: u16 = 0x11;
+    const NFT_MSG_DELTABLE: u16 = 2;
+    const NFTA_TABLE_NAME: u16 = 1;
+    if name.is_empty() || name.len() > 255 || name.contains('\0') {
+        return Err(Error::Nft(format!("bad table name {name:?}")));
+    }
+    let subsys = NFNL_SUBSYS_NFTABLES.to_be_bytes();
+    let mut buf = Vec::with_capacity(128);
+    // batch begin: header + nfgenmsg with res_id = the subsystem (network byte order)
+    push_header(
+        &mut buf,
+        NFNL_MSG_BATCH_BEGIN,
+        libc::NLM_F_REQUEST as u16,
+        1,
+    );
+    buf.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, subsys[0], subsys[1]]);
+    let start = buf.len();
+    push_header(
+        &mut buf,
+        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELTABLE,
+        (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16,
+        2,
+    );
+    buf.extend_from_slice(&[libc::AF_INET as u8, 0, 0, 0]);
+    let attr_len = 4 + name.len() + 1;
+    buf.extend_from_slice(&u16::try_from(attr_len).unwrap_or(u16::MAX).to_ne_bytes());
+    buf.extend_from_slice(&NFTA_TABLE_NAME.to_ne_bytes());
+    buf.extend_from_slice(name.as_bytes());
+    buf.push(0);
+    while buf.len() % 4 != 0 {
+        buf.push(0);
+    }
+    let len = u32::try_from(buf.len() - start).unwrap_or(u32::MAX);
+    buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
+    push_header(&mut buf, NFNL_MSG_BATCH_END, libc::NLM_F_REQUEST as u16, 3);
+    buf.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, subsys[0], subsys[1]]);
+    match netfilter_send(&buf, false) {
+        Ok(_) => Ok(()),
+        Err(Error::Io(_, e)) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Appends a 16-byte netlink header of a 20-byte message (header + nfgenmsg, no attributes;
+/// the caller fixes the length when it adds some).
+fn push_header(buf: &mut Vec<u8>, kind: u16, flags: u16, seq: u32) {
+    buf.extend_from_slice(&20u32.to_ne_bytes());
+    buf.extend_from_slice(&kind.to_ne_bytes());
+    buf.extend_from_slice(&flags.to_ne_bytes());
+    buf.extend_from_slice(&seq.to_ne_bytes());
+    buf.extend_from_slice(&0u32.to_ne_bytes());
 }
 
 /// True when the network's table exists.
@@ -171,7 +239,7 @@ pub fn table_exists(bridge: &str) -> Result<bool> {
 fn foreign_forward() -> Result<Option<String>> {
     // Most hosts have no `ip filter` table at all: one netlink dump says so without
     // starting `nft`.
-    if ip_tables().is_ok_and(|names| !names.iter().any(|n| n == "filter")) {
+    if filter_table_absent() {
         return Ok(None);
     }
     nft_args(&["-a", "list", "chain", "ip", "filter", "FORWARD"])
@@ -218,9 +286,22 @@ type Attrs = Vec<(u16, Vec<u8>)>;
 /// One request of the nftables netlink subsystem; returns the attributes (type, payload) of
 /// every answer message until the dump ends (or the single answer, for a plain request).
 fn netfilter_request(msg: u16, flags: u16, family: u8) -> Result<Vec<Attrs>> {
+    // nlmsghdr (len, type, flags, seq, pid) + nfgenmsg (family, version, res_id).
+    let mut req = Vec::with_capacity(20);
+    push_header(&mut req, (NFNL_SUBSYS_NFTABLES << 8) | msg, flags, 1);
+    req.extend_from_slice(&[family, 0, 0, 0]);
+    netfilter_send(&req, flags & (libc::NLM_F_DUMP as u16) != 0)
+}
+
+/// The nftables subsystem of nfnetlink.
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+
+/// Sends `req` (one or more netlink messages) on a new `NETLINK_NETFILTER` socket and reads
+/// the answer: every message of a dump until its end, else the first answer (an
+/// acknowledgement ends it too; an error code becomes the error).
+fn netfilter_send(req: &[u8], dump: bool) -> Result<Vec<Attrs>> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     const NETLINK_NETFILTER: i32 = 12;
-    const NFNL_SUBSYS_NFTABLES: u16 = 10;
     const NLMSG_ERROR: u16 = 2;
     const NLMSG_DONE: u16 = 3;
     let io = |what: &str| {
@@ -242,20 +323,11 @@ fn netfilter_request(msg: u16, flags: u16, family: u8) -> Result<Vec<Attrs>> {
     }
     // SAFETY: `fd` is a new descriptor nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // nlmsghdr (len, type, flags, seq, pid) + nfgenmsg (family, version, res_id).
-    let mut req = Vec::with_capacity(20);
-    req.extend_from_slice(&20u32.to_ne_bytes());
-    req.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | msg).to_ne_bytes());
-    req.extend_from_slice(&flags.to_ne_bytes());
-    req.extend_from_slice(&1u32.to_ne_bytes());
-    req.extend_from_slice(&0u32.to_ne_bytes());
-    req.extend_from_slice(&[family, 0, 0, 0]);
     // SAFETY: sending our own buffer of the given length on our socket (the kernel is the
     // default destination of an unbound netlink socket).
     if unsafe { libc::send(fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
         return Err(io("send"));
     }
-    let dump = flags & (libc::NLM_F_DUMP as u16) != 0;
     let mut out = Vec::new();
     let mut buf = vec![0u8; 64 << 10];
     loop {
@@ -359,40 +431,41 @@ fn iptables_nft() -> Option<&'static str> {
     .find(|p| std::path::Path::new(p).exists())
 }
 
-fn run_iptables(bin: &str, args: &[String]) -> Result<bool> {
-    let out = Command::new(bin)
-        .args(["-w", "5"])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| Error::Io(format!("run {bin}"), e))?;
-    Ok(out.status.success())
-}
-
 /// Inserts the accept rules into `ip filter FORWARD` if that chain exists and they are missing:
 /// through iptables-nft when it is installed (so the chain stays readable by it), else with
 /// nft.
 pub fn ensure_forward_accepts(bridge: &str, internal: bool) -> Result<()> {
+    if filter_table_absent() {
+        return Ok(());
+    }
+    if let Some(bin) = iptables_nft() {
+        let Some(lines) = iptables_forward(bin)? else {
+            return Ok(());
+        };
+        let ours: Vec<&String> = lines.iter().filter(|l| is_ours(l, bridge)).collect();
+        let want = iptables_rules(bridge, internal);
+        if ours.len() == want.len() {
+            return Ok(());
+        }
+        // Some are missing (Docker flushed the chain, or someone deleted one): put the whole
+        // set back in one transaction, so no half set is left.
+        let mut script = String::from("*filter\n");
+        for l in &ours {
+            script.push_str(&format!("-D{}\n", &l[2..]));
+        }
+        for rule in want.iter().rev() {
+            script.push_str(&format!("-I FORWARD 1 {}\n", rule.join(" ")));
+        }
+        script.push_str("COMMIT\n");
+        return iptables_restore(bin, &script).map_err(|e| {
+            Error::Nft(format!(
+                "cannot insert the accept rules of {bridge} into filter FORWARD: {e}"
+            ))
+        });
+    }
     let Some(listing) = foreign_forward()? else {
         return Ok(());
     };
-    if let Some(bin) = iptables_nft() {
-        for rule in iptables_rules(bridge, internal) {
-            let mut check = vec!["-C".to_string(), "FORWARD".to_string()];
-            check.extend(rule.iter().cloned());
-            if run_iptables(bin, &check)? {
-                continue;
-            }
-            let mut insert = vec!["-I".to_string(), "FORWARD".to_string(), "1".to_string()];
-            insert.extend(rule);
-            if !run_iptables(bin, &insert)? {
-                return Err(Error::Nft(format!(
-                    "cannot insert the accept rule of {bridge} into filter FORWARD with {bin}"
-                )));
-            }
-        }
-        return Ok(());
-    }
     let tag = format!("\"tug:{bridge}\"");
     if listing.contains(&tag) {
         return Ok(());
@@ -411,6 +484,67 @@ pub fn ensure_forward_accepts(bridge: &str, internal: bool) -> Result<()> {
         ));
     }
     nft(&s).map(|_| ())
+}
+
+/// True when the kernel says there is no `ip filter` table (most hosts without Docker): one
+/// netlink dump instead of a process. False when it cannot be asked.
+fn filter_table_absent() -> bool {
+    ip_tables().is_ok_and(|names| !names.iter().any(|n| n == "filter"))
+}
+
+/// The rules of `filter FORWARD` as `iptables -S` prints them (`-A FORWARD …` lines), or
+/// `None` when there is no such chain.
+fn iptables_forward(bin: &str) -> Result<Option<Vec<String>>> {
+    let out = Command::new(bin)
+        .args(["-w", "5", "-S", "FORWARD"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| Error::Io(format!("run {bin}"), e))?;
+    if !out.status.success() {
+        return Ok(None);
+    }
+    Ok(Some(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("-A FORWARD "))
+            .map(str::to_string)
+            .collect(),
+    ))
+}
+
+/// True when an `iptables -S` line is one of the accept rules of `bridge` (tagged `tug:BR`).
+fn is_ours(line: &str, bridge: &str) -> bool {
+    let quoted = format!("--comment \"tug:{bridge}\"");
+    let plain = format!("--comment tug:{bridge} ");
+    line.contains(&quoted) || line.contains(&plain) || line.ends_with(plain.trim_end())
+}
+
+/// Applies an `iptables-restore` script without flushing (`-n`): all its lines or none.
+fn iptables_restore(bin: &str, script: &str) -> Result<()> {
+    let restore = format!("{bin}-restore");
+    let mut child = Command::new(&restore)
+        .args(["-w", "5", "-n"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Io(format!("run {restore}"), e))?;
+    if let Some(mut pipe) = child.stdin.take() {
+        pipe.write_all(script.as_bytes())
+            .map_err(|e| Error::Io(format!("write to {restore}"), e))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| Error::Io(format!("wait for {restore}"), e))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(Error::Nft(format!(
+            "{restore}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
 }
 
 /// Where the ruleset generation at which a bridge's FORWARD accepts were last found in
@@ -450,17 +584,24 @@ pub fn ensure_forward_accepts_cached(bridge: &str, internal: bool) -> Result<()>
 
 /// Deletes tug's rules of `bridge` from `ip filter FORWARD`.
 pub fn remove_forward_accepts(bridge: &str) -> Result<()> {
-    if foreign_forward()?.is_none() {
+    if filter_table_absent() {
         return Ok(());
     }
     if let Some(bin) = iptables_nft() {
-        for internal in [false, true] {
-            for rule in iptables_rules(bridge, internal) {
-                let mut del = vec!["-D".to_string(), "FORWARD".to_string()];
-                del.extend(rule);
-                while run_iptables(bin, &del)? {}
-            }
+        let Some(lines) = iptables_forward(bin)? else {
+            return Ok(());
+        };
+        let mut script = String::from("*filter\n");
+        let mut any = false;
+        for l in lines.iter().filter(|l| is_ours(l, bridge)) {
+            script.push_str(&format!("-D{}\n", &l[2..]));
+            any = true;
         }
+        if !any {
+            return Ok(());
+        }
+        script.push_str("COMMIT\n");
+        return iptables_restore(bin, &script);
     }
     let Some(listing) = foreign_forward()? else {
         return Ok(());

@@ -15,10 +15,27 @@
 //! the v1 `devices` controller's files, or on pure v2 an eBPF program (see [`super::bpf`]).
 //! The hierarchy roots are parameters, so the v2 code is tested against a fake tree in a
 //! temporary directory (and the device program against the real cgroup2 tree).
+//!
+//! **Joining without the global lock.** Moving a process by writing its pid into
+//! `cgroup.procs` (or any pid other than the writer's own into `tasks`) takes the kernel's
+//! global `cgroup_threadgroup_rwsem` for writing; when that lock has been idle, taking it waits
+//! for a full RCU grace period (`rcu_sync_enter` → `synchronize_rcu`), about 10 ms. Two ways
+//! in skip it, and a new container process uses both ([`Attach`]):
+//! - on a v1 hierarchy, a thread that writes `0` into a `tasks` file moves *itself* only, and
+//!   `cgroup_procs_write_start` takes no threadgroup lock for that (the thread is `current`,
+//!   it cannot exit or exec under the write). The container's process is single-threaded
+//!   right after `clone`, so this moves the whole process; the `tasks` files are opened by the
+//!   supervisor before the clone and written by the child first thing;
+//! - on cgroup2 (pure v2, or the unified tree of a hybrid machine), `clone3` with
+//!   `CLONE_INTO_CGROUP` and a descriptor of the cgroup directory starts the child there; the
+//!   fork path takes that lock for reading only. Kernels without it (before 5.7, or a seccomp
+//!   filter that hides `clone3`) fall back to writing the pid into `cgroup.procs`.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Write as _};
+use std::os::fd::{AsRawFd as _, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::LinuxResources;
@@ -187,28 +204,75 @@ impl Cgroup {
         Cgroup { layout, rel }
     }
 
+    /// The directories of this cgroup in the v1 hierarchies (none on pure v2).
+    #[must_use]
+    pub fn v1_dirs(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = Vec::new();
+        if let Layout::V1 { controllers } | Layout::Hybrid { controllers, .. } = &self.layout {
+            for c in V1_JOIN {
+                if let Some(m) = controllers.get(*c) {
+                    let p = m.join(&self.rel);
+                    if !out.contains(&p) {
+                        out.push(p);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The directory of this cgroup in the cgroup2 tree: the only one on pure v2, the unified
+    /// one on a hybrid machine, none on pure v1.
+    #[must_use]
+    pub fn unified_dir(&self) -> Option<PathBuf> {
+        match &self.layout {
+            Layout::V2 { root } => Some(root.join(&self.rel)),
+            Layout::Hybrid { unified, .. } => Some(unified.join(&self.rel)),
+            Layout::V1 { .. } => None,
+        }
+    }
+
+    /// Opens what a new process needs to enter this (created) cgroup by itself: the `tasks`
+    /// file of every v1 hierarchy and the cgroup2 directory (see the module docs).
+    pub fn attach(&self) -> Result<Attach> {
+        let mut tasks = Vec::new();
+        for d in self.v1_dirs() {
+            let p = d.join("tasks");
+            let f = fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(&p)
+                .map_err(io_err(&p))?;
+            tasks.push((p, OwnedFd::from(f)));
+        }
+        let unified = match self.unified_dir() {
+            Some(d) => {
+                let f = fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+                    .open(&d)
+                    .map_err(io_err(&d))?;
+                Some((d, OwnedFd::from(f)))
+            }
+            None => None,
+        };
+        Ok(Attach { tasks, unified })
+    }
+
+    /// Moves process `pid` into the cgroup2 directory only (the fallback when
+    /// `CLONE_INTO_CGROUP` is not available; the v1 hierarchies were joined by the process).
+    pub fn add_unified(&self, pid: i32) -> Result<()> {
+        match self.unified_dir() {
+            Some(d) => write_file(&d.join("cgroup.procs"), &pid.to_string()),
+            None => Ok(()),
+        }
+    }
+
     /// Every directory of this cgroup (one per v1 hierarchy, plus the unified one).
     #[must_use]
     pub fn dirs(&self) -> Vec<PathBuf> {
-        let mut out: Vec<PathBuf> = Vec::new();
-        let mut push = |p: PathBuf| {
-            if !out.contains(&p) {
-                out.push(p);
-            }
-        };
-        match &self.layout {
-            Layout::V1 { controllers } | Layout::Hybrid { controllers, .. } => {
-                for c in V1_JOIN {
-                    if let Some(m) = controllers.get(*c) {
-                        push(m.join(&self.rel));
-                    }
-                }
-                if let Layout::Hybrid { unified, .. } = &self.layout {
-                    push(unified.join(&self.rel));
-                }
-            }
-            Layout::V2 { root } => push(root.join(&self.rel)),
-        }
+        let mut out = self.v1_dirs();
+        out.extend(self.unified_dir());
         out
     }
 
@@ -494,6 +558,60 @@ impl Cgroup {
     }
 }
 
+/// Descriptors with which a new container process enters its cgroup without the global
+/// threadgroup lock (see the module docs), from [`Cgroup::attach`].
+#[derive(Debug)]
+pub struct Attach {
+    /// The `tasks` file of each v1 hierarchy, open for writing.
+    tasks: Vec<(PathBuf, OwnedFd)>,
+    /// The cgroup2 directory, for `CLONE_INTO_CGROUP`.
+    unified: Option<(PathBuf, OwnedFd)>,
+}
+
+impl Attach {
+    /// The cgroup2 directory descriptor to clone into, if this layout has a cgroup2 tree.
+    #[must_use]
+    pub fn unified_fd(&self) -> Option<RawFd> {
+        self.unified.as_ref().map(|(_, f)| f.as_raw_fd())
+    }
+
+    /// The v1 `tasks` files this process writes itself into.
+    #[must_use]
+    pub fn v1_count(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// In the new, still single-threaded container process: writes `0` ("the calling
+    /// thread") into every v1 `tasks` file, which moves the whole process without the global
+    /// lock. Only `write`; no allocation unless it fails.
+    pub fn join_self(&self) -> std::result::Result<(), String> {
+        for (p, f) in &self.tasks {
+            // SAFETY: writing one byte from a static buffer to an open descriptor.
+            if unsafe { libc::write(f.as_raw_fd(), b"0".as_ptr().cast(), 1) } != 1 {
+                return Err(format!(
+                    "join cgroup {}: {}",
+                    p.display(),
+                    io::Error::last_os_error()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the child's copies of the descriptors (so a tiny init, which never execs, does
+    /// not keep them).
+    ///
+    /// # Safety
+    /// Only in a forked child that leaves by exec or `_exit` and never drops this value:
+    /// its `OwnedFd`s would close the numbers again.
+    pub unsafe fn close_in_child(&self) {
+        for (_, f) in self.tasks.iter().chain(&self.unified) {
+            // SAFETY: the child's own copy of an open descriptor (see above).
+            unsafe { libc::close(f.as_raw_fd()) };
+        }
+    }
+}
+
 /// Converts v1 `cpu.shares` (2..262144, default 1024) to v2 `cpu.weight` (1..10000).
 #[must_use]
 pub fn shares_to_weight(shares: u64) -> u64 {
@@ -596,6 +714,41 @@ mod tests {
         assert!(!cg.is_frozen());
         fs::write(d.join("cgroup.procs"), "").unwrap();
         assert_eq!(cg.dirs(), vec![d]);
+    }
+
+    #[test]
+    fn cgroups_v1_fake_tree_attach_writes_self_into_every_tasks_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut controllers = BTreeMap::new();
+        for c in ["cpu", "memory", "pids"] {
+            let m = tmp.path().join(c);
+            fs::create_dir_all(m.join("tug-abc")).unwrap();
+            fs::write(m.join("tug-abc/tasks"), "").unwrap();
+            controllers.insert(c.to_string(), m);
+        }
+        let unified = tmp.path().join("unified");
+        fs::create_dir_all(unified.join("tug-abc")).unwrap();
+        let cg = Cgroup::new(
+            Layout::Hybrid {
+                controllers,
+                unified: unified.clone(),
+            },
+            Path::new("/tug-abc"),
+        );
+        let attach = cg.attach().unwrap();
+        assert_eq!(attach.v1_count(), 3);
+        assert!(attach.unified_fd().is_some());
+        assert_eq!(cg.unified_dir(), Some(unified.join("tug-abc")));
+        // In a real child this moves the calling thread; here the fake files take the "0".
+        attach.join_self().unwrap();
+        for c in ["cpu", "memory", "pids"] {
+            let t = fs::read_to_string(tmp.path().join(c).join("tug-abc/tasks")).unwrap();
+            assert_eq!(t, "0", "{c}");
+        }
+        // A missing tasks file is an error naming it, not a silent skip.
+        fs::remove_file(tmp.path().join("pids/tug-abc/tasks")).unwrap();
+        let e = cg.attach().unwrap_err().to_string();
+        assert!(e.contains("pids/tug-abc/tasks"), "{e}");
     }
 
     #[test]

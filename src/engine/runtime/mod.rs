@@ -2,13 +2,18 @@
 //! does, written on nix/libc.
 //!
 //! The sequence ([`launch`]), run by the single-threaded per-container supervisor:
-//! 1. create the cgroup and write its limits ([`cgroups`]);
-//! 2. `clone(2)` a child with new pid/mount/uts/ipc(/net) namespaces ([`namespaces`]);
-//! 3. while the parent puts it into the cgroup (on v1 each join waits for an RCU grace
-//!    period, milliseconds), the child joins namespaces given by path (a prepared netns),
-//!    takes its stdio, sets the hostname, builds its mount table and pivots into the root
-//!    filesystem ([`rootfs`]); then it blocks on a pipe until the parent is done, so that
-//!    nothing of the container runs or forks outside its cgroup;
+//! 1. create the cgroup, write its limits, and open what the child needs to enter it
+//!    ([`cgroups::Attach`]);
+//! 2. `clone3(2)` a child with new pid/mount/uts/ipc(/net) namespaces ([`namespaces`]),
+//!    started inside the cgroup2 directory (`CLONE_INTO_CGROUP`; on a hybrid machine the
+//!    unified tree); plain `clone(2)` where `clone3` or that flag is missing;
+//! 3. the child, still single-threaded, first writes itself into the `tasks` file of every v1
+//!    hierarchy (moving oneself skips the global lock whose first use waits for an RCU grace
+//!    period, see [`cgroups`]), so nothing of the container ever runs outside its cgroup; then
+//!    it joins namespaces given by path (a prepared netns), takes its stdio, sets the
+//!    hostname, builds its mount table and pivots into the root filesystem ([`rootfs`]).
+//!    Only on the fallback path does the parent write the child's pid into the cgroup2
+//!    `cgroup.procs` meanwhile, and the child waits for it on a pipe before going on;
 //! 4. it sets rlimits, user, groups, capabilities, no_new_privs and seccomp ([`process`],
 //!    [`seccomp`]) and `execve`s the program; with `init` it first forks and stays as a tiny
 //!    init ([`init`]).
@@ -25,7 +30,7 @@ pub mod process;
 pub mod rootfs;
 pub mod seccomp;
 
-use std::io::{Read as _, Write as _};
+use std::io::{BufRead as _, Read as _, Write as _};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
@@ -84,15 +89,82 @@ pub struct Stdio {
 /// Where the start time went (for the note's latency breakdown).
 #[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct Timings {
-    /// cgroup creation and limits, plus moving the child in (overlapping its mounts).
+    /// cgroup creation and limits, plus the child's entry into the v1 hierarchies (and, on
+    /// the fallback path, the parent's write into cgroup2).
     pub cgroup_us: u64,
-    /// `clone(2)` until the child runs.
+    /// `clone3(2)`/`clone(2)` as seen by the parent.
     pub clone_us: u64,
     /// Mount table and pivot_root inside the child.
     pub mount_us: u64,
-    /// From the cgroup join until `execve` succeeded: process setup (user, caps, seccomp),
-    /// plus whatever of the mount phase outlasted the join.
+    /// From the end of the mount phase until `execve` succeeded: process setup (user, caps,
+    /// seccomp) and the exec itself.
     pub exec_us: u64,
+    /// The parent had to move the child into cgroup2 by pid (no `CLONE_INTO_CGROUP`).
+    #[serde(default)]
+    pub cgroup_parent_join: bool,
+}
+
+/// `struct clone_args` of `clone3(2)`, up to `cgroup` (`CLONE_ARGS_SIZE_VER2`, Linux 5.7).
+#[repr(C)]
+#[derive(Debug, Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Start the child in the cgroup2 directory given by `clone_args.cgroup` (Linux 5.7).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Starts a child the way `fork(2)` does (a copy of the address space, running on its copy
+/// of the caller's stack), with the new namespaces `flags`, inside the cgroup2 directory
+/// `cgroup`. The child runs `child` and exits with what it returns; the parent gets its pid.
+/// Fails (and starts nothing) where `clone3` or `CLONE_INTO_CGROUP` is missing or `cgroup`
+/// is not a cgroup2 directory.
+///
+/// # Safety
+/// The caller must be single-threaded, and `child` must only do what is sound after `fork`
+/// in such a process; it never returns into the caller's frames (the child `_exit`s).
+pub unsafe fn clone_into_cgroup(
+    flags: CloneFlags,
+    cgroup: RawFd,
+    child: impl FnOnce() -> i32,
+) -> nix::Result<Pid> {
+    let (Ok(cg), Ok(sig)) = (u64::try_from(cgroup), u64::try_from(libc::SIGCHLD)) else {
+        return Err(nix::Error::EBADF);
+    };
+    let args = CloneArgs {
+        flags: u64::from(flags.bits().cast_unsigned()) | CLONE_INTO_CGROUP,
+        exit_signal: sig,
+        cgroup: cg,
+        ..CloneArgs::default()
+    };
+    // SAFETY: clone3 reads `args` (size given); without CLONE_VM and with no stack the child
+    // continues here on a private copy of this single-threaded process, as after fork.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &raw const args,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match r {
+        r if r < 0 => Err(nix::Error::last()),
+        0 => {
+            let code = child();
+            // SAFETY: the child leaves without unwinding into the parent's frames.
+            unsafe { libc::_exit(code) }
+        }
+        pid => Ok(Pid::from_raw(i32::try_from(pid).unwrap_or(-1))),
+    }
 }
 
 /// A started container process.
@@ -241,11 +313,20 @@ fn child_main(
     stdio: &Stdio,
     init: bool,
     join: &[(CloneFlags, std::path::PathBuf)],
+    attach: &cgroups::Attach,
     err_w: RawFd,
-    go_r: RawFd,
+    go_r: Option<RawFd>,
     filters: Option<&[seccomp::BpfProgram]>,
     console: Option<RawFd>,
 ) -> String {
+    // Into the v1 hierarchies first, while single-threaded and before anything else runs.
+    let t_join = Instant::now();
+    if let Err(e) = attach.join_self() {
+        return e;
+    }
+    // SAFETY: this is the clone child, which leaves by exec or _exit and never drops `attach`.
+    unsafe { attach.close_in_child() };
+    let join_us = us(t_join.elapsed());
     let t0 = Instant::now();
     reset_signals();
     if let Err(e) = namespaces::join(join) {
@@ -292,16 +373,18 @@ fn child_main(
         // SAFETY: the socket is no longer needed.
         unsafe { libc::close(sock) };
     }
-    let msg = format!("M{}\n", us(t0.elapsed()));
+    let msg = format!("M{} {join_us}\n", us(t0.elapsed()));
     // SAFETY: err_w is the open error pipe; msg is a valid buffer.
     unsafe { libc::write(err_w, msg.as_ptr().cast(), msg.len()) };
-    // The parent moves us into the cgroup while we set up the mounts (joining a v1
-    // hierarchy waits for an RCU grace period); nothing before this point forks or runs
-    // container code. From here on (the init's fork, exec) we must be inside it.
-    let mut b = [0u8; 1];
-    // SAFETY: reading one byte into a valid buffer.
-    if unsafe { libc::read(go_r, b.as_mut_ptr().cast(), 1) } != 1 {
-        return "the supervisor did not place the container in its cgroup".to_string();
+    // On the fallback path the parent moves us into cgroup2 while we set up the mounts;
+    // nothing before this point forks or runs container code. From here on (the init's
+    // fork, exec) we must be inside it.
+    if let Some(go_r) = go_r {
+        let mut b = [0u8; 1];
+        // SAFETY: reading one byte into a valid buffer.
+        if unsafe { libc::read(go_r, b.as_mut_ptr().cast(), 1) } != 1 {
+            return "the supervisor did not place the container in its cgroup".to_string();
+        }
     }
     let Some(proc_) = spec.process().clone() else {
         return "the spec has no process".to_string();
@@ -343,6 +426,7 @@ pub fn launch(
     let t0 = Instant::now();
     let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
     cgroup.create(resources.as_ref())?;
+    let attach = cgroup.attach()?;
     timings.cgroup_us = us(t0.elapsed());
     let (new, join) = namespaces::plan(spec);
     // Compile the seccomp profile here, once, rather than in the child.
@@ -350,16 +434,21 @@ pub fn launch(
         Some(profile) => Some(seccomp::compile(profile).map_err(process::ProcessError::from)?),
         None => None,
     };
-    let (go_r, go_w) =
+    let pipe = || {
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|source| RuntimeError::Sys {
             what: "pipe",
             source,
-        })?;
-    let (err_r, err_w) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|source| RuntimeError::Sys {
-            what: "pipe",
-            source,
-        })?;
+        })
+    };
+    // The "go" pipe is only used when the parent has to move the child into cgroup2 by pid.
+    let (go_r, go_w) = match attach.unified_fd() {
+        Some(_) => {
+            let (r, w) = pipe()?;
+            (Some(r), Some(w))
+        }
+        None => (None, None),
+    };
+    let (err_r, err_w) = pipe()?;
     // A terminal is allocated inside the container (its own devpts) and its master comes back
     // over this socket pair.
     let console_pair = if stdio.tty && stdio.stdin < 0 {
@@ -379,17 +468,17 @@ pub fn launch(
         None
     };
     let console_child = console_pair.as_ref().map(|(_, c)| c.as_raw_fd());
-    let go_r_fd = go_r.as_raw_fd();
-    let go_w_fd = go_w.as_raw_fd();
+    let go_r_fd = go_r.as_ref().map(AsRawFd::as_raw_fd);
+    let go_w_fd = go_w.as_ref().map(AsRawFd::as_raw_fd);
     let err_r_fd = err_r.as_raw_fd();
     let err_w_fd = err_w.as_raw_fd();
-    let t1 = Instant::now();
-    // A large stack: only the touched pages are ever allocated.
-    let mut stack = vec![0u8; 8 << 20];
-    let cb = Box::new(|| -> isize {
+    // What the child runs; `wait_go`: the parent places it in cgroup2 (fallback path).
+    let run_child = |wait_go: bool| -> i32 {
         // SAFETY: closing the parent's ends of the pipes in the child.
         unsafe {
-            libc::close(go_w_fd);
+            if let Some(w) = go_w_fd {
+                libc::close(w);
+            }
             libc::close(err_r_fd);
         }
         let msg = child_main(
@@ -398,54 +487,80 @@ pub fn launch(
             stdio,
             init,
             &join,
+            &attach,
             err_w_fd,
-            go_r_fd,
+            go_r_fd.filter(|_| wait_go),
             filters.as_deref(),
             console_child,
         );
         let line = format!("E{msg}\n");
-        // SAFETY: writing a valid buffer to the error pipe, then exiting.
-        unsafe {
-            libc::write(err_w_fd, line.as_ptr().cast(), line.len());
-            libc::_exit(127);
+        // SAFETY: writing a valid buffer to the error pipe.
+        unsafe { libc::write(err_w_fd, line.as_ptr().cast(), line.len()) };
+        127
+    };
+    let t1 = Instant::now();
+    // SAFETY: the supervisor is single-threaded and the child only runs `run_child`, which
+    // leaves by exec or _exit.
+    let into = attach
+        .unified_fd()
+        .map(|fd| unsafe { clone_into_cgroup(new, fd, || run_child(false)) });
+    let pid = match into {
+        Some(Ok(pid)) => pid,
+        other => {
+            // No cgroup2 tree, or clone3/CLONE_INTO_CGROUP unavailable: plain clone(2) on a
+            // stack of its own; the parent then moves the child into cgroup2, if any.
+            timings.cgroup_parent_join = other.is_some();
+            let wait_go = timings.cgroup_parent_join;
+            // A large stack: only the touched pages are ever allocated.
+            let mut stack = vec![0u8; 8 << 20];
+            let cb = Box::new(|| -> isize {
+                let code = run_child(wait_go);
+                // SAFETY: leaving the child without returning into the parent's frames.
+                unsafe { libc::_exit(code) }
+            });
+            // SAFETY: the supervisor is single-threaded, the stack outlives the call (the
+            // child gets a copy of the address space, no CLONE_VM), and the callback never
+            // returns to Rust frames of the parent.
+            unsafe { nix::sched::clone(cb, &mut stack, new, Some(libc::SIGCHLD)) }.map_err(
+                |source| RuntimeError::Sys {
+                    what: "clone",
+                    source,
+                },
+            )?
         }
-    });
-    // SAFETY: the supervisor is single-threaded, the stack outlives the call (the child gets a
-    // copy of the address space, no CLONE_VM), and the callback never returns to Rust frames
-    // of the parent.
-    let pid = unsafe { nix::sched::clone(cb, &mut stack, new, Some(libc::SIGCHLD)) }.map_err(
-        |source| RuntimeError::Sys {
-            what: "clone",
-            source,
-        },
-    )?;
+    };
     drop(go_r);
     drop(err_w);
+    drop(attach);
     timings.clone_us = us(t1.elapsed());
     let fail = |msg: String| {
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         let _ = waitpid(pid, None);
         RuntimeError::Child(msg)
     };
-    let t_join = Instant::now();
-    let joined = cgroup.add(pid.as_raw());
-    timings.cgroup_us += us(t_join.elapsed());
-    if let Err(e) = joined {
-        // The child may have failed (and exited) first: its own message says more.
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-        let _ = waitpid(pid, None);
-        let mut text = String::new();
-        let _ = std::fs::File::from(err_r).read_to_string(&mut text);
-        let msg = text
-            .lines()
-            .find_map(|l| l.strip_prefix('E'))
-            .map_or_else(|| e.to_string(), str::to_string);
-        return Err(RuntimeError::Child(msg));
+    let mut err_r = std::io::BufReader::new(std::fs::File::from(err_r));
+    if timings.cgroup_parent_join {
+        let t_join = Instant::now();
+        let joined = cgroup.add_unified(pid.as_raw());
+        timings.cgroup_us += us(t_join.elapsed());
+        if let Err(e) = joined {
+            // The child may have failed (and exited) first: its own message says more.
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            let mut text = String::new();
+            let _ = err_r.read_to_string(&mut text);
+            let msg = text
+                .lines()
+                .find_map(|l| l.strip_prefix('E'))
+                .map_or_else(|| e.to_string(), str::to_string);
+            return Err(RuntimeError::Child(msg));
+        }
+        if let Some(w) = go_w {
+            let _ = std::fs::File::from(w).write_all(b"g");
+        }
+    } else {
+        drop(go_w);
     }
-    let mut go = std::fs::File::from(go_w);
-    let _ = go.write_all(b"g");
-    drop(go);
-    let t2 = Instant::now();
     let console = match console_pair {
         Some((ours, theirs)) => {
             drop(theirs);
@@ -453,11 +568,17 @@ pub fn launch(
         }
         None => None,
     };
+    // "M<mount µs> <cgroup join µs>" when the mounts are done, then end of file at exec, or
+    // "E<message>" on failure.
     let mut text = String::new();
-    let _ = std::fs::File::from(err_r).read_to_string(&mut text);
+    let _ = err_r.read_line(&mut text);
+    let t2 = Instant::now();
+    let _ = err_r.read_to_string(&mut text);
     for line in text.lines() {
         if let Some(m) = line.strip_prefix('M') {
-            timings.mount_us = m.parse().unwrap_or(0);
+            let mut f = m.split(' ').map(|v| v.parse().unwrap_or(0));
+            timings.mount_us = f.next().unwrap_or(0);
+            timings.cgroup_us += f.next().unwrap_or(0);
         } else if let Some(e) = line.strip_prefix('E') {
             return Err(fail(e.to_string()));
         }
