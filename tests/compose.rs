@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::common::{busybox_image, fails, ok, require_root, run, tug, unique};
+use crate::common::{busybox_image, eventually, fails, ok, require_root, run, tug, unique};
 
 /// A compose project in a temp dir with its own state root.
 struct Stack {
@@ -109,17 +109,6 @@ impl Drop for Stack {
             assert!(left.is_empty(), "left behind after down: {left:?}");
         }
     }
-}
-
-fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 const CHAIN: &str = r#"

@@ -100,21 +100,11 @@ fn leaks(root: &Path, ids: &[String]) -> Vec<String> {
             }
         }
     }
-    if let Ok(rd) = std::fs::read_dir("/proc") {
-        for e in rd.filter_map(Result::ok) {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            if pid == std::process::id() {
-                continue;
-            }
-            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.contains(&r) {
-                out.push(format!("process {pid}: {cmd}"));
-            }
-        }
-    }
+    out.extend(
+        common::processes_of(root)
+            .into_iter()
+            .map(|p| format!("process {p}")),
+    );
     out
 }
 

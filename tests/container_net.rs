@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::common::{self, fails, ok};
+use crate::common::{self, fails, ok, processes_of};
 
 /// A state root with the busybox image; on drop removes containers and networks, then checks
 /// that nothing of the root is left (mounts, veths, processes).
@@ -96,26 +96,6 @@ fn mounted(p: &Path) -> bool {
 
 fn link_exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
-}
-
-/// Processes whose command line names `root` (supervisors, DNS servers, port proxies).
-fn processes_of(root: &Path) -> Vec<String> {
-    let r = root.display().to_string();
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if pid == std::process::id() {
-            continue;
-        }
-        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if cmd.contains(&r) {
-            out.push(format!("{pid}: {cmd}"));
-        }
-    }
-    out
 }
 
 impl Drop for NetEnv {

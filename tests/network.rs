@@ -261,12 +261,8 @@ fn query_tcp(server: Ipv4Addr, name: &str) -> Vec<Ipv4Addr> {
 }
 
 /// Polls `f` until it returns true or 10 s pass.
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn eventually(what: &str, f: impl FnMut() -> bool) {
+    common::eventually(what, Duration::from_secs(10), f);
 }
 
 /// A fake upstream resolver on loopback: `outside.test` → 192.0.2.77, anything else NXDOMAIN.

@@ -5,11 +5,11 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tug::engine::network::{NetworkInfo, netlink, nft};
 
-use crate::common::{busybox_image, ok, require_root, run, tug, unique};
+use crate::common::{busybox_image, eventually, ok, require_root, run, tug, unique};
 
 /// A compose project in a temp dir with its own state root.
 struct Stack {
@@ -154,17 +154,6 @@ impl Drop for Stack {
             assert!(left.is_empty(), "left behind after down: {left:?}");
         }
     }
-}
-
-fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[test]

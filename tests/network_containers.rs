@@ -203,14 +203,6 @@ impl Drop for Stack {
     }
 }
 
-fn eventually(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn volume_mount(vols: &Volumes, name: &str, image: &ImageInfo, target: &str, uid: u32) -> Mount {
     vols.ensure(&VolumeSpec {
         name: name.into(),
@@ -277,7 +269,7 @@ fn network_containers_by_name_volume_survives_recreation_and_ports() {
     for host in ["web", web.as_str(), "web.proj"] {
         let url = format!("http://{host}/");
         let mut last = String::new();
-        eventually(&format!("wget {url}"), 20, || {
+        common::eventually(&format!("wget {url}"), Duration::from_secs(20), || {
             let (ok, out) = st.exec(&cli, &["wget", "-q", "-O", "-", &url]);
             last = out;
             ok && last.contains("persisted")
@@ -306,7 +298,7 @@ fn network_containers_by_name_volume_survives_recreation_and_ports() {
         )
         .unwrap();
     let port = published[0].host_port;
-    eventually("published port answers", 10, || {
+    common::eventually("published port answers", Duration::from_secs(10), || {
         use std::io::{Read, Write};
         let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
             return false;

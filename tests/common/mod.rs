@@ -161,3 +161,39 @@ pub fn busybox_image(root: &Path) -> String {
         .arg("busybox:latest"));
     "busybox:latest".to_string()
 }
+
+/// Polls `f` every 100 ms until it returns true; panics naming `what` after `timeout`.
+pub fn eventually(what: &str, timeout: std::time::Duration, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Processes other than this one whose command line names `root` (supervisors, DNS servers,
+/// port proxies of that state root), as `PID: COMMAND LINE`.
+pub fn processes_of(root: &Path) -> Vec<String> {
+    let r = root.display().to_string();
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.filter_map(Result::ok) {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(&r) {
+            out.push(format!("{pid}: {cmd}"));
+        }
+    }
+    out
+}
