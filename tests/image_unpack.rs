@@ -267,6 +267,80 @@ fn image_unpack_tar_features() {
     );
 }
 
+/// Owners and modes come out exactly as the tar says, whatever the kernel does to a new entry
+/// by itself: the umask, a set-group-ID parent (whose group and bit new entries inherit),
+/// set-ID bits; and an entry that replaces an earlier one of the same name never follows it.
+#[test]
+fn image_unpack_owners_and_modes_are_exact() {
+    if !common::require_root() {
+        return;
+    }
+    let dir = root();
+    let r = dir.path();
+    let outside = r.join("outside-target");
+    let mut shared = TarGen::header(tar::EntryType::Directory, b"shared", 0o2775, 0);
+    shared.set_gid(50);
+    shared.set_cksum();
+    let tar = TarGen::new()
+        .dir("./", 0o755)
+        .raw(&shared, &[])
+        .file("shared/root-file", 0o644, b"r")
+        .file_owned("shared/group-file", 0o660, 0, 50, b"g")
+        .dir("shared/sub", 0o755)
+        .link(tar::EntryType::Symlink, "shared/link", "root-file")
+        .file("world-writable", 0o666, b"w")
+        .file_owned("sgid-exec", 0o2755, 0, 50, b"#!/bin/sh\n")
+        .dir("sticky", 0o1777)
+        .link(
+            tar::EntryType::Symlink,
+            "was-link",
+            outside.to_str().unwrap(),
+        )
+        .file("was-link", 0o644, b"file now")
+        .file("was-file", 0o644, b"x")
+        .dir("was-file", 0o750)
+        .dir("was-dir", 0o755)
+        .file("was-dir/child", 0o644, b"c")
+        .file("was-dir", 0o600, b"file now")
+        .bytes();
+    let tarp = write(r, "owners.tar", &tar);
+    let layer = import_ok(r, &tarp, "owners:1");
+
+    let meta = |p: &str| {
+        let m = std::fs::symlink_metadata(layer.join(p)).unwrap();
+        (m.uid(), m.gid(), m.mode() & 0o7777)
+    };
+    assert_eq!(meta("shared"), (0, 50, 0o2775));
+    assert_eq!(
+        meta("shared/root-file"),
+        (0, 0, 0o644),
+        "not the parent's group"
+    );
+    assert_eq!(meta("shared/group-file"), (0, 50, 0o660));
+    assert_eq!(
+        meta("shared/sub"),
+        (0, 0, 0o755),
+        "no inherited set-group-ID bit"
+    );
+    assert_eq!(meta("shared/link").1, 0, "symlink group");
+    assert_eq!(
+        meta("world-writable"),
+        (0, 0, 0o666),
+        "the umask does not apply"
+    );
+    assert_eq!(meta("sgid-exec"), (0, 50, 0o2755));
+    assert_eq!(meta("sticky"), (0, 0, 0o1777));
+    assert_eq!(std::fs::read(layer.join("was-link")).unwrap(), b"file now");
+    assert!(
+        !outside.exists(),
+        "a file replacing a symlink never follows it"
+    );
+    assert!(layer.join("was-file").is_dir());
+    assert_eq!(meta("was-file").2, 0o750);
+    assert_eq!(std::fs::read(layer.join("was-dir")).unwrap(), b"file now");
+    assert_eq!(meta("was-dir").2, 0o600);
+}
+
 fn getxattr(p: &Path, name: &str) -> Option<Vec<u8>> {
     python_getxattr(p, name)
 }

@@ -252,6 +252,54 @@ impl Started {
     }
 }
 
+/// The files the runtime bind-mounts over `/etc` (`hosts`, `hostname`, `resolv.conf`).
+const ETC_BINDS: [&str; 3] = ["hosts", "hostname", "resolv.conf"];
+
+/// Creates the `/etc` bind-mount targets the image lacks as empty files in the container's
+/// (not yet mounted) upper layer. Made in the container instead, each costs an overlay
+/// create (a temp file in the work dir, a rename, and a copy-up of `/etc`) on the start path.
+/// Nothing is made when the image's `/etc` is not a plain directory (a symlink, a whiteout)
+/// or already has the file: the runtime then handles the target as before. Best effort.
+fn precreate_bind_targets(upper: &Path, layers: &[PathBuf]) {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let mut etc_meta = None;
+    let mut missing: Vec<&str> = ETC_BINDS.to_vec();
+    // Topmost layer first: the first `etc` found is the one the container sees.
+    for layer in layers.iter().rev() {
+        if fs::symlink_metadata(layer.join(".wh.etc")).is_ok() {
+            break;
+        }
+        match fs::symlink_metadata(layer.join("etc")) {
+            Ok(m) if m.is_dir() => {
+                if etc_meta.is_none() {
+                    etc_meta = Some(m);
+                }
+                missing.retain(|f| fs::symlink_metadata(layer.join("etc").join(f)).is_err());
+                if fs::symlink_metadata(layer.join("etc/.wh..wh..opq")).is_ok() {
+                    break;
+                }
+            }
+            Ok(_) => return,
+            Err(_) => {}
+        }
+    }
+    if missing.is_empty() {
+        return;
+    }
+    let etc = upper.join("etc");
+    if fs::create_dir(&etc).is_err() {
+        return;
+    }
+    // The merged /etc shows the upper directory's owner and mode: keep the image's.
+    if let Some(m) = &etc_meta {
+        let _ = fs::set_permissions(&etc, fs::Permissions::from_mode(m.mode() & 0o7777));
+        let _ = std::os::unix::fs::lchown(&etc, Some(m.uid()), Some(m.gid()));
+    }
+    for f in missing {
+        let _ = fs::File::create(etc.join(f));
+    }
+}
+
 unsafe extern "C" {
     /// The process environment (POSIX `environ`), handed to the shim unchanged.
     static environ: *const *const libc::c_char;
@@ -730,12 +778,8 @@ impl ContainerStore {
             reason: e.to_string(),
         })?;
         write("bundle/config.json", &spec_json)?;
-        let st =
-            serde_json::to_vec_pretty(&State::default()).map_err(|e| ContainerError::Corrupt {
-                path: dir.join("state.json"),
-                reason: e.to_string(),
-            })?;
-        write("state.json", &st)?;
+        // No state.json yet: a missing state reads as `created` (see `state::read`).
+        precreate_bind_targets(&staging.join("upper"), &image.layers);
         let rec = Record {
             id: id.to_string(),
             created: state::now(),

@@ -113,9 +113,10 @@ impl ImageStore {
     }
 
     /// Reads a tar stream (plain, gzip or zstd), unpacks it into the layer cache and stores
-    /// the bytes as they came as the layer blob (no recompression). Reading, storing,
-    /// decompressing and hashing run on a second thread while this one unpacks. Callers hold
-    /// the shared store lock.
+    /// the bytes as they came as the layer blob (no recompression). Three stages, each on its
+    /// own thread, joined by bounded channels of 1 MiB chunks: (1) read the input, hash it
+    /// and write it to the blob; (2) decompress and hash the tar stream (the diff_id);
+    /// (3, this thread) unpack. Callers hold the shared store lock.
     pub(crate) fn ingest_layer(
         &self,
         input: impl Read + Send + 'static,
@@ -134,25 +135,26 @@ impl ImageStore {
             )),
             _ => BlobSink::Raw(blob),
         };
-        let tee = Tee {
+        let stored = fsutil::ThreadedReader::new(Tee {
             inner: input,
             copy: sink,
-        };
-        let decoder = unpack::Decoder::new(std::io::BufReader::with_capacity(1 << 20, tee))
-            .map_err(io_ctx(format!("cannot read {what}")))?;
+        });
+        let decoder =
+            unpack::Decoder::new(stored).map_err(io_ctx(format!("cannot read {what}")))?;
         let kind = decoder.kind();
         let mut threaded = fsutil::ThreadedReader::new(fsutil::HashingReader::new(decoder));
         let tmp = self.new_layer_tmp()?;
         let result = (|| {
-            unpack::unpack(&mut threaded, &tmp, what)?;
+            unpack::unpack(&mut threaded, &tmp, what, true)?;
             let hashing = threaded.finish().map_err(|e| Error::BadLayer {
                 layer: what.to_string(),
                 reason: e.to_string(),
             })?;
             let (diff_id, _, decoder) = hashing.into_parts();
             // Bytes after the end of the compressed stream still belong to the blob.
-            let mut tee = decoder.into_inner().into_inner();
-            std::io::copy(&mut tee, &mut std::io::sink())
+            let tee = decoder
+                .into_inner()
+                .finish()
                 .map_err(io_ctx(format!("cannot read {what}")))?;
             let blob = tee
                 .copy

@@ -528,7 +528,7 @@ impl ImageStore {
         let blob = self.layout.open_blob(digest)?;
         let tmp = self.new_layer_tmp()?;
         let result = (|| {
-            let (actual, _) = unpack::unpack_file(blob, &tmp, digest)?;
+            let (actual, _) = unpack::unpack_file(blob, &tmp, digest, true)?;
             if actual != diff_id {
                 return Err(Error::DigestMismatch {
                     what: format!("uncompressed layer {digest}"),
@@ -556,10 +556,13 @@ impl ImageStore {
     /// Renames a completely unpacked layer into place; if another process won the race, its
     /// copy is kept and ours removed.
     pub(crate) fn commit_layer(&self, tmp: &Path, dest: &Path) -> Result<()> {
-        // Make the unpacked files durable before the directory becomes visible.
-        let _ = nix::unistd::syncfs(
+        // Make the unpacked files durable before the directory becomes visible: a crash after
+        // the rename must never leave a layer directory with files the disk does not hold.
+        // (Most of the data is on disk already: the unpack wrote it back as it went.)
+        nix::unistd::syncfs(
             fs::File::open(tmp).map_err(io_ctx(format!("cannot open {}", tmp.display())))?,
-        );
+        )
+        .map_err(|e| io_ctx(format!("cannot sync {}", tmp.display()))(e.into()))?;
         match fs::rename(tmp, dest) {
             Ok(()) => fsutil::sync_dir(&self.layers),
             Err(_) if dest.exists() => fsutil::remove_tree(tmp),
@@ -810,7 +813,7 @@ impl ImageStore {
 pub fn unpack_layer_file(src: &Path, dest: &Path) -> Result<(String, unpack::Stats)> {
     let f = fs::File::open(src).map_err(io_ctx(format!("cannot open {}", src.display())))?;
     fs::create_dir(dest).map_err(io_ctx(format!("cannot create {}", dest.display())))?;
-    unpack::unpack_file(f, dest, &src.display().to_string())
+    unpack::unpack_file(f, dest, &src.display().to_string(), false)
 }
 
 /// The OCI architecture name of the host (`amd64`, `arm64`, …).

@@ -28,6 +28,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::rc::Rc;
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2};
@@ -168,15 +169,21 @@ pub fn decompress_send<R: Read + Send + 'static>(r: R) -> io::Result<Box<dyn Rea
 }
 
 /// Unpacks a layer file (any compression) into the empty directory `dest`, decompressing and
-/// hashing on a second thread. Returns the diff_id and the stats.
-pub fn unpack_file(file: std::fs::File, dest: &Path, layer: &str) -> Result<(String, Stats)> {
+/// hashing on a second thread (and with `writeback`, writing to disk on a third, see
+/// [`unpack`]). Returns the diff_id and the stats.
+pub fn unpack_file(
+    file: std::fs::File,
+    dest: &Path,
+    layer: &str,
+    writeback: bool,
+) -> Result<(String, Stats)> {
     let reader = decompress_send(file).map_err(|e| Error::BadLayer {
         layer: layer.to_string(),
         reason: e.to_string(),
     })?;
     let mut threaded =
         super::fsutil::ThreadedReader::new(super::fsutil::HashingReader::new(reader));
-    let stats = unpack(&mut threaded, dest, layer)?;
+    let stats = unpack(&mut threaded, dest, layer, writeback)?;
     let hashing = threaded.finish().map_err(|e| Error::BadLayer {
         layer: layer.to_string(),
         reason: e.to_string(),
@@ -195,8 +202,10 @@ pub struct Stats {
 }
 
 /// Unpacks the (already decompressed) tar stream `r` into the existing, empty directory
-/// `dest`. Reads `r` to its end, so a hashing reader underneath sees the whole stream.
-pub fn unpack(r: impl Read, dest: &Path, layer: &str) -> Result<Stats> {
+/// `dest`. Reads `r` to its end, so a hashing reader underneath sees the whole stream. With
+/// `writeback`, the files go to disk while the unpack runs ([`super::fsutil::Flusher`]), for a
+/// caller that syncs them before trusting them.
+pub fn unpack(r: impl Read, dest: &Path, layer: &str, writeback: bool) -> Result<Stats> {
     let root = nix::fcntl::open(
         dest,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
@@ -210,11 +219,25 @@ pub fn unpack(r: impl Read, dest: &Path, layer: &str) -> Result<Stats> {
         root,
         layer: layer.to_string(),
         privileged: nix::unistd::geteuid().is_root(),
+        owner: (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        ),
+        umask: current_umask(),
         parent_cache: None,
         dirs: Vec::new(),
         stats: Stats::default(),
         buf: vec![0; 256 * 1024],
+        flusher: None,
     };
+    if writeback {
+        u.flusher = Some(
+            super::fsutil::Flusher::start(&u.root).map_err(|e| Error::Io {
+                context: "cannot start the writeback thread".into(),
+                source: e,
+            })?,
+        );
+    }
     let mut archive = tar::Archive::new(r);
     u.run(&mut archive)?;
     // Whatever follows the end-of-archive blocks still belongs to the stream.
@@ -232,16 +255,30 @@ struct Pending {
     pax: PaxRecords,
 }
 
+/// An open parent directory: its normalised path, fd, and the group a new entry in it gets.
+struct Parent {
+    path: Vec<u8>,
+    fd: Rc<OwnedFd>,
+    /// The directory's gid if it is set-group-ID (new entries inherit it), else None.
+    sgid_group: Option<u32>,
+}
+
 struct Unpacker {
     root: OwnedFd,
     layer: String,
     privileged: bool,
-    /// The last parent directory opened: (normalised path, fd).
-    parent_cache: Option<(Vec<u8>, OwnedFd)>,
+    /// Effective uid and gid: the owner a new file gets (unless its directory is set-group-ID).
+    owner: (u32, u32),
+    /// The process umask, which `openat`/`mkdirat` apply to the mode they are given.
+    umask: u32,
+    /// The last parent directory opened.
+    parent_cache: Option<Parent>,
     /// Directories whose times are set at the end (children change them).
     dirs: Vec<(Vec<u8>, i64)>,
     stats: Stats,
     buf: Vec<u8>,
+    /// Writes the new files to disk in the background (see [`unpack`]).
+    flusher: Option<super::fsutil::Flusher>,
 }
 
 /// Normalises an entry path into its components. Rejects absolute paths and paths that climb
@@ -448,7 +485,7 @@ impl Unpacker {
 
         // Whiteouts.
         if name == OPAQUE {
-            let dir = self.open_parent(&parent_path)?;
+            let (dir, _, _) = self.open_parent(&parent_path)?;
             return self.set_xattr_fd(dir.as_fd(), b"trusted.overlay.opaque", b"y", &path_bytes);
         }
         if let Some(target) = name.strip_prefix(WHITEOUT) {
@@ -462,46 +499,76 @@ impl Unpacker {
                     String::from_utf8_lossy(&path_bytes)
                 )));
             }
-            let dir = self.open_parent(&parent_path)?;
+            let (dir, _, _) = self.open_parent(&parent_path)?;
             let target_c = cstr(target);
-            self.clear(dir.as_fd(), &target_c, false, &path_bytes)?;
-            mknodat(
+            self.create(
                 dir.as_fd(),
-                target_c.as_c_str(),
-                SFlag::S_IFCHR,
-                Mode::empty(),
-                0,
-            )
-            .map_err(|e| self.sys("create whiteout", &path_bytes, e))?;
+                &target_c,
+                &path_bytes,
+                "create whiteout",
+                || {
+                    mknodat(
+                        dir.as_fd(),
+                        target_c.as_c_str(),
+                        SFlag::S_IFCHR,
+                        Mode::empty(),
+                        0,
+                    )
+                },
+            )?;
             return Ok(());
         }
 
-        let dir = self.open_parent(&parent_path)?;
+        let (dir, new_owner, parent_sgid) = self.open_parent(&parent_path)?;
         let name_c = cstr(name);
         let dfd = dir.as_fd();
         match kind {
             tar::EntryType::Directory => {
-                self.clear(dfd, &name_c, true, &path_bytes)?;
-                match mkdirat(dfd, name_c.as_c_str(), Mode::from_bits_truncate(0o700)) {
-                    Ok(()) | Err(Errno::EEXIST) => {}
+                let (create_mode, _) = self.create_mode(mode);
+                let created = match mkdirat(dfd, name_c.as_c_str(), create_mode) {
+                    Ok(()) => true,
+                    Err(Errno::EEXIST) => {
+                        // A directory stays (and gets this entry's metadata); anything else
+                        // is replaced.
+                        self.clear(dfd, &name_c, true, &path_bytes)?;
+                        match mkdirat(dfd, name_c.as_c_str(), create_mode) {
+                            Ok(()) => true,
+                            Err(Errno::EEXIST) => false,
+                            Err(e) => return Err(self.sys("create directory", &path_bytes, e)),
+                        }
+                    }
                     Err(e) => return Err(self.sys("create directory", &path_bytes, e)),
+                };
+                // In a set-group-ID parent the new directory inherits the bit: chmod then.
+                if created && !parent_sgid {
+                    self.apply_new_meta(
+                        dfd,
+                        &name_c,
+                        (uid, gid),
+                        new_owner,
+                        mode,
+                        &xattrs,
+                        &path_bytes,
+                    )?;
+                } else {
+                    self.apply_meta(dfd, &name_c, uid, gid, Some(mode), &xattrs, &path_bytes)?;
                 }
-                self.apply_meta(dfd, &name_c, uid, gid, Some(mode), &xattrs, &path_bytes)?;
                 self.dirs.push((path_bytes_norm(&comps), mtime));
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                self.clear(dfd, &name_c, false, &path_bytes)?;
-                let fd = openat(
-                    dfd,
-                    name_c.as_c_str(),
-                    OFlag::O_WRONLY
-                        | OFlag::O_CREAT
-                        | OFlag::O_EXCL
-                        | OFlag::O_NOFOLLOW
-                        | OFlag::O_CLOEXEC,
-                    Mode::from_bits_truncate(0o600),
-                )
-                .map_err(|e| self.sys("create", &path_bytes, e))?;
+                let (create_mode, needs_chmod) = self.create_mode(mode);
+                let fd = self.create(dfd, &name_c, &path_bytes, "create", || {
+                    openat(
+                        dfd,
+                        name_c.as_c_str(),
+                        OFlag::O_WRONLY
+                            | OFlag::O_CREAT
+                            | OFlag::O_EXCL
+                            | OFlag::O_NOFOLLOW
+                            | OFlag::O_CLOEXEC,
+                        create_mode,
+                    )
+                })?;
                 let mut file = File::from(fd);
                 let mut left = size;
                 while left > 0 {
@@ -520,13 +587,19 @@ impl Unpacker {
                     left -= n as u64;
                 }
                 self.stats.bytes += size;
+                if let Some(f) = &mut self.flusher {
+                    f.wrote(size);
+                }
                 let fd = file.as_fd();
-                if self.privileged {
+                // A new file belongs to `new_owner` and has `create_mode` already.
+                if self.privileged && (uid, gid) != new_owner {
                     nix::unistd::fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
                         .map_err(|e| self.sys("chown", &path_bytes, e))?;
                 }
-                nix::sys::stat::fchmod(fd, Mode::from_bits_truncate(mode))
-                    .map_err(|e| self.sys("chmod", &path_bytes, e))?;
+                if needs_chmod {
+                    nix::sys::stat::fchmod(fd, Mode::from_bits_truncate(mode))
+                        .map_err(|e| self.sys("chmod", &path_bytes, e))?;
+                }
                 for (n, v) in &xattrs {
                     self.set_xattr_fd(fd, n, v, &path_bytes)?;
                 }
@@ -539,10 +612,22 @@ impl Unpacker {
                 if target.contains(&0) || target.len() > MAX_PATH {
                     return Err(self.bad("bad symlink target"));
                 }
-                self.clear(dfd, &name_c, false, &path_bytes)?;
-                symlinkat(OsStr::from_bytes(&target), dfd, name_c.as_c_str())
-                    .map_err(|e| self.sys("create symlink", &path_bytes, e))?;
-                self.apply_meta(dfd, &name_c, uid, gid, None, &xattrs, &path_bytes)?;
+                self.create(dfd, &name_c, &path_bytes, "create symlink", || {
+                    symlinkat(OsStr::from_bytes(&target), dfd, name_c.as_c_str())
+                })?;
+                if self.privileged && (uid, gid) != new_owner {
+                    fchownat(
+                        dfd,
+                        name_c.as_c_str(),
+                        Some(Uid::from_raw(uid)),
+                        Some(Gid::from_raw(gid)),
+                        AtFlags::AT_SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(|e| self.sys("chown", &path_bytes, e))?;
+                }
+                for (n, v) in &xattrs {
+                    self.set_xattr_at(dfd, &name_c, n, v, &path_bytes)?;
+                }
                 self.set_times(dfd, &name_c, mtime, &path_bytes)?;
             }
             tar::EntryType::Link => {
@@ -554,15 +639,15 @@ impl Unpacker {
                 };
                 let tname_c = cstr(tname);
                 let tdir = self.open_existing_parent(&join(tparents), &target)?;
-                self.clear(dfd, &name_c, false, &path_bytes)?;
-                linkat(
-                    tdir.as_fd(),
-                    tname_c.as_c_str(),
-                    dfd,
-                    name_c.as_c_str(),
-                    AtFlags::empty(),
-                )
-                .map_err(|e| self.sys("create hard link", &path_bytes, e))?;
+                self.create(dfd, &name_c, &path_bytes, "create hard link", || {
+                    linkat(
+                        tdir.as_fd(),
+                        tname_c.as_c_str(),
+                        dfd,
+                        name_c.as_c_str(),
+                        AtFlags::empty(),
+                    )
+                })?;
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 let sflag = match kind {
@@ -572,15 +657,15 @@ impl Unpacker {
                 };
                 let major = header.device_major().ok().flatten().unwrap_or(0);
                 let minor = header.device_minor().ok().flatten().unwrap_or(0);
-                self.clear(dfd, &name_c, false, &path_bytes)?;
-                mknodat(
-                    dfd,
-                    name_c.as_c_str(),
-                    sflag,
-                    Mode::from_bits_truncate(0o600),
-                    nix::sys::stat::makedev(u64::from(major), u64::from(minor)),
-                )
-                .map_err(|e| self.sys("create device node", &path_bytes, e))?;
+                self.create(dfd, &name_c, &path_bytes, "create device node", || {
+                    mknodat(
+                        dfd,
+                        name_c.as_c_str(),
+                        sflag,
+                        Mode::from_bits_truncate(0o600),
+                        nix::sys::stat::makedev(u64::from(major), u64::from(minor)),
+                    )
+                })?;
                 self.apply_meta(dfd, &name_c, uid, gid, Some(mode), &xattrs, &path_bytes)?;
                 self.set_times(dfd, &name_c, mtime, &path_bytes)?;
             }
@@ -599,23 +684,43 @@ impl Unpacker {
     }
 
     /// Opens the directory `path` (normalised, relative to the root) resolving inside the root,
-    /// creating missing directories (mode 0755, root-owned) as tar does.
-    fn open_parent(&mut self, path: &[u8]) -> Result<OwnedFd> {
-        if let Some((p, fd)) = &self.parent_cache
-            && p == path
+    /// creating missing directories (mode 0755, root-owned) as tar does. The last one stays
+    /// open: entries of one directory come one after another in a layer. Returns the fd, the
+    /// owner a new entry in it gets, and whether it is set-group-ID (a directory made in it
+    /// inherits the bit).
+    fn open_parent(&mut self, path: &[u8]) -> Result<(Rc<OwnedFd>, (u32, u32), bool)> {
+        if let Some(p) = &self.parent_cache
+            && p.path == path
         {
-            return fd.try_clone().map_err(|e| Error::Io {
-                context: "cannot duplicate a directory fd".into(),
-                source: e,
-            });
+            let sgid = p.sgid_group.is_some();
+            return Ok((p.fd.clone(), self.new_owner(p.sgid_group), sgid));
         }
-        let fd = self.open_dir_creating(path)?;
-        let dup = fd.try_clone().map_err(|e| Error::Io {
-            context: "cannot duplicate a directory fd".into(),
-            source: e,
-        })?;
-        self.parent_cache = Some((path.to_vec(), dup));
-        Ok(fd)
+        let fd = Rc::new(self.open_dir_creating(path)?);
+        let st = nix::sys::stat::fstat(fd.as_fd())
+            .map_err(|e| self.sys("inspect directory", path, e))?;
+        let sgid_group = (st.st_mode & libc::S_ISGID != 0).then_some(st.st_gid);
+        self.parent_cache = Some(Parent {
+            path: path.to_vec(),
+            fd: fd.clone(),
+            sgid_group,
+        });
+        Ok((fd, self.new_owner(sgid_group), sgid_group.is_some()))
+    }
+
+    /// Who owns an entry created in a directory (`sgid_group`: see [`Parent`]).
+    fn new_owner(&self, sgid_group: Option<u32>) -> (u32, u32) {
+        (self.owner.0, sgid_group.unwrap_or(self.owner.1))
+    }
+
+    /// The mode to create an entry with (what `mode` asks, minus the bits the kernel would
+    /// drop), and whether a chmod must follow: set-ID and sticky bits, bits the umask
+    /// removes, and set-ID bits a chown clears are only right after an explicit chmod.
+    fn create_mode(&self, mode: u32) -> (Mode, bool) {
+        let perm = mode & 0o777;
+        (
+            Mode::from_bits_truncate(perm),
+            mode & 0o7000 != 0 || perm & self.umask != 0,
+        )
     }
 
     fn open_dir_creating(&self, path: &[u8]) -> Result<OwnedFd> {
@@ -675,6 +780,26 @@ impl Unpacker {
         .map_err(|e| self.sys("find hard link target", whole, e))
     }
 
+    /// Creates the entry `name` in `dir` with `make` (a no-follow `*at` call that fails with
+    /// `EEXIST` when the name is taken); a name taken by an earlier entry is cleared (see
+    /// [`Self::clear`]) and `make` tried once more. The common case costs one call.
+    fn create<T>(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &CString,
+        whole: &[u8],
+        what: &str,
+        mut make: impl FnMut() -> nix::Result<T>,
+    ) -> Result<T> {
+        match make() {
+            Err(Errno::EEXIST) => {
+                self.clear(dir, name, false, whole)?;
+                make().map_err(|e| self.sys(what, whole, e))
+            }
+            r => r.map_err(|e| self.sys(what, whole, e)),
+        }
+    }
+
     /// Makes room for a new entry `name` in `dir`: an existing non-directory is removed; an
     /// existing directory is kept if the new entry is a directory too, else removed with its
     /// contents.
@@ -728,6 +853,44 @@ impl Unpacker {
         }
         if let Some(mode) = mode {
             // The entry was just created by us and is not a symlink.
+            fchmodat(
+                dir,
+                name,
+                Mode::from_bits_truncate(mode),
+                FchmodatFlags::FollowSymlink,
+            )
+            .map_err(|e| self.sys("chmod", whole, e))?;
+        }
+        for (n, v) in xattrs {
+            self.set_xattr_at(dir, name, n, v, whole)?;
+        }
+        Ok(())
+    }
+
+    /// Like [`Self::apply_meta`] for an entry this unpack just created with
+    /// [`Self::create_mode`] and owned by `new_owner`: skips the chown and chmod calls that
+    /// would change nothing.
+    fn apply_new_meta(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &std::ffi::CStr,
+        owner: (u32, u32),
+        new_owner: (u32, u32),
+        mode: u32,
+        xattrs: &[(&[u8], &[u8])],
+        whole: &[u8],
+    ) -> Result<()> {
+        if self.privileged && owner != new_owner {
+            fchownat(
+                dir,
+                name,
+                Some(Uid::from_raw(owner.0)),
+                Some(Gid::from_raw(owner.1)),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| self.sys("chown", whole, e))?;
+        }
+        if self.create_mode(mode).1 {
             fchmodat(
                 dir,
                 name,
@@ -852,6 +1015,20 @@ impl Unpacker {
         }
         Ok(())
     }
+}
+
+/// The process umask, read from `/proc/self/status` (`umask(2)` can only read it by changing
+/// it, which would race with other threads creating files). If it cannot be read, every bit
+/// counts as masked, so every mode gets its explicit chmod.
+fn current_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o777)
 }
 
 fn path_bytes_norm(comps: &[&[u8]]) -> Vec<u8> {
