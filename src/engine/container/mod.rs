@@ -305,7 +305,8 @@ unsafe extern "C" {
     static environ: *const *const libc::c_char;
 }
 
-/// Runs `exe args…` with `status_fd` as its fd 3 (and /dev/null as stdio when `null_stdio`;
+/// Runs `exe args…` with `status_fd` as its fd 3, `extra_fd` as its fd 4 (and /dev/null as
+/// stdio when `null_stdio`;
 /// in a new session when `setsid`), through `posix_spawn`: glibc starts the child with
 /// `CLONE_VM | CLONE_VFORK`, so nothing of this (possibly large, possibly multi-threaded)
 /// process is copied, and only the listed descriptors reach the child (everything else here
@@ -314,6 +315,7 @@ fn spawn_shim(
     exe: &Path,
     args: &[&std::ffi::OsStr],
     status_fd: std::os::fd::RawFd,
+    extra_fd: Option<std::os::fd::RawFd>,
     null_stdio: bool,
     setsid: bool,
 ) -> std::io::Result<nix::unistd::Pid> {
@@ -351,6 +353,10 @@ fn spawn_shim(
             check(libc::posix_spawn_file_actions_adddup2(
                 &mut fa, status_fd, 3,
             ))?;
+            // Made after the status pipe, so never fd 3 itself.
+            if let Some(fd) = extra_fd {
+                check(libc::posix_spawn_file_actions_adddup2(&mut fa, fd, 4))?;
+            }
             if null_stdio {
                 for (fd, flags) in [
                     (0, libc::O_RDONLY),
@@ -874,13 +880,58 @@ impl ContainerStore {
             // reparented when this process exits, or reaped as a zombie by a long-lived one.
             args.push("--attach".as_ref());
         }
-        let child = spawn_shim(&self.exe, &args, w.as_raw_fd(), !attach, attach).map_err(|e| {
-            ContainerError::Start {
-                id: id.clone(),
-                reason: format!("cannot run {}: {e}", self.exe.display()),
+        // The built-in runtime's cgroup is made here while the shim starts (exec, reading
+        // the bundle, mounting the overlay), and the supervisor is told over a pipe (its
+        // fd 4) that it need not make it; a supervisor that reads no `c` makes it itself.
+        let rec = self.record(&id)?;
+        let cg_pipe = if rec.config.runtime.is_none() {
+            Some(
+                nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
+                    ContainerError::Start {
+                        id: id.clone(),
+                        reason: format!("pipe: {e}"),
+                    }
+                })?,
+            )
+        } else {
+            None
+        };
+        // fd 3 of the child is set first: the pipe's end must not be 3 itself.
+        let cg_pipe = match cg_pipe {
+            Some((r, w2)) if r.as_raw_fd() <= 4 => {
+                match nix::fcntl::fcntl(&r, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10)) {
+                    // SAFETY: fcntl just returned this new descriptor.
+                    Ok(fd) => Some((
+                        unsafe {
+                            <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
+                        },
+                        w2,
+                    )),
+                    Err(_) => None,
+                }
             }
-        })?;
+            other => other,
+        };
+        let extra = cg_pipe.as_ref().map(|(r, _)| r.as_raw_fd());
+        if extra.is_some() {
+            args.push("--cgroup-pipe".as_ref());
+        }
+        let child =
+            spawn_shim(&self.exe, &args, w.as_raw_fd(), extra, !attach, attach).map_err(|e| {
+                ContainerError::Start {
+                    id: id.clone(),
+                    reason: format!("cannot run {}: {e}", self.exe.display()),
+                }
+            })?;
         drop(w);
+        let mut made_cgroup = false;
+        if let Some((r, cg_w)) = cg_pipe {
+            drop(r);
+            if self.prepare_cgroup(&id, &dir) {
+                made_cgroup = true;
+                let _ = std::io::Write::write_all(&mut fs::File::from(cg_w), b"c");
+            }
+        }
         if !attach {
             // The first shim process forks the supervisor and exits at once.
             let _ = nix::sys::wait::waitpid(child, None);
@@ -900,7 +951,24 @@ impl ContainerStore {
             || "the supervisor exited without a report".to_string(),
             str::to_string,
         );
+        if made_cgroup && let Ok(cg) = self.cgroup(&id) {
+            let _ = cg.destroy();
+        }
         Err(ContainerError::Start { id, reason })
+    }
+
+    /// Makes the cgroup of container `id` with the limits of its bundle's spec; false when
+    /// anything fails (the supervisor then makes it and reports the error).
+    fn prepare_cgroup(&self, id: &str, dir: &Path) -> bool {
+        let Ok(bytes) = fs::read(dir.join("bundle/config.json")) else {
+            return false;
+        };
+        let Ok(spec) = serde_json::from_slice::<oci_spec::runtime::Spec>(&bytes) else {
+            return false;
+        };
+        let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
+        self.cgroup(id)
+            .is_ok_and(|cg| cg.create(resources.as_ref()).is_ok())
     }
 
     /// Sends `signal` to the container's first process.

@@ -19,7 +19,7 @@
 
 use std::ffi::OsString;
 use std::fs;
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -47,8 +47,10 @@ pub fn main(args: &[OsString]) -> std::result::Result<i32, String> {
         Some("run") => {
             let root = PathBuf::from(get(3)?);
             let id = get(4)?;
-            let attach = a.get(5).is_some_and(|s| s == "--attach");
-            Ok(run_main(&root, &id, attach))
+            let flags = a.get(5..).unwrap_or_default();
+            let attach = flags.iter().any(|s| s == "--attach");
+            let cgroup_pipe = flags.iter().any(|s| s == "--cgroup-pipe");
+            Ok(run_main(&root, &id, attach, cgroup_pipe))
         }
         Some("exec") => {
             let root = PathBuf::from(get(3)?);
@@ -86,10 +88,16 @@ impl StatusPipe {
     }
 }
 
-fn run_main(root: &Path, id: &str, attach: bool) -> i32 {
+fn run_main(root: &Path, id: &str, attach: bool, cgroup_pipe: bool) -> i32 {
     set_cloexec(3);
     // SAFETY: fd 3 is the status pipe our starter gave us; we own it from here on.
     let status_file = unsafe { fs::File::from_raw_fd(3) };
+    // fd 4 (with --cgroup-pipe): one byte `c` once the starter made the cgroup.
+    let cgroup_ready = cgroup_pipe.then(|| {
+        set_cloexec(4);
+        // SAFETY: fd 4 is the pipe our starter gave us; we own it from here on.
+        unsafe { OwnedFd::from_raw_fd(4) }
+    });
     // An attached start spawns the shim in a session of its own and waits for the exit: the
     // shim is the supervisor. A detached one detaches here (fork, the parent exits at once).
     let leader = nix::unistd::getsid(None).is_ok_and(|s| s == nix::unistd::getpid());
@@ -118,7 +126,10 @@ fn run_main(root: &Path, id: &str, attach: bool) -> i32 {
         }
     };
     match Supervisor::new(store, id, attach) {
-        Ok(mut sup) => sup.run(&mut status),
+        Ok(mut sup) => {
+            sup.cgroup_ready = cgroup_ready;
+            sup.run(&mut status)
+        }
         Err(e) => {
             status.send(&format!("err {e}"));
             1
@@ -219,6 +230,8 @@ struct Supervisor {
     log: LogWriter,
     st: State,
     attach: bool,
+    /// The starter's "cgroup made" pipe, for the first run only.
+    cgroup_ready: Option<OwnedFd>,
 }
 
 fn us(d: Duration) -> u64 {
@@ -263,6 +276,7 @@ impl Supervisor {
             st,
             attach,
             store,
+            cgroup_ready: None,
         })
     }
 
@@ -308,6 +322,8 @@ impl Supervisor {
                 self.st.error = Some(e.clone());
                 self.st.exit_code = Some(127);
                 self.save();
+                // The starter may have made the cgroup already.
+                let _ = self.cgroup.destroy();
                 status.send(&format!("err {e}"));
                 return 1;
             }
@@ -513,7 +529,13 @@ impl Supervisor {
             None => {
                 let init = self.rec.config.init;
                 let rootfs = self.dir.join("bundle/rootfs");
-                let s = runtime::launch(&self.spec, &rootfs, &stdio, init, &self.cgroup)
+                // The first run's cgroup may have been made by the starting command while
+                // this process started (see `ContainerStore::start`).
+                let ready = std::mem::take(&mut self.cgroup_ready).is_some_and(|f| {
+                    let mut b = [0u8; 1];
+                    matches!(fs::File::from(f).read(&mut b), Ok(1)) && b[0] == b'c'
+                });
+                let s = runtime::launch(&self.spec, &rootfs, &stdio, init, &self.cgroup, ready)
                     .map_err(|e| e.to_string())?;
                 (s.pid, s.pid.as_raw(), s.timings, s.console)
             }

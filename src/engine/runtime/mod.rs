@@ -414,18 +414,22 @@ fn child_main(
 }
 
 /// Starts the container described by `spec` with its root filesystem at `rootfs` (already
-/// mounted), in `cgroup`. Returns once the program has been executed.
+/// mounted), in `cgroup` (created here with the spec's limits unless `cgroup_ready`: made
+/// beforehand with the same limits). Returns once the program has been executed.
 pub fn launch(
     spec: &Spec,
     rootfs: &Path,
     stdio: &Stdio,
     init: bool,
     cgroup: &cgroups::Cgroup,
+    cgroup_ready: bool,
 ) -> Result<Started> {
     let mut timings = Timings::default();
     let t0 = Instant::now();
-    let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
-    cgroup.create(resources.as_ref())?;
+    if !cgroup_ready {
+        let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
+        cgroup.create(resources.as_ref())?;
+    }
     let attach = cgroup.attach()?;
     timings.cgroup_us = us(t0.elapsed());
     let (new, join) = namespaces::plan(spec);
