@@ -433,3 +433,66 @@ networks:
     // a is still fine on its own network.
     assert!(s.resolve("a", "a").is_some());
 }
+
+#[test]
+fn network_compose_down_leaves_no_links_on_project_or_external_networks() {
+    if !require_root() {
+        return;
+    }
+    let ext = unique("ext");
+    let mut s = Stack::new(&format!(
+        r#"
+services:
+  a:
+    image: busybox:latest
+    command: ["sleep", "1000"]
+    networks: [inner, outer]
+  b:
+    image: busybox:latest
+    command: ["sleep", "1000"]
+    networks: [outer]
+networks:
+  inner: {{}}
+  outer:
+    external: true
+    name: {ext}
+"#
+    ));
+    // Removes the external network even when the test fails (dropped before the stack).
+    struct External<'a>(&'a Path, String);
+    impl Drop for External<'_> {
+        fn drop(&mut self) {
+            let _ = run(tug(self.0).args(["network", "rm", "--force", &self.1]));
+        }
+    }
+    ok(tug(s.root()).args(["network", "create", &ext]));
+    let root = s.root().to_path_buf();
+    let _ext_guard = External(&root, ext.clone());
+    s.tug(&["up", "-d"]);
+    let veths = s.veths.clone();
+    assert_eq!(veths.len(), 3, "{veths:?}");
+    let ext_info: NetworkInfo = serde_json::from_slice(
+        &std::fs::read(s.root().join("networks").join(&ext).join("network.json")).unwrap(),
+    )
+    .unwrap();
+    s.tug(&["down"]);
+    // When `down` returns, every container link is gone (those on the project's network went
+    // while its bridge was deleted, the rest were waited for at the end), the project's
+    // bridge is gone and the external network is untouched.
+    let links: Vec<String> = netlink::links(None)
+        .unwrap()
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    for v in &veths {
+        assert!(!links.contains(v), "{v} still exists after down");
+    }
+    assert!(links.contains(&ext_info.bridge), "external bridge removed");
+    let nets = ok(tug(s.root()).args(["network", "ls", "-q"]));
+    assert_eq!(
+        nets.lines().collect::<Vec<_>>(),
+        vec![ext.as_str()],
+        "{nets}"
+    );
+    ok(tug(s.root()).args(["network", "rm", &ext]));
+}

@@ -116,6 +116,7 @@ pub fn run_up(global: &GlobalArgs, args: &UpArgs) -> anyhow::Result<i32> {
             ..WaitOptions::default()
         },
         renew_anon_volumes: args.renew_anon_volumes,
+        ..StackOptions::default()
     };
     let stack = open_stack(global, &services, options)?;
     let _lock = if global.dry_run {
@@ -177,6 +178,9 @@ pub fn run_create(global: &GlobalArgs, args: &CreateArgs) -> anyhow::Result<i32>
 pub fn run_down(global: &GlobalArgs, args: &DownArgs) -> anyhow::Result<i32> {
     let options = StackOptions {
         stop_timeout: args.timeout.map(Duration::from_secs),
+        // The network removals at the end of the plan hide the kernel's destruction of the
+        // containers' links; `settle_links` below waits for whatever is left.
+        defer_link_waits: true,
         ..StackOptions::default()
     };
     let stack = open_stack(global, &[], options)?;
@@ -199,7 +203,9 @@ pub fn run_down(global: &GlobalArgs, args: &DownArgs) -> anyhow::Result<i32> {
     let mut progress = Progress::new(Mode::from_flag(&global.progress));
     repair(&stack, &mut progress)?;
     let outcome = run_plan(&stack, &plan, &mut progress);
+    let settled = stack.settle_links();
     check(&plan, &outcome)?;
+    settled?;
     Ok(0)
 }
 

@@ -121,10 +121,15 @@ impl Stack {
             Op::WaitFor {
                 service, condition, ..
             } => self.wait_for(service, *condition),
-            Op::RemoveNetwork { name } => match self.networks.remove(name, false) {
-                Ok(()) | Err(crate::engine::network::Error::NotFound(_)) => Ok(()),
-                Err(e) => Err(e.into()),
-            },
+            Op::RemoveNetwork { name } => {
+                match self.networks.remove(name, false) {
+                    Ok(()) | Err(crate::engine::network::Error::NotFound(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                // The links of the containers removed before went while the bridge was
+                // being deleted (the kernel's slowest step here).
+                self.settle_links()
+            }
             Op::RemoveVolume { name } => match self.volumes.remove(name, &[]) {
                 Ok(()) | Err(crate::engine::volume::Error::NotFound(_)) => Ok(()),
                 Err(e) => Err(e.into()),
@@ -427,17 +432,15 @@ impl Stack {
             if let Some(id) = &id {
                 self.containers.remove(id, true)?;
             }
-            self.networks.disconnect_all(name)?;
+            self.disconnect(name)?;
         } else {
             std::thread::scope(|s| -> Result<()> {
-                let network = s.spawn(|| self.networks.disconnect_all(name));
+                let network = s.spawn(|| self.disconnect(name));
                 let files = id
                     .as_ref()
                     .map_or(Ok(()), |id| self.containers.remove(id, true));
                 let network = network.join().unwrap_or_else(|_| {
-                    Err(crate::engine::network::Error::Invalid(format!(
-                        "disconnecting {name} panicked"
-                    )))
+                    Err(Error::Invalid(format!("disconnecting {name} panicked")))
                 });
                 files?;
                 network?;
@@ -449,6 +452,20 @@ impl Stack {
             std::fs::remove_dir_all(&files)
                 .map_err(|e| Error::Io(format!("remove {}", files.display()), e))?;
         }
+        Ok(())
+    }
+
+    /// Takes a removed container's network namespace, endpoints and ports away; with
+    /// `defer_link_waits`, the kernel's destruction of its links is waited for later.
+    fn disconnect(&self, name: &str) -> Result<()> {
+        if !self.options.defer_link_waits {
+            return self.networks.disconnect_all(name).map_err(Into::into);
+        }
+        let left = self.networks.disconnect_all_deferred(name)?;
+        self.draining
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(left);
         Ok(())
     }
 

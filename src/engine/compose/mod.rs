@@ -72,6 +72,9 @@ pub struct StackOptions {
     pub wait: WaitOptions,
     /// `-V`: renew anonymous volumes.
     pub renew_anon_volumes: bool,
+    /// Container removals leave the wait for their links' destruction to a later network
+    /// removal or to [`Stack::settle_links`], which the caller must call at its end (`down`).
+    pub defer_link_waits: bool,
 }
 
 /// One project on one state root.
@@ -96,6 +99,9 @@ pub struct Stack {
     wiring: Mutex<()>,
     /// Serialises volume preparation (first-use copy-up) of concurrent operations.
     preparing: Mutex<()>,
+    /// Host ends of veths whose namespaces are gone but which may still exist (see
+    /// [`StackOptions::defer_link_waits`]).
+    draining: Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for Stack {
@@ -157,7 +163,23 @@ impl Stack {
             hashes,
             wiring: Mutex::new(()),
             preparing: Mutex::new(()),
+            draining: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Waits for the links that deferred container removals left to the kernel (see
+    /// [`StackOptions::defer_link_waits`]) to be gone.
+    ///
+    /// # Errors
+    /// A link that outlived its namespace cannot be deleted.
+    pub fn settle_links(&self) -> Result<()> {
+        let links = std::mem::take(
+            &mut *self
+                .draining
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        self.networks.wait_links_gone(&links).map_err(Into::into)
     }
 
     /// The config hash of a service.

@@ -305,15 +305,17 @@ unsafe extern "C" {
     static environ: *const *const libc::c_char;
 }
 
-/// Runs `exe args…` with `status_fd` as its fd 3 (and /dev/null as stdio when `null_stdio`),
-/// through `posix_spawn`: glibc starts the child with `CLONE_VM | CLONE_VFORK`, so nothing
-/// of this (possibly large, possibly multi-threaded) process is copied, and only the listed
-/// descriptors reach the child (everything else here is close-on-exec).
+/// Runs `exe args…` with `status_fd` as its fd 3 (and /dev/null as stdio when `null_stdio`;
+/// in a new session when `setsid`), through `posix_spawn`: glibc starts the child with
+/// `CLONE_VM | CLONE_VFORK`, so nothing of this (possibly large, possibly multi-threaded)
+/// process is copied, and only the listed descriptors reach the child (everything else here
+/// is close-on-exec).
 fn spawn_shim(
     exe: &Path,
     args: &[&std::ffi::OsStr],
     status_fd: std::os::fd::RawFd,
     null_stdio: bool,
+    setsid: bool,
 ) -> std::io::Result<nix::unistd::Pid> {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt as _;
@@ -368,7 +370,10 @@ fn spawn_shim(
             let mut empty: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut empty);
             check(libc::posix_spawnattr_setsigmask(&mut attr, &empty))?;
-            let flags = libc::c_short::try_from(libc::POSIX_SPAWN_SETSIGMASK).unwrap_or(0);
+            let mut flags = libc::c_short::try_from(libc::POSIX_SPAWN_SETSIGMASK).unwrap_or(0);
+            if setsid {
+                flags |= libc::POSIX_SPAWN_SETSID;
+            }
             check(libc::posix_spawnattr_setflags(&mut attr, flags))?;
             let mut pid: libc::pid_t = 0;
             check(libc::posix_spawn(
@@ -864,17 +869,22 @@ impl ContainerStore {
             id.as_ref(),
         ];
         if attach {
+            // The caller waits for the exit anyway: the shim starts in a session of its own
+            // and is the supervisor itself (no fork). It stays this process's child; it is
+            // reparented when this process exits, or reaped as a zombie by a long-lived one.
             args.push("--attach".as_ref());
         }
-        let child = spawn_shim(&self.exe, &args, w.as_raw_fd(), !attach).map_err(|e| {
+        let child = spawn_shim(&self.exe, &args, w.as_raw_fd(), !attach, attach).map_err(|e| {
             ContainerError::Start {
                 id: id.clone(),
                 reason: format!("cannot run {}: {e}", self.exe.display()),
             }
         })?;
         drop(w);
-        // The first shim process forks the supervisor and exits at once.
-        let _ = nix::sys::wait::waitpid(child, None);
+        if !attach {
+            // The first shim process forks the supervisor and exits at once.
+            let _ = nix::sys::wait::waitpid(child, None);
+        }
         let mut reader = BufReader::new(fs::File::from(r));
         let mut line = String::new();
         let _ = reader.read_line(&mut line);

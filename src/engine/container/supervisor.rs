@@ -90,20 +90,25 @@ fn run_main(root: &Path, id: &str, attach: bool) -> i32 {
     set_cloexec(3);
     // SAFETY: fd 3 is the status pipe our starter gave us; we own it from here on.
     let status_file = unsafe { fs::File::from_raw_fd(3) };
-    // SAFETY: this process is single-threaded (a fresh exec of tug, no runtime started).
-    match unsafe { nix::unistd::fork() } {
-        Ok(nix::unistd::ForkResult::Parent { .. }) => {
-            // SAFETY: leave at once, without running destructors that touch shared state.
-            unsafe { libc::_exit(0) }
+    // An attached start spawns the shim in a session of its own and waits for the exit: the
+    // shim is the supervisor. A detached one detaches here (fork, the parent exits at once).
+    let leader = nix::unistd::getsid(None).is_ok_and(|s| s == nix::unistd::getpid());
+    if !(attach && leader) {
+        // SAFETY: this process is single-threaded (a fresh exec of tug, no runtime started).
+        match unsafe { nix::unistd::fork() } {
+            Ok(nix::unistd::ForkResult::Parent { .. }) => {
+                // SAFETY: leave at once, without running destructors that touch shared state.
+                unsafe { libc::_exit(0) }
+            }
+            Ok(nix::unistd::ForkResult::Child) => {}
+            Err(e) => {
+                let mut s = StatusPipe(Some(status_file));
+                s.send(&format!("err fork supervisor: {e}"));
+                return 1;
+            }
         }
-        Ok(nix::unistd::ForkResult::Child) => {}
-        Err(e) => {
-            let mut s = StatusPipe(Some(status_file));
-            s.send(&format!("err fork supervisor: {e}"));
-            return 1;
-        }
+        let _ = nix::unistd::setsid();
     }
-    let _ = nix::unistd::setsid();
     let mut status = StatusPipe(Some(status_file));
     let store = match ContainerStore::open(root) {
         Ok(s) => s,

@@ -1004,13 +1004,26 @@ impl Networks {
     /// waits, outside the store lock, until the host ends are gone, and deletes any that is
     /// still there after a while (a namespace kept alive by a stray process).
     pub fn disconnect_all(&self, container_id: &str) -> Result<()> {
-        let veths = {
-            let _l = self.lock()?;
-            let veths = self.forget_endpoints_locked(container_id)?;
-            self.unpublish_locked(container_id)?;
-            netns::remove(&self.netns_path(container_id))?;
-            veths
-        };
+        let veths = self.disconnect_all_deferred(container_id)?;
+        self.wait_links_gone(&veths)
+    }
+
+    /// [`Networks::disconnect_all`] without waiting for the kernel to destroy the links: it
+    /// returns the host ends that are still there, which the caller must hand to
+    /// [`Networks::wait_links_gone`] before it ends or uses their names again. A caller with
+    /// slower work of its own to do meanwhile (deleting a bridge) hides the wait behind it.
+    pub fn disconnect_all_deferred(&self, container_id: &str) -> Result<Vec<String>> {
+        let _l = self.lock()?;
+        let veths = self.forget_endpoints_locked(container_id)?;
+        self.unpublish_locked(container_id)?;
+        netns::remove(&self.netns_path(container_id))?;
+        Ok(veths)
+    }
+
+    /// Waits until the links `veths` are gone (the kernel destroys a pair once the namespace
+    /// holding its other end dies), at most 2 s; deletes any still there then (a namespace
+    /// kept alive by a stray process).
+    pub fn wait_links_gone(&self, veths: &[String]) -> Result<()> {
         let gone = |v: &String| !Path::new("/sys/class/net").join(v).exists();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
         while !veths.iter().all(gone) && std::time::Instant::now() < deadline {
