@@ -1126,6 +1126,92 @@ fn container_cgroup_is_joined_by_the_child_in_every_hierarchy() {
     }
 }
 
+/// Where `clone3` is missing (old kernels; seccomp profiles such as Docker's answer ENOSYS so
+/// that libcs fall back), the supervisor starts the child with plain `clone` and moves it into
+/// cgroup2 by pid while the child joins the v1 hierarchies itself: checked here by running tug
+/// under a filter that fails `clone3` with ENOSYS (glibc's own spawns fall back as well).
+#[test]
+fn container_cgroup_fallback_without_clone3_joins_every_hierarchy() {
+    use std::os::unix::process::CommandExt as _;
+    let Some(env) = Env::new() else { return };
+    let name = common::unique("cgfallback");
+    let mut cmd = env.tug();
+    cmd.args([
+        "container",
+        "run",
+        "--network",
+        "none",
+        "--name",
+        &name,
+        "-m",
+        "40m",
+        "busybox",
+        "cat",
+        "/proc/self/cgroup",
+    ]);
+    // SAFETY: the closure only makes the seccomp system call on a static program.
+    unsafe {
+        cmd.pre_exec(|| {
+            let nr = u32::try_from(libc::SYS_clone3).unwrap_or(435);
+            let enosys = libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
+            let prog = [
+                libc::sock_filter {
+                    code: 0x20,
+                    jt: 0,
+                    jf: 0,
+                    k: 0,
+                },
+                libc::sock_filter {
+                    code: 0x15,
+                    jt: 0,
+                    jf: 1,
+                    k: nr,
+                },
+                libc::sock_filter {
+                    code: 0x06,
+                    jt: 0,
+                    jf: 0,
+                    k: enosys,
+                },
+                libc::sock_filter {
+                    code: 0x06,
+                    jt: 0,
+                    jf: 0,
+                    k: libc::SECCOMP_RET_ALLOW,
+                },
+            ];
+            let fprog = libc::sock_fprog {
+                len: 4,
+                filter: prog.as_ptr().cast_mut(),
+            };
+            let r = libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &raw const fprog,
+            );
+            if r != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = common::run(&mut cmd);
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    let i = env.inspect(&name);
+    let id = i["id"].as_str().unwrap().to_string();
+    let t = &i["state_detail"]["timings"];
+    assert_eq!(t["cgroup_parent_join"], true, "{t}");
+    let ours = format!("/tug-{id}");
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let layout = tug::engine::runtime::cgroups::Layout::from_mountinfo(&mountinfo);
+    let dirs = tug::engine::runtime::cgroups::Cgroup::new(layout, Path::new(&ours)).dirs();
+    let inside = text.lines().filter(|l| l.ends_with(&ours)).count();
+    assert_eq!(inside, dirs.len(), "{text}\nexpected: {dirs:?}");
+    env.ok(&["container", "rm", &name]);
+}
+
 #[test]
 fn container_stdin_and_terminal() {
     let Some(env) = Env::new() else { return };
