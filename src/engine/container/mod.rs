@@ -1128,6 +1128,18 @@ impl ContainerStore {
     /// so a `run --rm` reports the exit without waiting for the tree to be deleted). Returns
     /// the trash to [`purge`]; `list` purges trash whose process died.
     pub fn retire(&self, id: &str) -> Result<Option<PathBuf>> {
+        self.retire_inner(id, true)
+    }
+
+    /// [`ContainerStore::retire`] for the container's own supervisor, which holds the root
+    /// filesystem mount in its private namespace and unmounts it from the trash afterwards:
+    /// a detaching unmount waits for an RCU grace period (about 2 ms), which is better spent
+    /// after the exit has been reported.
+    pub(crate) fn retire_keeping_mount(&self, id: &str) -> Result<Option<PathBuf>> {
+        self.retire_inner(id, false)
+    }
+
+    fn retire_inner(&self, id: &str, unmount: bool) -> Result<Option<PathBuf>> {
         let dir = self.dir.join(id);
         let st = state::read(&dir);
         if state::alive(st.supervisor_pid, st.supervisor_start)
@@ -1159,8 +1171,10 @@ impl ContainerStore {
                 let _ = fs::remove_file(&nf);
             }
         }
-        let rootfs = dir.join("bundle/rootfs");
-        let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
+        if unmount {
+            let rootfs = dir.join("bundle/rootfs");
+            let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
+        }
         // Drop the record first: a half-removed directory is then garbage, not a container.
         let _ = fs::remove_file(dir.join("container.json"));
         let trash = self.dir.join(format!(".trash-{id}-{}", std::process::id()));

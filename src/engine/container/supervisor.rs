@@ -444,17 +444,23 @@ impl Supervisor {
             first = false;
             if !restart {
                 if retire {
-                    let _ = nix::mount::umount2(
-                        &self.dir.join("bundle/rootfs"),
-                        nix::mount::MntFlags::MNT_DETACH,
-                    );
-                    // Report the exit once the container is gone, then delete its files.
-                    let trash = self.store.retire(&self.id);
+                    // Report the exit once the container is gone, then unmount its root
+                    // filesystem (from the trash: the unmount waits for an RCU grace period)
+                    // and delete its files.
+                    let trash = self.store.retire_keeping_mount(&self.id);
                     if !matches!(trash, Ok(Some(_))) {
                         self.save();
                     }
                     status.send(&format!("exit {code}"));
                     status.close();
+                    let gone = match &trash {
+                        Ok(Some(t)) => t.clone(),
+                        _ => self.dir.clone(),
+                    };
+                    let _ = nix::mount::umount2(
+                        &gone.join("bundle/rootfs"),
+                        nix::mount::MntFlags::MNT_DETACH,
+                    );
                     if let Ok(Some(t)) = trash {
                         let _ = super::purge(&t);
                     }
