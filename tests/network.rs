@@ -920,7 +920,7 @@ fn network_works_behind_a_docker_style_forward_drop() {
         run_in(&cli_ns, &["busybox", "wget", "-q", "-O", "-", &url], 4).0
     });
     // Without tug's rules the drop policy really blocks the bridge (the hazard is real) …
-    tug::engine::network::nft::remove_forward_accepts(&net.bridge).unwrap();
+    tug::engine::network::nft::remove_forward_accepts(&net.bridge, Some(false)).unwrap();
     assert!(!forward_chain().contains(&tag));
     let (ok, _) = run_in(&cli_ns, &["busybox", "wget", "-q", "-O", "-", &url], 3);
     assert!(!ok, "traffic passed a drop policy without tug's rules");
@@ -946,6 +946,18 @@ fn network_works_behind_a_docker_style_forward_drop() {
                 .success()
         );
         assert_eq!(ours(), full - 1);
+        lab.nets.reconcile().unwrap();
+        assert_eq!(ours(), full, "{}", forward_chain());
+        // Removing a set that is not whole falls back to listing: what is there goes.
+        assert!(
+            Command::new("/usr/sbin/iptables-nft")
+                .args(&args)
+                .status()
+                .unwrap()
+                .success()
+        );
+        tug::engine::network::nft::remove_forward_accepts(&net.bridge, Some(false)).unwrap();
+        assert_eq!(ours(), 0, "{}", forward_chain());
         lab.nets.reconcile().unwrap();
         assert_eq!(ours(), full, "{}", forward_chain());
     }

@@ -690,7 +690,7 @@ impl Networks {
         // Its DNS server takes milliseconds to exit (closing its sockets): a third task.
         let dns = self.dns_pid(&info.name)?;
         let (links, rules) = std::thread::scope(|s| {
-            let rules = s.spawn(|| nft::remove(&info.bridge));
+            let rules = s.spawn(|| nft::remove(&info.bridge, Some(info.internal)));
             let helpers = s.spawn(|| {
                 if let Some(p) = dns {
                     p.stop();
@@ -1245,7 +1245,7 @@ impl Networks {
                     p.stop();
                 }
                 netlink::delete_link(&e.bridge)?;
-                nft::remove(&e.bridge)?;
+                nft::remove(&e.bridge, None)?;
                 host.unregister(&e.bridge)?;
             }
         }

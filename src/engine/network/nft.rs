@@ -150,8 +150,9 @@ pub fn install(r: &NetRules) -> Result<()> {
     ensure_forward_accepts(&r.bridge, r.internal)
 }
 
-/// Deletes the network's table and its accept rules; missing is fine.
-pub fn remove(bridge: &str) -> Result<()> {
+/// Deletes the network's table and its accept rules; missing is fine. `internal` says which
+/// accept rules the network had, when known (see [`remove_forward_accepts`]).
+pub fn remove(bridge: &str, internal: Option<bool>) -> Result<()> {
     match delete_table(bridge) {
         Ok(()) => {}
         // Without a usable nftables netlink socket, `nft` says what is wrong.
@@ -161,7 +162,7 @@ pub fn remove(bridge: &str) -> Result<()> {
         Err(e) => return Err(e),
     }
     let _ = std::fs::remove_file(forward_marker(bridge));
-    remove_forward_accepts(bridge)
+    remove_forward_accepts(bridge, internal)
 }
 
 /// Deletes table `ip <name>` over netlink; a missing table is fine.
@@ -582,12 +583,25 @@ pub fn ensure_forward_accepts_cached(bridge: &str, internal: bool) -> Result<()>
     Ok(())
 }
 
-/// Deletes tug's rules of `bridge` from `ip filter FORWARD`.
-pub fn remove_forward_accepts(bridge: &str) -> Result<()> {
+/// Deletes tug's rules of `bridge` from `ip filter FORWARD`. When `internal` says which set
+/// the network has, one `iptables-nft-restore` deletes exactly that set (the usual case: one
+/// process); when it is unknown or the set is not whole, the chain is listed and every rule
+/// tagged for the bridge is deleted.
+pub fn remove_forward_accepts(bridge: &str, internal: Option<bool>) -> Result<()> {
     if filter_table_absent() {
         return Ok(());
     }
     if let Some(bin) = iptables_nft() {
+        if let Some(internal) = internal {
+            let mut script = String::from("*filter\n");
+            for rule in iptables_rules(bridge, internal) {
+                script.push_str(&format!("-D FORWARD {}\n", rule.join(" ")));
+            }
+            script.push_str("COMMIT\n");
+            if iptables_restore(bin, &script).is_ok() {
+                return Ok(());
+            }
+        }
         let Some(lines) = iptables_forward(bin)? else {
             return Ok(());
         };
