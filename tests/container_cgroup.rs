@@ -6,35 +6,13 @@
 
 use std::io::Read as _;
 use std::os::fd::AsRawFd as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::sched::CloneFlags;
-use tug::engine::runtime::bpf;
 use tug::engine::runtime::cgroups::{Cgroup, Layout};
 use tug::engine::runtime::clone_into_cgroup;
 
-use crate::common;
-
-/// Removes the test cgroup (its only process has exited by then).
-struct CgroupDir(PathBuf);
-
-impl Drop for CgroupDir {
-    fn drop(&mut self) {
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.0).is_ok() || !self.0.exists() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }
-}
-
-fn cgroup2_root() -> Option<PathBuf> {
-    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| bpf::is_cgroup2(p))
-}
+use crate::common::{self, CgroupDir, cgroup2_root};
 
 #[test]
 fn container_cgroup_clone3_starts_the_child_in_the_real_cgroup2_directory() {

@@ -2,42 +2,15 @@
 //! process in a cgroup with Docker's allowlist opens /dev/null but gets EPERM for a block
 //! device (loop0) and for kmsg, even through device nodes it may make itself.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use tug::engine::container::spec::device_rules;
-use tug::engine::runtime::bpf;
 use tug::engine::runtime::cgroups::{Cgroup, Layout};
 
-use crate::common::{self, ok};
+use crate::common::{self, CgroupDir, cgroup2_root, ok};
 
 /// Removes the test cgroup (its only process has exited by then).
-struct CgroupDir(PathBuf);
-
-impl Drop for CgroupDir {
-    fn drop(&mut self) {
-        if let Ok(pids) = std::fs::read_to_string(self.0.join("cgroup.procs")) {
-            for p in pids.lines() {
-                let _ = Command::new("kill").args(["-9", p]).status();
-            }
-        }
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.0).is_ok() || !self.0.exists() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }
-}
-
-/// The cgroup2 tree of this machine: `/sys/fs/cgroup` on pure v2, `/sys/fs/cgroup/unified`
-/// on a hybrid one.
-fn cgroup2_root() -> Option<PathBuf> {
-    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| bpf::is_cgroup2(p))
-}
 
 #[test]
 fn container_devices_v2_allowlist_by_ebpf_on_the_real_cgroup2_tree() {

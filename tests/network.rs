@@ -938,24 +938,21 @@ fn network_works_behind_a_docker_style_forward_drop() {
             .unwrap()
             .replacen("-A", "-D", 1);
         let args: Vec<String> = shell_words(&first);
-        assert!(
-            Command::new("/usr/sbin/iptables-nft")
-                .args(&args)
-                .status()
-                .unwrap()
-                .success()
-        );
+        let delete_first = || {
+            assert!(
+                Command::new("/usr/sbin/iptables-nft")
+                    .args(&args)
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        };
+        delete_first();
         assert_eq!(ours(), full - 1);
         lab.nets.reconcile().unwrap();
         assert_eq!(ours(), full, "{}", forward_chain());
         // Removing a set that is not whole falls back to listing: what is there goes.
-        assert!(
-            Command::new("/usr/sbin/iptables-nft")
-                .args(&args)
-                .status()
-                .unwrap()
-                .success()
-        );
+        delete_first();
         tug::engine::network::nft::remove_forward_accepts(&net.bridge, Some(false)).unwrap();
         assert_eq!(ours(), 0, "{}", forward_chain());
         lab.nets.reconcile().unwrap();

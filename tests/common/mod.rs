@@ -197,3 +197,31 @@ pub fn processes_of(root: &Path) -> Vec<String> {
     }
     out
 }
+
+/// A test's own cgroup directory: on drop, kills what is left in it and removes it.
+pub struct CgroupDir(pub PathBuf);
+
+impl Drop for CgroupDir {
+    fn drop(&mut self) {
+        if let Ok(pids) = std::fs::read_to_string(self.0.join("cgroup.procs")) {
+            for p in pids.lines() {
+                let _ = Command::new("kill").args(["-9", p]).status();
+            }
+        }
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.0).is_ok() || !self.0.exists() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+/// The cgroup2 tree of this machine: `/sys/fs/cgroup` on pure v2, `/sys/fs/cgroup/unified`
+/// on a hybrid one.
+pub fn cgroup2_root() -> Option<PathBuf> {
+    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| tug::engine::runtime::bpf::is_cgroup2(p))
+}

@@ -841,30 +841,8 @@ impl Unpacker {
         xattrs: &[(&[u8], &[u8])],
         whole: &[u8],
     ) -> Result<()> {
-        if self.privileged {
-            fchownat(
-                dir,
-                name,
-                Some(Uid::from_raw(uid)),
-                Some(Gid::from_raw(gid)),
-                AtFlags::AT_SYMLINK_NOFOLLOW,
-            )
-            .map_err(|e| self.sys("chown", whole, e))?;
-        }
-        if let Some(mode) = mode {
-            // The entry was just created by us and is not a symlink.
-            fchmodat(
-                dir,
-                name,
-                Mode::from_bits_truncate(mode),
-                FchmodatFlags::FollowSymlink,
-            )
-            .map_err(|e| self.sys("chmod", whole, e))?;
-        }
-        for (n, v) in xattrs {
-            self.set_xattr_at(dir, name, n, v, whole)?;
-        }
-        Ok(())
+        let owner = self.privileged.then_some((uid, gid));
+        self.set_meta(dir, name, owner, mode, xattrs, whole)
     }
 
     /// Like [`Self::apply_meta`] for an entry this unpack just created with
@@ -880,17 +858,33 @@ impl Unpacker {
         xattrs: &[(&[u8], &[u8])],
         whole: &[u8],
     ) -> Result<()> {
-        if self.privileged && owner != new_owner {
+        let chown = (self.privileged && owner != new_owner).then_some(owner);
+        let chmod = self.create_mode(mode).1.then_some(mode);
+        self.set_meta(dir, name, chown, chmod, xattrs, whole)
+    }
+
+    /// chown to `owner` and chmod to `mode` when given, then the xattrs; the entry is not a
+    /// symlink when `mode` is given (it was just created by this unpack).
+    fn set_meta(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &std::ffi::CStr,
+        owner: Option<(u32, u32)>,
+        mode: Option<u32>,
+        xattrs: &[(&[u8], &[u8])],
+        whole: &[u8],
+    ) -> Result<()> {
+        if let Some((uid, gid)) = owner {
             fchownat(
                 dir,
                 name,
-                Some(Uid::from_raw(owner.0)),
-                Some(Gid::from_raw(owner.1)),
+                Some(Uid::from_raw(uid)),
+                Some(Gid::from_raw(gid)),
                 AtFlags::AT_SYMLINK_NOFOLLOW,
             )
             .map_err(|e| self.sys("chown", whole, e))?;
         }
-        if self.create_mode(mode).1 {
+        if let Some(mode) = mode {
             fchmodat(
                 dir,
                 name,
