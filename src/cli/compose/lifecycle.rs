@@ -179,8 +179,9 @@ pub fn run_down(global: &GlobalArgs, args: &DownArgs) -> anyhow::Result<i32> {
     let options = StackOptions {
         stop_timeout: args.timeout.map(Duration::from_secs),
         // The network removals at the end of the plan hide the kernel's destruction of the
-        // containers' links; `settle_links` below waits for whatever is left.
-        defer_link_waits: true,
+        // containers' links and the deletion of their files; `settle` below finishes
+        // whatever is left.
+        teardown: true,
         ..StackOptions::default()
     };
     let stack = open_stack(global, &[], options)?;
@@ -203,7 +204,7 @@ pub fn run_down(global: &GlobalArgs, args: &DownArgs) -> anyhow::Result<i32> {
     let mut progress = Progress::new(Mode::from_flag(&global.progress));
     repair(&stack, &mut progress)?;
     let outcome = run_plan(&stack, &plan, &mut progress);
-    let settled = stack.settle_links();
+    let settled = stack.settle();
     check(&plan, &outcome)?;
     settled?;
     Ok(0)

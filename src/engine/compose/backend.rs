@@ -114,7 +114,11 @@ impl Stack {
                         self.run_hooks(service, &id, &s.pre_stop, "pre_stop")?;
                     }
                 }
-                self.containers.stop(&id, timeout)?;
+                if self.options.teardown {
+                    self.containers.stop_process(&id, timeout)?;
+                } else {
+                    self.containers.stop(&id, timeout)?;
+                }
                 Ok(())
             }
             Op::RemoveContainer { name, .. } => self.remove_container(name),
@@ -122,12 +126,21 @@ impl Stack {
                 service, condition, ..
             } => self.wait_for(service, *condition),
             Op::RemoveNetwork { name } => {
-                match self.networks.remove(name, false) {
+                // Deleting the bridge is the kernel's slowest step here (it waits for RCU
+                // grace periods, with the CPU idle): the files of the containers removed
+                // before are deleted meanwhile, and their links go.
+                let (removed, purged) = std::thread::scope(|s| {
+                    let purge = s.spawn(|| self.purge_retired());
+                    let removed = self.networks.remove(name, false);
+                    (removed, purge.join())
+                });
+                match removed {
                     Ok(()) | Err(crate::engine::network::Error::NotFound(_)) => {}
                     Err(e) => return Err(e.into()),
                 }
-                // The links of the containers removed before went while the bridge was
-                // being deleted (the kernel's slowest step here).
+                purged.unwrap_or_else(|_| {
+                    Err(Error::Invalid("deleting container files panicked".into()))
+                })?;
                 self.settle_links()
             }
             Op::RemoveVolume { name } => match self.volumes.remove(name, &[]) {
@@ -421,12 +434,19 @@ impl Stack {
         };
         // A container that no longer runs no longer uses its network namespace: the kernel's
         // teardown of its links and the removal of its files (which waits for the
-        // supervisor's unmount) then happen at once. A running one is stopped first.
+        // supervisor's unmount) then happen at once. A running one is stopped first. While
+        // the stack is taken down, a container whose processes are gone (its stop may not
+        // be recorded yet) counts as stopped, and its files are deleted later.
         let running = id.as_ref().is_some_and(|id| {
-            matches!(
-                self.containers.state(id).status,
-                Status::Running | Status::Paused | Status::Restarting
-            )
+            let st = self.containers.state(id);
+            match st.status {
+                Status::Restarting => true,
+                Status::Running | Status::Paused => {
+                    !self.options.teardown
+                        || crate::engine::container::state::alive(st.pid, st.pid_start)
+                }
+                _ => false,
+            }
         });
         if running {
             if let Some(id) = &id {
@@ -436,9 +456,18 @@ impl Stack {
         } else {
             std::thread::scope(|s| -> Result<()> {
                 let network = s.spawn(|| self.disconnect(name));
-                let files = id
-                    .as_ref()
-                    .map_or(Ok(()), |id| self.containers.remove(id, true));
+                let files = id.as_ref().map_or(Ok(()), |id| {
+                    if self.options.teardown {
+                        let retired = self.containers.retire_stopped(id)?;
+                        self.retired
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push(retired);
+                        Ok(())
+                    } else {
+                        self.containers.remove(id, true)
+                    }
+                });
                 let network = network.join().unwrap_or_else(|_| {
                     Err(Error::Invalid(format!("disconnecting {name} panicked")))
                 });
@@ -456,9 +485,9 @@ impl Stack {
     }
 
     /// Takes a removed container's network namespace, endpoints and ports away; with
-    /// `defer_link_waits`, the kernel's destruction of its links is waited for later.
+    /// `teardown`, the kernel's destruction of its links is waited for later.
     fn disconnect(&self, name: &str) -> Result<()> {
-        if !self.options.defer_link_waits {
+        if !self.options.teardown {
             return self.networks.disconnect_all(name).map_err(Into::into);
         }
         let left = self.networks.disconnect_all_deferred(name)?;

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::engine::container::{
-    ContainerError, ContainerStore, Status, Summary as ContainerSummary,
+    ContainerError, ContainerStore, Retired, Status, Summary as ContainerSummary,
 };
 use crate::engine::image::ImageStore;
 use crate::engine::network::Networks;
@@ -72,9 +72,14 @@ pub struct StackOptions {
     pub wait: WaitOptions,
     /// `-V`: renew anonymous volumes.
     pub renew_anon_volumes: bool,
-    /// Container removals leave the wait for their links' destruction to a later network
-    /// removal or to [`Stack::settle_links`], which the caller must call at its end (`down`).
-    pub defer_link_waits: bool,
+    /// The stack is being taken down (`down`): what only a stack that stays needs waiting for
+    /// is left to the end, where the kernel and the supervisors do it meanwhile. A stop
+    /// returns once the container's processes are gone (the removal that follows waits for
+    /// the exit record); a removal leaves the wait for the container's links and the deletion
+    /// of its files (after its supervisor's last unmount) to the next network removal, which
+    /// does them while the kernel deletes the bridge, or to [`Stack::settle`], which the
+    /// caller must call at its end.
+    pub teardown: bool,
 }
 
 /// One project on one state root.
@@ -100,8 +105,10 @@ pub struct Stack {
     /// Serialises volume preparation (first-use copy-up) of concurrent operations.
     preparing: Mutex<()>,
     /// Host ends of veths whose namespaces are gone but which may still exist (see
-    /// [`StackOptions::defer_link_waits`]).
+    /// [`StackOptions::teardown`]).
     draining: Mutex<Vec<String>>,
+    /// Retired containers whose files are still to delete (see [`StackOptions::teardown`]).
+    retired: Mutex<Vec<Retired>>,
 }
 
 impl std::fmt::Debug for Stack {
@@ -164,15 +171,24 @@ impl Stack {
             wiring: Mutex::new(()),
             preparing: Mutex::new(()),
             draining: Mutex::new(Vec::new()),
+            retired: Mutex::new(Vec::new()),
         })
     }
 
-    /// Waits for the links that deferred container removals left to the kernel (see
-    /// [`StackOptions::defer_link_waits`]) to be gone.
+    /// Finishes what removals left for later (see [`StackOptions::teardown`]): deletes the
+    /// files of retired containers once their supervisors have ended, and waits for their
+    /// links to be gone.
     ///
     /// # Errors
-    /// A link that outlived its namespace cannot be deleted.
-    pub fn settle_links(&self) -> Result<()> {
+    /// Files cannot be deleted, or a link that outlived its namespace cannot be deleted.
+    pub fn settle(&self) -> Result<()> {
+        let purged = self.purge_retired();
+        self.settle_links()?;
+        purged
+    }
+
+    /// Waits for the links that deferred container removals left to the kernel to be gone.
+    pub(crate) fn settle_links(&self) -> Result<()> {
         let links = std::mem::take(
             &mut *self
                 .draining
@@ -180,6 +196,30 @@ impl Stack {
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
         self.networks.wait_links_gone(&links).map_err(Into::into)
+    }
+
+    /// Deletes the files of the containers retired so far, each once its supervisor has
+    /// ended (all at once).
+    pub(crate) fn purge_retired(&self) -> Result<()> {
+        let retired = std::mem::take(
+            &mut *self
+                .retired
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        std::thread::scope(|s| {
+            let handles: Vec<_> = retired
+                .into_iter()
+                .map(|r| s.spawn(move || r.purge()))
+                .collect();
+            let mut result = Ok(());
+            for h in handles {
+                if let Ok(Err(e)) = h.join() {
+                    result = Err(e.into());
+                }
+            }
+            result
+        })
     }
 
     /// The config hash of a service.
@@ -214,12 +254,6 @@ impl Stack {
         let Ok(rd) = std::fs::read_dir(self.root.join("netns")) else {
             return Ok(Vec::new());
         };
-        let containers: std::collections::BTreeSet<String> = self
-            .containers
-            .list(true)?
-            .into_iter()
-            .map(|c| c.name)
-            .collect();
         let keys: Vec<String> = rd
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -227,7 +261,7 @@ impl Stack {
             .collect();
         let keep = keys
             .iter()
-            .filter(|k| containers.contains(*k) || !self.names_a_container_of_this_project(k))
+            .filter(|k| !self.names_a_container_of_this_project(k) || self.containers.has_name(k))
             .cloned()
             .collect();
         Ok(self.networks.gc_netns(&keep)?)

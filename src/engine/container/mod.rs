@@ -437,6 +437,48 @@ fn random_hex(bytes: usize) -> String {
     hex::encode(b)
 }
 
+/// Who still holds a container being retired (see [`ContainerStore::retire_inner`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retire {
+    /// Another process: wait for the container's supervisor to end first (and end it after
+    /// 3 s).
+    AfterSupervisor,
+    /// The supervisor itself, which keeps the root filesystem mounted and unmounts it later.
+    BySupervisor,
+    /// Another process, once the exit is recorded; the supervisor may still be unmounting.
+    BeforeSupervisor,
+}
+
+/// A container retired by [`ContainerStore::retire_stopped`]: its files, still to delete
+/// once its supervisor has ended.
+#[derive(Debug)]
+#[must_use = "the retired container's files are deleted by Retired::purge"]
+pub struct Retired {
+    trash: Option<PathBuf>,
+    supervisor: (Option<i32>, Option<u64>),
+}
+
+impl Retired {
+    /// Waits for the supervisor to end (ending it after 10 s), then deletes the files. A
+    /// command that dies before this leaves trash that the next listing deletes.
+    pub fn purge(self) -> Result<()> {
+        let (pid, start) = self.supervisor;
+        if !state::wait_gone(pid, start, Duration::from_secs(10))
+            && let Some(p) = pid
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = state::wait_gone(pid, start, Duration::from_secs(5));
+        }
+        match &self.trash {
+            Some(t) => purge(t),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Deletes a retired container directory (see [`ContainerStore::retire`]).
 pub fn purge(trash: &Path) -> Result<()> {
     fs::remove_dir_all(trash).or_else(|e| {
@@ -579,6 +621,15 @@ impl ContainerStore {
             1 => Ok(matches.into_iter().next().unwrap_or_default()),
             _ => Err(ContainerError::Ambiguous(key.to_string())),
         }
+    }
+
+    /// Whether a container with this name exists (its name is reserved and its record
+    /// written): two lookups, where a listing reads every container.
+    #[must_use]
+    pub fn has_name(&self, name: &str) -> bool {
+        valid_name(name)
+            && fs::read_to_string(self.dir.join(".names").join(name))
+                .is_ok_and(|id| self.dir.join(id.trim()).join("container.json").exists())
     }
 
     /// Reads the record of `id`.
@@ -990,7 +1041,20 @@ impl ContainerStore {
 
     /// Stops a container: its stop signal, then SIGKILL after `timeout` (default: the
     /// container's stop_grace_period, else 10 s). The restart policy does not restart it.
+    /// Returns once the supervisor has recorded the exit.
     pub fn stop(&self, key: &str, timeout: Option<Duration>) -> Result<()> {
+        let id = self.resolve(key)?;
+        self.stop_process(&id, timeout)?;
+        self.settle(&id);
+        Ok(())
+    }
+
+    /// [`ContainerStore::stop`] without the wait for the exit record: returns as soon as the
+    /// container's processes are gone. Its supervisor records the exit a moment later (after
+    /// reaping it and syncing the record); [`ContainerStore::retire_stopped`] waits for that.
+    /// For callers that remove the container next (`down`), where the stop of one container
+    /// holds up the stop of the next.
+    pub fn stop_process(&self, key: &str, timeout: Option<Duration>) -> Result<()> {
         let id = self.resolve(key)?;
         let dir = self.dir.join(&id);
         let rec = self.record(&id)?;
@@ -1029,7 +1093,6 @@ impl ContainerStore {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
             let _ = state::wait_gone(st.pid, st.pid_start, Duration::from_secs(10));
         }
-        self.settle(&id);
         Ok(())
     }
 
@@ -1128,7 +1191,7 @@ impl ContainerStore {
     /// so a `run --rm` reports the exit without waiting for the tree to be deleted). Returns
     /// the trash to [`purge`]; `list` purges trash whose process died.
     pub fn retire(&self, id: &str) -> Result<Option<PathBuf>> {
-        self.retire_inner(id, true)
+        self.retire_inner(id, Retire::AfterSupervisor)
     }
 
     /// [`ContainerStore::retire`] for the container's own supervisor, which holds the root
@@ -1136,14 +1199,37 @@ impl ContainerStore {
     /// a detaching unmount waits for an RCU grace period (about 2 ms), which is better spent
     /// after the exit has been reported.
     pub(crate) fn retire_keeping_mount(&self, id: &str) -> Result<Option<PathBuf>> {
-        self.retire_inner(id, false)
+        self.retire_inner(id, Retire::BySupervisor)
     }
 
-    fn retire_inner(&self, id: &str, unmount: bool) -> Result<Option<PathBuf>> {
+    /// Retires a container that no longer runs as soon as its exit is recorded, without
+    /// waiting for its supervisor to end: what the supervisor still does then is unmount the
+    /// root filesystem, and the last unmount of an overlay syncs the whole filesystem under
+    /// its upper layer (milliseconds, or far more when other writes are pending). The
+    /// container is gone when this returns; [`Retired::purge`] waits for the supervisor and
+    /// deletes the files. A container that still runs is retired the usual way.
+    pub fn retire_stopped(&self, key: &str) -> Result<Retired> {
+        let id = self.resolve(key)?;
+        self.settle(&id);
+        let st = state::read(&self.dir.join(&id));
+        let trash = if matches!(
+            st.status,
+            Status::Running | Status::Paused | Status::Restarting
+        ) {
+            self.retire_inner(&id, Retire::AfterSupervisor)?
+        } else {
+            self.retire_inner(&id, Retire::BeforeSupervisor)?
+        };
+        Ok(Retired {
+            trash,
+            supervisor: (st.supervisor_pid, st.supervisor_start),
+        })
+    }
+
+    fn retire_inner(&self, id: &str, how: Retire) -> Result<Option<PathBuf>> {
         let dir = self.dir.join(id);
         let st = state::read(&dir);
-        if state::alive(st.supervisor_pid, st.supervisor_start)
-            && st.supervisor_pid != Some(std::process::id() as i32)
+        if how == Retire::AfterSupervisor && state::alive(st.supervisor_pid, st.supervisor_start)
         {
             let _ = state::wait_gone(
                 st.supervisor_pid,
@@ -1171,7 +1257,7 @@ impl ContainerStore {
                 let _ = fs::remove_file(&nf);
             }
         }
-        if unmount {
+        if how != Retire::BySupervisor {
             let rootfs = dir.join("bundle/rootfs");
             let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
         }

@@ -76,7 +76,8 @@ pub enum Error {
 /// Result of the network engine.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Writes `bytes` to `path` atomically: temp file in the same directory, fsync, rename.
+/// Writes `bytes` to `path` atomically: temp file in the same directory, fsync, rename
+/// (nothing when the file already holds `bytes`).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_file(path, bytes, true)
 }
@@ -89,6 +90,11 @@ fn write_derived(path: &Path, bytes: &[u8]) -> Result<()> {
 
 fn write_file(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
     use std::io::Write;
+    // Most writes (reconcile at every command) find the file as it should be: a read is
+    // cheaper than a temp file, an fsync and a rename.
+    if std::fs::read(path).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
     let dir = path
         .parent()
         .ok_or_else(|| Error::Invalid(format!("{} has no parent", path.display())))?;
