@@ -128,7 +128,7 @@ impl Stack {
             Op::RemoveNetwork { name } => {
                 // Deleting the bridge is the kernel's slowest step here (it waits for RCU
                 // grace periods, with the CPU idle): the files of the containers removed
-                // before are deleted meanwhile, and their links go.
+                // before are deleted meanwhile. Their veths go with the bridge.
                 let (removed, purged) = std::thread::scope(|s| {
                     let purge = s.spawn(|| self.purge_retired());
                     let removed = self.networks.remove(name, false);
@@ -140,8 +140,7 @@ impl Stack {
                 }
                 purged.unwrap_or_else(|_| {
                     Err(Error::Invalid("deleting container files panicked".into()))
-                })?;
-                self.settle_links()
+                })
             }
             Op::RemoveVolume { name } => match self.volumes.remove(name, &[]) {
                 Ok(()) | Err(crate::engine::volume::Error::NotFound(_)) => Ok(()),
@@ -485,16 +484,17 @@ impl Stack {
     }
 
     /// Takes a removed container's network namespace, endpoints and ports away; with
-    /// `teardown`, the kernel's destruction of its links is waited for later.
+    /// `teardown`, its namespace and veths are left to the network removals and
+    /// [`Stack::settle`].
     fn disconnect(&self, name: &str) -> Result<()> {
         if !self.options.teardown {
             return self.networks.disconnect_all(name).map_err(Into::into);
         }
-        let left = self.networks.disconnect_all_deferred(name)?;
-        self.draining
+        let detached = self.networks.detach_all(name)?;
+        self.detached
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .extend(left);
+            .push(detached);
         Ok(())
     }
 

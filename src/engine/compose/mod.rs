@@ -19,7 +19,7 @@ use crate::engine::container::{
     ContainerError, ContainerStore, Retired, Status, Summary as ContainerSummary,
 };
 use crate::engine::image::ImageStore;
-use crate::engine::network::Networks;
+use crate::engine::network::{Detached, Networks};
 use crate::engine::volume::Volumes;
 use crate::plan::{self, Desired, Observed, ObservedContainer, RunState};
 use crate::project::model::Project;
@@ -104,9 +104,9 @@ pub struct Stack {
     wiring: Mutex<()>,
     /// Serialises volume preparation (first-use copy-up) of concurrent operations.
     preparing: Mutex<()>,
-    /// Host ends of veths whose namespaces are gone but which may still exist (see
+    /// Containers whose network namespaces and veths are still to remove (see
     /// [`StackOptions::teardown`]).
-    draining: Mutex<Vec<String>>,
+    detached: Mutex<Vec<Detached>>,
     /// Retired containers whose files are still to delete (see [`StackOptions::teardown`]).
     retired: Mutex<Vec<Retired>>,
 }
@@ -170,32 +170,32 @@ impl Stack {
             hashes,
             wiring: Mutex::new(()),
             preparing: Mutex::new(()),
-            draining: Mutex::new(Vec::new()),
+            detached: Mutex::new(Vec::new()),
             retired: Mutex::new(Vec::new()),
         })
     }
 
-    /// Finishes what removals left for later (see [`StackOptions::teardown`]): deletes the
-    /// files of retired containers once their supervisors have ended, and waits for their
-    /// links to be gone.
+    /// Finishes what removals left for later (see [`StackOptions::teardown`]): removes the
+    /// network namespaces of removed containers and the veths their networks' removal did
+    /// not take, and deletes the files of retired containers once their supervisors have
+    /// ended.
     ///
     /// # Errors
-    /// Files cannot be deleted, or a link that outlived its namespace cannot be deleted.
+    /// Files, links or namespaces cannot be deleted.
     pub fn settle(&self) -> Result<()> {
-        let purged = self.purge_retired();
-        self.settle_links()?;
-        purged
-    }
-
-    /// Waits for the links that deferred container removals left to the kernel to be gone.
-    pub(crate) fn settle_links(&self) -> Result<()> {
-        let links = std::mem::take(
+        let detached = std::mem::take(
             &mut *self
-                .draining
+                .detached
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
-        self.networks.wait_links_gone(&links).map_err(Into::into)
+        let (finished, purged) = std::thread::scope(|s| {
+            let purge = s.spawn(|| self.purge_retired());
+            let finished = self.networks.finish_detached(detached);
+            (finished, purge.join())
+        });
+        finished?;
+        purged.unwrap_or_else(|_| Err(Error::Invalid("deleting container files panicked".into())))
     }
 
     /// Deletes the files of the containers retired so far, each once its supervisor has

@@ -1229,8 +1229,7 @@ impl ContainerStore {
     fn retire_inner(&self, id: &str, how: Retire) -> Result<Option<PathBuf>> {
         let dir = self.dir.join(id);
         let st = state::read(&dir);
-        if how == Retire::AfterSupervisor && state::alive(st.supervisor_pid, st.supervisor_start)
-        {
+        if how == Retire::AfterSupervisor && state::alive(st.supervisor_pid, st.supervisor_start) {
             let _ = state::wait_gone(
                 st.supervisor_pid,
                 st.supervisor_start,

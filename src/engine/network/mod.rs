@@ -268,6 +268,15 @@ fn now() -> String {
     jiff::Timestamp::now().to_string()
 }
 
+/// A container whose network records are gone but whose namespace and veths are left for
+/// [`Networks::finish_detached`] (see [`Networks::detach_all`]).
+#[derive(Debug)]
+#[must_use = "a detached container's namespace is removed by Networks::finish_detached"]
+pub struct Detached {
+    netns: PathBuf,
+    veths: Vec<String>,
+}
+
 /// The network engine of one state root.
 #[derive(Debug, Clone)]
 pub struct Networks {
@@ -704,11 +713,25 @@ impl Networks {
                 kill_unrecorded_helpers(&self.dir(&info.name).join("dns.json"));
             });
             let links = (|| {
-                // Veths of endpoints go with the bridge's ports; delete them explicitly anyway.
-                for ep in self.endpoints_of(&info.name).unwrap_or_default().values() {
-                    netlink::delete_link(&ep.host_veth)?;
+                // The bridge, the veths of its endpoints and tug's veths still plugged into
+                // it (containers being taken down, see `detach_all`) go in one request:
+                // the kernel then waits for its grace periods once for all of them.
+                let mut names: Vec<String> = self
+                    .endpoints_of(&info.name)
+                    .unwrap_or_default()
+                    .into_values()
+                    .map(|ep| ep.host_veth)
+                    .collect();
+                let all = netlink::links(None)?;
+                if let Some(br) = all.iter().find(|l| l.name == info.bridge) {
+                    names.extend(
+                        all.iter()
+                            .filter(|l| l.master == Some(br.index) && l.name.starts_with("tv"))
+                            .map(|l| l.name.clone()),
+                    );
                 }
-                netlink::delete_link(&info.bridge)
+                names.push(info.bridge.clone());
+                netlink::delete_links(&names)
             })();
             let rules = rules
                 .join()
@@ -1010,26 +1033,70 @@ impl Networks {
     /// waits, outside the store lock, until the host ends are gone, and deletes any that is
     /// still there after a while (a namespace kept alive by a stray process).
     pub fn disconnect_all(&self, container_id: &str) -> Result<()> {
-        let veths = self.disconnect_all_deferred(container_id)?;
+        let veths = {
+            let _l = self.lock()?;
+            let veths = self.forget_endpoints_locked(container_id)?;
+            self.unpublish_locked(container_id)?;
+            netns::remove(&self.netns_path(container_id))?;
+            veths
+        };
         self.wait_links_gone(&veths)
     }
 
-    /// [`Networks::disconnect_all`] without waiting for the kernel to destroy the links: it
-    /// returns the host ends that are still there, which the caller must hand to
-    /// [`Networks::wait_links_gone`] before it ends or uses their names again. A caller with
-    /// slower work of its own to do meanwhile (deleting a bridge) hides the wait behind it.
-    pub fn disconnect_all_deferred(&self, container_id: &str) -> Result<Vec<String>> {
+    /// The first half of [`Networks::disconnect_all`] for a container that is about to be
+    /// removed together with its networks (`down`): its endpoint records, DNS names and
+    /// published ports go, but its namespace and veths stay for [`Networks::finish_detached`],
+    /// so that the veths are deleted in the same request as their bridge (see
+    /// [`netlink::delete_links`]) rather than by the kernel's teardown of each namespace,
+    /// which would wait for grace periods of its own while the bridge is being deleted. A
+    /// command killed in between leaves a namespace that `gc_netns` removes and veths that
+    /// `reconcile` deletes.
+    pub fn detach_all(&self, container_id: &str) -> Result<Detached> {
         let _l = self.lock()?;
         let veths = self.forget_endpoints_locked(container_id)?;
         self.unpublish_locked(container_id)?;
-        netns::remove(&self.netns_path(container_id))?;
-        Ok(veths)
+        Ok(Detached {
+            netns: self.netns_path(container_id),
+            veths,
+        })
+    }
+
+    /// Finishes containers detached by [`Networks::detach_all`]: deletes their veths that
+    /// are still there (those of networks that stay) in one request, then their namespaces.
+    pub fn finish_detached(&self, detached: Vec<Detached>) -> Result<()> {
+        let left: Vec<String> = detached
+            .iter()
+            .flat_map(|d| d.veths.iter())
+            .filter(|v| Path::new("/sys/class/net").join(v).exists())
+            .cloned()
+            .collect();
+        let deleted = if left.is_empty() {
+            Ok(())
+        } else {
+            netlink::delete_links(&left)
+        };
+        // Each unmount waits for a grace period of its own: all at once.
+        let removed = std::thread::scope(|s| {
+            let handles: Vec<_> = detached
+                .iter()
+                .map(|d| s.spawn(|| netns::remove(&d.netns)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::Netlink("removing a namespace panicked".into()))
+                    })
+                })
+                .collect::<Result<Vec<()>>>()
+        });
+        deleted.and(removed.map(|_| ()))
     }
 
     /// Waits until the links `veths` are gone (the kernel destroys a pair once the namespace
     /// holding its other end dies), at most 2 s; deletes any still there then (a namespace
     /// kept alive by a stray process).
-    pub fn wait_links_gone(&self, veths: &[String]) -> Result<()> {
+    fn wait_links_gone(&self, veths: &[String]) -> Result<()> {
         let gone = |v: &String| !Path::new("/sys/class/net").join(v).exists();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
         while !veths.iter().all(gone) && std::time::Instant::now() < deadline {

@@ -36,6 +36,8 @@ pub struct LinkEntry {
     pub name: String,
     pub kind: Option<String>,
     pub master: Option<u32>,
+    /// The device group (`ip link set … group N`; 0 unless someone set one).
+    pub group: u32,
 }
 
 #[allow(clippy::needless_pass_by_value)] // used as `map_err(|e| nl_err(.., e))`
@@ -103,11 +105,13 @@ fn entry_of(msg: &LinkMessage) -> LinkEntry {
         name: String::new(),
         kind: None,
         master: None,
+        group: 0,
     };
     for a in &msg.attributes {
         match a {
             LinkAttribute::IfName(n) => e.name.clone_from(n),
             LinkAttribute::Controller(m) => e.master = Some(*m),
+            LinkAttribute::Group(g) => e.group = *g,
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
                     if let LinkInfo::Kind(k) = i {
@@ -203,6 +207,77 @@ pub fn delete_link(name: &str) -> Result<()> {
             Err(e) => Err(nl_err(&format!("delete link {name}"), e)),
         }
     })
+}
+
+/// Deletes links of the host namespace in one go; missing ones are not an error.
+///
+/// Deleting a link makes the kernel wait for RCU grace periods (a bridge waits for two,
+/// about 20 ms each here), and one request per link waits for them once per link. One
+/// request can name a whole device group instead (`ip link del group N`): the kernel then
+/// unregisters every device of the group together and waits once. So the links are put in
+/// a group no device of the host uses, then that group is deleted. Deleting a veth deletes
+/// its peer too, whichever namespace holds it.
+pub fn delete_links(names: &[String]) -> Result<()> {
+    let names = names.to_vec();
+    run(None, move |h| async move {
+        let all = dump_links(&h).await?;
+        let mine: Vec<&LinkEntry> = all.iter().filter(|l| names.contains(&l.name)).collect();
+        if mine.len() <= 1 {
+            for l in mine {
+                del_index(&h, l).await?;
+            }
+            return Ok(());
+        }
+        // A group number nobody uses, starting from one derived from the first name.
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(mine[0].name.as_bytes());
+        let mut group = u32::from_le_bytes([digest[0], digest[1], digest[2], digest[3]]);
+        while group == 0 || all.iter().any(|l| l.group == group) {
+            group = group.wrapping_add(1);
+        }
+        let mut grouped = 0;
+        for l in &mine {
+            match h
+                .link()
+                .set(
+                    LinkUnspec::new_with_index(l.index)
+                        .link_group(group)
+                        .build(),
+                )
+                .execute()
+                .await
+            {
+                Ok(()) => grouped += 1,
+                Err(e) if errno_of(&e) == Some(libc::ENODEV) => {}
+                Err(e) => return Err(nl_err(&format!("group link {}", l.name), e)),
+            }
+        }
+        if grouped == 0 {
+            return Ok(());
+        }
+        let mut del = h.link().del(0);
+        del.message_mut()
+            .attributes
+            .push(LinkAttribute::Group(group));
+        match del.execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if errno_of(&e) == Some(libc::ENODEV) => Ok(()),
+            // A kernel that refuses group deletion: one by one.
+            Err(_) => {
+                for l in &mine {
+                    del_index(&h, l).await?;
+                }
+                Ok(())
+            }
+        }
+    })
+}
+
+async fn del_index(h: &Handle, l: &LinkEntry) -> Result<()> {
+    match h.link().del(l.index).execute().await {
+        Ok(()) => Ok(()),
+        Err(e) if errno_of(&e) == Some(libc::ENODEV) => Ok(()),
+        Err(e) => Err(nl_err(&format!("delete link {}", l.name), e)),
+    }
 }
 
 /// How one endpoint's interface inside the namespace is configured.
