@@ -191,7 +191,7 @@ impl Stack {
         );
         let (finished, purged) = std::thread::scope(|s| {
             let purge = s.spawn(|| self.purge_retired());
-            let finished = self.networks.finish_detached(detached);
+            let finished = self.networks.finish_detached(&detached);
             (finished, purge.join())
         });
         finished?;

@@ -442,11 +442,11 @@ fn random_hex(bytes: usize) -> String {
 enum Retire {
     /// Another process: wait for the container's supervisor to end first (and end it after
     /// 3 s).
-    AfterSupervisor,
+    AfterSupervisorEnds,
     /// The supervisor itself, which keeps the root filesystem mounted and unmounts it later.
     BySupervisor,
     /// Another process, once the exit is recorded; the supervisor may still be unmounting.
-    BeforeSupervisor,
+    OnceExitRecorded,
 }
 
 /// A container retired by [`ContainerStore::retire_stopped`]: its files, still to delete
@@ -1191,7 +1191,7 @@ impl ContainerStore {
     /// so a `run --rm` reports the exit without waiting for the tree to be deleted). Returns
     /// the trash to [`purge`]; `list` purges trash whose process died.
     pub fn retire(&self, id: &str) -> Result<Option<PathBuf>> {
-        self.retire_inner(id, Retire::AfterSupervisor)
+        self.retire_inner(id, Retire::AfterSupervisorEnds)
     }
 
     /// [`ContainerStore::retire`] for the container's own supervisor, which holds the root
@@ -1216,9 +1216,9 @@ impl ContainerStore {
             st.status,
             Status::Running | Status::Paused | Status::Restarting
         ) {
-            self.retire_inner(&id, Retire::AfterSupervisor)?
+            self.retire_inner(&id, Retire::AfterSupervisorEnds)?
         } else {
-            self.retire_inner(&id, Retire::BeforeSupervisor)?
+            self.retire_inner(&id, Retire::OnceExitRecorded)?
         };
         Ok(Retired {
             trash,
@@ -1229,7 +1229,9 @@ impl ContainerStore {
     fn retire_inner(&self, id: &str, how: Retire) -> Result<Option<PathBuf>> {
         let dir = self.dir.join(id);
         let st = state::read(&dir);
-        if how == Retire::AfterSupervisor && state::alive(st.supervisor_pid, st.supervisor_start) {
+        if how == Retire::AfterSupervisorEnds
+            && state::alive(st.supervisor_pid, st.supervisor_start)
+        {
             let _ = state::wait_gone(
                 st.supervisor_pid,
                 st.supervisor_start,

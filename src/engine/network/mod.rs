@@ -1063,7 +1063,7 @@ impl Networks {
 
     /// Finishes containers detached by [`Networks::detach_all`]: deletes their veths that
     /// are still there (those of networks that stay) in one request, then their namespaces.
-    pub fn finish_detached(&self, detached: Vec<Detached>) -> Result<()> {
+    pub fn finish_detached(&self, detached: &[Detached]) -> Result<()> {
         let left: Vec<String> = detached
             .iter()
             .flat_map(|d| d.veths.iter())
