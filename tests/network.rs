@@ -1307,3 +1307,94 @@ fn network_nft_tables_over_netlink_match_nft() {
     drop(guard);
     assert!(tug::engine::network::nft::delete_table("").is_err());
 }
+
+#[test]
+fn network_detached_veths_go_with_their_bridge_and_namespaces_at_the_end() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let gone_net = lab.network(&unique("tdgo"), false);
+    let kept_net = lab.network(&unique("tdkeep"), false);
+    let ids: Vec<String> = (0..3).map(|i| unique(&format!("tdc{i}"))).collect();
+    let mut veths = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        lab.endpoint(id, &gone_net.name, &format!("c{i}"), "svc");
+        veths.push(
+            lab.nets
+                .endpoints_of_container(id)
+                .unwrap()
+                .remove(0)
+                .host_veth,
+        );
+    }
+    // The last container is on the network that stays, too.
+    let ns2 = lab.nets.netns_path(&ids[2]);
+    lab.nets
+        .connect(
+            &ns2,
+            &kept_net.name,
+            &EndpointSpec {
+                container_id: ids[2].clone(),
+                container_name: "c2".into(),
+                service: Some("svc".into()),
+                project: Some("proj".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let bystander = unique("tdby");
+    lab.endpoint(&bystander, &kept_net.name, "by", "svc");
+    let kept_veth = lab
+        .nets
+        .endpoints_of_container(&ids[2])
+        .unwrap()
+        .into_iter()
+        .find(|e| e.network == kept_net.name)
+        .unwrap()
+        .host_veth;
+    assert_eq!(links_on(&gone_net.bridge).len(), 3);
+
+    let detached: Vec<_> = ids
+        .iter()
+        .map(|id| lab.nets.detach_all(id).unwrap())
+        .collect();
+    // Records are gone at once; namespaces and veths stay until the network goes.
+    for id in &ids[..2] {
+        assert!(lab.nets.endpoints_of_container(id).unwrap().is_empty());
+    }
+    for v in &veths {
+        assert!(netlink::link_exists(v).unwrap(), "{v} went too early");
+    }
+    lab.nets.remove(&gone_net.name, false).unwrap();
+    let links = netlink::links(None).unwrap();
+    for v in veths.iter().chain([&gone_net.bridge]) {
+        assert!(
+            !links.iter().any(|l| &l.name == v),
+            "{v} outlived the bridge"
+        );
+    }
+    // The peers inside the namespaces went with them.
+    for id in &ids[..2] {
+        let inside = netlink::link_names(&lab.nets.netns_path(id)).unwrap();
+        assert_eq!(inside, vec!["lo".to_string()], "{id}: {inside:?}");
+    }
+    // The network that stays keeps its bridge and the bystander, in no device group.
+    assert!(netlink::link_exists(&kept_veth).unwrap());
+    lab.nets.finish_detached(&detached).unwrap();
+    for id in &ids {
+        assert!(!lab.nets.netns_path(id).exists(), "netns of {id} remains");
+    }
+    assert!(
+        !netlink::link_exists(&kept_veth).unwrap(),
+        "{kept_veth} remains"
+    );
+    let on_kept = links_on(&kept_net.bridge);
+    assert_eq!(on_kept.len(), 1, "{on_kept:?}");
+    let links = netlink::links(None).unwrap();
+    for name in [&kept_net.bridge, &on_kept[0]] {
+        let l = links.iter().find(|l| &l.name == name).unwrap();
+        assert_eq!(l.group, 0, "{name} was put in a group");
+    }
+    lab.finish();
+}

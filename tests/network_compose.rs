@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tug::engine::network::{NetworkInfo, netlink, nft};
 
-use crate::common::{busybox_image, eventually, ok, require_root, run, tug, unique};
+use crate::common::{self, busybox_image, eventually, ok, require_root, run, tug, unique};
 
 /// A compose project in a temp dir with its own state root.
 struct Stack {
@@ -488,6 +488,23 @@ networks:
         assert!(!links.contains(v), "{v} still exists after down");
     }
     assert!(links.contains(&ext_info.bridge), "external bridge removed");
+    // Nor is anything else of the containers left: supervisors (which may still have been
+    // unmounting when the containers were retired), files, namespaces.
+    let left: Vec<String> = common::processes_of(s.root())
+        .into_iter()
+        .filter(|p| !p.contains("network-dns"))
+        .collect();
+    assert!(left.is_empty(), "processes left after down: {left:?}");
+    for dir in ["containers", "netns"] {
+        let entries: Vec<String> = std::fs::read_dir(s.root().join(dir))
+            .map(|rd| {
+                rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|n| n != ".names")
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(entries.is_empty(), "{dir} left after down: {entries:?}");
+    }
     let nets = ok(tug(s.root()).args(["network", "ls", "-q"]));
     assert_eq!(
         nets.lines().collect::<Vec<_>>(),

@@ -228,12 +228,7 @@ pub fn delete_links(names: &[String]) -> Result<()> {
             }
             return Ok(());
         }
-        // A group number nobody uses, starting from one derived from the first name.
-        let digest = <sha2::Sha256 as sha2::Digest>::digest(mine[0].name.as_bytes());
-        let mut group = u32::from_le_bytes([digest[0], digest[1], digest[2], digest[3]]);
-        while group == 0 || all.iter().any(|l| l.group == group) {
-            group = group.wrapping_add(1);
-        }
+        let group = free_group(&mine[0].name, &all);
         let mut grouped = 0;
         for l in &mine {
             match h
@@ -270,6 +265,17 @@ pub fn delete_links(names: &[String]) -> Result<()> {
             }
         }
     })
+}
+
+/// A device group number that no link in `all` is in (0, the default, never), starting from
+/// one derived from `seed`.
+fn free_group(seed: &str, all: &[LinkEntry]) -> u32 {
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(seed.as_bytes());
+    let mut group = u32::from_le_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    while group == 0 || all.iter().any(|l| l.group == group) {
+        group = group.wrapping_add(1);
+    }
+    group
 }
 
 async fn del_index(h: &Handle, l: &LinkEntry) -> Result<()> {
@@ -477,4 +483,35 @@ pub fn link_names(netns: &Path) -> Result<Vec<String>> {
 /// Kind name of a bridge, as netlink reports it.
 pub fn bridge_kind() -> String {
     InfoKind::Bridge.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(name: &str, group: u32) -> LinkEntry {
+        LinkEntry {
+            index: 1,
+            name: name.into(),
+            kind: None,
+            master: None,
+            group,
+        }
+    }
+
+    #[test]
+    fn the_deletion_group_is_one_no_device_uses() {
+        let start = free_group("tv1234", &[]);
+        assert_ne!(start, 0);
+        assert_eq!(free_group("tv1234", &[]), start, "derived from the name");
+        // The devices already in that group (and the next) push it further.
+        let taken = [
+            link("a", start),
+            link("b", start.wrapping_add(1)),
+            link("c", 0),
+        ];
+        let g = free_group("tv1234", &taken);
+        assert_eq!(g, start.wrapping_add(2));
+        assert!(taken.iter().all(|l| l.group != g));
+    }
 }
