@@ -58,17 +58,147 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// A verb's arguments, whose clap definition is built only when that verb is the one given
+/// (`Command::defer`): building the definitions of every verb costs about a millisecond,
+/// at every start of tug.
+#[derive(Debug)]
+pub struct Lazy<T>(pub T);
+
+impl<T> std::ops::Deref for Lazy<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: clap::FromArgMatches> clap::FromArgMatches for Lazy<T> {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        T::from_arg_matches(m).map(Lazy)
+    }
+    fn from_arg_matches_mut(m: &mut clap::ArgMatches) -> Result<Self, clap::Error> {
+        T::from_arg_matches_mut(m).map(Lazy)
+    }
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches(m)
+    }
+    fn update_from_arg_matches_mut(&mut self, m: &mut clap::ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches_mut(m)
+    }
+}
+
+/// Runs a deferred definition, keeping the verb's own description: the arguments' type may
+/// carry one of its own, which clap would otherwise let win, since it comes last.
+fn keep_about(cmd: clap::Command, build: fn(clap::Command) -> clap::Command) -> clap::Command {
+    let about = cmd.get_about().cloned();
+    let long = cmd.get_long_about().cloned();
+    let mut cmd = build(cmd);
+    if let Some(a) = about {
+        cmd = cmd.about(a);
+    }
+    if let Some(l) = long {
+        cmd = cmd.long_about(l);
+    }
+    cmd
+}
+
+impl<T: Args> Lazy<T> {
+    fn build(cmd: clap::Command) -> clap::Command {
+        keep_about(cmd, T::augment_args)
+    }
+    fn build_for_update(cmd: clap::Command) -> clap::Command {
+        keep_about(cmd, T::augment_args_for_update)
+    }
+}
+
+/// Set when every verb must be defined at once (shell completions).
+static EAGER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn eager() -> bool {
+    EAGER.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+impl<T: Args> Args for Lazy<T> {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        if eager() {
+            return Self::build(cmd);
+        }
+        cmd.defer(Self::build)
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        if eager() {
+            return Self::build_for_update(cmd);
+        }
+        cmd.defer(Self::build_for_update)
+    }
+    fn group_id() -> Option<clap::Id> {
+        T::group_id()
+    }
+}
+
+/// [`Lazy`] for a verb group (`network …`, `volume …`).
+#[derive(Debug)]
+pub struct LazySub<T>(pub T);
+
+impl<T> std::ops::Deref for LazySub<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: clap::FromArgMatches> clap::FromArgMatches for LazySub<T> {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        T::from_arg_matches(m).map(LazySub)
+    }
+    fn from_arg_matches_mut(m: &mut clap::ArgMatches) -> Result<Self, clap::Error> {
+        T::from_arg_matches_mut(m).map(LazySub)
+    }
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches(m)
+    }
+    fn update_from_arg_matches_mut(&mut self, m: &mut clap::ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches_mut(m)
+    }
+}
+
+impl<T: Subcommand> LazySub<T> {
+    fn build(cmd: clap::Command) -> clap::Command {
+        keep_about(cmd, T::augment_subcommands)
+    }
+    fn build_for_update(cmd: clap::Command) -> clap::Command {
+        keep_about(cmd, T::augment_subcommands_for_update)
+    }
+}
+
+impl<T: Subcommand> Subcommand for LazySub<T> {
+    fn augment_subcommands(cmd: clap::Command) -> clap::Command {
+        if eager() {
+            return Self::build(cmd);
+        }
+        cmd.defer(Self::build)
+    }
+    fn augment_subcommands_for_update(cmd: clap::Command) -> clap::Command {
+        if eager() {
+            return Self::build_for_update(cmd);
+        }
+        cmd.defer(Self::build_for_update)
+    }
+    fn has_subcommand(name: &str) -> bool {
+        T::has_subcommand(name)
+    }
+}
+
 /// Every verb.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Parse, resolve and render the compose file in canonical form.
-    Config(config::ConfigArgs),
+    Config(Lazy<config::ConfigArgs>),
     /// Manage images: list, import, load, save, pull, push, bootstrap base images.
-    Image(image::ImageArgs),
+    Image(Lazy<image::ImageArgs>),
     /// Manage containers: run, ls, stop, kill, rm, logs, exec, inspect, top, pause, cp.
-    Container(container::ContainerArgs),
+    Container(Lazy<container::ContainerArgs>),
     /// Log in to a container registry.
-    Login(image::LoginArgs),
+    Login(Lazy<image::LoginArgs>),
     /// Log out from a container registry.
     Logout {
         /// Registry host (default: docker.io).
@@ -81,66 +211,66 @@ pub enum Command {
     },
     /// Manage networks.
     #[command(subcommand)]
-    Network(network::NetworkCommand),
+    Network(LazySub<network::NetworkCommand>),
     /// Manage volumes.
     #[command(subcommand)]
-    Volume(volume::VolumeCommand),
+    Volume(LazySub<volume::VolumeCommand>),
     /// A network's DNS server (started by tug itself).
     #[command(hide = true)]
-    NetworkDns(network::DnsArgs),
+    NetworkDns(Lazy<network::DnsArgs>),
     /// A container's port proxy (started by tug itself).
     #[command(hide = true)]
-    NetworkProxy(network::ProxyArgs),
+    NetworkProxy(Lazy<network::ProxyArgs>),
     /// Create and start containers.
-    Up(compose::args::UpArgs),
+    Up(Lazy<compose::args::UpArgs>),
     /// Stop and remove containers, networks.
-    Down(compose::args::DownArgs),
+    Down(Lazy<compose::args::DownArgs>),
     /// Creates containers for a service.
-    Create(compose::args::CreateArgs),
+    Create(Lazy<compose::args::CreateArgs>),
     /// Start services.
-    Start(compose::args::ServicesArgs),
+    Start(Lazy<compose::args::ServicesArgs>),
     /// Stop services.
-    Stop(compose::args::StopArgs),
+    Stop(Lazy<compose::args::StopArgs>),
     /// Restart service containers.
-    Restart(compose::args::RestartArgs),
+    Restart(Lazy<compose::args::RestartArgs>),
     /// Force stop service containers.
-    Kill(compose::args::KillArgs),
+    Kill(Lazy<compose::args::KillArgs>),
     /// Removes stopped service containers.
-    Rm(compose::args::RmArgs),
+    Rm(Lazy<compose::args::RmArgs>),
     /// Pause services.
-    Pause(compose::args::ServicesArgs),
+    Pause(Lazy<compose::args::ServicesArgs>),
     /// Unpause services.
-    Unpause(compose::args::ServicesArgs),
+    Unpause(Lazy<compose::args::ServicesArgs>),
     /// List containers.
-    Ps(compose::args::PsArgs),
+    Ps(Lazy<compose::args::PsArgs>),
     /// View output from containers.
-    Logs(compose::args::LogsArgs),
+    Logs(Lazy<compose::args::LogsArgs>),
     /// Execute a command in a running container.
-    Exec(compose::args::ExecArgs),
+    Exec(Lazy<compose::args::ExecArgs>),
     /// Run a one-off command on a service.
-    Run(compose::args::RunArgs),
+    Run(Lazy<compose::args::RunArgs>),
     /// Display the running processes.
-    Top(compose::args::TopArgs),
+    Top(Lazy<compose::args::TopArgs>),
     /// Print the public port for a port binding.
-    Port(compose::args::PortArgs),
+    Port(Lazy<compose::args::PortArgs>),
     /// Copy files/folders between a service container and the local filesystem.
-    Cp(compose::args::CpArgs),
+    Cp(Lazy<compose::args::CpArgs>),
     /// Block until containers of all (or specified) services stop.
-    Wait(compose::args::WaitArgs),
+    Wait(Lazy<compose::args::WaitArgs>),
     /// List running compose projects.
-    Ls(compose::args::LsArgs),
+    Ls(Lazy<compose::args::LsArgs>),
     /// List images used by the created containers.
-    Images(compose::args::ImagesArgs),
+    Images(Lazy<compose::args::ImagesArgs>),
     /// Receive real time events from containers.
-    Events(compose::args::EventsArgs),
+    Events(Lazy<compose::args::EventsArgs>),
     /// Scale services.
-    Scale(compose::args::ScaleArgs),
+    Scale(Lazy<compose::args::ScaleArgs>),
     /// Pull service images.
-    Pull(compose::args::PullArgs),
+    Pull(Lazy<compose::args::PullArgs>),
     /// Push service images.
-    Push(compose::args::PushArgs),
+    Push(Lazy<compose::args::PushArgs>),
     /// Show the tug version information.
-    Version(compose::args::VersionArgs),
+    Version(Lazy<compose::args::VersionArgs>),
 }
 
 mod compose;
@@ -294,13 +424,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let Cli { global, command } = cli;
     match command {
         Command::Config(args) => config::run(&global, &args),
-        Command::Image(args) => image::run(&global, args),
-        Command::Container(args) => container::run(&global, args),
+        Command::Image(args) => image::run(&global, args.0),
+        Command::Container(args) => container::run(&global, args.0),
         Command::Login(args) => image::login(&args, &mut std::io::stdout().lock()),
         Command::Logout { registry } => {
             image::logout(registry.as_deref(), &mut std::io::stdout().lock())
         }
         Command::Completion { shell } => {
+            // Completions cover every verb, and the `help` verb's tree of them too, which
+            // clap derives from the verbs as they are defined when it builds: no deferring.
+            EAGER.store(true, std::sync::atomic::Ordering::Relaxed);
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "tug", &mut std::io::stdout());
             Ok(0)
@@ -364,6 +497,45 @@ mod tests {
     #[test]
     fn clap_definitions_are_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn verbs_defined_when_used_parse_and_describe_as_when_defined_at_once() {
+        let helps = |eager: bool| -> Vec<String> {
+            EAGER.store(eager, std::sync::atomic::Ordering::Relaxed);
+            let names: Vec<String> = Cli::command()
+                .get_subcommands()
+                .map(|s| s.get_name().to_string())
+                .collect();
+            names
+                .iter()
+                .map(|n| {
+                    let e = Cli::try_parse_from(["tug", n.as_str(), "--help"]).unwrap_err();
+                    e.render().to_string()
+                })
+                .collect()
+        };
+        let eager = helps(true);
+        let lazy = helps(false);
+        assert_eq!(lazy.len(), eager.len());
+        for (l, e) in lazy.iter().zip(&eager) {
+            assert_eq!(l, e);
+        }
+        // A verb's description is its own, not its arguments' type's.
+        let down = Cli::try_parse_from(["tug", "down", "--help"])
+            .unwrap_err()
+            .render();
+        assert!(
+            down.to_string()
+                .starts_with("Stop and remove containers, networks"),
+            "{down}"
+        );
+        let cli = Cli::try_parse_from(["tug", "down", "-v", "-t", "3"]).unwrap();
+        let Command::Down(args) = cli.command else {
+            panic!("not down")
+        };
+        assert!(args.volumes);
+        assert_eq!(args.timeout, Some(3));
     }
 
     fn os(v: &[&str]) -> Vec<OsString> {
