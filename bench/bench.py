@@ -3,7 +3,10 @@
 
 `bench/run.sh` installs and starts the peers; this file does the measuring. Each workload
 runs tug and each peer **alternately** (tug, peer 1, tug, peer 2, ..., then again), so slow
-drifts of the machine (page cache, other load, thermal state) hit both sides alike. A
+drifts of the machine (page cache, other load, thermal state) hit both sides alike. The
+compose workloads leave `TRIAL_GAP` seconds (default 0.5) of idle before every sample, tug's
+and the peers' alike: each tool's `down` leaves the kernel tearing down namespaces and links
+in the background (and dockerd more), which would otherwise land on the next tool's sample. A
 workload whose tug feature has not landed yet is reported as pending, never as a failure.
 
 Usage (normally through run.sh):
@@ -522,6 +525,7 @@ class Workload:
         self.peers: list[Side] = []
         self.alternate = True
         self.warmup = True  # one untimed trial per side first (memory workloads skip it)
+        self.gap = 0.0  # seconds of idle before every sample (see the module docs)
 
 
 def tug_once(side: Side) -> dict:
@@ -570,8 +574,10 @@ def measure(ctx: Ctx, w: Workload, out: dict) -> dict:
         if w.alternate:
             for _ in range(runs):
                 for p in peers or [None]:
+                    time.sleep(w.gap)
                     w.tug.record(tug_once(w.tug))
                     if p is not None:
+                        time.sleep(w.gap)
                         p.record(p.once())
         else:
             for _ in range(runs):
@@ -791,6 +797,7 @@ def wl_compose(ctx: Ctx, n: int) -> Workload:
                  runs=(f"compose{n}", 5 if n < 20 else 3),
                  setup=lambda: (ctx.ensure_tug_busybox(), setup()), teardown=tug_clean)
     w.tug, w.peers = tug, peers
+    w.gap = float(os.environ.get("TRIAL_GAP", "0.5"))
     return w
 
 
@@ -816,6 +823,7 @@ def wl_noop(ctx: Ctx) -> Workload:
 
     w = Workload("noop20", "no-op up -d on a running 20-service stack", runs=("noop", 10),
                  setup=setup, teardown=teardown)
+    w.gap = float(os.environ.get("TRIAL_GAP", "0.5"))
     w.tug = Side("tug", lambda: timed(ctx.tug("-f", f, "-p", p_tug, "up", "-d"), env=ctx.env))
     w.peers = [Side("docker compose v2.40.3 (docker 20.10)",
                     lambda: timed([DC2, "-f", f, "-p", p_dc2, "up", "-d"]), kind="daemon", setup=dc2_setup,
