@@ -58,33 +58,53 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// A verb's arguments, whose clap definition is built only when that verb is the one given
-/// (`Command::defer`): building the definitions of every verb costs about a millisecond,
-/// at every start of tug.
-#[derive(Debug)]
-pub struct Lazy<T>(pub T);
+/// Defines a wrapper whose clap definition is built only when its verb is the one given
+/// (`Command::defer`): building the definitions of every verb costs about a millisecond, at
+/// every start of tug. The wrapper parses as the type it wraps.
+macro_rules! deferred_wrapper {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name<T>(pub T);
 
-impl<T> std::ops::Deref for Lazy<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
-    }
+        impl<T> std::ops::Deref for $name<T> {
+            type Target = T;
+            fn deref(&self) -> &T {
+                &self.0
+            }
+        }
+
+        impl<T: clap::FromArgMatches> clap::FromArgMatches for $name<T> {
+            fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+                T::from_arg_matches(m).map($name)
+            }
+            fn from_arg_matches_mut(m: &mut clap::ArgMatches) -> Result<Self, clap::Error> {
+                T::from_arg_matches_mut(m).map($name)
+            }
+            fn update_from_arg_matches(
+                &mut self,
+                m: &clap::ArgMatches,
+            ) -> Result<(), clap::Error> {
+                self.0.update_from_arg_matches(m)
+            }
+            fn update_from_arg_matches_mut(
+                &mut self,
+                m: &mut clap::ArgMatches,
+            ) -> Result<(), clap::Error> {
+                self.0.update_from_arg_matches_mut(m)
+            }
+        }
+    };
 }
 
-impl<T: clap::FromArgMatches> clap::FromArgMatches for Lazy<T> {
-    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
-        T::from_arg_matches(m).map(Lazy)
-    }
-    fn from_arg_matches_mut(m: &mut clap::ArgMatches) -> Result<Self, clap::Error> {
-        T::from_arg_matches_mut(m).map(Lazy)
-    }
-    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
-        self.0.update_from_arg_matches(m)
-    }
-    fn update_from_arg_matches_mut(&mut self, m: &mut clap::ArgMatches) -> Result<(), clap::Error> {
-        self.0.update_from_arg_matches_mut(m)
-    }
-}
+deferred_wrapper!(
+    /// A verb's arguments, defined when the verb is used.
+    Lazy
+);
+deferred_wrapper!(
+    /// A verb group (`network …`, `volume …`), defined when the group is used.
+    LazySub
+);
 
 /// Runs a deferred definition, keeping the verb's own description: the arguments' type may
 /// carry one of its own, which clap would otherwise let win, since it comes last.
@@ -132,32 +152,6 @@ impl<T: Args> Args for Lazy<T> {
     }
     fn group_id() -> Option<clap::Id> {
         T::group_id()
-    }
-}
-
-/// [`Lazy`] for a verb group (`network …`, `volume …`).
-#[derive(Debug)]
-pub struct LazySub<T>(pub T);
-
-impl<T> std::ops::Deref for LazySub<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
-
-impl<T: clap::FromArgMatches> clap::FromArgMatches for LazySub<T> {
-    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
-        T::from_arg_matches(m).map(LazySub)
-    }
-    fn from_arg_matches_mut(m: &mut clap::ArgMatches) -> Result<Self, clap::Error> {
-        T::from_arg_matches_mut(m).map(LazySub)
-    }
-    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
-        self.0.update_from_arg_matches(m)
-    }
-    fn update_from_arg_matches_mut(&mut self, m: &mut clap::ArgMatches) -> Result<(), clap::Error> {
-        self.0.update_from_arg_matches_mut(m)
     }
 }
 

@@ -457,11 +457,7 @@ impl Stack {
                 let network = s.spawn(|| self.disconnect(name));
                 let files = id.as_ref().map_or(Ok(()), |id| {
                     if self.options.teardown {
-                        let retired = self.containers.retire_stopped(id)?;
-                        self.retired
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .push(retired);
+                        super::push_to(&self.retired, self.containers.retire_stopped(id)?);
                         Ok(())
                     } else {
                         self.containers.remove(id, true)
@@ -490,11 +486,7 @@ impl Stack {
         if !self.options.teardown {
             return self.networks.disconnect_all(name).map_err(Into::into);
         }
-        let detached = self.networks.detach_all(name)?;
-        self.detached
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(detached);
+        super::push_to(&self.detached, self.networks.detach_all(name)?);
         Ok(())
     }
 

@@ -183,12 +183,7 @@ impl Stack {
     /// # Errors
     /// Files, links or namespaces cannot be deleted.
     pub fn settle(&self) -> Result<()> {
-        let detached = std::mem::take(
-            &mut *self
-                .detached
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        let detached = take_all(&self.detached);
         let (finished, purged) = std::thread::scope(|s| {
             let purge = s.spawn(|| self.purge_retired());
             let finished = self.networks.finish_detached(&detached);
@@ -201,12 +196,7 @@ impl Stack {
     /// Deletes the files of the containers retired so far, each once its supervisor has
     /// ended (all at once).
     pub(crate) fn purge_retired(&self) -> Result<()> {
-        let retired = std::mem::take(
-            &mut *self
-                .retired
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        let retired = take_all(&self.retired);
         std::thread::scope(|s| {
             let handles: Vec<_> = retired
                 .into_iter()
@@ -345,6 +335,23 @@ impl Stack {
             volumes,
         })
     }
+}
+
+/// Appends to a list that concurrent operations share (a poisoned lock's list is still
+/// whole: every change to it is one push or one take).
+pub(crate) fn push_to<T>(list: &Mutex<Vec<T>>, item: T) {
+    list.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(item);
+}
+
+/// Empties a list that concurrent operations share (see [`push_to`]).
+fn take_all<T>(list: &Mutex<Vec<T>>) -> Vec<T> {
+    std::mem::take(
+        &mut *list
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
 }
 
 /// Maps an engine status to the run state reconcile knows.
