@@ -39,12 +39,25 @@ pub struct GlobalArgs {
 }
 
 impl GlobalArgs {
-    /// The engine's state root: `--root`, `TUG_ROOT`, or `/var/lib/tug`.
+    /// The engine's state root: `--root`, `TUG_ROOT`, or `/var/lib/tug`. The first call
+    /// makes it private (`engine::private::ensure_root`: created `0700`, a root made by an
+    /// older tug tightened once, which is said on stderr); an error there is left to the
+    /// store that opens the root next, which names it.
     #[must_use]
     pub fn state_root(&self) -> PathBuf {
-        self.root
+        let root = self
+            .root
             .clone()
-            .unwrap_or_else(|| PathBuf::from("/var/lib/tug"))
+            .unwrap_or_else(|| PathBuf::from("/var/lib/tug"));
+        if let Ok(Some(t)) = crate::engine::private::ensure_root(&root) {
+            eprintln!(
+                "tug: made the state root {} private to root: {} directories and files were \
+                 open to other users (directories are now 0700, records and logs 0600)",
+                t.root.display(),
+                t.changed
+            );
+        }
+        root
     }
 }
 

@@ -31,7 +31,7 @@ pub(crate) fn open_stack(
 /// The state root, created if missing.
 pub(crate) fn state_root(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
     let root = global.state_root();
-    std::fs::create_dir_all(&root)
+    crate::engine::private::ensure_root(&root)
         .with_context(|| format!("cannot create state root {}", root.display()))?;
     Ok(root)
 }

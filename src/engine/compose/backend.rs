@@ -883,8 +883,13 @@ impl Stack {
                 s.name
             )));
         }
-        let content: Vec<u8> = if let Some(f) = &obj.file {
-            std::fs::read(f).map_err(|e| Error::Io(format!("{kind} {}: read {f}", r.source), e))?
+        let content = if let Some(f) = &obj.file {
+            Content::File(open_regular(f).map_err(|e| {
+                Error::Io(
+                    format!("service {}: {kind} {}: cannot copy {f}", s.name, r.source),
+                    e,
+                )
+            })?)
         } else if let Some(var) = &obj.environment {
             self.project
                 .environment
@@ -897,30 +902,26 @@ impl Stack {
                     ))
                 })?
                 .into_bytes()
+                .into()
         } else if let Some(c) = &obj.content {
-            c.clone().into_bytes()
+            c.clone().into_bytes().into()
         } else {
             return Err(Error::Invalid(format!(
                 "{kind} {}: needs file, environment or content",
                 r.source
             )));
         };
+        // `projects/<p>/files/<container>/<kind>/`: private directories (the copy is read in
+        // the container through its bind mount, never through this path).
         let dir = self.files_dir(container).join(kind);
-        std::fs::create_dir_all(&dir)
+        crate::engine::private::create_dir_all(&dir)
             .map_err(|e| Error::Io(format!("create {}", dir.display()), e))?;
         let path = dir.join(&r.source);
-        write_file(&path, &content)?;
-        let mode = r.mode.map_or(0o444, |m| m.0);
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
-            .map_err(|e| Error::Io(format!("chmod {}", path.display()), e))?;
+        // Permission bits only (no set-id or sticky bits on a copy made by root).
+        let mode = r.mode.map_or(0o444, |m| m.0) & 0o777;
         let uid = r.uid.as_deref().and_then(|u| u.parse().ok()).unwrap_or(0);
         let gid = r.gid.as_deref().and_then(|g| g.parse().ok()).unwrap_or(0);
-        nix::unistd::chown(
-            &path,
-            Some(nix::unistd::Uid::from_raw(uid)),
-            Some(nix::unistd::Gid::from_raw(gid)),
-        )
-        .map_err(|e| Error::Io(format!("chown {}", path.display()), e.into()))?;
+        write_file(&path, content, uid, gid, mode)?;
         let target = match &r.target {
             Some(t) if t.starts_with('/') => t.clone(),
             Some(t) if kind == "secret" => format!("/run/secrets/{t}"),
@@ -938,11 +939,71 @@ impl Stack {
     }
 }
 
-fn write_file(path: &Path, content: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, content)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| Error::Io(format!("write {}", path.display()), e))
+/// What a secret or config holds: bytes, or a regular file opened for copying.
+enum Content {
+    Bytes(Vec<u8>),
+    File(std::fs::File),
+}
+
+impl From<Vec<u8>> for Content {
+    fn from(b: Vec<u8>) -> Self {
+        Content::Bytes(b)
+    }
+}
+
+/// Opens `path` for copying only if it is a regular file: a FIFO is not waited on (the open
+/// does not block) and a device (`/dev/zero`) is not read; the copy streams, so a large file
+/// is never whole in memory.
+fn open_regular(path: &str) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let t = f.metadata()?.file_type();
+    if !t.is_file() {
+        let what = if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_char_device() || t.is_block_device() {
+            "a device"
+        } else if t.is_dir() {
+            "a directory"
+        } else {
+            "a socket"
+        };
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("it is {what}, not a regular file"),
+        ));
+    }
+    Ok(f)
+}
+
+/// Writes a secret or config copy: a private temporary file that gets its owner and mode
+/// before it is renamed into place, so the copy never exists with others' access.
+fn write_file(path: &Path, content: Content, uid: u32, gid: u32, mode: u32) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = crate::engine::private::temp_path(path);
+    let result = (|| -> std::io::Result<()> {
+        let mut f = crate::engine::private::open_options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        match content {
+            Content::Bytes(b) => f.write_all(&b)?,
+            Content::File(mut src) => {
+                std::io::copy(&mut src, &mut f)?;
+            }
+        }
+        std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(|e| Error::Io(format!("write {}", path.display()), e))
 }
 
 /// The uid and gid the image runs as (its `User`), looked up in the image's /etc/passwd when

@@ -133,10 +133,10 @@ impl ProjectLock {
     /// The lock file cannot be created or locked.
     pub fn take(root: &Path, project: &str) -> Result<ProjectLock> {
         let dir = root.join("projects");
-        std::fs::create_dir_all(&dir)
+        crate::engine::private::create_dir_all(&dir)
             .map_err(|e| Error::Io(format!("create {}", dir.display()), e))?;
         let path = dir.join(format!("{project}.lock"));
-        let file = File::options()
+        let file = crate::engine::private::open_options()
             .create(true)
             .truncate(false)
             .write(true)

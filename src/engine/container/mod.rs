@@ -39,6 +39,7 @@ pub use config::{
 };
 pub use state::{Health, HealthStatus, State, Status};
 
+use crate::engine::private;
 use crate::engine::runtime::cgroups::{Cgroup, Layout};
 
 /// Errors of the container store.
@@ -550,7 +551,7 @@ impl ContainerStore {
     /// Opens (creating) the store under `root`.
     pub fn open(root: &Path) -> Result<ContainerStore> {
         let dir = root.join("containers");
-        fs::create_dir_all(dir.join(".names")).map_err(io_err(&dir))?;
+        crate::engine::private::create_dir_all(&dir.join(".names")).map_err(io_err(&dir))?;
         let exe = std::env::var_os("TUG_EXE")
             .map(PathBuf::from)
             .or_else(|| std::env::current_exe().ok())
@@ -717,7 +718,7 @@ impl ContainerStore {
         let name_file = self.dir.join(".names").join(&config.name);
         // Reserve the name; a stale reservation (its container is gone) is taken over.
         let reserve = || {
-            fs::OpenOptions::new()
+            crate::engine::private::open_options()
                 .write(true)
                 .create_new(true)
                 .open(&name_file)
@@ -765,9 +766,16 @@ impl ContainerStore {
         let staging = self
             .dir
             .join(format!(".creating-{id}-{}", std::process::id()));
-        for d in ["bundle/rootfs", "upper", "work"] {
+        // The container's directory, `bundle/` and `work/` are private (`0700`); `upper/` is
+        // the container's `/` and `bundle/rootfs` its mount point: their modes are what the
+        // container sees (the directory above keeps other users out).
+        for d in ["", "bundle", "work"] {
             let p = staging.join(d);
-            fs::create_dir_all(&p).map_err(io_err(&p))?;
+            crate::engine::private::create_dir(&p).map_err(io_err(&p))?;
+        }
+        for d in ["bundle/rootfs", "upper"] {
+            let p = staging.join(d);
+            fs::create_dir(&p).map_err(io_err(&p))?;
         }
         let result = self.write_new(id, &staging, dir, config, image);
         if result.is_err() {
@@ -828,12 +836,14 @@ impl ContainerStore {
                     .unwrap_or_else(default_resolv_conf),
             ),
         ];
-        let write = |name: &str, bytes: &[u8]| -> Result<()> {
+        let write_mode = |name: &str, bytes: &[u8], mode: u32| -> Result<()> {
             let p = staging.join(name);
-            state::write_new(&p, bytes, sync).map_err(io_err(&p))
+            crate::engine::private::write_new(&p, bytes, mode, sync).map_err(io_err(&p))
         };
+        let write = |name: &str, bytes: &[u8]| write_mode(name, bytes, private::FILE_MODE);
+        // Bound into the container, read by every user in it.
         for (f, content) in files {
-            write(f, content.as_bytes())?;
+            write_mode(f, content.as_bytes(), private::SHARED_FILE_MODE)?;
         }
         let spec_json = serde_json::to_vec_pretty(&spec).map_err(|e| ContainerError::Corrupt {
             path: dir.join("bundle/config.json"),

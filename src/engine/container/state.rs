@@ -7,11 +7,11 @@
 //! are right without the supervisor, and `stop`/`rm` can repair the record when it died.
 
 use std::fs;
-use std::io::Write as _;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::private;
 use crate::engine::runtime::Timings;
 
 /// Lifecycle status, as Docker names it.
@@ -258,32 +258,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// way; without the fsync a power loss may leave the file empty. Used for the files of
 /// auto-removed (`--rm`) containers, which do not outlive their run: after a crash, such a
 /// container without a readable record is garbage that `list` removes.
+/// The file is private (`0600`).
 pub fn write_atomic_sync(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("f"),
-        std::process::id()
-    ));
-    {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        if sync {
-            f.sync_data()?;
-        }
-    }
-    fs::rename(&tmp, path)
-}
-
-/// Writes a file that nobody reads yet (inside a directory that is not in place yet), with
-/// an fsync when `sync`: no temp file and rename needed.
-pub fn write_new(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
-    let mut f = fs::File::create(path)?;
-    f.write_all(bytes)?;
-    if sync {
-        f.sync_data()?;
-    }
-    Ok(())
+    private::write_atomic(path, bytes, private::FILE_MODE, sync)
 }
 
 /// Reads the state record of a container directory (default when missing or unreadable).

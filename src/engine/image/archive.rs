@@ -157,7 +157,10 @@ impl ImageStore {
             match entry.header().entry_type() {
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
                     let tmp = dir.path().join(format!("f{n}"));
-                    let f = File::create(&tmp)
+                    let f = crate::engine::private::open_options()
+                        .write(true)
+                        .create_new(true)
+                        .open(&tmp)
                         .map_err(io_ctx(format!("cannot create {}", tmp.display())))?;
                     let mut w = HashingWriter::new(BufWriter::with_capacity(1 << 20, f));
                     io::copy(&mut entry, &mut w)

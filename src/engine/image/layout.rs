@@ -11,7 +11,7 @@
 //! complete and correct. `index.json` is replaced atomically under the index lock.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -111,7 +111,8 @@ impl Layout {
     /// Opens (creating if needed) the layout at `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
         for d in [dir.join("blobs/sha256"), dir.join(".ingest")] {
-            fs::create_dir_all(&d).map_err(io_ctx(format!("cannot create {}", d.display())))?;
+            crate::engine::private::create_dir_all(&d)
+                .map_err(io_ctx(format!("cannot create {}", d.display())))?;
         }
         let layout = Self {
             dir: dir.to_path_buf(),
@@ -207,7 +208,7 @@ impl Layout {
         let path = self
             .ingest_dir()
             .join(format!("blob-{}", fsutil::random_suffix()));
-        let file = OpenOptions::new()
+        let file = crate::engine::private::open_options()
             .write(true)
             .create_new(true)
             .open(&path)

@@ -257,7 +257,8 @@ impl ImageStore {
     pub fn open(root: &Path) -> Result<Self> {
         let layout = Layout::open(&root.join("images"))?;
         let layers = root.join("layers");
-        fs::create_dir_all(&layers)
+        // Private: a layer may hold a directory that is 1777 inside the image, or setuid files.
+        crate::engine::private::create_dir_all(&layers)
             .map_err(io_ctx(format!("cannot create {}", layers.display())))?;
         let store = Self {
             root: root.to_path_buf(),

@@ -89,7 +89,6 @@ fn write_derived(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 fn write_file(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
-    use std::io::Write;
     // Most writes (reconcile at every command) find the file as it should be: a read is
     // cheaper than a temp file, an fsync and a rename.
     if std::fs::read(path).is_ok_and(|old| old == bytes) {
@@ -98,18 +97,10 @@ fn write_file(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| Error::Invalid(format!("{} has no parent", path.display())))?;
-    std::fs::create_dir_all(dir).map_err(|e| Error::Io(format!("create {}", dir.display()), e))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
-        std::process::id()
-    ));
-    let mut f = std::fs::File::create(&tmp)
-        .map_err(|e| Error::Io(format!("create {}", tmp.display()), e))?;
-    f.write_all(bytes)
-        .and_then(|()| if sync { f.sync_all() } else { Ok(()) })
-        .map_err(|e| Error::Io(format!("write {}", tmp.display()), e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::Io(format!("rename {}", path.display()), e))
+    crate::engine::private::create_dir_all(dir)
+        .map_err(|e| Error::Io(format!("create {}", dir.display()), e))?;
+    crate::engine::private::write_atomic(path, bytes, crate::engine::private::FILE_MODE, sync)
+        .map_err(|e| Error::Io(format!("write {}", path.display()), e))
 }
 
 fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
@@ -293,7 +284,7 @@ struct RootLock {
 impl Networks {
     /// Opens the network state of `root` (created on demand).
     pub fn open(root: &Path) -> Result<Self> {
-        std::fs::create_dir_all(root.join("networks"))
+        crate::engine::private::create_dir_all(&root.join("networks"))
             .map_err(|e| Error::Io(format!("create {}", root.join("networks").display()), e))?;
         let root = std::fs::canonicalize(root)
             .map_err(|e| Error::Io(format!("resolve {}", root.display()), e))?;

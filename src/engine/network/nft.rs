@@ -573,12 +573,14 @@ pub fn ensure_forward_accepts_cached(bridge: &str, internal: bool) -> Result<()>
     if let Some(g) = before
         && generation().ok() == Some(g)
         && let Some(dir) = marker.parent()
-        && std::fs::create_dir_all(dir).is_ok()
+        && crate::engine::private::create_dir_all(dir).is_ok()
     {
-        let tmp = dir.join(format!(".{bridge}.{}.tmp", std::process::id()));
-        if std::fs::write(&tmp, g.to_string()).is_ok() {
-            let _ = std::fs::rename(&tmp, &marker);
-        }
+        let _ = crate::engine::private::write_atomic(
+            &marker,
+            g.to_string().as_bytes(),
+            crate::engine::private::FILE_MODE,
+            false,
+        );
     }
     Ok(())
 }

@@ -57,14 +57,18 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".volume.json.{}.tmp", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(io(format!("create {}", tmp.display())))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(io(format!("write {}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(io(format!("rename {}", path.display())))
+    crate::engine::private::write_atomic(path, bytes, crate::engine::private::FILE_MODE, true)
+        .map_err(io(format!("write {}", path.display())))
+}
+
+/// Creates `<root>/volumes/<name>` (private, `0700`) and its `_data` (the mode the container
+/// sees at the mount target: left to the umask, changed by copy-up or ownership).
+fn create_data_dir(data: &Path) -> Result<()> {
+    if let Some(dir) = data.parent() {
+        crate::engine::private::create_dir_all(dir)
+            .map_err(io(format!("create {}", dir.display())))?;
+    }
+    std::fs::create_dir_all(data).map_err(io(format!("create {}", data.display())))
 }
 
 /// What a volume should be (compose's top-level `volumes:` entry or `volume create`).
@@ -136,7 +140,8 @@ impl Volumes {
     /// Opens `<root>/volumes` (created on demand).
     pub fn open(root: &Path) -> Result<Self> {
         let dir = root.join("volumes");
-        std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
+        crate::engine::private::create_dir_all(&dir)
+            .map_err(io(format!("create {}", dir.display())))?;
         Ok(Self {
             root: std::fs::canonicalize(root).map_err(io(format!("resolve {}", root.display())))?,
         })
@@ -221,7 +226,7 @@ impl Volumes {
         }
         check_opts(&spec.name, &spec.driver_opts)?;
         let data = self.mountpoint(&spec.name);
-        std::fs::create_dir_all(&data).map_err(io(format!("create {}", data.display())))?;
+        create_data_dir(&data)?;
         let info = VolumeInfo {
             name: spec.name.clone(),
             driver,
@@ -267,7 +272,7 @@ impl Volumes {
     pub fn prepare(&self, name: &str, how: &Prepare) -> Result<PathBuf> {
         let mut info = self.inspect(name)?;
         let data = self.mountpoint(name);
-        std::fs::create_dir_all(&data).map_err(io(format!("create {}", data.display())))?;
+        create_data_dir(&data)?;
         self.mount_driver(&info)?;
         if !info.initialized {
             let empty = is_empty(&data)?;
