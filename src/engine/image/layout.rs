@@ -38,6 +38,46 @@ pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.mani
 /// Media type of a Docker image config.
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 
+/// Largest manifest or image index tug reads into memory: 4 MiB, the size the OCI
+/// distribution spec asks registries to accept at least. A larger one is refused before it
+/// is read whole.
+pub const MAX_MANIFEST: u64 = 4 << 20;
+/// Largest image config tug reads into memory: 16 MiB.
+pub const MAX_CONFIG: u64 = 16 << 20;
+
+/// `4 MiB`, or bytes.
+fn human(n: u64) -> String {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
+        format!("{} MiB", n >> 20)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+/// Refuses a descriptor whose size is over `limit` (one of [`MAX_MANIFEST`],
+/// [`MAX_CONFIG`]) before anything of it is fetched or read; `kind` names the limit.
+pub fn check_limit(what: &str, size: u64, limit: u64, kind: &str) -> Result<()> {
+    if size > limit {
+        return Err(Error::Size {
+            what: what.to_string(),
+            reason: format!("{size} bytes, over the {} limit for {kind}", human(limit)),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses content of `actual` bytes whose descriptor says `declared`; `source` says where
+/// the content is (`the archive holds`, `the registry sent`).
+pub fn check_size(what: &str, declared: u64, actual: u64, source: &str) -> Result<()> {
+    if declared != actual {
+        return Err(Error::Size {
+            what: what.to_string(),
+            reason: format!("its descriptor says {declared} bytes, {source} {actual}"),
+        });
+    }
+    Ok(())
+}
+
 /// Layer media types tug can unpack (compression is detected from the bytes).
 pub const LAYER_TYPES: &[&str] = &[
     "application/vnd.oci.image.layer.v1.tar",

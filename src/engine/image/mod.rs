@@ -124,6 +124,15 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// Content whose size is not the size its descriptor gives, or is over tug's limit for
+    /// its kind (manifests and indexes 4 MiB, configs 16 MiB).
+    #[error("invalid size of {what}: {reason}")]
+    Size {
+        /// What was checked.
+        what: String,
+        /// The sizes.
+        reason: String,
+    },
     /// An archive (docker-archive / oci-archive) that cannot be read.
     #[error("invalid archive {archive}: {reason}")]
     BadArchive {
