@@ -19,5 +19,6 @@ mod network;
 mod network_compose;
 mod network_containers;
 mod plan;
+mod private_root;
 mod project;
 mod volume;

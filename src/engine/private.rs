@@ -455,6 +455,19 @@ mod tests {
     }
 
     #[test]
+    fn private_run_dir_made_0755_by_an_older_tug_is_tightened() {
+        let t = tempfile::tempdir().unwrap();
+        let run = t.path().join("run");
+        fs::create_dir(&run).unwrap();
+        fs::set_permissions(&run, fs::Permissions::from_mode(0o755)).unwrap();
+        ensure_private_dir(&run).unwrap();
+        assert_eq!(mode(&run), 0o700);
+        let fresh = t.path().join("fresh/run");
+        ensure_private_dir(&fresh).unwrap();
+        assert_eq!(mode(&fresh), 0o700);
+    }
+
+    #[test]
     fn private_writes_are_0600_with_unique_temp_names() {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("f.json");
