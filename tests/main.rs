@@ -14,6 +14,7 @@ mod image_registry;
 mod image_token;
 mod image_transfer;
 mod image_unpack;
+mod limits;
 mod malformed;
 mod network;
 mod network_compose;

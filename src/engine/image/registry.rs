@@ -680,6 +680,17 @@ impl ImageStore {
         progress: &ProgressFn,
     ) -> Result<()> {
         if self.layout().has_blob(digest) {
+            // The same digest is the same bytes: a descriptor that gives another size lies.
+            let path = self.layout().blob_path(digest)?;
+            let held = std::fs::metadata(&path)
+                .map_err(io_ctx(format!("cannot stat {}", path.display())))?
+                .len();
+            layout::check_size(
+                &format!("blob {digest} of {shown}"),
+                size,
+                held,
+                "the store holds",
+            )?;
             progress(Progress::Skipped {
                 digest: digest.to_string(),
             });
