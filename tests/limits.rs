@@ -93,6 +93,10 @@ fn run_bounded_with(mut cmd: Command, stdin: Stdio) -> Bounded {
         });
     }
     let start = Instant::now();
+    #[expect(
+        clippy::zombie_processes,
+        reason = "reaped by wait4 below, which also gives its peak memory"
+    )]
     let child = cmd.spawn().expect("cannot start tug");
     let pid = i32::try_from(child.id()).unwrap();
     let mut status = 0;
