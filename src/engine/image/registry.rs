@@ -7,10 +7,12 @@
 //! scoped to `repository:<repo>:pull[,push]`, with the credentials if there are any, and send
 //! that token). oci-client does this dance; tug supplies credentials (see [`super::auth`]).
 //!
-//! Pull: the manifest is fetched by tag or digest; a manifest list / OCI index is narrowed to
-//! the host platform; the config and every missing layer are downloaded in parallel into
-//! `.ingest/`, each verified against its digest (and never allowed past its declared size)
-//! before it becomes a blob. A transfer that breaks is resumed: the bytes written so far stay
+//! Pull: the manifest is fetched by tag or digest (by tug's own request, read up to
+//! [`layout::MAX_MANIFEST`]: oci-client reads a body of any size); a manifest list / OCI
+//! index is narrowed to the host platform; the config (at most [`layout::MAX_CONFIG`]) and
+//! every missing layer are downloaded in parallel into `.ingest/`, each verified against its
+//! digest and its descriptor's size (never written past it, refused when shorter) before it
+//! becomes a blob. A transfer that breaks is resumed: the bytes written so far stay
 //! in the ingest file with their running hash, and the next request asks for the rest with an
 //! HTTP `Range: bytes=N-` header (`206 Partial Content`); a registry that answers `200` with
 //! the whole blob instead gets a fresh ingest file. A pull is a transfer, like `skopeo copy`:
