@@ -242,6 +242,13 @@ fn set_mode(path: &Path, mode: u32, changed: &mut usize) -> io::Result<()> {
     Ok(())
 }
 
+/// [`set_mode`] for the walk of an older root: a path that cannot be changed (an immutable
+/// file, a read-only mount inside the root) is left as it is; the root's own `0700` is the
+/// barrier, the modes below are a second one.
+fn try_mode(path: &Path, mode: u32, changed: &mut usize) {
+    let _ = set_mode(path, mode, changed);
+}
+
 /// Entries of a directory (none when it cannot be read).
 fn entries(dir: &Path) -> Vec<(PathBuf, fs::FileType, String)> {
     let Ok(rd) = fs::read_dir(dir) else {
@@ -258,35 +265,37 @@ fn entries(dir: &Path) -> Vec<(PathBuf, fs::FileType, String)> {
 /// Directories `0700` and regular files `0600` in the whole tree under `dir`, not crossing
 /// into other file systems (mount points) and not following symlinks. `keep_files` names
 /// directories whose files keep their modes (copies of secrets and configs).
-fn tighten_tree(
-    dir: &Path,
-    dev: u64,
-    keep_files: &dyn Fn(&Path) -> bool,
-    changed: &mut usize,
-) -> io::Result<()> {
-    set_mode(dir, DIR_MODE, changed)?;
+fn tighten_tree(dir: &Path, dev: u64, keep_files: &dyn Fn(&Path) -> bool, changed: &mut usize) {
+    try_mode(dir, DIR_MODE, changed);
     let keep = keep_files(dir);
     for (p, t, _) in entries(dir) {
         if t.is_dir() {
             if fs::symlink_metadata(&p).is_ok_and(|m| m.dev() == dev) {
-                tighten_tree(&p, dev, keep_files, changed)?;
+                tighten_tree(&p, dev, keep_files, changed);
             }
         } else if t.is_file() && !keep {
-            set_mode(&p, FILE_MODE, changed)?;
+            try_mode(&p, FILE_MODE, changed);
         }
     }
-    Ok(())
 }
 
 /// The one-time tightening of a root made by an older tug. Content (layers, upper layers,
 /// volumes' data, files bound into containers, network namespaces) keeps its modes.
 fn tighten(root: &Path) -> io::Result<usize> {
     let mut n = 0;
-    set_mode(root, DIR_MODE, &mut n)?;
-    let dev = fs::metadata(root)?.dev();
+    // The root itself may be a symlink (`/var/lib/tug` → a larger disk): its target is
+    // the directory to close.
+    let meta = fs::metadata(root)?;
+    if meta.mode() & 0o7777 != DIR_MODE {
+        fs::set_permissions(root, fs::Permissions::from_mode(DIR_MODE))?;
+        n += 1;
+    }
     for (p, t, name) in entries(root) {
+        // Below each of tug's directories, mount points (another disk holding `images/`
+        // is fine; a mount made inside one is not tug's) are not crossed.
+        let dev = fs::symlink_metadata(&p).map_or(meta.dev(), |m| m.dev());
         if t.is_file() {
-            set_mode(&p, FILE_MODE, &mut n)?;
+            try_mode(&p, FILE_MODE, &mut n);
             continue;
         }
         if !t.is_dir() {
@@ -294,20 +303,20 @@ fn tighten(root: &Path) -> io::Result<usize> {
         }
         match name.as_str() {
             // Layer roots are the image's own directories; network namespaces are mounts.
-            "layers" | "netns" => set_mode(&p, DIR_MODE, &mut n)?,
+            "layers" | "netns" => try_mode(&p, DIR_MODE, &mut n),
             "containers" => {
-                set_mode(&p, DIR_MODE, &mut n)?;
+                try_mode(&p, DIR_MODE, &mut n);
                 for (c, ct, cname) in entries(&p) {
                     if !ct.is_dir() {
                         continue;
                     }
                     if cname == ".names" {
-                        tighten_tree(&c, dev, &|_| false, &mut n)?;
+                        tighten_tree(&c, dev, &|_| false, &mut n);
                         continue;
                     }
-                    set_mode(&c, DIR_MODE, &mut n)?;
-                    set_mode(&c.join("bundle"), DIR_MODE, &mut n)?;
-                    set_mode(&c.join("work"), DIR_MODE, &mut n)?;
+                    try_mode(&c, DIR_MODE, &mut n);
+                    try_mode(&c.join("bundle"), DIR_MODE, &mut n);
+                    try_mode(&c.join("work"), DIR_MODE, &mut n);
                     for f in [
                         "container.json",
                         "state.json",
@@ -316,16 +325,16 @@ fn tighten(root: &Path) -> io::Result<usize> {
                         "stop-requested",
                         "bundle/config.json",
                     ] {
-                        set_mode(&c.join(f), FILE_MODE, &mut n)?;
+                        try_mode(&c.join(f), FILE_MODE, &mut n);
                     }
                 }
             }
             "volumes" => {
-                set_mode(&p, DIR_MODE, &mut n)?;
+                try_mode(&p, DIR_MODE, &mut n);
                 for (v, vt, _) in entries(&p) {
                     if vt.is_dir() {
-                        set_mode(&v, DIR_MODE, &mut n)?;
-                        set_mode(&v.join("volume.json"), FILE_MODE, &mut n)?;
+                        try_mode(&v, DIR_MODE, &mut n);
+                        try_mode(&v.join("volume.json"), FILE_MODE, &mut n);
                     }
                 }
             }
@@ -341,8 +350,8 @@ fn tighten(root: &Path) -> io::Result<usize> {
                         .is_some_and(|f| f == "files")
                 },
                 &mut n,
-            )?,
-            _ => tighten_tree(&p, dev, &|_| false, &mut n)?,
+            ),
+            _ => tighten_tree(&p, dev, &|_| false, &mut n),
         }
     }
     Ok(n)
@@ -465,6 +474,19 @@ mod tests {
         let fresh = t.path().join("fresh/run");
         ensure_private_dir(&fresh).unwrap();
         assert_eq!(mode(&fresh), 0o700);
+    }
+
+    #[test]
+    fn private_root_behind_a_symlink_is_tightened() {
+        let t = tempfile::tempdir().unwrap();
+        let real = t.path().join("disk/tug");
+        fs::create_dir_all(real.join("containers")).unwrap();
+        fs::set_permissions(&real, fs::Permissions::from_mode(0o755)).unwrap();
+        let link = t.path().join("tug");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert!(ensure_root(&link).unwrap().is_some());
+        assert_eq!(mode(&real), 0o700);
+        assert_eq!(mode(&real.join("containers")), 0o700);
     }
 
     #[test]
