@@ -551,7 +551,7 @@ impl ContainerStore {
     /// Opens (creating) the store under `root`.
     pub fn open(root: &Path) -> Result<ContainerStore> {
         let dir = root.join("containers");
-        crate::engine::private::create_dir_all(&dir.join(".names")).map_err(io_err(&dir))?;
+        private::create_dir_all(&dir.join(".names")).map_err(io_err(&dir))?;
         let exe = std::env::var_os("TUG_EXE")
             .map(PathBuf::from)
             .or_else(|| std::env::current_exe().ok())
@@ -718,7 +718,7 @@ impl ContainerStore {
         let name_file = self.dir.join(".names").join(&config.name);
         // Reserve the name; a stale reservation (its container is gone) is taken over.
         let reserve = || {
-            crate::engine::private::open_options()
+            private::open_options()
                 .write(true)
                 .create_new(true)
                 .open(&name_file)
@@ -769,9 +769,10 @@ impl ContainerStore {
         // The container's directory, `bundle/` and `work/` are private (`0700`); `upper/` is
         // the container's `/` and `bundle/rootfs` its mount point: their modes are what the
         // container sees (the directory above keeps other users out).
-        for d in ["", "bundle", "work"] {
+        private::create_dir(&staging).map_err(io_err(&staging))?;
+        for d in ["bundle", "work"] {
             let p = staging.join(d);
-            crate::engine::private::create_dir(&p).map_err(io_err(&p))?;
+            private::create_dir(&p).map_err(io_err(&p))?;
         }
         for d in ["bundle/rootfs", "upper"] {
             let p = staging.join(d);
@@ -838,7 +839,7 @@ impl ContainerStore {
         ];
         let write_mode = |name: &str, bytes: &[u8], mode: u32| -> Result<()> {
             let p = staging.join(name);
-            crate::engine::private::write_new(&p, bytes, mode, sync).map_err(io_err(&p))
+            private::write_new(&p, bytes, mode, sync).map_err(io_err(&p))
         };
         let write = |name: &str, bytes: &[u8]| write_mode(name, bytes, private::FILE_MODE);
         // Bound into the container, read by every user in it.
