@@ -23,15 +23,6 @@ pub const MAX_ENV_FILE: u64 = 1 << 20;
 /// Largest compose file (16 MiB).
 pub const MAX_COMPOSE_FILE: u64 = 16 << 20;
 
-/// A size for messages: `1 MiB`, `16 MiB`, or bytes.
-fn human(n: u64) -> String {
-    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
-        format!("{} MiB", n >> 20)
-    } else {
-        format!("{n} bytes")
-    }
-}
-
 fn io_error(path: &Path, message: String) -> ProjectError {
     ProjectError::Io {
         path: path.to_path_buf(),
@@ -52,10 +43,41 @@ fn read_limited(mut r: impl Read, path: &Path, limit: u64, what: &str) -> Result
     if buf.len() as u64 > limit {
         return Err(io_error(
             path,
-            format!("larger than {}, the limit for {what}", human(limit)),
+            format!("larger than {} MiB, the limit for {what}", limit >> 20),
         ));
     }
     Ok(buf)
+}
+
+/// Opens `path` for reading only if it is a regular file: the open does not block (a FIFO
+/// with no writer is not waited for) and the type is checked on the open descriptor, before
+/// anything is read, so a FIFO or a device such as `/dev/zero` is refused at once. The
+/// error says what the path is instead (`it is a FIFO, not a regular file`).
+///
+/// # Errors
+/// The file cannot be opened or is not a regular file.
+pub fn open_regular(path: &Path) -> std::io::Result<File> {
+    let f = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let t = f.metadata()?.file_type();
+    if t.is_file() {
+        return Ok(f);
+    }
+    let kind = if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else if t.is_dir() {
+        "a directory"
+    } else {
+        "a socket"
+    };
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!("it is {kind}, not a regular file"),
+    ))
 }
 
 /// Reads an env file: a regular file of at most [`MAX_ENV_FILE`].
@@ -68,35 +90,14 @@ pub fn read_env_file(path: &Path) -> Result<Vec<u8>> {
         path: path.to_path_buf(),
         source,
     };
-    let f = File::options()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(io)?;
-    let meta = f.metadata().map_err(io)?;
-    let t = meta.file_type();
-    if !t.is_file() {
-        let kind = if t.is_fifo() {
-            "a FIFO"
-        } else if t.is_char_device() || t.is_block_device() {
-            "a device"
-        } else if t.is_dir() {
-            "a directory"
-        } else {
-            "a socket"
-        };
-        return Err(io_error(
-            path,
-            format!("it is {kind}; env files must be regular files"),
-        ));
-    }
-    if meta.len() > MAX_ENV_FILE {
+    let f = open_regular(path).map_err(io)?;
+    let len = f.metadata().map_err(io)?.len();
+    if len > MAX_ENV_FILE {
         return Err(io_error(
             path,
             format!(
-                "{} bytes, larger than {}, the limit for env files",
-                meta.len(),
-                human(MAX_ENV_FILE)
+                "{len} bytes, larger than {} MiB, the limit for env files",
+                MAX_ENV_FILE >> 20
             ),
         ));
     }
@@ -144,7 +145,7 @@ mod tests {
         let e = read_env_file(Path::new("/dev/zero"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("a device") && e.contains("regular files"), "{e}");
+        assert!(e.contains("a device, not a regular file"), "{e}");
         let e = read_env_file(t.path()).unwrap_err().to_string();
         assert!(e.contains("a directory"), "{e}");
         let fifo = t.path().join("fifo.env");

@@ -884,12 +884,16 @@ impl Stack {
             )));
         }
         let content = if let Some(f) = &obj.file {
-            Content::File(open_regular(f).map_err(|e| {
-                Error::Io(
-                    format!("service {}: {kind} {}: cannot copy {f}", s.name, r.source),
-                    e,
-                )
-            })?)
+            // Only a regular file (a FIFO is not waited on, `/dev/zero` not read), copied by
+            // streaming: never whole in memory.
+            Content::File(
+                crate::project::input::open_regular(Path::new(f)).map_err(|e| {
+                    Error::Io(
+                        format!("service {}: {kind} {}: cannot copy {f}", s.name, r.source),
+                        e,
+                    )
+                })?,
+            )
         } else if let Some(var) = &obj.environment {
             self.project
                 .environment
@@ -949,34 +953,6 @@ impl From<Vec<u8>> for Content {
     fn from(b: Vec<u8>) -> Self {
         Content::Bytes(b)
     }
-}
-
-/// Opens `path` for copying only if it is a regular file: a FIFO is not waited on (the open
-/// does not block) and a device (`/dev/zero`) is not read; the copy streams, so a large file
-/// is never whole in memory.
-fn open_regular(path: &str) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
-    let t = f.metadata()?.file_type();
-    if !t.is_file() {
-        let what = if t.is_fifo() {
-            "a FIFO"
-        } else if t.is_char_device() || t.is_block_device() {
-            "a device"
-        } else if t.is_dir() {
-            "a directory"
-        } else {
-            "a socket"
-        };
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("it is {what}, not a regular file"),
-        ));
-    }
-    Ok(f)
 }
 
 /// Writes a secret or config copy: a private temporary file that gets its owner and mode

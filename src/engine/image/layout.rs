@@ -45,22 +45,17 @@ pub const MAX_MANIFEST: u64 = 4 << 20;
 /// Largest image config tug reads into memory: 16 MiB.
 pub const MAX_CONFIG: u64 = 16 << 20;
 
-/// `4 MiB`, or bytes.
-fn human(n: u64) -> String {
-    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
-        format!("{} MiB", n >> 20)
-    } else {
-        format!("{n} bytes")
-    }
-}
-
 /// Refuses a descriptor whose size is over `limit` (one of [`MAX_MANIFEST`],
-/// [`MAX_CONFIG`]) before anything of it is fetched or read; `kind` names the limit.
+/// [`MAX_CONFIG`], whole MiB) before anything of it is fetched or read; `kind` names the
+/// limit.
 pub fn check_limit(what: &str, size: u64, limit: u64, kind: &str) -> Result<()> {
     if size > limit {
         return Err(Error::Size {
             what: what.to_string(),
-            reason: format!("{size} bytes, over the {} limit for {kind}", human(limit)),
+            reason: format!(
+                "{size} bytes, over the {} MiB limit for {kind}",
+                limit >> 20
+            ),
         });
     }
     Ok(())
