@@ -279,28 +279,41 @@ fn tighten_tree(dir: &Path, dev: u64, keep_files: &dyn Fn(&Path) -> bool, change
     }
 }
 
+/// The directories tug makes directly in a state root; the tightening walks these only.
+const TOP_DIRS: &[&str] = &[
+    "images",
+    "layers",
+    "containers",
+    "volumes",
+    "projects",
+    "networks",
+    "netns",
+    "ports",
+    "runc",
+];
+
 /// The one-time tightening of a root made by an older tug. Content (layers, upper layers,
-/// volumes' data, files bound into containers, network namespaces) keeps its modes.
+/// volumes' data, files bound into containers, network namespaces) keeps its modes, and so
+/// does whatever else the directory holds (a `--root` pointed at a directory with other
+/// things in it changes only tug's). A shared directory (sticky or writable by others, as
+/// `/tmp`) given as the root keeps its own mode: tug's directories in it are private.
 fn tighten(root: &Path) -> io::Result<usize> {
     let mut n = 0;
     // The root itself may be a symlink (`/var/lib/tug` → a larger disk): its target is
     // the directory to close.
     let meta = fs::metadata(root)?;
-    if meta.mode() & 0o7777 != DIR_MODE {
+    let shared = meta.mode() & 0o1002 != 0;
+    if !shared && meta.mode() & 0o7777 != DIR_MODE {
         fs::set_permissions(root, fs::Permissions::from_mode(DIR_MODE))?;
         n += 1;
     }
     for (p, t, name) in entries(root) {
+        if !t.is_dir() || !TOP_DIRS.contains(&name.as_str()) {
+            continue;
+        }
         // Below each of tug's directories, mount points (another disk holding `images/`
         // is fine; a mount made inside one is not tug's) are not crossed.
         let dev = fs::symlink_metadata(&p).map_or(meta.dev(), |m| m.dev());
-        if t.is_file() {
-            try_mode(&p, FILE_MODE, &mut n);
-            continue;
-        }
-        if !t.is_dir() {
-            continue;
-        }
         match name.as_str() {
             // Layer roots are the image's own directories; network namespaces are mounts.
             "layers" | "netns" => try_mode(&p, DIR_MODE, &mut n),
@@ -416,8 +429,17 @@ mod tests {
         open(&root.join("projects/p/files/c1/secret/pw"), 0o444);
         open(&root.join("layers/abc/tmp"), 0o1777);
         open(&root.join(format!("containers/{id}/upper/tmp")), 0o1777);
+        // Not tug's: left as they are.
+        fs::create_dir_all(root.join("notes")).unwrap();
+        fs::write(root.join("notes/todo"), "x").unwrap();
+        fs::write(root.join("README"), "x").unwrap();
+        open(&root.join("notes/todo"), 0o644);
+        open(&root.join("README"), 0o644);
         open(&root, 0o755);
         let r = ensure_root(&root).unwrap().unwrap();
+        assert_eq!(mode(&root.join("notes")), 0o755);
+        assert_eq!(mode(&root.join("notes/todo")), 0o644);
+        assert_eq!(mode(&root.join("README")), 0o644);
         assert!(r.changed > 10, "{r:?}");
         assert_eq!(mode(&root), 0o700);
         for d in [
@@ -474,6 +496,17 @@ mod tests {
         let fresh = t.path().join("fresh/run");
         ensure_private_dir(&fresh).unwrap();
         assert_eq!(mode(&fresh), 0o700);
+    }
+
+    #[test]
+    fn private_shared_directory_as_root_keeps_its_mode() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("shared");
+        fs::create_dir_all(root.join("images")).unwrap();
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o1777)).unwrap();
+        ensure_root(&root).unwrap();
+        assert_eq!(mode(&root), 0o1777);
+        assert_eq!(mode(&root.join("images")), 0o700);
     }
 
     #[test]
