@@ -30,8 +30,9 @@
 //! root would need to traverse the path to its layers, and `0711` on those directories.)
 //!
 //! A root made by an older tug (`0755` directories, `0644` files) is tightened once, by the
-//! first command that opens it ([`ensure_root`]): the root, its directories and the files of
-//! tug's own records get the modes above; content is left alone. A marker file
+//! first command that opens it ([`ensure_root`]): the root, tug's directories in it and the
+//! files of tug's own records get the modes above; content, and anything in the directory
+//! that is not tug's, is left alone. A marker file
 //! (`<root>/.private-v1`) records that it was done, so later commands pay one `stat`.
 
 use std::collections::HashSet;
