@@ -648,11 +648,10 @@ fn hostile_symlink_swapped_between_starts_stays_inside() {
     let Some(env) = Env::new() else { return };
     let canary = Canary::new(&[]);
     let c = canary.p();
-    let img = env.image(
-        &common::unique("hostile-swap"),
-        &[Edit::Dir(&format!("/data{c}"))],
-        None,
-    );
+    // The image has no /data: tug makes it (in the container's upper layer) for the mount,
+    // where the container can rename it (overlayfs renames a lower directory only with
+    // redirect_dir).
+    let img = env.image(&common::unique("hostile-swap"), &[], None);
     let bind = |n: &str| {
         let d = env.root().join(n);
         std::fs::create_dir(&d).unwrap();
@@ -679,10 +678,16 @@ fn hostile_symlink_swapped_between_starts_stays_inside() {
         "-c",
         swap,
     ]);
-    env.until("restarted and running", 20, || {
-        let i = env.inspect(&a);
-        i["state"] == "running" && i["restart_count"].as_u64().unwrap_or(0) >= 1
-    });
+    let mut last = serde_json::Value::Null;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        last = env.inspect(&a);
+        if last["state"] == "running" && last["restart_count"].as_u64().unwrap_or(0) >= 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(last["state"], "running", "not restarted: {last:#}");
     assert_eq!(env.exec(&a, "readlink /data"), "/");
     assert_eq!(env.exec(&a, &canary.check()), "CONTAINED");
     assert_eq!(env.exec(&a, SAME_ROOT), "SAME-ROOT");
@@ -893,4 +898,58 @@ fn mount_target_root_is_refused() {
         err.contains("destination can't be '/'") && err.contains("app"),
         "{err}"
     );
+}
+
+/// A program or working directory reached through a `/proc` magic link is refused, at start
+/// and in `exec`: `/proc/self/exe` of the process that starts the program is tug's own binary
+/// on the host (running it inside the container would hand the container a descriptor of
+/// it), and `/proc/self/fd/N` may be a descriptor of the host.
+#[test]
+fn hostile_magic_link_programs_are_refused() {
+    let Some(env) = Env::new() else { return };
+    let err = env.fails(&[
+        "container",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "busybox",
+        "/proc/self/exe",
+        "version",
+    ]);
+    assert!(err.contains("magic link"), "{err}");
+    let name = common::unique("hm");
+    env.ok(&[
+        "container",
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        &name,
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    let out = env.run(&["container", "exec", &name, "/proc/self/exe", "version"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.status.success() && text.contains("magic link"),
+        "{text}"
+    );
+    // A link in the container's files to the magic link is refused the same way.
+    env.exec(&name, "ln -s /proc/self/exe /bin/selfexe");
+    let out = env.run(&["container", "exec", &name, "selfexe", "version"]);
+    assert!(!out.status.success(), "{out:?}");
+    let out = env.run(&["container", "exec", "-w", "/proc/self/cwd", &name, "pwd"]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("magic link"),
+        "{text}"
+    );
+    env.ok(&["container", "rm", "--force", &name]);
 }
