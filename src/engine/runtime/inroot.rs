@@ -201,18 +201,38 @@ impl Root {
     /// is followed (inside the root) and its target made, as runc does.
     pub fn mkdir_all(&self, path: &Path, mode: Mode) -> nix::Result<OwnedFd> {
         let (_, comps) = parts(path.as_os_str().as_bytes());
+        match self.open_dir(&comps) {
+            Err(Errno::ENOENT) => {}
+            r => return r,
+        }
         self.mkdir_parts(comps, mode, &mut 0)
     }
 
+    /// [`Root::mkdir_all`] for a path known to be missing (the caller just tried it).
+    pub fn mkdir_missing(&self, path: &Path, mode: Mode) -> nix::Result<OwnedFd> {
+        let (_, comps) = parts(path.as_os_str().as_bytes());
+        self.mkdir_parts(comps, mode, &mut 0)
+    }
+
+    /// Makes the missing directory `comps`: first as one `mkdirat` in its parent (the common
+    /// case: only the last component is missing), else one component at a time.
     fn mkdir_parts(
         &self,
         comps: Vec<OsString>,
         mode: Mode,
         links: &mut usize,
     ) -> nix::Result<OwnedFd> {
-        match self.open_dir(&comps) {
-            Err(Errno::ENOENT) => {}
-            r => return r,
+        if let Some((last, parent)) = comps.split_last()
+            && let Ok(dir) = self.open_dir(parent)
+        {
+            match mkdirat(dir.as_fd(), cname(last)?.as_c_str(), mode) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(e),
+            }
+            match self.open_dir(&comps) {
+                Err(Errno::ENOENT) => {}
+                r => return r,
+            }
         }
         let mut queue: std::collections::VecDeque<OsString> = comps.into();
         let mut done: Vec<OsString> = Vec::new();

@@ -419,14 +419,15 @@ fn open_target(root: &Root, m: &Mount, typ: &str, is_bind: bool) -> Result<Owned
         dest: dest.display().to_string(),
         fs: typ.to_string(),
     };
-    let extra = if special {
-        ResolveFlag::RESOLVE_NO_SYMLINKS
+    // proc and sysfs: no symlink on the way, and a directory at the end.
+    let (extra, dir) = if special {
+        (ResolveFlag::RESOLVE_NO_SYMLINKS, OFlag::O_DIRECTORY)
     } else {
-        ResolveFlag::empty()
+        (ResolveFlag::empty(), OFlag::empty())
     };
-    let fd = match root.open_in(dest, OFlag::O_PATH, extra) {
+    let fd = match root.open_in(dest, OFlag::O_PATH | dir, extra) {
         Ok(fd) => fd,
-        Err(Errno::ELOOP) if special => return Err(not_plain()),
+        Err(Errno::ELOOP | Errno::ENOTDIR) if special => return Err(not_plain()),
         Err(Errno::ENOENT) => {
             let is_file = is_bind
                 && m.source()
@@ -435,27 +436,21 @@ fn open_target(root: &Root, m: &Mount, typ: &str, is_bind: bool) -> Result<Owned
             let made = if is_file {
                 root.create_file(dest, Mode::from_bits_truncate(0o644))
             } else {
-                root.mkdir_all(dest, Mode::from_bits_truncate(0o755))
+                root.mkdir_missing(dest, Mode::from_bits_truncate(0o755))
             }
             .map_err(inerr("create", dest))?;
             if !special {
                 return Ok(made);
             }
             // A dangling link was followed to make the directory: refuse it all the same.
-            root.open_in(dest, OFlag::O_PATH, extra)
+            root.open_in(dest, OFlag::O_PATH | dir, extra)
                 .map_err(|e| match e {
-                    Errno::ELOOP => not_plain(),
+                    Errno::ELOOP | Errno::ENOTDIR => not_plain(),
                     e => inerr("open", dest)(e),
                 })?
         }
         Err(e) => return Err(inerr("open", dest)(e)),
     };
-    if special
-        && !nix::sys::stat::fstat(fd.as_fd())
-            .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
-    {
-        return Err(not_plain());
-    }
     Ok(fd)
 }
 
@@ -609,22 +604,27 @@ pub fn create_devices(root: &Root, devices: &[LinuxDevice]) -> Result<()> {
 
 fn make_nodes(root: &Root, devices: &[LinuxDevice]) -> Result<()> {
     // Most nodes share /dev: its descriptor is kept from one node to the next.
-    let mut parent: Option<(PathBuf, OwnedFd)> = None;
+    let mut parent: Option<(PathBuf, OwnedFd, bool)> = None;
     for d in devices {
         let path = d.path();
         let name = path
             .file_name()
             .ok_or_else(|| RootfsError::BadPath(path.display().to_string()))?;
         let dir_path = path.parent().unwrap_or(Path::new("/")).to_path_buf();
-        let dir = match parent.take() {
-            Some((p, fd)) if p == dir_path => fd,
-            _ => root
-                .mkdir_all(&dir_path, Mode::from_bits_truncate(0o755))
-                .map_err(inerr("create", &dir_path))?,
+        let (dir, dir_setgid) = match parent.take() {
+            Some((p, fd, g)) if p == dir_path => (fd, g),
+            _ => {
+                let fd = root
+                    .mkdir_all(&dir_path, Mode::from_bits_truncate(0o755))
+                    .map_err(inerr("create", &dir_path))?;
+                if dir_path != Path::new("/") && root.is_root(fd.as_fd()) {
+                    return Err(RootfsError::TargetIsRoot(dir_path.display().to_string()));
+                }
+                let g = nix::sys::stat::fstat(fd.as_fd())
+                    .map_or(true, |st| st.st_mode & libc::S_ISGID != 0);
+                (fd, g)
+            }
         };
-        if root.is_root(dir.as_fd()) && dir_path != Path::new("/") {
-            return Err(RootfsError::TargetIsRoot(dir_path.display().to_string()));
-        }
         let kind = match d.typ() {
             LinuxDeviceType::B => SFlag::S_IFBLK,
             LinuxDeviceType::P => SFlag::S_IFIFO,
@@ -635,18 +635,35 @@ fn make_nodes(root: &Root, devices: &[LinuxDevice]) -> Result<()> {
             u32::try_from(d.major()).unwrap_or(0),
             u32::try_from(d.minor()).unwrap_or(0),
         );
-        let _ = nix::unistd::unlinkat(dir.as_fd(), name, nix::unistd::UnlinkatFlags::NoRemoveDir);
-        nix::sys::stat::mknodat(dir.as_fd(), name, kind, mode, dev)
-            .map_err(inerr("mknod", path))?;
-        nix::unistd::fchownat(
-            dir.as_fd(),
-            name,
-            Some(nix::unistd::Uid::from_raw(d.uid().unwrap_or(0))),
-            Some(nix::unistd::Gid::from_raw(d.gid().unwrap_or(0))),
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .map_err(inerr("chown", path))?;
-        parent = Some((dir_path, dir));
+        // The common case (a fresh /dev tmpfs) costs one call; a name that is taken (by the
+        // image, or an earlier entry) is removed (never followed) and made again.
+        let mknod = || nix::sys::stat::mknodat(dir.as_fd(), name, kind, mode, dev);
+        match mknod() {
+            Err(Errno::EEXIST) => {
+                let _ = nix::unistd::unlinkat(
+                    dir.as_fd(),
+                    name,
+                    nix::unistd::UnlinkatFlags::NoRemoveDir,
+                );
+                mknod()
+            }
+            r => r,
+        }
+        .map_err(inerr("mknod", path))?;
+        // A new node belongs to root (this process), unless its directory is set-group-ID: a
+        // chown is needed only for another owner.
+        let (uid, gid) = (d.uid().unwrap_or(0), d.gid().unwrap_or(0));
+        if uid != 0 || gid != 0 || dir_setgid {
+            nix::unistd::fchownat(
+                dir.as_fd(),
+                name,
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(inerr("chown", path))?;
+        }
+        parent = Some((dir_path, dir, dir_setgid));
     }
     Ok(())
 }
