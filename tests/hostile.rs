@@ -553,7 +553,8 @@ fn hostile_mount_targets_under_symlinks_stay_inside() {
             Edit::Link("/hop", &format!("d/../{climb}")),
             Edit::Link("/abs", &c),
         ],
-        Some(&canary.check()),
+        // The healthcheck also checks, from inside, that it runs in the container's root.
+        Some(&format!("{}\n{SAME_ROOT}", canary.check())),
     );
     let host_bind = tempfile::Builder::new()
         .prefix("bind-")
@@ -951,5 +952,17 @@ fn hostile_magic_link_programs_are_refused() {
         !out.status.success() && text.contains("magic link"),
         "{text}"
     );
+    // `cp` out does not carry set-ID bits of the container's files onto the host.
+    env.exec(&name, "cp /bin/busybox /tmp/suid && chmod 6755 /tmp/suid");
+    let out = env.root().join("suid-out");
+    env.ok(&[
+        "container",
+        "cp",
+        &format!("{name}:/tmp/suid"),
+        out.to_str().unwrap(),
+    ]);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&out).unwrap().permissions());
+    assert_eq!(mode & 0o7777, 0o755, "mode {mode:o}");
     env.ok(&["container", "rm", "--force", &name]);
 }

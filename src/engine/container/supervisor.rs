@@ -1410,6 +1410,8 @@ pub(super) fn copy(
     if dest.is_dir() {
         let mut a = tar::Archive::new(out);
         a.set_preserve_permissions(true);
+        // Set-ID bits of the container's files are not carried onto the host.
+        a.set_mask(0o6000);
         a.unpack(dest).map_err(|source| ContainerError::Io {
             path: dest.to_path_buf(),
             source,
@@ -1425,6 +1427,8 @@ pub(super) fn copy(
         })?;
         let mut a = tar::Archive::new(out);
         a.set_preserve_permissions(true);
+        // Set-ID bits of the container's files are not carried onto the host.
+        a.set_mask(0o6000);
         a.unpack(tmp.path()).map_err(|source| ContainerError::Io {
             path: dest.to_path_buf(),
             source,

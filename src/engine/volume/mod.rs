@@ -704,8 +704,8 @@ pub fn copy_up(layers: &[PathBuf], target: &str, dest: &Path) -> Result<bool> {
     Ok(found)
 }
 
-/// Removes every entry of the directory `dir` (descriptor-relative, no link followed).
-fn clear_dir(dir: &OwnedFd, path: &Path) -> Result<()> {
+/// The names in the directory `dir` (without `.` and `..`).
+fn entries(dir: &OwnedFd, path: &Path) -> Result<Vec<OsString>> {
     let mut d = nix::dir::Dir::openat(
         dir.as_fd(),
         c".",
@@ -713,13 +713,16 @@ fn clear_dir(dir: &OwnedFd, path: &Path) -> Result<()> {
         Mode::empty(),
     )
     .map_err(sys("read", path))?;
-    let names: Vec<OsString> = d
-        .iter()
+    Ok(d.iter()
         .flatten()
         .map(|e| OsStr::from_bytes(e.file_name().to_bytes()).to_os_string())
         .filter(|n| n != "." && n != "..")
-        .collect();
-    for n in names {
+        .collect())
+}
+
+/// Removes every entry of the directory `dir` (descriptor-relative, no link followed).
+fn clear_dir(dir: &OwnedFd, path: &Path) -> Result<()> {
+    for n in entries(dir, path)? {
         remove_at(dir, &n, &path.join(&n))?;
     }
     Ok(())
@@ -761,21 +764,7 @@ fn copy_attrs(fd: &OwnedFd, st: &FileStat, path: &Path) -> Result<()> {
 /// Copies the entries of the layer directory `src` into `dst` (both descriptors; nothing is
 /// resolved by path, no link is followed).
 fn merge_dir(src: &OwnedFd, dst: &OwnedFd, dst_path: &Path) -> Result<()> {
-    let mut d = nix::dir::Dir::openat(
-        src.as_fd(),
-        c".",
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(sys("read", dst_path))?;
-    let names: Vec<OsString> = d
-        .iter()
-        .flatten()
-        .map(|e| OsStr::from_bytes(e.file_name().to_bytes()).to_os_string())
-        .filter(|n| n != "." && n != "..")
-        .collect();
-    drop(d);
-    for name in names {
+    for name in entries(src, dst_path)? {
         let d_path = dst_path.join(&name);
         let bytes = name.as_bytes();
         if bytes == b".wh..wh..opq" {
