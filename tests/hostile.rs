@@ -966,3 +966,46 @@ fn hostile_magic_link_programs_are_refused() {
     assert_eq!(mode & 0o7777, 0o755, "mode {mode:o}");
     env.ok(&["container", "rm", "--force", &name]);
 }
+
+/// The pivot fails closed: with a mount stacked over the prepared root (what a mount target
+/// resolving to the root used to produce), `rootfs::pivot` refuses after the pivot instead of
+/// letting the program run where the old root or the stacked mount is. Run in a thread of
+/// its own with a private mount namespace, so the test's own view of the host never changes.
+#[test]
+fn hostile_pivot_fails_closed_when_a_mount_is_stacked_over_the_root() {
+    use tug::engine::runtime::{inroot, rootfs};
+    if !common::require_root() {
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("tug-pivot-")
+        .tempdir()
+        .unwrap();
+    let rootfs_path = dir.path().join("rootfs");
+    std::fs::create_dir(&rootfs_path).unwrap();
+    let run = |stack: bool| {
+        let p = rootfs_path.clone();
+        std::thread::spawn(move || -> Result<(), String> {
+            // Only this thread enters the new mount namespace (and is pivoted).
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+                .map_err(|e| format!("unshare: {e}"))?;
+            let root = rootfs::prepare(&p).map_err(|e| e.to_string())?;
+            if stack {
+                nix::mount::mount(
+                    Some("tmpfs"),
+                    inroot::proc_fd(root.fd()).as_str(),
+                    Some("tmpfs"),
+                    nix::mount::MsFlags::empty(),
+                    None::<&str>,
+                )
+                .map_err(|e| format!("stack: {e}"))?;
+            }
+            rootfs::pivot(root).map_err(|e| e.to_string())
+        })
+        .join()
+        .unwrap()
+    };
+    assert_eq!(run(false), Ok(()));
+    let err = run(true).unwrap_err();
+    assert!(err.contains("stacked over the container's root"), "{err}");
+}
