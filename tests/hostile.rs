@@ -1009,3 +1009,41 @@ fn hostile_pivot_fails_closed_when_a_mount_is_stacked_over_the_root() {
     let err = run(true).unwrap_err();
     assert!(err.contains("stacked over the container's root"), "{err}");
 }
+
+/// What a legitimate image does with links still works: `/etc/resolv.conf` as a dangling
+/// relative link (as systemd-resolved images have it) gets its target made inside the
+/// container, and the file is mounted there.
+#[test]
+fn hostile_dangling_resolv_conf_link_is_followed_inside() {
+    let Some(env) = Env::new() else { return };
+    let img = env.image(
+        &common::unique("resolv-link"),
+        &[Edit::Link(
+            "/etc/resolv.conf",
+            "../run/systemd/resolve/stub-resolv.conf",
+        )],
+        None,
+    );
+    let name = common::unique("hd");
+    env.ok(&[
+        "container",
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        &name,
+        &img,
+    ]);
+    assert_eq!(
+        env.exec(&name, "readlink /etc/resolv.conf"),
+        "../run/systemd/resolve/stub-resolv.conf"
+    );
+    let mounts = env.exec(&name, "cat /proc/self/mountinfo");
+    assert!(
+        mounts.contains(" /run/systemd/resolve/stub-resolv.conf "),
+        "{mounts}"
+    );
+    env.exec(&name, "cat /etc/resolv.conf");
+    env.ok(&["container", "rm", "--force", &name]);
+}
