@@ -996,16 +996,13 @@ fn image_user_ids(stack: &Stack, image: &Image) -> (u32, u32) {
     }
     let (u, g) = user.split_once(':').unwrap_or((user.as_str(), ""));
     let layers = stack.images.layer_dirs(image).unwrap_or_default();
+    // Read inside the image's layers: a symlinked /etc never leads to the host's files.
     let lookup = |file: &str, key: &str| -> Option<(u32, u32)> {
-        for dir in layers.iter().rev() {
-            if let Ok(text) = std::fs::read_to_string(dir.join(file)) {
-                for line in text.lines() {
-                    let f: Vec<&str> = line.split(':').collect();
-                    if f.len() >= 4 && f[0] == key {
-                        return Some((f[2].parse().ok()?, f[3].parse().ok()?));
-                    }
-                }
-                return None;
+        let text = crate::engine::container::user::read_image_file(&layers, file)?;
+        for line in text.lines() {
+            let f: Vec<&str> = line.split(':').collect();
+            if f.len() >= 4 && f[0] == key {
+                return Some((f[2].parse().ok()?, f[3].parse().ok()?));
             }
         }
         None

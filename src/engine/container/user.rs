@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::engine::runtime::inroot::Root;
+
 /// A resolved user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecUser {
@@ -18,15 +20,22 @@ pub struct ExecUser {
     pub home: String,
 }
 
-/// Reads a file of the image: the topmost layer (of `layers`, lowest first) that has it.
+/// The largest `/etc/passwd` or `/etc/group` read from an image (larger files are ignored).
+const FILE_LIMIT: u64 = 4 << 20;
+
+/// Reads a file of the image: the topmost layer (of `layers`, lowest first) that has it. The
+/// path is resolved inside each layer (a symlink in the image never leads out of it).
 #[must_use]
 pub fn read_image_file(layers: &[PathBuf], rel: &str) -> Option<String> {
-    layers
-        .iter()
-        .rev()
-        .map(|l| l.join(rel))
-        .find(|p| p.exists())
-        .and_then(|p| std::fs::read_to_string(p).ok())
+    layers.iter().rev().find_map(|l| {
+        let root = Root::open(l).ok()?;
+        read_in(&root, rel)
+    })
+}
+
+fn read_in(root: &Root, rel: &str) -> Option<String> {
+    let bytes = root.read(Path::new(rel), FILE_LIMIT).ok()?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 struct Passwd {
@@ -161,9 +170,12 @@ pub fn resolve_in_layers(
     resolve(spec, group_add, &p, &g)
 }
 
-/// Resolves a user against the files under a root directory (a running container's).
-pub fn resolve_in_root(spec: &str, group_add: &[String], root: &Path) -> Result<ExecUser, String> {
-    resolve_in_layers(spec, group_add, &[root.to_path_buf()])
+/// Resolves a user against the files under a root directory (a running container's), each
+/// resolved inside it.
+pub fn resolve_in_root(spec: &str, group_add: &[String], root: &Root) -> Result<ExecUser, String> {
+    let p = read_in(root, "etc/passwd").unwrap_or_default();
+    let g = read_in(root, "etc/group").unwrap_or_default();
+    resolve(spec, group_add, &p, &g)
 }
 
 #[cfg(test)]

@@ -84,19 +84,3 @@ pub fn join(list: &[(CloneFlags, PathBuf)]) -> Result<()> {
     }
     Ok(())
 }
-
-/// The namespaces of a running process, in the order `exec` joins them (mount last: after it
-/// the host's /proc is no longer reachable).
-#[must_use]
-pub fn of_process(pid: i32) -> Vec<(CloneFlags, PathBuf)> {
-    [
-        ("ipc", CloneFlags::CLONE_NEWIPC),
-        ("uts", CloneFlags::CLONE_NEWUTS),
-        ("net", CloneFlags::CLONE_NEWNET),
-        ("pid", CloneFlags::CLONE_NEWPID),
-        ("mnt", CloneFlags::CLONE_NEWNS),
-    ]
-    .into_iter()
-    .map(|(n, f)| (f, PathBuf::from(format!("/proc/{pid}/ns/{n}"))))
-    .collect()
-}
