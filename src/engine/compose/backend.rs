@@ -982,8 +982,8 @@ fn write_file(path: &Path, content: Content, uid: u32, gid: u32, mode: u32) -> R
     result.map_err(|e| Error::Io(format!("write {}", path.display()), e))
 }
 
-/// The uid and gid the image runs as (its `User`), looked up in the image's /etc/passwd when
-/// it is a name. Root when unknown.
+/// The uid and gid the image runs as (its `User`), resolved in the image's /etc/passwd and
+/// /etc/group as the container's process will be. Root when unknown.
 fn image_user_ids(stack: &Stack, image: &Image) -> (u32, u32) {
     let user = image
         .config
@@ -994,34 +994,9 @@ fn image_user_ids(stack: &Stack, image: &Image) -> (u32, u32) {
     if user.is_empty() {
         return (0, 0);
     }
-    let (u, g) = user.split_once(':').unwrap_or((user.as_str(), ""));
     let layers = stack.images.layer_dirs(image).unwrap_or_default();
-    let lookup = |file: &str, key: &str| -> Option<(u32, u32)> {
-        for dir in layers.iter().rev() {
-            if let Ok(text) = std::fs::read_to_string(dir.join(file)) {
-                for line in text.lines() {
-                    let f: Vec<&str> = line.split(':').collect();
-                    if f.len() >= 4 && f[0] == key {
-                        return Some((f[2].parse().ok()?, f[3].parse().ok()?));
-                    }
-                }
-                return None;
-            }
-        }
-        None
-    };
-    let (uid, mut gid) = match u.parse::<u32>() {
-        Ok(n) => (n, n),
-        Err(_) => lookup("etc/passwd", u).unwrap_or((0, 0)),
-    };
-    if !g.is_empty() {
-        gid = g
-            .parse()
-            .ok()
-            .or_else(|| lookup("etc/group", g).map(|(gid, _)| gid))
-            .unwrap_or(gid);
-    }
-    (uid, gid)
+    crate::engine::container::user::resolve_in_layers(&user, &[], &layers)
+        .map_or((0, 0), |u| (u.uid, u.gid))
 }
 
 /// Where a `volumes_from` entry takes mounts from.
