@@ -199,7 +199,7 @@ fn container_defaults_seen_from_inside_match_docker_and_runc() {
         "net=eth0 lo ",
         "hosts=2",
         "etchostname=probe",
-        "id=uid=0(root) gid=0(root)",
+        "id=uid=0(root) gid=0(root) groups=0(root)",
         "fds=0 1 2 3 ",
     ] {
         assert!(
@@ -231,6 +231,277 @@ fn container_defaults_seen_from_inside_match_docker_and_runc() {
             .join("\n")
     };
     assert_eq!(strip(&ours), strip(&runc), "built-in vs runc");
+}
+
+/// A copy of the busybox rootfs tarball with `extra` (paths relative to a scratch dir made by
+/// `prepare`) appended, imported as `name`.
+fn import_with(env: &Env, name: &str, prepare: impl FnOnce(&Path) -> Vec<&'static str>) {
+    let scratch = tempfile::tempdir().unwrap();
+    let tar = scratch.path().join("image.tar");
+    std::fs::copy(common::busybox_rootfs_tar(), &tar).unwrap();
+    let add = scratch.path().join("add");
+    std::fs::create_dir(&add).unwrap();
+    let entries = prepare(&add);
+    ok(Command::new("tar")
+        .arg("-C")
+        .arg(&add)
+        .arg("--numeric-owner")
+        .arg("-rf")
+        .arg(&tar)
+        .args(entries));
+    env.ok(&["image", "import", tar.to_str().unwrap(), name]);
+}
+
+#[test]
+fn container_supplementary_groups_like_docker() {
+    let Some(env) = Env::new() else { return };
+    // Root gets its primary group as a supplementary one (Docker since CVE-2022-36109).
+    let out = env.ok(&[
+        "container",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "id; grep Groups /proc/self/status",
+    ]);
+    assert_eq!(out, "uid=0(root) gid=0(root) groups=0(root)\nGroups:\t0 \n");
+    // A named user: its primary group and the groups that list it; group_add adds more.
+    let out = env.ok(&[
+        "container",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--user",
+        "app",
+        "--group-add",
+        "7",
+        "busybox",
+        "grep",
+        "Groups",
+        "/proc/self/status",
+    ]);
+    assert_eq!(out, "Groups:\t7 1000 2000 \n");
+    // An explicit group: no memberships from /etc/group, as runc's GetExecUser.
+    let out = env.ok(&[
+        "container",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--user",
+        "app:app",
+        "busybox",
+        "grep",
+        "Groups",
+        "/proc/self/status",
+    ]);
+    assert_eq!(out, "Groups:\t1000 \n");
+    // The same under runc.
+    let out = env.ok(&[
+        "container",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--runtime",
+        "runc",
+        "--user",
+        "app",
+        "busybox",
+        "grep",
+        "Groups",
+        "/proc/self/status",
+    ]);
+    assert_eq!(out, "Groups:\t1000 2000 \n");
+    let e = String::from_utf8_lossy(
+        &env.run(&[
+            "container",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--group-add",
+            "nosuch",
+            "busybox",
+            "true",
+        ])
+        .stderr,
+    )
+    .into_owned();
+    assert!(e.contains("unable to find group nosuch"), "{e}");
+}
+
+#[test]
+fn container_hostile_image_group_file_stays_inside_the_image() {
+    let Some(env) = Env::new() else { return };
+    // A host file the image's /etc/group points at by absolute path: if tug followed the
+    // link on the host, root would get group 4242.
+    let host = tempfile::tempdir().unwrap();
+    let host_group = host.path().join("group");
+    std::fs::write(&host_group, "root:x:0:\nleak:x:4242:root\n").unwrap();
+    let target = host_group.clone();
+    import_with(&env, "evil-link:1", move |d| {
+        std::fs::create_dir(d.join("etc")).unwrap();
+        std::os::unix::fs::symlink(&target, d.join("etc/group")).unwrap();
+        vec!["etc/group"]
+    });
+    let out = env.ok(&[
+        "container",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "evil-link:1",
+        "grep",
+        "Groups",
+        "/proc/self/status",
+    ]);
+    assert_eq!(out, "Groups:\t0 \n", "the host's group file was read");
+    // A FIFO as /etc/passwd: refused at once by name, never waited on.
+    import_with(&env, "evil-fifo:1", |d| {
+        std::fs::create_dir(d.join("etc")).unwrap();
+        nix::unistd::mkfifo(&d.join("etc/passwd"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        vec!["etc/passwd"]
+    });
+    let t0 = Instant::now();
+    let o = env.run(&[
+        "container",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--user",
+        "app",
+        "evil-fifo:1",
+        "true",
+    ]);
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "blocked on the FIFO"
+    );
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("/etc/passwd is a FIFO"),
+        "{o:?}"
+    );
+}
+
+/// `Max open files` (soft, hard) from /proc/self/limits text.
+fn open_files(limits: &str) -> (String, String) {
+    let l = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or_else(|| panic!("no open files limit in {limits}"));
+    let f: Vec<&str> = l.split_whitespace().collect();
+    (f[3].to_string(), f[4].to_string())
+}
+
+#[test]
+fn container_open_files_limit_is_the_engines_hard_limit_and_ulimits_apply() {
+    use std::os::unix::process::CommandExt as _;
+    let Some(env) = Env::new() else { return };
+    let mut own = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills a valid struct.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut own) };
+    let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let hard = own.rlim_max.min(nr_open).to_string();
+    let mine = std::fs::read_to_string("/proc/self/limits").unwrap();
+    let procs = |t: &str| {
+        t.lines()
+            .find(|l| l.starts_with("Max processes"))
+            .map(str::to_string)
+            .unwrap()
+    };
+    for rt in ["tug", "runc"] {
+        // tug itself started with a soft limit of 1024 (a login shell's): the container still
+        // gets the hard limit as both.
+        let mut cmd = env.tug();
+        cmd.args([
+            "container",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--runtime",
+            rt,
+            "busybox",
+            "cat",
+            "/proc/self/limits",
+        ]);
+        // SAFETY: setrlimit is async-signal-safe; it lowers the child's soft limit only.
+        unsafe {
+            cmd.pre_exec(|| {
+                let mut l = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
+                l.rlim_cur = l.rlim_cur.min(1024);
+                libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+                Ok(())
+            });
+        }
+        let limits = ok(&mut cmd);
+        assert_eq!(
+            open_files(&limits),
+            (hard.clone(), hard.clone()),
+            "{rt}: {limits}"
+        );
+        // Other limits are the engine's own, as Docker's containers inherit dockerd's.
+        assert_eq!(procs(&limits), procs(&mine), "{rt}");
+        // --ulimit sets soft and hard as written.
+        let limits = env.ok(&[
+            "container",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--runtime",
+            rt,
+            "--ulimit",
+            "nofile=100:200",
+            "busybox",
+            "cat",
+            "/proc/self/limits",
+        ]);
+        assert_eq!(open_files(&limits), ("100".into(), "200".into()), "{rt}");
+    }
+    // Above what tug may grant (its hard limit without CAP_SYS_RESOURCE, fs.nr_open with
+    // it): a clear error naming the limit, and no container left.
+    let too_many = format!("nofile={0}:{0}", nr_open + 1);
+    let o = env.run(&[
+        "container",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--ulimit",
+        &too_many,
+        "busybox",
+        "true",
+    ]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{o:?}");
+    assert!(
+        e.contains("ulimit nofile: the hard limit") && e.contains(&(nr_open + 1).to_string()),
+        "{e}"
+    );
+    assert!(
+        env.ids().is_empty(),
+        "a refused container was left: {:?}",
+        env.ids()
+    );
 }
 
 #[test]

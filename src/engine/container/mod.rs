@@ -815,6 +815,9 @@ impl ContainerStore {
             joined_netns: joined,
         })
         .map_err(ContainerError::Invalid)?;
+        if let Some(p) = spec.process() {
+            crate::engine::runtime::process::check_rlimits(p).map_err(ContainerError::Invalid)?;
+        }
         let spec_us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(0);
         // An auto-removed container does not outlive its run: its files skip the fsync
         // (a power loss leaves garbage that `list` removes, never a half-written file).

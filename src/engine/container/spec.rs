@@ -348,17 +348,18 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
         .additional_gids(input.user.groups.clone())
         .build()
         .map_err(|e| e.to_string())?;
-    let mut pb = ProcessBuilder::default()
+    let pb = ProcessBuilder::default()
         .terminal(c.tty)
         .user(user)
         .args(args)
         .env(env)
         .cwd(cwd)
         .capabilities(capabilities)
-        .no_new_privileges(nnp);
-    if !rlimits.is_empty() {
-        pb = pb.rlimits(rlimits);
-    }
+        .no_new_privileges(nnp)
+        // Only the limits asked for (oci-spec's default would be 1024 open files); the rest
+        // are the engine's own, the open-files soft limit raised to its hard limit (see
+        // `runtime::process::apply_rlimits`), as Docker's containers inherit dockerd's.
+        .rlimits(rlimits);
     let process = pb.build().map_err(|e| e.to_string())?;
 
     let shm = c.resources.shm_size.unwrap_or(64 << 20);
@@ -677,6 +678,8 @@ mod tests {
                 .contains(&"/proc/kcore".to_string())
         );
         assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(true));
+        // No resource limit unless asked for (not oci-spec's 1024 open files).
+        assert_eq!(p.rlimits().as_deref(), Some(&[][..]));
         let ns = l.namespaces().as_ref().unwrap();
         assert_eq!(ns.len(), 5);
         let bad = ContainerConfig {

@@ -194,7 +194,10 @@ fn read_regular_in(root: &Path, rel: &Path, shown: &str) -> Result<String, Strin
         ));
     }
     // Reopen the checked inode itself for reading (not the path again).
-    let reopen = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&path_fd));
+    let reopen = format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&path_fd)
+    );
     let f = File::options()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
