@@ -1773,3 +1773,82 @@ fn container_rm_reports_first_then_deletes_and_stale_trash_is_purged() {
     env.ok(&["container", "ls", "-a"]);
     assert!(!stale.exists(), "stale trash left");
 }
+
+/// What a container sees of its cgroups, per runtime: `/proc/self/cgroup`, the memory limit
+/// where the machine's layout puts it, the cgroup2 tree's member list, and whether writes
+/// are refused.
+const CGROUP_PROBE: &str = r#"
+echo "self=$(cut -d: -f3 /proc/self/cgroup | sort -u | tr '\n' ' ')"
+if [ -e /sys/fs/cgroup/memory.max ]; then
+  echo "limit=$(cat /sys/fs/cgroup/memory.max)"
+else
+  echo "limit=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes)"
+fi
+for d in /sys/fs/cgroup /sys/fs/cgroup/unified; do
+  [ -f $d/cgroup.procs ] && echo "v2procs=$(wc -l < $d/cgroup.procs)"
+done
+mkdir /sys/fs/cgroup/memory/x /sys/fs/cgroup/x 2>/dev/null && echo write=allowed || echo write=refused
+"#;
+
+#[test]
+fn container_sees_its_own_cgroup_read_only_with_its_memory_limit() {
+    let Some(env) = Env::new() else { return };
+    let layout = tug::engine::runtime::cgroups::Layout::detect().unwrap();
+    for rt in ["tug", "runc"] {
+        let out = env.ok(&[
+            "container",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--runtime",
+            rt,
+            "-m",
+            "64m",
+            "busybox",
+            "sh",
+            "-c",
+            CGROUP_PROBE,
+        ]);
+        // A cgroup namespace: the container's cgroup is the root of every hierarchy.
+        assert!(out.lines().any(|l| l == "self=/ "), "{rt}: {out}");
+        assert!(out.lines().any(|l| l == "limit=67108864"), "{rt}: {out}");
+        assert!(out.lines().any(|l| l == "write=refused"), "{rt}: {out}");
+        // The cgroup2 tree (pure v2, or the unified tree of a hybrid machine) is the
+        // container's own: only the probe's processes are members (runc shows no unified
+        // tree on a hybrid machine, as under Docker).
+        let v2_shown = out.lines().find_map(|l| l.strip_prefix("v2procs="));
+        match (&layout, rt) {
+            (tug::engine::runtime::cgroups::Layout::V1 { .. }, _)
+            | (tug::engine::runtime::cgroups::Layout::Hybrid { .. }, "runc") => {}
+            _ => {
+                let n: u32 = v2_shown
+                    .unwrap_or_else(|| panic!("{rt}: no cgroup2 tree in {out}"))
+                    .trim()
+                    .parse()
+                    .unwrap();
+                assert!((1..=4).contains(&n), "{rt}: {n} members: {out}");
+            }
+        }
+    }
+    // An exec joins the same namespace and sees the same.
+    let id = env
+        .ok(&[
+            "container",
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "-m",
+            "32m",
+            "busybox",
+            "sleep",
+            "1000",
+        ])
+        .trim()
+        .to_string();
+    let out = env.ok(&["container", "exec", &id, "sh", "-c", CGROUP_PROBE]);
+    assert!(out.lines().any(|l| l == "self=/ "), "{out}");
+    assert!(out.lines().any(|l| l == "limit=33554432"), "{out}");
+    env.ok(&["container", "rm", "--force", &id]);
+}

@@ -369,6 +369,11 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
     } else {
         &["nosuid", "noexec", "nodev", "ro"]
     };
+    let cgroup_opts: &[&str] = if c.privileged {
+        &["nosuid", "noexec", "nodev", "relatime", "rw"]
+    } else {
+        &["nosuid", "noexec", "nodev", "relatime", "ro"]
+    };
     let dir = |f: &str| input.state_dir.join(f).display().to_string();
     let mut mounts = vec![
         mnt("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
@@ -392,6 +397,9 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
             ],
         ),
         mnt("/sys", "sysfs", "sysfs", sys_opts),
+        // The container's own cgroups (read-only unless privileged), seen through its cgroup
+        // namespace; the runtime expands this for the machine's layout.
+        mnt("/sys/fs/cgroup", "cgroup", "cgroup", cgroup_opts),
         mnt(
             "/dev/mqueue",
             "mqueue",
@@ -472,7 +480,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
         }
     }
     // Mount parents before children.
-    let fixed = 9;
+    let fixed = 10;
     mounts[fixed..].sort_by_key(|m| m.destination().components().count());
 
     let mut namespaces = vec![];
@@ -481,6 +489,9 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
         LinuxNamespaceType::Ipc,
         LinuxNamespaceType::Uts,
         LinuxNamespaceType::Mount,
+        // Docker's default on cgroup v2 (`cgroupns=private`), here on every layout: the
+        // container sees its own cgroup as the root, never the host's tree.
+        LinuxNamespaceType::Cgroup,
     ] {
         namespaces.push(
             LinuxNamespaceBuilder::default()
@@ -681,7 +692,23 @@ mod tests {
         // No resource limit unless asked for (not oci-spec's 1024 open files).
         assert_eq!(p.rlimits().as_deref(), Some(&[][..]));
         let ns = l.namespaces().as_ref().unwrap();
-        assert_eq!(ns.len(), 5);
+        assert_eq!(ns.len(), 6);
+        assert!(
+            ns.iter()
+                .any(|n| n.typ() == LinuxNamespaceType::Cgroup && n.path().is_none())
+        );
+        // The cgroup view: one `cgroup` mount at /sys/fs/cgroup, read-only, after /sys.
+        let mounts = spec.mounts().as_ref().unwrap();
+        let at = |d: &str| {
+            mounts
+                .iter()
+                .position(|m| m.destination() == Path::new(d))
+                .unwrap()
+        };
+        let cg = &mounts[at("/sys/fs/cgroup")];
+        assert_eq!(cg.typ().as_deref(), Some("cgroup"));
+        assert!(cg.options().as_ref().unwrap().contains(&"ro".to_string()));
+        assert!(at("/sys") < at("/sys/fs/cgroup"));
         let bad = ContainerConfig {
             working_dir: Some("rel".into()),
             command: Some(vec!["x".into()]),

@@ -332,8 +332,7 @@ pub fn mount_one(rootfs: &Path, m: &Mount) -> Result<()> {
     let typ = m.typ().as_deref().unwrap_or("none");
     let is_bind = flags.contains(MsFlags::MS_BIND) || typ == "bind";
     if typ == "cgroup" || typ == "cgroup2" {
-        // tug containers do not see the cgroup tree (a private cgroup namespace is not used).
-        return Ok(());
+        return mount_cgroup_view(&target, flags);
     }
     ensure_target(m.source().as_deref(), &target, is_bind)?;
     if is_bind {
@@ -395,6 +394,66 @@ pub fn mount_one(rootfs: &Path, m: &Mount) -> Result<()> {
             None::<&str>,
         )
         .map_err(merr(&target))?;
+    }
+    Ok(())
+}
+
+/// Mounts the container's view of its own cgroups at `target` (see
+/// [`super::cgroups::container_view`]); `flags` are the spec mount's (`ro` unless
+/// privileged, `nosuid`, `nodev`, `noexec`). The process is already in its cgroup namespace.
+fn mount_cgroup_view(target: &Path, flags: MsFlags) -> Result<()> {
+    use super::cgroups::{Layout, ViewMount, container_view};
+    let layout = Layout::detect().map_err(|e| RootfsError::Io {
+        what: "detect the cgroup layout for",
+        path: target.display().to_string(),
+        source: io::Error::other(e.to_string()),
+    })?;
+    let read_only = flags.contains(MsFlags::MS_RDONLY);
+    let base = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let fs_flags = base | (flags & (MsFlags::MS_RDONLY | MsFlags::MS_RELATIME));
+    for step in container_view(&layout, target, read_only) {
+        match step {
+            ViewMount::Tmpfs(dir) => {
+                ensure_target(None, &dir, false)?;
+                mount(Some("tmpfs"), &dir, Some("tmpfs"), base, Some("mode=755"))
+                    .map_err(merr(&dir))?;
+            }
+            ViewMount::V1 { dir, options } => {
+                fs::create_dir_all(&dir).map_err(ioerr("create", &dir))?;
+                mount(
+                    Some("cgroup"),
+                    &dir,
+                    Some("cgroup"),
+                    fs_flags,
+                    Some(options.as_str()),
+                )
+                .map_err(merr(&dir))?;
+            }
+            ViewMount::V2(dir) => {
+                ensure_target(None, &dir, false)?;
+                mount(
+                    Some("cgroup2"),
+                    &dir,
+                    Some("cgroup2"),
+                    fs_flags,
+                    None::<&str>,
+                )
+                .map_err(merr(&dir))?;
+            }
+            ViewMount::Symlink { link, target } => {
+                symlink(&target, &link).map_err(ioerr("symlink", &link))?;
+            }
+            ViewMount::RemountReadOnly(dir) => {
+                mount(
+                    None::<&str>,
+                    &dir,
+                    None::<&str>,
+                    MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | base,
+                    Some("mode=755"),
+                )
+                .map_err(merr(&dir))?;
+            }
+        }
     }
     Ok(())
 }
