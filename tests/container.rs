@@ -233,25 +233,6 @@ fn container_defaults_seen_from_inside_match_docker_and_runc() {
     assert_eq!(strip(&ours), strip(&runc), "built-in vs runc");
 }
 
-/// A copy of the busybox rootfs tarball with `extra` (paths relative to a scratch dir made by
-/// `prepare`) appended, imported as `name`.
-fn import_with(env: &Env, name: &str, prepare: impl FnOnce(&Path) -> Vec<&'static str>) {
-    let scratch = tempfile::tempdir().unwrap();
-    let tar = scratch.path().join("image.tar");
-    std::fs::copy(common::busybox_rootfs_tar(), &tar).unwrap();
-    let add = scratch.path().join("add");
-    std::fs::create_dir(&add).unwrap();
-    let entries = prepare(&add);
-    ok(Command::new("tar")
-        .arg("-C")
-        .arg(&add)
-        .arg("--numeric-owner")
-        .arg("-rf")
-        .arg(&tar)
-        .args(entries));
-    env.ok(&["image", "import", tar.to_str().unwrap(), name]);
-}
-
 #[test]
 fn container_supplementary_groups_like_docker() {
     let Some(env) = Env::new() else { return };
@@ -344,10 +325,10 @@ fn container_hostile_image_group_file_stays_inside_the_image() {
     let host_group = host.path().join("group");
     std::fs::write(&host_group, "root:x:0:\nleak:x:4242:root\n").unwrap();
     let target = host_group.clone();
-    import_with(&env, "evil-link:1", move |d| {
+    common::busybox_image_with(env.root(), "evil-link:1", &[], move |d| {
         std::fs::create_dir(d.join("etc")).unwrap();
         std::os::unix::fs::symlink(&target, d.join("etc/group")).unwrap();
-        vec!["etc/group"]
+        vec!["etc/group".into()]
     });
     let out = env.ok(&[
         "container",
@@ -362,10 +343,10 @@ fn container_hostile_image_group_file_stays_inside_the_image() {
     ]);
     assert_eq!(out, "Groups:\t0 \n", "the host's group file was read");
     // A FIFO as /etc/passwd: refused at once by name, never waited on.
-    import_with(&env, "evil-fifo:1", |d| {
+    common::busybox_image_with(env.root(), "evil-fifo:1", &[], |d| {
         std::fs::create_dir(d.join("etc")).unwrap();
         nix::unistd::mkfifo(&d.join("etc/passwd"), nix::sys::stat::Mode::S_IRWXU).unwrap();
-        vec!["etc/passwd"]
+        vec!["etc/passwd".into()]
     });
     let t0 = Instant::now();
     let o = env.run(&[
@@ -1851,4 +1832,143 @@ fn container_sees_its_own_cgroup_read_only_with_its_memory_limit() {
     assert!(out.lines().any(|l| l == "self=/ "), "{out}");
     assert!(out.lines().any(|l| l == "limit=33554432"), "{out}");
     env.ok(&["container", "rm", "--force", &id]);
+}
+
+/// Volume names in the state root.
+fn volume_names(env: &Env) -> Vec<String> {
+    env.ok(&["volume", "ls", "-q"])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn container_image_volumes_are_anonymous_volumes_filled_from_the_image() {
+    let Some(env) = Env::new() else { return };
+    common::busybox_image_with(
+        env.root(),
+        "volimg:1",
+        &["VOLUME /data", "VOLUME /cache/"],
+        |d| {
+            std::fs::create_dir(d.join("data")).unwrap();
+            std::fs::write(d.join("data/seed"), "seeded\n").unwrap();
+            vec!["data".into()]
+        },
+    );
+    // Each VOLUME path is a mount of its own, holding the image's content.
+    let id = env
+        .ok(&[
+            "container",
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "volimg:1",
+            "sh",
+            "-c",
+            "cp /data/seed /data/copy; exec sleep 1000",
+        ])
+        .trim()
+        .to_string();
+    let vols = volume_names(&env);
+    assert_eq!(vols.len(), 2, "{vols:?}");
+    let mounts = env.ok(&[
+        "container",
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "awk '$5==\"/data\"||$5==\"/cache\"{print $5}' /proc/self/mountinfo | sort",
+    ]);
+    assert_eq!(mounts, "/cache\n/data\n");
+    // What the container writes there is in a volume, outside its writable layer.
+    env.until("the copy in the volume", 10, || {
+        vols.iter().any(|v| {
+            let v: serde_json::Value =
+                serde_json::from_str(&env.ok(&["volume", "inspect", v])).unwrap();
+            let dir = v[0]["mountpoint"].as_str().unwrap().to_string();
+            std::fs::read_to_string(Path::new(&dir).join("copy")).is_ok_and(|c| c == "seeded\n")
+        })
+    });
+    // `rm` keeps them (for `volume prune`); `rm -v` deletes them.
+    let keep = env
+        .ok(&[
+            "container",
+            "create",
+            "--network",
+            "none",
+            "volimg:1",
+            "true",
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(volume_names(&env).len(), 4);
+    env.ok(&["container", "rm", &keep]);
+    assert_eq!(
+        volume_names(&env).len(),
+        4,
+        "plain rm keeps anonymous volumes"
+    );
+    env.ok(&["volume", "prune"]);
+    assert_eq!(volume_names(&env), vols, "prune takes the unused ones only");
+    env.ok(&["container", "rm", "--force", "-v", &id]);
+    assert!(
+        volume_names(&env).is_empty(),
+        "rm -v leaves {:?}",
+        volume_names(&env)
+    );
+    // `run --rm` deletes them when the container goes.
+    let out = env.ok(&[
+        "container",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "volimg:1",
+        "cat",
+        "/data/seed",
+    ]);
+    assert_eq!(out, "seeded\n");
+    assert!(
+        volume_names(&env).is_empty(),
+        "run --rm leaves {:?}",
+        volume_names(&env)
+    );
+    // A bind at a VOLUME path takes its place; `-v PATH` asks for another anonymous one.
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("seed"), "from the host\n").unwrap();
+    let bind = format!("{}:/data", host.path().display());
+    let id = env
+        .ok(&[
+            "container",
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "-v",
+            &bind,
+            "-v",
+            "/extra",
+            "volimg:1",
+            "sleep",
+            "1000",
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(
+        env.ok(&["container", "exec", &id, "cat", "/data/seed"]),
+        "from the host\n"
+    );
+    let mounts = env.ok(&[
+        "container",
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "awk '$5==\"/extra\"||$5==\"/cache\"{print $5}' /proc/self/mountinfo | sort",
+    ]);
+    assert_eq!(mounts, "/cache\n/extra\n");
+    assert_eq!(volume_names(&env).len(), 2, "{:?}", volume_names(&env));
+    env.ok(&["container", "rm", "--force", "-v", &id]);
+    assert!(volume_names(&env).is_empty());
 }

@@ -451,7 +451,12 @@ impl Supervisor {
                     // filesystem (from the trash: the unmount waits for an RCU grace period)
                     // and delete its files.
                     let trash = self.store.retire_keeping_mount(&self.id);
-                    if !matches!(trash, Ok(Some(_))) {
+                    if matches!(trash, Ok(Some(_))) {
+                        // Its anonymous volumes go with it, before the exit is reported (as
+                        // `docker run --rm` returns once they are gone).
+                        self.store
+                            .remove_anonymous_volumes(&self.rec.config.anonymous_volumes);
+                    } else {
                         self.save();
                     }
                     status.send(&format!("exit {code}"));

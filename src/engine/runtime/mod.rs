@@ -413,6 +413,10 @@ fn child_main(
         return "the spec has no process".to_string();
     };
     if init {
+        // The init gets the resource limits too (runc sets them before it execs an init).
+        if let Err(e) = process::apply_rlimits(&proc_) {
+            return e.to_string();
+        }
         init::block_all();
         // SAFETY: this process is single-threaded (a clone child of the supervisor).
         match unsafe { nix::unistd::fork() } {
