@@ -8,6 +8,7 @@ mod container;
 mod container_cgroup;
 mod container_devices;
 mod container_net;
+mod hostile;
 mod image;
 mod image_archive;
 mod image_registry;

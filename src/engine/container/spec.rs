@@ -433,6 +433,21 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
                 m.target
             ));
         }
+        // A mount over the container's root filesystem: Docker refuses it with these words.
+        if crate::engine::runtime::inroot::components(Path::new(&m.target))
+            .is_some_and(|c| c.is_empty())
+        {
+            let kind = match m.kind {
+                MountKind::Bind => "bind",
+                MountKind::Volume => "volume",
+                MountKind::Tmpfs => "tmpfs",
+            };
+            return Err(format!(
+                "invalid mount config for type \"{kind}\": invalid specification: destination can't be '/' ({}:{})",
+                m.source.display(),
+                m.target
+            ));
+        }
         let mut opts: Vec<String> = Vec::new();
         match m.kind {
             MountKind::Bind | MountKind::Volume => {

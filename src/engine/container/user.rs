@@ -24,6 +24,8 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 
+use crate::engine::runtime::inroot::Root;
+
 /// A resolved user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecUser {
@@ -157,41 +159,61 @@ fn locate(layers: &[PathBuf], path: &str) -> Result<Option<(usize, PathBuf)>, St
     }
 }
 
-/// Opens `rel` under `root` for reading: resolved with `RESOLVE_IN_ROOT` (no magic links),
+/// Why a file could not be read.
+enum ReadError {
+    /// It does not exist.
+    Missing,
+    /// Anything else, as a message naming the file.
+    Other(String),
+}
+
+/// Reads `rel` under the directory `dir`: resolved with `RESOLVE_IN_ROOT` (no magic links),
 /// a regular file only (checked on a path descriptor before the file itself is opened, so a
 /// FIFO or a device is never opened), at most [`MAX_FILE`] bytes. `shown` names the file in
 /// errors.
-fn read_regular_in(root: &Path, rel: &Path, shown: &str) -> Result<String, String> {
-    let dir = File::open(root).map_err(|e| format!("cannot open {}: {e}", root.display()))?;
+fn read_regular_at(
+    dir: std::os::fd::BorrowedFd<'_>,
+    rel: &Path,
+    shown: &str,
+) -> Result<String, ReadError> {
     let how = OpenHow::new()
-        .flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    let path_fd = openat2(dir.as_fd(), rel, how)
-        .map_err(|e| format!("cannot open {shown}: {}", std::io::Error::from(e)))?;
-    let md = File::from(path_fd.try_clone().map_err(|e| e.to_string())?)
-        .metadata()
-        .map_err(|e| format!("cannot stat {shown}: {e}"))?;
-    let t = md.file_type();
-    if !t.is_file() {
-        let kind = if t.is_fifo() {
-            "a FIFO"
-        } else if t.is_char_device() || t.is_block_device() {
-            "a device"
-        } else if t.is_dir() {
-            "a directory"
-        } else if t.is_symlink() {
-            "a symbolic link"
-        } else {
-            "a socket"
-        };
-        return Err(format!("{shown} is {kind}, not a regular file"));
+    let path_fd = match openat2(dir, rel, how) {
+        Ok(fd) => fd,
+        Err(nix::Error::ENOENT) => return Err(ReadError::Missing),
+        Err(e) => {
+            return Err(ReadError::Other(format!(
+                "cannot open {shown}: {}",
+                std::io::Error::from(e)
+            )));
+        }
+    };
+    let fail =
+        |what: &str, e: std::io::Error| ReadError::Other(format!("cannot {what} {shown}: {e}"));
+    let md = nix::sys::stat::fstat(path_fd.as_fd())
+        .map_err(|e| fail("stat", std::io::Error::from(e)))?;
+    let kind = match md.st_mode & libc::S_IFMT {
+        libc::S_IFREG => None,
+        libc::S_IFIFO => Some("a FIFO"),
+        libc::S_IFCHR | libc::S_IFBLK => Some("a device"),
+        libc::S_IFDIR => Some("a directory"),
+        libc::S_IFLNK => Some("a symbolic link"),
+        _ => Some("a socket"),
+    };
+    if let Some(kind) = kind {
+        return Err(ReadError::Other(format!(
+            "{shown} is {kind}, not a regular file"
+        )));
     }
-    if md.len() > MAX_FILE {
-        return Err(format!(
-            "{shown} has {} bytes, more than the {} MiB tug reads",
-            md.len(),
+    let too_big = || {
+        ReadError::Other(format!(
+            "{shown} is larger than the {} MiB tug reads",
             MAX_FILE >> 20
-        ));
+        ))
+    };
+    if u64::try_from(md.st_size).unwrap_or(0) > MAX_FILE {
+        return Err(too_big());
     }
     // Reopen the checked inode itself for reading (not the path again).
     let reopen = format!(
@@ -202,16 +224,13 @@ fn read_regular_in(root: &Path, rel: &Path, shown: &str) -> Result<String, Strin
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(&reopen)
-        .map_err(|e| format!("cannot open {shown}: {e}"))?;
+        .map_err(|e| fail("open", e))?;
     let mut buf = Vec::new();
     f.take(MAX_FILE + 1)
         .read_to_end(&mut buf)
-        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+        .map_err(|e| fail("read", e))?;
     if buf.len() as u64 > MAX_FILE {
-        return Err(format!(
-            "{shown} is larger than the {} MiB tug reads",
-            MAX_FILE >> 20
-        ));
+        return Err(too_big());
     }
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
@@ -222,9 +241,20 @@ fn read_regular_in(root: &Path, rel: &Path, shown: &str) -> Result<String, Strin
 /// # Errors
 /// A symlink loop, or a file that is not a regular file or is too large.
 pub fn read_image_file(layers: &[PathBuf], path: &str) -> Result<Option<String>, String> {
-    match locate(layers, path)? {
-        Some((l, rel)) => read_regular_in(&layers[l], &rel, path).map(Some),
-        None => Ok(None),
+    let Some((l, rel)) = locate(layers, path)? else {
+        return Ok(None);
+    };
+    let root = Root::open(&layers[l]).map_err(|e| {
+        format!(
+            "cannot open {}: {}",
+            layers[l].display(),
+            std::io::Error::from(e)
+        )
+    })?;
+    match read_regular_at(root.fd(), &rel, path) {
+        Ok(text) => Ok(Some(text)),
+        Err(ReadError::Missing) => Ok(None),
+        Err(ReadError::Other(e)) => Err(e),
     }
 }
 
@@ -373,13 +403,22 @@ pub fn resolve_in_layers(
     resolve(spec, group_add, &p, &g)
 }
 
-/// Resolves a user against the files under a root directory (a running container's,
-/// `/proc/<pid>/root`), resolved inside that root.
+/// Resolves a user against the files of a running container's root (`/proc/<pid>/root`,
+/// held open), resolved inside it: a link never leads out, a FIFO is never opened.
 ///
 /// # Errors
 /// As [`resolve_in_layers`].
-pub fn resolve_in_root(spec: &str, group_add: &[String], root: &Path) -> Result<ExecUser, String> {
-    resolve_in_layers(spec, group_add, &[root.to_path_buf()])
+pub fn resolve_in_root(spec: &str, group_add: &[String], root: &Root) -> Result<ExecUser, String> {
+    let read = |path: &str| -> Result<String, String> {
+        match read_regular_at(root.fd(), Path::new(path), path) {
+            Err(ReadError::Missing) => Ok(String::new()),
+            Err(ReadError::Other(e)) => Err(e),
+            Ok(text) => Ok(text),
+        }
+    };
+    let p = read("/etc/passwd")?;
+    let g = read("/etc/group")?;
+    resolve(spec, group_add, &p, &g)
 }
 
 #[cfg(test)]
@@ -472,7 +511,7 @@ mod tests {
         // A running container's root is read the same way: the link stays inside.
         std::fs::remove_file(l.join("etc/passwd")).unwrap();
         std::fs::write(l.join("etc/group"), "root:x:0:\nstaff:x:50:root\n").unwrap();
-        let u = resolve_in_root("", &["staff".into()], &l).unwrap();
+        let u = resolve_in_root("", &["staff".into()], &Root::open(&l).unwrap()).unwrap();
         assert_eq!(u.groups, vec![0, 50]);
     }
 }

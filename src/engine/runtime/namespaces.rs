@@ -106,24 +106,6 @@ pub fn join(list: &[(CloneFlags, PathBuf)]) -> Result<()> {
     Ok(())
 }
 
-/// The namespaces of a running process, in the order `exec` joins them (the cgroup one after
-/// the caller has entered the container's cgroups; mount last: after it the host's /proc is
-/// no longer reachable).
-#[must_use]
-pub fn of_process(pid: i32) -> Vec<(CloneFlags, PathBuf)> {
-    [
-        ("cgroup", CloneFlags::CLONE_NEWCGROUP),
-        ("ipc", CloneFlags::CLONE_NEWIPC),
-        ("uts", CloneFlags::CLONE_NEWUTS),
-        ("net", CloneFlags::CLONE_NEWNET),
-        ("pid", CloneFlags::CLONE_NEWPID),
-        ("mnt", CloneFlags::CLONE_NEWNS),
-    ]
-    .into_iter()
-    .map(|(n, f)| (f, PathBuf::from(format!("/proc/{pid}/ns/{n}"))))
-    .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,9 +141,5 @@ mod tests {
             p.join,
             vec![(CloneFlags::CLONE_NEWNET, PathBuf::from("/run/netns/x"))]
         );
-        // An exec joins the container's cgroup namespace too, the mount namespace last.
-        let names: Vec<CloneFlags> = of_process(1).into_iter().map(|(f, _)| f).collect();
-        assert!(names.contains(&CloneFlags::CLONE_NEWCGROUP));
-        assert_eq!(names.last(), Some(&CloneFlags::CLONE_NEWNS));
     }
 }

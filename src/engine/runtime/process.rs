@@ -310,8 +310,27 @@ pub fn lookup(program: &str, env: &[String], cwd: &Path) -> Option<PathBuf> {
         })
 }
 
-/// Changes to the working directory and replaces this process with the spec's program.
+/// Opens `path` (resolved against this process's root, which is the container's by now)
+/// without following any `/proc` magic link on the way: a working directory or program that
+/// leads through `/proc/self/fd/N`, `/proc/self/exe` or `/proc/<pid>/root` could reach an
+/// object outside the container (a descriptor this process still holds, tug's own binary).
+fn open_no_magic(path: &Path, flags: nix::fcntl::OFlag) -> nix::Result<std::os::fd::OwnedFd> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+    nix::fcntl::openat2(
+        nix::fcntl::AT_FDCWD,
+        path,
+        OpenHow::new()
+            .flags(flags | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_NO_MAGICLINKS),
+    )
+}
+
+/// Changes to the working directory and replaces this process with the spec's program. Both
+/// are opened without following a magic link; the program runs from the descriptor it was
+/// opened as (`execveat`), except a script, which the kernel can only start by path.
 pub fn exec(p: &Process) -> Result<std::convert::Infallible> {
+    use nix::fcntl::OFlag;
+    use std::os::fd::AsFd as _;
     let args = p.args().clone().unwrap_or_default();
     let env = p.env().clone().unwrap_or_default();
     let Some(program) = args.first() else {
@@ -320,19 +339,31 @@ pub fn exec(p: &Process) -> Result<std::convert::Infallible> {
             reason: "no command given".to_string(),
         });
     };
-    let cwd = p.cwd();
-    if let Err(e) = std::env::set_current_dir(cwd) {
-        return Err(ProcessError::Exec {
-            program: program.clone(),
-            reason: format!("working directory {}: {e}", cwd.display()),
-        });
-    }
-    let Some(path) = lookup(program, &env, cwd) else {
-        return Err(ProcessError::Exec {
-            program: program.clone(),
-            reason: "executable file not found in $PATH".to_string(),
-        });
+    let fail = |reason: String| ProcessError::Exec {
+        program: program.clone(),
+        reason,
     };
+    let magic = |e: nix::Error, what: &str| match e {
+        nix::Error::ELOOP => {
+            format!("{what} leads through a /proc magic link (refused) or a symlink loop")
+        }
+        e => e.desc().to_lowercase(),
+    };
+    let cwd = p.cwd();
+    let dir = open_no_magic(cwd, OFlag::O_PATH | OFlag::O_DIRECTORY).map_err(|e| {
+        fail(format!(
+            "working directory {}: {}",
+            cwd.display(),
+            magic(e, "it")
+        ))
+    })?;
+    nix::unistd::fchdir(dir.as_fd())
+        .map_err(|e| fail(format!("working directory {}: {e}", cwd.display())))?;
+    drop(dir);
+    let Some(path) = lookup(program, &env, cwd) else {
+        return Err(fail("executable file not found in $PATH".to_string()));
+    };
+    let exe = open_no_magic(&path, OFlag::O_PATH).map_err(|e| fail(magic(e, "the program")))?;
     let cpath = CString::new(path.as_os_str().as_bytes()).unwrap_or_default();
     let cargs: Vec<CString> = args
         .iter()
@@ -342,11 +373,30 @@ pub fn exec(p: &Process) -> Result<std::convert::Infallible> {
         .iter()
         .map(|a| CString::new(a.as_bytes()).unwrap_or_default())
         .collect();
-    let err = nix::unistd::execve(&cpath, &cargs, &cenv).unwrap_err();
-    Err(ProcessError::Exec {
-        program: program.clone(),
-        reason: err.desc().to_lowercase(),
-    })
+    let err = nix::unistd::execveat(
+        exe.as_fd(),
+        c"",
+        &cargs,
+        &cenv,
+        nix::fcntl::AtFlags::AT_EMPTY_PATH,
+    )
+    .unwrap_err();
+    // ENOENT from a descriptor that exists: a script, whose interpreter would need the
+    // (close-on-exec) descriptor as /dev/fd/N. It runs by path, once the path is checked to
+    // still be the file opened above.
+    let err = if err == nix::Error::ENOENT {
+        let now = open_no_magic(&path, OFlag::O_PATH)
+            .and_then(|fd| nix::sys::stat::fstat(fd.as_fd()))
+            .map_err(|e| fail(magic(e, "the program")))?;
+        let was = nix::sys::stat::fstat(exe.as_fd()).map_err(|e| fail(e.desc().to_lowercase()))?;
+        if (now.st_dev, now.st_ino) != (was.st_dev, was.st_ino) {
+            return Err(fail("the program changed while it was started".to_string()));
+        }
+        nix::unistd::execve(&cpath, &cargs, &cenv).unwrap_err()
+    } else {
+        err
+    };
+    Err(fail(err.desc().to_lowercase()))
 }
 
 #[cfg(test)]
