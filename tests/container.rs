@@ -1346,11 +1346,14 @@ fn container_cgroup_is_joined_by_the_child_in_every_hierarchy() {
     let cg = tug::engine::runtime::cgroups::Cgroup::new(layout, Path::new(&ours));
     let dirs = cg.dirs();
     assert!(!dirs.is_empty());
-    // Every hierarchy tug manages (v1 controllers, name=systemd, the cgroup2 line "0::")
-    // shows the container's cgroup, not the supervisor's.
+    // Seen from the host, every hierarchy tug manages (v1 controllers, name=systemd, the
+    // cgroup2 line "0::") holds the container's process in its cgroup, not the supervisor's.
+    let host = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let joined = host.lines().filter(|l| l.ends_with(&ours)).count();
+    assert_eq!(joined, dirs.len(), "{host}\nexpected: {dirs:?}");
+    // Inside, its cgroup namespace is rooted there: every line reads `/`.
     let lines: Vec<&str> = out.lines().filter(|l| l.contains(':')).collect();
-    let inside = lines.iter().filter(|l| l.ends_with(&ours)).count();
-    assert_eq!(inside, dirs.len(), "{out}\nexpected: {dirs:?}");
+    assert!(!lines.is_empty() && lines.iter().all(|l| l.ends_with(":/")), "{out}");
     // From the host: the container's first process is listed in each v1 hierarchy and in
     // cgroup2, and the limits are there.
     for d in &dirs {
@@ -1391,6 +1394,7 @@ fn container_cgroup_fallback_without_clone3_joins_every_hierarchy() {
     cmd.args([
         "container",
         "run",
+        "-d",
         "--network",
         "none",
         "--name",
@@ -1398,8 +1402,9 @@ fn container_cgroup_fallback_without_clone3_joins_every_hierarchy() {
         "-m",
         "40m",
         "busybox",
-        "cat",
-        "/proc/self/cgroup",
+        "sh",
+        "-c",
+        "cat /proc/self/cgroup; echo done; exec sleep 1000",
     ]);
     // SAFETY: the closure only makes the seccomp system call on a static program.
     unsafe {
@@ -1450,8 +1455,13 @@ fn container_cgroup_fallback_without_clone3_joins_every_hierarchy() {
     }
     let out = common::run(&mut cmd);
     assert!(out.status.success(), "{out:?}");
-    let text = stdout(&out);
+    let mut text = String::new();
+    env.until("the cgroup listing", 10, || {
+        text = env.ok(&["container", "logs", &name]);
+        text.contains("done")
+    });
     let i = env.inspect(&name);
+    let pid = i["pid"].as_i64().unwrap();
     let id = i["id"].as_str().unwrap().to_string();
     let t = &i["state_detail"]["timings"];
     assert_eq!(t["cgroup_parent_join"], true, "{t}");
@@ -1459,9 +1469,15 @@ fn container_cgroup_fallback_without_clone3_joins_every_hierarchy() {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let layout = tug::engine::runtime::cgroups::Layout::from_mountinfo(&mountinfo);
     let dirs = tug::engine::runtime::cgroups::Cgroup::new(layout, Path::new(&ours)).dirs();
-    let inside = text.lines().filter(|l| l.ends_with(&ours)).count();
-    assert_eq!(inside, dirs.len(), "{text}\nexpected: {dirs:?}");
-    env.ok(&["container", "rm", &name]);
+    let host = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let joined = host.lines().filter(|l| l.ends_with(&ours)).count();
+    assert_eq!(joined, dirs.len(), "{host}\nexpected: {dirs:?}");
+    // Its cgroup namespace is rooted at the container's cgroup in cgroup2 too (the child
+    // unshares it only once the supervisor has moved it there; a namespace made before the
+    // move would show `/tug-…` here, when the move wins the race less often).
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains(':')).collect();
+    assert!(!lines.is_empty() && lines.iter().all(|l| l.ends_with(":/")), "{text}");
+    env.ok(&["container", "rm", "--force", &name]);
 }
 
 #[test]
