@@ -1473,8 +1473,8 @@ fn container_cgroup_fallback_without_clone3_joins_every_hierarchy() {
     let joined = host.lines().filter(|l| l.ends_with(&ours)).count();
     assert_eq!(joined, dirs.len(), "{host}\nexpected: {dirs:?}");
     // Its cgroup namespace is rooted at the container's cgroup in cgroup2 too (the child
-    // unshares it only once the supervisor has moved it there; a namespace made before the
-    // move would show `/tug-…` here, when the move wins the race less often).
+    // unshares it only once the supervisor has moved it there; unshared before the move, the
+    // line could read `/tug-…`).
     let lines: Vec<&str> = text.lines().filter(|l| l.contains(':')).collect();
     assert!(!lines.is_empty() && lines.iter().all(|l| l.ends_with(":/")), "{text}");
     env.ok(&["container", "rm", "--force", &name]);
