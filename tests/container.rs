@@ -1353,7 +1353,10 @@ fn container_cgroup_is_joined_by_the_child_in_every_hierarchy() {
     assert_eq!(joined, dirs.len(), "{host}\nexpected: {dirs:?}");
     // Inside, its cgroup namespace is rooted there: every line reads `/`.
     let lines: Vec<&str> = out.lines().filter(|l| l.contains(':')).collect();
-    assert!(!lines.is_empty() && lines.iter().all(|l| l.ends_with(":/")), "{out}");
+    assert!(
+        !lines.is_empty() && lines.iter().all(|l| l.ends_with(":/")),
+        "{out}"
+    );
     // From the host: the container's first process is listed in each v1 hierarchy and in
     // cgroup2, and the limits are there.
     for d in &dirs {
@@ -1476,7 +1479,10 @@ fn container_cgroup_fallback_without_clone3_joins_every_hierarchy() {
     // unshares it only once the supervisor has moved it there; unshared before the move, the
     // line could read `/tug-…`).
     let lines: Vec<&str> = text.lines().filter(|l| l.contains(':')).collect();
-    assert!(!lines.is_empty() && lines.iter().all(|l| l.ends_with(":/")), "{text}");
+    assert!(
+        !lines.is_empty() && lines.iter().all(|l| l.ends_with(":/")),
+        "{text}"
+    );
     env.ok(&["container", "rm", "--force", &name]);
 }
 
