@@ -826,9 +826,14 @@ fn compose_image_volume_keeps_its_data_across_recreation_and_goes_with_down_v() 
     assert_eq!(s.tug(&["exec", "-T", "db", "cat", "/data/file"]), "again\n");
     s.tug(&["down", "-v", "-t", "1"]);
     assert!(anon_volumes().is_empty(), "{:?}", anon_volumes());
-    // `rm -v` removes them with the service's containers too.
-    s.tug(&["up", "-d"]);
-    assert_eq!(anon_volumes().len(), 1);
+    // `rm -v` removes them with the service's containers too, but not a running replica's.
+    s.tug(&["up", "-d", "--scale", "db=2"]);
+    assert_eq!(anon_volumes().len(), 2);
+    s.tug(&["exec", "-T", "db", "sh", "-c", "echo one > /data/file"]);
+    ok(tug(s.root()).args(["container", "stop", "-t", "1", &format!("{}-db-2", s.name)]));
+    s.tug(&["rm", "--force", "-v", "db"]);
+    assert_eq!(anon_volumes().len(), 1, "{:?}", anon_volumes());
+    assert_eq!(s.tug(&["exec", "-T", "db", "cat", "/data/file"]), "one\n");
     s.tug(&["rm", "--stop", "--force", "-v", "db"]);
     assert!(anon_volumes().is_empty(), "{:?}", anon_volumes());
 }
