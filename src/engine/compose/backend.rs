@@ -409,19 +409,22 @@ impl Stack {
         }
         // The image's VOLUME paths that no mount covers get anonymous volumes too, as the
         // Docker engine gives them; ours are the service's, so a recreation keeps them.
-        for target in crate::engine::container::volumes::image_volume_targets(
+        let targets = crate::engine::container::volumes::image_volume_targets(
             image.config.config().as_ref(),
             &config.mounts,
-        ) {
-            let sv = ServiceVolume {
-                kind: "volume".into(),
-                target,
-                ..ServiceVolume::default()
-            };
+        );
+        if !targets.is_empty() {
             let (uid, gid) = image_user_ids(self, &image);
-            config
-                .mounts
-                .push(self.mount(s, &sv, &mut anon, &image, uid, gid)?);
+            for target in targets {
+                let sv = ServiceVolume {
+                    kind: "volume".into(),
+                    target,
+                    ..ServiceVolume::default()
+                };
+                config
+                    .mounts
+                    .push(self.mount(s, &sv, &mut anon, &image, uid, gid)?);
+            }
         }
         config.anonymous_volumes = anon.made;
         {
