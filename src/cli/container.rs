@@ -48,7 +48,7 @@ pub struct CreateArgs {
     /// Environment variable `K=V` (or `K` to take tug's value); repeatable.
     #[arg(short = 'e', long = "env")]
     pub env: Vec<String>,
-    /// Bind mount `HOST:CONTAINER[:ro]`; repeatable.
+    /// Bind mount `HOST:CONTAINER[:ro]`, or `PATH` for an anonymous volume; repeatable.
     #[arg(short = 'v', long = "volume")]
     pub volumes: Vec<String>,
     /// tmpfs mount `PATH[:OPTIONS]`; repeatable.
@@ -237,6 +237,9 @@ pub enum ContainerCommand {
         /// Kill running containers first (`-f` works too).
         #[arg(long)]
         force: bool,
+        /// Remove the anonymous volumes of the containers too.
+        #[arg(short = 'v', long)]
+        volumes: bool,
         /// Containers.
         #[arg(required = true)]
         containers: Vec<String>,
@@ -425,9 +428,18 @@ pub fn config_from(a: &CreateArgs) -> anyhow::Result<ContainerConfig> {
     for v in &a.volumes {
         let parts: Vec<&str> = v.split(':').collect();
         let (src, dst, opts) = match parts.as_slice() {
+            // An anonymous volume, made (and filled from the image) at create.
+            [d] if d.starts_with('/') => {
+                mounts.push(Mount {
+                    kind: MountKind::Volume,
+                    target: (*d).to_string(),
+                    ..Mount::default()
+                });
+                continue;
+            }
             [s, d] => (*s, *d, ""),
             [s, d, o] => (*s, *d, *o),
-            _ => bail!("invalid volume {v:?}: expected HOST:CONTAINER[:ro]"),
+            _ => bail!("invalid volume {v:?}: expected HOST:CONTAINER[:ro] or PATH"),
         };
         if !src.starts_with('/') && !src.starts_with('.') {
             bail!("invalid volume {v:?}: named volumes need `tug up`; give a host path");
@@ -672,7 +684,7 @@ fn attach_and_wait(store: &ContainerStore, id: &str, tty: bool) -> anyhow::Resul
             drop(raw);
             let rec = store.record(id).ok();
             if rec.is_some_and(|r| r.config.auto_remove) {
-                let _ = store.remove(id, true);
+                let _ = store.remove_with_volumes(id, true);
             }
             let msg = e.to_string();
             let code = if msg.contains("not found in $PATH") || msg.contains("no such file") {
@@ -897,11 +909,20 @@ pub fn run(global: &GlobalArgs, args: ContainerArgs) -> anyhow::Result<i32> {
             }
             Ok(i32::from(failed))
         }
-        ContainerCommand::Rm { force, containers } => {
+        ContainerCommand::Rm {
+            force,
+            volumes,
+            containers,
+        } => {
             let store = open()?;
             let mut failed = false;
             for c in &containers {
-                match store.remove(c, force) {
+                let removed = if volumes {
+                    store.remove_with_volumes(c, force).map(|_| ())
+                } else {
+                    store.remove(c, force)
+                };
+                match removed {
                     Ok(()) => println!("{c}"),
                     Err(e) => {
                         eprintln!("error: {e}");

@@ -225,3 +225,35 @@ pub fn cgroup2_root() -> Option<PathBuf> {
         .map(PathBuf::from)
         .find(|p| tug::engine::runtime::bpf::is_cgroup2(p))
 }
+
+/// Imports the busybox rootfs with extra entries as `name`: `add` fills a scratch directory
+/// and returns the paths (relative to it) to append to the tarball; `changes` are
+/// `image import --change` lines (`VOLUME /data`). `CMD ["sh"]` is always set.
+pub fn busybox_image_with(
+    root: &Path,
+    name: &str,
+    changes: &[&str],
+    add: impl FnOnce(&Path) -> Vec<String>,
+) {
+    let scratch = tempfile::tempdir().unwrap();
+    let tar = scratch.path().join("image.tar");
+    std::fs::copy(busybox_rootfs_tar(), &tar).unwrap();
+    let dir = scratch.path().join("add");
+    std::fs::create_dir(&dir).unwrap();
+    let entries = add(&dir);
+    if !entries.is_empty() {
+        ok(Command::new("tar")
+            .arg("-C")
+            .arg(&dir)
+            .arg("--numeric-owner")
+            .arg("-rf")
+            .arg(&tar)
+            .args(entries));
+    }
+    let mut cmd = tug(root);
+    cmd.args(["image", "import", "--change", r#"CMD ["sh"]"#]);
+    for c in changes {
+        cmd.args(["--change", c]);
+    }
+    ok(cmd.arg(&tar).arg(name));
+}

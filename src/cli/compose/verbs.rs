@@ -269,14 +269,16 @@ pub fn run_rm(global: &GlobalArgs, args: &RmArgs) -> anyhow::Result<i32> {
     }
     finish(&plan, &stack, global)?;
     if args.volumes {
-        // Anonymous volumes of the removed containers.
+        // Anonymous volumes of the removed containers: the service's, except those a
+        // container still uses (another replica's, or one shared by `volumes_from`).
+        let used = stack.volumes.referenced_by_containers()?;
         for v in stack.volumes.list()? {
             let ours = v.labels.get(labels::PROJECT) == Some(&stack.project.name)
                 && v.labels.get("tug.anonymous").map(String::as_str) == Some("true")
                 && v.labels
                     .get(labels::SERVICE)
                     .is_some_and(|s| cs.iter().any(|c| c.labels.get(labels::SERVICE) == Some(s)));
-            if ours {
+            if ours && !used.contains_key(&v.name) {
                 stack.volumes.remove(&v.name, &[])?;
             }
         }

@@ -23,6 +23,7 @@ pub mod spec;
 pub mod state;
 pub mod supervisor;
 pub mod user;
+pub mod volumes;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -96,6 +97,9 @@ pub enum ContainerError {
     /// Wiring or releasing the container's network failed.
     #[error(transparent)]
     Network(#[from] crate::engine::network::Error),
+    /// Making or preparing one of its volumes failed.
+    #[error(transparent)]
+    Volume(#[from] crate::engine::volume::Error),
 }
 
 /// Result alias of the container store.
@@ -743,10 +747,18 @@ impl ContainerStore {
         f.write_all(id.as_bytes()).map_err(io_err(&name_file))?;
         drop(f);
         let dir = self.dir.join(&id);
+        let made = match self.make_anonymous_volumes(&mut config, image) {
+            Ok(made) => made,
+            Err(e) => {
+                let _ = fs::remove_file(&name_file);
+                return Err(e);
+            }
+        };
         let result = self.create_in(&id, &dir, &config, image);
         if result.is_err() {
             let _ = fs::remove_dir_all(&dir);
             let _ = fs::remove_file(&name_file);
+            self.remove_anonymous_volumes(&made);
         }
         result.map(|()| id)
     }
@@ -815,6 +827,9 @@ impl ContainerStore {
             joined_netns: joined,
         })
         .map_err(ContainerError::Invalid)?;
+        if let Some(p) = spec.process() {
+            crate::engine::runtime::process::check_rlimits(p).map_err(ContainerError::Invalid)?;
+        }
         let spec_us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(0);
         // An auto-removed container does not outlive its run: its files skip the fsync
         // (a power loss leaves garbage that `list` removes, never a half-written file).

@@ -309,6 +309,17 @@ fn take_stdio(stdio: &Stdio) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Waits for the parent's word that it moved us into cgroup2 (the fallback path).
+fn wait_go(go_r: RawFd) -> std::result::Result<(), String> {
+    let mut b = [0u8; 1];
+    // SAFETY: reading one byte into a valid buffer.
+    if unsafe { libc::read(go_r, b.as_mut_ptr().cast(), 1) } == 1 {
+        Ok(())
+    } else {
+        Err("the supervisor did not place the container in its cgroup".to_string())
+    }
+}
+
 /// Everything the child does; returns only on failure.
 fn child_main(
     spec: &Spec,
@@ -316,6 +327,7 @@ fn child_main(
     stdio: &Stdio,
     init: bool,
     join: &[(CloneFlags, std::path::PathBuf)],
+    cgroupns: bool,
     attach: &cgroups::Attach,
     err_w: RawFd,
     go_r: Option<RawFd>,
@@ -329,6 +341,19 @@ fn child_main(
     }
     // SAFETY: this is the clone child, which leaves by exec or _exit and never drops `attach`.
     unsafe { attach.close_in_child() };
+    let mut go_r = go_r;
+    if cgroupns {
+        // The namespace's root is the cgroup we are in now: on the fallback path the parent
+        // must have placed us in cgroup2 first.
+        if let Some(r) = go_r.take()
+            && let Err(e) = wait_go(r)
+        {
+            return e;
+        }
+        if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP) {
+            return format!("unshare the cgroup namespace: {e}");
+        }
+    }
     let join_us = us(t_join.elapsed());
     let t0 = Instant::now();
     reset_signals();
@@ -384,17 +409,19 @@ fn child_main(
     // On the fallback path the parent moves us into cgroup2 while we set up the mounts;
     // nothing before this point forks or runs container code. From here on (the init's
     // fork, exec) we must be inside it.
-    if let Some(go_r) = go_r {
-        let mut b = [0u8; 1];
-        // SAFETY: reading one byte into a valid buffer.
-        if unsafe { libc::read(go_r, b.as_mut_ptr().cast(), 1) } != 1 {
-            return "the supervisor did not place the container in its cgroup".to_string();
-        }
+    if let Some(go_r) = go_r
+        && let Err(e) = wait_go(go_r)
+    {
+        return e;
     }
     let Some(proc_) = spec.process().clone() else {
         return "the spec has no process".to_string();
     };
     if init {
+        // The init gets the resource limits too (runc sets them before it execs an init).
+        if let Err(e) = process::apply_rlimits(&proc_) {
+            return e.to_string();
+        }
         init::block_all();
         // SAFETY: this process is single-threaded (a clone child of the supervisor).
         match unsafe { nix::unistd::fork() } {
@@ -437,7 +464,8 @@ pub fn launch(
     }
     let attach = cgroup.attach()?;
     timings.cgroup_us = us(t0.elapsed());
-    let (new, join) = namespaces::plan(spec);
+    let ns = namespaces::plan(spec);
+    let (new, join, cgroupns) = (ns.clone, ns.join, ns.cgroup);
     // Compile the seccomp profile here, once, rather than in the child.
     let filters = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
         Some(profile) => Some(seccomp::compile(profile).map_err(process::ProcessError::from)?),
@@ -496,6 +524,7 @@ pub fn launch(
             stdio,
             init,
             &join,
+            cgroupns,
             &attach,
             err_w_fd,
             go_r_fd.filter(|_| wait_go),
@@ -678,9 +707,11 @@ pub fn join_container(target: &Joinable, cgroup: Option<&cgroups::Cgroup>) -> Re
         let me = unsafe { libc::getpid() };
         cg.add(me)?;
     }
+    // The cgroup namespace after the cgroup itself: its root then is the container's.
     enter(
         target,
-        CloneFlags::CLONE_NEWIPC
+        CloneFlags::CLONE_NEWCGROUP
+            | CloneFlags::CLONE_NEWIPC
             | CloneFlags::CLONE_NEWUTS
             | CloneFlags::CLONE_NEWNET
             | CloneFlags::CLONE_NEWPID
