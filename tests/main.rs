@@ -3,6 +3,7 @@
 mod cli;
 mod common;
 mod compose;
+mod compose_shutdown;
 mod config_golden;
 mod container;
 mod container_cgroup;
