@@ -19,6 +19,7 @@ mod malformed;
 mod network;
 mod network_compose;
 mod network_containers;
+mod parallel_root;
 mod plan;
 mod project;
 mod volume;
