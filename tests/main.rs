@@ -9,6 +9,7 @@ mod container;
 mod container_cgroup;
 mod container_devices;
 mod container_net;
+mod hidden_waits;
 mod image;
 mod image_archive;
 mod image_registry;

@@ -938,6 +938,9 @@ pub fn run(global: &GlobalArgs, args: ContainerArgs) -> anyhow::Result<i32> {
                 print_record(r, timestamps)?;
             }
             if follow {
+                // Woken by the log's writes and the state's changes (inotify), not a timer.
+                let watch =
+                    crate::engine::container::state::Watch::writes(&[store.container_dir(&id)]);
                 loop {
                     let running = matches!(
                         store.state(&id).status,
@@ -951,7 +954,10 @@ pub fn run(global: &GlobalArgs, args: ContainerArgs) -> anyhow::Result<i32> {
                     if !running || !store.container_dir(&id).exists() {
                         break;
                     }
-                    std::thread::sleep(Duration::from_millis(50));
+                    match &watch {
+                        Some(w) => w.wait(Duration::from_millis(500)),
+                        None => std::thread::sleep(Duration::from_millis(50)),
+                    }
                 }
             }
             Ok(0)

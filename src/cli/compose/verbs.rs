@@ -392,6 +392,13 @@ pub fn run_logs(global: &GlobalArgs, args: &LogsArgs) -> anyhow::Result<i32> {
             followers.push((i, c.clone(), logs::Follower::at_end(&path)));
         }
     }
+    // Woken by the followed logs' writes and the states' changes (inotify), not a timer.
+    let watch = crate::engine::container::state::Watch::writes(
+        &followers
+            .iter()
+            .map(|(_, c, _)| stack.containers.container_dir(&c.id))
+            .collect::<Vec<_>>(),
+    );
     while args.follow && !followers.is_empty() {
         for (i, c, f) in &mut followers {
             for r in f.poll() {
@@ -415,7 +422,10 @@ pub fn run_logs(global: &GlobalArgs, args: &LogsArgs) -> anyhow::Result<i32> {
             }
             break;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        match &watch {
+            Some(w) => w.wait(Duration::from_millis(500)),
+            None => std::thread::sleep(Duration::from_millis(100)),
+        }
     }
     Ok(0)
 }
@@ -719,10 +729,20 @@ pub fn run_events(global: &GlobalArgs, args: &EventsArgs) -> anyhow::Result<i32>
     let stack = open_stack(global, &[], StackOptions::default())?;
     let mut last: BTreeMap<String, (Status, String)> = BTreeMap::new();
     let mut first = true;
+    // Woken by containers appearing or going and by their states' changes (inotify).
+    let store = stack.root.join("containers");
+    let watch = crate::engine::container::state::Watch::states(&[&store]);
     loop {
         let cs = service_containers(&stack, &args.services)?;
         let mut seen = Vec::new();
+        let mut fresh = false;
         for c in &cs {
+            if !last.contains_key(&c.id)
+                && let Some(w) = &watch
+            {
+                w.add(&store.join(&c.id));
+                fresh = true;
+            }
             seen.push(c.id.clone());
             let health = c.health.as_str().to_string();
             let now = (c.state, health.clone());
@@ -756,7 +776,12 @@ pub fn run_events(global: &GlobalArgs, args: &EventsArgs) -> anyhow::Result<i32>
             }
         }
         first = false;
-        std::thread::sleep(Duration::from_millis(200));
+        match &watch {
+            // A directory watched only now may have changed since it was read.
+            Some(_) if fresh => {}
+            Some(w) => w.wait(Duration::from_millis(1000)),
+            None => std::thread::sleep(Duration::from_millis(200)),
+        }
     }
 }
 

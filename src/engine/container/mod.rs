@@ -1143,10 +1143,12 @@ impl ContainerStore {
         }
     }
 
-    /// Waits until the container is not running; returns its exit code.
+    /// Waits until the container is not running; returns its exit code. Woken by a pidfd
+    /// when the process exits and by inotify when the supervisor records it (or a restart).
     pub fn wait(&self, key: &str, timeout: Option<Duration>) -> Result<Option<i32>> {
         let id = self.resolve(key)?;
         let deadline = timeout.map(|t| Instant::now() + t);
+        let watch = state::Watch::states(&[self.dir.join(&id)]);
         loop {
             let st = self.state(&id);
             if !matches!(
@@ -1155,10 +1157,22 @@ impl ContainerStore {
             ) {
                 return Ok(st.exit_code);
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
                 return Err(ContainerError::Running(id));
             }
-            std::thread::sleep(Duration::from_millis(20));
+            let left = deadline.map_or(Duration::from_secs(3600), |d| d - now);
+            if state::alive(st.pid, st.pid_start) {
+                if state::wait_gone(st.pid, st.pid_start, left) {
+                    self.settle(&id);
+                }
+            } else {
+                // Restarting, or the record is about to change: the next state file.
+                match &watch {
+                    Some(w) => w.wait(left.min(Duration::from_millis(250))),
+                    None => std::thread::sleep(left.min(Duration::from_millis(20))),
+                }
+            }
         }
     }
 

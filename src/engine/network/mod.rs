@@ -1094,16 +1094,11 @@ impl Networks {
     }
 
     /// Waits until the links `veths` are gone (the kernel destroys a pair once the namespace
-    /// holding its other end dies), at most 2 s; deletes any still there then (a namespace
-    /// kept alive by a stray process).
+    /// holding its other end dies; woken by link notifications), at most 2 s; deletes any
+    /// still there then (a namespace kept alive by a stray process).
     fn wait_links_gone(&self, veths: &[String]) -> Result<()> {
-        let gone = |v: &String| !Path::new("/sys/class/net").join(v).exists();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        while !veths.iter().all(gone) && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        for v in veths.iter().filter(|v| !gone(v)) {
-            netlink::delete_link(v)?;
+        for v in netlink::wait_links_gone(veths, std::time::Duration::from_secs(2)) {
+            netlink::delete_link(&v)?;
         }
         Ok(())
     }
@@ -1386,21 +1381,19 @@ fn kill_unrecorded_helpers(path: &Path) {
             let Ok(pid) = i32::try_from(pid) else {
                 continue;
             };
-            let pid = nix::unistd::Pid::from_raw(pid);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-            while nix::sys::signal::kill(pid, None).is_ok() && std::time::Instant::now() < deadline
-            {
-                // A zombie (its parent has not reaped it yet) has released its sockets.
-                if std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-                    s.rsplit(')')
-                        .next()
-                        .is_some_and(|r| r.trim_start().starts_with('Z'))
-                }) {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
+            // Its start time, read before the signal, so a reused pid is not waited on.
+            let start = crate::engine::container::state::start_time(pid);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            // Woken by a pidfd when it exits; a zombie (not reaped yet) has released its
+            // sockets and counts as gone.
+            let _ = crate::engine::container::state::wait_gone(
+                Some(pid),
+                start,
+                std::time::Duration::from_secs(2),
+            );
         }
     }
 }

@@ -61,11 +61,14 @@ fn run_nft(args: &[&str], stdin: Option<&str>) -> Result<(bool, String, String)>
                 .map_err(|e| Error::Io("write to nft".into(), e))?;
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let pid = i32::try_from(child.id()).ok();
         let status = loop {
             match child.try_wait() {
                 Ok(Some(st)) => break Some(st),
                 Ok(None) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    // Woken by a pidfd the moment nft exits (not reaped yet: it is our child).
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    let _ = crate::engine::container::state::wait_gone(pid, None, left);
                 }
                 Ok(None) => {
                     let _ = child.kill();
