@@ -97,3 +97,38 @@ fn hidden_waits_container_run_rm_leaves_no_link_or_namespace() {
     );
     ok(tug(r).args(["network", "rm", &net]));
 }
+
+#[test]
+fn hidden_waits_compose_run_rm_needs_no_up_and_leaves_nothing() {
+    if !require_root() {
+        return;
+    }
+    let p = crate::common::project::Project::new(
+        r#"
+services:
+  job:
+    image: busybox:latest
+    command: ["sh", "-c", "echo done > /data/out"]
+    volumes: [data:/data]
+volumes:
+  data:
+"#,
+    );
+    let t0 = std::time::Instant::now();
+    for _ in 0..3 {
+        // No `up` first: the one-off makes the project's network and volume itself.
+        p.tug(&["run", "--rm", "job"]);
+        let left: Vec<_> = std::fs::read_dir(p.root().join("netns"))
+            .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "namespaces left: {left:?}");
+        assert!(p.ps().is_empty(), "{:?}", p.ps());
+    }
+    assert!(
+        t0.elapsed() < Duration::from_millis(5500),
+        "three one-shot runs took {:?}: a removal waited for a timeout",
+        t0.elapsed()
+    );
+    let vols = ok(tug(p.root()).args(["volume", "ls", "-q"]));
+    assert_eq!(vols.trim(), format!("{}_data", p.name));
+}

@@ -498,6 +498,43 @@ pub fn run_run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<i32> {
             anyhow::bail!("cannot start the dependencies of {}", args.service);
         }
     }
+    {
+        // The service's own networks, volumes and image, as `up` would make them (docker
+        // compose's `run` does too): a one-off needs no `up` first.
+        let _l = lock(&stack)?;
+        let up = plan::plan_up(
+            &stack.desired(),
+            &stack.observed()?,
+            &UpOptions {
+                services: vec![args.service.clone()],
+                no_deps: true,
+                no_recreate: true,
+                no_start: true,
+                ..UpOptions::default()
+            },
+        )?;
+        let mut needed = Plan::default();
+        for n in up.nodes {
+            if matches!(
+                n.op,
+                Op::CreateNetwork { .. }
+                    | Op::CreateVolume { .. }
+                    | Op::PullImage { .. }
+                    | Op::BuildImage { .. }
+            ) {
+                needed.push(n.op, n.cause, vec![]);
+            }
+        }
+        if !needed.nodes.is_empty() {
+            let outcome = progress(global).run(&needed, &stack);
+            if !outcome.ok() {
+                anyhow::bail!(
+                    "cannot prepare the networks and volumes of {}",
+                    args.service
+                );
+            }
+        }
+    }
     let suffix = hex::encode(rand::random::<[u8; 6]>());
     let name = args
         .name
