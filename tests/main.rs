@@ -1,6 +1,7 @@
 //! tug's integration tests: one binary, one module per area.
 
 mod cli;
+mod cli_setup;
 mod common;
 mod compose;
 mod compose_shutdown;

@@ -277,6 +277,7 @@ mod volume;
 /// Runs tug with the process arguments and returns the exit code.
 #[must_use]
 pub fn main() -> i32 {
+    quiet_on_closed_output();
     let args: Vec<OsString> = std::env::args_os().collect();
     // The hidden `tug __shim …` (container supervisor, exec/cp helpers) skips clap: it must
     // start fast and stay small.
@@ -414,8 +415,51 @@ where
     }
 }
 
+/// Where the output went away (`tug ps | head -1`): every verb ends quietly with code 0, the
+/// way a verb that meets a broken pipe as an error does. Rust ignores SIGPIPE, so a write to
+/// a closed pipe fails, and `println!` turns that failure into a panic; this is the one place
+/// that handles it, for every verb and every print.
+fn quiet_on_closed_output() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to std") && msg.contains("os error 32") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
+impl Command {
+    /// Verbs that never touch the engine and work for any user.
+    fn works_without_root(&self) -> bool {
+        matches!(
+            self,
+            Command::Config(_)
+                | Command::Version(_)
+                | Command::Completion { .. }
+                | Command::Login(_)
+                | Command::Logout { .. }
+        )
+    }
+}
+
+/// What a user who is not root is told, once, before anything is tried.
+const NEEDS_ROOT: &str = "tug's engine needs root (it makes namespaces, mounts, cgroups and \
+bridges, and keeps its state in a root-only directory): run tug as root, e.g. with sudo; \
+rootless mode does not exist yet. Without root, `tug config`, `tug version`, \
+`tug completion`, `tug login`/`logout` and `--help` work";
+
 fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let Cli { global, command } = cli;
+    if !command.works_without_root() && !nix::unistd::geteuid().is_root() {
+        anyhow::bail!("{NEEDS_ROOT}");
+    }
     match command {
         Command::Config(args) => config::run(&global, &args),
         Command::Image(args) => image::run(&global, args.0),
