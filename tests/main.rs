@@ -21,6 +21,7 @@ mod malformed;
 mod network;
 mod network_compose;
 mod network_containers;
+mod network_internal;
 mod parallel_root;
 mod plan;
 mod project;

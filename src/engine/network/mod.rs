@@ -649,9 +649,18 @@ impl Networks {
     /// Makes the kernel objects of a recorded network (idempotent).
     fn realize(&self, info: &NetworkInfo) -> Result<()> {
         netlink::ensure_bridge(&info.bridge, info.mtu, info.gateway, info.subnet.prefix)?;
+        if info.internal {
+            // tug gives containers no IPv6; without an IPv6 address of its own, the bridge
+            // offers an internal network no way to the host's IPv6 services either.
+            let _ = std::fs::write(
+                format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", info.bridge),
+                "1",
+            );
+        }
         nft::install(&nft::NetRules {
             bridge: info.bridge.clone(),
             subnet: info.subnet.to_string(),
+            gateway: info.gateway.to_string(),
             internal: info.internal,
         })?;
         if !info.internal {
@@ -1220,9 +1229,21 @@ impl Networks {
         let host = HostLock::take()?;
         self.prune_registry(&host)?;
         let links = netlink::links(None)?;
-        for info in self.list()? {
+        let infos = self.list()?;
+        // Tables of internal networks made before they kept containers off the host.
+        let chains = if infos.iter().any(|i| i.internal) {
+            nft::ip_chains().ok()
+        } else {
+            None
+        };
+        for info in infos {
             let bridge = links.iter().find(|l| l.name == info.bridge);
-            if bridge.is_none() || !nft::table_exists(&info.bridge)? {
+            let outdated = info.internal
+                && chains.as_ref().is_some_and(|cs| {
+                    !cs.iter()
+                        .any(|(t, c)| *t == info.bridge && c == nft::INTERNAL_INPUT)
+                });
+            if bridge.is_none() || outdated || !nft::table_exists(&info.bridge)? {
                 self.realize(&info)?;
             } else {
                 self.ensure_dns(&info)?;
