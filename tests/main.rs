@@ -4,6 +4,7 @@ mod cli;
 mod cli_setup;
 mod common;
 mod compose;
+mod compose_by_name;
 mod compose_shutdown;
 mod config_golden;
 mod container;

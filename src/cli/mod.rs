@@ -36,6 +36,10 @@ pub struct GlobalArgs {
     /// Execute command in dry run mode: print the plan, change nothing.
     #[arg(long, global = true)]
     pub dry_run: bool,
+    /// The verb may act on the project as the state root knows it (by its name, from the
+    /// labels) when the compose file cannot be loaded. Set by `dispatch`, not a flag.
+    #[arg(skip)]
+    pub by_name: bool,
 }
 
 impl GlobalArgs {
@@ -456,7 +460,31 @@ rootless mode does not exist yet. Without root, `tug config`, `tug version`, \
 `tug completion`, `tug login`/`logout` and `--help` work";
 
 fn dispatch(cli: Cli) -> anyhow::Result<i32> {
-    let Cli { global, command } = cli;
+    let Cli {
+        mut global,
+        command,
+    } = cli;
+    // Verbs that act on what exists work by project name alone, as docker compose's do.
+    global.by_name = matches!(
+        command,
+        Command::Down(_)
+            | Command::Ps(_)
+            | Command::Logs(_)
+            | Command::Stop(_)
+            | Command::Start(_)
+            | Command::Restart(_)
+            | Command::Kill(_)
+            | Command::Rm(_)
+            | Command::Exec(_)
+            | Command::Port(_)
+            | Command::Top(_)
+            | Command::Pause(_)
+            | Command::Unpause(_)
+            | Command::Images(_)
+            | Command::Wait(_)
+            | Command::Cp(_)
+            | Command::Events(_)
+    );
     if !command.works_without_root() && !nix::unistd::geteuid().is_root() {
         anyhow::bail!("{NEEDS_ROOT}");
     }
@@ -509,7 +537,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
 }
 
 /// Renders an error chain on one line per cause, without Rust debug noise.
-fn render_error(err: &anyhow::Error) -> String {
+pub(crate) fn render_error(err: &anyhow::Error) -> String {
     let mut out = err.to_string();
     for cause in err.chain().skip(1) {
         let c = cause.to_string();

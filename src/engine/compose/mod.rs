@@ -7,6 +7,7 @@
 //! (`convert`). It decides nothing: what to do comes from the plan.
 
 mod backend;
+mod by_name;
 pub mod convert;
 mod wait;
 
@@ -25,6 +26,7 @@ use crate::plan::{self, Desired, Observed, ObservedContainer, RunState};
 use crate::project::model::Project;
 
 pub use backend::OneOff;
+pub use by_name::project_from_state;
 pub use convert::labels;
 pub use wait::WaitOptions;
 
