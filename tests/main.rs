@@ -26,4 +26,5 @@ mod network_internal;
 mod parallel_root;
 mod plan;
 mod project;
+mod state_damage;
 mod volume;

@@ -743,6 +743,7 @@ fn status_text(s: &Summary) -> String {
             s.exit_code.unwrap_or(0),
             ago(s.finished_at.as_deref().unwrap_or(""))
         ),
+        Status::Dead if s.damaged.is_some() => "Dead (damaged record)".into(),
         Status::Dead => "Dead".into(),
     }
 }
@@ -832,6 +833,13 @@ pub fn run(global: &GlobalArgs, args: ContainerArgs) -> anyhow::Result<i32> {
         } => {
             let store = open()?;
             let list = store.list(all)?;
+            for s in list.iter().filter(|s| s.damaged.is_some()) {
+                eprintln!(
+                    "warning: container {} is damaged: {}",
+                    s.name,
+                    s.damaged.as_deref().unwrap_or_default()
+                );
+            }
             let mut out = std::io::stdout().lock();
             if quiet {
                 for s in &list {

@@ -370,6 +370,23 @@ pub fn write_new(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Whether the state record of a container directory exists but cannot be read: what is
+/// wrong with it (its supervisor rewrites it at the next transition).
+#[must_use]
+pub fn damage(dir: &Path) -> Option<String> {
+    let path = dir.join("state.json");
+    match fs::read(&path) {
+        Ok(b) => serde_json::from_slice::<State>(&b).err().map(|e| {
+            format!(
+                "state file {} is damaged ({e}); its status is unknown: remove the container \
+                 with `tug container rm -f` (or `tug rm -f`/`tug down`), or restart it",
+                path.display()
+            )
+        }),
+        Err(_) => None,
+    }
+}
+
 /// Reads the state record of a container directory (default when missing or unreadable).
 #[must_use]
 pub fn read(dir: &Path) -> State {
