@@ -27,4 +27,5 @@ mod parallel_root;
 mod plan;
 mod project;
 mod state_damage;
+mod supervisor_death;
 mod volume;
