@@ -11,6 +11,7 @@ mod container;
 mod container_cgroup;
 mod container_devices;
 mod container_net;
+mod full_disk;
 mod hidden_waits;
 mod image;
 mod image_archive;

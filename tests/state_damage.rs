@@ -267,3 +267,55 @@ fn state_damage_error_names_the_file_and_rm_f_removes_a_damaged_container() {
         "true",
     ]));
 }
+
+#[test]
+fn state_damage_a_failed_create_cleans_up_in_the_failing_command() {
+    if !require_root() || !crate::common::require_tools(&["ip"]) {
+        return;
+    }
+    // 10.255.255.254 is no address of this host: binding the published port fails after the
+    // container's namespace and veth were made.
+    let p = Project::new(
+        r#"
+services:
+  web:
+    image: busybox:latest
+    command: ["sleep", "1000"]
+    deploy: {replicas: 2}
+    ports:
+      - target: 80
+        host_ip: 10.255.255.254
+"#,
+    );
+    let out = p.output(&["up", "-d"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("10.255.255.254"), "{err}");
+    // Right after the failing command, before any other: nothing of the two creates.
+    let r = p.root();
+    for sub in ["netns", "ports"] {
+        let left: Vec<_> = std::fs::read_dir(r.join(sub))
+            .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{sub}: {left:?}");
+    }
+    let info: serde_json::Value = serde_json::from_str(&ok(tug(r).args([
+        "network",
+        "inspect",
+        &format!("{}_default", p.name),
+    ])))
+    .unwrap();
+    assert_eq!(info[0]["endpoints"], serde_json::json!([]), "{info}");
+    let bridge = info[0]["bridge"].as_str().unwrap();
+    let ports = ok(Command::new("ip").args(["-br", "link", "show", "master", bridge]));
+    assert!(ports.trim().is_empty(), "veths left on {bridge}: {ports}");
+    let cs: Vec<_> = std::fs::read_dir(r.join("containers"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(cs.is_empty(), "{cs:?}");
+}

@@ -349,14 +349,20 @@ pub fn write_atomic_sync(path: &Path, bytes: &[u8], sync: bool) -> std::io::Resu
         path.file_name().and_then(|n| n.to_str()).unwrap_or("f"),
         std::process::id()
     ));
-    {
+    let result = (|| {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         if sync {
             f.sync_data()?;
         }
+        drop(f);
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        // A full disk must not leave the temp file behind as well.
+        let _ = fs::remove_file(&tmp);
     }
-    fs::rename(&tmp, path)
+    result
 }
 
 /// Writes a file that nobody reads yet (inside a directory that is not in place yet), with

@@ -104,12 +104,19 @@ fn write_file(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
         path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
         std::process::id()
     ));
-    let mut f = std::fs::File::create(&tmp)
-        .map_err(|e| Error::Io(format!("create {}", tmp.display()), e))?;
-    f.write_all(bytes)
-        .and_then(|()| if sync { f.sync_all() } else { Ok(()) })
-        .map_err(|e| Error::Io(format!("write {}", tmp.display()), e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::Io(format!("rename {}", path.display()), e))
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)
+            .map_err(|e| Error::Io(format!("create {}", tmp.display()), e))?;
+        f.write_all(bytes)
+            .and_then(|()| if sync { f.sync_all() } else { Ok(()) })
+            .map_err(|e| Error::Io(format!("write {}", tmp.display()), e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::Io(format!("rename {}", path.display()), e))
+    })();
+    if result.is_err() {
+        // A full disk must not leave the temp file behind as well.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {

@@ -624,8 +624,8 @@ pub fn ensure_forward_accepts_cached(bridge: &str, internal: bool) -> Result<()>
         && std::fs::create_dir_all(dir).is_ok()
     {
         let tmp = dir.join(format!(".{bridge}.{}.tmp", std::process::id()));
-        if std::fs::write(&tmp, g.to_string()).is_ok() {
-            let _ = std::fs::rename(&tmp, &marker);
+        if std::fs::write(&tmp, g.to_string()).is_err() || std::fs::rename(&tmp, &marker).is_err() {
+            let _ = std::fs::remove_file(&tmp);
         }
     }
     Ok(())
