@@ -160,3 +160,40 @@ fn parallel_five_projects_up_on_one_root_twenty_rounds() {
             .is_empty()
     });
 }
+
+#[test]
+fn parallel_one_offs_survive_ups_of_their_project() {
+    if !require_root() {
+        return;
+    }
+    // `up` repairs namespaces named like the project's containers that have no record; a
+    // one-off being wired at that moment is not one of them.
+    let p = Project::new(
+        r#"
+services:
+  web:
+    image: busybox:latest
+    init: true
+    command: ["sleep", "1000"]
+  job:
+    image: busybox:latest
+    command: ["true"]
+"#,
+    );
+    p.tug(&["up", "-d"]);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let ups = s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let out = run(p.cmd().args(["up", "-d"]));
+                check(&out, "up");
+            }
+        });
+        for i in 0..15 {
+            let out = run(p.cmd().args(["run", "--rm", "job"]));
+            check(&out, &format!("run {i}"));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        ups.join().unwrap();
+    });
+}

@@ -480,8 +480,11 @@ pub fn run_run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<i32> {
         .get(&args.service)
         .with_context(|| format!("no such service: {}", args.service))?
         .clone();
+    // Held until the one-off is created: another command of the project (`up`, `down`)
+    // repairs namespaces named like the project's containers that have no record yet, and
+    // must not take this one's while it is being wired.
+    let creating = lock(&stack)?;
     if !args.no_deps && !s.depends_on.is_empty() {
-        let _l = lock(&stack)?;
         let deps: Vec<String> = s.depends_on.keys().cloned().collect();
         let plan = plan::plan_up(
             &stack.desired(),
@@ -501,7 +504,6 @@ pub fn run_run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<i32> {
     {
         // The service's own networks, volumes and image, as `up` would make them (docker
         // compose's `run` does too): a one-off needs no `up` first.
-        let _l = lock(&stack)?;
         let up = plan::plan_up(
             &stack.desired(),
             &stack.observed()?,
@@ -558,6 +560,7 @@ pub fn run_run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<i32> {
             remove: args.rm,
         },
     )?;
+    drop(creating);
     if args.detach {
         stack.containers.start(&id, false)?;
         println!("{name}");
