@@ -461,4 +461,27 @@ mod tests {
         assert_eq!(o.status, Status::Exited);
         assert_eq!(o.exit_code, Some(255));
     }
+
+    #[test]
+    fn container_state_damage_is_named_with_its_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(damage(tmp.path()), None, "a missing state is no damage");
+        write(tmp.path(), &State::default()).unwrap();
+        assert_eq!(damage(tmp.path()), None);
+        std::fs::write(tmp.path().join("state.json"), b"{\"status\": \"runn").unwrap();
+        let d = damage(tmp.path()).unwrap();
+        assert!(d.contains("state.json") && d.contains("rm -f"), "{d}");
+        // A failed write leaves no temp file next to the record.
+        let blocked = tmp.path().join("sub");
+        std::fs::create_dir(&blocked).unwrap();
+        std::fs::create_dir(blocked.join("state.json")).unwrap();
+        std::fs::write(blocked.join("state.json/x"), b"").unwrap();
+        assert!(write(&blocked, &State::default()).is_err());
+        let left: Vec<_> = std::fs::read_dir(&blocked)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left.len(), 1, "{left:?}");
+    }
 }
