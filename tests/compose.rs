@@ -600,7 +600,7 @@ services:
 
 #[test]
 fn compose_progress_tty_draws_a_live_board_on_a_terminal() {
-    if !require_root() {
+    if !require_root() || !crate::common::require_tools(&["script"]) {
         return;
     }
     let s = Stack::new(
@@ -648,7 +648,7 @@ services:
 
 #[test]
 fn compose_down_removes_a_netns_left_by_a_create_killed_before_its_record() {
-    if !require_root() {
+    if !require_root() || !crate::common::require_tools(&["ip"]) {
         return;
     }
     let s = Stack::new(

@@ -966,6 +966,9 @@ fn container_init_reaps_zombies_and_forwards_signals() {
 
 #[test]
 fn container_network_none_host_and_joined_netns() {
+    if !crate::common::require_tools(&["ip"]) {
+        return;
+    }
     let Some(env) = Env::new() else { return };
     let host_ns = std::fs::read_link("/proc/self/ns/net").unwrap();
     let out = env.ok(&[
@@ -1488,6 +1491,9 @@ fn container_cgroup_fallback_without_clone3_joins_every_hierarchy() {
 
 #[test]
 fn container_stdin_and_terminal() {
+    if !crate::common::require_tools(&["script"]) {
+        return;
+    }
     let Some(env) = Env::new() else { return };
     let mut child = env
         .tug()

@@ -755,6 +755,7 @@ fn status_text(s: &Summary) -> String {
             s.exit_code.unwrap_or(0),
             ago(s.finished_at.as_deref().unwrap_or(""))
         ),
+        Status::Dead if s.damaged.is_some() => "Dead (damaged record)".into(),
         Status::Dead => "Dead".into(),
     }
 }
@@ -844,6 +845,13 @@ pub fn run(global: &GlobalArgs, args: ContainerArgs) -> anyhow::Result<i32> {
         } => {
             let store = open()?;
             let list = store.list(all)?;
+            for s in list.iter().filter(|s| s.damaged.is_some()) {
+                eprintln!(
+                    "warning: container {} is damaged: {}",
+                    s.name,
+                    s.damaged.as_deref().unwrap_or_default()
+                );
+            }
             let mut out = std::io::stdout().lock();
             if quiet {
                 for s in &list {
@@ -959,6 +967,9 @@ pub fn run(global: &GlobalArgs, args: ContainerArgs) -> anyhow::Result<i32> {
                 print_record(r, timestamps)?;
             }
             if follow {
+                // Woken by the log's writes and the state's changes (inotify), not a timer.
+                let watch =
+                    crate::engine::container::state::Watch::writes(&[store.container_dir(&id)]);
                 loop {
                     let running = matches!(
                         store.state(&id).status,
@@ -972,7 +983,10 @@ pub fn run(global: &GlobalArgs, args: ContainerArgs) -> anyhow::Result<i32> {
                     if !running || !store.container_dir(&id).exists() {
                         break;
                     }
-                    std::thread::sleep(Duration::from_millis(50));
+                    match &watch {
+                        Some(w) => w.wait(Duration::from_millis(500)),
+                        None => std::thread::sleep(Duration::from_millis(50)),
+                    }
                 }
             }
             Ok(0)
