@@ -150,6 +150,8 @@ pub enum ImageCommand {
         /// Registry host (default: docker.io).
         registry: Option<String>,
     },
+    /// Build an image from a Dockerfile.
+    Build(super::build::BuildArgs),
     /// Build a base image from the host's Debian packages, offline from any registry:
     /// `busybox` (from busybox-static) or `debian:<suite>` (with mmdebstrap).
     Bootstrap {
@@ -541,6 +543,7 @@ pub fn run(global: &GlobalArgs, args: ImageArgs) -> anyhow::Result<i32> {
             );
         }
         ImageCommand::Logout { registry } => return logout(registry.as_deref(), &mut out),
+        ImageCommand::Build(a) => return super::build::run_image_build(global, &a),
         ImageCommand::Bootstrap {
             what,
             name,
