@@ -256,3 +256,67 @@ pub fn run_builder(global: &GlobalArgs, cmd: &BuilderCommand) -> anyhow::Result<
         }
     }
 }
+
+/// `tug build` arguments (docker compose build's flags).
+#[derive(Debug, Args)]
+pub struct ComposeBuildArgs {
+    /// Services to build (default: every service with a `build:` section).
+    pub services: Vec<String>,
+    /// Do not use the cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Pull the base images even when present.
+    #[arg(long)]
+    pub pull: bool,
+    /// Build-time variable `K=V` for every service (over its `args`).
+    #[arg(long = "build-arg")]
+    pub build_args: Vec<String>,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// Runs `tug build`.
+pub fn run_compose_build(global: &GlobalArgs, args: &ComposeBuildArgs) -> anyhow::Result<i32> {
+    let stack = super::compose::open_stack(
+        global,
+        &args.services,
+        crate::engine::compose::StackOptions::default(),
+    )?;
+    let over = crate::engine::compose::build::BuildOverrides {
+        no_cache: args.no_cache,
+        pull: args.pull,
+        args: key_values(&args.build_args, true)?,
+    };
+    let mut names: Vec<String> = if args.services.is_empty() {
+        stack
+            .project
+            .services
+            .iter()
+            .filter(|(_, s)| s.build.is_some())
+            .map(|(n, _)| n.clone())
+            .collect()
+    } else {
+        args.services.clone()
+    };
+    names.dedup();
+    let progress = Progress::from_flag(&global.progress, args.quiet);
+    for name in &names {
+        let Some(s) = stack.project.services.get(name) else {
+            bail!("no such service: {name}");
+        };
+        if s.build.is_none() {
+            if !args.services.is_empty() && progress != Progress::Quiet {
+                eprintln!("{name}: no build section, skipped");
+            }
+            continue;
+        }
+        let image = crate::plan::service_image(&stack.project.name, s);
+        let report = reporter(progress, format!("{name}:"));
+        let img = stack.build_service(name, &image, &over, &report)?;
+        if progress != Progress::Quiet {
+            eprintln!("{name}: built {image} ({})", img.short_id());
+        }
+    }
+    Ok(0)
+}

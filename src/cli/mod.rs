@@ -264,6 +264,8 @@ pub enum Command {
     Scale(Lazy<compose::args::ScaleArgs>),
     /// Pull service images.
     Pull(Lazy<compose::args::PullArgs>),
+    /// Build or rebuild services.
+    Build(Lazy<build::ComposeBuildArgs>),
     /// Push service images.
     Push(Lazy<compose::args::PushArgs>),
     /// Show the tug version information.
@@ -453,6 +455,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Network(cmd) => network::run(&global, &cmd),
         Command::Volume(cmd) => volume::run(&global, &cmd),
         Command::Builder(cmd) => build::run_builder(&global, &cmd),
+        Command::Build(args) => build::run_compose_build(&global, &args),
         Command::NetworkDns(args) => network::run_dns(&args),
         Command::NetworkProxy(args) => network::run_proxy(&args),
         Command::Up(args) => compose::run_up(&global, &args),

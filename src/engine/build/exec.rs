@@ -1773,6 +1773,7 @@ impl Shared<'_> {
                                 })?
                                 .into_bytes(),
                         ),
+                        Some(SecretSource::Content(c)) => Some(c.clone()),
                         None if required => {
                             return Err(e(format!("secret {id} is required but was not given")));
                         }

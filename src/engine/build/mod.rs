@@ -109,6 +109,8 @@ pub enum SecretSource {
     File(PathBuf),
     /// An environment variable of the builder process.
     Env(String),
+    /// The secret itself (a compose secret from the project's environment).
+    Content(Vec<u8>),
 }
 
 /// What to build.

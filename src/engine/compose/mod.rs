@@ -7,6 +7,7 @@
 //! (`convert`). It decides nothing: what to do comes from the plan.
 
 mod backend;
+pub mod build;
 pub mod convert;
 mod wait;
 
@@ -80,6 +81,8 @@ pub struct StackOptions {
     /// does them while the kernel deletes the bridge, or to [`Stack::settle`], which the
     /// caller must call at its end.
     pub teardown: bool,
+    /// What the command line adds to image builds (`up --build`).
+    pub build: build::BuildOverrides,
 }
 
 /// One project on one state root.
