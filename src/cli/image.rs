@@ -739,6 +739,19 @@ fn inspect_json(store: &ImageStore, img: &Image) -> serde_json::Value {
         .filter_map(|n| Reference::parse(n).ok())
         .map(|r| format!("{}@{}", r.familiar_name(), img.digest))
         .collect();
+    // The config as stored: oci-spec's model drops Docker's Healthcheck, Shell, OnBuild, ….
+    let raw_config: Option<serde_json::Value> = std::fs::read(
+        store
+            .layout_dir()
+            .join("blobs/sha256")
+            .join(img.id.trim_start_matches("sha256:")),
+    )
+    .ok()
+    .and_then(|b| serde_json::from_slice(&b).ok());
+    let config = raw_config
+        .as_ref()
+        .and_then(|v| v.get("config").cloned())
+        .unwrap_or_else(|| json!(img.config.config()));
     let layers: Vec<String> = store
         .layer_dirs(img)
         .map(|v| v.iter().map(|p| p.display().to_string()).collect())
@@ -753,7 +766,7 @@ fn inspect_json(store: &ImageStore, img: &Image) -> serde_json::Value {
         "Author": img.config.author(),
         "Architecture": img.config.architecture().to_string(),
         "Os": img.config.os().to_string(),
-        "Config": img.config.config(),
+        "Config": config,
         "RootFS": img.config.rootfs(),
         "History": img.config.history(),
         "Size": store.unpacked_size(img),

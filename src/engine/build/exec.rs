@@ -781,7 +781,8 @@ impl Shared<'_> {
                     .collect()
             })
             .unwrap_or_default();
-        if !triggers.is_empty() && self.stage_by_ref(stage.index, &stage.base).is_none() {
+        // (also when the base is an earlier stage, as BuildKit does).
+        if !triggers.is_empty() {
             state.config.remove("OnBuild");
             for t in triggers {
                 let df = dockerfile::parse(&t).map_err(|e| {
@@ -805,8 +806,6 @@ impl Shared<'_> {
                     self.step(stage, &mut state, &inst, n, &label)?;
                 }
             }
-        } else if !triggers.is_empty() {
-            state.config.remove("OnBuild");
         }
         for inst in &stage.steps {
             n += 1;
@@ -828,6 +827,7 @@ impl Shared<'_> {
         if stage.base == "scratch" {
             let mut config = Map::new();
             config.insert("Env".into(), json!([format!("PATH={DEFAULT_PATH}")]));
+            config.insert("WorkingDir".into(), json!("/"));
             return Ok(State {
                 layers: Vec::new(),
                 config,
