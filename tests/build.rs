@@ -158,3 +158,478 @@ fn build_conformance_matches_docker_buildkit() {
         failures.join("\n\n")
     );
 }
+
+/// A context directory with `files` (path, content) and a Dockerfile.
+fn context(dockerfile: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::write(t.path().join("Dockerfile"), dockerfile).unwrap();
+    for (p, c) in files {
+        let p = t.path().join(p);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, c).unwrap();
+    }
+    t
+}
+
+/// `(cached, run)` from `tug image build`'s summary line.
+fn counts(stderr: &str) -> (usize, usize) {
+    let l = stderr
+        .lines()
+        .find(|l| l.starts_with("built "))
+        .unwrap_or_else(|| panic!("no summary in {stderr}"));
+    let nums: Vec<usize> = l
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    // "built <id> (N steps cached, M run)": the id may hold digits too; take the last two.
+    (nums[nums.len() - 2], nums[nums.len() - 1])
+}
+
+/// Builds `dir` as `tag`; returns (stderr, image id). `exe_log`: a wrapper that records every
+/// run of tug as the RUN helper (`TUG_EXE`).
+fn build(
+    root: &Path,
+    dir: &Path,
+    tag: &str,
+    extra: &[&str],
+    exe_log: Option<&Path>,
+) -> (String, String) {
+    let mut c = tug(root);
+    c.args(["image", "build", "-t", tag]).args(extra).arg(dir);
+    if let Some(log) = exe_log {
+        let w = log.with_extension("sh");
+        std::fs::write(
+            &w,
+            format!(
+                "#!/bin/sh\necho \"$@\" >> {}\nexec {} \"$@\"\n",
+                log.display(),
+                crate::common::tug_bin().display()
+            ),
+        )
+        .unwrap();
+        std::os::unix::fs::PermissionsExt::set_mode(
+            &mut std::fs::metadata(&w).unwrap().permissions(),
+            0o755,
+        );
+        std::fs::set_permissions(&w, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        c.env("TUG_EXE", &w);
+    }
+    let out = run(&mut c);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "build of {tag} failed:\n{err}");
+    (err, String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[test]
+fn build_cache_reuses_steps_and_invalidates_from_the_change() {
+    if !require_root() {
+        return;
+    }
+    let root = root_with_base();
+    let ctx = context(
+        "FROM busybox\nCOPY a.txt /a\nRUN cat /a > /b\nARG X=1\nRUN echo $X > /x\nCOPY b.txt /bb\nCMD [\"sh\", \"-c\", \"cat /b /x /bb\"]\n",
+        &[("a.txt", "A1\n"), ("b.txt", "B1\n")],
+    );
+    let log = root.path().join("helper.log");
+    let (e, id1) = build(root.path(), ctx.path(), "cache-test", &[], Some(&log));
+    assert_eq!(counts(&e), (0, 4), "{e}");
+    let helpers = |log: &Path| {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("__build-run"))
+            .count()
+    };
+    assert_eq!(helpers(&log), 2);
+    // Fully cached: no container, same image id.
+    std::fs::write(&log, "").unwrap();
+    let (e, id2) = build(root.path(), ctx.path(), "cache-test", &[], Some(&log));
+    assert_eq!(counts(&e), (4, 0), "{e}");
+    assert_eq!(id1, id2, "a fully cached build gives the same image");
+    assert_eq!(helpers(&log), 0, "a cached build started a container");
+    // A new mtime alone changes nothing.
+    let f = std::fs::File::options()
+        .write(true)
+        .open(ctx.path().join("a.txt"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(60))
+        .unwrap();
+    let (e, _) = build(root.path(), ctx.path(), "cache-test", &[], None);
+    assert_eq!(counts(&e), (4, 0), "{e}");
+    // The last COPY's input: only that step runs.
+    std::fs::write(ctx.path().join("b.txt"), "B2\n").unwrap();
+    let (e, _) = build(root.path(), ctx.path(), "cache-test", &[], Some(&log));
+    assert_eq!(counts(&e), (3, 1), "{e}");
+    assert_eq!(helpers(&log), 0, "a COPY change reran a RUN before it");
+    // A build arg: the RUN before its ARG stays cached, the one using it reruns.
+    let (e, _) = build(
+        root.path(),
+        ctx.path(),
+        "cache-test",
+        &["--build-arg", "X=2"],
+        None,
+    );
+    assert_eq!(counts(&e), (2, 2), "{e}");
+    let out = ok(tug(root.path()).args([
+        "container",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "cache-test",
+    ]));
+    assert_eq!(out, "A1\n2\nB2\n");
+    // The first COPY's input: everything from there on.
+    std::fs::write(ctx.path().join("a.txt"), "A2\n").unwrap();
+    let (e, _) = build(root.path(), ctx.path(), "cache-test", &[], None);
+    assert_eq!(counts(&e), (0, 4), "{e}");
+    // The cache survives `image rm` of the result.
+    ok(tug(root.path()).args(["image", "rm", "cache-test"]));
+    let (e, _) = build(root.path(), ctx.path(), "cache-test", &[], None);
+    assert_eq!(counts(&e), (4, 0), "{e}");
+    // --no-cache, then `builder prune` empties the cache.
+    let (e, _) = build(root.path(), ctx.path(), "cache-test", &["--no-cache"], None);
+    assert_eq!(counts(&e), (0, 4), "{e}");
+    let out = ok(tug(root.path()).args(["builder", "prune", "--force"]));
+    assert!(out.contains("cache records"), "{out}");
+    let (e, _) = build(root.path(), ctx.path(), "cache-test", &[], None);
+    assert_eq!(counts(&e), (0, 4), "{e}");
+}
+
+/// Every file of every layer directory of the state root, with its content, for leak checks.
+fn layer_contents(root: &Path) -> String {
+    let mut all = String::new();
+    fn walk(p: &Path, all: &mut String) {
+        let Ok(rd) = std::fs::read_dir(p) else { return };
+        for e in rd.flatten() {
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                walk(&e.path(), all);
+            } else if t.is_file() {
+                all.push_str(&String::from_utf8_lossy(
+                    &std::fs::read(e.path()).unwrap_or_default(),
+                ));
+            }
+        }
+    }
+    walk(&root.join("layers"), &mut all);
+    // Blobs are compressed: unpack each layer blob's text too.
+    for e in std::fs::read_dir(root.join("images/blobs/sha256"))
+        .unwrap()
+        .flatten()
+    {
+        let b = std::fs::read(e.path()).unwrap();
+        if b.starts_with(&[0x1f, 0x8b]) {
+            let mut s = Vec::new();
+            let _ =
+                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(b.as_slice()), &mut s);
+            all.push_str(&String::from_utf8_lossy(&s));
+        }
+    }
+    all
+}
+
+#[test]
+fn build_dockerignore_and_secrets_stay_out_of_layers() {
+    if !require_root() {
+        return;
+    }
+    let root = root_with_base();
+    let ctx = context(
+        "FROM busybox\nCOPY . /ctx\nRUN --mount=type=secret,id=tok,required=true wc -c < /run/secrets/tok > /secret-seen\nCMD [\"sh\", \"-c\", \"cd /ctx && find . -type f | sort; cat /secret-seen; ls /run/secrets 2>&1 || true\"]\n",
+        &[
+            ("app.txt", "app\n"),
+            ("private.key", "PRIVATE-KEY-MATERIAL-1234\n"),
+            ("docs/keep.md", "keep\n"),
+            ("docs/drop.md", "drop\n"),
+            (".dockerignore", "*.key\ndocs\n!docs/keep.md\n"),
+        ],
+    );
+    let secret = ctx.path().join("../tok-secret");
+    std::fs::write(&secret, "s3cr3t-token-value").unwrap();
+    build(
+        root.path(),
+        ctx.path(),
+        "ignore-test",
+        &["--secret", &format!("id=tok,src={}", secret.display())],
+        None,
+    );
+    let out = ok(tug(root.path()).args([
+        "container",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "ignore-test",
+    ]));
+    assert!(
+        out.starts_with("./.dockerignore\n./Dockerfile\n./app.txt\n./docs/keep.md\n18\n"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("private.key") && !out.contains("drop.md"),
+        "{out}"
+    );
+    let all = layer_contents(root.path());
+    assert!(
+        !all.contains("PRIVATE-KEY-MATERIAL"),
+        "an ignored file reached a layer"
+    );
+    assert!(
+        !all.contains("s3cr3t-token-value"),
+        "a build secret reached a layer"
+    );
+    // A required secret that is not given fails clearly.
+    let err = fails(
+        tug(root.path())
+            .args(["image", "build", "-t", "x"])
+            .arg(ctx.path()),
+    );
+    assert!(err.contains("secret tok is required"), "{err}");
+    let _ = std::fs::remove_file(secret);
+}
+
+#[test]
+fn build_hostile_contexts_never_read_outside() {
+    if !require_root() {
+        return;
+    }
+    let root = root_with_base();
+    let outer = tempfile::tempdir().unwrap();
+    std::fs::write(outer.path().join("outside.txt"), "OUTSIDE-CONTENT-5678\n").unwrap();
+    let ctx = outer.path().join("ctx");
+    std::fs::create_dir_all(ctx.join("dir")).unwrap();
+    std::os::unix::fs::symlink("../outside.txt", ctx.join("escape")).unwrap();
+    std::os::unix::fs::symlink(outer.path().join("outside.txt"), ctx.join("abs-escape")).unwrap();
+    std::os::unix::fs::symlink("../../outside.txt", ctx.join("dir/link")).unwrap();
+    let df = |s: &str| std::fs::write(ctx.join("Dockerfile"), s).unwrap();
+    // `COPY ../x` resolves inside the context: not found.
+    df("FROM busybox\nCOPY ../outside.txt /x\n");
+    let err = fails(
+        tug(root.path())
+            .args(["image", "build", "-t", "h"])
+            .arg(&ctx),
+    );
+    assert!(
+        err.contains("not found") && err.contains("Dockerfile:2"),
+        "{err}"
+    );
+    // A symlink pointing outside resolves inside the context too.
+    for link in ["escape", "abs-escape"] {
+        df(&format!("FROM busybox\nCOPY {link} /x\n"));
+        let err = fails(
+            tug(root.path())
+                .args(["image", "build", "-t", "h"])
+                .arg(&ctx),
+        );
+        assert!(err.contains("not found"), "{link}: {err}");
+    }
+    // A symlink inside a copied directory is copied as a link, never followed.
+    df("FROM busybox\nCOPY dir /d\nCMD [\"readlink\", \"/d/link\"]\n");
+    build(root.path(), &ctx, "h", &[], None);
+    let out = ok(tug(root.path()).args(["container", "run", "--rm", "--network", "none", "h"]));
+    assert_eq!(out, "../../outside.txt\n");
+    assert!(!layer_contents(root.path()).contains("OUTSIDE-CONTENT"));
+    // A huge build arg: built, and the value reaches the RUN step intact.
+    let big = "x".repeat(100_000);
+    df("FROM busybox\nARG BIG\nRUN test ${#BIG} -eq 100000 && echo ok > /big\n");
+    build(
+        root.path(),
+        &ctx,
+        "h",
+        &["--build-arg", &format!("BIG={big}")],
+        None,
+    );
+    // 10,000 files in the context.
+    let many = tempfile::tempdir().unwrap();
+    for i in 0..10_000 {
+        let d = many.path().join(format!("d{}", i % 100));
+        if i < 100 {
+            std::fs::create_dir_all(&d).unwrap();
+        }
+        std::fs::write(d.join(format!("f{i}")), format!("{i}\n")).unwrap();
+    }
+    std::fs::write(many.path().join("Dockerfile"), "FROM busybox\nCOPY . /many\nCMD [\"sh\", \"-c\", \"find /many -type f | wc -l; cat /many/d7/f4507\"]\n").unwrap();
+    build(root.path(), many.path(), "many", &[], None);
+    let out = ok(tug(root.path()).args(["container", "run", "--rm", "--network", "none", "many"]));
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        vec!["10001", "4507"]
+    );
+}
+
+#[test]
+fn build_failure_names_the_step_and_tags_nothing() {
+    if !require_root() {
+        return;
+    }
+    let root = root_with_base();
+    let ctx = context(
+        "FROM busybox AS base\nRUN echo base > /base\n\nFROM base AS broken\nRUN echo some output && echo more output >&2 && exit 3\n\nFROM base AS good\nCMD [\"cat\", \"/base\"]\n\nFROM broken\n",
+        &[],
+    );
+    let err = fails(
+        tug(root.path())
+            .args(["image", "build", "-t", "fails:1"])
+            .arg(ctx.path()),
+    );
+    assert!(err.contains("Dockerfile:5"), "{err}");
+    assert!(err.contains("exit 3") && err.contains("code 3"), "{err}");
+    assert!(
+        err.contains("some output") && err.contains("more output"),
+        "{err}"
+    );
+    let ls = ok(tug(root.path()).args(["image", "ls"]));
+    assert!(
+        !ls.contains("fails"),
+        "a failed build left a tagged image:\n{ls}"
+    );
+    // --target builds only what the target needs (the failing stage is not built).
+    ok(tug(root.path())
+        .args(["image", "build", "-t", "good", "--target", "good"])
+        .arg(ctx.path()));
+    assert_eq!(
+        ok(tug(root.path()).args(["container", "run", "--rm", "--network", "none", "good"])),
+        "base\n"
+    );
+    // Bad Dockerfiles name the line.
+    std::fs::write(ctx.path().join("Dockerfile"), "FROM busybox\nBOGUS x\n").unwrap();
+    let err = fails(
+        tug(root.path())
+            .args(["image", "build", "-t", "x"])
+            .arg(ctx.path()),
+    );
+    assert!(
+        err.contains("Dockerfile:2") && err.contains("unknown instruction"),
+        "{err}"
+    );
+}
+
+#[test]
+fn build_run_cache_mount_persists_and_metadata_reaches_containers() {
+    if !require_root() {
+        return;
+    }
+    let root = root_with_base();
+    let ctx = context(
+        "FROM busybox\nRUN --mount=type=cache,target=/cache echo run >> /cache/log && wc -l < /cache/log > /count\nRUN echo 'app:x:1000:1000::/home/app:/bin/sh' >> /etc/passwd\nUSER app\nWORKDIR /srv/app\nENV GREETING=hello\nEXPOSE 8080\nHEALTHCHECK --interval=1s CMD true\nENTRYPOINT [\"sh\", \"-c\"]\nCMD [\"echo $GREETING; id -u; pwd; cat /count; ls /cache 2>&1 | head -1\"]\n",
+        &[],
+    );
+    build(root.path(), ctx.path(), "meta", &[], None);
+    let out = ok(tug(root.path()).args(["container", "run", "--rm", "--network", "none", "meta"]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(&lines[..4], &["hello", "1000", "/srv/app", "1"], "{out}");
+    assert!(
+        lines[4].contains("No such file"),
+        "the cache mount leaked into the image: {out}"
+    );
+    build(root.path(), ctx.path(), "meta", &["--no-cache"], None);
+    let out = ok(tug(root.path()).args(["container", "run", "--rm", "--network", "none", "meta"]));
+    assert_eq!(
+        out.lines().nth(3),
+        Some("2"),
+        "the cache mount did not persist: {out}"
+    );
+    let c = inspect_config(root.path(), "meta");
+    assert_eq!(c["User"], "app");
+    assert_eq!(c["WorkingDir"], "/srv/app");
+    assert_eq!(c["ExposedPorts"]["8080/tcp"], serde_json::json!({}));
+    assert_eq!(
+        c["Healthcheck"]["Test"],
+        serde_json::json!(["CMD-SHELL", "true"])
+    );
+    assert_eq!(c["Healthcheck"]["Interval"], 1_000_000_000_u64);
+    // The healthcheck reaches a running container.
+    let name = unique("bh");
+    ok(tug(root.path()).args([
+        "container",
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--network",
+        "none",
+        "--entrypoint",
+        "sleep",
+        "meta",
+        "30",
+    ]));
+    crate::common::eventually("healthy", std::time::Duration::from_secs(15), || {
+        let v: Value =
+            serde_json::from_str(&ok(tug(root.path()).args(["container", "inspect", &name])))
+                .unwrap();
+        v.to_string().contains("\"healthy\"")
+    });
+    ok(tug(root.path()).args(["container", "rm", "--force", &name]));
+}
+
+#[test]
+fn build_compose_up_build_wait_and_second_up_rebuilds_nothing() {
+    if !require_root() {
+        return;
+    }
+    let root = root_with_base();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::create_dir_all(p.join("web")).unwrap();
+    std::fs::create_dir_all(p.join("job")).unwrap();
+    std::fs::write(p.join("web/Dockerfile"), "FROM busybox\nRUN mkdir /www && echo hello-web > /www/index.html\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n").unwrap();
+    std::fs::write(p.join("job/Dockerfile"), "FROM busybox\nARG WHO\nRUN echo \"hi $WHO\" > /greeting\nCMD [\"sh\", \"-c\", \"trap 'exit 0' TERM; while true; do sleep 1; done\"]\n").unwrap();
+    std::fs::write(
+        p.join("compose.yaml"),
+        "services:\n  web:\n    build: ./web\n    healthcheck:\n      test: [\"CMD\", \"sh\", \"-c\", \"timeout 2 wget -q -O- http://127.0.0.1:8080/\"]\n      interval: 1s\n  job:\n    build:\n      context: ./job\n      args:\n        WHO: compose\n    depends_on:\n      web:\n        condition: service_healthy\n",
+    )
+    .unwrap();
+    let project = unique("bld");
+    let compose = |args: &[&str]| {
+        let mut c = tug(root.path());
+        c.current_dir(p).args(["-p", &project]).args(args);
+        c
+    };
+    let guard = Down(root.path().to_path_buf(), p.to_path_buf(), project.clone());
+    ok(&mut compose(&["up", "--build", "-d", "--wait"]));
+    assert_eq!(
+        ok(&mut compose(&["exec", "job", "cat", "/greeting"])),
+        "hi compose\n"
+    );
+    let ids = |c: &mut dyn FnMut(&[&str]) -> std::process::Command| ok(&mut c(&["ps", "-q"]));
+    let before = ids(&mut |a| compose(a));
+    let images = || {
+        let mut v: Vec<String> = ok(tug(root.path()).args(["image", "ls", "-q", "--no-trunc"]))
+            .lines()
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    };
+    let images_before = images();
+    let out = run(&mut compose(&["up", "--build", "-d", "--wait"]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        ids(&mut |a| compose(a)),
+        before,
+        "the second up recreated containers"
+    );
+    assert_eq!(images(), images_before, "the second up built new images");
+    // `tug build` with a changed arg rebuilds the service.
+    let err = String::from_utf8_lossy(
+        &run(&mut compose(&["build", "--build-arg", "WHO=cli", "job"])).stderr,
+    )
+    .into_owned();
+    assert!(err.contains("built"), "{err}");
+    drop(guard);
+}
+
+struct Down(PathBuf, PathBuf, String);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = run(tug(&self.0)
+            .current_dir(&self.1)
+            .args(["-p", &self.2, "down", "-v", "-t", "1"]));
+    }
+}

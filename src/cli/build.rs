@@ -64,8 +64,8 @@ pub enum BuilderCommand {
         /// Accepted for docker compatibility (everything is removed).
         #[arg(short, long)]
         all: bool,
-        /// Do not ask (tug never asks).
-        #[arg(short, long)]
+        /// Do not ask (tug never asks). (`-f` is the global compose-file flag.)
+        #[arg(long)]
         force: bool,
     },
 }
