@@ -492,6 +492,7 @@ services:
     assert!(err.contains("build.ssh") && err.contains("app"), "{err}");
     // The RUN step joined the default `bridge` network, which stays like docker's.
     ok(s.cmd().args(["down"]));
+    ok(s.cmd().args(["builder", "prune", "--force"]));
     ok(s.cmd().args(["network", "rm", "bridge"]));
 }
 

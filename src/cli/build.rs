@@ -248,6 +248,7 @@ pub fn run_builder(global: &GlobalArgs, cmd: &BuilderCommand) -> anyhow::Result<
             let (n, r) = store.unpin_prefix(build::cache::PIN_PREFIX, &in_use)?;
             let mounts = root.join("build").join("mounts");
             let _ = std::fs::remove_dir_all(&mounts);
+            build::release_network_slots(&root);
             println!(
                 "Removed {n} cache records; reclaimed {} bytes ({} blobs, {} layers)",
                 r.bytes_freed, r.blobs_removed, r.layers_removed

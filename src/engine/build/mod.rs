@@ -38,7 +38,7 @@ pub mod view;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-pub use exec::build;
+pub use exec::{NET_SLOT_PREFIX, build};
 
 /// Errors of the builder.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +92,34 @@ fn tail_text(lines: &[String]) -> String {
     } else {
         format!("\n--- last output ---\n{}", lines.join("\n"))
     }
+}
+
+/// Releases the pooled network namespaces of RUN steps (`tug builder prune`). Returns how
+/// many were released; a slot in use by a running build is left alone.
+pub fn release_network_slots(root: &std::path::Path) -> usize {
+    let Ok(nets) = crate::engine::network::Networks::open(root) else {
+        return 0;
+    };
+    let dir = root.join("build");
+    let mut n = 0;
+    for i in 0..8 {
+        let key = format!("{NET_SLOT_PREFIX}{i}");
+        let Ok(f) = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join(format!("{key}.lock")))
+        else {
+            continue;
+        };
+        let Ok(_held) = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        else {
+            continue;
+        };
+        let _ = std::fs::remove_file(dir.join(format!("{key}.json")));
+        if nets.disconnect_all(&key).is_ok() {
+            n += 1;
+        }
+    }
+    n
 }
 
 /// Result alias of the builder.
