@@ -292,6 +292,17 @@ fn build_cache_reuses_steps_and_invalidates_from_the_change() {
     assert_eq!(counts(&e), (0, 4), "{e}");
     let out = ok(tug(root.path()).args(["builder", "prune", "--force"]));
     assert!(out.contains("cache records"), "{out}");
+    // cache_from: the image's history carries its steps' keys.
+    let (e, _) = build(
+        root.path(),
+        ctx.path(),
+        "cache-test",
+        &["--cache-from", "cache-test"],
+        None,
+    );
+    assert_eq!(counts(&e), (4, 0), "{e}");
+    ok(tug(root.path()).args(["builder", "prune", "--force"]));
+    ok(tug(root.path()).args(["image", "rm", "cache-test"]));
     let (e, _) = build(root.path(), ctx.path(), "cache-test", &[], None);
     assert_eq!(counts(&e), (0, 4), "{e}");
 }

@@ -49,6 +49,9 @@ pub struct BuildArgs {
     /// Named context `name=DIR` (`COPY --from=name`).
     #[arg(long = "build-context")]
     pub build_context: Vec<String>,
+    /// A local image (built by tug) whose layers seed the cache; repeatable.
+    #[arg(long = "cache-from")]
+    pub cache_from: Vec<String>,
     /// Print only the image id.
     #[arg(short, long)]
     pub quiet: bool,
@@ -205,6 +208,7 @@ pub fn run_image_build(global: &GlobalArgs, args: &BuildArgs) -> anyhow::Result<
         secrets: secrets(&args.secret)?,
         additional_contexts: build_contexts,
         extra_hosts: args.add_host.clone(),
+        cache_from: args.cache_from.clone(),
         ..BuildOptions::default()
     };
     let progress = Progress::from_flag(&global.progress, args.quiet);

@@ -370,6 +370,9 @@ pub fn build(
     };
     let store = ImageStore::open(root)?;
     let _hold = store.hold()?;
+    for name in &opts.cache_from {
+        seed_cache(&store, name)?;
+    }
     let context = context::open(&context_dir, df_path.as_deref())?;
     let mut named = HashMap::new();
     for (n, p) in &opts.additional_contexts {
@@ -546,6 +549,49 @@ pub fn build(
         ran,
         unused_args,
     })
+}
+
+/// `cache_from`: an image built by tug carries its steps' cache keys in its history
+/// (`tug.cache.key`); each one whose record is missing is recorded again with the image's
+/// layer. Only local images are read; other images have no keys and seed nothing.
+fn seed_cache(store: &ImageStore, name: &str) -> Result<()> {
+    let img = store.resolve(name).map_err(|e| {
+        BuildError::Invalid(format!(
+            "cache_from {name}: {e} (only local images are used)"
+        ))
+    })?;
+    let raw = store.layout().read_blob(&img.id)?;
+    let v: Value = serde_json::from_slice(&raw)
+        .map_err(|e| BuildError::Invalid(format!("cache_from {name}: {e}")))?;
+    let layers: Vec<LayerRef> = img
+        .manifest
+        .layers()
+        .iter()
+        .zip(img.diff_ids())
+        .map(|(d, id)| LayerRef {
+            digest: d.digest().to_string(),
+            size: d.size(),
+            media_type: d.media_type().to_string(),
+            diff_id: id.clone(),
+        })
+        .collect();
+    let mut i = 0;
+    for h in v["history"].as_array().into_iter().flatten() {
+        let empty = h["empty_layer"].as_bool().unwrap_or(false);
+        let layer = if empty {
+            None
+        } else {
+            i += 1;
+            layers.get(i - 1).cloned()
+        };
+        if let Some(key) = h["tug.cache.key"].as_str()
+            && cache::lookup(store, key).is_none()
+        {
+            let created = h["created"].as_str().unwrap_or_default().to_string();
+            cache::save(store, key, &Record { layer, created })?;
+        }
+    }
+    Ok(())
 }
 
 // Errors cross thread boundaries as text; a structured error is carried as JSON.
