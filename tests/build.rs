@@ -30,9 +30,7 @@ fn root_with_base() -> tempfile::TempDir {
 fn case_dir(name: &str, into: &Path) -> PathBuf {
     let dst = into.join(name);
     copy_tree(&fixtures().join(name), &dst);
-    for f in ["expected.json"] {
-        let _ = std::fs::remove_file(dst.join(f));
-    }
+    let _ = std::fs::remove_file(dst.join("expected.json"));
     if dst.join("prepare.sh").exists() {
         ok(std::process::Command::new("sh")
             .arg("prepare.sh")
@@ -733,5 +731,28 @@ fn build_result_pushed_and_pulled_into_a_fresh_root_runs() {
     assert_eq!(
         inspect_config(fresh.path(), &name),
         inspect_config(root.path(), &name)
+    );
+}
+
+#[test]
+fn build_independent_stages_run_in_parallel() {
+    if !require_root() {
+        return;
+    }
+    let root = root_with_base();
+    let ctx = context(
+        "FROM busybox AS a\nRUN sleep 2 && echo a > /a\n\nFROM busybox AS b\nRUN sleep 2 && echo b > /b\n\nFROM busybox\nCOPY --from=a /a /a\nCOPY --from=b /b /b\nCMD [\"cat\", \"/a\", \"/b\"]\n",
+        &[],
+    );
+    let t0 = std::time::Instant::now();
+    build(root.path(), ctx.path(), "par", &["--network", "none"], None);
+    let took = t0.elapsed();
+    assert!(
+        took < std::time::Duration::from_millis(3800),
+        "two 2 s stages took {took:?}: not in parallel"
+    );
+    assert_eq!(
+        ok(tug(root.path()).args(["container", "run", "--rm", "--network", "none", "par"])),
+        "a\nb\n"
     );
 }

@@ -540,7 +540,7 @@ fn unpack_archive<W: Write>(
                 let t = e
                     .link_name()
                     .map_err(|x| bad(x.to_string()))?
-                    .map(|p| p.into_owned())
+                    .map(std::borrow::Cow::into_owned)
                     .unwrap_or_default();
                 out.symlink(&path, &t, &meta).map_err(werr)?;
             }

@@ -485,10 +485,11 @@ pub fn raw_words(s: &str, escape: char) -> Vec<String> {
                 cur.push(c);
                 if c == q {
                     quote = None;
-                } else if c == escape && q == '"' {
-                    if let Some(n) = it.next() {
-                        cur.push(n);
-                    }
+                } else if c == escape
+                    && q == '"'
+                    && let Some(n) = it.next()
+                {
+                    cur.push(n);
                 }
             }
             None if c.is_whitespace() => {

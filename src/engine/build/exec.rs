@@ -503,13 +503,10 @@ pub fn build(
     if let Some(e) = first_err {
         return Err(take_error(e));
     }
-    let done = match results.remove(&target) {
-        Some(Ok(d)) => d,
-        _ => {
-            return Err(BuildError::Invalid(
-                "the target stage did not finish".into(),
-            ));
-        }
+    let Some(Ok(done)) = results.remove(&target) else {
+        return Err(BuildError::Invalid(
+            "the target stage did not finish".into(),
+        ));
     };
     let (cached, ran) = *shared
         .counters
@@ -597,17 +594,7 @@ fn seed_cache(store: &ImageStore, name: &str) -> Result<()> {
 // Errors cross thread boundaries as text; a structured error is carried as JSON.
 fn format_err(e: &BuildError) -> String {
     match e {
-        BuildError::Step {
-            step,
-            file,
-            line,
-            instruction,
-            message,
-            output,
-        } => format!(
-            "\u{1}{}",
-            json!({"step": step, "file": file, "line": line, "instruction": instruction, "message": message, "output": output})
-        ),
+        BuildError::Step(f) => format!("\u{1}{}", serde_json::to_string(f).unwrap_or_default()),
         BuildError::Dockerfile {
             file,
             line,
@@ -624,32 +611,16 @@ fn format_err(e: &BuildError) -> String {
 
 fn take_error(e: String) -> BuildError {
     if let Some(j) = e.strip_prefix('\u{1}')
-        && let Ok(v) = serde_json::from_str::<Value>(j)
+        && let Ok(f) = serde_json::from_str::<super::StepFailure>(j)
     {
-        let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
-        return BuildError::Step {
-            step: s("step"),
-            file: s("file"),
-            line: v["line"].as_u64().unwrap_or(0) as usize,
-            instruction: s("instruction"),
-            message: s("message"),
-            output: v["output"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default(),
-        };
+        return BuildError::Step(Box::new(f));
     }
     if let Some(j) = e.strip_prefix('\u{2}')
         && let Ok(v) = serde_json::from_str::<Value>(j)
     {
         return BuildError::Dockerfile {
             file: v["file"].as_str().unwrap_or("").to_string(),
-            line: v["line"].as_u64().unwrap_or(0) as usize,
+            line: usize::try_from(v["line"].as_u64().unwrap_or(0)).unwrap_or(0),
             message: v["message"].as_str().unwrap_or("").to_string(),
         };
     }
@@ -709,7 +680,7 @@ impl Shared<'_> {
         message: String,
         output: Vec<String>,
     ) -> BuildError {
-        BuildError::Step {
+        BuildError::Step(Box::new(super::StepFailure {
             step: format!(
                 "[{} {}]",
                 stage
@@ -723,7 +694,7 @@ impl Shared<'_> {
             instruction: inst.original.clone(),
             message,
             output,
-        }
+        }))
     }
 
     fn wait_for(&self, index: usize) -> Result<Arc<Done>> {
@@ -798,7 +769,7 @@ impl Shared<'_> {
                 instruction: stage.from.original.clone(),
                 cached: false,
             });
-            self.from_image(stage)?
+            self.base_image(stage)?
         };
         if let Some(p) = stage.from.flag("platform") {
             let lookup = |k: &str| self.global(k);
@@ -874,7 +845,7 @@ impl Shared<'_> {
             .and_then(|(_, v)| v.clone())
     }
 
-    fn from_image(&self, stage: &Stage) -> Result<State> {
+    fn base_image(&self, stage: &Stage) -> Result<State> {
         if stage.base == "scratch" {
             let mut config = Map::new();
             config.insert("Env".into(), json!([format!("PATH={DEFAULT_PATH}")]));
@@ -1230,7 +1201,7 @@ impl Shared<'_> {
                     };
                     let items =
                         super::copy::plan(&req, &[], &view).map_err(|x| e(x.to_string()))?;
-                    self.fs_step(stage, state, inst, n, label, key, &created_by, |out| {
+                    self.fs_step(stage, state, inst, n, label, &key, &created_by, |out| {
                         super::copy::write(&items, &[], out)?;
                         Ok(())
                     })?;
@@ -1306,12 +1277,12 @@ impl Shared<'_> {
         inst: &Instruction,
         n: usize,
         label: &str,
-        key: String,
+        key: &str,
         created_by: &str,
         produce: impl FnOnce(&mut TarOut<&mut dyn std::io::Write>) -> Result<()> + Send,
     ) -> Result<()> {
         if !self.opts.no_cache
-            && let Some(rec) = cache::lookup(&self.store, &key)
+            && let Some(rec) = cache::lookup(&self.store, key)
         {
             self.ev(Event::Step {
                 stage: label.to_string(),
@@ -1340,7 +1311,7 @@ impl Shared<'_> {
             layer,
             created: now_rfc3339(),
         };
-        cache::save(&self.store, &key, &rec)?;
+        cache::save(&self.store, key, &rec)?;
         self.counters
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -1383,9 +1354,9 @@ impl Shared<'_> {
         })
     }
 
-    fn apply(&self, state: &mut State, rec: Record, key: String, created_by: &str) -> Result<()> {
-        state.key = key.clone();
-        state.created = rec.created.clone();
+    fn apply(&self, state: &mut State, rec: Record, key: &str, created_by: &str) -> Result<()> {
+        state.key = key.to_string();
+        state.created.clone_from(&rec.created);
         let empty = rec.layer.is_none();
         if let Some(l) = rec.layer {
             let d = self.store.layer_dir(&l.diff_id)?;
@@ -1395,7 +1366,7 @@ impl Shared<'_> {
             }
             state.layers.push(l);
         }
-        state.history(created_by, empty, Some(&key));
+        state.history(created_by, empty, Some(key));
         Ok(())
     }
 
@@ -1579,18 +1550,9 @@ impl Shared<'_> {
         let items = super::copy::plan(&req, &[src], &view).map_err(|x| e(x.to_string()))?;
         let content = super::copy::hash(&items, &[src]).map_err(|x| e(x.to_string()))?;
         let key = cache::key(&[&state.key, &inst.keyword, &content]);
-        let created_by = format!("{created_by} {}", &content[7..19]);
-        let _ = created_by;
-        self.fs_step(
-            stage,
-            state,
-            inst,
-            n,
-            label,
-            key,
-            &format!("{} # buildkit", inst.original),
-            |out| super::copy::write(&items, &[src], out),
-        )
+        self.fs_step(stage, state, inst, n, label, &key, created_by, |out| {
+            super::copy::write(&items, &[src], out)
+        })
     }
 
     fn expand_heredoc(&self, state: &State, body: &str) -> std::result::Result<String, String> {
@@ -1696,7 +1658,7 @@ impl Shared<'_> {
                     network = Some(
                         self.expand(state, f.value.as_deref().unwrap_or(""))
                             .map_err(e)?,
-                    )
+                    );
                 }
                 "security" => {
                     let v = f.value.as_deref().unwrap_or("");
@@ -1999,7 +1961,7 @@ impl Shared<'_> {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .0 += 1;
             drop(cleanup);
-            return self.apply(state, rec, key, created_by);
+            return self.apply(state, rec, &key, created_by);
         }
         self.ev(Event::Step {
             stage: label.to_string(),
@@ -2122,7 +2084,7 @@ impl Shared<'_> {
             serde_json::to_vec(&req).unwrap_or_default(),
         )
         .map_err(io_ctx("run.json"))?;
-        let (code, output) = self.spawn_run(&dir.join("run.json"), n).map_err(|x| e(x))?;
+        let (code, output) = self.spawn_run(&dir.join("run.json"), n).map_err(&e)?;
         drop(locks);
         if code != 0 {
             let tail: Vec<String> = output.iter().rev().take(20).rev().cloned().collect();
@@ -2166,7 +2128,7 @@ impl Shared<'_> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .1 += 1;
         drop(cleanup);
-        self.apply(state, rec, key, created_by)
+        self.apply(state, rec, &key, created_by)
     }
 
     /// A network namespace on the default `bridge` network for RUN steps. Namespaces are

@@ -193,7 +193,7 @@ pub fn glob_match(pat: &str, s: &str, path: bool) -> bool {
             Some('*') => (0..=t.len())
                 .take_while(|&i| i == 0 || !path || t[i - 1] != '/')
                 .any(|i| m(&p[1..], &t[i..], path)),
-            Some('?') => !t.is_empty() && !(path && t[0] == '/') && m(&p[1..], &t[1..], path),
+            Some('?') => !(t.is_empty() || path && t[0] == '/') && m(&p[1..], &t[1..], path),
             Some('[') => {
                 let Some(end) = p.iter().skip(1).position(|c| *c == ']').map(|e| e + 1) else {
                     return !t.is_empty() && t[0] == '[' && m(&p[1..], &t[1..], path);

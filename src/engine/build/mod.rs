@@ -54,21 +54,8 @@ pub enum BuildError {
         message: String,
     },
     /// A step failed.
-    #[error("step {step} ({file}:{line}) `{instruction}` failed: {message}{}", tail_text(.output))]
-    Step {
-        /// `[stage n/m]`-style label.
-        step: String,
-        /// The Dockerfile's name.
-        file: String,
-        /// 1-based line.
-        line: usize,
-        /// The instruction.
-        instruction: String,
-        /// Why.
-        message: String,
-        /// The last lines of its output.
-        output: Vec<String>,
-    },
+    #[error("{0}")]
+    Step(Box<StepFailure>),
     /// The context or an option is wrong.
     #[error("{0}")]
     Invalid(String),
@@ -84,6 +71,38 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// A failed step: where, what, why, and its last output lines.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StepFailure {
+    /// `[stage KEYWORD]`.
+    pub step: String,
+    /// The Dockerfile's name.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// The instruction.
+    pub instruction: String,
+    /// Why.
+    pub message: String,
+    /// The last lines of its output.
+    pub output: Vec<String>,
+}
+
+impl std::fmt::Display for StepFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "step {} ({}:{}) `{}` failed: {}{}",
+            self.step,
+            self.file,
+            self.line,
+            self.instruction,
+            self.message,
+            tail_text(&self.output)
+        )
+    }
 }
 
 fn tail_text(lines: &[String]) -> String {

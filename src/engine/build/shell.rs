@@ -87,10 +87,9 @@ impl Lexer<'_> {
             }
             if c == self.escape {
                 self.pos += 1;
-                match self.next() {
-                    Some(n) => w.lit(n),
-                    // A lone escape at the end is dropped.
-                    None => {}
+                // A lone escape at the end is dropped.
+                if let Some(n) = self.next() {
+                    w.lit(n);
                 }
                 continue;
             }
