@@ -756,3 +756,38 @@ fn build_independent_stages_run_in_parallel() {
         "a\nb\n"
     );
 }
+
+#[test]
+fn build_source_date_epoch_gives_equal_digests_for_equal_inputs() {
+    if !require_root() {
+        return;
+    }
+    let root = root_with_base();
+    let ctx = context(
+        "FROM busybox\nCOPY a.txt /a\nRUN mkdir -p /out && echo made > /out/f && touch /out/g\nCMD [\"cat\", \"/out/f\"]\n",
+        &[("a.txt", "a\n")],
+    );
+    let args = [
+        "--no-cache",
+        "--network",
+        "none",
+        "--build-arg",
+        "SOURCE_DATE_EPOCH=1700000000",
+    ];
+    let (_, id1) = build(root.path(), ctx.path(), "sde", &args, None);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (_, id2) = build(root.path(), ctx.path(), "sde", &args, None);
+    assert_eq!(id1, id2, "the same inputs gave different images");
+    let v: Value =
+        serde_json::from_str(&ok(tug(root.path()).args(["image", "inspect", "sde"]))).unwrap();
+    assert_eq!(v[0]["Created"], "2023-11-14T22:13:20Z");
+    // Without it, a RUN's files carry the time they were made (as docker's): new digests.
+    let (_, id3) = build(
+        root.path(),
+        ctx.path(),
+        "sde",
+        &["--no-cache", "--network", "none"],
+        None,
+    );
+    assert_ne!(id1, id3);
+}

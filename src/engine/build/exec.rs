@@ -669,6 +669,15 @@ fn commit(store: &ImageStore, state: &State, tags: &[String]) -> Result<image::I
 }
 
 impl Shared<'_> {
+    /// The time recorded for a step that runs now: `SOURCE_DATE_EPOCH` when given (then
+    /// equal inputs give equal image digests), else now.
+    fn created_now(&self) -> String {
+        match source_date_epoch(self.opts).and_then(|e| jiff::Timestamp::from_second(e).ok()) {
+            Some(t) => t.to_string(),
+            None => now_rfc3339(),
+        }
+    }
+
     fn ev(&self, e: Event) {
         (self.events)(e);
     }
@@ -1309,7 +1318,7 @@ impl Shared<'_> {
             .map_err(|x| self.step_err(stage, inst, x.to_string(), Vec::new()))?;
         let rec = Record {
             layer,
-            created: now_rfc3339(),
+            created: self.created_now(),
         };
         cache::save(&self.store, key, &rec)?;
         self.counters
@@ -2120,7 +2129,7 @@ impl Shared<'_> {
             .map_err(|x| e(x.to_string()))?;
         let rec = Record {
             layer,
-            created: now_rfc3339(),
+            created: self.created_now(),
         };
         cache::save(&self.store, &key, &rec)?;
         self.counters
