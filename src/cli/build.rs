@@ -140,21 +140,80 @@ impl Progress {
     }
 }
 
-/// A progress printer for builds (stderr), prefixed with `prefix` (a service name).
+/// A progress printer for builds (stderr), prefixed with `prefix` (a service name). On a
+/// terminal (progress `auto`/`tty`) it is a live board: one line per step that spins while
+/// it runs and shows the RUN step's latest output line, collapsed to a tick and the time
+/// when it is done. Elsewhere, one line per step (and with `plain` every output line).
 pub fn reporter(progress: Progress, prefix: String) -> impl Fn(Event) + Sync {
-    let tty = std::io::stderr().is_terminal();
+    let tty = std::io::stderr().is_terminal() && progress == Progress::Steps;
+    let board = tty.then(|| {
+        indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr_with_hz(
+            10,
+        ))
+    });
+    let bars: Mutex<std::collections::HashMap<usize, (indicatif::ProgressBar, String)>> =
+        Mutex::new(std::collections::HashMap::new());
     let lock = Mutex::new(());
+    let p = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix} ")
+    };
     move |e: Event| {
         if progress == Progress::Quiet {
             return;
         }
+        if let Some(board) = &board {
+            let mut bars = bars
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match e {
+                Event::Step {
+                    stage,
+                    n,
+                    total,
+                    instruction,
+                    cached,
+                } => {
+                    let first: String = instruction
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .chars()
+                        .take(80)
+                        .collect();
+                    let label = format!("{p}#{n}/{total} [{stage}] {first}");
+                    let bar = board.add(indicatif::ProgressBar::new_spinner());
+                    bar.set_style(
+                        indicatif::ProgressStyle::with_template("{spinner} {msg}")
+                            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                    );
+                    if cached {
+                        bar.finish_with_message(format!("{label} CACHED"));
+                    } else {
+                        bar.set_message(label.clone());
+                        bar.enable_steady_tick(std::time::Duration::from_millis(100));
+                    }
+                    bars.insert(n, (bar, label));
+                }
+                Event::Output { n, line } => {
+                    if let Some((bar, label)) = bars.get(&n) {
+                        let short: String = line.chars().take(100).collect();
+                        bar.set_message(format!("{label}\n    > {short}"));
+                    }
+                }
+                Event::Done { n, secs } => {
+                    if let Some((bar, label)) = bars.get(&n)
+                        && !bar.is_finished()
+                    {
+                        bar.finish_with_message(format!("{label} ✔ {secs:.1}s"));
+                    }
+                }
+            }
+            return;
+        }
         let _g = lock.lock();
         let mut err = std::io::stderr().lock();
-        let p = if prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{prefix} ")
-        };
         match e {
             Event::Step {
                 stage,
@@ -174,7 +233,7 @@ pub fn reporter(progress: Progress, prefix: String) -> impl Fn(Event) + Sync {
                 }
             }
             Event::Done { n, secs } => {
-                if progress == Progress::Plain || (tty && secs >= 0.5) {
+                if progress == Progress::Plain {
                     let _ = writeln!(err, "{p}#{n} DONE {secs:.1}s");
                 }
             }
