@@ -144,7 +144,7 @@ impl Progress {
 /// terminal (progress `auto`/`tty`) it is a live board: one line per step that spins while
 /// it runs and shows the RUN step's latest output line, collapsed to a tick and the time
 /// when it is done. Elsewhere, one line per step (and with `plain` every output line).
-pub fn reporter(progress: Progress, prefix: String) -> impl Fn(Event) + Sync {
+pub fn reporter(progress: Progress, prefix: &str) -> impl Fn(Event) + Sync {
     let tty = std::io::stderr().is_terminal() && progress == Progress::Steps;
     let board = tty.then(|| {
         indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr_with_hz(
@@ -271,7 +271,7 @@ pub fn run_image_build(global: &GlobalArgs, args: &BuildArgs) -> anyhow::Result<
         ..BuildOptions::default()
     };
     let progress = Progress::from_flag(&global.progress, args.quiet);
-    let report = reporter(progress, String::new());
+    let report = reporter(progress, "");
     let out = build::build(&root, &opts, &report)?;
     for a in &out.unused_args {
         eprintln!("warning: build arg {a} was given but not declared in the Dockerfile");
@@ -376,7 +376,7 @@ pub fn run_compose_build(global: &GlobalArgs, args: &ComposeBuildArgs) -> anyhow
             continue;
         }
         let image = crate::plan::service_image(&stack.project.name, s);
-        let report = reporter(progress, format!("{name}:"));
+        let report = reporter(progress, &format!("{name}:"));
         let img = stack.build_service(name, &image, &over, &report)?;
         if progress != Progress::Quiet {
             eprintln!("{name}: built {image} ({})", img.short_id());
