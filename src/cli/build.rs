@@ -376,7 +376,8 @@ pub fn run_compose_build(global: &GlobalArgs, args: &ComposeBuildArgs) -> anyhow
             continue;
         }
         let image = crate::plan::service_image(&stack.project.name, s);
-        let report = reporter(progress, &format!("{name}:"));
+        let prefix = format!("{name}:");
+        let report = reporter(progress, &prefix);
         let img = stack.build_service(name, &image, &over, &report)?;
         if progress != Progress::Quiet {
             eprintln!("{name}: built {image} ({})", img.short_id());
