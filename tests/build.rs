@@ -791,3 +791,27 @@ fn build_source_date_epoch_gives_equal_digests_for_equal_inputs() {
     );
     assert_ne!(id1, id3);
 }
+
+#[test]
+fn build_copy_exclude_and_parents() {
+    if !require_root() {
+        return;
+    }
+    let root = root_with_base();
+    let ctx = context(
+        "FROM busybox\nCOPY --exclude=*.log --exclude=tmp . /ex/\nCOPY --parents src/a/*.c /p/\nCMD [\"sh\", \"-c\", \"cd /ex && find . -type f | sort; cd /p && find . -type f | sort\"]\n",
+        &[
+            ("keep.txt", "k\n"),
+            ("drop.log", "d\n"),
+            ("tmp/x", "x\n"),
+            ("src/a/one.c", "1\n"),
+            ("src/a/two.h", "2\n"),
+        ],
+    );
+    build(root.path(), ctx.path(), "ex", &["--network", "none"], None);
+    let out = ok(tug(root.path()).args(["container", "run", "--rm", "--network", "none", "ex"]));
+    assert_eq!(
+        out,
+        "./Dockerfile\n./keep.txt\n./src/a/one.c\n./src/a/two.h\n./src/a/one.c\n"
+    );
+}

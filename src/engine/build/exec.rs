@@ -454,6 +454,7 @@ pub fn build(
     };
     let tmp = root.join("build").join("tmp");
     std::fs::create_dir_all(&tmp).map_err(io_ctx(format!("cannot create {}", tmp.display())))?;
+    remove_stale_steps(&tmp);
     // Every needed stage on its own thread; a stage waits for the stages it reads from.
     let mut offsets = vec![0usize; stages.len()];
     let mut n = 0;
@@ -546,6 +547,23 @@ pub fn build(
         ran,
         unused_args,
     })
+}
+
+/// Removes the step directories (`<pid>-<id>`) of builds whose process is gone. Their
+/// mounts lived in the helper's mount namespace and went with it.
+fn remove_stale_steps(tmp: &Path) {
+    let Ok(rd) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// `cache_from`: an image built by tug carries its steps' cache keys in its history
@@ -1425,7 +1443,7 @@ impl Shared<'_> {
             match f.name.as_str() {
                 "from" | "chown" | "chmod" | "link" | "parents" => {}
                 "keep-git-dir" | "checksum" if add => {}
-                "exclude" => return Err(e("--exclude is not supported yet".into())),
+                "exclude" => {}
                 o => return Err(e(format!("unknown flag --{o}"))),
             }
         }
@@ -1495,7 +1513,24 @@ impl Shared<'_> {
                 });
             }
         }
-        let src: &Source = from_src.as_ref().unwrap_or(&self.context);
+        let mut src: Source = from_src.unwrap_or_else(|| self.context.clone());
+        // `--exclude=PATTERN`: more ignore patterns, for this copy only.
+        let excludes = inst.flags_named("exclude");
+        if !excludes.is_empty() {
+            let mut text = src
+                .ignore
+                .as_ref()
+                .map(|i| i.lines.join("\n"))
+                .unwrap_or_default();
+            for x in excludes {
+                text.push('\n');
+                text.push_str(&self.expand(state, x).map_err(e)?);
+            }
+            src.ignore = Some(
+                super::ignore::Ignore::parse(&text).map_err(|x| e(format!("--exclude: {x}")))?,
+            );
+        }
+        let src = &src;
         if add {
             for w in &words {
                 if w.contains("://") || w.starts_with("git@") {
@@ -1681,7 +1716,12 @@ impl Shared<'_> {
             }
         }
         let step_id = container::ContainerStore::new_id();
-        let dir = self.root.join("build").join("tmp").join(&step_id[..16]);
+        // Named after this process, so the next build removes what a killed one left.
+        let dir = self.root.join("build").join("tmp").join(format!(
+            "{}-{}",
+            std::process::id(),
+            &step_id[..16]
+        ));
         let cleanup = Cleanup(dir.clone());
         for d in ["upper", "work", "rootfs", "empty", "secrets"] {
             std::fs::create_dir_all(dir.join(d))
