@@ -815,3 +815,60 @@ fn build_copy_exclude_and_parents() {
         "./Dockerfile\n./keep.txt\n./src/a/one.c\n./src/a/two.h\n./src/a/one.c\n"
     );
 }
+
+#[test]
+fn build_add_url_downloads_and_fails_clearly_without_a_server() {
+    if !require_root() {
+        return;
+    }
+    let root = root_with_base();
+    let www = tempfile::tempdir().unwrap();
+    std::fs::write(www.path().join("file.txt"), "downloaded\n").unwrap();
+    let port = crate::image_registry::free_port();
+    let mut httpd = std::process::Command::new("busybox")
+        .args(["httpd", "-f", "-p", &format!("127.0.0.1:{port}"), "-h"])
+        .arg(www.path())
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _k = Kill(&mut httpd);
+    crate::common::eventually("httpd", std::time::Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let ctx = context(
+        &format!(
+            "FROM busybox\nADD http://127.0.0.1:{port}/file.txt /dl/\nADD http://127.0.0.1:{port}/file.txt /named\nCMD [\"sh\", \"-c\", \"cat /dl/file.txt /named; stat -c '%a %u' /named\"]\n"
+        ),
+        &[],
+    );
+    build(
+        root.path(),
+        ctx.path(),
+        "addurl",
+        &["--network", "none"],
+        None,
+    );
+    let out =
+        ok(tug(root.path()).args(["container", "run", "--rm", "--network", "none", "addurl"]));
+    assert_eq!(out, "downloaded\ndownloaded\n600 0\n");
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\nADD http://127.0.0.1:1/nothing.txt /x\n",
+    )
+    .unwrap();
+    let err = fails(
+        tug(root.path())
+            .args(["image", "build", "-t", "x"])
+            .arg(ctx.path()),
+    );
+    assert!(
+        err.contains("cannot download") && err.contains("Dockerfile:2"),
+        "{err}"
+    );
+}

@@ -27,6 +27,8 @@ pub struct Source {
     pub key: Option<String>,
     /// For messages.
     pub name: String,
+    /// A downloaded file (`ADD URL`): never unpacked as an archive.
+    pub remote: bool,
 }
 
 /// Opens the context directory `dir`; `dockerfile` is the Dockerfile's path (for its own
@@ -67,6 +69,7 @@ pub fn open(dir: &Path, dockerfile: Option<&Path>) -> Result<Source> {
         reset_owner: true,
         key: None,
         name: "context".into(),
+        remote: false,
     })
 }
 

@@ -292,7 +292,7 @@ pub fn plan(req: &Request<'_>, sources: &[&Source], dest_view: &View) -> Result<
             }
             continue;
         }
-        if req.add && e.kind == Kind::File {
+        if req.add && e.kind == Kind::File && !src.remote {
             match is_archive(src, &comps) {
                 Some("bzip2" | "xz") => {
                     return Err(BuildError::Invalid(format!(

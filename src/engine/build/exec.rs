@@ -549,6 +549,80 @@ pub fn build(
     })
 }
 
+/// Downloads `url` into the new directory `dir` as Docker's `ADD` does: the file is named
+/// after the URL's last path segment, mode 0600, modification time from `Last-Modified`
+/// (clamped by `SOURCE_DATE_EPOCH`); `--checksum=sha256:…` is verified. Returns the name.
+fn download(
+    url: &str,
+    dir: &Path,
+    checksum: Option<&str>,
+    epoch: Option<i64>,
+) -> std::result::Result<String, String> {
+    use sha2::Digest as _;
+    use std::io::Write as _;
+    let path_part = url.split(['?', '#']).next().unwrap_or(url);
+    let name = path_part
+        .rsplit('/')
+        .next()
+        .filter(|n| !n.is_empty() && !path_part.ends_with("//") && !n.contains(':'))
+        .unwrap_or("download")
+        .to_string();
+    if name == "." || name == ".." || name.starts_with(".wh.") {
+        return Err(format!("cannot name a file {name:?}"));
+    }
+    std::fs::create_dir_all(dir).map_err(|x| x.to_string())?;
+    let file = dir.join(&name);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|x| x.to_string())?;
+    let (digest, modified) = rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(600))
+            .build()
+            .map_err(|x| x.to_string())?;
+        let mut resp = client
+            .get(url)
+            .send()
+            .await
+            .map_err(|x| format!("cannot download it (is the network reachable?): {x}"))?
+            .error_for_status()
+            .map_err(|x| x.to_string())?;
+        let modified = resp
+            .headers()
+            .get(reqwest::header::LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| jiff::fmt::rfc2822::parse(v).ok())
+            .map(|z| z.timestamp().as_second());
+        let mut f = std::fs::File::create(&file).map_err(|x| x.to_string())?;
+        let mut h = sha2::Sha256::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|x| x.to_string())? {
+            h.update(&chunk);
+            f.write_all(&chunk).map_err(|x| x.to_string())?;
+        }
+        Ok::<_, String>((format!("sha256:{}", hex::encode(h.finalize())), modified))
+    })?;
+    if let Some(want) = checksum
+        && want != digest
+    {
+        return Err(format!("checksum mismatch: expected {want}, got {digest}"));
+    }
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(|x| x.to_string())?;
+    let mut mtime = modified.unwrap_or_else(|| jiff::Timestamp::now().as_second());
+    if let Some(e) = epoch {
+        mtime = mtime.min(e);
+    }
+    let t =
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(mtime).unwrap_or(0));
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .and_then(|f| f.set_modified(t))
+        .map_err(|x| x.to_string())?;
+    Ok(name)
+}
+
 /// Removes the step directories (`<pid>-<id>`) of builds whose process is gone. Their
 /// mounts lived in the helper's mount namespace and went with it.
 fn remove_stale_steps(tmp: &Path) {
@@ -1494,6 +1568,7 @@ impl Shared<'_> {
                     reset_owner: false,
                     key: Some(d.state.key.clone()),
                     name: format!("stage {f}"),
+                    remote: false,
                 });
             } else if let Some(s) = self.named.get(&f) {
                 from_src = Some(s.clone());
@@ -1510,6 +1585,7 @@ impl Shared<'_> {
                     reset_owner: false,
                     key: Some(cache::key(&["image", &img.id])),
                     name: format!("image {f}"),
+                    remote: false,
                 });
             }
         }
@@ -1531,14 +1607,44 @@ impl Shared<'_> {
             );
         }
         let src = &src;
-        if add {
-            for w in &words {
-                if w.contains("://") || w.starts_with("git@") {
-                    return Err(e(format!(
-                        "ADD {w}: remote sources are not supported by tug's builder (download it in a RUN step, or COPY a local file)"
-                    )));
-                }
+        // `ADD URL`: downloaded by tug (over the host's network) into a directory of its own,
+        // which is a source like any other (never unpacked).
+        let mut downloads: Vec<Source> = Vec::new();
+        let dl_dir = self.root.join("build").join("tmp").join(format!(
+            "{}-dl-{}",
+            std::process::id(),
+            &container::ContainerStore::new_id()[..12]
+        ));
+        let _dl_cleanup = Cleanup(dl_dir.clone());
+        let mut url_names: HashMap<String, (usize, String)> = HashMap::new();
+        for w in &words {
+            let remote = w.contains("://") || w.starts_with("git@");
+            if !remote {
+                continue;
             }
+            if !add {
+                return Err(e(format!(
+                    "COPY {w}: COPY takes local paths; use ADD for URLs"
+                )));
+            }
+            if !(w.starts_with("http://") || w.starts_with("https://")) || w.ends_with(".git") {
+                return Err(e(format!(
+                    "ADD {w}: only http(s) URLs of files are supported (not git repositories)"
+                )));
+            }
+            let dir = dl_dir.join(downloads.len().to_string());
+            let checksum = inst.flag("checksum").map(str::to_string);
+            let name = download(w, &dir, checksum.as_deref(), source_date_epoch(self.opts))
+                .map_err(|x| e(format!("ADD {w}: {x}")))?;
+            downloads.push(Source {
+                view: View::open(std::slice::from_ref(&dir)).map_err(|x| e(x.to_string()))?,
+                ignore: None,
+                reset_owner: true,
+                key: None,
+                name: format!("download of {w}"),
+                remote: true,
+            });
+            url_names.insert(w.clone(), (downloads.len(), name));
         }
         let chown = match inst.flag("chown") {
             Some(c) => Some(self.resolve_chown(state, &view, c).map_err(e)?),
@@ -1575,7 +1681,10 @@ impl Shared<'_> {
                 };
                 inline.push((h.name.clone(), body));
             } else {
-                sources.push((0usize, w));
+                match url_names.get(&w) {
+                    Some((i, name)) => sources.push((*i, name.clone())),
+                    None => sources.push((0usize, w)),
+                }
             }
         }
         let now =
@@ -1591,11 +1700,13 @@ impl Shared<'_> {
             parents: inst.flag("parents").is_some_and(|v| v != "false"),
             now,
         };
-        let items = super::copy::plan(&req, &[src], &view).map_err(|x| e(x.to_string()))?;
-        let content = super::copy::hash(&items, &[src]).map_err(|x| e(x.to_string()))?;
+        let mut all: Vec<&Source> = vec![src];
+        all.extend(downloads.iter());
+        let items = super::copy::plan(&req, &all, &view).map_err(|x| e(x.to_string()))?;
+        let content = super::copy::hash(&items, &all).map_err(|x| e(x.to_string()))?;
         let key = cache::key(&[&state.key, &inst.keyword, &content]);
         self.fs_step(stage, state, inst, n, label, &key, created_by, |out| {
-            super::copy::write(&items, &[src], out)
+            super::copy::write(&items, &all, out)
         })
     }
 
