@@ -872,3 +872,60 @@ fn build_add_url_downloads_and_fails_clearly_without_a_server() {
         "{err}"
     );
 }
+
+#[test]
+fn build_compose_keys_reach_the_builder() {
+    if !require_root() {
+        return;
+    }
+    let root = root_with_base();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::create_dir_all(p.join("extra")).unwrap();
+    std::fs::write(p.join("extra/data.txt"), "from extra context\n").unwrap();
+    std::fs::write(p.join(".env"), "BUILD_TOKEN=compose-secret-value\n").unwrap();
+    std::fs::write(
+        p.join("compose.yaml"),
+        r#"services:
+  app:
+    build:
+      context: .
+      dockerfile_inline: |
+        FROM busybox AS base
+        ARG FLAVOUR
+        RUN echo "flavour=$$FLAVOUR" > /flavour
+        FROM base AS final
+        COPY --from=extra data.txt /data.txt
+        RUN --mount=type=secret,id=token,required=true wc -c < /run/secrets/token > /token-len
+        CMD ["sh", "-c", "cat /flavour /data.txt /token-len"]
+        FROM base AS other
+        RUN exit 1
+      target: final
+      args:
+        FLAVOUR: vanilla
+      labels:
+        com.example.built-by: tug
+      tags:
+        - app-extra:1
+      additional_contexts:
+        extra: ./extra
+      secrets:
+        - token
+      network: none
+secrets:
+  token:
+    environment: BUILD_TOKEN
+"#,
+    )
+    .unwrap();
+    let project = unique("bk");
+    let mut c = tug(root.path());
+    c.current_dir(p).args(["-p", &project, "build", "-q"]);
+    ok(&mut c);
+    let image = format!("{project}-app");
+    let out = ok(tug(root.path()).args(["container", "run", "--rm", "--network", "none", &image]));
+    assert_eq!(out, "flavour=vanilla\nfrom extra context\n20\n");
+    let cfg = inspect_config(root.path(), "app-extra:1");
+    assert_eq!(cfg["Labels"]["com.example.built-by"], "tug");
+    assert!(!layer_contents(root.path()).contains("compose-secret-value"));
+}
