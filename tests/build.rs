@@ -929,3 +929,46 @@ secrets:
     assert_eq!(cfg["Labels"]["com.example.built-by"], "tug");
     assert!(!layer_contents(root.path()).contains("compose-secret-value"));
 }
+
+#[test]
+fn build_run_cannot_make_tug_touch_host_paths_through_its_links() {
+    // A RUN step moves the directory holding a mount point and puts a symlink to a host
+    // directory in its place: removing the mount-point stubs afterwards must not follow it.
+    if !require_root() {
+        return;
+    }
+    let root = root_with_base();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("hostile"), "").unwrap();
+    std::fs::create_dir(outside.path().join("empty-dir")).unwrap();
+    let secret = outside.path().join("secret-src");
+    std::fs::write(&secret, "SECRET-THAT-MUST-NOT-LEAK").unwrap();
+    let ctx = context(
+        &format!(
+            "FROM busybox\nRUN --mount=type=secret,id=s,target=/run/secrets/hostile --mount=type=tmpfs,target=/run/t/empty-dir mv /run/secrets /run/moved && ln -s {o} /run/secrets && mv /run/t /run/t2 && ln -s {o} /run/t\n",
+            o = outside.path().display()
+        ),
+        &[],
+    );
+    build(
+        root.path(),
+        ctx.path(),
+        "hostile",
+        &[
+            "--network",
+            "none",
+            "--secret",
+            &format!("id=s,src={}", secret.display()),
+        ],
+        None,
+    );
+    assert!(
+        outside.path().join("hostile").exists(),
+        "tug removed a host file"
+    );
+    assert!(
+        outside.path().join("empty-dir").exists(),
+        "tug removed a host directory"
+    );
+    assert!(!layer_contents(root.path()).contains("SECRET-THAT-MUST-NOT-LEAK"));
+}

@@ -2255,20 +2255,11 @@ impl Shared<'_> {
                 tail,
             ));
         }
-        // Remove mount point stubs (deepest first) when they are empty.
+        // Remove mount point stubs (deepest first) when they are empty. The upper directory
+        // is the container's: resolved beneath it, following no symlink it made.
         stubs.sort_by_key(|c| std::cmp::Reverse(c.len()));
         for c in &stubs {
-            let mut p = dir.join("upper");
-            for x in c {
-                p.push(x);
-            }
-            if let Ok(md) = std::fs::symlink_metadata(&p) {
-                if md.is_dir() {
-                    let _ = std::fs::remove_dir(&p);
-                } else if md.is_file() && md.len() == 0 {
-                    let _ = std::fs::remove_file(&p);
-                }
-            }
+            super::layer::remove_empty_beneath(&dir.join("upper"), c);
         }
         let upper = dir.join("upper");
         let layer = self

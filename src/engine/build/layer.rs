@@ -260,6 +260,48 @@ fn walk<W: Write>(
     Ok(())
 }
 
+/// Removes `comps` under `dir` when it is an empty directory or an empty regular file,
+/// resolving every component beneath `dir` without following a symlink (the tree is a
+/// container's). Anything else is left alone.
+pub fn remove_empty_beneath(dir: &Path, comps: &[String]) {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+    use nix::sys::stat::{FileStat, SFlag, fstatat};
+    use nix::unistd::{UnlinkatFlags, unlinkat};
+    let Some((name, parent)) = comps.split_last() else {
+        return;
+    };
+    if name.contains('/') || name == ".." || name == "." {
+        return;
+    }
+    let Ok(root) = std::fs::File::open(dir) else {
+        return;
+    };
+    let rel = if parent.is_empty() {
+        ".".to_string()
+    } else {
+        parent.join("/")
+    };
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+    let Ok(pfd) = openat2(&root, rel.as_str(), how) else {
+        return;
+    };
+    let Ok(st): Result<FileStat, _> = fstatat(
+        &pfd,
+        name.as_str(),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    ) else {
+        return;
+    };
+    let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
+    if kind == SFlag::S_IFDIR {
+        let _ = unlinkat(&pfd, name.as_str(), UnlinkatFlags::RemoveDir);
+    } else if kind == SFlag::S_IFREG && st.st_size == 0 {
+        let _ = unlinkat(&pfd, name.as_str(), UnlinkatFlags::NoRemoveDir);
+    }
+}
+
 trait NoFollow {
     fn custom_flags_nofollow(&mut self) -> &mut Self;
 }
@@ -274,6 +316,26 @@ impl NoFollow for std::fs::OpenOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layer_stub_removal_follows_no_symlink() {
+        let t = tempfile::tempdir().unwrap();
+        let (u, outside) = (t.path().join("upper"), t.path().join("outside"));
+        std::fs::create_dir_all(u.join("run")).unwrap();
+        std::fs::create_dir_all(outside.join("shm")).unwrap();
+        std::fs::write(outside.join("hosts"), "").unwrap();
+        // The container replaced /etc and /dev with links out of its tree.
+        std::os::unix::fs::symlink(&outside, u.join("etc")).unwrap();
+        std::os::unix::fs::symlink("../outside", u.join("dev")).unwrap();
+        remove_empty_beneath(&u, &["etc".into(), "hosts".into()]);
+        remove_empty_beneath(&u, &["dev".into(), "shm".into()]);
+        assert!(outside.join("hosts").exists() && outside.join("shm").exists());
+        remove_empty_beneath(&u, &["run".into()]);
+        assert!(!u.join("run").exists());
+        std::fs::write(u.join("full"), "x").unwrap();
+        remove_empty_beneath(&u, &["full".into()]);
+        assert!(u.join("full").exists());
+    }
 
     #[test]
     fn layer_upper_diff_translates_whiteouts() {
