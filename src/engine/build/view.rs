@@ -66,6 +66,8 @@ pub struct Entry {
 pub struct View {
     roots: Arc<Vec<OwnedFd>>,
     dirs: Arc<Vec<PathBuf>>,
+    /// Lookups already made (the layers do not change while a build reads them).
+    memo: Arc<std::sync::Mutex<std::collections::HashMap<Vec<String>, Option<Entry>>>>,
 }
 
 fn how(flags: OFlag) -> OpenHow {
@@ -123,6 +125,7 @@ impl View {
         Ok(View {
             roots: Arc::new(roots),
             dirs: Arc::new(dirs.to_vec()),
+            memo: Arc::default(),
         })
     }
 
@@ -151,16 +154,27 @@ impl View {
     /// The layers (top first) in which directory `comps` (symlink-free) is merged, in
     /// order; empty when it is not a directory of the view.
     fn dir_layers(&self, comps: &[String]) -> Vec<usize> {
+        // One layer (a context, a single-layer image): nothing to merge.
+        if self.roots.len() == 1 {
+            return match self.meta_in(0, comps) {
+                Some(m) if m.is_dir() => vec![0],
+                _ => Vec::new(),
+            };
+        }
         let mut set: Vec<usize> = (0..self.roots.len()).rev().collect();
         for i in 0..comps.len() {
             let prefix = &comps[..=i];
             let mut next = Vec::new();
-            for &l in &set {
+            for (k, &l) in set.iter().enumerate() {
                 match self.meta_in(l, prefix) {
                     None => continue,
                     Some(m) if m.is_dir() => {
                         next.push(l);
-                        if let Ok(fd) = self.open_in(l, prefix, OFlag::O_PATH | OFlag::O_DIRECTORY)
+                        // An opaque directory hides the layers below it (only worth asking
+                        // when there are any).
+                        if k + 1 < set.len()
+                            && let Ok(fd) =
+                                self.open_in(l, prefix, OFlag::O_PATH | OFlag::O_DIRECTORY)
                             && opaque(&fd)
                         {
                             break;
@@ -181,6 +195,23 @@ impl View {
     /// The entry at the symlink-free path `comps`, without following a final symlink.
     #[must_use]
     pub fn lstat(&self, comps: &[String]) -> Option<Entry> {
+        if let Some(e) = self
+            .memo
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(comps)
+        {
+            return e.clone();
+        }
+        let e = self.lstat_uncached(comps);
+        self.memo
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(comps.to_vec(), e.clone());
+        e
+    }
+
+    fn lstat_uncached(&self, comps: &[String]) -> Option<Entry> {
         if comps.is_empty() {
             let top = *self.dir_layers(&[]).first()?;
             let m = self.meta_in(top, &[])?;
