@@ -972,3 +972,33 @@ fn build_run_cannot_make_tug_touch_host_paths_through_its_links() {
     );
     assert!(!layer_contents(root.path()).contains("SECRET-THAT-MUST-NOT-LEAK"));
 }
+
+#[test]
+fn build_run_bind_mounts_read_only_and_scratch_writable() {
+    if !require_root() {
+        return;
+    }
+    let root = root_with_base();
+    let ctx = context(
+        "FROM busybox AS tools\nRUN echo tool > /tool\nFROM busybox\nRUN --mount=type=bind,source=src,target=/src,rw --mount=type=bind,from=tools,source=/tool,target=/mnt/tool echo added > /src/new && cat /src/a /src/new /mnt/tool > /out && (echo x > /mnt/tool 2>/dev/null && echo writable || echo read-only) >> /out\nCMD [\"sh\", \"-c\", \"cat /out; ls /src 2>&1 | head -1\"]\n",
+        &[("src/a", "from context\n")],
+    );
+    build(
+        root.path(),
+        ctx.path(),
+        "binds",
+        &["--network", "none"],
+        None,
+    );
+    let out = ok(tug(root.path()).args(["container", "run", "--rm", "--network", "none", "binds"]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        &lines[..4],
+        &["from context", "added", "tool", "read-only"],
+        "{out}"
+    );
+    assert!(
+        !ctx.path().join("src/new").exists(),
+        "a rw bind mount wrote into the context"
+    );
+}

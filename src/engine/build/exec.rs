@@ -1840,6 +1840,7 @@ impl Shared<'_> {
         }
         let mut mounts: Vec<Mount> = Vec::new();
         let mut overlays: Vec<(Vec<PathBuf>, PathBuf)> = Vec::new();
+        let mut rw_overlays: Vec<(Vec<PathBuf>, PathBuf, PathBuf, PathBuf)> = Vec::new();
         let mut key_mounts: Vec<String> = Vec::new();
         let mut locks = Vec::new();
         for (mi, spec) in inst.flags_named("mount").into_iter().enumerate() {
@@ -1975,12 +1976,10 @@ impl Shared<'_> {
                 }
                 "bind" => {
                     let target = abs(&target.ok_or_else(|| e("bind mount needs target=".into()))?);
-                    if m.contains_key("rw") || m.get("readwrite").is_some_and(|v| v != "false") {
-                        return Err(e(
-                            "read-write bind mounts are not supported in RUN (use a cache mount)"
-                                .into(),
-                        ));
-                    }
+                    // `rw`: writable, and what is written is thrown away (an overlay with a
+                    // scratch upper directory).
+                    let rw = m.get("rw").is_some_and(|v| v != "false")
+                        || m.get("readwrite").is_some_and(|v| v != "false");
                     let source = m
                         .get("source")
                         .or_else(|| m.get("src"))
@@ -2028,10 +2027,34 @@ impl Shared<'_> {
                     }
                     let mnt = dir.join(format!("from-{mi}"));
                     std::fs::create_dir_all(&mnt).map_err(io_ctx("mount point"))?;
-                    overlays.push((src_dirs, mnt.clone()));
+                    if rw {
+                        let (u, w) = (
+                            dir.join(format!("rw-{mi}-upper")),
+                            dir.join(format!("rw-{mi}-work")),
+                        );
+                        std::fs::create_dir_all(&u).map_err(io_ctx("mount scratch"))?;
+                        std::fs::create_dir_all(&w).map_err(io_ctx("mount scratch"))?;
+                        rw_overlays.push((src_dirs, mnt.clone(), u, w));
+                    } else {
+                        overlays.push((src_dirs, mnt.clone()));
+                    }
                     let mut host = mnt;
                     for c in &comps {
                         host.push(c);
+                    }
+                    // The spec wants the source to exist now; the helper mounts the
+                    // overlay over `mnt` before the container starts, hiding this stub.
+                    let is_dir = v
+                        .lstat(&comps)
+                        .is_some_and(|x| x.kind == super::view::Kind::Dir);
+                    let stub = if is_dir {
+                        host.clone()
+                    } else {
+                        host.parent().map(Path::to_path_buf).unwrap_or_default()
+                    };
+                    std::fs::create_dir_all(&stub).map_err(io_ctx("mount point"))?;
+                    if !is_dir {
+                        std::fs::write(&host, b"").map_err(io_ctx("mount point"))?;
                     }
                     // The context's content is part of the key only through its hash.
                     let content_key = if src_key == "context" {
@@ -2059,12 +2082,15 @@ impl Shared<'_> {
                     } else {
                         src_key
                     };
-                    key_mounts.push(format!("bind:{content_key}:{}:{target}", comps.join("/")));
+                    key_mounts.push(format!(
+                        "bind:{content_key}:{}:{target}:{rw}",
+                        comps.join("/")
+                    ));
                     mounts.push(Mount {
                         kind: MountKind::Bind,
                         source: host,
                         target,
-                        read_only: true,
+                        read_only: !rw,
                         options: Vec::new(),
                     });
                 }
@@ -2238,6 +2264,7 @@ impl Shared<'_> {
             spec: dir.join("config.json"),
             id: step_id.clone(),
             overlays,
+            rw_overlays,
         };
         std::fs::write(
             dir.join("run.json"),

@@ -36,6 +36,9 @@ pub struct Request {
     pub id: String,
     /// Read-only overlays to mount first: (layers, mount point).
     pub overlays: Vec<(Vec<PathBuf>, PathBuf)>,
+    /// Writable overlays whose writes are thrown away: (layers, mount point, upper, work).
+    #[serde(default)]
+    pub rw_overlays: Vec<(Vec<PathBuf>, PathBuf, PathBuf, PathBuf)>,
 }
 
 fn mount_layers(
@@ -126,6 +129,9 @@ pub fn main(request: &Path) -> Result<i32, String> {
     .map_err(|e| format!("make / a slave mount: {e}"))?;
     for (layers, target) in &req.overlays {
         mount_layers(layers, None, target, &req.empty)?;
+    }
+    for (layers, target, upper, work) in &req.rw_overlays {
+        mount_layers(layers, Some((upper, work)), target, &req.empty)?;
     }
     mount_layers(
         &req.layers,
