@@ -449,6 +449,21 @@ fn build_hostile_contexts_never_read_outside() {
         &["--build-arg", &format!("BIG={big}")],
         None,
     );
+    // Past the kernel's limit for one environment string: a clear error naming the step.
+    df(&format!(
+        "FROM busybox\nARG BIG={}\nRUN echo ${{#BIG}}\n",
+        "y".repeat(300_000)
+    ));
+    let err = fails(
+        tug(root.path())
+            .args(["image", "build", "-t", "h"])
+            .arg(&ctx),
+    );
+    assert!(
+        err.contains("Dockerfile:3") && err.contains("argument list too long"),
+        "{}",
+        &err[..err.len().min(400)]
+    );
     // 10,000 files in the context.
     let many = tempfile::tempdir().unwrap();
     for i in 0..10_000 {
