@@ -471,6 +471,10 @@ class Ctx:
                 if ids:
                     quiet(self.tug("container", "rm", "--force", *ids), env=self.env, timeout=300)
                 quiet(self.tug("network", "prune", "--force"), env=self.env, timeout=60)
+                # The build workloads' RUN steps joined the default `bridge` network through
+                # pooled namespaces: release them, then the network (never pruned).
+                quiet(self.tug("builder", "prune", "--force"), env=self.env, timeout=60)
+                quiet(self.tug("network", "rm", "--force", "bridge"), env=self.env, timeout=60)
             except CmdError:
                 pass
         for pid in pids_with_exe(self.tug_bin):
