@@ -1017,3 +1017,70 @@ fn build_run_bind_mounts_read_only_and_scratch_writable() {
         "a rw bind mount wrote into the context"
     );
 }
+
+#[test]
+fn build_killed_mid_run_leaves_nothing_the_next_build_does_not_remove() {
+    if !require_root() {
+        return;
+    }
+    let root = root_with_base();
+    let marker = format!(
+        "{}.{}",
+        40 + std::process::id() % 50,
+        std::process::id() % 997
+    );
+    let ctx = context(&format!("FROM busybox\nRUN sleep {marker}\n"), &[]);
+    let mut child = tug(root.path())
+        .args(["image", "build", "--network", "none", "-t", "killed"])
+        .arg(ctx.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let running = || {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                String::from_utf8_lossy(&c).replace('\0', " ").trim() == format!("sleep {marker}")
+            })
+        })
+    };
+    crate::common::eventually("the RUN step", std::time::Duration::from_secs(20), running);
+    nix_kill(child.id(), 15);
+    let _ = child.wait();
+    // The helper ends the container when the builder dies.
+    crate::common::eventually(
+        "the container's end",
+        std::time::Duration::from_secs(10),
+        || !running(),
+    );
+    assert!(
+        std::fs::read_dir(root.path().join("build/tmp"))
+            .unwrap()
+            .count()
+            > 0,
+        "the killed build's step directory is expected to be left for the next build"
+    );
+    std::fs::write(ctx.path().join("Dockerfile"), "FROM busybox\nRUN true\n").unwrap();
+    build(
+        root.path(),
+        ctx.path(),
+        "next",
+        &["--network", "none"],
+        None,
+    );
+    assert_eq!(
+        std::fs::read_dir(root.path().join("build/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+    let ls = ok(tug(root.path()).args(["image", "ls"]));
+    assert!(!ls.contains("killed"), "{ls}");
+}
+
+fn nix_kill(pid: u32, sig: i32) {
+    let _ = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
