@@ -8,6 +8,7 @@
 
 mod backend;
 mod by_name;
+pub mod build;
 pub mod convert;
 mod wait;
 
@@ -82,6 +83,8 @@ pub struct StackOptions {
     /// does them while the kernel deletes the bridge, or to [`Stack::settle`], which the
     /// caller must call at its end.
     pub teardown: bool,
+    /// What the command line adds to image builds (`up --build`).
+    pub build: build::BuildOverrides,
 }
 
 /// One project on one state root.
