@@ -7,8 +7,8 @@
 //! (`convert`). It decides nothing: what to do comes from the plan.
 
 mod backend;
-mod by_name;
 pub mod build;
+mod by_name;
 pub mod convert;
 mod wait;
 
