@@ -2161,7 +2161,7 @@ impl Shared<'_> {
         let view = View::open(&dirs).map_err(|x| e(x.to_string()))?;
         let passwd = view.read_text("/etc/passwd").unwrap_or_default();
         let group = view.read_text("/etc/group").unwrap_or_default();
-        let user = container::user::resolve(&state.user(), &[], &passwd, &group).map_err(e)?;
+        let user = container::user::resolve_for_build(&state.user(), &passwd, &group).map_err(e)?;
         let (mode, hosts, resolv) = {
             let saved = self.opts.network.clone();
             if network != saved {
