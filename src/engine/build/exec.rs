@@ -2409,7 +2409,7 @@ impl Shared<'_> {
         let (r, w) = std::io::pipe().map_err(|x| x.to_string())?;
         let w2 = w.try_clone().map_err(|x| x.to_string())?;
         let mut child = std::process::Command::new(&self.exe)
-            .arg("__build-run")
+            .arg(crate::engine::helpers::BUILD_RUN)
             .arg(request)
             .stdin(std::process::Stdio::null())
             .stdout(w)

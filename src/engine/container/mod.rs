@@ -962,7 +962,7 @@ impl ContainerStore {
             }
         })?;
         let mut args: Vec<&std::ffi::OsStr> = vec![
-            "__shim".as_ref(),
+            crate::engine::helpers::SHIM.as_ref(),
             "run".as_ref(),
             self.root.as_os_str(),
             id.as_ref(),
@@ -1698,7 +1698,7 @@ impl ContainerStore {
         let json =
             serde_json::to_string(opts).map_err(|e| ContainerError::Invalid(e.to_string()))?;
         let mut cmd = Command::new(&self.exe);
-        cmd.arg("__shim")
+        cmd.arg(crate::engine::helpers::SHIM)
             .arg("exec")
             .arg(&self.root)
             .arg(&id)

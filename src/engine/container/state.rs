@@ -168,80 +168,7 @@ impl StartTimings {
     }
 }
 
-/// Start time of `pid` in clock ticks since boot, if it runs (and is not a zombie).
-#[must_use]
-pub fn start_time(pid: i32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may contain spaces: split after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split(' ').collect();
-    if fields.first() == Some(&"Z") || fields.first() == Some(&"X") {
-        return None;
-    }
-    fields.get(19)?.parse().ok()
-}
-
-/// True when `pid` runs and started at `start`.
-#[must_use]
-pub fn alive(pid: Option<i32>, start: Option<u64>) -> bool {
-    match (pid, start) {
-        (Some(p), Some(s)) if p > 0 => start_time(p) == Some(s),
-        (Some(p), None) if p > 0 => start_time(p).is_some(),
-        _ => false,
-    }
-}
-
-/// Waits until the process `pid` that started at `start` is gone (exited, even if not reaped
-/// yet), at most `timeout`; returns whether it is gone. A pidfd (Linux 5.3+) wakes the
-/// waiter the moment the process exits; where there is none, /proc is polled every 10 ms.
-#[must_use]
-pub fn wait_gone(pid: Option<i32>, start: Option<u64>, timeout: std::time::Duration) -> bool {
-    use std::os::fd::{AsFd, FromRawFd, OwnedFd};
-    let deadline = std::time::Instant::now() + timeout;
-    let Some(p) = pid.filter(|p| *p > 0) else {
-        return true;
-    };
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; the
-    // descriptor is owned by the OwnedFd from here on.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, p, 0) };
-    let pidfd = i32::try_from(raw).ok().filter(|fd| *fd >= 0).map(|fd| {
-        // SAFETY: `fd` is a descriptor pidfd_open just returned and nothing else owns.
-        unsafe { OwnedFd::from_raw_fd(fd) }
-    });
-    // Checked after opening the pidfd, so a pid reused in between is not waited on.
-    if !alive(pid, start) {
-        return true;
-    }
-    let Some(pidfd) = pidfd else {
-        while alive(pid, start) {
-            if std::time::Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        return true;
-    };
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
-        let mut fds = [nix::poll::PollFd::new(
-            pidfd.as_fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)) {
-            Ok(n) if n > 0 => return true,
-            Err(nix::errno::Errno::EINTR) => {}
-            Ok(_) | Err(_) => {
-                if !alive(pid, start) {
-                    return true;
-                }
-                if std::time::Instant::now() >= deadline {
-                    return false;
-                }
-            }
-        }
-    }
-}
+pub use crate::engine::proc::{alive, start_time, wait_gone};
 
 /// A wait for changes to container directories (their state, exit records, logs) and to
 /// the store's directory (containers created or removed), through inotify: a waiter sleeps
@@ -406,6 +333,47 @@ pub fn observe(dir: &Path) -> State {
         _ => {}
     }
     st
+}
+
+/// The DNS server's liveness check over the container store of a state root: an endpoint
+/// key is a container name or id; `<containers>/.names/<key>` gives the id,
+/// `<containers>/<id>/state.json` the recorded state, corrected by the pid check of
+/// [`observe`] (so a crash or an exit the supervisor did not record yet counts as stopped).
+/// Running and paused containers answer (as with Docker). A key that is no container of the
+/// store (library users that wire namespaces themselves) counts as running.
+#[derive(Debug, Clone)]
+pub struct StoreLiveness {
+    containers: std::path::PathBuf,
+}
+
+impl StoreLiveness {
+    /// The check for the containers of state root `root`.
+    #[must_use]
+    pub fn new(root: &Path) -> Self {
+        Self {
+            containers: root.join("containers"),
+        }
+    }
+}
+
+impl crate::engine::network::dns::Liveness for StoreLiveness {
+    fn running(&self, key: &str) -> bool {
+        let plain = |k: &str| !k.is_empty() && !k.contains('/') && !k.starts_with('.');
+        if !plain(key) {
+            return true;
+        }
+        let id = fs::read_to_string(self.containers.join(".names").join(key))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| key.to_string());
+        if !plain(&id) {
+            return true;
+        }
+        let dir = self.containers.join(&id);
+        if !dir.join("container.json").exists() {
+            return true;
+        }
+        matches!(observe(&dir).status, Status::Running | Status::Paused)
+    }
 }
 
 #[cfg(test)]

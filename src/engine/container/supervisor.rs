@@ -1361,7 +1361,7 @@ pub(super) fn copy(
             .map(PathBuf::from)
             .ok_or_else(|| ContainerError::Invalid(format!("bad path {}", src.display())))?;
         let mut child = Command::new(exe)
-            .arg("__shim")
+            .arg(crate::engine::helpers::SHIM)
             .arg("cp-in")
             .arg(&target)
             .arg(dest)
@@ -1401,7 +1401,7 @@ pub(super) fn copy(
     }
     // Container → host.
     let child = Command::new(exe)
-        .arg("__shim")
+        .arg(crate::engine::helpers::SHIM)
         .arg("cp-out")
         .arg(&target)
         .arg(src)

@@ -736,7 +736,7 @@ impl Networks {
             .map_err(|e| Error::Io(format!("network {}: bind dns on {addr}/tcp", info.name), e))?;
         let dir = self.dir(&info.name);
         let args = vec![
-            "network-dns".to_string(),
+            crate::engine::helpers::NETWORK_DNS.to_string(),
             "--records".to_string(),
             dir.join("dns.json").display().to_string(),
             "--udp-fd".to_string(),
@@ -1256,7 +1256,7 @@ impl Networks {
         let spec = serde_json::to_string(&entries)
             .map_err(|e| Error::State("proxy spec".into(), e.to_string()))?;
         let args = vec![
-            "network-proxy".to_string(),
+            crate::engine::helpers::NETWORK_PROXY.to_string(),
             "--record".to_string(),
             path.display().to_string(),
             "--spec".to_string(),
@@ -1503,24 +1503,21 @@ fn kill_unrecorded_helpers(path: &Path) {
         let mut args = cmdline.split(|b| *b == 0);
         let helper = args
             .nth(1)
-            .is_some_and(|a| a == b"network-dns" || a == b"network-proxy");
+            .is_some_and(crate::engine::helpers::is_network_helper);
         if helper && cmdline.split(|b| *b == 0).any(|a| a == want) {
             let Ok(pid) = i32::try_from(pid) else {
                 continue;
             };
             // Its start time, read before the signal, so a reused pid is not waited on.
-            let start = crate::engine::container::state::start_time(pid);
+            let start = crate::engine::proc::start_time(pid);
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
             // Woken by a pidfd when it exits; a zombie (not reaped yet) has released its
             // sockets and counts as gone.
-            let _ = crate::engine::container::state::wait_gone(
-                Some(pid),
-                start,
-                std::time::Duration::from_secs(2),
-            );
+            let _ =
+                crate::engine::proc::wait_gone(Some(pid), start, std::time::Duration::from_secs(2));
         }
     }
 }

@@ -68,7 +68,7 @@ fn run_nft(args: &[&str], stdin: Option<&str>) -> Result<(bool, String, String)>
                 Ok(None) if std::time::Instant::now() < deadline => {
                     // Woken by a pidfd the moment nft exits (not reaped yet: it is our child).
                     let left = deadline.saturating_duration_since(std::time::Instant::now());
-                    let _ = crate::engine::container::state::wait_gone(pid, None, left);
+                    let _ = crate::engine::proc::wait_gone(pid, None, left);
                 }
                 Ok(None) => {
                     let _ = child.kill();

@@ -77,7 +77,7 @@ fn owner_tag() -> String {
     let pid = std::process::id();
     let start = i32::try_from(pid)
         .ok()
-        .and_then(crate::engine::container::state::start_time)
+        .and_then(crate::engine::proc::start_time)
         .unwrap_or(0);
     format!("{pid}.{start}.{}", N.fetch_add(1, Ordering::Relaxed))
 }
@@ -93,7 +93,7 @@ fn owner_alive(tail: &str) -> bool {
     let start = start
         .and_then(|s| s.parse::<u64>().ok())
         .filter(|s| *s != 0);
-    crate::engine::container::state::alive(pid, start)
+    crate::engine::proc::alive(pid, start)
 }
 
 /// What a volume should be (compose's top-level `volumes:` entry or `volume create`).
