@@ -1350,7 +1350,7 @@ impl Shared<'_> {
             let v = f.value.clone().unwrap_or_default();
             let v = self.expand(state, &v)?;
             let dur = |v: &str| -> std::result::Result<Value, String> {
-                let d = container::config::parse_duration(v)?;
+                let d = container::config::parse_duration(v).map_err(|e| e.to_string())?;
                 Ok(json!(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)))
             };
             match f.name.as_str() {

@@ -1,0 +1,6 @@
+//! Small parsers every layer shares (compose files, the command line, Dockerfiles, the
+//! engine): durations, byte sizes, shell words. This module imports nothing of tug, so any
+//! layer may use it without importing another.
+
+pub mod shell;
+pub mod units;
