@@ -426,7 +426,7 @@ impl Stack {
             }
         }
         config.anonymous_volumes = anon.made;
-        {
+        let wiring = {
             // Only the wiring is serialised; the container store writes each container's
             // files in its own directory, so creates overlap (and their fsyncs share the
             // filesystem's journal commits).
@@ -434,20 +434,19 @@ impl Stack {
                 .wiring
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            self.wire_network(&service, name, oneoff.is_none(), &mut config)?;
-        }
+            self.wire_network(&service, name, oneoff.is_none(), &mut config)?
+        };
         let info = ImageInfo {
             id: image.id.clone(),
             layers: self.images.layer_dirs(&image)?,
             config: image.config.config().clone(),
         };
-        match self.containers.create(config, &info) {
-            Ok(id) => Ok(id),
-            Err(e) => {
-                let _ = self.networks.disconnect_all(name);
-                Err(e.into())
-            }
+        // A failed create drops the wiring, which undoes it.
+        let id = self.containers.create(config, &info)?;
+        if let Some(w) = wiring {
+            w.disarm();
         }
+        Ok(id)
     }
 
     fn remove_container(&self, name: &str) -> Result<()> {
@@ -522,13 +521,13 @@ impl Stack {
         name: &str,
         service_alias: bool,
         config: &mut ContainerConfig,
-    ) -> Result<()> {
+    ) -> Result<Option<crate::engine::container::net::WiringGuard>> {
         let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let hostname = config.hostname.clone().unwrap_or_else(|| name.to_string());
         match s.network_mode.as_deref() {
             Some("host") => {
                 config.network = NetworkMode::Host;
-                return Ok(());
+                return Ok(None);
             }
             Some("none") => {
                 config.network = NetworkMode::None;
@@ -539,7 +538,7 @@ impl Stack {
                     extra_hosts: s.extra_hosts.clone(),
                     gateway: None,
                 })?);
-                return Ok(());
+                return Ok(None);
             }
             Some(m) if m.starts_with("service:") || m.starts_with("container:") => {
                 let target = if let Some(svc) = m.strip_prefix("service:") {
@@ -555,7 +554,7 @@ impl Stack {
                     ))
                 })?;
                 config.network = NetworkMode::Container(id);
-                return Ok(());
+                return Ok(None);
             }
             Some("bridge" | "default") | None => {}
             Some(other) => {
@@ -565,9 +564,6 @@ impl Stack {
                 )));
             }
         }
-        // Leftovers of a container of the same name (a killed command) go first.
-        self.networks.disconnect_all(name)?;
-        let netns = self.networks.create_netns(name)?;
         let links: Vec<(String, String)> = s
             .links
             .iter()
@@ -614,15 +610,9 @@ impl Stack {
                 },
             ));
         }
-        let connected = match self.networks.connect_all(&netns, endpoints) {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = self.networks.disconnect_all(name);
-                return Err(e.into());
-            }
-        };
         // `links: [db:database]` adds `database` as a name of db on this container's view;
-        // tug's DNS answers per network, so a link alias becomes an /etc/hosts entry.
+        // tug's DNS answers per network, so a link alias becomes an /etc/hosts entry (the
+        // linked container's address on a network this container joins).
         let mut extra_hosts = s.extra_hosts.clone();
         for (svc, alias) in &links {
             if svc == alias {
@@ -633,28 +623,12 @@ impl Stack {
                 if let Ok(eps) = self.networks.endpoints_of_container(&other_name)
                     && let Some(ep) = eps
                         .iter()
-                        .find(|e| connected.iter().any(|c| c.network == e.network))
+                        .find(|e| endpoints.iter().any(|(net, _)| *net == e.network))
                 {
                     extra_hosts.push(format!("{alias}:{}", ep.ip));
                 }
             }
         }
-        let first = connected.first();
-        config.etc_hosts = Some(Networks::hosts_file(&HostsSpec {
-            hostname: hostname.clone(),
-            domainname: s.domainname.clone(),
-            ip: first.map(|e| e.ip),
-            extra_hosts,
-            gateway: first.map(|e| e.gateway),
-        })?);
-        config.resolv_conf = Some(Networks::resolv_conf(&ResolvSpec {
-            embedded: first.map(|e| e.gateway),
-            dns: s.dns.clone(),
-            search: s.dns_search.clone(),
-            options: s.dns_opt.clone(),
-            host: host_resolv,
-        }));
-        config.network = NetworkMode::Netns(netns);
         // Published ports go to the first endpoint's address.
         let mut maps: Vec<PortMapping> = Vec::new();
         for p in &s.ports {
@@ -668,19 +642,38 @@ impl Stack {
                 p.protocol.as_deref(),
             )?);
         }
-        if !maps.is_empty() {
-            let Some(ep) = first else {
-                return Err(Error::Invalid(format!(
-                    "service {}: ports need a network",
-                    s.name
-                )));
-            };
-            if let Err(e) = self.networks.publish(name, &s.name, ep.ip, &maps) {
-                let _ = self.networks.disconnect_all(name);
-                return Err(e.into());
-            }
+        if !maps.is_empty() && endpoints.is_empty() {
+            return Err(Error::Invalid(format!(
+                "service {}: ports need a network",
+                s.name
+            )));
         }
-        Ok(())
+        let wiring = crate::engine::container::net::attach(
+            &self.networks,
+            crate::engine::container::net::Attach {
+                key: name.to_string(),
+                service: s.name.clone(),
+                endpoints,
+                hosts: HostsSpec {
+                    hostname,
+                    domainname: s.domainname.clone(),
+                    extra_hosts,
+                    ..HostsSpec::default()
+                },
+                resolv: ResolvSpec {
+                    dns: s.dns.clone(),
+                    search: s.dns_search.clone(),
+                    options: s.dns_opt.clone(),
+                    host: host_resolv,
+                    ..ResolvSpec::default()
+                },
+                ports: maps,
+                // Leftovers of a container of the same name (a killed command) go first.
+                replace: true,
+            },
+            config,
+        )?;
+        Ok(Some(wiring))
     }
 
     /// Mounts of one container: volumes, binds, tmpfs, secrets and configs.

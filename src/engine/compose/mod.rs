@@ -246,20 +246,9 @@ impl Stack {
     /// # Errors
     /// A store cannot be read or a namespace cannot be removed.
     pub fn remove_stray_netns(&self) -> Result<Vec<String>> {
-        let Ok(rd) = std::fs::read_dir(self.root.join("netns")) else {
-            return Ok(Vec::new());
-        };
-        let keys: Vec<String> = rd
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|k| !k.starts_with('.'))
-            .collect();
-        let keep = keys
-            .iter()
-            .filter(|k| !self.names_a_container_of_this_project(k) || self.containers.has_name(k))
-            .cloned()
-            .collect();
-        Ok(self.networks.gc_netns(&keep)?)
+        Ok(self.networks.gc_netns(&|key| {
+            !self.names_a_container_of_this_project(key) || self.containers.has_name(key)
+        })?)
     }
 
     /// Whether `name` has the shape of a container name of this project:

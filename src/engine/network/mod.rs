@@ -876,11 +876,32 @@ impl Networks {
         Ok(removed)
     }
 
+    /// Claims the namespace key `key` for this process while it wires it: until the claim
+    /// is dropped (on failure, or once the owner's record names the namespace),
+    /// [`Networks::gc_netns`] leaves the key alone, whatever its caller takes for live. The
+    /// claim is the file `<root>/netns/.claim-<key>.<pid>` holding this process's
+    /// [`ProcId`]; one whose process is gone is removed by the next `gc_netns`.
+    ///
+    /// # Errors
+    /// A bad key, or the file cannot be written.
+    pub fn claim_netns(&self, key: &str) -> Result<NetnsClaim> {
+        check_key(key)?;
+        let me = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
+        let id = ProcId::of(me).ok_or_else(|| Error::Helper("no start time of tug".into()))?;
+        let dir = self.root.join("netns");
+        crate::engine::private::create_dir_all(&dir)
+            .map_err(|e| Error::Io(format!("create {}", dir.display()), e))?;
+        let path = dir.join(format!(".claim-{key}.{me}"));
+        // Not synced: a claim means nothing after a crash of the machine.
+        let bytes = serde_json::to_vec(&id)
+            .map_err(|e| Error::State(path.display().to_string(), e.to_string()))?;
+        write_derived(&path, &bytes)?;
+        Ok(NetnsClaim { path })
+    }
+
     /// Creates the network namespace of a container at `<root>/netns/<id>` (with `lo` up).
     pub fn create_netns(&self, container_id: &str) -> Result<PathBuf> {
-        if container_id.is_empty() || container_id.contains('/') || container_id.starts_with('.') {
-            return Err(Error::Invalid(format!("bad container id {container_id:?}")));
-        }
+        check_key(container_id)?;
         let p = self.netns_path(container_id);
         netns::create(&p)?;
         netlink::loopback_up(&p)?;
@@ -1447,21 +1468,76 @@ impl Networks {
         Ok(())
     }
 
-    /// Removes namespaces of containers that are not in `live` (and their endpoints/ports).
-    pub fn gc_netns(&self, live: &BTreeSet<String>) -> Result<Vec<String>> {
+    /// The one cleanup of stray namespaces: removes every namespace under `<root>/netns`
+    /// (with its endpoints and published ports, as [`Networks::disconnect_all`]) whose key
+    /// the caller does not call `owned` and that no live process claims
+    /// ([`Networks::claim_netns`]). Callers pass what they know to be theirs: compose keeps
+    /// every key that is not a container name of its project or that names an existing
+    /// container; `container run` keeps every key that is not a container id or that is
+    /// one. Claims of processes that are gone are removed. Returns the keys removed.
+    ///
+    /// # Errors
+    /// A namespace or its records cannot be removed.
+    pub fn gc_netns(&self, owned: &dyn Fn(&str) -> bool) -> Result<Vec<String>> {
         let dir = self.root.join("netns");
         let mut removed = Vec::new();
         let Ok(rd) = std::fs::read_dir(&dir) else {
             return Ok(removed);
         };
+        let mut keys = Vec::new();
+        let mut claimed = BTreeSet::new();
         for ent in rd.flatten() {
-            let id = ent.file_name().to_string_lossy().into_owned();
-            if !live.contains(&id) {
-                self.disconnect_all(&id)?;
-                removed.push(id);
+            let name = ent.file_name().to_string_lossy().into_owned();
+            if let Some(claim) = name.strip_prefix(".claim-") {
+                let Some((key, _pid)) = claim.rsplit_once('.') else {
+                    continue;
+                };
+                match read_json::<ProcId>(&ent.path()) {
+                    Ok(Some(p)) if p.alive() => {
+                        claimed.insert(key.to_string());
+                    }
+                    // Unreadable (renamed into place whole, so damaged): keep the key this
+                    // time rather than take a namespace that may be in use.
+                    Err(_) => {
+                        claimed.insert(key.to_string());
+                    }
+                    Ok(_) => {
+                        let _ = std::fs::remove_file(ent.path());
+                    }
+                }
+            } else if !name.starts_with('.') {
+                keys.push(name);
+            }
+        }
+        for key in keys {
+            if !owned(&key) && !claimed.contains(&key) {
+                self.disconnect_all(&key)?;
+                removed.push(key);
             }
         }
         Ok(removed)
+    }
+}
+
+/// A namespace key (a container name or id, a build slot): one path component, not hidden.
+fn check_key(key: &str) -> Result<()> {
+    if key.is_empty() || key.contains('/') || key.starts_with('.') {
+        return Err(Error::Invalid(format!("bad container id {key:?}")));
+    }
+    Ok(())
+}
+
+/// A namespace key claimed by this process ([`Networks::claim_netns`]); dropping it ends the
+/// claim.
+#[derive(Debug)]
+#[must_use = "the claim ends when dropped"]
+pub struct NetnsClaim {
+    path: PathBuf,
+}
+
+impl Drop for NetnsClaim {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
