@@ -76,16 +76,19 @@ pub fn alive(pid: Option<i32>, start: Option<u64>) -> bool {
     }
 }
 
-/// A pidfd for `pid` (Linux 5.3+), `None` where the kernel has none or the pid is gone.
-#[must_use]
-pub fn pidfd_open(pid: i32) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; the
-    // descriptor is owned by the OwnedFd from here on.
+/// A pidfd for `pid` (Linux 5.3+).
+///
+/// # Errors
+/// The kernel has no pidfds (`ENOSYS`) or the pid is gone (`ESRCH`).
+pub fn pidfd_open(pid: i32) -> nix::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
     let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    i32::try_from(raw).ok().filter(|fd| *fd >= 0).map(|fd| {
-        // SAFETY: `fd` is a descriptor pidfd_open just returned and nothing else owns.
-        unsafe { OwnedFd::from_raw_fd(fd) }
-    })
+    let fd = i32::try_from(raw).map_err(|_| nix::Error::EBADF)?;
+    if fd < 0 {
+        return Err(nix::Error::last());
+    }
+    // SAFETY: `fd` is a descriptor pidfd_open just returned and nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Waits until the process `pid` that started at `start` is gone (exited, even if not reaped
@@ -97,7 +100,7 @@ pub fn wait_gone(pid: Option<i32>, start: Option<u64>, timeout: Duration) -> boo
     let Some(p) = pid.filter(|p| *p > 0) else {
         return true;
     };
-    let pidfd = pidfd_open(p);
+    let pidfd = pidfd_open(p).ok();
     // Checked after opening the pidfd, so a pid reused in between is not waited on.
     if !alive(pid, start) {
         return true;

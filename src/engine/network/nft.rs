@@ -349,8 +349,7 @@ const NFNL_SUBSYS_NFTABLES: u16 = 10;
 /// the answer: every message of a dump until its end, else the first answer (an
 /// acknowledgement ends it too; an error code becomes the error).
 fn netfilter_send(req: &[u8], dump: bool) -> Result<Vec<Attrs>> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    const NETLINK_NETFILTER: i32 = 12;
+    use std::os::fd::AsRawFd;
     const NLMSG_ERROR: u16 = 2;
     const NLMSG_DONE: u16 = 3;
     let io = |what: &str| {
@@ -359,30 +358,24 @@ fn netfilter_send(req: &[u8], dump: bool) -> Result<Vec<Attrs>> {
             std::io::Error::last_os_error(),
         )
     };
-    // SAFETY: socket(2) with constant arguments; the descriptor is owned right after.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            NETLINK_NETFILTER,
-        )
+    use nix::sys::socket::{
+        AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, recv, send, socket,
     };
-    if fd < 0 {
-        return Err(io("socket"));
-    }
-    // SAFETY: `fd` is a new descriptor nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: sending our own buffer of the given length on our socket (the kernel is the
-    // default destination of an unbound netlink socket).
-    if unsafe { libc::send(fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
+    let fd = socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkNetFilter,
+    )
+    .map_err(|_| io("socket"))?;
+    // The kernel is the default destination of an unbound netlink socket.
+    if send(fd.as_raw_fd(), req, MsgFlags::empty()).is_err() {
         return Err(io("send"));
     }
     let mut out = Vec::new();
     let mut buf = vec![0u8; 64 << 10];
     loop {
-        // SAFETY: receiving into our buffer of the given length.
-        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        let Ok(n) = usize::try_from(n) else {
+        let Ok(n) = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()) else {
             return Err(io("recv"));
         };
         let u32_at = |o: usize| u32::from_ne_bytes([buf[o], buf[o + 1], buf[o + 2], buf[o + 3]]);

@@ -539,8 +539,10 @@ impl Cgroup {
                 break;
             }
             for p in pids {
-                // SAFETY: kill has no memory-safety preconditions.
-                unsafe { libc::kill(p, libc::SIGKILL) };
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
@@ -598,8 +600,7 @@ impl Attach {
     /// lock. Only `write`; no allocation unless it fails.
     pub fn join_self(&self) -> std::result::Result<(), String> {
         for (p, f) in &self.tasks {
-            // SAFETY: writing one byte from a static buffer to an open descriptor.
-            if unsafe { libc::write(f.as_raw_fd(), b"0".as_ptr().cast(), 1) } != 1 {
+            if nix::unistd::write(f, b"0") != Ok(1) {
                 return Err(format!(
                     "join cgroup {}: {}",
                     p.display(),

@@ -649,14 +649,7 @@ impl Joinable {
             what: "pidfd_open",
             source,
         };
-        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-        let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if r < 0 {
-            return Err(sys(nix::Error::last()));
-        }
-        // SAFETY: the kernel just returned this descriptor; nobody else owns it.
-        let pidfd =
-            unsafe { OwnedFd::from_raw_fd(i32::try_from(r).map_err(|_| sys(nix::Error::EBADF))?) };
+        let pidfd = crate::engine::proc::pidfd_open(pid).map_err(sys)?;
         if !is_it() {
             return Err(sys(nix::Error::ESRCH));
         }
@@ -703,8 +696,7 @@ pub fn exec_in(
 /// and the root directory of the container process `target` (see [`enter`]).
 pub fn join_container(target: &Joinable, cgroup: Option<&cgroups::Cgroup>) -> Result<()> {
     if let Some(cg) = cgroup {
-        // SAFETY: getpid cannot fail.
-        let me = unsafe { libc::getpid() };
+        let me = nix::unistd::getpid().as_raw();
         cg.add(me)?;
     }
     // The cgroup namespace after the cgroup itself: its root then is the container's.
@@ -731,10 +723,7 @@ pub fn join_container(target: &Joinable, cgroup: Option<&cgroups::Cgroup>) -> Re
 ///   the join fails.
 pub fn enter(target: &Joinable, flags: CloneFlags) -> Result<()> {
     let sys = |what: &'static str| move |source| RuntimeError::Sys { what, source };
-    // SAFETY: prctl(PR_SET_DUMPABLE) only changes a flag of this process.
-    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
-        return Err(sys("make the process non-dumpable")(nix::Error::last()));
-    }
+    nix::sys::prctl::set_dumpable(false).map_err(sys("make the process non-dumpable"))?;
     let root = nix::fcntl::open(
         format!("/proc/{}/root", target.pid).as_str(),
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,

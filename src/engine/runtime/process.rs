@@ -12,6 +12,7 @@
 //! no_new_privs by default, so the filter is installed while the process still holds all its
 //! capabilities, before they are dropped (the filter allows the few calls that follow).
 
+use nix::sys::resource::Resource;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -74,35 +75,30 @@ pub fn cap_set<'a>(names: impl IntoIterator<Item = &'a String>) -> CapsHashSet {
 
 /// The kernel resource of an OCI rlimit type, and its Docker name (`--ulimit nofile=…`).
 #[must_use]
-pub fn rlimit_resource(t: PosixRlimitType) -> (libc::__rlimit_resource_t, &'static str) {
+pub fn rlimit_resource(t: PosixRlimitType) -> (Resource, &'static str) {
     match t {
-        PosixRlimitType::RlimitCpu => (libc::RLIMIT_CPU, "cpu"),
-        PosixRlimitType::RlimitFsize => (libc::RLIMIT_FSIZE, "fsize"),
-        PosixRlimitType::RlimitData => (libc::RLIMIT_DATA, "data"),
-        PosixRlimitType::RlimitStack => (libc::RLIMIT_STACK, "stack"),
-        PosixRlimitType::RlimitCore => (libc::RLIMIT_CORE, "core"),
-        PosixRlimitType::RlimitRss => (libc::RLIMIT_RSS, "rss"),
-        PosixRlimitType::RlimitNproc => (libc::RLIMIT_NPROC, "nproc"),
-        PosixRlimitType::RlimitNofile => (libc::RLIMIT_NOFILE, "nofile"),
-        PosixRlimitType::RlimitMemlock => (libc::RLIMIT_MEMLOCK, "memlock"),
-        PosixRlimitType::RlimitAs => (libc::RLIMIT_AS, "as"),
-        PosixRlimitType::RlimitLocks => (libc::RLIMIT_LOCKS, "locks"),
-        PosixRlimitType::RlimitSigpending => (libc::RLIMIT_SIGPENDING, "sigpending"),
-        PosixRlimitType::RlimitMsgqueue => (libc::RLIMIT_MSGQUEUE, "msgqueue"),
-        PosixRlimitType::RlimitNice => (libc::RLIMIT_NICE, "nice"),
-        PosixRlimitType::RlimitRtprio => (libc::RLIMIT_RTPRIO, "rtprio"),
-        PosixRlimitType::RlimitRttime => (libc::RLIMIT_RTTIME, "rttime"),
+        PosixRlimitType::RlimitCpu => (Resource::RLIMIT_CPU, "cpu"),
+        PosixRlimitType::RlimitFsize => (Resource::RLIMIT_FSIZE, "fsize"),
+        PosixRlimitType::RlimitData => (Resource::RLIMIT_DATA, "data"),
+        PosixRlimitType::RlimitStack => (Resource::RLIMIT_STACK, "stack"),
+        PosixRlimitType::RlimitCore => (Resource::RLIMIT_CORE, "core"),
+        PosixRlimitType::RlimitRss => (Resource::RLIMIT_RSS, "rss"),
+        PosixRlimitType::RlimitNproc => (Resource::RLIMIT_NPROC, "nproc"),
+        PosixRlimitType::RlimitNofile => (Resource::RLIMIT_NOFILE, "nofile"),
+        PosixRlimitType::RlimitMemlock => (Resource::RLIMIT_MEMLOCK, "memlock"),
+        PosixRlimitType::RlimitAs => (Resource::RLIMIT_AS, "as"),
+        PosixRlimitType::RlimitLocks => (Resource::RLIMIT_LOCKS, "locks"),
+        PosixRlimitType::RlimitSigpending => (Resource::RLIMIT_SIGPENDING, "sigpending"),
+        PosixRlimitType::RlimitMsgqueue => (Resource::RLIMIT_MSGQUEUE, "msgqueue"),
+        PosixRlimitType::RlimitNice => (Resource::RLIMIT_NICE, "nice"),
+        PosixRlimitType::RlimitRtprio => (Resource::RLIMIT_RTPRIO, "rtprio"),
+        PosixRlimitType::RlimitRttime => (Resource::RLIMIT_RTTIME, "rttime"),
     }
 }
 
-fn get_rlimit(res: libc::__rlimit_resource_t) -> libc::rlimit {
-    let mut cur = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: cur is a valid rlimit struct for getrlimit to fill.
-    unsafe { libc::getrlimit(res, &mut cur) };
-    cur
+/// This process's (soft, hard) limit of `res`; (0, 0) where it cannot be read.
+fn get_rlimit(res: Resource) -> (libc::rlim_t, libc::rlim_t) {
+    nix::sys::resource::getrlimit(res).unwrap_or((0, 0))
 }
 
 /// What this process may give a container: without `CAP_SYS_RESOURCE` no hard limit can
@@ -171,7 +167,7 @@ pub fn check_rlimits(p: &Process) -> std::result::Result<(), String> {
     let grant = Grant::current();
     for r in p.rlimits().iter().flatten() {
         let (res, name) = rlimit_resource(r.typ());
-        grant.check(name, r.hard(), get_rlimit(res).rlim_max)?;
+        grant.check(name, r.hard(), get_rlimit(res).1)?;
     }
     Ok(())
 }
@@ -185,19 +181,13 @@ pub fn apply_rlimits(p: &Process) -> Result<()> {
     let grant = Grant::current();
     for r in p.rlimits().iter().flatten() {
         let (res, name) = rlimit_resource(r.typ());
-        nofile_given |= res == libc::RLIMIT_NOFILE;
-        let cur = get_rlimit(res);
+        nofile_given |= res == Resource::RLIMIT_NOFILE;
+        let (_, hard) = get_rlimit(res);
         grant
-            .check(name, r.hard(), cur.rlim_max)
+            .check(name, r.hard(), hard)
             .map_err(ProcessError::Limit)?;
-        let new = libc::rlimit {
-            rlim_cur: r.soft().min(r.hard()),
-            rlim_max: r.hard(),
-        };
-        // SAFETY: new is a valid rlimit struct.
-        if unsafe { libc::setrlimit(res, &new) } != 0 {
-            return Err(sys(format!("setrlimit {name}"))(nix::Error::last()));
-        }
+        nix::sys::resource::setrlimit(res, r.soft().min(r.hard()), r.hard())
+            .map_err(sys(format!("setrlimit {name}")))?;
     }
     if !nofile_given {
         raise_nofile();
@@ -207,15 +197,10 @@ pub fn apply_rlimits(p: &Process) -> Result<()> {
 
 /// Raises this process's soft open-files limit to its hard limit.
 pub fn raise_nofile() {
-    let cur = get_rlimit(libc::RLIMIT_NOFILE);
-    if cur.rlim_cur < cur.rlim_max {
-        let new = libc::rlimit {
-            rlim_cur: cur.rlim_max,
-            rlim_max: cur.rlim_max,
-        };
-        // SAFETY: new is a valid rlimit struct; lowering nothing, raising the soft limit
-        // up to the hard one needs no privilege.
-        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) };
+    // Lowering nothing, raising the soft limit up to the hard one needs no privilege.
+    let (soft, hard) = get_rlimit(Resource::RLIMIT_NOFILE);
+    if soft < hard {
+        let _ = nix::sys::resource::setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }
 }
 
@@ -256,8 +241,7 @@ pub fn finalize(p: &Process, spec: &Spec, compiled: Option<&[seccomp::BpfProgram
     nix::unistd::setgroups(&groups).map_err(sys("setgroups"))?;
     let gid = nix::unistd::Gid::from_raw(user.gid());
     nix::unistd::setresgid(gid, gid, gid).map_err(sys("setgid"))?;
-    // SAFETY: prctl with PR_SET_KEEPCAPS and an integer argument.
-    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
+    let _ = nix::sys::prctl::set_keepcaps(true);
     let uid = nix::unistd::Uid::from_raw(user.uid());
     nix::unistd::setresuid(uid, uid, uid).map_err(sys("setuid"))?;
     let perm = cap_set(&names(caps.permitted()));
@@ -277,10 +261,7 @@ pub fn finalize(p: &Process, spec: &Spec, compiled: Option<&[seccomp::BpfProgram
         let _ = caps::raise(None, CapSet::Ambient, c);
     }
     if nnp {
-        // SAFETY: prctl with PR_SET_NO_NEW_PRIVS and integer arguments.
-        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-            return Err(sys("no_new_privs")(nix::Error::last()));
-        }
+        nix::sys::prctl::set_no_new_privs().map_err(sys("no_new_privs"))?;
         if let Some(f) = &filters {
             seccomp::install(f)?;
         }

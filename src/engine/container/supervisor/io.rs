@@ -324,18 +324,16 @@ pub(super) fn write_all_fd(fd: BorrowedFd<'_>, mut data: &[u8]) -> std::io::Resu
 /// Gives a terminal the window size of the caller's (our stdout), or `fallback` (rows,
 /// columns) where our stdout is no terminal.
 pub(super) fn copy_window_size(console: &OwnedFd, fallback: Option<(u16, u16)>) {
-    let (rows, cols) = fallback.unwrap_or((0, 0));
-    let mut ws = libc::winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
+    use rustix::termios::{Winsize, tcgetwinsize, tcsetwinsize};
+    let ws = match (tcgetwinsize(std::io::stdout()), fallback) {
+        (Ok(ws), _) => ws,
+        (Err(_), Some((rows, cols))) => Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        },
+        (Err(_), None) => return,
     };
-    // SAFETY: TIOCGWINSZ writes a winsize into `ws` (or fails and leaves it), TIOCSWINSZ
-    // reads one from it; both take a descriptor we hold and a pointer to a live winsize.
-    unsafe {
-        if libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) == 0 || fallback.is_some() {
-            libc::ioctl(console.as_raw_fd(), libc::TIOCSWINSZ, &ws);
-        }
-    }
+    let _ = tcsetwinsize(console, ws);
 }
