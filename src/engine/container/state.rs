@@ -178,7 +178,7 @@ pub use crate::engine::proc::{alive, start_time, wait_gone};
 #[derive(Debug)]
 pub struct Watch {
     fd: std::os::fd::OwnedFd,
-    mask: u32,
+    mask: rustix::fs::inotify::WatchFlags,
 }
 
 impl Watch {
@@ -197,23 +197,17 @@ impl Watch {
     }
 
     fn new<P: AsRef<Path>>(dirs: &[P], writes: bool) -> Option<Watch> {
-        use std::os::fd::FromRawFd as _;
-        // SAFETY: inotify_init1 takes flags only; the result is checked and owned below.
-        let raw = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
-        if raw < 0 {
-            return None;
-        }
-        // SAFETY: `raw` is a descriptor inotify_init1 just returned and nothing else owns.
-        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
-        let mut mask = libc::IN_CLOSE_WRITE
-            | libc::IN_MOVED_TO
-            | libc::IN_MOVED_FROM
-            | libc::IN_CREATE
-            | libc::IN_DELETE
-            | libc::IN_DELETE_SELF
-            | libc::IN_ONLYDIR;
+        use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
+        let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK).ok()?;
+        let mut mask = WatchFlags::CLOSE_WRITE
+            | WatchFlags::MOVED_TO
+            | WatchFlags::MOVED_FROM
+            | WatchFlags::CREATE
+            | WatchFlags::DELETE
+            | WatchFlags::DELETE_SELF
+            | WatchFlags::ONLYDIR;
         if writes {
-            mask |= libc::IN_MODIFY;
+            mask |= WatchFlags::MODIFY;
         }
         let w = Watch { fd, mask };
         for d in dirs {
@@ -224,18 +218,7 @@ impl Watch {
 
     /// Watches one more directory (nothing when it is missing).
     pub fn add(&self, dir: &Path) {
-        use std::os::unix::ffi::OsStrExt as _;
-        let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-            return;
-        };
-        // SAFETY: `c` is a valid NUL-terminated path for the call's duration.
-        unsafe {
-            libc::inotify_add_watch(
-                std::os::fd::AsRawFd::as_raw_fd(&self.fd),
-                c.as_ptr(),
-                self.mask,
-            );
-        }
+        let _ = rustix::fs::inotify::add_watch(&self.fd, dir, self.mask);
     }
 
     /// Sleeps until something changes in a watched directory, a signal arrives, or

@@ -189,26 +189,14 @@ pub fn open_pty() -> std::io::Result<(OwnedFd, OwnedFd)> {
         .write(true)
         .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
         .open("/dev/ptmx")?;
-    let unlock: libc::c_int = 0;
-    // SAFETY: TIOCSPTLCK reads an int from the pointer.
-    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: TIOCGPTPEER returns a new descriptor for the slave side.
-    let slave = unsafe {
-        libc::ioctl(
-            master.as_raw_fd(),
-            libc::TIOCGPTPEER,
-            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-        )
-    };
-    if slave < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: slave is a fresh descriptor we own.
-    Ok((OwnedFd::from(master), unsafe {
-        OwnedFd::from_raw_fd(slave)
-    }))
+    rustix::pty::unlockpt(&master)?;
+    let slave = rustix::pty::ioctl_tiocgptpeer(
+        &master,
+        rustix::pty::OpenptFlags::RDWR
+            | rustix::pty::OpenptFlags::NOCTTY
+            | rustix::pty::OpenptFlags::CLOEXEC,
+    )?;
+    Ok((OwnedFd::from(master), slave))
 }
 
 /// In the container: allocates its terminal, sends the master to the supervisor over
@@ -298,12 +286,9 @@ fn take_stdio(stdio: &Stdio) -> std::result::Result<(), String> {
     };
     if stdio.tty {
         let _ = nix::unistd::setsid();
-        // SAFETY: TIOCSCTTY on fd 0, which is a terminal slave.
-        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
-            return Err(format!(
-                "set controlling terminal: {}",
-                std::io::Error::last_os_error()
-            ));
+        // fd 0 is the terminal's slave now.
+        if let Err(e) = rustix::process::ioctl_tiocsctty(std::io::stdin()) {
+            return Err(format!("set controlling terminal: {e}"));
         }
     }
     Ok(())
@@ -370,11 +355,10 @@ fn child_main(
     {
         return format!("sethostname: {e}");
     }
-    if let Some(d) = spec.domainname().as_ref().filter(|d| !d.is_empty()) {
-        // SAFETY: the pointer and length describe d's bytes.
-        if unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } != 0 {
-            return format!("setdomainname: {}", std::io::Error::last_os_error());
-        }
+    if let Some(d) = spec.domainname().as_ref().filter(|d| !d.is_empty())
+        && let Err(e) = rustix::system::setdomainname(d.as_bytes())
+    {
+        return format!("setdomainname: {e}");
     }
     // Every path inside the rootfs is resolved inside it, through `root` (see `rootfs`).
     let mounts = || -> std::result::Result<(), rootfs::RootfsError> {
