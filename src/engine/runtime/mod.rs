@@ -31,6 +31,7 @@ pub mod namespaces;
 pub mod process;
 pub mod rootfs;
 pub mod seccomp;
+pub mod sys;
 
 use std::io::{BufRead as _, Read as _, Write as _};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -350,15 +351,8 @@ fn child_main(
     {
         return e;
     }
-    if let Some(h) = spec.hostname()
-        && let Err(e) = nix::unistd::sethostname(h)
-    {
-        return format!("sethostname: {e}");
-    }
-    if let Some(d) = spec.domainname().as_ref().filter(|d| !d.is_empty())
-        && let Err(e) = rustix::system::setdomainname(d.as_bytes())
-    {
-        return format!("setdomainname: {e}");
+    if let Err(e) = namespaces::set_names(&sys::Linux, spec) {
+        return e;
     }
     // Every path inside the rootfs is resolved inside it, through `root` (see `rootfs`).
     let mounts = || -> std::result::Result<(), rootfs::RootfsError> {

@@ -12,6 +12,7 @@
 //! no_new_privs by default, so the filter is installed while the process still holds all its
 //! capabilities, before they are dropped (the filter allows the few calls that follow).
 
+use super::sys::{Linux, Syscall};
 use nix::sys::resource::Resource;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -177,30 +178,42 @@ pub fn check_rlimits(p: &Process) -> std::result::Result<(), String> {
 /// limit is the hard limit this process has, soft and hard (Docker's containers inherit the
 /// engine's limits, which its service raises to the maximum).
 pub fn apply_rlimits(p: &Process) -> Result<()> {
+    apply_rlimits_with(&Linux, Grant::current(), p)
+}
+
+/// [`apply_rlimits`] through `sys`, with what this process may grant.
+///
+/// # Errors
+/// A limit above `grant` (named, before it is set), or the kernel refused one.
+pub fn apply_rlimits_with(sys_: &dyn Syscall, grant: Grant, p: &Process) -> Result<()> {
     let mut nofile_given = false;
-    let grant = Grant::current();
     for r in p.rlimits().iter().flatten() {
         let (res, name) = rlimit_resource(r.typ());
         nofile_given |= res == Resource::RLIMIT_NOFILE;
-        let (_, hard) = get_rlimit(res);
+        let (_, hard) = sys_.getrlimit(res).unwrap_or((0, 0));
         grant
             .check(name, r.hard(), hard)
             .map_err(ProcessError::Limit)?;
-        nix::sys::resource::setrlimit(res, r.soft().min(r.hard()), r.hard())
+        sys_.setrlimit(res, r.soft().min(r.hard()), r.hard())
             .map_err(sys(format!("setrlimit {name}")))?;
     }
     if !nofile_given {
-        raise_nofile();
+        raise_nofile_with(sys_);
     }
     Ok(())
 }
 
 /// Raises this process's soft open-files limit to its hard limit.
 pub fn raise_nofile() {
+    raise_nofile_with(&Linux);
+}
+
+fn raise_nofile_with(sys_: &dyn Syscall) {
     // Lowering nothing, raising the soft limit up to the hard one needs no privilege.
-    let (soft, hard) = get_rlimit(Resource::RLIMIT_NOFILE);
-    if soft < hard {
-        let _ = nix::sys::resource::setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    if let Ok((soft, hard)) = sys_.getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = sys_.setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }
 }
 
@@ -383,6 +396,67 @@ pub fn exec(p: &Process) -> Result<std::convert::Infallible> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::runtime::sys::{Call, Recorder};
+    use oci_spec::runtime::{PosixRlimitBuilder, ProcessBuilder};
+
+    fn limit(t: PosixRlimitType, soft: u64, hard: u64) -> oci_spec::runtime::PosixRlimit {
+        PosixRlimitBuilder::default()
+            .typ(t)
+            .soft(soft)
+            .hard(hard)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn process_rlimits_are_set_as_given_and_nofile_is_raised_otherwise() {
+        let grant = Grant {
+            can_raise: false,
+            nr_open: 1 << 20,
+        };
+        let sys = Recorder::with_limits(vec![(Resource::RLIMIT_NOFILE, 1024, 524_288)]);
+        // The soft limit never exceeds the hard one; without a nofile entry, the open-files
+        // soft limit goes up to this process's hard limit.
+        let p = ProcessBuilder::default()
+            .rlimits(vec![limit(PosixRlimitType::RlimitNproc, 900, 500)])
+            .build()
+            .unwrap();
+        apply_rlimits_with(&sys, grant, &p).unwrap();
+        assert_eq!(
+            sys.calls(),
+            [
+                Call::Setrlimit(Resource::RLIMIT_NPROC, 500, 500),
+                Call::Setrlimit(Resource::RLIMIT_NOFILE, 524_288, 524_288),
+            ]
+        );
+        // A nofile entry is taken as given, and nothing else is raised.
+        let sys = Recorder::with_limits(vec![(Resource::RLIMIT_NOFILE, 1024, 524_288)]);
+        let p = ProcessBuilder::default()
+            .rlimits(vec![limit(PosixRlimitType::RlimitNofile, 100, 200)])
+            .build()
+            .unwrap();
+        apply_rlimits_with(&sys, grant, &p).unwrap();
+        assert_eq!(
+            sys.calls(),
+            [Call::Setrlimit(Resource::RLIMIT_NOFILE, 100, 200)]
+        );
+    }
+
+    #[test]
+    fn process_rlimit_above_the_grant_is_refused_before_any_call() {
+        let grant = Grant {
+            can_raise: false,
+            nr_open: 1 << 20,
+        };
+        let sys = Recorder::with_limits(vec![(Resource::RLIMIT_NOFILE, 1024, 4096)]);
+        let p = ProcessBuilder::default()
+            .rlimits(vec![limit(PosixRlimitType::RlimitNofile, 8192, 8192)])
+            .build()
+            .unwrap();
+        let e = apply_rlimits_with(&sys, grant, &p).unwrap_err();
+        assert!(e.to_string().contains("ulimit nofile"), "{e}");
+        assert!(sys.calls().is_empty(), "{:?}", sys.calls());
+    }
 
     #[test]
     fn process_rlimit_grant_names_the_limit_and_the_reason() {

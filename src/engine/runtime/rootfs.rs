@@ -195,6 +195,25 @@ fn escape_overlay(p: &str) -> String {
         .replace(',', "\\,")
 }
 
+/// Moves the calling process into a mount namespace of its own whose mounts receive the
+/// host's but never propagate back (`MS_REC | MS_SLAVE` on `/`): what it mounts there (a
+/// container's overlay) cannot leak into the host and is gone with it.
+///
+/// # Errors
+/// The call that failed, for the start error.
+pub fn private_mount_namespace(sys: &dyn super::sys::Syscall) -> std::result::Result<(), String> {
+    sys.unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("unshare mount namespace: {e}"))?;
+    sys.mount(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None,
+    )
+    .map_err(|e| format!("make / a slave mount: {e}"))
+}
+
 /// The overlay through the new mount API: no limit on the number of layers.
 fn mount_overlay_fsconfig(
     lower: &[PathBuf],
@@ -893,6 +912,31 @@ pub fn sysctls(root: &Root, spec: &Spec) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rootfs_private_mount_namespace_unshares_then_makes_root_a_slave() {
+        use crate::engine::runtime::sys::{Call, Recorder};
+        let sys = Recorder::default();
+        private_mount_namespace(&sys).unwrap();
+        assert_eq!(
+            sys.calls(),
+            [
+                Call::Unshare(nix::sched::CloneFlags::CLONE_NEWNS),
+                Call::Mount {
+                    source: None,
+                    target: PathBuf::from("/"),
+                    fstype: None,
+                    flags: MsFlags::MS_REC | MsFlags::MS_SLAVE,
+                    data: None,
+                },
+            ]
+        );
+        // Without a namespace of its own, nothing is mounted (it would reach the host).
+        let sys = Recorder::failing(|c| matches!(c, Call::Unshare(_)).then_some(Errno::EPERM));
+        let e = private_mount_namespace(&sys).unwrap_err();
+        assert!(e.contains("unshare mount namespace"), "{e}");
+        assert_eq!(sys.calls().len(), 1);
+    }
 
     #[test]
     fn rootfs_options_split_flags_and_data() {

@@ -74,16 +74,7 @@ impl Supervisor {
     pub(super) fn mount_rootfs(&self) -> std::result::Result<u64, String> {
         let rootfs = self.dir.join("bundle/rootfs");
         let t = Instant::now();
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
-            .map_err(|e| format!("unshare mount namespace: {e}"))?;
-        nix::mount::mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_SLAVE,
-            None::<&str>,
-        )
-        .map_err(|e| format!("make / a slave mount: {e}"))?;
+        rootfs::private_mount_namespace(&runtime::sys::Linux)?;
         if self.rec.layers.is_empty() {
             return Err("the image has no layers".to_string());
         }
