@@ -9,5 +9,6 @@ pub mod image;
 pub mod network;
 pub mod private;
 pub mod proc;
+pub mod root;
 pub mod runtime;
 pub mod volume;

@@ -164,11 +164,14 @@ impl Stack {
             .values()
             .map(|s| (s.name.clone(), plan::config_hash(s)))
             .collect();
+        // The state root is opened once; each store finds its directories through it.
+        let state = crate::engine::root::StateRoot::at(root)
+            .map_err(|e| Error::Io(format!("open the state root {}", root.display()), e))?;
         Ok(Stack {
-            images: ImageStore::open(root)?,
-            containers: ContainerStore::open(root)?,
-            networks: Networks::open(root)?,
-            volumes: Volumes::open(root)?,
+            images: ImageStore::open_in(&state)?,
+            containers: ContainerStore::open_in(&state)?,
+            networks: Networks::open_in(&state)?,
+            volumes: Volumes::open_in(&state)?,
             root: root.to_path_buf(),
             project,
             options,

@@ -25,6 +25,7 @@ pub mod supervisor;
 pub mod user;
 pub mod volumes;
 
+use crate::engine::root::StateRoot;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead as _, BufReader};
@@ -562,14 +563,23 @@ pub fn default_resolv_conf() -> String {
 impl ContainerStore {
     /// Opens (creating) the store under `root`.
     pub fn open(root: &Path) -> Result<ContainerStore> {
-        let dir = root.join("containers");
+        let root = StateRoot::at(root).map_err(io_err(root))?;
+        Self::open_in(&root)
+    }
+
+    /// The container store of an opened state root.
+    ///
+    /// # Errors
+    /// The store's directory cannot be made.
+    pub fn open_in(root: &StateRoot) -> Result<ContainerStore> {
+        let dir = root.containers();
         private::create_dir_all(&dir.join(".names")).map_err(io_err(&dir))?;
         let exe = std::env::var_os("TUG_EXE")
             .map(PathBuf::from)
             .or_else(|| std::env::current_exe().ok())
             .unwrap_or_else(|| PathBuf::from("tug"));
         Ok(ContainerStore {
-            root: root.to_path_buf(),
+            root: root.path().to_path_buf(),
             dir,
             exe,
         })

@@ -284,14 +284,23 @@ struct RootLock {
 impl Networks {
     /// Opens the network state of `root` (created on demand).
     pub fn open(root: &Path) -> Result<Self> {
-        crate::engine::private::create_dir_all(&root.join("networks"))
-            .map_err(|e| Error::Io(format!("create {}", root.join("networks").display()), e))?;
-        let root = std::fs::canonicalize(root)
+        let root = crate::engine::root::StateRoot::at(root)
             .map_err(|e| Error::Io(format!("resolve {}", root.display()), e))?;
+        Self::open_in(&root)
+    }
+
+    /// The networks of an opened state root.
+    ///
+    /// # Errors
+    /// The store's directory cannot be made, or tug's executable cannot be found.
+    pub fn open_in(root: &crate::engine::root::StateRoot) -> Result<Self> {
+        let dir = root.networks();
+        crate::engine::private::create_dir_all(&dir)
+            .map_err(|e| Error::Io(format!("create {}", dir.display()), e))?;
         let exe =
             std::env::current_exe().map_err(|e| Error::Io("find the tug executable".into(), e))?;
         Ok(Self {
-            root,
+            root: root.path().to_path_buf(),
             exe,
             upstreams: None,
         })

@@ -164,11 +164,21 @@ pub struct Volumes {
 impl Volumes {
     /// Opens `<root>/volumes` (created on demand).
     pub fn open(root: &Path) -> Result<Self> {
-        let dir = root.join("volumes");
+        let root = crate::engine::root::StateRoot::at(root)
+            .map_err(io(format!("resolve {}", root.display())))?;
+        Self::open_in(&root)
+    }
+
+    /// The volumes of an opened state root.
+    ///
+    /// # Errors
+    /// The store's directory cannot be made.
+    pub fn open_in(root: &crate::engine::root::StateRoot) -> Result<Self> {
+        let dir = root.volumes();
         crate::engine::private::create_dir_all(&dir)
             .map_err(io(format!("create {}", dir.display())))?;
         Ok(Self {
-            root: std::fs::canonicalize(root).map_err(io(format!("resolve {}", root.display())))?,
+            root: root.path().to_path_buf(),
         })
     }
 
