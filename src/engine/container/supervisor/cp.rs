@@ -87,11 +87,6 @@ pub(in crate::engine::container) fn copy(
     dest: &Path,
     into: bool,
 ) -> Result<()> {
-    use std::process::{Command, Stdio};
-    let store_state = |p: &Path| ContainerError::Io {
-        path: p.to_path_buf(),
-        source: std::io::Error::other("copy failed"),
-    };
     let dir = _root.join("containers").join(id);
     let st = state::observe(&dir);
     let pid = st
@@ -104,56 +99,69 @@ pub(in crate::engine::container) fn copy(
         st.pid_start.map(|s| s.to_string()).unwrap_or_default()
     );
     if into {
-        // Host → container: tar the host path under its own name; the helper unpacks it
-        // into `dest` (a directory there) or renames it to `dest`.
-        let name = src
-            .file_name()
-            .map(PathBuf::from)
-            .ok_or_else(|| ContainerError::Invalid(format!("bad path {}", src.display())))?;
-        let mut child = Command::new(exe)
-            .arg(crate::engine::helpers::SHIM)
-            .arg("cp-in")
-            .arg(&target)
-            .arg(dest)
-            .arg(&name)
-            .stdin(Stdio::piped())
-            .spawn()
-            .map_err(|source| ContainerError::Io {
-                path: exe.to_path_buf(),
-                source,
-            })?;
-        let stdin = child.stdin.take().ok_or_else(|| store_state(src))?;
-        let mut b = tar::Builder::new(stdin);
-        b.follow_symlinks(false);
-        let md = fs::symlink_metadata(src).map_err(|source| ContainerError::Io {
-            path: src.to_path_buf(),
-            source,
-        })?;
-        let r = if md.is_dir() {
-            b.append_dir_all(&name, src)
-        } else {
-            b.append_path_with_name(src, &name)
-        };
-        r.and_then(|()| b.finish())
-            .map_err(|source| ContainerError::Io {
-                path: src.to_path_buf(),
-                source,
-            })?;
-        drop(b);
-        let status = child.wait().map_err(|source| ContainerError::Io {
+        copy_in(exe, &target, src, dest)
+    } else {
+        copy_out(exe, id, &target, src, dest)
+    }
+}
+
+/// Host → container: tars the host path under its own name; the helper unpacks it into
+/// `dest` (a directory there) or renames it to `dest`.
+fn copy_in(exe: &Path, target: &str, src: &Path, dest: &Path) -> Result<()> {
+    use std::process::{Command, Stdio};
+    let name = src
+        .file_name()
+        .map(PathBuf::from)
+        .ok_or_else(|| ContainerError::Invalid(format!("bad path {}", src.display())))?;
+    let mut child = Command::new(exe)
+        .arg(crate::engine::helpers::SHIM)
+        .arg("cp-in")
+        .arg(target)
+        .arg(dest)
+        .arg(&name)
+        .stdin(Stdio::piped())
+        .spawn()
+        .map_err(|source| ContainerError::Io {
             path: exe.to_path_buf(),
             source,
         })?;
-        if !status.success() {
-            return Err(store_state(dest));
-        }
-        return Ok(());
+    let stdin = child.stdin.take().ok_or_else(|| copy_failed(src))?;
+    let mut b = tar::Builder::new(stdin);
+    b.follow_symlinks(false);
+    let md = fs::symlink_metadata(src).map_err(|source| ContainerError::Io {
+        path: src.to_path_buf(),
+        source,
+    })?;
+    let r = if md.is_dir() {
+        b.append_dir_all(&name, src)
+    } else {
+        b.append_path_with_name(src, &name)
+    };
+    r.and_then(|()| b.finish())
+        .map_err(|source| ContainerError::Io {
+            path: src.to_path_buf(),
+            source,
+        })?;
+    drop(b);
+    let status = child.wait().map_err(|source| ContainerError::Io {
+        path: exe.to_path_buf(),
+        source,
+    })?;
+    if !status.success() {
+        return Err(copy_failed(dest));
     }
-    // Container → host.
+    Ok(())
+}
+
+/// Container → host: the helper tars `src` inside the container; it is unpacked into
+/// `dest` (a directory) or renamed to `dest`, refusing entries that leave it and dropping
+/// set-ID bits.
+fn copy_out(exe: &Path, id: &str, target: &str, src: &Path, dest: &Path) -> Result<()> {
+    use std::process::{Command, Stdio};
     let child = Command::new(exe)
         .arg(crate::engine::helpers::SHIM)
         .arg("cp-out")
-        .arg(&target)
+        .arg(target)
         .arg(src)
         .stdout(Stdio::piped())
         .spawn()
@@ -161,7 +169,7 @@ pub(in crate::engine::container) fn copy(
             path: exe.to_path_buf(),
             source,
         })?;
-    let out = child.stdout.ok_or_else(|| store_state(src))?;
+    let out = child.stdout.ok_or_else(|| copy_failed(src))?;
     let name = src
         .file_name()
         .map_or_else(|| PathBuf::from("root"), PathBuf::from);
@@ -205,4 +213,11 @@ pub(in crate::engine::container) fn copy(
         })?;
     }
     Ok(())
+}
+
+fn copy_failed(p: &Path) -> ContainerError {
+    ContainerError::Io {
+        path: p.to_path_buf(),
+        source: std::io::Error::other("copy failed"),
+    }
 }

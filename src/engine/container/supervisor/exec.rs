@@ -11,10 +11,12 @@ use super::io::{copy_window_size, devnull, write_all_fd};
 use crate::engine::container::state::{self, Status};
 use crate::engine::container::{ContainerError, ContainerStore, ExecOptions, Result};
 use crate::engine::runtime::{self};
+
+/// Runs `opts` in the running container `id`: detached, with the caller's stdio, or on a
+/// terminal allocated inside the container. Returns the exit code (0 when detached).
 pub(super) fn exec_main(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32> {
     let store = ContainerStore::open(root)?;
     let dir = store.container_dir(id);
-    let rec = store.record(id)?;
     let spec_path = dir.join("bundle/config.json");
     let bytes = fs::read(&spec_path).map_err(|source| ContainerError::Io {
         path: spec_path.clone(),
@@ -30,6 +32,40 @@ pub(super) fn exec_main(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32
     };
     let target = runtime::Joinable::open(pid, || state::alive(Some(pid), st.pid_start))
         .map_err(|_| ContainerError::NotRunning(id.to_string()))?;
+    let proc_ = exec_process(&store, id, &spec, pid, opts)?;
+    let cgroup = store.cgroup(id)?;
+    let run = |stdio: runtime::Stdio| -> Result<i32> {
+        runtime::exec_in(&target, Some(&cgroup), &spec, &proc_, &stdio, opts.timeout).map_err(|e| {
+            ContainerError::Start {
+                id: id.to_string(),
+                reason: e.to_string(),
+            }
+        })
+    };
+    if opts.detach {
+        return exec_detached(id, run);
+    }
+    if !opts.tty {
+        return run(runtime::Stdio {
+            stdin: 0,
+            stdout: 1,
+            stderr: 2,
+            tty: false,
+        });
+    }
+    exec_on_terminal(id, &target, &cgroup, &spec, &proc_, opts.interactive)
+}
+
+/// The process to run: the container's, with `opts`' command, environment, user (looked up
+/// in the container's own passwd and group files), working directory and terminal.
+fn exec_process(
+    store: &ContainerStore,
+    id: &str,
+    spec: &Spec,
+    pid: i32,
+    opts: &ExecOptions,
+) -> Result<oci_spec::runtime::Process> {
+    let rec = store.record(id)?;
     let mut proc_ = spec
         .process()
         .clone()
@@ -68,54 +104,49 @@ pub(super) fn exec_main(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32
         proc_.set_cwd(PathBuf::from(w));
     }
     proc_.set_terminal(Some(opts.tty));
-    let cgroup = store.cgroup(id)?;
-    let run = |stdio: runtime::Stdio| -> Result<i32> {
-        runtime::exec_in(&target, Some(&cgroup), &spec, &proc_, &stdio, opts.timeout).map_err(|e| {
-            ContainerError::Start {
-                id: id.to_string(),
-                reason: e.to_string(),
-            }
-        })
-    };
-    if opts.detach {
-        // SAFETY: single-threaded helper process.
-        match unsafe { nix::unistd::fork() } {
-            Ok(nix::unistd::ForkResult::Parent { .. }) => return Ok(0),
-            Ok(nix::unistd::ForkResult::Child) => {
-                let _ = nix::unistd::setsid();
-                let n = devnull().map_err(|source| ContainerError::Io {
-                    path: PathBuf::from("/dev/null"),
-                    source,
-                })?;
-                let fd = n.as_raw_fd();
-                let code = run(runtime::Stdio {
-                    stdin: fd,
-                    stdout: fd,
-                    stderr: fd,
-                    tty: false,
-                })
-                .unwrap_or(255);
-                // SAFETY: end the detached helper.
-                unsafe { libc::_exit(code) }
-            }
-            Err(e) => {
-                return Err(ContainerError::Start {
-                    id: id.to_string(),
-                    reason: format!("fork: {e}"),
-                });
-            }
+    Ok(proc_)
+}
+
+/// A detached exec: a child in a session of its own runs it with /dev/null as stdio.
+fn exec_detached(id: &str, run: impl FnOnce(runtime::Stdio) -> Result<i32>) -> Result<i32> {
+    // SAFETY: single-threaded helper process.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Parent { .. }) => Ok(0),
+        Ok(nix::unistd::ForkResult::Child) => {
+            let _ = nix::unistd::setsid();
+            let n = devnull().map_err(|source| ContainerError::Io {
+                path: PathBuf::from("/dev/null"),
+                source,
+            })?;
+            let fd = n.as_raw_fd();
+            let code = run(runtime::Stdio {
+                stdin: fd,
+                stdout: fd,
+                stderr: fd,
+                tty: false,
+            })
+            .unwrap_or(255);
+            // SAFETY: end the detached helper.
+            unsafe { libc::_exit(code) }
         }
+        Err(e) => Err(ContainerError::Start {
+            id: id.to_string(),
+            reason: format!("fork: {e}"),
+        }),
     }
-    if !opts.tty {
-        return run(runtime::Stdio {
-            stdin: 0,
-            stdout: 1,
-            stderr: 2,
-            tty: false,
-        });
-    }
-    // Join the container first, so the terminal comes from its own devpts instance.
-    runtime::join_container(&target, Some(&cgroup)).map_err(|e| ContainerError::Start {
+}
+
+/// An exec on a terminal: joins the container first, so the terminal comes from its own
+/// devpts instance, and relays it to the caller.
+fn exec_on_terminal(
+    id: &str,
+    target: &runtime::Joinable,
+    cgroup: &crate::engine::runtime::cgroups::Cgroup,
+    spec: &Spec,
+    proc_: &oci_spec::runtime::Process,
+    interactive: bool,
+) -> Result<i32> {
+    runtime::join_container(target, Some(cgroup)).map_err(|e| ContainerError::Start {
         id: id.to_string(),
         reason: e.to_string(),
     })?;
@@ -138,8 +169,8 @@ pub(super) fn exec_main(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32
             drop(pty.master);
             let s = pty.slave.as_raw_fd();
             let code = match runtime::spawn_in(
-                &spec,
-                &proc_,
+                spec,
+                proc_,
                 &runtime::Stdio {
                     stdin: s,
                     stdout: s,
@@ -161,7 +192,7 @@ pub(super) fn exec_main(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32
         }
         Ok(nix::unistd::ForkResult::Parent { child }) => {
             drop(pty.slave);
-            relay_terminal(&pty.master, child, opts.interactive);
+            relay_terminal(&pty.master, child, interactive);
             loop {
                 match waitpid(child, None) {
                     Ok(WaitStatus::Exited(_, c)) => return Ok(c),
