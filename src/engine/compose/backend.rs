@@ -47,8 +47,9 @@ pub struct OneOff {
 }
 
 impl Backend for Stack {
-    fn apply(&self, op: &Op) -> std::result::Result<(), String> {
-        self.apply_op(op).map_err(|e| e.to_string())
+    fn apply(&self, op: &Op) -> std::result::Result<(), crate::engine::executor::OpError> {
+        self.apply_op(op)
+            .map_err(crate::engine::executor::OpError::new)
     }
 }
 
