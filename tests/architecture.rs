@@ -184,3 +184,74 @@ fn architecture_lower_layers_do_not_import_upward() {
         v.join("\n")
     );
 }
+
+/// The longest function the engine may have without saying why (docs/ARCHITECTURE.md).
+const LONG_FN: usize = 120;
+
+/// `(file:line, name, lines)` of every function in `dir` (outside `#[cfg(test)]` modules)
+/// longer than [`LONG_FN`] lines with no `// Long: <why>` comment right above it (among its
+/// doc comments and attributes). rustfmt's layout is assumed: a function ends at the first
+/// line that is its indentation plus `}`.
+fn unexplained_long_functions(dir: &str) -> Vec<String> {
+    let root = src();
+    let mut out = Vec::new();
+    for f in sources(&root.join(dir)) {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let end = lines
+            .iter()
+            .position(|l| l.starts_with("#[cfg(test)]"))
+            .unwrap_or(lines.len());
+        for i in 0..end {
+            let l = lines[i];
+            let body = l.trim_start();
+            let indent = &l[..l.len() - body.len()];
+            let head = body
+                .trim_start_matches("pub ")
+                .trim_start_matches("pub(crate) ")
+                .trim_start_matches("pub(super) ")
+                .trim_start_matches("const ")
+                .trim_start_matches("async ")
+                .trim_start_matches("unsafe ");
+            let head = if head.starts_with("pub(in ") {
+                head.split_once(") ").map_or(head, |(_, h)| h)
+            } else {
+                head
+            };
+            if !head.starts_with("fn ") || body.ends_with(';') {
+                continue;
+            }
+            let close = format!("{indent}}}");
+            let Some(len) = lines[i..end].iter().position(|x| *x == close) else {
+                continue;
+            };
+            if len + 1 <= LONG_FN {
+                continue;
+            }
+            let explained = lines[..i]
+                .iter()
+                .rev()
+                .take_while(|x| {
+                    let t = x.trim_start();
+                    t.starts_with("//") || t.starts_with("#[")
+                })
+                .any(|x| x.trim_start().starts_with("// Long:"));
+            if !explained {
+                let name = head[3..].split(['(', '<']).next().unwrap_or("");
+                let rel = f.strip_prefix(&root).unwrap().display().to_string();
+                out.push(format!("src/{rel}:{}: {name} ({} lines)", i + 1, len + 1));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn architecture_long_engine_functions_say_why() {
+    let v = unexplained_long_functions("engine");
+    assert!(
+        v.is_empty(),
+        "functions over {LONG_FN} lines need a `// Long: <why>` comment (or a split):\n{}",
+        v.join("\n")
+    );
+}

@@ -226,6 +226,8 @@ fn source_date_epoch(opts: &BuildOptions) -> Option<i64> {
 }
 
 /// Builds the image `opts` describes in the state root `root`.
+// Long: the build's outline: context, Dockerfile, stages and their threads, the target's image
+// and tags; one pass over shared options.
 pub fn build(
     root: &Path,
     opts: &BuildOptions,
@@ -1046,6 +1048,8 @@ impl Shared<'_> {
         shell::words(s, &lookup, self.escape)
     }
 
+    // Long: one arm per Dockerfile instruction; each arm is short and works on the same stage
+    // state.
     fn step(
         &self,
         stage: &Stage,
@@ -1502,6 +1506,8 @@ impl Shared<'_> {
         Ok((uid, gid))
     }
 
+    // Long: COPY/ADD as one sequence: sources (context, stage, URL, archive), ownership,
+    // permissions, the planned items, the layer.
     fn copy(
         &self,
         stage: &Stage,
@@ -1758,6 +1764,9 @@ impl Shared<'_> {
         }
     }
 
+    // Long: a RUN step in the order its helper needs it (mounts, secrets, network, request,
+    // spawn, output, cleanup); the pieces share most of the step's locals. To split along those
+    // phases.
     fn run(
         &self,
         stage: &Stage,

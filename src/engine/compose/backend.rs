@@ -315,6 +315,8 @@ impl Stack {
         self.build_and_create(s, 1, name, Some(o))
     }
 
+    // Long: a service container in the order creation needs: image, config, mounts, image
+    // VOLUMEs, network, the create; the compose layer's move out of the engine splits it.
     fn build_and_create(
         &self,
         s: &Service,
@@ -565,84 +567,9 @@ impl Stack {
                 )));
             }
         }
-        let links: Vec<(String, String)> = s
-            .links
-            .iter()
-            .map(|l| match l.split_once(':') {
-                Some((svc, alias)) => (svc.to_string(), alias.to_string()),
-                None => (l.clone(), l.clone()),
-            })
-            .collect();
-        let mut endpoints = Vec::new();
-        for key in s.networks_by_priority() {
-            let opts = s.networks.get(key).cloned().flatten().unwrap_or_default();
-            let mut aliases = if service_alias {
-                vec![s.name.clone()]
-            } else {
-                Vec::new()
-            };
-            aliases.extend(opts.aliases.iter().cloned());
-            let ipv4_address = opts
-                .ipv4_address
-                .as_deref()
-                .map(|a| {
-                    a.parse::<Ipv4Addr>().map_err(|_| {
-                        Error::Invalid(format!(
-                            "service {}: ipv4_address {a:?} is not an IPv4 address",
-                            s.name
-                        ))
-                    })
-                })
-                .transpose()?;
-            endpoints.push((
-                self.network_name(key),
-                EndpointSpec {
-                    container_id: name.to_string(),
-                    container_name: name.to_string(),
-                    service: service_alias.then(|| s.name.clone()),
-                    project: Some(self.project.name.clone()),
-                    hostname: Some(hostname.clone()),
-                    aliases,
-                    ipv4_address,
-                    ipv6_address: opts.ipv6_address.clone(),
-                    mac_address: opts.mac_address.clone().or_else(|| s.mac_address.clone()),
-                    priority: i32::try_from(opts.priority).unwrap_or(0),
-                    dns: s.dns.clone(),
-                },
-            ));
-        }
-        // `links: [db:database]` adds `database` as a name of db on this container's view;
-        // tug's DNS answers per network, so a link alias becomes an /etc/hosts entry (the
-        // linked container's address on a network this container joins).
-        let mut extra_hosts = s.extra_hosts.clone();
-        for (svc, alias) in &links {
-            if svc == alias {
-                continue;
-            }
-            if let Ok(other) = self.service(svc) {
-                let other_name = other.container_name_for(&self.project.name, 1);
-                if let Ok(eps) = self.networks.endpoints_of_container(&other_name)
-                    && let Some(ep) = eps
-                        .iter()
-                        .find(|e| endpoints.iter().any(|(net, _)| *net == e.network))
-                {
-                    extra_hosts.push(format!("{alias}:{}", ep.ip));
-                }
-            }
-        }
-        // Published ports go to the first endpoint's address.
-        let mut maps: Vec<PortMapping> = Vec::new();
-        for p in &s.ports {
-            if p.published.is_none() && p.mode.as_deref() == Some("expose") {
-                continue;
-            }
-            maps.extend(ports::parse_long(
-                p.target,
-                p.published.as_deref(),
-                p.host_ip.as_deref(),
-                p.protocol.as_deref(),
-            )?);
-        }
+        let endpoints = self.endpoint_specs(s, name, &hostname, service_alias)?;
+        let extra_hosts = self.link_hosts(s, &endpoints);
+        let maps = published_ports(s)?;
         if !maps.is_empty() && endpoints.is_empty() {
             return Err(Error::Invalid(format!(
                 "service {}: ports need a network",
@@ -675,6 +602,87 @@ impl Stack {
             config,
         )?;
         Ok(Some(wiring))
+    }
+
+    /// One endpoint per network of the service, the default route's network first.
+    fn endpoint_specs(
+        &self,
+        s: &Service,
+        name: &str,
+        hostname: &str,
+        service_alias: bool,
+    ) -> Result<Vec<(String, EndpointSpec)>> {
+        let mut endpoints = Vec::new();
+        for key in s.networks_by_priority() {
+            let opts = s.networks.get(key).cloned().flatten().unwrap_or_default();
+            let mut aliases = if service_alias {
+                vec![s.name.clone()]
+            } else {
+                Vec::new()
+            };
+            aliases.extend(opts.aliases.iter().cloned());
+            let ipv4_address = opts
+                .ipv4_address
+                .as_deref()
+                .map(|a| {
+                    a.parse::<Ipv4Addr>().map_err(|_| {
+                        Error::Invalid(format!(
+                            "service {}: ipv4_address {a:?} is not an IPv4 address",
+                            s.name
+                        ))
+                    })
+                })
+                .transpose()?;
+            endpoints.push((
+                self.network_name(key),
+                EndpointSpec {
+                    container_id: name.to_string(),
+                    container_name: name.to_string(),
+                    service: service_alias.then(|| s.name.clone()),
+                    project: Some(self.project.name.clone()),
+                    hostname: Some(hostname.to_string()),
+                    aliases,
+                    ipv4_address,
+                    ipv6_address: opts.ipv6_address.clone(),
+                    mac_address: opts.mac_address.clone().or_else(|| s.mac_address.clone()),
+                    priority: i32::try_from(opts.priority).unwrap_or(0),
+                    dns: s.dns.clone(),
+                },
+            ));
+        }
+        Ok(endpoints)
+    }
+
+    /// `extra_hosts` plus the aliases of `links:`: `links: [db:database]` adds `database` as
+    /// a name of db on this container's view; tug's DNS answers per network, so a link alias
+    /// becomes an /etc/hosts entry (the linked container's address on a network this
+    /// container joins).
+    fn link_hosts(&self, s: &Service, endpoints: &[(String, EndpointSpec)]) -> Vec<String> {
+        let links: Vec<(String, String)> = s
+            .links
+            .iter()
+            .map(|l| match l.split_once(':') {
+                Some((svc, alias)) => (svc.to_string(), alias.to_string()),
+                None => (l.clone(), l.clone()),
+            })
+            .collect();
+        let mut extra_hosts = s.extra_hosts.clone();
+        for (svc, alias) in &links {
+            if svc == alias {
+                continue;
+            }
+            if let Ok(other) = self.service(svc) {
+                let other_name = other.container_name_for(&self.project.name, 1);
+                if let Ok(eps) = self.networks.endpoints_of_container(&other_name)
+                    && let Some(ep) = eps
+                        .iter()
+                        .find(|e| endpoints.iter().any(|(net, _)| *net == e.network))
+                {
+                    extra_hosts.push(format!("{alias}:{}", ep.ip));
+                }
+            }
+        }
+        extra_hosts
     }
 
     /// Mounts of one container: volumes, binds, tmpfs, secrets and configs.
@@ -1082,6 +1090,24 @@ fn parse_volumes_from(v: &str) -> std::result::Result<VolumesFrom<'_>, String> {
         name,
         read_only,
     })
+}
+
+/// The service's published ports (`expose`-mode entries without a host port are not
+/// published); they go to the container's first endpoint.
+fn published_ports(s: &Service) -> Result<Vec<PortMapping>> {
+    let mut maps: Vec<PortMapping> = Vec::new();
+    for p in &s.ports {
+        if p.published.is_none() && p.mode.as_deref() == Some("expose") {
+            continue;
+        }
+        maps.extend(ports::parse_long(
+            p.target,
+            p.published.as_deref(),
+            p.host_ip.as_deref(),
+            p.protocol.as_deref(),
+        )?);
+    }
+    Ok(maps)
 }
 
 #[cfg(test)]

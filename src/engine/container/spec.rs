@@ -279,6 +279,8 @@ pub fn device_rules(privileged: bool) -> Vec<LinuxDeviceCgroup> {
 }
 
 /// Builds the runtime spec.
+// Long: one block per section of the runtime spec (process, mounts, namespaces, resources,
+// security), in Docker's order; the blocks share the config and the spec being built.
 pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
     let c = input.config;
     let args = command(c, input.image);

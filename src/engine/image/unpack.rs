@@ -402,6 +402,8 @@ impl Unpacker {
         Ok(())
     }
 
+    // Long: one arm per tar entry type (whiteouts, directories, files, links, devices, FIFOs),
+    // each with its in-root and ownership rules; the arms share the entry's resolved parent.
     fn entry<R: Read>(
         &mut self,
         entry: &mut tar::Entry<'_, R>,

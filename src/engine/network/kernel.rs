@@ -66,45 +66,7 @@ impl Networks {
                 spec.name
             )));
         }
-        let mut mtu = None;
-        let mut bridge_opt = None;
-        for (k, v) in &spec.driver_opts {
-            match k.as_str() {
-                "com.docker.network.driver.mtu" | "mtu" => {
-                    mtu = Some(
-                        v.parse::<u32>()
-                            .ok()
-                            .filter(|m| (68..=65535).contains(m))
-                            .ok_or_else(|| {
-                                Error::Invalid(format!("network {}: bad mtu {v:?}", spec.name))
-                            })?,
-                    );
-                }
-                "com.docker.network.bridge.name" | "bridge_name" => {
-                    if v.is_empty()
-                        || v.len() > 15
-                        || !v
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-                    {
-                        return Err(Error::Invalid(format!(
-                            "network {}: bridge name {v:?} must be 1 to 15 letters, digits, '_', '-' or '.'",
-                            spec.name
-                        )));
-                    }
-                    bridge_opt = Some(v.clone());
-                }
-                "com.docker.network.bridge.enable_ip_masquerade"
-                | "com.docker.network.bridge.enable_icc"
-                | "com.docker.network.bridge.host_binding_ipv4" => {}
-                other => {
-                    return Err(Error::Unsupported(format!(
-                        "network {}: driver option {other:?} is not supported",
-                        spec.name
-                    )));
-                }
-            }
-        }
+        let (mtu, bridge_opt) = driver_options(spec)?;
         let requested = spec
             .subnet
             .as_deref()
@@ -128,40 +90,8 @@ impl Networks {
             )));
         }
         let subnet = ipam::choose_subnet(requested, &pool, &registered, &host_prefixes)?;
-        let gateway = match spec.gateway.as_deref() {
-            Some(g) => {
-                let g: Ipv4Addr = g.parse().map_err(|_| {
-                    Error::Invalid(format!(
-                        "network {}: gateway {g:?} is not an IPv4 address",
-                        spec.name
-                    ))
-                })?;
-                if !subnet.contains(g)
-                    || u32::from(g) == subnet.first()
-                    || u32::from(g) == subnet.last()
-                {
-                    return Err(Error::Invalid(format!(
-                        "network {}: gateway {g} is not a host address of {subnet}",
-                        spec.name
-                    )));
-                }
-                g
-            }
-            None => Ipv4Addr::from(subnet.first() + 1),
-        };
-        let ip_range = match spec.ip_range.as_deref() {
-            Some(r) => {
-                let r: Ipv4Net = r.parse()?;
-                if !(subnet.first() <= r.first() && r.last() <= subnet.last()) {
-                    return Err(Error::Invalid(format!(
-                        "network {}: ip_range {r} is not inside {subnet}",
-                        spec.name
-                    )));
-                }
-                r
-            }
-            None => subnet,
-        };
+        let gateway = gateway_in(spec, subnet)?;
+        let ip_range = ip_range_in(spec, subnet)?;
         let taken: BTreeSet<String> = registered.iter().map(|e| e.bridge.clone()).collect();
         let bridge = match bridge_opt {
             Some(b) => {
@@ -175,24 +105,7 @@ impl Networks {
             }
             None => ipam::bridge_name(&self.root, &spec.name, &taken)?,
         };
-        let upstreams = match self.upstreams.clone() {
-            Some(u) => u,
-            None => match std::env::var("TUG_DNS_UPSTREAM") {
-                Ok(s) if !s.trim().is_empty() => s
-                    .split(',')
-                    .map(|x| x.trim().to_string())
-                    .filter(|x| !x.is_empty())
-                    .collect(),
-                _ => dns::host_upstreams(),
-            },
-        };
-        for u in &upstreams {
-            if dns::parse_upstream(u).is_none() {
-                return Err(Error::Invalid(format!(
-                    "dns upstream {u:?} is not IP or IP:PORT"
-                )));
-            }
-        }
+        let upstreams = self.dns_upstreams()?;
         let info = NetworkInfo {
             name: spec.name.clone(),
             id: hex::encode(rand::random::<[u8; 32]>()),
@@ -221,6 +134,70 @@ impl Networks {
             return Err(e);
         }
         Ok(info)
+    }
+
+    /// The address of a new endpoint on `net`: the one asked for (a free host address of
+    /// the subnet), else the next free one after the last handed out (round robin).
+    fn address_for(
+        &self,
+        net: &NetworkInfo,
+        eps: &BTreeMap<String, Endpoint>,
+        spec: &EndpointSpec,
+    ) -> Result<Ipv4Addr> {
+        let network = &net.name;
+        if let Some(ip) = spec.ipv4_address {
+            if !net.subnet.contains(ip)
+                || ip == net.gateway
+                || u32::from(ip) == net.subnet.first()
+                || u32::from(ip) == net.subnet.last()
+            {
+                return Err(Error::Invalid(format!(
+                    "ipv4_address {ip} is not a free host address of {} (network {network})",
+                    net.subnet
+                )));
+            }
+            if let Some(o) = eps.values().find(|e| e.ip == ip) {
+                return Err(Error::Conflict(format!(
+                    "ipv4_address {ip} on network {network} is already used by {}",
+                    o.container_name
+                )));
+            }
+            return Ok(ip);
+        }
+        let used: BTreeSet<Ipv4Addr> = eps.values().map(|e| e.ip).collect();
+        let last: Option<Ipv4Addr> = std::fs::read_to_string(self.dir(network).join("ipam.json"))
+            .ok()
+            .and_then(|t| t.trim().trim_matches('"').parse().ok());
+        ipam::next_free(&net.subnet, &net.ip_range, net.gateway, &used, last).ok_or_else(|| {
+            Error::Conflict(format!(
+                "network {network}: no free address left in {}",
+                net.ip_range
+            ))
+        })
+    }
+
+    /// The upstream resolvers of a new network: set by the library user, else
+    /// `TUG_DNS_UPSTREAM`, else the host's resolv.conf.
+    fn dns_upstreams(&self) -> Result<Vec<String>> {
+        let upstreams = match self.upstreams.clone() {
+            Some(u) => u,
+            None => match std::env::var("TUG_DNS_UPSTREAM") {
+                Ok(s) if !s.trim().is_empty() => s
+                    .split(',')
+                    .map(|x| x.trim().to_string())
+                    .filter(|x| !x.is_empty())
+                    .collect(),
+                _ => dns::host_upstreams(),
+            },
+        };
+        for u in &upstreams {
+            if dns::parse_upstream(u).is_none() {
+                return Err(Error::Invalid(format!(
+                    "dns upstream {u:?} is not IP or IP:PORT"
+                )));
+            }
+        }
+        Ok(upstreams)
     }
 
     /// Registers (or refreshes) the network in the host registry, with its DNS server.
@@ -483,42 +460,7 @@ impl Networks {
                 spec.container_name
             )));
         }
-        let used: BTreeSet<Ipv4Addr> = eps.values().map(|e| e.ip).collect();
-        let ip = match spec.ipv4_address {
-            Some(ip) => {
-                if !net.subnet.contains(ip)
-                    || ip == net.gateway
-                    || u32::from(ip) == net.subnet.first()
-                    || u32::from(ip) == net.subnet.last()
-                {
-                    return Err(Error::Invalid(format!(
-                        "ipv4_address {ip} is not a free host address of {} (network {network})",
-                        net.subnet
-                    )));
-                }
-                if let Some(o) = eps.values().find(|e| e.ip == ip) {
-                    return Err(Error::Conflict(format!(
-                        "ipv4_address {ip} on network {network} is already used by {}",
-                        o.container_name
-                    )));
-                }
-                ip
-            }
-            None => {
-                let last: Option<Ipv4Addr> =
-                    std::fs::read_to_string(self.dir(network).join("ipam.json"))
-                        .ok()
-                        .and_then(|t| t.trim().trim_matches('"').parse().ok());
-                ipam::next_free(&net.subnet, &net.ip_range, net.gateway, &used, last).ok_or_else(
-                    || {
-                        Error::Conflict(format!(
-                            "network {network}: no free address left in {}",
-                            net.ip_range
-                        ))
-                    },
-                )?
-            }
-        };
+        let ip = self.address_for(&net, &eps, spec)?;
         write_derived(
             &self.dir(network).join("ipam.json"),
             ip.to_string().as_bytes(),
@@ -543,27 +485,6 @@ impl Networks {
             ],
             10,
         );
-        let mut names: Vec<String> = Vec::new();
-        let mut add = |n: &str| {
-            let n = n.trim().trim_end_matches('.').to_ascii_lowercase();
-            if !n.is_empty() && !names.contains(&n) {
-                names.push(n);
-            }
-        };
-        add(&spec.container_name);
-        if let Some(s) = &spec.service {
-            add(s);
-            if let Some(p) = &spec.project {
-                add(&format!("{s}.{p}"));
-            }
-        }
-        for a in &spec.aliases {
-            add(a);
-        }
-        if let Some(hn) = &spec.hostname {
-            add(hn);
-        }
-        add(&spec.container_id.chars().take(12).collect::<String>());
         let ep = Endpoint {
             network: network.to_string(),
             container_id: spec.container_id.clone(),
@@ -575,7 +496,7 @@ impl Networks {
             ifname: ifname.clone(),
             host_veth: format!("tv{h}"),
             netns: netns_path.to_path_buf(),
-            dns_names: names,
+            dns_names: dns_names(spec),
             dns_upstreams: spec.dns.clone(),
         };
         let default_route = !net.internal && !has_default;
@@ -840,4 +761,31 @@ impl Networks {
         let _ = std::fs::remove_file(self.root.join("ports").join(format!("{container_id}.log")));
         Ok(())
     }
+}
+
+/// The DNS names of an endpoint, lowercase, each once: the container name, the service and
+/// `<service>.<project>`, the aliases, the hostname and the 12-character container id.
+fn dns_names(spec: &EndpointSpec) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let mut add = |n: &str| {
+        let n = n.trim().trim_end_matches('.').to_ascii_lowercase();
+        if !n.is_empty() && !names.contains(&n) {
+            names.push(n);
+        }
+    };
+    add(&spec.container_name);
+    if let Some(s) = &spec.service {
+        add(s);
+        if let Some(p) = &spec.project {
+            add(&format!("{s}.{p}"));
+        }
+    }
+    for a in &spec.aliases {
+        add(a);
+    }
+    if let Some(hn) = &spec.hostname {
+        add(hn);
+    }
+    add(&spec.container_id.chars().take(12).collect::<String>());
+    names
 }

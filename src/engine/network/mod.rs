@@ -56,7 +56,9 @@ pub use self::ports::{PortMapping, Protocol, Published};
 pub use self::records::write_atomic;
 use self::records::{read_json, write_derived, write_json};
 use self::repair::kill_unrecorded_helpers;
-use self::validate::{check_key, mac_string, parse_mac, validate_name};
+use self::validate::{
+    check_key, driver_options, gateway_in, ip_range_in, mac_string, parse_mac, validate_name,
+};
 
 /// Errors of the network engine.
 #[derive(Debug, thiserror::Error)]

@@ -53,3 +53,86 @@ pub(super) fn check_key(key: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// The driver options of a bridge network tug carries out: (MTU, bridge name). Options
+/// Docker's bridge driver has and tug does not honour differently are accepted; any other is
+/// refused by name.
+pub(super) fn driver_options(spec: &NetworkSpec) -> Result<(Option<u32>, Option<String>)> {
+    let mut mtu = None;
+    let mut bridge = None;
+    for (k, v) in &spec.driver_opts {
+        match k.as_str() {
+            "com.docker.network.driver.mtu" | "mtu" => {
+                mtu = Some(
+                    v.parse::<u32>()
+                        .ok()
+                        .filter(|m| (68..=65535).contains(m))
+                        .ok_or_else(|| {
+                            Error::Invalid(format!("network {}: bad mtu {v:?}", spec.name))
+                        })?,
+                );
+            }
+            "com.docker.network.bridge.name" | "bridge_name" => {
+                if v.is_empty()
+                    || v.len() > 15
+                    || !v
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+                {
+                    return Err(Error::Invalid(format!(
+                        "network {}: bridge name {v:?} must be 1 to 15 letters, digits, '_', '-' or '.'",
+                        spec.name
+                    )));
+                }
+                bridge = Some(v.clone());
+            }
+            "com.docker.network.bridge.enable_ip_masquerade"
+            | "com.docker.network.bridge.enable_icc"
+            | "com.docker.network.bridge.host_binding_ipv4" => {}
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "network {}: driver option {other:?} is not supported",
+                    spec.name
+                )));
+            }
+        }
+    }
+    Ok((mtu, bridge))
+}
+
+/// The gateway of a network in `subnet`: the spec's (a host address of the subnet), else the
+/// subnet's first host address.
+pub(super) fn gateway_in(spec: &NetworkSpec, subnet: Ipv4Net) -> Result<Ipv4Addr> {
+    let Some(g) = spec.gateway.as_deref() else {
+        return Ok(Ipv4Addr::from(subnet.first() + 1));
+    };
+    let g: Ipv4Addr = g.parse().map_err(|_| {
+        Error::Invalid(format!(
+            "network {}: gateway {g:?} is not an IPv4 address",
+            spec.name
+        ))
+    })?;
+    if !subnet.contains(g) || u32::from(g) == subnet.first() || u32::from(g) == subnet.last() {
+        return Err(Error::Invalid(format!(
+            "network {}: gateway {g} is not a host address of {subnet}",
+            spec.name
+        )));
+    }
+    Ok(g)
+}
+
+/// The range addresses are handed out from: the spec's `ip_range` (inside `subnet`), else
+/// the whole subnet.
+pub(super) fn ip_range_in(spec: &NetworkSpec, subnet: Ipv4Net) -> Result<Ipv4Net> {
+    let Some(r) = spec.ip_range.as_deref() else {
+        return Ok(subnet);
+    };
+    let r: Ipv4Net = r.parse()?;
+    if !(subnet.first() <= r.first() && r.last() <= subnet.last()) {
+        return Err(Error::Invalid(format!(
+            "network {}: ip_range {r} is not inside {subnet}",
+            spec.name
+        )));
+    }
+    Ok(r)
+}

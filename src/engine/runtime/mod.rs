@@ -426,6 +426,8 @@ fn child_main(
 /// Starts the container described by `spec` with its root filesystem at `rootfs` (already
 /// mounted), in `cgroup` (created here with the spec's limits unless `cgroup_ready`: made
 /// beforehand with the same limits). Returns once the program has been executed.
+// Long: the start sequence around the clone (cgroup, namespaces, pipes, clone3 or clone, the
+// child's report) where each step depends on the descriptors of the one before.
 pub fn launch(
     spec: &Spec,
     rootfs: &Path,
