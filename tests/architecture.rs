@@ -225,7 +225,7 @@ fn unexplained_long_functions(dir: &str) -> Vec<String> {
             let Some(len) = lines[i..end].iter().position(|x| *x == close) else {
                 continue;
             };
-            if len + 1 <= LONG_FN {
+            if len < LONG_FN {
                 continue;
             }
             let explained = lines[..i]
