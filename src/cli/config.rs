@@ -218,7 +218,26 @@ fn render(loaded: &Loaded, args: &ConfigArgs) -> anyhow::Result<String> {
         Ok(s)
     } else {
         yaml_shape(&mut doc);
+        ssh_yaml(&mut doc);
         Ok(to_yaml(&doc))
+    }
+}
+
+/// compose prints an ssh key with a path as `ID: PATH` in YAML (`ID=PATH` is how it is
+/// written; compose cannot print it as JSON at all).
+fn ssh_yaml(doc: &mut Value) {
+    if let Some(Value::Object(services)) = doc.get_mut("services") {
+        for s in services.values_mut() {
+            if let Some(Value::Array(keys)) = s.pointer_mut("/build/ssh") {
+                for k in keys {
+                    if let Value::String(e) = k
+                        && let Some((id, path)) = e.split_once('=')
+                    {
+                        *e = format!("{id}: {path}");
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -540,6 +559,9 @@ fn yaml_scalar_or_flow(v: &Value, ind: usize, out: &mut String) {
     }
 }
 
+/// A string as go-yaml (compose's encoder) writes it: double-quoted when it would read back
+/// as another type or holds a character YAML cannot print plainly; single-quoted when plain
+/// text would be misread (`a: b`, `#x`, `- x`, a trailing colon); plain otherwise.
 fn yaml_string(s: &str) -> String {
     let typed = !matches!(
         crate::project::yaml::plain_scalar(s),
@@ -549,20 +571,23 @@ fn yaml_string(s: &str) -> String {
         s.to_ascii_lowercase().as_str(),
         "y" | "yes" | "n" | "no" | "on" | "off"
     );
+    let unprintable = s
+        .chars()
+        .any(|c| (c.is_control() && c != '\n') || c == '\u{feff}');
+    if typed || yaml11 || unprintable {
+        return serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}"));
+    }
     let special_start = s.starts_with([
         '-', '?', ':', ',', '[', ']', '{', '}', '#', '&', '*', '!', '|', '>', '\'', '"', '%', '@',
         '`', ' ',
     ]);
-    let needs = typed
-        || yaml11
-        || special_start
+    let needs = special_start
         || s.ends_with(' ')
         || s.ends_with(':')
         || s.contains(": ")
-        || s.contains(" #")
-        || s.chars().any(char::is_control);
+        || s.contains(" #");
     if needs {
-        serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}"))
+        format!("'{}'", s.replace('\'', "''"))
     } else {
         s.to_owned()
     }
@@ -578,7 +603,7 @@ mod tests {
         let y = to_yaml(&v);
         assert_eq!(
             y,
-            "a: \"1\"\nb: \"true\"\nc: plain\nd: \"\"\ne:\n  - x\n  - k: v\n    l:\n      - 1\nf: {}\ng: \"a: b\"\nh: |-\n  l1\n  l2\n"
+            "a: \"1\"\nb: \"true\"\nc: plain\nd: \"\"\ne:\n  - x\n  - k: v\n    l:\n      - 1\nf: {}\ng: 'a: b'\nh: |-\n  l1\n  l2\n"
         );
     }
 }

@@ -150,10 +150,7 @@ pub fn desired_from_project(
         .iter()
         .map(|(k, n)| DesiredResource {
             key: k.clone(),
-            name: n
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("{}_{k}", project.name)),
+            name: n.actual_name(&project.name, k),
             external: n.external,
         })
         .collect();
@@ -162,10 +159,7 @@ pub fn desired_from_project(
         .iter()
         .map(|(k, v)| DesiredResource {
             key: k.clone(),
-            name: v
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("{}_{k}", project.name)),
+            name: v.actual_name(&project.name, k),
             external: v.external,
         })
         .collect();

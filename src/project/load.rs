@@ -318,7 +318,12 @@ pub fn load_explained(opts: &LoadOptions) -> Result<Loaded> {
     }
 
     // Phase 7.
-    canonicalize(&mut doc, &spans)?;
+    for (path, message) in canonicalize(&mut doc, &spans)? {
+        let at = locate(&spans, &path)
+            .map(|p| format!("{p}: "))
+            .unwrap_or_default();
+        warnings.push(format!("{at}{path}: {message}"));
+    }
 
     // Typed model.
     let mut project: Project = match <Project as serde::Deserialize>::deserialize(&doc) {

@@ -278,19 +278,17 @@ impl Stack {
     }
 
     fn volume_name(&self, key: &str) -> String {
-        self.project
-            .volumes
-            .get(key)
-            .and_then(|v| v.name.clone())
-            .unwrap_or_else(|| format!("{}_{key}", self.project.name))
+        self.project.volumes.get(key).map_or_else(
+            || format!("{}_{key}", self.project.name),
+            |v| v.actual_name(&self.project.name, key),
+        )
     }
 
     fn network_name(&self, key: &str) -> String {
-        self.project
-            .networks
-            .get(key)
-            .and_then(|v| v.name.clone())
-            .unwrap_or_else(|| format!("{}_{key}", self.project.name))
+        self.project.networks.get(key).map_or_else(
+            || format!("{}_{key}", self.project.name),
+            |n| n.actual_name(&self.project.name, key),
+        )
     }
 
     /// Per-container files (secrets, configs) live here.
