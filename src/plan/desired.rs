@@ -111,6 +111,8 @@ pub fn desired_from_project(
             let mut depends_on: Vec<Dependency> = s
                 .depends_on
                 .iter()
+                // An optional dependency on a service disabled by its profiles.
+                .filter(|(name, _)| project.services.contains_key(*name))
                 .map(|(name, d)| Dependency {
                     service: name.clone(),
                     condition: condition(&d.condition),

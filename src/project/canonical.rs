@@ -48,6 +48,7 @@ pub fn canonicalize(doc: &mut Value, spans: &Spans) -> Result<Vec<Warning>> {
         }
     }
     omit_empty(doc);
+    enforce_unicity(doc);
     for kind in ["networks", "volumes", "secrets", "configs"] {
         if let Some(Value::Object(items)) = doc.get_mut(kind) {
             for (_, item) in items.iter_mut() {
@@ -297,6 +298,94 @@ const OMIT_EMPTY: &[&str] = &[
     "configs.*.file",
     "configs.*.template_driver",
 ];
+
+/// Lists whose entries have an identity; a later entry with the identity of an earlier one
+/// replaces it in place, as compose keeps one entry per identity even inside one file.
+const UNIQUE: &[(&str, fn(&Value) -> String)] = &[
+    ("services.*.volumes", |v| field(v, "target")),
+    ("services.*.devices", |v| field(v, "target")),
+    ("services.*.ports", port_identity),
+    ("services.*.secrets", |v| mount_identity(v, "/run/secrets")),
+    ("services.*.configs", |v| mount_identity(v, "")),
+    ("services.*.env_file", |v| field(v, "path")),
+    ("services.*.expose", scalar_string),
+    ("services.*.dns", key_identity),
+    ("services.*.dns_opt", key_identity),
+    ("services.*.dns_search", key_identity),
+    ("services.*.cap_add", key_identity),
+    ("services.*.cap_drop", key_identity),
+    ("services.*.links", key_identity),
+    ("services.*.profiles", key_identity),
+    ("services.*.tmpfs", key_identity),
+    ("services.*.build.tags", key_identity),
+    ("services.*.networks.*.aliases", key_identity),
+    ("services.*.networks.*.link_local_ips", key_identity),
+];
+
+fn field(v: &Value, key: &str) -> String {
+    v.get(key).map(scalar_string).unwrap_or_default()
+}
+
+fn key_identity(v: &Value) -> String {
+    let s = scalar_string(v);
+    s.split_once('=').map_or(s.clone(), |(k, _)| k.to_owned())
+}
+
+fn mount_identity(v: &Value, default_dir: &str) -> String {
+    match v.get("target") {
+        Some(t) => scalar_string(t),
+        None => format!("{default_dir}/{}", field(v, "source")),
+    }
+}
+
+fn port_identity(v: &Value) -> String {
+    let host = v
+        .get("host_ip")
+        .map_or_else(|| "0.0.0.0".to_owned(), scalar_string);
+    let published = v.get("published").map(scalar_string).unwrap_or_default();
+    let protocol = v
+        .get("protocol")
+        .map_or_else(|| "tcp".to_owned(), scalar_string);
+    format!("{host}:{published}:{}/{protocol}", field(v, "target"))
+}
+
+/// Applies [`UNIQUE`].
+fn enforce_unicity(doc: &mut Value) {
+    fn walk(v: &mut Value, pattern: &[&str], identity: fn(&Value) -> String) {
+        match (pattern, v) {
+            ([], Value::Array(items)) => {
+                let mut out: Vec<Value> = Vec::with_capacity(items.len());
+                let mut seen: std::collections::HashMap<String, usize> =
+                    std::collections::HashMap::new();
+                for it in items.drain(..) {
+                    let id = identity(&it);
+                    if let Some(&at) = seen.get(&id) {
+                        out[at] = it;
+                    } else {
+                        seen.insert(id, out.len());
+                        out.push(it);
+                    }
+                }
+                *items = out;
+            }
+            (["*", rest @ ..], Value::Object(m)) => {
+                for (_, it) in m.iter_mut() {
+                    walk(it, rest, identity);
+                }
+            }
+            ([key, rest @ ..], Value::Object(m)) => {
+                if let Some(it) = m.get_mut(*key) {
+                    walk(it, rest, identity);
+                }
+            }
+            _ => {}
+        }
+    }
+    for (p, identity) in UNIQUE {
+        let parts: Vec<&str> = p.split('.').collect();
+        walk(doc, &parts, *identity);
+    }
+}
 
 /// Removes the empty strings of [`OMIT_EMPTY`].
 fn omit_empty(doc: &mut Value) {

@@ -55,7 +55,10 @@ pub fn check(project: &Project, spans: &Spans) -> Result<()> {
     };
     for (name, s) in &project.services {
         let base = format!("services.{name}");
-        for dep in s.depends_on.keys() {
+        for (dep, d) in &s.depends_on {
+            if !d.required && project.disabled_services.contains_key(dep) {
+                continue;
+            }
             service_ref(
                 name,
                 "depends on",
