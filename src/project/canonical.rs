@@ -300,14 +300,19 @@ const OMIT_EMPTY: &[&str] = &[
 ];
 
 /// Lists whose entries have an identity; a later entry with the identity of an earlier one
-/// replaces it in place, as compose keeps one entry per identity even inside one file.
+/// replaces it in place, as compose keeps one entry per identity even inside one file. The
+/// identities read the short and the long form alike: compose enforces this before its
+/// schema validation and again after canonicalisation.
 const UNIQUE: &[(&str, fn(&Value) -> String)] = &[
-    ("services.*.volumes", |v| field(v, "target")),
-    ("services.*.devices", |v| field(v, "target")),
+    ("services.*.volumes", volume_identity),
+    ("services.*.devices", device_identity),
     ("services.*.ports", port_identity),
     ("services.*.secrets", |v| mount_identity(v, "/run/secrets")),
     ("services.*.configs", |v| mount_identity(v, "")),
-    ("services.*.env_file", |v| field(v, "path")),
+    ("services.*.env_file", |v| match v {
+        Value::Object(_) => field(v, "path"),
+        other => scalar_string(other),
+    }),
     ("services.*.expose", scalar_string),
     ("services.*.dns", key_identity),
     ("services.*.dns_opt", key_identity),
@@ -331,14 +336,42 @@ fn key_identity(v: &Value) -> String {
     s.split_once('=').map_or(s.clone(), |(k, _)| k.to_owned())
 }
 
+fn volume_identity(v: &Value) -> String {
+    match v {
+        Value::String(spec) if spec.chars().count() <= 2 => spec.clone(),
+        Value::String(spec) => match split_volume_spec(spec) {
+            Ok(parts) if parts.len() == 1 => parts[0].clone(),
+            Ok(parts) => parts[1].clone(),
+            Err(_) => spec.clone(),
+        },
+        other => field(other, "target"),
+    }
+}
+
+fn device_identity(v: &Value) -> String {
+    match v {
+        Value::String(spec) => {
+            let parts: Vec<&str> = spec.split(':').collect();
+            parts.get(1).unwrap_or(&parts[0]).to_string()
+        }
+        other => field(other, "target"),
+    }
+}
+
 fn mount_identity(v: &Value, default_dir: &str) -> String {
-    match v.get("target") {
-        Some(t) => scalar_string(t),
-        None => format!("{default_dir}/{}", field(v, "source")),
+    match v {
+        Value::Object(m) => match m.get("target") {
+            Some(t) => scalar_string(t),
+            None => format!("{default_dir}/{}", field(v, "source")),
+        },
+        other => format!("{default_dir}/{}", scalar_string(other)),
     }
 }
 
 fn port_identity(v: &Value) -> String {
+    let Value::Object(_) = v else {
+        return scalar_string(v);
+    };
     let host = v
         .get("host_ip")
         .map_or_else(|| "0.0.0.0".to_owned(), scalar_string);
@@ -349,8 +382,8 @@ fn port_identity(v: &Value) -> String {
     format!("{host}:{published}:{}/{protocol}", field(v, "target"))
 }
 
-/// Applies [`UNIQUE`].
-fn enforce_unicity(doc: &mut Value) {
+/// Applies [`UNIQUE`]: keeps one entry per identity in the lists that have one.
+pub fn enforce_unicity(doc: &mut Value) {
     fn walk(v: &mut Value, pattern: &[&str], identity: fn(&Value) -> String) {
         match (pattern, v) {
             ([], Value::Array(items)) => {

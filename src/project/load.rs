@@ -280,7 +280,9 @@ pub fn load_explained(opts: &LoadOptions) -> Result<Loaded> {
     let mut spans = Spans::new();
     let mut doc = tree.to_json("", &mut spans);
 
-    // Phase 5.
+    // Phase 5, after dropping repeated entries of the lists that have an identity: compose
+    // does so before it validates (a repeated `cap_add` is no error).
+    super::canonical::enforce_unicity(&mut doc);
     let mut warnings = Vec::new();
     match validate(&doc) {
         Ok(ws) => {

@@ -792,9 +792,14 @@ mod tests {
             serde_json::json!({"s": {"w": {"c": ["sh", "-c"], "e": {"A": 1}, "q": "a b", "p": ["x", "y"], "after": 2}}})
         );
         // Positions after a flow collection that closes at a low column are still right.
-        assert_eq!(spans.get("s.w.after").map(|p| (p.line, p.col)), Some((14, 5)));
+        assert_eq!(
+            spans.get("s.w.after").map(|p| (p.line, p.col)),
+            Some((14, 5))
+        );
         // Block indentation errors stay errors, with their position.
-        let e = parse("f.yaml", "a:\n    b: 1\n  c: 2\n").unwrap_err().to_string();
+        let e = parse("f.yaml", "a:\n    b: 1\n  c: 2\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("f.yaml:3:"), "{e}");
         let e = parse("f.yaml", "a: [1, 2\nb: 3\n").unwrap_err().to_string();
         assert!(e.starts_with("f.yaml:"), "{e}");
