@@ -64,8 +64,8 @@ pub struct CreateArgs {
     /// Extra DNS name of the container on its network; repeatable.
     #[arg(long = "network-alias")]
     pub network_alias: Vec<String>,
-    /// Publish a port `[IP:][HOST:]CONTAINER[/PROTO]`; repeatable (`-p` works too).
-    #[arg(long = "publish")]
+    /// Publish a port `[IP:][HOST:]CONTAINER[/PROTO]`; repeatable.
+    #[arg(short = 'p', long = "publish")]
     pub publish: Vec<String>,
     /// User `name|uid[:group|gid]`.
     #[arg(short = 'u', long)]
@@ -234,8 +234,8 @@ pub enum ContainerCommand {
     },
     /// Remove containers.
     Rm {
-        /// Kill running containers first (`-f` works too).
-        #[arg(long)]
+        /// Kill running containers first.
+        #[arg(short, long)]
         force: bool,
         /// Containers.
         #[arg(required = true)]
@@ -243,8 +243,8 @@ pub enum ContainerCommand {
     },
     /// Show a container's log.
     Logs {
-        /// Keep following the log (`-f` works too).
-        #[arg(long)]
+        /// Keep following the log.
+        #[arg(short, long)]
         follow: bool,
         /// Only the last N lines.
         #[arg(short = 'n', long)]
@@ -320,87 +320,6 @@ pub enum ContainerCommand {
         #[arg(required = true)]
         containers: Vec<String>,
     },
-}
-
-/// Rewrites docker's `-f` of `container logs`/`container rm` (the global `-f` names compose
-/// files, which these verbs do not read) into `--follow`/`--force`, and docker's `-p` of
-/// `container run`/`create` (the global `-p` names the project) into `--publish`, up to the
-/// image (what follows it is the container's command).
-#[must_use]
-pub fn rewrite_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
-    let pos = args.iter().position(|a| a == "container");
-    let Some(p) = pos else { return args };
-    let long = match args.get(p + 1).and_then(|s| s.to_str()) {
-        Some("logs") => "--follow",
-        Some("rm") => "--force",
-        Some("run" | "create") => return rewrite_publish(args, p + 2),
-        _ => return args,
-    };
-    for a in args.iter_mut().skip(p + 2) {
-        if a == "-f" {
-            *a = long.into();
-        } else if a == "--" {
-            break;
-        }
-    }
-    args
-}
-
-/// `-p X`/`-pX` → `--publish X` among the options of `run`/`create` starting at `start`.
-fn rewrite_publish(mut args: Vec<std::ffi::OsString>, start: usize) -> Vec<std::ffi::OsString> {
-    let cmd = <CreateArgs as Args>::augment_args(clap::Command::new("run")).arg(
-        clap::Arg::new("detach")
-            .short('d')
-            .long("detach")
-            .action(clap::ArgAction::SetTrue),
-    );
-    let takes_value = |a: &clap::Arg| a.get_action().takes_values();
-    let long_value = |name: &str| {
-        cmd.get_arguments()
-            .any(|a| a.get_long() == Some(name) && takes_value(a))
-    };
-    let short_value = |c: char| {
-        cmd.get_arguments()
-            .any(|a| a.get_short() == Some(c) && takes_value(a))
-    };
-    let mut i = start;
-    while i < args.len() {
-        let Some(a) = args[i].to_str().map(str::to_string) else {
-            break;
-        };
-        if a == "--" || !a.starts_with('-') || a == "-" {
-            break;
-        }
-        if let Some(l) = a.strip_prefix("--") {
-            i += if !l.contains('=') && long_value(l) {
-                2
-            } else {
-                1
-            };
-            continue;
-        }
-        if a == "-p" {
-            args[i] = "--publish".into();
-            i += 2;
-            continue;
-        }
-        if let Some(v) = a.strip_prefix("-p") {
-            args[i] = format!("--publish={v}").into();
-            i += 1;
-            continue;
-        }
-        // A cluster of short flags (`-it`, `-e K=V`, `-eK=V`): a flag taking a value ends it.
-        let chars: Vec<char> = a.chars().skip(1).collect();
-        let mut skip_next = false;
-        for (k, c) in chars.iter().enumerate() {
-            if short_value(*c) {
-                skip_next = k + 1 == chars.len();
-                break;
-            }
-        }
-        i += if skip_next { 2 } else { 1 };
-    }
-    args
 }
 
 fn kv_map(items: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String>> {
@@ -1047,60 +966,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn container_cli_rewrites_dash_f() {
-        let v: Vec<std::ffi::OsString> = ["tug", "container", "logs", "-f", "x"]
-            .iter()
-            .map(Into::into)
-            .collect();
-        let r = rewrite_args(v);
-        assert_eq!(r[3], "--follow");
-        let v: Vec<std::ffi::OsString> = ["tug", "-f", "c.yaml", "up"]
-            .iter()
-            .map(Into::into)
-            .collect();
-        assert_eq!(rewrite_args(v.clone()), v);
-        let v: Vec<std::ffi::OsString> = [
+    fn container_short_flags_are_docker_s() {
+        use clap::Parser as _;
+        let parse = |v: &[&str]| {
+            crate::cli::Cli::try_parse_from(v).unwrap_or_else(|e| panic!("{v:?}: {e}"))
+        };
+        let crate::cli::Command::Container(c) =
+            parse(&["tug", "container", "logs", "-f", "x"]).command
+        else {
+            panic!("not container")
+        };
+        assert!(matches!(
+            c.0.command,
+            ContainerCommand::Logs { follow: true, .. }
+        ));
+        // `-p` publishes; `-p` after the image is the command's.
+        let crate::cli::Command::Container(c) = parse(&[
             "tug",
             "container",
             "run",
             "-it",
             "-e",
-            "-p",
+            "A=-p",
             "-p",
             "80:80",
             "--name",
-            "-p",
+            "n",
             "-p8:8",
             "--rm",
             "busybox",
             "httpd",
             "-p",
             "80",
-        ]
-        .iter()
-        .map(Into::into)
-        .collect();
-        let r: Vec<String> = rewrite_args(v)
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(
-            r[3..],
-            [
-                "-it",
-                "-e",
-                "-p",
-                "--publish",
-                "80:80",
-                "--name",
-                "-p",
-                "--publish=8:8",
-                "--rm",
-                "busybox",
-                "httpd",
-                "-p",
-                "80"
-            ]
-        );
+        ])
+        .command
+        else {
+            panic!("not container")
+        };
+        let ContainerCommand::Run { create, .. } = c.0.command else {
+            panic!("not run")
+        };
+        assert_eq!(create.publish, vec!["80:80".to_string(), "8:8".to_string()]);
+        assert_eq!(create.env, vec!["A=-p".to_string()]);
+        assert_eq!(create.name.as_deref(), Some("n"));
+        assert_eq!(create.command, vec!["httpd", "-p", "80"]);
     }
 }

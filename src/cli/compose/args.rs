@@ -184,8 +184,8 @@ pub struct KillArgs {
 /// `tug rm`.
 #[derive(Debug, Clone, Args)]
 pub struct RmArgs {
-    /// Don't ask to confirm removal (`-f` is accepted here too: see `cli::rewrite_args`).
-    #[arg(long)]
+    /// Don't ask to confirm removal.
+    #[arg(short, long)]
     pub force: bool,
     /// Stop the containers, if required, before removing.
     #[arg(short, long)]
@@ -223,8 +223,8 @@ pub struct PsArgs {
 /// `tug logs`.
 #[derive(Debug, Clone, Args)]
 pub struct LogsArgs {
-    /// Follow log output (`-f` is accepted here too: see `cli::rewrite_args`).
-    #[arg(long)]
+    /// Follow log output.
+    #[arg(short, long)]
     pub follow: bool,
     /// Number of lines to show from the end of the logs for each container.
     #[arg(short = 'n', long, default_value = "all")]
@@ -305,9 +305,8 @@ pub struct RunArgs {
     /// Bind mount a volume.
     #[arg(short, long = "volume", value_name = "SRC:DST[:OPTS]")]
     pub volumes: Vec<String>,
-    /// Publish a container's port(s) to the host (`-p` is accepted here too: see
-    /// `cli::rewrite_args`).
-    #[arg(long = "publish", value_name = "PORTS")]
+    /// Publish a container's port(s) to the host.
+    #[arg(short, long = "publish", value_name = "PORTS")]
     pub publish: Vec<String>,
     /// Run command with all service's ports enabled and mapped to the host.
     #[arg(short = 'P', long)]
@@ -465,7 +464,7 @@ pub struct VersionArgs {
     /// Shows only tug's version number.
     #[arg(long)]
     pub short: bool,
-    /// Format the output (`-f` is accepted here too: see `cli::rewrite_args`).
-    #[arg(long, value_parser = ["pretty", "json"])]
+    /// Format the output.
+    #[arg(short, long, value_parser = ["pretty", "json"])]
     pub format: Option<String>,
 }
