@@ -207,9 +207,10 @@ pub enum ContainerCommand {
         /// Only ids.
         #[arg(short, long)]
         quiet: bool,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
+        /// Output format: table, `table TEMPLATE`, json, or a Go template ({{.Names}},
+        /// {{json .}}, {{.Label "key"}}, …), with docker's fields.
+        #[arg(long, default_value = "table")]
+        format: String,
         /// Full ids.
         #[arg(long)]
         no_trunc: bool,
@@ -619,53 +620,6 @@ fn short(id: &str, no_trunc: bool) -> &str {
     }
 }
 
-fn ago(ts: &str) -> String {
-    let Ok(t) = ts.parse::<jiff::Timestamp>() else {
-        return String::new();
-    };
-    let secs = jiff::Timestamp::now().as_second() - t.as_second();
-    human(secs)
-}
-
-fn human(secs: i64) -> String {
-    match secs {
-        s if s < 1 => "Less than a second".into(),
-        1 => "1 second".into(),
-        s if s < 60 => format!("{s} seconds"),
-        s if s < 120 => "About a minute".into(),
-        s if s < 3600 => format!("{} minutes", s / 60),
-        s if s < 7200 => "About an hour".into(),
-        s if s < 172_800 => format!("{} hours", s / 3600),
-        s => format!("{} days", s / 86400),
-    }
-}
-
-fn status_text(s: &Summary) -> String {
-    let health = match s.health {
-        crate::engine::container::HealthStatus::None => String::new(),
-        h => format!(
-            " ({})",
-            if h == crate::engine::container::HealthStatus::Starting {
-                "health: starting"
-            } else {
-                h.as_str()
-            }
-        ),
-    };
-    match s.state {
-        Status::Created => "Created".into(),
-        Status::Running => format!("Up {}{health}", ago(s.started_at.as_deref().unwrap_or(""))),
-        Status::Paused => format!("Up {} (Paused)", ago(s.started_at.as_deref().unwrap_or(""))),
-        Status::Restarting => format!("Restarting ({})", s.exit_code.unwrap_or(0)),
-        Status::Exited => format!(
-            "Exited ({}) {} ago",
-            s.exit_code.unwrap_or(0),
-            ago(s.finished_at.as_deref().unwrap_or(""))
-        ),
-        Status::Dead => "Dead".into(),
-    }
-}
-
 fn parse_since(s: &str) -> anyhow::Result<jiff::Timestamp> {
     if let Ok(t) = s.parse::<jiff::Timestamp>() {
         return Ok(t);
@@ -749,43 +703,43 @@ pub fn run(global: &GlobalArgs, args: ContainerArgs) -> anyhow::Result<i32> {
             format,
             no_trunc,
         } => {
+            let template =
+                crate::cli::format::Template::parse(&format, crate::cli::listing::DOCKER_PS_TABLE)
+                    .map_err(anyhow::Error::msg)?;
             let store = open()?;
             let list = store.list(all)?;
-            let mut out = std::io::stdout().lock();
             if quiet {
+                let mut out = std::io::stdout().lock();
                 for s in &list {
                     writeln!(out, "{}", short(&s.id, no_trunc))?;
                 }
                 return Ok(0);
             }
-            if format == Format::Json {
-                for s in &list {
-                    writeln!(out, "{}", serde_json::to_string(s)?)?;
-                }
-                return Ok(0);
-            }
-            writeln!(
-                out,
-                "{:<14}{:<20}{:<24}{:<16}{:<28}NAMES",
-                "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS"
-            )?;
-            for s in &list {
-                let mut cmd = format!("\"{}\"", s.command.join(" "));
-                if cmd.len() > 22 && !no_trunc {
-                    cmd.truncate(19);
-                    cmd.push_str("…\"");
-                }
-                writeln!(
-                    out,
-                    "{:<14}{:<20}{:<24}{:<16}{:<28}{}",
-                    short(&s.id, no_trunc),
-                    s.image,
-                    cmd,
-                    format!("{} ago", ago(&s.created)),
-                    status_text(s),
-                    s.name
-                )?;
-            }
+            let networks = Networks::open(&root)?;
+            let no_expose = |_: &Summary| Vec::new();
+            let ctx = crate::cli::listing::Context {
+                root: &root,
+                containers: &store,
+                networks: &networks,
+                expose: &no_expose,
+            };
+            let rows: Vec<crate::cli::format::Row> = list
+                .iter()
+                .map(|c| {
+                    let mut r = crate::cli::listing::container_row(&ctx, c, !no_trunc);
+                    // docker's fields, without those docker compose adds.
+                    for k in crate::cli::listing::COMPOSE_ONLY_FIELDS {
+                        r.fields.shift_remove(k);
+                    }
+                    r
+                })
+                .collect();
+            print!(
+                "{}",
+                template
+                    .render(&rows, crate::cli::listing::CONTAINER_HEADERS)
+                    .map_err(anyhow::Error::msg)?
+            );
             Ok(0)
         }
         ContainerCommand::Stop { time, containers } => {

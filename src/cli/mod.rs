@@ -486,7 +486,9 @@ pub enum Command {
 mod compose;
 pub mod config;
 mod container;
+pub mod format;
 mod image;
+mod listing;
 mod network;
 mod volume;
 

@@ -212,9 +212,20 @@ pub struct PsArgs {
     /// Filter services by status.
     #[arg(long, value_parser = ["paused", "restarting", "removing", "running", "dead", "created", "exited"])]
     pub status: Vec<String>,
-    /// Format the output.
-    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    /// Filter services by a property (supported filters: status), KEY=VALUE.
+    #[arg(long, value_name = "FILTER")]
+    pub filter: Option<String>,
+    /// Format output using a custom template: 'table' (default), 'table TEMPLATE', 'json',
+    /// or a Go template ({{.Name}}, {{json .}}, {{.Label "key"}}, …).
+    #[arg(long, default_value = "table")]
     pub format: String,
+    /// Don't truncate output.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Include orphaned services (not declared by project); `--orphans=false` to leave them
+    /// out.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", require_equals = true, action = clap::ArgAction::Set)]
+    pub orphans: bool,
     /// Services.
     #[arg(value_name = "SERVICE")]
     pub names: Vec<String>,
@@ -390,8 +401,11 @@ pub struct LsArgs {
     /// Only display project names.
     #[arg(short, long)]
     pub quiet: bool,
-    /// Format the output.
-    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    /// Filter output based on conditions provided (name=REGEX).
+    #[arg(long, value_name = "FILTER")]
+    pub filter: Vec<String>,
+    /// Format the output: table, json, or a Go template.
+    #[arg(long, default_value = "table")]
     pub format: String,
 }
 
@@ -401,8 +415,8 @@ pub struct ImagesArgs {
     /// Only display IDs.
     #[arg(short, long)]
     pub quiet: bool,
-    /// Format the output.
-    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    /// Format the output: table, json, or a Go template.
+    #[arg(long, default_value = "table")]
     pub format: String,
     /// Services.
     pub services: Vec<String>,

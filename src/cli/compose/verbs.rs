@@ -671,43 +671,138 @@ pub fn run_wait(global: &GlobalArgs, args: &WaitArgs) -> anyhow::Result<i32> {
     Ok(last)
 }
 
-/// `tug images`.
+/// A size as docker's clients print it (`go-units.HumanSizeWithPrecision(n, 3)`): decimal
+/// units, three significant digits (`1.98MB`, `512B`).
+pub(crate) fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
+    #[allow(clippy::cast_precision_loss)]
+    let mut size = bytes as f64;
+    let mut i = 0;
+    while size >= 1000.0 && i + 1 < UNITS.len() {
+        size /= 1000.0;
+        i += 1;
+    }
+    // Go's %.3g: three significant digits, no trailing zeros.
+    let digits = if size >= 100.0 {
+        0
+    } else if size >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let mut text = format!("{size:.digits$}");
+    if text.contains('.') {
+        text = text.trim_end_matches('0').trim_end_matches('.').to_owned();
+    }
+    format!("{text}{}", UNITS[i])
+}
+
+/// `tug images`: the images of the project's containers, as docker compose lists them.
 ///
 /// # Errors
-/// Loading, or reading the store.
+/// Loading, reading the store, or a bad `--format`.
 pub fn run_images(global: &GlobalArgs, args: &ImagesArgs) -> anyhow::Result<i32> {
+    use super::query::{ListFormat, list_template, render_list};
+    let fmt = list_template(
+        &args.format,
+        "table {{.ContainerName}}\t{{.Repository}}\t{{.Tag}}\t{{.Platform}}\t{{.ShortID}}\t{{.HumanSize}}\t{{.Created}}",
+    )?;
     let stack = open_stack(global, &[], StackOptions::default())?;
-    let cs = service_containers(&stack, &args.services)?;
-    let mut rows = vec![[
-        "CONTAINER".to_string(),
-        "REPOSITORY".to_string(),
-        "TAG".to_string(),
-        "IMAGE ID".to_string(),
-    ]];
-    let mut json = Vec::new();
-    for c in &cs {
-        let (repo, tag) = match c.image.rsplit_once(':') {
-            Some((r, t)) if !t.contains('/') => (r.to_string(), t.to_string()),
-            _ => (c.image.clone(), "latest".to_string()),
-        };
-        let id = c.image_id.trim_start_matches("sha256:");
-        if args.quiet {
-            println!("{}", c.image_id);
-            continue;
-        }
-        json.push(serde_json::json!({
-            "ContainerName": c.name, "Repository": repo, "Tag": tag, "ID": c.image_id,
-        }));
-        rows.push([c.name.clone(), repo, tag, id.chars().take(12).collect()]);
-    }
+    let mut cs = service_containers(&stack, &args.services)?;
+    cs.sort_by(|a, b| a.name.cmp(&b.name));
     if args.quiet {
+        let mut seen: Vec<&str> = Vec::new();
+        for c in &cs {
+            let id = c.image_id.trim_start_matches("sha256:");
+            if !seen.contains(&id) {
+                seen.push(id);
+                println!("{id}");
+            }
+        }
         return Ok(0);
     }
-    if args.format == "json" {
-        println!("{}", serde_json::Value::Array(json));
-    } else {
-        print_table(&rows);
+    let mut rows = Vec::new();
+    for c in &cs {
+        let familiar = crate::engine::image::Reference::parse(&c.image)
+            .map_or_else(|_| c.image.clone(), |r| r.familiar());
+        let (repo, tag) = match familiar.rsplit_once(':') {
+            Some((r, t)) if !t.contains('/') => (r.to_string(), t.to_string()),
+            _ => (familiar.clone(), "latest".to_string()),
+        };
+        let img = stack.images.resolve(&c.image_id).ok();
+        let platform = img
+            .as_ref()
+            .map(|i| {
+                let cfg = &i.config;
+                let mut p = format!("{}/{}", cfg.os(), cfg.architecture());
+                if let Some(v) = cfg.variant() {
+                    p.push('/');
+                    p.push_str(v);
+                }
+                p
+            })
+            .unwrap_or_default();
+        let size = img.as_ref().map_or(0, |i| i.size);
+        let created = img
+            .as_ref()
+            .and_then(|i| i.config.created().clone())
+            .unwrap_or_default();
+        let mut r = crate::cli::format::Row::default();
+        for (k, v) in [
+            ("ID", serde_json::json!(c.image_id)),
+            ("ContainerName", serde_json::json!(c.name)),
+            ("Repository", serde_json::json!(repo)),
+            ("Tag", serde_json::json!(tag)),
+            ("Platform", serde_json::json!(platform)),
+            ("Size", serde_json::json!(size)),
+            ("LastTagTime", serde_json::json!(created)),
+        ] {
+            r.fields.insert(k.to_owned(), v);
+        }
+        // Table-only columns.
+        if !matches!(fmt, ListFormat::JsonArray) {
+            r.fields.insert(
+                "ShortID".into(),
+                serde_json::json!(
+                    c.image_id
+                        .trim_start_matches("sha256:")
+                        .chars()
+                        .take(12)
+                        .collect::<String>()
+                ),
+            );
+            r.fields
+                .insert("HumanSize".into(), serde_json::json!(human_size(size)));
+            r.fields.insert(
+                "Created".into(),
+                serde_json::json!(format!(
+                    "{} ago",
+                    crate::cli::format::human_duration(crate::cli::format::seconds_since(&created))
+                )),
+            );
+        }
+        rows.push(r);
     }
+    print!(
+        "{}",
+        render_list(
+            &fmt,
+            &rows,
+            &[
+                ("ContainerName", "CONTAINER"),
+                ("Repository", "REPOSITORY"),
+                ("Tag", "TAG"),
+                ("Platform", "PLATFORM"),
+                ("ShortID", "IMAGE ID"),
+                ("ID", "IMAGE ID"),
+                ("HumanSize", "SIZE"),
+                ("Size", "SIZE"),
+                ("Created", "CREATED"),
+                ("LastTagTime", "CREATED"),
+            ],
+            true,
+        )?
+    );
     Ok(0)
 }
 
