@@ -55,6 +55,12 @@ pub struct CreateFlags {
     /// Scale SERVICE to NUM instances. Overrides the `scale` setting in the Compose file.
     #[arg(long, value_name = "SERVICE=NUM", value_parser = parse_scale)]
     pub scale: Vec<Scale>,
+    /// Pull without printing progress information.
+    #[arg(long)]
+    pub quiet_pull: bool,
+    /// Assume "yes" as answer to all prompts and run non-interactively (tug does not ask).
+    #[arg(short = 'y', long, alias = "y")]
+    pub yes: bool,
     /// Services.
     pub services: Vec<String>,
 }
@@ -76,6 +82,26 @@ pub struct UpArgs {
     /// Stops all containers if any container was stopped.
     #[arg(long, conflicts_with = "detach")]
     pub abort_on_container_exit: bool,
+    /// Stops all containers if any container exited with failure.
+    #[arg(long, conflicts_with = "detach")]
+    pub abort_on_container_failure: bool,
+    /// Automatically attach to log output of dependent services.
+    #[arg(long)]
+    pub attach_dependencies: bool,
+    /// Enable interactive shortcuts when running attached (not supported by tug:
+    /// `--menu=false` is accepted).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true, action = clap::ArgAction::Set)]
+    pub menu: Option<bool>,
+    /// Produce monochrome output.
+    #[arg(long)]
+    pub no_color: bool,
+    /// Suppress the build output.
+    #[arg(long)]
+    pub quiet_build: bool,
+    /// Watch source code and rebuild/refresh containers when files are updated
+    /// (`develop.watch`: not implemented in tug yet).
+    #[arg(short = 'w', long)]
+    pub watch: bool,
     /// Return the exit code of the selected service container. Implies
     /// --abort-on-container-exit.
     #[arg(long, value_name = "SERVICE")]

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::args::{CreateArgs, CreateFlags, DownArgs, UpArgs};
-use super::output::{Mode, Progress};
+use super::output::Progress;
+use super::printer::{Printer, now_fixed, source_name};
 use super::{lock, open_stack};
 use crate::cli::GlobalArgs;
 use crate::engine::compose::{Stack, StackOptions, WaitOptions, labels};
@@ -106,6 +107,12 @@ fn converge(
 /// # Errors
 /// Loading, planning or execution failures.
 pub fn run_up(global: &GlobalArgs, args: &UpArgs) -> anyhow::Result<i32> {
+    if args.watch {
+        anyhow::bail!("up --watch: develop.watch is not implemented in tug yet");
+    }
+    if args.menu == Some(true) {
+        anyhow::bail!("up --menu: interactive shortcuts are not supported by tug");
+    }
     let services = args.create.services.clone();
     let options = StackOptions {
         stop_timeout: args.timeout.map(Duration::from_secs),
@@ -130,7 +137,10 @@ pub fn run_up(global: &GlobalArgs, args: &UpArgs) -> anyhow::Result<i32> {
     up.renew_anon_volumes = args.renew_anon_volumes;
     up.no_start = args.no_start;
     up.wait = args.wait;
-    let mut progress = Progress::new(Mode::from_flag(&global.progress));
+    let mut progress = Progress::from_global(global);
+    if args.create.quiet_pull {
+        progress.hide_pulls();
+    }
     if !global.dry_run {
         repair(&stack, &mut progress)?;
     }
@@ -154,7 +164,7 @@ pub fn run_up(global: &GlobalArgs, args: &UpArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     drop(_lock);
-    attach(&stack, args, followers, &mut progress)
+    attach(&stack, global, args, followers, &mut progress)
 }
 
 /// `tug create`.
@@ -166,7 +176,10 @@ pub fn run_create(global: &GlobalArgs, args: &CreateArgs) -> anyhow::Result<i32>
     let _lock = lock(&stack)?;
     let mut up = up_options(&args.create);
     up.no_start = true;
-    let mut progress = Progress::new(Mode::from_flag(&global.progress));
+    let mut progress = Progress::from_global(global);
+    if args.create.quiet_pull {
+        progress.hide_pulls();
+    }
     converge(&stack, &up, global.dry_run, &mut progress)?;
     Ok(0)
 }
@@ -201,7 +214,7 @@ pub fn run_down(global: &GlobalArgs, args: &DownArgs) -> anyhow::Result<i32> {
         print!("{plan}");
         return Ok(0);
     }
-    let mut progress = Progress::new(Mode::from_flag(&global.progress));
+    let mut progress = Progress::from_global(global);
     repair(&stack, &mut progress)?;
     let outcome = run_plan(&stack, &plan, &mut progress);
     let settled = stack.settle();
@@ -245,20 +258,30 @@ fn install_interrupt_handler() {
     }
 }
 
-const COLOURS: [&str; 6] = ["36", "33", "32", "35", "34", "96"];
-
-/// Attached `up`: stream logs of the attached services, prefixed by container name, until
-/// every attached container has exited (or, with `--abort-on-container-exit`, any has), or
-/// Ctrl-C; then stop the project gracefully (a second Ctrl-C kills).
+/// Attached `up`, as docker compose does it: `Attaching to …` (the attached containers, by
+/// name without the project), then their output prefixed by those names, and a status line
+/// when one exits (`web-1 exited with code 0`), until every attached container has exited
+/// (or, with `--abort-on-container-exit`/`-failure`, one has), or Ctrl-C; then the project
+/// is stopped gracefully (a second Ctrl-C kills). Exit code: `--exit-code-from`'s, the
+/// failing container's on an abort, 130 after Ctrl-C, else 0.
 fn attach(
     stack: &Stack,
+    global: &GlobalArgs,
     args: &UpArgs,
     mut followers: BTreeMap<String, logs::Follower>,
     progress: &mut Progress,
 ) -> anyhow::Result<i32> {
-    let colour = std::env::var_os("NO_COLOR").is_none()
-        && std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let abort = args.abort_on_container_exit || args.exit_code_from.is_some();
+    let colour =
+        !args.no_color && global.colour(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    // Named services (and, with --attach-dependencies, what they depend on) or all.
+    let named: Vec<String> = if args.create.services.is_empty() {
+        Vec::new()
+    } else if args.attach_dependencies {
+        let desired = stack.desired();
+        plan::select_services(&desired, &args.create.services, false)?
+    } else {
+        args.create.services.clone()
+    };
     let attached = |service: &str| -> bool {
         if args.no_attach.iter().any(|s| s == service) {
             return false;
@@ -266,77 +289,111 @@ fn attach(
         if !args.attach.is_empty() {
             return args.attach.iter().any(|s| s == service);
         }
+        if !named.is_empty() && !named.iter().any(|s| s == service) {
+            return false;
+        }
         stack
             .project
             .services
             .get(service)
             .is_none_or(|s| s.attach != Some(false))
     };
-    let width = stack
-        .project_containers()?
+    let mine =
+        |cs: &[crate::engine::container::Summary]| -> Vec<crate::engine::container::Summary> {
+            cs.iter()
+                .filter(|c| {
+                    c.labels.get(labels::ONEOFF).map(String::as_str) != Some("True")
+                        && attached(c.labels.get(labels::SERVICE).map_or("", String::as_str))
+                })
+                .cloned()
+                .collect()
+        };
+    let mut printer = Printer::new(colour, !args.no_log_prefix, args.timestamps);
+    let first = mine(&stack.project_containers()?);
+    let names: Vec<String> = first.iter().map(source_name).collect();
+    for n in &names {
+        printer.register(n);
+    }
+    println!("Attaching to {}", names.join(", "));
+    // The state each container was last seen in, to tell when it exits.
+    let mut seen: BTreeMap<String, (Status, u32)> = first
         .iter()
-        .map(|c| c.name.len())
-        .max()
-        .unwrap_or(0);
+        .map(|c| (c.id.clone(), (c.state, c.restart_count)))
+        .collect();
     let mut exit_code = 0;
+    let mut aborting = false;
     loop {
-        let containers = stack.project_containers()?;
-        let mine: Vec<_> = containers
-            .iter()
-            .filter(|c| {
-                c.labels.get(labels::ONEOFF).map(String::as_str) != Some("True")
-                    && attached(c.labels.get(labels::SERVICE).map_or("", String::as_str))
-            })
-            .collect();
-        for (i, c) in mine.iter().enumerate() {
+        let containers = mine(&stack.project_containers()?);
+        for c in &containers {
+            let name = source_name(c);
             let f = followers.entry(c.id.clone()).or_insert_with(|| {
                 let path = stack.containers.log_path(&c.id).unwrap_or_default();
-                crate::engine::container::logs::Follower::at_start(&path)
+                logs::Follower::at_start(&path)
             });
             for rec in f.poll() {
-                let prefix = if args.no_log_prefix {
-                    String::new()
-                } else if colour {
-                    format!(
-                        "\x1b[{}m{:<width$} |\x1b[0m ",
-                        COLOURS[i % COLOURS.len()],
-                        c.name
-                    )
-                } else {
-                    format!("{:<width$} | ", c.name)
-                };
-                let ts = if args.timestamps {
-                    format!("{} ", rec.time)
-                } else {
-                    String::new()
-                };
-                println!("{prefix}{ts}{}", rec.text.trim_end_matches('\n'));
+                let now = args.timestamps.then(now_fixed);
+                printer.log(&name, &rec, now.as_deref());
             }
         }
-        let exited: Vec<_> = mine
-            .iter()
-            .filter(|c| matches!(c.state, Status::Exited | Status::Dead))
-            .collect();
-        if let Some(svc) = &args.exit_code_from
-            && let Some(c) = exited
+        if INTERRUPTS.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        let mut exited_now = Vec::new();
+        for c in &containers {
+            let before = seen.insert(c.id.clone(), (c.state, c.restart_count));
+            let restarted = before.is_some_and(|(_, n)| n != c.restart_count);
+            let was_down = before.is_some_and(|(s, _)| matches!(s, Status::Exited | Status::Dead));
+            let down = matches!(c.state, Status::Exited | Status::Dead);
+            if down && !was_down {
+                exited_now.push(c);
+            } else if restarted && !down {
+                // It exited and its restart policy started it again in between.
+                printer.status(&source_name(c), "exited with code 0 (restarting)");
+            }
+        }
+        for c in &exited_now {
+            let code = c.exit_code.unwrap_or(0);
+            let restarting = c.state == Status::Restarting;
+            printer.status(
+                &source_name(c),
+                &if restarting {
+                    format!("exited with code {code} (restarting)")
+                } else {
+                    format!("exited with code {code}")
+                },
+            );
+            if args.exit_code_from.as_deref() == c.labels.get(labels::SERVICE).map(String::as_str) {
+                exit_code = code;
+            }
+            let failed = code != 0;
+            if (args.abort_on_container_exit || args.exit_code_from.is_some())
+                || (args.abort_on_container_failure && failed)
+            {
+                if !aborting && args.exit_code_from.is_none() {
+                    exit_code = code;
+                }
+                aborting = true;
+            }
+        }
+        let all_down = !containers.is_empty()
+            && containers
                 .iter()
-                .find(|c| c.labels.get(labels::SERVICE) == Some(svc))
-        {
-            exit_code = c.exit_code.unwrap_or(0);
-        }
-        let done = (!mine.is_empty() && exited.len() == mine.len())
-            || (abort && !exited.is_empty())
-            || INTERRUPTS.load(Ordering::SeqCst) > 0;
-        if done {
-            if abort && exit_code == 0 && args.exit_code_from.is_none() {
-                exit_code = exited.first().and_then(|c| c.exit_code).unwrap_or(0);
-            }
+                .all(|c| matches!(c.state, Status::Exited | Status::Dead));
+        if aborting || all_down {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    if INTERRUPTS.load(Ordering::SeqCst) > 0 {
-        eprintln!("Gracefully stopping... (press Ctrl+C again to force)");
+    let interrupted = INTERRUPTS.load(Ordering::SeqCst) > 0;
+    if interrupted {
+        println!("Gracefully Stopping... press Ctrl+C again to force");
+    } else if aborting {
+        let text = "Aborting on container exit...";
+        if global.colour(std::io::IsTerminal::is_terminal(&std::io::stderr())) {
+            eprintln!("\x1b[31m\x1b[1m{text}\x1b[0m");
+        } else {
+            eprintln!("{text}");
+        }
     }
     // Stop everything that still runs, in dependency order.
     let plan = super::verbs::stop_plan(stack, &[])?;
@@ -361,5 +418,5 @@ fn attach(
         outcome
     });
     check(&plan, &outcome)?;
-    Ok(exit_code)
+    Ok(if interrupted { 130 } else { exit_code })
 }

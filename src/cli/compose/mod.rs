@@ -4,6 +4,7 @@
 pub mod args;
 mod lifecycle;
 mod output;
+mod printer;
 mod query;
 pub mod verbs;
 

@@ -24,16 +24,16 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// From `--progress` (and whether stderr is a terminal, and NO_COLOR).
+    /// From `--progress` (`auto`: tty when stderr is a terminal and colours are allowed).
     #[must_use]
-    pub fn from_flag(flag: &str) -> Mode {
+    pub fn from_flag(flag: &str, colour: bool) -> Mode {
         match flag {
             "plain" => Mode::Plain,
             "json" => Mode::Json,
             "quiet" => Mode::Quiet,
             "tty" => Mode::Tty,
             _ => {
-                if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
+                if std::io::stderr().is_terminal() && colour {
                     Mode::Tty
                 } else {
                     Mode::Plain
@@ -193,13 +193,31 @@ pub struct Progress {
     mode: Mode,
     colour: bool,
     board: Option<Board>,
+    /// Operations at once (`--parallel`), 0 for no limit.
+    parallel: usize,
+    /// Leave image pulls out (`--quiet-pull`).
+    hide_pulls: bool,
 }
 
 impl Progress {
-    /// A printer in the given mode.
+    /// A printer in the given mode, colours as `--ansi`/`NO_COLOR` allow on stderr.
     #[must_use]
     pub fn new(mode: Mode) -> Progress {
-        let colour = std::env::var_os("NO_COLOR").is_none();
+        Progress::with(mode, std::env::var_os("NO_COLOR").is_none(), 0)
+    }
+
+    /// The printer the global options ask for (`--progress`, `--ansi`, `--parallel`).
+    #[must_use]
+    pub fn from_global(global: &crate::cli::GlobalArgs) -> Progress {
+        let colour = global.colour(std::io::stderr().is_terminal());
+        Progress::with(
+            Mode::from_flag(&global.progress, colour),
+            colour,
+            global.parallel,
+        )
+    }
+
+    fn with(mode: Mode, colour: bool, parallel: usize) -> Progress {
         // Forced `--progress tty` without a terminal prints the finished lines only.
         let board =
             (mode == Mode::Tty && std::io::stderr().is_terminal()).then(|| Board::new(colour));
@@ -207,19 +225,27 @@ impl Progress {
             mode,
             colour,
             board,
+            parallel,
+            hide_pulls: false,
         }
+    }
+
+    /// Leaves image pulls out of the output (`--quiet-pull`).
+    pub fn hide_pulls(&mut self) {
+        self.hide_pulls = true;
     }
 
     /// Executes a plan on a stack, showing its progress.
     pub fn run(&mut self, plan: &Plan, stack: &Stack) -> Outcome {
+        let parallel = self.parallel;
         if self.board.is_none() {
-            return execute(plan, stack, 0, |node, ev| self.event(node, ev));
+            return execute(plan, stack, parallel, |node, ev| self.event(node, ev));
         }
         // One board per plan, as docker compose draws one per phase.
         let mut board = Board::new(self.colour);
         board.add_plan(plan);
         self.board = Some(board);
-        let outcome = execute(plan, stack, 0, |node, ev| self.event(node, ev));
+        let outcome = execute(plan, stack, parallel, |node, ev| self.event(node, ev));
         if let Some(b) = &self.board {
             b.draw_header();
             b.header.finish();
@@ -234,6 +260,9 @@ impl Progress {
 
     /// Prints one event on stderr.
     pub fn event(&mut self, node: &Node, event: &Event) {
+        if self.hide_pulls && matches!(node.op, Op::PullImage { .. }) {
+            return;
+        }
         let (kind, object, doing, done) = words(&node.op);
         if let Some(board) = &mut self.board {
             board.event(&format!("{kind} {object}"), event, doing, done);

@@ -14,6 +14,7 @@ use super::args::{
     WaitArgs,
 };
 use super::output::{Mode, Progress};
+use super::printer::{Printer, source_name};
 use super::query::print_table;
 use super::{lock, open_stack};
 use crate::cli::GlobalArgs;
@@ -52,7 +53,7 @@ fn service_containers(stack: &Stack, services: &[String]) -> anyhow::Result<Vec<
 }
 
 fn progress(global: &GlobalArgs) -> Progress {
-    Progress::new(Mode::from_flag(&global.progress))
+    Progress::from_global(global)
 }
 
 fn finish(plan: &Plan, stack: &Stack, global: &GlobalArgs) -> anyhow::Result<i32> {
@@ -324,8 +325,6 @@ fn parse_time(s: &str) -> anyhow::Result<jiff::Timestamp> {
     ))?)
 }
 
-const COLOURS: [&str; 6] = ["36", "33", "32", "35", "34", "96"];
-
 /// `tug logs`.
 ///
 /// # Errors
@@ -342,40 +341,21 @@ pub fn run_logs(global: &GlobalArgs, args: &LogsArgs) -> anyhow::Result<i32> {
         "all" | "-1" => None,
         n => Some(n.parse().with_context(|| format!("invalid --tail {n:?}"))?),
     };
-    let colour =
-        !args.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal();
-    let width = cs.iter().map(|c| c.name.len()).max().unwrap_or(0);
-    let prefix = |i: usize, name: &str| -> String {
-        if args.no_log_prefix {
-            String::new()
-        } else if colour {
-            format!(
-                "\x1b[{}m{name:<width$} |\x1b[0m ",
-                COLOURS[i % COLOURS.len()]
-            )
-        } else {
-            format!("{name:<width$} | ")
-        }
-    };
+    let colour = !args.no_color && global.colour(std::io::stdout().is_terminal());
+    let mut printer = Printer::new(colour, !args.no_log_prefix, args.timestamps);
+    let mut by_name: Vec<&Summary> = cs.iter().collect();
+    by_name.sort_by(|a, b| a.name.cmp(&b.name));
+    for c in by_name {
+        printer.register(&source_name(c));
+    }
     let keep = |r: &logs::LogRecord| -> bool {
         let t = r.time.parse::<jiff::Timestamp>().ok();
         since.is_none_or(|s| t.is_some_and(|t| t >= s))
             && until.is_none_or(|u| t.is_some_and(|t| t <= u))
     };
-    let show = |i: usize, c: &Summary, r: &logs::LogRecord| {
-        let ts = if args.timestamps {
-            format!("{} ", r.time)
-        } else {
-            String::new()
-        };
-        println!(
-            "{}{ts}{}",
-            prefix(i, &c.name),
-            r.text.trim_end_matches('\n')
-        );
-    };
     let mut followers = Vec::new();
-    for (i, c) in cs.iter().enumerate() {
+    for c in &cs {
+        let name = source_name(c);
         let path = stack.containers.log_path(&c.id)?;
         let mut recs: Vec<logs::LogRecord> = logs::read_all(&path)
             .into_iter()
@@ -386,17 +366,17 @@ pub fn run_logs(global: &GlobalArgs, args: &LogsArgs) -> anyhow::Result<i32> {
             recs.drain(..skip);
         }
         for r in &recs {
-            show(i, c, r);
+            printer.log(&name, r, None);
         }
         if args.follow {
-            followers.push((i, c.clone(), logs::Follower::at_end(&path)));
+            followers.push((name, c.clone(), logs::Follower::at_end(&path)));
         }
     }
     while args.follow && !followers.is_empty() {
-        for (i, c, f) in &mut followers {
+        for (name, _, f) in &mut followers {
             for r in f.poll() {
                 if keep(&r) {
-                    show(*i, c, &r);
+                    printer.log(name, &r, None);
                 }
             }
         }
@@ -408,9 +388,9 @@ pub fn run_logs(global: &GlobalArgs, args: &LogsArgs) -> anyhow::Result<i32> {
                 && !crate::engine::container::state::alive(st.supervisor_pid, st.supervisor_start)
         });
         if all_done {
-            for (i, c, f) in &mut followers {
+            for (name, _, f) in &mut followers {
                 for r in f.poll() {
-                    show(*i, c, &r);
+                    printer.log(name, &r, None);
                 }
             }
             break;
