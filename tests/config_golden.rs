@@ -87,7 +87,9 @@ fn run_case(dir: &Path, root: &Path) -> Run {
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
         .env("HOME", HOME)
-        .env("TUG_ROOT", root);
+        // The state root as a flag: `config --environment` prints the environment.
+        .arg("--root")
+        .arg(root);
     for kv in lines(&dir.join("env")) {
         if let Some((k, v)) = kv.split_once('=') {
             cmd.env(k, v);

@@ -116,8 +116,20 @@ fn is_remote_context(c: &str) -> bool {
     c.contains("://") || c.starts_with("git@") || c.starts_with("github.com/")
 }
 
-/// Resolves every relative path of the project against `dir`.
-pub fn resolve_paths(project: &mut Project, dir: &Path, env: &Environment) {
+/// Resolves every relative path of the project against `dir`; with `all` false only the env
+/// and label files (which are read right after), as `config --no-path-resolution` wants.
+pub fn resolve_paths(project: &mut Project, dir: &Path, env: &Environment, all: bool) {
+    if !all {
+        for s in project.services.values_mut() {
+            for e in &mut s.env_file {
+                e.path = resolve(dir, &e.path, env);
+            }
+            for l in &mut s.label_file {
+                *l = resolve(dir, l, env);
+            }
+        }
+        return;
+    }
     for s in project.services.values_mut() {
         if let Some(b) = s.build.as_mut() {
             let ctx = b.context.clone().unwrap_or_else(|| ".".to_owned());
@@ -239,8 +251,8 @@ pub fn apply_env_files(project: &mut Project, env: &Environment) -> Result<()> {
 }
 
 /// Applies compose's defaults: the default network, actual resource names, implicit
-/// dependencies, the default Dockerfile; drops unused resources.
-pub fn apply_defaults(project: &mut Project) {
+/// dependencies, the default Dockerfile; drops unused resources unless `all_resources`.
+pub fn apply_defaults(project: &mut Project, all_resources: bool) {
     let pname = project.name.clone();
     let mut used_networks = BTreeSet::new();
     let mut used_volumes = BTreeSet::new();
@@ -303,10 +315,12 @@ pub fn apply_defaults(project: &mut Project) {
             .networks
             .insert("default".to_owned(), Network::default());
     }
-    project.networks.retain(|k, _| used_networks.contains(k));
-    project.volumes.retain(|k, _| used_volumes.contains(k));
-    project.secrets.retain(|k, _| used_secrets.contains(k));
-    project.configs.retain(|k, _| used_configs.contains(k));
+    if !all_resources {
+        project.networks.retain(|k, _| used_networks.contains(k));
+        project.volumes.retain(|k, _| used_volumes.contains(k));
+        project.secrets.retain(|k, _| used_secrets.contains(k));
+        project.configs.retain(|k, _| used_configs.contains(k));
+    }
     for (k, n) in &mut project.networks {
         if n.name.is_none() {
             n.name = Some(if n.external {
