@@ -261,8 +261,11 @@ impl GlobalArgs {
 
 /// tug: compose-style stacks on a built-in container engine.
 #[derive(Debug, Parser)]
-#[command(name = "tug", version, about)]
+#[command(name = "tug", version, about, disable_version_flag = true)]
 pub struct Cli {
+    /// Print version (`-v` too, as docker compose has it).
+    #[arg(short = 'V', long = "version", short_alias = 'v', action = clap::ArgAction::Version)]
+    version: (),
     #[command(flatten)]
     pub engine: EngineArgs,
     #[command(flatten)]
@@ -481,6 +484,11 @@ pub enum Command {
     Push(Lazy<Verb<compose::args::PushArgs>>),
     /// Show the tug version information.
     Version(Lazy<compose::args::VersionArgs>),
+    /// List volumes.
+    Volumes(Lazy<Verb<compose::args::VolumesArgs>>),
+    /// Install `docker` and `docker-compose` links to tug in a directory, so that clients of
+    /// docker compose (testcontainers, CI scripts, IDEs) run tug.
+    InstallShim(Lazy<shim::InstallArgs>),
 }
 
 mod compose;
@@ -490,6 +498,7 @@ pub mod format;
 mod image;
 mod listing;
 mod network;
+mod shim;
 mod volume;
 
 /// Runs tug with the process arguments and returns the exit code.
@@ -507,7 +516,86 @@ pub fn main() -> i32 {
             }
         };
     }
-    run_with(args)
+    match persona(&args) {
+        Persona::Tug => run_with(args),
+        Persona::Compose(rest) => {
+            COMPOSE_PERSONA.store(true, std::sync::atomic::Ordering::Relaxed);
+            // `docker-compose --version` answers as `version` does.
+            if rest.len() == 2 && (rest[1] == "--version" || rest[1] == "-v") {
+                return run_with([rest[0].clone(), "version".into()]);
+            }
+            run_with(rest)
+        }
+        Persona::Docker(rest) => shim::other_docker(&rest),
+    }
+}
+
+/// Set when tug runs as `docker-compose` or `docker compose`: `version` then reports the
+/// docker compose version whose interface tug implements.
+static COMPOSE_PERSONA: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether tug runs as docker compose (`docker-compose`, or `docker compose` via the shim).
+#[must_use]
+pub fn compose_persona() -> bool {
+    COMPOSE_PERSONA.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// How tug was invoked.
+#[derive(Debug, PartialEq, Eq)]
+enum Persona {
+    /// As `tug`.
+    Tug,
+    /// As `docker-compose`, or as `docker compose` (the shim): the arguments to parse, with
+    /// `compose` and docker's own options before it taken out.
+    Compose(Vec<OsString>),
+    /// As `docker` with another command: the arguments, for the real docker.
+    Docker(Vec<OsString>),
+}
+
+/// Tells tug, `docker-compose` and the `docker` shim apart by the name tug was run as.
+fn persona(args: &[OsString]) -> Persona {
+    let name = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match name.as_str() {
+        "docker-compose" => Persona::Compose(args.to_vec()),
+        "docker" => {
+            // docker's own options before the command (`docker --context x compose …`).
+            let with_value = [
+                "-c",
+                "--context",
+                "-H",
+                "--host",
+                "-l",
+                "--log-level",
+                "--config",
+                "--tlscacert",
+                "--tlscert",
+                "--tlskey",
+            ];
+            let mut i = 1;
+            while i < args.len() {
+                let a = args[i].to_string_lossy();
+                if with_value.contains(&a.as_ref()) {
+                    i += 2;
+                } else if a.starts_with('-') {
+                    i += 1;
+                } else {
+                    break;
+                }
+            }
+            if args.get(i).is_some_and(|a| a == "compose") {
+                let mut rest = vec![OsString::from("docker-compose")];
+                rest.extend(args[i + 1..].iter().cloned());
+                Persona::Compose(rest)
+            } else {
+                Persona::Docker(args.to_vec())
+            }
+        }
+        _ => Persona::Tug,
+    }
 }
 
 /// Runs tug with the given arguments and returns the exit code.
@@ -542,6 +630,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         mut compose,
         workdir,
         command,
+        version: (),
     } = cli;
     if compose.project_directory.is_none() {
         compose.project_directory = workdir;
@@ -592,6 +681,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Pull(a) => compose::verbs::run_pull(&with(&a.compose)?, &a.args),
         Command::Push(a) => compose::verbs::run_push(&with(&a.compose)?, &a.args),
         Command::Version(args) => compose::verbs::run_version(&args),
+        Command::InstallShim(args) => shim::install(&args),
+        Command::Volumes(a) => compose::verbs::run_volumes(&with(&a.compose)?, &a.args),
     }
 }
 
@@ -671,6 +762,35 @@ mod tests {
         };
         assert!(args.volumes);
         assert_eq!(args.timeout, Some(3));
+    }
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn the_name_tug_runs_as_picks_its_persona() {
+        assert_eq!(persona(&os(&["/usr/bin/tug", "up"])), Persona::Tug);
+        assert_eq!(
+            persona(&os(&["/x/docker-compose", "-f", "a.yaml", "up"])),
+            Persona::Compose(os(&["/x/docker-compose", "-f", "a.yaml", "up"]))
+        );
+        assert_eq!(
+            persona(&os(&[
+                "/shim/docker",
+                "--context",
+                "c",
+                "compose",
+                "-p",
+                "x",
+                "ps"
+            ])),
+            Persona::Compose(os(&["docker-compose", "-p", "x", "ps"]))
+        );
+        assert_eq!(
+            persona(&os(&["docker", "ps", "-a"])),
+            Persona::Docker(os(&["docker", "ps", "-a"]))
+        );
     }
 
     fn parse(v: &[&str]) -> Cli {

@@ -148,7 +148,7 @@ pub struct CreateArgs {
 pub struct DownArgs {
     /// Remove named volumes declared in the "volumes" section of the Compose file and
     /// anonymous volumes attached to containers.
-    #[arg(short, long)]
+    #[arg(short, long, alias = "volume")]
     pub volumes: bool,
     /// Remove images used by services. "local" removes only images that don't have a custom
     /// tag.
@@ -219,6 +219,9 @@ pub struct RmArgs {
     /// Remove any anonymous volumes attached to containers.
     #[arg(short, long)]
     pub volumes: bool,
+    /// Deprecated, no effect (docker compose still accepts it).
+    #[arg(short, long, hide = true)]
+    pub all: bool,
     /// Services (default: all).
     pub services: Vec<String>,
 }
@@ -305,8 +308,11 @@ pub struct ExecArgs {
     #[arg(short, long)]
     pub workdir: Option<String>,
     /// Disable pseudo-TTY allocation. By default `exec` allocates a TTY.
-    #[arg(short = 'T', long = "no-TTY")]
+    #[arg(short = 'T', long = "no-tty", alias = "no-TTY")]
     pub no_tty: bool,
+    /// Allocate a pseudo-TTY (the default; accepted as docker compose accepts it).
+    #[arg(short = 't', long, hide = true)]
+    pub tty: bool,
     /// Index of the container if service has multiple replicas.
     #[arg(long, default_value_t = 1)]
     pub index: u32,
@@ -340,7 +346,12 @@ pub struct RunArgs {
     #[arg(short, long = "env", value_name = "KEY=VAL")]
     pub env: Vec<String>,
     /// Bind mount a volume.
-    #[arg(short, long = "volume", value_name = "SRC:DST[:OPTS]")]
+    #[arg(
+        short,
+        long = "volume",
+        alias = "volumes",
+        value_name = "SRC:DST[:OPTS]"
+    )]
     pub volumes: Vec<String>,
     /// Publish a container's port(s) to the host.
     #[arg(short, long = "publish", value_name = "PORTS")]
@@ -366,6 +377,43 @@ pub struct RunArgs {
     /// Keep STDIN open even if not attached.
     #[arg(short, long)]
     pub interactive: bool,
+    /// Allocate a pseudo-TTY (the default when stdin is a terminal; accepted as docker
+    /// compose accepts it).
+    #[arg(short = 't', long, hide = true)]
+    pub tty: bool,
+    /// Build image before starting container (needs tug's builder).
+    #[arg(long)]
+    pub build: bool,
+    /// Add Linux capabilities.
+    #[arg(long, value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop Linux capabilities.
+    #[arg(long, value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// Set environment variables from a file.
+    #[arg(long, value_name = "FILE")]
+    pub env_from_file: Vec<std::path::PathBuf>,
+    /// Add or override a label.
+    #[arg(short, long = "label", alias = "labels", value_name = "KEY=VAL")]
+    pub label: Vec<String>,
+    /// Pull image before running.
+    #[arg(long, value_parser = ["always", "missing", "never", "build"])]
+    pub pull: Option<String>,
+    /// Don't print anything to STDOUT but the command's output.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Suppress progress output of builds.
+    #[arg(long)]
+    pub quiet_build: bool,
+    /// Pull without printing progress information.
+    #[arg(long)]
+    pub quiet_pull: bool,
+    /// Remove containers for services not defined in the Compose file.
+    #[arg(long)]
+    pub remove_orphans: bool,
+    /// Use the service's network aliases in the network(s) the container connects to.
+    #[arg(long)]
+    pub use_aliases: bool,
     /// Service.
     pub service: String,
     /// Command and arguments.
@@ -398,6 +446,15 @@ pub struct PortArgs {
 /// `tug cp`.
 #[derive(Debug, Clone, Args)]
 pub struct CpArgs {
+    /// Include containers created by the run command.
+    #[arg(long)]
+    pub all: bool,
+    /// Archive mode (copy all uid/gid information): not supported by tug yet.
+    #[arg(short, long)]
+    pub archive: bool,
+    /// Always follow symbol link in SRC_PATH: not supported by tug yet.
+    #[arg(short = 'L', long)]
+    pub follow_link: bool,
     /// Index of the container if service has multiple replicas.
     #[arg(long, default_value_t = 1)]
     pub index: u32,
@@ -454,6 +511,13 @@ pub struct EventsArgs {
     /// Output events as a stream of json objects.
     #[arg(long)]
     pub json: bool,
+    /// Show all events created since timestamp (tug keeps no event history: from now on
+    /// only, once that time has come).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Stream events until this timestamp.
+    #[arg(long)]
+    pub until: Option<String>,
     /// Services.
     pub services: Vec<String>,
 }
@@ -470,6 +534,15 @@ pub struct PullArgs {
     /// Also pull services declared as dependencies.
     #[arg(long)]
     pub include_deps: bool,
+    /// Ignore images that can be built.
+    #[arg(long)]
+    pub ignore_buildable: bool,
+    /// Apply pull policy ("missing"|"always").
+    #[arg(long, value_parser = ["missing", "always"])]
+    pub policy: Option<String>,
+    /// Deprecated, no effect: pulls run in parallel.
+    #[arg(long, hide = true)]
+    pub no_parallel: bool,
     /// Services.
     pub services: Vec<String>,
 }
@@ -483,6 +556,9 @@ pub struct PushArgs {
     /// Push without printing progress information.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Also push images of services declared as dependencies.
+    #[arg(long)]
+    pub include_deps: bool,
     /// Services.
     pub services: Vec<String>,
 }
@@ -507,4 +583,17 @@ pub struct VersionArgs {
     /// Format the output.
     #[arg(short, long, value_parser = ["pretty", "json"])]
     pub format: Option<String>,
+}
+
+/// `tug volumes`.
+#[derive(Debug, Clone, Args)]
+pub struct VolumesArgs {
+    /// Only display volume names.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Format the output: table, `table TEMPLATE`, json, or a Go template ({{.Name}}, …).
+    #[arg(long, default_value = "table")]
+    pub format: String,
+    /// Services.
+    pub services: Vec<String>,
 }

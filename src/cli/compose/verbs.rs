@@ -439,17 +439,107 @@ pub fn run_exec(global: &GlobalArgs, args: &ExecArgs) -> anyhow::Result<i32> {
 /// # Errors
 /// Loading, dependencies that fail, or a container that cannot start.
 pub fn run_run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<i32> {
+    if args.build {
+        anyhow::bail!("run --build: building images is not supported by tug yet");
+    }
     let stack = open_stack(
         global,
         std::slice::from_ref(&args.service),
         StackOptions::default(),
     )?;
-    let s = stack
+    let mut s = stack
         .project
         .services
         .get(&args.service)
         .with_context(|| format!("no such service: {}", args.service))?
         .clone();
+    // What the one-off container adds to its service.
+    s.cap_add.extend(args.cap_add.iter().cloned());
+    s.cap_drop.extend(args.cap_drop.iter().cloned());
+    for l in &args.label {
+        let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+        s.labels.insert(k.to_owned(), v.to_owned());
+    }
+    let mut env = Vec::new();
+    let mut lookup = crate::project::interpolate::Environment::new();
+    for (k, v) in &stack.project.environment {
+        lookup.set(
+            k.clone(),
+            v.clone(),
+            crate::project::interpolate::Source::Shell,
+        );
+    }
+    for f in &args.env_from_file {
+        for e in crate::project::dotenv::read(f, &lookup, false)? {
+            match e.value {
+                Some(v) => env.push(format!("{}={v}", e.key)),
+                None => {
+                    if let Some(v) = lookup.get(&e.key) {
+                        env.push(format!("{}={v}", e.key));
+                    }
+                }
+            }
+        }
+    }
+    env.extend(args.env.iter().cloned());
+    let quiet = args.quiet;
+    let progress = |global: &GlobalArgs| {
+        let mut p = if quiet {
+            Progress::new(Mode::Quiet)
+        } else {
+            progress(global)
+        };
+        if args.quiet_pull {
+            p.hide_pulls();
+        }
+        p
+    };
+    if args.remove_orphans {
+        let _l = lock(&stack)?;
+        let mut plan = Plan::default();
+        for c in stack.project_containers()? {
+            let svc = c.labels.get(labels::SERVICE).cloned().unwrap_or_default();
+            if stack.project.services.contains_key(&svc) {
+                continue;
+            }
+            let stop = (c.state == Status::Running).then(|| {
+                plan.push(
+                    Op::StopContainer {
+                        service: svc.clone(),
+                        name: c.name.clone(),
+                    },
+                    "orphan",
+                    vec![],
+                )
+            });
+            plan.push(
+                Op::RemoveContainer {
+                    service: svc,
+                    name: c.name.clone(),
+                },
+                "orphan",
+                stop.into_iter().collect(),
+            );
+        }
+        finish(&plan, &stack, global)?;
+    }
+    // --pull: the service's image first (always: again; missing: when the store lacks it).
+    let image = crate::plan::service_image(&stack.project.name, &s);
+    let pull = match args.pull.as_deref() {
+        Some("always") => true,
+        Some("missing") | None => {
+            args.pull.is_some() && s.build.is_none() && stack.images.resolve(&image).is_err()
+        }
+        _ => false,
+    };
+    if pull {
+        let mut plan = Plan::default();
+        plan.push(Op::PullImage { image }, "run --pull", vec![]);
+        let outcome = progress(global).run(&plan, &stack);
+        if let Some((_, e)) = outcome.failed.first() {
+            anyhow::bail!("{e}");
+        }
+    }
     if !args.no_deps && !s.depends_on.is_empty() {
         let _l = lock(&stack)?;
         let deps: Vec<String> = s.depends_on.keys().cloned().collect();
@@ -480,7 +570,7 @@ pub fn run_run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<i32> {
         &crate::engine::compose::OneOff {
             command: (!args.command.is_empty()).then(|| args.command.clone()),
             entrypoint: args.entrypoint.as_deref().map(shell_words),
-            env: args.env.clone(),
+            env,
             user: args.user.clone(),
             workdir: args.workdir.clone(),
             volumes: args.volumes.clone(),
@@ -489,6 +579,7 @@ pub fn run_run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<i32> {
             tty,
             interactive: args.interactive || !args.detach,
             remove: args.rm,
+            use_aliases: args.use_aliases,
         },
     )?;
     if args.detach {
@@ -590,6 +681,12 @@ pub fn run_port(global: &GlobalArgs, args: &PortArgs) -> anyhow::Result<i32> {
 /// # Errors
 /// Loading, or the copy.
 pub fn run_cp(global: &GlobalArgs, args: &CpArgs) -> anyhow::Result<i32> {
+    if args.archive {
+        anyhow::bail!("cp --archive (copy uid/gid information) is not supported by tug yet");
+    }
+    if args.follow_link {
+        anyhow::bail!("cp --follow-link is not supported by tug yet");
+    }
     let stack = open_stack(global, &[], StackOptions::default())?;
     let split = |s: &str| -> Option<(String, String)> {
         let (svc, path) = s.split_once(':')?;
@@ -599,9 +696,30 @@ pub fn run_cp(global: &GlobalArgs, args: &CpArgs) -> anyhow::Result<i32> {
             .contains_key(svc)
             .then(|| (svc.to_string(), path.to_string()))
     };
+    // `--all`: a one-off container of the service too, when no service container has the
+    // index.
+    let find = |svc: &str| -> anyhow::Result<Summary> {
+        match container_of(&stack, svc, args.index) {
+            Ok(c) => Ok(c),
+            Err(e) if args.all => {
+                let mut oneoffs: Vec<Summary> = stack
+                    .project_containers()?
+                    .into_iter()
+                    .filter(|c| {
+                        c.labels.get(labels::SERVICE).map(String::as_str) == Some(svc)
+                            && c.labels.get(labels::ONEOFF).map(String::as_str) == Some("True")
+                    })
+                    .collect();
+                oneoffs.sort_by(|a, b| a.created.cmp(&b.created));
+                let i = usize::try_from(args.index.max(1) - 1).unwrap_or(0);
+                oneoffs.into_iter().nth(i).ok_or(e)
+            }
+            Err(e) => Err(e),
+        }
+    };
     match (split(&args.source), split(&args.destination)) {
         (Some((svc, path)), None) => {
-            let c = container_of(&stack, &svc, args.index)?;
+            let c = find(&svc)?;
             stack.containers.copy(
                 &c.id,
                 &PathBuf::from(path),
@@ -610,7 +728,7 @@ pub fn run_cp(global: &GlobalArgs, args: &CpArgs) -> anyhow::Result<i32> {
             )?;
         }
         (None, Some((svc, path))) => {
-            let c = container_of(&stack, &svc, args.index)?;
+            let c = find(&svc)?;
             stack.containers.copy(
                 &c.id,
                 &PathBuf::from(&args.source),
@@ -786,15 +904,120 @@ pub fn run_images(global: &GlobalArgs, args: &ImagesArgs) -> anyhow::Result<i32>
     Ok(0)
 }
 
+/// `tug volumes`: the project's named volumes (those of the named services only), as docker
+/// compose lists them.
+///
+/// # Errors
+/// Loading, reading the volumes, or a bad `--format`.
+pub fn run_volumes(global: &GlobalArgs, args: &super::args::VolumesArgs) -> anyhow::Result<i32> {
+    let template =
+        crate::cli::format::Template::parse(&args.format, "table {{.Driver}}\t{{.Name}}")
+            .map_err(anyhow::Error::msg)?;
+    let stack = open_stack(global, &[], StackOptions::default())?;
+    for s in &args.services {
+        if !stack.project.services.contains_key(s) {
+            anyhow::bail!("no such service: {s}");
+        }
+    }
+    // Volumes the named services' containers mount.
+    let used: Option<Vec<std::path::PathBuf>> = if args.services.is_empty() {
+        None
+    } else {
+        let mut v = Vec::new();
+        for c in service_containers(&stack, &args.services)? {
+            if let Ok(i) = stack.containers.inspect(&c.id) {
+                v.extend(i.record.config.mounts.into_iter().map(|m| m.source));
+            }
+        }
+        Some(v)
+    };
+    let mut volumes: Vec<_> = stack
+        .volumes
+        .list()?
+        .into_iter()
+        .filter(|v| {
+            v.labels.get(labels::PROJECT) == Some(&stack.project.name)
+                && v.labels.get("tug.anonymous").map(String::as_str) != Some("true")
+                && used.as_ref().is_none_or(|u| {
+                    u.iter()
+                        .any(|m| m.starts_with(stack.volumes.mountpoint(&v.name)))
+                })
+        })
+        .collect();
+    volumes.sort_by(|a, b| a.name.cmp(&b.name));
+    if args.quiet {
+        for v in &volumes {
+            println!("{}", v.name);
+        }
+        return Ok(0);
+    }
+    let rows: Vec<crate::cli::format::Row> = volumes
+        .iter()
+        .map(|v| {
+            crate::cli::format::Row::new([
+                ("Availability", serde_json::json!("N/A")),
+                ("Driver", serde_json::json!(v.driver)),
+                ("Group", serde_json::json!("N/A")),
+                (
+                    "Labels",
+                    serde_json::json!(
+                        v.labels
+                            .iter()
+                            .map(|(k, val)| format!("{k}={val}"))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    ),
+                ),
+                ("Links", serde_json::json!("N/A")),
+                (
+                    "Mountpoint",
+                    serde_json::json!(v.mountpoint.display().to_string()),
+                ),
+                ("Name", serde_json::json!(v.name)),
+                ("Scope", serde_json::json!("local")),
+                ("Size", serde_json::json!("N/A")),
+                ("Status", serde_json::json!("N/A")),
+            ])
+            .with_labels(v.labels.clone())
+        })
+        .collect();
+    print!(
+        "{}",
+        template
+            .render(
+                &rows,
+                &[
+                    ("Driver", "DRIVER"),
+                    ("Name", "VOLUME NAME"),
+                    ("Mountpoint", "MOUNTPOINT"),
+                    ("Scope", "SCOPE"),
+                    ("Labels", "LABELS"),
+                    ("Size", "SIZE"),
+                ],
+            )
+            .map_err(anyhow::Error::msg)?
+    );
+    Ok(0)
+}
+
 /// `tug events`: container state changes of the project as they happen, until interrupted.
 ///
 /// # Errors
 /// Loading, or reading the engine.
 pub fn run_events(global: &GlobalArgs, args: &EventsArgs) -> anyhow::Result<i32> {
+    let until = args.until.as_deref().map(parse_time).transpose()?;
+    if let Some(since) = args.since.as_deref().map(parse_time).transpose()?
+        && since < jiff::Timestamp::now()
+    {
+        eprintln!("warning: tug keeps no history of events: showing them from now on");
+    }
     let stack = open_stack(global, &[], StackOptions::default())?;
     let mut last: BTreeMap<String, (Status, String)> = BTreeMap::new();
     let mut first = true;
     loop {
+        if until.is_some_and(|u| jiff::Timestamp::now() > u) {
+            return Ok(0);
+        }
         let cs = service_containers(&stack, &args.services)?;
         let mut seen = Vec::new();
         for c in &cs {
@@ -903,8 +1126,13 @@ pub fn run_pull(global: &GlobalArgs, args: &PullArgs) -> anyhow::Result<i32> {
         if let Some(s) = stack.project.services.get(name)
             && let Some(img) = &s.image
             && s.pull_policy.as_deref() != Some("build")
+            && !(args.ignore_buildable && s.build.is_some())
             && !images.contains(img)
         {
+            // `--policy missing`: only what the store lacks.
+            if args.policy.as_deref() == Some("missing") && stack.images.resolve(img).is_ok() {
+                continue;
+            }
             images.push(img.clone());
         }
     }
@@ -937,8 +1165,13 @@ pub fn run_push(global: &GlobalArgs, args: &PushArgs) -> anyhow::Result<i32> {
         progress(global)
     };
     let quiet = crate::engine::image::no_progress();
+    let selected: Vec<String> = if args.services.is_empty() {
+        stack.project.services.keys().cloned().collect()
+    } else {
+        plan::select_services(&stack.desired(), &args.services, !args.include_deps)?
+    };
     for (name, s) in &stack.project.services {
-        if !args.services.is_empty() && !args.services.contains(name) {
+        if !selected.contains(name) {
             continue;
         }
         let (Some(img), Some(_)) = (&s.image, &s.build) else {
@@ -953,18 +1186,33 @@ pub fn run_push(global: &GlobalArgs, args: &PushArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// `tug version`.
+/// `tug version`. As docker compose (`docker-compose`, `docker compose` through the shim) it
+/// reports the docker compose version whose interface tug implements, in compose's words, so
+/// clients that check for compose v2 accept it; as `tug`, tug's own version.
 ///
 /// # Errors
 /// Never.
 pub fn run_version(args: &VersionArgs) -> anyhow::Result<i32> {
     let v = env!("CARGO_PKG_VERSION");
-    if args.short {
+    let compose = crate::engine::compose::convert::COMPOSE_VERSION;
+    let json = args.format.as_deref() == Some("json");
+    if crate::cli::compose_persona() {
+        if args.short {
+            println!("{compose}");
+        } else if json {
+            println!(
+                "{}",
+                serde_json::json!({"version": format!("v{compose}"), "tug": v})
+            );
+        } else {
+            println!("Docker Compose version v{compose} (tug {v})");
+        }
+    } else if args.short {
         println!("{v}");
-    } else if args.format.as_deref() == Some("json") {
-        println!("{}", serde_json::json!({"version": v}));
+    } else if json {
+        println!("{}", serde_json::json!({"version": v, "compose": compose}));
     } else {
-        println!("tug version {v}");
+        println!("tug version {v} (docker compose {compose} compatible)");
     }
     Ok(0)
 }

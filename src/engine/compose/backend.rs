@@ -44,6 +44,8 @@ pub struct OneOff {
     pub interactive: bool,
     /// Remove the container when it exits.
     pub remove: bool,
+    /// Give the container the service's network aliases (`run --use-aliases`).
+    pub use_aliases: bool,
 }
 
 impl Backend for Stack {
@@ -407,7 +409,8 @@ impl Stack {
                 .wiring
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            self.wire_network(&service, name, oneoff.is_none(), &mut config)?;
+            let aliases = oneoff.is_none_or(|o| o.use_aliases);
+            self.wire_network(&service, name, aliases, &mut config)?;
         }
         let info = ImageInfo {
             id: image.id.clone(),
