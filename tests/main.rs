@@ -2,6 +2,7 @@
 
 mod cli;
 mod common;
+mod compat;
 mod compose;
 mod config_golden;
 mod container;
