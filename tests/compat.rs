@@ -36,11 +36,7 @@ fn shim_runs_tug_as_docker_compose_and_passes_other_docker_commands_on() {
     std::fs::create_dir_all(&real).unwrap();
     let fake = real.join("docker");
     std::fs::write(&fake, "#!/bin/sh\necho \"real docker: $*\"\n").unwrap();
-    std::fs::set_permissions(
-        &fake,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let path = format!("{}:{}:/usr/bin:/bin", shim.display(), real.display());
     let run = |prog: &str, args: &[&str]| -> String {
         ok(Command::new(shim.join(prog))
@@ -58,10 +54,15 @@ fn shim_runs_tug_as_docker_compose_and_passes_other_docker_commands_on() {
             v.starts_with("Docker Compose version v2.40.3"),
             "{prog}: {v}"
         );
-        assert_eq!(run(prog, &[pre, &["version", "--short"]].concat()), "2.40.3\n");
-        let js: serde_json::Value =
-            serde_json::from_str(&run(prog, &[pre, &["version", "--format", "json"]].concat()))
-                .unwrap();
+        assert_eq!(
+            run(prog, &[pre, &["version", "--short"]].concat()),
+            "2.40.3\n"
+        );
+        let js: serde_json::Value = serde_json::from_str(&run(
+            prog,
+            &[pre, &["version", "--format", "json"]].concat(),
+        ))
+        .unwrap();
         assert_eq!(js["version"], "v2.40.3");
     }
     assert!(run("docker-compose", &["--version"]).starts_with("Docker Compose version v2"));
@@ -83,7 +84,15 @@ fn shim_runs_tug_as_docker_compose_and_passes_other_docker_commands_on() {
     )
     .unwrap();
     let out = ok(Command::new(shim.join("docker"))
-        .args(["compose", "-f", "compose.yaml", "-p", "shimproj", "config", "--services"])
+        .args([
+            "compose",
+            "-f",
+            "compose.yaml",
+            "-p",
+            "shimproj",
+            "config",
+            "--services",
+        ])
         .env("PATH", &path)
         .env("TUG_ROOT", &root)
         .current_dir(&proj));
@@ -96,7 +105,10 @@ fn shim_runs_tug_as_docker_compose_and_passes_other_docker_commands_on() {
             .env("PATH", format!("{}:/nonexistent", shim.display()))
             .env("TUG_ROOT", &root),
     );
-    assert!(err.contains("tug's shim") && err.contains("docker ps"), "{err}");
+    assert!(
+        err.contains("tug's shim") && err.contains("docker ps"),
+        "{err}"
+    );
 }
 
 /// The Python interpreter with testcontainers-python: `TUG_TEST_PYTHON` (`.ci/run` makes a
@@ -249,7 +261,9 @@ fn testcontainers_python_drives_tug_through_the_shim() {
         "{seen}"
     );
     assert!(
-        seen["web_name"].as_str().is_some_and(|n| n.ends_with("-web-1")),
+        seen["web_name"]
+            .as_str()
+            .is_some_and(|n| n.ends_with("-web-1")),
         "{seen}"
     );
     assert_eq!(seen["web_id"].as_str().map(str::len), Some(12), "{seen}");

@@ -53,15 +53,10 @@ fn run_plan(stack: &Stack, plan: &Plan, progress: &mut Progress) -> Outcome {
 
 /// Turns failures of an outcome into one error.
 fn check(plan: &Plan, outcome: &Outcome) -> anyhow::Result<()> {
-    if outcome.failed.is_empty() {
-        return Ok(());
+    match super::output::failures(plan, outcome) {
+        Some(m) => anyhow::bail!("{m}"),
+        None => Ok(()),
     }
-    let msgs: Vec<String> = outcome
-        .failed
-        .iter()
-        .map(|(i, e)| format!("{}: {e}", plan.nodes[*i].op))
-        .collect();
-    anyhow::bail!("{}", msgs.join("\n"))
 }
 
 /// Reconciles and applies: images first (so a new image is compared with the containers'),

@@ -187,6 +187,71 @@ fn template(t: &str) -> indicatif::ProgressStyle {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner())
 }
 
+/// The error of a plan that failed, each cause once: operations that failed for the same
+/// reason share one line (`wait for db (service_healthy)` of three dependents is one line;
+/// `start container a-1, b-1: exec /x: no such file or directory` names both containers).
+/// `None` when nothing failed.
+#[must_use]
+pub fn failures(plan: &Plan, outcome: &Outcome) -> Option<String> {
+    if outcome.failed.is_empty() {
+        return None;
+    }
+    // (cause, operations) in the order the causes first failed.
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    for (i, e) in &outcome.failed {
+        let op = plan.nodes[*i].op.to_string();
+        let cause = cause(e);
+        match groups.iter_mut().find(|(c, _)| *c == cause) {
+            Some((_, ops)) => {
+                if !ops.contains(&op) {
+                    ops.push(op);
+                }
+            }
+            None => groups.push((cause, vec![op])),
+        }
+    }
+    let lines: Vec<String> = groups
+        .into_iter()
+        .map(|(cause, ops)| format!("{}: {cause}", join_ops(&ops)))
+        .collect();
+    Some(lines.join("\n"))
+}
+
+/// `start container a-1`, `start container b-1` → `start container a-1, b-1`.
+fn join_ops(ops: &[String]) -> String {
+    let Some(first) = ops.first() else {
+        return String::new();
+    };
+    let verb = |o: &str| o.rsplit_once(' ').map(|(v, _)| v.to_owned());
+    let same = ops.iter().all(|o| verb(o) == verb(first));
+    if same && let Some(v) = verb(first) {
+        let objects: Vec<&str> = ops
+            .iter()
+            .filter_map(|o| o.rsplit_once(' ').map(|(_, x)| x))
+            .collect();
+        return format!("{v} {}", objects.join(", "));
+    }
+    ops.join(", ")
+}
+
+/// An error without the engine's `cannot start container <id>: ` lead-in, which only
+/// repeats the operation.
+fn cause(e: &str) -> String {
+    let mut rest = e;
+    while let Some(after) = rest.strip_prefix("cannot ") {
+        let Some((head, tail)) = after.split_once(": ") else {
+            break;
+        };
+        let id = head.rsplit(' ').next().unwrap_or("");
+        if id.len() == 64 && id.chars().all(|c| c.is_ascii_hexdigit()) {
+            rest = tail;
+        } else {
+            break;
+        }
+    }
+    rest.to_owned()
+}
+
 /// Prints execution events.
 #[derive(Debug)]
 pub struct Progress {
@@ -197,6 +262,9 @@ pub struct Progress {
     parallel: usize,
     /// Leave image pulls out (`--quiet-pull`).
     hide_pulls: bool,
+    /// Lines already printed, so that none is printed twice (several dependents waiting
+    /// for one service fail with one message).
+    printed: std::collections::HashSet<String>,
 }
 
 impl Progress {
@@ -227,6 +295,7 @@ impl Progress {
             board,
             parallel,
             hide_pulls: false,
+            printed: std::collections::HashSet::new(),
         }
     }
 
@@ -268,7 +337,6 @@ impl Progress {
             board.event(&format!("{kind} {object}"), event, doing, done);
             return;
         }
-        let mut err = std::io::stderr().lock();
         let (status, text) = match event {
             Event::Started(_) => ("working", doing.to_string()),
             Event::Done(_, _) => ("done", done.to_string()),
@@ -276,6 +344,15 @@ impl Progress {
             Event::Warned(_, e) => ("warning", format!("Warning: {e}")),
             Event::Skipped(_) => ("skipped", "Skipped".to_string()),
         };
+        // The same line twice (several waits for one failed service) is printed once.
+        if !matches!(self.mode, Mode::Quiet)
+            && !self
+                .printed
+                .insert(format!("{kind} {object} {status} {text}"))
+        {
+            return;
+        }
+        let mut err = std::io::stderr().lock();
         let paint = |code: &str, t: &str| {
             if self.colour {
                 format!("\x1b[{code}m{t}\x1b[0m")
@@ -351,5 +428,74 @@ impl Progress {
             }
             (None, _) => eprintln!("WARN[0000] {text}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Condition;
+
+    #[test]
+    fn failures_name_each_cause_once() {
+        let mut plan = Plan::default();
+        let w1 = plan.push(
+            Op::WaitFor {
+                service: "db".into(),
+                condition: Condition::ServiceHealthy,
+                required: true,
+            },
+            "web depends on it",
+            vec![],
+        );
+        let w2 = plan.push(
+            Op::WaitFor {
+                service: "db".into(),
+                condition: Condition::ServiceHealthy,
+                required: true,
+            },
+            "api depends on it",
+            vec![],
+        );
+        let s1 = plan.push(
+            Op::StartContainer {
+                service: "a".into(),
+                name: "p-a-1".into(),
+            },
+            "new",
+            vec![],
+        );
+        let s2 = plan.push(
+            Op::StartContainer {
+                service: "b".into(),
+                name: "p-b-1".into(),
+            },
+            "new",
+            vec![],
+        );
+        let id = "a".repeat(64);
+        let outcome = Outcome {
+            failed: vec![
+                (w1, "db is unhealthy".into()),
+                (w2, "db is unhealthy".into()),
+                (
+                    s1,
+                    format!("cannot start container {id}: exec /x: not found"),
+                ),
+                (
+                    s2,
+                    format!(
+                        "cannot start container {}: exec /x: not found",
+                        "b".repeat(64)
+                    ),
+                ),
+            ],
+            ..Outcome::default()
+        };
+        assert_eq!(
+            failures(&plan, &outcome).unwrap(),
+            "wait for db (service_healthy): db is unhealthy\nstart container p-a-1, p-b-1: exec /x: not found"
+        );
+        assert!(failures(&plan, &Outcome::default()).is_none());
     }
 }

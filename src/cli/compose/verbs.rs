@@ -63,13 +63,8 @@ fn finish(plan: &Plan, stack: &Stack, global: &GlobalArgs) -> anyhow::Result<i32
     }
     let mut p = progress(global);
     let outcome = p.run(plan, stack);
-    if !outcome.failed.is_empty() {
-        let msgs: Vec<String> = outcome
-            .failed
-            .iter()
-            .map(|(i, e)| format!("{}: {e}", plan.nodes[*i].op))
-            .collect();
-        anyhow::bail!("{}", msgs.join("\n"));
+    if let Some(m) = super::output::failures(plan, &outcome) {
+        anyhow::bail!("{m}");
     }
     Ok(0)
 }
