@@ -286,3 +286,29 @@ fn testcontainers_python_drives_tug_through_the_shim() {
     let nets = ok(tug(&root).args(["network", "ls"]));
     assert!(!nets.contains("_default"), "{nets}");
 }
+
+/// `image bootstrap busybox` twice gives one image, not a second one and a dangling first;
+/// a podman-named image (`localhost/NAME`) is found under `NAME`, as podman finds it; and
+/// `image ls -a` is accepted.
+#[test]
+fn images_as_podman_and_docker_users_expect() {
+    if !require_root() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let a = ok(tug(root).args(["image", "bootstrap", "busybox"]));
+    let b = ok(tug(root).args(["image", "bootstrap", "busybox"]));
+    assert_eq!(a, b);
+    let ids = ok(tug(root).args(["image", "ls", "-a", "-q"]));
+    assert_eq!(ids.lines().count(), 1, "{ids}");
+    assert_eq!(
+        ok(tug(root).args(["image", "ls", "--filter", "dangling=true", "-q"])),
+        ""
+    );
+    ok(tug(root).args(["image", "tag", "busybox", "localhost/podbox:1"]));
+    let inspect = ok(tug(root).args(["image", "inspect", "podbox:1"]));
+    assert!(inspect.contains(a.trim()), "{inspect}");
+    // A name with a registry is not looked up under localhost/.
+    fails(tug(root).args(["image", "inspect", "example.com/podbox:1"]));
+}

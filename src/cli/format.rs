@@ -595,20 +595,33 @@ mod tests {
     fn templates_read_fields_json_labels_and_tables() {
         let r = row();
         let t = Template::parse("{{.Name}} {{.State}}", "").unwrap();
-        assert_eq!(t.render(&[r.clone()], &[]).unwrap(), "p-web-1 running\n");
+        assert_eq!(
+            t.render(std::slice::from_ref(&r), &[]).unwrap(),
+            "p-web-1 running\n"
+        );
         let t = Template::parse("json", "").unwrap();
         assert_eq!(
-            t.render(&[r.clone()], &[]).unwrap(),
+            t.render(std::slice::from_ref(&r), &[]).unwrap(),
             "{\"ExitCode\":0,\"Name\":\"p-web-1\",\"Publishers\":[{\"URL\":\"0.0.0.0\",\"PublishedPort\":8080}],\"State\":\"running\"}\n"
         );
         let t = Template::parse("{{json .Publishers}}", "").unwrap();
-        assert!(t.render(&[r.clone()], &[]).unwrap().starts_with("[{"));
+        assert!(
+            t.render(std::slice::from_ref(&r), &[])
+                .unwrap()
+                .starts_with("[{")
+        );
         let t = Template::parse("{{.Label \"a.b\"}}|{{upper .State}}", "").unwrap();
-        assert_eq!(t.render(&[r.clone()], &[]).unwrap(), "x|RUNNING\n");
+        assert_eq!(
+            t.render(std::slice::from_ref(&r), &[]).unwrap(),
+            "x|RUNNING\n"
+        );
         let t = Template::parse("table {{.Name}}\\t{{.State}}", "").unwrap();
         assert_eq!(
-            t.render(&[r.clone()], &[("Name", "NAME"), ("State", "STATE")])
-                .unwrap(),
+            t.render(
+                std::slice::from_ref(&r),
+                &[("Name", "NAME"), ("State", "STATE")]
+            )
+            .unwrap(),
             "NAME      STATE\np-web-1   running\n"
         );
         assert_eq!(

@@ -475,6 +475,7 @@ pub fn run(global: &GlobalArgs, args: ImageArgs) -> anyhow::Result<i32> {
                 changes: change,
                 message,
                 created_by: None,
+                created: None,
             };
             let img = if file.as_os_str() == "-" {
                 store.import(std::io::stdin(), name.as_deref(), &opts)?

@@ -262,6 +262,7 @@ impl GlobalArgs {
 /// tug: compose-style stacks on a built-in container engine.
 #[derive(Debug, Parser)]
 #[command(name = "tug", version, about, disable_version_flag = true)]
+#[allow(clippy::manual_non_exhaustive)]
 pub struct Cli {
     /// Print version (`-v` too, as docker compose has it).
     #[arg(short = 'V', long = "version", short_alias = 'v', action = clap::ArgAction::Version)]

@@ -303,7 +303,10 @@ const OMIT_EMPTY: &[&str] = &[
 /// replaces it in place, as compose keeps one entry per identity even inside one file. The
 /// identities read the short and the long form alike: compose enforces this before its
 /// schema validation and again after canonicalisation.
-const UNIQUE: &[(&str, fn(&Value) -> String)] = &[
+/// How a list entry's identity is read.
+type Identity = fn(&Value) -> String;
+
+const UNIQUE: &[(&str, Identity)] = &[
     ("services.*.volumes", volume_identity),
     ("services.*.devices", device_identity),
     ("services.*.ports", port_identity),
@@ -384,7 +387,7 @@ fn port_identity(v: &Value) -> String {
 
 /// Applies [`UNIQUE`]: keeps one entry per identity in the lists that have one.
 pub fn enforce_unicity(doc: &mut Value) {
-    fn walk(v: &mut Value, pattern: &[&str], identity: fn(&Value) -> String) {
+    fn walk(v: &mut Value, pattern: &[&str], identity: Identity) {
         match (pattern, v) {
             ([], Value::Array(items)) => {
                 let mut out: Vec<Value> = Vec::with_capacity(items.len());
@@ -437,11 +440,12 @@ fn omit_empty(doc: &mut Value) {
                     walk(it, rest);
                 }
             }
-            (Value::Object(m), key) if rest.is_empty() => {
-                if m.get(key).is_some_and(|x| x.as_str() == Some("")) {
-                    m.shift_remove(key);
-                }
+            (Value::Object(m), key)
+                if rest.is_empty() && m.get(key).is_some_and(|x| x.as_str() == Some("")) =>
+            {
+                m.shift_remove(key);
             }
+            (Value::Object(_), _) if rest.is_empty() => {}
             (Value::Object(m), key) => {
                 if let Some(it) = m.get_mut(key) {
                     walk(it, rest);
