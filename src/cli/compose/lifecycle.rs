@@ -121,6 +121,7 @@ pub fn run_up(global: &GlobalArgs, args: &UpArgs) -> anyhow::Result<i32> {
         ..StackOptions::default()
     };
     let stack = open_stack(global, &services, options)?;
+    super::warn_unhonoured(&stack.project);
     let _lock = if global.dry_run {
         None
     } else {
@@ -145,6 +146,10 @@ pub fn run_up(global: &GlobalArgs, args: &UpArgs) -> anyhow::Result<i32> {
         // bare exit that would leave the stack half-attached.
         install_interrupt_handler();
     }
+    // Exits from now on are this `up`'s (a finish time has a second's precision at worst).
+    let since = jiff::Timestamp::now()
+        .checked_sub(jiff::SignedDuration::from_secs(1))
+        .unwrap_or_else(|_| jiff::Timestamp::now());
     // Output of containers that already exist is shown from now on, not replayed.
     let mut followers: BTreeMap<String, logs::Follower> = BTreeMap::new();
     if attached {
@@ -159,7 +164,7 @@ pub fn run_up(global: &GlobalArgs, args: &UpArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     drop(_lock);
-    attach(&stack, global, args, followers, &mut progress)
+    attach(&stack, global, args, since, followers, &mut progress)
 }
 
 /// `tug create`.
@@ -168,6 +173,7 @@ pub fn run_up(global: &GlobalArgs, args: &UpArgs) -> anyhow::Result<i32> {
 /// Loading, planning or execution failures.
 pub fn run_create(global: &GlobalArgs, args: &CreateArgs) -> anyhow::Result<i32> {
     let stack = open_stack(global, &args.create.services, StackOptions::default())?;
+    super::warn_unhonoured(&stack.project);
     let _lock = lock(&stack)?;
     let mut up = up_options(&args.create);
     up.no_start = true;
@@ -263,6 +269,7 @@ fn attach(
     stack: &Stack,
     global: &GlobalArgs,
     args: &UpArgs,
+    since: jiff::Timestamp,
     mut followers: BTreeMap<String, logs::Follower>,
     progress: &mut Progress,
 ) -> anyhow::Result<i32> {
@@ -310,11 +317,10 @@ fn attach(
         printer.register(n);
     }
     println!("Attaching to {}", names.join(", "));
-    // The state each container was last seen in, to tell when it exits.
-    let mut seen: BTreeMap<String, (Status, u32)> = first
-        .iter()
-        .map(|c| (c.id.clone(), (c.state, c.restart_count)))
-        .collect();
+    // Each exit is reported once: by the container and the time it ended, counting only
+    // what ended since this `up` began (a container may end before we look at it).
+    let mut reported: std::collections::HashSet<(String, String)> =
+        std::collections::HashSet::new();
     let mut exit_code = 0;
     let mut aborting = false;
     loop {
@@ -335,20 +341,18 @@ fn attach(
         }
         let mut exited_now = Vec::new();
         for c in &containers {
-            let before = seen.insert(c.id.clone(), (c.state, c.restart_count));
-            let restarted = before.is_some_and(|(_, n)| n != c.restart_count);
-            let was_down = before.is_some_and(|(s, _)| matches!(s, Status::Exited | Status::Dead));
-            let down = matches!(c.state, Status::Exited | Status::Dead);
-            if down && !was_down {
+            let Some(end) = c.finished_at.as_deref() else {
+                continue;
+            };
+            let after_start = end.parse::<jiff::Timestamp>().is_ok_and(|t| t >= since);
+            if after_start && reported.insert((c.id.clone(), end.to_owned())) {
                 exited_now.push(c);
-            } else if restarted && !down {
-                // It exited and its restart policy started it again in between.
-                printer.status(&source_name(c), "exited with code 0 (restarting)");
             }
         }
         for c in &exited_now {
             let code = c.exit_code.unwrap_or(0);
-            let restarting = c.state == Status::Restarting;
+            // Running again (or about to be): its restart policy restarted it.
+            let restarting = !matches!(c.state, Status::Exited | Status::Dead);
             printer.status(
                 &source_name(c),
                 &if restarting {
@@ -357,6 +361,9 @@ fn attach(
                     format!("exited with code {code}")
                 },
             );
+            if restarting {
+                continue;
+            }
             if args.exit_code_from.as_deref() == c.labels.get(labels::SERVICE).map(String::as_str) {
                 exit_code = code;
             }

@@ -442,6 +442,7 @@ pub fn run_run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<i32> {
         std::slice::from_ref(&args.service),
         StackOptions::default(),
     )?;
+    super::warn_unhonoured(&stack.project);
     let mut s = stack
         .project
         .services

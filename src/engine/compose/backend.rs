@@ -802,12 +802,19 @@ impl Stack {
                         gid,
                     },
                 )?;
+                // `data:/d:rshared` keeps its propagation under `bind` for a volume too.
+                let options = v
+                    .bind
+                    .as_ref()
+                    .and_then(|b| b.propagation.clone())
+                    .into_iter()
+                    .collect();
                 Ok(Mount {
                     kind: MountKind::Volume,
                     source: path,
                     target: v.target.clone(),
                     read_only: v.read_only,
-                    options: Vec::new(),
+                    options,
                 })
             }
             "tmpfs" => {
