@@ -93,10 +93,6 @@ const VERBS_NOT_YET: &[(&str, &str)] = &[
     ("attach", "attaching stdin to a running container: not yet"),
     ("commit", "an image from a container's changes: not yet"),
     ("export", "a container's file system as a tar: not yet"),
-    (
-        "stats",
-        "resource usage from the containers' cgroups: not yet",
-    ),
 ];
 
 #[test]
@@ -427,6 +423,24 @@ fn compose_output_reads_like_docker_compose() {
         ]),
         "line one\nline two\n"
     );
+
+    // stats: docker's columns, from the cgroups.
+    let stats = p.ok(&["stats", "--no-stream"]);
+    assert!(
+        stats.starts_with("CONTAINER ID   NAME ") && stats.contains("MEM USAGE / LIMIT"),
+        "{stats}"
+    );
+    let st: serde_json::Value =
+        serde_json::from_str(&p.ok(&["stats", "--no-stream", "--format", "json", "web"])).unwrap();
+    assert_eq!(st["Name"], web.as_str());
+    assert_eq!(st["PIDs"], "1");
+    assert!(
+        regex::Regex::new(r"^[\d.]+[KMG]?i?B / [\d.]+[KMGT]iB$")
+            .unwrap()
+            .is_match(st["MemUsage"].as_str().unwrap()),
+        "{st}"
+    );
+    assert!(st["CPUPerc"].as_str().unwrap().ends_with('%'), "{st}");
 
     // A stopped service shows no health and no ports.
     p.ok(&["stop", "-t", "1"]);

@@ -487,6 +487,8 @@ pub enum Command {
     Version(Lazy<compose::args::VersionArgs>),
     /// List volumes.
     Volumes(Lazy<Verb<compose::args::VolumesArgs>>),
+    /// Display a live stream of container(s) resource usage statistics.
+    Stats(Lazy<Verb<compose::args::StatsArgs>>),
     /// Install `docker` and `docker-compose` links to tug in a directory, so that clients of
     /// docker compose (testcontainers, CI scripts, IDEs) run tug.
     InstallShim(Lazy<shim::InstallArgs>),
@@ -684,6 +686,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Version(args) => compose::verbs::run_version(&args),
         Command::InstallShim(args) => shim::install(&args),
         Command::Volumes(a) => compose::verbs::run_volumes(&with(&a.compose)?, &a.args),
+        Command::Stats(a) => compose::stats::run_stats(&with(&a.compose)?, &a.args),
     }
 }
 

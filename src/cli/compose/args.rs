@@ -597,3 +597,22 @@ pub struct VolumesArgs {
     /// Services.
     pub services: Vec<String>,
 }
+
+/// `tug stats`.
+#[derive(Debug, Clone, Args)]
+pub struct StatsArgs {
+    /// Show all containers (default shows just running).
+    #[arg(short, long)]
+    pub all: bool,
+    /// Format output using a custom template: table, `table TEMPLATE`, json, or a Go template.
+    #[arg(long, default_value = "table")]
+    pub format: String,
+    /// Disable streaming stats and only pull the first result.
+    #[arg(long)]
+    pub no_stream: bool,
+    /// Do not truncate output.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Service.
+    pub service: Option<String>,
+}

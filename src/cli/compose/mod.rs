@@ -6,6 +6,7 @@ mod lifecycle;
 mod output;
 mod printer;
 mod query;
+pub mod stats;
 pub mod verbs;
 
 use std::path::PathBuf;
