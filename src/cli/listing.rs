@@ -37,6 +37,7 @@ pub(crate) fn status_text(c: &ContainerSummary) -> String {
             since(c.finished_at.as_deref())
         ),
         Status::Created => "Created".to_string(),
+        Status::Dead if c.damaged.is_some() => "Dead (damaged record)".to_string(),
         Status::Dead => "Dead".to_string(),
     }
 }

@@ -17,6 +17,10 @@ pub struct EngineArgs {
     /// Execute command in dry run mode: print the plan, change nothing.
     #[arg(long, global = true)]
     pub dry_run: bool,
+    /// The verb may act on the project as the state root knows it (by its name, from the
+    /// labels) when the compose file cannot be loaded. Set by `dispatch`, not a flag.
+    #[arg(skip)]
+    pub by_name: bool,
 }
 
 /// docker compose's project options. They come before the verb (`tug -f a.yaml up`), as in
@@ -161,6 +165,9 @@ pub struct GlobalArgs {
     pub all_resources: bool,
     /// `--dry-run`.
     pub dry_run: bool,
+    /// The verb may act on the project as the state root knows it (by its name, from the
+    /// labels) when the compose file cannot be loaded. Set by `dispatch`, not a flag.
+    pub by_name: bool,
 }
 
 impl Default for GlobalArgs {
@@ -177,6 +184,7 @@ impl Default for GlobalArgs {
             parallel: 0,
             all_resources: false,
             dry_run: false,
+            by_name: false,
         }
     }
 }
@@ -236,15 +244,29 @@ impl GlobalArgs {
             parallel: usize::try_from(parallel).unwrap_or(0),
             all_resources: compose.all_resources,
             dry_run: engine.dry_run,
+            by_name: false,
         })
     }
 
-    /// The engine's state root: `--root`, `TUG_ROOT`, or `/var/lib/tug`.
+    /// The engine's state root: `--root`, `TUG_ROOT`, or `/var/lib/tug`. The first call
+    /// makes it private (`engine::private::ensure_root`: created `0700`, a root made by an
+    /// older tug tightened once, which is said on stderr); an error there is left to the
+    /// store that opens the root next, which names it.
     #[must_use]
     pub fn state_root(&self) -> PathBuf {
-        self.root
+        let root = self
+            .root
             .clone()
-            .unwrap_or_else(|| PathBuf::from("/var/lib/tug"))
+            .unwrap_or_else(|| PathBuf::from("/var/lib/tug"));
+        if let Ok(Some(t)) = crate::engine::private::ensure_root(&root) {
+            eprintln!(
+                "tug: made the state root {} private to root: {} directories and files were \
+                 open to other users (directories are now 0700, records and logs 0600)",
+                t.root.display(),
+                t.changed
+            );
+        }
+        root
     }
 
     /// Whether to colour output on a stream that is (or is not) a terminal: `--ansi`, then
@@ -507,6 +529,7 @@ mod volume;
 /// Runs tug with the process arguments and returns the exit code.
 #[must_use]
 pub fn main() -> i32 {
+    quiet_on_closed_output();
     let args: Vec<OsString> = std::env::args_os().collect();
     // The hidden `tug __shim …` (container supervisor, exec/cp helpers) skips clap: it must
     // start fast and stay small.
@@ -627,6 +650,47 @@ where
     }
 }
 
+/// Where the output went away (`tug ps | head -1`): every verb ends quietly with code 0, the
+/// way a verb that meets a broken pipe as an error does. Rust ignores SIGPIPE, so a write to
+/// a closed pipe fails, and `println!` turns that failure into a panic; this is the one place
+/// that handles it, for every verb and every print.
+fn quiet_on_closed_output() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to std") && msg.contains("os error 32") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
+impl Command {
+    /// Verbs that never touch the engine and work for any user.
+    fn works_without_root(&self) -> bool {
+        matches!(
+            self,
+            Command::Config(_)
+                | Command::Version(_)
+                | Command::Completion { .. }
+                | Command::Login(_)
+                | Command::Logout { .. }
+                | Command::InstallShim(_)
+        )
+    }
+}
+
+/// What a user who is not root is told, once, before anything is tried.
+const NEEDS_ROOT: &str = "tug's engine needs root (it makes namespaces, mounts, cgroups and \
+bridges, and keeps its state in a root-only directory): run tug as root, e.g. with sudo; \
+rootless mode does not exist yet. Without root, `tug config`, `tug version`, \
+`tug completion`, `tug login`/`logout` and `--help` work";
+
 fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let Cli {
         engine,
@@ -638,10 +702,41 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     if compose.project_directory.is_none() {
         compose.project_directory = workdir;
     }
+    // Verbs that act on what exists work by project name alone, as docker compose's do.
+    let by_name = matches!(
+        command,
+        Command::Down(_)
+            | Command::Ps(_)
+            | Command::Logs(_)
+            | Command::Stop(_)
+            | Command::Start(_)
+            | Command::Restart(_)
+            | Command::Kill(_)
+            | Command::Rm(_)
+            | Command::Exec(_)
+            | Command::Port(_)
+            | Command::Top(_)
+            | Command::Pause(_)
+            | Command::Unpause(_)
+            | Command::Images(_)
+            | Command::Wait(_)
+            | Command::Cp(_)
+            | Command::Events(_)
+            | Command::Volumes(_)
+            | Command::Stats(_)
+    );
+    if !command.works_without_root() && !nix::unistd::geteuid().is_root() {
+        anyhow::bail!("{NEEDS_ROOT}");
+    }
     // The options of the command line; with a verb that loads a project, its own project
     // options on top.
     let base = || GlobalArgs::resolve(&engine, &compose);
-    let with = |v: &ComposeArgs| GlobalArgs::resolve(&engine, &compose.overlay(v));
+    let with = |v: &ComposeArgs| {
+        GlobalArgs::resolve(&engine, &compose.overlay(v)).map(|mut g| {
+            g.by_name = by_name;
+            g
+        })
+    };
     match command {
         Command::Config(a) => config::run(&with(&a.compose)?, &a.args),
         Command::Image(args) => image::run(&base()?, args.0),
@@ -701,7 +796,7 @@ pub fn command() -> clap::Command {
 }
 
 /// Renders an error chain on one line per cause, without Rust debug noise.
-fn render_error(err: &anyhow::Error) -> String {
+pub(crate) fn render_error(err: &anyhow::Error) -> String {
     let mut out = err.to_string();
     for cause in err.chain().skip(1) {
         let c = cause.to_string();

@@ -5,5 +5,6 @@ pub mod container;
 pub mod executor;
 pub mod image;
 pub mod network;
+pub mod private;
 pub mod runtime;
 pub mod volume;

@@ -27,15 +27,13 @@ pub struct Entry {
     pub line: usize,
 }
 
-/// Reads and parses an env file.
+/// Reads and parses an env file (a regular file of at most 1 MiB, see [`super::input`]).
 ///
 /// # Errors
-/// The file cannot be read, is not UTF-8, or has a malformed line (with its line number).
+/// The file cannot be read, is not a regular file, is larger than the limit, is not UTF-8,
+/// or has a malformed line (with its line number).
 pub fn read(path: &Path, lookup: &Environment, raw: bool) -> Result<Vec<Entry>> {
-    let bytes = std::fs::read(path).map_err(|source| ProjectError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = super::input::read_env_file(path)?;
     let text = String::from_utf8(bytes).map_err(|e| ProjectError::Utf8 {
         path: path.to_path_buf(),
         offset: e.utf8_error().valid_up_to(),
@@ -127,14 +125,26 @@ pub fn parse(text: &str, file: &str, lookup: &Environment, raw: bool) -> Result<
                 },
             );
         }
-        out.retain(|e| e.key != key);
         out.push(Entry {
             key: key.to_owned(),
             value,
             line: lineno,
         });
     }
-    Ok(out)
+    Ok(last_of_each_key(out))
+}
+
+/// Keeps the last entry of each key, in the order of those last entries (a key defined again
+/// moves to where it was defined last). Linear: an env file has up to ~100,000 lines.
+fn last_of_each_key(entries: Vec<Entry>) -> Vec<Entry> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<Entry> = entries
+        .into_iter()
+        .rev()
+        .filter(|e| seen.insert(e.key.clone()))
+        .collect();
+    out.reverse();
+    out
 }
 
 /// Reads a quoted value that may continue on the next lines. Returns the content without the
@@ -219,6 +229,41 @@ mod tests {
         assert_eq!(get("H").as_deref(), Some("l1\nl2"));
         assert_eq!(get("I").as_deref(), Some("multi\nline"));
         assert_eq!(get("J").as_deref(), Some(""));
+    }
+
+    #[test]
+    fn dotenv_large_file_is_linear_and_last_definition_wins() {
+        let env = Environment::new();
+        let mut text: String = (0..100_000).map(|i| format!("K{i}=v\n")).collect();
+        text.push_str("K5=again\n");
+        assert!(text.len() as u64 <= crate::project::input::MAX_ENV_FILE);
+        let t = std::time::Instant::now();
+        let v = parse(&text, "big.env", &env, false).unwrap();
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(v.len(), 100_000);
+        let last = v.last().unwrap();
+        assert_eq!(
+            (last.key.as_str(), last.value.as_deref()),
+            ("K5", Some("again"))
+        );
+        assert_eq!(v[0].key, "K0");
+    }
+
+    #[test]
+    fn dotenv_deep_nesting_names_the_line() {
+        let env = Environment::new();
+        let deep = format!("A=1\nB={}x{}\n", "${U:-".repeat(16_000), "}".repeat(16_000));
+        let e = parse(&deep, "deep.env", &env, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("deep.env:2:1") && e.contains("the limit is 64"),
+            "{e}"
+        );
     }
 
     #[test]

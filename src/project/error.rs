@@ -113,6 +113,25 @@ impl ProjectError {
         }
     }
 
+    /// The error with the key path of the entry that named the file it is about
+    /// (`services.web.env_file` for an env file), unless it carries a key path already.
+    #[must_use]
+    pub fn with_key(self, key: &str) -> Self {
+        match self {
+            ProjectError::Invalid { pos, path, message } if path.is_empty() => {
+                ProjectError::Invalid {
+                    pos,
+                    path: key.to_owned(),
+                    message,
+                }
+            }
+            e @ (ProjectError::Io { .. } | ProjectError::Utf8 { .. }) => {
+                ProjectError::invalid(None, key, e.to_string())
+            }
+            e => e,
+        }
+    }
+
     /// One error from a list (the list itself when longer than one).
     #[must_use]
     pub fn from_many(mut errors: Vec<ProjectError>) -> Self {

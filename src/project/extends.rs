@@ -23,21 +23,7 @@ use super::yaml::{Node, Value, parse};
 /// # Errors
 /// I/O, UTF-8, YAML or interpolation errors.
 pub fn read_tree(path: &Path, env: Option<&Environment>, log: &mut Vec<Lookup>) -> Result<Node> {
-    let bytes = if path.as_os_str() == "-" {
-        let mut b = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::stdin(), &mut b).map_err(|source| {
-            ProjectError::Io {
-                path: path.to_path_buf(),
-                source,
-            }
-        })?;
-        b
-    } else {
-        std::fs::read(path).map_err(|source| ProjectError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?
-    };
+    let bytes = super::input::read_compose_file(path)?;
     let text = String::from_utf8(bytes).map_err(|e| ProjectError::Utf8 {
         path: path.to_path_buf(),
         offset: e.utf8_error().valid_up_to(),

@@ -107,7 +107,9 @@ pub fn apply_includes(
         let mut env = Environment::new();
         let env_paths: Vec<PathBuf> = if env_files.is_empty() {
             let dflt = inc_dir.join(".env");
-            if dflt.is_file() {
+            // A `.env` directory (a Python virtualenv) is not an env file; anything else
+            // is read, and refused when it is not a regular file.
+            if std::fs::metadata(&dflt).is_ok_and(|m| !m.is_dir()) {
                 vec![dflt]
             } else {
                 Vec::new()
@@ -119,7 +121,9 @@ pub fn apply_includes(
                 .collect()
         };
         for p in &env_paths {
-            for e in dotenv::read(p, shell, false)? {
+            let entries = dotenv::read(p, shell, false)
+                .map_err(|e| e.with_key(&format!("{here}.env_file")))?;
+            for e in entries {
                 if let Some(v) = e.value {
                     env.set(
                         e.key,

@@ -12,8 +12,11 @@
 //! | `$$` | a literal `$` |
 //!
 //! Defaults and alternatives are themselves interpolated, so they nest
-//! (`${A:-${B:-x}}`). A `$` followed by anything else is kept as is; an unterminated or
-//! malformed `${...}` is an error. Mapping keys are not interpolated.
+//! (`${A:-${B:-x}}`), at most [`MAX_NESTING`] references deep: each level rescans the rest of
+//! the string and takes a stack frame, so an unbounded depth would cost quadratic time and
+//! end in a stack overflow (a 16,000-deep value did); with the cap the work is linear in
+//! the length of the value. A `$` followed by anything else is kept as is; an unterminated
+//! or malformed `${...}` is an error. Mapping keys are not interpolated.
 //!
 //! Each lookup is recorded ([`Lookup`]) so `tug config --explain` can say where every value
 //! came from.
@@ -24,6 +27,9 @@ use std::path::PathBuf;
 
 use super::error::{ProjectError, Result};
 use super::yaml::{Node, Pos, Value, push_key};
+
+/// How deep references may nest (`${A:-${B:-…}}`): 64 levels.
+pub const MAX_NESTING: usize = 64;
 
 /// Where a variable's value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +154,7 @@ fn walk(
                 log,
                 pos: &node.pos,
                 path,
+                depth: 0,
             };
             match interpolate_str(s, &mut ctx) {
                 Ok(v) => *s = v,
@@ -185,6 +192,9 @@ struct Ctx<'a> {
     log: &'a mut Vec<Lookup>,
     pos: &'a Pos,
     path: &'a str,
+    /// Strings being interpolated (the value, then one more per nested default or
+    /// alternative).
+    depth: usize,
 }
 
 impl Ctx<'_> {
@@ -216,6 +226,7 @@ pub fn interpolate_with(s: &str, env: &Environment) -> std::result::Result<Strin
         log: &mut log,
         pos: &pos,
         path: "",
+        depth: 0,
     };
     interpolate_str(s, &mut ctx)
 }
@@ -229,6 +240,19 @@ fn is_name_char(c: char) -> bool {
 }
 
 fn interpolate_str(s: &str, ctx: &mut Ctx<'_>) -> std::result::Result<String, String> {
+    if ctx.depth > MAX_NESTING {
+        return Err(format!(
+            "variable references are nested more than {MAX_NESTING} levels deep (`${{A:-${{B:-…}}}}`); \
+             the limit is {MAX_NESTING}"
+        ));
+    }
+    ctx.depth += 1;
+    let out = interpolate_level(s, ctx);
+    ctx.depth -= 1;
+    out
+}
+
+fn interpolate_level(s: &str, ctx: &mut Ctx<'_>) -> std::result::Result<String, String> {
     let chars: Vec<char> = s.chars().collect();
     let mut out = String::with_capacity(s.len());
     let mut i = 0;
@@ -508,6 +532,28 @@ mod tests {
         assert!(i("${A").unwrap_err().contains("unterminated"));
         assert!(i("${}").unwrap_err().contains("invalid interpolation"));
         assert!(i("${A*b}").unwrap_err().contains("invalid interpolation"));
+    }
+
+    #[test]
+    fn interpolate_nesting_is_capped_and_fast() {
+        let nest = |n: usize| format!("{}x{}", "${A_UNSET:-".repeat(n), "}".repeat(n));
+        assert_eq!(i(&nest(MAX_NESTING)).unwrap(), "x");
+        let e = i(&nest(MAX_NESTING + 1)).unwrap_err();
+        assert!(e.contains("nested more than 64 levels"), "{e}");
+        // Deep enough to overflow the stack, or take seconds, without the cap.
+        let t = std::time::Instant::now();
+        for n in [12_000, 16_000, 100_000] {
+            let e = i(&nest(n)).unwrap_err();
+            assert!(e.contains("the limit is 64"), "{e}");
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            t.elapsed()
+        );
+        // Unterminated at depth: the same one clear error, quickly.
+        let e = i(&"${A:-".repeat(50_000)).unwrap_err();
+        assert!(e.contains("unterminated"), "{e}");
     }
 
     #[test]

@@ -187,12 +187,18 @@ pub fn load_explained(opts: &LoadOptions) -> Result<Loaded> {
     let mut env = Environment::new();
     let env_paths: Vec<PathBuf> = if opts.env_files.is_empty() {
         let d = project_dir.join(".env");
-        if d.is_file() { vec![d] } else { Vec::new() }
+        // A `.env` directory (a Python virtualenv) is not an env file; anything else is
+        // read, and refused when it is not a regular file.
+        if std::fs::metadata(&d).is_ok_and(|m| !m.is_dir()) {
+            vec![d]
+        } else {
+            Vec::new()
+        }
     } else {
         opts.env_files.iter().map(|p| absolute(&cwd, p)).collect()
     };
     for p in &env_paths {
-        if !p.is_file() {
+        if !p.exists() {
             return Err(ProjectError::Io {
                 path: p.clone(),
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "env file not found"),

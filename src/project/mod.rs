@@ -25,6 +25,7 @@ pub mod extends;
 pub mod find;
 pub mod graph;
 pub mod include;
+pub mod input;
 pub mod interpolate;
 mod load;
 pub mod merge;

@@ -213,7 +213,9 @@ pub fn apply_env_files(project: &mut Project, env: &Environment) -> Result<()> {
                 continue;
             }
             let raw = f.format.as_deref() == Some("raw");
-            for e in dotenv::read(path, env, raw)? {
+            let entries = dotenv::read(path, env, raw)
+                .map_err(|e| e.with_key(&format!("services.{}.env_file", s.name)))?;
+            for e in entries {
                 from_files.insert(e.key, e.value);
             }
         }
@@ -222,7 +224,9 @@ pub fn apply_env_files(project: &mut Project, env: &Environment) -> Result<()> {
         }
         // label_file: KEY=VALUE lines under the explicit labels.
         for lf in std::mem::take(&mut s.label_file) {
-            for e in dotenv::read(Path::new(&lf), env, false)? {
+            let entries = dotenv::read(Path::new(&lf), env, false)
+                .map_err(|e| e.with_key(&format!("services.{}.label_file", s.name)))?;
+            for e in entries {
                 s.labels.entry(e.key).or_insert(e.value.unwrap_or_default());
             }
         }

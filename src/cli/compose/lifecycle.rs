@@ -323,8 +323,22 @@ fn attach(
         std::collections::HashSet::new();
     let mut exit_code = 0;
     let mut aborting = false;
+    // Woken by log writes, state changes and new containers (inotify), or a Ctrl-C.
+    let store = stack.root.join("containers");
+    let watch = crate::engine::container::state::Watch::writes(&[&store]);
+    let mut watched: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     loop {
         let containers = mine(&stack.project_containers()?);
+        // A directory watched only now may have changed since it was read.
+        let mut fresh = false;
+        if let Some(w) = &watch {
+            for c in &containers {
+                if watched.insert(c.id.clone()) {
+                    w.add(&store.join(&c.id));
+                    fresh = true;
+                }
+            }
+        }
         for c in &containers {
             let name = source_name(c);
             let f = followers.entry(c.id.clone()).or_insert_with(|| {
@@ -384,7 +398,11 @@ fn attach(
         if aborting || all_down {
             break;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        match &watch {
+            Some(_) if fresh => {}
+            Some(w) => w.wait(Duration::from_millis(500)),
+            None => std::thread::sleep(Duration::from_millis(100)),
+        }
     }
     let interrupted = INTERRUPTS.load(Ordering::SeqCst) > 0;
     if interrupted {

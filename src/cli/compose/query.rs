@@ -58,6 +58,13 @@ pub fn run_ps(global: &GlobalArgs, args: &PsArgs) -> anyhow::Result<i32> {
         })
         .collect();
     cs.sort_by(|a, b| a.name.cmp(&b.name));
+    for c in cs.iter().filter(|c| c.damaged.is_some()) {
+        eprintln!(
+            "warning: container {} is damaged: {}",
+            c.name,
+            c.damaged.as_deref().unwrap_or_default()
+        );
+    }
     if args.quiet {
         for c in &cs {
             println!("{}", c.id);

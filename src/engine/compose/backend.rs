@@ -336,7 +336,13 @@ impl Stack {
         if config.hostname.is_none() {
             config.hostname = Some(name.to_string());
         }
-        config.mounts = self.mounts(s, name, number, &image)?;
+        // A replica's anonymous volumes are named after it and outlive it; a one-off gets
+        // fresh ones of its own, deleted with it (`run --rm`) or by `down -v`.
+        let mut anon = Anon {
+            replica: oneoff.is_none().then_some(number),
+            made: Vec::new(),
+        };
+        config.mounts = self.mounts(s, name, &mut anon, &image)?;
         let mut service = s.clone();
         if let Some(o) = oneoff {
             config
@@ -383,7 +389,7 @@ impl Stack {
                 };
                 config
                     .mounts
-                    .push(self.mount(s, &sv, number, &image, 0, 0)?);
+                    .push(self.mount(s, &sv, &mut anon, &image, 0, 0)?);
             }
             // A one-off publishes the service's ports only with --service-ports, plus -p.
             if !o.service_ports {
@@ -401,6 +407,26 @@ impl Stack {
                 }
             }
         }
+        // The image's VOLUME paths that no mount covers get anonymous volumes too, as the
+        // Docker engine gives them; ours are the service's, so a recreation keeps them.
+        let targets = crate::engine::container::volumes::image_volume_targets(
+            image.config.config().as_ref(),
+            &config.mounts,
+        );
+        if !targets.is_empty() {
+            let (uid, gid) = image_user_ids(self, &image);
+            for target in targets {
+                let sv = ServiceVolume {
+                    kind: "volume".into(),
+                    target,
+                    ..ServiceVolume::default()
+                };
+                config
+                    .mounts
+                    .push(self.mount(s, &sv, &mut anon, &image, uid, gid)?);
+            }
+        }
+        config.anonymous_volumes = anon.made;
         {
             // Only the wiring is serialised; the container store writes each container's
             // files in its own directory, so creates overlap (and their fsyncs share the
@@ -660,11 +686,17 @@ impl Stack {
     }
 
     /// Mounts of one container: volumes, binds, tmpfs, secrets and configs.
-    fn mounts(&self, s: &Service, name: &str, number: u32, image: &Image) -> Result<Vec<Mount>> {
+    fn mounts(
+        &self,
+        s: &Service,
+        name: &str,
+        anon: &mut Anon,
+        image: &Image,
+    ) -> Result<Vec<Mount>> {
         let mut out = Vec::new();
         let (uid, gid) = image_user_ids(self, image);
         for v in &s.volumes {
-            out.push(self.mount(s, v, number, image, uid, gid)?);
+            out.push(self.mount(s, v, anon, image, uid, gid)?);
         }
         for t in &s.tmpfs {
             let (target, opts) = t.split_once(':').unwrap_or((t.as_str(), ""));
@@ -744,7 +776,7 @@ impl Stack {
         &self,
         s: &Service,
         v: &ServiceVolume,
-        number: u32,
+        anon: &mut Anon,
         image: &Image,
         uid: u32,
         gid: u32,
@@ -781,7 +813,7 @@ impl Stack {
                 let vol = match &v.source {
                     Some(key) if self.project.volumes.contains_key(key) => self.volume_name(key),
                     Some(other) => other.clone(),
-                    None => self.anonymous_volume(s, number, &v.target)?,
+                    None => self.anonymous_volume(s, anon, &v.target)?,
                 };
                 let layers = if nocopy {
                     Vec::new()
@@ -842,15 +874,26 @@ impl Stack {
         }
     }
 
-    /// An anonymous volume: named after project, service, replica and target, so the same
-    /// replica finds its data again when it is recreated; `-V` renews it.
-    fn anonymous_volume(&self, s: &Service, number: u32, target: &str) -> Result<String> {
-        let digest = hex::encode(Sha256::digest(
-            format!("{}/{}/{number}/{target}", self.project.name, s.name).as_bytes(),
-        ));
-        let name = format!("{}_{}_anon_{}", self.project.name, s.name, &digest[..16]);
-        if self.options.renew_anon_volumes && self.volumes.exists(&name)? {
+    /// An anonymous volume (`<project>_<service>_anon_<16 hex>`, which `down -v` removes):
+    /// a replica's is named after project, service, replica and target, so the same replica
+    /// finds its data again when it is recreated (`-V` renews it); a one-off's is new.
+    fn anonymous_volume(&self, s: &Service, anon: &mut Anon, target: &str) -> Result<String> {
+        let suffix = match anon.replica {
+            Some(number) => hex::encode(Sha256::digest(
+                format!("{}/{}/{number}/{target}", self.project.name, s.name).as_bytes(),
+            ))[..16]
+                .to_string(),
+            None => hex::encode(rand::random::<[u8; 8]>()),
+        };
+        let name = format!("{}_{}_anon_{suffix}", self.project.name, s.name);
+        if anon.replica.is_some()
+            && self.options.renew_anon_volumes
+            && self.volumes.exists(&name)?
+        {
             self.volumes.remove(&name, &[])?;
+        }
+        if anon.replica.is_none() {
+            anon.made.push(name.clone());
         }
         let mut l = BTreeMap::new();
         l.insert(labels::PROJECT.to_string(), self.project.name.clone());
@@ -891,8 +934,17 @@ impl Stack {
                 s.name
             )));
         }
-        let content: Vec<u8> = if let Some(f) = &obj.file {
-            std::fs::read(f).map_err(|e| Error::Io(format!("{kind} {}: read {f}", r.source), e))?
+        let content = if let Some(f) = &obj.file {
+            // Only a regular file (a FIFO is not waited on, `/dev/zero` not read), copied by
+            // streaming: never whole in memory.
+            Content::File(
+                crate::project::input::open_regular(Path::new(f)).map_err(|e| {
+                    Error::Io(
+                        format!("service {}: {kind} {}: cannot copy {f}", s.name, r.source),
+                        e,
+                    )
+                })?,
+            )
         } else if let Some(var) = &obj.environment {
             self.project
                 .environment
@@ -905,30 +957,26 @@ impl Stack {
                     ))
                 })?
                 .into_bytes()
+                .into()
         } else if let Some(c) = &obj.content {
-            c.clone().into_bytes()
+            c.clone().into_bytes().into()
         } else {
             return Err(Error::Invalid(format!(
                 "{kind} {}: needs file, environment or content",
                 r.source
             )));
         };
+        // `projects/<p>/files/<container>/<kind>/`: private directories (the copy is read in
+        // the container through its bind mount, never through this path).
         let dir = self.files_dir(container).join(kind);
-        std::fs::create_dir_all(&dir)
+        crate::engine::private::create_dir_all(&dir)
             .map_err(|e| Error::Io(format!("create {}", dir.display()), e))?;
         let path = dir.join(&r.source);
-        write_file(&path, &content)?;
-        let mode = r.mode.map_or(0o444, |m| m.0);
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
-            .map_err(|e| Error::Io(format!("chmod {}", path.display()), e))?;
+        // Permission bits only (no set-id or sticky bits on a copy made by root).
+        let mode = r.mode.map_or(0o444, |m| m.0) & 0o777;
         let uid = r.uid.as_deref().and_then(|u| u.parse().ok()).unwrap_or(0);
         let gid = r.gid.as_deref().and_then(|g| g.parse().ok()).unwrap_or(0);
-        nix::unistd::chown(
-            &path,
-            Some(nix::unistd::Uid::from_raw(uid)),
-            Some(nix::unistd::Gid::from_raw(gid)),
-        )
-        .map_err(|e| Error::Io(format!("chown {}", path.display()), e.into()))?;
+        write_file(&path, content, uid, gid, mode)?;
         let target = match &r.target {
             Some(t) if t.starts_with('/') => t.clone(),
             Some(t) if kind == "secret" => format!("/run/secrets/{t}"),
@@ -946,15 +994,55 @@ impl Stack {
     }
 }
 
-fn write_file(path: &Path, content: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, content)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| Error::Io(format!("write {}", path.display()), e))
+/// Whose anonymous volumes a container gets, and those made for it alone.
+struct Anon {
+    /// A service replica's number; `None` for a one-off (`run`).
+    replica: Option<u32>,
+    /// The one-off's own anonymous volumes, made so far.
+    made: Vec<String>,
 }
 
-/// The uid and gid the image runs as (its `User`), looked up in the image's /etc/passwd when
-/// it is a name. Root when unknown.
+/// What a secret or config holds: bytes, or a regular file opened for copying.
+enum Content {
+    Bytes(Vec<u8>),
+    File(std::fs::File),
+}
+
+impl From<Vec<u8>> for Content {
+    fn from(b: Vec<u8>) -> Self {
+        Content::Bytes(b)
+    }
+}
+
+/// Writes a secret or config copy: a private temporary file that gets its owner and mode
+/// before it is renamed into place, so the copy never exists with others' access.
+fn write_file(path: &Path, content: Content, uid: u32, gid: u32, mode: u32) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = crate::engine::private::temp_path(path);
+    let result = (|| -> std::io::Result<()> {
+        let mut f = crate::engine::private::open_options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        match content {
+            Content::Bytes(b) => f.write_all(&b)?,
+            Content::File(mut src) => {
+                std::io::copy(&mut src, &mut f)?;
+            }
+        }
+        std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(|e| Error::Io(format!("write {}", path.display()), e))
+}
+
+/// The uid and gid the image runs as (its `User`), resolved in the image's /etc/passwd and
+/// /etc/group as the container's process will be. Root when unknown.
 fn image_user_ids(stack: &Stack, image: &Image) -> (u32, u32) {
     let user = image
         .config
@@ -965,34 +1053,9 @@ fn image_user_ids(stack: &Stack, image: &Image) -> (u32, u32) {
     if user.is_empty() {
         return (0, 0);
     }
-    let (u, g) = user.split_once(':').unwrap_or((user.as_str(), ""));
     let layers = stack.images.layer_dirs(image).unwrap_or_default();
-    let lookup = |file: &str, key: &str| -> Option<(u32, u32)> {
-        for dir in layers.iter().rev() {
-            if let Ok(text) = std::fs::read_to_string(dir.join(file)) {
-                for line in text.lines() {
-                    let f: Vec<&str> = line.split(':').collect();
-                    if f.len() >= 4 && f[0] == key {
-                        return Some((f[2].parse().ok()?, f[3].parse().ok()?));
-                    }
-                }
-                return None;
-            }
-        }
-        None
-    };
-    let (uid, mut gid) = match u.parse::<u32>() {
-        Ok(n) => (n, n),
-        Err(_) => lookup("etc/passwd", u).unwrap_or((0, 0)),
-    };
-    if !g.is_empty() {
-        gid = g
-            .parse()
-            .ok()
-            .or_else(|| lookup("etc/group", g).map(|(gid, _)| gid))
-            .unwrap_or(gid);
-    }
-    (uid, gid)
+    crate::engine::container::user::resolve_in_layers(&user, &[], &layers)
+        .map_or((0, 0), |u| (u.uid, u.gid))
 }
 
 /// Where a `volumes_from` entry takes mounts from.

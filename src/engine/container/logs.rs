@@ -7,7 +7,7 @@
 //! `container.log.1` (replacing the previous one), so at most twice the cap is kept. Readers
 //! read the rotated file first, then the current one.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 
@@ -46,7 +46,10 @@ pub struct LogWriter {
 impl LogWriter {
     /// Opens (appending) the log at `path`.
     pub fn open(path: &Path, max: u64) -> std::io::Result<LogWriter> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let file = crate::engine::private::open_options()
+            .create(true)
+            .append(true)
+            .open(path)?;
         let size = file.metadata()?.len();
         Ok(LogWriter {
             path: path.to_path_buf(),
@@ -78,7 +81,7 @@ impl LogWriter {
     fn rotate(&mut self) {
         let old = self.path.with_extension("log.1");
         let _ = fs::rename(&self.path, old);
-        self.file = OpenOptions::new()
+        self.file = crate::engine::private::open_options()
             .create(true)
             .append(true)
             .open(&self.path)

@@ -206,15 +206,16 @@ pub fn wire(
         .unwrap_or_else(|| id.chars().take(12).collect());
     gc_orphans(nets);
     let containers = nets.root().join("containers");
-    std::fs::create_dir_all(&containers).map_err(|source| ContainerError::Io {
+    crate::engine::private::create_dir_all(&containers).map_err(|source| ContainerError::Io {
         path: containers.clone(),
         source,
     })?;
     let marker = containers.join(format!(".wiring-{id}-{}", std::process::id()));
-    std::fs::write(&marker, b"").map_err(|source| ContainerError::Io {
-        path: marker.clone(),
-        source,
-    })?;
+    crate::engine::private::write_new(&marker, b"", crate::engine::private::FILE_MODE, false)
+        .map_err(|source| ContainerError::Io {
+            path: marker.clone(),
+            source,
+        })?;
     // From here on the guard releases everything made if a later step fails.
     let guard = WiringGuard {
         nets: Some(nets.clone()),

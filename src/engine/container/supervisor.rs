@@ -63,7 +63,7 @@ pub fn main(args: &[OsString]) -> std::result::Result<i32, String> {
             Ok(0)
         }
         Some("cp-in") => {
-            cp_in(&get(3)?, Path::new(&get(4)?)).map_err(|e| e.to_string())?;
+            cp_in(&get(3)?, Path::new(&get(4)?), Path::new(&get(5)?)).map_err(|e| e.to_string())?;
             Ok(0)
         }
         _ => Err("unknown shim command".to_string()),
@@ -89,6 +89,9 @@ impl StatusPipe {
 }
 
 fn run_main(root: &Path, id: &str, attach: bool, cgroup_pipe: bool) -> i32 {
+    // Containers get the engine's limits with the open-files soft limit at its hard limit:
+    // an external runtime (runc) passes on what it inherits from here.
+    runtime::process::raise_nofile();
     set_cloexec(3);
     // SAFETY: fd 3 is the status pipe our starter gave us; we own it from here on.
     let status_file = unsafe { fs::File::from_raw_fd(3) };
@@ -448,7 +451,12 @@ impl Supervisor {
                     // filesystem (from the trash: the unmount waits for an RCU grace period)
                     // and delete its files.
                     let trash = self.store.retire_keeping_mount(&self.id);
-                    if !matches!(trash, Ok(Some(_))) {
+                    if matches!(trash, Ok(Some(_))) {
+                        // Its anonymous volumes go with it, before the exit is reported (as
+                        // `docker run --rm` returns once they are gone).
+                        self.store
+                            .remove_anonymous_volumes(&self.rec.config.anonymous_volumes);
+                    } else {
                         self.save();
                     }
                     status.send(&format!("exit {code}"));
@@ -692,14 +700,18 @@ impl Supervisor {
                     stderr: wfd,
                     tty: false,
                 };
-                let code = match runtime::exec_in(
-                    cpid,
-                    Some(&self.cgroup),
-                    &self.spec,
-                    &proc_,
-                    &stdio,
-                    Some(timeout),
-                ) {
+                // The container's first process is our child: its pid stays ours until we
+                // reap it, so it cannot have been reused.
+                let code = match runtime::Joinable::open(cpid, || true).and_then(|t| {
+                    runtime::exec_in(
+                        &t,
+                        Some(&self.cgroup),
+                        &self.spec,
+                        &proc_,
+                        &stdio,
+                        Some(timeout),
+                    )
+                }) {
                     Ok(c) => c,
                     Err(runtime::RuntimeError::Timeout) => {
                         let _ = nix::unistd::write(&w, b"health check exceeded timeout\n");
@@ -1026,6 +1038,8 @@ fn exec_main(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32> {
     let (Status::Running, Some(pid)) = (st.status, st.pid) else {
         return Err(ContainerError::NotRunning(id.to_string()));
     };
+    let target = runtime::Joinable::open(pid, || state::alive(Some(pid), st.pid_start))
+        .map_err(|_| ContainerError::NotRunning(id.to_string()))?;
     let mut proc_ = spec
         .process()
         .clone()
@@ -1038,8 +1052,13 @@ fn exec_main(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32> {
         env.push(e.clone());
     }
     if let Some(u) = &opts.user {
+        // The container's /etc/passwd and /etc/group, resolved inside its root.
         let root_dir = PathBuf::from(format!("/proc/{pid}/root"));
-        let eu = super::user::resolve_in_root(u, &rec.config.group_add, &root_dir)
+        let root = runtime::inroot::Root::open(&root_dir).map_err(|e| ContainerError::Io {
+            path: root_dir.clone(),
+            source: e.into(),
+        })?;
+        let eu = super::user::resolve_in_root(u, &rec.config.group_add, &root)
             .map_err(ContainerError::Invalid)?;
         let user = oci_spec::runtime::UserBuilder::default()
             .uid(eu.uid)
@@ -1061,7 +1080,7 @@ fn exec_main(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32> {
     proc_.set_terminal(Some(opts.tty));
     let cgroup = store.cgroup(id)?;
     let run = |stdio: runtime::Stdio| -> Result<i32> {
-        runtime::exec_in(pid, Some(&cgroup), &spec, &proc_, &stdio, opts.timeout).map_err(|e| {
+        runtime::exec_in(&target, Some(&cgroup), &spec, &proc_, &stdio, opts.timeout).map_err(|e| {
             ContainerError::Start {
                 id: id.to_string(),
                 reason: e.to_string(),
@@ -1106,7 +1125,7 @@ fn exec_main(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32> {
         });
     }
     // Join the container first, so the terminal comes from its own devpts instance.
-    runtime::join_container(pid, Some(&cgroup)).map_err(|e| ContainerError::Start {
+    runtime::join_container(&target, Some(&cgroup)).map_err(|e| ContainerError::Start {
         id: id.to_string(),
         reason: e.to_string(),
     })?;
@@ -1238,21 +1257,25 @@ fn exec_main(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32> {
     }
 }
 
-/// Joins the mount namespace of a running container (for `cp`).
-fn join_mnt(pid: &str) -> Result<()> {
-    let path = PathBuf::from(format!("/proc/{pid}/ns/mnt"));
-    let f = fs::File::open(&path).map_err(|source| ContainerError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| ContainerError::Io {
-        path,
-        source: e.into(),
+/// Joins the mount namespace and the root of the running container whose first process is
+/// `target` (`PID:START`, the pid and its recorded start time), for `cp`: from here on every
+/// path resolves inside the container (see `runtime::enter`).
+fn join_root(target: &str) -> Result<()> {
+    let (pid, start) = target.split_once(':').unwrap_or((target, ""));
+    let pid: i32 = pid
+        .parse()
+        .map_err(|_| ContainerError::Invalid(format!("bad process {target:?}")))?;
+    let start = start.parse::<u64>().ok();
+    let t = runtime::Joinable::open(pid, || state::alive(Some(pid), start))
+        .map_err(|_| ContainerError::NotRunning(pid.to_string()))?;
+    runtime::enter(&t, nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| ContainerError::Start {
+        id: pid.to_string(),
+        reason: e.to_string(),
     })
 }
 
-fn cp_out(pid: &str, src: &Path) -> Result<()> {
-    join_mnt(pid)?;
+fn cp_out(target: &str, src: &Path) -> Result<()> {
+    join_root(target)?;
     let name = src
         .file_name()
         .map_or_else(|| PathBuf::from("root"), PathBuf::from);
@@ -1275,15 +1298,33 @@ fn cp_out(pid: &str, src: &Path) -> Result<()> {
         })
 }
 
-fn cp_in(pid: &str, dest_dir: &Path) -> Result<()> {
-    join_mnt(pid)?;
-    let mut a = tar::Archive::new(std::io::stdin().lock());
-    a.set_preserve_permissions(true);
-    a.set_overwrite(true);
-    a.unpack(dest_dir).map_err(|source| ContainerError::Io {
-        path: dest_dir.to_path_buf(),
-        source,
-    })
+/// Unpacks the tar on stdin (one top entry, `name`) inside the container: into `dest` when it
+/// is a directory there, else as `dest` itself (unpacked next to it, then renamed).
+fn cp_in(target: &str, dest: &Path, name: &Path) -> Result<()> {
+    join_root(target)?;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ContainerError::Io { path, source }
+    };
+    let unpack = |dir: &Path| -> Result<()> {
+        let mut a = tar::Archive::new(std::io::stdin().lock());
+        a.set_preserve_permissions(true);
+        a.set_overwrite(true);
+        a.unpack(dir).map_err(io(dir))
+    };
+    if fs::metadata(dest).is_ok_and(|m| m.is_dir()) {
+        return unpack(dest);
+    }
+    let parent = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("/"));
+    let tmp = tempfile::Builder::new()
+        .prefix(".tug-cp-")
+        .tempdir_in(parent)
+        .map_err(io(parent))?;
+    unpack(tmp.path())?;
+    fs::rename(tmp.path().join(name), dest).map_err(io(dest))
 }
 
 /// `cp` in either direction, with Docker's destination rules: into an existing directory
@@ -1306,27 +1347,25 @@ pub(super) fn copy(
     let pid = st
         .pid
         .ok_or_else(|| ContainerError::NotRunning(id.to_string()))?;
+    // The helper joins this process (checked by its start time) and resolves every path
+    // inside the container; nothing here looks into the container's files.
+    let target = format!(
+        "{pid}:{}",
+        st.pid_start.map(|s| s.to_string()).unwrap_or_default()
+    );
     if into {
-        // Host → container: tar the host path, unpack inside.
-        let in_root = PathBuf::from(format!("/proc/{pid}/root"));
-        let dest_in =
-            rootfs::under(&in_root, dest).map_err(|e| ContainerError::Invalid(e.to_string()))?;
-        let dest_is_dir = fs::metadata(&dest_in).is_ok_and(|m| m.is_dir());
-        let (unpack_dir, name) = if dest_is_dir {
-            (dest.to_path_buf(), src.file_name().map(PathBuf::from))
-        } else {
-            (
-                dest.parent().unwrap_or(Path::new("/")).to_path_buf(),
-                dest.file_name().map(PathBuf::from),
-            )
-        };
-        let name =
-            name.ok_or_else(|| ContainerError::Invalid(format!("bad path {}", src.display())))?;
+        // Host → container: tar the host path under its own name; the helper unpacks it
+        // into `dest` (a directory there) or renames it to `dest`.
+        let name = src
+            .file_name()
+            .map(PathBuf::from)
+            .ok_or_else(|| ContainerError::Invalid(format!("bad path {}", src.display())))?;
         let mut child = Command::new(exe)
             .arg("__shim")
             .arg("cp-in")
-            .arg(pid.to_string())
-            .arg(&unpack_dir)
+            .arg(&target)
+            .arg(dest)
+            .arg(&name)
             .stdin(Stdio::piped())
             .spawn()
             .map_err(|source| ContainerError::Io {
@@ -1364,7 +1403,7 @@ pub(super) fn copy(
     let child = Command::new(exe)
         .arg("__shim")
         .arg("cp-out")
-        .arg(pid.to_string())
+        .arg(&target)
         .arg(src)
         .stdout(Stdio::piped())
         .spawn()
@@ -1379,6 +1418,8 @@ pub(super) fn copy(
     if dest.is_dir() {
         let mut a = tar::Archive::new(out);
         a.set_preserve_permissions(true);
+        // Set-ID bits of the container's files are not carried onto the host.
+        a.set_mask(0o6000);
         a.unpack(dest).map_err(|source| ContainerError::Io {
             path: dest.to_path_buf(),
             source,
@@ -1394,6 +1435,8 @@ pub(super) fn copy(
         })?;
         let mut a = tar::Archive::new(out);
         a.set_preserve_permissions(true);
+        // Set-ID bits of the container's files are not carried onto the host.
+        a.set_mask(0o6000);
         a.unpack(tmp.path()).map_err(|source| ContainerError::Io {
             path: dest.to_path_buf(),
             source,

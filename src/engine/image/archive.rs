@@ -28,7 +28,9 @@ use super::import::StoredLayer;
 use super::layout::{self, REF_NAME};
 use super::{Error, Image, ImageStore, Reference, Result, unpack};
 
-/// Largest JSON document read from an archive.
+/// Largest docker-archive `manifest.json` (it lists every image of the archive): 16 MiB.
+/// Manifests, indexes and configs have the store's limits ([`layout::MAX_MANIFEST`],
+/// [`layout::MAX_CONFIG`]).
 const MAX_JSON: u64 = 16 << 20;
 
 /// One entry of a docker-archive `manifest.json`.
@@ -79,11 +81,10 @@ impl ArchiveFiles {
         Err(self.bad(format!("{path} is missing")))
     }
 
-    fn read_json(&self, path: &str) -> Result<Vec<u8>> {
+    /// Reads a JSON document of at most `limit` bytes (`kind` names the limit).
+    fn read_json(&self, path: &str, limit: u64, kind: &str) -> Result<Vec<u8>> {
         let f = self.get(path)?;
-        if f.size > MAX_JSON {
-            return Err(self.bad(format!("{path} is larger than {MAX_JSON} bytes")));
-        }
+        layout::check_limit(&format!("{path} in {}", self.name), f.size, limit, kind)?;
         fs::read(&f.tmp).map_err(io_ctx(format!("cannot read {}", f.tmp.display())))
     }
 }
@@ -157,7 +158,10 @@ impl ImageStore {
             match entry.header().entry_type() {
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
                     let tmp = dir.path().join(format!("f{n}"));
-                    let f = File::create(&tmp)
+                    let f = crate::engine::private::open_options()
+                        .write(true)
+                        .create_new(true)
+                        .open(&tmp)
                         .map_err(io_ctx(format!("cannot create {}", tmp.display())))?;
                     let mut w = HashingWriter::new(BufWriter::with_capacity(1 << 20, f));
                     io::copy(&mut entry, &mut w)
@@ -201,7 +205,7 @@ impl ImageStore {
     }
 
     fn load_docker(&self, files: &ArchiveFiles) -> Result<Loaded> {
-        let raw = files.read_json("manifest.json")?;
+        let raw = files.read_json("manifest.json", MAX_JSON, "archive manifests")?;
         let entries: Vec<DockerArchiveEntry> =
             serde_json::from_slice(&raw).map_err(|e| files.bad(format!("manifest.json: {e}")))?;
         if entries.is_empty() {
@@ -212,7 +216,7 @@ impl ImageStore {
             names: Vec::new(),
         };
         for e in entries {
-            let config_bytes = files.read_json(&e.config)?;
+            let config_bytes = files.read_json(&e.config, layout::MAX_CONFIG, "image configs")?;
             let config = ImageConfiguration::from_reader(config_bytes.as_slice())
                 .map_err(|err| files.bad(format!("{}: {err}", e.config)))?;
             // Docker names configs after their digest: check it when it does.
@@ -282,7 +286,7 @@ impl ImageStore {
     }
 
     fn load_oci(&self, files: &ArchiveFiles) -> Result<Loaded> {
-        let raw = files.read_json("index.json")?;
+        let raw = files.read_json("index.json", layout::MAX_MANIFEST, "indexes")?;
         let index = ImageIndex::from_reader(raw.as_slice())
             .map_err(|e| files.bad(format!("index.json: {e}")))?;
         let mut loaded = Loaded {
@@ -297,10 +301,11 @@ impl ImageStore {
                 .map(|n| Reference::parse(n))
                 .transpose()?;
             let mut digest = desc.digest().to_string();
+            let mut size = desc.size();
             let mut media_type = desc.media_type().to_string();
             // An index inside: take the host platform's manifest.
             if media_type == layout::OCI_INDEX || media_type == layout::DOCKER_MANIFEST_LIST {
-                let raw = self.oci_blob(files, &digest)?;
+                let raw = self.oci_blob(files, &digest, size, layout::MAX_MANIFEST, "indexes")?;
                 let inner = ImageIndex::from_reader(raw.as_slice())
                     .map_err(|e| files.bad(format!("{digest}: {e}")))?;
                 let pick = super::platform::pick(inner.manifests()).ok_or_else(|| {
@@ -310,6 +315,7 @@ impl ImageStore {
                     ))
                 })?;
                 digest = pick.digest().to_string();
+                size = pick.size();
                 media_type = pick.media_type().to_string();
             }
             if media_type != layout::OCI_MANIFEST && media_type != layout::DOCKER_MANIFEST {
@@ -318,11 +324,18 @@ impl ImageStore {
                     reference: files.name.clone(),
                 });
             }
-            let raw_manifest = self.oci_blob(files, &digest)?;
+            let raw_manifest =
+                self.oci_blob(files, &digest, size, layout::MAX_MANIFEST, "manifests")?;
             let manifest = ImageManifest::from_reader(raw_manifest.as_slice())
                 .map_err(|e| files.bad(format!("manifest {digest}: {e}")))?;
             let config_digest = manifest.config().digest().to_string();
-            let raw_config = self.oci_blob(files, &config_digest)?;
+            let raw_config = self.oci_blob(
+                files,
+                &config_digest,
+                manifest.config().size(),
+                layout::MAX_CONFIG,
+                "image configs",
+            )?;
             let config = ImageConfiguration::from_reader(raw_config.as_slice())
                 .map_err(|e| files.bad(format!("config {config_digest}: {e}")))?;
             let diff_ids = config.rootfs().diff_ids();
@@ -331,9 +344,20 @@ impl ImageStore {
                     "manifest {digest}: layer and diff_id counts differ"
                 )));
             }
-            for (l, diff_id) in manifest.layers().iter().zip(diff_ids) {
+            // Every layer is checked against its descriptor (size, digest) before any of
+            // them enters the store.
+            let mut checked = Vec::new();
+            for l in manifest.layers() {
                 let ld = l.digest().to_string();
+                super::reference::validate_digest(&ld)
+                    .map_err(|r| files.bad(format!("{ld}: {r}")))?;
                 let f = files.get(&format!("blobs/sha256/{}", &ld[7..]))?;
+                layout::check_size(
+                    &format!("layer {ld} in {}", files.name),
+                    l.size(),
+                    f.size,
+                    "the archive holds",
+                )?;
                 if f.digest != ld {
                     return Err(Error::DigestMismatch {
                         what: format!("layer in {}", files.name),
@@ -341,6 +365,12 @@ impl ImageStore {
                         actual: f.digest.clone(),
                     });
                 }
+                checked.push((f, ld));
+            }
+            for ((f, ld), (l, diff_id)) in checked
+                .into_iter()
+                .zip(manifest.layers().iter().zip(diff_ids))
+            {
                 self.adopt_blob(f)?;
                 self.unpack_blob(&ld, l.media_type().as_ref(), diff_id)?;
             }
@@ -354,11 +384,23 @@ impl ImageStore {
         Ok(loaded)
     }
 
-    /// A small blob of an oci-archive, checked against its digest.
-    fn oci_blob(&self, files: &ArchiveFiles, digest: &str) -> Result<Vec<u8>> {
+    /// A small blob of an oci-archive, checked against its descriptor: its size (`size`, and
+    /// at most `limit`) before it is read, its digest after.
+    fn oci_blob(
+        &self,
+        files: &ArchiveFiles,
+        digest: &str,
+        size: u64,
+        limit: u64,
+        kind: &str,
+    ) -> Result<Vec<u8>> {
         super::reference::validate_digest(digest)
             .map_err(|r| files.bad(format!("{digest}: {r}")))?;
-        let data = files.read_json(&format!("blobs/sha256/{}", &digest[7..]))?;
+        let path = format!("blobs/sha256/{}", &digest[7..]);
+        let what = format!("{digest} in {}", files.name);
+        layout::check_limit(&what, size, limit, kind)?;
+        layout::check_size(&what, size, files.get(&path)?.size, "the archive holds")?;
+        let data = files.read_json(&path, limit, kind)?;
         let actual = fsutil::sha256_digest(&data);
         if actual != digest {
             return Err(Error::DigestMismatch {

@@ -9,7 +9,7 @@
 //! Locks are `flock(2)` locks on files in the store: the kernel drops them when the process
 //! dies, so a killed tug never leaves a stale lock behind.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -29,29 +29,13 @@ pub(crate) fn random_suffix() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
-/// Writes `data` to `path` atomically (temp file + fsync + rename + fsync of the directory).
+/// Writes `data` to `path` atomically (private temp file + fsync + rename + fsync of the
+/// directory); the file is `0600`.
 pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(".tmp-{name}-{}", random_suffix()));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(io_ctx(format!("cannot create {}", tmp.display())))?;
-        f.write_all(data)
-            .and_then(|()| f.sync_all())
-            .map_err(io_ctx(format!("cannot write {}", tmp.display())))?;
-        fs::rename(&tmp, path).map_err(io_ctx(format!("cannot rename into {}", path.display())))?;
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    crate::engine::private::write_atomic(path, data, crate::engine::private::FILE_MODE, true)
+        .map_err(io_ctx(format!("cannot write {}", path.display())))?;
+    sync_dir(dir)
 }
 
 /// Flushes a directory's entries to disk.
@@ -190,7 +174,7 @@ pub(crate) fn try_lock_exclusive(path: &Path) -> Result<Option<LockGuard>> {
 }
 
 fn open_lock_file(path: &Path) -> Result<File> {
-    OpenOptions::new()
+    crate::engine::private::open_options()
         .read(true)
         .write(true)
         .create(true)

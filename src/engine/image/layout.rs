@@ -11,7 +11,7 @@
 //! complete and correct. `index.json` is replaced atomically under the index lock.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -37,6 +37,41 @@ pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.
 pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 /// Media type of a Docker image config.
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+
+/// Largest manifest or image index tug reads into memory: 4 MiB, the size the OCI
+/// distribution spec asks registries to accept at least. A larger one is refused before it
+/// is read whole.
+pub const MAX_MANIFEST: u64 = 4 << 20;
+/// Largest image config tug reads into memory: 16 MiB.
+pub const MAX_CONFIG: u64 = 16 << 20;
+
+/// Refuses a descriptor whose size is over `limit` (one of [`MAX_MANIFEST`],
+/// [`MAX_CONFIG`], whole MiB) before anything of it is fetched or read; `kind` names the
+/// limit.
+pub fn check_limit(what: &str, size: u64, limit: u64, kind: &str) -> Result<()> {
+    if size > limit {
+        return Err(Error::Size {
+            what: what.to_string(),
+            reason: format!(
+                "{size} bytes, over the {} MiB limit for {kind}",
+                limit >> 20
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses content of `actual` bytes whose descriptor says `declared`; `source` says where
+/// the content is (`the archive holds`, `the registry sent`).
+pub fn check_size(what: &str, declared: u64, actual: u64, source: &str) -> Result<()> {
+    if declared != actual {
+        return Err(Error::Size {
+            what: what.to_string(),
+            reason: format!("its descriptor says {declared} bytes, {source} {actual}"),
+        });
+    }
+    Ok(())
+}
 
 /// Layer media types tug can unpack (compression is detected from the bytes).
 pub const LAYER_TYPES: &[&str] = &[
@@ -111,7 +146,8 @@ impl Layout {
     /// Opens (creating if needed) the layout at `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
         for d in [dir.join("blobs/sha256"), dir.join(".ingest")] {
-            fs::create_dir_all(&d).map_err(io_ctx(format!("cannot create {}", d.display())))?;
+            crate::engine::private::create_dir_all(&d)
+                .map_err(io_ctx(format!("cannot create {}", d.display())))?;
         }
         let layout = Self {
             dir: dir.to_path_buf(),
@@ -207,7 +243,7 @@ impl Layout {
         let path = self
             .ingest_dir()
             .join(format!("blob-{}", fsutil::random_suffix()));
-        let file = OpenOptions::new()
+        let file = crate::engine::private::open_options()
             .write(true)
             .create_new(true)
             .open(&path)

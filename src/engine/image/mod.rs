@@ -124,6 +124,15 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// Content whose size is not the size its descriptor gives, or is over tug's limit for
+    /// its kind (manifests and indexes 4 MiB, configs 16 MiB).
+    #[error("invalid size of {what}: {reason}")]
+    Size {
+        /// What was checked.
+        what: String,
+        /// The sizes.
+        reason: String,
+    },
     /// An archive (docker-archive / oci-archive) that cannot be read.
     #[error("invalid archive {archive}: {reason}")]
     BadArchive {
@@ -257,7 +266,8 @@ impl ImageStore {
     pub fn open(root: &Path) -> Result<Self> {
         let layout = Layout::open(&root.join("images"))?;
         let layers = root.join("layers");
-        fs::create_dir_all(&layers)
+        // Private: a layer may hold a directory that is 1777 inside the image, or setuid files.
+        crate::engine::private::create_dir_all(&layers)
             .map_err(io_ctx(format!("cannot create {}", layers.display())))?;
         let store = Self {
             root: root.to_path_buf(),

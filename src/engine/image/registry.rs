@@ -7,10 +7,12 @@
 //! scoped to `repository:<repo>:pull[,push]`, with the credentials if there are any, and send
 //! that token). oci-client does this dance; tug supplies credentials (see [`super::auth`]).
 //!
-//! Pull: the manifest is fetched by tag or digest; a manifest list / OCI index is narrowed to
-//! the host platform; the config and every missing layer are downloaded in parallel into
-//! `.ingest/`, each verified against its digest (and never allowed past its declared size)
-//! before it becomes a blob. A transfer that breaks is resumed: the bytes written so far stay
+//! Pull: the manifest is fetched by tag or digest (by tug's own request, read up to
+//! [`layout::MAX_MANIFEST`]: oci-client reads a body of any size); a manifest list / OCI
+//! index is narrowed to the host platform; the config (at most [`layout::MAX_CONFIG`]) and
+//! every missing layer are downloaded in parallel into `.ingest/`, each verified against its
+//! digest and its descriptor's size (never written past it, refused when shorter) before it
+//! becomes a blob. A transfer that breaks is resumed: the bytes written so far stay
 //! in the ingest file with their running hash, and the next request asks for the rest with an
 //! HTTP `Range: bytes=N-` header (`206 Partial Content`); a registry that answers `200` with
 //! the whole blob instead gets a fresh ingest file. A pull is a transfer, like `skopeo copy`:
@@ -133,23 +135,35 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(io_ctx("cannot start the async runtime"))
 }
 
+/// True when `host` is spoken to over plain HTTP (loopback and insecure hosts).
+fn plain_http(host: &str, settings: &RegistrySettings) -> bool {
+    auth::is_loopback(host) || settings.insecure.iter().any(|h| h == host)
+}
+
+/// The PEM files of the configured CAs.
+fn ca_files(settings: &RegistrySettings) -> Result<Vec<Vec<u8>>> {
+    settings
+        .ca_certs
+        .iter()
+        .map(|p| std::fs::read(p).map_err(io_ctx(format!("cannot read CA file {}", p.display()))))
+        .collect()
+}
+
 /// A client for `host`: plain HTTP for loopback and insecure hosts, HTTPS with the system
 /// roots (and configured CAs) for the rest.
 fn client_for(host: &str, settings: &RegistrySettings) -> Result<Client> {
-    let protocol = if auth::is_loopback(host) || settings.insecure.iter().any(|h| h == host) {
+    let protocol = if plain_http(host, settings) {
         ClientProtocol::Http
     } else {
         ClientProtocol::Https
     };
-    let mut certs = Vec::new();
-    for p in &settings.ca_certs {
-        let data =
-            std::fs::read(p).map_err(io_ctx(format!("cannot read CA file {}", p.display())))?;
-        certs.push(Certificate {
+    let certs = ca_files(settings)?
+        .into_iter()
+        .map(|data| Certificate {
             encoding: CertificateEncoding::Pem,
             data,
-        });
-    }
+        })
+        .collect();
     let config = ClientConfig {
         protocol,
         extra_root_certificates: certs,
@@ -161,6 +175,153 @@ fn client_for(host: &str, settings: &RegistrySettings) -> Result<Client> {
         reference: host.to_string(),
         reason: format!("cannot set up the HTTP client: {e}"),
     })
+}
+
+/// Manifest requests, made by tug itself: oci-client reads a manifest's body whole, whatever
+/// its size, where this reads at most [`layout::MAX_MANIFEST`] and checks a size the
+/// manifest's descriptor gives. Same protocol, CA files and timeouts as [`client_for`]; the
+/// credentials are the bearer token oci-client obtained, or the basic credentials.
+struct Manifests {
+    http: reqwest::Client,
+    scheme: &'static str,
+    authorization: Option<String>,
+}
+
+impl Manifests {
+    fn new(
+        host: &str,
+        settings: &RegistrySettings,
+        token: Option<&str>,
+        auth: &RegistryAuth,
+    ) -> Result<Self> {
+        use base64::Engine as _;
+        let mut b = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60));
+        let mut roots = Vec::new();
+        for pem in ca_files(settings)? {
+            roots.push(
+                reqwest::Certificate::from_pem(&pem).map_err(|e| Error::Registry {
+                    reference: host.to_string(),
+                    reason: format!("bad CA file: {e}"),
+                })?,
+            );
+        }
+        if !roots.is_empty() {
+            b = b.tls_certs_merge(roots);
+        }
+        let http = b.build().map_err(|e| Error::Registry {
+            reference: host.to_string(),
+            reason: format!("cannot set up the HTTP client: {e}"),
+        })?;
+        let authorization = match (token, auth) {
+            (Some(t), _) => Some(format!("Bearer {t}")),
+            (None, RegistryAuth::Basic(u, p)) => Some(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+            )),
+            (None, _) => None,
+        };
+        Ok(Self {
+            http,
+            scheme: if plain_http(host, settings) {
+                "http"
+            } else {
+                "https"
+            },
+            authorization,
+        })
+    }
+
+    /// GETs the manifest `oref` names; `declared` is the size its descriptor gives (a
+    /// manifest picked from an index). Returns the bytes and their digest (checked against
+    /// the registry's `Docker-Content-Digest`).
+    async fn get(
+        &self,
+        oref: &oci_client::Reference,
+        shown: &str,
+        declared: Option<u64>,
+    ) -> Result<(Vec<u8>, String)> {
+        let url = format!(
+            "{}://{}/v2/{}/manifests/{}",
+            self.scheme,
+            oref.resolve_registry(),
+            oref.repository(),
+            oref.digest().or(oref.tag()).unwrap_or("latest")
+        );
+        let what = format!("manifest of {shown}");
+        let mut req = self
+            .http
+            .get(&url)
+            .header(reqwest::header::ACCEPT, ACCEPT.join(", "));
+        if let Some(a) = &self.authorization {
+            req = req.header(reqwest::header::AUTHORIZATION, a);
+        }
+        let broken = |e: reqwest::Error| map_err(shown, OciDistributionError::RequestError(e));
+        let mut res = req.send().await.map_err(broken)?;
+        let status = res.status();
+        if status.is_success()
+            && let Some(n) = res.content_length()
+        {
+            layout::check_limit(&what, n, layout::MAX_MANIFEST, "manifests")?;
+            if let Some(d) = declared {
+                layout::check_size(&what, d, n, "the registry sends")?;
+            }
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = res.chunk().await.map_err(broken)? {
+            body.extend_from_slice(&chunk);
+            if body.len() as u64 > layout::MAX_MANIFEST {
+                return Err(Error::Size {
+                    what,
+                    reason: format!(
+                        "the registry sends more than {} bytes, the limit for manifests",
+                        layout::MAX_MANIFEST
+                    ),
+                });
+            }
+        }
+        if status != reqwest::StatusCode::OK {
+            let message = String::from_utf8_lossy(&body).into_owned();
+            let e = match status.as_u16() {
+                401 => OciDistributionError::UnauthorizedError { url },
+                c if status.is_client_error() => {
+                    match serde_json::from_slice::<oci_client::errors::OciEnvelope>(&body) {
+                        Ok(envelope) => OciDistributionError::RegistryError { envelope, url },
+                        Err(_) => OciDistributionError::ServerError {
+                            code: c,
+                            url,
+                            message,
+                        },
+                    }
+                }
+                c => OciDistributionError::ServerError {
+                    code: c,
+                    url,
+                    message,
+                },
+            };
+            return Err(map_err(shown, e));
+        }
+        if let Some(d) = declared {
+            layout::check_size(&what, d, body.len() as u64, "the registry sent")?;
+        }
+        let digest = fsutil::sha256_digest(&body);
+        if let Some(h) = res
+            .headers()
+            .get("Docker-Content-Digest")
+            .and_then(|v| v.to_str().ok())
+            && h.starts_with("sha256:")
+            && h != digest
+        {
+            return Err(Error::DigestMismatch {
+                what,
+                expected: h.to_string(),
+                actual: digest,
+            });
+        }
+        Ok((body, digest))
+    }
 }
 
 fn registry_auth(host: &str) -> Result<RegistryAuth> {
@@ -374,15 +535,12 @@ impl ImageStore {
         let client = client_for(host, settings)?;
         let auth = registry_auth(host)?;
         let oref = oci_ref(host, r, None);
-        client
+        let token = client
             .auth(&oref, &auth, RegistryOperation::Pull)
             .await
             .map_err(|e| map_err(&shown, e))?;
-        let (raw, mut digest) = client
-            .pull_manifest_raw(&oref, &auth, ACCEPT)
-            .await
-            .map_err(|e| map_err(&shown, e))?;
-        let mut raw = raw.to_vec();
+        let manifests = Manifests::new(host, settings, token.as_deref(), &auth)?;
+        let (mut raw, mut digest) = manifests.get(&oref, &shown, None).await?;
         if let Some(d) = &r.digest {
             check_digest(&shown, d, &raw)?;
         }
@@ -398,12 +556,15 @@ impl ImageStore {
                 reason: format!("no image for linux/{}", super::host_arch()),
             })?;
             let d = pick.digest().to_string();
+            layout::check_limit(
+                &format!("manifest {d} of {shown}"),
+                pick.size(),
+                layout::MAX_MANIFEST,
+                "manifests",
+            )?;
             let pref = oci_ref(host, r, Some(&d));
-            let (inner, _) = client
-                .pull_manifest_raw(&pref, &auth, ACCEPT)
-                .await
-                .map_err(|e| map_err(&shown, e))?;
-            raw = inner.to_vec();
+            let (inner, _) = manifests.get(&pref, &shown, Some(pick.size())).await?;
+            raw = inner;
             check_digest(&shown, &d, &raw)?;
             digest = d;
             media_type = declared_media_type(&raw).unwrap_or_else(|| pick.media_type().to_string());
@@ -448,6 +609,12 @@ impl ImageStore {
         // layer, stops the pull before the layers move.
         let config_digest = manifest.config().digest().to_string();
         let config_size = manifest.config().size();
+        layout::check_limit(
+            &format!("config of {shown}"),
+            config_size,
+            layout::MAX_CONFIG,
+            "image configs",
+        )?;
         self.fetch_blob(
             &client,
             &oref,
@@ -515,6 +682,17 @@ impl ImageStore {
         progress: &ProgressFn,
     ) -> Result<()> {
         if self.layout().has_blob(digest) {
+            // The same digest is the same bytes: a descriptor that gives another size lies.
+            let path = self.layout().blob_path(digest)?;
+            let held = std::fs::metadata(&path)
+                .map_err(io_ctx(format!("cannot stat {}", path.display())))?
+                .len();
+            layout::check_size(
+                &format!("blob {digest} of {shown}"),
+                size,
+                held,
+                "the store holds",
+            )?;
             progress(Progress::Skipped {
                 digest: digest.to_string(),
             });
@@ -618,6 +796,16 @@ impl ImageStore {
         let Some(w) = partial.as_mut() else {
             return Err(Error::Corrupt("no ingest file".into()));
         };
+        let what = || format!("blob {digest} of {shown}");
+        // A registry that announces another length than the descriptor's is refused before
+        // a byte is written.
+        if let Some(n) = stream.content_length {
+            let announced = w.written() + n;
+            if announced != size {
+                *partial = None;
+                return layout::check_size(&what(), size, announced, "the registry sends");
+            }
+        }
         let mut done = w.written();
         let mut last_report = done;
         while let Some(chunk) = stream.next().await {
@@ -627,11 +815,13 @@ impl ImageStore {
             })?;
             done += chunk.len() as u64;
             if done > size {
+                // Cut off: nothing past the descriptor's size is written.
                 *partial = None;
-                return Err(Error::DigestMismatch {
-                    what: format!("blob {digest} of {shown}"),
-                    expected: format!("{size} bytes"),
-                    actual: "more bytes than the manifest says".into(),
+                return Err(Error::Size {
+                    what: what(),
+                    reason: format!(
+                        "its descriptor says {size} bytes, the registry sends more (cut off)"
+                    ),
                 });
             }
             w.write_all(&chunk)
@@ -646,10 +836,10 @@ impl ImageStore {
             }
         }
         if done < size {
-            return Err(Error::Unreachable {
-                reference: shown.to_string(),
-                reason: format!("transfer of {digest} ended at {done} of {size} bytes"),
-            });
+            // The body ended where the registry said it would (a broken connection is an
+            // error of the stream above): the blob is smaller than its descriptor says.
+            *partial = None;
+            return layout::check_size(&what(), size, done, "the registry sent");
         }
         Ok(())
     }
@@ -928,16 +1118,14 @@ pub fn login(host: &str, creds: &Credentials) -> Result<()> {
             "tug-login-probe/check".into(),
             "latest".into(),
         );
-        client
+        let token = client
             .auth(&probe, &auth, RegistryOperation::Pull)
             .await
             .map_err(|e| map_err(&host, e))?;
-        match client.pull_manifest_raw(&probe, &auth, ACCEPT).await {
-            Ok(_) => Ok(()),
-            Err(e) => match map_err(&host, e) {
-                Error::UnknownImage(_) | Error::UnknownTag(_) => Ok(()),
-                other => Err(other),
-            },
+        let manifests = Manifests::new(&host, &settings, token.as_deref(), &auth)?;
+        match manifests.get(&probe, &host, None).await {
+            Ok(_) | Err(Error::UnknownImage(_) | Error::UnknownTag(_)) => Ok(()),
+            Err(other) => Err(other),
         }
     })?;
     auth::store(&host, creds)

@@ -70,7 +70,7 @@ impl ProcId {
 
 /// Starts `exe args…` detached, keeping `fds` open in the child, stderr appended to `log`.
 pub fn spawn(exe: &Path, args: &[String], fds: &[RawFd], log: &Path) -> Result<ProcId> {
-    let logf = std::fs::OpenOptions::new()
+    let logf = crate::engine::private::open_options()
         .create(true)
         .append(true)
         .open(log)

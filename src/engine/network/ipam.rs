@@ -216,7 +216,9 @@ impl HostLock {
     /// Takes the lock (blocking).
     pub fn take() -> Result<Self> {
         let dir = run_dir();
-        std::fs::create_dir_all(dir.join("networks"))
+        // Private like the state root (an older tug made it 0755: changed here).
+        crate::engine::private::ensure_private_dir(&dir)
+            .and_then(|()| crate::engine::private::create_dir_all(&dir.join("networks")))
             .map_err(|e| Error::Io(format!("create {}", dir.display()), e))?;
         let path = dir.join("lock");
         let f = std::fs::OpenOptions::new()

@@ -21,10 +21,10 @@ pub fn create(path: &Path) -> Result<()> {
         return Ok(());
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
+        crate::engine::private::create_dir_all(dir)
             .map_err(|e| Error::Io(format!("create {}", dir.display()), e))?;
     }
-    std::fs::OpenOptions::new()
+    crate::engine::private::open_options()
         .create(true)
         .truncate(false)
         .write(true)

@@ -19,12 +19,14 @@
 //!    init ([`init`]).
 //!
 //! The child reports a failure as text on an error pipe that is close-on-exec: end of file
-//! without text means `execve` succeeded. [`exec_in`] runs another process in the namespaces
-//! and cgroup of a running container (`exec`, healthchecks).
+//! without text means `execve` succeeded. [`exec_in`] runs another process in the namespaces,
+//! root and cgroup of a running container (`exec`, healthchecks, hooks); [`enter`] joins its
+//! mount namespace and root only (`cp`).
 
 pub mod bpf;
 pub mod cgroups;
 pub mod init;
+pub mod inroot;
 pub mod namespaces;
 pub mod process;
 pub mod rootfs;
@@ -32,6 +34,7 @@ pub mod seccomp;
 
 use std::io::{BufRead as _, Read as _, Write as _};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -306,6 +309,17 @@ fn take_stdio(stdio: &Stdio) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Waits for the parent's word that it moved us into cgroup2 (the fallback path).
+fn wait_go(go_r: RawFd) -> std::result::Result<(), String> {
+    let mut b = [0u8; 1];
+    // SAFETY: reading one byte into a valid buffer.
+    if unsafe { libc::read(go_r, b.as_mut_ptr().cast(), 1) } == 1 {
+        Ok(())
+    } else {
+        Err("the supervisor did not place the container in its cgroup".to_string())
+    }
+}
+
 /// Everything the child does; returns only on failure.
 fn child_main(
     spec: &Spec,
@@ -313,6 +327,7 @@ fn child_main(
     stdio: &Stdio,
     init: bool,
     join: &[(CloneFlags, std::path::PathBuf)],
+    cgroupns: bool,
     attach: &cgroups::Attach,
     err_w: RawFd,
     go_r: Option<RawFd>,
@@ -326,6 +341,19 @@ fn child_main(
     }
     // SAFETY: this is the clone child, which leaves by exec or _exit and never drops `attach`.
     unsafe { attach.close_in_child() };
+    let mut go_r = go_r;
+    if cgroupns {
+        // The namespace's root is the cgroup we are in now: on the fallback path the parent
+        // must have placed us in cgroup2 first.
+        if let Some(r) = go_r.take()
+            && let Err(e) = wait_go(r)
+        {
+            return e;
+        }
+        if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP) {
+            return format!("unshare the cgroup namespace: {e}");
+        }
+    }
     let join_us = us(t_join.elapsed());
     let t0 = Instant::now();
     reset_signals();
@@ -348,19 +376,21 @@ fn child_main(
             return format!("setdomainname: {}", std::io::Error::last_os_error());
         }
     }
+    // Every path inside the rootfs is resolved inside it, through `root` (see `rootfs`).
     let mounts = || -> std::result::Result<(), rootfs::RootfsError> {
-        rootfs::prepare(rootfs)?;
+        let root = rootfs::prepare(rootfs)?;
         for m in spec.mounts().iter().flatten() {
-            rootfs::mount_one(rootfs, m)?;
+            rootfs::mount_one(&root, m)?;
         }
         let mut devices = rootfs::default_devices();
         if let Some(extra) = spec.linux().as_ref().and_then(|l| l.devices().clone()) {
             devices.retain(|d| !extra.iter().any(|e| e.path() == d.path()));
             devices.extend(extra);
         }
-        rootfs::create_devices(rootfs, &devices)?;
-        rootfs::sysctls(rootfs, spec)?;
-        rootfs::pivot(rootfs)?;
+        rootfs::create_devices(&root, &devices)?;
+        rootfs::sysctls(&root, spec)?;
+        rootfs::mask(&root, spec)?;
+        rootfs::pivot(root)?;
         rootfs::finish(spec)
     };
     if let Err(e) = mounts() {
@@ -379,17 +409,19 @@ fn child_main(
     // On the fallback path the parent moves us into cgroup2 while we set up the mounts;
     // nothing before this point forks or runs container code. From here on (the init's
     // fork, exec) we must be inside it.
-    if let Some(go_r) = go_r {
-        let mut b = [0u8; 1];
-        // SAFETY: reading one byte into a valid buffer.
-        if unsafe { libc::read(go_r, b.as_mut_ptr().cast(), 1) } != 1 {
-            return "the supervisor did not place the container in its cgroup".to_string();
-        }
+    if let Some(go_r) = go_r
+        && let Err(e) = wait_go(go_r)
+    {
+        return e;
     }
     let Some(proc_) = spec.process().clone() else {
         return "the spec has no process".to_string();
     };
     if init {
+        // The init gets the resource limits too (runc sets them before it execs an init).
+        if let Err(e) = process::apply_rlimits(&proc_) {
+            return e.to_string();
+        }
         init::block_all();
         // SAFETY: this process is single-threaded (a clone child of the supervisor).
         match unsafe { nix::unistd::fork() } {
@@ -432,7 +464,8 @@ pub fn launch(
     }
     let attach = cgroup.attach()?;
     timings.cgroup_us = us(t0.elapsed());
-    let (new, join) = namespaces::plan(spec);
+    let ns = namespaces::plan(spec);
+    let (new, join, cgroupns) = (ns.clone, ns.join, ns.cgroup);
     // Compile the seccomp profile here, once, rather than in the child.
     let filters = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
         Some(profile) => Some(seccomp::compile(profile).map_err(process::ProcessError::from)?),
@@ -491,6 +524,7 @@ pub fn launch(
             stdio,
             init,
             &join,
+            cgroupns,
             &attach,
             err_w_fd,
             go_r_fd.filter(|_| wait_go),
@@ -598,47 +632,131 @@ pub fn launch(
     })
 }
 
-/// Runs `proc_` (with `spec`'s seccomp profile) inside the namespaces and cgroup of the
-/// container whose first process is `pid`, and waits for it. Call it in a disposable,
-/// single-threaded process: it joins the namespaces itself. Returns the exit code.
-pub fn exec_in(
+/// A running container process to join (`exec`, healthchecks, hooks, `cp`): its pid and a
+/// pidfd of it. The pidfd is what is joined (`setns(pidfd, …)`), so a pid that the container
+/// left and another process took is never joined.
+#[derive(Debug)]
+pub struct Joinable {
     pid: i32,
+    pidfd: OwnedFd,
+}
+
+impl Joinable {
+    /// Takes a pidfd of `pid`; `is_it` is asked once the pidfd exists (compare the recorded
+    /// start time): a false answer means the pid is no longer the container's.
+    pub fn open(pid: i32, is_it: impl FnOnce() -> bool) -> Result<Joinable> {
+        let sys = |source| RuntimeError::Sys {
+            what: "pidfd_open",
+            source,
+        };
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if r < 0 {
+            return Err(sys(nix::Error::last()));
+        }
+        // SAFETY: the kernel just returned this descriptor; nobody else owns it.
+        let pidfd =
+            unsafe { OwnedFd::from_raw_fd(i32::try_from(r).map_err(|_| sys(nix::Error::EBADF))?) };
+        if !is_it() {
+            return Err(sys(nix::Error::ESRCH));
+        }
+        Ok(Joinable { pid, pidfd })
+    }
+
+    /// The process's pid.
+    #[must_use]
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    fn alive(&self) -> bool {
+        // SAFETY: pidfd_send_signal with signal 0 only checks that the process exists.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                0,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        r == 0
+    }
+}
+
+/// Runs `proc_` (with `spec`'s seccomp profile) inside the namespaces, root and cgroup of the
+/// container process `target`, and waits for it. Call it in a disposable, single-threaded
+/// process: it joins the namespaces itself. Returns the exit code.
+pub fn exec_in(
+    target: &Joinable,
     cgroup: Option<&cgroups::Cgroup>,
     spec: &Spec,
     proc_: &oci_spec::runtime::Process,
     stdio: &Stdio,
     timeout: Option<Duration>,
 ) -> Result<i32> {
-    join_container(pid, cgroup)?;
+    join_container(target, cgroup)?;
     spawn_in(spec, proc_, stdio, timeout)
 }
 
-/// Moves the calling (single-threaded, disposable) process into the cgroup and the
-/// namespaces of the container whose first process is `pid`.
-pub fn join_container(pid: i32, cgroup: Option<&cgroups::Cgroup>) -> Result<()> {
+/// Moves the calling (single-threaded, disposable) process into the cgroup, the namespaces
+/// and the root directory of the container process `target` (see [`enter`]).
+pub fn join_container(target: &Joinable, cgroup: Option<&cgroups::Cgroup>) -> Result<()> {
     if let Some(cg) = cgroup {
         // SAFETY: getpid cannot fail.
         let me = unsafe { libc::getpid() };
         cg.add(me)?;
     }
-    // Open every namespace before joining any: after the mount namespace the host's /proc is
-    // gone.
-    let list = namespaces::of_process(pid);
-    let mut files = Vec::new();
-    for (f, p) in &list {
-        let file = std::fs::File::open(p).map_err(|source| namespaces::NamespaceError::Open {
-            path: p.clone(),
-            source,
-        })?;
-        files.push((*f, file, p.clone()));
+    // The cgroup namespace after the cgroup itself: its root then is the container's.
+    enter(
+        target,
+        CloneFlags::CLONE_NEWCGROUP
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWNET
+            | CloneFlags::CLONE_NEWPID
+            | CloneFlags::CLONE_NEWNS,
+    )
+}
+
+/// Joins the namespaces `flags` (with the mount namespace) of `target` and its root
+/// directory, and nothing of the host stays reachable:
+/// - the process becomes non-dumpable first, so the container's processes cannot open its
+///   `/proc/<pid>/` entries (its executable — tug's binary on the host — its descriptors, its
+///   root) while it is in their namespaces (`execve` of the container's program resets it);
+/// - the root is the container process's own root (`/proc/<pid>/root`, opened before the
+///   mount namespace changes and checked to be that process's by its pidfd), not the mount
+///   namespace's root that `setns` lands on, which is whatever is stacked topmost there;
+/// - afterwards nothing may be stacked over that root (`/..` is the root's own mount), else
+///   the join fails.
+pub fn enter(target: &Joinable, flags: CloneFlags) -> Result<()> {
+    let sys = |what: &'static str| move |source| RuntimeError::Sys { what, source };
+    // SAFETY: prctl(PR_SET_DUMPABLE) only changes a flag of this process.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(sys("make the process non-dumpable")(nix::Error::last()));
     }
-    for (f, file, p) in &files {
-        nix::sched::setns(file, *f).map_err(|source| namespaces::NamespaceError::Join {
-            path: p.clone(),
-            source,
-        })?;
+    let root = nix::fcntl::open(
+        format!("/proc/{}/root", target.pid).as_str(),
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(sys("open the container's root"))?;
+    if !target.alive() {
+        return Err(sys("open the container's root")(nix::Error::ESRCH));
     }
-    drop(files);
+    nix::sched::setns(&target.pidfd, flags).map_err(sys("join the container's namespaces"))?;
+    nix::unistd::fchdir(&root).map_err(sys("enter the container's root"))?;
+    nix::unistd::chroot(".").map_err(sys("enter the container's root"))?;
+    drop(root);
+    let cwd = nix::fcntl::AT_FDCWD;
+    let me = inroot::identity_at(cwd, "/").map_err(sys("stat the container's root"))?;
+    let over = inroot::identity_at(cwd, "/..").map_err(sys("stat the container's root"))?;
+    if over.mnt_id != me.mnt_id {
+        return Err(RuntimeError::Child(format!(
+            "mount {} is stacked over the container's root; refusing to run in it",
+            over.mnt_id
+        )));
+    }
     Ok(())
 }
 

@@ -8,21 +8,47 @@
 //!
 //! Inside the container's new mount namespace the runtime mounts the spec's list (proc, a
 //! tmpfs /dev with the standard nodes, a private devpts instance whose `ptmx` /dev/ptmx points
-//! to, /dev/shm, /dev/mqueue, a read-only /sys, bind mounts, volumes, tmpfs), then
-//! **pivot_root**s into the rootfs and detaches the old root so no host path stays reachable.
-//! Last, Docker's *masked paths* (kernel information a container must not read: /proc/kcore,
-//! /proc/keys, …) are covered by /dev/null or an empty read-only tmpfs, and the *read-only
-//! paths* (/proc/sys, /proc/sysrq-trigger, …) are bind-remounted read-only.
+//! to, /dev/shm, /dev/mqueue, a read-only /sys, bind mounts, volumes, tmpfs), Docker's *masked
+//! paths* (kernel information a container must not read: /proc/kcore, /proc/keys, … covered by
+//! /dev/null or an empty read-only tmpfs) and *read-only paths* (/proc/sys,
+//! /proc/sysrq-trigger, … bind-remounted read-only), then **pivot_root**s into the rootfs,
+//! detaches the old root and checks that the root is what was prepared.
+//!
+//! **The rootfs is hostile.** Every directory in it may be a symlink the image (or, at a
+//! restart, the container's own processes) made, pointing at `/`, `../..` or a host path. No
+//! path inside it is ever joined onto the rootfs's host path: each mount target is opened
+//! through a descriptor of the rootfs with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`
+//! ([`inroot`](super::inroot)), missing targets are made with `mkdirat`/`openat` in the
+//! directory just resolved, and the mount is made on the descriptor: `mount(2)` on
+//! `/proc/self/fd/N` (the host's procfs: nothing of the container is the process's root yet)
+//! for new filesystems, and for binds a detached copy of the source (`open_tree`) attached
+//! with `move_mount` onto the descriptor, whose own descriptor then takes the flag and
+//! propagation changes. A target that resolves to the rootfs itself is refused (a mount there
+//! would be stacked over the container's root), and proc and sysfs go only on plain
+//! directories reached without any symlink, as runc requires. Device nodes, sysctl writes and
+//! the masked and read-only paths go through the same resolution.
+//!
+//! **The pivot is checked.** `pivot_root(".", ".")` is made with the rootfs descriptor as the
+//! working directory (never a path lookup, which would land on whatever is stacked on it);
+//! after the old root is detached, `/` must be the prepared rootfs (device, inode and mount
+//! id) and `/..` — which the kernel resolves to the topmost mount stacked on the root — must
+//! be that same mount: otherwise the old root (or anything else) is still over it, and the
+//! start fails before the program runs.
 
 use std::ffi::CString;
 use std::fs;
 use std::io;
+use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::symlink;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, ResolveFlag};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sys::stat::{Mode, SFlag};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount, Spec};
+
+use super::inroot::{self, Root, proc_fd};
 
 /// Errors of root filesystem setup.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +74,34 @@ pub enum RootfsError {
     /// A path in the spec leaves the root filesystem.
     #[error("mount destination {0} is not a clean absolute path")]
     BadPath(String),
+    /// A mount target is (or resolves to) the container's root directory.
+    #[error(
+        "mount {0}: the target is the container's root directory (through a symlink of the image or of the container); a mount over the root is refused"
+    )]
+    TargetIsRoot(String),
+    /// proc or sysfs would go on a symlink (or a path through one) or on a non-directory.
+    #[error(
+        "mount {dest}: {fs} goes only on a plain directory, and {dest} is a symlink, passes through one, or is not a directory"
+    )]
+    NotPlainDir {
+        /// The mount destination.
+        dest: String,
+        /// The filesystem type.
+        fs: String,
+    },
+    /// A path inside the rootfs could not be resolved or made.
+    #[error("{what} {path} in the container's root filesystem: {source}")]
+    InRoot {
+        /// The operation.
+        what: &'static str,
+        /// The path inside the container.
+        path: String,
+        /// The cause.
+        source: Errno,
+    },
+    /// After `pivot_root` the root is not the prepared root filesystem.
+    #[error("pivot_root: {0}; refusing to start the container")]
+    Pivot(String),
 }
 
 /// Result alias of this module.
@@ -62,6 +116,14 @@ fn merr(target: &Path) -> impl FnOnce(nix::Error) -> RootfsError + '_ {
 
 fn ioerr<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> RootfsError + 'a {
     move |source| RootfsError::Io {
+        what,
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn inerr<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(Errno) -> RootfsError + 'a {
+    move |source| RootfsError::InRoot {
         what,
         path: path.display().to_string(),
         source,
@@ -255,19 +317,6 @@ fn mount_overlay_fsconfig(
     result
 }
 
-/// Joins `dest` (absolute, from the spec) under `root`, refusing `..` components.
-pub fn under(root: &Path, dest: &Path) -> Result<PathBuf> {
-    let mut out = root.to_path_buf();
-    for c in dest.components() {
-        match c {
-            Component::RootDir | Component::CurDir => {}
-            Component::Normal(n) => out.push(n),
-            _ => return Err(RootfsError::BadPath(dest.display().to_string())),
-        }
-    }
-    Ok(out)
-}
-
 /// Mount flags and the remaining data string from OCI mount options.
 #[must_use]
 pub fn parse_options(options: &[String]) -> (MsFlags, MsFlags, String) {
@@ -307,94 +356,297 @@ pub fn parse_options(options: &[String]) -> (MsFlags, MsFlags, String) {
     (flags, propagation, data.join(","))
 }
 
-/// Creates the mount point for `source` at `target`: a file for a file, else a directory.
-fn ensure_target(source: Option<&Path>, target: &Path, is_bind: bool) -> Result<()> {
-    if fs::symlink_metadata(target).is_ok() {
-        return Ok(());
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x04;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+
+/// A detached copy of the mount tree at `path` relative to `dir` (`""`: `dir` itself;
+/// `recursive`: with the mounts under it), as `MS_BIND` (`MS_REC`) would attach it.
+fn clone_tree(dir: Option<BorrowedFd<'_>>, path: &Path, recursive: bool) -> nix::Result<OwnedFd> {
+    let p = CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC.cast_unsigned();
+    if recursive {
+        flags |= libc::AT_RECURSIVE.cast_unsigned();
     }
-    let is_file = is_bind && source.is_some_and(|s| fs::metadata(s).is_ok_and(|m| !m.is_dir()));
-    if is_file {
-        if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent).map_err(ioerr("create", parent))?;
-        }
-        fs::write(target, b"").map_err(ioerr("create", target))?;
-    } else {
-        fs::create_dir_all(target).map_err(ioerr("create", target))?;
+    if path.as_os_str().is_empty() {
+        flags |= libc::AT_EMPTY_PATH.cast_unsigned();
     }
-    Ok(())
+    let dfd = dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
+    // SAFETY: open_tree takes a directory fd, a NUL-terminated path and flags; it returns a
+    // new descriptor or -1.
+    let r = unsafe { libc::syscall(libc::SYS_open_tree, dfd, p.as_ptr(), flags) };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the kernel just returned this descriptor; nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(i32::try_from(r).map_err(|_| Errno::EBADF)?) })
 }
 
-/// Performs one spec mount under `rootfs`.
-pub fn mount_one(rootfs: &Path, m: &Mount) -> Result<()> {
-    let target = under(rootfs, m.destination())?;
+/// Attaches the detached mount `tree` onto the object of `target` (on top of whatever is
+/// mounted there). Afterwards `tree` is a descriptor of the attached mount's root.
+fn attach(tree: BorrowedFd<'_>, target: BorrowedFd<'_>) -> nix::Result<()> {
+    // SAFETY: both descriptors are open; empty paths with the *_EMPTY_PATH flags name the
+    // descriptors' own objects.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if r < 0 { Err(Errno::last()) } else { Ok(()) }
+}
+
+/// Propagation other than private: the whole tree was made private by [`prepare`], and new
+/// mounts and bind copies under a private parent are private, so `private`/`rprivate` (every
+/// bind's default) needs no call.
+fn needs_propagation(propagation: MsFlags) -> bool {
+    !propagation.is_empty()
+        && !propagation
+            .difference(MsFlags::MS_REC)
+            .eq(&MsFlags::MS_PRIVATE)
+}
+
+/// Opens (or makes) the target of `m` inside the root: a file for a bind of a file, else a
+/// directory. proc, sysfs and cgroup targets must be plain directories reached without a
+/// symlink.
+fn open_target(root: &Root, m: &Mount, typ: &str, is_bind: bool) -> Result<OwnedFd> {
+    let dest = m.destination();
+    let special = matches!(typ, "proc" | "sysfs" | "cgroup" | "cgroup2");
+    let not_plain = || RootfsError::NotPlainDir {
+        dest: dest.display().to_string(),
+        fs: typ.to_string(),
+    };
+    // proc and sysfs: no symlink on the way, and a directory at the end.
+    let (extra, dir) = if special {
+        (ResolveFlag::RESOLVE_NO_SYMLINKS, OFlag::O_DIRECTORY)
+    } else {
+        (ResolveFlag::empty(), OFlag::empty())
+    };
+    let fd = match root.open_in(dest, OFlag::O_PATH | dir, extra) {
+        Ok(fd) => fd,
+        Err(Errno::ELOOP | Errno::ENOTDIR) if special => return Err(not_plain()),
+        Err(Errno::ENOENT) => {
+            let is_file = is_bind
+                && m.source()
+                    .as_deref()
+                    .is_some_and(|s| fs::metadata(s).is_ok_and(|m| !m.is_dir()));
+            let made = if is_file {
+                root.create_file(dest, Mode::from_bits_truncate(0o644))
+            } else {
+                root.mkdir_missing(dest, Mode::from_bits_truncate(0o755))
+            }
+            .map_err(inerr("create", dest))?;
+            if !special {
+                return Ok(made);
+            }
+            // A dangling link was followed to make the directory: refuse it all the same.
+            root.open_in(dest, OFlag::O_PATH | dir, extra)
+                .map_err(|e| match e {
+                    Errno::ELOOP | Errno::ENOTDIR => not_plain(),
+                    e => inerr("open", dest)(e),
+                })?
+        }
+        Err(e) => return Err(inerr("open", dest)(e)),
+    };
+    Ok(fd)
+}
+
+/// Performs one spec mount inside `root`: the target is resolved in the root and the mount
+/// made on its descriptor (see the module docs).
+pub fn mount_one(root: &Root, m: &Mount) -> Result<()> {
+    let dest = m.destination();
+    let dest_s = || dest.display().to_string();
+    let comps = inroot::components(dest).ok_or_else(|| RootfsError::BadPath(dest_s()))?;
+    if comps.is_empty() {
+        return Err(RootfsError::TargetIsRoot(dest_s()));
+    }
     let opts = m.options().clone().unwrap_or_default();
     let (flags, propagation, data) = parse_options(&opts);
     let typ = m.typ().as_deref().unwrap_or("none");
     let is_bind = flags.contains(MsFlags::MS_BIND) || typ == "bind";
-    if typ == "cgroup" || typ == "cgroup2" {
-        // tug containers do not see the cgroup tree (a private cgroup namespace is not used).
-        return Ok(());
+    let target = open_target(root, m, typ, is_bind)?;
+    if root.is_root(target.as_fd()) {
+        return Err(RootfsError::TargetIsRoot(dest_s()));
     }
-    ensure_target(m.source().as_deref(), &target, is_bind)?;
-    if is_bind {
-        let src = m.source().clone().unwrap_or_default();
-        mount(
-            Some(&src),
-            &target,
-            None::<&str>,
-            MsFlags::MS_BIND | (flags & MsFlags::MS_REC),
-            None::<&str>,
-        )
-        .map_err(merr(&target))?;
-        let extra = flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
+    if typ == "cgroup" || typ == "cgroup2" {
+        return mount_cgroup_view(root, dest, &target, flags);
+    }
+    let on = proc_fd(target.as_fd());
+    // The attached mount's own descriptor, for flag and propagation changes.
+    let mut mounted: Option<OwnedFd> = None;
+    let bind = |src: &Path, recursive: bool, extra: MsFlags| -> Result<OwnedFd> {
+        let tree = clone_tree(None, src, recursive).map_err(|e| RootfsError::Mount {
+            target: format!("{} (bind source {})", dest.display(), src.display()),
+            source: e,
+        })?;
+        attach(tree.as_fd(), target.as_fd()).map_err(merr(dest))?;
         if !extra.is_empty() {
             mount(
                 None::<&str>,
-                &target,
+                proc_fd(tree.as_fd()).as_str(),
                 None::<&str>,
                 MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra,
                 None::<&str>,
             )
-            .map_err(merr(&target))?;
+            .map_err(merr(dest))?;
         }
+        Ok(tree)
+    };
+    if is_bind {
+        let src = m.source().clone().unwrap_or_default();
+        let extra = flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
+        mounted = Some(bind(&src, flags.contains(MsFlags::MS_REC), extra)?);
     } else {
         let src = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
         let d = (!data.is_empty()).then_some(data.as_str());
-        let res = mount(Some(&src), &target, Some(typ), flags, d);
-        match res {
+        match mount(Some(&src), on.as_str(), Some(typ), flags, d) {
             Ok(()) => {}
             // A new sysfs needs a network namespace of our own; with the host's network, bind
             // the host's /sys read-only instead (what runc does as well in that case).
             Err(nix::Error::EPERM) if typ == "sysfs" => {
-                mount(
-                    Some("/sys"),
-                    &target,
-                    None::<&str>,
-                    MsFlags::MS_BIND | MsFlags::MS_REC,
-                    None::<&str>,
-                )
-                .map_err(merr(&target))?;
-                mount(
-                    None::<&str>,
-                    &target,
-                    None::<&str>,
-                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | flags,
-                    None::<&str>,
-                )
-                .map_err(merr(&target))?;
+                mounted = Some(bind(Path::new("/sys"), true, MsFlags::MS_RDONLY | flags)?);
             }
-            Err(e) => return Err(merr(&target)(e)),
+            Err(e) => return Err(merr(dest)(e)),
         }
     }
-    if !propagation.is_empty() {
+    if needs_propagation(propagation) {
+        let fd = match mounted {
+            Some(fd) => fd,
+            None => {
+                // A new filesystem: its root is what the target resolves to now; it must be
+                // a different mount than the one the target was on.
+                let fd = root
+                    .open_in(dest, OFlag::O_PATH, ResolveFlag::empty())
+                    .map_err(inerr("open", dest))?;
+                let was = inroot::identity_at(target.as_fd(), "").map_err(inerr("stat", dest))?;
+                let now = inroot::identity_at(fd.as_fd(), "").map_err(inerr("stat", dest))?;
+                if was.mnt_id == now.mnt_id {
+                    return Err(RootfsError::Mount {
+                        target: dest_s(),
+                        source: Errno::ESTALE,
+                    });
+                }
+                fd
+            }
+        };
         mount(
             None::<&str>,
-            &target,
+            proc_fd(fd.as_fd()).as_str(),
             None::<&str>,
             propagation,
             None::<&str>,
         )
-        .map_err(merr(&target))?;
+        .map_err(merr(dest))?;
+    }
+    Ok(())
+}
+
+/// Mounts the container's view of its own cgroups on `target`, the descriptor of `dest` (see
+/// [`super::cgroups::container_view`]); `flags` are the spec mount's (`ro` unless
+/// privileged, `nosuid`, `nodev`, `noexec`). The process is already in its cgroup namespace.
+/// The v1 hierarchies go in a tmpfs made here, reached through its root's descriptor.
+fn mount_cgroup_view(root: &Root, dest: &Path, target: &OwnedFd, flags: MsFlags) -> Result<()> {
+    use super::cgroups::{Layout, ViewMount, container_view};
+    let layout = Layout::detect().map_err(|e| RootfsError::Io {
+        what: "detect the cgroup layout for",
+        path: dest.display().to_string(),
+        source: io::Error::other(e.to_string()),
+    })?;
+    let read_only = flags.contains(MsFlags::MS_RDONLY);
+    let base = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let fs_flags = base | (flags & (MsFlags::MS_RDONLY | MsFlags::MS_RELATIME));
+    // The tmpfs's root, once mounted: where the v1 hierarchies' mount points are made.
+    let mut tmpfs: Option<OwnedFd> = None;
+    fn in_tmpfs<'a>(tmpfs: &'a Option<OwnedFd>, dest: &Path) -> Result<BorrowedFd<'a>> {
+        tmpfs.as_ref().map(|f| f.as_fd()).ok_or(RootfsError::Mount {
+            target: dest.display().to_string(),
+            source: Errno::EINVAL,
+        })
+    }
+    // Paths of the view are relative to `dest` (empty: `dest` itself).
+    for step in container_view(&layout, Path::new(""), read_only) {
+        match &step {
+            ViewMount::Tmpfs(_) => {
+                mount(
+                    Some("tmpfs"),
+                    proc_fd(target.as_fd()).as_str(),
+                    Some("tmpfs"),
+                    base,
+                    Some("mode=755"),
+                )
+                .map_err(merr(dest))?;
+                let fd = root
+                    .open_in(
+                        dest,
+                        OFlag::O_PATH | OFlag::O_DIRECTORY,
+                        ResolveFlag::RESOLVE_NO_SYMLINKS,
+                    )
+                    .map_err(inerr("open", dest))?;
+                let was = inroot::identity_at(target.as_fd(), "").map_err(inerr("stat", dest))?;
+                let now = inroot::identity_at(fd.as_fd(), "").map_err(inerr("stat", dest))?;
+                if was.mnt_id == now.mnt_id {
+                    return Err(RootfsError::Mount {
+                        target: dest.display().to_string(),
+                        source: Errno::ESTALE,
+                    });
+                }
+                tmpfs = Some(fd);
+            }
+            ViewMount::V2(rel) if rel.as_os_str().is_empty() => {
+                mount(
+                    Some("cgroup2"),
+                    proc_fd(target.as_fd()).as_str(),
+                    Some("cgroup2"),
+                    fs_flags,
+                    None::<&str>,
+                )
+                .map_err(merr(dest))?;
+            }
+            ViewMount::V1 { dir: rel, .. } | ViewMount::V2(rel) => {
+                let (fstype, data) = match &step {
+                    ViewMount::V1 { options, .. } => ("cgroup", Some(options.as_str())),
+                    _ => ("cgroup2", None),
+                };
+                let at = dest.join(rel);
+                let parent = in_tmpfs(&tmpfs, dest)?;
+                nix::sys::stat::mkdirat(parent, rel.as_path(), Mode::from_bits_truncate(0o755))
+                    .map_err(inerr("create", &at))?;
+                let sub = nix::fcntl::openat(
+                    parent,
+                    rel.as_path(),
+                    OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(inerr("open", &at))?;
+                mount(
+                    Some(fstype),
+                    proc_fd(sub.as_fd()).as_str(),
+                    Some(fstype),
+                    fs_flags,
+                    data,
+                )
+                .map_err(merr(&at))?;
+            }
+            ViewMount::Symlink { link, target } => {
+                let at = dest.join(link);
+                nix::unistd::symlinkat(target.as_str(), in_tmpfs(&tmpfs, dest)?, link.as_path())
+                    .map_err(inerr("symlink", &at))?;
+            }
+            ViewMount::RemountReadOnly(_) => {
+                mount(
+                    None::<&str>,
+                    proc_fd(in_tmpfs(&tmpfs, dest)?).as_str(),
+                    None::<&str>,
+                    MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | base,
+                    Some("mode=755"),
+                )
+                .map_err(merr(dest))?;
+            }
+        }
     }
     Ok(())
 }
@@ -424,39 +676,18 @@ pub fn default_devices() -> Vec<LinuxDevice> {
     ]
 }
 
-/// Creates device nodes under `rootfs` and the standard /dev symlinks.
-pub fn create_devices(rootfs: &Path, devices: &[LinuxDevice]) -> Result<()> {
-    for d in devices {
-        let target = under(rootfs, d.path())?;
-        if let Some(p) = target.parent() {
-            fs::create_dir_all(p).map_err(ioerr("create", p))?;
-        }
-        let kind = match d.typ() {
-            LinuxDeviceType::B => libc::S_IFBLK,
-            LinuxDeviceType::P => libc::S_IFIFO,
-            _ => libc::S_IFCHR,
-        };
-        let mode = d.file_mode().unwrap_or(0o666);
-        let dev = libc::makedev(d.major() as u32, d.minor() as u32);
-        let path = CString::new(target.as_os_str().as_bytes()).unwrap_or_default();
-        let _ = fs::remove_file(&target);
-        // SAFETY: path is a valid C string; mknod has no memory preconditions.
-        let r = unsafe { libc::mknod(path.as_ptr(), kind | (mode & 0o7777), dev) };
-        if r != 0 {
-            return Err(RootfsError::Io {
-                what: "mknod",
-                path: target.display().to_string(),
-                source: io::Error::last_os_error(),
-            });
-        }
-        // mknod is subject to the umask: set the mode exactly.
-        // SAFETY: as above.
-        unsafe {
-            libc::chmod(path.as_ptr(), mode & 0o7777);
-            libc::chown(path.as_ptr(), d.uid().unwrap_or(0), d.gid().unwrap_or(0));
-        }
-    }
-    let dev = rootfs.join("dev");
+/// Creates device nodes inside the root and the standard /dev symlinks. Each node is made
+/// with `mknodat` in its parent directory (resolved inside the root) with its exact mode (the
+/// umask is cleared meanwhile) and owned with a no-follow `fchownat`.
+pub fn create_devices(root: &Root, devices: &[LinuxDevice]) -> Result<()> {
+    let old = nix::sys::stat::umask(Mode::empty());
+    let made = make_nodes(root, devices);
+    nix::sys::stat::umask(old);
+    made?;
+    let dev = Path::new("/dev");
+    let dir = root
+        .mkdir_all(dev, Mode::from_bits_truncate(0o755))
+        .map_err(inerr("create", dev))?;
     for (link, to) in [
         ("fd", "/proc/self/fd"),
         ("stdin", "/proc/self/fd/0"),
@@ -465,20 +696,88 @@ pub fn create_devices(rootfs: &Path, devices: &[LinuxDevice]) -> Result<()> {
         ("ptmx", "pts/ptmx"),
         ("core", "/proc/kcore"),
     ] {
-        let l = dev.join(link);
         // /dev/core only where the kernel has /proc/kcore (as runc does).
         if link == "core" && !Path::new("/proc/kcore").exists() {
             continue;
         }
-        if fs::symlink_metadata(&l).is_err() {
-            symlink(to, &l).map_err(ioerr("symlink", &l))?;
+        match nix::unistd::symlinkat(to, dir.as_fd(), link) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(inerr("symlink", &dev.join(link))(e)),
         }
     }
     Ok(())
 }
 
-/// Makes the whole mount tree private to this namespace, then makes `rootfs` a mount point.
-pub fn prepare(rootfs: &Path) -> Result<()> {
+fn make_nodes(root: &Root, devices: &[LinuxDevice]) -> Result<()> {
+    // Most nodes share /dev: its descriptor is kept from one node to the next.
+    let mut parent: Option<(PathBuf, OwnedFd, bool)> = None;
+    for d in devices {
+        let path = d.path();
+        let name = path
+            .file_name()
+            .ok_or_else(|| RootfsError::BadPath(path.display().to_string()))?;
+        let dir_path = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let (dir, dir_setgid) = match parent.take() {
+            Some((p, fd, g)) if p == dir_path => (fd, g),
+            _ => {
+                let fd = root
+                    .mkdir_all(&dir_path, Mode::from_bits_truncate(0o755))
+                    .map_err(inerr("create", &dir_path))?;
+                if dir_path != Path::new("/") && root.is_root(fd.as_fd()) {
+                    return Err(RootfsError::TargetIsRoot(dir_path.display().to_string()));
+                }
+                let g = nix::sys::stat::fstat(fd.as_fd())
+                    .map_or(true, |st| st.st_mode & libc::S_ISGID != 0);
+                (fd, g)
+            }
+        };
+        let kind = match d.typ() {
+            LinuxDeviceType::B => SFlag::S_IFBLK,
+            LinuxDeviceType::P => SFlag::S_IFIFO,
+            _ => SFlag::S_IFCHR,
+        };
+        let mode = Mode::from_bits_truncate(d.file_mode().unwrap_or(0o666) & 0o7777);
+        let dev = libc::makedev(
+            u32::try_from(d.major()).unwrap_or(0),
+            u32::try_from(d.minor()).unwrap_or(0),
+        );
+        // The common case (a fresh /dev tmpfs) costs one call; a name that is taken (by the
+        // image, or an earlier entry) is removed (never followed) and made again.
+        let mknod = || nix::sys::stat::mknodat(dir.as_fd(), name, kind, mode, dev);
+        match mknod() {
+            Err(Errno::EEXIST) => {
+                let _ = nix::unistd::unlinkat(
+                    dir.as_fd(),
+                    name,
+                    nix::unistd::UnlinkatFlags::NoRemoveDir,
+                );
+                mknod()
+            }
+            r => r,
+        }
+        .map_err(inerr("mknod", path))?;
+        // A new node belongs to root (this process), unless its directory is set-group-ID: a
+        // chown is needed only for another owner.
+        let (uid, gid) = (d.uid().unwrap_or(0), d.gid().unwrap_or(0));
+        if uid != 0 || gid != 0 || dir_setgid {
+            nix::unistd::fchownat(
+                dir.as_fd(),
+                name,
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(inerr("chown", path))?;
+        }
+        parent = Some((dir_path, dir, dir_setgid));
+    }
+    Ok(())
+}
+
+/// Makes the whole mount tree private to this namespace, makes `rootfs` (a trusted host path:
+/// the container's bundle) a mount point, and opens it as the [`Root`] every later path is
+/// resolved in.
+pub fn prepare(rootfs: &Path) -> Result<Root> {
     mount(
         None::<&str>,
         "/",
@@ -494,14 +793,21 @@ pub fn prepare(rootfs: &Path) -> Result<()> {
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None::<&str>,
     )
-    .map_err(merr(rootfs))
+    .map_err(merr(rootfs))?;
+    Root::open(rootfs).map_err(|e| RootfsError::Io {
+        what: "open",
+        path: rootfs.display().to_string(),
+        source: e.into(),
+    })
 }
 
-/// Switches the root to `rootfs` and detaches the old root.
-pub fn pivot(rootfs: &Path) -> Result<()> {
-    std::env::set_current_dir(rootfs).map_err(ioerr("chdir", rootfs))?;
-    nix::unistd::pivot_root(".", ".").map_err(merr(rootfs))?;
-    // The old root is now stacked under "."; make it private so the detach does not propagate.
+/// Switches the root to `root` and detaches the old root, then checks (failing closed) that
+/// `/` is the prepared root filesystem and that nothing — the old root included — is stacked
+/// over it. The root's descriptor is closed on the way.
+pub fn pivot(root: Root) -> Result<()> {
+    nix::unistd::fchdir(root.fd()).map_err(merr(Path::new(".")))?;
+    nix::unistd::pivot_root(".", ".").map_err(merr(Path::new(".")))?;
+    // The old root is now stacked over "."; make it a slave so the detach does not propagate.
     mount(
         None::<&str>,
         ".",
@@ -511,50 +817,94 @@ pub fn pivot(rootfs: &Path) -> Result<()> {
     )
     .map_err(merr(Path::new("/")))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(merr(Path::new("/")))?;
-    std::env::set_current_dir("/").map_err(ioerr("chdir", Path::new("/")))
+    std::env::set_current_dir("/").map_err(ioerr("chdir", Path::new("/")))?;
+    let want = root.identity();
+    drop(root);
+    let cwd = nix::fcntl::AT_FDCWD;
+    let fail = |what: String| RootfsError::Pivot(what);
+    let now = inroot::identity_at(cwd, "/").map_err(|e| fail(format!("stat /: {e}")))?;
+    if now != want {
+        return Err(fail(format!(
+            "/ is not the prepared root filesystem (mount {} inode {}, expected mount {} inode {})",
+            now.mnt_id, now.ino, want.mnt_id, want.ino
+        )));
+    }
+    // `..` of the root resolves to the topmost mount stacked on it.
+    let over = inroot::identity_at(cwd, "/..").map_err(|e| fail(format!("stat /..: {e}")))?;
+    if over.mnt_id != want.mnt_id {
+        return Err(fail(format!(
+            "mount {} is stacked over the container's root (the old root or a mount that landed on it)",
+            over.mnt_id
+        )));
+    }
+    Ok(())
 }
 
-/// Masks and write-protects paths after the pivot, and makes `/` read-only if asked.
-pub fn finish(spec: &Spec) -> Result<()> {
+/// Covers the spec's masked paths (an empty read-only tmpfs over a directory, the container's
+/// `/dev/null` over anything else) and bind-remounts its read-only paths read-only, each
+/// resolved inside the root without following any symlink. Paths that do not exist are
+/// skipped, as runc does.
+pub fn mask(root: &Root, spec: &Spec) -> Result<()> {
     let linux = spec.linux().clone().unwrap_or_default();
+    let open = |p: &Path| -> Result<Option<OwnedFd>> {
+        match root.open_in(p, OFlag::O_PATH, ResolveFlag::RESOLVE_NO_SYMLINKS) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(Errno::ENOENT | Errno::ENOTDIR) => Ok(None),
+            Err(e) => Err(inerr("open", p)(e)),
+        }
+    };
+    let mut null: Option<OwnedFd> = None;
     for p in linux.masked_paths().iter().flatten() {
         let path = Path::new(p);
-        match fs::metadata(path) {
-            Ok(m) if m.is_dir() => mount(
+        let Some(fd) = open(path)? else { continue };
+        if root.is_root(fd.as_fd()) {
+            return Err(RootfsError::TargetIsRoot(p.clone()));
+        }
+        let on = proc_fd(fd.as_fd());
+        let is_dir = nix::sys::stat::fstat(fd.as_fd())
+            .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+        if is_dir {
+            mount(
                 Some("tmpfs"),
-                path,
+                on.as_str(),
                 Some("tmpfs"),
                 MsFlags::MS_RDONLY,
                 None::<&str>,
             )
-            .map_err(merr(path))?,
-            Ok(_) => mount(
-                Some("/dev/null"),
-                path,
+            .map_err(merr(path))?;
+        } else {
+            if null.is_none() {
+                let dn = Path::new("/dev/null");
+                null = Some(
+                    root.open_in(dn, OFlag::O_PATH, ResolveFlag::RESOLVE_NO_SYMLINKS)
+                        .map_err(inerr("open", dn))?,
+                );
+            }
+            let src = null
+                .as_ref()
+                .map(|n| proc_fd(n.as_fd()))
+                .unwrap_or_default();
+            mount(
+                Some(src.as_str()),
+                on.as_str(),
                 None::<&str>,
                 MsFlags::MS_BIND,
                 None::<&str>,
             )
-            .map_err(merr(path))?,
-            Err(_) => {}
+            .map_err(merr(path))?;
         }
     }
     for p in linux.readonly_paths().iter().flatten() {
         let path = Path::new(p);
-        if fs::symlink_metadata(path).is_err() {
-            continue;
+        let Some(fd) = open(path)? else { continue };
+        if root.is_root(fd.as_fd()) {
+            return Err(RootfsError::TargetIsRoot(p.clone()));
         }
-        mount(
-            Some(path),
-            path,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .map_err(merr(path))?;
+        let tree = clone_tree(Some(fd.as_fd()), Path::new(""), true).map_err(merr(path))?;
+        attach(tree.as_fd(), fd.as_fd()).map_err(merr(path))?;
         mount(
             None::<&str>,
-            path,
+            proc_fd(tree.as_fd()).as_str(),
             None::<&str>,
             MsFlags::MS_BIND
                 | MsFlags::MS_REMOUNT
@@ -567,6 +917,11 @@ pub fn finish(spec: &Spec) -> Result<()> {
         )
         .map_err(merr(path))?;
     }
+    Ok(())
+}
+
+/// After the pivot: makes `/` read-only if the spec asks.
+pub fn finish(spec: &Spec) -> Result<()> {
     if spec
         .root()
         .as_ref()
@@ -585,16 +940,44 @@ pub fn finish(spec: &Spec) -> Result<()> {
     Ok(())
 }
 
+/// The path under /proc/sys of a sysctl key (`net.ipv4.ip_forward`); `None` for a key that is
+/// empty or has an empty, `.` or `..` part.
+fn sysctl_path(key: &str) -> Option<PathBuf> {
+    let mut p = PathBuf::from("/proc/sys");
+    for part in key.split(['.', '/']) {
+        if part.is_empty() || part == ".." {
+            return None;
+        }
+        p.push(part);
+    }
+    Some(p)
+}
+
 /// Writes `linux.sysctl` values under /proc/sys (after /proc is mounted, before it is made
-/// read-only).
-pub fn sysctls(rootfs: &Path, spec: &Spec) -> Result<()> {
+/// read-only), each file resolved inside the root without symlinks and checked to be on the
+/// container's procfs.
+pub fn sysctls(root: &Root, spec: &Spec) -> Result<()> {
+    use std::io::Write as _;
     let Some(map) = spec.linux().as_ref().and_then(|l| l.sysctl().clone()) else {
         return Ok(());
     };
     for (k, v) in map {
-        let rel = k.replace('.', "/");
-        let path = rootfs.join("proc/sys").join(&rel);
-        fs::write(&path, v.as_bytes()).map_err(ioerr("write sysctl", &path))?;
+        let path = sysctl_path(&k).ok_or_else(|| RootfsError::BadPath(format!("sysctl {k}")))?;
+        let fd = root
+            .open_in(
+                &path,
+                OFlag::O_WRONLY | OFlag::O_NOCTTY,
+                ResolveFlag::RESOLVE_NO_SYMLINKS,
+            )
+            .map_err(inerr("open", &path))?;
+        let on_proc = nix::sys::statfs::fstatfs(fd.as_fd())
+            .is_ok_and(|f| f.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC);
+        if !on_proc {
+            return Err(inerr("write sysctl", &path)(Errno::EXDEV));
+        }
+        fs::File::from(fd)
+            .write_all(v.as_bytes())
+            .map_err(ioerr("write sysctl", &path))?;
     }
     Ok(())
 }
@@ -623,11 +1006,15 @@ mod tests {
     }
 
     #[test]
-    fn rootfs_under_refuses_dotdot() {
+    fn rootfs_sysctl_paths_stay_under_proc_sys() {
         assert_eq!(
-            under(Path::new("/r"), Path::new("/etc/hosts")).unwrap(),
-            PathBuf::from("/r/etc/hosts")
+            sysctl_path("net.ipv4.ip_forward").unwrap(),
+            PathBuf::from("/proc/sys/net/ipv4/ip_forward")
         );
-        assert!(under(Path::new("/r"), Path::new("/../etc")).is_err());
+        assert!(sysctl_path("net..x").is_none());
+        assert!(sysctl_path("../../etc/passwd").is_none());
+        assert!(needs_propagation(MsFlags::MS_SHARED | MsFlags::MS_REC));
+        assert!(!needs_propagation(MsFlags::MS_PRIVATE | MsFlags::MS_REC));
+        assert!(!needs_propagation(MsFlags::empty()));
     }
 }

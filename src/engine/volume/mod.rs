@@ -19,10 +19,18 @@
 //! Volumes are never removed by anything but `volume rm`, `volume prune` and `down -v`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::ffi::{CString, OsStr, OsString};
+use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd};
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Component, Path, PathBuf};
 
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, ResolveFlag, openat};
 use nix::mount::{MntFlags, MsFlags};
+use nix::sys::stat::{FileStat, Mode, fstat, fstatat, mkdirat, mknodat};
+use nix::unistd::{UnlinkatFlags, unlinkat};
+
+use crate::engine::runtime::inroot::Root;
 use serde::{Deserialize, Serialize};
 
 /// Errors of the volume store.
@@ -57,14 +65,35 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".volume.json.{}.tmp", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(io(format!("create {}", tmp.display())))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(io(format!("write {}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(io(format!("rename {}", path.display())))
+    crate::engine::private::write_atomic(path, bytes, crate::engine::private::FILE_MODE, true)
+        .map_err(io(format!("write {}", path.display())))
+}
+
+/// Names this process (pid and start time, so a reused pid is not taken for it) plus a
+/// counter, for the staging names of this store: `<pid>.<start>.<n>`.
+fn owner_tag() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let pid = std::process::id();
+    let start = i32::try_from(pid)
+        .ok()
+        .and_then(crate::engine::container::state::start_time)
+        .unwrap_or(0);
+    format!("{pid}.{start}.{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Whether the process named by a staging name's tail (`<pid>.<start>.<n>`, see
+/// [`owner_tag`]) still runs. An unparsable tail counts as gone.
+fn owner_alive(tail: &str) -> bool {
+    let mut parts = tail.rsplitn(3, '.');
+    let (_, start, pid) = (parts.next(), parts.next(), parts.next());
+    let pid = pid
+        .and_then(|p| p.rsplit('-').next())
+        .and_then(|p| p.parse::<i32>().ok());
+    let start = start
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|s| *s != 0);
+    crate::engine::container::state::alive(pid, start)
 }
 
 /// What a volume should be (compose's top-level `volumes:` entry or `volume create`).
@@ -136,7 +165,8 @@ impl Volumes {
     /// Opens `<root>/volumes` (created on demand).
     pub fn open(root: &Path) -> Result<Self> {
         let dir = root.join("volumes");
-        std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
+        crate::engine::private::create_dir_all(&dir)
+            .map_err(io(format!("create {}", dir.display())))?;
         Ok(Self {
             root: std::fs::canonicalize(root).map_err(io(format!("resolve {}", root.display())))?,
         })
@@ -155,9 +185,15 @@ impl Volumes {
         validate_name(name)?;
         let p = self.dir(name).join("volume.json");
         match std::fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| Error::State(p.display().to_string(), e.to_string())),
+            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+                Error::State(
+                    p.display().to_string(),
+                    format!(
+                        "damaged ({e}); restore it, or remove the volume and its data with \
+                         `tug volume rm {name}`"
+                    ),
+                )
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::Io(format!("read {}", p.display()), e)),
         }
@@ -180,8 +216,12 @@ impl Volumes {
         Ok(self.load(name)?.is_some())
     }
 
-    /// Every volume, by name. Half-created leftovers (no record) are removed.
+    /// Every volume with a readable record, by name. A volume whose record is damaged is
+    /// left out (and reported by [`Volumes::damaged`]; using it fails naming the file), so
+    /// one damaged volume never stops work on the others. What creates and removals killed
+    /// half-way left behind is deleted on the way (see [`Volumes::repair`]).
     pub fn list(&self) -> Result<Vec<VolumeInfo>> {
+        self.repair();
         let dir = self.root.join("volumes");
         let mut out = Vec::new();
         for ent in std::fs::read_dir(&dir)
@@ -192,21 +232,109 @@ impl Volumes {
             if name.starts_with('.') || validate_name(&name).is_err() {
                 continue;
             }
-            match self.load(&name)? {
-                Some(v) => out.push(v),
-                None => {
-                    // Created by a killed command before its record was written.
-                    if self.unmount(&name).is_ok() {
-                        let _ = std::fs::remove_dir_all(ent.path());
-                    }
-                }
+            if let Ok(Some(v)) = self.load(&name) {
+                out.push(v);
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
 
-    /// Creates a volume; an existing one is an error.
+    /// The volumes that cannot be used: (name, what is wrong and what to do).
+    pub fn damaged(&self) -> Vec<(String, String)> {
+        let dir = self.root.join("volumes");
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for ent in rd.flatten() {
+            let name = ent.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || validate_name(&name).is_err() {
+                continue;
+            }
+            match self.load(&name) {
+                Ok(Some(_)) => {}
+                Ok(None) => out.push((
+                    name.clone(),
+                    format!(
+                        "{} has no record volume.json; move its _data away if you need it, \
+                         then delete the directory",
+                        self.dir(&name).display()
+                    ),
+                )),
+                Err(e) => out.push((name, e.to_string())),
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Takes the store's lock, which orders the moments a volume appears or disappears
+    /// (the rename of a new volume into place, the repair of leftovers) and nothing else.
+    fn lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>> {
+        let path = self.root.join("volumes/.lock");
+        let f = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io(format!("open {}", path.display())))?;
+        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| Error::Io(format!("lock {}", path.display()), e.into()))
+    }
+
+    /// Deletes what is provably abandoned, under the store's lock: a staging directory of a
+    /// create or removal (`.creating-…`, `.removing-…`) whose process is gone, and a volume
+    /// directory without a record and without data (left by an older tug whose create was
+    /// killed: a create now renames a complete volume into place, so no live command makes
+    /// such a directory). A record-less directory that holds data is kept (see
+    /// [`Volumes::damaged`]); nothing is deleted through a mount.
+    pub fn repair(&self) {
+        let dir = self.root.join("volumes");
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        let mut leftovers = Vec::new();
+        for ent in rd.flatten() {
+            let name = ent.file_name().to_string_lossy().into_owned();
+            if let Some(tail) = name
+                .strip_prefix(".creating-")
+                .or_else(|| name.strip_prefix(".removing-"))
+            {
+                if !owner_alive(tail) {
+                    leftovers.push(ent.path());
+                }
+            } else if !name.starts_with('.')
+                && validate_name(&name).is_ok()
+                && !ent.path().join("volume.json").exists()
+            {
+                leftovers.push(ent.path());
+            }
+        }
+        if leftovers.is_empty() {
+            return;
+        }
+        let Ok(_lock) = self.lock() else { return };
+        for path in leftovers {
+            let data = path.join("_data");
+            let staging = path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            // Checked again under the lock: a create may have renamed a volume into place.
+            let abandoned = path.exists()
+                && (staging
+                    || (!path.join("volume.json").exists()
+                        && (!data.exists() || is_empty(&data).unwrap_or(false))));
+            if abandoned && !is_mount_point(&data).unwrap_or(true) {
+                let _ = std::fs::remove_dir_all(&path);
+            }
+        }
+    }
+
+    /// Creates a volume; an existing one is an error. The volume is made complete (data
+    /// directory and record) in a staging directory of this process and renamed into place,
+    /// so a volume directory always has its record and two commands creating the same name
+    /// cannot both succeed.
     pub fn create(&self, spec: &VolumeSpec) -> Result<VolumeInfo> {
         validate_name(&spec.name)?;
         if self.load(&spec.name)?.is_some() {
@@ -220,26 +348,69 @@ impl Volumes {
             )));
         }
         check_opts(&spec.name, &spec.driver_opts)?;
-        let data = self.mountpoint(&spec.name);
-        std::fs::create_dir_all(&data).map_err(io(format!("create {}", data.display())))?;
         let info = VolumeInfo {
             name: spec.name.clone(),
             driver,
-            mountpoint: data,
+            mountpoint: self.mountpoint(&spec.name),
             labels: spec.labels.clone(),
             driver_opts: spec.driver_opts.clone(),
             created: jiff::Timestamp::now().to_string(),
             initialized: false,
         };
-        self.save(&info)?;
-        Ok(info)
+        let staging =
+            self.root
+                .join("volumes")
+                .join(format!(".creating-{}-{}", spec.name, owner_tag()));
+        let result = self.create_in(&staging, &info);
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&staging);
+        }
+        result.map(|()| info)
     }
 
-    /// The volume, created if missing (compose's "created on first use").
+    fn create_in(&self, staging: &Path, info: &VolumeInfo) -> Result<()> {
+        // The volume's directory is private (`0700`); `_data` gets the mode the container
+        // sees at the mount target (left to the umask, changed by copy-up or ownership).
+        crate::engine::private::create_dir_all(staging)
+            .map_err(io(format!("create {}", staging.display())))?;
+        let data = staging.join("_data");
+        std::fs::create_dir(&data).map_err(io(format!("create {}", data.display())))?;
+        let bytes = serde_json::to_vec_pretty(info)
+            .map_err(|e| Error::State(info.name.clone(), e.to_string()))?;
+        write_atomic(&staging.join("volume.json"), &bytes)?;
+        let dir = self.dir(&info.name);
+        let _lock = self.lock()?;
+        match std::fs::rename(staging, &dir) {
+            Ok(()) => Ok(()),
+            // rename(2) replaces only an empty directory: a non-empty one is a volume.
+            Err(e)
+                if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST))
+                    || e.kind() == std::io::ErrorKind::DirectoryNotEmpty =>
+            {
+                if self.load(&info.name)?.is_some() {
+                    Err(Error::Exists(info.name.clone()))
+                } else {
+                    Err(Error::State(
+                        dir.display().to_string(),
+                        "a directory without the record volume.json is in the way; move its \
+                         _data away if you need it, then delete the directory"
+                            .into(),
+                    ))
+                }
+            }
+            Err(e) => Err(Error::Io(format!("rename into {}", dir.display()), e)),
+        }
+    }
+
+    /// The volume, created if missing (compose's "created on first use"); a volume another
+    /// command creates at the same moment is taken as it is.
     pub fn ensure(&self, spec: &VolumeSpec) -> Result<VolumeInfo> {
         match self.load(&spec.name)? {
             Some(v) => Ok(v),
-            None => self.create(spec),
+            None => match self.create(spec) {
+                Err(Error::Exists(_)) => self.inspect(&spec.name),
+                other => other,
+            },
         }
     }
 
@@ -267,7 +438,13 @@ impl Volumes {
     pub fn prepare(&self, name: &str, how: &Prepare) -> Result<PathBuf> {
         let mut info = self.inspect(name)?;
         let data = self.mountpoint(name);
-        std::fs::create_dir_all(&data).map_err(io(format!("create {}", data.display())))?;
+        // Only `_data` itself: a volume removed meanwhile is not made again without a record.
+        match std::fs::create_dir(&data) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::Io(format!("create {}", data.display()), e));
+            }
+            _ => {}
+        }
         self.mount_driver(&info)?;
         if !info.initialized {
             let empty = is_empty(&data)?;
@@ -363,7 +540,11 @@ impl Volumes {
     /// Removes a volume and its data. `in_use` lists the containers using it (from the
     /// caller's container records); a used volume is kept.
     pub fn remove(&self, name: &str, in_use: &[String]) -> Result<()> {
-        self.inspect(name)?;
+        match self.inspect(name) {
+            // A damaged record does not keep its volume from being removed.
+            Ok(_) | Err(Error::State(..)) => {}
+            Err(e) => return Err(e),
+        }
         if !in_use.is_empty() {
             return Err(Error::InUse {
                 name: name.to_string(),
@@ -371,11 +552,21 @@ impl Volumes {
             });
         }
         self.unmount(name)?;
-        // The record goes first: a half-removed volume is then a leftover `list` cleans.
-        let rec = self.dir(name).join("volume.json");
-        std::fs::remove_file(&rec).map_err(io(format!("remove {}", rec.display())))?;
+        // One rename makes the volume gone; a removal killed after it leaves a staging
+        // directory that the next listing deletes.
         let dir = self.dir(name);
-        std::fs::remove_dir_all(&dir).map_err(io(format!("remove {}", dir.display())))
+        let trash = self
+            .root
+            .join("volumes")
+            .join(format!(".removing-{name}-{}", owner_tag()));
+        std::fs::rename(&dir, &trash).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::NotFound(name.to_string())
+            } else {
+                Error::Io(format!("remove {}", dir.display()), e)
+            }
+        })?;
+        std::fs::remove_dir_all(&trash).map_err(io(format!("remove {}", trash.display())))
     }
 
     /// Removes unused volumes: anonymous ones, or all with `all`. Returns their names.
@@ -499,192 +690,379 @@ fn unescape_mountinfo(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The relative path of a container path (`/var/lib/x` → `var/lib/x`); `..` is refused.
-fn relative(target: &str) -> Result<PathBuf> {
-    let mut out = PathBuf::new();
-    for c in Path::new(target).components() {
-        match c {
-            Component::Normal(n) => out.push(n),
-            Component::RootDir | Component::CurDir => {}
-            _ => {
-                return Err(Error::Invalid(format!(
-                    "mount target {target:?} contains '..'"
-                )));
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// True for an overlayfs whiteout (a 0:0 character device).
-fn is_overlay_whiteout(md: &std::fs::Metadata) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    md.file_type().is_char_device() && md.rdev() == 0
+fn is_whiteout(st: &FileStat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == 0
 }
 
-/// Merges `target` of every layer (lowest first) into `dest`, honouring OCI whiteouts
-/// (`.wh.NAME`, `.wh..wh..opq`) and overlayfs ones (0:0 devices, `trusted.overlay.opaque`).
-/// Returns true when the image has the path as a directory (its owner and mode are applied to
-/// `dest`).
-pub fn copy_up(layers: &[PathBuf], target: &str, dest: &Path) -> Result<bool> {
-    let rel = relative(target)?;
-    let mut found = false;
-    for layer in layers {
-        let src = layer.join(&rel);
-        // A whiteout of the target itself in this layer hides everything below.
-        if let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) {
-            let wh = layer
-                .join(parent)
-                .join(format!(".wh.{}", name.to_string_lossy()));
-            if wh.symlink_metadata().is_ok() {
-                clear_dir(dest)?;
-                found = false;
-            }
-        }
-        let Ok(md) = src.symlink_metadata() else {
+fn cname(name: &OsStr) -> Result<CString> {
+    CString::new(name.as_bytes())
+        .map_err(|_| Error::Invalid(format!("bad file name {}", name.to_string_lossy())))
+}
+
+fn sys(what: &str, path: &Path) -> impl FnOnce(Errno) -> Error {
+    let w = format!("{what} {}", path.display());
+    move |e| Error::Io(w, e.into())
+}
+
+/// Opens the directory `comps` of `layer` for reading, only if every component is a real
+/// directory in that layer (no symlink, nothing outside it): how a layer holds a path.
+fn open_layer_dir(layer: &Root, comps: &[OsString]) -> Option<OwnedFd> {
+    let mut p = PathBuf::from("/");
+    p.extend(comps);
+    layer
+        .open_in(
+            &p,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+            ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_XDEV,
+        )
+        .ok()
+}
+
+fn stat_at(dir: &OwnedFd, name: &OsStr) -> Option<FileStat> {
+    let n = cname(name).ok()?;
+    fstatat(dir.as_fd(), n.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW).ok()
+}
+
+/// True when the directory `dir` of a layer is opaque (lower layers do not show under it).
+fn is_opaque(dir: &OwnedFd) -> bool {
+    if stat_at(dir, OsStr::new(".wh..wh..opq")).is_some() {
+        return true;
+    }
+    let mut buf = [0u8; 4];
+    // SAFETY: dir is an open (non-O_PATH) directory; the name is NUL-terminated and the buffer
+    // pointer and length describe a valid writable array.
+    let r = unsafe {
+        libc::fgetxattr(
+            dir.as_raw_fd(),
+            c"trusted.overlay.opaque".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    r == 1 && buf[0] == b'y'
+}
+
+/// What the merged image has at a name.
+enum Found {
+    Dir,
+    Other,
+    Link(OsString),
+    Gone,
+}
+
+/// Looks `name` up in directory `dir` (symlink-free) of the merged image: the topmost layer
+/// that has it, or hides it (whiteout, opaque parent), decides.
+fn lookup_merged(layers: &[Root], dir: &[OsString], name: &OsStr) -> Found {
+    let wh = {
+        let mut w = OsString::from(".wh.");
+        w.push(name);
+        w
+    };
+    for layer in layers.iter().rev() {
+        let Some(d) = open_layer_dir(layer, dir) else {
             continue;
         };
-        if is_overlay_whiteout(&md) {
-            clear_dir(dest)?;
-            found = false;
+        if stat_at(&d, &wh).is_some() {
+            return Found::Gone;
+        }
+        if let Some(st) = stat_at(&d, name) {
+            return match st.st_mode & libc::S_IFMT {
+                _ if is_whiteout(&st) => Found::Gone,
+                libc::S_IFDIR => Found::Dir,
+                libc::S_IFLNK => cname(name)
+                    .ok()
+                    .and_then(|n| nix::fcntl::readlinkat(d.as_fd(), n.as_c_str()).ok())
+                    .map_or(Found::Gone, Found::Link),
+                _ => Found::Other,
+            };
+        }
+        if is_opaque(&d) {
+            return Found::Gone;
+        }
+    }
+    Found::Gone
+}
+
+/// Resolves the container path `target` in the merged image (the layers, lowest first), with
+/// its symlinks followed the way the container would see them — an absolute link or `..`
+/// stops at the image's root, never on the host — and returns the symlink-free path of the
+/// directory it leads to, or None when the image has no directory there.
+fn resolve_in_image(layers: &[Root], target: &str) -> Option<Vec<OsString>> {
+    let mut queue: std::collections::VecDeque<OsString> = target
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .map(OsString::from)
+        .collect();
+    let mut done: Vec<OsString> = Vec::new();
+    let mut links = 0;
+    while let Some(c) = queue.pop_front() {
+        if c == ".." {
+            done.pop();
             continue;
         }
-        if !md.is_dir() {
-            continue;
+        match lookup_merged(layers, &done, &c) {
+            Found::Dir => done.push(c),
+            Found::Link(t) => {
+                links += 1;
+                if links > 40 {
+                    return None;
+                }
+                let t = t.as_bytes();
+                if t.first() == Some(&b'/') {
+                    done.clear();
+                }
+                for part in t
+                    .split(|&b| b == b'/')
+                    .filter(|p| !p.is_empty() && *p != b".")
+                    .rev()
+                {
+                    queue.push_front(OsStr::from_bytes(part).to_os_string());
+                }
+            }
+            Found::Other | Found::Gone => return None,
         }
+    }
+    Some(done)
+}
+
+/// Merges the directory `target` of the image (every layer, lowest first) into `dest`,
+/// honouring OCI whiteouts (`.wh.NAME`, `.wh..wh..opq`) and overlayfs ones (0:0 devices,
+/// `trusted.overlay.opaque`). Returns true when the image has the path as a directory (its
+/// owner and mode are applied to `dest`).
+///
+/// The image is hostile: `target` is resolved in the merged image as the container sees it
+/// ([`resolve_in_image`]), each layer's copy is opened without following any symlink, and
+/// everything is read and written through directory descriptors with no-follow `*at` calls,
+/// so a link in the image never leads the copy to a host file, in either direction.
+pub fn copy_up(layers: &[PathBuf], target: &str, dest: &Path) -> Result<bool> {
+    let roots: Vec<Root> = layers
+        .iter()
+        .map(|l| Root::open(l).map_err(sys("open layer", l)))
+        .collect::<Result<_>>()?;
+    let Some(canon) = resolve_in_image(&roots, target) else {
+        return Ok(false);
+    };
+    if canon.is_empty() {
+        return Err(Error::Invalid(format!(
+            "volume target {target} is the image's root directory"
+        )));
+    }
+    let dst = nix::fcntl::open(
+        dest,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(sys("open", dest))?;
+    let mut found = false;
+    for (layer, path) in roots.iter().zip(layers) {
+        // A whiteout of the target or of a directory above it, or an opaque directory above
+        // it, hides what lower layers had.
+        for i in 0..canon.len() {
+            let Some(dir) = open_layer_dir(layer, &canon[..i]) else {
+                break;
+            };
+            let mut wh = OsString::from(".wh.");
+            wh.push(&canon[i]);
+            let gone = stat_at(&dir, &wh).is_some()
+                || stat_at(&dir, &canon[i]).is_some_and(|st| is_whiteout(&st))
+                || (i > 0 && is_opaque(&dir));
+            if gone {
+                clear_dir(&dst, dest)?;
+                found = false;
+                break;
+            }
+        }
+        let Some(src) = open_layer_dir(layer, &canon) else {
+            continue;
+        };
         if is_opaque(&src) {
-            clear_dir(dest)?;
+            clear_dir(&dst, dest)?;
         }
-        copy_attrs(&src, dest, &md)?;
-        merge_dir(&src, dest)?;
+        let st = fstat(src.as_fd()).map_err(sys("stat", path))?;
+        merge_dir(&src, &dst, dest)?;
+        copy_attrs(&dst, &st, dest)?;
         found = true;
     }
     Ok(found)
 }
 
-fn is_opaque(dir: &Path) -> bool {
-    if dir.join(".wh..wh..opq").symlink_metadata().is_ok() {
-        return true;
-    }
-    matches!(xattr_get(dir, "trusted.overlay.opaque"), Some(v) if v == b"y")
-}
-
-fn xattr_get(path: &Path, name: &str) -> Option<Vec<u8>> {
-    use std::os::unix::ffi::OsStrExt;
-    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let n = std::ffi::CString::new(name).ok()?;
-    let mut buf = [0u8; 16];
-    // SAFETY: both strings are NUL-terminated and live across the call; the buffer pointer
-    // and length describe a valid writable array.
-    let r = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if r < 0 {
-        return None;
-    }
-    Some(buf[..usize::try_from(r).ok()?].to_vec())
-}
-
-fn clear_dir(dir: &Path) -> Result<()> {
-    for ent in std::fs::read_dir(dir)
-        .map_err(io(format!("read {}", dir.display())))?
-        .flatten()
-    {
-        let p = ent.path();
-        let r = if ent.file_type().is_ok_and(|t| t.is_dir()) {
-            std::fs::remove_dir_all(&p)
-        } else {
-            std::fs::remove_file(&p)
-        };
-        r.map_err(io(format!("remove {}", p.display())))?;
-    }
-    Ok(())
-}
-
-fn copy_attrs(src: &Path, dst: &Path, md: &std::fs::Metadata) -> Result<()> {
-    nix::unistd::fchownat(
-        nix::fcntl::AT_FDCWD,
-        dst,
-        Some(nix::unistd::Uid::from_raw(md.uid())),
-        Some(nix::unistd::Gid::from_raw(md.gid())),
-        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+/// The names in the directory `dir` (without `.` and `..`).
+fn entries(dir: &OwnedFd, path: &Path) -> Result<Vec<OsString>> {
+    let mut d = nix::dir::Dir::openat(
+        dir.as_fd(),
+        c".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
     )
-    .map_err(|e| Error::Io(format!("chown {}", dst.display()), e.into()))?;
-    if !md.file_type().is_symlink() {
-        std::fs::set_permissions(dst, std::fs::Permissions::from_mode(md.mode() & 0o7777))
-            .map_err(io(format!("chmod {}", dst.display())))?;
+    .map_err(sys("read", path))?;
+    Ok(d.iter()
+        .flatten()
+        .map(|e| OsStr::from_bytes(e.file_name().to_bytes()).to_os_string())
+        .filter(|n| n != "." && n != "..")
+        .collect())
+}
+
+/// Removes every entry of the directory `dir` (descriptor-relative, no link followed).
+fn clear_dir(dir: &OwnedFd, path: &Path) -> Result<()> {
+    for n in entries(dir, path)? {
+        remove_at(dir, &n, &path.join(&n))?;
     }
-    let _ = src;
     Ok(())
 }
 
-fn merge_dir(src: &Path, dst: &Path) -> Result<()> {
-    for ent in std::fs::read_dir(src)
-        .map_err(io(format!("read {}", src.display())))?
-        .flatten()
-    {
-        let name = ent.file_name();
-        let name_s = name.to_string_lossy();
-        let s = ent.path();
-        let d = dst.join(&name);
-        if name_s == ".wh..wh..opq" {
+/// Removes `name` in `dir`, a directory with everything under it.
+fn remove_at(dir: &OwnedFd, name: &OsStr, path: &Path) -> Result<()> {
+    let n = cname(name)?;
+    let Some(st) = stat_at(dir, name) else {
+        return Ok(());
+    };
+    if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        let sub = openat(
+            dir.as_fd(),
+            n.as_c_str(),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(sys("open", path))?;
+        clear_dir(&sub, path)?;
+        unlinkat(dir.as_fd(), n.as_c_str(), UnlinkatFlags::RemoveDir).map_err(sys("remove", path))
+    } else {
+        unlinkat(dir.as_fd(), n.as_c_str(), UnlinkatFlags::NoRemoveDir).map_err(sys("remove", path))
+    }
+}
+
+/// Gives the object of `fd` the owner and mode of `st`.
+fn copy_attrs(fd: &OwnedFd, st: &FileStat, path: &Path) -> Result<()> {
+    nix::unistd::fchown(
+        fd.as_fd(),
+        Some(nix::unistd::Uid::from_raw(st.st_uid)),
+        Some(nix::unistd::Gid::from_raw(st.st_gid)),
+    )
+    .map_err(sys("chown", path))?;
+    nix::sys::stat::fchmod(fd.as_fd(), Mode::from_bits_truncate(st.st_mode & 0o7777))
+        .map_err(sys("chmod", path))
+}
+
+/// Copies the entries of the layer directory `src` into `dst` (both descriptors; nothing is
+/// resolved by path, no link is followed).
+fn merge_dir(src: &OwnedFd, dst: &OwnedFd, dst_path: &Path) -> Result<()> {
+    for name in entries(src, dst_path)? {
+        let d_path = dst_path.join(&name);
+        let bytes = name.as_bytes();
+        if bytes == b".wh..wh..opq" {
             continue;
         }
-        if let Some(hidden) = name_s.strip_prefix(".wh.") {
-            let h = dst.join(hidden);
-            if h.is_dir() && !h.is_symlink() {
-                let _ = std::fs::remove_dir_all(&h);
-            } else {
-                let _ = std::fs::remove_file(&h);
-            }
+        if let Some(hidden) = bytes.strip_prefix(b".wh.") {
+            remove_at(
+                dst,
+                OsStr::from_bytes(hidden),
+                &dst_path.join(OsStr::from_bytes(hidden)),
+            )?;
             continue;
         }
-        let md = s
-            .symlink_metadata()
-            .map_err(io(format!("stat {}", s.display())))?;
-        if is_overlay_whiteout(&md) {
-            if d.is_dir() && !d.is_symlink() {
-                let _ = std::fs::remove_dir_all(&d);
-            } else {
-                let _ = std::fs::remove_file(&d);
-            }
+        let Some(st) = stat_at(src, &name) else {
+            continue;
+        };
+        if is_whiteout(&st) {
+            remove_at(dst, &name, &d_path)?;
             continue;
         }
-        let ft = md.file_type();
-        if ft.is_dir() {
-            if d.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
-                std::fs::remove_file(&d).map_err(io(format!("remove {}", d.display())))?;
+        let n = cname(&name)?;
+        let kind = st.st_mode & libc::S_IFMT;
+        if kind == libc::S_IFDIR {
+            if stat_at(dst, &name).is_some_and(|m| m.st_mode & libc::S_IFMT != libc::S_IFDIR) {
+                remove_at(dst, &name, &d_path)?;
             }
-            if is_opaque(&s) && d.is_dir() {
-                clear_dir(&d)?;
+            let dir_flags =
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            let sub_src = openat(src.as_fd(), n.as_c_str(), dir_flags, Mode::empty())
+                .map_err(sys("open", &d_path))?;
+            match mkdirat(dst.as_fd(), n.as_c_str(), Mode::from_bits_truncate(0o700)) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(sys("create", &d_path)(e)),
             }
-            std::fs::create_dir_all(&d).map_err(io(format!("create {}", d.display())))?;
-            merge_dir(&s, &d)?;
-            copy_attrs(&s, &d, &md)?;
+            let sub_dst = openat(dst.as_fd(), n.as_c_str(), dir_flags, Mode::empty())
+                .map_err(sys("open", &d_path))?;
+            if is_opaque(&sub_src) {
+                clear_dir(&sub_dst, &d_path)?;
+            }
+            merge_dir(&sub_src, &sub_dst, &d_path)?;
+            copy_attrs(&sub_dst, &st, &d_path)?;
             continue;
         }
-        if d.symlink_metadata().is_ok() {
-            if d.is_dir() && !d.is_symlink() {
-                std::fs::remove_dir_all(&d).map_err(io(format!("remove {}", d.display())))?;
-            } else {
-                std::fs::remove_file(&d).map_err(io(format!("remove {}", d.display())))?;
+        remove_at(dst, &name, &d_path)?;
+        let uid = Some(nix::unistd::Uid::from_raw(st.st_uid));
+        let gid = Some(nix::unistd::Gid::from_raw(st.st_gid));
+        match kind {
+            libc::S_IFLNK => {
+                let t = nix::fcntl::readlinkat(src.as_fd(), n.as_c_str())
+                    .map_err(sys("readlink", &d_path))?;
+                nix::unistd::symlinkat(t.as_os_str(), dst.as_fd(), n.as_c_str())
+                    .map_err(sys("symlink", &d_path))?;
+                nix::unistd::fchownat(
+                    dst.as_fd(),
+                    n.as_c_str(),
+                    uid,
+                    gid,
+                    AtFlags::AT_SYMLINK_NOFOLLOW,
+                )
+                .map_err(sys("chown", &d_path))?;
+            }
+            libc::S_IFREG => {
+                let from = openat(
+                    src.as_fd(),
+                    n.as_c_str(),
+                    OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(sys("open", &d_path))?;
+                let to = openat(
+                    dst.as_fd(),
+                    n.as_c_str(),
+                    OFlag::O_WRONLY
+                        | OFlag::O_CREAT
+                        | OFlag::O_EXCL
+                        | OFlag::O_NOFOLLOW
+                        | OFlag::O_CLOEXEC,
+                    Mode::from_bits_truncate(0o600),
+                )
+                .map_err(sys("create", &d_path))?;
+                let mut from = std::fs::File::from(from);
+                let mut to = std::fs::File::from(to);
+                std::io::copy(&mut from, &mut to)
+                    .map_err(io(format!("copy {}", d_path.display())))?;
+                let to = OwnedFd::from(to);
+                copy_attrs(&to, &st, &d_path)?;
+            }
+            _ => {
+                // Devices, fifos and sockets are recreated with mknod.
+                let k = nix::sys::stat::SFlag::from_bits_truncate(kind);
+                mknodat(
+                    dst.as_fd(),
+                    n.as_c_str(),
+                    k,
+                    Mode::from_bits_truncate(st.st_mode & 0o777),
+                    st.st_rdev,
+                )
+                .map_err(sys("mknod", &d_path))?;
+                nix::unistd::fchownat(
+                    dst.as_fd(),
+                    n.as_c_str(),
+                    uid,
+                    gid,
+                    AtFlags::AT_SYMLINK_NOFOLLOW,
+                )
+                .map_err(sys("chown", &d_path))?;
+                nix::sys::stat::fchmodat(
+                    dst.as_fd(),
+                    n.as_c_str(),
+                    Mode::from_bits_truncate(st.st_mode & 0o7777),
+                    nix::sys::stat::FchmodatFlags::NoFollowSymlink,
+                )
+                .map_err(sys("chmod", &d_path))?;
             }
         }
-        if ft.is_symlink() {
-            let t = std::fs::read_link(&s).map_err(io(format!("readlink {}", s.display())))?;
-            std::os::unix::fs::symlink(&t, &d).map_err(io(format!("symlink {}", d.display())))?;
-        } else if ft.is_file() {
-            std::fs::copy(&s, &d).map_err(io(format!("copy {}", s.display())))?;
-        } else {
-            // Devices, fifos and sockets are recreated with mknod.
-            let kind = nix::sys::stat::SFlag::from_bits_truncate(md.mode() & libc::S_IFMT);
-            nix::sys::stat::mknod(
-                &d,
-                kind,
-                nix::sys::stat::Mode::from_bits_truncate(md.mode() & 0o7777),
-                md.rdev(),
-            )
-            .map_err(|e| Error::Io(format!("mknod {}", d.display()), e.into()))?;
-        }
-        copy_attrs(&s, &d, &md)?;
     }
     Ok(())
 }
