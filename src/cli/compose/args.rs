@@ -381,7 +381,7 @@ pub struct RunArgs {
     /// compose accepts it).
     #[arg(short = 't', long, hide = true)]
     pub tty: bool,
-    /// Build image before starting container (needs tug's builder).
+    /// Build image before starting container.
     #[arg(long)]
     pub build: bool,
     /// Add Linux capabilities.

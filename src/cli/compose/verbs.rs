@@ -446,9 +446,6 @@ pub fn run_exec(global: &GlobalArgs, args: &ExecArgs) -> anyhow::Result<i32> {
 /// # Errors
 /// Loading, dependencies that fail, or a container that cannot start.
 pub fn run_run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<i32> {
-    if args.build {
-        anyhow::bail!("run --build: building images is not supported by tug yet");
-    }
     let stack = open_stack(
         global,
         std::slice::from_ref(&args.service),
@@ -580,6 +577,8 @@ pub fn run_run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<i32> {
                 no_deps: true,
                 no_recreate: true,
                 no_start: true,
+                // `run --build`: the service's image is built again (cached steps stay).
+                build: args.build,
                 ..UpOptions::default()
             },
         )?;
