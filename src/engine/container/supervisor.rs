@@ -541,8 +541,9 @@ impl Supervisor {
                     let mut b = [0u8; 1];
                     matches!(fs::File::from(f).read(&mut b), Ok(1)) && b[0] == b'c'
                 });
-                let s = runtime::launch(&self.spec, &rootfs, &stdio, init, &self.cgroup, ready)
-                    .map_err(|e| e.to_string())?;
+                let s =
+                    runtime::launch(&self.spec, &rootfs, &stdio, init, &self.cgroup, ready, None)
+                        .map_err(|e| e.to_string())?;
                 (s.pid, s.pid.as_raw(), s.timings, s.console)
             }
             Some(rt) => {

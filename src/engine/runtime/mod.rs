@@ -388,7 +388,7 @@ fn child_main(
         let mut b = [0u8; 1];
         // SAFETY: reading one byte into a valid buffer.
         if unsafe { libc::read(go_r, b.as_mut_ptr().cast(), 1) } != 1 {
-            return "the supervisor did not place the container in its cgroup".to_string();
+            return "the supervisor did not let the container start".to_string();
         }
     }
     let Some(proc_) = spec.process().clone() else {
@@ -418,9 +418,15 @@ fn child_main(
     }
 }
 
+/// Work the caller does once the container's mounts are made and its root is pivoted, before
+/// any of its code runs (given the container's pid; its `/proc/<pid>/root` is the container's
+/// root with every mount in place). An error fails the start with that message.
+pub type BeforeStart<'a> = &'a mut dyn FnMut(Pid) -> std::result::Result<(), String>;
+
 /// Starts the container described by `spec` with its root filesystem at `rootfs` (already
 /// mounted), in `cgroup` (created here with the spec's limits unless `cgroup_ready`: made
-/// beforehand with the same limits). Returns once the program has been executed.
+/// beforehand with the same limits). `before_start` runs between the mounts and the program
+/// (see [`BeforeStart`]). Returns once the program has been executed.
 pub fn launch(
     spec: &Spec,
     rootfs: &Path,
@@ -428,6 +434,7 @@ pub fn launch(
     init: bool,
     cgroup: &cgroups::Cgroup,
     cgroup_ready: bool,
+    mut before_start: Option<BeforeStart<'_>>,
 ) -> Result<Started> {
     let mut timings = Timings::default();
     let t0 = Instant::now();
@@ -449,13 +456,14 @@ pub fn launch(
             source,
         })
     };
-    // The "go" pipe is only used when the parent has to move the child into cgroup2 by pid.
-    let (go_r, go_w) = match attach.unified_fd() {
-        Some(_) => {
-            let (r, w) = pipe()?;
-            (Some(r), Some(w))
-        }
-        None => (None, None),
+    // The "go" pipe: the child waits for a byte on it after its mounts when the parent has
+    // to move it into cgroup2 by pid, or has work to do before the program starts.
+    let hook = before_start.is_some();
+    let (go_r, mut go_w) = if attach.unified_fd().is_some() || hook {
+        let (r, w) = pipe()?;
+        (Some(r), Some(w))
+    } else {
+        (None, None)
     };
     let (err_r, err_w) = pipe()?;
     // A terminal is allocated inside the container (its own devpts) and its master comes back
@@ -512,14 +520,14 @@ pub fn launch(
     // leaves by exec or _exit.
     let into = attach
         .unified_fd()
-        .map(|fd| unsafe { clone_into_cgroup(new, fd, || run_child(false)) });
+        .map(|fd| unsafe { clone_into_cgroup(new, fd, || run_child(hook)) });
     let pid = match into {
         Some(Ok(pid)) => pid,
         other => {
             // No cgroup2 tree, or clone3/CLONE_INTO_CGROUP unavailable: plain clone(2) on a
             // stack of its own; the parent then moves the child into cgroup2, if any.
             timings.cgroup_parent_join = other.is_some();
-            let wait_go = timings.cgroup_parent_join;
+            let wait_go = timings.cgroup_parent_join || hook;
             // A large stack: only the touched pages are ever allocated.
             let mut stack = vec![0u8; 8 << 20];
             let cb = Box::new(|| -> isize {
@@ -564,11 +572,11 @@ pub fn launch(
                 .map_or_else(|| e.to_string(), str::to_string);
             return Err(RuntimeError::Child(msg));
         }
-        if let Some(w) = go_w {
+        if !hook && let Some(w) = go_w.take() {
             let _ = std::fs::File::from(w).write_all(b"g");
         }
-    } else {
-        drop(go_w);
+    } else if !hook {
+        drop(go_w.take());
     }
     let console = match console_pair {
         Some((ours, theirs)) => {
@@ -581,6 +589,15 @@ pub fn launch(
     // "E<message>" on failure.
     let mut text = String::new();
     let _ = err_r.read_line(&mut text);
+    if let Some(f) = before_start.as_mut()
+        && text.starts_with('M')
+    {
+        f(pid).map_err(&fail)?;
+        if let Some(w) = go_w.take() {
+            let _ = std::fs::File::from(w).write_all(b"g");
+        }
+    }
+    drop(go_w);
     let t2 = Instant::now();
     let _ = err_r.read_to_string(&mut text);
     for line in text.lines() {
@@ -638,6 +655,26 @@ impl Joinable {
     #[must_use]
     pub fn pid(&self) -> i32 {
         self.pid
+    }
+
+    /// Opens the process's root directory (`/proc/<pid>/root`, `O_PATH`) and checks that the
+    /// pid was still this process afterwards: the directory the container's processes see as
+    /// `/`, with the container's own mounts below it.
+    pub fn root(&self) -> Result<OwnedFd> {
+        let sys = |source| RuntimeError::Sys {
+            what: "open the container's root",
+            source,
+        };
+        let root = nix::fcntl::open(
+            format!("/proc/{}/root", self.pid).as_str(),
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(sys)?;
+        if !self.alive() {
+            return Err(sys(nix::Error::ESRCH));
+        }
+        Ok(root)
     }
 
     fn alive(&self) -> bool {
@@ -704,15 +741,7 @@ pub fn enter(target: &Joinable, flags: CloneFlags) -> Result<()> {
     if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
         return Err(sys("make the process non-dumpable")(nix::Error::last()));
     }
-    let root = nix::fcntl::open(
-        format!("/proc/{}/root", target.pid).as_str(),
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(sys("open the container's root"))?;
-    if !target.alive() {
-        return Err(sys("open the container's root")(nix::Error::ESRCH));
-    }
+    let root = target.root()?;
     nix::sched::setns(&target.pidfd, flags).map_err(sys("join the container's namespaces"))?;
     nix::unistd::fchdir(&root).map_err(sys("enter the container's root"))?;
     nix::unistd::chroot(".").map_err(sys("enter the container's root"))?;
