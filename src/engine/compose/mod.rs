@@ -8,6 +8,7 @@
 
 mod backend;
 pub mod convert;
+mod sync;
 mod wait;
 
 use std::collections::BTreeMap;
