@@ -24,3 +24,4 @@ mod plan;
 mod private_root;
 mod project;
 mod volume;
+mod watch;

@@ -278,6 +278,9 @@ pub enum Command {
     Push(Lazy<compose::args::PushArgs>),
     /// Show the tug version information.
     Version(Lazy<compose::args::VersionArgs>),
+    /// Watch the build context for services and rebuild/refresh containers when files are
+    /// updated (develop.watch).
+    Watch(Lazy<watch::WatchArgs>),
 }
 
 mod compose;
@@ -286,6 +289,7 @@ mod container;
 mod image;
 mod network;
 mod volume;
+mod watch;
 
 /// Runs tug with the process arguments and returns the exit code.
 #[must_use]
@@ -474,6 +478,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Pull(args) => compose::verbs::run_pull(&global, &args),
         Command::Push(args) => compose::verbs::run_push(&global, &args),
         Command::Version(args) => compose::verbs::run_version(&args),
+        Command::Watch(args) => watch::run(&global, &args),
     }
 }
 

@@ -20,6 +20,8 @@ pub struct Changes {
     pub paths: BTreeMap<PathBuf, bool>,
     /// The kernel dropped events (queue overflow): every rule is compared again.
     pub rescan: bool,
+    /// A directory was made: what fills it (a checkout, a copy) usually follows at once.
+    pub dirs_made: bool,
 }
 
 impl Changes {
@@ -33,7 +35,10 @@ impl Changes {
         let fresh = match event.kind {
             EventKind::Access(AccessKind::Close(AccessMode::Write)) => false,
             EventKind::Access(_) | EventKind::Other => return false,
-            EventKind::Create(_) => true,
+            EventKind::Create(kind) => {
+                self.dirs_made |= kind == notify::event::CreateKind::Folder;
+                true
+            }
             EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
                 // [from, to]
                 if let [from, to] = event.paths.as_slice() {
@@ -99,11 +104,17 @@ impl Batcher {
         }
     }
 
-    /// When the current batch is due (`None`: nothing pending).
+    /// When the current batch is due (`None`: nothing pending). A batch that made a
+    /// directory waits four quiet periods: the files that fill it are usually on their way.
     #[must_use]
     pub fn due(&self) -> Option<Instant> {
         let (first, last) = (self.first?, self.last?);
-        Some((last + self.quiet).min(first + self.max))
+        let quiet = if self.changes.dirs_made {
+            self.quiet * 4
+        } else {
+            self.quiet
+        };
+        Some((last + quiet).min(first + self.max))
     }
 
     /// Ends the batch and returns its changes.
@@ -252,6 +263,10 @@ mod tests {
         assert_eq!(b.due(), Some(t0 + Duration::from_millis(18)));
         b.add(t0 + Duration::from_millis(995), [&write]);
         assert_eq!(b.due(), Some(t0 + Duration::from_secs(1)));
+        // A new directory waits longer for what fills it.
+        let mut b = Batcher::new(Duration::from_millis(10), Duration::from_secs(1));
+        b.add(t0, [&ev(EventKind::Create(CreateKind::Folder), &["/p/d"])]);
+        assert_eq!(b.due(), Some(t0 + Duration::from_millis(40)));
         // Opens and reads (tug's own, while it syncs) are no change.
         let mut b = Batcher::new(Duration::from_millis(10), Duration::from_secs(1));
         let open = ev(

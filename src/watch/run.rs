@@ -21,7 +21,50 @@ use crate::engine::sync::{self, Container};
 use crate::project::model::ServiceHook;
 
 /// How long the watched trees must be quiet before a batch is carried out.
-pub const QUIET: Duration = Duration::from_millis(6);
+pub const QUIET: Duration = Duration::from_millis(8);
+/// Restarts, rebuilds and commands wait until the watched trees have been quiet (no event
+/// and no batch being synced) for this long, so a burst that arrives as several batches
+/// (the writer paused, the machine is busy) still restarts or rebuilds once.
+pub const ACTION_QUIET: Duration = Duration::from_millis(100);
+
+/// When the watching thread last saw an event or finished a batch, and whether it is
+/// carrying one out now.
+#[derive(Debug)]
+struct Activity {
+    origin: Instant,
+    last: std::sync::atomic::AtomicU64,
+    busy: AtomicBool,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            origin: Instant::now(),
+            last: std::sync::atomic::AtomicU64::new(0),
+            busy: AtomicBool::new(false),
+        }
+    }
+
+    fn touch(&self) {
+        let now = u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.last.store(now, Ordering::SeqCst);
+    }
+
+    fn busy(&self, busy: bool) {
+        self.busy.store(busy, Ordering::SeqCst);
+        self.touch();
+    }
+
+    /// How long it has been quiet (nothing while a batch is being carried out).
+    fn idle(&self) -> Duration {
+        if self.busy.load(Ordering::SeqCst) {
+            return Duration::ZERO;
+        }
+        self.origin
+            .elapsed()
+            .saturating_sub(Duration::from_micros(self.last.load(Ordering::SeqCst)))
+    }
+}
 /// The longest a batch gathers events when the trees never rest.
 pub const MAX_BATCH: Duration = Duration::from_secs(2);
 
@@ -398,15 +441,30 @@ impl<'a> Session<'a> {
             dirs: watcher.count(),
         });
         let services = self.services();
+        let activity = Activity::new();
         std::thread::scope(|scope| -> Result<()> {
             let mut workers: BTreeMap<String, mpsc::Sender<Job>> = BTreeMap::new();
             for s in &services {
                 let (tx, rx) = mpsc::channel::<Job>();
                 workers.insert(s.clone(), tx);
+                let activity = &activity;
                 scope.spawn(move || {
                     while let Ok(mut job) = rx.recv() {
-                        while let Ok(more) = rx.try_recv() {
-                            job.merge(more);
+                        // Wait for the trees to rest, folding what else comes meanwhile.
+                        loop {
+                            let idle = activity.idle();
+                            if idle >= ACTION_QUIET {
+                                while let Ok(more) = rx.try_recv() {
+                                    job.merge(more);
+                                }
+                                break;
+                            }
+                            let wait = (ACTION_QUIET - idle).max(Duration::from_millis(5));
+                            match rx.recv_timeout(wait) {
+                                Ok(more) => job.merge(more),
+                                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                            }
                         }
                         self.work(s, &job);
                     }
@@ -422,7 +480,10 @@ impl<'a> Session<'a> {
                         .min(Duration::from_millis(100))
                 });
                 match watcher.recv(Some(wait)) {
-                    Ok(Received::Events(ev)) => batcher.add(Instant::now(), ev.iter()),
+                    Ok(Received::Events(ev)) => {
+                        activity.touch();
+                        batcher.add(Instant::now(), ev.iter());
+                    }
                     Ok(Received::Errors(errs)) => {
                         for e in errs {
                             (self.report)(Report::Warning(format!("file watcher: {e}")));
@@ -433,7 +494,9 @@ impl<'a> Session<'a> {
                 }
                 if batcher.due().is_some_and(|d| d <= Instant::now()) {
                     let changes = batcher.take();
+                    activity.busy(true);
                     self.batch(&mut watcher, &changes, &prune, &workers);
+                    activity.busy(false);
                 }
             };
             drop(workers);
@@ -453,10 +516,11 @@ impl<'a> Session<'a> {
         // New directories are watched before they are copied: what is made in them from now
         // on has events, what was made before is in the copy.
         for (p, fresh) in &changes.paths {
-            if *fresh && is_dir(p) {
-                if let Err(e) = watcher.add_tree(p, prune) {
-                    (self.report)(Report::Warning(e.to_string()));
-                }
+            if *fresh
+                && is_dir(p)
+                && let Err(e) = watcher.add_tree(p, prune)
+            {
+                (self.report)(Report::Warning(e.to_string()));
             }
         }
         let work: BTreeMap<String, ServiceWork> = plan(&self.triggers, changes, is_dir);

@@ -83,17 +83,25 @@ pub fn register(
     detached: bool,
     log: Option<PathBuf>,
 ) -> Result<Registration> {
-    let _lock = crate::engine::compose::ProjectLock::take(root, project)
-        .map_err(|e| Error::Invalid(e.to_string()))?;
+    let dir = project_dir(root, project);
+    crate::engine::private::create_dir_all(&dir)
+        .map_err(|e| Error::Io(dir.display().to_string(), e))?;
+    // Its own lock: the caller may hold the project's (`up --watch`).
+    let lock_path = dir.join("watch.lock");
+    let file = crate::engine::private::open_options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| Error::Io(lock_path.display().to_string(), e))?;
+    let _lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| Error::Io(lock_path.display().to_string(), e.into()))?;
     if let Some(r) = running(root, project) {
         return Err(Error::Invalid(format!(
             "a watch of project {project} already runs (pid {}); stop it with `tug watch --stop`",
             r.pid
         )));
     }
-    let dir = project_dir(root, project);
-    crate::engine::private::create_dir_all(&dir)
-        .map_err(|e| Error::Io(dir.display().to_string(), e))?;
     let pid = std::process::id() as i32;
     let rec = Record {
         pid,

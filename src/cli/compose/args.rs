@@ -108,6 +108,10 @@ pub struct UpArgs {
     /// Recreate anonymous volumes instead of retrieving data from the previous containers.
     #[arg(short = 'V', long)]
     pub renew_anon_volumes: bool,
+    /// Watch source code and rebuild/refresh containers when files are updated
+    /// (develop.watch; with --detach the watch runs in the background, as `watch --detach`).
+    #[arg(short = 'w', long)]
+    pub watch: bool,
 }
 
 /// `tug create`.

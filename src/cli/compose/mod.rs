@@ -14,8 +14,11 @@ use anyhow::Context as _;
 use super::GlobalArgs;
 use crate::engine::compose::{ProjectLock, Stack, StackOptions};
 
+pub(crate) use lifecycle::{check, converge};
 pub use lifecycle::{run_create, run_down, run_up};
+pub(crate) use output::{Mode, Progress};
 pub use query::{run_ls, run_ps};
+pub(crate) use verbs::{start_plan, stop_plan};
 
 /// Loads the project named by the global flags and opens the engine for it.
 pub(crate) fn open_stack(
