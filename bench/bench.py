@@ -690,6 +690,29 @@ def wl_start(ctx: Ctx) -> Workload:
     return w
 
 
+def wl_start_net(ctx: Ctx) -> Workload:
+    """One-shot start on each tool's default network: tug's `bridge` network (a netns, a veth
+    pair on the bridge, an address, DNS), docker's `bridge` and podman's default network. The
+    run ends when the container is gone, its namespace and veth included. tug with
+    `--network none` is shown alongside (context) for the cost of the network itself."""
+    w = Workload("start_net", "one-shot container start, default network (run --rm busybox true)",
+                 runs=("start_net", 20), setup=ctx.ensure_tug_busybox)
+    w.tug = Side("tug", lambda: timed(ctx.tug("container", "run", "--rm", "busybox", "true"), env=ctx.env))
+    w.peers = [
+        Side("tug container run --rm --network none busybox true (context)",
+             lambda: timed(ctx.tug("container", "run", "--rm", "--network", "none", "busybox", "true"),
+                           env=ctx.env),
+             kind="tug", context=True),
+        Side("docker run --rm busybox true (docker 20.10, default bridge)",
+             lambda: timed([DOCKER, "run", "--rm", "busybox", "true"]), kind="daemon",
+             setup=lambda: require_docker(ctx) or ctx.ensure_peer_busybox("docker")),
+        Side("podman run --rm busybox true (podman 4.3, runc, default network)",
+             lambda: timed(["podman", "run", "--rm", "busybox", "true"]), kind="daemon",
+             setup=lambda: ctx.ensure_peer_busybox("podman")),
+    ]
+    return w
+
+
 def require_docker(ctx):
     if not ctx.docker_up():
         raise Skip("dockerd is not running (bench/run.sh starts it with the full run)")
@@ -1081,6 +1104,7 @@ def workloads(ctx: Ctx) -> list[Workload]:
     return [
         wl_config(ctx),
         wl_start(ctx),
+        wl_start_net(ctx),
         wl_compose(ctx, 5),
         wl_compose(ctx, 20),
         wl_noop(ctx),

@@ -600,7 +600,7 @@ services:
 
 #[test]
 fn compose_progress_tty_draws_a_live_board_on_a_terminal() {
-    if !require_root() {
+    if !require_root() || !crate::common::require_tools(&["script"]) {
         return;
     }
     let s = Stack::new(
@@ -648,7 +648,7 @@ services:
 
 #[test]
 fn compose_down_removes_a_netns_left_by_a_create_killed_before_its_record() {
-    if !require_root() {
+    if !require_root() || !crate::common::require_tools(&["ip"]) {
         return;
     }
     let s = Stack::new(
@@ -730,4 +730,131 @@ services:
     // leave it an empty directory.
     let ls = s.tug(&["exec", "-T", "box", "ls", "/bin/busybox"]);
     assert_eq!(ls.trim(), "/bin/busybox");
+}
+
+const IMAGE_VOLUME: &str = r#"
+services:
+  db:
+    image: volimg:1
+    init: true
+    command: ["sleep", "1000"]
+    environment:
+      V: "1"
+    mem_limit: 64m
+    group_add: ["extra", "4321"]
+    ulimits:
+      nofile: {soft: 1000, hard: 2000}
+"#;
+
+#[test]
+fn compose_image_volume_keeps_its_data_across_recreation_and_goes_with_down_v() {
+    if !require_root() {
+        return;
+    }
+    let s = Stack::new(IMAGE_VOLUME);
+    crate::common::busybox_image_with(s.root(), "volimg:1", &["VOLUME /data"], |d| {
+        std::fs::create_dir(d.join("data")).unwrap();
+        std::fs::write(d.join("data/seed"), "seeded\n").unwrap();
+        vec!["data".into()]
+    });
+    let anon_volumes = || -> Vec<String> {
+        ok(tug(s.root()).args(["volume", "ls", "-q"]))
+            .lines()
+            .filter(|v| v.starts_with(&format!("{}_db_anon_", s.name)))
+            .map(str::to_string)
+            .collect()
+    };
+    s.tug(&["up", "-d"]);
+    let c = format!("{}-db-1", s.name);
+    // The image's VOLUME is a volume of the service, filled from the image.
+    assert_eq!(
+        s.tug(&["exec", "-T", "db", "cat", "/data/seed"]),
+        "seeded\n"
+    );
+    s.tug(&["exec", "-T", "db", "sh", "-c", "echo precious > /data/file"]);
+    assert_eq!(anon_volumes().len(), 1, "{:?}", anon_volumes());
+    // The rest of Docker's defaults, from compose keys: the memory limit readable in the
+    // container's own cgroup, group_add on top of the primary group, ulimits as written.
+    let limit = s.tug(&[
+        "exec", "-T", "db", "sh", "-c",
+        "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]);
+    assert_eq!(limit.trim(), "67108864");
+    assert_eq!(
+        s.tug(&["exec", "-T", "db", "grep", "Groups", "/proc/self/status"]),
+        "Groups:\t0 2000 4321 \n"
+    );
+    let limits = s.tug(&[
+        "exec",
+        "-T",
+        "db",
+        "grep",
+        "open files",
+        "/proc/self/limits",
+    ]);
+    let f: Vec<&str> = limits.split_whitespace().collect();
+    assert_eq!((f[3], f[4]), ("1000", "2000"), "{limits}");
+    // Recreated by force, and by a change of its config: same data.
+    let first = s.id_of(&c);
+    s.tug(&["up", "-d", "--force-recreate"]);
+    let second = s.id_of(&c);
+    assert_ne!(first, second, "not recreated");
+    assert_eq!(
+        s.tug(&["exec", "-T", "db", "cat", "/data/file"]),
+        "precious\n"
+    );
+    s.write(&IMAGE_VOLUME.replace(r#"V: "1""#, r#"V: "2""#));
+    s.tug(&["up", "-d"]);
+    assert_ne!(s.id_of(&c), second, "a config change did not recreate");
+    assert_eq!(
+        s.tug(&["exec", "-T", "db", "cat", "/data/file"]),
+        "precious\n"
+    );
+    assert_eq!(anon_volumes().len(), 1, "{:?}", anon_volumes());
+    // A one-off gets fresh anonymous volumes of its own, gone with `run --rm`.
+    let listing = s.tug(&["run", "--rm", "-T", "db", "ls", "/data"]);
+    assert_eq!(listing, "seed\n");
+    assert_eq!(anon_volumes().len(), 1, "{:?}", anon_volumes());
+    // -V renews them: the image's content again.
+    s.tug(&["up", "-d", "--force-recreate", "-V"]);
+    assert_eq!(s.tug(&["exec", "-T", "db", "ls", "/data"]), "seed\n");
+    s.tug(&["exec", "-T", "db", "sh", "-c", "echo again > /data/file"]);
+    // `down` keeps them (the replica finds its data at the next `up`); `down -v` removes them.
+    s.tug(&["down", "-t", "1"]);
+    assert_eq!(anon_volumes().len(), 1);
+    s.tug(&["up", "-d"]);
+    assert_eq!(s.tug(&["exec", "-T", "db", "cat", "/data/file"]), "again\n");
+    s.tug(&["down", "-v", "-t", "1"]);
+    assert!(anon_volumes().is_empty(), "{:?}", anon_volumes());
+    // `rm -v` removes them with the service's containers too, but not a running replica's.
+    s.tug(&["up", "-d", "--scale", "db=2"]);
+    assert_eq!(anon_volumes().len(), 2);
+    s.tug(&["exec", "-T", "db", "sh", "-c", "echo one > /data/file"]);
+    ok(tug(s.root()).args(["container", "stop", "-t", "1", &format!("{}-db-2", s.name)]));
+    s.tug(&["rm", "--force", "-v", "db"]);
+    assert_eq!(anon_volumes().len(), 1, "{:?}", anon_volumes());
+    assert_eq!(s.tug(&["exec", "-T", "db", "cat", "/data/file"]), "one\n");
+    s.tug(&["rm", "--stop", "--force", "-v", "db"]);
+    assert!(anon_volumes().is_empty(), "{:?}", anon_volumes());
+}
+
+#[test]
+fn compose_ulimit_above_what_tug_may_grant_fails_naming_it() {
+    if !require_root() {
+        return;
+    }
+    let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let yaml = format!(
+        "services:\n  box:\n    image: busybox:latest\n    command: [\"true\"]\n    ulimits:\n      nofile: {}\n",
+        nr_open + 1
+    );
+    let s = Stack::new(&yaml);
+    let o = s.output(&["up", "-d"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{o:?}");
+    assert!(e.contains("ulimit nofile: the hard limit"), "{e}");
 }

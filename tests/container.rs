@@ -199,7 +199,7 @@ fn container_defaults_seen_from_inside_match_docker_and_runc() {
         "net=eth0 lo ",
         "hosts=2",
         "etchostname=probe",
-        "id=uid=0(root) gid=0(root)",
+        "id=uid=0(root) gid=0(root) groups=0(root)",
         "fds=0 1 2 3 ",
     ] {
         assert!(
@@ -231,6 +231,258 @@ fn container_defaults_seen_from_inside_match_docker_and_runc() {
             .join("\n")
     };
     assert_eq!(strip(&ours), strip(&runc), "built-in vs runc");
+}
+
+#[test]
+fn container_supplementary_groups_like_docker() {
+    let Some(env) = Env::new() else { return };
+    // Root gets its primary group as a supplementary one (Docker since CVE-2022-36109).
+    let out = env.ok(&[
+        "container",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "id; grep Groups /proc/self/status",
+    ]);
+    assert_eq!(out, "uid=0(root) gid=0(root) groups=0(root)\nGroups:\t0 \n");
+    // A named user: its primary group and the groups that list it; group_add adds more.
+    let out = env.ok(&[
+        "container",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--user",
+        "app",
+        "--group-add",
+        "7",
+        "busybox",
+        "grep",
+        "Groups",
+        "/proc/self/status",
+    ]);
+    assert_eq!(out, "Groups:\t7 1000 2000 \n");
+    // An explicit group: no memberships from /etc/group, as runc's GetExecUser.
+    let out = env.ok(&[
+        "container",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--user",
+        "app:app",
+        "busybox",
+        "grep",
+        "Groups",
+        "/proc/self/status",
+    ]);
+    assert_eq!(out, "Groups:\t1000 \n");
+    // The same under runc.
+    let out = env.ok(&[
+        "container",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--runtime",
+        "runc",
+        "--user",
+        "app",
+        "busybox",
+        "grep",
+        "Groups",
+        "/proc/self/status",
+    ]);
+    assert_eq!(out, "Groups:\t1000 2000 \n");
+    let e = String::from_utf8_lossy(
+        &env.run(&[
+            "container",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--group-add",
+            "nosuch",
+            "busybox",
+            "true",
+        ])
+        .stderr,
+    )
+    .into_owned();
+    assert!(e.contains("unable to find group nosuch"), "{e}");
+}
+
+#[test]
+fn container_hostile_image_group_file_stays_inside_the_image() {
+    let Some(env) = Env::new() else { return };
+    // A host file the image's /etc/group points at by absolute path: if tug followed the
+    // link on the host, root would get group 4242.
+    let host = tempfile::tempdir().unwrap();
+    let host_group = host.path().join("group");
+    std::fs::write(&host_group, "root:x:0:\nleak:x:4242:root\n").unwrap();
+    let target = host_group.clone();
+    common::busybox_image_with(env.root(), "evil-link:1", &[], move |d| {
+        std::fs::create_dir(d.join("etc")).unwrap();
+        std::os::unix::fs::symlink(&target, d.join("etc/group")).unwrap();
+        vec!["etc/group".into()]
+    });
+    let out = env.ok(&[
+        "container",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "evil-link:1",
+        "grep",
+        "Groups",
+        "/proc/self/status",
+    ]);
+    assert_eq!(out, "Groups:\t0 \n", "the host's group file was read");
+    // A FIFO as /etc/passwd: refused at once by name, never waited on.
+    common::busybox_image_with(env.root(), "evil-fifo:1", &[], |d| {
+        std::fs::create_dir(d.join("etc")).unwrap();
+        nix::unistd::mkfifo(&d.join("etc/passwd"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        vec!["etc/passwd".into()]
+    });
+    let t0 = Instant::now();
+    let o = env.run(&[
+        "container",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--user",
+        "app",
+        "evil-fifo:1",
+        "true",
+    ]);
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "blocked on the FIFO"
+    );
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("/etc/passwd is a FIFO"),
+        "{o:?}"
+    );
+}
+
+/// `Max open files` (soft, hard) from /proc/self/limits text.
+fn open_files(limits: &str) -> (String, String) {
+    let l = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or_else(|| panic!("no open files limit in {limits}"));
+    let f: Vec<&str> = l.split_whitespace().collect();
+    (f[3].to_string(), f[4].to_string())
+}
+
+#[test]
+fn container_open_files_limit_is_the_engines_hard_limit_and_ulimits_apply() {
+    use std::os::unix::process::CommandExt as _;
+    let Some(env) = Env::new() else { return };
+    let mut own = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills a valid struct.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut own) };
+    let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let hard = own.rlim_max.min(nr_open).to_string();
+    let mine = std::fs::read_to_string("/proc/self/limits").unwrap();
+    let procs = |t: &str| {
+        t.lines()
+            .find(|l| l.starts_with("Max processes"))
+            .map(str::to_string)
+            .unwrap()
+    };
+    for rt in ["tug", "runc"] {
+        // tug itself started with a soft limit of 1024 (a login shell's): the container still
+        // gets the hard limit as both.
+        let mut cmd = env.tug();
+        cmd.args([
+            "container",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--runtime",
+            rt,
+            "busybox",
+            "cat",
+            "/proc/self/limits",
+        ]);
+        // SAFETY: setrlimit is async-signal-safe; it lowers the child's soft limit only.
+        unsafe {
+            cmd.pre_exec(|| {
+                let mut l = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
+                l.rlim_cur = l.rlim_cur.min(1024);
+                libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+                Ok(())
+            });
+        }
+        let limits = ok(&mut cmd);
+        assert_eq!(
+            open_files(&limits),
+            (hard.clone(), hard.clone()),
+            "{rt}: {limits}"
+        );
+        // Other limits are the engine's own, as Docker's containers inherit dockerd's.
+        assert_eq!(procs(&limits), procs(&mine), "{rt}");
+        // --ulimit sets soft and hard as written.
+        let limits = env.ok(&[
+            "container",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--runtime",
+            rt,
+            "--ulimit",
+            "nofile=100:200",
+            "busybox",
+            "cat",
+            "/proc/self/limits",
+        ]);
+        assert_eq!(open_files(&limits), ("100".into(), "200".into()), "{rt}");
+    }
+    // Above what tug may grant (its hard limit without CAP_SYS_RESOURCE, fs.nr_open with
+    // it): a clear error naming the limit, and no container left.
+    let too_many = format!("nofile={0}:{0}", nr_open + 1);
+    let o = env.run(&[
+        "container",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--ulimit",
+        &too_many,
+        "busybox",
+        "true",
+    ]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{o:?}");
+    assert!(
+        e.contains("ulimit nofile: the hard limit") && e.contains(&(nr_open + 1).to_string()),
+        "{e}"
+    );
+    assert!(
+        env.ids().is_empty(),
+        "a refused container was left: {:?}",
+        env.ids()
+    );
 }
 
 #[test]
@@ -714,6 +966,9 @@ fn container_init_reaps_zombies_and_forwards_signals() {
 
 #[test]
 fn container_network_none_host_and_joined_netns() {
+    if !crate::common::require_tools(&["ip"]) {
+        return;
+    }
     let Some(env) = Env::new() else { return };
     let host_ns = std::fs::read_link("/proc/self/ns/net").unwrap();
     let out = env.ok(&[
@@ -1094,11 +1349,17 @@ fn container_cgroup_is_joined_by_the_child_in_every_hierarchy() {
     let cg = tug::engine::runtime::cgroups::Cgroup::new(layout, Path::new(&ours));
     let dirs = cg.dirs();
     assert!(!dirs.is_empty());
-    // Every hierarchy tug manages (v1 controllers, name=systemd, the cgroup2 line "0::")
-    // shows the container's cgroup, not the supervisor's.
+    // Seen from the host, every hierarchy tug manages (v1 controllers, name=systemd, the
+    // cgroup2 line "0::") holds the container's process in its cgroup, not the supervisor's.
+    let host = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let joined = host.lines().filter(|l| l.ends_with(&ours)).count();
+    assert_eq!(joined, dirs.len(), "{host}\nexpected: {dirs:?}");
+    // Inside, its cgroup namespace is rooted there: every line reads `/`.
     let lines: Vec<&str> = out.lines().filter(|l| l.contains(':')).collect();
-    let inside = lines.iter().filter(|l| l.ends_with(&ours)).count();
-    assert_eq!(inside, dirs.len(), "{out}\nexpected: {dirs:?}");
+    assert!(
+        !lines.is_empty() && lines.iter().all(|l| l.ends_with(":/")),
+        "{out}"
+    );
     // From the host: the container's first process is listed in each v1 hierarchy and in
     // cgroup2, and the limits are there.
     for d in &dirs {
@@ -1139,6 +1400,7 @@ fn container_cgroup_fallback_without_clone3_joins_every_hierarchy() {
     cmd.args([
         "container",
         "run",
+        "-d",
         "--network",
         "none",
         "--name",
@@ -1146,8 +1408,9 @@ fn container_cgroup_fallback_without_clone3_joins_every_hierarchy() {
         "-m",
         "40m",
         "busybox",
-        "cat",
-        "/proc/self/cgroup",
+        "sh",
+        "-c",
+        "cat /proc/self/cgroup; echo done; exec sleep 1000",
     ]);
     // SAFETY: the closure only makes the seccomp system call on a static program.
     unsafe {
@@ -1198,8 +1461,13 @@ fn container_cgroup_fallback_without_clone3_joins_every_hierarchy() {
     }
     let out = common::run(&mut cmd);
     assert!(out.status.success(), "{out:?}");
-    let text = stdout(&out);
+    let mut text = String::new();
+    env.until("the cgroup listing", 10, || {
+        text = env.ok(&["container", "logs", &name]);
+        text.contains("done")
+    });
     let i = env.inspect(&name);
+    let pid = i["pid"].as_i64().unwrap();
     let id = i["id"].as_str().unwrap().to_string();
     let t = &i["state_detail"]["timings"];
     assert_eq!(t["cgroup_parent_join"], true, "{t}");
@@ -1207,13 +1475,25 @@ fn container_cgroup_fallback_without_clone3_joins_every_hierarchy() {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let layout = tug::engine::runtime::cgroups::Layout::from_mountinfo(&mountinfo);
     let dirs = tug::engine::runtime::cgroups::Cgroup::new(layout, Path::new(&ours)).dirs();
-    let inside = text.lines().filter(|l| l.ends_with(&ours)).count();
-    assert_eq!(inside, dirs.len(), "{text}\nexpected: {dirs:?}");
-    env.ok(&["container", "rm", &name]);
+    let host = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let joined = host.lines().filter(|l| l.ends_with(&ours)).count();
+    assert_eq!(joined, dirs.len(), "{host}\nexpected: {dirs:?}");
+    // Its cgroup namespace is rooted at the container's cgroup in cgroup2 too (the child
+    // unshares it only once the supervisor has moved it there; unshared before the move, the
+    // line could read `/tug-…`).
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains(':')).collect();
+    assert!(
+        !lines.is_empty() && lines.iter().all(|l| l.ends_with(":/")),
+        "{text}"
+    );
+    env.ok(&["container", "rm", "--force", &name]);
 }
 
 #[test]
 fn container_stdin_and_terminal() {
+    if !crate::common::require_tools(&["script"]) {
+        return;
+    }
     let Some(env) = Env::new() else { return };
     let mut child = env
         .tug()
@@ -1501,4 +1781,222 @@ fn container_rm_reports_first_then_deletes_and_stale_trash_is_purged() {
     std::fs::write(stale.join("upper/etc/x"), "x").unwrap();
     env.ok(&["container", "ls", "-a"]);
     assert!(!stale.exists(), "stale trash left");
+}
+
+/// What a container sees of its cgroups, per runtime: `/proc/self/cgroup`, the memory limit
+/// where the machine's layout puts it, the cgroup2 tree's member list, and whether writes
+/// are refused.
+const CGROUP_PROBE: &str = r#"
+echo "self=$(cut -d: -f3 /proc/self/cgroup | sort -u | tr '\n' ' ')"
+if [ -e /sys/fs/cgroup/memory.max ]; then
+  echo "limit=$(cat /sys/fs/cgroup/memory.max)"
+else
+  echo "limit=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes)"
+fi
+for d in /sys/fs/cgroup /sys/fs/cgroup/unified; do
+  [ -f $d/cgroup.procs ] && echo "v2procs=$(wc -l < $d/cgroup.procs)"
+done
+mkdir /sys/fs/cgroup/memory/x /sys/fs/cgroup/x 2>/dev/null && echo write=allowed || echo write=refused
+"#;
+
+#[test]
+fn container_sees_its_own_cgroup_read_only_with_its_memory_limit() {
+    let Some(env) = Env::new() else { return };
+    let layout = tug::engine::runtime::cgroups::Layout::detect().unwrap();
+    for rt in ["tug", "runc"] {
+        let out = env.ok(&[
+            "container",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--runtime",
+            rt,
+            "-m",
+            "64m",
+            "busybox",
+            "sh",
+            "-c",
+            CGROUP_PROBE,
+        ]);
+        // A cgroup namespace: the container's cgroup is the root of every hierarchy.
+        assert!(out.lines().any(|l| l == "self=/ "), "{rt}: {out}");
+        assert!(out.lines().any(|l| l == "limit=67108864"), "{rt}: {out}");
+        assert!(out.lines().any(|l| l == "write=refused"), "{rt}: {out}");
+        // The cgroup2 tree (pure v2, or the unified tree of a hybrid machine) is the
+        // container's own: only the probe's processes are members (runc shows no unified
+        // tree on a hybrid machine, as under Docker).
+        let v2_shown = out.lines().find_map(|l| l.strip_prefix("v2procs="));
+        match (&layout, rt) {
+            (tug::engine::runtime::cgroups::Layout::V1 { .. }, _)
+            | (tug::engine::runtime::cgroups::Layout::Hybrid { .. }, "runc") => {}
+            _ => {
+                let n: u32 = v2_shown
+                    .unwrap_or_else(|| panic!("{rt}: no cgroup2 tree in {out}"))
+                    .trim()
+                    .parse()
+                    .unwrap();
+                assert!((1..=4).contains(&n), "{rt}: {n} members: {out}");
+            }
+        }
+    }
+    // An exec joins the same namespace and sees the same.
+    let id = env
+        .ok(&[
+            "container",
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "-m",
+            "32m",
+            "busybox",
+            "sleep",
+            "1000",
+        ])
+        .trim()
+        .to_string();
+    let out = env.ok(&["container", "exec", &id, "sh", "-c", CGROUP_PROBE]);
+    assert!(out.lines().any(|l| l == "self=/ "), "{out}");
+    assert!(out.lines().any(|l| l == "limit=33554432"), "{out}");
+    env.ok(&["container", "rm", "--force", &id]);
+}
+
+/// Volume names in the state root.
+fn volume_names(env: &Env) -> Vec<String> {
+    env.ok(&["volume", "ls", "-q"])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn container_image_volumes_are_anonymous_volumes_filled_from_the_image() {
+    let Some(env) = Env::new() else { return };
+    common::busybox_image_with(
+        env.root(),
+        "volimg:1",
+        &["VOLUME /data", "VOLUME /cache/"],
+        |d| {
+            std::fs::create_dir(d.join("data")).unwrap();
+            std::fs::write(d.join("data/seed"), "seeded\n").unwrap();
+            vec!["data".into()]
+        },
+    );
+    // Each VOLUME path is a mount of its own, holding the image's content.
+    let id = env
+        .ok(&[
+            "container",
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "volimg:1",
+            "sh",
+            "-c",
+            "cp /data/seed /data/copy; exec sleep 1000",
+        ])
+        .trim()
+        .to_string();
+    let vols = volume_names(&env);
+    assert_eq!(vols.len(), 2, "{vols:?}");
+    let mounts = env.ok(&[
+        "container",
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "awk '$5==\"/data\"||$5==\"/cache\"{print $5}' /proc/self/mountinfo | sort",
+    ]);
+    assert_eq!(mounts, "/cache\n/data\n");
+    // What the container writes there is in a volume, outside its writable layer.
+    env.until("the copy in the volume", 10, || {
+        vols.iter().any(|v| {
+            let v: serde_json::Value =
+                serde_json::from_str(&env.ok(&["volume", "inspect", v])).unwrap();
+            let dir = v[0]["mountpoint"].as_str().unwrap().to_string();
+            std::fs::read_to_string(Path::new(&dir).join("copy")).is_ok_and(|c| c == "seeded\n")
+        })
+    });
+    // `rm` keeps them (for `volume prune`); `rm -v` deletes them.
+    let keep = env
+        .ok(&[
+            "container",
+            "create",
+            "--network",
+            "none",
+            "volimg:1",
+            "true",
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(volume_names(&env).len(), 4);
+    env.ok(&["container", "rm", &keep]);
+    assert_eq!(
+        volume_names(&env).len(),
+        4,
+        "plain rm keeps anonymous volumes"
+    );
+    env.ok(&["volume", "prune"]);
+    assert_eq!(volume_names(&env), vols, "prune takes the unused ones only");
+    env.ok(&["container", "rm", "--force", "-v", &id]);
+    assert!(
+        volume_names(&env).is_empty(),
+        "rm -v leaves {:?}",
+        volume_names(&env)
+    );
+    // `run --rm` deletes them when the container goes.
+    let out = env.ok(&[
+        "container",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "volimg:1",
+        "cat",
+        "/data/seed",
+    ]);
+    assert_eq!(out, "seeded\n");
+    assert!(
+        volume_names(&env).is_empty(),
+        "run --rm leaves {:?}",
+        volume_names(&env)
+    );
+    // A bind at a VOLUME path takes its place; `-v PATH` asks for another anonymous one.
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("seed"), "from the host\n").unwrap();
+    let bind = format!("{}:/data", host.path().display());
+    let id = env
+        .ok(&[
+            "container",
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "-v",
+            &bind,
+            "-v",
+            "/extra",
+            "volimg:1",
+            "sleep",
+            "1000",
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(
+        env.ok(&["container", "exec", &id, "cat", "/data/seed"]),
+        "from the host\n"
+    );
+    let mounts = env.ok(&[
+        "container",
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "awk '$5==\"/extra\"||$5==\"/cache\"{print $5}' /proc/self/mountinfo | sort",
+    ]);
+    assert_eq!(mounts, "/cache\n/extra\n");
+    assert_eq!(volume_names(&env).len(), 2, "{:?}", volume_names(&env));
+    env.ok(&["container", "rm", "--force", "-v", &id]);
+    assert!(volume_names(&env).is_empty());
 }

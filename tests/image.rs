@@ -175,12 +175,7 @@ fn image_bootstrap_busybox_is_runnable() {
 
 #[test]
 fn image_store_is_readable_by_skopeo() {
-    if Command::new("skopeo").arg("--version").output().is_err() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "skopeo missing under CI"
-        );
-        eprintln!("skipping: skopeo not installed");
+    if !common::require_tools(&["skopeo"]) {
         return;
     }
     let dir = root();
@@ -349,16 +344,7 @@ fn image_bootstrap_debian_with_mmdebstrap() {
     if !common::require_root() {
         return;
     }
-    if Command::new("mmdebstrap")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "mmdebstrap missing under CI"
-        );
-        eprintln!("skipping: mmdebstrap not installed");
+    if !common::require_tools(&["mmdebstrap"]) {
         return;
     }
     let dir = root();

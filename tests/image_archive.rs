@@ -22,15 +22,7 @@ fn inspect(root: &Path, name: &str) -> serde_json::Value {
 }
 
 fn have_skopeo() -> bool {
-    if Command::new("skopeo").arg("--version").output().is_ok() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "skopeo missing under CI"
-    );
-    eprintln!("skipping: skopeo not installed");
-    false
+    common::require_tools(&["skopeo"])
 }
 
 fn dir_listing(p: &Path) -> Vec<String> {
@@ -261,12 +253,7 @@ fn image_archive_load_killed_midway_leaves_a_sane_store() {
 
 #[test]
 fn image_archive_save_loads_into_podman() {
-    if Command::new("podman").arg("--version").output().is_err() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "podman missing under CI"
-        );
-        eprintln!("skipping: podman not installed");
+    if !common::require_tools(&["podman"]) {
         return;
     }
     let dir = root();

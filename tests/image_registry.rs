@@ -27,19 +27,7 @@ impl Drop for Registry {
 }
 
 pub(crate) fn have(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{tool} missing under CI"
-        );
-        eprintln!("skipping: {tool} not installed");
-    }
-    found
+    crate::common::require_tools(&[tool])
 }
 
 pub(crate) fn free_port() -> u16 {

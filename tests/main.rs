@@ -1,13 +1,18 @@
 //! tug's integration tests: one binary, one module per area.
 
 mod cli;
+mod cli_setup;
 mod common;
 mod compose;
+mod compose_by_name;
+mod compose_shutdown;
 mod config_golden;
 mod container;
 mod container_cgroup;
 mod container_devices;
 mod container_net;
+mod full_disk;
+mod hidden_waits;
 mod hostile;
 mod image;
 mod image_archive;
@@ -20,8 +25,12 @@ mod malformed;
 mod network;
 mod network_compose;
 mod network_containers;
+mod network_internal;
+mod parallel_root;
 mod plan;
 mod private_root;
 mod project;
+mod state_damage;
+mod supervisor_death;
 mod volume;
 mod watch;

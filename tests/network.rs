@@ -19,6 +19,10 @@ use tug::engine::network::{
 
 use crate::common::{self, require_root, unique};
 
+/// Tools these tests run on the host (namespaces are entered with `nsenter`, commands are
+/// bounded by `timeout`, tables are read with `nft`).
+const TOOLS: &[&str] = &["ip", "nsenter", "nft", "timeout", "unshare"];
+
 /// A test's network world: its own state root, networks, namespaces and processes, torn down
 /// (and checked clean) even when the test fails.
 struct Lab {
@@ -378,7 +382,7 @@ fn serve_http(lab: &mut Lab, ns: &Path, body: &str) {
 
 #[test]
 fn network_two_endpoints_reach_each_other_by_name() {
-    if !require_root() {
+    if !require_root() || !common::require_tools(TOOLS) {
         return;
     }
     let mut lab = Lab::new();
@@ -416,7 +420,7 @@ fn network_two_endpoints_reach_each_other_by_name() {
 
 #[test]
 fn network_separate_networks_do_not_reach_each_other() {
-    if !require_root() {
+    if !require_root() || !common::require_tools(TOOLS) {
         return;
     }
     let mut lab = Lab::new();
@@ -479,7 +483,7 @@ fn network_separate_networks_do_not_reach_each_other() {
 
 #[test]
 fn network_internal_has_no_route_out() {
-    if !require_root() {
+    if !require_root() || !common::require_tools(TOOLS) {
         return;
     }
     let mut lab = Lab::new();
@@ -534,7 +538,7 @@ fn network_internal_has_no_route_out() {
 
 #[test]
 fn network_dns_follows_restart_and_scale_and_forwards() {
-    if !require_root() {
+    if !require_root() || !common::require_tools(TOOLS) {
         return;
     }
     let up = FakeUpstream::start();
@@ -610,7 +614,7 @@ fn network_dns_follows_restart_and_scale_and_forwards() {
 
 #[test]
 fn network_published_tcp_and_udp_answer_on_loopback() {
-    if !require_root() {
+    if !require_root() || !common::require_tools(TOOLS) || !common::require_tools(&["socat"]) {
         return;
     }
     let mut lab = Lab::new();
@@ -671,7 +675,7 @@ fn network_published_tcp_and_udp_answer_on_loopback() {
 
 #[test]
 fn network_same_name_in_two_roots_side_by_side() {
-    if !require_root() {
+    if !require_root() || !common::require_tools(TOOLS) {
         return;
     }
     let mut one = Lab::new();
@@ -708,7 +712,7 @@ fn network_same_name_in_two_roots_side_by_side() {
 
 #[test]
 fn network_crash_leftovers_are_repaired() {
-    if !require_root() {
+    if !require_root() || !common::require_tools(TOOLS) {
         return;
     }
     let mut lab = Lab::new();
@@ -764,7 +768,7 @@ fn network_crash_leftovers_are_repaired() {
 
 #[test]
 fn network_cli_create_ls_inspect_rm() {
-    if !require_root() {
+    if !require_root() || !common::require_tools(TOOLS) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -885,7 +889,7 @@ fn forward_chain() -> String {
 
 #[test]
 fn network_works_behind_a_docker_style_forward_drop() {
-    if !require_root() {
+    if !require_root() || !common::require_tools(TOOLS) {
         return;
     }
     // This thread (and every thread and process it starts) moves to a private network
@@ -971,7 +975,7 @@ fn network_works_behind_a_docker_style_forward_drop() {
 #[test]
 #[ignore = "benchmark"]
 fn network_bench_wiring() {
-    if !require_root() {
+    if !require_root() || !common::require_tools(TOOLS) {
         return;
     }
     let mut lab = Lab::new();
@@ -1018,7 +1022,7 @@ fn network_bench_wiring() {
 
 #[test]
 fn network_multi_network_container_with_alias_static_ip_mac_and_priority() {
-    if !require_root() {
+    if !require_root() || !common::require_tools(TOOLS) {
         return;
     }
     let mut lab = Lab::new();
@@ -1128,7 +1132,7 @@ fn network_multi_network_container_with_alias_static_ip_mac_and_priority() {
 
 #[test]
 fn network_dns_uses_the_containers_own_dns_servers() {
-    if !require_root() {
+    if !require_root() || !common::require_tools(TOOLS) {
         return;
     }
     let up = FakeUpstream::start();
@@ -1176,7 +1180,7 @@ fn network_dns_uses_the_containers_own_dns_servers() {
 /// the veths it no longer knows); a torn file written in this boot is still an error.
 #[test]
 fn network_torn_endpoints_file_from_an_earlier_boot_reads_empty() {
-    if !require_root() {
+    if !require_root() || !common::require_tools(TOOLS) {
         return;
     }
     let mut lab = Lab::new();
@@ -1241,7 +1245,7 @@ fn links_on(bridge: &str) -> Vec<String> {
 
 #[test]
 fn network_nft_tables_over_netlink_match_nft() {
-    if !require_root() {
+    if !require_root() || !common::require_tools(TOOLS) {
         return;
     }
     let name = unique("tugnl").replace('-', "_");
@@ -1310,7 +1314,7 @@ fn network_nft_tables_over_netlink_match_nft() {
 
 #[test]
 fn network_detached_veths_go_with_their_bridge_and_namespaces_at_the_end() {
-    if !require_root() {
+    if !require_root() || !common::require_tools(TOOLS) {
         return;
     }
     let mut lab = Lab::new();

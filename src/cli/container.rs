@@ -48,7 +48,7 @@ pub struct CreateArgs {
     /// Environment variable `K=V` (or `K` to take tug's value); repeatable.
     #[arg(short = 'e', long = "env")]
     pub env: Vec<String>,
-    /// Bind mount `HOST:CONTAINER[:ro]`; repeatable.
+    /// Bind mount `HOST:CONTAINER[:ro]`, or `PATH` for an anonymous volume; repeatable.
     #[arg(short = 'v', long = "volume")]
     pub volumes: Vec<String>,
     /// tmpfs mount `PATH[:OPTIONS]`; repeatable.
@@ -237,6 +237,9 @@ pub enum ContainerCommand {
         /// Kill running containers first (`-f` works too).
         #[arg(long)]
         force: bool,
+        /// Remove the anonymous volumes of the containers too.
+        #[arg(short = 'v', long)]
+        volumes: bool,
         /// Containers.
         #[arg(required = true)]
         containers: Vec<String>,
@@ -425,9 +428,18 @@ pub fn config_from(a: &CreateArgs) -> anyhow::Result<ContainerConfig> {
     for v in &a.volumes {
         let parts: Vec<&str> = v.split(':').collect();
         let (src, dst, opts) = match parts.as_slice() {
+            // An anonymous volume, made (and filled from the image) at create.
+            [d] if d.starts_with('/') => {
+                mounts.push(Mount {
+                    kind: MountKind::Volume,
+                    target: (*d).to_string(),
+                    ..Mount::default()
+                });
+                continue;
+            }
             [s, d] => (*s, *d, ""),
             [s, d, o] => (*s, *d, *o),
-            _ => bail!("invalid volume {v:?}: expected HOST:CONTAINER[:ro]"),
+            _ => bail!("invalid volume {v:?}: expected HOST:CONTAINER[:ro] or PATH"),
         };
         if !src.starts_with('/') && !src.starts_with('.') {
             bail!("invalid volume {v:?}: named volumes need `tug up`; give a host path");
@@ -672,7 +684,7 @@ fn attach_and_wait(store: &ContainerStore, id: &str, tty: bool) -> anyhow::Resul
             drop(raw);
             let rec = store.record(id).ok();
             if rec.is_some_and(|r| r.config.auto_remove) {
-                let _ = store.remove(id, true);
+                let _ = store.remove_with_volumes(id, true);
             }
             let msg = e.to_string();
             let code = if msg.contains("not found in $PATH") || msg.contains("no such file") {
@@ -743,6 +755,7 @@ fn status_text(s: &Summary) -> String {
             s.exit_code.unwrap_or(0),
             ago(s.finished_at.as_deref().unwrap_or(""))
         ),
+        Status::Dead if s.damaged.is_some() => "Dead (damaged record)".into(),
         Status::Dead => "Dead".into(),
     }
 }
@@ -832,6 +845,13 @@ pub fn run(global: &GlobalArgs, args: ContainerArgs) -> anyhow::Result<i32> {
         } => {
             let store = open()?;
             let list = store.list(all)?;
+            for s in list.iter().filter(|s| s.damaged.is_some()) {
+                eprintln!(
+                    "warning: container {} is damaged: {}",
+                    s.name,
+                    s.damaged.as_deref().unwrap_or_default()
+                );
+            }
             let mut out = std::io::stdout().lock();
             if quiet {
                 for s in &list {
@@ -897,11 +917,20 @@ pub fn run(global: &GlobalArgs, args: ContainerArgs) -> anyhow::Result<i32> {
             }
             Ok(i32::from(failed))
         }
-        ContainerCommand::Rm { force, containers } => {
+        ContainerCommand::Rm {
+            force,
+            volumes,
+            containers,
+        } => {
             let store = open()?;
             let mut failed = false;
             for c in &containers {
-                match store.remove(c, force) {
+                let removed = if volumes {
+                    store.remove_with_volumes(c, force).map(|_| ())
+                } else {
+                    store.remove(c, force)
+                };
+                match removed {
                     Ok(()) => println!("{c}"),
                     Err(e) => {
                         eprintln!("error: {e}");
@@ -938,6 +967,9 @@ pub fn run(global: &GlobalArgs, args: ContainerArgs) -> anyhow::Result<i32> {
                 print_record(r, timestamps)?;
             }
             if follow {
+                // Woken by the log's writes and the state's changes (inotify), not a timer.
+                let watch =
+                    crate::engine::container::state::Watch::writes(&[store.container_dir(&id)]);
                 loop {
                     let running = matches!(
                         store.state(&id).status,
@@ -951,7 +983,10 @@ pub fn run(global: &GlobalArgs, args: ContainerArgs) -> anyhow::Result<i32> {
                     if !running || !store.container_dir(&id).exists() {
                         break;
                     }
-                    std::thread::sleep(Duration::from_millis(50));
+                    match &watch {
+                        Some(w) => w.wait(Duration::from_millis(500)),
+                        None => std::thread::sleep(Duration::from_millis(50)),
+                    }
                 }
             }
             Ok(0)

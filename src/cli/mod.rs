@@ -36,6 +36,10 @@ pub struct GlobalArgs {
     /// Execute command in dry run mode: print the plan, change nothing.
     #[arg(long, global = true)]
     pub dry_run: bool,
+    /// The verb may act on the project as the state root knows it (by its name, from the
+    /// labels) when the compose file cannot be loaded. Set by `dispatch`, not a flag.
+    #[arg(skip)]
+    pub by_name: bool,
 }
 
 impl GlobalArgs {
@@ -294,6 +298,7 @@ mod watch;
 /// Runs tug with the process arguments and returns the exit code.
 #[must_use]
 pub fn main() -> i32 {
+    quiet_on_closed_output();
     let args: Vec<OsString> = std::env::args_os().collect();
     // The hidden `tug __shim …` (container supervisor, exec/cp helpers) skips clap: it must
     // start fast and stay small.
@@ -431,8 +436,75 @@ where
     }
 }
 
+/// Where the output went away (`tug ps | head -1`): every verb ends quietly with code 0, the
+/// way a verb that meets a broken pipe as an error does. Rust ignores SIGPIPE, so a write to
+/// a closed pipe fails, and `println!` turns that failure into a panic; this is the one place
+/// that handles it, for every verb and every print.
+fn quiet_on_closed_output() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to std") && msg.contains("os error 32") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
+impl Command {
+    /// Verbs that never touch the engine and work for any user.
+    fn works_without_root(&self) -> bool {
+        matches!(
+            self,
+            Command::Config(_)
+                | Command::Version(_)
+                | Command::Completion { .. }
+                | Command::Login(_)
+                | Command::Logout { .. }
+        )
+    }
+}
+
+/// What a user who is not root is told, once, before anything is tried.
+const NEEDS_ROOT: &str = "tug's engine needs root (it makes namespaces, mounts, cgroups and \
+bridges, and keeps its state in a root-only directory): run tug as root, e.g. with sudo; \
+rootless mode does not exist yet. Without root, `tug config`, `tug version`, \
+`tug completion`, `tug login`/`logout` and `--help` work";
+
 fn dispatch(cli: Cli) -> anyhow::Result<i32> {
-    let Cli { global, command } = cli;
+    let Cli {
+        mut global,
+        command,
+    } = cli;
+    // Verbs that act on what exists work by project name alone, as docker compose's do.
+    global.by_name = matches!(
+        command,
+        Command::Down(_)
+            | Command::Ps(_)
+            | Command::Logs(_)
+            | Command::Stop(_)
+            | Command::Start(_)
+            | Command::Restart(_)
+            | Command::Kill(_)
+            | Command::Rm(_)
+            | Command::Exec(_)
+            | Command::Port(_)
+            | Command::Top(_)
+            | Command::Pause(_)
+            | Command::Unpause(_)
+            | Command::Images(_)
+            | Command::Wait(_)
+            | Command::Cp(_)
+            | Command::Events(_)
+    );
+    if !command.works_without_root() && !nix::unistd::geteuid().is_root() {
+        anyhow::bail!("{NEEDS_ROOT}");
+    }
     match command {
         Command::Config(args) => config::run(&global, &args),
         Command::Image(args) => image::run(&global, args.0),
@@ -483,7 +555,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
 }
 
 /// Renders an error chain on one line per cause, without Rust debug noise.
-fn render_error(err: &anyhow::Error) -> String {
+pub(crate) fn render_error(err: &anyhow::Error) -> String {
     let mut out = err.to_string();
     for cause in err.chain().skip(1) {
         let c = cause.to_string();

@@ -132,6 +132,9 @@ pub(super) fn run(global: &GlobalArgs, cmd: &NetworkCommand) -> anyhow::Result<i
                 eprintln!("warning: {w}");
             }
             let list = nets.list()?;
+            for (name, what) in nets.damaged() {
+                eprintln!("warning: network {name} is damaged: {what}");
+            }
             if a.format == "json" {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else if a.quiet {

@@ -80,6 +80,9 @@ pub(super) fn run(global: &GlobalArgs, cmd: &VolumeCommand) -> anyhow::Result<i3
     match cmd {
         VolumeCommand::Ls { quiet, format } => {
             let list = vols.list()?;
+            for (name, what) in vols.damaged() {
+                eprintln!("warning: volume {name} is damaged: {what}");
+            }
             if format == "json" {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else if *quiet {

@@ -655,16 +655,27 @@ pub fn plan_down(desired: &Desired, observed: &Observed, opts: &DownOptions) -> 
         cs.sort_by(|a, b| (a.oneoff, a.number, &a.name).cmp(&(b.oneoff, b.number, &b.name)));
         groups.push((s.to_string(), cs));
     }
+    // Per service, the stops that whatever depends on it must wait for: its own stops, or,
+    // when it has nothing to stop (exited, stopped by hand, not chosen), what it waited for
+    // itself, so the order passes through it.
     let mut stopped: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     let mut removed: Vec<usize> = Vec::new();
     for (service, cs) in &groups {
-        // A service stops after every service that depends on it has stopped.
+        // A service stops after every service that depends on it, directly or through
+        // services in between whatever their state, has stopped.
         let mut after: Vec<usize> = Vec::new();
         for d in &desired.services {
-            if d.depends_on.iter().any(|x| &x.service == service) {
-                after.extend(stopped.get(&d.name).into_iter().flatten().copied());
+            let depends = d.depends_on.iter().any(|x| &x.service == service)
+                || d.created_after.iter().any(|x| x == service);
+            if depends {
+                for &i in stopped.get(&d.name).into_iter().flatten() {
+                    if !after.contains(&i) {
+                        after.push(i);
+                    }
+                }
             }
         }
+        after.sort_unstable();
         let mut mine = Vec::new();
         for c in cs {
             let cause = if known.contains(c.service.as_str()) {
@@ -695,7 +706,7 @@ pub fn plan_down(desired: &Desired, observed: &Observed, opts: &DownOptions) -> 
             ));
         }
         if !service.is_empty() {
-            stopped.insert(service.clone(), mine);
+            stopped.insert(service.clone(), if mine.is_empty() { after } else { mine });
         }
     }
     if !whole {

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod project;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -66,6 +68,81 @@ pub fn require_root() -> bool {
         eprintln!("skipping: needs root");
     }
     is_root
+}
+
+/// The Debian package of each tool the tests run (README lists them too).
+pub const TOOL_PACKAGES: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("nft", "nftables"),
+    ("nsenter", "util-linux"),
+    ("unshare", "util-linux"),
+    ("losetup", "mount"),
+    ("mkfs.ext4", "e2fsprogs"),
+    ("script", "bsdutils"),
+    ("socat", "socat"),
+    ("timeout", "coreutils"),
+    ("openssl", "openssl"),
+    ("htpasswd", "apache2-utils"),
+    ("docker-registry", "docker-registry"),
+    ("skopeo", "skopeo"),
+    ("mmdebstrap", "mmdebstrap"),
+    ("podman", "podman"),
+    ("runc", "runc"),
+    ("python3", "python3"),
+    ("busybox", "busybox-static"),
+];
+
+/// Whether `tool` is an executable on root's search path.
+pub fn have_tool(tool: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .chain([
+            "/usr/local/sbin",
+            "/usr/local/bin",
+            "/usr/sbin",
+            "/usr/bin",
+            "/sbin",
+            "/bin",
+        ])
+        .filter(|d| !d.is_empty())
+        .any(|d| {
+            std::fs::metadata(Path::new(d).join(tool))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// True when every tool in `tools` is installed. A test calls this up front, before it
+/// starts anything: a missing tool is named with its Debian package (instead of a failure
+/// deep inside the test, or a timeout). Under `CI=true` a missing tool fails the test, never
+/// skips it; elsewhere the test is skipped with that message.
+pub fn require_tools(tools: &[&str]) -> bool {
+    require_tools_in(tools, std::env::var("CI").as_deref() == Ok("true"))
+}
+
+/// [`require_tools`] with the CI switch given.
+pub fn require_tools_in(tools: &[&str], ci: bool) -> bool {
+    let missing: Vec<String> = tools
+        .iter()
+        .filter(|t| !have_tool(t))
+        .map(|t| {
+            let pkg = TOOL_PACKAGES
+                .iter()
+                .find(|(tool, _)| tool == t)
+                .map_or("?", |(_, p)| p);
+            format!("{t} (Debian package {pkg})")
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!(
+        "this test needs {}; install it (.ci/run installs every tool the tests use)",
+        missing.join(", ")
+    );
+    assert!(!ci, "{msg}");
+    eprintln!("skipping: {msg}");
+    false
 }
 
 fn nix_is_root() -> bool {
@@ -224,4 +301,36 @@ pub fn cgroup2_root() -> Option<PathBuf> {
         .iter()
         .map(PathBuf::from)
         .find(|p| tug::engine::runtime::bpf::is_cgroup2(p))
+}
+
+/// Imports the busybox rootfs with extra entries as `name`: `add` fills a scratch directory
+/// and returns the paths (relative to it) to append to the tarball; `changes` are
+/// `image import --change` lines (`VOLUME /data`). `CMD ["sh"]` is always set.
+pub fn busybox_image_with(
+    root: &Path,
+    name: &str,
+    changes: &[&str],
+    add: impl FnOnce(&Path) -> Vec<String>,
+) {
+    let scratch = tempfile::tempdir().unwrap();
+    let tar = scratch.path().join("image.tar");
+    std::fs::copy(busybox_rootfs_tar(), &tar).unwrap();
+    let dir = scratch.path().join("add");
+    std::fs::create_dir(&dir).unwrap();
+    let entries = add(&dir);
+    if !entries.is_empty() {
+        ok(Command::new("tar")
+            .arg("-C")
+            .arg(&dir)
+            .arg("--numeric-owner")
+            .arg("-rf")
+            .arg(&tar)
+            .args(entries));
+    }
+    let mut cmd = tug(root);
+    cmd.args(["image", "import", "--change", r#"CMD ["sh"]"#]);
+    for c in changes {
+        cmd.args(["--change", c]);
+    }
+    ok(cmd.arg(&tar).arg(name));
 }

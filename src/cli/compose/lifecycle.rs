@@ -317,6 +317,10 @@ fn attach(
         .max()
         .unwrap_or(0);
     let mut exit_code = 0;
+    // Woken by log writes, state changes and new containers (inotify), or a Ctrl-C.
+    let store = stack.root.join("containers");
+    let watch = crate::engine::container::state::Watch::writes(&[&store]);
+    let mut watched: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     loop {
         let containers = stack.project_containers()?;
         let mine: Vec<_> = containers
@@ -326,6 +330,16 @@ fn attach(
                     && attached(c.labels.get(labels::SERVICE).map_or("", String::as_str))
             })
             .collect();
+        // A directory watched only now may have changed since it was read.
+        let mut fresh = false;
+        if let Some(w) = &watch {
+            for c in &mine {
+                if watched.insert(c.id.clone()) {
+                    w.add(&store.join(&c.id));
+                    fresh = true;
+                }
+            }
+        }
         for (i, c) in mine.iter().enumerate() {
             let f = followers.entry(c.id.clone()).or_insert_with(|| {
                 let path = stack.containers.log_path(&c.id).unwrap_or_default();
@@ -371,7 +385,11 @@ fn attach(
             }
             break;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        match &watch {
+            Some(_) if fresh => {}
+            Some(w) => w.wait(Duration::from_millis(500)),
+            None => std::thread::sleep(Duration::from_millis(100)),
+        }
     }
     if INTERRUPTS.load(Ordering::SeqCst) > 0 {
         eprintln!("Gracefully stopping... (press Ctrl+C again to force)");

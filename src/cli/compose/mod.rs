@@ -20,14 +20,54 @@ pub(crate) use output::{Mode, Progress};
 pub use query::{run_ls, run_ps};
 pub(crate) use verbs::{start_plan, stop_plan};
 
-/// Loads the project named by the global flags and opens the engine for it.
+/// Loads the project named by the global flags and opens the engine for it. For a verb that
+/// acts on what exists (`GlobalArgs::by_name`), a compose file that is missing or cannot be
+/// loaded (a required variable unset) is not needed when the project is named (`-p`,
+/// `COMPOSE_PROJECT_NAME`): the project is rebuilt from its labels in the state root.
 pub(crate) fn open_stack(
     global: &GlobalArgs,
     services: &[String],
     options: StackOptions,
 ) -> anyhow::Result<Stack> {
-    let project = super::config::load_project(global, services)?;
     let root = state_root(global)?;
+    let project = match super::config::load_project(global, services) {
+        Ok(p) => p,
+        Err(e) if global.by_name => {
+            let name = global
+                .project_name
+                .clone()
+                .or_else(|| std::env::var("COMPOSE_PROJECT_NAME").ok())
+                .filter(|n| !n.is_empty());
+            let Some(name) = name else {
+                return Err(e);
+            };
+            let known = crate::engine::compose::project_from_state(&root, &name)
+                .context("cannot read the engine's state root")?;
+            let no_file = e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<crate::project::ProjectError>(),
+                    Some(crate::project::ProjectError::NotFound { .. })
+                )
+            });
+            if !no_file {
+                eprintln!(
+                    "warning: the compose file cannot be loaded ({}); acting on project \
+                     {name} as the state root knows it",
+                    super::render_error(&e),
+                );
+            }
+            // A project the state root has nothing of is an empty one (`ps` lists nothing,
+            // `down` removes nothing), as docker compose has it.
+            known.unwrap_or_else(|| {
+                eprintln!("warning: no resource of project {name} in the state root");
+                crate::project::model::Project {
+                    name,
+                    ..crate::project::model::Project::default()
+                }
+            })
+        }
+        Err(e) => return Err(e),
+    };
     Stack::open(&root, project, options).context("cannot open the engine's state root")
 }
 

@@ -39,6 +39,7 @@ fn status_text(c: &ContainerSummary) -> String {
             since(c.finished_at.as_deref())
         ),
         Status::Created => "Created".to_string(),
+        Status::Dead if c.damaged.is_some() => "Dead (damaged record)".to_string(),
         Status::Dead => "Dead".to_string(),
     }
 }
@@ -104,6 +105,13 @@ pub fn run_ps(global: &GlobalArgs, args: &PsArgs) -> anyhow::Result<i32> {
         })
         .collect();
     cs.sort_by(|a, b| a.name.cmp(&b.name));
+    for c in cs.iter().filter(|c| c.damaged.is_some()) {
+        eprintln!(
+            "warning: container {} is damaged: {}",
+            c.name,
+            c.damaged.as_deref().unwrap_or_default()
+        );
+    }
     if args.services {
         let mut seen: Vec<String> = Vec::new();
         for c in &cs {

@@ -269,14 +269,16 @@ pub fn run_rm(global: &GlobalArgs, args: &RmArgs) -> anyhow::Result<i32> {
     }
     finish(&plan, &stack, global)?;
     if args.volumes {
-        // Anonymous volumes of the removed containers.
+        // Anonymous volumes of the removed containers: the service's, except those a
+        // container still uses (another replica's, or one shared by `volumes_from`).
+        let used = stack.volumes.referenced_by_containers()?;
         for v in stack.volumes.list()? {
             let ours = v.labels.get(labels::PROJECT) == Some(&stack.project.name)
                 && v.labels.get("tug.anonymous").map(String::as_str) == Some("true")
                 && v.labels
                     .get(labels::SERVICE)
                     .is_some_and(|s| cs.iter().any(|c| c.labels.get(labels::SERVICE) == Some(s)));
-            if ours {
+            if ours && !used.contains_key(&v.name) {
                 stack.volumes.remove(&v.name, &[])?;
             }
         }
@@ -392,6 +394,13 @@ pub fn run_logs(global: &GlobalArgs, args: &LogsArgs) -> anyhow::Result<i32> {
             followers.push((i, c.clone(), logs::Follower::at_end(&path)));
         }
     }
+    // Woken by the followed logs' writes and the states' changes (inotify), not a timer.
+    let watch = crate::engine::container::state::Watch::writes(
+        &followers
+            .iter()
+            .map(|(_, c, _)| stack.containers.container_dir(&c.id))
+            .collect::<Vec<_>>(),
+    );
     while args.follow && !followers.is_empty() {
         for (i, c, f) in &mut followers {
             for r in f.poll() {
@@ -415,7 +424,10 @@ pub fn run_logs(global: &GlobalArgs, args: &LogsArgs) -> anyhow::Result<i32> {
             }
             break;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        match &watch {
+            Some(w) => w.wait(Duration::from_millis(500)),
+            None => std::thread::sleep(Duration::from_millis(100)),
+        }
     }
     Ok(0)
 }
@@ -470,8 +482,11 @@ pub fn run_run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<i32> {
         .get(&args.service)
         .with_context(|| format!("no such service: {}", args.service))?
         .clone();
+    // Held until the one-off is created: another command of the project (`up`, `down`)
+    // repairs namespaces named like the project's containers that have no record yet, and
+    // must not take this one's while it is being wired.
+    let creating = lock(&stack)?;
     if !args.no_deps && !s.depends_on.is_empty() {
-        let _l = lock(&stack)?;
         let deps: Vec<String> = s.depends_on.keys().cloned().collect();
         let plan = plan::plan_up(
             &stack.desired(),
@@ -486,6 +501,42 @@ pub fn run_run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<i32> {
         let outcome = p.run(&plan, &stack);
         if !outcome.ok() {
             anyhow::bail!("cannot start the dependencies of {}", args.service);
+        }
+    }
+    {
+        // The service's own networks, volumes and image, as `up` would make them (docker
+        // compose's `run` does too): a one-off needs no `up` first.
+        let up = plan::plan_up(
+            &stack.desired(),
+            &stack.observed()?,
+            &UpOptions {
+                services: vec![args.service.clone()],
+                no_deps: true,
+                no_recreate: true,
+                no_start: true,
+                ..UpOptions::default()
+            },
+        )?;
+        let mut needed = Plan::default();
+        for n in up.nodes {
+            if matches!(
+                n.op,
+                Op::CreateNetwork { .. }
+                    | Op::CreateVolume { .. }
+                    | Op::PullImage { .. }
+                    | Op::BuildImage { .. }
+            ) {
+                needed.push(n.op, n.cause, vec![]);
+            }
+        }
+        if !needed.nodes.is_empty() {
+            let outcome = progress(global).run(&needed, &stack);
+            if !outcome.ok() {
+                anyhow::bail!(
+                    "cannot prepare the networks and volumes of {}",
+                    args.service
+                );
+            }
         }
     }
     let suffix = hex::encode(rand::random::<[u8; 6]>());
@@ -511,6 +562,7 @@ pub fn run_run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<i32> {
             remove: args.rm,
         },
     )?;
+    drop(creating);
     if args.detach {
         stack.containers.start(&id, false)?;
         println!("{name}");
@@ -719,10 +771,20 @@ pub fn run_events(global: &GlobalArgs, args: &EventsArgs) -> anyhow::Result<i32>
     let stack = open_stack(global, &[], StackOptions::default())?;
     let mut last: BTreeMap<String, (Status, String)> = BTreeMap::new();
     let mut first = true;
+    // Woken by containers appearing or going and by their states' changes (inotify).
+    let store = stack.root.join("containers");
+    let watch = crate::engine::container::state::Watch::states(&[&store]);
     loop {
         let cs = service_containers(&stack, &args.services)?;
         let mut seen = Vec::new();
+        let mut fresh = false;
         for c in &cs {
+            if !last.contains_key(&c.id)
+                && let Some(w) = &watch
+            {
+                w.add(&store.join(&c.id));
+                fresh = true;
+            }
             seen.push(c.id.clone());
             let health = c.health.as_str().to_string();
             let now = (c.state, health.clone());
@@ -756,7 +818,12 @@ pub fn run_events(global: &GlobalArgs, args: &EventsArgs) -> anyhow::Result<i32>
             }
         }
         first = false;
-        std::thread::sleep(Duration::from_millis(200));
+        match &watch {
+            // A directory watched only now may have changed since it was read.
+            Some(_) if fresh => {}
+            Some(w) => w.wait(Duration::from_millis(1000)),
+            None => std::thread::sleep(Duration::from_millis(200)),
+        }
     }
 }
 

@@ -337,7 +337,13 @@ impl Stack {
         if config.hostname.is_none() {
             config.hostname = Some(name.to_string());
         }
-        config.mounts = self.mounts(s, name, number, &image)?;
+        // A replica's anonymous volumes are named after it and outlive it; a one-off gets
+        // fresh ones of its own, deleted with it (`run --rm`) or by `down -v`.
+        let mut anon = Anon {
+            replica: oneoff.is_none().then_some(number),
+            made: Vec::new(),
+        };
+        config.mounts = self.mounts(s, name, &mut anon, &image)?;
         let mut service = s.clone();
         if let Some(o) = oneoff {
             config
@@ -384,7 +390,7 @@ impl Stack {
                 };
                 config
                     .mounts
-                    .push(self.mount(s, &sv, number, &image, 0, 0)?);
+                    .push(self.mount(s, &sv, &mut anon, &image, 0, 0)?);
             }
             // A one-off publishes the service's ports only with --service-ports, plus -p.
             if !o.service_ports {
@@ -402,6 +408,26 @@ impl Stack {
                 }
             }
         }
+        // The image's VOLUME paths that no mount covers get anonymous volumes too, as the
+        // Docker engine gives them; ours are the service's, so a recreation keeps them.
+        let targets = crate::engine::container::volumes::image_volume_targets(
+            image.config.config().as_ref(),
+            &config.mounts,
+        );
+        if !targets.is_empty() {
+            let (uid, gid) = image_user_ids(self, &image);
+            for target in targets {
+                let sv = ServiceVolume {
+                    kind: "volume".into(),
+                    target,
+                    ..ServiceVolume::default()
+                };
+                config
+                    .mounts
+                    .push(self.mount(s, &sv, &mut anon, &image, uid, gid)?);
+            }
+        }
+        config.anonymous_volumes = anon.made;
         {
             // Only the wiring is serialised; the container store writes each container's
             // files in its own directory, so creates overlap (and their fsyncs share the
@@ -660,11 +686,17 @@ impl Stack {
     }
 
     /// Mounts of one container: volumes, binds, tmpfs, secrets and configs.
-    fn mounts(&self, s: &Service, name: &str, number: u32, image: &Image) -> Result<Vec<Mount>> {
+    fn mounts(
+        &self,
+        s: &Service,
+        name: &str,
+        anon: &mut Anon,
+        image: &Image,
+    ) -> Result<Vec<Mount>> {
         let mut out = Vec::new();
         let (uid, gid) = image_user_ids(self, image);
         for v in &s.volumes {
-            out.push(self.mount(s, v, number, image, uid, gid)?);
+            out.push(self.mount(s, v, anon, image, uid, gid)?);
         }
         for t in &s.tmpfs {
             let (target, opts) = t.split_once(':').unwrap_or((t.as_str(), ""));
@@ -744,7 +776,7 @@ impl Stack {
         &self,
         s: &Service,
         v: &ServiceVolume,
-        number: u32,
+        anon: &mut Anon,
         image: &Image,
         uid: u32,
         gid: u32,
@@ -781,7 +813,7 @@ impl Stack {
                 let vol = match &v.source {
                     Some(key) if self.project.volumes.contains_key(key) => self.volume_name(key),
                     Some(other) => other.clone(),
-                    None => self.anonymous_volume(s, number, &v.target)?,
+                    None => self.anonymous_volume(s, anon, &v.target)?,
                 };
                 let layers = if nocopy {
                     Vec::new()
@@ -835,15 +867,26 @@ impl Stack {
         }
     }
 
-    /// An anonymous volume: named after project, service, replica and target, so the same
-    /// replica finds its data again when it is recreated; `-V` renews it.
-    fn anonymous_volume(&self, s: &Service, number: u32, target: &str) -> Result<String> {
-        let digest = hex::encode(Sha256::digest(
-            format!("{}/{}/{number}/{target}", self.project.name, s.name).as_bytes(),
-        ));
-        let name = format!("{}_{}_anon_{}", self.project.name, s.name, &digest[..16]);
-        if self.options.renew_anon_volumes && self.volumes.exists(&name)? {
+    /// An anonymous volume (`<project>_<service>_anon_<16 hex>`, which `down -v` removes):
+    /// a replica's is named after project, service, replica and target, so the same replica
+    /// finds its data again when it is recreated (`-V` renews it); a one-off's is new.
+    fn anonymous_volume(&self, s: &Service, anon: &mut Anon, target: &str) -> Result<String> {
+        let suffix = match anon.replica {
+            Some(number) => hex::encode(Sha256::digest(
+                format!("{}/{}/{number}/{target}", self.project.name, s.name).as_bytes(),
+            ))[..16]
+                .to_string(),
+            None => hex::encode(rand::random::<[u8; 8]>()),
+        };
+        let name = format!("{}_{}_anon_{suffix}", self.project.name, s.name);
+        if anon.replica.is_some()
+            && self.options.renew_anon_volumes
+            && self.volumes.exists(&name)?
+        {
             self.volumes.remove(&name, &[])?;
+        }
+        if anon.replica.is_none() {
+            anon.made.push(name.clone());
         }
         let mut l = BTreeMap::new();
         l.insert(labels::PROJECT.to_string(), self.project.name.clone());
@@ -944,6 +987,14 @@ impl Stack {
     }
 }
 
+/// Whose anonymous volumes a container gets, and those made for it alone.
+struct Anon {
+    /// A service replica's number; `None` for a one-off (`run`).
+    replica: Option<u32>,
+    /// The one-off's own anonymous volumes, made so far.
+    made: Vec<String>,
+}
+
 /// What a secret or config holds: bytes, or a regular file opened for copying.
 enum Content {
     Bytes(Vec<u8>),
@@ -983,8 +1034,8 @@ fn write_file(path: &Path, content: Content, uid: u32, gid: u32, mode: u32) -> R
     result.map_err(|e| Error::Io(format!("write {}", path.display()), e))
 }
 
-/// The uid and gid the image runs as (its `User`), looked up in the image's /etc/passwd when
-/// it is a name. Root when unknown.
+/// The uid and gid the image runs as (its `User`), resolved in the image's /etc/passwd and
+/// /etc/group as the container's process will be. Root when unknown.
 fn image_user_ids(stack: &Stack, image: &Image) -> (u32, u32) {
     let user = image
         .config
@@ -995,31 +1046,9 @@ fn image_user_ids(stack: &Stack, image: &Image) -> (u32, u32) {
     if user.is_empty() {
         return (0, 0);
     }
-    let (u, g) = user.split_once(':').unwrap_or((user.as_str(), ""));
     let layers = stack.images.layer_dirs(image).unwrap_or_default();
-    // Read inside the image's layers: a symlinked /etc never leads to the host's files.
-    let lookup = |file: &str, key: &str| -> Option<(u32, u32)> {
-        let text = crate::engine::container::user::read_image_file(&layers, file)?;
-        for line in text.lines() {
-            let f: Vec<&str> = line.split(':').collect();
-            if f.len() >= 4 && f[0] == key {
-                return Some((f[2].parse().ok()?, f[3].parse().ok()?));
-            }
-        }
-        None
-    };
-    let (uid, mut gid) = match u.parse::<u32>() {
-        Ok(n) => (n, n),
-        Err(_) => lookup("etc/passwd", u).unwrap_or((0, 0)),
-    };
-    if !g.is_empty() {
-        gid = g
-            .parse()
-            .ok()
-            .or_else(|| lookup("etc/group", g).map(|(gid, _)| gid))
-            .unwrap_or(gid);
-    }
-    (uid, gid)
+    crate::engine::container::user::resolve_in_layers(&user, &[], &layers)
+        .map_or((0, 0), |u| (u.uid, u.gid))
 }
 
 /// Where a `volumes_from` entry takes mounts from.

@@ -7,6 +7,7 @@
 //! (`convert`). It decides nothing: what to do comes from the plan.
 
 mod backend;
+mod by_name;
 pub mod convert;
 mod sync;
 mod wait;
@@ -26,6 +27,7 @@ use crate::plan::{self, Desired, Observed, ObservedContainer, RunState};
 use crate::project::model::Project;
 
 pub use backend::OneOff;
+pub use by_name::project_from_state;
 pub use convert::labels;
 pub use wait::WaitOptions;
 
@@ -316,11 +318,15 @@ impl Stack {
                     .get(labels::NUMBER)
                     .and_then(|n| n.parse().ok())
                     .unwrap_or(0),
-                hash: c
-                    .labels
-                    .get(labels::CONFIG_HASH)
-                    .cloned()
-                    .unwrap_or_default(),
+                // A container whose record is damaged is recreated by `up`.
+                hash: if c.damaged.is_some() {
+                    String::new()
+                } else {
+                    c.labels
+                        .get(labels::CONFIG_HASH)
+                        .cloned()
+                        .unwrap_or_default()
+                },
                 image_id: Some(c.image_id.clone()).filter(|i| !i.is_empty()),
                 state: run_state(c.state),
                 exit_code: c.exit_code,
@@ -328,8 +334,12 @@ impl Stack {
                 name: c.name,
             })
             .collect();
-        let networks = self.networks.list()?.into_iter().map(|n| n.name).collect();
-        let volumes = self.volumes.list()?.into_iter().map(|v| v.name).collect();
+        // Damaged networks and volumes exist too: `down` removes them, `up` names the
+        // damaged file when it uses one.
+        let mut networks: Vec<String> = self.networks.list()?.into_iter().map(|n| n.name).collect();
+        networks.extend(self.networks.damaged().into_iter().map(|(n, _)| n));
+        let mut volumes: Vec<String> = self.volumes.list()?.into_iter().map(|v| v.name).collect();
+        volumes.extend(self.volumes.damaged().into_iter().map(|(n, _)| n));
         Ok(Observed {
             containers,
             networks,

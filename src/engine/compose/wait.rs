@@ -1,14 +1,15 @@
 //! Waiting for a dependency to meet its `depends_on` condition (and for `up --wait`).
 //!
 //! The supervisor of each container writes its status and health to the container's state
-//! file; a wait polls those until the condition holds, fails as soon as it cannot hold any
-//! more (the container exited, or became unhealthy), or times out. A failure names the
-//! service and shows its last log lines.
+//! file; a wait reads those whenever one of them changes (inotify on the containers'
+//! directories) until the condition holds, fails as soon as it cannot hold any more (the
+//! container exited, or became unhealthy), or times out. A failure names the service and
+//! shows its last log lines.
 
 use std::time::{Duration, Instant};
 
 use super::{Error, Result, Stack, labels};
-use crate::engine::container::{HealthStatus, Status, Summary as ContainerSummary};
+use crate::engine::container::{HealthStatus, Status, Summary as ContainerSummary, state};
 use crate::plan::Condition;
 
 /// Timing of waits.
@@ -16,7 +17,8 @@ use crate::plan::Condition;
 pub struct WaitOptions {
     /// Give up after this long.
     pub timeout: Duration,
-    /// Time between two looks.
+    /// The longest time between two looks when no state file changes (a process that dies
+    /// with its supervisor writes nothing), or between all looks without inotify.
     pub poll: Duration,
 }
 
@@ -24,7 +26,7 @@ impl Default for WaitOptions {
     fn default() -> Self {
         WaitOptions {
             timeout: Duration::from_secs(600),
-            poll: Duration::from_millis(20),
+            poll: Duration::from_millis(250),
         }
     }
 }
@@ -100,6 +102,9 @@ impl Stack {
                     .is_some_and(|t| t.first().is_some_and(|x| x != "NONE"))
         });
         let deadline = Instant::now() + self.options.wait.timeout;
+        let store = self.root.join("containers");
+        let watch = state::Watch::states(&[&store]);
+        let mut watched: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
         loop {
             let cs: Vec<ContainerSummary> = self
                 .project_containers()?
@@ -113,6 +118,17 @@ impl Stack {
                 return Err(Error::Dependency(format!(
                     "service {service} has no container to wait for"
                 )));
+            }
+            // A directory watched only now may have changed since it was read: look again
+            // at once rather than wait.
+            let mut fresh = false;
+            if let Some(w) = &watch {
+                for c in &cs {
+                    if watched.insert(c.id.clone()) {
+                        w.add(&store.join(&c.id));
+                        fresh = true;
+                    }
+                }
             }
             let mut all_met = true;
             for c in &cs {
@@ -134,7 +150,14 @@ impl Stack {
                     condition.as_str()
                 )));
             }
-            std::thread::sleep(self.options.wait.poll);
+            if !fresh {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let bound = self.options.wait.poll.min(left);
+                match &watch {
+                    Some(w) => w.wait(bound),
+                    None => std::thread::sleep(bound.min(Duration::from_millis(20))),
+                }
+            }
         }
     }
 

@@ -58,8 +58,12 @@ pub struct ContainerConfig {
     pub ulimits: BTreeMap<String, Ulimit>,
     /// cgroup limits.
     pub resources: Resources,
-    /// Bind mounts, volumes and tmpfs mounts.
+    /// Bind mounts, volumes and tmpfs mounts. A volume mount without a source asks for an
+    /// anonymous volume, made at create (see `container::volumes`).
     pub mounts: Vec<Mount>,
+    /// Anonymous volumes made for this container (the image's `VOLUME` paths, `-v PATH`, a
+    /// compose one-off's): deleted with it by `rm -v` and when it is auto-removed.
+    pub anonymous_volumes: Vec<String>,
     /// Network namespace.
     pub network: NetworkMode,
     /// `engine::network` holds this container's namespace, endpoints and published ports

@@ -23,6 +23,7 @@ pub mod spec;
 pub mod state;
 pub mod supervisor;
 pub mod user;
+pub mod volumes;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -80,7 +81,11 @@ pub enum ContainerError {
         source: std::io::Error,
     },
     /// A record is damaged.
-    #[error("container record {path}: {reason}")]
+    #[error(
+        "container record {path} is damaged ({reason}); the container cannot be used: \
+         remove it with `tug container rm -f` and its id or name (`tug rm -f` or `tug down` for \
+         a compose service), which ends its processes and deletes its files and links"
+    )]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -96,6 +101,9 @@ pub enum ContainerError {
     /// Wiring or releasing the container's network failed.
     #[error(transparent)]
     Network(#[from] crate::engine::network::Error),
+    /// Making or preparing one of its volumes failed.
+    #[error(transparent)]
+    Volume(#[from] crate::engine::volume::Error),
 }
 
 /// Result alias of the container store.
@@ -170,6 +178,10 @@ pub struct Summary {
     pub finished_at: Option<String>,
     /// Restarts by the policy.
     pub restart_count: u32,
+    /// Set when the container's record cannot be read: what is wrong and what to do. The
+    /// other fields are what could be recovered (name, labels, state); `rm -f` removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub damaged: Option<String>,
 }
 
 /// Everything about one container.
@@ -600,7 +612,7 @@ impl ContainerStore {
         // A full id needs no listing.
         if key.len() == 64
             && key.bytes().all(|b| b.is_ascii_hexdigit())
-            && self.dir.join(key).join("container.json").exists()
+            && self.dir.join(key).is_dir()
         {
             return Ok(key.to_string());
         }
@@ -608,14 +620,14 @@ impl ContainerStore {
             && let Ok(id) = fs::read_to_string(self.dir.join(".names").join(key))
         {
             let id = id.trim().to_string();
-            if self.dir.join(&id).join("container.json").exists() {
+            if !id.is_empty() && self.dir.join(&id).is_dir() {
                 return Ok(id);
             }
         }
         let matches: Vec<String> = self
             .ids()
             .into_iter()
-            .filter(|i| i.starts_with(key) && self.dir.join(i).join("container.json").exists())
+            .filter(|i| i.starts_with(key))
             .collect();
         match matches.len() {
             0 => Err(ContainerError::NotFound(key.to_string())),
@@ -743,10 +755,18 @@ impl ContainerStore {
         f.write_all(id.as_bytes()).map_err(io_err(&name_file))?;
         drop(f);
         let dir = self.dir.join(&id);
+        let made = match self.make_anonymous_volumes(&mut config, image) {
+            Ok(made) => made,
+            Err(e) => {
+                let _ = fs::remove_file(&name_file);
+                return Err(e);
+            }
+        };
         let result = self.create_in(&id, &dir, &config, image);
         if result.is_err() {
             let _ = fs::remove_dir_all(&dir);
             let _ = fs::remove_file(&name_file);
+            self.remove_anonymous_volumes(&made);
         }
         result.map(|()| id)
     }
@@ -806,7 +826,7 @@ impl ContainerStore {
             NetworkMode::Container(other) => Some(self.netns_of(other)?),
             _ => None,
         };
-        let spec = spec::build(&spec::SpecInput {
+        let mut spec = spec::build(&spec::SpecInput {
             id,
             config,
             image: image.config.as_ref(),
@@ -815,6 +835,17 @@ impl ContainerStore {
             joined_netns: joined,
         })
         .map_err(ContainerError::Invalid)?;
+        if let Some(p) = spec.process() {
+            crate::engine::runtime::process::check_rlimits(p).map_err(ContainerError::Invalid)?;
+        }
+        // The labels travel in the runtime spec's annotations too (as OCI runtimes expect
+        // them): should the record be damaged, they still say which project and service the
+        // container belongs to, so `ps` lists it and `down` removes it.
+        let mut annotations = spec.annotations().clone().unwrap_or_default();
+        for (k, v) in &config.labels {
+            annotations.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        spec.set_annotations(Some(annotations));
         let spec_us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(0);
         // An auto-removed container does not outlive its run: its files skip the fsync
         // (a power loss leaves garbage that `list` removes, never a half-written file).
@@ -1068,7 +1099,8 @@ impl ContainerStore {
     pub fn stop_process(&self, key: &str, timeout: Option<Duration>) -> Result<()> {
         let id = self.resolve(key)?;
         let dir = self.dir.join(&id);
-        let rec = self.record(&id)?;
+        // A damaged record does not keep a container from being stopped: the defaults apply.
+        let rec = self.record(&id).ok();
         // Read by the supervisor (no restart) while this command runs: it must be visible,
         // not durable, so no fsync (a stop chain of `down` pays it once per container).
         let _ = state::write_atomic_sync(&dir.join("stop-requested"), b"1", false);
@@ -1083,18 +1115,18 @@ impl ContainerStore {
             let _ = self.cgroup(&id)?.freeze(false);
         }
         let sig_name = rec
-            .config
-            .stop_signal
-            .clone()
-            .or_else(|| {
-                rec.image_config
-                    .as_ref()
-                    .and_then(|c| c.stop_signal().clone())
+            .as_ref()
+            .and_then(|rec| {
+                rec.config.stop_signal.clone().or_else(|| {
+                    rec.image_config
+                        .as_ref()
+                        .and_then(|c| c.stop_signal().clone())
+                })
             })
             .unwrap_or_else(|| "SIGTERM".to_string());
         let sig = parse_signal(&sig_name)?;
         let timeout = timeout
-            .or(rec.config.stop_grace_period)
+            .or(rec.as_ref().and_then(|r| r.config.stop_grace_period))
             .unwrap_or(Duration::from_secs(10));
         let pid = nix::unistd::Pid::from_raw(st.pid.unwrap_or(0));
         if state::alive(st.pid, st.pid_start) {
@@ -1154,10 +1186,12 @@ impl ContainerStore {
         }
     }
 
-    /// Waits until the container is not running; returns its exit code.
+    /// Waits until the container is not running; returns its exit code. Woken by a pidfd
+    /// when the process exits and by inotify when the supervisor records it (or a restart).
     pub fn wait(&self, key: &str, timeout: Option<Duration>) -> Result<Option<i32>> {
         let id = self.resolve(key)?;
         let deadline = timeout.map(|t| Instant::now() + t);
+        let watch = state::Watch::states(&[self.dir.join(&id)]);
         loop {
             let st = self.state(&id);
             if !matches!(
@@ -1166,10 +1200,22 @@ impl ContainerStore {
             ) {
                 return Ok(st.exit_code);
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
                 return Err(ContainerError::Running(id));
             }
-            std::thread::sleep(Duration::from_millis(20));
+            let left = deadline.map_or(Duration::from_secs(3600), |d| d - now);
+            if state::alive(st.pid, st.pid_start) {
+                if state::wait_gone(st.pid, st.pid_start, left) {
+                    self.settle(&id);
+                }
+            } else {
+                // Restarting, or the record is about to change: the next state file.
+                match &watch {
+                    Some(w) => w.wait(left.min(Duration::from_millis(250))),
+                    None => std::thread::sleep(left.min(Duration::from_millis(20))),
+                }
+            }
         }
     }
 
@@ -1261,26 +1307,45 @@ impl ContainerStore {
         if let Ok(cg) = self.cgroup(id) {
             cg.destroy()?;
         }
-        if let Ok(rec) = self.record(id) {
-            if rec.config.network_owned {
-                crate::engine::network::Networks::open(&self.root)?.disconnect_all(id)?;
+        match self.record(id) {
+            Ok(rec) => {
+                if rec.config.network_owned {
+                    crate::engine::network::Networks::open(&self.root)?.disconnect_all(id)?;
+                }
+                let nf = self.dir.join(".names").join(&rec.config.name);
+                if fs::read_to_string(&nf).is_ok_and(|s| s.trim() == id) {
+                    let _ = fs::remove_file(&nf);
+                }
             }
-            let nf = self.dir.join(".names").join(&rec.config.name);
-            if fs::read_to_string(&nf).is_ok_and(|s| s.trim() == id) {
-                let _ = fs::remove_file(&nf);
+            Err(_) => {
+                // A damaged record: what it would say is found by the names things follow.
+                // The namespace keyed by the id (a `container run`'s), and every name that
+                // points to the id.
+                let nets = crate::engine::network::Networks::open(&self.root)?;
+                if self.root.join("netns").join(id).exists() {
+                    nets.disconnect_all(id)?;
+                }
+                for (owner, name) in self.names_by_id() {
+                    if owner == id {
+                        let _ = fs::remove_file(self.dir.join(".names").join(name));
+                    }
+                }
             }
         }
         if how != Retire::BySupervisor {
             let rootfs = dir.join("bundle/rootfs");
             let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
         }
-        // Drop the record first: a half-removed directory is then garbage, not a container.
-        let _ = fs::remove_file(dir.join("container.json"));
+        // One rename makes the container gone (a trash directory is no container); only
+        // where that fails is the record dropped instead, which makes it garbage too.
         let trash = self.dir.join(format!(".trash-{id}-{}", std::process::id()));
         match fs::rename(&dir, &trash) {
             Ok(()) => Ok(Some(trash)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(_) => Ok(Some(dir)),
+            Err(_) => {
+                let _ = fs::remove_file(dir.join("container.json"));
+                Ok(Some(dir))
+            }
         }
     }
 
@@ -1332,37 +1397,54 @@ impl ContainerStore {
             started_at: st.started_at.clone(),
             finished_at: st.finished_at.clone(),
             restart_count: st.restart_count,
+            damaged: None,
         }
     }
 
-    /// Every container (`all == false`: only running ones), oldest first. Leftovers of an
-    /// interrupted create (no record, older than a minute) are removed on the way.
+    /// Every container (`all == false`: only running ones), oldest first. A container whose
+    /// record cannot be read is listed as damaged ([`Summary::damaged`]); one whose
+    /// supervisor died while it ran is recovered on the way ([`ContainerStore::recover`]).
+    /// A record-less directory left by an older tug's killed create (its `creator` process
+    /// gone) is removed.
     pub fn list(&self, all: bool) -> Result<Vec<Summary>> {
         self.purge_stale_trash();
         let mut out = Vec::new();
+        let mut names: Option<BTreeMap<String, String>> = None;
         for id in self.ids() {
             let dir = self.dir.join(&id);
-            let Ok(rec) = self.record(&id) else {
-                // A directory without a record is left by an older tug whose create was
-                // killed (a create now renames its directory into place with the record in
-                // it): its `creator` file names the creating process.
-                let creator_gone = fs::read_to_string(dir.join("creator"))
-                    .ok()
-                    .and_then(|p| p.trim().parse::<i32>().ok())
-                    .is_some_and(|pid| {
-                        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err()
-                    });
-                let old = fs::metadata(&dir)
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|e| e > Duration::from_secs(60));
-                if creator_gone || old {
-                    let _ = fs::remove_dir_all(&dir);
+            let rec = match self.record(&id) {
+                Ok(rec) => rec,
+                Err(e) => {
+                    let creator_gone = fs::read_to_string(dir.join("creator"))
+                        .ok()
+                        .and_then(|p| p.trim().parse::<i32>().ok())
+                        .is_some_and(|pid| {
+                            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err()
+                        });
+                    if creator_gone && !dir.join("container.json").exists() {
+                        let _ = fs::remove_dir_all(&dir);
+                        continue;
+                    }
+                    let names = names.get_or_insert_with(|| self.names_by_id());
+                    let d = self.damaged_summary(&id, &e, names);
+                    if all || d.pid.is_some() {
+                        out.push(d);
+                    }
+                    continue;
                 }
-                continue;
             };
-            let st = self.state(&id);
+            if let Some(what) = state::damage(&dir) {
+                let mut d = self.summary(&rec, &State::default());
+                d.state = Status::Dead;
+                d.damaged = Some(what);
+                out.push(d);
+                continue;
+            }
+            let mut st = self.state(&id);
+            if self.supervisor_died(&st) {
+                self.recover(&id, &rec);
+                st = self.state(&id);
+            }
             if all
                 || matches!(
                     st.status,
@@ -1374,6 +1456,159 @@ impl ContainerStore {
         }
         out.sort_by(|a, b| a.created.cmp(&b.created));
         Ok(out)
+    }
+
+    /// Container id → name, from the name reservations.
+    fn names_by_id(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        if let Ok(rd) = fs::read_dir(self.dir.join(".names")) {
+            for e in rd.flatten() {
+                if let Ok(id) = fs::read_to_string(e.path()) {
+                    out.insert(
+                        id.trim().to_string(),
+                        e.file_name().to_string_lossy().into_owned(),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    /// What can be said of a container whose record cannot be read: its name (from the name
+    /// reservations), its labels (kept in its runtime spec's annotations), its state.
+    fn damaged_summary(
+        &self,
+        id: &str,
+        err: &ContainerError,
+        names: &BTreeMap<String, String>,
+    ) -> Summary {
+        let dir = self.dir.join(id);
+        let st = state::observe(&dir);
+        let labels: BTreeMap<String, String> = fs::read(dir.join("bundle/config.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<oci_spec::runtime::Spec>(&b).ok())
+            .and_then(|spec| spec.annotations().clone())
+            .map(|a| {
+                a.into_iter()
+                    .filter(|(k, _)| !k.starts_with("tug."))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let damaged = match err {
+            ContainerError::NotFound(_) => ContainerError::Corrupt {
+                path: dir.join("container.json"),
+                reason: "the file is missing".into(),
+            }
+            .to_string(),
+            e => e.to_string(),
+        };
+        let alive = state::alive(st.pid, st.pid_start);
+        Summary {
+            id: id.to_string(),
+            name: names
+                .get(id)
+                .cloned()
+                .unwrap_or_else(|| id.chars().take(12).collect()),
+            image: String::new(),
+            image_id: String::new(),
+            command: Vec::new(),
+            labels,
+            created: st.started_at.clone().unwrap_or_default(),
+            state: Status::Dead,
+            exit_code: st.exit_code,
+            oom_killed: st.oom_killed,
+            health: HealthStatus::None,
+            pid: if alive { st.pid } else { None },
+            started_at: st.started_at,
+            finished_at: st.finished_at,
+            restart_count: st.restart_count,
+            damaged: Some(damaged),
+        }
+    }
+
+    /// Whether the state says the container runs while its supervisor is gone (killed, or
+    /// OOM-killed): nothing holds its output, runs its healthchecks or restarts it any more.
+    fn supervisor_died(&self, st: &State) -> bool {
+        matches!(
+            st.status,
+            Status::Running | Status::Paused | Status::Restarting
+        ) && st.supervisor_pid.is_some()
+            && !state::alive(st.supervisor_pid, st.supervisor_start)
+    }
+
+    /// Recovers a container whose supervisor died while it ran (see
+    /// [`ContainerStore::supervisor_died`]), as the next command that lists it: ends what is
+    /// left of it (an unsupervised process would run on with its output going nowhere and
+    /// `ps` showing a health nobody checks), records the exit with the reason, and applies
+    /// its restart policy (a new supervisor starts it again) or, for `--rm`, removes it. One
+    /// command does it (a lock in the container's directory); the others go on.
+    pub fn recover(&self, id: &str, rec: &Record) {
+        let dir = self.dir.join(id);
+        let Ok(file) = fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(".recover.lock"))
+        else {
+            return;
+        };
+        let Ok(_lock) = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        else {
+            return;
+        };
+        // Looked at again under the lock: another command may have recovered it already.
+        let mut st = state::read(&dir);
+        if !self.supervisor_died(&st) {
+            return;
+        }
+        if let Ok(cg) = self.cgroup(id) {
+            let _ = cg.freeze(false);
+        }
+        let was_running = state::alive(st.pid, st.pid_start);
+        if let Some(p) = st.pid.filter(|_| was_running) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = state::wait_gone(st.pid, st.pid_start, Duration::from_secs(5));
+        }
+        // Whatever else is left in its cgroup.
+        if let Ok(cg) = self.cgroup(id) {
+            let _ = cg.destroy();
+        }
+        st.status = Status::Exited;
+        if was_running || st.exit_code.is_none() {
+            st.exit_code = Some(137);
+        }
+        st.error = Some(
+            "its supervisor died while it ran (killed?): tug ended the container and applied \
+             its restart policy"
+                .into(),
+        );
+        st.pid = None;
+        st.pid_start = None;
+        st.finished_at = Some(state::now());
+        if let Some(h) = &mut st.health {
+            h.status = HealthStatus::Unhealthy;
+        }
+        let stopped = dir.join("stop-requested").exists();
+        let restart = !stopped
+            && match &rec.config.restart {
+                RestartPolicy::No => false,
+                RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+                RestartPolicy::OnFailure { max_retries } => {
+                    max_retries.is_none_or(|m| st.restart_count < m)
+                }
+            };
+        if restart {
+            st.restart_count += 1;
+        }
+        let _ = state::write(&dir, &st);
+        if rec.config.auto_remove {
+            let _ = self.remove_files(id);
+        } else if restart {
+            let _ = self.start(id, false);
+        }
     }
 
     /// Everything about container `key`.

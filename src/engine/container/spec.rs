@@ -348,17 +348,18 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
         .additional_gids(input.user.groups.clone())
         .build()
         .map_err(|e| e.to_string())?;
-    let mut pb = ProcessBuilder::default()
+    let pb = ProcessBuilder::default()
         .terminal(c.tty)
         .user(user)
         .args(args)
         .env(env)
         .cwd(cwd)
         .capabilities(capabilities)
-        .no_new_privileges(nnp);
-    if !rlimits.is_empty() {
-        pb = pb.rlimits(rlimits);
-    }
+        .no_new_privileges(nnp)
+        // Only the limits asked for (oci-spec's default would be 1024 open files); the rest
+        // are the engine's own, the open-files soft limit raised to its hard limit (see
+        // `runtime::process::apply_rlimits`), as Docker's containers inherit dockerd's.
+        .rlimits(rlimits);
     let process = pb.build().map_err(|e| e.to_string())?;
 
     let shm = c.resources.shm_size.unwrap_or(64 << 20);
@@ -367,6 +368,11 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
         &["nosuid", "noexec", "nodev", "rw"]
     } else {
         &["nosuid", "noexec", "nodev", "ro"]
+    };
+    let cgroup_opts: &[&str] = if c.privileged {
+        &["nosuid", "noexec", "nodev", "relatime", "rw"]
+    } else {
+        &["nosuid", "noexec", "nodev", "relatime", "ro"]
     };
     let dir = |f: &str| input.state_dir.join(f).display().to_string();
     let mut mounts = vec![
@@ -391,6 +397,9 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
             ],
         ),
         mnt("/sys", "sysfs", "sysfs", sys_opts),
+        // The container's own cgroups (read-only unless privileged), seen through its cgroup
+        // namespace; the runtime expands this for the machine's layout.
+        mnt("/sys/fs/cgroup", "cgroup", "cgroup", cgroup_opts),
         mnt(
             "/dev/mqueue",
             "mqueue",
@@ -486,7 +495,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
         }
     }
     // Mount parents before children.
-    let fixed = 9;
+    let fixed = 10;
     mounts[fixed..].sort_by_key(|m| m.destination().components().count());
 
     let mut namespaces = vec![];
@@ -495,6 +504,9 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
         LinuxNamespaceType::Ipc,
         LinuxNamespaceType::Uts,
         LinuxNamespaceType::Mount,
+        // Docker's default on cgroup v2 (`cgroupns=private`), here on every layout: the
+        // container sees its own cgroup as the root, never the host's tree.
+        LinuxNamespaceType::Cgroup,
     ] {
         namespaces.push(
             LinuxNamespaceBuilder::default()
@@ -692,8 +704,26 @@ mod tests {
                 .contains(&"/proc/kcore".to_string())
         );
         assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(true));
+        // No resource limit unless asked for (not oci-spec's 1024 open files).
+        assert_eq!(p.rlimits().as_deref(), Some(&[][..]));
         let ns = l.namespaces().as_ref().unwrap();
-        assert_eq!(ns.len(), 5);
+        assert_eq!(ns.len(), 6);
+        assert!(
+            ns.iter()
+                .any(|n| n.typ() == LinuxNamespaceType::Cgroup && n.path().is_none())
+        );
+        // The cgroup view: one `cgroup` mount at /sys/fs/cgroup, read-only, after /sys.
+        let mounts = spec.mounts().as_ref().unwrap();
+        let at = |d: &str| {
+            mounts
+                .iter()
+                .position(|m| m.destination() == Path::new(d))
+                .unwrap()
+        };
+        let cg = &mounts[at("/sys/fs/cgroup")];
+        assert_eq!(cg.typ().as_deref(), Some("cgroup"));
+        assert!(cg.options().as_ref().unwrap().contains(&"ro".to_string()));
+        assert!(at("/sys") < at("/sys/fs/cgroup"));
         let bad = ContainerConfig {
             working_dir: Some("rel".into()),
             command: Some(vec!["x".into()]),

@@ -243,6 +243,90 @@ pub fn wait_gone(pid: Option<i32>, start: Option<u64>, timeout: std::time::Durat
     }
 }
 
+/// A wait for changes to container directories (their state, exit records, logs) and to
+/// the store's directory (containers created or removed), through inotify: a waiter sleeps
+/// until a file there is renamed into place, created or removed (and, for log followers,
+/// written), instead of looking every few milliseconds. Changes that write nothing (a
+/// process dying without its supervisor) are caught by the callers' own bound on each wait.
+#[derive(Debug)]
+pub struct Watch {
+    fd: std::os::fd::OwnedFd,
+    mask: u32,
+}
+
+impl Watch {
+    /// Watches `dirs` for new states and records (missing directories are skipped); `None`
+    /// when inotify is not available (the per-user limit of instances is reached): callers
+    /// then look again after a short sleep.
+    #[must_use]
+    pub fn states<P: AsRef<Path>>(dirs: &[P]) -> Option<Watch> {
+        Self::new(dirs, false)
+    }
+
+    /// Like [`Watch::states`], and also wakes when a file is written to (log followers).
+    #[must_use]
+    pub fn writes<P: AsRef<Path>>(dirs: &[P]) -> Option<Watch> {
+        Self::new(dirs, true)
+    }
+
+    fn new<P: AsRef<Path>>(dirs: &[P], writes: bool) -> Option<Watch> {
+        use std::os::fd::FromRawFd as _;
+        // SAFETY: inotify_init1 takes flags only; the result is checked and owned below.
+        let raw = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
+        if raw < 0 {
+            return None;
+        }
+        // SAFETY: `raw` is a descriptor inotify_init1 just returned and nothing else owns.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+        let mut mask = libc::IN_CLOSE_WRITE
+            | libc::IN_MOVED_TO
+            | libc::IN_MOVED_FROM
+            | libc::IN_CREATE
+            | libc::IN_DELETE
+            | libc::IN_DELETE_SELF
+            | libc::IN_ONLYDIR;
+        if writes {
+            mask |= libc::IN_MODIFY;
+        }
+        let w = Watch { fd, mask };
+        for d in dirs {
+            w.add(d.as_ref());
+        }
+        Some(w)
+    }
+
+    /// Watches one more directory (nothing when it is missing).
+    pub fn add(&self, dir: &Path) {
+        use std::os::unix::ffi::OsStrExt as _;
+        let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+            return;
+        };
+        // SAFETY: `c` is a valid NUL-terminated path for the call's duration.
+        unsafe {
+            libc::inotify_add_watch(
+                std::os::fd::AsRawFd::as_raw_fd(&self.fd),
+                c.as_ptr(),
+                self.mask,
+            );
+        }
+    }
+
+    /// Sleeps until something changes in a watched directory, a signal arrives, or
+    /// `timeout` passes; consumes the pending events.
+    pub fn wait(&self, timeout: std::time::Duration) {
+        use std::os::fd::AsFd as _;
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [nix::poll::PollFd::new(
+            self.fd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        if matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)), Ok(n) if n > 0) {
+            let mut buf = [0u8; 4096];
+            while nix::unistd::read(&self.fd, &mut buf).is_ok_and(|n| n > 0) {}
+        }
+    }
+}
+
 /// The current time in RFC 3339 with nanoseconds.
 #[must_use]
 pub fn now() -> String {
@@ -261,6 +345,23 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// The file is private (`0600`).
 pub fn write_atomic_sync(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
     private::write_atomic(path, bytes, private::FILE_MODE, sync)
+}
+
+/// Whether the state record of a container directory exists but cannot be read: what is
+/// wrong with it (its supervisor rewrites it at the next transition).
+#[must_use]
+pub fn damage(dir: &Path) -> Option<String> {
+    let path = dir.join("state.json");
+    match fs::read(&path) {
+        Ok(b) => serde_json::from_slice::<State>(&b).err().map(|e| {
+            format!(
+                "state file {} is damaged ({e}); its status is unknown: remove the container \
+                 with `tug container rm -f` (or `tug rm -f`/`tug down`), or restart it",
+                path.display()
+            )
+        }),
+        Err(_) => None,
+    }
 }
 
 /// Reads the state record of a container directory (default when missing or unreadable).
@@ -330,5 +431,28 @@ mod tests {
         let o = observe(tmp.path());
         assert_eq!(o.status, Status::Exited);
         assert_eq!(o.exit_code, Some(255));
+    }
+
+    #[test]
+    fn container_state_damage_is_named_with_its_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(damage(tmp.path()), None, "a missing state is no damage");
+        write(tmp.path(), &State::default()).unwrap();
+        assert_eq!(damage(tmp.path()), None);
+        std::fs::write(tmp.path().join("state.json"), b"{\"status\": \"runn").unwrap();
+        let d = damage(tmp.path()).unwrap();
+        assert!(d.contains("state.json") && d.contains("rm -f"), "{d}");
+        // A failed write leaves no temp file next to the record.
+        let blocked = tmp.path().join("sub");
+        std::fs::create_dir(&blocked).unwrap();
+        std::fs::create_dir(blocked.join("state.json")).unwrap();
+        std::fs::write(blocked.join("state.json/x"), b"").unwrap();
+        assert!(write(&blocked, &State::default()).is_err());
+        let left: Vec<_> = std::fs::read_dir(&blocked)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left.len(), 1, "{left:?}");
     }
 }

@@ -89,6 +89,9 @@ impl StatusPipe {
 }
 
 fn run_main(root: &Path, id: &str, attach: bool, cgroup_pipe: bool) -> i32 {
+    // Containers get the engine's limits with the open-files soft limit at its hard limit:
+    // an external runtime (runc) passes on what it inherits from here.
+    runtime::process::raise_nofile();
     set_cloexec(3);
     // SAFETY: fd 3 is the status pipe our starter gave us; we own it from here on.
     let status_file = unsafe { fs::File::from_raw_fd(3) };
@@ -448,7 +451,12 @@ impl Supervisor {
                     // filesystem (from the trash: the unmount waits for an RCU grace period)
                     // and delete its files.
                     let trash = self.store.retire_keeping_mount(&self.id);
-                    if !matches!(trash, Ok(Some(_))) {
+                    if matches!(trash, Ok(Some(_))) {
+                        // Its anonymous volumes go with it, before the exit is reported (as
+                        // `docker run --rm` returns once they are gone).
+                        self.store
+                            .remove_anonymous_volumes(&self.rec.config.anonymous_volumes);
+                    } else {
                         self.save();
                     }
                     status.send(&format!("exit {code}"));

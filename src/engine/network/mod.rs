@@ -353,8 +353,19 @@ impl Networks {
 
     fn load(&self, name: &str) -> Result<NetworkInfo> {
         validate_name(name)?;
-        read_json(&self.dir(name).join("network.json"))?
-            .ok_or_else(|| Error::NotFound(name.to_string()))
+        match read_json(&self.dir(name).join("network.json")) {
+            Ok(Some(info)) => Ok(info),
+            Ok(None) => Err(Error::NotFound(name.to_string())),
+            Err(Error::State(path, e)) => Err(Error::State(
+                path,
+                format!(
+                    "damaged ({e}); restore the file, or remove the network with \
+                     `tug network rm {name}` (or `tug down` of its project) and let it be made \
+                     again"
+                ),
+            )),
+            Err(e) => Err(e),
+        }
     }
 
     fn endpoints_of(&self, name: &str) -> Result<BTreeMap<String, Endpoint>> {
@@ -422,13 +433,43 @@ impl Networks {
         Ok(out)
     }
 
-    /// Every network of this root.
+    /// Every network of this root with a readable record. One whose record is damaged is
+    /// left out (see [`Networks::damaged`]; using it fails naming the file, removing it
+    /// works), so it never stops work on the others.
     pub fn list(&self) -> Result<Vec<NetworkInfo>> {
         let mut out = Vec::new();
         for n in self.names()? {
-            out.push(self.load(&n)?);
+            match self.load(&n) {
+                Ok(info) => out.push(info),
+                Err(Error::State(..) | Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(out)
+    }
+
+    /// The networks whose record cannot be read: (name, what is wrong and what to do).
+    pub fn damaged(&self) -> Vec<(String, String)> {
+        let Ok(names) = self.names() else {
+            return Vec::new();
+        };
+        names
+            .into_iter()
+            .filter_map(|n| match self.load(&n) {
+                Err(e @ Error::State(..)) => Some((n, e.to_string())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The endpoints of every network whose files can be read, for work that spans all
+    /// networks (a container's removal): a damaged file of one network does not stop it.
+    fn readable_endpoints(&self) -> Result<Vec<(String, BTreeMap<String, Endpoint>)>> {
+        Ok(self
+            .names()?
+            .into_iter()
+            .filter_map(|n| self.endpoints_of(&n).ok().map(|eps| (n, eps)))
+            .collect())
     }
 
     /// One network.
@@ -640,9 +681,18 @@ impl Networks {
     /// Makes the kernel objects of a recorded network (idempotent).
     fn realize(&self, info: &NetworkInfo) -> Result<()> {
         netlink::ensure_bridge(&info.bridge, info.mtu, info.gateway, info.subnet.prefix)?;
+        if info.internal {
+            // tug gives containers no IPv6; without an IPv6 address of its own, the bridge
+            // offers an internal network no way to the host's IPv6 services either.
+            let _ = std::fs::write(
+                format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", info.bridge),
+                "1",
+            );
+        }
         nft::install(&nft::NetRules {
             bridge: info.bridge.clone(),
             subnet: info.subnet.to_string(),
+            gateway: info.gateway.to_string(),
             internal: info.internal,
         })?;
         if !info.internal {
@@ -652,7 +702,21 @@ impl Networks {
     }
 
     fn dns_pid(&self, name: &str) -> Result<Option<ProcId>> {
-        read_json(&self.dir(name).join("dns.pid"))
+        match read_json(&self.dir(name).join("dns.pid")) {
+            // A damaged pid file names no server: a running one is found by its command
+            // line (`kill_unrecorded_helpers`) before another is started.
+            Err(Error::State(..)) => Ok(None),
+            other => other,
+        }
+    }
+
+    /// The port record of a container; a damaged one reads as none (its proxy is found by
+    /// its command line, `kill_unrecorded_helpers`).
+    fn port_record(&self, path: &Path) -> Result<Option<ports::PortRecord>> {
+        match read_json::<ports::PortRecord>(path) {
+            Err(Error::State(..)) => Ok(None),
+            other => other,
+        }
     }
 
     /// Starts the network's DNS server unless it runs.
@@ -736,9 +800,20 @@ impl Networks {
     /// Removes a network. Fails while containers are connected unless `force`, which
     /// disconnects them (their namespaces stay).
     pub fn remove(&self, name: &str, force: bool) -> Result<()> {
-        let info = self.load(name)?;
+        let info = match self.load(name) {
+            Ok(info) => info,
+            Err(Error::State(..)) => return self.remove_damaged(name),
+            Err(e) => return Err(e),
+        };
         let _l = self.lock()?;
-        let eps = self.endpoints_of(name)?;
+        let eps = match self.endpoints_of(name) {
+            Ok(eps) => eps,
+            // An endpoints file that cannot be read lists nothing: the network is removed as
+            // asked (`down` has removed its containers; whatever is still plugged into the
+            // bridge loses it, with the veths that go with the bridge).
+            Err(Error::State(..)) => BTreeMap::new(),
+            Err(e) => return Err(e),
+        };
         if !eps.is_empty() && !force {
             let names: Vec<String> = eps.values().map(|e| e.container_name.clone()).collect();
             return Err(Error::InUse {
@@ -749,6 +824,41 @@ impl Networks {
         let host = HostLock::take()?;
         self.teardown(&info)?;
         host.unregister(&info.bridge)?;
+        let dir = self.dir(name);
+        std::fs::remove_dir_all(&dir).map_err(|e| Error::Io(format!("remove {}", dir.display()), e))
+    }
+
+    /// Removes a network whose record is damaged: its bridge, rules and DNS server are found
+    /// through the host registry (which names them for this root and network), then its
+    /// directory goes. Whatever still uses it loses it: this is what its owner asked for.
+    fn remove_damaged(&self, name: &str) -> Result<()> {
+        let _l = self.lock()?;
+        let host = HostLock::take()?;
+        let entry = host
+            .entries()?
+            .into_iter()
+            .find(|e| e.root == self.root && e.network == name);
+        if let Some(e) = entry {
+            if let Some(p) = e.dns {
+                p.stop();
+            }
+            kill_unrecorded_helpers(&self.dir(name).join("dns.json"));
+            let all = netlink::links(None)?;
+            let mut names: Vec<String> = Vec::new();
+            if let Some(br) = all.iter().find(|l| l.name == e.bridge) {
+                names.extend(
+                    all.iter()
+                        .filter(|l| l.master == Some(br.index) && l.name.starts_with("tv"))
+                        .map(|l| l.name.clone()),
+                );
+                names.push(e.bridge.clone());
+            }
+            if !names.is_empty() {
+                netlink::delete_links(&names)?;
+            }
+            nft::remove(&e.bridge, None)?;
+            host.unregister(&e.bridge)?;
+        }
         let dir = self.dir(name);
         std::fs::remove_dir_all(&dir).map_err(|e| Error::Io(format!("remove {}", dir.display()), e))
     }
@@ -960,8 +1070,8 @@ impl Networks {
     /// The endpoints of one container on all networks.
     pub fn endpoints_of_container(&self, container_id: &str) -> Result<Vec<Endpoint>> {
         let mut out = Vec::new();
-        for n in self.names()? {
-            if let Some(e) = self.endpoints_of(&n)?.remove(container_id) {
+        for (_, mut eps) in self.readable_endpoints()? {
+            if let Some(e) = eps.remove(container_id) {
                 out.push(e);
             }
         }
@@ -1003,11 +1113,13 @@ impl Networks {
     /// returns the host ends of its veth pairs, which still exist.
     fn forget_endpoints_locked(&self, container_id: &str) -> Result<Vec<String>> {
         let mut veths = Vec::new();
-        for n in self.names()? {
-            let mut eps = self.endpoints_of(&n)?;
+        for (n, mut eps) in self.readable_endpoints()? {
             if let Some(ep) = eps.remove(container_id) {
-                let net = self.load(&n)?;
-                self.save_endpoints(&net, &eps)?;
+                // A network whose record is damaged keeps its stale entry; the veth still
+                // goes (with the namespace), and the network's removal takes the rest.
+                if let Ok(net) = self.load(&n) {
+                    self.save_endpoints(&net, &eps)?;
+                }
                 veths.push(ep.host_veth);
             }
         }
@@ -1085,16 +1197,11 @@ impl Networks {
     }
 
     /// Waits until the links `veths` are gone (the kernel destroys a pair once the namespace
-    /// holding its other end dies), at most 2 s; deletes any still there then (a namespace
-    /// kept alive by a stray process).
+    /// holding its other end dies; woken by link notifications), at most 2 s; deletes any
+    /// still there then (a namespace kept alive by a stray process).
     fn wait_links_gone(&self, veths: &[String]) -> Result<()> {
-        let gone = |v: &String| !Path::new("/sys/class/net").join(v).exists();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        while !veths.iter().all(gone) && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        for v in veths.iter().filter(|v| !gone(v)) {
-            netlink::delete_link(v)?;
+        for v in netlink::wait_links_gone(veths, std::time::Duration::from_secs(2)) {
+            netlink::delete_link(&v)?;
         }
         Ok(())
     }
@@ -1174,10 +1281,10 @@ impl Networks {
 
     fn unpublish_locked(&self, container_id: &str) -> Result<()> {
         let path = self.ports_path(container_id);
-        if let Some(rec) = read_json::<ports::PortRecord>(&path)? {
-            if let Some(p) = rec.proxy {
-                p.stop();
-            }
+        if let Some(p) = self.port_record(&path)?.and_then(|rec| rec.proxy) {
+            p.stop();
+        }
+        if path.exists() {
             kill_unrecorded_helpers(&path);
             std::fs::remove_file(&path)
                 .map_err(|e| Error::Io(format!("remove {}", path.display()), e))?;
@@ -1188,11 +1295,10 @@ impl Networks {
 
     /// The published ports of a container (for `tug port` and `ps`).
     pub fn published(&self, container_id: &str) -> Result<Vec<Published>> {
-        Ok(
-            read_json::<ports::PortRecord>(&self.ports_path(container_id))?
-                .map(|r| r.ports)
-                .unwrap_or_default(),
-        )
+        Ok(self
+            .port_record(&self.ports_path(container_id))?
+            .map(|r| r.ports)
+            .unwrap_or_default())
     }
 
     /// /etc/hosts of a container (`spec.ip`/`gateway` are usually its first endpoint's).
@@ -1216,16 +1322,35 @@ impl Networks {
         let host = HostLock::take()?;
         self.prune_registry(&host)?;
         let links = netlink::links(None)?;
-        for info in self.list()? {
+        let infos = self.list()?;
+        // Tables of internal networks made before they kept containers off the host.
+        let chains = if infos.iter().any(|i| i.internal) {
+            nft::ip_chains().ok()
+        } else {
+            None
+        };
+        for info in infos {
             let bridge = links.iter().find(|l| l.name == info.bridge);
-            if bridge.is_none() || !nft::table_exists(&info.bridge)? {
+            let outdated = info.internal
+                && chains.as_ref().is_some_and(|cs| {
+                    !cs.iter()
+                        .any(|(t, c)| *t == info.bridge && c == nft::INTERNAL_INPUT)
+                });
+            if bridge.is_none() || outdated || !nft::table_exists(&info.bridge)? {
                 self.realize(&info)?;
             } else {
                 self.ensure_dns(&info)?;
                 nft::ensure_forward_accepts_cached(&info.bridge, info.internal)?;
             }
             self.register_host(&host, &info)?;
-            let mut eps = self.endpoints_of(&info.name)?;
+            let mut eps = match self.endpoints_of(&info.name) {
+                Ok(eps) => eps,
+                Err(e) => {
+                    // Nothing of this network's endpoints can be repaired; the others can.
+                    warnings.push(format!("network {}: {e}", info.name));
+                    continue;
+                }
+            };
             let before = eps.len();
             eps.retain(|_, ep| {
                 let ok =
@@ -1260,7 +1385,7 @@ impl Networks {
                 if p.extension().and_then(|e| e.to_str()) != Some("json") {
                     continue;
                 }
-                let Some(rec) = read_json::<ports::PortRecord>(&p)? else {
+                let Some(rec) = self.port_record(&p)? else {
                     continue;
                 };
                 if rec.proxy.is_some_and(|x| x.alive()) {
@@ -1302,8 +1427,14 @@ impl Networks {
                 .join("networks")
                 .join(&e.network)
                 .join("network.json");
-            let alive =
-                matches!(read_json::<NetworkInfo>(&state), Ok(Some(i)) if i.bridge == e.bridge);
+            // Stale only when provably so: the root no longer has the network, or has it
+            // with another bridge. A record that cannot be read is damaged, not gone: its
+            // bridge, rules and DNS server stay until the network is removed.
+            let alive = match read_json::<NetworkInfo>(&state) {
+                Ok(Some(i)) => i.bridge == e.bridge,
+                Ok(None) => false,
+                Err(_) => true,
+            };
             if !alive {
                 if let Some(p) = e.dns {
                     p.stop();
@@ -1377,21 +1508,19 @@ fn kill_unrecorded_helpers(path: &Path) {
             let Ok(pid) = i32::try_from(pid) else {
                 continue;
             };
-            let pid = nix::unistd::Pid::from_raw(pid);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-            while nix::sys::signal::kill(pid, None).is_ok() && std::time::Instant::now() < deadline
-            {
-                // A zombie (its parent has not reaped it yet) has released its sockets.
-                if std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-                    s.rsplit(')')
-                        .next()
-                        .is_some_and(|r| r.trim_start().starts_with('Z'))
-                }) {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
+            // Its start time, read before the signal, so a reused pid is not waited on.
+            let start = crate::engine::container::state::start_time(pid);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            // Woken by a pidfd when it exits; a zombie (not reaped yet) has released its
+            // sockets and counts as gone.
+            let _ = crate::engine::container::state::wait_gone(
+                Some(pid),
+                start,
+                std::time::Duration::from_secs(2),
+            );
         }
     }
 }

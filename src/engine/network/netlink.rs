@@ -62,6 +62,15 @@ where
 {
     let netns: Option<PathBuf> = netns.map(Path::to_path_buf);
     let joined = std::thread::spawn(move || -> Result<T> {
+        // The runtime is built before joining the namespace: its drivers may create sockets
+        // the process keeps (tokio's signal driver makes a process-wide socket pair on first
+        // use), and a socket holds the namespace it was made in alive. Made inside a
+        // container's namespace, it kept that namespace (and the container's veths) alive
+        // until this process exited.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Io("start netlink runtime".into(), e))?;
         if let Some(path) = &netns {
             let file = std::fs::File::open(path)
                 .map_err(|e| Error::Io(format!("open network namespace {}", path.display()), e))?;
@@ -72,10 +81,6 @@ where
                 )
             })?;
         }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Io("start netlink runtime".into(), e))?;
         rt.block_on(async move {
             let (conn, handle, _) = rtnetlink::new_connection()
                 .map_err(|e| Error::Io("open netlink socket".into(), e))?;
@@ -192,6 +197,81 @@ pub fn ensure_bridge(name: &str, mtu: Option<u32>, gateway: Ipv4Addr, prefix: u8
             .map_err(|e| nl_err(&format!("bring {name} up"), e))?;
         Ok(())
     })
+}
+
+/// Waits until none of the host links `names` exists, at most `timeout`; returns the names
+/// still there then. Woken by the kernel's link notifications (an rtnetlink socket in the
+/// `RTMGRP_LINK` group, opened in this thread's namespace before the first check), so a
+/// link that goes is seen at once and nothing is polled.
+#[must_use]
+pub fn wait_links_gone(names: &[String], timeout: std::time::Duration) -> Vec<String> {
+    use std::os::fd::{AsFd as _, FromRawFd as _, OwnedFd};
+    let left = || -> Vec<String> {
+        names
+            .iter()
+            .filter(|n| Path::new("/sys/class/net").join(n).exists())
+            .cloned()
+            .collect()
+    };
+    if names.is_empty() {
+        return Vec::new();
+    }
+    // SAFETY: socket(2) takes no pointers; the result is checked and owned below.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    let sock = (raw >= 0).then(|| {
+        // SAFETY: `raw` is a descriptor socket(2) just returned and nothing else owns.
+        unsafe { OwnedFd::from_raw_fd(raw) }
+    });
+    let subscribed = sock.as_ref().is_some_and(|s| {
+        // SAFETY: an all-zero sockaddr_nl is valid; family and groups are set before bind.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = u16::try_from(libc::AF_NETLINK).unwrap_or(16);
+        addr.nl_groups = u32::try_from(libc::RTMGRP_LINK).unwrap_or(1);
+        // SAFETY: `addr` is a valid sockaddr_nl of the size passed.
+        unsafe {
+            libc::bind(
+                std::os::fd::AsRawFd::as_raw_fd(s),
+                std::ptr::addr_of!(addr).cast(),
+                u32::try_from(std::mem::size_of::<libc::sockaddr_nl>()).unwrap_or(12),
+            ) == 0
+        }
+    });
+    let deadline = std::time::Instant::now() + timeout;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let still = left();
+        let now = std::time::Instant::now();
+        if still.is_empty() || now >= deadline {
+            return still;
+        }
+        let wait = deadline - now;
+        match (&sock, subscribed) {
+            (Some(s), true) => {
+                let ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
+                let mut fds = [nix::poll::PollFd::new(
+                    s.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )];
+                let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms));
+                // Drain: any link event means "look again"; an overrun (ENOBUFS) too.
+                while nix::sys::socket::recv(
+                    std::os::fd::AsRawFd::as_raw_fd(s),
+                    &mut buf,
+                    nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+                )
+                .is_ok_and(|n| n > 0)
+                {}
+            }
+            // No notifications here (a kernel or sandbox without them): look again shortly.
+            _ => std::thread::sleep(wait.min(std::time::Duration::from_millis(5))),
+        }
+    }
 }
 
 /// Deletes a link of the host namespace; a missing link is not an error.

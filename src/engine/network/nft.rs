@@ -61,11 +61,14 @@ fn run_nft(args: &[&str], stdin: Option<&str>) -> Result<(bool, String, String)>
                 .map_err(|e| Error::Io("write to nft".into(), e))?;
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let pid = i32::try_from(child.id()).ok();
         let status = loop {
             match child.try_wait() {
                 Ok(Some(st)) => break Some(st),
                 Ok(None) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    // Woken by a pidfd the moment nft exits (not reaped yet: it is our child).
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    let _ = crate::engine::container::state::wait_gone(pid, None, left);
                 }
                 Ok(None) => {
                     let _ = child.kill();
@@ -110,6 +113,8 @@ fn nft_args(args: &[&str]) -> Result<Option<String>> {
 pub struct NetRules {
     pub bridge: String,
     pub subnet: String,
+    /// The bridge's own address (the network's DNS server listens there).
+    pub gateway: String,
     pub internal: bool,
 }
 
@@ -139,9 +144,29 @@ pub fn ruleset(r: &NetRules) -> String {
             "    iifname \"{br}\" oifname != \"{br}\" drop\n    oifname \"{br}\" iifname != \"{br}\" drop\n"
         ));
     }
-    s.push_str("  }\n}\n");
+    s.push_str("  }\n");
+    if r.internal {
+        // What an internal network sends to the host itself (the gateway address, any other
+        // host address: published ports, host services) never crosses the forward hook: it
+        // is delivered locally, through the input hook. Only the network's DNS server on the
+        // gateway, and replies to connections the host opened (port proxies), get in; the
+        // rest is refused at once (a reset, an ICMP error) rather than left to time out.
+        let gw = &r.gateway;
+        s.push_str(&format!(
+            "  chain {INTERNAL_INPUT} {{\n    type filter hook input priority filter; policy accept;\n    \
+             iifname \"{br}\" ip daddr {gw} udp dport 53 accept\n    \
+             iifname \"{br}\" ip daddr {gw} tcp dport 53 accept\n    \
+             iifname \"{br}\" ct state established,related accept\n    \
+             iifname \"{br}\" meta l4proto tcp reject with tcp reset\n    \
+             iifname \"{br}\" reject\n  }}\n"
+        ));
+    }
+    s.push_str("}\n");
     s
 }
+
+/// The chain of an internal network's table that keeps its containers off the host.
+pub const INTERNAL_INPUT: &str = "input";
 
 /// Installs (or replaces) the network's table and, on a Docker-style host, its accept rules in
 /// `ip filter FORWARD`.
@@ -265,6 +290,29 @@ pub fn ip_tables() -> Result<Vec<String>> {
         }
     }
     Ok(names)
+}
+
+/// The (table, chain) names of the host's nftables chains of the `ip` family, over netlink
+/// (`NFT_MSG_GETCHAIN` dump; `NFTA_CHAIN_TABLE`, `NFTA_CHAIN_NAME`): one request for every
+/// table, so `reconcile` can tell a network's table that lacks a chain of this version.
+pub fn ip_chains() -> Result<Vec<(String, String)>> {
+    const NFT_MSG_GETCHAIN: u16 = 4;
+    const NFTA_CHAIN_TABLE: u16 = 1;
+    const NFTA_CHAIN_NAME: u16 = 3;
+    let text = |raw: &[u8]| {
+        let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
+        String::from_utf8_lossy(&raw[..end]).into_owned()
+    };
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+    let mut out = Vec::new();
+    for attrs in netfilter_request(NFT_MSG_GETCHAIN, flags, libc::AF_INET as u8)? {
+        let table = attrs.iter().find(|(k, _)| *k == NFTA_CHAIN_TABLE);
+        let chain = attrs.iter().find(|(k, _)| *k == NFTA_CHAIN_NAME);
+        if let (Some((_, t)), Some((_, c))) = (table, chain) {
+            out.push((text(t), text(c)));
+        }
+    }
+    Ok(out)
 }
 
 /// The ruleset generation: a number the kernel changes with every change to any nftables
@@ -658,16 +706,25 @@ mod tests {
         let r = NetRules {
             bridge: "tugabc".into(),
             subnet: "10.0.0.0/24".into(),
+            gateway: "10.0.0.1".into(),
             internal: true,
         };
         let s = ruleset(&r);
         assert!(!s.contains("masquerade"), "{s}");
         assert!(s.contains("drop"), "{s}");
+        // Nothing of the host is reachable but the network's DNS server.
+        assert!(s.contains("type filter hook input"), "{s}");
+        assert!(
+            s.contains("iifname \"tugabc\" ip daddr 10.0.0.1 udp dport 53 accept"),
+            "{s}"
+        );
+        assert!(s.contains("iifname \"tugabc\" reject"), "{s}");
         let r = NetRules {
             internal: false,
             ..r
         };
         let s = ruleset(&r);
+        assert!(!s.contains("hook input"), "{s}");
         assert!(
             s.contains("ip saddr 10.0.0.0/24 oifname != \"tugabc\" masquerade"),
             "{s}"

@@ -30,6 +30,18 @@
 //!   `CLONE_INTO_CGROUP` and a descriptor of the cgroup directory starts the child there; the
 //!   fork path takes that lock for reading only. Kernels without it (before 5.7, or a seccomp
 //!   filter that hides `clone3`) fall back to writing the pid into `cgroup.procs`.
+//!
+//! **The container's own view.** A container gets a cgroup namespace, unshared by its first
+//! process once it is inside its cgroups: the namespace's root is then the container's
+//! cgroup in every hierarchy, so `/proc/self/cgroup` reads `/` and a cgroup filesystem
+//! mounted inside shows the container's cgroup as its root. The spec asks for the view as
+//! one mount of type `cgroup` at `/sys/fs/cgroup` (as Docker writes it); [`container_view`]
+//! expands it for the machine's layout, as runc does: on v2 a `cgroup2` mount; on v1 a
+//! tmpfs holding one `cgroup` mount per hierarchy the container joined (named as on the
+//! host, with a link per controller of a co-mounted one, `cpu -> cpu,cpuacct`), and on a
+//! hybrid machine the unified tree beside them. Everything is read-only unless the
+//! container is privileged. Runtimes, JVMs and Go programs size themselves from what they
+//! read there (`memory.max`, `memory.limit_in_bytes`, `cpu.max`).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -612,6 +624,84 @@ impl Attach {
     }
 }
 
+/// One step of mounting a container's view of its cgroups (see the module docs). Paths are
+/// absolute in the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ViewMount {
+    /// A tmpfs (mode 755) that holds the mount points of the v1 hierarchies.
+    Tmpfs(PathBuf),
+    /// A v1 hierarchy: a `cgroup` filesystem with these options (`memory`, `cpu,cpuacct`,
+    /// `name=systemd`).
+    V1 {
+        /// Mount point.
+        dir: PathBuf,
+        /// The hierarchy's controllers (or name), as mount data.
+        options: String,
+    },
+    /// The cgroup2 tree.
+    V2(PathBuf),
+    /// `link -> target`: a controller of a co-mounted hierarchy.
+    Symlink {
+        /// The link.
+        link: PathBuf,
+        /// Its target (relative: the hierarchy's directory name).
+        target: String,
+    },
+    /// Makes the tmpfs read-only once it holds everything.
+    RemountReadOnly(PathBuf),
+}
+
+/// The mounts that show a container its own cgroups at `dest` on a machine with `layout`
+/// (the container's process must already be in its cgroup namespace when they are made).
+#[must_use]
+pub fn container_view(layout: &Layout, dest: &Path, read_only: bool) -> Vec<ViewMount> {
+    let controllers = match layout {
+        Layout::V2 { .. } => return vec![ViewMount::V2(dest.to_path_buf())],
+        Layout::V1 { controllers } | Layout::Hybrid { controllers, .. } => controllers,
+    };
+    // The hierarchies the container joined, by host mount point: their directory name and
+    // controllers.
+    let mut hierarchies: BTreeMap<PathBuf, Vec<&str>> = BTreeMap::new();
+    for c in V1_JOIN {
+        if let Some(m) = controllers.get(*c) {
+            hierarchies.entry(m.clone()).or_default().push(c);
+        }
+    }
+    let mut out = vec![ViewMount::Tmpfs(dest.to_path_buf())];
+    let mut links = Vec::new();
+    for (mountpoint, mut names) in hierarchies {
+        let Some(dir) = mountpoint
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+        else {
+            continue;
+        };
+        names.sort_unstable();
+        out.push(ViewMount::V1 {
+            dir: dest.join(&dir),
+            options: names.join(","),
+        });
+        if dir.contains(',') {
+            for n in dir.split(',') {
+                links.push(ViewMount::Symlink {
+                    link: dest.join(n),
+                    target: dir.clone(),
+                });
+            }
+        }
+    }
+    out.extend(links);
+    if let Layout::Hybrid { unified, .. } = layout
+        && let Some(name) = unified.file_name()
+    {
+        out.push(ViewMount::V2(dest.join(name)));
+    }
+    if read_only {
+        out.push(ViewMount::RemountReadOnly(dest.to_path_buf()));
+    }
+    out
+}
+
 /// Converts v1 `cpu.shares` (2..262144, default 1024) to v2 `cpu.weight` (1..10000).
 #[must_use]
 pub fn shares_to_weight(shares: u64) -> u64 {
@@ -749,6 +839,79 @@ mod tests {
         fs::remove_file(tmp.path().join("pids/tug-abc/tasks")).unwrap();
         let e = cg.attach().unwrap_err().to_string();
         assert!(e.contains("pids/tug-abc/tasks"), "{e}");
+    }
+
+    #[test]
+    fn cgroups_container_view_per_layout() {
+        let dest = Path::new("/sys/fs/cgroup");
+        // Pure v2 (the fake tree's root stands for /sys/fs/cgroup): one cgroup2 mount.
+        let tmp = tempfile::tempdir().unwrap();
+        let v2 = Layout::V2 {
+            root: tmp.path().to_path_buf(),
+        };
+        assert_eq!(
+            container_view(&v2, dest, true),
+            vec![ViewMount::V2(dest.to_path_buf())]
+        );
+        // Hybrid, this machine's layout: a tmpfs, each joined hierarchy under its host name,
+        // the unified tree, then read-only.
+        let hybrid = Layout::from_mountinfo(
+            "32 31 0:29 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n\
+             35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
+             40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd\n\
+             42 31 0:39 / /sys/fs/cgroup/net_cls rw - cgroup cgroup rw,net_cls\n\
+             41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n",
+        );
+        let d = |s: &str| dest.join(s);
+        assert_eq!(
+            container_view(&hybrid, dest, true),
+            vec![
+                ViewMount::Tmpfs(dest.to_path_buf()),
+                ViewMount::V1 {
+                    dir: d("cpu"),
+                    options: "cpu".into()
+                },
+                ViewMount::V1 {
+                    dir: d("memory"),
+                    options: "memory".into()
+                },
+                ViewMount::V1 {
+                    dir: d("systemd"),
+                    options: "name=systemd".into()
+                },
+                ViewMount::V2(d("unified")),
+                ViewMount::RemountReadOnly(dest.to_path_buf()),
+            ],
+            "net_cls is not joined by containers, so it is not shown"
+        );
+        // v1 with co-mounted controllers (Debian's cpu,cpuacct): one mount and a link per
+        // controller; privileged: writable.
+        let v1 = Layout::from_mountinfo(
+            "30 25 0:26 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
+             31 25 0:27 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n",
+        );
+        assert_eq!(
+            container_view(&v1, dest, false),
+            vec![
+                ViewMount::Tmpfs(dest.to_path_buf()),
+                ViewMount::V1 {
+                    dir: d("cpu,cpuacct"),
+                    options: "cpu,cpuacct".into()
+                },
+                ViewMount::V1 {
+                    dir: d("pids"),
+                    options: "pids".into()
+                },
+                ViewMount::Symlink {
+                    link: d("cpu"),
+                    target: "cpu,cpuacct".into()
+                },
+                ViewMount::Symlink {
+                    link: d("cpuacct"),
+                    target: "cpu,cpuacct".into()
+                },
+            ]
+        );
     }
 
     #[test]

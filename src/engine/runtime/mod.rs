@@ -309,6 +309,17 @@ fn take_stdio(stdio: &Stdio) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Waits for the parent's word that it moved us into cgroup2 (the fallback path).
+fn wait_go(go_r: RawFd) -> std::result::Result<(), String> {
+    let mut b = [0u8; 1];
+    // SAFETY: reading one byte into a valid buffer.
+    if unsafe { libc::read(go_r, b.as_mut_ptr().cast(), 1) } == 1 {
+        Ok(())
+    } else {
+        Err("the supervisor did not place the container in its cgroup".to_string())
+    }
+}
+
 /// Everything the child does; returns only on failure.
 fn child_main(
     spec: &Spec,
@@ -316,9 +327,11 @@ fn child_main(
     stdio: &Stdio,
     init: bool,
     join: &[(CloneFlags, std::path::PathBuf)],
+    cgroupns: bool,
     attach: &cgroups::Attach,
     err_w: RawFd,
     go_r: Option<RawFd>,
+    start_go: Option<RawFd>,
     filters: Option<&[seccomp::BpfProgram]>,
     console: Option<RawFd>,
 ) -> String {
@@ -329,6 +342,19 @@ fn child_main(
     }
     // SAFETY: this is the clone child, which leaves by exec or _exit and never drops `attach`.
     unsafe { attach.close_in_child() };
+    let mut go_r = go_r;
+    if cgroupns {
+        // The namespace's root is the cgroup we are in now: on the fallback path the parent
+        // must have placed us in cgroup2 first.
+        if let Some(r) = go_r.take()
+            && let Err(e) = wait_go(r)
+        {
+            return e;
+        }
+        if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP) {
+            return format!("unshare the cgroup namespace: {e}");
+        }
+    }
     let join_us = us(t_join.elapsed());
     let t0 = Instant::now();
     reset_signals();
@@ -384,17 +410,25 @@ fn child_main(
     // On the fallback path the parent moves us into cgroup2 while we set up the mounts;
     // nothing before this point forks or runs container code. From here on (the init's
     // fork, exec) we must be inside it.
-    if let Some(go_r) = go_r {
-        let mut b = [0u8; 1];
-        // SAFETY: reading one byte into a valid buffer.
-        if unsafe { libc::read(go_r, b.as_mut_ptr().cast(), 1) } != 1 {
-            return "the supervisor did not let the container start".to_string();
-        }
+    if let Some(go_r) = go_r
+        && let Err(e) = wait_go(go_r)
+    {
+        return e;
+    }
+    // The supervisor's work before the program starts (synced files): one more byte.
+    if let Some(r) = start_go
+        && let Err(e) = wait_go(r)
+    {
+        return e.replace("place the container in its cgroup", "let the container start");
     }
     let Some(proc_) = spec.process().clone() else {
         return "the spec has no process".to_string();
     };
     if init {
+        // The init gets the resource limits too (runc sets them before it execs an init).
+        if let Err(e) = process::apply_rlimits(&proc_) {
+            return e.to_string();
+        }
         init::block_all();
         // SAFETY: this process is single-threaded (a clone child of the supervisor).
         match unsafe { nix::unistd::fork() } {
@@ -444,7 +478,8 @@ pub fn launch(
     }
     let attach = cgroup.attach()?;
     timings.cgroup_us = us(t0.elapsed());
-    let (new, join) = namespaces::plan(spec);
+    let ns = namespaces::plan(spec);
+    let (new, join, cgroupns) = (ns.clone, ns.join, ns.cgroup);
     // Compile the seccomp profile here, once, rather than in the child.
     let filters = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
         Some(profile) => Some(seccomp::compile(profile).map_err(process::ProcessError::from)?),
@@ -489,7 +524,8 @@ pub fn launch(
     let go_w_fd = go_w.as_ref().map(AsRawFd::as_raw_fd);
     let err_r_fd = err_r.as_raw_fd();
     let err_w_fd = err_w.as_raw_fd();
-    // What the child runs; `wait_go`: the parent places it in cgroup2 (fallback path).
+    // What the child runs; `wait_go`: the parent places it in cgroup2 (fallback path). With a
+    // `before_start` the child waits for one more byte after its mounts.
     let run_child = |wait_go: bool| -> i32 {
         // SAFETY: closing the parent's ends of the pipes in the child.
         unsafe {
@@ -504,9 +540,11 @@ pub fn launch(
             stdio,
             init,
             &join,
+            cgroupns,
             &attach,
             err_w_fd,
             go_r_fd.filter(|_| wait_go),
+            go_r_fd.filter(|_| hook),
             filters.as_deref(),
             console_child,
         );
@@ -520,14 +558,14 @@ pub fn launch(
     // leaves by exec or _exit.
     let into = attach
         .unified_fd()
-        .map(|fd| unsafe { clone_into_cgroup(new, fd, || run_child(hook)) });
+        .map(|fd| unsafe { clone_into_cgroup(new, fd, || run_child(false)) });
     let pid = match into {
         Some(Ok(pid)) => pid,
         other => {
             // No cgroup2 tree, or clone3/CLONE_INTO_CGROUP unavailable: plain clone(2) on a
             // stack of its own; the parent then moves the child into cgroup2, if any.
             timings.cgroup_parent_join = other.is_some();
-            let wait_go = timings.cgroup_parent_join || hook;
+            let wait_go = timings.cgroup_parent_join;
             // A large stack: only the touched pages are ever allocated.
             let mut stack = vec![0u8; 8 << 20];
             let cb = Box::new(|| -> isize {
@@ -572,10 +610,11 @@ pub fn launch(
                 .map_or_else(|| e.to_string(), str::to_string);
             return Err(RuntimeError::Child(msg));
         }
-        if !hook && let Some(w) = go_w.take() {
-            let _ = std::fs::File::from(w).write_all(b"g");
+        if let Some(w) = go_w.as_ref() {
+            let _ = nix::unistd::write(w, b"g");
         }
-    } else if !hook {
+    }
+    if !hook {
         drop(go_w.take());
     }
     let console = match console_pair {
@@ -715,9 +754,11 @@ pub fn join_container(target: &Joinable, cgroup: Option<&cgroups::Cgroup>) -> Re
         let me = unsafe { libc::getpid() };
         cg.add(me)?;
     }
+    // The cgroup namespace after the cgroup itself: its root then is the container's.
     enter(
         target,
-        CloneFlags::CLONE_NEWIPC
+        CloneFlags::CLONE_NEWCGROUP
+            | CloneFlags::CLONE_NEWIPC
             | CloneFlags::CLONE_NEWUTS
             | CloneFlags::CLONE_NEWNET
             | CloneFlags::CLONE_NEWPID

@@ -50,6 +50,9 @@ pub enum ProcessError {
     /// The spec has no process.
     #[error("the spec has no process")]
     NoProcess,
+    /// A resource limit cannot be granted.
+    #[error("{0}")]
+    Limit(String),
 }
 
 /// Result alias of this module.
@@ -69,46 +72,151 @@ pub fn cap_set<'a>(names: impl IntoIterator<Item = &'a String>) -> CapsHashSet {
         .collect()
 }
 
-/// Applies the spec's rlimits, never raising a hard limit above the current one (raising it
-/// needs CAP_SYS_RESOURCE, which root may lack).
-pub fn apply_rlimits(p: &Process) -> Result<()> {
+/// The kernel resource of an OCI rlimit type, and its Docker name (`--ulimit nofile=…`).
+#[must_use]
+pub fn rlimit_resource(t: PosixRlimitType) -> (libc::__rlimit_resource_t, &'static str) {
+    match t {
+        PosixRlimitType::RlimitCpu => (libc::RLIMIT_CPU, "cpu"),
+        PosixRlimitType::RlimitFsize => (libc::RLIMIT_FSIZE, "fsize"),
+        PosixRlimitType::RlimitData => (libc::RLIMIT_DATA, "data"),
+        PosixRlimitType::RlimitStack => (libc::RLIMIT_STACK, "stack"),
+        PosixRlimitType::RlimitCore => (libc::RLIMIT_CORE, "core"),
+        PosixRlimitType::RlimitRss => (libc::RLIMIT_RSS, "rss"),
+        PosixRlimitType::RlimitNproc => (libc::RLIMIT_NPROC, "nproc"),
+        PosixRlimitType::RlimitNofile => (libc::RLIMIT_NOFILE, "nofile"),
+        PosixRlimitType::RlimitMemlock => (libc::RLIMIT_MEMLOCK, "memlock"),
+        PosixRlimitType::RlimitAs => (libc::RLIMIT_AS, "as"),
+        PosixRlimitType::RlimitLocks => (libc::RLIMIT_LOCKS, "locks"),
+        PosixRlimitType::RlimitSigpending => (libc::RLIMIT_SIGPENDING, "sigpending"),
+        PosixRlimitType::RlimitMsgqueue => (libc::RLIMIT_MSGQUEUE, "msgqueue"),
+        PosixRlimitType::RlimitNice => (libc::RLIMIT_NICE, "nice"),
+        PosixRlimitType::RlimitRtprio => (libc::RLIMIT_RTPRIO, "rtprio"),
+        PosixRlimitType::RlimitRttime => (libc::RLIMIT_RTTIME, "rttime"),
+    }
+}
+
+fn get_rlimit(res: libc::__rlimit_resource_t) -> libc::rlimit {
+    let mut cur = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: cur is a valid rlimit struct for getrlimit to fill.
+    unsafe { libc::getrlimit(res, &mut cur) };
+    cur
+}
+
+/// What this process may give a container: without `CAP_SYS_RESOURCE` no hard limit can
+/// be raised, so its own hard limits; with it, anything, except open files, which the kernel
+/// caps at `fs.nr_open`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    /// `CAP_SYS_RESOURCE` is in the effective set.
+    pub can_raise: bool,
+    /// `/proc/sys/fs/nr_open`.
+    pub nr_open: u64,
+}
+
+impl Grant {
+    /// This process's.
+    #[must_use]
+    pub fn current() -> Grant {
+        let can_raise =
+            caps::has_cap(None, CapSet::Effective, Capability::CAP_SYS_RESOURCE).unwrap_or(false);
+        let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(1 << 20);
+        Grant { can_raise, nr_open }
+    }
+
+    /// Refuses a hard limit above what may be granted, naming the limit and why. `own_hard`
+    /// is this process's hard limit of that resource.
+    ///
+    /// # Errors
+    /// The message for the user.
+    pub fn check(&self, name: &str, hard: u64, own_hard: u64) -> std::result::Result<(), String> {
+        if name == "nofile" && hard > self.nr_open {
+            return Err(format!(
+                "ulimit {name}: the hard limit {} is above {}, the kernel's maximum \
+                 (fs.nr_open)",
+                show(hard),
+                self.nr_open
+            ));
+        }
+        if !self.can_raise && hard > own_hard {
+            return Err(format!(
+                "ulimit {name}: the hard limit {} is above {}, the most tug may grant here \
+                 (its own hard limit; raising it needs CAP_SYS_RESOURCE)",
+                show(hard),
+                show(own_hard)
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn show(v: u64) -> String {
+    if v == libc::RLIM_INFINITY {
+        "unlimited".to_string()
+    } else {
+        v.to_string()
+    }
+}
+
+/// Checks that every rlimit of the spec can be granted by this process (see [`Grant`]).
+///
+/// # Errors
+/// The first limit that cannot, named.
+pub fn check_rlimits(p: &Process) -> std::result::Result<(), String> {
+    let grant = Grant::current();
     for r in p.rlimits().iter().flatten() {
-        let res = match r.typ() {
-            PosixRlimitType::RlimitCpu => libc::RLIMIT_CPU,
-            PosixRlimitType::RlimitFsize => libc::RLIMIT_FSIZE,
-            PosixRlimitType::RlimitData => libc::RLIMIT_DATA,
-            PosixRlimitType::RlimitStack => libc::RLIMIT_STACK,
-            PosixRlimitType::RlimitCore => libc::RLIMIT_CORE,
-            PosixRlimitType::RlimitRss => libc::RLIMIT_RSS,
-            PosixRlimitType::RlimitNproc => libc::RLIMIT_NPROC,
-            PosixRlimitType::RlimitNofile => libc::RLIMIT_NOFILE,
-            PosixRlimitType::RlimitMemlock => libc::RLIMIT_MEMLOCK,
-            PosixRlimitType::RlimitAs => libc::RLIMIT_AS,
-            PosixRlimitType::RlimitLocks => libc::RLIMIT_LOCKS,
-            PosixRlimitType::RlimitSigpending => libc::RLIMIT_SIGPENDING,
-            PosixRlimitType::RlimitMsgqueue => libc::RLIMIT_MSGQUEUE,
-            PosixRlimitType::RlimitNice => libc::RLIMIT_NICE,
-            PosixRlimitType::RlimitRtprio => libc::RLIMIT_RTPRIO,
-            PosixRlimitType::RlimitRttime => libc::RLIMIT_RTTIME,
-        };
-        let mut cur = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: cur is a valid rlimit struct for getrlimit to fill.
-        unsafe { libc::getrlimit(res, &mut cur) };
-        let hard = r.hard().min(cur.rlim_max);
-        let soft = r.soft().min(hard);
+        let (res, name) = rlimit_resource(r.typ());
+        grant.check(name, r.hard(), get_rlimit(res).rlim_max)?;
+    }
+    Ok(())
+}
+
+/// Applies the spec's rlimits as given (a hard limit above what this process may grant is an
+/// error naming it, never silently lowered). Without a `RLIMIT_NOFILE` entry the open-files
+/// limit is the hard limit this process has, soft and hard (Docker's containers inherit the
+/// engine's limits, which its service raises to the maximum).
+pub fn apply_rlimits(p: &Process) -> Result<()> {
+    let mut nofile_given = false;
+    let grant = Grant::current();
+    for r in p.rlimits().iter().flatten() {
+        let (res, name) = rlimit_resource(r.typ());
+        nofile_given |= res == libc::RLIMIT_NOFILE;
+        let cur = get_rlimit(res);
+        grant
+            .check(name, r.hard(), cur.rlim_max)
+            .map_err(ProcessError::Limit)?;
         let new = libc::rlimit {
-            rlim_cur: soft,
-            rlim_max: hard,
+            rlim_cur: r.soft().min(r.hard()),
+            rlim_max: r.hard(),
         };
         // SAFETY: new is a valid rlimit struct.
         if unsafe { libc::setrlimit(res, &new) } != 0 {
-            return Err(sys(format!("setrlimit {:?}", r.typ()))(nix::Error::last()));
+            return Err(sys(format!("setrlimit {name}"))(nix::Error::last()));
         }
     }
+    if !nofile_given {
+        raise_nofile();
+    }
     Ok(())
+}
+
+/// Raises this process's soft open-files limit to its hard limit.
+pub fn raise_nofile() {
+    let cur = get_rlimit(libc::RLIMIT_NOFILE);
+    if cur.rlim_cur < cur.rlim_max {
+        let new = libc::rlimit {
+            rlim_cur: cur.rlim_max,
+            rlim_max: cur.rlim_max,
+        };
+        // SAFETY: new is a valid rlimit struct; lowering nothing, raising the soft limit
+        // up to the hard one needs no privilege.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) };
+    }
 }
 
 /// Everything from rlimits to the capability sets; returns the compiled seccomp filter still
@@ -289,4 +397,35 @@ pub fn exec(p: &Process) -> Result<std::convert::Infallible> {
         err
     };
     Err(fail(err.desc().to_lowercase()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_rlimit_grant_names_the_limit_and_the_reason() {
+        let plain = Grant {
+            can_raise: false,
+            nr_open: 1 << 20,
+        };
+        assert!(plain.check("nofile", 20_000, 20_000).is_ok());
+        let e = plain.check("nofile", 30_000, 20_000).unwrap_err();
+        assert!(
+            e.contains("ulimit nofile") && e.contains("30000") && e.contains("20000"),
+            "{e}"
+        );
+        assert!(e.contains("CAP_SYS_RESOURCE"), "{e}");
+        let e = plain.check("core", libc::RLIM_INFINITY, 4096).unwrap_err();
+        assert!(e.contains("unlimited"), "{e}");
+        // With CAP_SYS_RESOURCE any hard limit, but open files stop at fs.nr_open.
+        let root = Grant {
+            can_raise: true,
+            nr_open: 1 << 20,
+        };
+        assert!(root.check("nproc", libc::RLIM_INFINITY, 100).is_ok());
+        assert!(root.check("nofile", 1 << 20, 1024).is_ok());
+        let e = root.check("nofile", (1 << 20) + 1, 1024).unwrap_err();
+        assert!(e.contains("fs.nr_open"), "{e}");
+    }
 }

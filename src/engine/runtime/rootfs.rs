@@ -411,10 +411,11 @@ fn needs_propagation(propagation: MsFlags) -> bool {
 }
 
 /// Opens (or makes) the target of `m` inside the root: a file for a bind of a file, else a
-/// directory. proc and sysfs targets must be plain directories reached without a symlink.
+/// directory. proc, sysfs and cgroup targets must be plain directories reached without a
+/// symlink.
 fn open_target(root: &Root, m: &Mount, typ: &str, is_bind: bool) -> Result<OwnedFd> {
     let dest = m.destination();
-    let special = matches!(typ, "proc" | "sysfs");
+    let special = matches!(typ, "proc" | "sysfs" | "cgroup" | "cgroup2");
     let not_plain = || RootfsError::NotPlainDir {
         dest: dest.display().to_string(),
         fs: typ.to_string(),
@@ -467,13 +468,12 @@ pub fn mount_one(root: &Root, m: &Mount) -> Result<()> {
     let (flags, propagation, data) = parse_options(&opts);
     let typ = m.typ().as_deref().unwrap_or("none");
     let is_bind = flags.contains(MsFlags::MS_BIND) || typ == "bind";
-    if typ == "cgroup" || typ == "cgroup2" {
-        // tug containers do not see the cgroup tree (a private cgroup namespace is not used).
-        return Ok(());
-    }
     let target = open_target(root, m, typ, is_bind)?;
     if root.is_root(target.as_fd()) {
         return Err(RootfsError::TargetIsRoot(dest_s()));
+    }
+    if typ == "cgroup" || typ == "cgroup2" {
+        return mount_cgroup_view(root, dest, &target, flags);
     }
     let on = proc_fd(target.as_fd());
     // The attached mount's own descriptor, for flag and propagation changes.
@@ -541,6 +541,112 @@ pub fn mount_one(root: &Root, m: &Mount) -> Result<()> {
             None::<&str>,
         )
         .map_err(merr(dest))?;
+    }
+    Ok(())
+}
+
+/// Mounts the container's view of its own cgroups on `target`, the descriptor of `dest` (see
+/// [`super::cgroups::container_view`]); `flags` are the spec mount's (`ro` unless
+/// privileged, `nosuid`, `nodev`, `noexec`). The process is already in its cgroup namespace.
+/// The v1 hierarchies go in a tmpfs made here, reached through its root's descriptor.
+fn mount_cgroup_view(root: &Root, dest: &Path, target: &OwnedFd, flags: MsFlags) -> Result<()> {
+    use super::cgroups::{Layout, ViewMount, container_view};
+    let layout = Layout::detect().map_err(|e| RootfsError::Io {
+        what: "detect the cgroup layout for",
+        path: dest.display().to_string(),
+        source: io::Error::other(e.to_string()),
+    })?;
+    let read_only = flags.contains(MsFlags::MS_RDONLY);
+    let base = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let fs_flags = base | (flags & (MsFlags::MS_RDONLY | MsFlags::MS_RELATIME));
+    // The tmpfs's root, once mounted: where the v1 hierarchies' mount points are made.
+    let mut tmpfs: Option<OwnedFd> = None;
+    fn in_tmpfs<'a>(tmpfs: &'a Option<OwnedFd>, dest: &Path) -> Result<BorrowedFd<'a>> {
+        tmpfs.as_ref().map(|f| f.as_fd()).ok_or(RootfsError::Mount {
+            target: dest.display().to_string(),
+            source: Errno::EINVAL,
+        })
+    }
+    // Paths of the view are relative to `dest` (empty: `dest` itself).
+    for step in container_view(&layout, Path::new(""), read_only) {
+        match &step {
+            ViewMount::Tmpfs(_) => {
+                mount(
+                    Some("tmpfs"),
+                    proc_fd(target.as_fd()).as_str(),
+                    Some("tmpfs"),
+                    base,
+                    Some("mode=755"),
+                )
+                .map_err(merr(dest))?;
+                let fd = root
+                    .open_in(
+                        dest,
+                        OFlag::O_PATH | OFlag::O_DIRECTORY,
+                        ResolveFlag::RESOLVE_NO_SYMLINKS,
+                    )
+                    .map_err(inerr("open", dest))?;
+                let was = inroot::identity_at(target.as_fd(), "").map_err(inerr("stat", dest))?;
+                let now = inroot::identity_at(fd.as_fd(), "").map_err(inerr("stat", dest))?;
+                if was.mnt_id == now.mnt_id {
+                    return Err(RootfsError::Mount {
+                        target: dest.display().to_string(),
+                        source: Errno::ESTALE,
+                    });
+                }
+                tmpfs = Some(fd);
+            }
+            ViewMount::V2(rel) if rel.as_os_str().is_empty() => {
+                mount(
+                    Some("cgroup2"),
+                    proc_fd(target.as_fd()).as_str(),
+                    Some("cgroup2"),
+                    fs_flags,
+                    None::<&str>,
+                )
+                .map_err(merr(dest))?;
+            }
+            ViewMount::V1 { dir: rel, .. } | ViewMount::V2(rel) => {
+                let (fstype, data) = match &step {
+                    ViewMount::V1 { options, .. } => ("cgroup", Some(options.as_str())),
+                    _ => ("cgroup2", None),
+                };
+                let at = dest.join(rel);
+                let parent = in_tmpfs(&tmpfs, dest)?;
+                nix::sys::stat::mkdirat(parent, rel.as_path(), Mode::from_bits_truncate(0o755))
+                    .map_err(inerr("create", &at))?;
+                let sub = nix::fcntl::openat(
+                    parent,
+                    rel.as_path(),
+                    OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(inerr("open", &at))?;
+                mount(
+                    Some(fstype),
+                    proc_fd(sub.as_fd()).as_str(),
+                    Some(fstype),
+                    fs_flags,
+                    data,
+                )
+                .map_err(merr(&at))?;
+            }
+            ViewMount::Symlink { link, target } => {
+                let at = dest.join(link);
+                nix::unistd::symlinkat(target.as_str(), in_tmpfs(&tmpfs, dest)?, link.as_path())
+                    .map_err(inerr("symlink", &at))?;
+            }
+            ViewMount::RemountReadOnly(_) => {
+                mount(
+                    None::<&str>,
+                    proc_fd(in_tmpfs(&tmpfs, dest)?).as_str(),
+                    None::<&str>,
+                    MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | base,
+                    Some("mode=755"),
+                )
+                .map_err(merr(dest))?;
+            }
+        }
     }
     Ok(())
 }

@@ -56,366 +56,77 @@ pub enum SeccompError {
 /// Result alias of this module.
 pub type Result<T> = std::result::Result<T, SeccompError>;
 
-macro_rules! table {
-    ($($name:ident),* $(,)?) => {
-        /// x86_64 syscall names and numbers (from libc's constants).
-        const SYSCALLS: &[(&str, i64)] = &[$((stringify!($name), libc::$name)),*];
-    };
+/// The architectures tug compiles seccomp programs for. The program of a container is the
+/// host's ([`Arch::HOST`]); the other one is compiled in tests, so that a number that only
+/// exists on one architecture cannot slip into the profile unnoticed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// x86-64 (`AUDIT_ARCH_X86_64`).
+    X86_64,
+    /// 64-bit ARM (`AUDIT_ARCH_AARCH64`).
+    Aarch64,
 }
 
-table![
-    SYS_accept,
-    SYS_accept4,
-    SYS_access,
-    SYS_acct,
-    SYS_add_key,
-    SYS_adjtimex,
-    SYS_alarm,
-    SYS_arch_prctl,
-    SYS_bind,
-    SYS_bpf,
-    SYS_brk,
-    SYS_capget,
-    SYS_capset,
-    SYS_chdir,
-    SYS_chmod,
-    SYS_chown,
-    SYS_chroot,
-    SYS_clock_adjtime,
-    SYS_clock_getres,
-    SYS_clock_gettime,
-    SYS_clock_nanosleep,
-    SYS_clock_settime,
-    SYS_clone,
-    SYS_clone3,
-    SYS_close,
-    SYS_close_range,
-    SYS_connect,
-    SYS_copy_file_range,
-    SYS_creat,
-    SYS_delete_module,
-    SYS_dup,
-    SYS_dup2,
-    SYS_dup3,
-    SYS_epoll_create,
-    SYS_epoll_create1,
-    SYS_epoll_ctl,
-    SYS_epoll_ctl_old,
-    SYS_epoll_pwait,
-    SYS_epoll_pwait2,
-    SYS_epoll_wait,
-    SYS_epoll_wait_old,
-    SYS_eventfd,
-    SYS_eventfd2,
-    SYS_execve,
-    SYS_execveat,
-    SYS_exit,
-    SYS_exit_group,
-    SYS_faccessat,
-    SYS_faccessat2,
-    SYS_fadvise64,
-    SYS_fallocate,
-    SYS_fanotify_init,
-    SYS_fanotify_mark,
-    SYS_fchdir,
-    SYS_fchmod,
-    SYS_fchmodat,
-    SYS_fchmodat2,
-    SYS_fchown,
-    SYS_fchownat,
-    SYS_fcntl,
-    SYS_fdatasync,
-    SYS_fgetxattr,
-    SYS_finit_module,
-    SYS_flistxattr,
-    SYS_flock,
-    SYS_fork,
-    SYS_fremovexattr,
-    SYS_fsconfig,
-    SYS_fsetxattr,
-    SYS_fsmount,
-    SYS_fsopen,
-    SYS_fspick,
-    SYS_fstat,
-    SYS_fstatfs,
-    SYS_fsync,
-    SYS_ftruncate,
-    SYS_futex,
-    SYS_futex_waitv,
-    SYS_futimesat,
-    SYS_get_mempolicy,
-    SYS_get_robust_list,
-    SYS_get_thread_area,
-    SYS_getcpu,
-    SYS_getcwd,
-    SYS_getdents,
-    SYS_getdents64,
-    SYS_getegid,
-    SYS_geteuid,
-    SYS_getgid,
-    SYS_getgroups,
-    SYS_getitimer,
-    SYS_getpeername,
-    SYS_getpgid,
-    SYS_getpgrp,
-    SYS_getpid,
-    SYS_getppid,
-    SYS_getpriority,
-    SYS_getrandom,
-    SYS_getresgid,
-    SYS_getresuid,
-    SYS_getrlimit,
-    SYS_getrusage,
-    SYS_getsid,
-    SYS_getsockname,
-    SYS_getsockopt,
-    SYS_gettid,
-    SYS_gettimeofday,
-    SYS_getuid,
-    SYS_getxattr,
-    SYS_init_module,
-    SYS_inotify_add_watch,
-    SYS_inotify_init,
-    SYS_inotify_init1,
-    SYS_inotify_rm_watch,
-    SYS_io_cancel,
-    SYS_io_destroy,
-    SYS_io_getevents,
-    SYS_io_setup,
-    SYS_io_submit,
-    SYS_ioctl,
-    SYS_ioperm,
-    SYS_iopl,
-    SYS_ioprio_get,
-    SYS_ioprio_set,
-    SYS_kcmp,
-    SYS_kexec_file_load,
-    SYS_kexec_load,
-    SYS_keyctl,
-    SYS_kill,
-    SYS_landlock_add_rule,
-    SYS_landlock_create_ruleset,
-    SYS_landlock_restrict_self,
-    SYS_lchown,
-    SYS_lgetxattr,
-    SYS_link,
-    SYS_linkat,
-    SYS_listen,
-    SYS_listxattr,
-    SYS_llistxattr,
-    SYS_lookup_dcookie,
-    SYS_lremovexattr,
-    SYS_lseek,
-    SYS_lsetxattr,
-    SYS_lstat,
-    SYS_madvise,
-    SYS_mbind,
-    SYS_membarrier,
-    SYS_memfd_create,
-    SYS_memfd_secret,
-    SYS_migrate_pages,
-    SYS_mincore,
-    SYS_mkdir,
-    SYS_mkdirat,
-    SYS_mknod,
-    SYS_mknodat,
-    SYS_mlock,
-    SYS_mlock2,
-    SYS_mlockall,
-    SYS_mmap,
-    SYS_modify_ldt,
-    SYS_mount,
-    SYS_mount_setattr,
-    SYS_move_mount,
-    SYS_move_pages,
-    SYS_mprotect,
-    SYS_mq_getsetattr,
-    SYS_mq_notify,
-    SYS_mq_open,
-    SYS_mq_timedreceive,
-    SYS_mq_timedsend,
-    SYS_mq_unlink,
-    SYS_mremap,
-    SYS_mseal,
-    SYS_msgctl,
-    SYS_msgget,
-    SYS_msgrcv,
-    SYS_msgsnd,
-    SYS_msync,
-    SYS_munlock,
-    SYS_munlockall,
-    SYS_munmap,
-    SYS_name_to_handle_at,
-    SYS_nanosleep,
-    SYS_newfstatat,
-    SYS_open,
-    SYS_open_by_handle_at,
-    SYS_open_tree,
-    SYS_openat,
-    SYS_openat2,
-    SYS_pause,
-    SYS_perf_event_open,
-    SYS_personality,
-    SYS_pidfd_getfd,
-    SYS_pidfd_open,
-    SYS_pidfd_send_signal,
-    SYS_pipe,
-    SYS_pipe2,
-    SYS_pivot_root,
-    SYS_pkey_alloc,
-    SYS_pkey_free,
-    SYS_pkey_mprotect,
-    SYS_poll,
-    SYS_ppoll,
-    SYS_prctl,
-    SYS_pread64,
-    SYS_preadv,
-    SYS_preadv2,
-    SYS_prlimit64,
-    SYS_process_madvise,
-    SYS_process_mrelease,
-    SYS_process_vm_readv,
-    SYS_process_vm_writev,
-    SYS_pselect6,
-    SYS_ptrace,
-    SYS_pwrite64,
-    SYS_pwritev,
-    SYS_pwritev2,
-    SYS_quotactl,
-    SYS_read,
-    SYS_readahead,
-    SYS_readlink,
-    SYS_readlinkat,
-    SYS_readv,
-    SYS_reboot,
-    SYS_recvfrom,
-    SYS_recvmmsg,
-    SYS_recvmsg,
-    SYS_remap_file_pages,
-    SYS_removexattr,
-    SYS_rename,
-    SYS_renameat,
-    SYS_renameat2,
-    SYS_request_key,
-    SYS_restart_syscall,
-    SYS_rmdir,
-    SYS_rseq,
-    SYS_rt_sigaction,
-    SYS_rt_sigpending,
-    SYS_rt_sigprocmask,
-    SYS_rt_sigqueueinfo,
-    SYS_rt_sigreturn,
-    SYS_rt_sigsuspend,
-    SYS_rt_sigtimedwait,
-    SYS_rt_tgsigqueueinfo,
-    SYS_sched_get_priority_max,
-    SYS_sched_get_priority_min,
-    SYS_sched_getaffinity,
-    SYS_sched_getattr,
-    SYS_sched_getparam,
-    SYS_sched_getscheduler,
-    SYS_sched_rr_get_interval,
-    SYS_sched_setaffinity,
-    SYS_sched_setattr,
-    SYS_sched_setparam,
-    SYS_sched_setscheduler,
-    SYS_sched_yield,
-    SYS_seccomp,
-    SYS_select,
-    SYS_semctl,
-    SYS_semget,
-    SYS_semop,
-    SYS_semtimedop,
-    SYS_sendfile,
-    SYS_sendmmsg,
-    SYS_sendmsg,
-    SYS_sendto,
-    SYS_set_mempolicy,
-    SYS_set_robust_list,
-    SYS_set_thread_area,
-    SYS_set_tid_address,
-    SYS_setdomainname,
-    SYS_setfsgid,
-    SYS_setfsuid,
-    SYS_setgid,
-    SYS_setgroups,
-    SYS_sethostname,
-    SYS_setitimer,
-    SYS_setns,
-    SYS_setpgid,
-    SYS_setpriority,
-    SYS_setregid,
-    SYS_setresgid,
-    SYS_setresuid,
-    SYS_setreuid,
-    SYS_setrlimit,
-    SYS_setsid,
-    SYS_setsockopt,
-    SYS_settimeofday,
-    SYS_setuid,
-    SYS_setxattr,
-    SYS_shmat,
-    SYS_shmctl,
-    SYS_shmdt,
-    SYS_shmget,
-    SYS_shutdown,
-    SYS_sigaltstack,
-    SYS_signalfd,
-    SYS_signalfd4,
-    SYS_socket,
-    SYS_socketpair,
-    SYS_splice,
-    SYS_stat,
-    SYS_statfs,
-    SYS_statx,
-    SYS_swapoff,
-    SYS_swapon,
-    SYS_symlink,
-    SYS_symlinkat,
-    SYS_sync,
-    SYS_sync_file_range,
-    SYS_syncfs,
-    SYS_sysinfo,
-    SYS_syslog,
-    SYS_tee,
-    SYS_tgkill,
-    SYS_time,
-    SYS_timer_create,
-    SYS_timer_delete,
-    SYS_timer_getoverrun,
-    SYS_timer_gettime,
-    SYS_timer_settime,
-    SYS_timerfd_create,
-    SYS_timerfd_gettime,
-    SYS_timerfd_settime,
-    SYS_times,
-    SYS_tkill,
-    SYS_truncate,
-    SYS_umask,
-    SYS_umount2,
-    SYS_uname,
-    SYS_unlink,
-    SYS_unlinkat,
-    SYS_unshare,
-    SYS_userfaultfd,
-    SYS_ustat,
-    SYS_utime,
-    SYS_utimensat,
-    SYS_utimes,
-    SYS_vfork,
-    SYS_vhangup,
-    SYS_vmsplice,
-    SYS_wait4,
-    SYS_waitid,
-    SYS_write,
-    SYS_writev,
-];
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+compile_error!("tug's seccomp profile exists for x86_64 and aarch64 only");
 
-/// The number of a syscall on x86_64, by name.
-#[must_use]
-pub fn syscall_number(name: &str) -> Option<i64> {
-    let key = format!("SYS_{name}");
-    SYSCALLS.iter().find(|(n, _)| *n == key).map(|(_, nr)| *nr)
+impl Arch {
+    /// The architecture tug was built for.
+    pub const HOST: Arch = if cfg!(target_arch = "aarch64") {
+        Arch::Aarch64
+    } else {
+        Arch::X86_64
+    };
+
+    /// The `AUDIT_ARCH_*` value the kernel puts in `seccomp_data.arch` (linux/audit.h).
+    #[must_use]
+    pub const fn audit(self) -> u32 {
+        match self {
+            Arch::X86_64 => 0xC000_003E,
+            Arch::Aarch64 => 0xC000_00B7,
+        }
+    }
+
+    fn target(self) -> TargetArch {
+        match self {
+            Arch::X86_64 => TargetArch::x86_64,
+            Arch::Aarch64 => TargetArch::aarch64,
+        }
+    }
+
+    /// The architectures a profile for this one lists (Docker's choice: the native one and
+    /// the 32-bit ABIs the CPU can run; the compiled program admits only the native one).
+    fn oci(self) -> Vec<oci_spec::runtime::Arch> {
+        use oci_spec::runtime::Arch as A;
+        match self {
+            Arch::X86_64 => vec![A::ScmpArchX86_64, A::ScmpArchX86, A::ScmpArchX32],
+            Arch::Aarch64 => vec![A::ScmpArchAarch64, A::ScmpArchArm],
+        }
+    }
+
+    /// The number of syscall `name` on this architecture (the `syscalls` crate's tables,
+    /// generated from the kernel's), or `None` when it does not exist there.
+    #[must_use]
+    pub fn syscall_number(self, name: &str) -> Option<i64> {
+        match self {
+            Arch::X86_64 => name
+                .parse::<syscalls::x86_64::Sysno>()
+                .ok()
+                .map(|s| i64::from(s.id())),
+            Arch::Aarch64 => {
+                // The kernel (and libseccomp, and Docker's profile) call aarch64's call 79
+                // `newfstatat`; the crate's table names it `fstatat`.
+                let name = if name == "newfstatat" {
+                    "fstatat"
+                } else {
+                    name
+                };
+                name.parse::<syscalls::aarch64::Sysno>()
+                    .ok()
+                    .map(|s| i64::from(s.id()))
+            }
+        }
+    }
 }
 
 /// Syscalls Docker's default profile allows for everyone.
@@ -495,9 +206,18 @@ fn syscall(names: &[&str], action: LinuxSeccompAction) -> LinuxSyscall {
         .unwrap_or_default()
 }
 
-/// Docker's default profile for a container holding capabilities `caps` (`CAP_…` names).
+/// Docker's default profile for a container holding capabilities `caps` (`CAP_…` names), on
+/// the host's architecture.
 #[must_use]
 pub fn default_profile(caps: &[String]) -> LinuxSeccomp {
+    default_profile_for(Arch::HOST, caps)
+}
+
+/// Docker's default profile for `arch`. The syscall names are the same for every
+/// architecture (names that do not exist on `arch` are skipped when it is compiled, as runc
+/// does); only the listed architectures differ.
+#[must_use]
+pub fn default_profile_for(arch: Arch, caps: &[String]) -> LinuxSeccomp {
     let has = |c: &str| caps.iter().any(|x| x == c);
     let mut calls = vec![syscall(
         &ALLOWED.split_whitespace().collect::<Vec<_>>(),
@@ -555,11 +275,7 @@ pub fn default_profile(caps: &[String]) -> LinuxSeccomp {
     LinuxSeccompBuilder::default()
         .default_action(LinuxSeccompAction::ScmpActErrno)
         .default_errno_ret(libc::EPERM as u32)
-        .architectures(vec![
-            oci_spec::runtime::Arch::ScmpArchX86_64,
-            oci_spec::runtime::Arch::ScmpArchX86,
-            oci_spec::runtime::Arch::ScmpArchX32,
-        ])
+        .architectures(arch.oci())
         .syscalls(calls)
         .build()
         .unwrap_or_default()
@@ -651,8 +367,6 @@ const RET_K: u16 = 0x06;
 const DATA_NR: u32 = 0;
 const DATA_ARCH: u32 = 4;
 const DATA_ARGS: u32 = 16;
-/// `AUDIT_ARCH_X86_64` (linux/audit.h).
-const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
 
 fn stmt(code: u16, k: u32) -> seccompiler::sock_filter {
     seccompiler::sock_filter {
@@ -780,6 +494,7 @@ fn rules_block(
 /// JIT-compiles the program at install time, on the container's start path, and runs it on
 /// every syscall). `None`: the profile has another shape (the generic path compiles it).
 fn compile_compact(
+    arch: Arch,
     profile: &LinuxSeccomp,
     default: &SeccompAction,
     default_errno: u32,
@@ -808,7 +523,7 @@ fn compile_compact(
             });
         }
         for name in s.names() {
-            let Some(nr) = syscall_number(name) else {
+            let Some(nr) = arch.syscall_number(name) else {
                 continue;
             };
             match (act == SeccompAction::Allow, conds.is_empty()) {
@@ -859,7 +574,7 @@ fn compile_compact(
     }
     let mut prog = vec![
         stmt(LD_W_ABS, DATA_ARCH),
-        jump(JEQ_K, AUDIT_ARCH_X86_64, 1, 0),
+        jump(JEQ_K, arch.audit(), 1, 0),
         stmt(RET_K, libc::SECCOMP_RET_KILL_PROCESS),
         stmt(LD_W_ABS, DATA_NR),
     ];
@@ -891,25 +606,30 @@ fn compile_compact(
     Ok(Some(prog))
 }
 
-/// Compiles an OCI seccomp profile into BPF programs, to be installed in order. Syscall names
-/// unknown on this architecture are skipped, as runc does.
+/// Compiles an OCI seccomp profile into BPF programs for the host, to be installed in order.
+/// Syscall names unknown on this architecture are skipped, as runc does.
 pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<BpfProgram>> {
+    compile_for(Arch::HOST, profile)
+}
+
+/// Compiles an OCI seccomp profile into BPF programs for `arch`.
+pub fn compile_for(arch: Arch, profile: &LinuxSeccomp) -> Result<Vec<BpfProgram>> {
     let default_errno = profile.default_errno_ret().unwrap_or(libc::EPERM as u32);
     let default = action(profile.default_action(), None, default_errno)?;
-    if let Some(p) = compile_compact(profile, &default, default_errno)? {
+    if let Some(p) = compile_compact(arch, profile, &default, default_errno)? {
         return Ok(vec![p]);
     }
-    compile_stacked(profile, &default, default_errno)
+    compile_stacked(arch, profile, &default, default_errno)
 }
 
 /// The generic path: a stack of seccompiler filters (see the module docs).
 fn compile_stacked(
+    arch: Arch,
     profile: &LinuxSeccomp,
     default: &SeccompAction,
     default_errno: u32,
 ) -> Result<Vec<BpfProgram>> {
     let default = default.clone();
-    let arch = TargetArch::x86_64;
     // Base filter: listed syscalls are allowed (with their conditions when allowed by rule),
     // everything else gets the default action.
     let mut base: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
@@ -920,7 +640,7 @@ fn compile_stacked(
         let act = action(s.action(), s.errno_ret(), default_errno)?;
         let conds = conditions(s)?;
         for name in s.names() {
-            let Some(nr) = syscall_number(name) else {
+            let Some(nr) = arch.syscall_number(name) else {
                 continue;
             };
             if act == default {
@@ -958,7 +678,7 @@ fn compile_stacked(
     }
     let mut programs = Vec::new();
     if default != SeccompAction::Allow {
-        let f = SeccompFilter::new(base, default, SeccompAction::Allow, arch)
+        let f = SeccompFilter::new(base, default, SeccompAction::Allow, arch.target())
             .map_err(|e| SeccompError::Compile(e.to_string()))?;
         programs.push(BpfProgram::try_from(f).map_err(|e| SeccompError::Compile(e.to_string()))?);
     }
@@ -966,7 +686,7 @@ fn compile_stacked(
         if act == SeccompAction::Allow || rules.is_empty() {
             continue;
         }
-        let f = SeccompFilter::new(rules, SeccompAction::Allow, act, arch)
+        let f = SeccompFilter::new(rules, SeccompAction::Allow, act, arch.target())
             .map_err(|e| SeccompError::Compile(e.to_string()))?;
         programs.push(BpfProgram::try_from(f).map_err(|e| SeccompError::Compile(e.to_string()))?);
     }
@@ -1006,28 +726,90 @@ pub fn install(programs: &[BpfProgram]) -> Result<()> {
 mod tests {
     use super::*;
 
+    const ARCHES: [Arch; 2] = [Arch::X86_64, Arch::Aarch64];
+
+    fn nr(arch: Arch, name: &str) -> u32 {
+        u32::try_from(arch.syscall_number(name).unwrap()).unwrap()
+    }
+
     #[test]
-    fn seccomp_default_profile_compiles() {
+    fn seccomp_default_profile_compiles_for_both_architectures() {
         let caps: Vec<String> = vec!["CAP_CHOWN".into()];
-        let p = default_profile(&caps);
-        let progs = compile(&p).unwrap();
-        assert_eq!(progs.len(), 1, "one compact program");
-        assert!(progs[0].len() < 400, "{} instructions", progs[0].len());
-        let stacked = compile_stacked(&p, &SeccompAction::Errno(1), 1).unwrap();
-        assert_eq!(stacked.len(), 2, "base filter + ENOSYS filter for clone3");
-        assert!(syscall_number("read") == Some(0));
-        assert!(syscall_number("no_such_call").is_none());
-        // Every allowed name exists on x86_64 except none: the list is x86_64-only.
-        for n in ALLOWED.split_whitespace() {
-            assert!(syscall_number(n).is_some(), "{n}");
+        for arch in ARCHES {
+            let p = default_profile_for(arch, &caps);
+            let progs = compile_for(arch, &p).unwrap();
+            assert_eq!(progs.len(), 1, "{arch:?}: one compact program");
+            assert!(
+                progs[0].len() < 400,
+                "{arch:?}: {} instructions",
+                progs[0].len()
+            );
+            let stacked = compile_stacked(arch, &p, &SeccompAction::Errno(1), 1).unwrap();
+            assert_eq!(
+                stacked.len(),
+                2,
+                "{arch:?}: base filter + ENOSYS filter for clone3"
+            );
+            assert!(arch.syscall_number("no_such_call").is_none());
+        }
+        assert_eq!(Arch::X86_64.syscall_number("read"), Some(0));
+        assert_eq!(Arch::Aarch64.syscall_number("read"), Some(63));
+        assert_eq!(Arch::X86_64.syscall_number("openat"), Some(257));
+        assert_eq!(Arch::Aarch64.syscall_number("openat"), Some(56));
+        assert_eq!(Arch::Aarch64.syscall_number("newfstatat"), Some(79));
+        assert_eq!(Arch::X86_64.syscall_number("newfstatat"), Some(262));
+        // Every allowed name exists on x86_64; on aarch64 only the legacy calls that the
+        // generic syscall table replaced by their `*at`/newer forms are missing.
+        let missing = |arch: Arch| -> Vec<&str> {
+            ALLOWED
+                .split_whitespace()
+                .filter(|n| arch.syscall_number(n).is_none())
+                .collect()
+        };
+        assert!(
+            missing(Arch::X86_64).is_empty(),
+            "{:?}",
+            missing(Arch::X86_64)
+        );
+        assert_eq!(
+            missing(Arch::Aarch64),
+            AARCH64_ABSENT.split_whitespace().collect::<Vec<_>>()
+        );
+    }
+
+    /// Names of [`ALLOWED`] that aarch64 does not have (in the order of the list).
+    const AARCH64_ABSENT: &str = "access alarm chmod chown creat dup2 epoll_create \
+        epoll_ctl_old epoll_wait epoll_wait_old eventfd fork futimesat get_thread_area getdents \
+        getpgrp inotify_init lchown link lstat mkdir mknod open pause pipe poll readlink rename \
+        rmdir select set_thread_area signalfd stat symlink time unlink utime utimes vfork \
+        arch_prctl modify_ldt";
+
+    #[test]
+    fn seccomp_program_kills_a_foreign_architecture() {
+        for arch in ARCHES {
+            let p = compile_for(arch, &default_profile_for(arch, &[])).unwrap();
+            for other in ARCHES.into_iter().filter(|a| *a != arch) {
+                let read = nr(other, "read");
+                assert_eq!(
+                    run_as(&p[0], other, read, [0; 6]),
+                    libc::SECCOMP_RET_KILL_PROCESS,
+                    "{arch:?} program, {other:?} call"
+                );
+            }
         }
     }
 
-    /// Runs a classic BPF seccomp program on (nr, args) for x86_64.
+    /// Runs a classic BPF seccomp program on (nr, args) for a call made on the host's
+    /// architecture.
     fn run(prog: &[seccompiler::sock_filter], nr: u32, args: [u64; 6]) -> u32 {
+        run_as(prog, Arch::HOST, nr, args)
+    }
+
+    /// Runs a classic BPF seccomp program on (nr, args) for a call made on `arch`.
+    fn run_as(prog: &[seccompiler::sock_filter], arch: Arch, nr: u32, args: [u64; 6]) -> u32 {
         let mut data = [0u32; 16];
         data[0] = nr;
-        data[1] = AUDIT_ARCH_X86_64;
+        data[1] = arch.audit();
         for (i, a) in args.iter().enumerate() {
             data[4 + 2 * i] = (*a & 0xffff_ffff) as u32;
             data[5 + 2 * i] = (*a >> 32) as u32;
@@ -1052,10 +834,10 @@ mod tests {
     }
 
     /// The answer of a stack of filters: the most restrictive one (the kernel's order).
-    fn run_stack(progs: &[BpfProgram], nr: u32, args: [u64; 6]) -> u32 {
+    fn run_stack(progs: &[BpfProgram], arch: Arch, nr: u32, args: [u64; 6]) -> u32 {
         progs
             .iter()
-            .map(|p| run(p, nr, args))
+            .map(|p| run_as(p, arch, nr, args))
             .min_by_key(|r| (r & 0xffff_0000).cast_signed())
             .unwrap()
     }
@@ -1088,29 +870,36 @@ mod tests {
             &["CAP_SYS_ADMIN", "CAP_SYS_PTRACE"],
             &[],
         ];
-        for caps in cap_sets {
-            let caps: Vec<String> = caps.iter().map(|c| (*c).to_string()).collect();
-            let p = default_profile(&caps);
-            let compact = compile(&p).unwrap();
-            assert_eq!(compact.len(), 1);
-            let stacked = compile_stacked(&p, &SeccompAction::Errno(1), 1).unwrap();
-            for nr in (0..480).chain([0x4000_0000, 0x4000_0001]) {
-                for args in args_samples() {
-                    assert_eq!(
-                        run(&compact[0], nr, args),
-                        run_stack(&stacked, nr, args),
-                        "caps {caps:?} nr {nr} args {args:x?}"
-                    );
+        for arch in ARCHES {
+            for caps in cap_sets {
+                let caps: Vec<String> = caps.iter().map(|c| (*c).to_string()).collect();
+                let p = default_profile_for(arch, &caps);
+                let compact = compile_for(arch, &p).unwrap();
+                assert_eq!(compact.len(), 1);
+                let stacked = compile_stacked(arch, &p, &SeccompAction::Errno(1), 1).unwrap();
+                for n in (0..480).chain([0x4000_0000, 0x4000_0001]) {
+                    for args in args_samples() {
+                        assert_eq!(
+                            run_as(&compact[0], arch, n, args),
+                            run_stack(&stacked, arch, n, args),
+                            "{arch:?} caps {caps:?} nr {n} args {args:x?}"
+                        );
+                    }
                 }
-            }
-            // Spot checks of what Docker's profile means.
-            let read = run(&compact[0], 0, [0; 6]);
-            assert_eq!(read, libc::SECCOMP_RET_ALLOW);
-            let vsock = run(&compact[0], 41, [40, 1, 0, 0, 0, 0]);
-            assert_eq!(vsock, libc::SECCOMP_RET_ERRNO | 1);
-            let c3 = run(&compact[0], 435, [0; 6]);
-            if caps.is_empty() {
-                assert_eq!(c3, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32);
+                // Spot checks of what Docker's profile means.
+                let read = run_as(&compact[0], arch, nr(arch, "read"), [0; 6]);
+                assert_eq!(read, libc::SECCOMP_RET_ALLOW);
+                let vsock = run_as(&compact[0], arch, nr(arch, "socket"), [40, 1, 0, 0, 0, 0]);
+                assert_eq!(vsock, libc::SECCOMP_RET_ERRNO | 1);
+                let inet = run_as(&compact[0], arch, nr(arch, "socket"), [2, 1, 0, 0, 0, 0]);
+                assert_eq!(inet, libc::SECCOMP_RET_ALLOW);
+                let c3 = run_as(&compact[0], arch, nr(arch, "clone3"), [0; 6]);
+                if caps.is_empty() {
+                    assert_eq!(c3, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32);
+                }
+                let mount = run_as(&compact[0], arch, nr(arch, "mount"), [0; 6]);
+                let admin = caps.iter().any(|c| c == "CAP_SYS_ADMIN");
+                assert_eq!(mount == libc::SECCOMP_RET_ALLOW, admin, "{arch:?} mount");
             }
         }
     }
@@ -1159,12 +948,12 @@ mod tests {
                     .unwrap();
                 let compact = compile(&p).unwrap();
                 assert_eq!(compact.len(), 1);
-                let stacked = compile_stacked(&p, &SeccompAction::Errno(1), 1).unwrap();
-                let nr = u32::try_from(libc::SYS_personality).unwrap();
+                let stacked = compile_stacked(Arch::HOST, &p, &SeccompAction::Errno(1), 1).unwrap();
+                let nr = nr(Arch::HOST, "personality");
                 for a in values {
                     assert_eq!(
                         run(&compact[0], nr, [0, a, 0, 0, 0, 0]),
-                        run_stack(&stacked, nr, [0, a, 0, 0, 0, 0]),
+                        run_stack(&stacked, Arch::HOST, nr, [0, a, 0, 0, 0, 0]),
                         "{op:?} {v:#x} arg {a:#x}"
                     );
                 }

@@ -69,14 +69,31 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(io(format!("write {}", path.display())))
 }
 
-/// Creates `<root>/volumes/<name>` (private, `0700`) and its `_data` (the mode the container
-/// sees at the mount target: left to the umask, changed by copy-up or ownership).
-fn create_data_dir(data: &Path) -> Result<()> {
-    if let Some(dir) = data.parent() {
-        crate::engine::private::create_dir_all(dir)
-            .map_err(io(format!("create {}", dir.display())))?;
-    }
-    std::fs::create_dir_all(data).map_err(io(format!("create {}", data.display())))
+/// Names this process (pid and start time, so a reused pid is not taken for it) plus a
+/// counter, for the staging names of this store: `<pid>.<start>.<n>`.
+fn owner_tag() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let pid = std::process::id();
+    let start = i32::try_from(pid)
+        .ok()
+        .and_then(crate::engine::container::state::start_time)
+        .unwrap_or(0);
+    format!("{pid}.{start}.{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Whether the process named by a staging name's tail (`<pid>.<start>.<n>`, see
+/// [`owner_tag`]) still runs. An unparsable tail counts as gone.
+fn owner_alive(tail: &str) -> bool {
+    let mut parts = tail.rsplitn(3, '.');
+    let (_, start, pid) = (parts.next(), parts.next(), parts.next());
+    let pid = pid
+        .and_then(|p| p.rsplit('-').next())
+        .and_then(|p| p.parse::<i32>().ok());
+    let start = start
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|s| *s != 0);
+    crate::engine::container::state::alive(pid, start)
 }
 
 /// What a volume should be (compose's top-level `volumes:` entry or `volume create`).
@@ -168,9 +185,15 @@ impl Volumes {
         validate_name(name)?;
         let p = self.dir(name).join("volume.json");
         match std::fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| Error::State(p.display().to_string(), e.to_string())),
+            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+                Error::State(
+                    p.display().to_string(),
+                    format!(
+                        "damaged ({e}); restore it, or remove the volume and its data with \
+                         `tug volume rm {name}`"
+                    ),
+                )
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::Io(format!("read {}", p.display()), e)),
         }
@@ -193,8 +216,12 @@ impl Volumes {
         Ok(self.load(name)?.is_some())
     }
 
-    /// Every volume, by name. Half-created leftovers (no record) are removed.
+    /// Every volume with a readable record, by name. A volume whose record is damaged is
+    /// left out (and reported by [`Volumes::damaged`]; using it fails naming the file), so
+    /// one damaged volume never stops work on the others. What creates and removals killed
+    /// half-way left behind is deleted on the way (see [`Volumes::repair`]).
     pub fn list(&self) -> Result<Vec<VolumeInfo>> {
+        self.repair();
         let dir = self.root.join("volumes");
         let mut out = Vec::new();
         for ent in std::fs::read_dir(&dir)
@@ -205,21 +232,109 @@ impl Volumes {
             if name.starts_with('.') || validate_name(&name).is_err() {
                 continue;
             }
-            match self.load(&name)? {
-                Some(v) => out.push(v),
-                None => {
-                    // Created by a killed command before its record was written.
-                    if self.unmount(&name).is_ok() {
-                        let _ = std::fs::remove_dir_all(ent.path());
-                    }
-                }
+            if let Ok(Some(v)) = self.load(&name) {
+                out.push(v);
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
 
-    /// Creates a volume; an existing one is an error.
+    /// The volumes that cannot be used: (name, what is wrong and what to do).
+    pub fn damaged(&self) -> Vec<(String, String)> {
+        let dir = self.root.join("volumes");
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for ent in rd.flatten() {
+            let name = ent.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || validate_name(&name).is_err() {
+                continue;
+            }
+            match self.load(&name) {
+                Ok(Some(_)) => {}
+                Ok(None) => out.push((
+                    name.clone(),
+                    format!(
+                        "{} has no record volume.json; move its _data away if you need it, \
+                         then delete the directory",
+                        self.dir(&name).display()
+                    ),
+                )),
+                Err(e) => out.push((name, e.to_string())),
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Takes the store's lock, which orders the moments a volume appears or disappears
+    /// (the rename of a new volume into place, the repair of leftovers) and nothing else.
+    fn lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>> {
+        let path = self.root.join("volumes/.lock");
+        let f = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io(format!("open {}", path.display())))?;
+        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| Error::Io(format!("lock {}", path.display()), e.into()))
+    }
+
+    /// Deletes what is provably abandoned, under the store's lock: a staging directory of a
+    /// create or removal (`.creating-…`, `.removing-…`) whose process is gone, and a volume
+    /// directory without a record and without data (left by an older tug whose create was
+    /// killed: a create now renames a complete volume into place, so no live command makes
+    /// such a directory). A record-less directory that holds data is kept (see
+    /// [`Volumes::damaged`]); nothing is deleted through a mount.
+    pub fn repair(&self) {
+        let dir = self.root.join("volumes");
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        let mut leftovers = Vec::new();
+        for ent in rd.flatten() {
+            let name = ent.file_name().to_string_lossy().into_owned();
+            if let Some(tail) = name
+                .strip_prefix(".creating-")
+                .or_else(|| name.strip_prefix(".removing-"))
+            {
+                if !owner_alive(tail) {
+                    leftovers.push(ent.path());
+                }
+            } else if !name.starts_with('.')
+                && validate_name(&name).is_ok()
+                && !ent.path().join("volume.json").exists()
+            {
+                leftovers.push(ent.path());
+            }
+        }
+        if leftovers.is_empty() {
+            return;
+        }
+        let Ok(_lock) = self.lock() else { return };
+        for path in leftovers {
+            let data = path.join("_data");
+            let staging = path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            // Checked again under the lock: a create may have renamed a volume into place.
+            let abandoned = path.exists()
+                && (staging
+                    || (!path.join("volume.json").exists()
+                        && (!data.exists() || is_empty(&data).unwrap_or(false))));
+            if abandoned && !is_mount_point(&data).unwrap_or(true) {
+                let _ = std::fs::remove_dir_all(&path);
+            }
+        }
+    }
+
+    /// Creates a volume; an existing one is an error. The volume is made complete (data
+    /// directory and record) in a staging directory of this process and renamed into place,
+    /// so a volume directory always has its record and two commands creating the same name
+    /// cannot both succeed.
     pub fn create(&self, spec: &VolumeSpec) -> Result<VolumeInfo> {
         validate_name(&spec.name)?;
         if self.load(&spec.name)?.is_some() {
@@ -233,26 +348,69 @@ impl Volumes {
             )));
         }
         check_opts(&spec.name, &spec.driver_opts)?;
-        let data = self.mountpoint(&spec.name);
-        create_data_dir(&data)?;
         let info = VolumeInfo {
             name: spec.name.clone(),
             driver,
-            mountpoint: data,
+            mountpoint: self.mountpoint(&spec.name),
             labels: spec.labels.clone(),
             driver_opts: spec.driver_opts.clone(),
             created: jiff::Timestamp::now().to_string(),
             initialized: false,
         };
-        self.save(&info)?;
-        Ok(info)
+        let staging =
+            self.root
+                .join("volumes")
+                .join(format!(".creating-{}-{}", spec.name, owner_tag()));
+        let result = self.create_in(&staging, &info);
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&staging);
+        }
+        result.map(|()| info)
     }
 
-    /// The volume, created if missing (compose's "created on first use").
+    fn create_in(&self, staging: &Path, info: &VolumeInfo) -> Result<()> {
+        // The volume's directory is private (`0700`); `_data` gets the mode the container
+        // sees at the mount target (left to the umask, changed by copy-up or ownership).
+        crate::engine::private::create_dir_all(staging)
+            .map_err(io(format!("create {}", staging.display())))?;
+        let data = staging.join("_data");
+        std::fs::create_dir(&data).map_err(io(format!("create {}", data.display())))?;
+        let bytes = serde_json::to_vec_pretty(info)
+            .map_err(|e| Error::State(info.name.clone(), e.to_string()))?;
+        write_atomic(&staging.join("volume.json"), &bytes)?;
+        let dir = self.dir(&info.name);
+        let _lock = self.lock()?;
+        match std::fs::rename(staging, &dir) {
+            Ok(()) => Ok(()),
+            // rename(2) replaces only an empty directory: a non-empty one is a volume.
+            Err(e)
+                if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST))
+                    || e.kind() == std::io::ErrorKind::DirectoryNotEmpty =>
+            {
+                if self.load(&info.name)?.is_some() {
+                    Err(Error::Exists(info.name.clone()))
+                } else {
+                    Err(Error::State(
+                        dir.display().to_string(),
+                        "a directory without the record volume.json is in the way; move its \
+                         _data away if you need it, then delete the directory"
+                            .into(),
+                    ))
+                }
+            }
+            Err(e) => Err(Error::Io(format!("rename into {}", dir.display()), e)),
+        }
+    }
+
+    /// The volume, created if missing (compose's "created on first use"); a volume another
+    /// command creates at the same moment is taken as it is.
     pub fn ensure(&self, spec: &VolumeSpec) -> Result<VolumeInfo> {
         match self.load(&spec.name)? {
             Some(v) => Ok(v),
-            None => self.create(spec),
+            None => match self.create(spec) {
+                Err(Error::Exists(_)) => self.inspect(&spec.name),
+                other => other,
+            },
         }
     }
 
@@ -280,7 +438,13 @@ impl Volumes {
     pub fn prepare(&self, name: &str, how: &Prepare) -> Result<PathBuf> {
         let mut info = self.inspect(name)?;
         let data = self.mountpoint(name);
-        create_data_dir(&data)?;
+        // Only `_data` itself: a volume removed meanwhile is not made again without a record.
+        match std::fs::create_dir(&data) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::Io(format!("create {}", data.display()), e));
+            }
+            _ => {}
+        }
         self.mount_driver(&info)?;
         if !info.initialized {
             let empty = is_empty(&data)?;
@@ -376,7 +540,11 @@ impl Volumes {
     /// Removes a volume and its data. `in_use` lists the containers using it (from the
     /// caller's container records); a used volume is kept.
     pub fn remove(&self, name: &str, in_use: &[String]) -> Result<()> {
-        self.inspect(name)?;
+        match self.inspect(name) {
+            // A damaged record does not keep its volume from being removed.
+            Ok(_) | Err(Error::State(..)) => {}
+            Err(e) => return Err(e),
+        }
         if !in_use.is_empty() {
             return Err(Error::InUse {
                 name: name.to_string(),
@@ -384,11 +552,21 @@ impl Volumes {
             });
         }
         self.unmount(name)?;
-        // The record goes first: a half-removed volume is then a leftover `list` cleans.
-        let rec = self.dir(name).join("volume.json");
-        std::fs::remove_file(&rec).map_err(io(format!("remove {}", rec.display())))?;
+        // One rename makes the volume gone; a removal killed after it leaves a staging
+        // directory that the next listing deletes.
         let dir = self.dir(name);
-        std::fs::remove_dir_all(&dir).map_err(io(format!("remove {}", dir.display())))
+        let trash = self
+            .root
+            .join("volumes")
+            .join(format!(".removing-{name}-{}", owner_tag()));
+        std::fs::rename(&dir, &trash).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::NotFound(name.to_string())
+            } else {
+                Error::Io(format!("remove {}", dir.display()), e)
+            }
+        })?;
+        std::fs::remove_dir_all(&trash).map_err(io(format!("remove {}", trash.display())))
     }
 
     /// Removes unused volumes: anonymous ones, or all with `all`. Returns their names.
