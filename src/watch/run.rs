@@ -21,7 +21,7 @@ use crate::engine::sync::{self, Container};
 use crate::project::model::ServiceHook;
 
 /// How long the watched trees must be quiet before a batch is carried out.
-pub const QUIET: Duration = Duration::from_millis(8);
+pub const QUIET: Duration = Duration::from_millis(5);
 /// Restarts, rebuilds and commands wait until the watched trees have been quiet (no event
 /// and no batch being synced) for this long, so a burst that arrives as several batches
 /// (the writer paused, the machine is busy) still restarts or rebuilds once.
@@ -183,12 +183,21 @@ impl Job {
     }
 }
 
+/// How long the list of a service's running containers is reused between batches (a sync
+/// that finds one gone, a restart and a rebuild read it again at once).
+const CONTAINERS_TTL: Duration = Duration::from_secs(2);
+
+/// A service's running containers (id, name), as last read.
+type Listed = (Instant, Vec<(String, String)>);
+
 /// A watch session.
 pub struct Session<'a> {
     stack: &'a Stack,
     triggers: Vec<Trigger>,
     driver: &'a dyn Driver,
     report: &'a (dyn Fn(Report) + Sync),
+    listed: std::sync::Mutex<BTreeMap<String, Listed>>,
+    owners: std::sync::Mutex<BTreeMap<String, sync::Owner>>,
 }
 
 impl std::fmt::Debug for Session<'_> {
@@ -214,6 +223,8 @@ impl<'a> Session<'a> {
             triggers,
             driver,
             report,
+            listed: std::sync::Mutex::new(BTreeMap::new()),
+            owners: std::sync::Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -255,8 +266,35 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// The running containers of `service` (id, name).
-    fn containers(&self, service: &str) -> Vec<(String, String)> {
+    /// The user a container's process runs as (read once per container).
+    fn owner(&self, id: &str) -> sync::Owner {
+        let mut owners = self
+            .owners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *owners
+            .entry(id.to_string())
+            .or_insert_with(|| sync::owner_of(&self.stack.containers, id))
+    }
+
+    /// The running containers of `service` (id, name); `again`: not from the last reading.
+    fn containers(&self, service: &str, again: bool) -> Vec<(String, String)> {
+        let mut listed = self
+            .listed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !again
+            && let Some((at, list)) = listed.get(service)
+            && at.elapsed() < CONTAINERS_TTL
+        {
+            return list.clone();
+        }
+        let list = self.read_containers(service);
+        listed.insert(service.to_string(), (Instant::now(), list.clone()));
+        list
+    }
+
+    fn read_containers(&self, service: &str) -> Vec<(String, String)> {
         self.stack
             .project_containers()
             .unwrap_or_default()
@@ -289,8 +327,50 @@ impl<'a> Session<'a> {
             return;
         }
         let t0 = Instant::now();
-        let containers = self.containers(service);
-        if containers.is_empty() {
+        let mut changed = 0;
+        let mut synced = 0;
+        let mut errors: BTreeSet<String> = BTreeSet::new();
+        let full = work.iter().all(|w| w.full);
+        let mut done: BTreeSet<String> = BTreeSet::new();
+        let mut again = false;
+        loop {
+            let mut stale = false;
+            for (id, _) in self.containers(service, again) {
+                if !done.insert(id.clone()) {
+                    continue;
+                }
+                let c = match Container::open_as(&self.stack.containers, &id, self.owner(&id)) {
+                    Ok(c) => c,
+                    // Stopped or replaced since the list was read: read it again (one that
+                    // stopped gets the files when it starts).
+                    Err(sync::SyncError::NotRunning(_)) => {
+                        stale = true;
+                        continue;
+                    }
+                    Err(e) => {
+                        errors.insert(e.to_string());
+                        continue;
+                    }
+                };
+                let mut rep = sync::Report::default();
+                for w in work {
+                    let t = &self.triggers[w.trigger];
+                    rep.merge(if w.full {
+                        c.sync_rule(&t.rule, &t.filter)
+                    } else {
+                        c.sync_paths(&t.rule, &t.filter, &w.rels, &w.fresh)
+                    });
+                }
+                changed = changed.max(rep.changed());
+                synced += 1;
+                errors.extend(rep.errors.iter().map(ToString::to_string));
+            }
+            if !stale || again {
+                break;
+            }
+            again = true;
+        }
+        if synced == 0 && errors.is_empty() {
             if paths > 0 {
                 (self.report)(Report::NotRunning {
                     service: service.to_string(),
@@ -298,33 +378,6 @@ impl<'a> Session<'a> {
                 });
             }
             return;
-        }
-        let mut changed = 0;
-        let mut synced = 0;
-        let mut errors: BTreeSet<String> = BTreeSet::new();
-        let full = work.iter().all(|w| w.full);
-        for (id, _) in &containers {
-            let c = match Container::open(&self.stack.containers, id) {
-                Ok(c) => c,
-                // Stopped meanwhile: it gets the files when it starts again.
-                Err(sync::SyncError::NotRunning(_)) => continue,
-                Err(e) => {
-                    errors.insert(e.to_string());
-                    continue;
-                }
-            };
-            let mut rep = sync::Report::default();
-            for w in work {
-                let t = &self.triggers[w.trigger];
-                rep.merge(if w.full {
-                    c.sync_rule(&t.rule, &t.filter)
-                } else {
-                    c.sync_paths(&t.rule, &t.filter, &w.rels, &w.fresh)
-                });
-            }
-            changed = changed.max(rep.changed());
-            synced += 1;
-            errors.extend(rep.errors.iter().map(ToString::to_string));
         }
         for error in errors {
             (self.report)(Report::SyncFailed {
@@ -387,7 +440,7 @@ impl<'a> Session<'a> {
             let Some(hook) = self.triggers[i].exec.as_ref() else {
                 continue;
             };
-            for (id, name) in self.containers(service) {
+            for (id, name) in self.containers(service, true) {
                 match self.driver.exec(&id, hook) {
                     Ok(code) => (self.report)(Report::Executed {
                         service: service.to_string(),

@@ -419,7 +419,10 @@ fn child_main(
     if let Some(r) = start_go
         && let Err(e) = wait_go(r)
     {
-        return e.replace("place the container in its cgroup", "let the container start");
+        return e.replace(
+            "place the container in its cgroup",
+            "let the container start",
+        );
     }
     let Some(proc_) = spec.process().clone() else {
         return "the spec has no process".to_string();

@@ -346,6 +346,14 @@ impl Container {
     /// # Errors
     /// The container does not run, or its root cannot be opened.
     pub fn open(store: &ContainerStore, id: &str) -> Result<Container> {
+        Container::open_as(store, id, owner_of(store, id))
+    }
+
+    /// [`Container::open`] with the owner already known (see [`owner_of`]).
+    ///
+    /// # Errors
+    /// The container does not run, or its root cannot be opened.
+    pub fn open_as(store: &ContainerStore, id: &str, owner: Owner) -> Result<Container> {
         let dir = store.container_dir(id);
         let st = state::observe(&dir);
         if !matches!(st.status, Status::Running | Status::Paused) {
@@ -363,7 +371,7 @@ impl Container {
         let root = Root::from_fd(fd).map_err(io_err(Path::new("/"), "open the root"))?;
         Ok(Container {
             root,
-            owner: owner_of(store, id),
+            owner,
             name: id.to_string(),
         })
     }
