@@ -59,12 +59,8 @@ fn human(d: Duration) -> String {
     }
 }
 
-fn plural(n: usize, word: &str) -> String {
-    if n == 1 {
-        format!("1 {word}")
-    } else {
-        format!("{n} {word}s")
-    }
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 impl Show {
@@ -75,7 +71,7 @@ impl Show {
                     println!(
                         "watching {} ({}); Ctrl-C stops",
                         services.join(", "),
-                        plural(dirs, "directory").replace("directorys", "directories")
+                        plural(dirs, "directory", "directories")
                     );
                 }
             }
@@ -97,7 +93,7 @@ impl Show {
                 let what = if full { " that differed" } else { "" };
                 println!(
                     "{service}: synced {}{what}{into} in {}",
-                    plural(files, "file"),
+                    plural(files, "file", "files"),
                     human(elapsed)
                 );
             }
@@ -108,7 +104,7 @@ impl Show {
                 if !self.quiet {
                     println!(
                         "{service}: not running; {} changed (synced when it starts)",
-                        plural(files, "file")
+                        plural(files, "file", "files")
                     );
                 }
             }
