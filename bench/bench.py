@@ -471,6 +471,10 @@ class Ctx:
                 if ids:
                     quiet(self.tug("container", "rm", "--force", *ids), env=self.env, timeout=300)
                 quiet(self.tug("network", "prune", "--force"), env=self.env, timeout=60)
+                # The build workloads' RUN steps joined the default `bridge` network through
+                # pooled namespaces: release them, then the network (never pruned).
+                quiet(self.tug("builder", "prune", "--force"), env=self.env, timeout=60)
+                quiet(self.tug("network", "rm", "--force", "bridge"), env=self.env, timeout=60)
             except CmdError:
                 pass
         for pid in pids_with_exe(self.tug_bin):
@@ -899,6 +903,118 @@ def wl_unpack(ctx: Ctx) -> Workload:
     return w
 
 
+BUILD5_DOCKERFILE = """FROM busybox
+COPY app.txt /app/app.txt
+RUN echo built > /app/built.txt && ls /app
+ENV APP_MODE=dev
+WORKDIR /app
+CMD ["cat", "/app/built.txt"]
+"""
+
+BUILDDEB_DOCKERFILE = """FROM {base}
+RUN apt-get update && apt-get install -y --no-install-recommends hello tree && rm -rf /var/lib/apt/lists/*
+COPY app.txt /app/app.txt
+CMD ["sh", "-c", "hello && cat /app/app.txt"]
+"""
+
+
+def wl_build(ctx: Ctx, which: str) -> Workload:
+    """Image builds, one trial = three metrics: cold (image and build cache removed first;
+    the base image stays), fully cached rebuild, and rebuild after one copied file changed.
+    build5: the peers' 5-step Dockerfile (../shared/peers/bench.sh) on the busybox base;
+    builddeb: a Debian 12 minbase base, `apt-get install` of two packages from the Debian
+    mirror, then COPY of an app file."""
+    d = ctx.state / which
+    holder = {"n": 0}
+    deb = which == "builddeb"
+    tag = f"tugbench-{which}:1"
+
+    def write_app():
+        holder["n"] += 1
+        (d / "app.txt").write_text(f"app v{holder['n']}\n")
+
+    def setup():
+        d.mkdir(parents=True, exist_ok=True)
+        write_app()
+        if deb:
+            if ctx.smoke:
+                raise Skip("smoke: needs a Debian base and the mirror (tests/build.rs covers apt-get builds)")
+            holder["layer"] = debian_layer(ctx.state, False)
+            (d / "Dockerfile").write_text(BUILDDEB_DOCKERFILE.format(base="tugbench-debian:12"))
+            ctx.tug_call("image", "import", "--change", 'CMD ["bash"]', "--change",
+                         "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                         holder["layer"], "tugbench-debian:12", timeout=600)
+        else:
+            ctx.ensure_tug_busybox()
+            (d / "Dockerfile").write_text(BUILD5_DOCKERFILE)
+
+    def three(build, clean):
+        def trial():
+            clean()
+            cold = timed(build())
+            cached = timed(build())
+            write_app()
+            changed = timed(build())
+            return {"cold": cold, "fully cached": cached, "one file changed": changed}
+        return trial
+
+    def tug_clean():
+        quiet(ctx.tug("image", "rm", "--force", tag), env=ctx.env)
+        quiet(ctx.tug("builder", "prune", "--force"), env=ctx.env)
+
+    def tug_build():
+        return ctx.tug("image", "build", "-q", "-t", tag, d)
+
+    def tug_trial():
+        tug_clean()
+        t0 = time.perf_counter()
+        ctx.tug_call("image", "build", "-q", "-t", tag, d, timeout=900)
+        cold = time.perf_counter() - t0
+        cached = timed(tug_build(), env=ctx.env)
+        write_app()
+        changed = timed(tug_build(), env=ctx.env)
+        return {"cold": cold, "fully cached": cached, "one file changed": changed}
+
+    def peer_setup(engine):
+        def f():
+            if engine == "docker":
+                require_docker(ctx)
+            if deb:
+                if engine == "docker":
+                    quiet([DOCKER, "import", "-c", 'CMD ["bash"]', holder["layer"], "tugbench-debian:12"], timeout=600)
+                else:
+                    quiet(["podman", "import", "-c", 'CMD ["bash"]', holder["layer"], "localhost/tugbench-debian:12"],
+                          timeout=600)
+            else:
+                ctx.ensure_peer_busybox(engine)
+        return f
+
+    def docker_clean():
+        quiet([DOCKER, "rmi", "-f", tag])
+        quiet([DOCKER, "builder", "prune", "-af"])
+
+    def podman_clean():
+        quiet(["podman", "rmi", "-f", tag])
+        quiet(["podman", "image", "prune", "-f"])
+
+    title = ("image build: peers' 5-step Dockerfile on busybox" if not deb else
+             "image build: Debian 12 base, apt-get install of two packages, COPY of an app")
+    w = Workload(which, title, runs=("build", 5 if not deb else 3), setup=setup,
+                 teardown=lambda: (tug_clean(), safe_rmtree(d)))
+    w.tug = Side("tug", tug_trial)
+    w.peers = [
+        Side("docker build, BuildKit (docker 20.10)",
+             three(lambda: ["env", "DOCKER_BUILDKIT=1", DOCKER, "build", "-q", "-t", tag, str(d)], docker_clean),
+             kind="daemon", setup=peer_setup("docker"),
+             teardown=lambda: (docker_clean(), quiet([DOCKER, "rmi", "-f", "tugbench-debian:12"]))),
+        Side("podman build (podman 4.3, buildah)",
+             three(lambda: ["podman", "build", "-q", "-t", tag, str(d)], podman_clean),
+             kind="daemon", setup=peer_setup("podman"),
+             teardown=lambda: (podman_clean(), quiet(["podman", "rmi", "-f", "localhost/tugbench-debian:12"]))),
+    ]
+    return w
+
+
 def timed_tug(ctx, args, root=None, timeout=600) -> float:
     t0 = time.perf_counter()
     ctx.tug_call(*args, root=root, timeout=timeout)
@@ -1265,8 +1381,8 @@ def workloads(ctx: Ctx) -> list[Workload]:
         wl_compose(ctx, 5),
         wl_compose(ctx, 20),
         wl_noop(ctx),
-        Workload("build", "image build, cold and fully cached (peers' 5-step Dockerfile)",
-                 pending="Dockerfile builds are not in scope yet"),
+        wl_build(ctx, "build5"),
+        wl_build(ctx, "builddeb"),
         wl_unpack(ctx),
         wl_pull(ctx),
         wl_pull_unpack(ctx),

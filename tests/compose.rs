@@ -461,7 +461,7 @@ fn compose_killed_up_is_finished_by_the_next_up() {
 }
 
 #[test]
-fn compose_service_with_build_only_fails_clearly() {
+fn compose_service_with_build_only_is_built_by_up() {
     if !require_root() {
         return;
     }
@@ -472,10 +472,28 @@ services:
     build: .
 "#,
     );
-    std::fs::write(s.dir.path().join("Dockerfile"), "FROM busybox\n").unwrap();
-    let err = fails(s.cmd().args(["up", "-d"]));
-    assert!(err.contains("cannot build images yet"), "{err}");
-    assert!(err.contains("app"), "{err}");
+    std::fs::write(
+        s.dir.path().join("Dockerfile"),
+        "FROM busybox\nRUN echo built > /built\nCMD [\"sleep\", \"1000\"]\n",
+    )
+    .unwrap();
+    ok(s.cmd().args(["up", "-d"]));
+    assert_eq!(
+        ok(s.cmd().args(["exec", "app", "cat", "/built"])),
+        "built\n"
+    );
+    // An unsupported build key is refused by name.
+    std::fs::write(
+        s.dir.path().join("compose.yaml"),
+        "services:\n  app:\n    build:\n      context: .\n      ssh: [default]\n",
+    )
+    .unwrap();
+    let err = fails(s.cmd().args(["up", "-d", "--build"]));
+    assert!(err.contains("build.ssh") && err.contains("app"), "{err}");
+    // The RUN step joined the default `bridge` network, which stays like docker's.
+    ok(s.cmd().args(["down"]));
+    ok(s.cmd().args(["builder", "prune", "--force"]));
+    ok(s.cmd().args(["network", "rm", "bridge"]));
 }
 
 #[test]

@@ -739,3 +739,89 @@ services:
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("exec.command"), "{err}");
 }
+
+#[test]
+fn watch_rebuild_builds_once_recreates_and_keeps_the_synced_files() {
+    if !require_root() {
+        return;
+    }
+    let p = Project::new(
+        r#"
+services:
+  api:
+    build: ./api
+    init: true
+    volumes: ["./out:/out"]
+    develop:
+      watch:
+        - path: ./api/app.txt
+          action: rebuild
+        - path: ./api/Dockerfile
+          action: rebuild
+        - path: ./static
+          target: /static
+          action: sync
+  client:
+    image: busybox:latest
+    init: true
+    command: ["sh", "-c", "echo up >> /out/client; exec sleep 1000"]
+    volumes: ["./out:/out"]
+    depends_on:
+      api: {condition: service_started, restart: true}
+"#,
+    );
+    let dockerfile = "FROM busybox\nCOPY app.txt /app/app.txt\nCMD [\"sh\", \"-c\", \"cat /app/app.txt /static/s.txt >> /out/api-seen; echo --- >> /out/api-seen; exec sleep 1000\"]\n";
+    p.write("api/Dockerfile", dockerfile);
+    p.write("api/app.txt", "v1\n");
+    p.write("static/s.txt", "s1\n");
+    std::fs::create_dir_all(p.path("out")).unwrap();
+    let seen = || std::fs::read_to_string(p.path("out/api-seen")).unwrap_or_default();
+    let lines = |f: &str| {
+        std::fs::read_to_string(p.path(f))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let images = || p.tug(&["image", "ls", "-q"]).lines().count();
+    // The first start (after the first build) already has the synced file.
+    let w = p.watch(&[]);
+    p.until("the first start", || seen().contains("---"));
+    assert_eq!(seen(), "v1\ns1\n---\n");
+    p.write("static/s.txt", "s2\n");
+    p.until_content("api", "/static/s.txt", "s2\n");
+    let api = |p: &Project| p.tug(&["ps", "-q", "api"]).trim().to_string();
+    let first = api(&p);
+    let images_before = images();
+    // A change to a rebuild path: one build, a new container with the new content and the
+    // synced file, and the dependent that asks for it restarted.
+    p.write("api/app.txt", "v2\n");
+    w.until_line("the rebuild", |l| l.starts_with("api: rebuilt in "));
+    p.until("the recreated start", || seen().matches("---").count() == 2);
+    assert!(seen().ends_with("v2\ns2\n---\n"), "{}", seen());
+    assert_ne!(api(&p), first, "api was not recreated");
+    p.until_content("api", "/app/app.txt", "v2\n");
+    p.until("the client's restart", || lines("out/client") == 2);
+    std::thread::sleep(Duration::from_secs(2));
+    let rebuilt = |w: &Watching| {
+        w.lines()
+            .iter()
+            .filter(|l| l.starts_with("api: rebuilt in "))
+            .count()
+    };
+    assert_eq!(rebuilt(&w), 1, "{:#?}", w.lines());
+    // The image it replaced is pruned (dangling and unused).
+    assert_eq!(images(), images_before);
+    // A change to the Dockerfile rebuilds too, once.
+    p.write(
+        "api/Dockerfile",
+        &dockerfile.replace("FROM busybox\n", "FROM busybox\nENV GEN=2\n"),
+    );
+    p.until("the second rebuild", || rebuilt(&w) == 2);
+    p.until("the second recreated start", || {
+        seen().matches("---").count() == 3
+    });
+    assert_eq!(p.sh("api", "echo $GEN:$(cat /static/s.txt)").trim(), "2:s2");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(rebuilt(&w), 2, "{:#?}", w.lines());
+    drop(w);
+}

@@ -150,6 +150,8 @@ pub enum ImageCommand {
         /// Registry host (default: docker.io).
         registry: Option<String>,
     },
+    /// Build an image from a Dockerfile.
+    Build(super::build::BuildArgs),
     /// Build a base image from the host's Debian packages, offline from any registry:
     /// `busybox` (from busybox-static) or `debian:<suite>` (with mmdebstrap).
     Bootstrap {
@@ -541,6 +543,7 @@ pub fn run(global: &GlobalArgs, args: ImageArgs) -> anyhow::Result<i32> {
             );
         }
         ImageCommand::Logout { registry } => return logout(registry.as_deref(), &mut out),
+        ImageCommand::Build(a) => return super::build::run_image_build(global, &a),
         ImageCommand::Bootstrap {
             what,
             name,
@@ -736,6 +739,19 @@ fn inspect_json(store: &ImageStore, img: &Image) -> serde_json::Value {
         .filter_map(|n| Reference::parse(n).ok())
         .map(|r| format!("{}@{}", r.familiar_name(), img.digest))
         .collect();
+    // The config as stored: oci-spec's model drops Docker's Healthcheck, Shell, OnBuild, ….
+    let raw_config: Option<serde_json::Value> = std::fs::read(
+        store
+            .layout_dir()
+            .join("blobs/sha256")
+            .join(img.id.trim_start_matches("sha256:")),
+    )
+    .ok()
+    .and_then(|b| serde_json::from_slice(&b).ok());
+    let config = raw_config
+        .as_ref()
+        .and_then(|v| v.get("config").cloned())
+        .unwrap_or_else(|| json!(img.config.config()));
     let layers: Vec<String> = store
         .layer_dirs(img)
         .map(|v| v.iter().map(|p| p.display().to_string()).collect())
@@ -750,7 +766,7 @@ fn inspect_json(store: &ImageStore, img: &Image) -> serde_json::Value {
         "Author": img.config.author(),
         "Architecture": img.config.architecture().to_string(),
         "Os": img.config.os().to_string(),
-        "Config": img.config.config(),
+        "Config": config,
         "RootFS": img.config.rootfs(),
         "History": img.config.history(),
         "Size": store.unpacked_size(img),

@@ -226,6 +226,9 @@ pub enum Command {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(LazySub<volume::VolumeCommand>),
+    /// Manage the build cache.
+    #[command(subcommand)]
+    Builder(LazySub<build::BuilderCommand>),
     /// A network's DNS server (started by tug itself).
     #[command(hide = true)]
     NetworkDns(Lazy<network::DnsArgs>),
@@ -278,6 +281,8 @@ pub enum Command {
     Scale(Lazy<compose::args::ScaleArgs>),
     /// Pull service images.
     Pull(Lazy<compose::args::PullArgs>),
+    /// Build or rebuild services.
+    Build(Lazy<build::ComposeBuildArgs>),
     /// Push service images.
     Push(Lazy<compose::args::PushArgs>),
     /// Show the tug version information.
@@ -287,6 +292,7 @@ pub enum Command {
     Watch(Lazy<watch::WatchArgs>),
 }
 
+mod build;
 mod compose;
 pub mod config;
 mod container;
@@ -304,6 +310,20 @@ pub fn main() -> i32 {
     // start fast and stay small.
     if args.get(1).is_some_and(|a| a == "__shim") {
         return match crate::engine::container::supervisor::main(&args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e}");
+                126
+            }
+        };
+    }
+    // The hidden `tug __build-run REQUEST` (one RUN step of a build) skips clap too.
+    if args.get(1).is_some_and(|a| a == "__build-run") {
+        let Some(req) = args.get(2) else {
+            eprintln!("error: missing build request");
+            return 126;
+        };
+        return match crate::engine::build::run::main(std::path::Path::new(req)) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -523,6 +543,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Network(cmd) => network::run(&global, &cmd),
         Command::Volume(cmd) => volume::run(&global, &cmd),
+        Command::Builder(cmd) => build::run_builder(&global, &cmd),
+        Command::Build(args) => build::run_compose_build(&global, &args),
         Command::NetworkDns(args) => network::run_dns(&args),
         Command::NetworkProxy(args) => network::run_proxy(&args),
         Command::Up(args) => compose::run_up(&global, &args),

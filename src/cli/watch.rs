@@ -176,6 +176,32 @@ impl Driver for Verbs<'_> {
             ..UpOptions::default()
         };
         compose::converge(self.stack, &up, false, &mut p).map_err(|e| format!("{e:#}"))?;
+        // The running services that ask to be restarted when this one is updated.
+        let dependents: Vec<String> = self
+            .stack
+            .project
+            .services
+            .values()
+            .filter(|s| s.depends_on.get(service).is_some_and(|d| d.restart))
+            .map(|s| s.name.clone())
+            .collect();
+        if !dependents.is_empty() {
+            let stop = compose::stop_plan(self.stack, &dependents).map_err(|e| format!("{e:#}"))?;
+            let running: Vec<String> = stop
+                .nodes
+                .iter()
+                .filter_map(|n| match &n.op {
+                    crate::plan::Op::StopContainer { service, .. } => Some(service.clone()),
+                    _ => None,
+                })
+                .collect();
+            if !running.is_empty() {
+                compose::check(&stop, &p.run(&stop, self.stack)).map_err(|e| format!("{e:#}"))?;
+                let start =
+                    compose::start_plan(self.stack, &running).map_err(|e| format!("{e:#}"))?;
+                compose::check(&start, &p.run(&start, self.stack)).map_err(|e| format!("{e:#}"))?;
+            }
+        }
         // The image the service used before is dangling now: removed unless a container
         // still uses it.
         if self.prune
@@ -470,12 +496,15 @@ pub fn run(global: &GlobalArgs, args: &WatchArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// `up -d` of the watched services (what `watch` does first unless `--no-up`).
+/// `up -d --build` of the watched services (what `watch` does first unless `--no-up`, as
+/// docker compose does: the containers start from images of the current sources; cached
+/// steps stay cached).
 fn up(global: &GlobalArgs, stack: &Stack, services: &[String]) -> anyhow::Result<()> {
     let _lock = compose::lock(stack)?;
     let mut p = Progress::new(Mode::from_flag(&global.progress));
     let up = UpOptions {
         services: services.to_vec(),
+        build: true,
         ..UpOptions::default()
     };
     compose::converge(stack, &up, false, &mut p)

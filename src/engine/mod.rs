@@ -1,5 +1,6 @@
 //! The built-in container engine: image store, root filesystems, runtime, networks, volumes,
 //! supervisor, and the executor that carries out a plan. Only the engine calls the kernel.
+pub mod build;
 pub mod compose;
 pub mod container;
 pub mod executor;

@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use super::{Error, Result};
-use crate::engine::sync::{self, Filter, Patterns};
+use crate::engine::build::ignore::Ignore;
+use crate::engine::sync::{self, Filter, filter::may_reinclude_below};
 use crate::project::model::{Project, ServiceHook};
 
 /// What a change under a rule's path does.
@@ -64,7 +65,7 @@ pub struct Trigger {
     /// The rule's `ignore`/`include` and the default ignores.
     pub filter: Filter,
     /// For `rebuild`: the build context and its `.dockerignore`.
-    pub context: Option<(PathBuf, Patterns)>,
+    pub context: Option<(PathBuf, Ignore)>,
     /// For `sync+exec`: the command.
     pub exec: Option<ServiceHook>,
     /// `initial_sync`.
@@ -84,7 +85,7 @@ impl Trigger {
             && let Ok(r) = path.strip_prefix(ctx)
         {
             let r = r.to_string_lossy();
-            if !r.is_empty() && ignore.matches(&r) {
+            if !r.is_empty() && ignore.ignored(&r) {
                 return None;
             }
         }
@@ -104,7 +105,7 @@ impl Trigger {
             && let Ok(r) = dir.strip_prefix(ctx)
         {
             let r = r.to_string_lossy();
-            return !r.is_empty() && ignore.matches(&r) && !ignore.may_reinclude_below(&r);
+            return !r.is_empty() && ignore.ignored(&r) && !may_reinclude_below(ignore, &r);
         }
         false
     }
@@ -112,7 +113,7 @@ impl Trigger {
 
 /// The `.dockerignore` of a build: `<Dockerfile>.dockerignore` next to the Dockerfile, else
 /// `<context>/.dockerignore` (as BuildKit looks for them).
-fn dockerignore(context: &Path, dockerfile: Option<&str>) -> Result<Patterns> {
+fn dockerignore(context: &Path, dockerfile: Option<&str>) -> Result<Ignore> {
     let df = dockerfile.unwrap_or("Dockerfile");
     let candidates = [
         context.join(format!("{df}.dockerignore")),
@@ -121,14 +122,14 @@ fn dockerignore(context: &Path, dockerfile: Option<&str>) -> Result<Patterns> {
     for c in candidates {
         match std::fs::read_to_string(&c) {
             Ok(text) => {
-                return Patterns::parse(&text)
+                return Ignore::parse(&text)
                     .map_err(|e| Error::Invalid(format!("{}: {e}", c.display())));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::Io(c.display().to_string(), e)),
         }
     }
-    Ok(Patterns::default())
+    Ok(Ignore::default())
 }
 
 /// The watch rules of `services` (all services with rules when empty), in file order.
@@ -247,7 +248,7 @@ mod tests {
         let mut t = trigger("/p/src", Action::Rebuild, &["tmp/"]);
         t.context = Some((
             PathBuf::from("/p"),
-            Patterns::new(&["src/generated", "*.md"]).unwrap(),
+            Ignore::parse("src/generated\n*.md").unwrap(),
         ));
         assert_eq!(
             t.matches(Path::new("/p/src/a.c"), false).as_deref(),

@@ -73,10 +73,9 @@ impl Stack {
                 self.images.pull(image, &quiet)?;
                 Ok(())
             }
-            Op::BuildImage { service, image } => Err(Error::Unsupported(format!(
-                "service {service}: image {image} must be built from its Dockerfile, and \
-                 tug cannot build images yet: build it elsewhere and `tug image load` it"
-            ))),
+            Op::BuildImage { service, image } => self
+                .build_service(service, image, &self.options.build, &|_| {})
+                .map(|_| ()),
             Op::CreateContainer {
                 service,
                 number,

@@ -559,9 +559,16 @@ impl Supervisor {
                 };
                 let hook: Option<runtime::BeforeStart<'_>> =
                     (!rules.is_empty()).then_some(&mut sync);
-                let s =
-                    runtime::launch(&self.spec, &rootfs, &stdio, init, &self.cgroup, ready, hook)
-                        .map_err(|e| e.to_string())?;
+                let s = runtime::launch_with(
+                    &self.spec,
+                    &rootfs,
+                    &stdio,
+                    init,
+                    &self.cgroup,
+                    ready,
+                    hook,
+                )
+                .map_err(|e| e.to_string())?;
                 self.log_warnings(&warnings);
                 (s.pid, s.pid.as_raw(), s.timings, s.console)
             }

@@ -389,6 +389,36 @@ pub fn resolve(
     })
 }
 
+/// [`resolve`] as a Dockerfile's `RUN` step gets it from BuildKit (runc's `GetExecUser`):
+/// the supplementary groups are the user's `/etc/group` memberships only, without the
+/// primary gid that `docker run` adds (moby's fix of CVE-2022-36109 is not BuildKit's: `id`
+/// in a `RUN` of docker 20.10's BuildKit shows no `groups=`).
+///
+/// # Errors
+/// As [`resolve`].
+pub fn resolve_for_build(
+    spec: &str,
+    passwd_text: &str,
+    group_text: &str,
+) -> Result<ExecUser, String> {
+    let mut user = resolve(spec, &[], passwd_text, group_text)?;
+    let explicit_group = spec.split_once(':').is_some_and(|(_, g)| !g.is_empty());
+    let name = passwd(passwd_text)
+        .into_iter()
+        .find(|p| p.uid == user.uid)
+        .map(|p| p.name);
+    let member_of_primary = !explicit_group
+        && name.is_some_and(|n| {
+            groups(group_text)
+                .iter()
+                .any(|g| g.gid == user.gid && g.members.contains(&n))
+        });
+    if !member_of_primary && user.groups.first() == Some(&user.gid) {
+        user.groups.remove(0);
+    }
+    Ok(user)
+}
+
 /// Resolves a user against the files of an image's layers (lowest first).
 ///
 /// # Errors

@@ -44,7 +44,7 @@ pub use import::ImportOptions;
 pub use layout::{Index, IndexEntry, Layout};
 pub use reference::{DEFAULT_TAG, DOCKER_HUB, Reference};
 pub use registry::{Progress, ProgressFn, login, logout, no_progress};
-pub use unpack::{Compression, Stats as UnpackStats};
+pub use unpack::{Compression, Stats as UnpackStats, decompress as decompress_any};
 
 use fsutil::{LockGuard, LockKind, io_ctx};
 
@@ -789,6 +789,15 @@ impl ImageStore {
                 }
             }
         }
+        // Content pinned by other parts of tug (the build cache) stays too.
+        for pin in self.pins() {
+            keep_blobs.extend(pin.blobs);
+            keep_layers.extend(
+                pin.diff_ids
+                    .iter()
+                    .map(|d| d.trim_start_matches("sha256:").to_string()),
+            );
+        }
         let mut report = PruneReport::default();
         for d in self.layout.blob_digests()? {
             if !keep_blobs.contains(&d) {
@@ -814,6 +823,150 @@ impl ImageStore {
             }
         }
         Ok(report)
+    }
+}
+
+/// Content that garbage collection keeps although no image names it: one JSON file per pin
+/// in `<root>/images/pins/` (the build cache keeps its layers this way).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Pin {
+    /// Blob digests to keep.
+    #[serde(default)]
+    pub blobs: Vec<String>,
+    /// Layer diff_ids whose unpacked directories to keep.
+    #[serde(default)]
+    pub diff_ids: Vec<String>,
+    /// What the owner of the pin records with it.
+    #[serde(default)]
+    pub record: serde_json::Value,
+}
+
+impl ImageStore {
+    /// The pins directory (`<root>/images/pins`).
+    #[must_use]
+    pub fn pins_dir(&self) -> PathBuf {
+        self.layout.dir().join("pins")
+    }
+
+    /// Writes pin `name` (a file name) atomically. Callers hold the shared store lock (see
+    /// [`ImageStore::hold`]) from before the content was added until the pin is written.
+    pub fn pin(&self, name: &str, pin: &Pin) -> Result<()> {
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            return Err(Error::Corrupt(format!("bad pin name {name:?}")));
+        }
+        let dir = self.pins_dir();
+        fs::create_dir_all(&dir).map_err(io_ctx(format!("cannot create {}", dir.display())))?;
+        let bytes = serde_json::to_vec(pin).map_err(|e| Error::Corrupt(e.to_string()))?;
+        fsutil::write_atomic(&dir.join(format!("{name}.json")), &bytes)
+    }
+
+    /// Reads pin `name`, if present.
+    #[must_use]
+    pub fn read_pin(&self, name: &str) -> Option<Pin> {
+        let bytes = fs::read(self.pins_dir().join(format!("{name}.json"))).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Every pin.
+    #[must_use]
+    pub fn pins(&self) -> Vec<Pin> {
+        let Ok(rd) = fs::read_dir(self.pins_dir()) else {
+            return Vec::new();
+        };
+        rd.filter_map(std::result::Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .filter_map(|e| fs::read(e.path()).ok())
+            .filter_map(|b| serde_json::from_slice(&b).ok())
+            .collect()
+    }
+
+    /// Removes the pins whose file name starts with `prefix`, then the content nothing
+    /// needs any more. Returns (pins removed, what GC removed).
+    pub fn unpin_prefix(
+        &self,
+        prefix: &str,
+        in_use: &HashSet<String>,
+    ) -> Result<(usize, PruneReport)> {
+        let _store = self.lock_exclusive()?;
+        let mut n = 0;
+        if let Ok(rd) = fs::read_dir(self.pins_dir()) {
+            for e in rd.filter_map(std::result::Result::ok) {
+                if e.file_name().to_string_lossy().starts_with(prefix) {
+                    fs::remove_file(e.path()).map_err(io_ctx("cannot remove a pin"))?;
+                    n += 1;
+                }
+            }
+        }
+        Ok((n, self.collect_garbage(in_use)?))
+    }
+
+    /// Holds the shared store lock (no GC runs) until the guard is dropped.
+    pub fn hold(&self) -> Result<Hold> {
+        Ok(Hold {
+            _guard: self.lock_shared()?,
+        })
+    }
+}
+
+/// A layer blob in the store, as the builder records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredLayerRef {
+    /// Blob digest.
+    pub digest: String,
+    /// Blob size.
+    pub size: u64,
+    /// Blob media type.
+    pub media_type: String,
+    /// Digest of the uncompressed tar.
+    pub diff_id: String,
+}
+
+impl ImageStore {
+    /// Stores a layer tar stream (plain, gzip or zstd): blob, diff_id and unpacked layer
+    /// directory in one pass. Callers hold the shared store lock ([`ImageStore::hold`]).
+    pub fn ingest_tar(
+        &self,
+        input: impl std::io::Read + Send + 'static,
+        what: &str,
+    ) -> Result<StoredLayerRef> {
+        let l = self.ingest_layer(input, what)?;
+        Ok(StoredLayerRef {
+            digest: l.digest,
+            size: l.size,
+            media_type: l.media_type,
+            diff_id: l.diff_id,
+        })
+    }
+
+    /// Stores `config_bytes` (a complete image config) and a manifest for it and `layers`
+    /// (already in the store), named `names`.
+    pub fn commit_config(
+        &self,
+        config_bytes: &[u8],
+        layers: &[StoredLayerRef],
+        names: &[Reference],
+    ) -> Result<Image> {
+        let layers: Vec<import::StoredLayer> = layers
+            .iter()
+            .map(|l| import::StoredLayer {
+                digest: l.digest.clone(),
+                size: l.size,
+                media_type: l.media_type.clone(),
+                diff_id: l.diff_id.clone(),
+            })
+            .collect();
+        self.commit_raw(config_bytes, &layers, names)
+    }
+}
+
+/// The shared store lock, held (see [`ImageStore::hold`]).
+pub struct Hold {
+    _guard: LockGuard,
+}
+
+impl std::fmt::Debug for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hold")
     }
 }
 

@@ -462,9 +462,21 @@ pub type BeforeStart<'a> = &'a mut dyn FnMut(Pid) -> std::result::Result<(), Str
 
 /// Starts the container described by `spec` with its root filesystem at `rootfs` (already
 /// mounted), in `cgroup` (created here with the spec's limits unless `cgroup_ready`: made
-/// beforehand with the same limits). `before_start` runs between the mounts and the program
-/// (see [`BeforeStart`]). Returns once the program has been executed.
+/// beforehand with the same limits). Returns once the program has been executed.
 pub fn launch(
+    spec: &Spec,
+    rootfs: &Path,
+    stdio: &Stdio,
+    init: bool,
+    cgroup: &cgroups::Cgroup,
+    cgroup_ready: bool,
+) -> Result<Started> {
+    launch_with(spec, rootfs, stdio, init, cgroup, cgroup_ready, None)
+}
+
+/// [`launch`], with `before_start` run between the mounts and the program (see
+/// [`BeforeStart`]).
+pub fn launch_with(
     spec: &Spec,
     rootfs: &Path,
     stdio: &Stdio,

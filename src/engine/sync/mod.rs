@@ -52,7 +52,7 @@ use nix::sys::stat::{Mode, SFlag, fstat, fstatat, mkdirat};
 use nix::unistd::{Gid, Uid, UnlinkatFlags, unlinkat};
 use serde::{Deserialize, Serialize};
 
-pub use filter::{Filter, Patterns};
+pub use filter::Filter;
 
 use crate::engine::container::{ContainerStore, Status, state};
 use crate::engine::runtime::{self, inroot, inroot::Root};

@@ -593,6 +593,11 @@ impl Volumes {
         };
         let vols = self.list()?;
         for ent in rd.flatten() {
+            // A retired container (`.trash-<id>-<pid>`, being deleted) uses nothing any more;
+            // one being created (`.creating-…`) does.
+            if ent.file_name().to_string_lossy().starts_with(".trash-") {
+                continue;
+            }
             let Ok(files) = std::fs::read_dir(ent.path()) else {
                 continue;
             };
