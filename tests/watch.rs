@@ -463,6 +463,16 @@ services:
         - path: ./src
           target: /app
           action: sync
+  viarunc:
+    image: busybox:latest
+    runtime: runc
+    command: ["sh", "-c", "echo $$(cat /app/v.txt) >> /out/runc-seen; trap 'exit 0' TERM; sleep 1000 & wait"]
+    volumes: ["./out:/out"]
+    develop:
+      watch:
+        - path: ./src
+          target: /app
+          action: sync
   crashy:
     image: busybox:latest
     restart: on-failure
@@ -481,9 +491,13 @@ services:
     std::fs::create_dir_all(p.path("out")).unwrap();
     let seen = || std::fs::read_to_string(p.path("out/seen")).unwrap_or_default();
     // The first start of a watched service already has the host's files.
+    let runc_seen = || std::fs::read_to_string(p.path("out/runc-seen")).unwrap_or_default();
     let w = p.watch(&[]);
     p.until("the first start", || seen().contains("1:"));
     assert_eq!(seen(), "1:v1\n");
+    // With runc as the runtime the files are written between `runc create` and `start`.
+    p.until("the first start under runc", || !runc_seen().is_empty());
+    assert_eq!(runc_seen(), "v1\n");
     p.write("src/v.txt", "v2");
     p.until_content("app", "/app/v.txt", "v2");
     drop(w);
@@ -492,6 +506,11 @@ services:
     p.tug(&["restart", "app"]);
     p.until("the restart", || seen().lines().count() == 2);
     assert_eq!(seen(), "1:v1\n1:v3\n");
+    p.tug(&["restart", "viarunc"]);
+    p.until("the restart under runc", || {
+        runc_seen().lines().count() == 2
+    });
+    assert_eq!(runc_seen(), "v1\nv3\n");
     // A recreated container (changed config) starts with the synced files.
     std::fs::write(p.path("compose.yaml"), yaml(2)).unwrap();
     p.write("src/v.txt", "v4");

@@ -279,7 +279,7 @@ pub(crate) fn prepare(
     }
     let registration = match register {
         Some(detached) => {
-            let watched: Vec<String> = services_of(&triggers);
+            let watched = watch::rules::services(&triggers);
             let log = detached.then(|| session::log_path(&stack.root, &stack.project.name));
             Some(session::register(
                 &stack.root,
@@ -291,38 +291,11 @@ pub(crate) fn prepare(
         }
         None => None,
     };
-    let prepared = Prepared {
+    watch::run::record(stack, &triggers)?;
+    Ok(Prepared {
         triggers,
         _registration: registration,
-    };
-    let noop = |_: Report| {};
-    Session::new(stack, prepared.triggers.clone(), &Nothing, &noop).record()?;
-    Ok(prepared)
-}
-
-/// A driver for sessions that only record (never used to act).
-struct Nothing;
-
-impl Driver for Nothing {
-    fn restart(&self, _: &str) -> Result<(), String> {
-        Err("not watching".into())
-    }
-    fn rebuild(&self, _: &str) -> Result<(), String> {
-        Err("not watching".into())
-    }
-    fn exec(&self, _: &str, _: &ServiceHook) -> Result<i32, String> {
-        Err("not watching".into())
-    }
-}
-
-fn services_of(triggers: &[watch::Trigger]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for t in triggers {
-        if !out.contains(&t.service) {
-            out.push(t.service.clone());
-        }
-    }
-    out
+    })
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);

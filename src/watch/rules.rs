@@ -210,6 +210,18 @@ pub fn triggers(project: &Project, services: &[String]) -> Result<Vec<Trigger>> 
     Ok(out)
 }
 
+/// The services of `triggers`, in file order.
+#[must_use]
+pub fn services(triggers: &[Trigger]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for t in triggers {
+        if !out.contains(&t.service) {
+            out.push(t.service.clone());
+        }
+    }
+    out
+}
+
 /// The sync rules of one service (what its containers get before every start).
 #[must_use]
 pub fn sync_rules(triggers: &[Trigger], service: &str) -> Vec<sync::Rule> {

@@ -163,6 +163,18 @@ pub enum Report {
     Warning(String),
 }
 
+/// Records the sync rules of every service of `triggers`, so its containers get the host
+/// files before each start (see `engine::compose`'s sync records).
+///
+/// # Errors
+/// A record cannot be written.
+pub fn record(stack: &Stack, triggers: &[Trigger]) -> Result<()> {
+    for s in super::rules::services(triggers) {
+        stack.record_sync(&s, &super::rules::sync_rules(triggers, &s))?;
+    }
+    Ok(())
+}
+
 /// A request to a service's worker.
 #[derive(Debug, Default, Clone)]
 struct Job {
@@ -231,26 +243,7 @@ impl<'a> Session<'a> {
     /// The services that have rules, in file order.
     #[must_use]
     pub fn services(&self) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        for t in &self.triggers {
-            if !out.contains(&t.service) {
-                out.push(t.service.clone());
-            }
-        }
-        out
-    }
-
-    /// Records every service's sync rules, so its containers get the host files before each
-    /// start (see `engine::compose`'s sync records).
-    ///
-    /// # Errors
-    /// A record cannot be written.
-    pub fn record(&self) -> Result<()> {
-        for s in self.services() {
-            self.stack
-                .record_sync(&s, &super::rules::sync_rules(&self.triggers, &s))?;
-        }
-        Ok(())
+        super::rules::services(&self.triggers)
     }
 
     /// `initial_sync: true` rules: every file that differs from the container's is written.
@@ -592,11 +585,5 @@ impl<'a> Session<'a> {
                 }
             }
         }
-    }
-
-    /// The triggers (for the caller's messages).
-    #[must_use]
-    pub fn triggers(&self) -> &[Trigger] {
-        &self.triggers
     }
 }
