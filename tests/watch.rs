@@ -757,6 +757,24 @@ services:
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("exec.command"), "{err}");
+    std::fs::write(
+        p.path("compose.yaml"),
+        r#"
+services:
+  web:
+    image: busybox:latest
+    develop:
+      watch:
+        - path: ./missing
+          action: sync
+          target: /app
+"#,
+    )
+    .unwrap();
+    let out = p.output(&["watch"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("missing does not exist"), "{err}");
 }
 
 #[test]

@@ -277,6 +277,16 @@ pub(crate) fn prepare(
             eprintln!("warning: service {s} has no develop.watch rules: not watched");
         }
     }
+    for t in &triggers {
+        if std::fs::symlink_metadata(&t.rule.source).is_err() {
+            anyhow::bail!(
+                "service {}: develop.watch[{}]: path {} does not exist",
+                t.service,
+                t.index,
+                t.rule.source.display()
+            );
+        }
+    }
     let registration = match register {
         Some(detached) => {
             let watched = watch::rules::services(&triggers);
