@@ -4,6 +4,7 @@ mod build;
 mod cli;
 mod cli_setup;
 mod common;
+mod compat;
 mod compose;
 mod compose_by_name;
 mod compose_shutdown;

@@ -698,8 +698,14 @@ services:
     let mut up = Watching::spawn(c);
     p.write("src/a.txt", "attached");
     p.until_content("web", "/app/a.txt", "attached");
+    // Ctrl-C stops the stack and ends with 130, as docker compose does.
     let status = up.interrupt();
-    assert!(status.success(), "{status:?}: {:#?}", up.lines());
+    assert_eq!(status.code(), Some(130), "{:#?}", up.lines());
+    assert!(
+        up.lines().iter().any(|l| l.contains("Stopped")),
+        "{:#?}",
+        up.lines()
+    );
 }
 
 #[test]

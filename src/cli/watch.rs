@@ -484,7 +484,7 @@ pub fn run(global: &GlobalArgs, args: &WatchArgs) -> anyhow::Result<i32> {
 /// steps stay cached).
 fn up(global: &GlobalArgs, stack: &Stack, services: &[String]) -> anyhow::Result<()> {
     let _lock = compose::lock(stack)?;
-    let mut p = Progress::new(Mode::from_flag(&global.progress));
+    let mut p = Progress::from_global(global);
     let up = UpOptions {
         services: services.to_vec(),
         build: true,
