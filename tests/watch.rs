@@ -741,46 +741,26 @@ services:
     p.until_content("web", "/app/after.txt", "after");
     drop(w);
     // Nothing to watch, and bad rules, are said before anything starts.
-    let out = p.output(&["watch", "plain"]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("develop.watch"), "{err}");
-    std::fs::write(
-        p.path("compose.yaml"),
-        r#"
-services:
-  web:
-    image: busybox:latest
-    develop:
-      watch:
-        - path: ./src
-          action: sync+exec
-          target: /app
-"#,
-    )
-    .unwrap();
-    let out = p.output(&["watch"]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("exec.command"), "{err}");
-    std::fs::write(
-        p.path("compose.yaml"),
-        r#"
-services:
-  web:
-    image: busybox:latest
-    develop:
-      watch:
-        - path: ./missing
-          action: sync
-          target: /app
-"#,
-    )
-    .unwrap();
-    let out = p.output(&["watch"]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("missing does not exist"), "{err}");
+    let refused = |args: &[&str], want: &str| {
+        let out = p.output(&[&["watch"], args].concat());
+        assert!(!out.status.success(), "watch {args:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{err}");
+    };
+    refused(&["plain"], "develop.watch");
+    let rule = |r: &str| {
+        std::fs::write(
+            p.path("compose.yaml"),
+            format!(
+                "services:\n  web:\n    image: busybox:latest\n    develop:\n      watch:\n        - {r}\n"
+            ),
+        )
+        .unwrap();
+    };
+    rule("{path: ./src, action: sync+exec, target: /app}");
+    refused(&[], "exec.command");
+    rule("{path: ./missing, action: sync, target: /app}");
+    refused(&[], "missing does not exist");
 }
 
 #[test]

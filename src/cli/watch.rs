@@ -5,7 +5,6 @@
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::io::Write as _;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -308,34 +307,13 @@ pub(crate) fn prepare(
     })
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-fn install_stop_handler() {
-    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
-    let action = SigAction::new(
-        SigHandler::Handler(on_signal),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
-    for sig in [Signal::SIGINT, Signal::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe {
-            let _ = sigaction(sig, &action);
-        }
-    }
-}
-
-/// Runs a prepared session until `stop` is set.
+/// Runs a prepared session until `stop` says so.
 pub(crate) fn run_session(
     stack: &Stack,
     prepared: &Prepared,
     quiet: bool,
     prune: bool,
-    stop: &AtomicBool,
+    stop: &(dyn Fn() -> bool + Sync),
 ) -> anyhow::Result<()> {
     let show = Show { quiet };
     let report = move |r: Report| show.report(r);
@@ -474,8 +452,15 @@ pub fn run(global: &GlobalArgs, args: &WatchArgs) -> anyhow::Result<i32> {
     if !args.no_up && !background {
         up(global, &stack, &args.services)?;
     }
-    install_stop_handler();
-    run_session(&stack, &prepared, args.quiet, args.prune, &STOP)?;
+    // Ctrl-C (or `watch --stop`'s SIGTERM) ends the watch.
+    compose::install_interrupt_handler();
+    run_session(
+        &stack,
+        &prepared,
+        args.quiet,
+        args.prune,
+        &compose::interrupted,
+    )?;
     Ok(0)
 }
 

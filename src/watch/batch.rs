@@ -217,7 +217,6 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::sync;
     use notify::event::{CreateKind, DataChange, RemoveKind};
 
     fn ev(kind: EventKind, paths: &[&str]) -> notify::Event {
@@ -229,22 +228,7 @@ mod tests {
     }
 
     fn trigger(service: &str, path: &str, action: Action) -> Trigger {
-        let rule = sync::Rule {
-            source: PathBuf::from(path),
-            target: PathBuf::from("/app"),
-            ignore: vec!["*.log".into()],
-            include: None,
-        };
-        Trigger {
-            service: service.into(),
-            index: 0,
-            action,
-            filter: rule.filter().unwrap(),
-            rule,
-            context: None,
-            exec: None,
-            initial_sync: false,
-        }
+        super::super::rules::test_trigger(service, path, action, &["*.log"])
     }
 
     #[test]

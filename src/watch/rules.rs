@@ -232,32 +232,34 @@ pub fn sync_rules(triggers: &[Trigger], service: &str) -> Vec<sync::Rule> {
         .collect()
 }
 
+/// A trigger for tests: `path` synced to `/app` with `ignore`.
+#[cfg(test)]
+pub(crate) fn test_trigger(service: &str, path: &str, action: Action, ignore: &[&str]) -> Trigger {
+    let rule = sync::Rule {
+        source: PathBuf::from(path),
+        target: PathBuf::from("/app"),
+        ignore: ignore.iter().map(|s| (*s).to_string()).collect(),
+        include: None,
+    };
+    Trigger {
+        service: service.into(),
+        index: 0,
+        action,
+        filter: rule.filter().unwrap_or_default(),
+        rule,
+        context: None,
+        exec: None,
+        initial_sync: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn trigger(path: &str, action: Action, ignore: &[&str]) -> Trigger {
-        let rule = sync::Rule {
-            source: PathBuf::from(path),
-            target: PathBuf::from("/app"),
-            ignore: ignore.iter().map(|s| (*s).to_string()).collect(),
-            include: None,
-        };
-        Trigger {
-            service: "web".into(),
-            index: 0,
-            action,
-            filter: rule.filter().unwrap(),
-            rule,
-            context: None,
-            exec: None,
-            initial_sync: false,
-        }
-    }
-
     #[test]
     fn watch_trigger_matching_and_pruning() {
-        let mut t = trigger("/p/src", Action::Rebuild, &["tmp/"]);
+        let mut t = test_trigger("web", "/p/src", Action::Rebuild, &["tmp/"]);
         t.context = Some((
             PathBuf::from("/p"),
             Ignore::parse("src/generated\n*.md").unwrap(),

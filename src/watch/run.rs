@@ -450,11 +450,11 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Watches until `stop` is set (checked every 100 ms).
+    /// Watches until `stop` says so (asked every 100 ms at most).
     ///
     /// # Errors
     /// The watcher cannot be set up (a path is missing, a kernel limit is reached).
-    pub fn run(&self, stop: &AtomicBool) -> Result<()> {
+    pub fn run(&self, stop: &(dyn Fn() -> bool + Sync)) -> Result<()> {
         let mut watcher = Watcher::new()?;
         let prune = |dir: &Path| self.triggers.iter().all(|t| t.prunes(dir));
         let mut roots: BTreeSet<&Path> = BTreeSet::new();
@@ -518,7 +518,7 @@ impl<'a> Session<'a> {
             }
             let mut batcher = Batcher::new(QUIET, MAX_BATCH);
             let result = loop {
-                if stop.load(Ordering::SeqCst) {
+                if stop() {
                     break Ok(());
                 }
                 let wait = batcher.due().map_or(Duration::from_millis(100), |d| {

@@ -185,7 +185,11 @@ pub fn run_up(global: &GlobalArgs, args: &UpArgs) -> anyhow::Result<i32> {
     // Attached with --watch: the watch runs beside the log stream and ends with it.
     let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
-        let w = s.spawn(|| crate::cli::watch::run_session(&stack, &prepared, false, true, &stop));
+        let w = s.spawn(|| {
+            crate::cli::watch::run_session(&stack, &prepared, false, true, &|| {
+                stop.load(Ordering::SeqCst)
+            })
+        });
         let code = attach(&stack, global, args, since, followers, &mut progress);
         stop.store(true, Ordering::SeqCst);
         match w.join() {
@@ -275,11 +279,17 @@ fn repair(stack: &Stack, progress: &mut Progress) -> anyhow::Result<()> {
 
 static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
 
+/// Whether Ctrl-C (or SIGTERM) came since [`install_interrupt_handler`].
+pub(crate) fn interrupted() -> bool {
+    INTERRUPTS.load(Ordering::SeqCst) > 0
+}
+
 extern "C" fn on_interrupt(_: libc::c_int) {
     INTERRUPTS.fetch_add(1, Ordering::SeqCst);
 }
 
-fn install_interrupt_handler() {
+/// Counts Ctrl-C (and SIGTERM) from now on, instead of ending the process.
+pub(crate) fn install_interrupt_handler() {
     use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
     let action = SigAction::new(
         SigHandler::Handler(on_interrupt),

@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use super::GlobalArgs;
 use crate::engine::compose::{ProjectLock, Stack, StackOptions};
 
-pub(crate) use lifecycle::{check, converge};
+pub(crate) use lifecycle::{check, converge, install_interrupt_handler, interrupted};
 pub use lifecycle::{run_create, run_down, run_up};
 pub(crate) use output::{Mode, Progress};
 pub use query::{run_ls, run_ps};
