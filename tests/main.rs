@@ -35,3 +35,4 @@ mod project;
 mod state_damage;
 mod supervisor_death;
 mod volume;
+mod watch;

@@ -16,8 +16,11 @@ use anyhow::Context as _;
 use super::GlobalArgs;
 use crate::engine::compose::{ProjectLock, Stack, StackOptions};
 
+pub(crate) use lifecycle::{check, converge, install_interrupt_handler, interrupted};
 pub use lifecycle::{run_create, run_down, run_up};
+pub(crate) use output::{Mode, Progress};
 pub use query::{run_ls, run_ps};
+pub(crate) use verbs::{start_plan, stop_plan};
 
 /// Prints, once per option, what the project asks for that tug does not do on this host:
 /// SELinux relabelling (`:z`, `:Z`, `bind.selinux`) when SELinux is enabled (without it,
