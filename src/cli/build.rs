@@ -403,9 +403,9 @@ pub fn run_compose_build(global: &GlobalArgs, args: &ComposeBuildArgs) -> anyhow
     let stack = super::compose::open_stack(
         global,
         &args.services,
-        crate::engine::compose::StackOptions::default(),
+        crate::compose::StackOptions::default(),
     )?;
-    let over = crate::engine::compose::build::BuildOverrides {
+    let over = crate::compose::build::BuildOverrides {
         no_cache: args.no_cache,
         pull: args.pull,
         args: key_values(&args.build_args, true)?,

@@ -12,7 +12,7 @@ use clap::Args;
 
 use super::GlobalArgs;
 use super::compose::{self, Mode, Progress};
-use crate::engine::compose::{Stack, StackOptions};
+use crate::compose::{Stack, StackOptions};
 use crate::engine::container::ExecOptions;
 use crate::plan::UpOptions;
 use crate::project::model::ServiceHook;

@@ -15,7 +15,7 @@ use super::batch::{Batcher, Changes, ServiceWork, plan};
 use super::rules::Trigger;
 use super::watcher::{Received, Watcher};
 use super::{Error, Result};
-use crate::engine::compose::{Stack, labels};
+use crate::compose::{Stack, labels};
 use crate::engine::container::Status;
 use crate::engine::sync::{self, Container};
 use crate::project::model::ServiceHook;
@@ -164,7 +164,7 @@ pub enum Report {
 }
 
 /// Records the sync rules of every service of `triggers`, so its containers get the host
-/// files before each start (see `engine::compose`'s sync records).
+/// files before each start (see `compose`'s sync records).
 ///
 /// # Errors
 /// A record cannot be written.

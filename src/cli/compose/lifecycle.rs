@@ -10,9 +10,9 @@ use super::output::Progress;
 use super::printer::{Printer, now_fixed, source_name};
 use super::{lock, open_stack};
 use crate::cli::GlobalArgs;
-use crate::engine::compose::{Stack, StackOptions, WaitOptions, labels};
+use crate::compose::executor::Outcome;
+use crate::compose::{Stack, StackOptions, WaitOptions, labels};
 use crate::engine::container::{Status, logs};
-use crate::engine::executor::Outcome;
 use crate::plan::{self, DownOptions, Op, Plan, PullPolicy, UpOptions};
 
 fn pull_policy(s: Option<&str>) -> Option<PullPolicy> {

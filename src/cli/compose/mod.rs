@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 
 use super::GlobalArgs;
-use crate::engine::compose::{ProjectLock, Stack, StackOptions};
+use crate::compose::{ProjectLock, Stack, StackOptions};
 
 pub(crate) use lifecycle::{check, converge, install_interrupt_handler, interrupted};
 pub use lifecycle::{run_create, run_down, run_up};
@@ -66,7 +66,7 @@ pub(crate) fn open_stack(
             let Some(name) = name else {
                 return Err(e);
             };
-            let known = crate::engine::compose::project_from_state(&root, &name)
+            let known = crate::compose::project_from_state(&root, &name)
                 .context("cannot read the engine's state root")?;
             let no_file = e.chain().any(|c| {
                 matches!(

@@ -6,8 +6,8 @@ use std::io::{IsTerminal, Write};
 use std::ops::Not;
 use std::time::Duration;
 
-use crate::engine::compose::Stack;
-use crate::engine::executor::{Event, Outcome, execute};
+use crate::compose::Stack;
+use crate::compose::executor::{Event, Outcome, execute};
 use crate::plan::{Node, Op, Plan};
 
 /// How progress is shown.

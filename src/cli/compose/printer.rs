@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::io::Write as _;
 
-use crate::engine::compose::labels;
+use crate::compose::labels;
 use crate::engine::container::Summary;
 use crate::engine::container::logs::LogRecord;
 

@@ -9,7 +9,7 @@ use super::{open_stack, state_root};
 use crate::cli::GlobalArgs;
 use crate::cli::format;
 use crate::cli::listing;
-use crate::engine::compose::{StackOptions, labels};
+use crate::compose::{StackOptions, labels};
 use crate::engine::container::{ContainerStore, Status, Summary as ContainerSummary};
 
 /// `tug ps`.

@@ -13,7 +13,7 @@ use super::args::StatsArgs;
 use super::open_stack;
 use crate::cli::GlobalArgs;
 use crate::cli::format::{Row, Template};
-use crate::engine::compose::{StackOptions, labels};
+use crate::compose::{StackOptions, labels};
 use crate::engine::container::{Status, Summary};
 use crate::engine::runtime::cgroups::Usage;
 
@@ -132,7 +132,7 @@ struct Sample {
     system: u64,
 }
 
-fn sample(stack: &crate::engine::compose::Stack, c: &Summary) -> Sample {
+fn sample(stack: &crate::compose::Stack, c: &Summary) -> Sample {
     let usage = stack
         .containers
         .cgroup(&c.id)

@@ -18,7 +18,7 @@ use super::printer::{Printer, source_name};
 use super::query::print_table;
 use super::{lock, open_stack};
 use crate::cli::GlobalArgs;
-use crate::engine::compose::{Stack, StackOptions, labels};
+use crate::compose::{Stack, StackOptions, labels};
 use crate::engine::container::{ExecOptions, Status, Summary, logs};
 use crate::plan::{self, DownOptions, Op, Plan, UpOptions};
 
@@ -613,7 +613,7 @@ pub fn run_run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<i32> {
     let id = stack.create_oneoff(
         &s,
         &name,
-        &crate::engine::compose::OneOff {
+        &crate::compose::OneOff {
             command: (!args.command.is_empty()).then(|| args.command.clone()),
             entrypoint: args
                 .entrypoint
@@ -1222,7 +1222,7 @@ pub fn run_push(global: &GlobalArgs, args: &PushArgs) -> anyhow::Result<i32> {
 /// Never.
 pub fn run_version(args: &VersionArgs) -> anyhow::Result<i32> {
     let v = env!("CARGO_PKG_VERSION");
-    let compose = crate::engine::compose::convert::COMPOSE_VERSION;
+    let compose = crate::compose::convert::COMPOSE_VERSION;
     let json = args.format.as_deref() == Some("json");
     if crate::cli::compose_persona() {
         if args.short {

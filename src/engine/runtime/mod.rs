@@ -307,6 +307,8 @@ fn wait_go(go_r: RawFd) -> std::result::Result<(), String> {
 }
 
 /// Everything the child does; returns only on failure.
+// Long: the child's setup in the order the kernel requires it (namespaces, rootfs, devices,
+// sysctls, masks, pivot, rlimits, the init fork, exec), one process with no way back.
 fn child_main(
     spec: &Spec,
     rootfs: &Path,
@@ -441,8 +443,6 @@ pub type BeforeStart<'a> = &'a mut dyn FnMut(Pid) -> std::result::Result<(), Str
 /// Starts the container described by `spec` with its root filesystem at `rootfs` (already
 /// mounted), in `cgroup` (created here with the spec's limits unless `cgroup_ready`: made
 /// beforehand with the same limits). Returns once the program has been executed.
-// Long: the start sequence around the clone (cgroup, namespaces, pipes, clone3 or clone, the
-// child's report) where each step depends on the descriptors of the one before.
 pub fn launch(
     spec: &Spec,
     rootfs: &Path,
@@ -456,6 +456,8 @@ pub fn launch(
 
 /// [`launch`], with `before_start` run between the mounts and the program (see
 /// [`BeforeStart`]).
+// Long: the start sequence around the clone (cgroup, namespaces, pipes, clone3 or clone, the
+// child's report) where each step depends on the descriptors of the one before.
 pub fn launch_with(
     spec: &Spec,
     rootfs: &Path,

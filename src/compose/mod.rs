@@ -10,6 +10,7 @@ mod backend;
 pub mod build;
 mod by_name;
 pub mod convert;
+pub mod executor;
 mod sync;
 mod wait;
 

@@ -8,10 +8,10 @@ use sha2::{Digest, Sha256};
 
 use super::convert::{self, labels};
 use super::{Error, Result, Stack};
+use crate::compose::executor::Backend;
 use crate::engine::container::{
     ContainerConfig, ContainerError, ImageInfo, Mount, MountKind, NetworkMode, Status,
 };
-use crate::engine::executor::Backend;
 use crate::engine::image::Image;
 use crate::engine::network::files::{HostsSpec, ResolvSpec};
 use crate::engine::network::{EndpointSpec, NetworkSpec, Networks, PortMapping, ports};
@@ -49,9 +49,9 @@ pub struct OneOff {
 }
 
 impl Backend for Stack {
-    fn apply(&self, op: &Op) -> std::result::Result<(), crate::engine::executor::OpError> {
+    fn apply(&self, op: &Op) -> std::result::Result<(), crate::compose::executor::OpError> {
         self.apply_op(op)
-            .map_err(crate::engine::executor::OpError::new)
+            .map_err(crate::compose::executor::OpError::new)
     }
 }
 
