@@ -736,10 +736,21 @@ pub fn run(global: &GlobalArgs, args: ContainerArgs) -> anyhow::Result<i32> {
             }
             let networks = Networks::open(&root)?;
             let no_expose = |_: &Summary| Vec::new();
+            let record = |id: &str| store.inspect(id).ok().map(|i| i.record);
+            let published = |name: &str| networks.published(name).unwrap_or_default();
+            let attached = |name: &str| -> Vec<String> {
+                networks
+                    .endpoints_of_container(name)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|e| e.network)
+                    .collect()
+            };
             let ctx = crate::cli::listing::Context {
                 root: &root,
-                containers: &store,
-                networks: &networks,
+                record: &record,
+                published: &published,
+                networks: &attached,
                 expose: &no_expose,
             };
             let rows: Vec<crate::cli::format::Row> = list

@@ -1,5 +1,6 @@
 //! The compose verbs: `up`, `down`, `ps`, `logs`, `exec`, `run`, … Each turns its flags into
-//! options, asks `plan` what to do and the engine to do it, and prints the outcome.
+//! the options of one method of the compose service ([`crate::compose::Stack`]), calls it
+//! and prints what it returns and reports (docker compose's `cmd/compose/<verb>.go`).
 
 pub mod args;
 mod lifecycle;
@@ -16,11 +17,10 @@ use anyhow::Context as _;
 use super::GlobalArgs;
 use crate::compose::{ProjectLock, Stack, StackOptions};
 
-pub(crate) use lifecycle::{check, converge, install_interrupt_handler, interrupted};
+pub(crate) use lifecycle::{install_interrupt_handler, interrupted};
 pub use lifecycle::{run_create, run_down, run_up};
 pub(crate) use output::{Mode, Progress};
 pub use query::{run_ls, run_ps};
-pub(crate) use verbs::{start_plan, stop_plan};
 
 /// Prints, once per option, what the project asks for that tug does not do on this host:
 /// SELinux relabelling (`:z`, `:Z`, `bind.selinux`) when SELinux is enabled (without it,
@@ -106,5 +106,5 @@ pub(crate) fn state_root(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
 
 /// Takes the project lock of a stack.
 pub(crate) fn lock(stack: &Stack) -> anyhow::Result<ProjectLock> {
-    ProjectLock::take(&stack.root, &stack.project.name).context("cannot lock the project")
+    Ok(stack.lock()?)
 }
