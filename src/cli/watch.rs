@@ -421,11 +421,7 @@ pub(crate) fn spawn_background(
 pub fn run(global: &GlobalArgs, args: &WatchArgs) -> anyhow::Result<i32> {
     let stack = compose::open_stack(global, &args.services, StackOptions::default())?;
     if args.stop {
-        return match session::stop(
-            stack.root(),
-            &stack.project().name,
-            Duration::from_secs(10),
-        )? {
+        return match session::stop(stack.root(), &stack.project().name, Duration::from_secs(10))? {
             Some(r) => {
                 println!(
                     "stopped the watch of project {} (pid {})",
@@ -478,11 +474,7 @@ fn up(global: &GlobalArgs, stack: &Stack, services: &[String]) -> anyhow::Result
 
 /// The background session of a project ends with it (`down`).
 pub(crate) fn stop_for_down(stack: &Stack) -> anyhow::Result<()> {
-    session::stop(
-        stack.root(),
-        &stack.project().name,
-        Duration::from_secs(10),
-    )?;
+    session::stop(stack.root(), &stack.project().name, Duration::from_secs(10))?;
     stack.forget_sync()?;
     Ok(())
 }

@@ -500,7 +500,7 @@ impl Stack {
         for name in &services {
             if let Some(s) = self.project.services.get(name)
                 && let Some(img) = &s.image
-                && s.pull_policy.as_deref() != Some("build")
+                && s.pull_policy != Some(crate::project::model::PullPolicy::Build)
                 && !(opts.ignore_buildable && s.build.is_some())
                 && !images.contains(img)
             {

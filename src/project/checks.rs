@@ -101,7 +101,7 @@ pub fn check(project: &Project, spans: &Spans) -> Result<()> {
             );
         }
         for (i, v) in s.volumes.iter().enumerate() {
-            if v.kind == "volume"
+            if v.kind == super::model::VolumeType::Volume
                 && let Some(src) = &v.source
                 && !project.volumes.contains_key(src)
             {
