@@ -346,7 +346,8 @@ fn combine(
         let dir = if f.as_os_str() == "-" {
             cwd.to_path_buf()
         } else {
-            f.parent().map_or_else(|| cwd.to_path_buf(), Path::to_path_buf)
+            f.parent()
+                .map_or_else(|| cwd.to_path_buf(), Path::to_path_buf)
         };
         apply_includes(&mut t, &dir, shell_env, opts.interpolate, lookups, 0)?;
         // extends inside the file first (so that a later file's `!override` wins over the
