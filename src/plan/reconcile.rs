@@ -734,6 +734,23 @@ pub fn plan_down(desired: &Desired, observed: &Observed, opts: &DownOptions) -> 
         }
     };
     let mut plan = Plan::default();
+    let removed = down_containers(&mut plan, desired, observed, &chosen);
+    if whole {
+        let leftover = observed.containers.iter().any(|c| !chosen(c));
+        down_resources(&mut plan, desired, observed, opts, leftover, &removed);
+    }
+    Ok(plan)
+}
+
+/// The stops and removals of the chosen containers, dependents first; returns the removal
+/// nodes.
+fn down_containers(
+    plan: &mut Plan,
+    desired: &Desired,
+    observed: &Observed,
+    chosen: &dyn Fn(&ObservedContainer) -> bool,
+) -> Vec<usize> {
+    let known: BTreeSet<&str> = desired.services.iter().map(|s| s.name.as_str()).collect();
     // Reverse start order: dependents first.
     let all: Vec<String> = desired.services.iter().map(|s| s.name.clone()).collect();
     let mut order: Vec<&str> = start_order(desired, &all)
@@ -815,10 +832,19 @@ pub fn plan_down(desired: &Desired, observed: &Observed, opts: &DownOptions) -> 
             stopped.insert(service.clone(), if mine.is_empty() { after } else { mine });
         }
     }
-    if !whole {
-        return Ok(plan);
-    }
-    let leftover = observed.containers.iter().any(|c| !chosen(c));
+    removed
+}
+
+/// After every removal: the project's networks (unless orphans still use them, `leftover`),
+/// with `-v` its volumes and anonymous volumes, with `--rmi` its images.
+fn down_resources(
+    plan: &mut Plan,
+    desired: &Desired,
+    observed: &Observed,
+    opts: &DownOptions,
+    leftover: bool,
+    removed: &[usize],
+) {
     for n in &desired.networks {
         if n.external || !observed.networks.contains(&n.name) {
             continue;
@@ -835,7 +861,7 @@ pub fn plan_down(desired: &Desired, observed: &Observed, opts: &DownOptions) -> 
                 name: n.name.clone(),
             },
             "down",
-            removed.clone(),
+            removed.to_vec(),
         );
     }
     if opts.volumes {
@@ -848,7 +874,7 @@ pub fn plan_down(desired: &Desired, observed: &Observed, opts: &DownOptions) -> 
                     name: v.name.clone(),
                 },
                 "down -v",
-                removed.clone(),
+                removed.to_vec(),
             );
         }
         // Anonymous volumes of the project's services (`<project>_<service>_anon_<16 hex>`,
@@ -862,7 +888,7 @@ pub fn plan_down(desired: &Desired, observed: &Observed, opts: &DownOptions) -> 
                 plan.push(
                     Op::RemoveVolume { name: v.clone() },
                     "down -v (anonymous)",
-                    removed.clone(),
+                    removed.to_vec(),
                 );
             }
         }
@@ -883,9 +909,8 @@ pub fn plan_down(desired: &Desired, observed: &Observed, opts: &DownOptions) -> 
                     image: image.to_string(),
                 },
                 format!("--rmi {rmi}"),
-                removed.clone(),
+                removed.to_vec(),
             );
         }
     }
-    Ok(plan)
 }
