@@ -184,7 +184,7 @@ fn architecture_lower_layers_do_not_import_upward() {
     );
 }
 
-/// The longest function the engine may have without saying why (docs/ARCHITECTURE.md).
+/// The longest a function outside tests may be without saying why (docs/ARCHITECTURE.md).
 const LONG_FN: usize = 120;
 
 /// `(file:line, name, lines)` of every function in `dir` (outside `#[cfg(test)]` modules)
@@ -246,7 +246,7 @@ fn unexplained_long_functions(dir: &str) -> Vec<String> {
 }
 
 #[test]
-fn architecture_long_engine_functions_say_why() {
+fn architecture_long_functions_say_why() {
     let v: Vec<String> = ["engine", "compose", "plan", "project", "cli", "watch"]
         .iter()
         .flat_map(|d| unexplained_long_functions(d))
