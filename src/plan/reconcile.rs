@@ -10,6 +10,7 @@ use super::state::{
     Condition, Desired, DesiredResource, DesiredService, DownOptions, Observed, ObservedContainer,
     PullPolicy, RunState, UpOptions,
 };
+use crate::project::graph;
 
 /// Why a plan cannot be made.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -58,74 +59,46 @@ pub fn container_name(project: &str, service: &DesiredService, number: u32) -> S
 /// # Errors
 /// A named service that the project does not have.
 pub fn select_services(desired: &Desired, named: &[String], no_deps: bool) -> Result<Vec<String>> {
-    if named.is_empty() {
-        return Ok(desired.services.iter().map(|s| s.name.clone()).collect());
-    }
-    let mut wanted: BTreeSet<String> = BTreeSet::new();
-    let mut stack: Vec<String> = Vec::new();
     for n in named {
         if desired.service(n).is_none() {
             return Err(ReconcileError::NoSuchService(n.clone()));
         }
-        stack.push(n.clone());
     }
-    while let Some(n) = stack.pop() {
-        if !wanted.insert(n.clone()) || no_deps {
-            continue;
-        }
-        if let Some(s) = desired.service(&n) {
-            for d in &s.depends_on {
-                if desired.service(&d.service).is_some() {
-                    stack.push(d.service.clone());
-                }
-            }
-        }
-    }
-    Ok(desired
+    let services: Vec<(&str, Vec<&str>)> = desired
         .services
         .iter()
-        .filter(|s| wanted.contains(&s.name))
-        .map(|s| s.name.clone())
-        .collect())
+        .map(|s| {
+            let deps = s.depends_on.iter().map(|d| d.service.as_str()).collect();
+            (s.name.as_str(), deps)
+        })
+        .collect();
+    Ok(graph::select(&services, named, no_deps))
 }
 
-/// Services in start order: every service after its dependencies, ties in file order.
+/// Services in start order: every service after its dependencies and the services it takes
+/// mounts or a namespace from (`created_after`), ties in file order ([`graph::start_order`]).
 fn start_order<'a>(desired: &'a Desired, selected: &[String]) -> Vec<&'a DesiredService> {
-    let sel: BTreeSet<&str> = selected.iter().map(String::as_str).collect();
-    let mut done: BTreeSet<&str> = BTreeSet::new();
-    let mut out = Vec::new();
-    let services: Vec<&DesiredService> = desired
+    let chosen: Vec<&DesiredService> = desired
         .services
         .iter()
-        .filter(|s| sel.contains(s.name.as_str()))
+        .filter(|s| selected.contains(&s.name))
         .collect();
-    // The loader rejects cycles; a leftover cycle here degrades to file order.
-    while out.len() < services.len() {
-        let before = out.len();
-        for s in &services {
-            if done.contains(s.name.as_str()) {
-                continue;
-            }
-            let ready = s
+    let services: Vec<(&str, Vec<&str>)> = chosen
+        .iter()
+        .map(|s| {
+            let after = s
                 .depends_on
                 .iter()
                 .map(|d| d.service.as_str())
                 .chain(s.created_after.iter().map(String::as_str))
-                .all(|d| !sel.contains(d) || done.contains(d));
-            if ready {
-                done.insert(s.name.as_str());
-                out.push(*s);
-            }
-        }
-        if out.len() == before {
-            for s in &services {
-                if done.insert(s.name.as_str()) {
-                    out.push(*s);
-                }
-            }
-        }
-    }
-    out
+                .collect();
+            (s.name.as_str(), after)
+        })
+        .collect();
+    graph::start_order(&services)
+        .into_iter()
+        .filter_map(|n| chosen.iter().find(|s| s.name == n).copied())
+        .collect()
 }
 
 fn describe_state(c: &ObservedContainer) -> &'static str {
