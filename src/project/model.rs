@@ -1165,6 +1165,25 @@ macro_rules! compose_string {
     };
 }
 
+/// A value that is not one of those a key allows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {what} {value:?}")]
+pub struct ValueError {
+    /// What the value is of (`restart policy`).
+    pub what: &'static str,
+    /// The value.
+    pub value: String,
+}
+
+impl ValueError {
+    fn new(what: &'static str, value: &str) -> ValueError {
+        ValueError {
+            what,
+            value: value.to_owned(),
+        }
+    }
+}
+
 /// A `depends_on` entry's `condition`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Condition {
@@ -1189,13 +1208,13 @@ impl Condition {
 }
 
 impl std::str::FromStr for Condition {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
         Ok(match s {
             "service_started" => Condition::ServiceStarted,
             "service_healthy" => Condition::ServiceHealthy,
             "service_completed_successfully" => Condition::ServiceCompletedSuccessfully,
-            _ => return Err(format!("invalid depends_on condition {s:?}")),
+            _ => return Err(ValueError::new("depends_on condition", s)),
         })
     }
 }
@@ -1235,8 +1254,8 @@ impl VolumeType {
 }
 
 impl std::str::FromStr for VolumeType {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
         Ok(match s {
             "bind" => VolumeType::Bind,
             "volume" => VolumeType::Volume,
@@ -1244,7 +1263,7 @@ impl std::str::FromStr for VolumeType {
             "image" => VolumeType::Image,
             "npipe" => VolumeType::Npipe,
             "cluster" => VolumeType::Cluster,
-            _ => return Err(format!("invalid volume type {s:?}")),
+            _ => return Err(ValueError::new("volume type", s)),
         })
     }
 }
@@ -1291,8 +1310,8 @@ impl PullPolicy {
 }
 
 impl std::str::FromStr for PullPolicy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
         Ok(match s {
             "always" => PullPolicy::Always,
             "never" => PullPolicy::Never,
@@ -1304,7 +1323,7 @@ impl std::str::FromStr for PullPolicy {
             "weekly" => PullPolicy::Weekly,
             _ => match s.strip_prefix("every_") {
                 Some(d) if !d.is_empty() => PullPolicy::Every(d.to_owned()),
-                _ => return Err(format!("invalid pull_policy {s:?}")),
+                _ => return Err(ValueError::new("pull_policy", s)),
             },
         })
     }
@@ -1338,8 +1357,8 @@ impl Restart {
 }
 
 impl std::str::FromStr for Restart {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
         Ok(match s {
             "no" => Restart::No,
             "always" => Restart::Always,
@@ -1347,7 +1366,7 @@ impl std::str::FromStr for Restart {
             "on-failure" => Restart::OnFailure(None),
             other => match other.strip_prefix("on-failure:").map(str::parse) {
                 Some(Ok(n)) => Restart::OnFailure(Some(n)),
-                _ => return Err(format!("invalid restart policy {other:?}")),
+                _ => return Err(ValueError::new("restart policy", other)),
             },
         })
     }
@@ -1386,8 +1405,8 @@ impl NetworkMode {
 }
 
 impl std::str::FromStr for NetworkMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
         Ok(match s {
             "none" => NetworkMode::None,
             "host" => NetworkMode::Host,
@@ -1430,10 +1449,8 @@ impl Duration {
     ///
     /// # Errors
     /// A message naming what is wrong when `s` is not a duration.
-    pub fn parse(s: &str) -> Result<Duration, String> {
-        crate::util::units::parse_duration_nanos(s)
-            .map(Duration)
-            .map_err(|e| e.to_string())
+    pub fn parse(s: &str) -> Result<Duration, crate::util::units::UnitError> {
+        crate::util::units::parse_duration_nanos(s).map(Duration)
     }
 }
 
@@ -1516,10 +1533,8 @@ impl ByteSize {
     ///
     /// # Errors
     /// A message naming what is wrong.
-    pub fn parse(s: &str) -> Result<ByteSize, String> {
-        crate::util::units::parse_byte_size(s)
-            .map(ByteSize)
-            .map_err(|e| e.to_string())
+    pub fn parse(s: &str) -> Result<ByteSize, crate::util::units::UnitError> {
+        crate::util::units::parse_byte_size(s).map(ByteSize)
     }
 }
 
