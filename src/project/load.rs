@@ -309,8 +309,9 @@ fn project_name(
         (Some(n), _) => n,
         (None, Some((raw, node))) => {
             let v = if opts.interpolate {
-                super::interpolate::interpolate_with(&raw, env)
-                    .map_err(|m| ProjectError::invalid(Some(node.pos.clone()), "name", m))?
+                super::interpolate::interpolate_with(&raw, env).map_err(|e| {
+                    ProjectError::invalid(Some(node.pos.clone()), "name", e.to_string())
+                })?
             } else {
                 raw
             };
