@@ -1084,3 +1084,102 @@ fn nix_kill(pid: u32, sig: i32) {
         .arg(pid.to_string())
         .status();
 }
+
+#[test]
+fn build_compose_build_flags_like_docker_compose() {
+    if !require_root() || !crate::image_registry::have("docker-registry") {
+        return;
+    }
+    let root = root_with_base();
+    let reg = crate::image_registry::registry_with(tempfile::tempdir().unwrap(), "");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    for (svc, text) in [("db", "db-1"), ("api", "api-1")] {
+        std::fs::create_dir_all(p.join(svc)).unwrap();
+        std::fs::write(
+            p.join(svc).join("Dockerfile"),
+            format!("FROM busybox\nRUN echo {text} > /v\nCMD [\"cat\", \"/v\"]\n"),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        p.join("compose.yaml"),
+        format!(
+            "services:\n  db:\n    build: ./db\n    image: {h}/tug/db:1\n  api:\n    build: ./api\n    image: {h}/tug/api:1\n    depends_on: [db]\n",
+            h = reg.host
+        ),
+    )
+    .unwrap();
+    let project = unique("bflags");
+    let compose = |args: &[&str]| {
+        let mut c = tug(root.path());
+        c.current_dir(p).args(["-p", &project]).args(args);
+        c
+    };
+    let guard = Down(root.path().to_path_buf(), p.to_path_buf(), project.clone());
+    // --with-dependencies builds what the named service depends on, first.
+    let out = run(&mut compose(&["build", "--with-dependencies", "api"]));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    let (db, api) = (err.find("db: built"), err.find("api: built"));
+    assert!(db.is_some() && api.is_some() && db < api, "{err}");
+    // Without it only the named one.
+    let err = String::from_utf8_lossy(&run(&mut compose(&["build", "api"])).stderr).into_owned();
+    assert!(
+        err.contains("api: built") && !err.contains("db: built"),
+        "{err}"
+    );
+    // An attestation flag that asks for none is fine; one that asks for one is refused by name.
+    ok(&mut compose(&[
+        "build",
+        "--provenance=false",
+        "--sbom",
+        "false",
+        "api",
+    ]));
+    for flag in [
+        &["--sbom=true"][..],
+        &["--memory", "1g"],
+        &["--ssh", "default"],
+        &["--print"],
+    ] {
+        let out = run(compose(&["build"]).args(flag).arg("api"));
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        let name = flag[0].split('=').next().unwrap();
+        assert!(
+            !out.status.success() && err.contains(name),
+            "{flag:?}: {err}"
+        );
+    }
+    // --push: the built image reaches the registry and runs from a fresh root.
+    let err = String::from_utf8_lossy(&run(&mut compose(&["build", "--push", "api"])).stderr)
+        .into_owned();
+    assert!(err.contains("api: pushed"), "{err}");
+    let api_image = format!("{}/tug/api:1", reg.host);
+    let fresh = tempfile::tempdir().unwrap();
+    ok(tug(fresh.path()).args(["image", "pull", "-q", &api_image]));
+    let out =
+        ok(tug(fresh.path()).args(["container", "run", "--rm", "--network", "none", &api_image]));
+    assert_eq!(out, "api-1\n");
+    // `run --build` builds the changed Dockerfile before the one-off runs; plain `run` does not.
+    std::fs::write(
+        p.join("api/Dockerfile"),
+        "FROM busybox\nRUN echo api-2 > /v\nCMD [\"cat\", \"/v\"]\n",
+    )
+    .unwrap();
+    assert_eq!(
+        ok(&mut compose(&["run", "--rm", "--no-deps", "api"])),
+        "api-1\n"
+    );
+    assert_eq!(
+        ok(&mut compose(&[
+            "run",
+            "--rm",
+            "--no-deps",
+            "--build",
+            "api"
+        ])),
+        "api-2\n"
+    );
+    drop(guard);
+}

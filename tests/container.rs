@@ -640,8 +640,8 @@ fn container_detached_logs_stop_timeout_then_sigkill() {
     );
     let ls = env.ok(&["container", "ls", "--format", "json"]);
     let v: serde_json::Value = serde_json::from_str(ls.lines().next().unwrap()).unwrap();
-    assert_eq!(v["state"], "running");
-    assert_eq!(v["name"], name.as_str());
+    assert_eq!(v["State"], "running");
+    assert_eq!(v["Names"], name.as_str());
     // sleep as PID 1 ignores SIGTERM: stop waits the timeout, then SIGKILL.
     let t = Instant::now();
     env.ok(&["container", "stop", "-t", "1", &name]);

@@ -105,11 +105,15 @@ fn project_hash_matches_docker_compose() {
 #[test]
 fn project_explain_names_every_source() {
     let tmp = tempfile::tempdir().unwrap();
-    write(tmp.path(), ".env", "# comment\nFROM_FILE=f\nBOTH=file\n");
+    write(
+        tmp.path(),
+        ".env",
+        "# comment\nFROM_FILE=f\nBOTH=file\nEMPTY=\n",
+    );
     write(
         tmp.path(),
         "compose.yaml",
-        "services:\n  web:\n    image: \"x:${FROM_FILE}-${BOTH}-${NONE:-dflt}-${SHELL_ONLY}\"\n  dbg:\n    image: y\n    profiles: [debug]\n  tool:\n    image: z\n    profiles: [tools]\n",
+        "services:\n  web:\n    image: \"x:${FROM_FILE}-${BOTH}-${NONE:-dflt}-${SHELL_ONLY}\"\n    environment:\n      E: ${EMPTY:-d}\n      B: ${BOTH}\n  dbg:\n    image: y\n    profiles: [debug]\n  tool:\n    image: z\n    profiles: [tools]\n",
     );
     let out = ok(tug(tmp.path())
         .current_dir(tmp.path())
@@ -117,19 +121,30 @@ fn project_explain_names_every_source() {
         .env("SHELL_ONLY", "s")
         .args(["--profile", "debug", "config", "--explain"]));
     assert!(
-        out.contains("FROM_FILE=\"f\"") && out.contains(".env:2"),
+        out.contains("FROM_FILE=\"f\"  (set in ") && out.contains(".env:2)"),
         "{out}"
     );
     assert!(
-        out.contains("BOTH=\"shell\"  from the shell environment"),
+        out.contains("BOTH=\"shell\"  (set in the shell environment)"),
         "{out}"
     );
+    // Set but empty is not "not set".
     assert!(
-        out.contains("NONE=\"dflt\"  from not set: default value"),
+        out.contains("EMPTY=\"\"  (set but empty in ") && out.contains(".env:4)"),
         "{out}"
     );
+    assert!(out.contains("NONE  (not set)"), "{out}");
     assert!(
-        out.contains("compose.yaml:3:12 services.web.image"),
+        out.contains(
+            "compose.yaml:3:12 services.web.image: the default value from the file: \"dflt\""
+        ),
+        "{out}"
+    );
+    // One entry per variable, listing each use.
+    assert_eq!(out.matches("BOTH=").count(), 1, "{out}");
+    assert!(
+        out.contains("compose.yaml:3:12 services.web.image: its value")
+            && out.contains("compose.yaml:6:10 services.web.environment.B: its value"),
         "{out}"
     );
     assert!(out.contains("web: enabled: no profiles"), "{out}");
@@ -141,6 +156,31 @@ fn project_explain_names_every_source() {
         out.contains("tool: disabled: none of its profiles (tools) is active"),
         "{out}"
     );
+    // The same as JSON.
+    let js: serde_json::Value = serde_json::from_str(&ok(tug(tmp.path())
+        .current_dir(tmp.path())
+        .env("BOTH", "shell")
+        .env("SHELL_ONLY", "s")
+        .args(["config", "--explain", "--format", "json"])))
+    .unwrap();
+    let both = js["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "BOTH")
+        .unwrap();
+    assert_eq!(both["state"], "set");
+    assert_eq!(both["source"], "the shell environment");
+    assert_eq!(both["uses"].as_array().unwrap().len(), 2);
+    let empty = js["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "EMPTY")
+        .unwrap();
+    assert_eq!(empty["state"], "set but empty");
+    assert_eq!(empty["uses"][0]["result"], "default");
+    assert_eq!(js["services"][2]["enabled"], false);
     let loaded = load_explained(&opts(tmp.path(), &[])).unwrap();
     assert_eq!(loaded.project.services.len(), 1);
     assert_eq!(loaded.enablement.len(), 3);

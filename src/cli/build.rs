@@ -338,6 +338,64 @@ pub struct ComposeBuildArgs {
     /// Print nothing but errors.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Also build the images of the services the named ones depend on.
+    #[arg(long)]
+    pub with_dependencies: bool,
+    /// Push the images once they are built.
+    #[arg(long)]
+    pub push: bool,
+    /// Memory limit of the build (refused: RUN steps are not limited).
+    #[arg(short = 'm', long, value_name = "BYTES")]
+    pub memory: Option<String>,
+    /// Builder instance (refused: tug has its own builder only).
+    #[arg(long)]
+    pub builder: Option<String>,
+    /// Check the build without building (refused: no build checks).
+    #[arg(long)]
+    pub check: bool,
+    /// Print the equivalent bake file (refused: no bake).
+    #[arg(long)]
+    pub print: bool,
+    /// Provenance attestation (`false` accepted: tug adds no attestations).
+    #[arg(long)]
+    pub provenance: Option<String>,
+    /// SBOM attestation (`false` accepted: tug adds no attestations).
+    #[arg(long)]
+    pub sbom: Option<String>,
+    /// SSH agent for `RUN --mount=type=ssh` (refused: no ssh mounts).
+    #[arg(long)]
+    pub ssh: Option<String>,
+}
+
+/// The flags of docker compose's `build` tug's builder cannot carry out: an error naming the
+/// first one given (an attestation flag that asks for none is fine).
+fn refused_build_flag(args: &ComposeBuildArgs) -> Option<String> {
+    let off = |v: &Option<String>| {
+        v.as_deref()
+            .is_none_or(|v| matches!(v.to_ascii_lowercase().as_str(), "false" | "0" | ""))
+    };
+    if args.memory.is_some() {
+        return Some("build --memory: tug's builder does not limit the memory of RUN steps".into());
+    }
+    if args.builder.is_some() {
+        return Some("build --builder: tug has one builder, its own; drop the flag".into());
+    }
+    if args.check {
+        return Some("build --check: build checks are not supported by tug".into());
+    }
+    if args.print {
+        return Some("build --print: tug has no bake file to print".into());
+    }
+    if !off(&args.provenance) {
+        return Some("build --provenance: tug does not make provenance attestations".into());
+    }
+    if !off(&args.sbom) {
+        return Some("build --sbom: tug does not make SBOM attestations".into());
+    }
+    if args.ssh.is_some() {
+        return Some("build --ssh: tug's builder does not forward an SSH agent".into());
+    }
+    None
 }
 
 /// Runs `tug build`.
@@ -352,6 +410,9 @@ pub fn run_compose_build(global: &GlobalArgs, args: &ComposeBuildArgs) -> anyhow
         pull: args.pull,
         args: key_values(&args.build_args, true)?,
     };
+    if let Some(m) = refused_build_flag(args) {
+        bail!("{m}");
+    }
     let mut names: Vec<String> = if args.services.is_empty() {
         stack
             .project
@@ -360,6 +421,9 @@ pub fn run_compose_build(global: &GlobalArgs, args: &ComposeBuildArgs) -> anyhow
             .filter(|(_, s)| s.build.is_some())
             .map(|(n, _)| n.clone())
             .collect()
+    } else if args.with_dependencies {
+        // The named services and everything they depend on, dependencies first.
+        crate::plan::select_services(&stack.desired(), &args.services, false)?
     } else {
         args.services.clone()
     };
@@ -370,7 +434,7 @@ pub fn run_compose_build(global: &GlobalArgs, args: &ComposeBuildArgs) -> anyhow
             bail!("no such service: {name}");
         };
         if s.build.is_none() {
-            if !args.services.is_empty() && progress != Progress::Quiet {
+            if args.services.contains(name) && progress != Progress::Quiet {
                 eprintln!("{name}: no build section, skipped");
             }
             continue;
@@ -381,6 +445,16 @@ pub fn run_compose_build(global: &GlobalArgs, args: &ComposeBuildArgs) -> anyhow
         let img = stack.build_service(name, &image, &over, &report)?;
         if progress != Progress::Quiet {
             eprintln!("{name}: built {image} ({})", img.short_id());
+        }
+        if args.push {
+            let quiet = crate::engine::image::no_progress();
+            stack
+                .images
+                .push(None, &image, &quiet)
+                .with_context(|| format!("cannot push {image}"))?;
+            if progress != Progress::Quiet {
+                eprintln!("{name}: pushed {image}");
+            }
         }
     }
     Ok(0)

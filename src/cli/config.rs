@@ -54,10 +54,36 @@ pub struct ConfigArgs {
     /// Save to this file instead of standard output.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Explain every interpolated variable (value and source) and every service's
-    /// enablement.
+    /// Explain every interpolated variable (value, source, each use) and every service's
+    /// enablement (`--format json` for JSON).
     #[arg(long)]
     pub explain: bool,
+    /// Print the environment used for interpolation, KEY=VALUE lines.
+    #[arg(long)]
+    pub environment: bool,
+    /// Print the variables the model uses, with their default and alternate values.
+    #[arg(long)]
+    pub variables: bool,
+    /// Print the model names, one per line.
+    #[arg(long)]
+    pub models: bool,
+    /// Don't resolve file paths (relative paths stay as written).
+    #[arg(long)]
+    pub no_path_resolution: bool,
+    /// Don't check the model for consistency (undefined references, exclusive settings).
+    #[arg(long)]
+    pub no_consistency: bool,
+    /// Don't resolve service env files (docker compose v2.40 prints the same model either
+    /// way; accepted).
+    #[arg(long)]
+    pub no_env_resolution: bool,
+    /// Pin image tags to digests (from tug's image store).
+    #[arg(long)]
+    pub resolve_image_digests: bool,
+    /// Print an override file pinning every service image to its digest (from tug's image
+    /// store).
+    #[arg(long)]
+    pub lock_image_digests: bool,
     /// Services to render (they are enabled whatever their profiles).
     pub service_names: Vec<String>,
 }
@@ -86,6 +112,7 @@ pub fn load_options(global: &GlobalArgs, services: &[String]) -> LoadOptions {
         profiles: global.profiles.clone(),
         env_files,
         services: services.to_vec(),
+        all_resources: global.all_resources,
         ..LoadOptions::default()
     }
 }
@@ -106,7 +133,12 @@ pub(super) fn run(global: &GlobalArgs, args: &ConfigArgs) -> anyhow::Result<i32>
     let mut opts = load_options(global, &args.service_names);
     opts.interpolate = !args.no_interpolate;
     opts.normalize = !args.no_normalize;
-    let loaded = load_explained(&opts)?;
+    opts.resolve_paths = !args.no_path_resolution;
+    opts.consistency = !args.no_consistency;
+    let mut loaded = load_explained(&opts)?;
+    if args.resolve_image_digests || args.lock_image_digests {
+        pin_digests(global, &mut loaded.project)?;
+    }
     for w in &loaded.warnings {
         eprintln!("warning: {w}");
     }
@@ -151,7 +183,44 @@ fn lines<I: IntoIterator<Item = String>>(items: I) -> String {
 fn render(loaded: &Loaded, args: &ConfigArgs) -> anyhow::Result<String> {
     let project = &loaded.project;
     if args.explain {
-        return Ok(explain(loaded, &args.service_names));
+        return if args.format == "json" {
+            let mut s = serde_json::to_string_pretty(&explain_json(loaded, &args.service_names))?;
+            s.push('\n');
+            Ok(s)
+        } else {
+            Ok(explain(loaded, &args.service_names))
+        };
+    }
+    if args.environment {
+        return Ok(lines(
+            loaded
+                .environment
+                .to_map()
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}")),
+        ));
+    }
+    if args.variables {
+        return variables_table(loaded, &args.format);
+    }
+    if args.models {
+        return Ok(lines(project.models.keys().cloned()));
+    }
+    if args.lock_image_digests {
+        let mut services = serde_json::Map::new();
+        let mut names: Vec<&String> = project.services.keys().collect();
+        names.sort();
+        for n in names {
+            if let Some(img) = &project.services[n].image {
+                services.insert(n.clone(), serde_json::json!({ "image": img }));
+            }
+        }
+        let doc = serde_json::json!({ "services": services });
+        return if args.format == "json" {
+            Ok(serde_json::to_string_pretty(&doc)? + "\n")
+        } else {
+            Ok(to_yaml(&doc))
+        };
     }
     if args.services {
         let mut names: Vec<String> = project.services.keys().cloned().collect();
@@ -218,7 +287,26 @@ fn render(loaded: &Loaded, args: &ConfigArgs) -> anyhow::Result<String> {
         Ok(s)
     } else {
         yaml_shape(&mut doc);
+        ssh_yaml(&mut doc);
         Ok(to_yaml(&doc))
+    }
+}
+
+/// compose prints an ssh key with a path as `ID: PATH` in YAML (`ID=PATH` is how it is
+/// written; compose cannot print it as JSON at all).
+fn ssh_yaml(doc: &mut Value) {
+    if let Some(Value::Object(services)) = doc.get_mut("services") {
+        for s in services.values_mut() {
+            if let Some(Value::Array(keys)) = s.pointer_mut("/build/ssh") {
+                for k in keys {
+                    if let Value::String(e) = k
+                        && let Some((id, path)) = e.split_once('=')
+                    {
+                        *e = format!("{id}: {path}");
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -361,72 +449,238 @@ fn escape_dollars(v: &mut Value) {
     }
 }
 
+/// Where and how a variable is set: `("set", Some(value), Some(source))`, `("set but
+/// empty", …)` or `("not set", None, None)`.
+fn variable_state<'a>(
+    loaded: &'a Loaded,
+    name: &str,
+) -> (&'static str, Option<&'a str>, Option<&'a Source>) {
+    match loaded.environment.lookup(name) {
+        Some((v, src)) if v.is_empty() => ("set but empty", Some(v.as_str()), Some(src)),
+        Some((v, src)) => ("set", Some(v.as_str()), Some(src)),
+        None => ("not set", None, None),
+    }
+}
+
+/// What one use of a variable produced.
+fn use_text(l: &crate::project::interpolate::Lookup) -> String {
+    match &l.resolution {
+        Resolution::Found(_) => "its value".to_owned(),
+        Resolution::Default => format!("the default value from the file: {:?}", l.value),
+        Resolution::Alternative(_) => {
+            format!("the alternative value from the file: {:?}", l.value)
+        }
+        Resolution::Unset => "an empty string".to_owned(),
+        Resolution::NoAlternative => "an empty string (no alternative value)".to_owned(),
+    }
+}
+
+/// The variables in first-use order, each with its uses.
+fn variable_uses(loaded: &Loaded) -> Vec<(&str, Vec<&crate::project::interpolate::Lookup>)> {
+    let mut out: Vec<(&str, Vec<&crate::project::interpolate::Lookup>)> = Vec::new();
+    for l in &loaded.lookups {
+        match out.iter_mut().find(|(n, _)| *n == l.name) {
+            Some((_, uses)) => uses.push(l),
+            None => out.push((l.name.as_str(), vec![l])),
+        }
+    }
+    out
+}
+
+fn enablement_text(e: &crate::project::profiles::Enablement) -> String {
+    match &e.reason {
+        Reason::NoProfiles => "enabled: no profiles".to_owned(),
+        Reason::Profile(p) => format!("enabled: profile `{p}` is active"),
+        Reason::Named => "enabled: named on the command line".to_owned(),
+        Reason::Inactive(ps) => format!(
+            "disabled: none of its profiles ({}) is active",
+            ps.join(", ")
+        ),
+    }
+}
+
+/// Why a named-services selection includes a service: `named`, `dependency of a, b`, or
+/// `not selected`; `None` when no services were named or the service is disabled.
+fn selection(loaded: &Loaded, named: &[String], service: &str) -> Option<String> {
+    if named.is_empty() || !loaded.project.services.contains_key(service) {
+        return None;
+    }
+    let sel = Graph::new(&loaded.project)
+        .ok()
+        .and_then(|g| g.select(named, false).ok())?;
+    Some(if named.iter().any(|n| n == service) {
+        "named".to_owned()
+    } else if sel.iter().any(|n| n == service) {
+        let by: Vec<&str> = loaded
+            .project
+            .services
+            .iter()
+            .filter(|(n, s)| sel.contains(n) && s.depends_on.contains_key(service))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        format!("pulled in as a dependency of {}", by.join(", "))
+    } else {
+        "not selected".to_owned()
+    })
+}
+
 fn explain(loaded: &Loaded, named: &[String]) -> String {
     let mut out = String::new();
     out.push_str("variables:\n");
-    if loaded.lookups.is_empty() {
+    let vars = variable_uses(loaded);
+    if vars.is_empty() {
         out.push_str("  (none)\n");
     }
-    for l in &loaded.lookups {
-        let source = match &l.resolution {
-            Resolution::Found(src) => source_text(src),
-            Resolution::Alternative(src) => format!(
-                "set in {}: alternative value from the file",
-                source_text(src)
-            ),
-            Resolution::Default => "not set: default value from the file".to_owned(),
-            Resolution::Unset => "not set: empty string".to_owned(),
-        };
-        let _ = writeln!(
-            out,
-            "  {}={:?}  from {}  (used at {} {})",
-            l.name, l.value, source, l.pos, l.path
-        );
+    for (name, uses) in &vars {
+        match variable_state(loaded, name) {
+            ("not set", ..) => {
+                let _ = writeln!(out, "  {name}  (not set)");
+            }
+            (state, value, src) => {
+                let _ = writeln!(
+                    out,
+                    "  {name}={:?}  ({state} in {})",
+                    value.unwrap_or_default(),
+                    src.map(source_text).unwrap_or_default()
+                );
+            }
+        }
+        for l in uses {
+            let _ = writeln!(out, "    {} {}: {}", l.pos, l.path, use_text(l));
+        }
     }
     out.push_str("services:\n");
-    let selected: Option<Vec<String>> = if named.is_empty() {
-        None
-    } else {
-        Graph::new(&loaded.project)
-            .ok()
-            .and_then(|g| g.select(named, false).ok())
-    };
     for e in &loaded.enablement {
-        let why = match &e.reason {
-            Reason::NoProfiles => "enabled: no profiles".to_owned(),
-            Reason::Profile(p) => format!("enabled: profile `{p}` is active"),
-            Reason::Named => "enabled: named on the command line".to_owned(),
-            Reason::Inactive(ps) => format!(
-                "disabled: none of its profiles ({}) is active",
-                ps.join(", ")
-            ),
-        };
-        let _ = write!(out, "  {}: {why}", e.service);
-        if let Some(sel) = &selected
-            && e.enabled
-        {
-            if named.contains(&e.service) {
-                out.push_str("; selected: named");
-            } else if sel.contains(&e.service) {
-                let by: Vec<&str> = loaded
-                    .project
-                    .services
-                    .iter()
-                    .filter(|(n, s)| sel.contains(n) && s.depends_on.contains_key(&e.service))
-                    .map(|(n, _)| n.as_str())
-                    .collect();
-                let _ = write!(
-                    out,
-                    "; selected: pulled in as a dependency of {}",
-                    by.join(", ")
-                );
-            } else {
-                out.push_str("; not selected");
-            }
+        let _ = write!(out, "  {}: {}", e.service, enablement_text(e));
+        if let Some(sel) = selection(loaded, named, &e.service) {
+            let _ = write!(out, "; selected: {sel}");
         }
         out.push('\n');
     }
     out
+}
+
+/// `config --explain --format json`.
+fn explain_json(loaded: &Loaded, named: &[String]) -> Value {
+    let variables: Vec<Value> = variable_uses(loaded)
+        .into_iter()
+        .map(|(name, uses)| {
+            let (state, value, src) = variable_state(loaded, name);
+            serde_json::json!({
+                "name": name,
+                "state": state,
+                "value": value,
+                "source": src.map(source_text),
+                "uses": uses.iter().map(|l| serde_json::json!({
+                    "position": l.pos.to_string(),
+                    "path": l.path,
+                    "result": match l.resolution {
+                        Resolution::Found(_) => "value",
+                        Resolution::Default => "default",
+                        Resolution::Alternative(_) => "alternative",
+                        Resolution::Unset | Resolution::NoAlternative => "empty",
+                    },
+                    "value": l.value,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let services: Vec<Value> = loaded
+        .enablement
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "name": e.service,
+                "enabled": e.enabled,
+                "reason": enablement_text(e),
+                "selected": selection(loaded, named, &e.service),
+            })
+        })
+        .collect();
+    serde_json::json!({ "variables": variables, "services": services })
+}
+
+/// `config --variables`: each variable the files use, whether it is required, its default
+/// and alternate values, as docker compose lists them.
+fn variables_table(loaded: &Loaded, format: &str) -> anyhow::Result<String> {
+    fn strings(n: &crate::project::yaml::Node, out: &mut Vec<String>) {
+        use crate::project::yaml::Value as Y;
+        match &n.value {
+            Y::Str(s) => out.push(s.clone()),
+            Y::Seq(items) => items.iter().for_each(|i| strings(i, out)),
+            Y::Map(m) => m.values().for_each(|v| strings(v, out)),
+            _ => {}
+        }
+    }
+    let mut vars: Vec<crate::project::interpolate::Variable> = Vec::new();
+    for f in &loaded.project.compose_files {
+        let Ok(text) = std::fs::read_to_string(f) else {
+            continue;
+        };
+        let docs = crate::project::yaml::parse(&f.to_string_lossy(), &text)?;
+        let mut texts = Vec::new();
+        for d in &docs {
+            strings(d, &mut texts);
+        }
+        for t in texts {
+            for v in crate::project::interpolate::variables(&t) {
+                if !vars.iter().any(|x| x.name == v.name) {
+                    vars.push(v);
+                }
+            }
+        }
+    }
+    vars.sort_by(|a, b| a.name.cmp(&b.name));
+    if format == "json" {
+        let m: serde_json::Map<String, Value> = vars
+            .iter()
+            .map(|v| {
+                (
+                    v.name.clone(),
+                    serde_json::json!({
+                        "Name": v.name,
+                        "DefaultValue": v.default,
+                        "PresenceValue": v.alternate,
+                        "Required": v.required,
+                    }),
+                )
+            })
+            .collect();
+        return Ok(serde_json::to_string_pretty(&Value::Object(m))? + "\n");
+    }
+    let mut rows = vec!["NAME\tREQUIRED\tDEFAULT VALUE\tALTERNATE VALUE".to_owned()];
+    for v in &vars {
+        rows.push(format!(
+            "{}\t{}\t{}\t{}",
+            v.name, v.required, v.default, v.alternate
+        ));
+    }
+    Ok(crate::cli::format::tabulate_min(&rows, 20))
+}
+
+/// `--resolve-image-digests`: every service image pinned to the digest of the image of that
+/// name in tug's store (`busybox@sha256:…`), as docker compose pins them from registries.
+fn pin_digests(global: &GlobalArgs, project: &mut Project) -> anyhow::Result<()> {
+    let store = crate::engine::image::ImageStore::open(&global.state_root())
+        .context("cannot open the image store")?;
+    for s in project.services.values_mut() {
+        let Some(img) = s.image.clone() else { continue };
+        if img.contains('@') {
+            continue;
+        }
+        let found = store.resolve(&img).map_err(|_| {
+            anyhow::anyhow!(
+                "service {}: cannot resolve the digest of {img}: not in tug's image store (pull it first)",
+                s.name
+            )
+        })?;
+        let name = img
+            .rsplit_once(':')
+            .filter(|(_, tag)| !tag.contains('/'))
+            .map_or(img.as_str(), |(n, _)| n);
+        s.image = Some(format!("{name}@{}", found.digest));
+    }
+    Ok(())
 }
 
 fn source_text(src: &Source) -> String {
@@ -540,6 +794,9 @@ fn yaml_scalar_or_flow(v: &Value, ind: usize, out: &mut String) {
     }
 }
 
+/// A string as go-yaml (compose's encoder) writes it: double-quoted when it would read back
+/// as another type or holds a character YAML cannot print plainly; single-quoted when plain
+/// text would be misread (`a: b`, `#x`, `- x`, a trailing colon); plain otherwise.
 fn yaml_string(s: &str) -> String {
     let typed = !matches!(
         crate::project::yaml::plain_scalar(s),
@@ -549,20 +806,23 @@ fn yaml_string(s: &str) -> String {
         s.to_ascii_lowercase().as_str(),
         "y" | "yes" | "n" | "no" | "on" | "off"
     );
+    let unprintable = s
+        .chars()
+        .any(|c| (c.is_control() && c != '\n') || c == '\u{feff}');
+    if typed || yaml11 || unprintable {
+        return serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}"));
+    }
     let special_start = s.starts_with([
         '-', '?', ':', ',', '[', ']', '{', '}', '#', '&', '*', '!', '|', '>', '\'', '"', '%', '@',
         '`', ' ',
     ]);
-    let needs = typed
-        || yaml11
-        || special_start
+    let needs = special_start
         || s.ends_with(' ')
         || s.ends_with(':')
         || s.contains(": ")
-        || s.contains(" #")
-        || s.chars().any(char::is_control);
+        || s.contains(" #");
     if needs {
-        serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}"))
+        format!("'{}'", s.replace('\'', "''"))
     } else {
         s.to_owned()
     }
@@ -578,7 +838,7 @@ mod tests {
         let y = to_yaml(&v);
         assert_eq!(
             y,
-            "a: \"1\"\nb: \"true\"\nc: plain\nd: \"\"\ne:\n  - x\n  - k: v\n    l:\n      - 1\nf: {}\ng: \"a: b\"\nh: |-\n  l1\n  l2\n"
+            "a: \"1\"\nb: \"true\"\nc: plain\nd: \"\"\ne:\n  - x\n  - k: v\n    l:\n      - 1\nf: {}\ng: 'a: b'\nh: |-\n  l1\n  l2\n"
         );
     }
 }

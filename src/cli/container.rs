@@ -64,8 +64,8 @@ pub struct CreateArgs {
     /// Extra DNS name of the container on its network; repeatable.
     #[arg(long = "network-alias")]
     pub network_alias: Vec<String>,
-    /// Publish a port `[IP:][HOST:]CONTAINER[/PROTO]`; repeatable (`-p` works too).
-    #[arg(long = "publish")]
+    /// Publish a port `[IP:][HOST:]CONTAINER[/PROTO]`; repeatable.
+    #[arg(short = 'p', long = "publish")]
     pub publish: Vec<String>,
     /// User `name|uid[:group|gid]`.
     #[arg(short = 'u', long)]
@@ -207,9 +207,10 @@ pub enum ContainerCommand {
         /// Only ids.
         #[arg(short, long)]
         quiet: bool,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
+        /// Output format: table, `table TEMPLATE`, json, or a Go template ({{.Names}},
+        /// {{json .}}, {{.Label "key"}}, …), with docker's fields.
+        #[arg(long, default_value = "table")]
+        format: String,
         /// Full ids.
         #[arg(long)]
         no_trunc: bool,
@@ -234,8 +235,8 @@ pub enum ContainerCommand {
     },
     /// Remove containers.
     Rm {
-        /// Kill running containers first (`-f` works too).
-        #[arg(long)]
+        /// Kill running containers first.
+        #[arg(short, long)]
         force: bool,
         /// Remove the anonymous volumes of the containers too.
         #[arg(short = 'v', long)]
@@ -246,8 +247,8 @@ pub enum ContainerCommand {
     },
     /// Show a container's log.
     Logs {
-        /// Keep following the log (`-f` works too).
-        #[arg(long)]
+        /// Keep following the log.
+        #[arg(short, long)]
         follow: bool,
         /// Only the last N lines.
         #[arg(short = 'n', long)]
@@ -323,87 +324,6 @@ pub enum ContainerCommand {
         #[arg(required = true)]
         containers: Vec<String>,
     },
-}
-
-/// Rewrites docker's `-f` of `container logs`/`container rm` (the global `-f` names compose
-/// files, which these verbs do not read) into `--follow`/`--force`, and docker's `-p` of
-/// `container run`/`create` (the global `-p` names the project) into `--publish`, up to the
-/// image (what follows it is the container's command).
-#[must_use]
-pub fn rewrite_args(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
-    let pos = args.iter().position(|a| a == "container");
-    let Some(p) = pos else { return args };
-    let long = match args.get(p + 1).and_then(|s| s.to_str()) {
-        Some("logs") => "--follow",
-        Some("rm") => "--force",
-        Some("run" | "create") => return rewrite_publish(args, p + 2),
-        _ => return args,
-    };
-    for a in args.iter_mut().skip(p + 2) {
-        if a == "-f" {
-            *a = long.into();
-        } else if a == "--" {
-            break;
-        }
-    }
-    args
-}
-
-/// `-p X`/`-pX` → `--publish X` among the options of `run`/`create` starting at `start`.
-fn rewrite_publish(mut args: Vec<std::ffi::OsString>, start: usize) -> Vec<std::ffi::OsString> {
-    let cmd = <CreateArgs as Args>::augment_args(clap::Command::new("run")).arg(
-        clap::Arg::new("detach")
-            .short('d')
-            .long("detach")
-            .action(clap::ArgAction::SetTrue),
-    );
-    let takes_value = |a: &clap::Arg| a.get_action().takes_values();
-    let long_value = |name: &str| {
-        cmd.get_arguments()
-            .any(|a| a.get_long() == Some(name) && takes_value(a))
-    };
-    let short_value = |c: char| {
-        cmd.get_arguments()
-            .any(|a| a.get_short() == Some(c) && takes_value(a))
-    };
-    let mut i = start;
-    while i < args.len() {
-        let Some(a) = args[i].to_str().map(str::to_string) else {
-            break;
-        };
-        if a == "--" || !a.starts_with('-') || a == "-" {
-            break;
-        }
-        if let Some(l) = a.strip_prefix("--") {
-            i += if !l.contains('=') && long_value(l) {
-                2
-            } else {
-                1
-            };
-            continue;
-        }
-        if a == "-p" {
-            args[i] = "--publish".into();
-            i += 2;
-            continue;
-        }
-        if let Some(v) = a.strip_prefix("-p") {
-            args[i] = format!("--publish={v}").into();
-            i += 1;
-            continue;
-        }
-        // A cluster of short flags (`-it`, `-e K=V`, `-eK=V`): a flag taking a value ends it.
-        let chars: Vec<char> = a.chars().skip(1).collect();
-        let mut skip_next = false;
-        for (k, c) in chars.iter().enumerate() {
-            if short_value(*c) {
-                skip_next = k + 1 == chars.len();
-                break;
-            }
-        }
-        i += if skip_next { 2 } else { 1 };
-    }
-    args
 }
 
 fn kv_map(items: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String>> {
@@ -712,54 +632,6 @@ fn short(id: &str, no_trunc: bool) -> &str {
     }
 }
 
-fn ago(ts: &str) -> String {
-    let Ok(t) = ts.parse::<jiff::Timestamp>() else {
-        return String::new();
-    };
-    let secs = jiff::Timestamp::now().as_second() - t.as_second();
-    human(secs)
-}
-
-fn human(secs: i64) -> String {
-    match secs {
-        s if s < 1 => "Less than a second".into(),
-        1 => "1 second".into(),
-        s if s < 60 => format!("{s} seconds"),
-        s if s < 120 => "About a minute".into(),
-        s if s < 3600 => format!("{} minutes", s / 60),
-        s if s < 7200 => "About an hour".into(),
-        s if s < 172_800 => format!("{} hours", s / 3600),
-        s => format!("{} days", s / 86400),
-    }
-}
-
-fn status_text(s: &Summary) -> String {
-    let health = match s.health {
-        crate::engine::container::HealthStatus::None => String::new(),
-        h => format!(
-            " ({})",
-            if h == crate::engine::container::HealthStatus::Starting {
-                "health: starting"
-            } else {
-                h.as_str()
-            }
-        ),
-    };
-    match s.state {
-        Status::Created => "Created".into(),
-        Status::Running => format!("Up {}{health}", ago(s.started_at.as_deref().unwrap_or(""))),
-        Status::Paused => format!("Up {} (Paused)", ago(s.started_at.as_deref().unwrap_or(""))),
-        Status::Restarting => format!("Restarting ({})", s.exit_code.unwrap_or(0)),
-        Status::Exited => format!(
-            "Exited ({}) {} ago",
-            s.exit_code.unwrap_or(0),
-            ago(s.finished_at.as_deref().unwrap_or(""))
-        ),
-        Status::Dead if s.damaged.is_some() => "Dead (damaged record)".into(),
-        Status::Dead => "Dead".into(),
-    }
-}
-
 fn parse_since(s: &str) -> anyhow::Result<jiff::Timestamp> {
     if let Ok(t) = s.parse::<jiff::Timestamp>() {
         return Ok(t);
@@ -843,6 +715,9 @@ pub fn run(global: &GlobalArgs, args: ContainerArgs) -> anyhow::Result<i32> {
             format,
             no_trunc,
         } => {
+            let template =
+                crate::cli::format::Template::parse(&format, crate::cli::listing::DOCKER_PS_TABLE)
+                    .map_err(anyhow::Error::msg)?;
             let store = open()?;
             let list = store.list(all)?;
             for s in list.iter().filter(|s| s.damaged.is_some()) {
@@ -852,41 +727,38 @@ pub fn run(global: &GlobalArgs, args: ContainerArgs) -> anyhow::Result<i32> {
                     s.damaged.as_deref().unwrap_or_default()
                 );
             }
-            let mut out = std::io::stdout().lock();
             if quiet {
+                let mut out = std::io::stdout().lock();
                 for s in &list {
                     writeln!(out, "{}", short(&s.id, no_trunc))?;
                 }
                 return Ok(0);
             }
-            if format == Format::Json {
-                for s in &list {
-                    writeln!(out, "{}", serde_json::to_string(s)?)?;
-                }
-                return Ok(0);
-            }
-            writeln!(
-                out,
-                "{:<14}{:<20}{:<24}{:<16}{:<28}NAMES",
-                "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS"
-            )?;
-            for s in &list {
-                let mut cmd = format!("\"{}\"", s.command.join(" "));
-                if cmd.len() > 22 && !no_trunc {
-                    cmd.truncate(19);
-                    cmd.push_str("…\"");
-                }
-                writeln!(
-                    out,
-                    "{:<14}{:<20}{:<24}{:<16}{:<28}{}",
-                    short(&s.id, no_trunc),
-                    s.image,
-                    cmd,
-                    format!("{} ago", ago(&s.created)),
-                    status_text(s),
-                    s.name
-                )?;
-            }
+            let networks = Networks::open(&root)?;
+            let no_expose = |_: &Summary| Vec::new();
+            let ctx = crate::cli::listing::Context {
+                root: &root,
+                containers: &store,
+                networks: &networks,
+                expose: &no_expose,
+            };
+            let rows: Vec<crate::cli::format::Row> = list
+                .iter()
+                .map(|c| {
+                    let mut r = crate::cli::listing::container_row(&ctx, c, !no_trunc);
+                    // docker's fields, without those docker compose adds.
+                    for k in crate::cli::listing::COMPOSE_ONLY_FIELDS {
+                        r.fields.shift_remove(k);
+                    }
+                    r
+                })
+                .collect();
+            print!(
+                "{}",
+                template
+                    .render(&rows, crate::cli::listing::CONTAINER_HEADERS)
+                    .map_err(anyhow::Error::msg)?
+            );
             Ok(0)
         }
         ContainerCommand::Stop { time, containers } => {
@@ -1082,60 +954,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn container_cli_rewrites_dash_f() {
-        let v: Vec<std::ffi::OsString> = ["tug", "container", "logs", "-f", "x"]
-            .iter()
-            .map(Into::into)
-            .collect();
-        let r = rewrite_args(v);
-        assert_eq!(r[3], "--follow");
-        let v: Vec<std::ffi::OsString> = ["tug", "-f", "c.yaml", "up"]
-            .iter()
-            .map(Into::into)
-            .collect();
-        assert_eq!(rewrite_args(v.clone()), v);
-        let v: Vec<std::ffi::OsString> = [
+    fn container_short_flags_are_docker_s() {
+        use clap::Parser as _;
+        let parse = |v: &[&str]| {
+            crate::cli::Cli::try_parse_from(v).unwrap_or_else(|e| panic!("{v:?}: {e}"))
+        };
+        let crate::cli::Command::Container(c) =
+            parse(&["tug", "container", "logs", "-f", "x"]).command
+        else {
+            panic!("not container")
+        };
+        assert!(matches!(
+            c.0.command,
+            ContainerCommand::Logs { follow: true, .. }
+        ));
+        // `-p` publishes; `-p` after the image is the command's.
+        let crate::cli::Command::Container(c) = parse(&[
             "tug",
             "container",
             "run",
             "-it",
             "-e",
-            "-p",
+            "A=-p",
             "-p",
             "80:80",
             "--name",
-            "-p",
+            "n",
             "-p8:8",
             "--rm",
             "busybox",
             "httpd",
             "-p",
             "80",
-        ]
-        .iter()
-        .map(Into::into)
-        .collect();
-        let r: Vec<String> = rewrite_args(v)
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(
-            r[3..],
-            [
-                "-it",
-                "-e",
-                "-p",
-                "--publish",
-                "80:80",
-                "--name",
-                "-p",
-                "--publish=8:8",
-                "--rm",
-                "busybox",
-                "httpd",
-                "-p",
-                "80"
-            ]
-        );
+        ])
+        .command
+        else {
+            panic!("not container")
+        };
+        let ContainerCommand::Run { create, .. } = c.0.command else {
+            panic!("not run")
+        };
+        assert_eq!(create.publish, vec!["80:80".to_string(), "8:8".to_string()]);
+        assert_eq!(create.env, vec!["A=-p".to_string()]);
+        assert_eq!(create.name.as_deref(), Some("n"));
+        assert_eq!(create.command, vec!["httpd", "-p", "80"]);
     }
 }

@@ -35,9 +35,16 @@ pub enum ImageCommand {
     /// List images.
     #[command(visible_alias = "list")]
     Ls {
-        /// Output format.
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
+        /// Show all images (tug keeps no intermediate images: the same as without).
+        #[arg(short, long)]
+        all: bool,
+        /// Filter output: `dangling=true|false`, `reference=PATTERN`.
+        #[arg(long, value_name = "FILTER")]
+        filter: Vec<String>,
+        /// Output format: table, `table TEMPLATE`, json, or a Go template ({{.Repository}},
+        /// {{json .}}, …), with docker's fields.
+        #[arg(long, default_value = "table")]
+        format: String,
         /// Only show image ids.
         #[arg(short, long)]
         quiet: bool,
@@ -388,6 +395,8 @@ pub fn run(global: &GlobalArgs, args: ImageArgs) -> anyhow::Result<i32> {
     let mut out = std::io::stdout().lock();
     match args.command {
         ImageCommand::Ls {
+            all: _,
+            filter,
             format,
             quiet,
             no_trunc,
@@ -396,11 +405,14 @@ pub fn run(global: &GlobalArgs, args: ImageArgs) -> anyhow::Result<i32> {
         } => ls(
             &store,
             &mut out,
-            format,
-            quiet,
-            no_trunc,
-            digests,
-            reference.as_deref(),
+            &LsOptions {
+                format: &format,
+                filters: &filter,
+                quiet,
+                no_trunc,
+                digests,
+                reference: reference.as_deref(),
+            },
         )?,
         ImageCommand::Inspect { images } => {
             let mut docs = Vec::new();
@@ -465,6 +477,7 @@ pub fn run(global: &GlobalArgs, args: ImageArgs) -> anyhow::Result<i32> {
                 changes: change,
                 message,
                 created_by: None,
+                created: None,
             };
             let img = if file.as_os_str() == "-" {
                 store.import(std::io::stdin(), name.as_deref(), &opts)?
@@ -604,32 +617,63 @@ fn rows(img: &Image) -> Vec<(String, String)> {
         .collect()
 }
 
-fn ls(
-    store: &ImageStore,
-    out: &mut impl Write,
-    format: Format,
+/// What `image ls` shows.
+struct LsOptions<'a> {
+    format: &'a str,
+    filters: &'a [String],
     quiet: bool,
     no_trunc: bool,
     digests: bool,
-    filter: Option<&str>,
-) -> anyhow::Result<()> {
+    reference: Option<&'a str>,
+}
+
+fn ls(store: &ImageStore, out: &mut impl Write, o: &LsOptions<'_>) -> anyhow::Result<()> {
+    let default = if o.digests {
+        "table {{.Repository}}\t{{.Tag}}\t{{.Digest}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
+    } else {
+        "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
+    };
+    let template =
+        crate::cli::format::Template::parse(o.format, default).map_err(anyhow::Error::msg)?;
+    let mut patterns: Vec<String> = o.reference.map(str::to_owned).into_iter().collect();
+    let mut dangling: Option<bool> = None;
+    for f in o.filters {
+        match f.split_once('=') {
+            Some(("reference", v)) => patterns.push(v.to_owned()),
+            Some(("dangling", v)) => {
+                dangling = Some(match v {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => anyhow::bail!("invalid filter 'dangling={v}'"),
+                });
+            }
+            Some((k, _)) => anyhow::bail!("invalid filter '{k}' (supported: dangling, reference)"),
+            None => anyhow::bail!("bad format of filter {f:?} (expected name=value)"),
+        }
+    }
     let mut images = store.list()?;
     images.sort_by(|a, b| b.config.created().cmp(a.config.created()));
     let matches = |repo: &str, tag: &str| -> bool {
-        let Some(f) = filter else { return true };
-        let (frepo, ftag) = match f.rsplit_once(':') {
-            Some((r, t)) if !t.contains('/') => (r, Some(t)),
-            _ => (f, None),
-        };
-        let frepo_norm =
-            Reference::parse(frepo).map_or_else(|_| frepo.to_string(), |r| r.familiar_name());
-        glob_match(&frepo_norm, repo) && ftag.is_none_or(|t| glob_match(t, tag))
+        if let Some(d) = dangling
+            && d != (repo == "<none>")
+        {
+            return false;
+        }
+        patterns.iter().all(|f| {
+            let (frepo, ftag) = match f.rsplit_once(':') {
+                Some((r, t)) if !t.contains('/') => (r, Some(t)),
+                _ => (f.as_str(), None),
+            };
+            let frepo_norm =
+                Reference::parse(frepo).map_or_else(|_| frepo.to_string(), |r| r.familiar_name());
+            glob_match(&frepo_norm, repo) && ftag.is_none_or(|t| glob_match(t, tag))
+        })
     };
-    if quiet {
+    if o.quiet {
         let mut seen = HashSet::new();
         for img in &images {
             if rows(img).iter().any(|(r, t)| matches(r, t)) {
-                let id = if no_trunc {
+                let id = if o.no_trunc {
                     img.id.clone()
                 } else {
                     img.short_id().to_string()
@@ -642,7 +686,7 @@ fn ls(
         return Ok(());
     }
     let now = jiff::Timestamp::now();
-    let mut table: Vec<Vec<String>> = Vec::new();
+    let mut table = Vec::new();
     for img in &images {
         let created = img
             .config
@@ -653,69 +697,63 @@ fn ls(
             if !matches(&repo, &tag) {
                 continue;
             }
-            let id = if no_trunc {
+            let id = if o.no_trunc {
                 img.id.clone()
             } else {
                 img.short_id().to_string()
             };
-            match format {
-                Format::Json => {
-                    let v = json!({
-                        "Containers": "N/A",
-                        "CreatedAt": created.map(|t| t.to_string()).unwrap_or_default(),
-                        "CreatedSince": created.map(|t| since(now, t)).unwrap_or_else(|| "N/A".into()),
-                        "Digest": img.digest,
-                        "ID": id,
-                        "Repository": repo,
-                        "SharedSize": "N/A",
-                        "Size": human_size(store.unpacked_size(img)),
-                        "Tag": tag,
-                        "UniqueSize": "N/A",
-                        "VirtualSize": human_size(store.unpacked_size(img)),
-                    });
-                    writeln!(out, "{}", serde_json::to_string(&v)?)?;
-                }
-                Format::Table => {
-                    let mut row = vec![repo, tag];
-                    if digests {
-                        row.push(img.digest.clone());
-                    }
-                    row.push(id);
-                    row.push(
+            let size = human_size(store.unpacked_size(img));
+            table.push(crate::cli::format::Row::new([
+                ("Containers", json!("N/A")),
+                (
+                    "CreatedAt",
+                    json!(
+                        created
+                            .map(|t| crate::cli::format::go_time(&t.to_string()))
+                            .unwrap_or_default()
+                    ),
+                ),
+                (
+                    "CreatedSince",
+                    json!(
                         created
                             .map(|t| since(now, t))
-                            .unwrap_or_else(|| "N/A".into()),
-                    );
-                    row.push(human_size(store.unpacked_size(img)));
-                    table.push(row);
-                }
-            }
+                            .unwrap_or_else(|| "N/A".into())
+                    ),
+                ),
+                ("Digest", json!(img.digest)),
+                ("ID", json!(id)),
+                ("Repository", json!(repo)),
+                ("SharedSize", json!("N/A")),
+                ("Size", json!(size)),
+                ("Tag", json!(tag)),
+                ("UniqueSize", json!("N/A")),
+                ("VirtualSize", json!(size)),
+            ]));
         }
     }
-    if format == Format::Table {
-        let mut header = vec!["REPOSITORY", "TAG"];
-        if digests {
-            header.push("DIGEST");
-        }
-        header.extend(["IMAGE ID", "CREATED", "SIZE"]);
-        let mut all = vec![header.iter().map(|s| (*s).to_string()).collect::<Vec<_>>()];
-        all.extend(table);
-        let cols = all[0].len();
-        let widths: Vec<usize> = (0..cols)
-            .map(|c| all.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-            .collect();
-        for r in &all {
-            let mut line = String::new();
-            for (c, cell) in r.iter().enumerate() {
-                if c + 1 == cols {
-                    line.push_str(cell);
-                } else {
-                    line.push_str(&format!("{cell:<w$}   ", w = widths[c]));
-                }
-            }
-            writeln!(out, "{}", line.trim_end())?;
-        }
-    }
+    write!(
+        out,
+        "{}",
+        template
+            .render(
+                &table,
+                &[
+                    ("Repository", "REPOSITORY"),
+                    ("Tag", "TAG"),
+                    ("Digest", "DIGEST"),
+                    ("ID", "IMAGE ID"),
+                    ("CreatedSince", "CREATED"),
+                    ("CreatedAt", "CREATED AT"),
+                    ("Size", "SIZE"),
+                    ("Containers", "CONTAINERS"),
+                    ("SharedSize", "SHARED SIZE"),
+                    ("UniqueSize", "UNIQUE SIZE"),
+                    ("VirtualSize", "VIRTUAL SIZE"),
+                ],
+            )
+            .map_err(anyhow::Error::msg)?
+    )?;
     Ok(())
 }
 

@@ -8,31 +8,12 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
-/// Options every command accepts, named as docker compose names them.
+/// Options of every command: where the engine keeps its state, and dry runs.
 #[derive(Debug, Clone, Args)]
-pub struct GlobalArgs {
-    /// Compose configuration files (repeatable); default: compose.yaml & co. in the working
-    /// directory or its parents.
-    #[arg(short = 'f', long = "file", global = true, value_name = "FILE")]
-    pub files: Vec<PathBuf>,
-    /// Project name.
-    #[arg(short = 'p', long = "project-name", global = true, value_name = "NAME")]
-    pub project_name: Option<String>,
-    /// Alternate working directory (default: the directory of the first compose file).
-    #[arg(long, global = true, value_name = "DIR")]
-    pub project_directory: Option<PathBuf>,
-    /// Profiles to enable (repeatable).
-    #[arg(long = "profile", global = true, value_name = "PROFILE")]
-    pub profiles: Vec<String>,
-    /// Alternate environment files (repeatable).
-    #[arg(long = "env-file", global = true, value_name = "FILE")]
-    pub env_files: Vec<PathBuf>,
+pub struct EngineArgs {
     /// State root of tug's engine (images, containers, volumes, networks).
     #[arg(long = "root", global = true, env = "TUG_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
-    /// Set type of progress output.
-    #[arg(long, global = true, default_value = "auto", value_parser = ["auto", "tty", "plain", "json", "quiet"])]
-    pub progress: String,
     /// Execute command in dry run mode: print the plan, change nothing.
     #[arg(long, global = true)]
     pub dry_run: bool,
@@ -42,7 +23,231 @@ pub struct GlobalArgs {
     pub by_name: bool,
 }
 
+/// docker compose's project options. They come before the verb (`tug -f a.yaml up`), as in
+/// docker compose, and may also follow a verb that loads a project (`tug up --file a.yaml`);
+/// `tug image …`, `tug container …` and the other engine verbs do not take them.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Project options")]
+pub struct ComposeArgs {
+    /// Compose configuration files (repeatable); default: compose.yaml & co. in the working
+    /// directory or its parents.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Project name.
+    #[arg(short = 'p', long = "project-name", value_name = "NAME")]
+    pub project_name: Option<String>,
+    /// Alternate working directory (default: the directory of the first compose file).
+    #[arg(long, value_name = "DIR")]
+    pub project_directory: Option<PathBuf>,
+    /// Profiles to enable (repeatable).
+    #[arg(long = "profile", value_name = "PROFILE")]
+    pub profiles: Vec<String>,
+    /// Alternate environment files (repeatable).
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_files: Vec<PathBuf>,
+    /// Set type of progress output (default: COMPOSE_PROGRESS, else auto).
+    #[arg(long, value_parser = ["auto", "tty", "plain", "json", "quiet"])]
+    pub progress: Option<String>,
+    /// Control when to print ANSI control characters (default: COMPOSE_ANSI, else auto).
+    #[arg(long, value_parser = ["never", "always", "auto"])]
+    pub ansi: Option<String>,
+    /// Do not print ANSI control characters (deprecated: --ansi never).
+    #[arg(long, hide = true)]
+    pub no_ansi: bool,
+    /// Control max parallelism, -1 for unlimited (default: COMPOSE_PARALLEL_LIMIT, else -1).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub parallel: Option<i64>,
+    /// Run compose in backward compatibility mode (docker-compose v1 names): not supported.
+    #[arg(long)]
+    pub compatibility: bool,
+    /// Include all resources, even those not used by services.
+    #[arg(long)]
+    pub all_resources: bool,
+    /// Show more output (accepted; tug prints the same).
+    #[arg(long, hide = true)]
+    pub verbose: bool,
+}
+
+impl ComposeArgs {
+    /// `self` with what `later` sets on top (lists add up, single values are replaced).
+    fn overlay(&self, later: &ComposeArgs) -> ComposeArgs {
+        let mut out = self.clone();
+        out.files.extend(later.files.iter().cloned());
+        out.profiles.extend(later.profiles.iter().cloned());
+        out.env_files.extend(later.env_files.iter().cloned());
+        let pick = |a: &Option<String>, b: &Option<String>| b.clone().or_else(|| a.clone());
+        out.project_name = pick(&self.project_name, &later.project_name);
+        out.progress = pick(&self.progress, &later.progress);
+        out.ansi = pick(&self.ansi, &later.ansi);
+        out.project_directory = later
+            .project_directory
+            .clone()
+            .or_else(|| self.project_directory.clone());
+        out.parallel = later.parallel.or(self.parallel);
+        out.no_ansi |= later.no_ansi;
+        out.compatibility |= later.compatibility;
+        out.all_resources |= later.all_resources;
+        out.verbose |= later.verbose;
+        out
+    }
+}
+
+/// The arguments of a verb that loads a project: docker compose's project options (long
+/// forms only: after the verb `-f` and `-p` keep the verb's own meaning, `logs -f`,
+/// `run -p`), then the verb's own.
+#[derive(Debug)]
+pub struct Verb<T> {
+    /// Project options given after the verb.
+    pub compose: ComposeArgs,
+    /// The verb's own arguments.
+    pub args: T,
+}
+
+impl<T> std::ops::Deref for Verb<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.args
+    }
+}
+
+/// The verb-level project options: no short forms, and no default from the environment.
+fn verb_compose_args(cmd: clap::Command) -> clap::Command {
+    ComposeArgs::augment_args(cmd)
+        .mut_arg("files", |a| a.short(None))
+        .mut_arg("project_name", |a| a.short(None))
+}
+
+impl<T: Args> Args for Verb<T> {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        T::augment_args(verb_compose_args(cmd))
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        T::augment_args_for_update(verb_compose_args(cmd))
+    }
+}
+
+impl<T: clap::FromArgMatches> clap::FromArgMatches for Verb<T> {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        Ok(Verb {
+            compose: ComposeArgs::from_arg_matches(m)?,
+            args: T::from_arg_matches(m)?,
+        })
+    }
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        self.compose.update_from_arg_matches(m)?;
+        self.args.update_from_arg_matches(m)
+    }
+}
+
+/// What a command runs with: the engine options and the project options, resolved (flags
+/// before and after the verb, then `COMPOSE_*` variables, then defaults).
+#[derive(Debug, Clone)]
+pub struct GlobalArgs {
+    /// `-f`.
+    pub files: Vec<PathBuf>,
+    /// `-p`.
+    pub project_name: Option<String>,
+    /// `--project-directory`.
+    pub project_directory: Option<PathBuf>,
+    /// `--profile`.
+    pub profiles: Vec<String>,
+    /// `--env-file`.
+    pub env_files: Vec<PathBuf>,
+    /// `--root` / `TUG_ROOT`.
+    pub root: Option<PathBuf>,
+    /// `--progress`: auto, tty, plain, json or quiet.
+    pub progress: String,
+    /// `--ansi`: never, always or auto.
+    pub ansi: String,
+    /// `--parallel`: operations at once, 0 for no limit.
+    pub parallel: usize,
+    /// `--all-resources`.
+    pub all_resources: bool,
+    /// `--dry-run`.
+    pub dry_run: bool,
+    /// The verb may act on the project as the state root knows it (by its name, from the
+    /// labels) when the compose file cannot be loaded. Set by `dispatch`, not a flag.
+    pub by_name: bool,
+}
+
+impl Default for GlobalArgs {
+    fn default() -> Self {
+        GlobalArgs {
+            files: Vec::new(),
+            project_name: None,
+            project_directory: None,
+            profiles: Vec::new(),
+            env_files: Vec::new(),
+            root: None,
+            progress: "auto".to_owned(),
+            ansi: "auto".to_owned(),
+            parallel: 0,
+            all_resources: false,
+            dry_run: false,
+            by_name: false,
+        }
+    }
+}
+
 impl GlobalArgs {
+    /// Resolves the options of a command line.
+    ///
+    /// # Errors
+    /// An option tug cannot honour (`--compatibility`), or a bad `COMPOSE_*` value.
+    pub fn resolve(engine: &EngineArgs, compose: &ComposeArgs) -> anyhow::Result<GlobalArgs> {
+        if compose.compatibility {
+            anyhow::bail!(
+                "--compatibility (docker-compose v1 container names) is not supported by tug"
+            );
+        }
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let progress = compose
+            .progress
+            .clone()
+            .or_else(|| env("COMPOSE_PROGRESS"))
+            .unwrap_or_else(|| "auto".to_owned());
+        if !["auto", "tty", "plain", "json", "quiet"].contains(&progress.as_str()) {
+            anyhow::bail!(
+                "invalid progress mode {progress:?} (COMPOSE_PROGRESS): expected auto, tty, plain, json or quiet"
+            );
+        }
+        let ansi = if compose.no_ansi {
+            "never".to_owned()
+        } else {
+            compose
+                .ansi
+                .clone()
+                .or_else(|| env("COMPOSE_ANSI"))
+                .unwrap_or_else(|| "auto".to_owned())
+        };
+        if !["never", "always", "auto"].contains(&ansi.as_str()) {
+            anyhow::bail!("invalid --ansi {ansi:?} (COMPOSE_ANSI): expected never, always or auto");
+        }
+        let parallel = match compose.parallel {
+            Some(n) => n,
+            None => match env("COMPOSE_PARALLEL_LIMIT") {
+                Some(v) => v
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("invalid COMPOSE_PARALLEL_LIMIT {v:?}"))?,
+                None => -1,
+            },
+        };
+        Ok(GlobalArgs {
+            files: compose.files.clone(),
+            project_name: compose.project_name.clone(),
+            project_directory: compose.project_directory.clone(),
+            profiles: compose.profiles.clone(),
+            env_files: compose.env_files.clone(),
+            root: engine.root.clone(),
+            progress,
+            ansi,
+            parallel: usize::try_from(parallel).unwrap_or(0),
+            all_resources: compose.all_resources,
+            dry_run: engine.dry_run,
+            by_name: false,
+        })
+    }
+
     /// The engine's state root: `--root`, `TUG_ROOT`, or `/var/lib/tug`. The first call
     /// makes it private (`engine::private::ensure_root`: created `0700`, a root made by an
     /// older tug tightened once, which is said on stderr); an error there is left to the
@@ -63,14 +268,34 @@ impl GlobalArgs {
         }
         root
     }
+
+    /// Whether to colour output on a stream that is (or is not) a terminal: `--ansi`, then
+    /// `NO_COLOR`, then the terminal.
+    #[must_use]
+    pub fn colour(&self, terminal: bool) -> bool {
+        match self.ansi.as_str() {
+            "never" => false,
+            "always" => true,
+            _ => terminal && std::env::var_os("NO_COLOR").is_none(),
+        }
+    }
 }
 
 /// tug: compose-style stacks on a built-in container engine.
 #[derive(Debug, Parser)]
-#[command(name = "tug", version, about)]
+#[command(name = "tug", version, about, disable_version_flag = true)]
+#[allow(clippy::manual_non_exhaustive)]
 pub struct Cli {
+    /// Print version (`-v` too, as docker compose has it).
+    #[arg(short = 'V', long = "version", short_alias = 'v', action = clap::ArgAction::Version)]
+    version: (),
     #[command(flatten)]
-    pub global: GlobalArgs,
+    pub engine: EngineArgs,
+    #[command(flatten)]
+    pub compose: ComposeArgs,
+    /// Deprecated name of --project-directory (docker compose still accepts it).
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub workdir: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -203,7 +428,7 @@ impl<T: Subcommand> Subcommand for LazySub<T> {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Parse, resolve and render the compose file in canonical form.
-    Config(Lazy<config::ConfigArgs>),
+    Config(Lazy<Verb<config::ConfigArgs>>),
     /// Manage images: list, import, load, save, pull, push, bootstrap base images.
     Image(Lazy<image::ImageArgs>),
     /// Manage containers: run, ls, stop, kill, rm, logs, exec, inspect, top, pause, cp.
@@ -230,66 +455,80 @@ pub enum Command {
     #[command(subcommand)]
     Builder(LazySub<build::BuilderCommand>),
     /// Create and start containers.
-    Up(Lazy<compose::args::UpArgs>),
+    Up(Lazy<Verb<compose::args::UpArgs>>),
     /// Stop and remove containers, networks.
-    Down(Lazy<compose::args::DownArgs>),
+    Down(Lazy<Verb<compose::args::DownArgs>>),
     /// Creates containers for a service.
-    Create(Lazy<compose::args::CreateArgs>),
+    Create(Lazy<Verb<compose::args::CreateArgs>>),
     /// Start services.
-    Start(Lazy<compose::args::ServicesArgs>),
+    Start(Lazy<Verb<compose::args::ServicesArgs>>),
     /// Stop services.
-    Stop(Lazy<compose::args::StopArgs>),
+    Stop(Lazy<Verb<compose::args::StopArgs>>),
     /// Restart service containers.
-    Restart(Lazy<compose::args::RestartArgs>),
+    Restart(Lazy<Verb<compose::args::RestartArgs>>),
     /// Force stop service containers.
-    Kill(Lazy<compose::args::KillArgs>),
+    Kill(Lazy<Verb<compose::args::KillArgs>>),
     /// Removes stopped service containers.
-    Rm(Lazy<compose::args::RmArgs>),
+    Rm(Lazy<Verb<compose::args::RmArgs>>),
     /// Pause services.
-    Pause(Lazy<compose::args::ServicesArgs>),
+    Pause(Lazy<Verb<compose::args::ServicesArgs>>),
     /// Unpause services.
-    Unpause(Lazy<compose::args::ServicesArgs>),
+    Unpause(Lazy<Verb<compose::args::ServicesArgs>>),
     /// List containers.
-    Ps(Lazy<compose::args::PsArgs>),
+    Ps(Lazy<Verb<compose::args::PsArgs>>),
     /// View output from containers.
-    Logs(Lazy<compose::args::LogsArgs>),
+    Logs(Lazy<Verb<compose::args::LogsArgs>>),
     /// Execute a command in a running container.
-    Exec(Lazy<compose::args::ExecArgs>),
+    Exec(Lazy<Verb<compose::args::ExecArgs>>),
     /// Run a one-off command on a service.
-    Run(Lazy<compose::args::RunArgs>),
+    Run(Lazy<Verb<compose::args::RunArgs>>),
     /// Display the running processes.
-    Top(Lazy<compose::args::TopArgs>),
+    Top(Lazy<Verb<compose::args::TopArgs>>),
     /// Print the public port for a port binding.
-    Port(Lazy<compose::args::PortArgs>),
+    Port(Lazy<Verb<compose::args::PortArgs>>),
     /// Copy files/folders between a service container and the local filesystem.
-    Cp(Lazy<compose::args::CpArgs>),
+    Cp(Lazy<Verb<compose::args::CpArgs>>),
     /// Block until containers of all (or specified) services stop.
-    Wait(Lazy<compose::args::WaitArgs>),
+    Wait(Lazy<Verb<compose::args::WaitArgs>>),
     /// List running compose projects.
     Ls(Lazy<compose::args::LsArgs>),
     /// List images used by the created containers.
-    Images(Lazy<compose::args::ImagesArgs>),
+    Images(Lazy<Verb<compose::args::ImagesArgs>>),
     /// Receive real time events from containers.
-    Events(Lazy<compose::args::EventsArgs>),
+    Events(Lazy<Verb<compose::args::EventsArgs>>),
     /// Scale services.
-    Scale(Lazy<compose::args::ScaleArgs>),
+    Scale(Lazy<Verb<compose::args::ScaleArgs>>),
     /// Pull service images.
-    Pull(Lazy<compose::args::PullArgs>),
+    Pull(Lazy<Verb<compose::args::PullArgs>>),
     /// Build or rebuild services.
-    Build(Lazy<build::ComposeBuildArgs>),
+    Build(Lazy<Verb<build::ComposeBuildArgs>>),
     /// Push service images.
-    Push(Lazy<compose::args::PushArgs>),
+    Push(Lazy<Verb<compose::args::PushArgs>>),
     /// Show the tug version information.
     Version(Lazy<compose::args::VersionArgs>),
+    /// Watch the build context for services and rebuild/refresh containers when files are
+    /// updated (develop.watch).
+    Watch(Lazy<Verb<watch::WatchArgs>>),
+    /// List volumes.
+    Volumes(Lazy<Verb<compose::args::VolumesArgs>>),
+    /// Display a live stream of container(s) resource usage statistics.
+    Stats(Lazy<Verb<compose::args::StatsArgs>>),
+    /// Install `docker` and `docker-compose` links to tug in a directory, so that clients of
+    /// docker compose (testcontainers, CI scripts, IDEs) run tug.
+    InstallShim(Lazy<shim::InstallArgs>),
 }
 
 mod build;
 mod compose;
 pub mod config;
 mod container;
+pub mod format;
 mod image;
+mod listing;
 mod network;
+mod shim;
 mod volume;
+mod watch;
 
 /// Runs tug with the process arguments and returns the exit code.
 #[must_use]
@@ -304,103 +543,86 @@ pub fn main() -> i32 {
             126
         });
     }
-    run_with(rewrite_args(container::rewrite_args(args)))
+    match persona(&args) {
+        Persona::Tug => run_with(args),
+        Persona::Compose(rest) => {
+            COMPOSE_PERSONA.store(true, std::sync::atomic::Ordering::Relaxed);
+            // `docker-compose --version` answers as `version` does.
+            if rest.len() == 2 && (rest[1] == "--version" || rest[1] == "-v") {
+                return run_with([rest[0].clone(), "version".into()]);
+            }
+            run_with(rest)
+        }
+        Persona::Docker(rest) => shim::other_docker(&rest),
+    }
 }
 
-/// Global options that take a value, as they appear before the verb.
-const GLOBAL_WITH_VALUE: [&str; 11] = [
-    "-f",
-    "--file",
-    "-p",
-    "--project-name",
-    "--project-directory",
-    "--profile",
-    "--env-file",
-    "--root",
-    "--progress",
-    "--ansi",
-    "--parallel",
-];
+/// Set when tug runs as `docker-compose` or `docker compose`: `version` then reports the
+/// docker compose version whose interface tug implements.
+static COMPOSE_PERSONA: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// `-f` is the global `--file` and `-p` the global `--project-name`, as in docker compose;
-/// after the verbs where compose gives them another meaning (`logs -f`, `rm -f`, `run -p`)
-/// they are rewritten to that verb's long flag before parsing.
+/// Whether tug runs as docker compose (`docker-compose`, or `docker compose` via the shim).
 #[must_use]
-pub fn rewrite_args(mut args: Vec<OsString>) -> Vec<OsString> {
-    let mut i = 1;
-    let mut verb = None;
-    while i < args.len() {
-        let a = args[i].to_string_lossy();
-        if GLOBAL_WITH_VALUE.contains(&a.as_ref()) {
-            i += 2;
-            continue;
-        }
-        if a.starts_with('-') {
-            i += 1;
-            continue;
-        }
-        verb = Some(i);
-        break;
-    }
-    let Some(v) = verb else { return args };
-    // (short, long, whether the flag takes no value: such a flag may also come in a cluster
-    // of short flags, `rm -fs` = `rm --force -s`)
-    let rewrites: &[(&str, &str, bool)] = match args[v].to_str() {
-        Some("logs") => &[("-f", "--follow", true)],
-        Some("rm") => &[("-f", "--force", true)],
-        Some("run") => &[("-p", "--publish", false)],
-        Some("version") => &[("-f", "--format", false)],
-        _ => return args,
-    };
-    let mut j = v + 1;
-    while j < args.len() {
-        let a = args[j].to_string_lossy().into_owned();
-        if a == "--" {
-            break;
-        }
-        let cluster = a.len() > 2
-            && a.starts_with('-')
-            && !a.starts_with("--")
-            && a[1..].chars().all(|c| c.is_ascii_alphabetic());
-        if let Some((_, long, _)) = rewrites.iter().find(|(s, _, _)| *s == a) {
-            args[j] = (*long).into();
-        } else if let Some((short, long, _)) = rewrites
-            .iter()
-            .find(|(s, _, flag)| *flag && cluster && a[1..].contains(&s[1..]))
-        {
-            let rest: String = a[1..]
-                .chars()
-                .filter(|c| !short[1..].contains(*c))
-                .collect();
-            args[j] = (*long).into();
-            if !rest.is_empty() {
-                args.insert(j + 1, format!("-{rest}").into());
-                j += 1;
+pub fn compose_persona() -> bool {
+    COMPOSE_PERSONA.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// How tug was invoked.
+#[derive(Debug, PartialEq, Eq)]
+enum Persona {
+    /// As `tug`.
+    Tug,
+    /// As `docker-compose`, or as `docker compose` (the shim): the arguments to parse, with
+    /// `compose` and docker's own options before it taken out.
+    Compose(Vec<OsString>),
+    /// As `docker` with another command: the arguments, for the real docker.
+    Docker(Vec<OsString>),
+}
+
+/// Tells tug, `docker-compose` and the `docker` shim apart by the name tug was run as.
+fn persona(args: &[OsString]) -> Persona {
+    let name = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match name.as_str() {
+        "docker-compose" => Persona::Compose(args.to_vec()),
+        "docker" => {
+            // docker's own options before the command (`docker --context x compose …`).
+            let with_value = [
+                "-c",
+                "--context",
+                "-H",
+                "--host",
+                "-l",
+                "--log-level",
+                "--config",
+                "--tlscacert",
+                "--tlscert",
+                "--tlskey",
+            ];
+            let mut i = 1;
+            while i < args.len() {
+                let a = args[i].to_string_lossy();
+                if with_value.contains(&a.as_ref()) {
+                    i += 2;
+                } else if a.starts_with('-') {
+                    i += 1;
+                } else {
+                    break;
+                }
             }
-        } else if !a.starts_with('-') && args[v] == "run" {
-            // `run SERVICE CMD…`: what follows the service belongs to the command.
-            let prev = args[j - 1].to_string_lossy();
-            let takes_value = [
-                "-e",
-                "--env",
-                "-v",
-                "--volume",
-                "--publish",
-                "--entrypoint",
-                "-u",
-                "--user",
-                "-w",
-                "--workdir",
-                "--name",
-            ]
-            .contains(&prev.as_ref());
-            if !takes_value {
-                break;
+            if args.get(i).is_some_and(|a| a == "compose") {
+                let mut rest = vec![OsString::from("docker-compose")];
+                rest.extend(args[i + 1..].iter().cloned());
+                Persona::Compose(rest)
+            } else {
+                Persona::Docker(args.to_vec())
             }
         }
-        j += 1;
+        _ => Persona::Tug,
     }
-    args
 }
 
 /// Runs tug with the given arguments and returns the exit code.
@@ -459,6 +681,7 @@ impl Command {
                 | Command::Completion { .. }
                 | Command::Login(_)
                 | Command::Logout { .. }
+                | Command::InstallShim(_)
         )
     }
 }
@@ -471,11 +694,17 @@ rootless mode does not exist yet. Without root, `tug config`, `tug version`, \
 
 fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let Cli {
-        mut global,
+        engine,
+        mut compose,
+        workdir,
         command,
+        version: (),
     } = cli;
+    if compose.project_directory.is_none() {
+        compose.project_directory = workdir;
+    }
     // Verbs that act on what exists work by project name alone, as docker compose's do.
-    global.by_name = matches!(
+    let by_name = matches!(
         command,
         Command::Down(_)
             | Command::Ps(_)
@@ -494,56 +723,78 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             | Command::Wait(_)
             | Command::Cp(_)
             | Command::Events(_)
+            | Command::Volumes(_)
+            | Command::Stats(_)
     );
     if !command.works_without_root() && !nix::unistd::geteuid().is_root() {
         anyhow::bail!("{NEEDS_ROOT}");
     }
+    // The options of the command line; with a verb that loads a project, its own project
+    // options on top.
+    let base = || GlobalArgs::resolve(&engine, &compose);
+    let with = |v: &ComposeArgs| {
+        GlobalArgs::resolve(&engine, &compose.overlay(v)).map(|mut g| {
+            g.by_name = by_name;
+            g
+        })
+    };
     match command {
-        Command::Config(args) => config::run(&global, &args),
-        Command::Image(args) => image::run(&global, args.0),
-        Command::Container(args) => container::run(&global, args.0),
+        Command::Config(a) => config::run(&with(&a.compose)?, &a.args),
+        Command::Image(args) => image::run(&base()?, args.0),
+        Command::Container(args) => container::run(&base()?, args.0),
         Command::Login(args) => image::login(&args, &mut std::io::stdout().lock()),
         Command::Logout { registry } => {
             image::logout(registry.as_deref(), &mut std::io::stdout().lock())
         }
         Command::Completion { shell } => {
-            // Completions cover every verb, and the `help` verb's tree of them too, which
-            // clap derives from the verbs as they are defined when it builds: no deferring.
-            EAGER.store(true, std::sync::atomic::Ordering::Relaxed);
-            let mut cmd = Cli::command();
+            let mut cmd = self::command();
             clap_complete::generate(shell, &mut cmd, "tug", &mut std::io::stdout());
             Ok(0)
         }
-        Command::Network(cmd) => network::run(&global, &cmd),
-        Command::Volume(cmd) => volume::run(&global, &cmd),
-        Command::Builder(cmd) => build::run_builder(&global, &cmd),
-        Command::Build(args) => build::run_compose_build(&global, &args),
-        Command::Up(args) => compose::run_up(&global, &args),
-        Command::Down(args) => compose::run_down(&global, &args),
-        Command::Create(args) => compose::run_create(&global, &args),
-        Command::Start(args) => compose::verbs::run_start(&global, &args),
-        Command::Stop(args) => compose::verbs::run_stop(&global, &args),
-        Command::Restart(args) => compose::verbs::run_restart(&global, &args),
-        Command::Kill(args) => compose::verbs::run_kill(&global, &args),
-        Command::Rm(args) => compose::verbs::run_rm(&global, &args),
-        Command::Pause(args) => compose::verbs::run_pause(&global, &args, true),
-        Command::Unpause(args) => compose::verbs::run_pause(&global, &args, false),
-        Command::Ps(args) => compose::run_ps(&global, &args),
-        Command::Logs(args) => compose::verbs::run_logs(&global, &args),
-        Command::Exec(args) => compose::verbs::run_exec(&global, &args),
-        Command::Run(args) => compose::verbs::run_run(&global, &args),
-        Command::Top(args) => compose::verbs::run_top(&global, &args),
-        Command::Port(args) => compose::verbs::run_port(&global, &args),
-        Command::Cp(args) => compose::verbs::run_cp(&global, &args),
-        Command::Wait(args) => compose::verbs::run_wait(&global, &args),
-        Command::Ls(args) => compose::run_ls(&global, &args),
-        Command::Images(args) => compose::verbs::run_images(&global, &args),
-        Command::Events(args) => compose::verbs::run_events(&global, &args),
-        Command::Scale(args) => compose::verbs::run_scale(&global, &args),
-        Command::Pull(args) => compose::verbs::run_pull(&global, &args),
-        Command::Push(args) => compose::verbs::run_push(&global, &args),
+        Command::Network(cmd) => network::run(&base()?, &cmd),
+        Command::Volume(cmd) => volume::run(&base()?, &cmd),
+        Command::Builder(cmd) => build::run_builder(&base()?, &cmd),
+        Command::Build(a) => build::run_compose_build(&with(&a.compose)?, &a.args),
+        Command::Up(a) => compose::run_up(&with(&a.compose)?, &a.args),
+        Command::Down(a) => compose::run_down(&with(&a.compose)?, &a.args),
+        Command::Create(a) => compose::run_create(&with(&a.compose)?, &a.args),
+        Command::Start(a) => compose::verbs::run_start(&with(&a.compose)?, &a.args),
+        Command::Stop(a) => compose::verbs::run_stop(&with(&a.compose)?, &a.args),
+        Command::Restart(a) => compose::verbs::run_restart(&with(&a.compose)?, &a.args),
+        Command::Kill(a) => compose::verbs::run_kill(&with(&a.compose)?, &a.args),
+        Command::Rm(a) => compose::verbs::run_rm(&with(&a.compose)?, &a.args),
+        Command::Pause(a) => compose::verbs::run_pause(&with(&a.compose)?, &a.args, true),
+        Command::Unpause(a) => compose::verbs::run_pause(&with(&a.compose)?, &a.args, false),
+        Command::Ps(a) => compose::run_ps(&with(&a.compose)?, &a.args),
+        Command::Logs(a) => compose::verbs::run_logs(&with(&a.compose)?, &a.args),
+        Command::Exec(a) => compose::verbs::run_exec(&with(&a.compose)?, &a.args),
+        Command::Run(a) => compose::verbs::run_run(&with(&a.compose)?, &a.args),
+        Command::Top(a) => compose::verbs::run_top(&with(&a.compose)?, &a.args),
+        Command::Port(a) => compose::verbs::run_port(&with(&a.compose)?, &a.args),
+        Command::Cp(a) => compose::verbs::run_cp(&with(&a.compose)?, &a.args),
+        Command::Wait(a) => compose::verbs::run_wait(&with(&a.compose)?, &a.args),
+        Command::Ls(args) => compose::run_ls(&base()?, &args),
+        Command::Images(a) => compose::verbs::run_images(&with(&a.compose)?, &a.args),
+        Command::Events(a) => compose::verbs::run_events(&with(&a.compose)?, &a.args),
+        Command::Scale(a) => compose::verbs::run_scale(&with(&a.compose)?, &a.args),
+        Command::Pull(a) => compose::verbs::run_pull(&with(&a.compose)?, &a.args),
+        Command::Push(a) => compose::verbs::run_push(&with(&a.compose)?, &a.args),
         Command::Version(args) => compose::verbs::run_version(&args),
+        Command::Watch(a) => watch::run(&with(&a.compose)?, &a.args),
+        Command::InstallShim(args) => shim::install(&args),
+        Command::Volumes(a) => compose::verbs::run_volumes(&with(&a.compose)?, &a.args),
+        Command::Stats(a) => compose::stats::run_stats(&with(&a.compose)?, &a.args),
     }
+}
+
+/// The whole command line definition, every verb defined (shell completions, tests that
+/// compare tug's flags with docker compose's).
+#[must_use]
+pub fn command() -> clap::Command {
+    // Completions cover every verb, and the `help` verb's tree of them too, which clap
+    // derives from the verbs as they are defined when it builds: no deferring.
+    EAGER.store(true, std::sync::atomic::Ordering::Relaxed);
+    Cli::command()
 }
 
 /// Renders an error chain on one line per cause, without Rust debug noise.
@@ -619,50 +870,92 @@ mod tests {
     }
 
     #[test]
-    fn short_flags_that_collide_with_globals_are_rewritten_after_their_verb() {
+    fn the_name_tug_runs_as_picks_its_persona() {
+        assert_eq!(persona(&os(&["/usr/bin/tug", "up"])), Persona::Tug);
         assert_eq!(
-            rewrite_args(os(&["tug", "-f", "a.yaml", "logs", "-f", "web"])),
-            os(&["tug", "-f", "a.yaml", "logs", "--follow", "web"])
+            persona(&os(&["/x/docker-compose", "-f", "a.yaml", "up"])),
+            Persona::Compose(os(&["/x/docker-compose", "-f", "a.yaml", "up"]))
         );
         assert_eq!(
-            rewrite_args(os(&["tug", "-p", "x", "rm", "-f", "-s"])),
-            os(&["tug", "-p", "x", "rm", "--force", "-s"])
+            persona(&os(&[
+                "/shim/docker",
+                "--context",
+                "c",
+                "compose",
+                "-p",
+                "x",
+                "ps"
+            ])),
+            Persona::Compose(os(&["docker-compose", "-p", "x", "ps"]))
         );
         assert_eq!(
-            rewrite_args(os(&["tug", "run", "-p", "80:80", "web", "ls", "-p"])),
-            os(&["tug", "run", "--publish", "80:80", "web", "ls", "-p"])
-        );
-        assert_eq!(
-            rewrite_args(os(&["tug", "up", "-f"])),
-            os(&["tug", "up", "-f"])
+            persona(&os(&["docker", "ps", "-a"])),
+            Persona::Docker(os(&["docker", "ps", "-a"]))
         );
     }
 
+    fn parse(v: &[&str]) -> Cli {
+        Cli::try_parse_from(v).unwrap_or_else(|e| panic!("{v:?}: {e}"))
+    }
+
     #[test]
-    fn clusters_of_short_flags_keep_their_verb_meaning() {
+    fn short_flags_keep_their_verb_meaning_after_the_verb() {
+        // Before the verb, -f and -p are the project options; after it, the verb's own.
+        let cli = parse(&["tug", "-f", "a.yaml", "logs", "-f", "web"]);
+        assert_eq!(cli.compose.files, vec![PathBuf::from("a.yaml")]);
+        let Command::Logs(a) = cli.command else {
+            panic!("not logs")
+        };
+        assert!(a.follow);
+        assert_eq!(a.services, vec!["web".to_string()]);
+        let Command::Rm(a) = parse(&["tug", "-p", "x", "rm", "-fs"]).command else {
+            panic!("not rm")
+        };
+        assert!(a.force && a.stop);
+        let Command::Run(a) = parse(&["tug", "run", "-p", "80:80", "web", "ls", "-p"]).command
+        else {
+            panic!("not run")
+        };
+        assert_eq!(a.publish, vec!["80:80".to_string()]);
+        assert_eq!(a.command, vec!["ls".to_string(), "-p".to_string()]);
+        let Command::Version(a) = parse(&["tug", "version", "-f", "json"]).command else {
+            panic!("not version")
+        };
+        assert_eq!(a.format.as_deref(), Some("json"));
+    }
+
+    #[test]
+    fn project_options_after_the_verb_add_to_those_before() {
+        let cli = parse(&[
+            "tug",
+            "-f",
+            "a.yaml",
+            "--profile",
+            "x",
+            "up",
+            "--file",
+            "b.yaml",
+            "--project-name",
+            "p",
+            "--profile",
+            "y",
+        ]);
+        let Command::Up(a) = &cli.command else {
+            panic!("not up")
+        };
+        let g = GlobalArgs::resolve(&cli.engine, &cli.compose.overlay(&a.compose)).unwrap();
         assert_eq!(
-            rewrite_args(os(&["tug", "rm", "-fs"])),
-            os(&["tug", "rm", "--force", "-s"])
+            g.files,
+            vec![PathBuf::from("a.yaml"), PathBuf::from("b.yaml")]
         );
-        assert_eq!(
-            rewrite_args(os(&["tug", "rm", "-sfv", "web"])),
-            os(&["tug", "rm", "--force", "-sv", "web"])
-        );
-        assert_eq!(
-            rewrite_args(os(&["tug", "logs", "-tf", "web"])),
-            os(&["tug", "logs", "--follow", "-t", "web"])
-        );
-        // A flag that takes a value is not split: `-p8080:80` is a value, not a cluster.
-        assert_eq!(
-            rewrite_args(os(&["tug", "run", "-dp", "80:80", "web"])),
-            os(&["tug", "run", "-dp", "80:80", "web"])
-        );
-        // Clusters without the rewritten letter stay as they are.
-        assert_eq!(
-            rewrite_args(os(&["tug", "rm", "-sv"])),
-            os(&["tug", "rm", "-sv"])
-        );
-        let cli = Cli::try_parse_from(rewrite_args(os(&["tug", "rm", "-fs", "web"])));
-        assert!(cli.is_ok(), "{cli:?}");
+        assert_eq!(g.project_name.as_deref(), Some("p"));
+        assert_eq!(g.profiles, vec!["x".to_string(), "y".to_string()]);
+        // Engine verbs do not take them.
+        assert!(Cli::try_parse_from(["tug", "image", "ls", "--file", "a.yaml"]).is_err());
+        assert!(Cli::try_parse_from(["tug", "-f", "a.yaml", "image", "ls"]).is_ok());
+        // --compatibility is refused by name.
+        let cli = parse(&["tug", "--compatibility", "ps"]);
+        let e = GlobalArgs::resolve(&cli.engine, &cli.compose).unwrap_err();
+        assert!(e.to_string().contains("--compatibility"), "{e}");
     }
 }

@@ -11,4 +11,5 @@ pub mod private;
 pub mod proc;
 pub mod root;
 pub mod runtime;
+pub mod sync;
 pub mod volume;

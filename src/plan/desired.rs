@@ -111,6 +111,8 @@ pub fn desired_from_project(
             let mut depends_on: Vec<Dependency> = s
                 .depends_on
                 .iter()
+                // An optional dependency on a service disabled by its profiles.
+                .filter(|(name, _)| project.services.contains_key(*name))
                 .map(|(name, d)| Dependency {
                     service: name.clone(),
                     condition: condition(&d.condition),
@@ -150,10 +152,7 @@ pub fn desired_from_project(
         .iter()
         .map(|(k, n)| DesiredResource {
             key: k.clone(),
-            name: n
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("{}_{k}", project.name)),
+            name: n.actual_name(&project.name, k),
             external: n.external,
         })
         .collect();
@@ -162,10 +161,7 @@ pub fn desired_from_project(
         .iter()
         .map(|(k, v)| DesiredResource {
             key: k.clone(),
-            name: v
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("{}_{k}", project.name)),
+            name: v.actual_name(&project.name, k),
             external: v.external,
         })
         .collect();

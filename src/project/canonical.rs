@@ -22,13 +22,18 @@ use serde_json::{Map, Value, json};
 use super::error::{ProjectError, Result};
 use super::yaml::{Pos, Spans};
 
-/// Canonicalizes a whole document in place. `spans` locates errors.
+/// A note about the document that is not an error: `(key path, message)`.
+pub type Warning = (String, String);
+
+/// Canonicalizes a whole document in place. `spans` locates errors. Returns warnings about
+/// what compose reads but ignores (short volume options it does not know).
 ///
 /// # Errors
 /// A short syntax that cannot be parsed (an invalid port spec, a volume spec with too many
 /// parts, an unterminated quote in a command), with its file position and key path.
-pub fn canonicalize(doc: &mut Value, spans: &Spans) -> Result<()> {
+pub fn canonicalize(doc: &mut Value, spans: &Spans) -> Result<Vec<Warning>> {
     let mut errors = Vec::new();
+    let mut warnings = Vec::new();
     let at = |path: &str| locate(spans, path);
     if let Some(Value::Object(services)) = doc.get_mut("services") {
         for (name, svc) in services.iter_mut() {
@@ -36,12 +41,14 @@ pub fn canonicalize(doc: &mut Value, spans: &Spans) -> Result<()> {
                 *svc = json!({});
             }
             let base = format!("services.{name}");
-            if let Err(e) = service(svc, &base) {
+            if let Err(e) = service(svc, &base, &mut warnings) {
                 let (path, msg) = e;
                 errors.push(ProjectError::invalid(at(&path), path, msg));
             }
         }
     }
+    omit_empty(doc);
+    enforce_unicity(doc);
     for kind in ["networks", "volumes", "secrets", "configs"] {
         if let Some(Value::Object(items)) = doc.get_mut(kind) {
             for (_, item) in items.iter_mut() {
@@ -86,11 +93,114 @@ pub fn canonicalize(doc: &mut Value, spans: &Spans) -> Result<()> {
     if let Some(m) = doc.as_object_mut() {
         m.shift_remove("version");
     }
+    for (path, msg) in structure(doc) {
+        errors.push(ProjectError::invalid(at(&path), path, msg));
+    }
     if errors.is_empty() {
-        Ok(())
+        Ok(warnings)
     } else {
         Err(ProjectError::from_many(errors))
     }
+}
+
+/// compose's checks of the canonical document that its schema cannot express, over every
+/// declared resource (used or not): secrets and configs say where their content comes from
+/// (one way only), an external volume sets nothing but its name, a published
+/// port's `host_ip` is an IP address, a GPU request gives `count` or `device_ids`, a watch
+/// rule has a path.
+fn structure(doc: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (kind, sources) in [
+        ("secrets", &["file", "environment"][..]),
+        ("configs", &["file", "environment", "content"][..]),
+    ] {
+        if let Some(Value::Object(items)) = doc.get(kind) {
+            for (name, item) in items {
+                let Value::Object(m) = item else { continue };
+                let count = sources.iter().filter(|k| m.contains_key(**k)).count();
+                let path = format!("{kind}.{name}");
+                if count > 1 {
+                    out.push((
+                        path,
+                        format!("{} attributes are mutually exclusive", sources.join("|")),
+                    ));
+                } else if count == 0 && !m.contains_key("driver") && !m.contains_key("external") {
+                    out.push((path, format!("one of {} must be set", sources.join("|"))));
+                }
+            }
+        }
+    }
+    for kind in ["volumes"] {
+        if let Some(Value::Object(items)) = doc.get(kind) {
+            for (name, item) in items {
+                let Value::Object(m) = item else { continue };
+                if m.get("external") != Some(&Value::Bool(true)) {
+                    continue;
+                }
+                for k in m.keys() {
+                    if k != "name" && k != "external" && !k.starts_with("x-") {
+                        out.push((
+                            format!("{kind}.{name}"),
+                            format!("conflicting parameters \"external\" and {k:?} specified"),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    let Some(Value::Object(services)) = doc.get("services") else {
+        return out;
+    };
+    for (name, svc) in services {
+        let base = format!("services.{name}");
+        if let Some(Value::Array(ports)) = svc.get("ports") {
+            for (i, p) in ports.iter().enumerate() {
+                if let Some(ip) = p.get("host_ip").and_then(Value::as_str)
+                    && ip.parse::<std::net::IpAddr>().is_err()
+                {
+                    out.push((
+                        format!("{base}.ports[{i}].host_ip"),
+                        format!("invalid ip address: `{ip}`"),
+                    ));
+                }
+            }
+        }
+        let mut requests: Vec<(String, &Value)> = Vec::new();
+        if let Some(Value::Array(g)) = svc.get("gpus") {
+            requests.extend(
+                g.iter()
+                    .enumerate()
+                    .map(|(i, r)| (format!("{base}.gpus[{i}]"), r)),
+            );
+        }
+        if let Some(Value::Array(d)) = svc.pointer("/deploy/resources/reservations/devices") {
+            requests.extend(d.iter().enumerate().map(|(i, r)| {
+                (
+                    format!("{base}.deploy.resources.reservations.devices[{i}]"),
+                    r,
+                )
+            }));
+        }
+        for (path, r) in requests {
+            if r.get("count").is_some() && r.get("device_ids").is_some() {
+                out.push((
+                    path,
+                    "\"count\" and \"device_ids\" attributes are exclusive".to_owned(),
+                ));
+            }
+        }
+        if let Some(Value::Array(rules)) = svc.pointer("/develop/watch") {
+            for (i, r) in rules.iter().enumerate() {
+                if r.get("path").and_then(Value::as_str) == Some("") {
+                    out.push((
+                        format!("{base}.develop.watch[{i}].path"),
+                        "value can't be blank".to_owned(),
+                    ));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The position of `path`, or of its nearest ancestor that has one.
@@ -108,7 +218,268 @@ pub fn locate(spans: &Spans, path: &str) -> Option<Pos> {
 
 type PathErr = (String, String);
 
-fn service(svc: &mut Value, base: &str) -> std::result::Result<(), PathErr> {
+/// Keys whose empty string compose treats as unset (its model holds them as plain strings,
+/// left out when empty): `image: ${TAG}` with `TAG` empty is no image at all. `*` is any key
+/// of a mapping, `[]` any item of a list.
+const OMIT_EMPTY: &[&str] = &[
+    "services.*.build.context",
+    "services.*.build.dockerfile_inline",
+    "services.*.build.isolation",
+    "services.*.build.network",
+    "services.*.build.provenance",
+    "services.*.build.sbom",
+    "services.*.build.target",
+    "services.*.cgroup",
+    "services.*.cgroup_parent",
+    "services.*.container_name",
+    "services.*.cpuset",
+    "services.*.credential_spec.config",
+    "services.*.credential_spec.file",
+    "services.*.credential_spec.registry",
+    "services.*.deploy.endpoint_mode",
+    "services.*.deploy.mode",
+    "services.*.deploy.restart_policy.condition",
+    "services.*.deploy.rollback_config.failure_action",
+    "services.*.deploy.rollback_config.order",
+    "services.*.deploy.update_config.failure_action",
+    "services.*.deploy.update_config.order",
+    "services.*.develop.watch.[].target",
+    "services.*.devices.[].permissions",
+    "services.*.domainname",
+    "services.*.hostname",
+    "services.*.image",
+    "services.*.ipc",
+    "services.*.isolation",
+    "services.*.log_driver",
+    "services.*.logging.driver",
+    "services.*.mac_address",
+    "services.*.net",
+    "services.*.network_mode",
+    "services.*.networks.*.interface_name",
+    "services.*.networks.*.ipv4_address",
+    "services.*.networks.*.ipv6_address",
+    "services.*.networks.*.mac_address",
+    "services.*.pid",
+    "services.*.platform",
+    "services.*.ports.[].app_protocol",
+    "services.*.ports.[].name",
+    "services.*.ports.[].published",
+    "services.*.post_start.[].user",
+    "services.*.post_start.[].working_dir",
+    "services.*.pre_stop.[].user",
+    "services.*.pre_stop.[].working_dir",
+    "services.*.restart",
+    "services.*.runtime",
+    "services.*.stop_signal",
+    "services.*.user",
+    "services.*.userns_mode",
+    "services.*.uts",
+    "services.*.volume_driver",
+    "services.*.volumes.[].bind.propagation",
+    "services.*.volumes.[].bind.recursive",
+    "services.*.volumes.[].bind.selinux",
+    "services.*.volumes.[].consistency",
+    "services.*.volumes.[].image.subpath",
+    "services.*.volumes.[].volume.subpath",
+    "services.*.working_dir",
+    "networks.*.driver",
+    "networks.*.ipam.driver",
+    "networks.*.ipam.config.[].gateway",
+    "networks.*.ipam.config.[].ip_range",
+    "networks.*.ipam.config.[].subnet",
+    "volumes.*.driver",
+    "secrets.*.driver",
+    "secrets.*.environment",
+    "secrets.*.file",
+    "secrets.*.template_driver",
+    "configs.*.content",
+    "configs.*.driver",
+    "configs.*.environment",
+    "configs.*.file",
+    "configs.*.template_driver",
+];
+
+/// Lists whose entries have an identity; a later entry with the identity of an earlier one
+/// replaces it in place, as compose keeps one entry per identity even inside one file. The
+/// identities read the short and the long form alike: compose enforces this before its
+/// schema validation and again after canonicalisation.
+/// How a list entry's identity is read.
+type Identity = fn(&Value) -> String;
+
+const UNIQUE: &[(&str, Identity)] = &[
+    ("services.*.volumes", volume_identity),
+    ("services.*.devices", device_identity),
+    ("services.*.ports", port_identity),
+    ("services.*.secrets", |v| mount_identity(v, "/run/secrets")),
+    ("services.*.configs", |v| mount_identity(v, "")),
+    ("services.*.env_file", |v| match v {
+        Value::Object(_) => field(v, "path"),
+        other => scalar_string(other),
+    }),
+    ("services.*.expose", scalar_string),
+    ("services.*.dns", key_identity),
+    ("services.*.dns_opt", key_identity),
+    ("services.*.dns_search", key_identity),
+    ("services.*.cap_add", key_identity),
+    ("services.*.cap_drop", key_identity),
+    ("services.*.links", key_identity),
+    ("services.*.profiles", key_identity),
+    ("services.*.tmpfs", key_identity),
+    ("services.*.build.tags", key_identity),
+    ("services.*.networks.*.aliases", key_identity),
+    ("services.*.networks.*.link_local_ips", key_identity),
+];
+
+fn field(v: &Value, key: &str) -> String {
+    v.get(key).map(scalar_string).unwrap_or_default()
+}
+
+fn key_identity(v: &Value) -> String {
+    let s = scalar_string(v);
+    s.split_once('=').map_or(s.clone(), |(k, _)| k.to_owned())
+}
+
+fn volume_identity(v: &Value) -> String {
+    match v {
+        Value::String(spec) if spec.chars().count() <= 2 => spec.clone(),
+        Value::String(spec) => match split_volume_spec(spec) {
+            Ok(parts) if parts.len() == 1 => parts[0].clone(),
+            Ok(parts) => parts[1].clone(),
+            Err(_) => spec.clone(),
+        },
+        other => field(other, "target"),
+    }
+}
+
+fn device_identity(v: &Value) -> String {
+    match v {
+        Value::String(spec) => {
+            let parts: Vec<&str> = spec.split(':').collect();
+            parts.get(1).unwrap_or(&parts[0]).to_string()
+        }
+        other => field(other, "target"),
+    }
+}
+
+fn mount_identity(v: &Value, default_dir: &str) -> String {
+    match v {
+        Value::Object(m) => match m.get("target") {
+            Some(t) => scalar_string(t),
+            None => format!("{default_dir}/{}", field(v, "source")),
+        },
+        other => format!("{default_dir}/{}", scalar_string(other)),
+    }
+}
+
+fn port_identity(v: &Value) -> String {
+    let Value::Object(_) = v else {
+        return scalar_string(v);
+    };
+    let host = v
+        .get("host_ip")
+        .map_or_else(|| "0.0.0.0".to_owned(), scalar_string);
+    let published = v.get("published").map(scalar_string).unwrap_or_default();
+    let protocol = v
+        .get("protocol")
+        .map_or_else(|| "tcp".to_owned(), scalar_string);
+    format!("{host}:{published}:{}/{protocol}", field(v, "target"))
+}
+
+/// Applies [`UNIQUE`]: keeps one entry per identity in the lists that have one.
+pub fn enforce_unicity(doc: &mut Value) {
+    fn walk(v: &mut Value, pattern: &[&str], identity: Identity) {
+        match (pattern, v) {
+            ([], Value::Array(items)) => {
+                let mut out: Vec<Value> = Vec::with_capacity(items.len());
+                let mut seen: std::collections::HashMap<String, usize> =
+                    std::collections::HashMap::new();
+                for it in items.drain(..) {
+                    let id = identity(&it);
+                    if let Some(&at) = seen.get(&id) {
+                        out[at] = it;
+                    } else {
+                        seen.insert(id, out.len());
+                        out.push(it);
+                    }
+                }
+                *items = out;
+            }
+            (["*", rest @ ..], Value::Object(m)) => {
+                for (_, it) in m.iter_mut() {
+                    walk(it, rest, identity);
+                }
+            }
+            ([key, rest @ ..], Value::Object(m)) => {
+                if let Some(it) = m.get_mut(*key) {
+                    walk(it, rest, identity);
+                }
+            }
+            _ => {}
+        }
+    }
+    for (p, identity) in UNIQUE {
+        let parts: Vec<&str> = p.split('.').collect();
+        walk(doc, &parts, *identity);
+    }
+}
+
+/// Removes the empty strings of [`OMIT_EMPTY`].
+fn omit_empty(doc: &mut Value) {
+    fn walk(v: &mut Value, pattern: &[&str]) {
+        let [first, rest @ ..] = pattern else {
+            return;
+        };
+        match (v, *first) {
+            (Value::Array(items), "[]") => {
+                for it in items {
+                    walk(it, rest);
+                }
+            }
+            (Value::Object(m), "*") => {
+                for (_, it) in m.iter_mut() {
+                    walk(it, rest);
+                }
+            }
+            (Value::Object(m), key)
+                if rest.is_empty() && m.get(key).is_some_and(|x| x.as_str() == Some("")) =>
+            {
+                m.shift_remove(key);
+            }
+            (Value::Object(_), _) if rest.is_empty() => {}
+            (Value::Object(m), key) => {
+                if let Some(it) = m.get_mut(key) {
+                    walk(it, rest);
+                }
+            }
+            _ => {}
+        }
+    }
+    for p in OMIT_EMPTY {
+        let parts: Vec<&str> = p.split('.').collect();
+        walk(doc, &parts);
+    }
+    // A mount's empty source: no volume (an anonymous one), but a bind of "" is the project
+    // directory, as compose resolves it.
+    if let Some(Value::Object(services)) = doc.get_mut("services") {
+        for svc in services.values_mut() {
+            if let Some(Value::Array(vols)) = svc.get_mut("volumes") {
+                for v in vols.iter_mut().filter_map(Value::as_object_mut) {
+                    if v.get("type").and_then(Value::as_str) != Some("bind")
+                        && v.get("source").and_then(Value::as_str) == Some("")
+                    {
+                        v.shift_remove("source");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn service(
+    svc: &mut Value,
+    base: &str,
+    warnings: &mut Vec<Warning>,
+) -> std::result::Result<(), PathErr> {
     let Value::Object(s) = svc else {
         return Ok(());
     };
@@ -147,8 +518,8 @@ fn service(svc: &mut Value, base: &str) -> std::result::Result<(), PathErr> {
                     file_ref(it, "");
                 }
             }
-            if let Some(Value::String(s)) = bm.get("ssh").cloned() {
-                bm.insert("ssh".into(), json!([s]));
+            if let Some(v) = bm.get_mut("ssh") {
+                ssh_keys(v).map_err(|m| perr("build.ssh", m))?;
             }
             if let Some(u) = bm.get_mut("ulimits") {
                 ulimits(u);
@@ -230,7 +601,23 @@ fn service(svc: &mut Value, base: &str) -> std::result::Result<(), PathErr> {
         for (i, it) in items.iter_mut().enumerate() {
             match it {
                 Value::String(spec) => {
-                    *it = parse_volume(spec).map_err(|m| perr(&format!("volumes[{i}]"), m))?;
+                    let (v, ignored) =
+                        parse_volume(spec).map_err(|m| perr(&format!("volumes[{i}]"), m))?;
+                    for o in ignored {
+                        // Each option once: a file that repeats it gets one line.
+                        if !warnings
+                            .iter()
+                            .any(|(_, w)| w.starts_with(&format!("volume option `{o}` ")))
+                        {
+                            warnings.push((
+                                format!("{base}.volumes[{i}]"),
+                                format!(
+                                    "volume option `{o}` in `{spec}` is ignored (docker compose ignores it too)"
+                                ),
+                            ));
+                        }
+                    }
+                    *it = v;
                 }
                 Value::Object(v) => volume_long(v),
                 _ => {}
@@ -477,6 +864,32 @@ fn blkio(b: &mut Map<String, Value>) {
             }
         }
     }
+}
+
+/// `build.ssh` as a list of `ID` / `ID=PATH` strings (the mapping form `{ID: PATH}` too);
+/// an entry without a path must be `default`, as compose requires.
+fn ssh_keys(v: &mut Value) -> std::result::Result<(), String> {
+    let entries: Vec<String> = match v {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) => items.iter().map(scalar_string).collect(),
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, p)| match p {
+                Value::Null => k.clone(),
+                p => format!("{k}={}", scalar_string(p)),
+            })
+            .collect(),
+        _ => return Ok(()),
+    };
+    for e in &entries {
+        if !e.contains('=') && e != "default" {
+            return Err(format!(
+                "invalid ssh key `{e}` (expected `default` or ID=PATH)"
+            ));
+        }
+    }
+    *v = Value::Array(entries.into_iter().map(Value::String).collect());
+    Ok(())
 }
 
 fn device_request(it: &mut Value) {
@@ -905,76 +1318,157 @@ const PROPAGATIONS: [&str; 6] = [
     "rprivate", "private", "rshared", "shared", "rslave", "slave",
 ];
 
+/// A short-syntax source that is a host path: `.`, `/` or `~` first, a Windows drive
+/// (`C:…`) or a named pipe (`\\…`); anything else names a volume.
 fn is_path(s: &str) -> bool {
-    s.starts_with('.') || s.starts_with('/') || s.starts_with('~') || s.starts_with('$')
+    s.starts_with(['.', '/', '~']) || s.starts_with(r"\\") || windows_drive(s)
 }
 
-/// `[source:]target[:options]` → a long-form mount.
+/// `C:` (a letter and a colon) at the start of `s`.
+fn windows_drive(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!((chars.next(), chars.next()), (Some(c), Some(':')) if c.is_alphabetic())
+}
+
+/// A short volume spec split at its colons as compose splits it: a Windows drive letter's
+/// colon (`C:\data:/data`) and colons inside `${…}` do not separate.
+fn split_volume_spec(spec: &str) -> std::result::Result<Vec<String>, String> {
+    let mut parts = Vec::new();
+    let mut buf = String::new();
+    let mut depth = 0usize;
+    let mut chars = spec.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek() == Some(&'{') {
+            depth += 1;
+            buf.push(c);
+            continue;
+        }
+        if c == '}' && depth > 0 {
+            depth -= 1;
+            buf.push(c);
+            continue;
+        }
+        let drive = c == ':' && buf.chars().count() == 1 && buf.chars().all(char::is_alphabetic);
+        if c == ':' && depth == 0 && !drive {
+            if buf.is_empty() {
+                return Err(format!(
+                    "invalid volume `{spec}`: empty section between colons"
+                ));
+            }
+            parts.push(std::mem::take(&mut buf));
+        } else {
+            buf.push(c);
+        }
+    }
+    if buf.is_empty() {
+        return Err(format!(
+            "invalid volume `{spec}`: empty section between colons"
+        ));
+    }
+    parts.push(buf);
+    Ok(parts)
+}
+
+/// `[source:]target[:options]` → a long-form mount, as compose reads it: `ro`/`rw`, `nocopy`,
+/// `z`/`Z` and the propagation modes are kept (under `bind` even for a named volume); any
+/// other option is ignored, as compose ignores it, and returned so it can be reported.
 ///
 /// # Errors
-/// Too many parts, an empty target or an unknown option.
-pub fn parse_volume(spec: &str) -> std::result::Result<Value, String> {
-    let parts: Vec<&str> = spec.split(':').collect();
+/// An empty spec, an empty part or too many parts.
+pub fn parse_volume(spec: &str) -> std::result::Result<(Value, Vec<String>), String> {
+    if spec.is_empty() {
+        return Err("invalid empty volume spec".to_owned());
+    }
+    if spec.chars().count() <= 2 {
+        // compose takes a spec this short as a target as it is.
+        return Ok((json!({"type": "volume", "target": spec}), Vec::new()));
+    }
+    let parts = split_volume_spec(spec)?;
     let (source, target, opts) = match parts.as_slice() {
-        [t] => (None, *t, None),
-        [s, t] => (Some(*s), *t, None),
-        [s, t, o] => (Some(*s), *t, Some(*o)),
+        [t] => (None, t.as_str(), None),
+        [s, t] => (Some(s.as_str()), t.as_str(), None),
+        [s, t, o] => (Some(s.as_str()), t.as_str(), Some(o.as_str())),
         _ => {
             return Err(format!(
-                "invalid volume `{spec}` (expected [SOURCE:]TARGET[:OPTIONS])"
+                "invalid volume `{spec}`: too many colons (expected [SOURCE:]TARGET[:OPTIONS])"
             ));
         }
     };
-    if target.is_empty() {
-        return Err(format!("invalid volume `{spec}`: empty target"));
-    }
     let mut m = Map::new();
-    let kind = match source {
-        None => "volume",
-        Some(s) if is_path(s) => "bind",
-        Some(_) => "volume",
+    let kind = if source.is_some_and(is_path) {
+        "bind"
+    } else {
+        "volume"
     };
     m.insert("type".into(), json!(kind));
-    if let Some(s) = source.filter(|s| !s.is_empty()) {
+    if let Some(s) = source {
         m.insert("source".into(), json!(s));
     }
-    m.insert("target".into(), json!(target));
+    m.insert("target".into(), json!(clean_path(target)));
     let mut bind = Map::new();
     let mut volume = Map::new();
-    if let Some(opts) = opts {
-        for o in opts.split(',') {
-            match o {
-                "ro" => {
-                    m.insert("read_only".into(), json!(true));
-                }
-                "rw" => {}
-                "z" | "Z" => {
-                    bind.insert("selinux".into(), json!(o));
-                }
-                "nocopy" => {
-                    volume.insert("nocopy".into(), json!(true));
-                }
-                p if PROPAGATIONS.contains(&p) => {
-                    bind.insert("propagation".into(), json!(p));
-                }
-                "cached" | "delegated" | "consistent" => {
-                    m.insert("consistency".into(), json!(o));
-                }
-                other => {
-                    return Err(format!(
-                        "invalid volume option `{other}` in `{spec}` (expected ro, rw, z, Z, nocopy or a propagation mode)"
-                    ));
-                }
+    let mut ignored = Vec::new();
+    for o in opts.into_iter().flat_map(|o| o.split(',')) {
+        match o {
+            "ro" => {
+                m.insert("read_only".into(), json!(true));
             }
+            "rw" => {
+                m.shift_remove("read_only");
+            }
+            "z" | "Z" => {
+                bind.insert("selinux".into(), json!(o));
+            }
+            "nocopy" => {
+                volume.insert("nocopy".into(), json!(true));
+            }
+            p if PROPAGATIONS.contains(&p) => {
+                bind.insert("propagation".into(), json!(p));
+            }
+            other => ignored.push(other.to_owned()),
         }
     }
     if kind == "bind" {
         bind.insert("create_host_path".into(), json!(true));
+    }
+    if !bind.is_empty() {
         m.insert("bind".into(), Value::Object(bind));
-    } else {
+    }
+    if kind == "volume" || !volume.is_empty() {
         m.insert("volume".into(), Value::Object(volume));
     }
-    Ok(Value::Object(m))
+    Ok((Value::Object(m), ignored))
+}
+
+/// A path cleaned as Go's `path.Clean` cleans it (compose cleans mount targets this way):
+/// repeated and trailing slashes dropped, `.` and `..` folded lexically, `..` above the root
+/// dropped; an empty path is `.`.
+#[must_use]
+pub fn clean_path(p: &str) -> String {
+    if p.is_empty() {
+        return ".".to_owned();
+    }
+    let rooted = p.starts_with('/');
+    let mut out: Vec<&str> = Vec::new();
+    for part in p.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if out.last().is_some_and(|l| *l != "..") {
+                    out.pop();
+                } else if !rooted {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    let joined = out.join("/");
+    match (rooted, joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".to_owned(),
+        (false, false) => joined,
+    }
 }
 
 fn volume_long(v: &mut Map<String, Value>) {
@@ -1042,20 +1536,62 @@ mod tests {
 
     #[test]
     fn canonical_volumes() {
+        let v = |spec: &str| parse_volume(spec).unwrap().0;
         assert_eq!(
-            parse_volume("./src:/app:ro,z").unwrap(),
+            v("./src:/app:ro,z"),
             json!({"type": "bind", "source": "./src", "target": "/app", "read_only": true, "bind": {"selinux": "z", "create_host_path": true}})
         );
         assert_eq!(
-            parse_volume("data:/data").unwrap(),
+            v("data:/data"),
             json!({"type": "volume", "source": "data", "target": "/data", "volume": {}})
         );
         assert_eq!(
-            parse_volume("/anon").unwrap(),
+            v("/anon"),
             json!({"type": "volume", "target": "/anon", "volume": {}})
         );
-        assert!(parse_volume("a:b:c:d").is_err());
-        assert!(parse_volume("a:b:bogus").is_err());
+        // SELinux and propagation options stay on a named volume, under `bind`.
+        assert_eq!(
+            v("data:/d:Z,rshared"),
+            json!({"type": "volume", "source": "data", "target": "/d", "bind": {"selinux": "Z", "propagation": "rshared"}, "volume": {}})
+        );
+        // The target is cleaned; the source is kept as written.
+        assert_eq!(v("/a//b:/var/www/html/")["target"], json!("/var/www/html"));
+        assert_eq!(v("/a//b:/var/www/html/")["source"], json!("/a//b"));
+        // A Windows drive is a host path, its colon no separator.
+        assert_eq!(
+            v(r"C:\data:/data:ro"),
+            json!({"type": "bind", "source": r"C:\data", "target": "/data", "read_only": true, "bind": {"create_host_path": true}})
+        );
+        // Colons inside `${…}` (not interpolated) do not separate.
+        assert_eq!(v("${A:-x}:/t")["source"], json!("${A:-x}"));
+        // Options compose ignores are returned, not refused.
+        let (m, ignored) = parse_volume("data:/c:cached,U,noexec,ro").unwrap();
+        assert_eq!(ignored, vec!["cached", "U", "noexec"]);
+        assert_eq!(m.get("consistency"), None);
+        assert_eq!(m["read_only"], json!(true));
+        assert!(
+            parse_volume("ab:bc:cd:de")
+                .unwrap_err()
+                .contains("too many colons")
+        );
+        assert!(parse_volume(":/t").unwrap_err().contains("empty section"));
+        assert!(parse_volume("").is_err());
+        assert_eq!(v("/a"), json!({"type": "volume", "target": "/a"}));
+    }
+
+    #[test]
+    fn clean_path_is_go_path_clean() {
+        for (input, want) in [
+            ("/var/www/html/", "/var/www/html"),
+            ("/a//b/./c/..", "/a/b"),
+            ("/../x", "/x"),
+            ("a/../../b", "../b"),
+            ("", "."),
+            ("./", "."),
+            ("/", "/"),
+        ] {
+            assert_eq!(clean_path(input), want, "{input}");
+        }
     }
 
     #[test]

@@ -55,7 +55,10 @@ pub fn check(project: &Project, spans: &Spans) -> Result<()> {
     };
     for (name, s) in &project.services {
         let base = format!("services.{name}");
-        for dep in s.depends_on.keys() {
+        for (dep, d) in &s.depends_on {
+            if !d.required && project.disabled_services.contains_key(dep) {
+                continue;
+            }
             service_ref(
                 name,
                 "depends on",
@@ -147,6 +150,7 @@ pub fn check(project: &Project, spans: &Spans) -> Result<()> {
                 ),
             );
         }
+        consistency(name, s, project, &mut err);
         if s.container_name.is_some() && s.replicas() > 1 {
             err(
                 format!("{base}.container_name"),
@@ -208,6 +212,170 @@ pub fn check(project: &Project, spans: &Spans) -> Result<()> {
         Ok(())
     } else {
         Err(ProjectError::from_many(errors))
+    }
+}
+
+/// compose's consistency rules for one service, in its words where it has them: settings
+/// that exclude each other, values that must agree, mount targets used twice.
+fn consistency(
+    name: &str,
+    s: &super::model::Service,
+    project: &Project,
+    err: &mut dyn FnMut(String, String),
+) {
+    let base = format!("services.{name}");
+    if let Some(b) = &s.build {
+        let set = |v: &Option<String>| v.as_deref().is_some_and(|x| !x.is_empty());
+        if set(&b.dockerfile) && set(&b.dockerfile_inline) {
+            err(
+                format!("{base}.build"),
+                format!(
+                    "service `{name}` declares both `dockerfile` and `dockerfile_inline`, which exclude each other"
+                ),
+            );
+        }
+        for (ctx, v) in &b.additional_contexts {
+            if let Some(target) = v.strip_prefix("service:") {
+                let path = format!("{base}.build.additional_contexts.{ctx}");
+                match project.services.get(target) {
+                    None => err(
+                        path,
+                        format!(
+                            "service `{name}` declares unknown service `{target}` as additional context `{ctx}`"
+                        ),
+                    ),
+                    Some(t) if t.build.is_none() => err(
+                        path,
+                        format!(
+                            "service `{name}` declares service `{target}`, which has no `build`, as additional context `{ctx}`"
+                        ),
+                    ),
+                    Some(_) => {}
+                }
+            }
+        }
+        if let Some(p) = s.platform.as_deref().filter(|p| !p.is_empty())
+            && !b.platforms.is_empty()
+            && !b.platforms.iter().any(|x| x == p)
+        {
+            err(
+                format!("{base}.platform"),
+                format!(
+                    "service `{name}`: build.platforms ({}) must include the service's platform `{p}`",
+                    b.platforms.join(", ")
+                ),
+            );
+        }
+    }
+    if s.network_mode.is_some() && !s.networks.is_empty() {
+        err(
+            format!("{base}.network_mode"),
+            format!(
+                "service `{name}` declares `network_mode` and `networks`, which exclude each other"
+            ),
+        );
+    }
+    if let Some(first) = s
+        .healthcheck
+        .as_ref()
+        .and_then(|h| h.test.as_ref())
+        .and_then(|t| t.first())
+        && !matches!(first.as_str(), "CMD" | "CMD-SHELL" | "NONE")
+    {
+        err(
+            format!("{base}.healthcheck.test"),
+            format!(
+                "healthcheck.test must start with \"CMD\", \"CMD-SHELL\" or \"NONE\", found `{first}`"
+            ),
+        );
+    }
+    let deploy = s.deploy.as_ref();
+    if let (Some(scale), Some(replicas)) = (s.scale, deploy.and_then(|d| d.replicas))
+        && scale != replicas
+    {
+        err(
+            format!("{base}.scale"),
+            format!(
+                "service `{name}` can't set distinct values on `scale` ({scale}) and `deploy.replicas` ({replicas})"
+            ),
+        );
+    }
+    let limits = deploy.and_then(|d| d.resources.limits.as_ref());
+    let reservations = deploy.and_then(|d| d.resources.reservations.as_ref());
+    // (key, set, deploy key, same value)
+    let pairs = [
+        (
+            "cpus",
+            s.cpus != 0.0,
+            "deploy.resources.limits.cpus",
+            #[allow(clippy::cast_possible_truncation, clippy::float_cmp)]
+            limits.map(|l| l.cpus as f32 == s.cpus as f32),
+        ),
+        (
+            "mem_limit",
+            s.mem_limit.0 != 0,
+            "deploy.resources.limits.memory",
+            limits.map(|l| l.memory == s.mem_limit),
+        ),
+        (
+            "mem_reservation",
+            s.mem_reservation.0 != 0,
+            "deploy.resources.reservations.memory",
+            reservations.map(|r| r.memory == s.mem_reservation),
+        ),
+        (
+            "pids_limit",
+            s.pids_limit != 0,
+            "deploy.resources.limits.pids",
+            limits.map(|l| l.pids == s.pids_limit),
+        ),
+    ];
+    for (key, set, other, same) in pairs {
+        if set && same == Some(false) {
+            err(
+                format!("{base}.{key}"),
+                format!("service `{name}` can't set distinct values on `{key}` and `{other}`"),
+            );
+        }
+    }
+    if let Some(d) = &s.develop {
+        for (i, w) in d.watch.iter().enumerate() {
+            if w.target.as_deref().is_none_or(str::is_empty)
+                && w.action != "rebuild"
+                && w.action != "restart"
+            {
+                err(
+                    format!("{base}.develop.watch[{i}]"),
+                    format!(
+                        "service `{name}`: a watch rule with action `{}` needs a `target`",
+                        w.action
+                    ),
+                );
+            }
+        }
+    }
+    // Mount targets: each at most once among tmpfs and volumes.
+    let mut mounts: HashMap<String, String> = HashMap::new();
+    let tmpfs = s.tmpfs.iter().enumerate().map(|(i, t)| {
+        (
+            t.split(':').next().unwrap_or(t).to_owned(),
+            format!("{base}.tmpfs[{i}]"),
+        )
+    });
+    let volumes = s
+        .volumes
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.target.clone(), format!("{base}.volumes[{i}]")));
+    for (target, at) in tmpfs.chain(volumes) {
+        if let Some(first) = mounts.get(&target) {
+            err(
+                at.clone(),
+                format!("target {target} is already mounted as {first}"),
+            );
+        } else {
+            mounts.insert(target, at);
+        }
     }
 }
 

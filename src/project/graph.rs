@@ -35,7 +35,10 @@ impl Graph {
             index.insert(name.clone(), graph.add_node(name.clone()));
         }
         for (name, s) in &project.services {
-            for dep in s.depends_on.keys() {
+            for (dep, d) in &s.depends_on {
+                if !d.required && project.disabled_services.contains_key(dep) {
+                    continue;
+                }
                 let Some(&to) = index.get(dep) else {
                     return Err(ProjectError::invalid(
                         None,

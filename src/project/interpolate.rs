@@ -104,6 +104,8 @@ pub enum Resolution {
     Alternative(Source),
     /// Unset: replaced by an empty string (compose warns).
     Unset,
+    /// Unset (or empty) in `${V:+alt}`: an empty string, as the form asks (no warning).
+    NoAlternative,
 }
 
 /// One variable reference met while interpolating.
@@ -398,11 +400,84 @@ fn braced(inner: &str, whole: &str, ctx: &mut Ctx<'_>) -> std::result::Result<St
                 ctx.record(name, &alt, Resolution::Alternative(src));
                 Ok(alt)
             } else {
-                ctx.record(name, "", Resolution::Unset);
+                ctx.record(name, "", Resolution::NoAlternative);
                 Ok(String::new())
             }
         }
     }
+}
+
+/// A variable a string refers to, as `config --variables` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Variable {
+    /// The name.
+    pub name: String,
+    /// `${V:?msg}` / `${V?msg}`: an error when unset.
+    pub required: bool,
+    /// `${V:-d}` / `${V-d}`: the default value, as written.
+    pub default: String,
+    /// `${V:+a}` / `${V+a}`: the alternate value, as written.
+    pub alternate: String,
+}
+
+/// The variables a string refers to (those in default and alternate values too), in order;
+/// `$$` is no reference. Malformed references are skipped (interpolation reports them).
+#[must_use]
+pub fn variables(s: &str) -> Vec<Variable> {
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] != '$' {
+            i += 1;
+            continue;
+        }
+        match chars.get(i + 1) {
+            Some('$') => i += 2,
+            Some(&n) if is_name_start(n) => {
+                let mut end = i + 1;
+                while end < chars.len() && is_name_char(chars[end]) {
+                    end += 1;
+                }
+                out.push(Variable {
+                    name: chars[i + 1..end].iter().collect(),
+                    ..Variable::default()
+                });
+                i = end;
+            }
+            Some('{') => {
+                let Some(close) = matching_brace(&chars, i + 1) else {
+                    break;
+                };
+                let inner: String = chars[i + 2..close].iter().collect();
+                let name_end = inner
+                    .char_indices()
+                    .find(|(_, c)| !is_name_char(*c))
+                    .map_or(inner.len(), |(k, _)| k);
+                let name = &inner[..name_end];
+                let rest = &inner[name_end..];
+                if !name.is_empty() && name.starts_with(is_name_start) {
+                    let mut v = Variable {
+                        name: name.to_owned(),
+                        ..Variable::default()
+                    };
+                    let arg = rest.trim_start_matches(':');
+                    match arg.chars().next() {
+                        Some('?') => v.required = true,
+                        Some('-') => v.default = arg[1..].to_owned(),
+                        Some('+') => v.alternate = arg[1..].to_owned(),
+                        _ => {}
+                    }
+                    let nested = if arg.len() > 1 { &arg[1..] } else { "" };
+                    out.push(v);
+                    out.extend(variables(nested));
+                }
+                i = close + 1;
+            }
+            _ => i += 1,
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -546,5 +621,15 @@ mod tests {
                 prop_assert_eq!(set, "v");
             }
         }
+    }
+
+    #[test]
+    fn variables_lists_references_with_their_forms() {
+        let v = variables("a $A ${B:?need} ${C:-d${D}} ${E+alt} $$F ${G}");
+        let names: Vec<&str> = v.iter().map(|x| x.name.as_str()).collect();
+        assert_eq!(names, ["A", "B", "C", "D", "E", "G"]);
+        assert!(v[1].required);
+        assert_eq!(v[2].default, "d${D}");
+        assert_eq!(v[4].alternate, "alt");
     }
 }

@@ -56,6 +56,13 @@ pub struct LoadOptions {
     pub normalize: bool,
     /// The shell environment (default: the process environment).
     pub environment: Option<BTreeMap<String, String>>,
+    /// Make relative paths absolute (`--no-path-resolution` turns it off; env files are
+    /// still read from the project directory).
+    pub resolve_paths: bool,
+    /// Run the consistency checks (`--no-consistency` turns them off).
+    pub consistency: bool,
+    /// Keep networks, volumes, secrets and configs no service uses (`--all-resources`).
+    pub all_resources: bool,
 }
 
 impl Default for LoadOptions {
@@ -71,6 +78,9 @@ impl Default for LoadOptions {
             interpolate: true,
             normalize: true,
             environment: None,
+            resolve_paths: true,
+            consistency: true,
+            all_resources: false,
         }
     }
 }
@@ -160,12 +170,16 @@ pub fn load_explained(opts: &LoadOptions) -> Result<Loaded> {
     };
 
     // The interpolation environment: env files, then the shell over them.
-    let shell: BTreeMap<String, String> = match &opts.environment {
+    let mut shell: BTreeMap<String, String> = match &opts.environment {
         Some(e) => e.clone(),
         None => std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
             .collect(),
     };
+    // As docker compose: `PWD` is the working directory when the shell did not export it.
+    shell
+        .entry("PWD".to_owned())
+        .or_insert_with(|| cwd.to_string_lossy().into_owned());
     let mut shell_env = Environment::new();
     for (k, v) in &shell {
         shell_env.set(k.clone(), v.clone(), Source::Shell);
@@ -286,7 +300,9 @@ pub fn load_explained(opts: &LoadOptions) -> Result<Loaded> {
     let mut spans = Spans::new();
     let mut doc = tree.to_json("", &mut spans);
 
-    // Phase 5.
+    // Phase 5, after dropping repeated entries of the lists that have an identity: compose
+    // does so before it validates (a repeated `cap_add` is no error).
+    super::canonical::enforce_unicity(&mut doc);
     let mut warnings = Vec::new();
     match validate(&doc) {
         Ok(ws) => {
@@ -324,7 +340,12 @@ pub fn load_explained(opts: &LoadOptions) -> Result<Loaded> {
     }
 
     // Phase 7.
-    canonicalize(&mut doc, &spans)?;
+    for (path, message) in canonicalize(&mut doc, &spans)? {
+        let at = locate(&spans, &path)
+            .map(|p| format!("{p}: "))
+            .unwrap_or_default();
+        warnings.push(format!("{at}{path}: {message}"));
+    }
 
     // Typed model.
     let mut project: Project = match <Project as serde::Deserialize>::deserialize(&doc) {
@@ -356,14 +377,16 @@ pub fn load_explained(opts: &LoadOptions) -> Result<Loaded> {
     let enablement = select(&mut project, &profiles, &opts.services)?;
 
     // Phase 8.
-    resolve_paths(&mut project, &project_dir, &env);
+    resolve_paths(&mut project, &project_dir, &env, opts.resolve_paths);
     apply_env_files(&mut project, &env)?;
     if opts.normalize {
-        apply_defaults(&mut project);
+        apply_defaults(&mut project, opts.all_resources);
     }
 
     // Phase 9.
-    check(&project, &spans)?;
+    if opts.consistency {
+        check(&project, &spans)?;
+    }
 
     Ok(Loaded {
         project,

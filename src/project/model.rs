@@ -42,6 +42,23 @@ fn yes() -> bool {
     true
 }
 
+/// Unset or empty: compose leaves an empty string out of its output.
+#[allow(clippy::ref_option)]
+fn is_none_or_empty(v: &Option<String>) -> bool {
+    v.as_deref().is_none_or(str::is_empty)
+}
+
+/// The actual name of a top-level resource: its `name`, else the key when external, else
+/// `<project>_<key>`. An empty `name` (`name: ${UNSET}`) counts as none: compose prints no
+/// name then.
+fn actual_name(name: Option<&str>, external: bool, project: &str, key: &str) -> String {
+    match name.filter(|n| !n.is_empty()) {
+        Some(n) => n.to_owned(),
+        None if external => key.to_owned(),
+        None => format!("{project}_{key}"),
+    }
+}
+
 fn is_zero_i64(v: &i64) -> bool {
     *v == 0
 }
@@ -429,8 +446,10 @@ pub struct Build {
     /// Absolute path of the build context (or a URL).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
-    /// Dockerfile path relative to the context (default `Dockerfile`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Dockerfile path relative to the context (default `Dockerfile`). Empty when the file
+    /// sets it empty (`dockerfile: ${UNSET}`): compose keeps that as "the builder's default"
+    /// and prints nothing.
+    #[serde(default, skip_serializing_if = "is_none_or_empty")]
     pub dockerfile: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dockerfile_inline: Option<String>,
@@ -1007,8 +1026,9 @@ impl<'de> Deserialize<'de> for Ulimit {
 /// A top-level network.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Network {
-    /// Actual name (`<project>_<key>` unless set or external).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Actual name (`<project>_<key>` unless set or external); empty when the file sets an
+    /// empty name (see [`Network::actual_name`]).
+    #[serde(default, skip_serializing_if = "is_none_or_empty")]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub driver: Option<String>,
@@ -1031,6 +1051,14 @@ pub struct Network {
     pub enable_ipv6: Option<bool>,
     #[serde(flatten)]
     pub extensions: Extensions,
+}
+
+impl Network {
+    /// The network's name on the engine.
+    #[must_use]
+    pub fn actual_name(&self, project: &str, key: &str) -> String {
+        actual_name(self.name.as_deref(), self.external, project, key)
+    }
 }
 
 /// IP address management of a network.
@@ -1064,8 +1092,9 @@ pub struct IpamPool {
 /// A top-level volume.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Volume {
-    /// Actual name (`<project>_<key>` unless set or external).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Actual name (`<project>_<key>` unless set or external); empty when the file sets an
+    /// empty name (see [`Volume::actual_name`]).
+    #[serde(default, skip_serializing_if = "is_none_or_empty")]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub driver: Option<String>,
@@ -1079,10 +1108,18 @@ pub struct Volume {
     pub extensions: Extensions,
 }
 
+impl Volume {
+    /// The volume's name on the engine.
+    #[must_use]
+    pub fn actual_name(&self, project: &str, key: &str) -> String {
+        actual_name(self.name.as_deref(), self.external, project, key)
+    }
+}
+
 /// A top-level secret or config.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FileObject {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "is_none_or_empty")]
     pub name: Option<String>,
     /// Absolute host path.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -78,17 +78,63 @@ fn resolve(dir: &Path, p: &str, env: &Environment) -> String {
         .into_owned()
 }
 
+/// A path as compose resolves a build context or an env file: `~` expanded, a relative path
+/// joined to `dir` (and cleaned), an absolute one kept exactly as written.
+fn resolve_path(dir: &Path, p: &str, env: &Environment) -> String {
+    let expanded = expand_home(p, env).to_string_lossy().into_owned();
+    if expanded.starts_with('/') {
+        return expanded;
+    }
+    resolve(dir, &expanded, env)
+}
+
+/// A host path as compose resolves a bind source, a secret or config file, an ssh key or a
+/// `device` of a bind-mounted volume: `~` expanded, a relative path joined to `dir` (and
+/// cleaned), an absolute one — Unix or Windows (`C:\…`, `\\server\share`) — kept exactly
+/// as written.
+fn resolve_host_path(dir: &Path, p: &str, env: &Environment) -> String {
+    let expanded = expand_home(p, env).to_string_lossy().into_owned();
+    if expanded.starts_with('/') || windows_absolute(&expanded) {
+        return expanded;
+    }
+    resolve(dir, &expanded, env)
+}
+
+/// An absolute Windows path: a drive and a separator (`C:\x`, `C:/x`) or a UNC / device
+/// path (`\\server\share`, `//server/share`).
+fn windows_absolute(p: &str) -> bool {
+    let b = p.as_bytes();
+    let sep = |c: u8| c == b'\\' || c == b'/';
+    match b {
+        [letter, b':', s, ..] => letter.is_ascii_alphabetic() && sep(*s),
+        [a, b, ..] => sep(*a) && sep(*b),
+        _ => false,
+    }
+}
+
 fn is_remote_context(c: &str) -> bool {
     c.contains("://") || c.starts_with("git@") || c.starts_with("github.com/")
 }
 
-/// Resolves every relative path of the project against `dir`.
-pub fn resolve_paths(project: &mut Project, dir: &Path, env: &Environment) {
+/// Resolves every relative path of the project against `dir`; with `all` false only the env
+/// and label files (which are read right after), as `config --no-path-resolution` wants.
+pub fn resolve_paths(project: &mut Project, dir: &Path, env: &Environment, all: bool) {
+    if !all {
+        for s in project.services.values_mut() {
+            for e in &mut s.env_file {
+                e.path = resolve(dir, &e.path, env);
+            }
+            for l in &mut s.label_file {
+                *l = resolve(dir, l, env);
+            }
+        }
+        return;
+    }
     for s in project.services.values_mut() {
         if let Some(b) = s.build.as_mut() {
             let ctx = b.context.clone().unwrap_or_else(|| ".".to_owned());
             if !is_remote_context(&ctx) {
-                b.context = Some(resolve(dir, &ctx, env));
+                b.context = Some(resolve_path(dir, &ctx, env));
             }
             for v in b.additional_contexts.values_mut() {
                 if !(is_remote_context(v)
@@ -96,7 +142,15 @@ pub fn resolve_paths(project: &mut Project, dir: &Path, env: &Environment) {
                     || v.starts_with("service:")
                     || v.starts_with("oci-layout:"))
                 {
-                    *v = resolve(dir, v, env);
+                    *v = resolve_path(dir, v, env);
+                }
+            }
+            // `ID=PATH` ssh keys: the path resolved like a bind source.
+            for k in &mut b.ssh {
+                if let serde_json::Value::String(entry) = k
+                    && let Some((id, path)) = entry.split_once('=')
+                {
+                    *entry = format!("{id}={}", resolve_host_path(dir, path, env));
                 }
             }
         }
@@ -107,10 +161,9 @@ pub fn resolve_paths(project: &mut Project, dir: &Path, env: &Environment) {
             *l = resolve(dir, l, env);
         }
         for v in &mut s.volumes {
-            if v.kind == "bind"
-                && let Some(src) = v.source.as_mut()
-            {
-                *src = resolve(dir, src, env);
+            if v.kind == "bind" {
+                let src = v.source.get_or_insert_default();
+                *src = resolve_host_path(dir, src, env);
             }
         }
         if let Some(d) = s.develop.as_mut() {
@@ -125,7 +178,16 @@ pub fn resolve_paths(project: &mut Project, dir: &Path, env: &Environment) {
         .chain(project.configs.values_mut())
     {
         if let Some(file) = f.file.as_mut() {
-            *file = resolve(dir, file, env);
+            *file = resolve_host_path(dir, file, env);
+        }
+    }
+    // A local volume that is a bind mount of a host directory.
+    for v in project.volumes.values_mut() {
+        if v.driver.as_deref() == Some("local")
+            && v.driver_opts.get("o").map(String::as_str) == Some("bind")
+            && let Some(dev) = v.driver_opts.get_mut("device")
+        {
+            *dev = resolve_host_path(dir, dev, env);
         }
     }
 }
@@ -193,8 +255,8 @@ pub fn apply_env_files(project: &mut Project, env: &Environment) -> Result<()> {
 }
 
 /// Applies compose's defaults: the default network, actual resource names, implicit
-/// dependencies, the default Dockerfile; drops unused resources.
-pub fn apply_defaults(project: &mut Project) {
+/// dependencies, the default Dockerfile; drops unused resources unless `all_resources`.
+pub fn apply_defaults(project: &mut Project, all_resources: bool) {
     let pname = project.name.clone();
     let mut used_networks = BTreeSet::new();
     let mut used_volumes = BTreeSet::new();
@@ -212,6 +274,10 @@ pub fn apply_defaults(project: &mut Project) {
                 used_volumes.insert(src.clone());
             }
         }
+        // compose cleans every mount target (`/var/www/html/` is `/var/www/html`).
+        for v in &mut s.volumes {
+            v.target = super::canonical::clean_path(&v.target);
+        }
         used_secrets.extend(s.secrets.iter().map(|r| r.source.clone()));
         used_configs.extend(s.configs.iter().map(|r| r.source.clone()));
         if let Some(b) = s.build.as_mut() {
@@ -226,8 +292,12 @@ pub fn apply_defaults(project: &mut Project) {
             let target = l.split(':').next().unwrap_or(l);
             implicit.push((target.to_owned(), true));
         }
-        if let Some(svc) = s.network_mode_service() {
-            implicit.push((svc.to_owned(), true));
+        // Namespaces shared with another service: `network_mode`, `ipc`, `pid`, `uts`,
+        // `cgroup` set to `service:X`.
+        for ns in [&s.network_mode, &s.ipc, &s.pid, &s.uts, &s.cgroup] {
+            if let Some(svc) = ns.as_deref().and_then(|m| m.strip_prefix("service:")) {
+                implicit.push((svc.to_owned(), true));
+            }
         }
         for vf in &s.volumes_from {
             if vf.starts_with("container:") {
@@ -249,10 +319,12 @@ pub fn apply_defaults(project: &mut Project) {
             .networks
             .insert("default".to_owned(), Network::default());
     }
-    project.networks.retain(|k, _| used_networks.contains(k));
-    project.volumes.retain(|k, _| used_volumes.contains(k));
-    project.secrets.retain(|k, _| used_secrets.contains(k));
-    project.configs.retain(|k, _| used_configs.contains(k));
+    if !all_resources {
+        project.networks.retain(|k, _| used_networks.contains(k));
+        project.volumes.retain(|k, _| used_volumes.contains(k));
+        project.secrets.retain(|k, _| used_secrets.contains(k));
+        project.configs.retain(|k, _| used_configs.contains(k));
+    }
     for (k, n) in &mut project.networks {
         if n.name.is_none() {
             n.name = Some(if n.external {

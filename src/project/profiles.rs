@@ -4,7 +4,9 @@
 //! one of them is active (`--profile`, `COMPOSE_PROFILES`; `*` activates all), or when it is
 //! named on the command line (`tug up debug-tools`). Disabled services move to
 //! [`Project::disabled_services`]; an enabled service that requires a disabled one is an error
-//! (as in compose, a dependency is not enabled implicitly).
+//! (as in compose, a dependency is not enabled implicitly). A `required: false` dependency on
+//! a disabled service stays in the model (compose prints it) and is skipped by the graph and
+//! the plan.
 
 use indexmap::IndexMap;
 
@@ -87,14 +89,14 @@ pub fn select(
     // Dependencies on disabled services.
     let enabled_names: std::collections::HashSet<String> =
         project.services.keys().cloned().collect();
-    for (name, s) in &mut project.services {
-        let mut drop = Vec::new();
+    for (name, s) in &project.services {
         for (dep, d) in &s.depends_on {
             if enabled_names.contains(dep) {
                 continue;
             }
+            // An optional dependency on a disabled service stays in the model, as compose
+            // keeps it; nothing waits for it.
             if !d.required && project.disabled_services.contains_key(dep) {
-                drop.push(dep.clone());
                 continue;
             }
             if project.disabled_services.contains_key(dep) {
@@ -107,9 +109,6 @@ pub fn select(
                     ),
                 ));
             }
-        }
-        for d in drop {
-            s.depends_on.shift_remove(&d);
         }
     }
     Ok(out)
@@ -175,6 +174,9 @@ mod tests {
         p.services.insert("web".into(), web);
         let mut q = p.clone();
         select(&mut q, &[], &[]).unwrap();
-        assert!(q.services["web"].depends_on.is_empty());
+        // Kept, as compose keeps it; the graph skips it.
+        assert!(!q.services["web"].depends_on["db"].required);
+        let g = crate::project::Graph::new(&q).unwrap();
+        assert_eq!(g.start_order(), vec!["web".to_string()]);
     }
 }

@@ -778,6 +778,33 @@ mod tests {
         assert!(e.contains("unknown tag"), "{e}");
     }
 
+    /// go-yaml (compose's reader) accepts flow collections and quoted scalars whose lines
+    /// start at any column; the patched scanner (vendor/saphyr-parser/PATCHES.md) does too,
+    /// and block indentation is still checked, with positions.
+    #[test]
+    fn yaml_flow_collections_and_quoted_scalars_at_any_column() {
+        let text = "s:\n  w:\n    c: [\n      \"sh\", \"-c\",\n    ]\n    e: {\nA: 1,\n  }\n    q: \"a\n  b\"\n    p: [\nx,\n y ]\n    after: 2\n";
+        let docs = parse("f.yaml", text).unwrap();
+        let mut spans = Spans::new();
+        let v = docs[0].to_json("", &mut spans);
+        assert_eq!(
+            v,
+            serde_json::json!({"s": {"w": {"c": ["sh", "-c"], "e": {"A": 1}, "q": "a b", "p": ["x", "y"], "after": 2}}})
+        );
+        // Positions after a flow collection that closes at a low column are still right.
+        assert_eq!(
+            spans.get("s.w.after").map(|p| (p.line, p.col)),
+            Some((14, 5))
+        );
+        // Block indentation errors stay errors, with their position.
+        let e = parse("f.yaml", "a:\n    b: 1\n  c: 2\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("f.yaml:3:"), "{e}");
+        let e = parse("f.yaml", "a: [1, 2\nb: 3\n").unwrap_err().to_string();
+        assert!(e.starts_with("f.yaml:"), "{e}");
+    }
+
     #[test]
     fn yaml_deep_nesting_and_alias_bombs_are_errors() {
         let deep = format!("{}1{}", "[".repeat(5000), "]".repeat(5000));

@@ -67,7 +67,8 @@ impl Project {
 
     /// `ps -a --format json`, one object per container.
     pub fn ps(&self) -> Vec<serde_json::Value> {
-        self.tug(&["ps", "-a", "--format", "json"])
+        // Full ids (`--no-trunc`): tests find containers' directories by them.
+        self.tug(&["ps", "-a", "--no-trunc", "--format", "json"])
             .lines()
             .map(|l| serde_json::from_str(l).expect("ps --format json prints one object a line"))
             .collect()

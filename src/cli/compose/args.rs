@@ -55,6 +55,12 @@ pub struct CreateFlags {
     /// Scale SERVICE to NUM instances. Overrides the `scale` setting in the Compose file.
     #[arg(long, value_name = "SERVICE=NUM", value_parser = parse_scale)]
     pub scale: Vec<Scale>,
+    /// Pull without printing progress information.
+    #[arg(long)]
+    pub quiet_pull: bool,
+    /// Assume "yes" as answer to all prompts and run non-interactively (tug does not ask).
+    #[arg(short = 'y', long, alias = "y")]
+    pub yes: bool,
     /// Services.
     pub services: Vec<String>,
 }
@@ -76,6 +82,26 @@ pub struct UpArgs {
     /// Stops all containers if any container was stopped.
     #[arg(long, conflicts_with = "detach")]
     pub abort_on_container_exit: bool,
+    /// Stops all containers if any container exited with failure.
+    #[arg(long, conflicts_with = "detach")]
+    pub abort_on_container_failure: bool,
+    /// Automatically attach to log output of dependent services.
+    #[arg(long)]
+    pub attach_dependencies: bool,
+    /// Enable interactive shortcuts when running attached (not supported by tug:
+    /// `--menu=false` is accepted).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true, action = clap::ArgAction::Set)]
+    pub menu: Option<bool>,
+    /// Produce monochrome output.
+    #[arg(long)]
+    pub no_color: bool,
+    /// Suppress the build output.
+    #[arg(long)]
+    pub quiet_build: bool,
+    /// Watch source code and rebuild/refresh containers when files are updated
+    /// (develop.watch; with --detach the watch runs in the background, as `watch --detach`).
+    #[arg(short = 'w', long)]
+    pub watch: bool,
     /// Return the exit code of the selected service container. Implies
     /// --abort-on-container-exit.
     #[arg(long, value_name = "SERVICE")]
@@ -122,7 +148,7 @@ pub struct CreateArgs {
 pub struct DownArgs {
     /// Remove named volumes declared in the "volumes" section of the Compose file and
     /// anonymous volumes attached to containers.
-    #[arg(short, long)]
+    #[arg(short, long, alias = "volume")]
     pub volumes: bool,
     /// Remove images used by services. "local" removes only images that don't have a custom
     /// tag.
@@ -184,8 +210,8 @@ pub struct KillArgs {
 /// `tug rm`.
 #[derive(Debug, Clone, Args)]
 pub struct RmArgs {
-    /// Don't ask to confirm removal (`-f` is accepted here too: see `cli::rewrite_args`).
-    #[arg(long)]
+    /// Don't ask to confirm removal.
+    #[arg(short, long)]
     pub force: bool,
     /// Stop the containers, if required, before removing.
     #[arg(short, long)]
@@ -193,6 +219,9 @@ pub struct RmArgs {
     /// Remove any anonymous volumes attached to containers.
     #[arg(short, long)]
     pub volumes: bool,
+    /// Deprecated, no effect (docker compose still accepts it).
+    #[arg(short, long, hide = true)]
+    pub all: bool,
     /// Services (default: all).
     pub services: Vec<String>,
 }
@@ -212,9 +241,20 @@ pub struct PsArgs {
     /// Filter services by status.
     #[arg(long, value_parser = ["paused", "restarting", "removing", "running", "dead", "created", "exited"])]
     pub status: Vec<String>,
-    /// Format the output.
-    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    /// Filter services by a property (supported filters: status), KEY=VALUE.
+    #[arg(long, value_name = "FILTER")]
+    pub filter: Option<String>,
+    /// Format output using a custom template: 'table' (default), 'table TEMPLATE', 'json',
+    /// or a Go template ({{.Name}}, {{json .}}, {{.Label "key"}}, …).
+    #[arg(long, default_value = "table")]
     pub format: String,
+    /// Don't truncate output.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Include orphaned services (not declared by project); `--orphans=false` to leave them
+    /// out.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", require_equals = true, action = clap::ArgAction::Set)]
+    pub orphans: bool,
     /// Services.
     #[arg(value_name = "SERVICE")]
     pub names: Vec<String>,
@@ -223,8 +263,8 @@ pub struct PsArgs {
 /// `tug logs`.
 #[derive(Debug, Clone, Args)]
 pub struct LogsArgs {
-    /// Follow log output (`-f` is accepted here too: see `cli::rewrite_args`).
-    #[arg(long)]
+    /// Follow log output.
+    #[arg(short, long)]
     pub follow: bool,
     /// Number of lines to show from the end of the logs for each container.
     #[arg(short = 'n', long, default_value = "all")]
@@ -268,8 +308,11 @@ pub struct ExecArgs {
     #[arg(short, long)]
     pub workdir: Option<String>,
     /// Disable pseudo-TTY allocation. By default `exec` allocates a TTY.
-    #[arg(short = 'T', long = "no-TTY")]
+    #[arg(short = 'T', long = "no-tty", alias = "no-TTY")]
     pub no_tty: bool,
+    /// Allocate a pseudo-TTY (the default; accepted as docker compose accepts it).
+    #[arg(short = 't', long, hide = true)]
+    pub tty: bool,
     /// Index of the container if service has multiple replicas.
     #[arg(long, default_value_t = 1)]
     pub index: u32,
@@ -303,11 +346,15 @@ pub struct RunArgs {
     #[arg(short, long = "env", value_name = "KEY=VAL")]
     pub env: Vec<String>,
     /// Bind mount a volume.
-    #[arg(short, long = "volume", value_name = "SRC:DST[:OPTS]")]
+    #[arg(
+        short,
+        long = "volume",
+        alias = "volumes",
+        value_name = "SRC:DST[:OPTS]"
+    )]
     pub volumes: Vec<String>,
-    /// Publish a container's port(s) to the host (`-p` is accepted here too: see
-    /// `cli::rewrite_args`).
-    #[arg(long = "publish", value_name = "PORTS")]
+    /// Publish a container's port(s) to the host.
+    #[arg(short, long = "publish", value_name = "PORTS")]
     pub publish: Vec<String>,
     /// Run command with all service's ports enabled and mapped to the host.
     #[arg(short = 'P', long)]
@@ -330,6 +377,43 @@ pub struct RunArgs {
     /// Keep STDIN open even if not attached.
     #[arg(short, long)]
     pub interactive: bool,
+    /// Allocate a pseudo-TTY (the default when stdin is a terminal; accepted as docker
+    /// compose accepts it).
+    #[arg(short = 't', long, hide = true)]
+    pub tty: bool,
+    /// Build image before starting container.
+    #[arg(long)]
+    pub build: bool,
+    /// Add Linux capabilities.
+    #[arg(long, value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop Linux capabilities.
+    #[arg(long, value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// Set environment variables from a file.
+    #[arg(long, value_name = "FILE")]
+    pub env_from_file: Vec<std::path::PathBuf>,
+    /// Add or override a label.
+    #[arg(short, long = "label", alias = "labels", value_name = "KEY=VAL")]
+    pub label: Vec<String>,
+    /// Pull image before running.
+    #[arg(long, value_parser = ["always", "missing", "never", "build"])]
+    pub pull: Option<String>,
+    /// Don't print anything to STDOUT but the command's output.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Suppress progress output of builds.
+    #[arg(long)]
+    pub quiet_build: bool,
+    /// Pull without printing progress information.
+    #[arg(long)]
+    pub quiet_pull: bool,
+    /// Remove containers for services not defined in the Compose file.
+    #[arg(long)]
+    pub remove_orphans: bool,
+    /// Use the service's network aliases in the network(s) the container connects to.
+    #[arg(long)]
+    pub use_aliases: bool,
     /// Service.
     pub service: String,
     /// Command and arguments.
@@ -362,6 +446,15 @@ pub struct PortArgs {
 /// `tug cp`.
 #[derive(Debug, Clone, Args)]
 pub struct CpArgs {
+    /// Include containers created by the run command.
+    #[arg(long)]
+    pub all: bool,
+    /// Archive mode (copy all uid/gid information): not supported by tug yet.
+    #[arg(short, long)]
+    pub archive: bool,
+    /// Always follow symbol link in SRC_PATH: not supported by tug yet.
+    #[arg(short = 'L', long)]
+    pub follow_link: bool,
     /// Index of the container if service has multiple replicas.
     #[arg(long, default_value_t = 1)]
     pub index: u32,
@@ -391,8 +484,11 @@ pub struct LsArgs {
     /// Only display project names.
     #[arg(short, long)]
     pub quiet: bool,
-    /// Format the output.
-    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    /// Filter output based on conditions provided (name=REGEX).
+    #[arg(long, value_name = "FILTER")]
+    pub filter: Vec<String>,
+    /// Format the output: table, json, or a Go template.
+    #[arg(long, default_value = "table")]
     pub format: String,
 }
 
@@ -402,8 +498,8 @@ pub struct ImagesArgs {
     /// Only display IDs.
     #[arg(short, long)]
     pub quiet: bool,
-    /// Format the output.
-    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    /// Format the output: table, json, or a Go template.
+    #[arg(long, default_value = "table")]
     pub format: String,
     /// Services.
     pub services: Vec<String>,
@@ -415,6 +511,13 @@ pub struct EventsArgs {
     /// Output events as a stream of json objects.
     #[arg(long)]
     pub json: bool,
+    /// Show all events created since timestamp (tug keeps no event history: from now on
+    /// only, once that time has come).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Stream events until this timestamp.
+    #[arg(long)]
+    pub until: Option<String>,
     /// Services.
     pub services: Vec<String>,
 }
@@ -431,6 +534,15 @@ pub struct PullArgs {
     /// Also pull services declared as dependencies.
     #[arg(long)]
     pub include_deps: bool,
+    /// Ignore images that can be built.
+    #[arg(long)]
+    pub ignore_buildable: bool,
+    /// Apply pull policy ("missing"|"always").
+    #[arg(long, value_parser = ["missing", "always"])]
+    pub policy: Option<String>,
+    /// Deprecated, no effect: pulls run in parallel.
+    #[arg(long, hide = true)]
+    pub no_parallel: bool,
     /// Services.
     pub services: Vec<String>,
 }
@@ -444,6 +556,9 @@ pub struct PushArgs {
     /// Push without printing progress information.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Also push images of services declared as dependencies.
+    #[arg(long)]
+    pub include_deps: bool,
     /// Services.
     pub services: Vec<String>,
 }
@@ -465,7 +580,39 @@ pub struct VersionArgs {
     /// Shows only tug's version number.
     #[arg(long)]
     pub short: bool,
-    /// Format the output (`-f` is accepted here too: see `cli::rewrite_args`).
-    #[arg(long, value_parser = ["pretty", "json"])]
+    /// Format the output.
+    #[arg(short, long, value_parser = ["pretty", "json"])]
     pub format: Option<String>,
+}
+
+/// `tug volumes`.
+#[derive(Debug, Clone, Args)]
+pub struct VolumesArgs {
+    /// Only display volume names.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Format the output: table, `table TEMPLATE`, json, or a Go template ({{.Name}}, …).
+    #[arg(long, default_value = "table")]
+    pub format: String,
+    /// Services.
+    pub services: Vec<String>,
+}
+
+/// `tug stats`.
+#[derive(Debug, Clone, Args)]
+pub struct StatsArgs {
+    /// Show all containers (default shows just running).
+    #[arg(short, long)]
+    pub all: bool,
+    /// Format output using a custom template: table, `table TEMPLATE`, json, or a Go template.
+    #[arg(long, default_value = "table")]
+    pub format: String,
+    /// Disable streaming stats and only pull the first result.
+    #[arg(long)]
+    pub no_stream: bool,
+    /// Do not truncate output.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Service.
+    pub service: Option<String>,
 }

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::args::{CreateArgs, CreateFlags, DownArgs, UpArgs};
-use super::output::{Mode, Progress};
+use super::output::Progress;
+use super::printer::{Printer, now_fixed, source_name};
 use super::{lock, open_stack};
 use crate::cli::GlobalArgs;
 use crate::engine::compose::{Stack, StackOptions, WaitOptions, labels};
@@ -51,21 +52,16 @@ fn run_plan(stack: &Stack, plan: &Plan, progress: &mut Progress) -> Outcome {
 }
 
 /// Turns failures of an outcome into one error.
-fn check(plan: &Plan, outcome: &Outcome) -> anyhow::Result<()> {
-    if outcome.failed.is_empty() {
-        return Ok(());
+pub(crate) fn check(plan: &Plan, outcome: &Outcome) -> anyhow::Result<()> {
+    match super::output::failures(plan, outcome) {
+        Some(m) => anyhow::bail!("{m}"),
+        None => Ok(()),
     }
-    let msgs: Vec<String> = outcome
-        .failed
-        .iter()
-        .map(|(i, e)| format!("{}: {e}", plan.nodes[*i].op))
-        .collect();
-    anyhow::bail!("{}", msgs.join("\n"))
 }
 
 /// Reconciles and applies: images first (so a new image is compared with the containers'),
 /// then everything else.
-fn converge(
+pub(crate) fn converge(
     stack: &Stack,
     up: &UpOptions,
     dry_run: bool,
@@ -106,6 +102,9 @@ fn converge(
 /// # Errors
 /// Loading, planning or execution failures.
 pub fn run_up(global: &GlobalArgs, args: &UpArgs) -> anyhow::Result<i32> {
+    if args.menu == Some(true) {
+        anyhow::bail!("up --menu: interactive shortcuts are not supported by tug");
+    }
     let services = args.create.services.clone();
     let options = StackOptions {
         stop_timeout: args.timeout.map(Duration::from_secs),
@@ -119,6 +118,7 @@ pub fn run_up(global: &GlobalArgs, args: &UpArgs) -> anyhow::Result<i32> {
         ..StackOptions::default()
     };
     let stack = open_stack(global, &services, options)?;
+    super::warn_unhonoured(&stack.project);
     let _lock = if global.dry_run {
         None
     } else {
@@ -130,16 +130,37 @@ pub fn run_up(global: &GlobalArgs, args: &UpArgs) -> anyhow::Result<i32> {
     up.renew_anon_volumes = args.renew_anon_volumes;
     up.no_start = args.no_start;
     up.wait = args.wait;
-    let mut progress = Progress::new(Mode::from_flag(&global.progress));
+    let mut progress = Progress::from_global(global);
+    if args.create.quiet_pull {
+        progress.hide_pulls();
+    }
     if !global.dry_run {
         repair(&stack, &mut progress)?;
     }
     let attached = !(global.dry_run || args.detach || args.wait || args.no_start);
+    if args.watch && args.no_start {
+        anyhow::bail!("up --watch needs the services started: drop --no-start");
+    }
+    // The watch's rules are checked and recorded before the containers start, so they get
+    // the host's files from their first start on.
+    let watching = if args.watch && !global.dry_run {
+        Some(crate::cli::watch::prepare(
+            &stack,
+            &services,
+            attached.then_some(false),
+        )?)
+    } else {
+        None
+    };
     if attached {
         // From here on Ctrl-C means "stop the project" (once the plan has run), never a
         // bare exit that would leave the stack half-attached.
         install_interrupt_handler();
     }
+    // Exits from now on are this `up`'s (a finish time has a second's precision at worst).
+    let since = jiff::Timestamp::now()
+        .checked_sub(jiff::SignedDuration::from_secs(1))
+        .unwrap_or_else(|_| jiff::Timestamp::now());
     // Output of containers that already exist is shown from now on, not replayed.
     let mut followers: BTreeMap<String, logs::Follower> = BTreeMap::new();
     if attached {
@@ -151,10 +172,33 @@ pub fn run_up(global: &GlobalArgs, args: &UpArgs) -> anyhow::Result<i32> {
     }
     converge(&stack, &up, global.dry_run, &mut progress)?;
     if !attached {
+        if watching.is_some() {
+            drop(_lock);
+            return crate::cli::watch::spawn_background(global, &stack, &services, false, true);
+        }
         return Ok(0);
     }
     drop(_lock);
-    attach(&stack, args, followers, &mut progress)
+    let Some(prepared) = watching else {
+        return attach(&stack, global, args, since, followers, &mut progress);
+    };
+    // Attached with --watch: the watch runs beside the log stream and ends with it.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let w = s.spawn(|| {
+            crate::cli::watch::run_session(&stack, &prepared, false, true, &|| {
+                stop.load(Ordering::SeqCst)
+            })
+        });
+        let code = attach(&stack, global, args, since, followers, &mut progress);
+        stop.store(true, Ordering::SeqCst);
+        match w.join() {
+            Ok(Err(e)) => eprintln!("watch: {e:#}"),
+            Err(_) => eprintln!("watch: the watch thread panicked"),
+            Ok(Ok(())) => {}
+        }
+        code
+    })
 }
 
 /// `tug create`.
@@ -163,10 +207,14 @@ pub fn run_up(global: &GlobalArgs, args: &UpArgs) -> anyhow::Result<i32> {
 /// Loading, planning or execution failures.
 pub fn run_create(global: &GlobalArgs, args: &CreateArgs) -> anyhow::Result<i32> {
     let stack = open_stack(global, &args.create.services, StackOptions::default())?;
+    super::warn_unhonoured(&stack.project);
     let _lock = lock(&stack)?;
     let mut up = up_options(&args.create);
     up.no_start = true;
-    let mut progress = Progress::new(Mode::from_flag(&global.progress));
+    let mut progress = Progress::from_global(global);
+    if args.create.quiet_pull {
+        progress.hide_pulls();
+    }
     converge(&stack, &up, global.dry_run, &mut progress)?;
     Ok(0)
 }
@@ -185,6 +233,11 @@ pub fn run_down(global: &GlobalArgs, args: &DownArgs) -> anyhow::Result<i32> {
         ..StackOptions::default()
     };
     let stack = open_stack(global, &[], options)?;
+    // The project's watch ends first (before the lock, which a restart of the watch may
+    // hold), and with the whole project its synced files are forgotten.
+    if !global.dry_run && args.services.is_empty() {
+        crate::cli::watch::stop_for_down(&stack)?;
+    }
     let _lock = if global.dry_run {
         None
     } else {
@@ -201,7 +254,7 @@ pub fn run_down(global: &GlobalArgs, args: &DownArgs) -> anyhow::Result<i32> {
         print!("{plan}");
         return Ok(0);
     }
-    let mut progress = Progress::new(Mode::from_flag(&global.progress));
+    let mut progress = Progress::from_global(global);
     repair(&stack, &mut progress)?;
     let outcome = run_plan(&stack, &plan, &mut progress);
     let settled = stack.settle();
@@ -226,11 +279,17 @@ fn repair(stack: &Stack, progress: &mut Progress) -> anyhow::Result<()> {
 
 static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
 
+/// Whether Ctrl-C (or SIGTERM) came since [`install_interrupt_handler`].
+pub(crate) fn interrupted() -> bool {
+    INTERRUPTS.load(Ordering::SeqCst) > 0
+}
+
 extern "C" fn on_interrupt(_: libc::c_int) {
     INTERRUPTS.fetch_add(1, Ordering::SeqCst);
 }
 
-fn install_interrupt_handler() {
+/// Counts Ctrl-C (and SIGTERM) from now on, instead of ending the process.
+pub(crate) fn install_interrupt_handler() {
     use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
     let action = SigAction::new(
         SigHandler::Handler(on_interrupt),
@@ -245,20 +304,31 @@ fn install_interrupt_handler() {
     }
 }
 
-const COLOURS: [&str; 6] = ["36", "33", "32", "35", "34", "96"];
-
-/// Attached `up`: stream logs of the attached services, prefixed by container name, until
-/// every attached container has exited (or, with `--abort-on-container-exit`, any has), or
-/// Ctrl-C; then stop the project gracefully (a second Ctrl-C kills).
+/// Attached `up`, as docker compose does it: `Attaching to …` (the attached containers, by
+/// name without the project), then their output prefixed by those names, and a status line
+/// when one exits (`web-1 exited with code 0`), until every attached container has exited
+/// (or, with `--abort-on-container-exit`/`-failure`, one has), or Ctrl-C; then the project
+/// is stopped gracefully (a second Ctrl-C kills). Exit code: `--exit-code-from`'s, the
+/// failing container's on an abort, 130 after Ctrl-C, else 0.
 fn attach(
     stack: &Stack,
+    global: &GlobalArgs,
     args: &UpArgs,
+    since: jiff::Timestamp,
     mut followers: BTreeMap<String, logs::Follower>,
     progress: &mut Progress,
 ) -> anyhow::Result<i32> {
-    let colour = std::env::var_os("NO_COLOR").is_none()
-        && std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let abort = args.abort_on_container_exit || args.exit_code_from.is_some();
+    let colour =
+        !args.no_color && global.colour(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    // Named services (and, with --attach-dependencies, what they depend on) or all.
+    let named: Vec<String> = if args.create.services.is_empty() {
+        Vec::new()
+    } else if args.attach_dependencies {
+        let desired = stack.desired();
+        plan::select_services(&desired, &args.create.services, false)?
+    } else {
+        args.create.services.clone()
+    };
     let attached = |service: &str| -> bool {
         if args.no_attach.iter().any(|s| s == service) {
             return false;
@@ -266,85 +336,111 @@ fn attach(
         if !args.attach.is_empty() {
             return args.attach.iter().any(|s| s == service);
         }
+        if !named.is_empty() && !named.iter().any(|s| s == service) {
+            return false;
+        }
         stack
             .project
             .services
             .get(service)
             .is_none_or(|s| s.attach != Some(false))
     };
-    let width = stack
-        .project_containers()?
-        .iter()
-        .map(|c| c.name.len())
-        .max()
-        .unwrap_or(0);
+    let mine =
+        |cs: &[crate::engine::container::Summary]| -> Vec<crate::engine::container::Summary> {
+            cs.iter()
+                .filter(|c| {
+                    c.labels.get(labels::ONEOFF).map(String::as_str) != Some("True")
+                        && attached(c.labels.get(labels::SERVICE).map_or("", String::as_str))
+                })
+                .cloned()
+                .collect()
+        };
+    let mut printer = Printer::new(colour, !args.no_log_prefix, args.timestamps);
+    let first = mine(&stack.project_containers()?);
+    let names: Vec<String> = first.iter().map(source_name).collect();
+    for n in &names {
+        printer.register(n);
+    }
+    println!("Attaching to {}", names.join(", "));
+    // Each exit is reported once: by the container and the time it ended, counting only
+    // what ended since this `up` began (a container may end before we look at it).
+    let mut reported: std::collections::HashSet<(String, String)> =
+        std::collections::HashSet::new();
     let mut exit_code = 0;
+    let mut aborting = false;
     // Woken by log writes, state changes and new containers (inotify), or a Ctrl-C.
     let store = stack.root.join("containers");
     let watch = crate::engine::container::state::Watch::writes(&[&store]);
     let mut watched: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     loop {
-        let containers = stack.project_containers()?;
-        let mine: Vec<_> = containers
-            .iter()
-            .filter(|c| {
-                c.labels.get(labels::ONEOFF).map(String::as_str) != Some("True")
-                    && attached(c.labels.get(labels::SERVICE).map_or("", String::as_str))
-            })
-            .collect();
+        let containers = mine(&stack.project_containers()?);
         // A directory watched only now may have changed since it was read.
         let mut fresh = false;
         if let Some(w) = &watch {
-            for c in &mine {
+            for c in &containers {
                 if watched.insert(c.id.clone()) {
                     w.add(&store.join(&c.id));
                     fresh = true;
                 }
             }
         }
-        for (i, c) in mine.iter().enumerate() {
+        for c in &containers {
+            let name = source_name(c);
             let f = followers.entry(c.id.clone()).or_insert_with(|| {
                 let path = stack.containers.log_path(&c.id).unwrap_or_default();
-                crate::engine::container::logs::Follower::at_start(&path)
+                logs::Follower::at_start(&path)
             });
             for rec in f.poll() {
-                let prefix = if args.no_log_prefix {
-                    String::new()
-                } else if colour {
-                    format!(
-                        "\x1b[{}m{:<width$} |\x1b[0m ",
-                        COLOURS[i % COLOURS.len()],
-                        c.name
-                    )
-                } else {
-                    format!("{:<width$} | ", c.name)
-                };
-                let ts = if args.timestamps {
-                    format!("{} ", rec.time)
-                } else {
-                    String::new()
-                };
-                println!("{prefix}{ts}{}", rec.text.trim_end_matches('\n'));
+                let now = args.timestamps.then(now_fixed);
+                printer.log(&name, &rec, now.as_deref());
             }
         }
-        let exited: Vec<_> = mine
-            .iter()
-            .filter(|c| matches!(c.state, Status::Exited | Status::Dead))
-            .collect();
-        if let Some(svc) = &args.exit_code_from
-            && let Some(c) = exited
+        if INTERRUPTS.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        let mut exited_now = Vec::new();
+        for c in &containers {
+            let Some(end) = c.finished_at.as_deref() else {
+                continue;
+            };
+            let after_start = end.parse::<jiff::Timestamp>().is_ok_and(|t| t >= since);
+            if after_start && reported.insert((c.id.clone(), end.to_owned())) {
+                exited_now.push(c);
+            }
+        }
+        for c in &exited_now {
+            let code = c.exit_code.unwrap_or(0);
+            // Running again (or about to be): its restart policy restarted it.
+            let restarting = !matches!(c.state, Status::Exited | Status::Dead);
+            printer.status(
+                &source_name(c),
+                &if restarting {
+                    format!("exited with code {code} (restarting)")
+                } else {
+                    format!("exited with code {code}")
+                },
+            );
+            if restarting {
+                continue;
+            }
+            if args.exit_code_from.as_deref() == c.labels.get(labels::SERVICE).map(String::as_str) {
+                exit_code = code;
+            }
+            let failed = code != 0;
+            if (args.abort_on_container_exit || args.exit_code_from.is_some())
+                || (args.abort_on_container_failure && failed)
+            {
+                if !aborting && args.exit_code_from.is_none() {
+                    exit_code = code;
+                }
+                aborting = true;
+            }
+        }
+        let all_down = !containers.is_empty()
+            && containers
                 .iter()
-                .find(|c| c.labels.get(labels::SERVICE) == Some(svc))
-        {
-            exit_code = c.exit_code.unwrap_or(0);
-        }
-        let done = (!mine.is_empty() && exited.len() == mine.len())
-            || (abort && !exited.is_empty())
-            || INTERRUPTS.load(Ordering::SeqCst) > 0;
-        if done {
-            if abort && exit_code == 0 && args.exit_code_from.is_none() {
-                exit_code = exited.first().and_then(|c| c.exit_code).unwrap_or(0);
-            }
+                .all(|c| matches!(c.state, Status::Exited | Status::Dead));
+        if aborting || all_down {
             break;
         }
         match &watch {
@@ -353,8 +449,16 @@ fn attach(
             None => std::thread::sleep(Duration::from_millis(100)),
         }
     }
-    if INTERRUPTS.load(Ordering::SeqCst) > 0 {
-        eprintln!("Gracefully stopping... (press Ctrl+C again to force)");
+    let interrupted = INTERRUPTS.load(Ordering::SeqCst) > 0;
+    if interrupted {
+        println!("Gracefully Stopping... press Ctrl+C again to force");
+    } else if aborting {
+        let text = "Aborting on container exit...";
+        if global.colour(std::io::IsTerminal::is_terminal(&std::io::stderr())) {
+            eprintln!("\x1b[31m\x1b[1m{text}\x1b[0m");
+        } else {
+            eprintln!("{text}");
+        }
     }
     // Stop everything that still runs, in dependency order.
     let plan = super::verbs::stop_plan(stack, &[])?;
@@ -379,5 +483,5 @@ fn attach(
         outcome
     });
     check(&plan, &outcome)?;
-    Ok(exit_code)
+    Ok(if interrupted { 130 } else { exit_code })
 }

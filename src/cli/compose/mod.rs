@@ -4,7 +4,9 @@
 pub mod args;
 mod lifecycle;
 mod output;
+mod printer;
 mod query;
+pub mod stats;
 pub mod verbs;
 
 use std::path::PathBuf;
@@ -14,8 +16,34 @@ use anyhow::Context as _;
 use super::GlobalArgs;
 use crate::engine::compose::{ProjectLock, Stack, StackOptions};
 
+pub(crate) use lifecycle::{check, converge, install_interrupt_handler, interrupted};
 pub use lifecycle::{run_create, run_down, run_up};
+pub(crate) use output::{Mode, Progress};
 pub use query::{run_ls, run_ps};
+pub(crate) use verbs::{start_plan, stop_plan};
+
+/// Prints, once per option, what the project asks for that tug does not do on this host:
+/// SELinux relabelling (`:z`, `:Z`, `bind.selinux`) when SELinux is enabled (without it,
+/// docker does nothing for them either).
+pub(crate) fn warn_unhonoured(project: &crate::project::Project) {
+    if !std::path::Path::new("/sys/fs/selinux/enforce").exists() {
+        return;
+    }
+    let mut seen = Vec::new();
+    for (name, s) in &project.services {
+        for (i, v) in s.volumes.iter().enumerate() {
+            if let Some(label) = v.bind.as_ref().and_then(|b| b.selinux.as_deref())
+                && !seen.contains(&label)
+            {
+                seen.push(label);
+                eprintln!(
+                    "warning: services.{name}.volumes[{i}]: volume option `{label}` is not applied: \
+                     tug does not relabel files for SELinux"
+                );
+            }
+        }
+    }
+}
 
 /// Loads the project named by the global flags and opens the engine for it. For a verb that
 /// acts on what exists (`GlobalArgs::by_name`), a compose file that is missing or cannot be

@@ -24,16 +24,16 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// From `--progress` (and whether stderr is a terminal, and NO_COLOR).
+    /// From `--progress` (`auto`: tty when stderr is a terminal and colours are allowed).
     #[must_use]
-    pub fn from_flag(flag: &str) -> Mode {
+    pub fn from_flag(flag: &str, colour: bool) -> Mode {
         match flag {
             "plain" => Mode::Plain,
             "json" => Mode::Json,
             "quiet" => Mode::Quiet,
             "tty" => Mode::Tty,
             _ => {
-                if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
+                if std::io::stderr().is_terminal() && colour {
                     Mode::Tty
                 } else {
                     Mode::Plain
@@ -187,19 +187,105 @@ fn template(t: &str) -> indicatif::ProgressStyle {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner())
 }
 
+/// The error of a plan that failed, each cause once: operations that failed for the same
+/// reason share one line (`wait for db (service_healthy)` of three dependents is one line;
+/// `start container a-1, b-1: exec /x: no such file or directory` names both containers).
+/// `None` when nothing failed.
+#[must_use]
+pub fn failures(plan: &Plan, outcome: &Outcome) -> Option<String> {
+    if outcome.failed.is_empty() {
+        return None;
+    }
+    // (cause, operations) in the order the causes first failed.
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    for (i, e) in &outcome.failed {
+        let op = plan.nodes[*i].op.to_string();
+        let cause = cause(e);
+        match groups.iter_mut().find(|(c, _)| *c == cause) {
+            Some((_, ops)) => {
+                if !ops.contains(&op) {
+                    ops.push(op);
+                }
+            }
+            None => groups.push((cause, vec![op])),
+        }
+    }
+    let lines: Vec<String> = groups
+        .into_iter()
+        .map(|(cause, ops)| format!("{}: {cause}", join_ops(&ops)))
+        .collect();
+    Some(lines.join("\n"))
+}
+
+/// `start container a-1`, `start container b-1` → `start container a-1, b-1`.
+fn join_ops(ops: &[String]) -> String {
+    let Some(first) = ops.first() else {
+        return String::new();
+    };
+    let verb = |o: &str| o.rsplit_once(' ').map(|(v, _)| v.to_owned());
+    let same = ops.iter().all(|o| verb(o) == verb(first));
+    if same && let Some(v) = verb(first) {
+        let objects: Vec<&str> = ops
+            .iter()
+            .filter_map(|o| o.rsplit_once(' ').map(|(_, x)| x))
+            .collect();
+        return format!("{v} {}", objects.join(", "));
+    }
+    ops.join(", ")
+}
+
+/// An error without the engine's `cannot start container <id>: ` lead-in, which only
+/// repeats the operation.
+fn cause(e: &str) -> String {
+    let mut rest = e;
+    while let Some(after) = rest.strip_prefix("cannot ") {
+        let Some((head, tail)) = after.split_once(": ") else {
+            break;
+        };
+        let id = head.rsplit(' ').next().unwrap_or("");
+        if id.len() == 64 && id.chars().all(|c| c.is_ascii_hexdigit()) {
+            rest = tail;
+        } else {
+            break;
+        }
+    }
+    rest.to_owned()
+}
+
 /// Prints execution events.
 #[derive(Debug)]
 pub struct Progress {
     mode: Mode,
     colour: bool,
     board: Option<Board>,
+    /// Operations at once (`--parallel`), 0 for no limit.
+    parallel: usize,
+    /// Leave image pulls out (`--quiet-pull`).
+    hide_pulls: bool,
+    /// Lines already printed, so that none is printed twice (several dependents waiting
+    /// for one service fail with one message).
+    printed: std::collections::HashSet<String>,
 }
 
 impl Progress {
-    /// A printer in the given mode.
+    /// A printer in the given mode, colours as `--ansi`/`NO_COLOR` allow on stderr.
     #[must_use]
     pub fn new(mode: Mode) -> Progress {
-        let colour = std::env::var_os("NO_COLOR").is_none();
+        Progress::with(mode, std::env::var_os("NO_COLOR").is_none(), 0)
+    }
+
+    /// The printer the global options ask for (`--progress`, `--ansi`, `--parallel`).
+    #[must_use]
+    pub fn from_global(global: &crate::cli::GlobalArgs) -> Progress {
+        let colour = global.colour(std::io::stderr().is_terminal());
+        Progress::with(
+            Mode::from_flag(&global.progress, colour),
+            colour,
+            global.parallel,
+        )
+    }
+
+    fn with(mode: Mode, colour: bool, parallel: usize) -> Progress {
         // Forced `--progress tty` without a terminal prints the finished lines only.
         let board =
             (mode == Mode::Tty && std::io::stderr().is_terminal()).then(|| Board::new(colour));
@@ -207,19 +293,28 @@ impl Progress {
             mode,
             colour,
             board,
+            parallel,
+            hide_pulls: false,
+            printed: std::collections::HashSet::new(),
         }
+    }
+
+    /// Leaves image pulls out of the output (`--quiet-pull`).
+    pub fn hide_pulls(&mut self) {
+        self.hide_pulls = true;
     }
 
     /// Executes a plan on a stack, showing its progress.
     pub fn run(&mut self, plan: &Plan, stack: &Stack) -> Outcome {
+        let parallel = self.parallel;
         if self.board.is_none() {
-            return execute(plan, stack, 0, |node, ev| self.event(node, ev));
+            return execute(plan, stack, parallel, |node, ev| self.event(node, ev));
         }
         // One board per plan, as docker compose draws one per phase.
         let mut board = Board::new(self.colour);
         board.add_plan(plan);
         self.board = Some(board);
-        let outcome = execute(plan, stack, 0, |node, ev| self.event(node, ev));
+        let outcome = execute(plan, stack, parallel, |node, ev| self.event(node, ev));
         if let Some(b) = &self.board {
             b.draw_header();
             b.header.finish();
@@ -234,12 +329,14 @@ impl Progress {
 
     /// Prints one event on stderr.
     pub fn event(&mut self, node: &Node, event: &Event) {
+        if self.hide_pulls && matches!(node.op, Op::PullImage { .. }) {
+            return;
+        }
         let (kind, object, doing, done) = words(&node.op);
         if let Some(board) = &mut self.board {
             board.event(&format!("{kind} {object}"), event, doing, done);
             return;
         }
-        let mut err = std::io::stderr().lock();
         let (status, text) = match event {
             Event::Started(_) => ("working", doing.to_string()),
             Event::Done(_, _) => ("done", done.to_string()),
@@ -247,6 +344,15 @@ impl Progress {
             Event::Warned(_, e) => ("warning", format!("Warning: {e}")),
             Event::Skipped(_) => ("skipped", "Skipped".to_string()),
         };
+        // The same line twice (several waits for one failed service) is printed once.
+        if !matches!(self.mode, Mode::Quiet)
+            && !self
+                .printed
+                .insert(format!("{kind} {object} {status} {text}"))
+        {
+            return;
+        }
+        let mut err = std::io::stderr().lock();
         let paint = |code: &str, t: &str| {
             if self.colour {
                 format!("\x1b[{code}m{t}\x1b[0m")
@@ -322,5 +428,74 @@ impl Progress {
             }
             (None, _) => eprintln!("WARN[0000] {text}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Condition;
+
+    #[test]
+    fn failures_name_each_cause_once() {
+        let mut plan = Plan::default();
+        let w1 = plan.push(
+            Op::WaitFor {
+                service: "db".into(),
+                condition: Condition::ServiceHealthy,
+                required: true,
+            },
+            "web depends on it",
+            vec![],
+        );
+        let w2 = plan.push(
+            Op::WaitFor {
+                service: "db".into(),
+                condition: Condition::ServiceHealthy,
+                required: true,
+            },
+            "api depends on it",
+            vec![],
+        );
+        let s1 = plan.push(
+            Op::StartContainer {
+                service: "a".into(),
+                name: "p-a-1".into(),
+            },
+            "new",
+            vec![],
+        );
+        let s2 = plan.push(
+            Op::StartContainer {
+                service: "b".into(),
+                name: "p-b-1".into(),
+            },
+            "new",
+            vec![],
+        );
+        let id = "a".repeat(64);
+        let outcome = Outcome {
+            failed: vec![
+                (w1, "db is unhealthy".into()),
+                (w2, "db is unhealthy".into()),
+                (
+                    s1,
+                    format!("cannot start container {id}: exec /x: not found"),
+                ),
+                (
+                    s2,
+                    format!(
+                        "cannot start container {}: exec /x: not found",
+                        "b".repeat(64)
+                    ),
+                ),
+            ],
+            ..Outcome::default()
+        };
+        assert_eq!(
+            failures(&plan, &outcome).unwrap(),
+            "wait for db (service_healthy): db is unhealthy\nstart container p-a-1, p-b-1: exec /x: not found"
+        );
+        assert!(failures(&plan, &Outcome::default()).is_none());
     }
 }

@@ -2,106 +2,59 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::args::{LsArgs, PsArgs};
 use super::{open_stack, state_root};
 use crate::cli::GlobalArgs;
+use crate::cli::format;
+use crate::cli::listing;
 use crate::engine::compose::{StackOptions, labels};
-use crate::engine::container::{
-    ContainerStore, HealthStatus, MountKind, Status, Summary as ContainerSummary,
-};
-use crate::engine::network::Published;
-
-/// "Up 3 minutes", "Exited (0) 2 seconds ago", as Docker words a status.
-fn status_text(c: &ContainerSummary) -> String {
-    let since = |t: Option<&str>| -> String {
-        t.and_then(|t| t.parse::<jiff::Timestamp>().ok())
-            .map(|t| human_duration(jiff::Timestamp::now().duration_since(t).as_secs()))
-            .unwrap_or_default()
-    };
-    match c.state {
-        Status::Running => {
-            let mut s = format!("Up {}", since(c.started_at.as_deref()));
-            match c.health {
-                HealthStatus::Healthy => s.push_str(" (healthy)"),
-                HealthStatus::Unhealthy => s.push_str(" (unhealthy)"),
-                HealthStatus::Starting => s.push_str(" (health: starting)"),
-                HealthStatus::None => {}
-            }
-            s
-        }
-        Status::Paused => format!("Up {} (Paused)", since(c.started_at.as_deref())),
-        Status::Restarting => format!("Restarting ({})", c.exit_code.unwrap_or(0)),
-        Status::Exited => format!(
-            "Exited ({}) {} ago",
-            c.exit_code.unwrap_or(0),
-            since(c.finished_at.as_deref())
-        ),
-        Status::Created => "Created".to_string(),
-        Status::Dead if c.damaged.is_some() => "Dead (damaged record)".to_string(),
-        Status::Dead => "Dead".to_string(),
-    }
-}
-
-fn human_duration(secs: i64) -> String {
-    let secs = secs.max(0);
-    match secs {
-        0 => "Less than a second".to_string(),
-        1 => "1 second".to_string(),
-        2..=59 => format!("{secs} seconds"),
-        60..=119 => "About a minute".to_string(),
-        120..=3599 => format!("{} minutes", secs / 60),
-        3600..=7199 => "About an hour".to_string(),
-        7200..=172_799 => format!("{} hours", secs / 3600),
-        _ => format!("{} days", secs / 86400),
-    }
-}
-
-fn ports_text(ps: &[Published]) -> String {
-    ps.iter()
-        .map(|p| {
-            format!(
-                "{}:{}->{}/{}",
-                p.host_ip, p.host_port, p.container_port, p.protocol
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn command_text(c: &ContainerSummary) -> String {
-    let full = c.command.join(" ");
-    let short: String = full.chars().take(20).collect();
-    if full.chars().count() > 20 {
-        format!("\"{short}…\"")
-    } else {
-        format!("\"{full}\"")
-    }
-}
+use crate::engine::container::{ContainerStore, Status, Summary as ContainerSummary};
 
 /// `tug ps`.
 ///
 /// # Errors
-/// Loading the project or reading the engine.
+/// Loading the project, reading the engine, or a bad `--filter`/`--format`.
 pub fn run_ps(global: &GlobalArgs, args: &PsArgs) -> anyhow::Result<i32> {
+    let mut statuses = args.status.clone();
+    if let Some(f) = &args.filter {
+        match f.split_once('=') {
+            Some(("status", v)) => statuses.push(v.to_owned()),
+            Some(("source", _)) => anyhow::bail!("ps --filter source is not supported"),
+            Some((k, _)) => anyhow::bail!("unknown filter {k}"),
+            None => anyhow::bail!("arguments to --filter should be in form KEY=VAL"),
+        }
+    }
+    let template =
+        format::Template::parse(&args.format, listing::PS_TABLE).map_err(anyhow::Error::msg)?;
     let stack = open_stack(global, &[], StackOptions::default())?;
     for n in &args.names {
         if !stack.project.services.contains_key(n) {
             anyhow::bail!("no such service: {n}");
         }
     }
+    let known = |svc: &str| stack.project.services.contains_key(svc);
+    let all = args.all || !statuses.is_empty();
     let mut cs: Vec<ContainerSummary> = stack
         .project_containers()?
         .into_iter()
         .filter(|c| {
             let svc = c.labels.get(labels::SERVICE).map_or("", String::as_str);
             let oneoff = c.labels.get(labels::ONEOFF).map(String::as_str) == Some("True");
+            let shown = if all {
+                true
+            } else {
+                !oneoff
+                    && matches!(
+                        c.state,
+                        Status::Running | Status::Paused | Status::Restarting
+                    )
+            };
             (args.names.is_empty() || args.names.iter().any(|n| n == svc))
-                && (args.all
-                    || (!oneoff && c.state != Status::Exited && c.state != Status::Created)
-                    || !args.status.is_empty())
-                && (args.status.is_empty() || args.status.iter().any(|s| s == c.state.as_str()))
+                && (args.orphans || known(svc))
+                && shown
+                && (statuses.is_empty() || statuses.iter().any(|s| s == c.state.as_str()))
         })
         .collect();
     cs.sort_by(|a, b| a.name.cmp(&b.name));
@@ -112,6 +65,12 @@ pub fn run_ps(global: &GlobalArgs, args: &PsArgs) -> anyhow::Result<i32> {
             c.damaged.as_deref().unwrap_or_default()
         );
     }
+    if args.quiet {
+        for c in &cs {
+            println!("{}", c.id);
+        }
+        return Ok(0);
+    }
     if args.services {
         let mut seen: Vec<String> = Vec::new();
         for c in &cs {
@@ -121,94 +80,30 @@ pub fn run_ps(global: &GlobalArgs, args: &PsArgs) -> anyhow::Result<i32> {
                 seen.push(s.clone());
             }
         }
-        for s in seen {
-            println!("{s}");
-        }
+        println!("{}", seen.join("\n"));
         return Ok(0);
     }
-    if args.quiet {
-        for c in &cs {
-            println!("{}", c.id);
-        }
-        return Ok(0);
-    }
-    let rows: Vec<(ContainerSummary, Vec<Published>)> = cs
-        .into_iter()
-        .map(|c| {
-            let p = stack.networks.published(&c.name).unwrap_or_default();
-            (c, p)
-        })
+    let expose = |c: &ContainerSummary| -> Vec<String> {
+        c.labels
+            .get(labels::SERVICE)
+            .and_then(|s| stack.project.services.get(s))
+            .map(|s| s.expose.clone())
+            .unwrap_or_default()
+    };
+    let ctx = listing::Context {
+        root: &stack.root,
+        containers: &stack.containers,
+        networks: &stack.networks,
+        expose: &expose,
+    };
+    let rows: Vec<format::Row> = cs
+        .iter()
+        .map(|c| listing::container_row(&ctx, c, !args.no_trunc))
         .collect();
-    if args.format == "json" {
-        for (c, p) in &rows {
-            let labels_text = c
-                .labels
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",");
-            let networks: Vec<String> = stack
-                .networks
-                .endpoints_of_container(&c.name)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|e| e.network)
-                .collect();
-            let mounts = stack
-                .containers
-                .inspect(&c.id)
-                .map(|i| i.record.config.mounts)
-                .unwrap_or_default();
-            let obj = json!({
-                "Command": command_text(c),
-                "CreatedAt": c.created,
-                "ExitCode": c.exit_code.unwrap_or(0),
-                "Health": match c.health { HealthStatus::None => "", h => h.as_str() },
-                "ID": c.id,
-                "Image": c.image,
-                "Labels": labels_text,
-                "LocalVolumes": mounts.iter().filter(|m| m.kind == MountKind::Volume).count().to_string(),
-                "Mounts": mounts.iter().map(|m| m.source.display().to_string()).collect::<Vec<_>>().join(","),
-                "Name": c.name,
-                "Names": c.name,
-                "Networks": networks.join(","),
-                "Ports": ports_text(p),
-                "Project": c.labels.get(labels::PROJECT).cloned().unwrap_or_default(),
-                "Publishers": p.iter().map(|p| json!({
-                    "URL": p.host_ip.to_string(),
-                    "TargetPort": p.container_port,
-                    "PublishedPort": p.host_port,
-                    "Protocol": p.protocol.to_string(),
-                })).collect::<Vec<_>>(),
-                "RunningFor": status_text(c),
-                "Service": c.labels.get(labels::SERVICE).cloned().unwrap_or_default(),
-                "Size": "0B",
-                "State": c.state.as_str(),
-                "Status": status_text(c),
-            });
-            println!("{obj}");
-        }
-        return Ok(0);
-    }
-    let mut table = vec![[
-        "NAME".to_string(),
-        "IMAGE".to_string(),
-        "COMMAND".to_string(),
-        "SERVICE".to_string(),
-        "STATUS".to_string(),
-        "PORTS".to_string(),
-    ]];
-    for (c, p) in &rows {
-        table.push([
-            c.name.clone(),
-            c.image.clone(),
-            command_text(c),
-            c.labels.get(labels::SERVICE).cloned().unwrap_or_default(),
-            status_text(c),
-            ports_text(p),
-        ]);
-    }
-    print_table(&table);
+    let out = template
+        .render(&rows, listing::CONTAINER_HEADERS)
+        .map_err(anyhow::Error::msg)?;
+    print!("{out}");
     Ok(0)
 }
 
@@ -236,8 +131,22 @@ pub(crate) fn print_table<const N: usize>(rows: &[[String; N]]) {
 /// `tug ls`: projects found in the state root, by their containers' labels.
 ///
 /// # Errors
-/// Reading the engine.
+/// Reading the engine, or a bad `--filter`/`--format`.
 pub fn run_ls(global: &GlobalArgs, args: &LsArgs) -> anyhow::Result<i32> {
+    let mut name_filters = Vec::new();
+    for f in &args.filter {
+        match f.split_once('=') {
+            Some(("name", v)) => name_filters.push(
+                regex::Regex::new(v).map_err(|e| anyhow::anyhow!("invalid filter {f:?}: {e}"))?,
+            ),
+            Some((k, _)) => anyhow::bail!("invalid filter '{k}'"),
+            None => anyhow::bail!("bad format of filter (expected name=value)"),
+        }
+    }
+    let template = list_template(
+        &args.format,
+        "table {{.Name}}\t{{.Status}}\t{{.ConfigFiles}}",
+    )?;
     let root = state_root(global)?;
     let store = ContainerStore::open(&root)?;
     let mut projects: BTreeMap<String, (BTreeMap<&'static str, usize>, String)> = BTreeMap::new();
@@ -258,13 +167,19 @@ pub fn run_ls(global: &GlobalArgs, args: &LsArgs) -> anyhow::Result<i32> {
     }
     let rows: Vec<(String, String, String)> = projects
         .into_iter()
-        .filter(|(_, (counts, _))| args.all || counts.contains_key("running"))
+        .filter(|(name, (counts, _))| {
+            (args.all || counts.contains_key("running"))
+                && name_filters.iter().all(|r| r.is_match(name))
+        })
         .map(|(name, (counts, files))| {
-            let status = counts
+            let mut status = counts
                 .iter()
                 .map(|(s, n)| format!("{s}({n})"))
                 .collect::<Vec<_>>()
                 .join(", ");
+            if crate::cli::watch::is_watching(&root, &name) {
+                status.push_str(", watching");
+            }
             (name, status, files)
         })
         .collect();
@@ -272,22 +187,86 @@ pub fn run_ls(global: &GlobalArgs, args: &LsArgs) -> anyhow::Result<i32> {
         for r in &rows {
             println!("{}", r.0);
         }
-    } else if args.format == "json" {
-        let v: Vec<_> = rows
-            .iter()
-            .map(|(n, s, f)| json!({"Name": n, "Status": s, "ConfigFiles": f}))
-            .collect();
-        println!("{}", serde_json::Value::Array(v));
-    } else {
-        let mut table = vec![[
-            "NAME".to_string(),
-            "STATUS".to_string(),
-            "CONFIG FILES".to_string(),
-        ]];
-        for (n, s, f) in rows {
-            table.push([n, s, f]);
-        }
-        print_table(&table);
+        return Ok(0);
     }
+    let objects: Vec<format::Row> = rows
+        .iter()
+        .map(|(n, s, f)| {
+            let mut r = format::Row::default();
+            r.fields.insert("Name".into(), json!(n));
+            r.fields.insert("Status".into(), json!(s));
+            r.fields.insert("ConfigFiles".into(), json!(f));
+            r
+        })
+        .collect();
+    print!(
+        "{}",
+        render_list(
+            &template,
+            &objects,
+            &[
+                ("Name", "NAME"),
+                ("Status", "STATUS"),
+                ("ConfigFiles", "CONFIG FILES")
+            ],
+            false,
+        )?
+    );
     Ok(0)
+}
+
+/// The format of a compose listing verb (`ls`, `images`, `volumes`): `table` (the default),
+/// `json` (one array), or a template.
+pub(crate) enum ListFormat {
+    /// A JSON array of all rows.
+    JsonArray,
+    /// A template (tables included).
+    Template(format::Template),
+}
+
+/// Parses the `--format` of a listing verb.
+///
+/// # Errors
+/// A template outside the supported subset.
+pub(crate) fn list_template(format: &str, table: &str) -> anyhow::Result<ListFormat> {
+    if format.trim().eq_ignore_ascii_case("json") {
+        return Ok(ListFormat::JsonArray);
+    }
+    let f = if format.trim().eq_ignore_ascii_case("pretty") {
+        "table"
+    } else {
+        format
+    };
+    Ok(ListFormat::Template(
+        format::Template::parse(f, table).map_err(anyhow::Error::msg)?,
+    ))
+}
+
+/// Renders a listing as docker compose does: tables with a minimum column width of 20, a
+/// JSON array on one line (with an empty line after it when `blank_after_json`, as `images`
+/// prints it), or one line per row.
+///
+/// # Errors
+/// A field the rows do not have.
+pub(crate) fn render_list(
+    fmt: &ListFormat,
+    rows: &[format::Row],
+    headers: &[(&str, &str)],
+    blank_after_json: bool,
+) -> anyhow::Result<String> {
+    match fmt {
+        ListFormat::JsonArray => {
+            let v: Vec<Value> = rows
+                .iter()
+                .map(|r| Value::Object(r.fields.clone()))
+                .collect();
+            let mut s = serde_json::to_string(&v)?;
+            s.push('\n');
+            if blank_after_json {
+                s.push('\n');
+            }
+            Ok(s)
+        }
+        ListFormat::Template(t) => t.render_min(rows, headers, 20).map_err(anyhow::Error::msg),
+    }
 }

@@ -14,6 +14,7 @@ use super::args::{
     WaitArgs,
 };
 use super::output::{Mode, Progress};
+use super::printer::{Printer, source_name};
 use super::query::print_table;
 use super::{lock, open_stack};
 use crate::cli::GlobalArgs;
@@ -52,7 +53,7 @@ fn service_containers(stack: &Stack, services: &[String]) -> anyhow::Result<Vec<
 }
 
 fn progress(global: &GlobalArgs) -> Progress {
-    Progress::new(Mode::from_flag(&global.progress))
+    Progress::from_global(global)
 }
 
 fn finish(plan: &Plan, stack: &Stack, global: &GlobalArgs) -> anyhow::Result<i32> {
@@ -62,19 +63,14 @@ fn finish(plan: &Plan, stack: &Stack, global: &GlobalArgs) -> anyhow::Result<i32
     }
     let mut p = progress(global);
     let outcome = p.run(plan, stack);
-    if !outcome.failed.is_empty() {
-        let msgs: Vec<String> = outcome
-            .failed
-            .iter()
-            .map(|(i, e)| format!("{}: {e}", plan.nodes[*i].op))
-            .collect();
-        anyhow::bail!("{}", msgs.join("\n"));
+    if let Some(m) = super::output::failures(plan, &outcome) {
+        anyhow::bail!("{m}");
     }
     Ok(0)
 }
 
 /// A plan that stops the given containers, dependents first.
-pub(super) fn stop_plan(stack: &Stack, services: &[String]) -> anyhow::Result<Plan> {
+pub(crate) fn stop_plan(stack: &Stack, services: &[String]) -> anyhow::Result<Plan> {
     let down = plan::plan_down(
         &stack.desired(),
         &stack.observed()?,
@@ -100,7 +96,7 @@ pub(super) fn stop_plan(stack: &Stack, services: &[String]) -> anyhow::Result<Pl
 
 /// A plan that starts the stopped containers of the given services, each after its
 /// dependencies meet their conditions.
-fn start_plan(stack: &Stack, services: &[String]) -> anyhow::Result<Plan> {
+pub(crate) fn start_plan(stack: &Stack, services: &[String]) -> anyhow::Result<Plan> {
     let cs = service_containers(stack, services)?;
     if cs.is_empty() {
         anyhow::bail!("no container to start");
@@ -326,8 +322,6 @@ fn parse_time(s: &str) -> anyhow::Result<jiff::Timestamp> {
     ))?)
 }
 
-const COLOURS: [&str; 6] = ["36", "33", "32", "35", "34", "96"];
-
 /// `tug logs`.
 ///
 /// # Errors
@@ -344,40 +338,21 @@ pub fn run_logs(global: &GlobalArgs, args: &LogsArgs) -> anyhow::Result<i32> {
         "all" | "-1" => None,
         n => Some(n.parse().with_context(|| format!("invalid --tail {n:?}"))?),
     };
-    let colour =
-        !args.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal();
-    let width = cs.iter().map(|c| c.name.len()).max().unwrap_or(0);
-    let prefix = |i: usize, name: &str| -> String {
-        if args.no_log_prefix {
-            String::new()
-        } else if colour {
-            format!(
-                "\x1b[{}m{name:<width$} |\x1b[0m ",
-                COLOURS[i % COLOURS.len()]
-            )
-        } else {
-            format!("{name:<width$} | ")
-        }
-    };
+    let colour = !args.no_color && global.colour(std::io::stdout().is_terminal());
+    let mut printer = Printer::new(colour, !args.no_log_prefix, args.timestamps);
+    let mut by_name: Vec<&Summary> = cs.iter().collect();
+    by_name.sort_by(|a, b| a.name.cmp(&b.name));
+    for c in by_name {
+        printer.register(&source_name(c));
+    }
     let keep = |r: &logs::LogRecord| -> bool {
         let t = r.time.parse::<jiff::Timestamp>().ok();
         since.is_none_or(|s| t.is_some_and(|t| t >= s))
             && until.is_none_or(|u| t.is_some_and(|t| t <= u))
     };
-    let show = |i: usize, c: &Summary, r: &logs::LogRecord| {
-        let ts = if args.timestamps {
-            format!("{} ", r.time)
-        } else {
-            String::new()
-        };
-        println!(
-            "{}{ts}{}",
-            prefix(i, &c.name),
-            r.text.trim_end_matches('\n')
-        );
-    };
     let mut followers = Vec::new();
-    for (i, c) in cs.iter().enumerate() {
+    for c in &cs {
+        let name = source_name(c);
         let path = stack.containers.log_path(&c.id)?;
         let mut recs: Vec<logs::LogRecord> = logs::read_all(&path)
             .into_iter()
@@ -388,10 +363,10 @@ pub fn run_logs(global: &GlobalArgs, args: &LogsArgs) -> anyhow::Result<i32> {
             recs.drain(..skip);
         }
         for r in &recs {
-            show(i, c, r);
+            printer.log(&name, r, None);
         }
         if args.follow {
-            followers.push((i, c.clone(), logs::Follower::at_end(&path)));
+            followers.push((name, c.clone(), logs::Follower::at_end(&path)));
         }
     }
     // Woken by the followed logs' writes and the states' changes (inotify), not a timer.
@@ -402,10 +377,10 @@ pub fn run_logs(global: &GlobalArgs, args: &LogsArgs) -> anyhow::Result<i32> {
             .collect::<Vec<_>>(),
     );
     while args.follow && !followers.is_empty() {
-        for (i, c, f) in &mut followers {
+        for (name, _, f) in &mut followers {
             for r in f.poll() {
                 if keep(&r) {
-                    show(*i, c, &r);
+                    printer.log(name, &r, None);
                 }
             }
         }
@@ -417,9 +392,9 @@ pub fn run_logs(global: &GlobalArgs, args: &LogsArgs) -> anyhow::Result<i32> {
                 && !crate::engine::container::state::alive(st.supervisor_pid, st.supervisor_start)
         });
         if all_done {
-            for (i, c, f) in &mut followers {
+            for (name, _, f) in &mut followers {
                 for r in f.poll() {
-                    show(*i, c, &r);
+                    printer.log(name, &r, None);
                 }
             }
             break;
@@ -476,12 +451,100 @@ pub fn run_run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<i32> {
         std::slice::from_ref(&args.service),
         StackOptions::default(),
     )?;
-    let s = stack
+    super::warn_unhonoured(&stack.project);
+    let mut s = stack
         .project
         .services
         .get(&args.service)
         .with_context(|| format!("no such service: {}", args.service))?
         .clone();
+    // What the one-off container adds to its service.
+    s.cap_add.extend(args.cap_add.iter().cloned());
+    s.cap_drop.extend(args.cap_drop.iter().cloned());
+    for l in &args.label {
+        let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+        s.labels.insert(k.to_owned(), v.to_owned());
+    }
+    let mut env = Vec::new();
+    let mut lookup = crate::project::interpolate::Environment::new();
+    for (k, v) in &stack.project.environment {
+        lookup.set(
+            k.clone(),
+            v.clone(),
+            crate::project::interpolate::Source::Shell,
+        );
+    }
+    for f in &args.env_from_file {
+        for e in crate::project::dotenv::read(f, &lookup, false)? {
+            match e.value {
+                Some(v) => env.push(format!("{}={v}", e.key)),
+                None => {
+                    if let Some(v) = lookup.get(&e.key) {
+                        env.push(format!("{}={v}", e.key));
+                    }
+                }
+            }
+        }
+    }
+    env.extend(args.env.iter().cloned());
+    let quiet = args.quiet;
+    let progress = |global: &GlobalArgs| {
+        let mut p = if quiet {
+            Progress::new(Mode::Quiet)
+        } else {
+            progress(global)
+        };
+        if args.quiet_pull {
+            p.hide_pulls();
+        }
+        p
+    };
+    if args.remove_orphans {
+        let _l = lock(&stack)?;
+        let mut plan = Plan::default();
+        for c in stack.project_containers()? {
+            let svc = c.labels.get(labels::SERVICE).cloned().unwrap_or_default();
+            if stack.project.services.contains_key(&svc) {
+                continue;
+            }
+            let stop = (c.state == Status::Running).then(|| {
+                plan.push(
+                    Op::StopContainer {
+                        service: svc.clone(),
+                        name: c.name.clone(),
+                    },
+                    "orphan",
+                    vec![],
+                )
+            });
+            plan.push(
+                Op::RemoveContainer {
+                    service: svc,
+                    name: c.name.clone(),
+                },
+                "orphan",
+                stop.into_iter().collect(),
+            );
+        }
+        finish(&plan, &stack, global)?;
+    }
+    // --pull: the service's image first (always: again; missing: when the store lacks it).
+    let image = crate::plan::service_image(&stack.project.name, &s);
+    let pull = match args.pull.as_deref() {
+        Some("always") => true,
+        Some("missing") | None => {
+            args.pull.is_some() && s.build.is_none() && stack.images.resolve(&image).is_err()
+        }
+        _ => false,
+    };
+    if pull {
+        let mut plan = Plan::default();
+        plan.push(Op::PullImage { image }, "run --pull", vec![]);
+        let outcome = progress(global).run(&plan, &stack);
+        if let Some((_, e)) = outcome.failed.first() {
+            anyhow::bail!("{e}");
+        }
+    }
     // Held until the one-off is created: another command of the project (`up`, `down`)
     // repairs namespaces named like the project's containers that have no record yet, and
     // must not take this one's while it is being wired.
@@ -514,6 +577,8 @@ pub fn run_run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<i32> {
                 no_deps: true,
                 no_recreate: true,
                 no_start: true,
+                // `run --build`: the service's image is built again (cached steps stay).
+                build: args.build,
                 ..UpOptions::default()
             },
         )?;
@@ -555,7 +620,7 @@ pub fn run_run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<i32> {
                 .as_deref()
                 .map(crate::util::shell::split)
                 .transpose()?,
-            env: args.env.clone(),
+            env,
             user: args.user.clone(),
             workdir: args.workdir.clone(),
             volumes: args.volumes.clone(),
@@ -564,6 +629,7 @@ pub fn run_run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<i32> {
             tty,
             interactive: args.interactive || !args.detach,
             remove: args.rm,
+            use_aliases: args.use_aliases,
         },
     )?;
     drop(creating);
@@ -628,6 +694,12 @@ pub fn run_port(global: &GlobalArgs, args: &PortArgs) -> anyhow::Result<i32> {
 /// # Errors
 /// Loading, or the copy.
 pub fn run_cp(global: &GlobalArgs, args: &CpArgs) -> anyhow::Result<i32> {
+    if args.archive {
+        anyhow::bail!("cp --archive (copy uid/gid information) is not supported by tug yet");
+    }
+    if args.follow_link {
+        anyhow::bail!("cp --follow-link is not supported by tug yet");
+    }
     let stack = open_stack(global, &[], StackOptions::default())?;
     let split = |s: &str| -> Option<(String, String)> {
         let (svc, path) = s.split_once(':')?;
@@ -637,9 +709,30 @@ pub fn run_cp(global: &GlobalArgs, args: &CpArgs) -> anyhow::Result<i32> {
             .contains_key(svc)
             .then(|| (svc.to_string(), path.to_string()))
     };
+    // `--all`: a one-off container of the service too, when no service container has the
+    // index.
+    let find = |svc: &str| -> anyhow::Result<Summary> {
+        match container_of(&stack, svc, args.index) {
+            Ok(c) => Ok(c),
+            Err(e) if args.all => {
+                let mut oneoffs: Vec<Summary> = stack
+                    .project_containers()?
+                    .into_iter()
+                    .filter(|c| {
+                        c.labels.get(labels::SERVICE).map(String::as_str) == Some(svc)
+                            && c.labels.get(labels::ONEOFF).map(String::as_str) == Some("True")
+                    })
+                    .collect();
+                oneoffs.sort_by(|a, b| a.created.cmp(&b.created));
+                let i = usize::try_from(args.index.max(1) - 1).unwrap_or(0);
+                oneoffs.into_iter().nth(i).ok_or(e)
+            }
+            Err(e) => Err(e),
+        }
+    };
     match (split(&args.source), split(&args.destination)) {
         (Some((svc, path)), None) => {
-            let c = container_of(&stack, &svc, args.index)?;
+            let c = find(&svc)?;
             stack.containers.copy(
                 &c.id,
                 &PathBuf::from(path),
@@ -648,7 +741,7 @@ pub fn run_cp(global: &GlobalArgs, args: &CpArgs) -> anyhow::Result<i32> {
             )?;
         }
         (None, Some((svc, path))) => {
-            let c = container_of(&stack, &svc, args.index)?;
+            let c = find(&svc)?;
             stack.containers.copy(
                 &c.id,
                 &PathBuf::from(&args.source),
@@ -689,43 +782,234 @@ pub fn run_wait(global: &GlobalArgs, args: &WaitArgs) -> anyhow::Result<i32> {
     Ok(last)
 }
 
-/// `tug images`.
+/// A size as docker's clients print it (`go-units.HumanSizeWithPrecision(n, 3)`): decimal
+/// units, three significant digits (`1.98MB`, `512B`).
+pub(crate) fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
+    #[allow(clippy::cast_precision_loss)]
+    let mut size = bytes as f64;
+    let mut i = 0;
+    while size >= 1000.0 && i + 1 < UNITS.len() {
+        size /= 1000.0;
+        i += 1;
+    }
+    // Go's %.3g: three significant digits, no trailing zeros.
+    let digits = if size >= 100.0 {
+        0
+    } else if size >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let mut text = format!("{size:.digits$}");
+    if text.contains('.') {
+        text = text.trim_end_matches('0').trim_end_matches('.').to_owned();
+    }
+    format!("{text}{}", UNITS[i])
+}
+
+/// `tug images`: the images of the project's containers, as docker compose lists them.
 ///
 /// # Errors
-/// Loading, or reading the store.
+/// Loading, reading the store, or a bad `--format`.
 pub fn run_images(global: &GlobalArgs, args: &ImagesArgs) -> anyhow::Result<i32> {
+    use super::query::{ListFormat, list_template, render_list};
+    let fmt = list_template(
+        &args.format,
+        "table {{.ContainerName}}\t{{.Repository}}\t{{.Tag}}\t{{.Platform}}\t{{.ShortID}}\t{{.HumanSize}}\t{{.Created}}",
+    )?;
     let stack = open_stack(global, &[], StackOptions::default())?;
-    let cs = service_containers(&stack, &args.services)?;
-    let mut rows = vec![[
-        "CONTAINER".to_string(),
-        "REPOSITORY".to_string(),
-        "TAG".to_string(),
-        "IMAGE ID".to_string(),
-    ]];
-    let mut json = Vec::new();
-    for c in &cs {
-        let (repo, tag) = match c.image.rsplit_once(':') {
-            Some((r, t)) if !t.contains('/') => (r.to_string(), t.to_string()),
-            _ => (c.image.clone(), "latest".to_string()),
-        };
-        let id = c.image_id.trim_start_matches("sha256:");
-        if args.quiet {
-            println!("{}", c.image_id);
-            continue;
-        }
-        json.push(serde_json::json!({
-            "ContainerName": c.name, "Repository": repo, "Tag": tag, "ID": c.image_id,
-        }));
-        rows.push([c.name.clone(), repo, tag, id.chars().take(12).collect()]);
-    }
+    let mut cs = service_containers(&stack, &args.services)?;
+    cs.sort_by(|a, b| a.name.cmp(&b.name));
     if args.quiet {
+        let mut seen: Vec<&str> = Vec::new();
+        for c in &cs {
+            let id = c.image_id.trim_start_matches("sha256:");
+            if !seen.contains(&id) {
+                seen.push(id);
+                println!("{id}");
+            }
+        }
         return Ok(0);
     }
-    if args.format == "json" {
-        println!("{}", serde_json::Value::Array(json));
-    } else {
-        print_table(&rows);
+    let mut rows = Vec::new();
+    for c in &cs {
+        let familiar = crate::engine::image::Reference::parse(&c.image)
+            .map_or_else(|_| c.image.clone(), |r| r.familiar());
+        let (repo, tag) = match familiar.rsplit_once(':') {
+            Some((r, t)) if !t.contains('/') => (r.to_string(), t.to_string()),
+            _ => (familiar.clone(), "latest".to_string()),
+        };
+        let img = stack.images.resolve(&c.image_id).ok();
+        let platform = img
+            .as_ref()
+            .map(|i| {
+                let cfg = &i.config;
+                let mut p = format!("{}/{}", cfg.os(), cfg.architecture());
+                if let Some(v) = cfg.variant() {
+                    p.push('/');
+                    p.push_str(v);
+                }
+                p
+            })
+            .unwrap_or_default();
+        let size = img.as_ref().map_or(0, |i| i.size);
+        let created = img
+            .as_ref()
+            .and_then(|i| i.config.created().clone())
+            .unwrap_or_default();
+        let mut r = crate::cli::format::Row::default();
+        for (k, v) in [
+            ("ID", serde_json::json!(c.image_id)),
+            ("ContainerName", serde_json::json!(c.name)),
+            ("Repository", serde_json::json!(repo)),
+            ("Tag", serde_json::json!(tag)),
+            ("Platform", serde_json::json!(platform)),
+            ("Size", serde_json::json!(size)),
+            ("LastTagTime", serde_json::json!(created)),
+        ] {
+            r.fields.insert(k.to_owned(), v);
+        }
+        // Table-only columns.
+        if !matches!(fmt, ListFormat::JsonArray) {
+            r.fields.insert(
+                "ShortID".into(),
+                serde_json::json!(
+                    c.image_id
+                        .trim_start_matches("sha256:")
+                        .chars()
+                        .take(12)
+                        .collect::<String>()
+                ),
+            );
+            r.fields
+                .insert("HumanSize".into(), serde_json::json!(human_size(size)));
+            r.fields.insert(
+                "Created".into(),
+                serde_json::json!(format!(
+                    "{} ago",
+                    crate::cli::format::human_duration(crate::cli::format::seconds_since(&created))
+                )),
+            );
+        }
+        rows.push(r);
     }
+    print!(
+        "{}",
+        render_list(
+            &fmt,
+            &rows,
+            &[
+                ("ContainerName", "CONTAINER"),
+                ("Repository", "REPOSITORY"),
+                ("Tag", "TAG"),
+                ("Platform", "PLATFORM"),
+                ("ShortID", "IMAGE ID"),
+                ("ID", "IMAGE ID"),
+                ("HumanSize", "SIZE"),
+                ("Size", "SIZE"),
+                ("Created", "CREATED"),
+                ("LastTagTime", "CREATED"),
+            ],
+            true,
+        )?
+    );
+    Ok(0)
+}
+
+/// `tug volumes`: the project's named volumes (those of the named services only), as docker
+/// compose lists them.
+///
+/// # Errors
+/// Loading, reading the volumes, or a bad `--format`.
+pub fn run_volumes(global: &GlobalArgs, args: &super::args::VolumesArgs) -> anyhow::Result<i32> {
+    let template =
+        crate::cli::format::Template::parse(&args.format, "table {{.Driver}}\t{{.Name}}")
+            .map_err(anyhow::Error::msg)?;
+    let stack = open_stack(global, &[], StackOptions::default())?;
+    for s in &args.services {
+        if !stack.project.services.contains_key(s) {
+            anyhow::bail!("no such service: {s}");
+        }
+    }
+    // Volumes the named services' containers mount.
+    let used: Option<Vec<std::path::PathBuf>> = if args.services.is_empty() {
+        None
+    } else {
+        let mut v = Vec::new();
+        for c in service_containers(&stack, &args.services)? {
+            if let Ok(i) = stack.containers.inspect(&c.id) {
+                v.extend(i.record.config.mounts.into_iter().map(|m| m.source));
+            }
+        }
+        Some(v)
+    };
+    let mut volumes: Vec<_> = stack
+        .volumes
+        .list()?
+        .into_iter()
+        .filter(|v| {
+            v.labels.get(labels::PROJECT) == Some(&stack.project.name)
+                && v.labels.get("tug.anonymous").map(String::as_str) != Some("true")
+                && used.as_ref().is_none_or(|u| {
+                    u.iter()
+                        .any(|m| m.starts_with(stack.volumes.mountpoint(&v.name)))
+                })
+        })
+        .collect();
+    volumes.sort_by(|a, b| a.name.cmp(&b.name));
+    if args.quiet {
+        for v in &volumes {
+            println!("{}", v.name);
+        }
+        return Ok(0);
+    }
+    let rows: Vec<crate::cli::format::Row> = volumes
+        .iter()
+        .map(|v| {
+            crate::cli::format::Row::new([
+                ("Availability", serde_json::json!("N/A")),
+                ("Driver", serde_json::json!(v.driver)),
+                ("Group", serde_json::json!("N/A")),
+                (
+                    "Labels",
+                    serde_json::json!(
+                        v.labels
+                            .iter()
+                            .map(|(k, val)| format!("{k}={val}"))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    ),
+                ),
+                ("Links", serde_json::json!("N/A")),
+                (
+                    "Mountpoint",
+                    serde_json::json!(v.mountpoint.display().to_string()),
+                ),
+                ("Name", serde_json::json!(v.name)),
+                ("Scope", serde_json::json!("local")),
+                ("Size", serde_json::json!("N/A")),
+                ("Status", serde_json::json!("N/A")),
+            ])
+            .with_labels(v.labels.clone())
+        })
+        .collect();
+    print!(
+        "{}",
+        template
+            .render(
+                &rows,
+                &[
+                    ("Driver", "DRIVER"),
+                    ("Name", "VOLUME NAME"),
+                    ("Mountpoint", "MOUNTPOINT"),
+                    ("Scope", "SCOPE"),
+                    ("Labels", "LABELS"),
+                    ("Size", "SIZE"),
+                ],
+            )
+            .map_err(anyhow::Error::msg)?
+    );
     Ok(0)
 }
 
@@ -734,6 +1018,12 @@ pub fn run_images(global: &GlobalArgs, args: &ImagesArgs) -> anyhow::Result<i32>
 /// # Errors
 /// Loading, or reading the engine.
 pub fn run_events(global: &GlobalArgs, args: &EventsArgs) -> anyhow::Result<i32> {
+    let until = args.until.as_deref().map(parse_time).transpose()?;
+    if let Some(since) = args.since.as_deref().map(parse_time).transpose()?
+        && since < jiff::Timestamp::now()
+    {
+        eprintln!("warning: tug keeps no history of events: showing them from now on");
+    }
     let stack = open_stack(global, &[], StackOptions::default())?;
     let mut last: BTreeMap<String, (Status, String)> = BTreeMap::new();
     let mut first = true;
@@ -741,6 +1031,9 @@ pub fn run_events(global: &GlobalArgs, args: &EventsArgs) -> anyhow::Result<i32>
     let store = stack.root.join("containers");
     let watch = crate::engine::container::state::Watch::states(&[&store]);
     loop {
+        if until.is_some_and(|u| jiff::Timestamp::now() > u) {
+            return Ok(0);
+        }
         let cs = service_containers(&stack, &args.services)?;
         let mut seen = Vec::new();
         let mut fresh = false;
@@ -861,8 +1154,13 @@ pub fn run_pull(global: &GlobalArgs, args: &PullArgs) -> anyhow::Result<i32> {
         if let Some(s) = stack.project.services.get(name)
             && let Some(img) = &s.image
             && s.pull_policy.as_deref() != Some("build")
+            && !(args.ignore_buildable && s.build.is_some())
             && !images.contains(img)
         {
+            // `--policy missing`: only what the store lacks.
+            if args.policy.as_deref() == Some("missing") && stack.images.resolve(img).is_ok() {
+                continue;
+            }
             images.push(img.clone());
         }
     }
@@ -895,8 +1193,13 @@ pub fn run_push(global: &GlobalArgs, args: &PushArgs) -> anyhow::Result<i32> {
         progress(global)
     };
     let quiet = crate::engine::image::no_progress();
+    let selected: Vec<String> = if args.services.is_empty() {
+        stack.project.services.keys().cloned().collect()
+    } else {
+        plan::select_services(&stack.desired(), &args.services, !args.include_deps)?
+    };
     for (name, s) in &stack.project.services {
-        if !args.services.is_empty() && !args.services.contains(name) {
+        if !selected.contains(name) {
             continue;
         }
         let (Some(img), Some(_)) = (&s.image, &s.build) else {
@@ -911,18 +1214,33 @@ pub fn run_push(global: &GlobalArgs, args: &PushArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// `tug version`.
+/// `tug version`. As docker compose (`docker-compose`, `docker compose` through the shim) it
+/// reports the docker compose version whose interface tug implements, in compose's words, so
+/// clients that check for compose v2 accept it; as `tug`, tug's own version.
 ///
 /// # Errors
 /// Never.
 pub fn run_version(args: &VersionArgs) -> anyhow::Result<i32> {
     let v = env!("CARGO_PKG_VERSION");
-    if args.short {
+    let compose = crate::engine::compose::convert::COMPOSE_VERSION;
+    let json = args.format.as_deref() == Some("json");
+    if crate::cli::compose_persona() {
+        if args.short {
+            println!("{compose}");
+        } else if json {
+            println!(
+                "{}",
+                serde_json::json!({"version": format!("v{compose}"), "tug": v})
+            );
+        } else {
+            println!("Docker Compose version v{compose} (tug {v})");
+        }
+    } else if args.short {
         println!("{v}");
-    } else if args.format.as_deref() == Some("json") {
-        println!("{}", serde_json::json!({"version": v}));
+    } else if json {
+        println!("{}", serde_json::json!({"version": v, "compose": compose}));
     } else {
-        println!("tug version {v}");
+        println!("tug version {v} (docker compose {compose} compatible)");
     }
     Ok(0)
 }

@@ -44,6 +44,8 @@ pub struct OneOff {
     pub interactive: bool,
     /// Remove the container when it exits.
     pub remove: bool,
+    /// Give the container the service's network aliases (`run --use-aliases`).
+    pub use_aliases: bool,
 }
 
 impl Backend for Stack {
@@ -84,6 +86,7 @@ impl Stack {
             } => self.create_container(service, *number, name),
             Op::StartContainer { service, name } => {
                 let id = self.container_id(name)?;
+                self.sync_on_start(service, &id)?;
                 if let Err(e) = self.containers.start(&id, false) {
                     // A start still finishing for a killed command already did the job.
                     let status = self.containers.state(&id).status;
@@ -278,19 +281,17 @@ impl Stack {
     }
 
     fn volume_name(&self, key: &str) -> String {
-        self.project
-            .volumes
-            .get(key)
-            .and_then(|v| v.name.clone())
-            .unwrap_or_else(|| format!("{}_{key}", self.project.name))
+        self.project.volumes.get(key).map_or_else(
+            || format!("{}_{key}", self.project.name),
+            |v| v.actual_name(&self.project.name, key),
+        )
     }
 
     fn network_name(&self, key: &str) -> String {
-        self.project
-            .networks
-            .get(key)
-            .and_then(|v| v.name.clone())
-            .unwrap_or_else(|| format!("{}_{key}", self.project.name))
+        self.project.networks.get(key).map_or_else(
+            || format!("{}_{key}", self.project.name),
+            |n| n.actual_name(&self.project.name, key),
+        )
     }
 
     /// Per-container files (secrets, configs) live here.
@@ -437,7 +438,8 @@ impl Stack {
                 .wiring
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            self.wire_network(&service, name, oneoff.is_none(), &mut config)?
+            let aliases = oneoff.is_none_or(|o| o.use_aliases);
+            self.wire_network(&service, name, aliases, &mut config)?
         };
         let info = ImageInfo {
             id: image.id.clone(),
@@ -834,12 +836,19 @@ impl Stack {
                         gid,
                     },
                 )?;
+                // `data:/d:rshared` keeps its propagation under `bind` for a volume too.
+                let options = v
+                    .bind
+                    .as_ref()
+                    .and_then(|b| b.propagation.clone())
+                    .into_iter()
+                    .collect();
                 Ok(Mount {
                     kind: MountKind::Volume,
                     source: path,
                     target: v.target.clone(),
                     read_only: v.read_only,
-                    options: Vec::new(),
+                    options,
                 })
             }
             "tmpfs" => {

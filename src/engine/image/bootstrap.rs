@@ -34,7 +34,14 @@ impl ImageStore {
     /// `name` (default `busybox:latest`), with `CMD ["sh"]`.
     pub fn bootstrap_busybox(&self, busybox: &Path, name: Option<&str>) -> Result<Image> {
         let tar = busybox_tar(busybox)?;
+        // The binary's time is the image's: the same binary gives the same image.
+        let created = std::fs::metadata(busybox)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| jiff::Timestamp::try_from(t).ok())
+            .map(|t| t.to_string());
         let opts = ImportOptions {
+            created,
             changes: vec![
                 r#"CMD ["sh"]"#.to_string(),
                 "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
@@ -126,6 +133,7 @@ impl ImageStore {
         let file =
             std::fs::File::open(&out).map_err(io_ctx("cannot open the mmdebstrap tarball"))?;
         let import = ImportOptions {
+            created: None,
             changes: vec![
                 r#"CMD ["bash"]"#.to_string(),
                 "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),

@@ -82,6 +82,9 @@ pub struct ImportOptions {
     pub message: Option<String>,
     /// What the history says created the layer.
     pub created_by: Option<String>,
+    /// The image's creation time (RFC 3339); now when `None`. A fixed time makes the same
+    /// content the same image (`bootstrap busybox` twice gives one image, not a dangling one).
+    pub created: Option<String>,
 }
 
 impl ImageStore {
@@ -99,16 +102,24 @@ impl ImageStore {
         }
         let _lock = self.lock_shared()?;
         let layer = self.ingest_layer(input, "imported tarball")?;
-        let mut history = HistoryBuilder::default().created(now_rfc3339()).created_by(
-            opts.created_by
-                .clone()
-                .unwrap_or_else(|| "tug image import".to_string()),
-        );
+        let created = opts.created.clone().unwrap_or_else(now_rfc3339);
+        let mut history = HistoryBuilder::default()
+            .created(created.clone())
+            .created_by(
+                opts.created_by
+                    .clone()
+                    .unwrap_or_else(|| "tug image import".to_string()),
+            );
         if let Some(m) = &opts.message {
             history = history.comment(m.clone());
         }
         let history = history.build().map_err(|e| Error::Corrupt(e.to_string()))?;
-        let image = self.commit_image(Some(config), &[layer], vec![history], name.as_slice())?;
+        let image = match &opts.created {
+            Some(at) => {
+                self.commit_image_at(at, Some(config), &[layer], vec![history], name.as_slice())?
+            }
+            None => self.commit_image(Some(config), &[layer], vec![history], name.as_slice())?,
+        };
         Ok(image)
     }
 
@@ -189,13 +200,25 @@ impl ImageStore {
         history: Vec<oci_spec::image::History>,
         names: &[Reference],
     ) -> Result<Image> {
+        self.commit_image_at(&now_rfc3339(), config, layers, history, names)
+    }
+
+    /// [`ImageStore::commit_image`] with the image's creation time given.
+    pub(crate) fn commit_image_at(
+        &self,
+        created: &str,
+        config: Option<Config>,
+        layers: &[StoredLayer],
+        history: Vec<oci_spec::image::History>,
+        names: &[Reference],
+    ) -> Result<Image> {
         let rootfs = RootFsBuilder::default()
             .typ("layers")
             .diff_ids(layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>())
             .build()
             .map_err(|e| Error::Corrupt(e.to_string()))?;
         let mut ic = ImageConfiguration::default();
-        ic.set_created(Some(now_rfc3339()));
+        ic.set_created(Some(created.to_owned()));
         ic.set_architecture(super::host_arch().into());
         ic.set_os("linux".into());
         ic.set_config(config);

@@ -431,6 +431,17 @@ impl ImageStore {
                 if let Some(img) = images.iter().find(|i| i.names.contains(&full)) {
                     return Ok(img.clone());
                 }
+                // A short name is also found under `localhost/`, as podman names the images
+                // it builds and saves (`busybox` → `localhost/busybox:latest`).
+                let first = reference.split('/').next().unwrap_or_default();
+                let short = !reference.contains('/')
+                    || !(first.contains('.') || first.contains(':') || first == "localhost");
+                if short && let Ok(local) = Reference::parse(&format!("localhost/{reference}")) {
+                    let local = local.to_string();
+                    if let Some(img) = images.iter().find(|i| i.names.contains(&local)) {
+                        return Ok(img.clone());
+                    }
+                }
             }
         }
         // An id or id prefix.

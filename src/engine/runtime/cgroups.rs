@@ -184,6 +184,25 @@ impl Layout {
     }
 }
 
+/// What a cgroup's processes use (see [`Cgroup::usage`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// CPU time used, in nanoseconds.
+    pub cpu_ns: u64,
+    /// Memory in use, in bytes (page cache included).
+    pub memory: u64,
+    /// Inactive file cache, in bytes (docker leaves it out of the usage it shows).
+    pub inactive_file: u64,
+    /// The memory limit, when there is one.
+    pub memory_limit: Option<u64>,
+    /// Processes.
+    pub pids: u64,
+    /// Bytes read from block devices.
+    pub read_bytes: u64,
+    /// Bytes written to block devices.
+    pub write_bytes: u64,
+}
+
 /// One container's cgroup across the hierarchies of a [`Layout`].
 #[derive(Debug, Clone)]
 pub struct Cgroup {
@@ -479,6 +498,72 @@ impl Cgroup {
             .unwrap_or(0)
     }
 
+    /// What the cgroup's processes use now (`stats`): read from cgroup2 files on pure v2, from
+    /// the v1 controllers otherwise; a value the hierarchy does not give is 0 (a memory limit
+    /// of "max" or none is `None`).
+    #[must_use]
+    pub fn usage(&self) -> Usage {
+        let read = |p: PathBuf| fs::read_to_string(p).unwrap_or_default();
+        let num = |text: String| text.trim().parse::<u64>().unwrap_or(0);
+        let key = |text: &str, k: &str| -> u64 {
+            text.lines()
+                .filter_map(|l| l.split_once(' '))
+                .find(|(name, _)| *name == k)
+                .and_then(|(_, v)| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        if let Some(d) = self.v2() {
+            let mut u = Usage {
+                cpu_ns: key(&read(d.join("cpu.stat")), "usage_usec") * 1000,
+                memory: num(read(d.join("memory.current"))),
+                inactive_file: key(&read(d.join("memory.stat")), "inactive_file"),
+                memory_limit: read(d.join("memory.max")).trim().parse().ok(),
+                pids: num(read(d.join("pids.current"))),
+                ..Usage::default()
+            };
+            // io.stat: `MAJ:MIN rbytes=… wbytes=… …` per device.
+            for line in read(d.join("io.stat")).lines() {
+                for field in line.split_whitespace() {
+                    match field.split_once('=') {
+                        Some(("rbytes", v)) => u.read_bytes += v.parse().unwrap_or(0),
+                        Some(("wbytes", v)) => u.write_bytes += v.parse().unwrap_or(0),
+                        _ => {}
+                    }
+                }
+            }
+            return u;
+        }
+        let mut u = Usage::default();
+        if let Some(d) = self.v1("cpuacct") {
+            u.cpu_ns = num(read(d.join("cpuacct.usage")));
+        }
+        if let Some(d) = self.v1("memory") {
+            u.memory = num(read(d.join("memory.usage_in_bytes")));
+            u.inactive_file = key(&read(d.join("memory.stat")), "total_inactive_file");
+            // v1 says "no limit" with a huge number (the page-rounded i64 maximum).
+            u.memory_limit = Some(num(read(d.join("memory.limit_in_bytes"))))
+                .filter(|l| *l > 0 && *l < i64::MAX as u64 / 2);
+        }
+        if let Some(d) = self.v1("pids") {
+            u.pids = num(read(d.join("pids.current")));
+        }
+        if let Some(d) = self.v1("blkio") {
+            // `MAJ:MIN Read N` / `MAJ:MIN Write N` lines.
+            for line in read(d.join("blkio.throttle.io_service_bytes")).lines() {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                if let [_, op, n] = f.as_slice() {
+                    let n: u64 = n.parse().unwrap_or(0);
+                    match *op {
+                        "Read" => u.read_bytes += n,
+                        "Write" => u.write_bytes += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        u
+    }
+
     /// The pids in this cgroup (from the first hierarchy that answers).
     #[must_use]
     pub fn pids(&self) -> Vec<i32> {
@@ -748,6 +833,73 @@ mod tests {
         assert_eq!(
             controllers["cpuacct"],
             PathBuf::from("/sys/fs/cgroup/cpu,cpuacct")
+        );
+    }
+
+    #[test]
+    fn cgroups_usage_from_fake_v2_and_v1_trees() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("v2");
+        let d = root.join("tug-x");
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("cpu.stat"), "usage_usec 1500\nuser_usec 1000\n").unwrap();
+        fs::write(d.join("memory.current"), "409600\n").unwrap();
+        fs::write(d.join("memory.stat"), "anon 1\ninactive_file 8192\n").unwrap();
+        fs::write(d.join("memory.max"), "max\n").unwrap();
+        fs::write(d.join("pids.current"), "3\n").unwrap();
+        fs::write(
+            d.join("io.stat"),
+            "8:0 rbytes=100 wbytes=20 rios=1 wios=1\n8:16 rbytes=1 wbytes=2\n",
+        )
+        .unwrap();
+        let u = Cgroup::new(Layout::V2 { root }, Path::new("/tug-x")).usage();
+        assert_eq!(
+            u,
+            Usage {
+                cpu_ns: 1_500_000,
+                memory: 409_600,
+                inactive_file: 8192,
+                memory_limit: None,
+                pids: 3,
+                read_bytes: 101,
+                write_bytes: 22,
+            }
+        );
+        let mut controllers = BTreeMap::new();
+        for c in ["cpuacct", "memory", "pids", "blkio"] {
+            let m = tmp.path().join("v1").join(c);
+            fs::create_dir_all(m.join("tug-x")).unwrap();
+            controllers.insert(c.to_string(), m);
+        }
+        let v1 = |c: &str, f: &str, text: &str| {
+            fs::write(tmp.path().join("v1").join(c).join("tug-x").join(f), text).unwrap();
+        };
+        v1("cpuacct", "cpuacct.usage", "2000\n");
+        v1("memory", "memory.usage_in_bytes", "1000\n");
+        v1(
+            "memory",
+            "memory.stat",
+            "cache 5\ntotal_inactive_file 100\n",
+        );
+        v1("memory", "memory.limit_in_bytes", "9223372036854771712\n");
+        v1("pids", "pids.current", "1\n");
+        v1(
+            "blkio",
+            "blkio.throttle.io_service_bytes",
+            "8:0 Read 10\n8:0 Write 4\n8:0 Total 14\nTotal 14\n",
+        );
+        let u = Cgroup::new(Layout::V1 { controllers }, Path::new("/tug-x")).usage();
+        assert_eq!(
+            u,
+            Usage {
+                cpu_ns: 2000,
+                memory: 1000,
+                inactive_file: 100,
+                memory_limit: None,
+                pids: 1,
+                read_bytes: 10,
+                write_bytes: 4,
+            }
         );
     }
 

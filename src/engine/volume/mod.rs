@@ -603,9 +603,9 @@ impl Volumes {
         };
         let vols = self.list()?;
         for ent in rd.flatten() {
-            // A retired container (`.trash-<id>-<pid>`, being deleted) uses nothing any more;
-            // one being created (`.creating-…`) does.
-            if ent.file_name().to_string_lossy().starts_with(".trash-") {
+            // Dot entries are the store's own (`.names`, the `.trash-…` of a container being
+            // removed, whose anonymous volumes are being deleted right now): no container.
+            if ent.file_name().to_string_lossy().starts_with('.') {
                 continue;
             }
             let Ok(files) = std::fs::read_dir(ent.path()) else {
