@@ -12,10 +12,10 @@
 //! Docker Hub is keyed `https://index.docker.io/v1/` in Docker's files; tug accepts that key
 //! and `docker.io` for it.
 //!
-//! This is hand-written rather than the `docker_credential` crate: that crate only reads (tug
-//! also writes its own file), finds its file by environment alone, and its errors drop the
-//! reason (which file, which parse error, which helper); a missing credential in a helper is
-//! an error there and anonymous access here, as in Docker.
+//! This is hand-written rather than the `docker_credential` crate (1.4): that crate only reads
+//! (tug also writes its own file, which comes first), its config error carries no reason (no
+//! path, no parse position), and a helper without credentials for the host is an error there,
+//! where Docker and tug go on anonymously.
 //!
 //! Settings (`$TUG_CONFIG/registries.json`, all optional): `insecure` (hosts reached over plain
 //! HTTP; loopback hosts always are), `mirrors` (`{"docker.io": ["mirror:5000"]}`, tried in order
