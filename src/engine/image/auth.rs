@@ -24,14 +24,13 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use super::fsutil::{self, io_ctx};
+use super::fsutil::io_ctx;
 use super::{DOCKER_HUB, Error, Result};
 
 /// Docker's key for Docker Hub in `config.json`.
@@ -321,24 +320,8 @@ fn write_private(path: &Path, file: &AuthFile) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io_ctx(format!("cannot create {}", dir.display())))?;
     let data = serde_json::to_vec_pretty(file).map_err(|e| Error::Corrupt(e.to_string()))?;
-    let tmp = dir.join(format!(".auth-{}", fsutil::random_suffix()));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io_ctx(format!("cannot create {}", tmp.display())))?;
-        f.write_all(&data)
-            .and_then(|()| f.sync_all())
-            .map_err(io_ctx(format!("cannot write {}", tmp.display())))?;
-        std::fs::rename(&tmp, path).map_err(io_ctx(format!("cannot write {}", path.display())))?;
-        fsutil::sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    crate::util::fs::write_atomic(path, &data, 0o600, crate::util::fs::Durability::FileAndDir)
+        .map_err(io_ctx(format!("cannot write {}", path.display())))
 }
 
 /// Reads the registry settings (missing file: defaults).

@@ -616,11 +616,11 @@ pub fn ensure_forward_accepts_cached(bridge: &str, internal: bool) -> Result<()>
         && let Some(dir) = marker.parent()
         && crate::engine::private::create_dir_all(dir).is_ok()
     {
-        let _ = crate::engine::private::write_atomic(
+        let _ = crate::util::fs::write_atomic(
             &marker,
             g.to_string().as_bytes(),
             crate::engine::private::FILE_MODE,
-            false,
+            crate::util::fs::Durability::None,
         );
     }
     Ok(())
@@ -693,6 +693,44 @@ pub fn enable_ip_forward() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The exact text `nft -f` gets (the e2e network tests check what it does).
+    #[test]
+    fn ruleset_text_is_unchanged() {
+        let r = NetRules {
+            bridge: "tugabc".into(),
+            subnet: "10.0.0.0/24".into(),
+            gateway: "10.0.0.1".into(),
+            internal: false,
+        };
+        assert_eq!(
+            ruleset(&r),
+            "add table ip tugabc\ndelete table ip tugabc\ntable ip tugabc {\n  \
+             chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n    \
+             ip saddr 10.0.0.0/24 oifname != \"tugabc\" masquerade\n  }\n  \
+             chain forward {\n    type filter hook forward priority filter; policy accept;\n    \
+             oifname \"tugabc\" iifname != \"tugabc\" ct state new drop\n  }\n}\n"
+        );
+        let r = NetRules {
+            internal: true,
+            ..r
+        };
+        assert_eq!(
+            ruleset(&r),
+            "add table ip tugabc\ndelete table ip tugabc\ntable ip tugabc {\n  \
+             chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n  }\n  \
+             chain forward {\n    type filter hook forward priority filter; policy accept;\n    \
+             oifname \"tugabc\" iifname != \"tugabc\" ct state new drop\n    \
+             iifname \"tugabc\" oifname != \"tugabc\" drop\n    \
+             oifname \"tugabc\" iifname != \"tugabc\" drop\n  }\n  \
+             chain input {\n    type filter hook input priority filter; policy accept;\n    \
+             iifname \"tugabc\" ip daddr 10.0.0.1 udp dport 53 accept\n    \
+             iifname \"tugabc\" ip daddr 10.0.0.1 tcp dport 53 accept\n    \
+             iifname \"tugabc\" ct state established,related accept\n    \
+             iifname \"tugabc\" meta l4proto tcp reject with tcp reset\n    \
+             iifname \"tugabc\" reject\n  }\n}\n"
+        );
+    }
 
     #[test]
     fn internal_has_no_masquerade() {

@@ -170,7 +170,7 @@ pub fn write_rules(dir: &Path, rules: &[Rule]) -> std::io::Result<()> {
         };
     }
     let bytes = serde_json::to_vec_pretty(rules).map_err(std::io::Error::other)?;
-    crate::engine::private::write_atomic(&path, &bytes, 0o600, false)
+    crate::util::fs::write_atomic(&path, &bytes, 0o600, crate::util::fs::Durability::None)
 }
 
 /// The rules recorded in the container directory `dir` (none when there is no record).
