@@ -1284,7 +1284,7 @@ impl Shared<'_> {
                     let group = view.read_text("/etc/group").unwrap_or_default();
                     let owner = container::user::resolve(&state.user(), &[], &passwd, &group)
                         .map(|u| (u.uid, u.gid))
-                        .map_err(e)?;
+                        .map_err(|x| e(x.to_string()))?;
                     let key = cache::key(&[
                         &state.key,
                         "WORKDIR",
@@ -1489,17 +1489,29 @@ impl Shared<'_> {
         let group = view.read_text("/etc/group").unwrap_or_default();
         let uid = match u.parse::<u32>() {
             Ok(n) => n,
-            Err(_) => container::user::resolve(&u, &[], &passwd, &group)?.uid,
+            Err(_) => {
+                container::user::resolve(&u, &[], &passwd, &group)
+                    .map_err(|e| e.to_string())?
+                    .uid
+            }
         };
         let gid = match &g {
             Some(g) => match g.parse::<u32>() {
                 Ok(n) => n,
-                Err(_) => container::user::resolve(&format!("0:{g}"), &[], &passwd, &group)?.gid,
+                Err(_) => {
+                    container::user::resolve(&format!("0:{g}"), &[], &passwd, &group)
+                        .map_err(|e| e.to_string())?
+                        .gid
+                }
             },
             // `--chown=user` takes the user's group; `--chown=1000` gid 1000.
             None => match u.parse::<u32>() {
                 Ok(n) => n,
-                Err(_) => container::user::resolve(&u, &[], &passwd, &group)?.gid,
+                Err(_) => {
+                    container::user::resolve(&u, &[], &passwd, &group)
+                        .map_err(|e| e.to_string())?
+                        .gid
+                }
             },
         };
         Ok((uid, gid))
@@ -2169,7 +2181,8 @@ impl Shared<'_> {
         let view = View::open(&dirs).map_err(|x| e(x.to_string()))?;
         let passwd = view.read_text("/etc/passwd").unwrap_or_default();
         let group = view.read_text("/etc/group").unwrap_or_default();
-        let user = container::user::resolve_for_build(&state.user(), &passwd, &group).map_err(e)?;
+        let user = container::user::resolve_for_build(&state.user(), &passwd, &group)
+            .map_err(|x| e(x.to_string()))?;
         let (mode, hosts, resolv) = {
             let saved = self.opts.network.clone();
             if network != saved {

@@ -343,7 +343,7 @@ fn child_main(
     // Into the v1 hierarchies first, while single-threaded and before anything else runs.
     let t_join = Instant::now();
     if let Err(e) = attach.join_self() {
-        return e;
+        return e.to_string();
     }
     // SAFETY: this is the clone child, which leaves by exec or _exit and never drops `attach`.
     unsafe { attach.close_in_child() };
@@ -372,7 +372,7 @@ fn child_main(
         return e;
     }
     if let Err(e) = namespaces::set_names(&sys::Linux, spec) {
-        return e;
+        return e.to_string();
     }
     if let Err(e) = make_root(spec, rootfs) {
         return e.to_string();
