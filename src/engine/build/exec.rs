@@ -2247,7 +2247,7 @@ impl Shared<'_> {
             state_dir: &dir,
             joined_netns: None,
         })
-        .map_err(e)?;
+        .map_err(|x| e(x.to_string()))?;
         // Mount points that are not in the image must not end up in the layer.
         let mut stubs: Vec<Vec<String>> = Vec::new();
         for m in spec.mounts().iter().flatten() {

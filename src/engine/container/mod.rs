@@ -47,8 +47,11 @@ use crate::engine::runtime::cgroups::{Cgroup, Layout};
 /// Errors of the container store.
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
+    /// A container's runtime spec cannot be made from its configuration.
+    #[error("invalid container config: {0}")]
+    Spec(#[from] spec::SpecError),
     /// A container's user cannot be resolved in its image.
-    #[error(transparent)]
+    #[error("invalid container config: {0}")]
     User(#[from] user::UserError),
     /// No container has this name or id (prefix).
     #[error("no such container: {0}")]
@@ -845,8 +848,7 @@ impl ContainerStore {
             user: &user,
             state_dir: dir,
             joined_netns: joined,
-        })
-        .map_err(ContainerError::Invalid)?;
+        })?;
         if let Some(p) = spec.process() {
             crate::engine::runtime::process::check_rlimits(p)
                 .map_err(|e| ContainerError::Invalid(e.to_string()))?;
