@@ -292,8 +292,8 @@ pub fn build(
                         .find(|(k, _)| k == n)
                         .and_then(|(_, v)| v.clone())
                 };
-                let base =
-                    shell::word(&image_raw, &lookup, df.escape).map_err(|e| derr(inst.line, e))?;
+                let base = shell::word(&image_raw, &lookup, df.escape)
+                    .map_err(|e| derr(inst.line, e.to_string()))?;
                 if base.is_empty() {
                     return Err(derr(
                         inst.line,
@@ -337,7 +337,7 @@ pub fn build(
                                 };
                                 Some(
                                     shell::word(&v, &lookup, df.escape)
-                                        .map_err(|e| derr(inst.line, e))?,
+                                        .map_err(|e| derr(inst.line, e.to_string()))?,
                                 )
                             }
                             None => None,
@@ -876,7 +876,7 @@ impl Shared<'_> {
         if let Some(p) = stage.from.flag("platform") {
             let lookup = |k: &str| self.global(k);
             let p = shell::word(p, &lookup, self.escape)
-                .map_err(|e| self.step_err(stage, &stage.from, e, Vec::new()))?;
+                .map_err(|e| self.step_err(stage, &stage.from, e.to_string(), Vec::new()))?;
             let host = format!("linux/{}", image::host_arch());
             if !p.is_empty() && p != host {
                 return Err(self.step_err(
@@ -1039,12 +1039,12 @@ impl Shared<'_> {
     /// Expands `s` with the stage's variables.
     fn expand(&self, state: &State, s: &str) -> std::result::Result<String, String> {
         let lookup = |k: &str| state.lookup(k);
-        shell::word(s, &lookup, self.escape)
+        shell::word(s, &lookup, self.escape).map_err(|e| e.to_string())
     }
 
     fn expand_words(&self, state: &State, s: &str) -> std::result::Result<Vec<String>, String> {
         let lookup = |k: &str| state.lookup(k);
-        shell::words(s, &lookup, self.escape)
+        shell::words(s, &lookup, self.escape).map_err(|e| e.to_string())
     }
 
     // Long: one arm per Dockerfile instruction; each arm is short and works on the same stage
