@@ -28,8 +28,10 @@ pub(super) fn write_file(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
         .ok_or_else(|| Error::Invalid(format!("{} has no parent", path.display())))?;
     crate::engine::private::create_dir_all(dir)
         .map_err(|e| Error::Io(format!("create {}", dir.display()), e))?;
+    // The file's fsync only: like a container's state record, these describe kernel objects
+    // that a system crash destroys too, and `reconcile` checks them against the kernel.
     let durability = if sync {
-        crate::util::fs::Durability::FileAndDir
+        crate::util::fs::Durability::File
     } else {
         crate::util::fs::Durability::None
     };
