@@ -257,3 +257,54 @@ fn architecture_long_functions_say_why() {
         v.join("\n")
     );
 }
+
+/// `util` is shared by every layer and imports none of them.
+#[test]
+fn architecture_util_imports_nothing_of_tug() {
+    let v = violations(
+        "util",
+        &[
+            "crate::project",
+            "crate::plan",
+            "crate::engine",
+            "crate::cli",
+            "crate::watch",
+            "crate::compose",
+        ],
+        &[],
+    );
+    assert!(v.is_empty(), "util imports tug:\n{}", v.join("\n"));
+}
+
+/// Helper processes start one way: their names are spelled only in `engine/helpers.rs`, whose
+/// registry dispatches them before clap; nothing else (no hidden CLI verb) names one.
+#[test]
+fn architecture_helpers_are_named_only_in_the_registry() {
+    let registry = std::fs::read_to_string(src().join("engine/helpers.rs")).unwrap();
+    let names: Vec<String> = registry
+        .lines()
+        .filter(|l| l.trim_start().starts_with("pub const "))
+        .filter_map(|l| l.split('"').nth(1))
+        .filter(|n| n.starts_with("__"))
+        .map(|n| format!("\"{n}\""))
+        .collect();
+    assert!(names.len() >= 4, "helper names not found: {names:?}");
+    let mut out = Vec::new();
+    for f in sources(&src()) {
+        if f.ends_with("engine/helpers.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let c = code(line);
+            if let Some(name) = names.iter().find(|name| c.contains(name.as_str())) {
+                out.push(format!("{}:{}: {name}", f.display(), n + 1));
+            }
+        }
+    }
+    assert!(
+        out.is_empty(),
+        "helper names spelled outside engine::helpers:\n{}",
+        out.join("\n")
+    );
+}

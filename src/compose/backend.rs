@@ -1023,26 +1023,18 @@ impl From<Vec<u8>> for Content {
 fn write_file(path: &Path, content: Content, uid: u32, gid: u32, mode: u32) -> Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::PermissionsExt as _;
-    let tmp = crate::engine::private::temp_path(path);
-    let result = (|| -> std::io::Result<()> {
-        let mut f = crate::engine::private::open_options()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
+    let private = crate::engine::private::FILE_MODE;
+    crate::util::fs::write_atomic_with(path, private, crate::util::fs::Durability::None, |f| {
         match content {
             Content::Bytes(b) => f.write_all(&b)?,
             Content::File(mut src) => {
-                std::io::copy(&mut src, &mut f)?;
+                std::io::copy(&mut src, f)?;
             }
         }
-        std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(|e| Error::Io(format!("write {}", path.display()), e))
+        std::os::unix::fs::fchown(&*f, Some(uid), Some(gid))?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))
+    })
+    .map_err(|e| Error::Io(format!("write {}", path.display()), e))
 }
 
 /// The uid and gid the image runs as (its `User`), resolved in the image's /etc/passwd and

@@ -292,8 +292,8 @@ pub fn build(
                         .find(|(k, _)| k == n)
                         .and_then(|(_, v)| v.clone())
                 };
-                let base =
-                    shell::word(&image_raw, &lookup, df.escape).map_err(|e| derr(inst.line, e))?;
+                let base = shell::word(&image_raw, &lookup, df.escape)
+                    .map_err(|e| derr(inst.line, e.to_string()))?;
                 if base.is_empty() {
                     return Err(derr(
                         inst.line,
@@ -337,7 +337,7 @@ pub fn build(
                                 };
                                 Some(
                                     shell::word(&v, &lookup, df.escape)
-                                        .map_err(|e| derr(inst.line, e))?,
+                                        .map_err(|e| derr(inst.line, e.to_string()))?,
                                 )
                             }
                             None => None,
@@ -876,7 +876,7 @@ impl Shared<'_> {
         if let Some(p) = stage.from.flag("platform") {
             let lookup = |k: &str| self.global(k);
             let p = shell::word(p, &lookup, self.escape)
-                .map_err(|e| self.step_err(stage, &stage.from, e, Vec::new()))?;
+                .map_err(|e| self.step_err(stage, &stage.from, e.to_string(), Vec::new()))?;
             let host = format!("linux/{}", image::host_arch());
             if !p.is_empty() && p != host {
                 return Err(self.step_err(
@@ -1039,12 +1039,12 @@ impl Shared<'_> {
     /// Expands `s` with the stage's variables.
     fn expand(&self, state: &State, s: &str) -> std::result::Result<String, String> {
         let lookup = |k: &str| state.lookup(k);
-        shell::word(s, &lookup, self.escape)
+        shell::word(s, &lookup, self.escape).map_err(|e| e.to_string())
     }
 
     fn expand_words(&self, state: &State, s: &str) -> std::result::Result<Vec<String>, String> {
         let lookup = |k: &str| state.lookup(k);
-        shell::words(s, &lookup, self.escape)
+        shell::words(s, &lookup, self.escape).map_err(|e| e.to_string())
     }
 
     // Long: one arm per Dockerfile instruction; each arm is short and works on the same stage
@@ -1284,7 +1284,7 @@ impl Shared<'_> {
                     let group = view.read_text("/etc/group").unwrap_or_default();
                     let owner = container::user::resolve(&state.user(), &[], &passwd, &group)
                         .map(|u| (u.uid, u.gid))
-                        .map_err(e)?;
+                        .map_err(|x| e(x.to_string()))?;
                     let key = cache::key(&[
                         &state.key,
                         "WORKDIR",
@@ -1489,17 +1489,29 @@ impl Shared<'_> {
         let group = view.read_text("/etc/group").unwrap_or_default();
         let uid = match u.parse::<u32>() {
             Ok(n) => n,
-            Err(_) => container::user::resolve(&u, &[], &passwd, &group)?.uid,
+            Err(_) => {
+                container::user::resolve(&u, &[], &passwd, &group)
+                    .map_err(|e| e.to_string())?
+                    .uid
+            }
         };
         let gid = match &g {
             Some(g) => match g.parse::<u32>() {
                 Ok(n) => n,
-                Err(_) => container::user::resolve(&format!("0:{g}"), &[], &passwd, &group)?.gid,
+                Err(_) => {
+                    container::user::resolve(&format!("0:{g}"), &[], &passwd, &group)
+                        .map_err(|e| e.to_string())?
+                        .gid
+                }
             },
             // `--chown=user` takes the user's group; `--chown=1000` gid 1000.
             None => match u.parse::<u32>() {
                 Ok(n) => n,
-                Err(_) => container::user::resolve(&u, &[], &passwd, &group)?.gid,
+                Err(_) => {
+                    container::user::resolve(&u, &[], &passwd, &group)
+                        .map_err(|e| e.to_string())?
+                        .gid
+                }
             },
         };
         Ok((uid, gid))
@@ -2169,7 +2181,8 @@ impl Shared<'_> {
         let view = View::open(&dirs).map_err(|x| e(x.to_string()))?;
         let passwd = view.read_text("/etc/passwd").unwrap_or_default();
         let group = view.read_text("/etc/group").unwrap_or_default();
-        let user = container::user::resolve_for_build(&state.user(), &passwd, &group).map_err(e)?;
+        let user = container::user::resolve_for_build(&state.user(), &passwd, &group)
+            .map_err(|x| e(x.to_string()))?;
         let (mode, hosts, resolv) = {
             let saved = self.opts.network.clone();
             if network != saved {
@@ -2234,7 +2247,7 @@ impl Shared<'_> {
             state_dir: &dir,
             joined_netns: None,
         })
-        .map_err(e)?;
+        .map_err(|x| e(x.to_string()))?;
         // Mount points that are not in the image must not end up in the layer.
         let mut stubs: Vec<Vec<String>> = Vec::new();
         for m in spec.mounts().iter().flatten() {

@@ -47,6 +47,12 @@ use crate::engine::runtime::cgroups::{Cgroup, Layout};
 /// Errors of the container store.
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
+    /// A container's runtime spec cannot be made from its configuration.
+    #[error("invalid container config: {0}")]
+    Spec(#[from] spec::SpecError),
+    /// A container's user cannot be resolved in its image.
+    #[error("invalid container config: {0}")]
+    User(#[from] user::UserError),
     /// No container has this name or id (prefix).
     #[error("no such container: {0}")]
     NotFound(String),
@@ -830,8 +836,7 @@ impl ContainerStore {
             .clone()
             .or_else(|| image.config.as_ref().and_then(|c| c.user().clone()))
             .unwrap_or_default();
-        let user = user::resolve_in_layers(&user_spec, &config.group_add, &image.layers)
-            .map_err(ContainerError::Invalid)?;
+        let user = user::resolve_in_layers(&user_spec, &config.group_add, &image.layers)?;
         let joined = match &config.network {
             NetworkMode::Container(other) => Some(self.netns_of(other)?),
             _ => None,
@@ -843,10 +848,10 @@ impl ContainerStore {
             user: &user,
             state_dir: dir,
             joined_netns: joined,
-        })
-        .map_err(ContainerError::Invalid)?;
+        })?;
         if let Some(p) = spec.process() {
-            crate::engine::runtime::process::check_rlimits(p).map_err(ContainerError::Invalid)?;
+            crate::engine::runtime::process::check_rlimits(p)
+                .map_err(|e| ContainerError::Invalid(e.to_string()))?;
         }
         // The labels travel in the runtime spec's annotations too (as OCI runtimes expect
         // them): should the record be damaged, they still say which project and service the

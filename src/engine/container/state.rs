@@ -243,18 +243,24 @@ pub fn now() -> String {
     jiff::Timestamp::now().to_string()
 }
 
-/// Writes `bytes` to `path` atomically: temp file in the same directory, fsync, rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    write_atomic_sync(path, bytes, true)
-}
-
-/// [`write_atomic`], with the fsync only when `sync`. Readers never see a torn file either
-/// way; without the fsync a power loss may leave the file empty. Used for the files of
+/// Writes `bytes` to `path` atomically (`util::fs::write_atomic`), with the fsync only when
+/// `sync`. Readers never see a torn file either way; without the fsync a power loss may
+/// leave the file empty. Used without it for the files of
 /// auto-removed (`--rm`) containers, which do not outlive their run: after a crash, such a
 /// container without a readable record is garbage that `list` removes.
 /// The file is private (`0600`).
+///
+/// The fsync is of the file only: the record is rewritten at every transition of the
+/// container, on the path of every start, and after a power loss the rename that did not
+/// reach the disk leaves the previous record, which the next command checks against the
+/// processes (none survive a reboot).
 pub fn write_atomic_sync(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
-    private::write_atomic(path, bytes, private::FILE_MODE, sync)
+    let durability = if sync {
+        crate::util::fs::Durability::File
+    } else {
+        crate::util::fs::Durability::None
+    };
+    crate::util::fs::write_atomic(path, bytes, private::FILE_MODE, durability)
 }
 
 /// Whether the state record of a container directory exists but cannot be read: what is

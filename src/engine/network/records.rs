@@ -28,7 +28,14 @@ pub(super) fn write_file(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
         .ok_or_else(|| Error::Invalid(format!("{} has no parent", path.display())))?;
     crate::engine::private::create_dir_all(dir)
         .map_err(|e| Error::Io(format!("create {}", dir.display()), e))?;
-    crate::engine::private::write_atomic(path, bytes, crate::engine::private::FILE_MODE, sync)
+    // The file's fsync only: like a container's state record, these describe kernel objects
+    // that a system crash destroys too, and `reconcile` checks them against the kernel.
+    let durability = if sync {
+        crate::util::fs::Durability::File
+    } else {
+        crate::util::fs::Durability::None
+    };
+    crate::util::fs::write_atomic(path, bytes, crate::engine::private::FILE_MODE, durability)
         .map_err(|e| Error::Io(format!("write {}", path.display()), e))
 }
 

@@ -63,6 +63,14 @@ pub enum CgroupError {
         /// The cause.
         source: io::Error,
     },
+    /// The process could not move itself into a cgroup.
+    #[error("join cgroup {path}: {source}")]
+    Join {
+        /// The v1 `tasks` file.
+        path: PathBuf,
+        /// The cause (`EIO` for a short write).
+        source: nix::Error,
+    },
     /// No usable cgroup hierarchy was found.
     #[error("no cgroup hierarchy is mounted at {0}")]
     NotMounted(PathBuf),
@@ -683,14 +691,16 @@ impl Attach {
     /// In the new, still single-threaded container process: writes `0` ("the calling
     /// thread") into every v1 `tasks` file, which moves the whole process without the global
     /// lock. Only `write`; no allocation unless it fails.
-    pub fn join_self(&self) -> std::result::Result<(), String> {
+    pub fn join_self(&self) -> Result<()> {
         for (p, f) in &self.tasks {
-            if nix::unistd::write(f, b"0") != Ok(1) {
-                return Err(format!(
-                    "join cgroup {}: {}",
-                    p.display(),
-                    io::Error::last_os_error()
-                ));
+            match nix::unistd::write(f, b"0") {
+                Ok(1) => {}
+                r => {
+                    return Err(CgroupError::Join {
+                        path: p.clone(),
+                        source: r.err().unwrap_or(nix::Error::EIO),
+                    });
+                }
             }
         }
         Ok(())

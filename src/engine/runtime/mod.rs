@@ -306,6 +306,25 @@ fn wait_go(go_r: RawFd) -> std::result::Result<(), String> {
     }
 }
 
+/// The container's root in the child: the spec's mounts, devices, sysctls and masked paths,
+/// then the pivot. Every path inside the rootfs is resolved inside it (see `rootfs`).
+fn make_root(spec: &Spec, rootfs: &Path) -> std::result::Result<(), rootfs::RootfsError> {
+    let root = rootfs::prepare(rootfs)?;
+    for m in spec.mounts().iter().flatten() {
+        rootfs::mount_one(&root, m)?;
+    }
+    let mut devices = rootfs::default_devices();
+    if let Some(extra) = spec.linux().as_ref().and_then(|l| l.devices().clone()) {
+        devices.retain(|d| !extra.iter().any(|e| e.path() == d.path()));
+        devices.extend(extra);
+    }
+    rootfs::create_devices(&root, &devices)?;
+    rootfs::sysctls(&root, spec)?;
+    rootfs::mask(&root, spec)?;
+    rootfs::pivot(root)?;
+    rootfs::finish(spec)
+}
+
 /// Everything the child does; returns only on failure.
 // Long: the child's setup in the order the kernel requires it (namespaces, rootfs, devices,
 // sysctls, masks, pivot, rlimits, the init fork, exec), one process with no way back.
@@ -326,7 +345,7 @@ fn child_main(
     // Into the v1 hierarchies first, while single-threaded and before anything else runs.
     let t_join = Instant::now();
     if let Err(e) = attach.join_self() {
-        return e;
+        return e.to_string();
     }
     // SAFETY: this is the clone child, which leaves by exec or _exit and never drops `attach`.
     unsafe { attach.close_in_child() };
@@ -355,26 +374,9 @@ fn child_main(
         return e;
     }
     if let Err(e) = namespaces::set_names(&sys::Linux, spec) {
-        return e;
+        return e.to_string();
     }
-    // Every path inside the rootfs is resolved inside it, through `root` (see `rootfs`).
-    let mounts = || -> std::result::Result<(), rootfs::RootfsError> {
-        let root = rootfs::prepare(rootfs)?;
-        for m in spec.mounts().iter().flatten() {
-            rootfs::mount_one(&root, m)?;
-        }
-        let mut devices = rootfs::default_devices();
-        if let Some(extra) = spec.linux().as_ref().and_then(|l| l.devices().clone()) {
-            devices.retain(|d| !extra.iter().any(|e| e.path() == d.path()));
-            devices.extend(extra);
-        }
-        rootfs::create_devices(&root, &devices)?;
-        rootfs::sysctls(&root, spec)?;
-        rootfs::mask(&root, spec)?;
-        rootfs::pivot(root)?;
-        rootfs::finish(spec)
-    };
-    if let Err(e) = mounts() {
+    if let Err(e) = make_root(spec, rootfs) {
         return e.to_string();
     }
     if let Some(sock) = console {

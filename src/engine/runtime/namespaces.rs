@@ -35,6 +35,14 @@ pub enum NamespaceError {
         /// The cause.
         source: nix::Error,
     },
+    /// The UTS namespace's host or domain name could not be set.
+    #[error("{call}: {source}")]
+    Name {
+        /// The call (`sethostname`, `setdomainname`).
+        call: &'static str,
+        /// The cause.
+        source: nix::Error,
+    },
 }
 
 /// Result alias of this module.
@@ -125,14 +133,13 @@ pub fn join_with(sys: &dyn Syscall, list: &[(CloneFlags, PathBuf)]) -> Result<()
 ///
 /// # Errors
 /// The call that failed and why (for the start error).
-pub fn set_names(sys: &dyn Syscall, spec: &Spec) -> std::result::Result<(), String> {
+pub fn set_names(sys: &dyn Syscall, spec: &Spec) -> Result<()> {
+    let name = |call| move |source| NamespaceError::Name { call, source };
     if let Some(h) = spec.hostname() {
-        sys.sethostname(h)
-            .map_err(|e| format!("sethostname: {e}"))?;
+        sys.sethostname(h).map_err(name("sethostname"))?;
     }
     if let Some(d) = spec.domainname().as_ref().filter(|d| !d.is_empty()) {
-        sys.setdomainname(d)
-            .map_err(|e| format!("setdomainname: {e}"))?;
+        sys.setdomainname(d).map_err(name("setdomainname"))?;
     }
     Ok(())
 }

@@ -131,22 +131,22 @@ impl Grant {
     ///
     /// # Errors
     /// The message for the user.
-    pub fn check(&self, name: &str, hard: u64, own_hard: u64) -> std::result::Result<(), String> {
+    pub fn check(&self, name: &str, hard: u64, own_hard: u64) -> Result<()> {
         if name == "nofile" && hard > self.nr_open {
-            return Err(format!(
+            return Err(ProcessError::Limit(format!(
                 "ulimit {name}: the hard limit {} is above {}, the kernel's maximum \
                  (fs.nr_open)",
                 show(hard),
                 self.nr_open
-            ));
+            )));
         }
         if !self.can_raise && hard > own_hard {
-            return Err(format!(
+            return Err(ProcessError::Limit(format!(
                 "ulimit {name}: the hard limit {} is above {}, the most tug may grant here \
                  (its own hard limit; raising it needs CAP_SYS_RESOURCE)",
                 show(hard),
                 show(own_hard)
-            ));
+            )));
         }
         Ok(())
     }
@@ -164,7 +164,7 @@ fn show(v: u64) -> String {
 ///
 /// # Errors
 /// The first limit that cannot, named.
-pub fn check_rlimits(p: &Process) -> std::result::Result<(), String> {
+pub fn check_rlimits(p: &Process) -> Result<()> {
     let grant = Grant::current();
     for r in p.rlimits().iter().flatten() {
         let (res, name) = rlimit_resource(r.typ());
@@ -191,9 +191,7 @@ pub fn apply_rlimits_with(sys_: &dyn Syscall, grant: Grant, p: &Process) -> Resu
         let (res, name) = rlimit_resource(r.typ());
         nofile_given |= res == Resource::RLIMIT_NOFILE;
         let (_, hard) = sys_.getrlimit(res).unwrap_or((0, 0));
-        grant
-            .check(name, r.hard(), hard)
-            .map_err(ProcessError::Limit)?;
+        grant.check(name, r.hard(), hard)?;
         sys_.setrlimit(res, r.soft().min(r.hard()), r.hard())
             .map_err(sys(format!("setrlimit {name}")))?;
     }
@@ -465,13 +463,19 @@ mod tests {
             nr_open: 1 << 20,
         };
         assert!(plain.check("nofile", 20_000, 20_000).is_ok());
-        let e = plain.check("nofile", 30_000, 20_000).unwrap_err();
+        let e = plain
+            .check("nofile", 30_000, 20_000)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("ulimit nofile") && e.contains("30000") && e.contains("20000"),
             "{e}"
         );
         assert!(e.contains("CAP_SYS_RESOURCE"), "{e}");
-        let e = plain.check("core", libc::RLIM_INFINITY, 4096).unwrap_err();
+        let e = plain
+            .check("core", libc::RLIM_INFINITY, 4096)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unlimited"), "{e}");
         // With CAP_SYS_RESOURCE any hard limit, but open files stop at fs.nr_open.
         let root = Grant {
@@ -480,7 +484,10 @@ mod tests {
         };
         assert!(root.check("nproc", libc::RLIM_INFINITY, 100).is_ok());
         assert!(root.check("nofile", 1 << 20, 1024).is_ok());
-        let e = root.check("nofile", (1 << 20) + 1, 1024).unwrap_err();
+        let e = root
+            .check("nofile", (1 << 20) + 1, 1024)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("fs.nr_open"), "{e}");
     }
 }

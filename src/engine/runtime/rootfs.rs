@@ -51,6 +51,14 @@ use super::inroot::{self, Root, proc_fd};
 /// Errors of root filesystem setup.
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
+    /// A call on the process's own mount namespace failed.
+    #[error("{what}: {source}")]
+    Sys {
+        /// What was being done.
+        what: &'static str,
+        /// The cause.
+        source: nix::Error,
+    },
     /// A mount failed.
     #[error("mount {target}: {source}")]
     Mount {
@@ -201,9 +209,10 @@ fn escape_overlay(p: &str) -> String {
 ///
 /// # Errors
 /// The call that failed, for the start error.
-pub fn private_mount_namespace(sys: &dyn super::sys::Syscall) -> std::result::Result<(), String> {
+pub fn private_mount_namespace(sys: &dyn super::sys::Syscall) -> Result<()> {
+    let fail = |what| move |source| RootfsError::Sys { what, source };
     sys.unshare(nix::sched::CloneFlags::CLONE_NEWNS)
-        .map_err(|e| format!("unshare mount namespace: {e}"))?;
+        .map_err(fail("unshare mount namespace"))?;
     sys.mount(
         None,
         Path::new("/"),
@@ -211,7 +220,7 @@ pub fn private_mount_namespace(sys: &dyn super::sys::Syscall) -> std::result::Re
         MsFlags::MS_REC | MsFlags::MS_SLAVE,
         None,
     )
-    .map_err(|e| format!("make / a slave mount: {e}"))
+    .map_err(fail("make / a slave mount"))
 }
 
 /// The overlay through the new mount API: no limit on the number of layers.
@@ -933,7 +942,7 @@ mod tests {
         );
         // Without a namespace of its own, nothing is mounted (it would reach the host).
         let sys = Recorder::failing(|c| matches!(c, Call::Unshare(_)).then_some(Errno::EPERM));
-        let e = private_mount_namespace(&sys).unwrap_err();
+        let e = private_mount_namespace(&sys).unwrap_err().to_string();
         assert!(e.contains("unshare mount namespace"), "{e}");
         assert_eq!(sys.calls().len(), 1);
     }

@@ -65,8 +65,13 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    crate::engine::private::write_atomic(path, bytes, crate::engine::private::FILE_MODE, true)
-        .map_err(io(format!("write {}", path.display())))
+    crate::util::fs::write_atomic(
+        path,
+        bytes,
+        crate::engine::private::FILE_MODE,
+        crate::util::fs::Durability::FileAndDir,
+    )
+    .map_err(io(format!("write {}", path.display())))
 }
 
 /// Names this process (pid and start time, so a reused pid is not taken for it) plus a

@@ -84,8 +84,7 @@ fn exec_process(
             path: root_dir.clone(),
             source: e.into(),
         })?;
-        let eu = crate::engine::container::user::resolve_in_root(u, &rec.config.group_add, &root)
-            .map_err(ContainerError::Invalid)?;
+        let eu = crate::engine::container::user::resolve_in_root(u, &rec.config.group_add, &root)?;
         let user = oci_spec::runtime::UserBuilder::default()
             .uid(eu.uid)
             .gid(eu.gid)

@@ -74,7 +74,7 @@ impl Supervisor {
     pub(super) fn mount_rootfs(&self) -> std::result::Result<u64, String> {
         let rootfs = self.dir.join("bundle/rootfs");
         let t = Instant::now();
-        rootfs::private_mount_namespace(&runtime::sys::Linux)?;
+        rootfs::private_mount_namespace(&runtime::sys::Linux).map_err(|e| e.to_string())?;
         if self.rec.layers.is_empty() {
             return Err("the image has no layers".to_string());
         }
