@@ -173,12 +173,20 @@ pub fn container_labels(
 }
 
 fn restart_policy(s: &Service) -> Result<RestartPolicy> {
-    if let Some(r) = s.restart {
+    if let Some(r) = &s.restart {
         return Ok(match r {
             Restart::No => RestartPolicy::No,
             Restart::Always => RestartPolicy::Always,
             Restart::UnlessStopped => RestartPolicy::UnlessStopped,
-            Restart::OnFailure(max_retries) => RestartPolicy::OnFailure { max_retries },
+            Restart::OnFailure(max_retries) => RestartPolicy::OnFailure {
+                max_retries: *max_retries,
+            },
+            Restart::Other(v) => {
+                return Err(Error::Invalid(format!(
+                    "service {}: invalid restart policy {v:?}",
+                    s.name
+                )));
+            }
         });
     }
     if let Some(p) = s.deploy.as_ref().and_then(|d| d.restart_policy.as_ref()) {
@@ -321,4 +329,44 @@ pub fn container_config(
         runtime: s.runtime.clone().filter(|r| r != "tug"),
         ..ContainerConfig::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_restart(v: &str) -> Service {
+        Service {
+            name: "web".into(),
+            restart: Some(v.parse().expect("every string is a restart value")),
+            ..Service::default()
+        }
+    }
+
+    #[test]
+    fn restart_values_map_to_policies_and_an_unknown_one_is_refused_by_name() {
+        assert_eq!(
+            restart_policy(&with_restart("on-failure:3")).unwrap(),
+            RestartPolicy::OnFailure {
+                max_retries: Some(3)
+            }
+        );
+        assert_eq!(
+            restart_policy(&with_restart("unless-stopped")).unwrap(),
+            RestartPolicy::UnlessStopped
+        );
+        // docker compose loads any string (its `config` prints it back); the container
+        // cannot be created with it.
+        let err = restart_policy(&with_restart("bogus"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(r#"service web: invalid restart policy "bogus""#),
+            "{err}"
+        );
+        let err = restart_policy(&with_restart("on-failure:x"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(r#""on-failure:x""#), "{err}");
+    }
 }

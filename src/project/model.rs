@@ -1332,7 +1332,7 @@ impl std::str::FromStr for PullPolicy {
 compose_string!(PullPolicy);
 
 /// A service's `restart` policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Restart {
     /// `no`.
     No,
@@ -1342,16 +1342,21 @@ pub enum Restart {
     OnFailure(Option<u32>),
     /// `unless-stopped`.
     UnlessStopped,
+    /// Any other value, kept as written: docker compose loads it (the schema says only
+    /// "string") and the engine refuses it when a container is created, so `config`, `ps`
+    /// and `down` work on such a file and `up` names the value.
+    Other(String),
 }
 
 impl Restart {
-    fn spelling(self) -> std::borrow::Cow<'static, str> {
+    fn spelling(&self) -> std::borrow::Cow<'_, str> {
         match self {
             Restart::No => "no".into(),
             Restart::Always => "always".into(),
             Restart::OnFailure(None) => "on-failure".into(),
             Restart::OnFailure(Some(n)) => format!("on-failure:{n}").into(),
             Restart::UnlessStopped => "unless-stopped".into(),
+            Restart::Other(s) => s.as_str().into(),
         }
     }
 }
@@ -1366,7 +1371,7 @@ impl std::str::FromStr for Restart {
             "on-failure" => Restart::OnFailure(None),
             other => match other.strip_prefix("on-failure:").map(str::parse) {
                 Some(Ok(n)) => Restart::OnFailure(Some(n)),
-                _ => return Err(ValueError::new("restart policy", other)),
+                _ => Restart::Other(other.to_string()),
             },
         })
     }
