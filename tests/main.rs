@@ -32,6 +32,7 @@ mod parallel_root;
 mod plan;
 mod private_root;
 mod project;
+mod quickstart;
 mod state_damage;
 mod supervisor_death;
 mod volume;
