@@ -13,6 +13,7 @@ mod container;
 mod container_cgroup;
 mod container_devices;
 mod container_net;
+mod docs;
 mod full_disk;
 mod hidden_waits;
 mod hostile;
