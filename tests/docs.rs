@@ -3,7 +3,7 @@
 //! compose schema in `schema/`, and README's commands are the ones the repository runs.
 //!
 //! After changing a verb or a flag, regenerate the generated files with
-//! `TUG_UPDATE_DOCS=1 cargo nextest run -E 'test(docs_)'`.
+//! `TUG_UPDATE_DOCS=1 cargo nextest run -E 'test(/^docs::/)'`.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -36,7 +36,7 @@ fn check_generated(path: &Path, generated: &str) {
             );
         panic!(
             "{} is not what the clap definitions generate (first difference at line {line}): \
-             run TUG_UPDATE_DOCS=1 cargo nextest run -E 'test(docs_)' and commit the result",
+             run TUG_UPDATE_DOCS=1 cargo nextest run -E 'test(/^docs::/)' and commit the result",
             path.display()
         );
     }
@@ -209,7 +209,7 @@ fn cli_markdown() -> String {
     out.push_str(
         "# tug command line\n\n\
          <!-- Generated from the clap definitions by tests/docs.rs; do not edit. Regenerate with \
-         TUG_UPDATE_DOCS=1 cargo nextest run -E 'test(docs_)'. -->\n\n",
+         TUG_UPDATE_DOCS=1 cargo nextest run -E 'test(/^docs::/)'. -->\n\n",
     );
     let _ = writeln!(
         out,
