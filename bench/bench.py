@@ -1215,6 +1215,163 @@ def mem_metrics(per, total, t_start, count):
     }
 
 
+WATCH_YAML = """services:
+  app:
+    image: busybox
+    command: ["sh", "-c", "trap 'exit 0' TERM; sleep 100000 & wait"]
+    develop:
+      watch:
+        - path: ./src
+          target: /app
+          action: sync
+"""
+
+
+def wl_watch(ctx: Ctx) -> Workload:
+    """`develop.watch` sync, measured the same way for every tool: a file written on the host
+    is read back through /proc/<container pid>/root (the container's own view of its files,
+    its mounts included), polled every 0.5 ms, until it has the new content. p50 and p95 over
+    EDITS edits (WATCH_EDITS, 100; 20 in smoke), each after the previous one was seen and 0.2 s
+    of rest, the first 3 not counted; then a burst of 500 files (50 in smoke) written one
+    after another as fast as Python can, like a checkout: time until every file has its new
+    content in the container. One trial per tool (RUNS_WATCH to repeat)."""
+    edits = 20 if ctx.smoke else int(os.environ.get("WATCH_EDITS", 100))
+    burst = 50 if ctx.smoke else 500
+    sides = {}  # name -> {"dir", "proc", "pid", "log"}
+
+    def project(name) -> Path:
+        d = ctx.state / "watch" / name
+        safe_rmtree(d)
+        (d / "src").mkdir(parents=True)
+        (d / "src" / "file.txt").write_text("start\n")
+        (d / "compose.yaml").write_text(WATCH_YAML)
+        return d
+
+    def start_watch(name, argv, ready, container_pid, env=None):
+        d = sides[name]["dir"]
+        log = open(d / "watch.log", "w")
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, cwd=d)
+        sides[name].update(proc=proc, log=d / "watch.log")
+        deadline = time.time() + 60
+        while ready not in (d / "watch.log").read_text(errors="replace"):
+            if proc.poll() is not None or time.time() > deadline:
+                raise CmdError(argv, proc.poll(), (d / "watch.log").read_text(errors="replace"))
+            time.sleep(0.05)
+        sides[name]["pid"] = container_pid()
+
+    def stop_watch(name):
+        proc = sides.get(name, {}).get("proc")
+        if proc and proc.poll() is None:
+            proc.send_signal(2)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def read(path: Path) -> str | None:
+        try:
+            return path.read_text(errors="replace")
+        except OSError:
+            return None
+
+    def wait_for(path: Path, want: str, what: str):
+        deadline = time.perf_counter() + 30
+        while read(path) != want:
+            if time.perf_counter() > deadline:
+                raise CmdError([what], "timeout", f"{path} never got the new content")
+            time.sleep(0.0005)
+
+    def trial_of(name):
+        def trial():
+            src = sides[name]["dir"] / "src"
+            inside = Path(f"/proc/{sides[name]['pid']}/root/app")
+            lat = []
+            for i in range(edits + 3):
+                text = f"{name} edit {i} {time.time_ns()}\n"
+                t0 = time.perf_counter()
+                (src / "file.txt").write_text(text)
+                wait_for(inside / "file.txt", text, f"{name} edit {i}")
+                if i >= 3:
+                    lat.append(time.perf_counter() - t0)
+                time.sleep(0.2)
+            gen = time.time_ns()
+            files = {f"f{k:03d}": f"{gen} {k}\n" for k in range(burst)}
+            (src / "tree").mkdir(exist_ok=True)
+            time.sleep(0.5)
+            t0 = time.perf_counter()
+            for n, text in files.items():
+                (src / "tree" / n).write_text(text)
+            pending = dict(files)
+            deadline = t0 + 120
+            while pending:
+                for n in [n for n, text in pending.items() if read(inside / "tree" / n) == text]:
+                    del pending[n]
+                if pending and time.perf_counter() > deadline:
+                    raise CmdError([name, "burst"], "timeout", f"{len(pending)} files never arrived")
+                if pending:
+                    time.sleep(0.0005)
+            t_burst = time.perf_counter() - t0
+            time.sleep(0.5)
+            return {
+                "sync latency, p50": statistics.median(lat),
+                "sync latency, p95": statistics.quantiles(lat, n=20)[18],
+                f"{burst}-file burst: until every file is right in the container": t_burst,
+            }
+        return trial
+
+    p_tug, p_dc2 = "tbwatchtug", "tbwatchdc2"
+
+    def tug_setup():
+        ctx.ensure_tug_busybox()
+        d = project("tug")
+        sides["tug"] = {"dir": d}
+        base = ctx.tug("-f", d / "compose.yaml", "-p", p_tug)
+        ctx.tug_call("-f", d / "compose.yaml", "-p", p_tug, "up", "-d", timeout=120)
+
+        def pid():
+            pids = tug_container_pids(ctx, {f"{p_tug}-app-1"})
+            return pids[f"{p_tug}-app-1"]
+
+        start_watch("tug", [*base, "watch", "--no-up"], "watching ", pid, env=ctx.env)
+
+    def tug_teardown():
+        stop_watch("tug")
+        if "tug" in sides:
+            quiet(ctx.tug("-f", sides["tug"]["dir"] / "compose.yaml", "-p", p_tug, "down", "-v"),
+                  env=ctx.env, timeout=120)
+
+    def dc2_setup():
+        require_docker(ctx)
+        if not DC2.exists():
+            raise Skip("docker compose v2 missing (bench/run.sh --install)")
+        ctx.ensure_peer_busybox("docker")
+        d = project("dc2")
+        sides["dc2"] = {"dir": d}
+        base = [DC2, "-f", d / "compose.yaml", "-p", p_dc2]
+        run([*base, "up", "-d"], timeout=120)
+
+        def pid():
+            return int(run([DOCKER, "inspect", "-f", "{{.State.Pid}}", f"{p_dc2}-app-1"]).strip())
+
+        start_watch("dc2", [*map(str, base), "watch", "--no-up"], "Watch enabled", pid)
+
+    def dc2_teardown():
+        stop_watch("dc2")
+        if "dc2" in sides:
+            quiet([DC2, "-f", sides["dc2"]["dir"] / "compose.yaml", "-p", p_dc2, "down", "-v", "-t", "0"],
+                  timeout=120)
+
+    w = Workload("watch", "watch: host write to readable in the container (sync action)",
+                 runs=("watch", 1), setup=tug_setup, teardown=tug_teardown)
+    w.warmup = False  # the first edits of each trial are the warm-up
+    w.tug = Side("tug watch", trial_of("tug"))
+    w.peers = [Side("docker compose v2.40.3 watch (docker 20.10)", trial_of("dc2"), kind="daemon",
+                    setup=dc2_setup, teardown=dc2_teardown)]
+    return w
+
+
 def workloads(ctx: Ctx) -> list[Workload]:
     many = 3 if ctx.smoke else int(os.environ.get("MANY", 100))
     return [
@@ -1231,7 +1388,7 @@ def workloads(ctx: Ctx) -> list[Workload]:
         wl_pull_unpack(ctx),
         wl_memory(ctx, 5, "rss", "supervisor RSS per container (5 containers running)"),
         wl_memory(ctx, many, "many", f"{many} containers running at once: RSS of the supervising processes"),
-        Workload("watch", "watch sync latency (p50, p95)", pending="feature not landed (watch)"),
+        wl_watch(ctx),
     ]
 
 

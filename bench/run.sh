@@ -10,8 +10,9 @@
 # Options: --peers none|daemonless|all (default all; 'daemonless' = crun, runc, compose config,
 # tar, skopeo: nothing that changes host networking), --tug PATH (skip the build),
 # --out FILE, --list. Run counts: RUNS_START, RUNS_START_NET, RUNS_COMPOSE5, RUNS_COMPOSE20,
-# RUNS_NOOP, RUNS_CONFIG, RUNS_UNPACK, RUNS_PULL; MANY (containers in the 'many' workload, 100); TRIAL_GAP (idle
-# seconds before each compose sample, 0.5).
+# RUNS_NOOP, RUNS_CONFIG, RUNS_UNPACK, RUNS_PULL, RUNS_WATCH; MANY (containers in the 'many' workload,
+# 100); WATCH_EDITS (edits timed by the 'watch' workload, 100); TRIAL_GAP (idle seconds before each
+# compose sample, 0.5).
 set -euo pipefail
 BENCH=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$BENCH")

@@ -80,7 +80,6 @@ fn compose_flags() -> Vec<ComposeFlag> {
 /// docker compose verbs tug does not have yet, with the reason. Shrinks only: the test fails
 /// when one of them exists.
 const VERBS_NOT_YET: &[(&str, &str)] = &[
-    ("watch", "develop.watch is not implemented (src/watch)"),
     (
         "bridge",
         "converts compose files into Kubernetes/Helm models: out of scope",

@@ -19,7 +19,7 @@ use crate::common::{self, fails, ok, tug};
 
 /// A directory on the host that no container may reach, with a marker file only the host
 /// has, watched with inotify from its creation on.
-struct Canary {
+pub(crate) struct Canary {
     dir: tempfile::TempDir,
     inotify: OwnedFd,
     files: Vec<(String, String)>,
@@ -27,7 +27,7 @@ struct Canary {
 
 impl Canary {
     /// `/tmp/tug-canary-…` with `marker` and the `extra` files in it.
-    fn new(extra: &[(&str, &str)]) -> Canary {
+    pub(crate) fn new(extra: &[(&str, &str)]) -> Canary {
         let dir = tempfile::Builder::new()
             .prefix("tug-canary-")
             .tempdir_in("/tmp")
@@ -75,7 +75,7 @@ impl Canary {
     }
 
     /// The canary's path as a string (`/tmp/tug-canary-…`).
-    fn p(&self) -> String {
+    pub(crate) fn p(&self) -> String {
         self.path().display().to_string()
     }
 
@@ -107,7 +107,7 @@ impl Canary {
 
     /// Nothing was created, opened, read or listed in the canary, and its files are as made.
     #[track_caller]
-    fn assert_untouched(&self) {
+    pub(crate) fn assert_untouched(&self) {
         let ev = self.events();
         assert!(
             ev.is_empty(),

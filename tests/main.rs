@@ -37,3 +37,4 @@ mod quickstart;
 mod state_damage;
 mod supervisor_death;
 mod volume;
+mod watch;

@@ -514,6 +514,9 @@ pub enum Command {
     Push(Lazy<Verb<compose::args::PushArgs>>),
     /// Show the tug version information.
     Version(Lazy<compose::args::VersionArgs>),
+    /// Watch the build context for services and rebuild/refresh containers when files are
+    /// updated (develop.watch).
+    Watch(Lazy<Verb<watch::WatchArgs>>),
     /// List volumes.
     Volumes(Lazy<Verb<compose::args::VolumesArgs>>),
     /// Display a live stream of container(s) resource usage statistics.
@@ -533,6 +536,7 @@ mod listing;
 mod network;
 mod shim;
 mod volume;
+mod watch;
 
 /// Runs tug with the process arguments and returns the exit code.
 #[must_use]
@@ -803,6 +807,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Pull(a) => compose::verbs::run_pull(&with(&a.compose)?, &a.args),
         Command::Push(a) => compose::verbs::run_push(&with(&a.compose)?, &a.args),
         Command::Version(args) => compose::verbs::run_version(&args),
+        Command::Watch(a) => watch::run(&with(&a.compose)?, &a.args),
         Command::InstallShim(args) => shim::install(&args),
         Command::Volumes(a) => compose::verbs::run_volumes(&with(&a.compose)?, &a.args),
         Command::Stats(a) => compose::stats::run_stats(&with(&a.compose)?, &a.args),

@@ -8,4 +8,5 @@ pub mod image;
 pub mod network;
 pub mod private;
 pub mod runtime;
+pub mod sync;
 pub mod volume;

@@ -99,7 +99,7 @@ pub struct UpArgs {
     #[arg(long)]
     pub quiet_build: bool,
     /// Watch source code and rebuild/refresh containers when files are updated
-    /// (`develop.watch`: not implemented in tug yet).
+    /// (develop.watch; with --detach the watch runs in the background, as `watch --detach`).
     #[arg(short = 'w', long)]
     pub watch: bool,
     /// Return the exit code of the selected service container. Implies

@@ -52,7 +52,7 @@ fn run_plan(stack: &Stack, plan: &Plan, progress: &mut Progress) -> Outcome {
 }
 
 /// Turns failures of an outcome into one error.
-fn check(plan: &Plan, outcome: &Outcome) -> anyhow::Result<()> {
+pub(crate) fn check(plan: &Plan, outcome: &Outcome) -> anyhow::Result<()> {
     match super::output::failures(plan, outcome) {
         Some(m) => anyhow::bail!("{m}"),
         None => Ok(()),
@@ -61,7 +61,7 @@ fn check(plan: &Plan, outcome: &Outcome) -> anyhow::Result<()> {
 
 /// Reconciles and applies: images first (so a new image is compared with the containers'),
 /// then everything else.
-fn converge(
+pub(crate) fn converge(
     stack: &Stack,
     up: &UpOptions,
     dry_run: bool,
@@ -102,9 +102,6 @@ fn converge(
 /// # Errors
 /// Loading, planning or execution failures.
 pub fn run_up(global: &GlobalArgs, args: &UpArgs) -> anyhow::Result<i32> {
-    if args.watch {
-        anyhow::bail!("up --watch: develop.watch is not implemented in tug yet");
-    }
     if args.menu == Some(true) {
         anyhow::bail!("up --menu: interactive shortcuts are not supported by tug");
     }
@@ -141,6 +138,20 @@ pub fn run_up(global: &GlobalArgs, args: &UpArgs) -> anyhow::Result<i32> {
         repair(&stack, &mut progress)?;
     }
     let attached = !(global.dry_run || args.detach || args.wait || args.no_start);
+    if args.watch && args.no_start {
+        anyhow::bail!("up --watch needs the services started: drop --no-start");
+    }
+    // The watch's rules are checked and recorded before the containers start, so they get
+    // the host's files from their first start on.
+    let watching = if args.watch && !global.dry_run {
+        Some(crate::cli::watch::prepare(
+            &stack,
+            &services,
+            attached.then_some(false),
+        )?)
+    } else {
+        None
+    };
     if attached {
         // From here on Ctrl-C means "stop the project" (once the plan has run), never a
         // bare exit that would leave the stack half-attached.
@@ -161,10 +172,33 @@ pub fn run_up(global: &GlobalArgs, args: &UpArgs) -> anyhow::Result<i32> {
     }
     converge(&stack, &up, global.dry_run, &mut progress)?;
     if !attached {
+        if watching.is_some() {
+            drop(_lock);
+            return crate::cli::watch::spawn_background(global, &stack, &services, false, true);
+        }
         return Ok(0);
     }
     drop(_lock);
-    attach(&stack, global, args, since, followers, &mut progress)
+    let Some(prepared) = watching else {
+        return attach(&stack, global, args, since, followers, &mut progress);
+    };
+    // Attached with --watch: the watch runs beside the log stream and ends with it.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let w = s.spawn(|| {
+            crate::cli::watch::run_session(&stack, &prepared, false, true, &|| {
+                stop.load(Ordering::SeqCst)
+            })
+        });
+        let code = attach(&stack, global, args, since, followers, &mut progress);
+        stop.store(true, Ordering::SeqCst);
+        match w.join() {
+            Ok(Err(e)) => eprintln!("watch: {e:#}"),
+            Err(_) => eprintln!("watch: the watch thread panicked"),
+            Ok(Ok(())) => {}
+        }
+        code
+    })
 }
 
 /// `tug create`.
@@ -199,6 +233,11 @@ pub fn run_down(global: &GlobalArgs, args: &DownArgs) -> anyhow::Result<i32> {
         ..StackOptions::default()
     };
     let stack = open_stack(global, &[], options)?;
+    // The project's watch ends first (before the lock, which a restart of the watch may
+    // hold), and with the whole project its synced files are forgotten.
+    if !global.dry_run && args.services.is_empty() {
+        crate::cli::watch::stop_for_down(&stack)?;
+    }
     let _lock = if global.dry_run {
         None
     } else {
@@ -240,11 +279,17 @@ fn repair(stack: &Stack, progress: &mut Progress) -> anyhow::Result<()> {
 
 static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
 
+/// Whether Ctrl-C (or SIGTERM) came since [`install_interrupt_handler`].
+pub(crate) fn interrupted() -> bool {
+    INTERRUPTS.load(Ordering::SeqCst) > 0
+}
+
 extern "C" fn on_interrupt(_: libc::c_int) {
     INTERRUPTS.fetch_add(1, Ordering::SeqCst);
 }
 
-fn install_interrupt_handler() {
+/// Counts Ctrl-C (and SIGTERM) from now on, instead of ending the process.
+pub(crate) fn install_interrupt_handler() {
     use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
     let action = SigAction::new(
         SigHandler::Handler(on_interrupt),

@@ -16,8 +16,11 @@ use anyhow::Context as _;
 use super::GlobalArgs;
 use crate::engine::compose::{ProjectLock, Stack, StackOptions};
 
+pub(crate) use lifecycle::{check, converge, install_interrupt_handler, interrupted};
 pub use lifecycle::{run_create, run_down, run_up};
+pub(crate) use output::{Mode, Progress};
 pub use query::{run_ls, run_ps};
+pub(crate) use verbs::{start_plan, stop_plan};
 
 /// Prints what the project asks for that tug accepts and does not carry out: the keys
 /// `ignored_keys` names (one line each), and SELinux relabelling (`:z`, `:Z`,

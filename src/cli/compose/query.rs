@@ -172,11 +172,14 @@ pub fn run_ls(global: &GlobalArgs, args: &LsArgs) -> anyhow::Result<i32> {
                 && name_filters.iter().all(|r| r.is_match(name))
         })
         .map(|(name, (counts, files))| {
-            let status = counts
+            let mut status = counts
                 .iter()
                 .map(|(s, n)| format!("{s}({n})"))
                 .collect::<Vec<_>>()
                 .join(", ");
+            if crate::cli::watch::is_watching(&root, &name) {
+                status.push_str(", watching");
+            }
             (name, status, files)
         })
         .collect();

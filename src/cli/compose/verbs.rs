@@ -70,7 +70,7 @@ fn finish(plan: &Plan, stack: &Stack, global: &GlobalArgs) -> anyhow::Result<i32
 }
 
 /// A plan that stops the given containers, dependents first.
-pub(super) fn stop_plan(stack: &Stack, services: &[String]) -> anyhow::Result<Plan> {
+pub(crate) fn stop_plan(stack: &Stack, services: &[String]) -> anyhow::Result<Plan> {
     let down = plan::plan_down(
         &stack.desired(),
         &stack.observed()?,
@@ -96,7 +96,7 @@ pub(super) fn stop_plan(stack: &Stack, services: &[String]) -> anyhow::Result<Pl
 
 /// A plan that starts the stopped containers of the given services, each after its
 /// dependencies meet their conditions.
-fn start_plan(stack: &Stack, services: &[String]) -> anyhow::Result<Plan> {
+pub(crate) fn start_plan(stack: &Stack, services: &[String]) -> anyhow::Result<Plan> {
     let cs = service_containers(stack, services)?;
     if cs.is_empty() {
         anyhow::bail!("no container to start");

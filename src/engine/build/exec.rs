@@ -17,7 +17,8 @@ use super::{BuildError, BuildOptions, BuildOutput, Event, Result, SecretSource, 
 use crate::engine::container::{self, ContainerConfig, Mount, MountKind, NetworkMode};
 use crate::engine::image::{self, ImageStore, Reference};
 
-/// Keys of the pooled build network namespaces (`build-slot-N`).
+/// Keys of the build network namespaces older versions of tug kept between builds
+/// (`build-slot-N`); `tug builder prune` releases any that are left.
 pub const NET_SLOT_PREFIX: &str = "build-slot-";
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -170,8 +171,6 @@ struct Shared<'a> {
 
 struct NetWiring {
     guard: Option<container::net::WiringGuard>,
-    /// The pool slot held (its lock file).
-    _slot: Option<nix::fcntl::Flock<std::fs::File>>,
     mode: NetworkMode,
     hosts: String,
     resolv: String,
@@ -2309,92 +2308,25 @@ impl Shared<'_> {
         self.apply(state, rec, &key, created_by)
     }
 
-    /// A network namespace on the default `bridge` network for RUN steps. Namespaces are
-    /// pooled per state root (`build-slot-N`, one build at a time each, held by a lock file)
-    /// and kept between builds: wiring one costs tens of milliseconds and its teardown
-    /// waits for the kernel. `tug builder prune` releases them. When every slot is busy, a
-    /// namespace of this build's own is wired and released at its end.
+    /// A network namespace on the default `bridge` network for the RUN steps of this build,
+    /// wired at the first step that needs it and released when the build ends: a build
+    /// leaves no namespace or link behind on the host (the `bridge` network stays, as
+    /// docker0 does). Wiring costs milliseconds; a fully cached build wires nothing.
     fn wire_slot(&self) -> Result<NetWiring> {
         let nets = crate::engine::network::Networks::open(&self.root)
             .map_err(|x| BuildError::Invalid(format!("build network: {x}")))?
             .with_helper_exe(&self.exe);
-        let dir = self.root.join("build");
-        let wire = |key: &str| -> Result<(ContainerConfig, Option<container::net::WiringGuard>)> {
-            let mut cfg = ContainerConfig {
-                name: key.to_string(),
-                hostname: Some("buildkitsandbox".into()),
-                ..ContainerConfig::default()
-            };
-            let guard =
-                container::net::wire(&nets, key, &mut cfg, &container::net::NetRequest::default())
-                    .map_err(|x| BuildError::Invalid(format!("build network: {x}")))?;
-            Ok((cfg, guard))
-        };
-        for n in 0..8 {
-            let key = format!("{NET_SLOT_PREFIX}{n}");
-            let lock = dir.join(format!("{key}.lock"));
-            let Ok(f) = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&lock)
-            else {
-                continue;
-            };
-            let Ok(flock) = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
-            else {
-                continue;
-            };
-            let info = dir.join(format!("{key}.json"));
-            let saved: Option<(String, String, PathBuf)> = std::fs::read(&info)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok());
-            if let Some((hosts, resolv, ns)) = saved
-                && nets.netns_of(&key).as_ref() == Some(&ns)
-                && nets
-                    .endpoints_of_container(&key)
-                    .is_ok_and(|e| !e.is_empty())
-            {
-                return Ok(NetWiring {
-                    guard: None,
-                    _slot: Some(flock),
-                    mode: NetworkMode::Netns(ns),
-                    hosts,
-                    resolv,
-                });
-            }
-            // Whatever an earlier slot left is released, then wired again.
-            let _ = std::fs::remove_file(&info);
-            let _ = nets.disconnect_all(&key);
-            let (cfg, guard) = wire(&key)?;
-            let NetworkMode::Netns(ns) = cfg.network.clone() else {
-                return Err(BuildError::Invalid(
-                    "build network: no namespace was made".into(),
-                ));
-            };
-            let hosts = cfg.etc_hosts.clone().unwrap_or_default();
-            let resolv = cfg.resolv_conf.clone().unwrap_or_default();
-            std::fs::write(
-                &info,
-                serde_json::to_vec(&(&hosts, &resolv, &ns)).unwrap_or_default(),
-            )
-            .map_err(io_ctx("build network record"))?;
-            if let Some(g) = guard {
-                g.disarm();
-            }
-            return Ok(NetWiring {
-                guard: None,
-                _slot: Some(flock),
-                mode: NetworkMode::Netns(ns),
-                hosts,
-                resolv,
-            });
-        }
         let id = container::ContainerStore::new_id();
-        let (cfg, guard) = wire(&id)?;
+        let mut cfg = ContainerConfig {
+            name: id.clone(),
+            hostname: Some("buildkitsandbox".into()),
+            ..ContainerConfig::default()
+        };
+        let guard =
+            container::net::wire(&nets, &id, &mut cfg, &container::net::NetRequest::default())
+                .map_err(|x| BuildError::Invalid(format!("build network: {x}")))?;
         Ok(NetWiring {
             guard,
-            _slot: None,
             mode: cfg.network.clone(),
             hosts: cfg.etc_hosts.clone().unwrap_or_default(),
             resolv: cfg.resolv_conf.clone().unwrap_or_default(),

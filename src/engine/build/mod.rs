@@ -113,8 +113,9 @@ fn tail_text(lines: &[String]) -> String {
     }
 }
 
-/// Releases the pooled network namespaces of RUN steps (`tug builder prune`). Returns how
-/// many were released; a slot in use by a running build is left alone.
+/// Releases the network namespaces of RUN steps that older versions of tug kept between
+/// builds (`tug builder prune`). Returns how many were released; a slot in use by a running
+/// build is left alone.
 pub fn release_network_slots(root: &std::path::Path) -> usize {
     let Ok(nets) = crate::engine::network::Networks::open(root) else {
         return 0;

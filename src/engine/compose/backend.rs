@@ -85,6 +85,7 @@ impl Stack {
             } => self.create_container(service, *number, name),
             Op::StartContainer { service, name } => {
                 let id = self.container_id(name)?;
+                self.sync_on_start(service, &id)?;
                 if let Err(e) = self.containers.start(&id, false) {
                     // A start still finishing for a killed command already did the job.
                     let status = self.containers.state(&id).status;

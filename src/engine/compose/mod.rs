@@ -10,6 +10,7 @@ mod backend;
 pub mod build;
 mod by_name;
 pub mod convert;
+mod sync;
 mod wait;
 
 use std::collections::BTreeMap;

@@ -539,7 +539,7 @@ impl Supervisor {
             stderr: io.child[2],
             tty: io.tty,
         };
-        let (main, cpid, timings, console) = match &self.rec.config.runtime {
+        let (main, cpid, timings, console) = match self.rec.config.runtime.clone() {
             None => {
                 let init = self.rec.config.init;
                 let rootfs = self.dir.join("bundle/rootfs");
@@ -549,12 +549,31 @@ impl Supervisor {
                     let mut b = [0u8; 1];
                     matches!(fs::File::from(f).read(&mut b), Ok(1)) && b[0] == b'c'
                 });
-                let s = runtime::launch(&self.spec, &rootfs, &stdio, init, &self.cgroup, ready)
-                    .map_err(|e| e.to_string())?;
+                // Synced host files (`develop.watch`) are written before the program starts.
+                let rules = crate::engine::sync::read_rules(&self.dir);
+                let mut warnings = Vec::new();
+                let me = &*self;
+                let mut sync = |pid: Pid| {
+                    warnings = me.sync_before_start(&rules, pid);
+                    Ok(())
+                };
+                let hook: Option<runtime::BeforeStart<'_>> =
+                    (!rules.is_empty()).then_some(&mut sync);
+                let s = runtime::launch_with(
+                    &self.spec,
+                    &rootfs,
+                    &stdio,
+                    init,
+                    &self.cgroup,
+                    ready,
+                    hook,
+                )
+                .map_err(|e| e.to_string())?;
+                self.log_warnings(&warnings);
                 (s.pid, s.pid.as_raw(), s.timings, s.console)
             }
             Some(rt) => {
-                let (m, c, t) = self.launch_external(rt, &stdio)?;
+                let (m, c, t) = self.launch_external(&rt, &stdio)?;
                 (m, c, t, None)
             }
         };
@@ -575,8 +594,46 @@ impl Supervisor {
         Ok((main, cpid, console))
     }
 
+    /// Writes the host files of `rules` that differ from what the new container process
+    /// `pid` (mounts made, program not started) sees; returns what failed.
+    fn sync_before_start(&self, rules: &[crate::engine::sync::Rule], pid: Pid) -> Vec<String> {
+        use crate::engine::sync::{Container, Owner};
+        let owner = self
+            .spec
+            .process()
+            .as_ref()
+            .map(|p| Owner {
+                uid: p.user().uid(),
+                gid: p.user().gid(),
+            })
+            .unwrap_or_default();
+        let root = match runtime::inroot::Root::open(Path::new(&format!("/proc/{pid}/root"))) {
+            Ok(r) => r,
+            Err(e) => return vec![format!("open the container's root: {e}")],
+        };
+        let c = Container::from_root(root, owner, &self.id);
+        let mut out = Vec::new();
+        for r in rules {
+            match r.filter() {
+                Ok(f) => out.extend(c.sync_rule(r, &f).errors.iter().map(ToString::to_string)),
+                Err(e) => out.push(e.to_string()),
+            }
+        }
+        out
+    }
+
+    /// Records what the sync before the start could not do in the container's log.
+    fn log_warnings(&mut self, warnings: &[String]) {
+        for w in warnings {
+            self.log.write(
+                super::logs::Stream::Stderr,
+                format!("tug: sync before start: {w}\n").as_bytes(),
+            );
+        }
+    }
+
     fn launch_external(
-        &self,
+        &mut self,
         rt: &str,
         stdio: &runtime::Stdio,
     ) -> std::result::Result<(Pid, i32, runtime::Timings), String> {
@@ -633,6 +690,13 @@ impl Supervisor {
             .ok()
             .and_then(|s| s.trim().parse::<i32>().ok())
             .ok_or_else(|| format!("{rt} create wrote no pid file"))?;
+        // Between `create` and `start` the mounts are made and the program has not started:
+        // synced host files are written now.
+        let rules = crate::engine::sync::read_rules(&self.dir);
+        if !rules.is_empty() {
+            let warnings = self.sync_before_start(&rules, Pid::from_raw(cpid));
+            self.log_warnings(&warnings);
+        }
         let started = runc("start")
             .arg(&self.id)
             .stdin(std::process::Stdio::null())

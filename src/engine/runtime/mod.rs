@@ -331,6 +331,7 @@ fn child_main(
     attach: &cgroups::Attach,
     err_w: RawFd,
     go_r: Option<RawFd>,
+    start_go: Option<RawFd>,
     filters: Option<&[seccomp::BpfProgram]>,
     console: Option<RawFd>,
 ) -> String {
@@ -414,6 +415,15 @@ fn child_main(
     {
         return e;
     }
+    // The supervisor's work before the program starts (synced files): one more byte.
+    if let Some(r) = start_go
+        && let Err(e) = wait_go(r)
+    {
+        return e.replace(
+            "place the container in its cgroup",
+            "let the container start",
+        );
+    }
     let Some(proc_) = spec.process().clone() else {
         return "the spec has no process".to_string();
     };
@@ -445,6 +455,11 @@ fn child_main(
     }
 }
 
+/// Work the caller does once the container's mounts are made and its root is pivoted, before
+/// any of its code runs (given the container's pid; its `/proc/<pid>/root` is the container's
+/// root with every mount in place). An error fails the start with that message.
+pub type BeforeStart<'a> = &'a mut dyn FnMut(Pid) -> std::result::Result<(), String>;
+
 /// Starts the container described by `spec` with its root filesystem at `rootfs` (already
 /// mounted), in `cgroup` (created here with the spec's limits unless `cgroup_ready`: made
 /// beforehand with the same limits). Returns once the program has been executed.
@@ -455,6 +470,20 @@ pub fn launch(
     init: bool,
     cgroup: &cgroups::Cgroup,
     cgroup_ready: bool,
+) -> Result<Started> {
+    launch_with(spec, rootfs, stdio, init, cgroup, cgroup_ready, None)
+}
+
+/// [`launch`], with `before_start` run between the mounts and the program (see
+/// [`BeforeStart`]).
+pub fn launch_with(
+    spec: &Spec,
+    rootfs: &Path,
+    stdio: &Stdio,
+    init: bool,
+    cgroup: &cgroups::Cgroup,
+    cgroup_ready: bool,
+    mut before_start: Option<BeforeStart<'_>>,
 ) -> Result<Started> {
     let mut timings = Timings::default();
     let t0 = Instant::now();
@@ -477,13 +506,14 @@ pub fn launch(
             source,
         })
     };
-    // The "go" pipe is only used when the parent has to move the child into cgroup2 by pid.
-    let (go_r, go_w) = match attach.unified_fd() {
-        Some(_) => {
-            let (r, w) = pipe()?;
-            (Some(r), Some(w))
-        }
-        None => (None, None),
+    // The "go" pipe: the child waits for a byte on it after its mounts when the parent has
+    // to move it into cgroup2 by pid, or has work to do before the program starts.
+    let hook = before_start.is_some();
+    let (go_r, mut go_w) = if attach.unified_fd().is_some() || hook {
+        let (r, w) = pipe()?;
+        (Some(r), Some(w))
+    } else {
+        (None, None)
     };
     let (err_r, err_w) = pipe()?;
     // A terminal is allocated inside the container (its own devpts) and its master comes back
@@ -509,7 +539,8 @@ pub fn launch(
     let go_w_fd = go_w.as_ref().map(AsRawFd::as_raw_fd);
     let err_r_fd = err_r.as_raw_fd();
     let err_w_fd = err_w.as_raw_fd();
-    // What the child runs; `wait_go`: the parent places it in cgroup2 (fallback path).
+    // What the child runs; `wait_go`: the parent places it in cgroup2 (fallback path). With a
+    // `before_start` the child waits for one more byte after its mounts.
     let run_child = |wait_go: bool| -> i32 {
         // SAFETY: closing the parent's ends of the pipes in the child.
         unsafe {
@@ -528,6 +559,7 @@ pub fn launch(
             &attach,
             err_w_fd,
             go_r_fd.filter(|_| wait_go),
+            go_r_fd.filter(|_| hook),
             filters.as_deref(),
             console_child,
         );
@@ -593,11 +625,12 @@ pub fn launch(
                 .map_or_else(|| e.to_string(), str::to_string);
             return Err(RuntimeError::Child(msg));
         }
-        if let Some(w) = go_w {
-            let _ = std::fs::File::from(w).write_all(b"g");
+        if let Some(w) = go_w.as_ref() {
+            let _ = nix::unistd::write(w, b"g");
         }
-    } else {
-        drop(go_w);
+    }
+    if !hook {
+        drop(go_w.take());
     }
     let console = match console_pair {
         Some((ours, theirs)) => {
@@ -610,6 +643,15 @@ pub fn launch(
     // "E<message>" on failure.
     let mut text = String::new();
     let _ = err_r.read_line(&mut text);
+    if let Some(f) = before_start.as_mut()
+        && text.starts_with('M')
+    {
+        f(pid).map_err(&fail)?;
+        if let Some(w) = go_w.take() {
+            let _ = std::fs::File::from(w).write_all(b"g");
+        }
+    }
+    drop(go_w);
     let t2 = Instant::now();
     let _ = err_r.read_to_string(&mut text);
     for line in text.lines() {
@@ -667,6 +709,26 @@ impl Joinable {
     #[must_use]
     pub fn pid(&self) -> i32 {
         self.pid
+    }
+
+    /// Opens the process's root directory (`/proc/<pid>/root`, `O_PATH`) and checks that the
+    /// pid was still this process afterwards: the directory the container's processes see as
+    /// `/`, with the container's own mounts below it.
+    pub fn root(&self) -> Result<OwnedFd> {
+        let sys = |source| RuntimeError::Sys {
+            what: "open the container's root",
+            source,
+        };
+        let root = nix::fcntl::open(
+            format!("/proc/{}/root", self.pid).as_str(),
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(sys)?;
+        if !self.alive() {
+            return Err(sys(nix::Error::ESRCH));
+        }
+        Ok(root)
     }
 
     fn alive(&self) -> bool {
@@ -735,15 +797,7 @@ pub fn enter(target: &Joinable, flags: CloneFlags) -> Result<()> {
     if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
         return Err(sys("make the process non-dumpable")(nix::Error::last()));
     }
-    let root = nix::fcntl::open(
-        format!("/proc/{}/root", target.pid).as_str(),
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(sys("open the container's root"))?;
-    if !target.alive() {
-        return Err(sys("open the container's root")(nix::Error::ESRCH));
-    }
+    let root = target.root()?;
     nix::sched::setns(&target.pidfd, flags).map_err(sys("join the container's namespaces"))?;
     nix::unistd::fchdir(&root).map_err(sys("enter the container's root"))?;
     nix::unistd::chroot(".").map_err(sys("enter the container's root"))?;

@@ -1,0 +1,589 @@
+//! A watch session at work: the watcher's events become batches, a batch becomes work per
+//! service; syncs are written at once (in the watching thread, a few milliseconds), while
+//! restarts, rebuilds and `sync+exec` commands run on one worker thread per service, so a
+//! long rebuild of one service does not hold up the syncs of the others. A worker folds the
+//! requests that arrive while it is busy into one, and after a restart or a rebuild compares
+//! the service's synced files again (whatever changed while its containers were down).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::batch::{Batcher, Changes, ServiceWork, plan};
+use super::rules::Trigger;
+use super::watcher::{Received, Watcher};
+use super::{Error, Result};
+use crate::engine::compose::{Stack, labels};
+use crate::engine::container::Status;
+use crate::engine::sync::{self, Container};
+use crate::project::model::ServiceHook;
+
+/// How long the watched trees must be quiet before a batch is carried out.
+pub const QUIET: Duration = Duration::from_millis(5);
+/// Restarts, rebuilds and commands wait until the watched trees have been quiet (no event
+/// and no batch being synced) for this long, so a burst that arrives as several batches
+/// (the writer paused, the machine is busy) still restarts or rebuilds once.
+pub const ACTION_QUIET: Duration = Duration::from_millis(100);
+
+/// When the watching thread last saw an event or finished a batch, and whether it is
+/// carrying one out now.
+#[derive(Debug)]
+struct Activity {
+    origin: Instant,
+    last: std::sync::atomic::AtomicU64,
+    busy: AtomicBool,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            origin: Instant::now(),
+            last: std::sync::atomic::AtomicU64::new(0),
+            busy: AtomicBool::new(false),
+        }
+    }
+
+    fn touch(&self) {
+        let now = u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.last.store(now, Ordering::SeqCst);
+    }
+
+    fn busy(&self, busy: bool) {
+        self.busy.store(busy, Ordering::SeqCst);
+        self.touch();
+    }
+
+    /// How long it has been quiet (nothing while a batch is being carried out).
+    fn idle(&self) -> Duration {
+        if self.busy.load(Ordering::SeqCst) {
+            return Duration::ZERO;
+        }
+        self.origin
+            .elapsed()
+            .saturating_sub(Duration::from_micros(self.last.load(Ordering::SeqCst)))
+    }
+}
+/// The longest a batch gathers events when the trees never rest.
+pub const MAX_BATCH: Duration = Duration::from_secs(2);
+
+/// What the caller carries out for the session: the compose verbs' own paths (plans, locks,
+/// progress), which live above the library.
+pub trait Driver: Sync {
+    /// Restarts `service`'s containers.
+    ///
+    /// # Errors
+    /// A message for the user.
+    fn restart(&self, service: &str) -> std::result::Result<(), String>;
+    /// Builds `service`'s image and recreates its containers (and restarts the dependents
+    /// that ask for it).
+    ///
+    /// # Errors
+    /// A message for the user.
+    fn rebuild(&self, service: &str) -> std::result::Result<(), String>;
+    /// Runs a `sync+exec` command in the container `id` and shows its output; returns its
+    /// exit code.
+    ///
+    /// # Errors
+    /// A message for the user.
+    fn exec(&self, id: &str, hook: &ServiceHook) -> std::result::Result<i32, String>;
+}
+
+/// What happened, for the caller to show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report {
+    /// The watch is set up.
+    Watching {
+        /// Services with rules.
+        services: Vec<String>,
+        /// Directories watched.
+        dirs: usize,
+    },
+    /// Files were written into (or removed from) a service's containers.
+    Synced {
+        /// Service.
+        service: String,
+        /// Paths changed in each container.
+        files: usize,
+        /// Containers synced.
+        containers: usize,
+        /// Time taken.
+        elapsed: Duration,
+        /// Compared whole (initial sync, catch-up) rather than from events.
+        full: bool,
+    },
+    /// A path could not be synced (the watch goes on).
+    SyncFailed {
+        /// Service.
+        service: String,
+        /// The error, naming the path.
+        error: String,
+    },
+    /// Changes for a service none of whose containers runs.
+    NotRunning {
+        /// Service.
+        service: String,
+        /// Changed paths.
+        files: usize,
+    },
+    /// Containers restarted.
+    Restarted {
+        /// Service.
+        service: String,
+        /// Time taken.
+        elapsed: Duration,
+    },
+    /// Image built and containers recreated.
+    Rebuilt {
+        /// Service.
+        service: String,
+        /// Time taken.
+        elapsed: Duration,
+    },
+    /// A `sync+exec` command ran.
+    Executed {
+        /// Service.
+        service: String,
+        /// Container name.
+        container: String,
+        /// Its exit code.
+        code: i32,
+    },
+    /// An action failed (the watch goes on).
+    Failed {
+        /// Service.
+        service: String,
+        /// `restart`, `rebuild` or `exec`.
+        action: &'static str,
+        /// The message.
+        error: String,
+    },
+    /// A problem of the watcher itself.
+    Warning(String),
+}
+
+/// Records the sync rules of every service of `triggers`, so its containers get the host
+/// files before each start (see `engine::compose`'s sync records).
+///
+/// # Errors
+/// A record cannot be written.
+pub fn record(stack: &Stack, triggers: &[Trigger]) -> Result<()> {
+    for s in super::rules::services(triggers) {
+        stack.record_sync(&s, &super::rules::sync_rules(triggers, &s))?;
+    }
+    Ok(())
+}
+
+/// A request to a service's worker.
+#[derive(Debug, Default, Clone)]
+struct Job {
+    restart: bool,
+    rebuild: bool,
+    execs: Vec<usize>,
+}
+
+impl Job {
+    fn merge(&mut self, other: Job) {
+        self.restart |= other.restart;
+        self.rebuild |= other.rebuild;
+        for e in other.execs {
+            if !self.execs.contains(&e) {
+                self.execs.push(e);
+            }
+        }
+    }
+}
+
+/// How long the list of a service's running containers is reused between batches (a sync
+/// that finds one gone, a restart and a rebuild read it again at once).
+const CONTAINERS_TTL: Duration = Duration::from_secs(2);
+
+/// A service's running containers (id, name), as last read.
+type Listed = (Instant, Vec<(String, String)>);
+
+/// A watch session.
+pub struct Session<'a> {
+    stack: &'a Stack,
+    triggers: Vec<Trigger>,
+    driver: &'a dyn Driver,
+    report: &'a (dyn Fn(Report) + Sync),
+    listed: std::sync::Mutex<BTreeMap<String, Listed>>,
+    owners: std::sync::Mutex<BTreeMap<String, sync::Owner>>,
+}
+
+impl std::fmt::Debug for Session<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("project", &self.stack.project.name)
+            .field("triggers", &self.triggers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Session<'a> {
+    /// A session over `triggers` (see [`super::rules::triggers`]).
+    #[must_use]
+    pub fn new(
+        stack: &'a Stack,
+        triggers: Vec<Trigger>,
+        driver: &'a dyn Driver,
+        report: &'a (dyn Fn(Report) + Sync),
+    ) -> Session<'a> {
+        Session {
+            stack,
+            triggers,
+            driver,
+            report,
+            listed: std::sync::Mutex::new(BTreeMap::new()),
+            owners: std::sync::Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The services that have rules, in file order.
+    #[must_use]
+    pub fn services(&self) -> Vec<String> {
+        super::rules::services(&self.triggers)
+    }
+
+    /// `initial_sync: true` rules: every file that differs from the container's is written.
+    pub fn initial_sync(&self) {
+        let mut by_service: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, t) in self.triggers.iter().enumerate() {
+            if t.initial_sync && t.action.syncs() {
+                by_service.entry(&t.service).or_default().push(i);
+            }
+        }
+        for (service, idx) in by_service {
+            self.sync_full(service, &idx);
+        }
+    }
+
+    /// The user a container's process runs as (read once per container).
+    fn owner(&self, id: &str) -> sync::Owner {
+        let mut owners = self
+            .owners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *owners
+            .entry(id.to_string())
+            .or_insert_with(|| sync::owner_of(&self.stack.containers, id))
+    }
+
+    /// The running containers of `service` (id, name); `again`: not from the last reading.
+    fn containers(&self, service: &str, again: bool) -> Vec<(String, String)> {
+        let mut listed = self
+            .listed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !again
+            && let Some((at, list)) = listed.get(service)
+            && at.elapsed() < CONTAINERS_TTL
+        {
+            return list.clone();
+        }
+        let list = self.read_containers(service);
+        listed.insert(service.to_string(), (Instant::now(), list.clone()));
+        list
+    }
+
+    fn read_containers(&self, service: &str) -> Vec<(String, String)> {
+        self.stack
+            .project_containers()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| {
+                c.labels.get(labels::SERVICE).map(String::as_str) == Some(service)
+                    && c.labels.get(labels::ONEOFF).map(String::as_str) != Some("True")
+                    && matches!(c.state, Status::Running | Status::Paused)
+            })
+            .map(|c| (c.id, c.name))
+            .collect()
+    }
+
+    /// Compares the rules `idx` of `service` whole with its containers.
+    fn sync_full(&self, service: &str, idx: &[usize]) {
+        let work: Vec<super::batch::SyncWork> = idx
+            .iter()
+            .map(|&i| super::batch::SyncWork {
+                trigger: i,
+                full: true,
+                ..Default::default()
+            })
+            .collect();
+        self.sync_service(service, &work, 0);
+    }
+
+    /// Writes a batch's files into every running container of `service`; reports.
+    fn sync_service(&self, service: &str, work: &[super::batch::SyncWork], paths: usize) {
+        if work.is_empty() {
+            return;
+        }
+        let t0 = Instant::now();
+        let mut changed = 0;
+        let mut synced = 0;
+        let mut errors: BTreeSet<String> = BTreeSet::new();
+        let full = work.iter().all(|w| w.full);
+        let mut done: BTreeSet<String> = BTreeSet::new();
+        let mut again = false;
+        loop {
+            let mut stale = false;
+            for (id, _) in self.containers(service, again) {
+                if !done.insert(id.clone()) {
+                    continue;
+                }
+                let c = match Container::open_as(&self.stack.containers, &id, self.owner(&id)) {
+                    Ok(c) => c,
+                    // Stopped or replaced since the list was read: read it again (one that
+                    // stopped gets the files when it starts).
+                    Err(sync::SyncError::NotRunning(_)) => {
+                        stale = true;
+                        continue;
+                    }
+                    Err(e) => {
+                        errors.insert(e.to_string());
+                        continue;
+                    }
+                };
+                let mut rep = sync::Report::default();
+                for w in work {
+                    let t = &self.triggers[w.trigger];
+                    rep.merge(if w.full {
+                        c.sync_rule(&t.rule, &t.filter)
+                    } else {
+                        c.sync_paths(&t.rule, &t.filter, &w.rels, &w.fresh)
+                    });
+                }
+                changed = changed.max(rep.changed());
+                synced += 1;
+                errors.extend(rep.errors.iter().map(ToString::to_string));
+            }
+            if !stale || again {
+                break;
+            }
+            again = true;
+        }
+        if synced == 0 && errors.is_empty() {
+            if paths > 0 {
+                (self.report)(Report::NotRunning {
+                    service: service.to_string(),
+                    files: paths,
+                });
+            }
+            return;
+        }
+        for error in errors {
+            (self.report)(Report::SyncFailed {
+                service: service.to_string(),
+                error,
+            });
+        }
+        if changed > 0 {
+            (self.report)(Report::Synced {
+                service: service.to_string(),
+                files: changed,
+                containers: synced,
+                elapsed: t0.elapsed(),
+                full,
+            });
+        }
+    }
+
+    /// Carries out a job on a service's worker.
+    fn work(&self, service: &str, job: &Job) {
+        if job.rebuild || job.restart {
+            let t0 = Instant::now();
+            let (action, r) = if job.rebuild {
+                ("rebuild", self.driver.rebuild(service))
+            } else {
+                ("restart", self.driver.restart(service))
+            };
+            match r {
+                Ok(()) => (self.report)(if job.rebuild {
+                    Report::Rebuilt {
+                        service: service.to_string(),
+                        elapsed: t0.elapsed(),
+                    }
+                } else {
+                    Report::Restarted {
+                        service: service.to_string(),
+                        elapsed: t0.elapsed(),
+                    }
+                }),
+                Err(error) => (self.report)(Report::Failed {
+                    service: service.to_string(),
+                    action,
+                    error,
+                }),
+            }
+            // What changed while the containers were down or being replaced.
+            let idx: Vec<usize> = self
+                .triggers
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| t.service == service && t.action.syncs())
+                .map(|(i, _)| i)
+                .collect();
+            self.sync_full(service, &idx);
+        }
+        if job.rebuild {
+            return;
+        }
+        for &i in &job.execs {
+            let Some(hook) = self.triggers[i].exec.as_ref() else {
+                continue;
+            };
+            for (id, name) in self.containers(service, true) {
+                match self.driver.exec(&id, hook) {
+                    Ok(code) => (self.report)(Report::Executed {
+                        service: service.to_string(),
+                        container: name,
+                        code,
+                    }),
+                    Err(error) => (self.report)(Report::Failed {
+                        service: service.to_string(),
+                        action: "exec",
+                        error,
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Watches until `stop` says so (asked every 100 ms at most).
+    ///
+    /// # Errors
+    /// The watcher cannot be set up (a path is missing, a kernel limit is reached).
+    pub fn run(&self, stop: &(dyn Fn() -> bool + Sync)) -> Result<()> {
+        let mut watcher = Watcher::new()?;
+        let prune = |dir: &Path| self.triggers.iter().all(|t| t.prunes(dir));
+        let mut roots: BTreeSet<&Path> = BTreeSet::new();
+        for t in &self.triggers {
+            roots.insert(&t.rule.source);
+        }
+        for r in &roots {
+            if !r.exists() {
+                return Err(Error::Invalid(format!(
+                    "watch path {} does not exist",
+                    r.display()
+                )));
+            }
+        }
+        // A root below another root is covered by its walk.
+        let tops: Vec<&Path> = roots
+            .iter()
+            .filter(|r| {
+                !roots
+                    .iter()
+                    .any(|o| o != *r && r.starts_with(o) && o.is_dir())
+            })
+            .copied()
+            .collect();
+        for r in &tops {
+            watcher.add_tree(r, &prune)?;
+        }
+        (self.report)(Report::Watching {
+            services: self.services(),
+            dirs: watcher.count(),
+        });
+        let services = self.services();
+        let activity = Activity::new();
+        std::thread::scope(|scope| -> Result<()> {
+            let mut workers: BTreeMap<String, mpsc::Sender<Job>> = BTreeMap::new();
+            for s in &services {
+                let (tx, rx) = mpsc::channel::<Job>();
+                workers.insert(s.clone(), tx);
+                let activity = &activity;
+                scope.spawn(move || {
+                    while let Ok(mut job) = rx.recv() {
+                        // Wait for the trees to rest, folding what else comes meanwhile.
+                        loop {
+                            let idle = activity.idle();
+                            if idle >= ACTION_QUIET {
+                                while let Ok(more) = rx.try_recv() {
+                                    job.merge(more);
+                                }
+                                break;
+                            }
+                            let wait = (ACTION_QUIET - idle).max(Duration::from_millis(5));
+                            match rx.recv_timeout(wait) {
+                                Ok(more) => job.merge(more),
+                                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                            }
+                        }
+                        self.work(s, &job);
+                    }
+                });
+            }
+            let mut batcher = Batcher::new(QUIET, MAX_BATCH);
+            let result = loop {
+                if stop() {
+                    break Ok(());
+                }
+                let wait = batcher.due().map_or(Duration::from_millis(100), |d| {
+                    d.saturating_duration_since(Instant::now())
+                        .min(Duration::from_millis(100))
+                });
+                match watcher.recv(Some(wait)) {
+                    Ok(Received::Events(ev)) => {
+                        activity.touch();
+                        batcher.add(Instant::now(), ev.iter());
+                    }
+                    Ok(Received::Errors(errs)) => {
+                        for e in errs {
+                            (self.report)(Report::Warning(format!("file watcher: {e}")));
+                        }
+                    }
+                    Ok(Received::Timeout) => {}
+                    Err(e) => break Err(e),
+                }
+                if batcher.due().is_some_and(|d| d <= Instant::now()) {
+                    let changes = batcher.take();
+                    activity.busy(true);
+                    self.batch(&mut watcher, &changes, &prune, &workers);
+                    activity.busy(false);
+                }
+            };
+            drop(workers);
+            result
+        })
+    }
+
+    /// Carries out one batch.
+    fn batch(
+        &self,
+        watcher: &mut Watcher,
+        changes: &Changes,
+        prune: &dyn Fn(&Path) -> bool,
+        workers: &BTreeMap<String, mpsc::Sender<Job>>,
+    ) {
+        let is_dir = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+        // New directories are watched before they are copied: what is made in them from now
+        // on has events, what was made before is in the copy.
+        for (p, fresh) in &changes.paths {
+            if *fresh
+                && is_dir(p)
+                && let Err(e) = watcher.add_tree(p, prune)
+            {
+                (self.report)(Report::Warning(e.to_string()));
+            }
+        }
+        let work: BTreeMap<String, ServiceWork> = plan(&self.triggers, changes, is_dir);
+        for (service, w) in work {
+            if !w.rebuild {
+                self.sync_service(&service, &w.syncs, w.paths);
+            }
+            if w.rebuild || w.restart || !w.execs.is_empty() {
+                let job = Job {
+                    restart: w.restart,
+                    rebuild: w.rebuild,
+                    execs: w.execs,
+                };
+                if let Some(tx) = workers.get(&service) {
+                    let _ = tx.send(job);
+                }
+            }
+        }
+    }
+}
