@@ -84,17 +84,13 @@ show() {
     case "$1" in "$PWD"/*) printf '%s' "./${1#"$PWD"/}" ;; *) printf '%s' "$1" ;; esac
 }
 t="$(show "$tug") -f $(show "$here/compose.yaml")"
-watch=
-if "$tug" watch --help >/dev/null 2>&1; then
-    watch="
-  watch:   $t watch           (edit examples/quickstart/app/web.py, then reload the page)"
-fi
 cat >&2 <<MSG
 
 The quickstart is up: open http://127.0.0.1:${WEB_PORT:-8080}/
   jobs:    curl -d '{"text": "hello tug"}' http://127.0.0.1:${WEB_PORT:-8080}/api/jobs
   status:  $t ps
   logs:    $t logs -f
-  a shell: $t exec db psql -U quickstart$watch
+  a shell: $t exec db psql -U quickstart
+  watch:   $t watch           (edit examples/quickstart/app/web.py, then reload the page)
   stop:    $t down            (the database stays in its volume; down -v deletes it)
 MSG
