@@ -1120,17 +1120,16 @@ def sum_mem(pids) -> dict:
 
 
 def tug_container_pids(ctx: Ctx, names) -> dict:
-    out = ctx.tug_call("container", "ls", "--format", "json")
-    rows = []
-    out = out.strip()
-    if out.startswith("["):
-        rows = json.loads(out)
-    else:
-        rows = [json.loads(l) for l in out.splitlines() if l.strip().startswith("{")]
+    """Pid of each named container's main process, from `tug container inspect` (the `ls`
+    listing has docker's columns, which carry no pid)."""
+    names = sorted(names)
+    if not names:
+        return {}
+    out = ctx.tug_call("container", "inspect", *names)
     pids = {}
-    for r in rows:
+    for r in json.loads(out):
         low = {k.lower(): v for k, v in r.items()}
-        name = str(low.get("name") or low.get("names") or "").lstrip("/")
+        name = str(low.get("name") or "").lstrip("/")
         pid = low.get("pid")
         if name in names and pid:
             pids[name] = int(pid)
