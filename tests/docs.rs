@@ -97,7 +97,7 @@ fn arg_help(a: &clap::Arg) -> String {
     let mut parts = vec![
         a.get_long_help()
             .or(a.get_help())
-            .map(|h| h.to_string())
+            .map(ToString::to_string)
             .unwrap_or_default()
             .replace('\n', " ")
             .trim()
@@ -131,7 +131,7 @@ fn arg_help(a: &clap::Arg) -> String {
 fn about(c: &clap::Command) -> String {
     c.get_long_about()
         .or(c.get_about())
-        .map(|s| s.to_string())
+        .map(ToString::to_string)
         .unwrap_or_default()
 }
 
@@ -191,7 +191,7 @@ fn render_command(out: &mut String, c: &clap::Command, path: &str, top: bool) {
                 "- [`{}`](#{}): {}",
                 s.get_name(),
                 anchor(&p),
-                s.get_about().map(|a| a.to_string()).unwrap_or_default()
+                s.get_about().map(ToString::to_string).unwrap_or_default()
             );
         }
         out.push('\n');
@@ -255,7 +255,7 @@ fn cli_markdown() -> String {
             "- [`{}`](#{}): {}",
             s.get_name(),
             anchor(&p),
-            s.get_about().map(|a| a.to_string()).unwrap_or_default()
+            s.get_about().map(ToString::to_string).unwrap_or_default()
         );
     }
     out.push('\n');

@@ -1,8 +1,8 @@
 //! The quickstart as README.md tells a new user to run it: `examples/quickstart/run.sh` brings
 //! up web, worker, migrate, PostgreSQL and Redis, built from debian:bookworm (made offline by
 //! `tug image bootstrap`, apt-get from the Debian mirror); a job goes web → Redis → worker →
-//! PostgreSQL → web; the data survives `down` + `up`; `down -v` leaves nothing of the project
-//! on the machine.
+//! PostgreSQL → web; an edit of web's source reaches the page through `tug watch`; the data
+//! survives `down` + `up`; `down -v` leaves nothing of the project on the machine.
 //!
 //! Slow (a bootstrap, three image builds with apt-get): `.config/nextest.toml` gives it room.
 
@@ -163,7 +163,7 @@ fn stderr(out: &Output) -> String {
 }
 
 #[test]
-fn quickstart_runs_as_readme_says_keeps_its_data_and_leaves_nothing_behind() {
+fn quickstart_runs_as_readme_says_watches_keeps_its_data_and_leaves_nothing_behind() {
     if !require_root() || !require_tools(&["mmdebstrap", "curl", "ip", "nft"]) {
         return;
     }
@@ -182,6 +182,7 @@ fn quickstart_runs_as_readme_says_keeps_its_data_and_leaves_nothing_behind() {
         "run.sh says where to go:\n{err}"
     );
     assert!(err.contains(" down "), "run.sh says how to stop:\n{err}");
+    assert!(err.contains(" watch "), "run.sh says how to watch:\n{err}");
     let ps = qs.ps();
     let state = |service: &str| {
         ps.iter()
@@ -228,7 +229,57 @@ fn quickstart_runs_as_readme_says_keeps_its_data_and_leaves_nothing_behind() {
         .args(["exec", "-T", "cache", "redis-cli", "llen", "jobs"]));
     assert_eq!(waiting.trim(), "0");
 
-    // 3. `down` keeps the database volume; run.sh again brings the same data back.
+    // 3. Watch: `tug watch` (in the background) syncs an edit of web's source into the
+    // container, where web's reloader restarts the server: the page shows the change.
+    ok(qs.tug().args(["watch", "--detach", "--no-up"]));
+    // `--detach` returns once the session is registered, a moment before its directories
+    // are watched: the background watch says "watching …" in its log when they are.
+    let watch_log = qs
+        .root
+        .path()
+        .join(format!("projects/{}/watch.log", qs.project));
+    eventually(
+        "the background watch to watch its directories",
+        Duration::from_secs(30),
+        || std::fs::read_to_string(&watch_log).is_ok_and(|l| l.contains("watching ")),
+    );
+    let ls = ok(qs.tug().args(["ls"]));
+    assert!(ls.contains("watching"), "tug ls shows the watch:\n{ls}");
+    let web = qs.example().join("app/web.py");
+    let source = std::fs::read_to_string(&web).unwrap();
+    let old_title = "Hello from the tug quickstart";
+    assert!(source.contains(old_title));
+    let new_title = format!("Edited while watched {}", qs.project);
+    std::fs::write(&web, source.replace(old_title, &new_title)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let page = loop {
+        let page = qs.curl(&[], "/").1;
+        if page.contains(&new_title) {
+            break page;
+        }
+        if std::time::Instant::now() > deadline {
+            let log = std::fs::read_to_string(&watch_log).unwrap_or_default();
+            let web_log = run(qs.tug().args(["logs", "web"]));
+            panic!(
+                "the edited web.py did not reach the page through watch\npage:\n{page}\n\
+                 watch log:\n{log}\nweb log:\n{}",
+                String::from_utf8_lossy(&web_log.stdout)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // The job's result is still there: only the server restarted.
+    assert!(page.contains(&token.to_uppercase()), "{page}");
+    // It went through the watch's sync (the image has the old file, nothing is bind-mounted).
+    let log = std::fs::read_to_string(&watch_log).unwrap_or_default();
+    assert!(log.contains("web: synced "), "watch log:\n{log}");
+    ok(qs.tug().args(["watch", "--stop"]));
+    assert!(
+        !ok(qs.tug().args(["ls"])).contains("watching"),
+        "the watch is still listed after --stop"
+    );
+
+    // 4. `down` keeps the database volume; run.sh again brings the same data back.
     ok(qs.tug().args(["down"]));
     assert!(qs.ps().is_empty());
     let out = qs.run_sh();
@@ -247,7 +298,7 @@ fn quickstart_runs_as_readme_says_keeps_its_data_and_leaves_nothing_behind() {
     let (_, page) = qs.curl(&[], "/");
     assert!(page.contains(&token.to_uppercase()), "{page}");
 
-    // 4. `down -v` leaves nothing of the project: no container, volume or network in the
+    // 5. `down -v` leaves nothing of the project: no container, volume or network in the
     // state root, and on the host no bridge, firewall table, namespace, mount, cgroup or
     // process of it.
     let ids: Vec<String> = qs
