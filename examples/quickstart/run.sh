@@ -84,6 +84,9 @@ show() {
     case "$1" in "$PWD"/*) printf '%s' "./${1#"$PWD"/}" ;; *) printf '%s' "$1" ;; esac
 }
 t="$(show "$tug") -f $(show "$here/compose.yaml")"
+# The state root and project name this run used, so that the commands reach the same stack.
+[ -z "${COMPOSE_PROJECT_NAME:-}" ] || t="COMPOSE_PROJECT_NAME=$(printf '%q' "$COMPOSE_PROJECT_NAME") $t"
+[ -z "${TUG_ROOT:-}" ] || t="TUG_ROOT=$(printf '%q' "$TUG_ROOT") $t"
 cat >&2 <<MSG
 
 The quickstart is up: open http://127.0.0.1:${WEB_PORT:-8080}/
