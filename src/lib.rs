@@ -7,4 +7,5 @@ pub mod cli;
 pub mod engine;
 pub mod plan;
 pub mod project;
+pub mod util;
 pub mod watch;

@@ -405,20 +405,15 @@ fn container_net_orphaned_wiring_of_a_killed_run_is_released_by_the_next() {
     // A run killed after wiring: a namespace keyed by an id that is no container.
     let orphan = "ab".repeat(32);
     let ns = nets.create_netns(&orphan).unwrap();
-    // A run still wiring (its marker names a live process, this one): left alone.
+    // A run still wiring (its claim names a live process, this one): left alone.
     let busy = "cd".repeat(32);
+    let claim = nets.claim_netns(&busy).unwrap();
     let busy_ns = nets.create_netns(&busy).unwrap();
-    let marker = env
-        .root()
-        .join("containers")
-        .join(format!(".wiring-{busy}-{}", std::process::id()));
-    std::fs::create_dir_all(marker.parent().unwrap()).unwrap();
-    std::fs::write(&marker, "").unwrap();
     assert!(mounted(&ns) && mounted(&busy_ns));
     env.ok(&["container", "run", "--rm", "busybox", "true"]);
     assert!(!mounted(&ns), "orphaned namespace left");
     assert!(mounted(&busy_ns), "a wiring in progress was released");
-    std::fs::remove_file(&marker).unwrap();
+    drop(claim);
     nets.disconnect_all(&busy).unwrap();
     assert!(!mounted(&busy_ns));
 }

@@ -1,5 +1,6 @@
 //! tug's integration tests: one binary, one module per area.
 
+mod architecture;
 mod build;
 mod cli;
 mod cli_setup;

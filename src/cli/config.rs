@@ -147,7 +147,14 @@ pub(super) fn run(global: &GlobalArgs, args: &ConfigArgs) -> anyhow::Result<i32>
     }
     let out = render(&loaded, args)?;
     match &args.output {
-        Some(path) => write_atomic(path, out.as_bytes())?,
+        // Private as before (the file may hold the project's secrets' values).
+        Some(path) => crate::util::fs::write_atomic(
+            path,
+            out.as_bytes(),
+            0o600,
+            crate::util::fs::Durability::FileAndDir,
+        )
+        .with_context(|| format!("cannot write {}", path.display()))?,
         None => {
             let mut stdout = std::io::stdout().lock();
             stdout.write_all(out.as_bytes())?;
@@ -155,20 +162,6 @@ pub(super) fn run(global: &GlobalArgs, args: &ConfigArgs) -> anyhow::Result<i32>
         }
     }
     Ok(0)
-}
-
-fn write_atomic(path: &std::path::Path, data: &[u8]) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.write_all(data)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
 }
 
 fn lines<I: IntoIterator<Item = String>>(items: I) -> String {

@@ -456,12 +456,6 @@ pub enum Command {
     /// Manage the build cache.
     #[command(subcommand)]
     Builder(LazySub<build::BuilderCommand>),
-    /// A network's DNS server (started by tug itself).
-    #[command(hide = true)]
-    NetworkDns(Lazy<network::DnsArgs>),
-    /// A container's port proxy (started by tug itself).
-    #[command(hide = true)]
-    NetworkProxy(Lazy<network::ProxyArgs>),
     /// Create and start containers.
     Up(Lazy<Verb<compose::args::UpArgs>>),
     /// Stop and remove containers, networks.
@@ -543,30 +537,13 @@ mod watch;
 pub fn main() -> i32 {
     quiet_on_closed_output();
     let args: Vec<OsString> = std::env::args_os().collect();
-    // The hidden `tug __shim …` (container supervisor, exec/cp helpers) skips clap: it must
-    // start fast and stay small.
-    if args.get(1).is_some_and(|a| a == "__shim") {
-        return match crate::engine::container::supervisor::main(&args) {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("error: {e}");
-                126
-            }
-        };
-    }
-    // The hidden `tug __build-run REQUEST` (one RUN step of a build) skips clap too.
-    if args.get(1).is_some_and(|a| a == "__build-run") {
-        let Some(req) = args.get(2) else {
-            eprintln!("error: missing build request");
-            return 126;
-        };
-        return match crate::engine::build::run::main(std::path::Path::new(req)) {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("error: {e}");
-                126
-            }
-        };
+    // Helper processes (`tug __shim …`, `__build-run`, `__network-dns`, …) skip clap: they
+    // must start fast and stay small (see `engine::helpers`).
+    if let Some(outcome) = crate::engine::helpers::dispatch(&args) {
+        return outcome.unwrap_or_else(|e| {
+            eprintln!("error: {e}");
+            126
+        });
     }
     match persona(&args) {
         Persona::Tug => run_with(args),
@@ -780,8 +757,6 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Volume(cmd) => volume::run(&base()?, &cmd),
         Command::Builder(cmd) => build::run_builder(&base()?, &cmd),
         Command::Build(a) => build::run_compose_build(&with(&a.compose)?, &a.args),
-        Command::NetworkDns(args) => network::run_dns(&args),
-        Command::NetworkProxy(args) => network::run_proxy(&args),
         Command::Up(a) => compose::run_up(&with(&a.compose)?, &a.args),
         Command::Down(a) => compose::run_down(&with(&a.compose)?, &a.args),
         Command::Create(a) => compose::run_create(&with(&a.compose)?, &a.args),

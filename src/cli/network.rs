@@ -1,8 +1,6 @@
-//! `tug network …` and the hidden helper verbs of networks (DNS server, port proxy).
+//! `tug network …`.
 
 use std::collections::BTreeMap;
-use std::os::fd::FromRawFd;
-use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -305,65 +303,4 @@ fn endpoint_key(
             p.display()
         ),
     }
-}
-
-/// Flags of the hidden `tug network-dns`.
-#[derive(Debug, Args)]
-pub struct DnsArgs {
-    /// The records file.
-    #[arg(long)]
-    pub records: PathBuf,
-    /// Inherited, bound UDP socket.
-    #[arg(long)]
-    pub udp_fd: i32,
-    /// Inherited, listening TCP socket.
-    #[arg(long)]
-    pub tcp_fd: i32,
-}
-
-pub(super) fn run_dns(a: &DnsArgs) -> anyhow::Result<i32> {
-    check_fd(a.udp_fd)?;
-    check_fd(a.tcp_fd)?;
-    // SAFETY: the fds were bound by the parent tug command for this process alone (checked
-    // open above) and are wrapped exactly once.
-    let udp = unsafe { std::net::UdpSocket::from_raw_fd(a.udp_fd) };
-    // SAFETY: as above.
-    let tcp = unsafe { std::net::TcpListener::from_raw_fd(a.tcp_fd) };
-    network::dns::serve(&a.records, udp, tcp)?;
-    Ok(0)
-}
-
-/// Flags of the hidden `tug network-proxy`.
-#[derive(Debug, Args)]
-pub struct ProxyArgs {
-    /// The container's port record (the proxy exits when it disappears).
-    #[arg(long)]
-    pub record: PathBuf,
-    /// JSON list of {fd, protocol, target}.
-    #[arg(long)]
-    pub spec: String,
-}
-
-pub(super) fn run_proxy(a: &ProxyArgs) -> anyhow::Result<i32> {
-    let entries: Vec<network::ports::ProxyEntry> =
-        serde_json::from_str(&a.spec).context("bad proxy spec")?;
-    for e in &entries {
-        check_fd(e.fd)?;
-    }
-    network::ports::serve(&a.record, entries)?;
-    Ok(0)
-}
-
-fn check_fd(fd: i32) -> anyhow::Result<()> {
-    if fd < 3
-        || nix::fcntl::fcntl(
-            // SAFETY: only used to query flags; an invalid fd yields EBADF, nothing is closed.
-            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
-            nix::fcntl::FcntlArg::F_GETFD,
-        )
-        .is_err()
-    {
-        anyhow::bail!("file descriptor {fd} is not open (this verb is started by tug itself)");
-    }
-    Ok(())
 }

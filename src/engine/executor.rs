@@ -13,11 +13,24 @@ use crate::plan::{Node, Op, Plan};
 /// The engine operations a plan needs. The compose backend implements it on the real engine;
 /// tests implement it with fakes to check ordering and parallelism.
 pub trait Backend: Sync {
-    /// Carries out one operation. Errors are rendered for the user as they are.
+    /// Carries out one operation.
     ///
     /// # Errors
-    /// Whatever the engine reports.
-    fn apply(&self, op: &Op) -> Result<(), String>;
+    /// Whatever the engine reports, kept whole (with its sources) until it is shown.
+    fn apply(&self, op: &Op) -> Result<(), OpError>;
+}
+
+/// Why an operation failed: the backend's own error. The executor only renders it (events
+/// and the outcome carry its text for the user); it never looks inside.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct OpError(Box<dyn std::error::Error + Send + Sync>);
+
+impl OpError {
+    /// Wraps a backend's error.
+    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Box::new(e))
+    }
 }
 
 /// What happened to one node, reported while the plan runs.
@@ -106,7 +119,10 @@ pub fn execute(
                         let tx = tx.clone();
                         scope.spawn(move || {
                             let t = Instant::now();
-                            let r = backend.apply(&node.op).map(|()| t.elapsed());
+                            let r = backend
+                                .apply(&node.op)
+                                .map(|()| t.elapsed())
+                                .map_err(|e| e.to_string());
                             let _ = tx.send((i, r));
                         });
                     }
@@ -159,7 +175,7 @@ mod tests {
     }
 
     impl Backend for Fake {
-        fn apply(&self, op: &Op) -> Result<(), String> {
+        fn apply(&self, op: &Op) -> Result<(), OpError> {
             let start = Instant::now();
             std::thread::sleep(self.delay);
             let name = op.to_string();
@@ -168,7 +184,7 @@ mod tests {
                 .unwrap()
                 .push((name.clone(), start, Instant::now()));
             if self.fail.contains(&name) {
-                Err(format!("{name} broke"))
+                Err(OpError::new(std::io::Error::other(format!("{name} broke"))))
             } else {
                 Ok(())
             }

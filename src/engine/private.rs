@@ -12,9 +12,9 @@
 //! - the root and every directory tug makes in it are `0700` ([`create_dir_all`],
 //!   [`create_dir`]); this alone makes everything below unreachable to other users, whatever
 //!   the modes further down;
-//! - every file tug writes is `0600` ([`write_atomic`], [`write_new`], [`open_options`]),
-//!   through a temporary file with a unique name (process id, a counter and random bits: two
-//!   threads of one command never share one);
+//! - every file tug writes is `0600` ([`write_atomic`] with [`FILE_MODE`], [`write_new`],
+//!   [`open_options`]), through a temporary file with a unique name (`util::fs`: process id,
+//!   a counter and random bits, so two threads of one command never share one);
 //! - content whose owner and mode a container sees keeps them: the root directories of image
 //!   layers and upper layers (the container's `/`), `_data` of volumes, the `hosts`,
 //!   `hostname` and `resolv.conf` bound into containers (`0644`), and copies of secrets and
@@ -43,7 +43,8 @@ use std::os::unix::fs::{
 };
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+
+pub use crate::util::fs::{Durability, write_atomic};
 
 /// Mode of every directory tug makes in the state root.
 pub const DIR_MODE: u32 = 0o700;
@@ -76,23 +77,6 @@ pub fn open_options() -> OpenOptions {
     o
 }
 
-/// A temporary name next to `path`, unique in this process and across processes:
-/// `.<name>.<pid>-<counter>-<random>.tmp`.
-#[must_use]
-pub fn temp_path(path: &Path) -> PathBuf {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
-    dir.join(format!(
-        ".{name}.{}-{}-{:08x}.tmp",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed),
-        rand::random::<u32>()
-    ))
-}
-
 /// Gives an open file `mode` when the process umask may have dropped bits of it (any bit
 /// for group or others).
 fn fix_mode(f: &File, mode: u32) -> io::Result<()> {
@@ -100,30 +84,6 @@ fn fix_mode(f: &File, mode: u32) -> io::Result<()> {
         f.set_permissions(fs::Permissions::from_mode(mode))?;
     }
     Ok(())
-}
-
-/// Writes `bytes` to `path` atomically: a new file with `mode` under a unique temporary name
-/// in the same directory, `fsync` when `sync`, rename over `path`. Readers see the old or the
-/// new content, never a torn file; the temporary file is removed on failure.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, sync: bool) -> io::Result<()> {
-    let tmp = temp_path(path);
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        fix_mode(&f, mode)?;
-        f.write_all(bytes)?;
-        if sync {
-            f.sync_data()?;
-        }
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// Writes a file that nobody reads yet (in a directory that is not in place yet), with
@@ -223,7 +183,7 @@ fn write_marker(marker: &Path) -> io::Result<()> {
         b"tug: this state root is private to root (directories 0700, records 0600); \
           see docs/ARCHITECTURE.md, \"State root permissions\"\n",
         FILE_MODE,
-        true,
+        Durability::FileAndDir,
     )
 }
 
@@ -524,26 +484,12 @@ mod tests {
     }
 
     #[test]
-    fn private_writes_are_0600_with_unique_temp_names() {
+    fn private_writes_are_0600() {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("f.json");
-        write_atomic(&p, b"1", FILE_MODE, false).unwrap();
+        write_atomic(&p, b"1", FILE_MODE, Durability::None).unwrap();
         assert_eq!(mode(&p), 0o600);
-        write_atomic(&p, b"2", SHARED_FILE_MODE, false).unwrap();
-        assert_eq!(mode(&p), 0o644);
-        assert_eq!(fs::read(&p).unwrap(), b"2");
-        assert_ne!(temp_path(&p), temp_path(&p));
-        // Many threads writing one file never trip over each other's temporary files.
-        std::thread::scope(|s| {
-            for i in 0..8 {
-                let p = &p;
-                s.spawn(move || {
-                    for _ in 0..50 {
-                        write_atomic(p, format!("{i}").as_bytes(), FILE_MODE, false).unwrap();
-                    }
-                });
-            }
-        });
-        assert_eq!(fs::read_dir(t.path()).unwrap().count(), 1);
+        write_new(&t.path().join("g"), b"1", FILE_MODE, false).unwrap();
+        assert_eq!(mode(&t.path().join("g")), 0o600);
     }
 }

@@ -1168,66 +1168,9 @@ impl Duration {
     /// # Errors
     /// A message naming what is wrong when `s` is not a duration.
     pub fn parse(s: &str) -> Result<Duration, String> {
-        let bad = || format!("invalid duration `{s}` (expected e.g. `1m30s`, `500ms`)");
-        let t = s.trim();
-        if t.is_empty() {
-            return Err(bad());
-        }
-        if t == "0" {
-            return Ok(Duration(0));
-        }
-        let mut rest = t.strip_prefix('+').unwrap_or(t);
-        if rest.starts_with('-') {
-            return Err(format!("negative duration `{s}`"));
-        }
-        let mut total: u128 = 0;
-        while !rest.is_empty() {
-            let num_end = rest
-                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-                .ok_or_else(bad)?;
-            if num_end == 0 {
-                return Err(bad());
-            }
-            let (num, tail) = rest.split_at(num_end);
-            let unit_end = tail
-                .find(|c: char| c.is_ascii_digit() || c == '.')
-                .unwrap_or(tail.len());
-            let (unit, tail) = tail.split_at(unit_end);
-            let scale: u128 = match unit {
-                "ns" => 1,
-                "us" | "µs" | "μs" => 1_000,
-                "ms" => 1_000_000,
-                "s" => 1_000_000_000,
-                "m" => 60_000_000_000,
-                "h" => 3_600_000_000_000,
-                "d" => 86_400_000_000_000,
-                "w" => 604_800_000_000_000,
-                _ => return Err(bad()),
-            };
-            let (int, frac) = num.split_once('.').unwrap_or((num, ""));
-            if int.is_empty() && frac.is_empty() {
-                return Err(bad());
-            }
-            let int: u128 = if int.is_empty() {
-                0
-            } else {
-                int.parse().map_err(|_| bad())?
-            };
-            total = total.saturating_add(int.saturating_mul(scale));
-            if !frac.is_empty() {
-                let mut f: u128 = 0;
-                let mut div: u128 = 1;
-                for c in frac.chars().take(18) {
-                    f = f * 10 + u128::from(c.to_digit(10).ok_or_else(bad)?);
-                    div *= 10;
-                }
-                total = total.saturating_add(f * scale / div);
-            }
-            rest = tail;
-        }
-        u64::try_from(total)
+        crate::util::units::parse_duration_nanos(s)
             .map(Duration)
-            .map_err(|_| format!("duration `{s}` is too long"))
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -1311,32 +1254,9 @@ impl ByteSize {
     /// # Errors
     /// A message naming what is wrong.
     pub fn parse(s: &str) -> Result<ByteSize, String> {
-        let bad = || format!("invalid byte size `{s}` (expected e.g. `512m`, `1g`, `1024`)");
-        let t = s.trim();
-        if let Ok(v) = t.parse::<i64>() {
-            return Ok(ByteSize(v));
-        }
-        let lower = t.to_ascii_lowercase();
-        let num_end = lower
-            .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ' '))
-            .ok_or_else(bad)?;
-        let (num, unit) = lower.split_at(num_end);
-        let num: f64 = num.trim().parse().map_err(|_| bad())?;
-        let mult: f64 = match unit.trim() {
-            "b" => 1.0,
-            "k" | "kb" | "kib" => 1024.0,
-            "m" | "mb" | "mib" => 1024.0 * 1024.0,
-            "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
-            "t" | "tb" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-            "p" | "pb" | "pib" => 1024.0 * 1024.0 * 1024.0 * 1024.0 * 1024.0,
-            _ => return Err(bad()),
-        };
-        let v = num * mult;
-        if !v.is_finite() || v > 9.2e18 {
-            return Err(format!("byte size `{s}` is too large"));
-        }
-        #[allow(clippy::cast_possible_truncation)]
-        Ok(ByteSize(v as i64))
+        crate::util::units::parse_byte_size(s)
+            .map(ByteSize)
+            .map_err(|e| e.to_string())
     }
 }
 

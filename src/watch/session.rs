@@ -112,7 +112,7 @@ pub fn register(
     };
     let path = record_path(root, project);
     let bytes = serde_json::to_vec_pretty(&rec).map_err(|e| Error::Invalid(e.to_string()))?;
-    crate::engine::private::write_atomic(&path, &bytes, 0o600, false)
+    crate::util::fs::write_atomic(&path, &bytes, 0o600, crate::util::fs::Durability::None)
         .map_err(|e| Error::Io(path.display().to_string(), e))?;
     Ok(Registration { path, pid })
 }

@@ -615,7 +615,11 @@ pub fn run_run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<i32> {
         &name,
         &crate::engine::compose::OneOff {
             command: (!args.command.is_empty()).then(|| args.command.clone()),
-            entrypoint: args.entrypoint.as_deref().map(shell_words),
+            entrypoint: args
+                .entrypoint
+                .as_deref()
+                .map(crate::util::shell::split)
+                .transpose()?,
             env,
             user: args.user.clone(),
             workdir: args.workdir.clone(),
@@ -640,44 +644,6 @@ pub fn run_run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<i32> {
         let _ = stack.networks.disconnect_all(&name);
     }
     Ok(code)
-}
-
-/// Splits an `--entrypoint` string like a POSIX shell would (quotes, backslashes).
-fn shell_words(s: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut any = false;
-    let mut quote: Option<char> = None;
-    let mut chars = s.chars();
-    while let Some(ch) = chars.next() {
-        match (quote, ch) {
-            (None, '\'' | '"') => {
-                quote = Some(ch);
-                any = true;
-            }
-            (Some(q), c) if c == q => quote = None,
-            (None | Some('"'), '\\') => {
-                if let Some(n) = chars.next() {
-                    cur.push(n);
-                    any = true;
-                }
-            }
-            (None, c) if c.is_whitespace() => {
-                if any {
-                    out.push(std::mem::take(&mut cur));
-                    any = false;
-                }
-            }
-            (_, c) => {
-                cur.push(c);
-                any = true;
-            }
-        }
-    }
-    if any {
-        out.push(cur);
-    }
-    out
 }
 
 /// `tug top`.

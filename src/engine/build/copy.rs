@@ -123,6 +123,8 @@ fn clean_abs(p: &str) -> String {
 
 /// Decides what goes where. `dest_view` is the stage's filesystem (for existing
 /// directories and symlinks in the destination path).
+// Long: Docker's COPY destination rules (trailing slash, existing directory, wildcard, single
+// file) as one decision over the same request.
 pub fn plan(req: &Request<'_>, sources: &[&Source], dest_view: &View) -> Result<Vec<Item>> {
     let abs = if req.dest.starts_with('/') {
         req.dest.clone()

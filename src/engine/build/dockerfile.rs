@@ -187,6 +187,8 @@ fn directive(line: &str) -> Option<(String, String)> {
 }
 
 /// Parses a Dockerfile.
+// Long: the Dockerfile grammar as one loop over logical lines (directives, continuations,
+// comments, here-documents), whose state is shared.
 pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
     let lines = lines(text);
     let mut escape = '\\';

@@ -225,6 +225,8 @@ fn source_date_epoch(opts: &BuildOptions) -> Option<i64> {
 }
 
 /// Builds the image `opts` describes in the state root `root`.
+// Long: the build's outline: context, Dockerfile, stages and their threads, the target's image
+// and tags; one pass over shared options.
 pub fn build(
     root: &Path,
     opts: &BuildOptions,
@@ -290,8 +292,8 @@ pub fn build(
                         .find(|(k, _)| k == n)
                         .and_then(|(_, v)| v.clone())
                 };
-                let base =
-                    shell::word(&image_raw, &lookup, df.escape).map_err(|e| derr(inst.line, e))?;
+                let base = shell::word(&image_raw, &lookup, df.escape)
+                    .map_err(|e| derr(inst.line, e.to_string()))?;
                 if base.is_empty() {
                     return Err(derr(
                         inst.line,
@@ -335,7 +337,7 @@ pub fn build(
                                 };
                                 Some(
                                     shell::word(&v, &lookup, df.escape)
-                                        .map_err(|e| derr(inst.line, e))?,
+                                        .map_err(|e| derr(inst.line, e.to_string()))?,
                                 )
                             }
                             None => None,
@@ -874,7 +876,7 @@ impl Shared<'_> {
         if let Some(p) = stage.from.flag("platform") {
             let lookup = |k: &str| self.global(k);
             let p = shell::word(p, &lookup, self.escape)
-                .map_err(|e| self.step_err(stage, &stage.from, e, Vec::new()))?;
+                .map_err(|e| self.step_err(stage, &stage.from, e.to_string(), Vec::new()))?;
             let host = format!("linux/{}", image::host_arch());
             if !p.is_empty() && p != host {
                 return Err(self.step_err(
@@ -1037,14 +1039,16 @@ impl Shared<'_> {
     /// Expands `s` with the stage's variables.
     fn expand(&self, state: &State, s: &str) -> std::result::Result<String, String> {
         let lookup = |k: &str| state.lookup(k);
-        shell::word(s, &lookup, self.escape)
+        shell::word(s, &lookup, self.escape).map_err(|e| e.to_string())
     }
 
     fn expand_words(&self, state: &State, s: &str) -> std::result::Result<Vec<String>, String> {
         let lookup = |k: &str| state.lookup(k);
-        shell::words(s, &lookup, self.escape)
+        shell::words(s, &lookup, self.escape).map_err(|e| e.to_string())
     }
 
+    // Long: one arm per Dockerfile instruction; each arm is short and works on the same stage
+    // state.
     fn step(
         &self,
         stage: &Stage,
@@ -1280,7 +1284,7 @@ impl Shared<'_> {
                     let group = view.read_text("/etc/group").unwrap_or_default();
                     let owner = container::user::resolve(&state.user(), &[], &passwd, &group)
                         .map(|u| (u.uid, u.gid))
-                        .map_err(e)?;
+                        .map_err(|x| e(x.to_string()))?;
                     let key = cache::key(&[
                         &state.key,
                         "WORKDIR",
@@ -1349,7 +1353,7 @@ impl Shared<'_> {
             let v = f.value.clone().unwrap_or_default();
             let v = self.expand(state, &v)?;
             let dur = |v: &str| -> std::result::Result<Value, String> {
-                let d = container::config::parse_duration(v)?;
+                let d = container::config::parse_duration(v).map_err(|e| e.to_string())?;
                 Ok(json!(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)))
             };
             match f.name.as_str() {
@@ -1485,22 +1489,36 @@ impl Shared<'_> {
         let group = view.read_text("/etc/group").unwrap_or_default();
         let uid = match u.parse::<u32>() {
             Ok(n) => n,
-            Err(_) => container::user::resolve(&u, &[], &passwd, &group)?.uid,
+            Err(_) => {
+                container::user::resolve(&u, &[], &passwd, &group)
+                    .map_err(|e| e.to_string())?
+                    .uid
+            }
         };
         let gid = match &g {
             Some(g) => match g.parse::<u32>() {
                 Ok(n) => n,
-                Err(_) => container::user::resolve(&format!("0:{g}"), &[], &passwd, &group)?.gid,
+                Err(_) => {
+                    container::user::resolve(&format!("0:{g}"), &[], &passwd, &group)
+                        .map_err(|e| e.to_string())?
+                        .gid
+                }
             },
             // `--chown=user` takes the user's group; `--chown=1000` gid 1000.
             None => match u.parse::<u32>() {
                 Ok(n) => n,
-                Err(_) => container::user::resolve(&u, &[], &passwd, &group)?.gid,
+                Err(_) => {
+                    container::user::resolve(&u, &[], &passwd, &group)
+                        .map_err(|e| e.to_string())?
+                        .gid
+                }
             },
         };
         Ok((uid, gid))
     }
 
+    // Long: COPY/ADD as one sequence: sources (context, stage, URL, archive), ownership,
+    // permissions, the planned items, the layer.
     fn copy(
         &self,
         stage: &Stage,
@@ -1757,6 +1775,9 @@ impl Shared<'_> {
         }
     }
 
+    // Long: a RUN step in the order its helper needs it (mounts, secrets, network, request,
+    // spawn, output, cleanup); the pieces share most of the step's locals. To split along those
+    // phases.
     fn run(
         &self,
         stage: &Stage,
@@ -2160,7 +2181,8 @@ impl Shared<'_> {
         let view = View::open(&dirs).map_err(|x| e(x.to_string()))?;
         let passwd = view.read_text("/etc/passwd").unwrap_or_default();
         let group = view.read_text("/etc/group").unwrap_or_default();
-        let user = container::user::resolve_for_build(&state.user(), &passwd, &group).map_err(e)?;
+        let user = container::user::resolve_for_build(&state.user(), &passwd, &group)
+            .map_err(|x| e(x.to_string()))?;
         let (mode, hosts, resolv) = {
             let saved = self.opts.network.clone();
             if network != saved {
@@ -2225,7 +2247,7 @@ impl Shared<'_> {
             state_dir: &dir,
             joined_netns: None,
         })
-        .map_err(e)?;
+        .map_err(|x| e(x.to_string()))?;
         // Mount points that are not in the image must not end up in the layer.
         let mut stubs: Vec<Vec<String>> = Vec::new();
         for m in spec.mounts().iter().flatten() {
@@ -2341,7 +2363,7 @@ impl Shared<'_> {
         let (r, w) = std::io::pipe().map_err(|x| x.to_string())?;
         let w2 = w.try_clone().map_err(|x| x.to_string())?;
         let mut child = std::process::Command::new(&self.exe)
-            .arg("__build-run")
+            .arg(crate::engine::helpers::BUILD_RUN)
             .arg(request)
             .stdin(std::process::Stdio::null())
             .stdout(w)

@@ -47,7 +47,23 @@ pub fn clean(p: &str) -> String {
     parts.join("/")
 }
 
-fn to_regex(pat: &str) -> Result<Regex, String> {
+/// A pattern that does not compile.
+#[derive(Debug, thiserror::Error)]
+pub enum PatternError {
+    /// The pattern breaks the syntax (an unclosed class, a trailing escape).
+    #[error("syntax error in pattern {0:?}")]
+    Syntax(String),
+    /// The expression made of the pattern does not compile.
+    #[error("bad pattern {pattern:?}: {source}")]
+    Regex {
+        /// The pattern as written (cleaned).
+        pattern: String,
+        /// Why.
+        source: regex::Error,
+    },
+}
+
+fn to_regex(pat: &str) -> Result<Regex, PatternError> {
     let mut re = String::from("^");
     let chars: Vec<char> = pat.chars().collect();
     let mut i = 0;
@@ -97,7 +113,7 @@ fn to_regex(pat: &str) -> Result<Regex, String> {
                     j += 1;
                 }
                 if !closed {
-                    return Err(format!("syntax error in pattern {pat:?}"));
+                    return Err(PatternError::Syntax(pat.to_string()));
                 }
                 class.push(']');
                 re.push_str(&class);
@@ -114,12 +130,18 @@ fn to_regex(pat: &str) -> Result<Regex, String> {
         i += 1;
     }
     re.push('$');
-    Regex::new(&re).map_err(|e| format!("bad pattern {pat:?}: {e}"))
+    Regex::new(&re).map_err(|source| PatternError::Regex {
+        pattern: pat.to_string(),
+        source,
+    })
 }
 
 impl Ignore {
     /// Parses the contents of a `.dockerignore`.
-    pub fn parse(text: &str) -> Result<Ignore, String> {
+    ///
+    /// # Errors
+    /// A pattern that does not compile, named.
+    pub fn parse(text: &str) -> Result<Ignore, PatternError> {
         let mut ig = Ignore::default();
         for line in text.lines() {
             let l = line.trim();

@@ -9,9 +9,7 @@
 //! directory become tar hard links.
 
 use std::collections::HashMap;
-use std::ffi::CString;
 use std::io::{self, Read, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
@@ -158,20 +156,9 @@ impl<R: Read> Read for ExactReader<R> {
 }
 
 fn opaque(p: &Path) -> bool {
-    let Ok(c) = CString::new(p.as_os_str().as_bytes()) else {
-        return false;
-    };
     let mut buf = [0u8; 4];
-    // SAFETY: valid path, name and buffer.
-    let n = unsafe {
-        libc::lgetxattr(
-            c.as_ptr(),
-            c"trusted.overlay.opaque".as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    n == 1 && buf[0] == b'y'
+    rustix::fs::lgetxattr(p, "trusted.overlay.opaque", &mut buf[..])
+        .is_ok_and(|n| n == 1 && buf[0] == b'y')
 }
 
 /// Writes the overlay upper directory `upper` as an OCI layer diff. Returns the number of
@@ -345,26 +332,24 @@ mod tests {
         std::fs::write(u.join("d/f"), "hello").unwrap();
         std::fs::hard_link(u.join("d/f"), u.join("d/g")).unwrap();
         std::os::unix::fs::symlink("/etc", u.join("l")).unwrap();
-        let c = CString::new(u.join("gone").as_os_str().as_bytes()).unwrap();
-        // SAFETY: valid path.
-        assert_eq!(unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, 0) }, 0);
-        let c = CString::new(u.join("d/sub").as_os_str().as_bytes()).unwrap();
-        // SAFETY: valid strings.
-        unsafe {
-            libc::setxattr(
-                c.as_ptr(),
-                c"trusted.overlay.opaque".as_ptr(),
-                b"y".as_ptr().cast(),
-                1,
-                0,
-            );
-            libc::setxattr(
-                c.as_ptr(),
-                c"trusted.overlay.origin".as_ptr(),
-                b"zz".as_ptr().cast(),
-                2,
-                0,
-            );
+        nix::sys::stat::mknod(
+            &u.join("gone"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::empty(),
+            0,
+        )
+        .unwrap();
+        for (name, value) in [
+            ("trusted.overlay.opaque", &b"y"[..]),
+            ("trusted.overlay.origin", &b"zz"[..]),
+        ] {
+            rustix::fs::setxattr(
+                u.join("d/sub"),
+                name,
+                value,
+                rustix::fs::XattrFlags::empty(),
+            )
+            .unwrap();
         }
         let mut out = TarOut::new(Vec::new(), Some(0));
         assert_eq!(upper_to_tar(&u, &mut out).unwrap(), 7);

@@ -105,8 +105,7 @@ pub fn main(request: &Path) -> Result<i32, String> {
     let spec: oci_spec::runtime::Spec =
         serde_json::from_slice(&spec_bytes).map_err(|e| e.to_string())?;
     // The builder's death ends us (and we end the container).
-    // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag of this process.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) };
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
     let mut set = SigSet::empty();
     for s in [
         Signal::SIGCHLD,

@@ -79,7 +79,7 @@ impl Lexer<'_> {
     }
 
     /// Processes until `stop` (not consumed) or the end.
-    fn run(&mut self, stop: Option<char>) -> Result<Words, String> {
+    fn run(&mut self, stop: Option<char>) -> Result<Words, ExpandError> {
         let mut w = Words::default();
         while let Some(c) = self.peek() {
             if Some(c) == stop {
@@ -101,7 +101,7 @@ impl Lexer<'_> {
                         match self.next() {
                             Some('\'') => break,
                             Some(ch) => w.lit(ch),
-                            None => return Err("unexpected end of statement while looking for matching single-quote".into()),
+                            None => return Err(ExpandError::Unterminated("single-quote")),
                         }
                     }
                 }
@@ -133,7 +133,7 @@ impl Lexer<'_> {
                                 self.pos += 1;
                                 w.lit(ch);
                             }
-                            None => return Err("unexpected end of statement while looking for matching double-quote".into()),
+                            None => return Err(ExpandError::Unterminated("double-quote")),
                         }
                     }
                 }
@@ -164,14 +164,14 @@ impl Lexer<'_> {
     }
 
     /// At a `$`: the expansion.
-    fn dollar(&mut self) -> Result<String, String> {
+    fn dollar(&mut self) -> Result<String, ExpandError> {
         self.pos += 1; // '$'
         match self.peek() {
             Some('{') => {
                 self.pos += 1;
                 let name = self.name();
                 if name.is_empty() {
-                    return Err("bad substitution: missing variable name".into());
+                    return Err(ExpandError::MissingName);
                 }
                 let value = (self.env)(&name);
                 match self.next() {
@@ -187,17 +187,13 @@ impl Lexer<'_> {
                                 if set {
                                     Ok(value.unwrap_or_default())
                                 } else {
-                                    Err(format!(
-                                        "{name}: {}",
-                                        if word.is_empty() {
-                                            "is not allowed to be unset"
-                                        } else {
-                                            &word
-                                        }
-                                    ))
+                                    Err(ExpandError::Unset {
+                                        name,
+                                        message: word,
+                                    })
                                 }
                             }
-                            _ => Err(format!("unsupported modifier in ${{{name}:…}}")),
+                            _ => Err(ExpandError::Modifier(name)),
                         }
                     }
                     Some(op @ ('-' | '+' | '?')) => {
@@ -205,15 +201,9 @@ impl Lexer<'_> {
                         match op {
                             '-' => Ok(value.unwrap_or(word)),
                             '+' => Ok(if value.is_some() { word } else { String::new() }),
-                            _ => value.ok_or_else(|| {
-                                format!(
-                                    "{name}: {}",
-                                    if word.is_empty() {
-                                        "is not allowed to be unset"
-                                    } else {
-                                        &word
-                                    }
-                                )
+                            _ => value.ok_or(ExpandError::Unset {
+                                name,
+                                message: word,
                             }),
                         }
                     }
@@ -226,7 +216,7 @@ impl Lexer<'_> {
                         let v = value.unwrap_or_default();
                         Ok(trim_pattern(&v, &pat, op == '#', longest))
                     }
-                    _ => Err(format!("missing '}}' in ${{{name}")),
+                    _ => Err(ExpandError::Unclosed(Some(name))),
                 }
             }
             Some(c) if c.is_ascii_alphabetic() || c == '_' => {
@@ -242,10 +232,10 @@ impl Lexer<'_> {
         }
     }
 
-    fn word_until_brace(&mut self) -> Result<String, String> {
+    fn word_until_brace(&mut self) -> Result<String, ExpandError> {
         let w = self.run(Some('}'))?;
         if self.next() != Some('}') {
-            return Err("missing '}'".into());
+            return Err(ExpandError::Unclosed(None));
         }
         Ok(w.text)
     }
@@ -276,8 +266,33 @@ fn trim_pattern(v: &str, pat: &str, prefix: bool, longest: bool) -> String {
     v.to_string()
 }
 
+/// Why a word cannot be expanded (the messages are BuildKit's).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExpandError {
+    /// A quote is not closed.
+    #[error("unexpected end of statement while looking for matching {0}")]
+    Unterminated(&'static str),
+    /// `${}`.
+    #[error("bad substitution: missing variable name")]
+    MissingName,
+    /// `${NAME?message}` or `${NAME:?message}` of an unset variable.
+    #[error("{name}: {}", if message.is_empty() { "is not allowed to be unset" } else { message })]
+    Unset {
+        /// The variable.
+        name: String,
+        /// The message given after `?`, if any.
+        message: String,
+    },
+    /// A modifier after `:` that is not `-`, `+` or `?`.
+    #[error("unsupported modifier in ${{{0}:…}}")]
+    Modifier(String),
+    /// A `${` without its `}` (with the variable's name when it was read).
+    #[error("missing '}}'{}", .0.as_ref().map(|n| format!(" in ${{{n}")).unwrap_or_default())]
+    Unclosed(Option<String>),
+}
+
 /// Expands `s` into words (split on unquoted blanks).
-pub fn words(s: &str, env: Lookup<'_>, escape: char) -> Result<Vec<String>, String> {
+pub fn words(s: &str, env: Lookup<'_>, escape: char) -> Result<Vec<String>, ExpandError> {
     let mut lx = Lexer {
         chars: s.chars().collect(),
         pos: 0,
@@ -288,7 +303,7 @@ pub fn words(s: &str, env: Lookup<'_>, escape: char) -> Result<Vec<String>, Stri
 }
 
 /// Expands `s` as one word (blanks kept as written, expansions not split).
-pub fn word(s: &str, env: Lookup<'_>, escape: char) -> Result<String, String> {
+pub fn word(s: &str, env: Lookup<'_>, escape: char) -> Result<String, ExpandError> {
     let mut lx = Lexer {
         chars: s.chars().collect(),
         pos: 0,
@@ -338,13 +353,18 @@ mod tests {
         assert_eq!(w("$"), "$");
         assert_eq!(w("a  b"), "a  b");
         assert_eq!(w("\"x  y\" z"), "x  y z");
-        assert!(word("${A", &env, '\\').is_err());
-        assert!(
-            word("${N:?missing}", &env, '\\')
-                .unwrap_err()
-                .contains("missing")
+        // The errors say what BuildKit says.
+        let e = |s: &str| word(s, &env, '\\').unwrap_err().to_string();
+        assert_eq!(e("${A"), "missing '}' in ${A");
+        assert_eq!(e("${N:?missing}"), "N: missing");
+        assert_eq!(e("${N?}"), "N: is not allowed to be unset");
+        assert_eq!(e("${N:=x}"), "unsupported modifier in ${N:…}");
+        assert_eq!(e("${}"), "bad substitution: missing variable name");
+        assert_eq!(e("${N:-x"), "missing '}'");
+        assert_eq!(
+            e("'open"),
+            "unexpected end of statement while looking for matching single-quote"
         );
-        assert!(word("'open", &env, '\\').is_err());
         assert_eq!(word("`$A", &env, '`').unwrap(), "$A");
     }
 

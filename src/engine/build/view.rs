@@ -92,23 +92,11 @@ fn is_whiteout(m: &std::fs::Metadata) -> bool {
 }
 
 fn opaque(fd: &OwnedFd) -> bool {
+    // An O_PATH descriptor has no xattrs of its own: through its /proc link.
+    let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd));
     let mut buf = [0u8; 4];
-    let name = c"trusted.overlay.opaque";
-    let path = CString::new(format!(
-        "/proc/self/fd/{}",
-        std::os::fd::AsRawFd::as_raw_fd(fd)
-    ))
-    .unwrap_or_default();
-    // SAFETY: valid C strings and a buffer of the given length.
-    let n = unsafe {
-        libc::getxattr(
-            path.as_ptr(),
-            name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    n == 1 && buf[0] == b'y'
+    rustix::fs::getxattr(path.as_str(), "trusted.overlay.opaque", &mut buf[..])
+        .is_ok_and(|n| n == 1 && buf[0] == b'y')
 }
 
 impl View {
@@ -239,22 +227,9 @@ impl View {
         let fd = self
             .open_in(layer, comps, OFlag::O_PATH | OFlag::O_NOFOLLOW)
             .ok()?;
-        let empty = c"";
-        let mut buf = vec![0u8; 4096];
-        // SAFETY: readlinkat on an O_PATH symlink fd with an empty path reads that link.
-        let n = unsafe {
-            libc::readlinkat(
-                std::os::fd::AsRawFd::as_raw_fd(&fd),
-                empty.as_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        };
-        if n < 0 {
-            return None;
-        }
-        buf.truncate(n as usize);
-        Some(PathBuf::from(OsStr::from_bytes(&buf)))
+        // An empty path reads the link `fd` itself (an O_PATH | O_NOFOLLOW descriptor).
+        let target = rustix::fs::readlinkat(&fd, c"", Vec::new()).ok()?;
+        Some(PathBuf::from(OsStr::from_bytes(target.as_bytes())))
     }
 
     /// Resolves `path` (absolute or relative to the root) inside the view: `..` stops at
@@ -401,40 +376,31 @@ impl View {
 /// path is read without following a final symlink), `trusted.overlay.*` left out.
 #[must_use]
 pub fn list_xattrs(p: &Path) -> Vec<(String, Vec<u8>)> {
-    let Ok(c) = CString::new(p.as_os_str().as_bytes()) else {
-        return Vec::new();
-    };
     let follow = p.starts_with("/proc/self/fd");
     let mut names = vec![0u8; 4096];
-    // SAFETY: valid path and buffer.
-    let n = unsafe {
-        if follow {
-            libc::listxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len())
-        } else {
-            libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len())
-        }
+    let n = if follow {
+        rustix::fs::listxattr(p, &mut names[..])
+    } else {
+        rustix::fs::llistxattr(p, &mut names[..])
     };
-    if n <= 0 {
+    let Ok(n) = n else {
         return Vec::new();
-    }
-    names.truncate(n as usize);
+    };
+    names.truncate(n);
     let mut out = Vec::new();
     for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
         if name.starts_with(b"trusted.overlay.") {
             continue;
         }
-        let Ok(cn) = CString::new(name) else { continue };
+        let key = OsStr::from_bytes(name);
         let mut val = vec![0u8; 65536];
-        // SAFETY: valid path, name and buffer.
-        let m = unsafe {
-            if follow {
-                libc::getxattr(c.as_ptr(), cn.as_ptr(), val.as_mut_ptr().cast(), val.len())
-            } else {
-                libc::lgetxattr(c.as_ptr(), cn.as_ptr(), val.as_mut_ptr().cast(), val.len())
-            }
+        let m = if follow {
+            rustix::fs::getxattr(p, key, &mut val[..])
+        } else {
+            rustix::fs::lgetxattr(p, key, &mut val[..])
         };
-        if m >= 0 {
-            val.truncate(m as usize);
+        if let Ok(m) = m {
+            val.truncate(m);
             out.push((String::from_utf8_lossy(name).into_owned(), val));
         }
     }
@@ -492,10 +458,8 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     fn mknod_whiteout(p: &Path) {
-        let c = CString::new(p.as_os_str().as_bytes()).unwrap();
-        // SAFETY: valid path.
-        let r = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, 0) };
-        assert_eq!(r, 0, "mknod needs root");
+        use nix::sys::stat::{Mode, SFlag, mknod};
+        mknod(p, SFlag::S_IFCHR, Mode::empty(), 0).expect("mknod needs root");
     }
 
     #[test]
@@ -512,17 +476,13 @@ mod tests {
         std::fs::write(l1.join("etc/a"), "a1").unwrap();
         std::fs::create_dir_all(l1.join("opq")).unwrap();
         std::fs::write(l1.join("opq/new"), "y").unwrap();
-        let c = CString::new(l1.join("opq").as_os_str().as_bytes()).unwrap();
-        // SAFETY: valid strings.
-        unsafe {
-            libc::setxattr(
-                c.as_ptr(),
-                c"trusted.overlay.opaque".as_ptr(),
-                b"y".as_ptr().cast(),
-                1,
-                0,
-            )
-        };
+        rustix::fs::setxattr(
+            l1.join("opq"),
+            "trusted.overlay.opaque",
+            b"y",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
         mknod_whiteout(&l1.join("gone"));
         symlink("/etc", l1.join("link")).unwrap();
         symlink("../../../../etc/passwd", l1.join("escape")).unwrap();

@@ -49,8 +49,9 @@ pub struct OneOff {
 }
 
 impl Backend for Stack {
-    fn apply(&self, op: &Op) -> std::result::Result<(), String> {
-        self.apply_op(op).map_err(|e| e.to_string())
+    fn apply(&self, op: &Op) -> std::result::Result<(), crate::engine::executor::OpError> {
+        self.apply_op(op)
+            .map_err(crate::engine::executor::OpError::new)
     }
 }
 
@@ -315,6 +316,8 @@ impl Stack {
         self.build_and_create(s, 1, name, Some(o))
     }
 
+    // Long: a service container in the order creation needs: image, config, mounts, image
+    // VOLUMEs, network, the create; the compose layer's move out of the engine splits it.
     fn build_and_create(
         &self,
         s: &Service,
@@ -427,7 +430,7 @@ impl Stack {
             }
         }
         config.anonymous_volumes = anon.made;
-        {
+        let wiring = {
             // Only the wiring is serialised; the container store writes each container's
             // files in its own directory, so creates overlap (and their fsyncs share the
             // filesystem's journal commits).
@@ -436,20 +439,19 @@ impl Stack {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let aliases = oneoff.is_none_or(|o| o.use_aliases);
-            self.wire_network(&service, name, aliases, &mut config)?;
-        }
+            self.wire_network(&service, name, aliases, &mut config)?
+        };
         let info = ImageInfo {
             id: image.id.clone(),
             layers: self.images.layer_dirs(&image)?,
             config: image.config.config().clone(),
         };
-        match self.containers.create(config, &info) {
-            Ok(id) => Ok(id),
-            Err(e) => {
-                let _ = self.networks.disconnect_all(name);
-                Err(e.into())
-            }
+        // A failed create drops the wiring, which undoes it.
+        let id = self.containers.create(config, &info)?;
+        if let Some(w) = wiring {
+            w.disarm();
         }
+        Ok(id)
     }
 
     fn remove_container(&self, name: &str) -> Result<()> {
@@ -524,13 +526,13 @@ impl Stack {
         name: &str,
         service_alias: bool,
         config: &mut ContainerConfig,
-    ) -> Result<()> {
+    ) -> Result<Option<crate::engine::container::net::WiringGuard>> {
         let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let hostname = config.hostname.clone().unwrap_or_else(|| name.to_string());
         match s.network_mode.as_deref() {
             Some("host") => {
                 config.network = NetworkMode::Host;
-                return Ok(());
+                return Ok(None);
             }
             Some("none") => {
                 config.network = NetworkMode::None;
@@ -541,7 +543,7 @@ impl Stack {
                     extra_hosts: s.extra_hosts.clone(),
                     gateway: None,
                 })?);
-                return Ok(());
+                return Ok(None);
             }
             Some(m) if m.starts_with("service:") || m.starts_with("container:") => {
                 let target = if let Some(svc) = m.strip_prefix("service:") {
@@ -557,7 +559,7 @@ impl Stack {
                     ))
                 })?;
                 config.network = NetworkMode::Container(id);
-                return Ok(());
+                return Ok(None);
             }
             Some("bridge" | "default") | None => {}
             Some(other) => {
@@ -567,17 +569,51 @@ impl Stack {
                 )));
             }
         }
-        // Leftovers of a container of the same name (a killed command) go first.
-        self.networks.disconnect_all(name)?;
-        let netns = self.networks.create_netns(name)?;
-        let links: Vec<(String, String)> = s
-            .links
-            .iter()
-            .map(|l| match l.split_once(':') {
-                Some((svc, alias)) => (svc.to_string(), alias.to_string()),
-                None => (l.clone(), l.clone()),
-            })
-            .collect();
+        let endpoints = self.endpoint_specs(s, name, &hostname, service_alias)?;
+        let extra_hosts = self.link_hosts(s, &endpoints);
+        let maps = published_ports(s)?;
+        if !maps.is_empty() && endpoints.is_empty() {
+            return Err(Error::Invalid(format!(
+                "service {}: ports need a network",
+                s.name
+            )));
+        }
+        let wiring = crate::engine::container::net::attach(
+            &self.networks,
+            crate::engine::container::net::Attach {
+                key: name.to_string(),
+                service: s.name.clone(),
+                endpoints,
+                hosts: HostsSpec {
+                    hostname,
+                    domainname: s.domainname.clone(),
+                    extra_hosts,
+                    ..HostsSpec::default()
+                },
+                resolv: ResolvSpec {
+                    dns: s.dns.clone(),
+                    search: s.dns_search.clone(),
+                    options: s.dns_opt.clone(),
+                    host: host_resolv,
+                    ..ResolvSpec::default()
+                },
+                ports: maps,
+                // Leftovers of a container of the same name (a killed command) go first.
+                replace: true,
+            },
+            config,
+        )?;
+        Ok(Some(wiring))
+    }
+
+    /// One endpoint per network of the service, the default route's network first.
+    fn endpoint_specs(
+        &self,
+        s: &Service,
+        name: &str,
+        hostname: &str,
+        service_alias: bool,
+    ) -> Result<Vec<(String, EndpointSpec)>> {
         let mut endpoints = Vec::new();
         for key in s.networks_by_priority() {
             let opts = s.networks.get(key).cloned().flatten().unwrap_or_default();
@@ -606,7 +642,7 @@ impl Stack {
                     container_name: name.to_string(),
                     service: service_alias.then(|| s.name.clone()),
                     project: Some(self.project.name.clone()),
-                    hostname: Some(hostname.clone()),
+                    hostname: Some(hostname.to_string()),
                     aliases,
                     ipv4_address,
                     ipv6_address: opts.ipv6_address.clone(),
@@ -616,15 +652,22 @@ impl Stack {
                 },
             ));
         }
-        let connected = match self.networks.connect_all(&netns, endpoints) {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = self.networks.disconnect_all(name);
-                return Err(e.into());
-            }
-        };
-        // `links: [db:database]` adds `database` as a name of db on this container's view;
-        // tug's DNS answers per network, so a link alias becomes an /etc/hosts entry.
+        Ok(endpoints)
+    }
+
+    /// `extra_hosts` plus the aliases of `links:`: `links: [db:database]` adds `database` as
+    /// a name of db on this container's view; tug's DNS answers per network, so a link alias
+    /// becomes an /etc/hosts entry (the linked container's address on a network this
+    /// container joins).
+    fn link_hosts(&self, s: &Service, endpoints: &[(String, EndpointSpec)]) -> Vec<String> {
+        let links: Vec<(String, String)> = s
+            .links
+            .iter()
+            .map(|l| match l.split_once(':') {
+                Some((svc, alias)) => (svc.to_string(), alias.to_string()),
+                None => (l.clone(), l.clone()),
+            })
+            .collect();
         let mut extra_hosts = s.extra_hosts.clone();
         for (svc, alias) in &links {
             if svc == alias {
@@ -635,54 +678,13 @@ impl Stack {
                 if let Ok(eps) = self.networks.endpoints_of_container(&other_name)
                     && let Some(ep) = eps
                         .iter()
-                        .find(|e| connected.iter().any(|c| c.network == e.network))
+                        .find(|e| endpoints.iter().any(|(net, _)| *net == e.network))
                 {
                     extra_hosts.push(format!("{alias}:{}", ep.ip));
                 }
             }
         }
-        let first = connected.first();
-        config.etc_hosts = Some(Networks::hosts_file(&HostsSpec {
-            hostname: hostname.clone(),
-            domainname: s.domainname.clone(),
-            ip: first.map(|e| e.ip),
-            extra_hosts,
-            gateway: first.map(|e| e.gateway),
-        })?);
-        config.resolv_conf = Some(Networks::resolv_conf(&ResolvSpec {
-            embedded: first.map(|e| e.gateway),
-            dns: s.dns.clone(),
-            search: s.dns_search.clone(),
-            options: s.dns_opt.clone(),
-            host: host_resolv,
-        }));
-        config.network = NetworkMode::Netns(netns);
-        // Published ports go to the first endpoint's address.
-        let mut maps: Vec<PortMapping> = Vec::new();
-        for p in &s.ports {
-            if p.published.is_none() && p.mode.as_deref() == Some("expose") {
-                continue;
-            }
-            maps.extend(ports::parse_long(
-                p.target,
-                p.published.as_deref(),
-                p.host_ip.as_deref(),
-                p.protocol.as_deref(),
-            )?);
-        }
-        if !maps.is_empty() {
-            let Some(ep) = first else {
-                return Err(Error::Invalid(format!(
-                    "service {}: ports need a network",
-                    s.name
-                )));
-            };
-            if let Err(e) = self.networks.publish(name, &s.name, ep.ip, &maps) {
-                let _ = self.networks.disconnect_all(name);
-                return Err(e.into());
-            }
-        }
-        Ok(())
+        extra_hosts
     }
 
     /// Mounts of one container: volumes, binds, tmpfs, secrets and configs.
@@ -1019,26 +1021,18 @@ impl From<Vec<u8>> for Content {
 fn write_file(path: &Path, content: Content, uid: u32, gid: u32, mode: u32) -> Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::PermissionsExt as _;
-    let tmp = crate::engine::private::temp_path(path);
-    let result = (|| -> std::io::Result<()> {
-        let mut f = crate::engine::private::open_options()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
+    let private = crate::engine::private::FILE_MODE;
+    crate::util::fs::write_atomic_with(path, private, crate::util::fs::Durability::None, |f| {
         match content {
             Content::Bytes(b) => f.write_all(&b)?,
             Content::File(mut src) => {
-                std::io::copy(&mut src, &mut f)?;
+                std::io::copy(&mut src, f)?;
             }
         }
-        std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(|e| Error::Io(format!("write {}", path.display()), e))
+        std::os::unix::fs::fchown(&*f, Some(uid), Some(gid))?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))
+    })
+    .map_err(|e| Error::Io(format!("write {}", path.display()), e))
 }
 
 /// The uid and gid the image runs as (its `User`), resolved in the image's /etc/passwd and
@@ -1097,6 +1091,24 @@ fn parse_volumes_from(v: &str) -> std::result::Result<VolumesFrom<'_>, String> {
         name,
         read_only,
     })
+}
+
+/// The service's published ports (`expose`-mode entries without a host port are not
+/// published); they go to the container's first endpoint.
+fn published_ports(s: &Service) -> Result<Vec<PortMapping>> {
+    let mut maps: Vec<PortMapping> = Vec::new();
+    for p in &s.ports {
+        if p.published.is_none() && p.mode.as_deref() == Some("expose") {
+            continue;
+        }
+        maps.extend(ports::parse_long(
+            p.target,
+            p.published.as_deref(),
+            p.host_ip.as_deref(),
+            p.protocol.as_deref(),
+        )?);
+    }
+    Ok(maps)
 }
 
 #[cfg(test)]

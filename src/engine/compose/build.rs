@@ -23,6 +23,8 @@ impl Stack {
     ///
     /// # Errors
     /// A `build:` key tug cannot carry out, or a secret that is not declared.
+    // Long: one statement per key of compose's `build:`, refused keys named, in the order of the
+    // compose specification.
     pub fn build_options(
         &self,
         service: &str,

@@ -165,11 +165,14 @@ impl Stack {
             .values()
             .map(|s| (s.name.clone(), plan::config_hash(s)))
             .collect();
+        // The state root is opened once; each store finds its directories through it.
+        let state = crate::engine::root::StateRoot::at(root)
+            .map_err(|e| Error::Io(format!("open the state root {}", root.display()), e))?;
         Ok(Stack {
-            images: ImageStore::open(root)?,
-            containers: ContainerStore::open(root)?,
-            networks: Networks::open(root)?,
-            volumes: Volumes::open(root)?,
+            images: ImageStore::open_in(&state)?,
+            containers: ContainerStore::open_in(&state)?,
+            networks: Networks::open_in(&state)?,
+            volumes: Volumes::open_in(&state)?,
             root: root.to_path_buf(),
             project,
             options,
@@ -247,20 +250,9 @@ impl Stack {
     /// # Errors
     /// A store cannot be read or a namespace cannot be removed.
     pub fn remove_stray_netns(&self) -> Result<Vec<String>> {
-        let Ok(rd) = std::fs::read_dir(self.root.join("netns")) else {
-            return Ok(Vec::new());
-        };
-        let keys: Vec<String> = rd
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|k| !k.starts_with('.'))
-            .collect();
-        let keep = keys
-            .iter()
-            .filter(|k| !self.names_a_container_of_this_project(k) || self.containers.has_name(k))
-            .cloned()
-            .collect();
-        Ok(self.networks.gc_netns(&keep)?)
+        Ok(self.networks.gc_netns(&|key| {
+            !self.names_a_container_of_this_project(key) || self.containers.has_name(key)
+        })?)
     }
 
     /// Whether `name` has the shape of a container name of this project:

@@ -41,7 +41,7 @@ impl Stack {
         } else {
             let bytes = serde_json::to_vec_pretty(rules)
                 .map_err(|e| Error::Invalid(format!("sync rules of {service}: {e}")))?;
-            crate::engine::private::write_atomic(&path, &bytes, 0o600, false)
+            crate::util::fs::write_atomic(&path, &bytes, 0o600, crate::util::fs::Durability::None)
                 .map_err(io("write into"))?;
         }
         for c in self.project_containers()? {

@@ -284,72 +284,21 @@ pub fn merge_healthcheck(
     Some(c)
 }
 
-/// Parses a Docker duration (`1m30s`, `500ms`, `10`=seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if let Ok(n) = s.parse::<f64>()
-        && n >= 0.0
-        && n.is_finite()
-    {
-        return Ok(Duration::from_secs_f64(n));
-    }
-    let mut total = Duration::ZERO;
-    let mut num = String::new();
-    let mut chars = s.chars().peekable();
-    let mut any = false;
-    while let Some(c) = chars.next() {
-        if c.is_ascii_digit() || c == '.' {
-            num.push(c);
-            continue;
-        }
-        let mut unit = c.to_string();
-        while let Some(&n) = chars.peek() {
-            if n.is_ascii_alphabetic() {
-                unit.push(n);
-                chars.next();
-            } else {
-                break;
-            }
-        }
-        let v: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-        num.clear();
-        let secs = match unit.as_str() {
-            "h" => v * 3600.0,
-            "m" => v * 60.0,
-            "s" => v,
-            "ms" => v / 1e3,
-            "us" | "µs" => v / 1e6,
-            "ns" => v / 1e9,
-            _ => return Err(format!("invalid duration unit {unit:?} in {s:?}")),
-        };
-        total += Duration::from_secs_f64(secs);
-        any = true;
-    }
-    if !num.is_empty() || !any {
-        return Err(format!("invalid duration {s:?}"));
-    }
-    Ok(total)
+/// Parses a Docker duration (`1m30s`, `500ms`, `10`=seconds): [`crate::util::units::parse_duration`].
+///
+/// # Errors
+/// Not a duration.
+pub fn parse_duration(s: &str) -> Result<Duration, crate::util::units::UnitError> {
+    crate::util::units::parse_duration(s)
 }
 
-/// Parses a Docker byte size (`512m`, `1g`, `1024`, `64MiB`).
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim().to_ascii_lowercase();
-    let t = t.trim_end_matches("ib").trim_end_matches('b');
-    let (num, mul) = match t.chars().last() {
-        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('m') => (&t[..t.len() - 1], 1 << 20),
-        Some('g') => (&t[..t.len() - 1], 1 << 30),
-        Some('t') => (&t[..t.len() - 1], 1 << 40),
-        _ => (t, 1),
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("invalid size {s:?}"))?;
-    if v < 0.0 || !v.is_finite() {
-        return Err(format!("invalid size {s:?}"));
-    }
-    Ok((v * mul as f64) as u64)
+/// Parses a Docker byte size (`512m`, `1g`, `1024`, `64MiB`), not negative:
+/// [`crate::util::units::parse_bytes`].
+///
+/// # Errors
+/// Not a size, or a negative one.
+pub fn parse_bytes(s: &str) -> Result<u64, crate::util::units::UnitError> {
+    crate::util::units::parse_bytes(s)
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ pub mod supervisor;
 pub mod user;
 pub mod volumes;
 
+use crate::engine::root::StateRoot;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead as _, BufReader};
@@ -46,6 +47,12 @@ use crate::engine::runtime::cgroups::{Cgroup, Layout};
 /// Errors of the container store.
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
+    /// A container's runtime spec cannot be made from its configuration.
+    #[error("invalid container config: {0}")]
+    Spec(#[from] spec::SpecError),
+    /// A container's user cannot be resolved in its image.
+    #[error("invalid container config: {0}")]
+    User(#[from] user::UserError),
     /// No container has this name or id (prefix).
     #[error("no such container: {0}")]
     NotFound(String),
@@ -562,14 +569,23 @@ pub fn default_resolv_conf() -> String {
 impl ContainerStore {
     /// Opens (creating) the store under `root`.
     pub fn open(root: &Path) -> Result<ContainerStore> {
-        let dir = root.join("containers");
+        let root = StateRoot::at(root).map_err(io_err(root))?;
+        Self::open_in(&root)
+    }
+
+    /// The container store of an opened state root.
+    ///
+    /// # Errors
+    /// The store's directory cannot be made.
+    pub fn open_in(root: &StateRoot) -> Result<ContainerStore> {
+        let dir = root.containers();
         private::create_dir_all(&dir.join(".names")).map_err(io_err(&dir))?;
         let exe = std::env::var_os("TUG_EXE")
             .map(PathBuf::from)
             .or_else(|| std::env::current_exe().ok())
             .unwrap_or_else(|| PathBuf::from("tug"));
         Ok(ContainerStore {
-            root: root.to_path_buf(),
+            root: root.path().to_path_buf(),
             dir,
             exe,
         })
@@ -820,8 +836,7 @@ impl ContainerStore {
             .clone()
             .or_else(|| image.config.as_ref().and_then(|c| c.user().clone()))
             .unwrap_or_default();
-        let user = user::resolve_in_layers(&user_spec, &config.group_add, &image.layers)
-            .map_err(ContainerError::Invalid)?;
+        let user = user::resolve_in_layers(&user_spec, &config.group_add, &image.layers)?;
         let joined = match &config.network {
             NetworkMode::Container(other) => Some(self.netns_of(other)?),
             _ => None,
@@ -833,10 +848,10 @@ impl ContainerStore {
             user: &user,
             state_dir: dir,
             joined_netns: joined,
-        })
-        .map_err(ContainerError::Invalid)?;
+        })?;
         if let Some(p) = spec.process() {
-            crate::engine::runtime::process::check_rlimits(p).map_err(ContainerError::Invalid)?;
+            crate::engine::runtime::process::check_rlimits(p)
+                .map_err(|e| ContainerError::Invalid(e.to_string()))?;
         }
         // The labels travel in the runtime spec's annotations too (as OCI runtimes expect
         // them): should the record be damaged, they still say which project and service the
@@ -962,7 +977,7 @@ impl ContainerStore {
             }
         })?;
         let mut args: Vec<&std::ffi::OsStr> = vec![
-            "__shim".as_ref(),
+            crate::engine::helpers::SHIM.as_ref(),
             "run".as_ref(),
             self.root.as_os_str(),
             id.as_ref(),
@@ -1698,7 +1713,7 @@ impl ContainerStore {
         let json =
             serde_json::to_string(opts).map_err(|e| ContainerError::Invalid(e.to_string()))?;
         let mut cmd = Command::new(&self.exe);
-        cmd.arg("__shim")
+        cmd.arg(crate::engine::helpers::SHIM)
             .arg("exec")
             .arg(&self.root)
             .arg(&id)

@@ -8,10 +8,15 @@
 //! `<root>/ports/<id>.json`). The container record says so (`ContainerConfig::network_owned`),
 //! and removing the container ([`super::ContainerStore::remove_files`], also reached by
 //! `--rm` from the supervisor) releases all of it with `Networks::disconnect_all(id)`.
-//! While wiring, a marker `<root>/containers/.wiring-<id>-<pid>` says the namespace belongs
-//! to a create in progress. A command killed between wiring and the container record leaves
-//! a namespace keyed by an id that is no container and has no live marker: the next wiring
-//! ([`gc_orphans`]) releases it.
+//!
+//! [`attach`] is the one way a container's networking is made, for `container run`, builds
+//! and compose's services alike: a claim on the key, the namespace, one endpoint per
+//! network, `/etc/hosts` and `resolv.conf` from the first endpoint, published ports; the
+//! [`WiringGuard`] it returns undoes it unless disarmed once the container record owns it.
+//! While wiring, the claim ([`Networks::claim_netns`]) keeps the one cleanup of stray
+//! namespaces ([`Networks::gc_netns`]) away. A command killed between wiring and the
+//! container record leaves a namespace keyed by an id that is no container and has no live
+//! claim: the next wiring ([`gc_orphans`]) releases it.
 
 use crate::engine::network::files::{HostsSpec, ResolvSpec};
 use crate::engine::network::{self, EndpointSpec, NetworkSpec, Networks, PortMapping, ports};
@@ -74,12 +79,35 @@ pub fn parse_publish(items: &[String]) -> Result<Vec<PortMapping>> {
     Ok(maps)
 }
 
-/// Releases what [`wire`] made for `id` when dropped, unless disarmed.
+/// What a container's networking is made of.
+#[derive(Debug, Clone, Default)]
+pub struct Attach {
+    /// The key of its namespace and endpoints (compose: the container name, known before the
+    /// id; `container run`: the id).
+    pub key: String,
+    /// Named in errors about published ports (the service, or the container's name).
+    pub service: String,
+    /// The networks to join with their endpoints.
+    pub endpoints: Vec<(String, EndpointSpec)>,
+    /// `/etc/hosts`; the address and `host-gateway` come from the first endpoint.
+    pub hosts: HostsSpec,
+    /// `resolv.conf`; the embedded server is the first endpoint's gateway.
+    pub resolv: ResolvSpec,
+    /// Ports published to the first endpoint's address.
+    pub ports: Vec<PortMapping>,
+    /// Remove what a killed command left under the same key first (compose's keys are
+    /// container names, which come back; a fresh id has nothing to remove).
+    pub replace: bool,
+}
+
+/// Networking made by [`attach`]: undone when dropped, unless disarmed.
 #[derive(Debug)]
 pub struct WiringGuard {
     nets: Option<Networks>,
-    id: String,
-    marker: std::path::PathBuf,
+    key: String,
+    /// The endpoints made, in the order asked.
+    pub endpoints: Vec<network::Endpoint>,
+    _claim: network::NetnsClaim,
 }
 
 impl WiringGuard {
@@ -92,10 +120,55 @@ impl WiringGuard {
 impl Drop for WiringGuard {
     fn drop(&mut self) {
         if let Some(n) = self.nets.take() {
-            let _ = n.disconnect_all(&self.id);
+            let _ = n.disconnect_all(&self.key);
         }
-        let _ = std::fs::remove_file(&self.marker);
     }
+}
+
+/// Makes a container's networking as `a` says and fills `config.network`, `etc_hosts` and
+/// `resolv_conf`. A failure undoes what was made.
+///
+/// # Errors
+/// A network operation failed (a taken port, an address in use, a network that is gone).
+pub fn attach(
+    nets: &Networks,
+    a: Attach,
+    config: &mut ContainerConfig,
+) -> network::Result<WiringGuard> {
+    let claim = nets.claim_netns(&a.key)?;
+    if a.replace {
+        nets.disconnect_all(&a.key)?;
+    }
+    // From here on the guard undoes everything made if a later step fails.
+    let mut wiring = WiringGuard {
+        nets: Some(nets.clone()),
+        key: a.key.clone(),
+        endpoints: Vec::new(),
+        _claim: claim,
+    };
+    let ns = nets.create_netns(&a.key)?;
+    wiring.endpoints = nets.connect_all(&ns, a.endpoints)?;
+    let first = wiring.endpoints.first();
+    config.etc_hosts = Some(Networks::hosts_file(&HostsSpec {
+        ip: first.map(|e| e.ip),
+        gateway: first.map(|e| e.gateway),
+        ..a.hosts
+    })?);
+    config.resolv_conf = Some(Networks::resolv_conf(&ResolvSpec {
+        embedded: first.map(|e| e.gateway),
+        ..a.resolv
+    }));
+    if !a.ports.is_empty() {
+        let Some(ep) = first else {
+            return Err(network::Error::Invalid(format!(
+                "{}: ports need a network",
+                a.service
+            )));
+        };
+        nets.publish(&a.key, &a.service, ep.ip, &a.ports)?;
+    }
+    config.network = NetworkMode::Netns(ns);
+    Ok(wiring)
 }
 
 fn is_id(s: &str) -> bool {
@@ -103,41 +176,13 @@ fn is_id(s: &str) -> bool {
 }
 
 /// Releases the namespaces (with endpoints and port proxies) of container ids that are no
-/// container and whose wiring process is gone: leftovers of a killed `run`/`create`.
-/// Namespaces keyed otherwise (compose keys them by container name) are not touched.
-/// Returns the ids released.
+/// container and that no live process claims: leftovers of a killed `run`/`create`.
+/// Namespaces keyed otherwise (compose keys them by container name, builds by slot) are
+/// not touched. Returns the ids released.
 pub fn gc_orphans(nets: &Networks) -> Vec<String> {
     let containers = nets.root().join("containers");
-    let live_markers: Vec<String> = std::fs::read_dir(&containers)
-        .into_iter()
-        .flatten()
-        .filter_map(std::result::Result::ok)
-        .filter_map(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            let rest = n.strip_prefix(".wiring-")?;
-            let (id, pid) = rest.rsplit_once('-')?;
-            let pid: i32 = pid.parse().ok()?;
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
-                .is_ok()
-                .then(|| id.to_string())
-        })
-        .collect();
-    let mut released = Vec::new();
-    for e in std::fs::read_dir(nets.root().join("netns"))
-        .into_iter()
-        .flatten()
-        .filter_map(std::result::Result::ok)
-    {
-        let id = e.file_name().to_string_lossy().into_owned();
-        if is_id(&id)
-            && !containers.join(&id).exists()
-            && !live_markers.contains(&id)
-            && nets.disconnect_all(&id).is_ok()
-        {
-            released.push(id);
-        }
-    }
-    released
+    nets.gc_netns(&|key| !is_id(key) || containers.join(key).exists())
+        .unwrap_or_default()
 }
 
 fn net_err(e: network::Error) -> ContainerError {
@@ -205,28 +250,12 @@ pub fn wire(
         .clone()
         .unwrap_or_else(|| id.chars().take(12).collect());
     gc_orphans(nets);
-    let containers = nets.root().join("containers");
-    crate::engine::private::create_dir_all(&containers).map_err(|source| ContainerError::Io {
-        path: containers.clone(),
-        source,
-    })?;
-    let marker = containers.join(format!(".wiring-{id}-{}", std::process::id()));
-    crate::engine::private::write_new(&marker, b"", crate::engine::private::FILE_MODE, false)
-        .map_err(|source| ContainerError::Io {
-            path: marker.clone(),
-            source,
-        })?;
-    // From here on the guard releases everything made if a later step fails.
-    let guard = WiringGuard {
-        nets: Some(nets.clone()),
-        id: id.to_string(),
-        marker,
-    };
-    let ns = nets.create_netns(id).map_err(net_err)?;
-    let eps = nets
-        .connect_all(
-            &ns,
-            vec![(
+    let guard = attach(
+        nets,
+        Attach {
+            key: id.to_string(),
+            service: config.name.clone(),
+            endpoints: vec![(
                 name,
                 EndpointSpec {
                     container_id: id.to_string(),
@@ -236,31 +265,21 @@ pub fn wire(
                     ..EndpointSpec::default()
                 },
             )],
-        )
-        .map_err(net_err)?;
-    let ep = eps
-        .first()
-        .ok_or_else(|| ContainerError::Invalid("no endpoint was made".into()))?;
-    config.etc_hosts = Some(
-        Networks::hosts_file(&HostsSpec {
-            hostname,
-            domainname: config.domainname.clone(),
-            ip: Some(ep.ip),
-            extra_hosts: Vec::new(),
-            gateway: Some(ep.gateway),
-        })
-        .map_err(net_err)?,
-    );
-    config.resolv_conf = Some(Networks::resolv_conf(&ResolvSpec {
-        embedded: Some(ep.gateway),
-        host: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-        ..ResolvSpec::default()
-    }));
-    if !maps.is_empty() {
-        nets.publish(id, &config.name, ep.ip, &maps)
-            .map_err(net_err)?;
-    }
-    config.network = NetworkMode::Netns(ns);
+            hosts: HostsSpec {
+                hostname,
+                domainname: config.domainname.clone(),
+                ..HostsSpec::default()
+            },
+            resolv: ResolvSpec {
+                host: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+                ..ResolvSpec::default()
+            },
+            ports: maps,
+            replace: false,
+        },
+        config,
+    )
+    .map_err(net_err)?;
     config.network_owned = true;
     Ok(Some(guard))
 }

@@ -104,8 +104,19 @@ fn all_caps() -> Vec<String> {
     v
 }
 
+/// Why a container's runtime spec cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// The configuration asks for something a container cannot have (named in the message).
+    #[error("{0}")]
+    Invalid(String),
+    /// oci-spec refused a value while building the spec.
+    #[error(transparent)]
+    Oci(#[from] oci_spec::OciSpecError),
+}
+
 /// The capability list of a container: defaults, plus `cap_add`, minus `cap_drop`.
-pub fn capabilities(config: &ContainerConfig) -> Result<Vec<String>, String> {
+pub fn capabilities(config: &ContainerConfig) -> Result<Vec<String>, SpecError> {
     if config.privileged {
         return Ok(all_caps());
     }
@@ -114,7 +125,7 @@ pub fn capabilities(config: &ContainerConfig) -> Result<Vec<String>, String> {
     let known = caps::all();
     for c in adds.iter().chain(&drops) {
         if c != "ALL" && !known.iter().any(|k| k.to_string() == *c) {
-            return Err(format!("unknown capability {c:?}"));
+            return Err(SpecError::Invalid(format!("unknown capability {c:?}")));
         }
     }
     let mut set: Vec<String> = if adds.iter().any(|c| c == "ALL") {
@@ -279,11 +290,13 @@ pub fn device_rules(privileged: bool) -> Vec<LinuxDeviceCgroup> {
 }
 
 /// Builds the runtime spec.
-pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
+// Long: one block per section of the runtime spec (process, mounts, namespaces, resources,
+// security), in Docker's order; the blocks share the config and the spec being built.
+pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     let c = input.config;
     let args = command(c, input.image);
     if args.is_empty() {
-        return Err("no command specified".to_string());
+        return Err(SpecError::Invalid("no command specified".to_string()));
     }
     let hostname = c
         .hostname
@@ -298,7 +311,9 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
         .filter(|w| !w.is_empty())
         .unwrap_or_else(|| "/".to_string());
     if !cwd.starts_with('/') {
-        return Err(format!("working directory {cwd:?} is not an absolute path"));
+        return Err(SpecError::Invalid(format!(
+            "working directory {cwd:?} is not an absolute path"
+        )));
     }
     let cap_names = capabilities(c)?;
     let capset: oci_spec::runtime::Capabilities = cap_names
@@ -311,24 +326,23 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
         .permitted(capset)
         .inheritable(oci_spec::runtime::Capabilities::new())
         .ambient(oci_spec::runtime::Capabilities::new())
-        .build()
-        .map_err(|e| e.to_string())?;
+        .build()?;
     let mut rlimits = Vec::new();
     for (name, u) in &c.ulimits {
-        let typ = rlimit_type(name).ok_or_else(|| format!("unknown ulimit {name:?}"))?;
+        let typ = rlimit_type(name)
+            .ok_or_else(|| SpecError::Invalid(format!("unknown ulimit {name:?}")))?;
         if u.soft > u.hard {
-            return Err(format!(
+            return Err(SpecError::Invalid(format!(
                 "ulimit {name}: soft limit {} exceeds hard limit {}",
                 u.soft, u.hard
-            ));
+            )));
         }
         rlimits.push(
             PosixRlimitBuilder::default()
                 .typ(typ)
                 .soft(u.soft)
                 .hard(u.hard)
-                .build()
-                .map_err(|e| e.to_string())?,
+                .build()?,
         );
     }
     let mut nnp = false;
@@ -339,15 +353,14 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
             "no-new-privileges" => nnp = v != "false",
             "seccomp" => seccomp_opt = Some(v.to_string()),
             "label" | "apparmor" => {}
-            _ => return Err(format!("unknown security option {o:?}")),
+            _ => return Err(SpecError::Invalid(format!("unknown security option {o:?}"))),
         }
     }
     let user = UserBuilder::default()
         .uid(input.user.uid)
         .gid(input.user.gid)
         .additional_gids(input.user.groups.clone())
-        .build()
-        .map_err(|e| e.to_string())?;
+        .build()?;
     let pb = ProcessBuilder::default()
         .terminal(c.tty)
         .user(user)
@@ -360,7 +373,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
         // are the engine's own, the open-files soft limit raised to its hard limit (see
         // `runtime::process::apply_rlimits`), as Docker's containers inherit dockerd's.
         .rlimits(rlimits);
-    let process = pb.build().map_err(|e| e.to_string())?;
+    let process = pb.build()?;
 
     let shm = c.resources.shm_size.unwrap_or(64 << 20);
     let shm_opt = format!("size={}k", shm.div_ceil(1024).max(1));
@@ -428,10 +441,10 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
     ];
     for m in &c.mounts {
         if !m.target.starts_with('/') {
-            return Err(format!(
+            return Err(SpecError::Invalid(format!(
                 "mount target {:?} is not an absolute path",
                 m.target
-            ));
+            )));
         }
         // A mount over the container's root filesystem: Docker refuses it with these words.
         if crate::engine::runtime::inroot::components(Path::new(&m.target))
@@ -442,17 +455,20 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
                 MountKind::Volume => "volume",
                 MountKind::Tmpfs => "tmpfs",
             };
-            return Err(format!(
+            return Err(SpecError::Invalid(format!(
                 "invalid mount config for type \"{kind}\": invalid specification: destination can't be '/' ({}:{})",
                 m.source.display(),
                 m.target
-            ));
+            )));
         }
         let mut opts: Vec<String> = Vec::new();
         match m.kind {
             MountKind::Bind | MountKind::Volume => {
                 if !m.source.exists() {
-                    return Err(format!("bind source {} does not exist", m.source.display()));
+                    return Err(SpecError::Invalid(format!(
+                        "bind source {} does not exist",
+                        m.source.display()
+                    )));
                 }
                 opts.push("rbind".into());
                 if m.read_only {
@@ -472,8 +488,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
                         .typ("bind")
                         .source(&m.source)
                         .options(opts)
-                        .build()
-                        .map_err(|e| e.to_string())?,
+                        .build()?,
                 );
             }
             MountKind::Tmpfs => {
@@ -488,8 +503,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
                         .typ("tmpfs")
                         .source("tmpfs")
                         .options(opts)
-                        .build()
-                        .map_err(|e| e.to_string())?,
+                        .build()?,
                 );
             }
         }
@@ -508,12 +522,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
         // container sees its own cgroup as the root, never the host's tree.
         LinuxNamespaceType::Cgroup,
     ] {
-        namespaces.push(
-            LinuxNamespaceBuilder::default()
-                .typ(t)
-                .build()
-                .map_err(|e| e.to_string())?,
-        );
+        namespaces.push(LinuxNamespaceBuilder::default().typ(t).build()?);
     }
     let net_path = match &c.network {
         NetworkMode::None => Some(None),
@@ -521,7 +530,9 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
         NetworkMode::Netns(p) => Some(Some(p.clone())),
         NetworkMode::Container(other) => {
             Some(Some(input.joined_netns.clone().ok_or_else(|| {
-                format!("container {other} of network mode container:{other} is not running")
+                SpecError::Invalid(format!(
+                    "container {other} of network mode container:{other} is not running"
+                ))
             })?))
         }
     };
@@ -530,7 +541,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
         if let Some(p) = p {
             b = b.path(p);
         }
-        namespaces.push(b.build().map_err(|e| e.to_string())?);
+        namespaces.push(b.build()?);
     }
 
     let mut rb = LinuxResourcesBuilder::default().devices(device_rules(c.privileged));
@@ -543,13 +554,13 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
         if let Some(s) = r.memswap {
             mb = mb.swap(s);
         }
-        rb = rb.memory(mb.build().map_err(|e| e.to_string())?);
+        rb = rb.memory(mb.build()?);
     }
     if r.cpus.is_some() || r.cpu_shares.is_some() || r.cpuset.is_some() {
         let mut cb = LinuxCpuBuilder::default();
         if let Some(cpus) = r.cpus {
             if !(cpus > 0.0 && cpus.is_finite()) {
-                return Err(format!("invalid cpus {cpus}"));
+                return Err(SpecError::Invalid(format!("invalid cpus {cpus}")));
             }
             cb = cb.period(100_000_u64).quota((cpus * 100_000.0) as i64);
         }
@@ -559,17 +570,12 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
         if let Some(s) = &r.cpuset {
             cb = cb.cpus(s.clone());
         }
-        rb = rb.cpu(cb.build().map_err(|e| e.to_string())?);
+        rb = rb.cpu(cb.build()?);
     }
     if let Some(p) = r.pids_limit {
-        rb = rb.pids(
-            LinuxPidsBuilder::default()
-                .limit(p)
-                .build()
-                .map_err(|e| e.to_string())?,
-        );
+        rb = rb.pids(LinuxPidsBuilder::default().limit(p).build()?);
     }
-    let resources = rb.build().map_err(|e| e.to_string())?;
+    let resources = rb.build()?;
 
     let mut lb = LinuxBuilder::default()
         .namespaces(namespaces)
@@ -593,7 +599,10 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
         match seccomp_opt.as_deref() {
             Some("unconfined") => {}
             Some(path) => {
-                lb = lb.seccomp(seccomp::load_profile(Path::new(path)).map_err(|e| e.to_string())?);
+                lb = lb.seccomp(
+                    seccomp::load_profile(Path::new(path))
+                        .map_err(|e| SpecError::Invalid(e.to_string()))?,
+                );
             }
             None => lb = lb.seccomp(seccomp::default_profile(&cap_names)),
         }
@@ -602,7 +611,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
         let m: HashMap<String, String> = c.sysctls.clone().into_iter().collect();
         lb = lb.sysctl(m);
     }
-    let linux = lb.build().map_err(|e| e.to_string())?;
+    let linux = lb.build()?;
     let mut annotations = HashMap::new();
     annotations.insert("tug.id".to_string(), input.id.to_string());
     if c.init {
@@ -614,8 +623,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
             RootBuilder::default()
                 .path("rootfs")
                 .readonly(c.read_only)
-                .build()
-                .map_err(|e| e.to_string())?,
+                .build()?,
         )
         .mounts(mounts)
         .process(process)
@@ -625,7 +633,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, String> {
     if let Some(d) = &c.domainname {
         sb = sb.domainname(d.clone());
     }
-    sb.build().map_err(|e| e.to_string())
+    Ok(sb.build()?)
 }
 
 #[cfg(test)]

@@ -168,80 +168,7 @@ impl StartTimings {
     }
 }
 
-/// Start time of `pid` in clock ticks since boot, if it runs (and is not a zombie).
-#[must_use]
-pub fn start_time(pid: i32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may contain spaces: split after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split(' ').collect();
-    if fields.first() == Some(&"Z") || fields.first() == Some(&"X") {
-        return None;
-    }
-    fields.get(19)?.parse().ok()
-}
-
-/// True when `pid` runs and started at `start`.
-#[must_use]
-pub fn alive(pid: Option<i32>, start: Option<u64>) -> bool {
-    match (pid, start) {
-        (Some(p), Some(s)) if p > 0 => start_time(p) == Some(s),
-        (Some(p), None) if p > 0 => start_time(p).is_some(),
-        _ => false,
-    }
-}
-
-/// Waits until the process `pid` that started at `start` is gone (exited, even if not reaped
-/// yet), at most `timeout`; returns whether it is gone. A pidfd (Linux 5.3+) wakes the
-/// waiter the moment the process exits; where there is none, /proc is polled every 10 ms.
-#[must_use]
-pub fn wait_gone(pid: Option<i32>, start: Option<u64>, timeout: std::time::Duration) -> bool {
-    use std::os::fd::{AsFd, FromRawFd, OwnedFd};
-    let deadline = std::time::Instant::now() + timeout;
-    let Some(p) = pid.filter(|p| *p > 0) else {
-        return true;
-    };
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; the
-    // descriptor is owned by the OwnedFd from here on.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, p, 0) };
-    let pidfd = i32::try_from(raw).ok().filter(|fd| *fd >= 0).map(|fd| {
-        // SAFETY: `fd` is a descriptor pidfd_open just returned and nothing else owns.
-        unsafe { OwnedFd::from_raw_fd(fd) }
-    });
-    // Checked after opening the pidfd, so a pid reused in between is not waited on.
-    if !alive(pid, start) {
-        return true;
-    }
-    let Some(pidfd) = pidfd else {
-        while alive(pid, start) {
-            if std::time::Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        return true;
-    };
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
-        let mut fds = [nix::poll::PollFd::new(
-            pidfd.as_fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)) {
-            Ok(n) if n > 0 => return true,
-            Err(nix::errno::Errno::EINTR) => {}
-            Ok(_) | Err(_) => {
-                if !alive(pid, start) {
-                    return true;
-                }
-                if std::time::Instant::now() >= deadline {
-                    return false;
-                }
-            }
-        }
-    }
-}
+pub use crate::engine::proc::{alive, start_time, wait_gone};
 
 /// A wait for changes to container directories (their state, exit records, logs) and to
 /// the store's directory (containers created or removed), through inotify: a waiter sleeps
@@ -251,7 +178,7 @@ pub fn wait_gone(pid: Option<i32>, start: Option<u64>, timeout: std::time::Durat
 #[derive(Debug)]
 pub struct Watch {
     fd: std::os::fd::OwnedFd,
-    mask: u32,
+    mask: rustix::fs::inotify::WatchFlags,
 }
 
 impl Watch {
@@ -270,23 +197,17 @@ impl Watch {
     }
 
     fn new<P: AsRef<Path>>(dirs: &[P], writes: bool) -> Option<Watch> {
-        use std::os::fd::FromRawFd as _;
-        // SAFETY: inotify_init1 takes flags only; the result is checked and owned below.
-        let raw = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
-        if raw < 0 {
-            return None;
-        }
-        // SAFETY: `raw` is a descriptor inotify_init1 just returned and nothing else owns.
-        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
-        let mut mask = libc::IN_CLOSE_WRITE
-            | libc::IN_MOVED_TO
-            | libc::IN_MOVED_FROM
-            | libc::IN_CREATE
-            | libc::IN_DELETE
-            | libc::IN_DELETE_SELF
-            | libc::IN_ONLYDIR;
+        use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
+        let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK).ok()?;
+        let mut mask = WatchFlags::CLOSE_WRITE
+            | WatchFlags::MOVED_TO
+            | WatchFlags::MOVED_FROM
+            | WatchFlags::CREATE
+            | WatchFlags::DELETE
+            | WatchFlags::DELETE_SELF
+            | WatchFlags::ONLYDIR;
         if writes {
-            mask |= libc::IN_MODIFY;
+            mask |= WatchFlags::MODIFY;
         }
         let w = Watch { fd, mask };
         for d in dirs {
@@ -297,18 +218,7 @@ impl Watch {
 
     /// Watches one more directory (nothing when it is missing).
     pub fn add(&self, dir: &Path) {
-        use std::os::unix::ffi::OsStrExt as _;
-        let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-            return;
-        };
-        // SAFETY: `c` is a valid NUL-terminated path for the call's duration.
-        unsafe {
-            libc::inotify_add_watch(
-                std::os::fd::AsRawFd::as_raw_fd(&self.fd),
-                c.as_ptr(),
-                self.mask,
-            );
-        }
+        let _ = rustix::fs::inotify::add_watch(&self.fd, dir, self.mask);
     }
 
     /// Sleeps until something changes in a watched directory, a signal arrives, or
@@ -333,18 +243,24 @@ pub fn now() -> String {
     jiff::Timestamp::now().to_string()
 }
 
-/// Writes `bytes` to `path` atomically: temp file in the same directory, fsync, rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    write_atomic_sync(path, bytes, true)
-}
-
-/// [`write_atomic`], with the fsync only when `sync`. Readers never see a torn file either
-/// way; without the fsync a power loss may leave the file empty. Used for the files of
+/// Writes `bytes` to `path` atomically (`util::fs::write_atomic`), with the fsync only when
+/// `sync`. Readers never see a torn file either way; without the fsync a power loss may
+/// leave the file empty. Used without it for the files of
 /// auto-removed (`--rm`) containers, which do not outlive their run: after a crash, such a
 /// container without a readable record is garbage that `list` removes.
 /// The file is private (`0600`).
+///
+/// The fsync is of the file only: the record is rewritten at every transition of the
+/// container, on the path of every start, and after a power loss the rename that did not
+/// reach the disk leaves the previous record, which the next command checks against the
+/// processes (none survive a reboot).
 pub fn write_atomic_sync(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
-    private::write_atomic(path, bytes, private::FILE_MODE, sync)
+    let durability = if sync {
+        crate::util::fs::Durability::File
+    } else {
+        crate::util::fs::Durability::None
+    };
+    crate::util::fs::write_atomic(path, bytes, private::FILE_MODE, durability)
 }
 
 /// Whether the state record of a container directory exists but cannot be read: what is
@@ -406,6 +322,47 @@ pub fn observe(dir: &Path) -> State {
         _ => {}
     }
     st
+}
+
+/// The DNS server's liveness check over the container store of a state root: an endpoint
+/// key is a container name or id; `<containers>/.names/<key>` gives the id,
+/// `<containers>/<id>/state.json` the recorded state, corrected by the pid check of
+/// [`observe`] (so a crash or an exit the supervisor did not record yet counts as stopped).
+/// Running and paused containers answer (as with Docker). A key that is no container of the
+/// store (library users that wire namespaces themselves) counts as running.
+#[derive(Debug, Clone)]
+pub struct StoreLiveness {
+    containers: std::path::PathBuf,
+}
+
+impl StoreLiveness {
+    /// The check for the containers of state root `root`.
+    #[must_use]
+    pub fn new(root: &Path) -> Self {
+        Self {
+            containers: root.join("containers"),
+        }
+    }
+}
+
+impl crate::engine::network::dns::Liveness for StoreLiveness {
+    fn running(&self, key: &str) -> bool {
+        let plain = |k: &str| !k.is_empty() && !k.contains('/') && !k.starts_with('.');
+        if !plain(key) {
+            return true;
+        }
+        let id = fs::read_to_string(self.containers.join(".names").join(key))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| key.to_string());
+        if !plain(&id) {
+            return true;
+        }
+        let dir = self.containers.join(&id);
+        if !dir.join("container.json").exists() {
+            return true;
+        }
+        matches!(observe(&dir).status, Status::Running | Status::Paused)
+    }
 }
 
 #[cfg(test)]

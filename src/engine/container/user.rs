@@ -87,10 +87,25 @@ fn is_opaque(dir: &Path) -> bool {
     n == 1 && buf[0] == b'y'
 }
 
+/// Why a user cannot be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    /// A user name that the passwd file does not have.
+    #[error("unable to find user {0}: no matching entries in passwd file")]
+    NoUser(String),
+    /// A group name that the group file does not have.
+    #[error("unable to find group {0}: no matching entries in group file")]
+    NoGroup(String),
+    /// The passwd or group file cannot be read safely (a symlink loop, not a regular file,
+    /// too large, unreadable); the message names the file.
+    #[error("{0}")]
+    File(String),
+}
+
 /// Where `path` (absolute, in the image) is in the stack of `layers` (lowest first): the
 /// layer that holds it and its path there, reached through real directories only (symlinks
 /// on the way are resolved inside the image). `None` when the image has no such file.
-fn locate(layers: &[PathBuf], path: &str) -> Result<Option<(usize, PathBuf)>, String> {
+fn locate(layers: &[PathBuf], path: &str) -> Result<Option<(usize, PathBuf)>, UserError> {
     let mut comps = Vec::new();
     push_components(&mut comps, Path::new(path));
     let mut links = 0;
@@ -131,11 +146,13 @@ fn locate(layers: &[PathBuf], path: &str) -> Result<Option<(usize, PathBuf)>, St
             if md.file_type().is_symlink() {
                 links += 1;
                 if links > MAX_LINKS {
-                    return Err(format!("too many levels of symbolic links in {path}"));
+                    return Err(UserError::File(format!(
+                        "too many levels of symbolic links in {path}"
+                    )));
                 }
                 let link = layers[l].join(&prefix).join(name);
                 let target = std::fs::read_link(&link)
-                    .map_err(|e| format!("cannot read the link {path}: {e}"))?;
+                    .map_err(|e| UserError::File(format!("cannot read the link {path}: {e}")))?;
                 let mut next = if target.is_absolute() {
                     Vec::new()
                 } else {
@@ -240,21 +257,21 @@ fn read_regular_at(
 ///
 /// # Errors
 /// A symlink loop, or a file that is not a regular file or is too large.
-pub fn read_image_file(layers: &[PathBuf], path: &str) -> Result<Option<String>, String> {
+pub fn read_image_file(layers: &[PathBuf], path: &str) -> Result<Option<String>, UserError> {
     let Some((l, rel)) = locate(layers, path)? else {
         return Ok(None);
     };
     let root = Root::open(&layers[l]).map_err(|e| {
-        format!(
+        UserError::File(format!(
             "cannot open {}: {}",
             layers[l].display(),
             std::io::Error::from(e)
-        )
+        ))
     })?;
     match read_regular_at(root.fd(), &rel, path) {
         Ok(text) => Ok(Some(text)),
         Err(ReadError::Missing) => Ok(None),
-        Err(ReadError::Other(e)) => Err(e),
+        Err(ReadError::Other(e)) => Err(UserError::File(e)),
     }
 }
 
@@ -322,7 +339,7 @@ pub fn resolve(
     group_add: &[String],
     passwd_text: &str,
     group_text: &str,
-) -> Result<ExecUser, String> {
+) -> Result<ExecUser, UserError> {
     let users = passwd(passwd_text);
     let grps = groups(group_text);
     let (u, g) = match spec.split_once(':') {
@@ -336,9 +353,10 @@ pub fn resolve(
             None => (n, 0, None, "/".to_string()),
         }
     } else {
-        let p = users.iter().find(|p| p.name == u).ok_or_else(|| {
-            format!("unable to find user {u}: no matching entries in passwd file")
-        })?;
+        let p = users
+            .iter()
+            .find(|p| p.name == u)
+            .ok_or_else(|| UserError::NoUser(u.to_string()))?;
         (p.uid, p.gid, Some(p.name.clone()), p.home.clone())
     };
     let explicit_group = g.is_some_and(|g| !g.is_empty());
@@ -349,9 +367,7 @@ pub fn resolve(
             grps.iter()
                 .find(|x| x.name == g)
                 .map(|x| x.gid)
-                .ok_or_else(|| {
-                    format!("unable to find group {g}: no matching entries in group file")
-                })?
+                .ok_or_else(|| UserError::NoGroup(g.to_string()))?
         };
     }
     let mut extra: Vec<u32> = vec![gid];
@@ -375,9 +391,7 @@ pub fn resolve(
             grps.iter()
                 .find(|x| &x.name == ga)
                 .map(|x| x.gid)
-                .ok_or_else(|| {
-                    format!("unable to find group {ga}: no matching entries in group file")
-                })?
+                .ok_or_else(|| UserError::NoGroup(ga.clone()))?
         };
         add(id);
     }
@@ -400,7 +414,7 @@ pub fn resolve_for_build(
     spec: &str,
     passwd_text: &str,
     group_text: &str,
-) -> Result<ExecUser, String> {
+) -> Result<ExecUser, UserError> {
     let mut user = resolve(spec, &[], passwd_text, group_text)?;
     let explicit_group = spec.split_once(':').is_some_and(|(_, g)| !g.is_empty());
     let name = passwd(passwd_text)
@@ -427,7 +441,7 @@ pub fn resolve_in_layers(
     spec: &str,
     group_add: &[String],
     layers: &[PathBuf],
-) -> Result<ExecUser, String> {
+) -> Result<ExecUser, UserError> {
     let p = read_image_file(layers, "/etc/passwd")?.unwrap_or_default();
     let g = read_image_file(layers, "/etc/group")?.unwrap_or_default();
     resolve(spec, group_add, &p, &g)
@@ -438,11 +452,15 @@ pub fn resolve_in_layers(
 ///
 /// # Errors
 /// As [`resolve_in_layers`].
-pub fn resolve_in_root(spec: &str, group_add: &[String], root: &Root) -> Result<ExecUser, String> {
-    let read = |path: &str| -> Result<String, String> {
+pub fn resolve_in_root(
+    spec: &str,
+    group_add: &[String],
+    root: &Root,
+) -> Result<ExecUser, UserError> {
+    let read = |path: &str| -> Result<String, UserError> {
         match read_regular_at(root.fd(), Path::new(path), path) {
             Err(ReadError::Missing) => Ok(String::new()),
-            Err(ReadError::Other(e)) => Err(e),
+            Err(ReadError::Other(e)) => Err(UserError::File(e)),
             Ok(text) => Ok(text),
         }
     };
@@ -481,7 +499,13 @@ mod tests {
         assert_eq!((u.gid, u.groups, u.home), (0, vec![0], "/".into()));
         assert!(resolve("ghost", &[], P, G).is_err());
         assert!(resolve("app:ghosts", &[], P, G).is_err());
-        let e = resolve("app", &["nogroup".into()], P, G).unwrap_err();
+        assert!(matches!(
+            resolve("ghost", &[], P, G),
+            Err(UserError::NoUser(u)) if u == "ghost"
+        ));
+        let e = resolve("app", &["nogroup".into()], P, G)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unable to find group nogroup"), "{e}");
     }
 
@@ -536,7 +560,9 @@ mod tests {
         // A FIFO is refused by name, without blocking.
         std::fs::remove_file(l.join("etc/passwd")).unwrap();
         nix::unistd::mkfifo(&l.join("etc/passwd"), nix::sys::stat::Mode::S_IRWXU).unwrap();
-        let e = read_image_file(&layers, "/etc/passwd").unwrap_err();
+        let e = read_image_file(&layers, "/etc/passwd")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("/etc/passwd is a FIFO"), "{e}");
         // A running container's root is read the same way: the link stays inside.
         std::fs::remove_file(l.join("etc/passwd")).unwrap();

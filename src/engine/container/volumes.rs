@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::config::{ContainerConfig, Mount, MountKind};
-use super::{ContainerError, ContainerStore, ImageInfo, Result, user};
+use super::{ContainerStore, ImageInfo, Result, user};
 use crate::engine::volume::{Prepare, Volumes};
 
 /// `path` as a clean absolute path (`/data/` and `data/./x/..` are `/data`).
@@ -92,8 +92,7 @@ impl ContainerStore {
             .clone()
             .or_else(|| image.config.as_ref().and_then(|c| c.user().clone()))
             .unwrap_or_default();
-        let who = user::resolve_in_layers(&user_spec, &config.group_add, &image.layers)
-            .map_err(ContainerError::Invalid)?;
+        let who = user::resolve_in_layers(&user_spec, &config.group_add, &image.layers)?;
         let volumes = Volumes::open(&self.root)?;
         let mut made = Vec::new();
         let result = (|| -> Result<()> {

@@ -449,20 +449,26 @@ impl ImageStore {
             }
         }
         let _lock = self.lock_shared()?;
-        let dir = output
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let tmp = tempfile::Builder::new()
-            .prefix(".tug-save-")
-            .tempfile_in(dir)
-            .map_err(io_ctx(format!("cannot create a file in {}", dir.display())))?;
-        let mut builder = tar::Builder::new(BufWriter::with_capacity(
-            1 << 20,
-            tmp.as_file()
-                .try_clone()
-                .map_err(io_ctx("cannot write the archive"))?,
-        ));
+        // Written atomically (a failed save leaves no partial archive and keeps an old one).
+        let wrote = crate::util::fs::write_atomic_with(
+            output,
+            0o600,
+            crate::util::fs::Durability::FileAndDir,
+            |f| -> std::result::Result<(), SaveError> {
+                self.write_archive(&resolved, f).map_err(SaveError::Image)
+            },
+        );
+        match wrote {
+            Ok(()) => Ok(()),
+            Err(SaveError::Image(e)) => Err(e),
+            Err(SaveError::Io(e)) => Err(io_ctx(format!("cannot write {}", output.display()))(e)),
+        }
+    }
+
+    /// Writes the `docker save` archive of `resolved` (images and the names to save them
+    /// under) into `file`.
+    fn write_archive(&self, resolved: &[(Image, Vec<String>)], file: &mut File) -> Result<()> {
+        let mut builder = tar::Builder::new(BufWriter::with_capacity(1 << 20, file));
         let mut manifest = Vec::new();
         let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         let mut written: std::collections::HashSet<String> = std::collections::HashSet::new();
@@ -470,7 +476,7 @@ impl ImageStore {
             .prefix("save-")
             .tempdir_in(self.layout().ingest_dir())
             .map_err(io_ctx("cannot create a temporary directory"))?;
-        for (img, tags) in &resolved {
+        for (img, tags) in resolved {
             let config_name = format!("{}.json", &img.id[7..]);
             if written.insert(config_name.clone()) {
                 let raw = self.layout().read_blob(&img.id)?;
@@ -511,17 +517,10 @@ impl ImageStore {
         append_bytes(&mut builder, "manifest.json", &mj)?;
         let rj = serde_json::to_vec(&repositories).map_err(|e| Error::Corrupt(e.to_string()))?;
         append_bytes(&mut builder, "repositories", &rj)?;
-        let buf = builder
+        builder
             .into_inner()
-            .map_err(io_ctx("cannot write the archive"))?;
-        let file = buf
-            .into_inner()
-            .map_err(|e| io_ctx("cannot write the archive")(e.into_error()))?;
-        file.sync_all()
-            .map_err(io_ctx("cannot write the archive"))?;
-        tmp.persist(output)
-            .map_err(|e| io_ctx(format!("cannot write {}", output.display()))(e.error))?;
-        Ok(())
+            .and_then(|mut buf| buf.flush())
+            .map_err(io_ctx("cannot write the archive"))
     }
 
     /// Appends a layer as an uncompressed tar, checking its diff_id on the way.
@@ -572,6 +571,19 @@ impl ImageStore {
             });
         }
         Ok(())
+    }
+}
+
+/// What writing a saved archive into its file can fail with: the store's own error, or the
+/// file's creation, flush and rename.
+enum SaveError {
+    Image(Error),
+    Io(io::Error),
+}
+
+impl From<io::Error> for SaveError {
+    fn from(e: io::Error) -> Self {
+        SaveError::Io(e)
     }
 }
 

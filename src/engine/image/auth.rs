@@ -12,6 +12,11 @@
 //! Docker Hub is keyed `https://index.docker.io/v1/` in Docker's files; tug accepts that key
 //! and `docker.io` for it.
 //!
+//! This is hand-written rather than the `docker_credential` crate (1.4): that crate only reads
+//! (tug also writes its own file, which comes first), its config error carries no reason (no
+//! path, no parse position), and a helper without credentials for the host is an error there,
+//! where Docker and tug go on anonymously.
+//!
 //! Settings (`$TUG_CONFIG/registries.json`, all optional): `insecure` (hosts reached over plain
 //! HTTP; loopback hosts always are), `mirrors` (`{"docker.io": ["mirror:5000"]}`, tried in order
 //! before the registry itself when pulling) and `ca_certs` (PEM files trusted besides the
@@ -19,14 +24,13 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use super::fsutil::{self, io_ctx};
+use super::fsutil::io_ctx;
 use super::{DOCKER_HUB, Error, Result};
 
 /// Docker's key for Docker Hub in `config.json`.
@@ -169,16 +173,39 @@ pub fn auth_file() -> PathBuf {
     config_dir().join("auth.json")
 }
 
+/// Where credentials are looked up: tug's file, Docker's `config.json`, and the directory of
+/// the `docker-credential-*` programs (`None`: found on `PATH`).
+#[derive(Debug, Clone)]
+struct Sources {
+    own: PathBuf,
+    docker: PathBuf,
+    helpers: Option<PathBuf>,
+}
+
+impl Sources {
+    fn from_env() -> Self {
+        Self {
+            own: auth_file(),
+            docker: docker_config(),
+            helpers: None,
+        }
+    }
+}
+
 /// Credentials for `host`, or `None` for anonymous access.
 pub fn lookup(host: &str) -> Result<Option<Credentials>> {
+    lookup_in(&Sources::from_env(), host)
+}
+
+fn lookup_in(src: &Sources, host: &str) -> Result<Option<Credentials>> {
     let keys = keys_for(host);
-    let own = read_auth_file(&auth_file())?;
+    let own = read_auth_file(&src.own)?;
     for k in &keys {
         if let Some(c) = own.auths.get(k).and_then(decode_entry) {
             return Ok(Some(c));
         }
     }
-    let docker = read_auth_file(&docker_config())?;
+    let docker = read_auth_file(&src.docker)?;
     let helper = keys
         .iter()
         .find_map(|k| docker.cred_helpers.get(k))
@@ -189,7 +216,7 @@ pub fn lookup(host: &str) -> Result<Option<Credentials>> {
         } else {
             host
         };
-        if let Some(c) = run_helper(h, server)? {
+        if let Some(c) = run_helper(src.helpers.as_deref(), h, server)? {
             return Ok(Some(c));
         }
     }
@@ -201,8 +228,9 @@ pub fn lookup(host: &str) -> Result<Option<Credentials>> {
     Ok(None)
 }
 
-/// Asks `docker-credential-<helper> get` for the credentials of `server`.
-fn run_helper(helper: &str, server: &str) -> Result<Option<Credentials>> {
+/// Asks `docker-credential-<helper> get` (in `dir`, or on `PATH`) for the credentials of
+/// `server`. A helper that fails (its "credentials not found") means none.
+fn run_helper(dir: Option<&Path>, helper: &str, server: &str) -> Result<Option<Credentials>> {
     if !helper
         .bytes()
         .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
@@ -213,7 +241,8 @@ fn run_helper(helper: &str, server: &str) -> Result<Option<Credentials>> {
         });
     }
     let program = format!("docker-credential-{helper}");
-    let mut child = match Command::new(&program)
+    let path = dir.map_or_else(|| PathBuf::from(&program), |d| d.join(&program));
+    let mut child = match Command::new(&path)
         .arg("get")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -291,24 +320,8 @@ fn write_private(path: &Path, file: &AuthFile) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io_ctx(format!("cannot create {}", dir.display())))?;
     let data = serde_json::to_vec_pretty(file).map_err(|e| Error::Corrupt(e.to_string()))?;
-    let tmp = dir.join(format!(".auth-{}", fsutil::random_suffix()));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io_ctx(format!("cannot create {}", tmp.display())))?;
-        f.write_all(&data)
-            .and_then(|()| f.sync_all())
-            .map_err(io_ctx(format!("cannot write {}", tmp.display())))?;
-        std::fs::rename(&tmp, path).map_err(io_ctx(format!("cannot write {}", path.display())))?;
-        fsutil::sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    crate::util::fs::write_atomic(path, &data, 0o600, crate::util::fs::Durability::FileAndDir)
+        .map_err(io_ctx(format!("cannot write {}", path.display())))
 }
 
 /// Reads the registry settings (missing file: defaults).
@@ -375,5 +388,197 @@ mod tests {
         let c = decode_entry(&e).unwrap();
         assert_eq!((c.username.as_str(), c.password.as_str()), ("me", "p:w"));
         assert_eq!(keys_for("docker.io")[0], DOCKER_HUB_KEY);
+    }
+
+    /// A temp directory with tug's file, Docker's `config.json` and helper programs.
+    struct Fixture {
+        dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir(dir.path().join("bin")).unwrap();
+            Self { dir }
+        }
+        fn sources(&self) -> Sources {
+            Sources {
+                own: self.dir.path().join("auth.json"),
+                docker: self.dir.path().join("config.json"),
+                helpers: Some(self.dir.path().join("bin")),
+            }
+        }
+        fn docker_config(&self, json: &str) {
+            std::fs::write(self.dir.path().join("config.json"), json).unwrap();
+        }
+        /// A helper that records the server it was asked about and answers `user`/`secret`
+        /// (or fails as "credentials not found" when `user` is empty).
+        fn helper(&self, name: &str, user: &str) {
+            use std::os::unix::fs::PermissionsExt as _;
+            let log = self.dir.path().join(format!("{name}.asked"));
+            let answer = if user.is_empty() {
+                "echo 'credentials not found in native keychain'; exit 1".to_string()
+            } else {
+                format!(
+                    r#"printf '{{"ServerURL":"%s","Username":"{user}","Secret":"pw-{user}"}}' "$server""#
+                )
+            };
+            let script = format!(
+                "#!/bin/sh\n[ \"$1\" = get ] || exit 2\nread server\nprintf %s \"$server\" > '{}'\n{answer}\n",
+                log.display()
+            );
+            let path = self
+                .dir
+                .path()
+                .join("bin")
+                .join(format!("docker-credential-{name}"));
+            std::fs::write(&path, script).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        fn asked(&self, name: &str) -> Option<String> {
+            std::fs::read_to_string(self.dir.path().join(format!("{name}.asked"))).ok()
+        }
+        fn lookup(&self, host: &str) -> Result<Option<Credentials>> {
+            lookup_in(&self.sources(), host)
+        }
+    }
+
+    fn user(c: Option<Credentials>) -> Option<(String, String)> {
+        c.map(|c| (c.username, c.password))
+    }
+
+    fn basic(user: &str, pw: &str) -> String {
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"))
+    }
+
+    #[test]
+    fn docker_config_auths_by_host_and_by_docker_hub_key() {
+        let f = Fixture::new();
+        f.docker_config(&format!(
+            r#"{{"auths": {{"reg.example:5000": {{"auth": "{}"}},
+                "https://index.docker.io/v1/": {{"auth": "{}"}},
+                "https://other.example": {{"username": "o", "password": "p"}}}}}}"#,
+            basic("me", "s3cret"),
+            basic("hub", "h")
+        ));
+        assert_eq!(
+            user(f.lookup("reg.example:5000").unwrap()),
+            Some(("me".into(), "s3cret".into()))
+        );
+        assert_eq!(
+            user(f.lookup("docker.io").unwrap()),
+            Some(("hub".into(), "h".into()))
+        );
+        assert_eq!(
+            user(f.lookup("other.example").unwrap()),
+            Some(("o".into(), "p".into()))
+        );
+        assert_eq!(user(f.lookup("unknown.example").unwrap()), None);
+    }
+
+    #[test]
+    fn creds_store_answers_for_every_host_before_inline_auths() {
+        let f = Fixture::new();
+        f.helper("store", "fromstore");
+        f.docker_config(&format!(
+            r#"{{"credsStore": "store", "auths": {{"reg.example": {{"auth": "{}"}}}}}}"#,
+            basic("inline", "x")
+        ));
+        assert_eq!(
+            user(f.lookup("reg.example").unwrap()),
+            Some(("fromstore".into(), "pw-fromstore".into()))
+        );
+        assert_eq!(f.asked("store").as_deref(), Some("reg.example"));
+        // Docker Hub is asked by Docker's key for it.
+        f.lookup("docker.io").unwrap();
+        assert_eq!(f.asked("store").as_deref(), Some(DOCKER_HUB_KEY));
+    }
+
+    #[test]
+    fn cred_helpers_for_a_host_win_over_creds_store() {
+        let f = Fixture::new();
+        f.helper("store", "fromstore");
+        f.helper("special", "fromhelper");
+        f.docker_config(r#"{"credsStore": "store", "credHelpers": {"reg.example": "special"}}"#);
+        assert_eq!(
+            user(f.lookup("reg.example").unwrap()),
+            Some(("fromhelper".into(), "pw-fromhelper".into()))
+        );
+        assert_eq!(f.asked("store"), None);
+        assert_eq!(
+            user(f.lookup("elsewhere.example").unwrap()),
+            Some(("fromstore".into(), "pw-fromstore".into()))
+        );
+    }
+
+    #[test]
+    fn a_helper_without_credentials_means_inline_auths_or_anonymous() {
+        let f = Fixture::new();
+        f.helper("empty", "");
+        f.docker_config(&format!(
+            r#"{{"credsStore": "empty", "auths": {{"reg.example": {{"auth": "{}"}}}}}}"#,
+            basic("inline", "x")
+        ));
+        assert_eq!(
+            user(f.lookup("reg.example").unwrap()),
+            Some(("inline".into(), "x".into()))
+        );
+        assert_eq!(user(f.lookup("other.example").unwrap()), None);
+        assert_eq!(f.asked("empty").as_deref(), Some("other.example"));
+    }
+
+    #[test]
+    fn tugs_own_file_comes_first() {
+        let f = Fixture::new();
+        f.helper("store", "fromstore");
+        f.docker_config(r#"{"credsStore": "store"}"#);
+        std::fs::write(
+            f.dir.path().join("auth.json"),
+            format!(
+                r#"{{"auths": {{"reg.example": {{"auth": "{}"}}}}}}"#,
+                basic("tug", "t")
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            user(f.lookup("reg.example").unwrap()),
+            Some(("tug".into(), "t".into()))
+        );
+        assert_eq!(f.asked("store"), None);
+    }
+
+    #[test]
+    fn helper_errors_name_the_helper_and_bad_files_their_path() {
+        let f = Fixture::new();
+        f.docker_config(r#"{"credHelpers": {"reg.example": "absent"}}"#);
+        let e = f.lookup("reg.example").unwrap_err().to_string();
+        assert!(
+            e.contains("docker-credential-absent") && e.contains("not installed"),
+            "{e}"
+        );
+        // A helper name is a program suffix, never a path.
+        f.docker_config(r#"{"credsStore": "../../bin/sh"}"#);
+        let e = f.lookup("reg.example").unwrap_err().to_string();
+        assert!(e.contains("invalid credential helper name"), "{e}");
+        // A helper that answers something else than credentials.
+        let bad = f.dir.path().join("bin/docker-credential-garbled");
+        std::fs::write(&bad, "#!/bin/sh\necho not-json\n").unwrap();
+        std::fs::set_permissions(&bad, {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::Permissions::from_mode(0o755)
+        })
+        .unwrap();
+        f.docker_config(r#"{"credsStore": "garbled"}"#);
+        let e = f.lookup("reg.example").unwrap_err().to_string();
+        assert!(
+            e.contains("docker-credential-garbled answered something else"),
+            "{e}"
+        );
+        f.docker_config("{ not json");
+        let e = f.lookup("reg.example").unwrap_err().to_string();
+        assert!(
+            e.contains("config.json") && e.contains("cannot parse"),
+            "{e}"
+        );
     }
 }

@@ -32,17 +32,18 @@ pub(crate) fn random_suffix() -> String {
 /// Writes `data` to `path` atomically (private temp file + fsync + rename + fsync of the
 /// directory); the file is `0600`.
 pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    crate::engine::private::write_atomic(path, data, crate::engine::private::FILE_MODE, true)
-        .map_err(io_ctx(format!("cannot write {}", path.display())))?;
-    sync_dir(dir)
+    crate::util::fs::write_atomic(
+        path,
+        data,
+        crate::engine::private::FILE_MODE,
+        crate::util::fs::Durability::FileAndDir,
+    )
+    .map_err(io_ctx(format!("cannot write {}", path.display())))
 }
 
 /// Flushes a directory's entries to disk.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_ctx(format!("cannot sync {}", dir.display())))
+    crate::util::fs::sync_dir(dir).map_err(io_ctx(format!("cannot sync {}", dir.display())))
 }
 
 /// `sha256:<hex>` of `data`.

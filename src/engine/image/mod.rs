@@ -264,13 +264,23 @@ impl ImageStore {
     /// Opens (creating if needed) the store under the state root `root`, and removes what a
     /// killed command left behind if no other tug process is using the store.
     pub fn open(root: &Path) -> Result<Self> {
-        let layout = Layout::open(&root.join("images"))?;
-        let layers = root.join("layers");
+        let root = crate::engine::root::StateRoot::at(root)
+            .map_err(io_ctx(format!("cannot open {}", root.display())))?;
+        Self::open_in(&root)
+    }
+
+    /// The image store of an opened state root.
+    ///
+    /// # Errors
+    /// The layout cannot be opened or made.
+    pub fn open_in(root: &crate::engine::root::StateRoot) -> Result<Self> {
+        let layout = Layout::open(&root.images())?;
+        let layers = root.layers();
         // Private: a layer may hold a directory that is 1777 inside the image, or setuid files.
         crate::engine::private::create_dir_all(&layers)
             .map_err(io_ctx(format!("cannot create {}", layers.display())))?;
         let store = Self {
-            root: root.to_path_buf(),
+            root: root.path().to_path_buf(),
             layout,
             layers,
         };

@@ -6,7 +6,9 @@
 //! the `library/` namespace. So `busybox` is `docker.io/library/busybox:latest`, as Docker and
 //! Podman read it. A reference without tag or digest means the tag `latest`.
 //!
-//! The store records the full, normalised form; [`Reference::familiar`] gives back the short
+//! Parsing and normalisation are `oci_spec::distribution::Reference`'s (a port of
+//! distribution's `reference` package); this type adds the store's view of it. The store
+//! records the full, normalised form; [`Reference::familiar`] gives back the short
 //! form people type (`busybox:latest`, `myuser/app:1`, `localhost:5000/x:y`).
 
 use std::fmt;
@@ -34,82 +36,40 @@ pub struct Reference {
 }
 
 impl Reference {
-    /// Parses and normalises `s`. Errors name the reference and the rule it breaks.
+    /// Parses and normalises `s` with Docker's rules, as `oci_spec::distribution::Reference`
+    /// implements them (the grammar of distribution's `reference` package, `docker.io` and
+    /// `library/` for short names, `latest` when neither tag nor digest is given), plus two
+    /// rules of tug's store: `registry-1.docker.io` is Docker Hub too, and a digest is
+    /// `sha256` (the only algorithm the store keeps). Errors name the reference and the rule
+    /// it breaks.
     pub fn parse(s: &str) -> Result<Self> {
+        use oci_spec::distribution::ParseError;
         let bad = |why: &str| Error::InvalidReference {
             reference: s.to_string(),
             reason: why.to_string(),
         };
-        if s.is_empty() {
-            return Err(bad("empty reference"));
+        let parsed = oci_spec::distribution::Reference::try_from(s).map_err(|e| match e {
+            ParseError::NameEmpty => bad("empty reference"),
+            ParseError::NameTooLong => bad("repository name longer than 255 characters"),
+            ParseError::ReferenceInvalidFormat => bad(invalid_part(s)),
+            other => bad(&other.to_string()),
+        })?;
+        let digest = parsed.digest().map(str::to_string);
+        if let Some(d) = &digest {
+            validate_digest(d).map_err(|why| bad(&why))?;
         }
-        if s.len() > 4096 {
-            return Err(bad("too long"));
-        }
-        let (rest, digest) = match s.split_once('@') {
-            Some((r, d)) => {
-                validate_digest(d).map_err(|why| bad(&why))?;
-                (r, Some(d.to_string()))
-            }
-            None => (s, None),
-        };
-        // A tag is after the last ':' that comes after the last '/'.
-        let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
-        let (name, tag) = match rest[last_slash..].rfind(':') {
-            Some(i) => {
-                let i = last_slash + i;
-                (&rest[..i], Some(rest[i + 1..].to_string()))
-            }
-            None => (rest, None),
-        };
-        if let Some(t) = &tag
-            && !valid_tag(t)
-        {
-            return Err(bad(
-                "invalid tag (letters, digits, '_', '.', '-'; at most 128)",
-            ));
-        }
-        if name.is_empty() {
-            return Err(bad("empty name"));
-        }
-        let (domain, path) = match name.split_once('/') {
-            Some((first, remainder))
-                if first.contains('.') || first.contains(':') || first == "localhost" =>
-            {
-                (first.to_string(), remainder.to_string())
-            }
-            _ => (DOCKER_HUB.to_string(), name.to_string()),
-        };
-        if !valid_domain(&domain) {
-            return Err(bad("invalid registry domain"));
-        }
-        let domain = if domain == "index.docker.io" || domain == "registry-1.docker.io" {
-            DOCKER_HUB.to_string()
-        } else {
-            domain
-        };
-        if path.is_empty() || !path.split('/').all(valid_path_component) {
-            return Err(bad(
-                "invalid repository name (lowercase letters, digits and separators '.', '_', '-', '/')",
-            ));
-        }
-        let repository = if domain == DOCKER_HUB && !path.contains('/') {
-            format!("{OFFICIAL_NAMESPACE}/{path}")
-        } else {
-            path
-        };
-        if repository.len() > 255 {
-            return Err(bad("repository name longer than 255 characters"));
-        }
-        let tag = if tag.is_none() && digest.is_none() {
-            Some(DEFAULT_TAG.to_string())
-        } else {
-            tag
+        let (domain, repository) = match parsed.registry() {
+            "registry-1.docker.io" if !parsed.repository().contains('/') => (
+                DOCKER_HUB.to_string(),
+                format!("{OFFICIAL_NAMESPACE}/{}", parsed.repository()),
+            ),
+            "registry-1.docker.io" => (DOCKER_HUB.to_string(), parsed.repository().to_string()),
+            d => (d.to_string(), parsed.repository().to_string()),
         };
         Ok(Self {
             domain,
             repository,
-            tag,
+            tag: parsed.tag().map(str::to_string),
             digest,
         })
     }
@@ -174,74 +134,43 @@ impl fmt::Display for Reference {
     }
 }
 
-fn valid_tag(t: &str) -> bool {
-    let b = t.as_bytes();
-    !b.is_empty()
-        && b.len() <= 128
-        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter()
-            .all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-')
-}
-
-fn valid_domain(d: &str) -> bool {
-    let (host, port) = match d.rsplit_once(':') {
-        Some((h, p)) => (h, Some(p)),
-        None => (d, None),
+/// Which part of `s` breaks the reference grammar, for the error message: the digest, the
+/// tag, or else the name. Only called after the grammar refused `s`.
+fn invalid_part(s: &str) -> &'static str {
+    let (rest, digest) = match s.split_once('@') {
+        Some((r, d)) => (r, Some(d)),
+        None => (s, None),
     };
-    if let Some(p) = port
-        && (p.is_empty() || p.len() > 5 || !p.bytes().all(|c| c.is_ascii_digit()))
+    if let Some(d) = digest
+        && validate_digest(d).is_err()
     {
-        return false;
+        return "invalid digest (want sha256:<64 lowercase hex digits>)";
     }
-    !host.is_empty()
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || c == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
-}
-
-/// One path component: lowercase alphanumerics separated by `.`, `_`, `__`, or runs of `-`.
-fn valid_path_component(c: &str) -> bool {
-    let b = c.as_bytes();
-    if b.is_empty() || !is_lower_alnum(b[0]) || !is_lower_alnum(b[b.len() - 1]) {
-        return false;
+    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match rest[last_slash..].rfind(':') {
+        Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
+        None => (rest, None),
+    };
+    let tag_ok = |t: &str| {
+        let b = t.as_bytes();
+        !b.is_empty()
+            && b.len() <= 128
+            && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+            && b.iter()
+                .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+    };
+    if tag.is_some_and(|t| !tag_ok(t)) {
+        return "invalid tag (letters, digits, '_', '.', '-'; at most 128)";
     }
-    let mut i = 0;
-    while i < b.len() {
-        if is_lower_alnum(b[i]) {
-            i += 1;
-            continue;
-        }
-        // A separator: '.', '_', '__', or one or more '-'.
-        let start = i;
-        match b[i] {
-            b'.' => i += 1,
-            b'_' => {
-                i += 1;
-                if i < b.len() && b[i] == b'_' {
-                    i += 1;
-                }
-            }
-            b'-' => {
-                while i < b.len() && b[i] == b'-' {
-                    i += 1;
-                }
-            }
-            _ => return false,
-        }
-        if i == start || i >= b.len() || !is_lower_alnum(b[i]) {
-            return false;
-        }
+    let path = match name.split_once('/') {
+        Some((first, path)) if first.contains(['.', ':']) || first == "localhost" => path,
+        _ => name,
+    };
+    if path.chars().any(|c| c.is_ascii_uppercase()) {
+        return "repository name must be lowercase";
     }
-    true
-}
-
-fn is_lower_alnum(c: u8) -> bool {
-    c.is_ascii_lowercase() || c.is_ascii_digit()
+    "invalid repository name (registry host, then lowercase letters and digits separated by \
+     '.', '_', '__', '-' or '/')"
 }
 
 /// Checks that `d` is `sha256:` followed by 64 lowercase hex digits.
@@ -280,6 +209,13 @@ mod tests {
         assert_eq!(full("localhost/app"), "localhost/app:latest");
         assert_eq!(full("localhost:5000/a/b:c"), "localhost:5000/a/b:c");
         assert_eq!(full("quay.io/x/y"), "quay.io/x/y:latest");
+        assert_eq!(
+            full("registry-1.docker.io/busybox"),
+            "docker.io/library/busybox:latest"
+        );
+        assert_eq!(full("library/busybox:1"), "docker.io/library/busybox:1");
+        assert_eq!(full("me/a__b-c.d"), "docker.io/me/a__b-c.d:latest");
+        assert_eq!(full("localhost:5000/x"), "localhost:5000/x:latest");
     }
 
     #[test]
@@ -292,6 +228,13 @@ mod tests {
         assert_eq!(r.tag.as_deref(), Some("1"));
         assert!(Reference::parse("busybox@sha256:abc").is_err());
         assert!(Reference::parse("busybox@md5:abc").is_err());
+        // Digests the store cannot keep are refused by name.
+        let e = Reference::parse(&format!("busybox@sha512:{}", "a".repeat(128))).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("unsupported digest algorithm sha512"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -313,5 +256,60 @@ mod tests {
         }
         assert!(Reference::parse("a__b").is_ok());
         assert!(Reference::parse("a---b").is_ok());
+    }
+
+    #[test]
+    fn errors_name_the_reference_and_the_part() {
+        let e = |s: &str| Reference::parse(s).unwrap_err().to_string();
+        let m = e("Busybox");
+        assert!(
+            m.contains("\"Busybox\"") && m.contains("must be lowercase"),
+            "{m}"
+        );
+        let m = e("quay.io/Me/app");
+        assert!(
+            m.contains("\"quay.io/Me/app\"") && m.contains("lowercase"),
+            "{m}"
+        );
+        let m = e("busybox:-x");
+        assert!(
+            m.contains("\"busybox:-x\"") && m.contains("invalid tag"),
+            "{m}"
+        );
+        let m = e("busybox@md5:abc");
+        assert!(
+            m.contains("\"busybox@md5:abc\"") && m.contains("invalid digest"),
+            "{m}"
+        );
+        let m = e("a//b");
+        assert!(m.contains("invalid repository name"), "{m}");
+        assert!(e("").contains("empty reference"));
+        let long = format!("me/{}", "a".repeat(300));
+        assert!(e(&long).contains("longer than 255"));
+    }
+
+    #[test]
+    fn registry_hosts_and_ports() {
+        let r = Reference::parse("localhost:5000/x:y").unwrap();
+        assert_eq!(
+            (r.domain.as_str(), r.repository.as_str(), r.tag.as_deref()),
+            ("localhost:5000", "x", Some("y"))
+        );
+        assert_eq!(r.familiar(), "localhost:5000/x:y");
+        let r = Reference::parse("registry-1.docker.io/me/app").unwrap();
+        assert_eq!(
+            (r.domain.as_str(), r.repository.as_str()),
+            ("docker.io", "me/app")
+        );
+        assert_eq!(r.familiar(), "me/app:latest");
+        // A first component without '.' or ':' is a Docker Hub namespace, not a host.
+        let r = Reference::parse("myhost/app").unwrap();
+        assert_eq!(r.name(), "docker.io/myhost/app");
+        // A name without '/' has no registry host: this is tag 5000 of a Docker Hub image.
+        assert_eq!(full("test.com:5000"), "docker.io/library/test.com:5000");
+        let d = format!("sha256:{}", "b".repeat(64));
+        let r = Reference::parse(&format!("localhost:5000/x@{d}")).unwrap();
+        assert_eq!(r.to_string(), format!("localhost:5000/x@{d}"));
+        assert_eq!(r.without_digest().to_string(), "localhost:5000/x:latest");
     }
 }

@@ -524,6 +524,8 @@ impl ImageStore {
         Err(last.unwrap_or_else(|| Error::NotFound(reference.to_string())))
     }
 
+    // Long: the pull protocol in order: manifest or index, platform choice, config, layers in
+    // parallel, index update; one retry context for all.
     async fn pull_from(
         &self,
         host: &str,

@@ -402,6 +402,8 @@ impl Unpacker {
         Ok(())
     }
 
+    // Long: one arm per tar entry type (whiteouts, directories, files, links, devices, FIFOs),
+    // each with its in-root and ownership rules; the arms share the entry's resolved parent.
     fn entry<R: Read>(
         &mut self,
         entry: &mut tar::Entry<'_, R>,
@@ -918,18 +920,12 @@ impl Unpacker {
         value: &[u8],
         whole: &[u8],
     ) -> Result<()> {
-        let n = cstr(name);
-        // SAFETY: `fd` is a valid open descriptor for the duration of the call, `n` is a
-        // NUL-terminated string and `value` is a valid buffer of `value.len()` bytes.
-        let rc = unsafe {
-            libc::fsetxattr(
-                fd.as_raw_fd(),
-                n.as_ptr(),
-                value.as_ptr().cast(),
-                value.len(),
-                0,
-            )
-        };
+        let rc = rustix::fs::fsetxattr(
+            fd,
+            OsStr::from_bytes(name),
+            value,
+            rustix::fs::XattrFlags::empty(),
+        );
         self.xattr_result(rc, name, whole)
     }
 
@@ -946,27 +942,20 @@ impl Unpacker {
         // component (lsetxattr).
         let mut p = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
         p.extend_from_slice(entry.to_bytes());
-        let p = cstr(&p);
-        let n = cstr(name);
-        // SAFETY: `p` and `n` are NUL-terminated strings and `value` is a valid buffer of
-        // `value.len()` bytes; lsetxattr does not keep the pointers.
-        let rc = unsafe {
-            libc::lsetxattr(
-                p.as_ptr(),
-                n.as_ptr(),
-                value.as_ptr().cast(),
-                value.len(),
-                0,
-            )
-        };
+        let rc = rustix::fs::lsetxattr(
+            OsStr::from_bytes(&p),
+            OsStr::from_bytes(name),
+            value,
+            rustix::fs::XattrFlags::empty(),
+        );
         self.xattr_result(rc, name, whole)
     }
 
-    fn xattr_result(&self, rc: libc::c_int, name: &[u8], whole: &[u8]) -> Result<()> {
-        if rc == 0 {
+    fn xattr_result(&self, rc: rustix::io::Result<()>, name: &[u8], whole: &[u8]) -> Result<()> {
+        let Err(e) = rc else {
             return Ok(());
-        }
-        let e = Errno::last();
+        };
+        let e = Errno::from_raw(e.raw_os_error());
         // security.* labels the host cannot hold (SELinux off, …) are skipped, as tar does.
         if name.starts_with(b"security.")
             && matches!(e, Errno::ENOTSUP | Errno::EPERM | Errno::EINVAL)

@@ -11,9 +11,10 @@
 //! file (by inode/mtime/size) on the next query, so answers follow scaling and recreation
 //! without restarting anyone. A stopped container keeps its endpoint (namespace, veth and
 //! address stay reserved, so it gets them back at start), but the server answers only for
-//! endpoints whose container *runs*: at each question it reads the container's state from
-//! the container store of the same state root (`<root>/containers/.names/<key>` → id →
-//! `state.json`, with the pid checked against `/proc`). So `stop`, `start`, an exit, a crash
+//! endpoints whose container *runs*: at each question it asks a [`Liveness`] given by whoever
+//! starts the server (the engine's helper entry gives the container store's check,
+//! `container::state::StoreLiveness`: name → id → `state.json`, with the pid checked against
+//! `/proc`; the network module knows nothing of containers). So `stop`, `start`, an exit, a crash
 //! and restarts by the supervisor's restart policy (which happen without any tug command)
 //! all show in the next answer. A name of the network whose containers all stopped gets
 //! NXDOMAIN (it is not relayed upstream). A name known on the network gets all its addresses (replicas of a
@@ -44,7 +45,6 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Error, Result};
-use crate::engine::container::state::{self, Status};
 
 /// What the server knows: names → addresses of one network, plus upstreams.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -136,8 +136,8 @@ impl Table {
 
 struct State {
     path: PathBuf,
-    /// `<root>/containers` of the same state root, for liveness checks.
-    containers: Option<PathBuf>,
+    /// Whether the container behind an endpoint key runs.
+    liveness: Box<dyn Liveness>,
     own: Table,
     /// The records of the other networks of the same state root, for containers that are on
     /// several networks (a container resolves the names of every network it is on, each
@@ -156,32 +156,23 @@ enum Lookup {
     Unknown,
 }
 
-/// Whether the container behind an endpoint runs. The endpoint's key is a container name or
-/// id of the container store of the same state root: `<containers>/.names/<key>` gives the
-/// id, `<containers>/<id>/state.json` the recorded state, corrected by the pid liveness check
-/// of [`state::observe`] (so a crash or an exit the supervisor did not record yet counts as
-/// stopped). Running and paused containers answer (as with Docker). An endpoint whose key is
-/// no container of the store (library users that wire namespaces themselves) counts as
-/// running.
-fn running(containers: &Path, key: &str) -> bool {
-    let plain = |k: &str| !k.is_empty() && !k.contains('/') && !k.starts_with('.');
-    if !plain(key) {
-        return true;
+/// Whether the container behind an endpoint runs (an endpoint's key is the container name
+/// or id it was connected with): the server answers a record only when it does. Asked at
+/// every question, so it must be cheap (the container store's check reads two small files).
+pub trait Liveness: Send {
+    /// True when the container keyed `key` runs (or is paused), or is no container the
+    /// implementation knows (library users that wire namespaces themselves).
+    fn running(&self, key: &str) -> bool;
+}
+
+/// Every endpoint counts as running.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AlwaysRunning;
+
+impl Liveness for AlwaysRunning {
+    fn running(&self, _key: &str) -> bool {
+        true
     }
-    let id = std::fs::read_to_string(containers.join(".names").join(key))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| key.to_string());
-    if !plain(&id) {
-        return true;
-    }
-    let dir = containers.join(&id);
-    if !dir.join("container.json").exists() {
-        return true;
-    }
-    matches!(
-        state::observe(&dir).status,
-        Status::Running | Status::Paused
-    )
 }
 
 impl State {
@@ -191,10 +182,10 @@ impl State {
     }
 
     /// The addresses of `entries` whose containers run.
-    fn live(containers: Option<&Path>, entries: &[(Ipv4Addr, String)]) -> Vec<Ipv4Addr> {
+    fn live(liveness: &dyn Liveness, entries: &[(Ipv4Addr, String)]) -> Vec<Ipv4Addr> {
         entries
             .iter()
-            .filter(|(_, k)| containers.is_none_or(|c| running(c, k)))
+            .filter(|(_, k)| liveness.running(k))
             .map(|(ip, _)| *ip)
             .collect()
     }
@@ -204,7 +195,7 @@ impl State {
         let mut known = false;
         if let Some(entries) = self.own.by_name.get(name) {
             known = true;
-            let ips = Self::live(self.containers.as_deref(), entries);
+            let ips = Self::live(self.liveness.as_ref(), entries);
             if !ips.is_empty() {
                 return Lookup::Found(ips);
             }
@@ -241,7 +232,6 @@ impl State {
         let Some(rd) = net_dir.parent().and_then(|n| std::fs::read_dir(n).ok()) else {
             return Lookup::Unknown;
         };
-        let containers = self.containers.clone();
         let mut found: Vec<Ipv4Addr> = Vec::new();
         let mut known = false;
         let mut seen = Vec::new();
@@ -260,7 +250,7 @@ impl State {
                 && let Some(entries) = t.by_name.get(name)
             {
                 known = true;
-                for ip in Self::live(containers.as_deref(), entries) {
+                for ip in Self::live(self.liveness.as_ref(), entries) {
                     if !found.contains(&ip) {
                         found.push(ip);
                     }
@@ -337,13 +327,12 @@ fn answer(state: &Mutex<State>, query: &[u8], client: IpAddr) -> Answer {
     }
     if q.query_type() == RecordType::PTR
         && let Some(ip) = ptr_ip(&name)
-        && let Some(e) = st.own.records.endpoints.iter().find(|e| {
-            e.ip == ip
-                && st
-                    .containers
-                    .as_deref()
-                    .is_none_or(|c| running(c, &e.container_id))
-        })
+        && let Some(e) = st
+            .own
+            .records
+            .endpoints
+            .iter()
+            .find(|e| e.ip == ip && st.liveness.running(&e.container_id))
         && let Some(first) = e.names.first()
         && let Ok(target) = Name::from_ascii(format!("{first}."))
     {
@@ -449,20 +438,19 @@ async fn handle(state: &Mutex<State>, query: &[u8], client: IpAddr, tcp: bool) -
 }
 
 /// Runs the server on already bound sockets until the records file disappears.
-pub fn serve(records: &Path, udp: std::net::UdpSocket, tcp: std::net::TcpListener) -> Result<()> {
+pub fn serve(
+    records: &Path,
+    udp: std::net::UdpSocket,
+    tcp: std::net::TcpListener,
+    liveness: Box<dyn Liveness>,
+) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::Io("start the dns runtime".into(), e))?;
-    // <root>/networks/<name>/dns.json → <root>/containers
-    let containers = records
-        .parent()
-        .and_then(Path::parent)
-        .and_then(Path::parent)
-        .map(|r| r.join("containers"));
     let mut st = State {
         path: records.to_path_buf(),
-        containers,
+        liveness,
         own: Table::default(),
         siblings: HashMap::new(),
         rr: AtomicUsize::new(0),

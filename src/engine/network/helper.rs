@@ -6,67 +6,16 @@
 //! the `exec`, and their numbers travel as arguments. The child starts its own session
 //! (`setsid`), so it outlives the command and ignores the terminal's signals.
 //!
-//! A pid alone can be reused after the process died, so a helper is recorded as (pid, start
-//! time in clock ticks since boot, field 22 of `/proc/<pid>/stat`); it is alive when a process
-//! with that pid and start time exists and is not a zombie.
+//! A helper is recorded as its [`ProcId`] (pid and start time: a pid alone can be reused).
 
 use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use serde::{Deserialize, Serialize};
-
 use super::{Error, Result};
 
-/// Identity of a running helper.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ProcId {
-    pub pid: i32,
-    pub start: u64,
-}
-
-/// Reads (start time, state) of a pid.
-fn stat_of(pid: i32) -> Option<(u64, char)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &s[s.rfind(')')? + 1..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // after ')' field index 0 is field 3 (state); start time is field 22 → index 19.
-    let state = fields.first()?.chars().next()?;
-    let start = fields.get(19)?.parse().ok()?;
-    Some((start, state))
-}
-
-impl ProcId {
-    /// The identity of a live pid.
-    pub fn of(pid: i32) -> Option<Self> {
-        stat_of(pid).map(|(start, _)| Self { pid, start })
-    }
-
-    /// True when this very process still runs.
-    pub fn alive(&self) -> bool {
-        matches!(stat_of(self.pid), Some((start, st)) if start == self.start && st != 'Z' && st != 'X')
-    }
-
-    /// Sends SIGTERM, waits up to 2 s, then SIGKILL (and waits up to 1 s more). The wait
-    /// wakes when the process exits (a pidfd), not at the next tick of a poll.
-    pub fn stop(&self) {
-        use crate::engine::container::state::wait_gone;
-        use nix::sys::signal::{Signal, kill};
-        use nix::unistd::Pid;
-        use std::time::Duration;
-        if !self.alive() {
-            return;
-        }
-        let (pid, start) = (Some(self.pid), Some(self.start));
-        let _ = kill(Pid::from_raw(self.pid), Signal::SIGTERM);
-        if wait_gone(pid, start, Duration::from_secs(2)) {
-            return;
-        }
-        let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
-        let _ = wait_gone(pid, start, Duration::from_secs(1));
-    }
-}
+pub use crate::engine::proc::ProcId;
 
 /// Starts `exe args…` detached, keeping `fds` open in the child, stderr appended to `log`.
 pub fn spawn(exe: &Path, args: &[String], fds: &[RawFd], log: &Path) -> Result<ProcId> {

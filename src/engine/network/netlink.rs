@@ -205,7 +205,7 @@ pub fn ensure_bridge(name: &str, mtu: Option<u32>, gateway: Ipv4Addr, prefix: u8
 /// link that goes is seen at once and nothing is polled.
 #[must_use]
 pub fn wait_links_gone(names: &[String], timeout: std::time::Duration) -> Vec<String> {
-    use std::os::fd::{AsFd as _, FromRawFd as _, OwnedFd};
+    use std::os::fd::AsFd as _;
     let left = || -> Vec<String> {
         names
             .iter()
@@ -216,31 +216,23 @@ pub fn wait_links_gone(names: &[String], timeout: std::time::Duration) -> Vec<St
     if names.is_empty() {
         return Vec::new();
     }
-    // SAFETY: socket(2) takes no pointers; the result is checked and owned below.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            libc::NETLINK_ROUTE,
-        )
+    use nix::sys::socket::{
+        AddressFamily, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, socket,
     };
-    let sock = (raw >= 0).then(|| {
-        // SAFETY: `raw` is a descriptor socket(2) just returned and nothing else owns.
-        unsafe { OwnedFd::from_raw_fd(raw) }
-    });
+    let sock = socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        SockProtocol::NetlinkRoute,
+    )
+    .ok();
+    let groups = u32::try_from(libc::RTMGRP_LINK).unwrap_or(1);
     let subscribed = sock.as_ref().is_some_and(|s| {
-        // SAFETY: an all-zero sockaddr_nl is valid; family and groups are set before bind.
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = u16::try_from(libc::AF_NETLINK).unwrap_or(16);
-        addr.nl_groups = u32::try_from(libc::RTMGRP_LINK).unwrap_or(1);
-        // SAFETY: `addr` is a valid sockaddr_nl of the size passed.
-        unsafe {
-            libc::bind(
-                std::os::fd::AsRawFd::as_raw_fd(s),
-                std::ptr::addr_of!(addr).cast(),
-                u32::try_from(std::mem::size_of::<libc::sockaddr_nl>()).unwrap_or(12),
-            ) == 0
-        }
+        bind(
+            std::os::fd::AsRawFd::as_raw_fd(s),
+            &NetlinkAddr::new(0, groups),
+        )
+        .is_ok()
     });
     let deadline = std::time::Instant::now() + timeout;
     let mut buf = vec![0u8; 16 * 1024];

@@ -63,6 +63,14 @@ pub enum CgroupError {
         /// The cause.
         source: io::Error,
     },
+    /// The process could not move itself into a cgroup.
+    #[error("join cgroup {path}: {source}")]
+    Join {
+        /// The v1 `tasks` file.
+        path: PathBuf,
+        /// The cause (`EIO` for a short write).
+        source: nix::Error,
+    },
     /// No usable cgroup hierarchy was found.
     #[error("no cgroup hierarchy is mounted at {0}")]
     NotMounted(PathBuf),
@@ -624,8 +632,10 @@ impl Cgroup {
                 break;
             }
             for p in pids {
-                // SAFETY: kill has no memory-safety preconditions.
-                unsafe { libc::kill(p, libc::SIGKILL) };
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
@@ -681,15 +691,16 @@ impl Attach {
     /// In the new, still single-threaded container process: writes `0` ("the calling
     /// thread") into every v1 `tasks` file, which moves the whole process without the global
     /// lock. Only `write`; no allocation unless it fails.
-    pub fn join_self(&self) -> std::result::Result<(), String> {
+    pub fn join_self(&self) -> Result<()> {
         for (p, f) in &self.tasks {
-            // SAFETY: writing one byte from a static buffer to an open descriptor.
-            if unsafe { libc::write(f.as_raw_fd(), b"0".as_ptr().cast(), 1) } != 1 {
-                return Err(format!(
-                    "join cgroup {}: {}",
-                    p.display(),
-                    io::Error::last_os_error()
-                ));
+            match nix::unistd::write(f, b"0") {
+                Ok(1) => {}
+                r => {
+                    return Err(CgroupError::Join {
+                        path: p.clone(),
+                        source: r.err().unwrap_or(nix::Error::EIO),
+                    });
+                }
             }
         }
         Ok(())

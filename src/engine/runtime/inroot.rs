@@ -42,27 +42,14 @@ pub struct Identity {
 /// The identity of `path` relative to `dir` (`""` with `AT_EMPTY_PATH` for `dir` itself),
 /// not following a final symlink.
 pub fn identity_at(dir: BorrowedFd<'_>, path: &str) -> nix::Result<Identity> {
-    let p = CString::new(path).map_err(|_| Errno::EINVAL)?;
-    // SAFETY: statx fills the zeroed struct it is given; the path is NUL-terminated.
-    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    use rustix::fs::{AtFlags, StatxFlags};
     let flags = if path.is_empty() {
-        libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW
+        AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW
     } else {
-        libc::AT_SYMLINK_NOFOLLOW
+        AtFlags::SYMLINK_NOFOLLOW
     };
-    // SAFETY: as above; `st` outlives the call.
-    let r = unsafe {
-        libc::statx(
-            dir.as_raw_fd(),
-            p.as_ptr(),
-            flags,
-            libc::STATX_INO | libc::STATX_MNT_ID,
-            &raw mut st,
-        )
-    };
-    if r != 0 {
-        return Err(Errno::last());
-    }
+    let st = rustix::fs::statx(dir, path, flags, StatxFlags::INO | StatxFlags::MNT_ID)
+        .map_err(|e| Errno::from_raw(e.raw_os_error()))?;
     Ok(Identity {
         dev: libc::makedev(st.stx_dev_major, st.stx_dev_minor),
         ino: st.stx_ino,

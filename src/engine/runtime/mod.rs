@@ -31,6 +31,7 @@ pub mod namespaces;
 pub mod process;
 pub mod rootfs;
 pub mod seccomp;
+pub mod sys;
 
 use std::io::{BufRead as _, Read as _, Write as _};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -189,26 +190,14 @@ pub fn open_pty() -> std::io::Result<(OwnedFd, OwnedFd)> {
         .write(true)
         .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
         .open("/dev/ptmx")?;
-    let unlock: libc::c_int = 0;
-    // SAFETY: TIOCSPTLCK reads an int from the pointer.
-    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: TIOCGPTPEER returns a new descriptor for the slave side.
-    let slave = unsafe {
-        libc::ioctl(
-            master.as_raw_fd(),
-            libc::TIOCGPTPEER,
-            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-        )
-    };
-    if slave < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: slave is a fresh descriptor we own.
-    Ok((OwnedFd::from(master), unsafe {
-        OwnedFd::from_raw_fd(slave)
-    }))
+    rustix::pty::unlockpt(&master)?;
+    let slave = rustix::pty::ioctl_tiocgptpeer(
+        &master,
+        rustix::pty::OpenptFlags::RDWR
+            | rustix::pty::OpenptFlags::NOCTTY
+            | rustix::pty::OpenptFlags::CLOEXEC,
+    )?;
+    Ok((OwnedFd::from(master), slave))
 }
 
 /// In the container: allocates its terminal, sends the master to the supervisor over
@@ -298,12 +287,9 @@ fn take_stdio(stdio: &Stdio) -> std::result::Result<(), String> {
     };
     if stdio.tty {
         let _ = nix::unistd::setsid();
-        // SAFETY: TIOCSCTTY on fd 0, which is a terminal slave.
-        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
-            return Err(format!(
-                "set controlling terminal: {}",
-                std::io::Error::last_os_error()
-            ));
+        // fd 0 is the terminal's slave now.
+        if let Err(e) = rustix::process::ioctl_tiocsctty(std::io::stdin()) {
+            return Err(format!("set controlling terminal: {e}"));
         }
     }
     Ok(())
@@ -318,6 +304,25 @@ fn wait_go(go_r: RawFd) -> std::result::Result<(), String> {
     } else {
         Err("the supervisor did not place the container in its cgroup".to_string())
     }
+}
+
+/// The container's root in the child: the spec's mounts, devices, sysctls and masked paths,
+/// then the pivot. Every path inside the rootfs is resolved inside it (see `rootfs`).
+fn make_root(spec: &Spec, rootfs: &Path) -> std::result::Result<(), rootfs::RootfsError> {
+    let root = rootfs::prepare(rootfs)?;
+    for m in spec.mounts().iter().flatten() {
+        rootfs::mount_one(&root, m)?;
+    }
+    let mut devices = rootfs::default_devices();
+    if let Some(extra) = spec.linux().as_ref().and_then(|l| l.devices().clone()) {
+        devices.retain(|d| !extra.iter().any(|e| e.path() == d.path()));
+        devices.extend(extra);
+    }
+    rootfs::create_devices(&root, &devices)?;
+    rootfs::sysctls(&root, spec)?;
+    rootfs::mask(&root, spec)?;
+    rootfs::pivot(root)?;
+    rootfs::finish(spec)
 }
 
 /// Everything the child does; returns only on failure.
@@ -338,7 +343,7 @@ fn child_main(
     // Into the v1 hierarchies first, while single-threaded and before anything else runs.
     let t_join = Instant::now();
     if let Err(e) = attach.join_self() {
-        return e;
+        return e.to_string();
     }
     // SAFETY: this is the clone child, which leaves by exec or _exit and never drops `attach`.
     unsafe { attach.close_in_child() };
@@ -366,35 +371,10 @@ fn child_main(
     {
         return e;
     }
-    if let Some(h) = spec.hostname()
-        && let Err(e) = nix::unistd::sethostname(h)
-    {
-        return format!("sethostname: {e}");
+    if let Err(e) = namespaces::set_names(&sys::Linux, spec) {
+        return e.to_string();
     }
-    if let Some(d) = spec.domainname().as_ref().filter(|d| !d.is_empty()) {
-        // SAFETY: the pointer and length describe d's bytes.
-        if unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } != 0 {
-            return format!("setdomainname: {}", std::io::Error::last_os_error());
-        }
-    }
-    // Every path inside the rootfs is resolved inside it, through `root` (see `rootfs`).
-    let mounts = || -> std::result::Result<(), rootfs::RootfsError> {
-        let root = rootfs::prepare(rootfs)?;
-        for m in spec.mounts().iter().flatten() {
-            rootfs::mount_one(&root, m)?;
-        }
-        let mut devices = rootfs::default_devices();
-        if let Some(extra) = spec.linux().as_ref().and_then(|l| l.devices().clone()) {
-            devices.retain(|d| !extra.iter().any(|e| e.path() == d.path()));
-            devices.extend(extra);
-        }
-        rootfs::create_devices(&root, &devices)?;
-        rootfs::sysctls(&root, spec)?;
-        rootfs::mask(&root, spec)?;
-        rootfs::pivot(root)?;
-        rootfs::finish(spec)
-    };
-    if let Err(e) = mounts() {
+    if let Err(e) = make_root(spec, rootfs) {
         return e.to_string();
     }
     if let Some(sock) = console {
@@ -476,6 +456,8 @@ pub fn launch(
 
 /// [`launch`], with `before_start` run between the mounts and the program (see
 /// [`BeforeStart`]).
+// Long: the start sequence around the clone (cgroup, namespaces, pipes, clone3 or clone, the
+// child's report) where each step depends on the descriptors of the one before.
 pub fn launch_with(
     spec: &Spec,
     rootfs: &Path,
@@ -691,14 +673,7 @@ impl Joinable {
             what: "pidfd_open",
             source,
         };
-        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-        let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if r < 0 {
-            return Err(sys(nix::Error::last()));
-        }
-        // SAFETY: the kernel just returned this descriptor; nobody else owns it.
-        let pidfd =
-            unsafe { OwnedFd::from_raw_fd(i32::try_from(r).map_err(|_| sys(nix::Error::EBADF))?) };
+        let pidfd = crate::engine::proc::pidfd_open(pid).map_err(sys)?;
         if !is_it() {
             return Err(sys(nix::Error::ESRCH));
         }
@@ -765,8 +740,7 @@ pub fn exec_in(
 /// and the root directory of the container process `target` (see [`enter`]).
 pub fn join_container(target: &Joinable, cgroup: Option<&cgroups::Cgroup>) -> Result<()> {
     if let Some(cg) = cgroup {
-        // SAFETY: getpid cannot fail.
-        let me = unsafe { libc::getpid() };
+        let me = nix::unistd::getpid().as_raw();
         cg.add(me)?;
     }
     // The cgroup namespace after the cgroup itself: its root then is the container's.
@@ -793,10 +767,7 @@ pub fn join_container(target: &Joinable, cgroup: Option<&cgroups::Cgroup>) -> Re
 ///   the join fails.
 pub fn enter(target: &Joinable, flags: CloneFlags) -> Result<()> {
     let sys = |what: &'static str| move |source| RuntimeError::Sys { what, source };
-    // SAFETY: prctl(PR_SET_DUMPABLE) only changes a flag of this process.
-    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
-        return Err(sys("make the process non-dumpable")(nix::Error::last()));
-    }
+    nix::sys::prctl::set_dumpable(false).map_err(sys("make the process non-dumpable"))?;
     let root = target.root()?;
     nix::sched::setns(&target.pidfd, flags).map_err(sys("join the container's namespaces"))?;
     nix::unistd::fchdir(&root).map_err(sys("enter the container's root"))?;

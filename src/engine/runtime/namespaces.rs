@@ -9,11 +9,12 @@
 //! that moment, so it is not a clone flag (the clone would take the supervisor's cgroups)
 //! but unshared by the container's process once it is inside its own cgroups.
 
-use std::fs::File;
 use std::path::PathBuf;
 
-use nix::sched::{CloneFlags, setns};
+use nix::sched::CloneFlags;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use super::sys::{Linux, SetnsError, Syscall};
 
 /// Errors of namespace handling.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +32,14 @@ pub enum NamespaceError {
     Join {
         /// The path.
         path: PathBuf,
+        /// The cause.
+        source: nix::Error,
+    },
+    /// The UTS namespace's host or domain name could not be set.
+    #[error("{call}: {source}")]
+    Name {
+        /// The call (`sethostname`, `setdomainname`).
+        call: &'static str,
         /// The cause.
         source: nix::Error,
     },
@@ -92,16 +101,45 @@ pub fn plan(spec: &Spec) -> Plan {
 }
 
 /// Joins each `(flag, path)` namespace.
+///
+/// # Errors
+/// The first namespace that cannot be opened or joined, named.
 pub fn join(list: &[(CloneFlags, PathBuf)]) -> Result<()> {
+    join_with(&Linux, list)
+}
+
+/// [`join`] through `sys`.
+///
+/// # Errors
+/// As [`join`].
+pub fn join_with(sys: &dyn Syscall, list: &[(CloneFlags, PathBuf)]) -> Result<()> {
     for (f, path) in list {
-        let file = File::open(path).map_err(|source| NamespaceError::Open {
-            path: path.clone(),
-            source,
+        sys.setns(path, *f).map_err(|e| match e {
+            SetnsError::Open(source) => NamespaceError::Open {
+                path: path.clone(),
+                source,
+            },
+            SetnsError::Join(source) => NamespaceError::Join {
+                path: path.clone(),
+                source,
+            },
         })?;
-        setns(&file, *f).map_err(|source| NamespaceError::Join {
-            path: path.clone(),
-            source,
-        })?;
+    }
+    Ok(())
+}
+
+/// Sets the names of the container's UTS namespace: its hostname and, when the spec has a
+/// non-empty one, its NIS domain name.
+///
+/// # Errors
+/// The call that failed and why (for the start error).
+pub fn set_names(sys: &dyn Syscall, spec: &Spec) -> Result<()> {
+    let name = |call| move |source| NamespaceError::Name { call, source };
+    if let Some(h) = spec.hostname() {
+        sys.sethostname(h).map_err(name("sethostname"))?;
+    }
+    if let Some(d) = spec.domainname().as_ref().filter(|d| !d.is_empty()) {
+        sys.setdomainname(d).map_err(name("setdomainname"))?;
     }
     Ok(())
 }
@@ -109,7 +147,57 @@ pub fn join(list: &[(CloneFlags, PathBuf)]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::runtime::sys::{Call, Recorder};
     use oci_spec::runtime::{LinuxBuilder, LinuxNamespaceBuilder, SpecBuilder};
+
+    #[test]
+    fn namespaces_join_in_order_and_name_the_one_that_fails() {
+        let list = vec![
+            (CloneFlags::CLONE_NEWNET, PathBuf::from("/run/netns/a")),
+            (CloneFlags::CLONE_NEWIPC, PathBuf::from("/proc/7/ns/ipc")),
+            (CloneFlags::CLONE_NEWUTS, PathBuf::from("/proc/7/ns/uts")),
+        ];
+        let sys = Recorder::default();
+        join_with(&sys, &list).unwrap();
+        assert_eq!(
+            sys.calls(),
+            list.iter()
+                .map(|(f, p)| Call::Setns(p.clone(), *f))
+                .collect::<Vec<_>>()
+        );
+        let sys = Recorder::failing(|c| {
+            matches!(c, Call::Setns(_, f) if *f == CloneFlags::CLONE_NEWIPC)
+                .then_some(nix::errno::Errno::EPERM)
+        });
+        let e = join_with(&sys, &list).unwrap_err();
+        assert!(e.to_string().contains("/proc/7/ns/ipc"), "{e}");
+        assert_eq!(sys.calls().len(), 2, "nothing is joined after a failure");
+    }
+
+    #[test]
+    fn namespaces_uts_names_set_as_the_spec_says() {
+        let spec = SpecBuilder::default()
+            .hostname("web")
+            .domainname("example.org")
+            .build()
+            .unwrap();
+        let sys = Recorder::default();
+        set_names(&sys, &spec).unwrap();
+        assert_eq!(
+            sys.calls(),
+            [
+                Call::Sethostname("web".into()),
+                Call::Setdomainname("example.org".into())
+            ]
+        );
+        // An empty domain name is not set; no hostname, no call.
+        let spec = SpecBuilder::default().domainname("").build().unwrap();
+        let mut spec = spec;
+        spec.set_hostname(None);
+        let sys = Recorder::default();
+        set_names(&sys, &spec).unwrap();
+        assert!(sys.calls().is_empty(), "{:?}", sys.calls());
+    }
 
     #[test]
     fn namespaces_cgroup_is_unshared_later_not_cloned() {

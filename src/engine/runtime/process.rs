@@ -12,6 +12,8 @@
 //! no_new_privs by default, so the filter is installed while the process still holds all its
 //! capabilities, before they are dropped (the filter allows the few calls that follow).
 
+use super::sys::{Linux, Syscall};
+use nix::sys::resource::Resource;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -74,35 +76,30 @@ pub fn cap_set<'a>(names: impl IntoIterator<Item = &'a String>) -> CapsHashSet {
 
 /// The kernel resource of an OCI rlimit type, and its Docker name (`--ulimit nofile=…`).
 #[must_use]
-pub fn rlimit_resource(t: PosixRlimitType) -> (libc::__rlimit_resource_t, &'static str) {
+pub fn rlimit_resource(t: PosixRlimitType) -> (Resource, &'static str) {
     match t {
-        PosixRlimitType::RlimitCpu => (libc::RLIMIT_CPU, "cpu"),
-        PosixRlimitType::RlimitFsize => (libc::RLIMIT_FSIZE, "fsize"),
-        PosixRlimitType::RlimitData => (libc::RLIMIT_DATA, "data"),
-        PosixRlimitType::RlimitStack => (libc::RLIMIT_STACK, "stack"),
-        PosixRlimitType::RlimitCore => (libc::RLIMIT_CORE, "core"),
-        PosixRlimitType::RlimitRss => (libc::RLIMIT_RSS, "rss"),
-        PosixRlimitType::RlimitNproc => (libc::RLIMIT_NPROC, "nproc"),
-        PosixRlimitType::RlimitNofile => (libc::RLIMIT_NOFILE, "nofile"),
-        PosixRlimitType::RlimitMemlock => (libc::RLIMIT_MEMLOCK, "memlock"),
-        PosixRlimitType::RlimitAs => (libc::RLIMIT_AS, "as"),
-        PosixRlimitType::RlimitLocks => (libc::RLIMIT_LOCKS, "locks"),
-        PosixRlimitType::RlimitSigpending => (libc::RLIMIT_SIGPENDING, "sigpending"),
-        PosixRlimitType::RlimitMsgqueue => (libc::RLIMIT_MSGQUEUE, "msgqueue"),
-        PosixRlimitType::RlimitNice => (libc::RLIMIT_NICE, "nice"),
-        PosixRlimitType::RlimitRtprio => (libc::RLIMIT_RTPRIO, "rtprio"),
-        PosixRlimitType::RlimitRttime => (libc::RLIMIT_RTTIME, "rttime"),
+        PosixRlimitType::RlimitCpu => (Resource::RLIMIT_CPU, "cpu"),
+        PosixRlimitType::RlimitFsize => (Resource::RLIMIT_FSIZE, "fsize"),
+        PosixRlimitType::RlimitData => (Resource::RLIMIT_DATA, "data"),
+        PosixRlimitType::RlimitStack => (Resource::RLIMIT_STACK, "stack"),
+        PosixRlimitType::RlimitCore => (Resource::RLIMIT_CORE, "core"),
+        PosixRlimitType::RlimitRss => (Resource::RLIMIT_RSS, "rss"),
+        PosixRlimitType::RlimitNproc => (Resource::RLIMIT_NPROC, "nproc"),
+        PosixRlimitType::RlimitNofile => (Resource::RLIMIT_NOFILE, "nofile"),
+        PosixRlimitType::RlimitMemlock => (Resource::RLIMIT_MEMLOCK, "memlock"),
+        PosixRlimitType::RlimitAs => (Resource::RLIMIT_AS, "as"),
+        PosixRlimitType::RlimitLocks => (Resource::RLIMIT_LOCKS, "locks"),
+        PosixRlimitType::RlimitSigpending => (Resource::RLIMIT_SIGPENDING, "sigpending"),
+        PosixRlimitType::RlimitMsgqueue => (Resource::RLIMIT_MSGQUEUE, "msgqueue"),
+        PosixRlimitType::RlimitNice => (Resource::RLIMIT_NICE, "nice"),
+        PosixRlimitType::RlimitRtprio => (Resource::RLIMIT_RTPRIO, "rtprio"),
+        PosixRlimitType::RlimitRttime => (Resource::RLIMIT_RTTIME, "rttime"),
     }
 }
 
-fn get_rlimit(res: libc::__rlimit_resource_t) -> libc::rlimit {
-    let mut cur = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: cur is a valid rlimit struct for getrlimit to fill.
-    unsafe { libc::getrlimit(res, &mut cur) };
-    cur
+/// This process's (soft, hard) limit of `res`; (0, 0) where it cannot be read.
+fn get_rlimit(res: Resource) -> (libc::rlim_t, libc::rlim_t) {
+    nix::sys::resource::getrlimit(res).unwrap_or((0, 0))
 }
 
 /// What this process may give a container: without `CAP_SYS_RESOURCE` no hard limit can
@@ -134,22 +131,22 @@ impl Grant {
     ///
     /// # Errors
     /// The message for the user.
-    pub fn check(&self, name: &str, hard: u64, own_hard: u64) -> std::result::Result<(), String> {
+    pub fn check(&self, name: &str, hard: u64, own_hard: u64) -> Result<()> {
         if name == "nofile" && hard > self.nr_open {
-            return Err(format!(
+            return Err(ProcessError::Limit(format!(
                 "ulimit {name}: the hard limit {} is above {}, the kernel's maximum \
                  (fs.nr_open)",
                 show(hard),
                 self.nr_open
-            ));
+            )));
         }
         if !self.can_raise && hard > own_hard {
-            return Err(format!(
+            return Err(ProcessError::Limit(format!(
                 "ulimit {name}: the hard limit {} is above {}, the most tug may grant here \
                  (its own hard limit; raising it needs CAP_SYS_RESOURCE)",
                 show(hard),
                 show(own_hard)
-            ));
+            )));
         }
         Ok(())
     }
@@ -167,11 +164,11 @@ fn show(v: u64) -> String {
 ///
 /// # Errors
 /// The first limit that cannot, named.
-pub fn check_rlimits(p: &Process) -> std::result::Result<(), String> {
+pub fn check_rlimits(p: &Process) -> Result<()> {
     let grant = Grant::current();
     for r in p.rlimits().iter().flatten() {
         let (res, name) = rlimit_resource(r.typ());
-        grant.check(name, r.hard(), get_rlimit(res).rlim_max)?;
+        grant.check(name, r.hard(), get_rlimit(res).1)?;
     }
     Ok(())
 }
@@ -181,41 +178,40 @@ pub fn check_rlimits(p: &Process) -> std::result::Result<(), String> {
 /// limit is the hard limit this process has, soft and hard (Docker's containers inherit the
 /// engine's limits, which its service raises to the maximum).
 pub fn apply_rlimits(p: &Process) -> Result<()> {
+    apply_rlimits_with(&Linux, Grant::current(), p)
+}
+
+/// [`apply_rlimits`] through `sys`, with what this process may grant.
+///
+/// # Errors
+/// A limit above `grant` (named, before it is set), or the kernel refused one.
+pub fn apply_rlimits_with(sys_: &dyn Syscall, grant: Grant, p: &Process) -> Result<()> {
     let mut nofile_given = false;
-    let grant = Grant::current();
     for r in p.rlimits().iter().flatten() {
         let (res, name) = rlimit_resource(r.typ());
-        nofile_given |= res == libc::RLIMIT_NOFILE;
-        let cur = get_rlimit(res);
-        grant
-            .check(name, r.hard(), cur.rlim_max)
-            .map_err(ProcessError::Limit)?;
-        let new = libc::rlimit {
-            rlim_cur: r.soft().min(r.hard()),
-            rlim_max: r.hard(),
-        };
-        // SAFETY: new is a valid rlimit struct.
-        if unsafe { libc::setrlimit(res, &new) } != 0 {
-            return Err(sys(format!("setrlimit {name}"))(nix::Error::last()));
-        }
+        nofile_given |= res == Resource::RLIMIT_NOFILE;
+        let (_, hard) = sys_.getrlimit(res).unwrap_or((0, 0));
+        grant.check(name, r.hard(), hard)?;
+        sys_.setrlimit(res, r.soft().min(r.hard()), r.hard())
+            .map_err(sys(format!("setrlimit {name}")))?;
     }
     if !nofile_given {
-        raise_nofile();
+        raise_nofile_with(sys_);
     }
     Ok(())
 }
 
 /// Raises this process's soft open-files limit to its hard limit.
 pub fn raise_nofile() {
-    let cur = get_rlimit(libc::RLIMIT_NOFILE);
-    if cur.rlim_cur < cur.rlim_max {
-        let new = libc::rlimit {
-            rlim_cur: cur.rlim_max,
-            rlim_max: cur.rlim_max,
-        };
-        // SAFETY: new is a valid rlimit struct; lowering nothing, raising the soft limit
-        // up to the hard one needs no privilege.
-        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) };
+    raise_nofile_with(&Linux);
+}
+
+fn raise_nofile_with(sys_: &dyn Syscall) {
+    // Lowering nothing, raising the soft limit up to the hard one needs no privilege.
+    if let Ok((soft, hard)) = sys_.getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = sys_.setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }
 }
 
@@ -256,8 +252,7 @@ pub fn finalize(p: &Process, spec: &Spec, compiled: Option<&[seccomp::BpfProgram
     nix::unistd::setgroups(&groups).map_err(sys("setgroups"))?;
     let gid = nix::unistd::Gid::from_raw(user.gid());
     nix::unistd::setresgid(gid, gid, gid).map_err(sys("setgid"))?;
-    // SAFETY: prctl with PR_SET_KEEPCAPS and an integer argument.
-    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
+    let _ = nix::sys::prctl::set_keepcaps(true);
     let uid = nix::unistd::Uid::from_raw(user.uid());
     nix::unistd::setresuid(uid, uid, uid).map_err(sys("setuid"))?;
     let perm = cap_set(&names(caps.permitted()));
@@ -277,10 +272,7 @@ pub fn finalize(p: &Process, spec: &Spec, compiled: Option<&[seccomp::BpfProgram
         let _ = caps::raise(None, CapSet::Ambient, c);
     }
     if nnp {
-        // SAFETY: prctl with PR_SET_NO_NEW_PRIVS and integer arguments.
-        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-            return Err(sys("no_new_privs")(nix::Error::last()));
-        }
+        nix::sys::prctl::set_no_new_privs().map_err(sys("no_new_privs"))?;
         if let Some(f) = &filters {
             seccomp::install(f)?;
         }
@@ -402,6 +394,67 @@ pub fn exec(p: &Process) -> Result<std::convert::Infallible> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::runtime::sys::{Call, Recorder};
+    use oci_spec::runtime::{PosixRlimitBuilder, ProcessBuilder};
+
+    fn limit(t: PosixRlimitType, soft: u64, hard: u64) -> oci_spec::runtime::PosixRlimit {
+        PosixRlimitBuilder::default()
+            .typ(t)
+            .soft(soft)
+            .hard(hard)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn process_rlimits_are_set_as_given_and_nofile_is_raised_otherwise() {
+        let grant = Grant {
+            can_raise: false,
+            nr_open: 1 << 20,
+        };
+        let sys = Recorder::with_limits(vec![(Resource::RLIMIT_NOFILE, 1024, 524_288)]);
+        // The soft limit never exceeds the hard one; without a nofile entry, the open-files
+        // soft limit goes up to this process's hard limit.
+        let p = ProcessBuilder::default()
+            .rlimits(vec![limit(PosixRlimitType::RlimitNproc, 900, 500)])
+            .build()
+            .unwrap();
+        apply_rlimits_with(&sys, grant, &p).unwrap();
+        assert_eq!(
+            sys.calls(),
+            [
+                Call::Setrlimit(Resource::RLIMIT_NPROC, 500, 500),
+                Call::Setrlimit(Resource::RLIMIT_NOFILE, 524_288, 524_288),
+            ]
+        );
+        // A nofile entry is taken as given, and nothing else is raised.
+        let sys = Recorder::with_limits(vec![(Resource::RLIMIT_NOFILE, 1024, 524_288)]);
+        let p = ProcessBuilder::default()
+            .rlimits(vec![limit(PosixRlimitType::RlimitNofile, 100, 200)])
+            .build()
+            .unwrap();
+        apply_rlimits_with(&sys, grant, &p).unwrap();
+        assert_eq!(
+            sys.calls(),
+            [Call::Setrlimit(Resource::RLIMIT_NOFILE, 100, 200)]
+        );
+    }
+
+    #[test]
+    fn process_rlimit_above_the_grant_is_refused_before_any_call() {
+        let grant = Grant {
+            can_raise: false,
+            nr_open: 1 << 20,
+        };
+        let sys = Recorder::with_limits(vec![(Resource::RLIMIT_NOFILE, 1024, 4096)]);
+        let p = ProcessBuilder::default()
+            .rlimits(vec![limit(PosixRlimitType::RlimitNofile, 8192, 8192)])
+            .build()
+            .unwrap();
+        let e = apply_rlimits_with(&sys, grant, &p).unwrap_err();
+        assert!(e.to_string().contains("ulimit nofile"), "{e}");
+        assert!(sys.calls().is_empty(), "{:?}", sys.calls());
+    }
 
     #[test]
     fn process_rlimit_grant_names_the_limit_and_the_reason() {
@@ -410,13 +463,19 @@ mod tests {
             nr_open: 1 << 20,
         };
         assert!(plain.check("nofile", 20_000, 20_000).is_ok());
-        let e = plain.check("nofile", 30_000, 20_000).unwrap_err();
+        let e = plain
+            .check("nofile", 30_000, 20_000)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("ulimit nofile") && e.contains("30000") && e.contains("20000"),
             "{e}"
         );
         assert!(e.contains("CAP_SYS_RESOURCE"), "{e}");
-        let e = plain.check("core", libc::RLIM_INFINITY, 4096).unwrap_err();
+        let e = plain
+            .check("core", libc::RLIM_INFINITY, 4096)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unlimited"), "{e}");
         // With CAP_SYS_RESOURCE any hard limit, but open files stop at fs.nr_open.
         let root = Grant {
@@ -425,7 +484,10 @@ mod tests {
         };
         assert!(root.check("nproc", libc::RLIM_INFINITY, 100).is_ok());
         assert!(root.check("nofile", 1 << 20, 1024).is_ok());
-        let e = root.check("nofile", (1 << 20) + 1, 1024).unwrap_err();
+        let e = root
+            .check("nofile", (1 << 20) + 1, 1024)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("fs.nr_open"), "{e}");
     }
 }

@@ -35,11 +35,9 @@
 //! be that same mount: otherwise the old root (or anything else) is still over it, and the
 //! start fails before the program runs.
 
-use std::ffi::CString;
 use std::fs;
 use std::io;
-use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -53,6 +51,14 @@ use super::inroot::{self, Root, proc_fd};
 /// Errors of root filesystem setup.
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
+    /// A call on the process's own mount namespace failed.
+    #[error("{what}: {source}")]
+    Sys {
+        /// What was being done.
+        what: &'static str,
+        /// The cause.
+        source: nix::Error,
+    },
     /// A mount failed.
     #[error("mount {target}: {source}")]
     Mount {
@@ -197,8 +203,24 @@ fn escape_overlay(p: &str) -> String {
         .replace(',', "\\,")
 }
 
-fn cstr(s: &str) -> CString {
-    CString::new(s.replace('\0', "")).unwrap_or_default()
+/// Moves the calling process into a mount namespace of its own whose mounts receive the
+/// host's but never propagate back (`MS_REC | MS_SLAVE` on `/`): what it mounts there (a
+/// container's overlay) cannot leak into the host and is gone with it.
+///
+/// # Errors
+/// The call that failed, for the start error.
+pub fn private_mount_namespace(sys: &dyn super::sys::Syscall) -> Result<()> {
+    let fail = |what| move |source| RootfsError::Sys { what, source };
+    sys.unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(fail("unshare mount namespace"))?;
+    sys.mount(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None,
+    )
+    .map_err(fail("make / a slave mount"))
 }
 
 /// The overlay through the new mount API: no limit on the number of layers.
@@ -208,113 +230,42 @@ fn mount_overlay_fsconfig(
     target: &Path,
     volatile: bool,
 ) -> Result<()> {
-    const FSCONFIG_SET_STRING: libc::c_uint = 1;
-    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
-    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
-    let fail = |what: &'static str| RootfsError::Io {
-        what,
-        path: target.display().to_string(),
-        source: io::Error::last_os_error(),
+    use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags};
+    let fail = |what: &'static str| {
+        move |e: rustix::io::Errno| RootfsError::Io {
+            what,
+            path: target.display().to_string(),
+            source: e.into(),
+        }
     };
-    let name = cstr("overlay");
-    // SAFETY: fsopen takes a valid NUL-terminated string and flags; returns a new fd or -1.
-    let fsfd = unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), 1 as libc::c_uint) };
-    if fsfd < 0 {
-        return Err(fail("fsopen overlay for"));
+    let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
+        .map_err(fail("fsopen overlay for"))?;
+    let set = |key: &str, value: &Path| {
+        rustix::mount::fsconfig_set_string(&fs, key, value).map_err(fail("fsconfig overlay for"))
+    };
+    for l in lower.iter().rev() {
+        set("lowerdir+", l)?;
     }
-    let fsfd = fsfd as libc::c_int;
-    let set = |key: &str, value: &str| -> Result<()> {
-        let k = cstr(key);
-        let v = cstr(value);
-        // SAFETY: fsfd is an fs context fd; key and value are valid C strings for the call.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_fsconfig,
-                fsfd,
-                FSCONFIG_SET_STRING,
-                k.as_ptr(),
-                v.as_ptr(),
-                0,
-            )
-        };
-        if r < 0 {
-            Err(fail("fsconfig overlay for"))
-        } else {
-            Ok(())
-        }
-    };
-    let result = (|| {
-        for l in lower.iter().rev() {
-            set("lowerdir+", &l.display().to_string())?;
-        }
-        if let Some((u, w)) = upper {
-            set("upperdir", &u.display().to_string())?;
-            set("workdir", &w.display().to_string())?;
-        }
-        set("index", "off")?;
-        set("xino", "off")?;
-        if volatile {
-            let k = cstr("volatile");
-            // SAFETY: fsfd is valid; FSCONFIG_SET_FLAG takes a key and no value.
-            let r = unsafe {
-                libc::syscall(
-                    libc::SYS_fsconfig,
-                    fsfd,
-                    0 as libc::c_uint,
-                    k.as_ptr(),
-                    std::ptr::null::<libc::c_char>(),
-                    0,
-                )
-            };
-            if r < 0 {
-                return Err(fail("fsconfig overlay for"));
-            }
-        }
-        // SAFETY: fsfd is valid; the null key/value are allowed for CMD_CREATE.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_fsconfig,
-                fsfd,
-                FSCONFIG_CMD_CREATE,
-                std::ptr::null::<libc::c_char>(),
-                std::ptr::null::<libc::c_char>(),
-                0,
-            )
-        };
-        if r < 0 {
-            return Err(fail("create overlay for"));
-        }
-        // SAFETY: fsfd is a created fs context; flags are valid.
-        let mfd = unsafe { libc::syscall(libc::SYS_fsmount, fsfd, 1 as libc::c_uint, 0) };
-        if mfd < 0 {
-            return Err(fail("fsmount overlay for"));
-        }
-        let mfd = mfd as libc::c_int;
-        let empty = cstr("");
-        let t = CString::new(target.as_os_str().as_bytes()).unwrap_or_default();
-        // SAFETY: mfd is a detached mount; empty path + flag move it onto the target path.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_move_mount,
-                mfd,
-                empty.as_ptr(),
-                libc::AT_FDCWD,
-                t.as_ptr(),
-                MOVE_MOUNT_F_EMPTY_PATH,
-            )
-        };
-        let err = if r < 0 {
-            Some(fail("move_mount overlay to"))
-        } else {
-            None
-        };
-        // SAFETY: mfd is our fd.
-        unsafe { libc::close(mfd) };
-        err.map_or(Ok(()), Err)
-    })();
-    // SAFETY: fsfd is our fd.
-    unsafe { libc::close(fsfd) };
-    result
+    if let Some((u, w)) = upper {
+        set("upperdir", u)?;
+        set("workdir", w)?;
+    }
+    set("index", Path::new("off"))?;
+    set("xino", Path::new("off"))?;
+    if volatile {
+        rustix::mount::fsconfig_set_flag(&fs, "volatile").map_err(fail("fsconfig overlay for"))?;
+    }
+    rustix::mount::fsconfig_create(&fs).map_err(fail("create overlay for"))?;
+    let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
+        .map_err(fail("fsmount overlay for"))?;
+    rustix::mount::move_mount(
+        &mnt,
+        "",
+        rustix::fs::CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(fail("move_mount overlay to"))
 }
 
 /// Mount flags and the remaining data string from OCI mount options.
@@ -356,48 +307,33 @@ pub fn parse_options(options: &[String]) -> (MsFlags, MsFlags, String) {
     (flags, propagation, data.join(","))
 }
 
-const OPEN_TREE_CLONE: libc::c_uint = 1;
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x04;
-const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
-
 /// A detached copy of the mount tree at `path` relative to `dir` (`""`: `dir` itself;
 /// `recursive`: with the mounts under it), as `MS_BIND` (`MS_REC`) would attach it.
 fn clone_tree(dir: Option<BorrowedFd<'_>>, path: &Path, recursive: bool) -> nix::Result<OwnedFd> {
-    let p = CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
-    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC.cast_unsigned();
+    use rustix::mount::OpenTreeFlags;
+    let mut flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
     if recursive {
-        flags |= libc::AT_RECURSIVE.cast_unsigned();
+        flags |= OpenTreeFlags::AT_RECURSIVE;
     }
     if path.as_os_str().is_empty() {
-        flags |= libc::AT_EMPTY_PATH.cast_unsigned();
+        flags |= OpenTreeFlags::AT_EMPTY_PATH;
     }
-    let dfd = dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
-    // SAFETY: open_tree takes a directory fd, a NUL-terminated path and flags; it returns a
-    // new descriptor or -1.
-    let r = unsafe { libc::syscall(libc::SYS_open_tree, dfd, p.as_ptr(), flags) };
-    if r < 0 {
-        return Err(Errno::last());
-    }
-    // SAFETY: the kernel just returned this descriptor; nobody else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(i32::try_from(r).map_err(|_| Errno::EBADF)?) })
+    let dir = dir.unwrap_or(rustix::fs::CWD);
+    rustix::mount::open_tree(dir, path, flags).map_err(|e| Errno::from_raw(e.raw_os_error()))
 }
 
 /// Attaches the detached mount `tree` onto the object of `target` (on top of whatever is
 /// mounted there). Afterwards `tree` is a descriptor of the attached mount's root.
 fn attach(tree: BorrowedFd<'_>, target: BorrowedFd<'_>) -> nix::Result<()> {
-    // SAFETY: both descriptors are open; empty paths with the *_EMPTY_PATH flags name the
-    // descriptors' own objects.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            target.as_raw_fd(),
-            c"".as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
-        )
-    };
-    if r < 0 { Err(Errno::last()) } else { Ok(()) }
+    use rustix::mount::MoveMountFlags;
+    rustix::mount::move_mount(
+        tree,
+        "",
+        target,
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+    .map_err(|e| Errno::from_raw(e.raw_os_error()))
 }
 
 /// Propagation other than private: the whole tree was made private by [`prepare`], and new
@@ -985,6 +921,31 @@ pub fn sysctls(root: &Root, spec: &Spec) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rootfs_private_mount_namespace_unshares_then_makes_root_a_slave() {
+        use crate::engine::runtime::sys::{Call, Recorder};
+        let sys = Recorder::default();
+        private_mount_namespace(&sys).unwrap();
+        assert_eq!(
+            sys.calls(),
+            [
+                Call::Unshare(nix::sched::CloneFlags::CLONE_NEWNS),
+                Call::Mount {
+                    source: None,
+                    target: PathBuf::from("/"),
+                    fstype: None,
+                    flags: MsFlags::MS_REC | MsFlags::MS_SLAVE,
+                    data: None,
+                },
+            ]
+        );
+        // Without a namespace of its own, nothing is mounted (it would reach the host).
+        let sys = Recorder::failing(|c| matches!(c, Call::Unshare(_)).then_some(Errno::EPERM));
+        let e = private_mount_namespace(&sys).unwrap_err().to_string();
+        assert!(e.contains("unshare mount namespace"), "{e}");
+        assert_eq!(sys.calls().len(), 1);
+    }
 
     #[test]
     fn rootfs_options_split_flags_and_data() {

@@ -8,7 +8,7 @@
 //! a path when it matches the whole path or one of its parent directories, `*` stays within
 //! one component, `**` spans any number, `!` re-includes.
 
-use crate::engine::build::ignore::{Ignore, glob_match};
+use crate::engine::build::ignore::{Ignore, PatternError, glob_match};
 
 /// Names that are never synced, at any depth: editors' temporary and swap files (Vim's
 /// `.name.swp`, `.name.swx`, `name~` and its `4913` write test; Emacs' `.#name` locks and
@@ -29,7 +29,7 @@ const EPHEMERAL: [&str; 8] = [
 ///
 /// # Errors
 /// A pattern that does not compile, named.
-pub fn patterns(lines: &[String]) -> Result<Ignore, String> {
+pub fn patterns(lines: &[String]) -> Result<Ignore, PatternError> {
     Ignore::parse(&lines.join("\n"))
 }
 
@@ -65,7 +65,7 @@ impl Filter {
     ///
     /// # Errors
     /// A pattern that does not compile, named.
-    pub fn new(ignore: &[String], include: Option<&[String]>) -> Result<Filter, String> {
+    pub fn new(ignore: &[String], include: Option<&[String]>) -> Result<Filter, PatternError> {
         Ok(Filter {
             ignore: patterns(ignore)?,
             include: include.map(patterns).transpose()?,

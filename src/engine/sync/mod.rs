@@ -170,7 +170,7 @@ pub fn write_rules(dir: &Path, rules: &[Rule]) -> std::io::Result<()> {
         };
     }
     let bytes = serde_json::to_vec_pretty(rules).map_err(std::io::Error::other)?;
-    crate::engine::private::write_atomic(&path, &bytes, 0o600, false)
+    crate::util::fs::write_atomic(&path, &bytes, 0o600, crate::util::fs::Durability::None)
 }
 
 /// The rules recorded in the container directory `dir` (none when there is no record).
@@ -301,6 +301,10 @@ fn mode_of(md: &Metadata) -> Mode {
 }
 
 /// A directory of the container, resolved for this sync.
+/// One entry to write: its parent directory in the container, its name there, what it is,
+/// and its path on the host.
+type Job<'a> = (PathBuf, OsString, &'a Entry, PathBuf);
+
 struct Dir {
     fd: OwnedFd,
     /// Why nothing may be written in it.
@@ -510,7 +514,7 @@ impl Container {
         }
         // Parents of entries that are not directories of the work (a single file's rule, a
         // file changed alone).
-        let mut jobs: Vec<(PathBuf, OsString, &Entry, PathBuf)> = Vec::new();
+        let mut jobs: Vec<Job<'_>> = Vec::new();
         for (rel, entry) in &work.entries {
             let target = rule.target_of(rel);
             let (Some(parent), Some(name)) = (target.parent(), target.file_name()) else {
@@ -550,50 +554,13 @@ impl Container {
             let mut mine = Report::default();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some((parent, name, entry, host)) = jobs.get(i) else {
+                let Some(job) = jobs.get(i) else {
                     break;
                 };
-                let Some(dir) = dirs.get(parent) else {
+                let Some(dir) = dirs.get(&job.0) else {
                     continue;
                 };
-                let target = parent.join(name);
-                if let Some(fs) = dir.refused {
-                    mine.errors.push(SyncError::Invalid(format!(
-                        "{}: refusing to write on {fs}",
-                        target.display()
-                    )));
-                    continue;
-                }
-                let r = match entry {
-                    Entry::File(md) => {
-                        if compare && same_file(dir.fd.as_fd(), name, host, md) {
-                            mine.unchanged += 1;
-                            continue;
-                        }
-                        self.put_file(dir.fd.as_fd(), name, host, md)
-                    }
-                    Entry::Link(text) => {
-                        if compare
-                            && nix::fcntl::readlinkat(dir.fd.as_fd(), name.as_os_str())
-                                .is_ok_and(|t| Path::new(&t) == text)
-                        {
-                            mine.unchanged += 1;
-                            continue;
-                        }
-                        self.put_link(dir.fd.as_fd(), name, text).map(|()| 0)
-                    }
-                };
-                match r {
-                    Ok(n) => {
-                        mine.written += 1;
-                        mine.bytes += n;
-                    }
-                    Err((what, e)) => mine.errors.push(SyncError::Io {
-                        path: target.display().to_string(),
-                        what,
-                        source: e,
-                    }),
-                }
+                self.write_one(dir, job, compare, &mut mine);
             }
             shared
                 .lock()
@@ -620,6 +587,50 @@ impl Container {
                 .into_inner()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
+    }
+
+    /// Writes one entry of the work into its (open) parent directory, counting it in `out`.
+    /// With `compare`, an entry equal to the host's is left alone.
+    fn write_one(&self, dir: &Dir, job: &Job<'_>, compare: bool, out: &mut Report) {
+        let (parent, name, entry, host) = job;
+        let target = parent.join(name);
+        if let Some(fs) = dir.refused {
+            out.errors.push(SyncError::Invalid(format!(
+                "{}: refusing to write on {fs}",
+                target.display()
+            )));
+            return;
+        }
+        let r = match entry {
+            Entry::File(md) => {
+                if compare && same_file(dir.fd.as_fd(), name, host, md) {
+                    out.unchanged += 1;
+                    return;
+                }
+                self.put_file(dir.fd.as_fd(), name, host, md)
+            }
+            Entry::Link(text) => {
+                if compare
+                    && nix::fcntl::readlinkat(dir.fd.as_fd(), name.as_os_str())
+                        .is_ok_and(|t| Path::new(&t) == text)
+                {
+                    out.unchanged += 1;
+                    return;
+                }
+                self.put_link(dir.fd.as_fd(), name, text).map(|()| 0)
+            }
+        };
+        match r {
+            Ok(n) => {
+                out.written += 1;
+                out.bytes += n;
+            }
+            Err((what, e)) => out.errors.push(SyncError::Io {
+                path: target.display().to_string(),
+                what,
+                source: e,
+            }),
+        }
     }
 
     /// Opens the directory `path` in the container, making what is missing of it (owned by

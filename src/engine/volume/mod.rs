@@ -65,8 +65,13 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    crate::engine::private::write_atomic(path, bytes, crate::engine::private::FILE_MODE, true)
-        .map_err(io(format!("write {}", path.display())))
+    crate::util::fs::write_atomic(
+        path,
+        bytes,
+        crate::engine::private::FILE_MODE,
+        crate::util::fs::Durability::FileAndDir,
+    )
+    .map_err(io(format!("write {}", path.display())))
 }
 
 /// Names this process (pid and start time, so a reused pid is not taken for it) plus a
@@ -77,7 +82,7 @@ fn owner_tag() -> String {
     let pid = std::process::id();
     let start = i32::try_from(pid)
         .ok()
-        .and_then(crate::engine::container::state::start_time)
+        .and_then(crate::engine::proc::start_time)
         .unwrap_or(0);
     format!("{pid}.{start}.{}", N.fetch_add(1, Ordering::Relaxed))
 }
@@ -93,7 +98,7 @@ fn owner_alive(tail: &str) -> bool {
     let start = start
         .and_then(|s| s.parse::<u64>().ok())
         .filter(|s| *s != 0);
-    crate::engine::container::state::alive(pid, start)
+    crate::engine::proc::alive(pid, start)
 }
 
 /// What a volume should be (compose's top-level `volumes:` entry or `volume create`).
@@ -164,11 +169,21 @@ pub struct Volumes {
 impl Volumes {
     /// Opens `<root>/volumes` (created on demand).
     pub fn open(root: &Path) -> Result<Self> {
-        let dir = root.join("volumes");
+        let root = crate::engine::root::StateRoot::at(root)
+            .map_err(io(format!("resolve {}", root.display())))?;
+        Self::open_in(&root)
+    }
+
+    /// The volumes of an opened state root.
+    ///
+    /// # Errors
+    /// The store's directory cannot be made.
+    pub fn open_in(root: &crate::engine::root::StateRoot) -> Result<Self> {
+        let dir = root.volumes();
         crate::engine::private::create_dir_all(&dir)
             .map_err(io(format!("create {}", dir.display())))?;
         Ok(Self {
-            root: std::fs::canonicalize(root).map_err(io(format!("resolve {}", root.display())))?,
+            root: root.path().to_path_buf(),
         })
     }
 

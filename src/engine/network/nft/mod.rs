@@ -6,7 +6,8 @@
 //! `drop` in another table's chain on the same hook still drops it.
 //!
 //! tug owns one table per network, `ip <bridge name>`, replaced atomically as a whole and
-//! deleted with the network:
+//! deleted with the network. The rules are data ([`rules`]: chains of matches and verdicts,
+//! decided from the network's description) rendered for `nft -f`:
 //! - `postrouting` (nat): masquerade traffic from the subnet that leaves through another
 //!   interface (outbound access for non-internal networks);
 //! - `forward` (filter): no new connection is forwarded into the bridge from another
@@ -29,6 +30,10 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use super::{Error, Result};
+
+pub mod rules;
+
+pub use rules::{INTERNAL_INPUT, NetRules};
 
 /// Runs `nft ARGS` (with `stdin` fed to it), output collected in temporary files (never
 /// pipes, so no descendant can keep us waiting), with a deadline: a hung `nft` is killed and
@@ -68,7 +73,7 @@ fn run_nft(args: &[&str], stdin: Option<&str>) -> Result<(bool, String, String)>
                 Ok(None) if std::time::Instant::now() < deadline => {
                     // Woken by a pidfd the moment nft exits (not reaped yet: it is our child).
                     let left = deadline.saturating_duration_since(std::time::Instant::now());
-                    let _ = crate::engine::container::state::wait_gone(pid, None, left);
+                    let _ = crate::engine::proc::wait_gone(pid, None, left);
                 }
                 Ok(None) => {
                     let _ = child.kill();
@@ -108,65 +113,11 @@ fn nft_args(args: &[&str]) -> Result<Option<String>> {
     Ok(ok.then_some(out))
 }
 
-/// The rules of one network.
-#[derive(Debug, Clone)]
-pub struct NetRules {
-    pub bridge: String,
-    pub subnet: String,
-    /// The bridge's own address (the network's DNS server listens there).
-    pub gateway: String,
-    pub internal: bool,
-}
-
-/// The table's text.
+/// The table's text (see [`rules::Table::for_network`]).
+#[must_use]
 pub fn ruleset(r: &NetRules) -> String {
-    let br = &r.bridge;
-    let mut s = format!(
-        "add table ip {br}\ndelete table ip {br}\ntable ip {br} {{\n  \
-         chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n"
-    );
-    if !r.internal {
-        s.push_str(&format!(
-            "    ip saddr {} oifname != \"{br}\" masquerade\n",
-            r.subnet
-        ));
-    }
-    s.push_str(
-        "  }\n  chain forward {\n    type filter hook forward priority filter; policy accept;\n",
-    );
-    // No new connection enters the network from elsewhere (other networks, outside);
-    // replies and traffic inside the bridge pass.
-    s.push_str(&format!(
-        "    oifname \"{br}\" iifname != \"{br}\" ct state new drop\n"
-    ));
-    if r.internal {
-        s.push_str(&format!(
-            "    iifname \"{br}\" oifname != \"{br}\" drop\n    oifname \"{br}\" iifname != \"{br}\" drop\n"
-        ));
-    }
-    s.push_str("  }\n");
-    if r.internal {
-        // What an internal network sends to the host itself (the gateway address, any other
-        // host address: published ports, host services) never crosses the forward hook: it
-        // is delivered locally, through the input hook. Only the network's DNS server on the
-        // gateway, and replies to connections the host opened (port proxies), get in; the
-        // rest is refused at once (a reset, an ICMP error) rather than left to time out.
-        let gw = &r.gateway;
-        s.push_str(&format!(
-            "  chain {INTERNAL_INPUT} {{\n    type filter hook input priority filter; policy accept;\n    \
-             iifname \"{br}\" ip daddr {gw} udp dport 53 accept\n    \
-             iifname \"{br}\" ip daddr {gw} tcp dport 53 accept\n    \
-             iifname \"{br}\" ct state established,related accept\n    \
-             iifname \"{br}\" meta l4proto tcp reject with tcp reset\n    \
-             iifname \"{br}\" reject\n  }}\n"
-        ));
-    }
-    s.push_str("}\n");
-    s
+    rules::Table::for_network(r).script()
 }
-
-/// The chain of an internal network's table that keeps its containers off the host.
-pub const INTERNAL_INPUT: &str = "input";
 
 /// Installs (or replaces) the network's table and, on a Docker-style host, its accept rules in
 /// `ip filter FORWARD`.
@@ -349,8 +300,7 @@ const NFNL_SUBSYS_NFTABLES: u16 = 10;
 /// the answer: every message of a dump until its end, else the first answer (an
 /// acknowledgement ends it too; an error code becomes the error).
 fn netfilter_send(req: &[u8], dump: bool) -> Result<Vec<Attrs>> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    const NETLINK_NETFILTER: i32 = 12;
+    use std::os::fd::AsRawFd;
     const NLMSG_ERROR: u16 = 2;
     const NLMSG_DONE: u16 = 3;
     let io = |what: &str| {
@@ -359,30 +309,24 @@ fn netfilter_send(req: &[u8], dump: bool) -> Result<Vec<Attrs>> {
             std::io::Error::last_os_error(),
         )
     };
-    // SAFETY: socket(2) with constant arguments; the descriptor is owned right after.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            NETLINK_NETFILTER,
-        )
+    use nix::sys::socket::{
+        AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, recv, send, socket,
     };
-    if fd < 0 {
-        return Err(io("socket"));
-    }
-    // SAFETY: `fd` is a new descriptor nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: sending our own buffer of the given length on our socket (the kernel is the
-    // default destination of an unbound netlink socket).
-    if unsafe { libc::send(fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
+    let fd = socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkNetFilter,
+    )
+    .map_err(|_| io("socket"))?;
+    // The kernel is the default destination of an unbound netlink socket.
+    if send(fd.as_raw_fd(), req, MsgFlags::empty()).is_err() {
         return Err(io("send"));
     }
     let mut out = Vec::new();
     let mut buf = vec![0u8; 64 << 10];
     loop {
-        // SAFETY: receiving into our buffer of the given length.
-        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        let Ok(n) = usize::try_from(n) else {
+        let Ok(n) = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()) else {
             return Err(io("recv"));
         };
         let u32_at = |o: usize| u32::from_ne_bytes([buf[o], buf[o + 1], buf[o + 2], buf[o + 3]]);
@@ -431,41 +375,11 @@ fn netfilter_send(req: &[u8], dump: bool) -> Result<Vec<Attrs>> {
 
 /// The accept rules of a bridge, as `iptables` arguments after the chain name.
 fn iptables_rules(bridge: &str, internal: bool) -> Vec<Vec<String>> {
-    let tag = format!("tug:{bridge}");
-    let b = bridge.to_string();
-    let v = |xs: &[&str]| xs.iter().map(|x| (*x).to_string()).collect::<Vec<String>>();
-    if internal {
-        vec![v(&[
-            "-i",
-            &b,
-            "-o",
-            &b,
-            "-m",
-            "comment",
-            "--comment",
-            &tag,
-            "-j",
-            "ACCEPT",
-        ])]
-    } else {
-        vec![
-            v(&["-i", &b, "-m", "comment", "--comment", &tag, "-j", "ACCEPT"]),
-            v(&[
-                "-o",
-                &b,
-                "-m",
-                "conntrack",
-                "--ctstate",
-                "RELATED,ESTABLISHED",
-                "-m",
-                "comment",
-                "--comment",
-                &tag,
-                "-j",
-                "ACCEPT",
-            ]),
-        ]
-    }
+    let tag = rules::tag(bridge);
+    rules::forward_accepts(bridge, internal)
+        .iter()
+        .filter_map(|r| r.iptables(&tag))
+        .collect()
 }
 
 /// `iptables-nft`, if installed: the chain belongs to it, and rules written with plain `nft`
@@ -515,24 +429,25 @@ pub fn ensure_forward_accepts(bridge: &str, internal: bool) -> Result<()> {
     let Some(listing) = foreign_forward()? else {
         return Ok(());
     };
-    let tag = format!("\"tug:{bridge}\"");
+    let tag = format!("\"{}\"", rules::tag(bridge));
     if listing.contains(&tag) {
         return Ok(());
     }
+    nft(&insert_script(bridge, internal)).map(|_| ())
+}
+
+/// The `nft -f` script that puts the accept rules of `bridge` at the top of
+/// `ip filter FORWARD`; each insert goes to the top, so the last rule comes first.
+fn insert_script(bridge: &str, internal: bool) -> String {
+    let tag = rules::tag(bridge);
     let mut s = String::new();
-    if internal {
+    for r in rules::forward_accepts(bridge, internal).iter().rev() {
         s.push_str(&format!(
-            "insert rule ip filter FORWARD iifname \"{bridge}\" oifname \"{bridge}\" accept comment {tag}\n"
-        ));
-    } else {
-        s.push_str(&format!(
-            "insert rule ip filter FORWARD oifname \"{bridge}\" ct state established,related accept comment {tag}\n"
-        ));
-        s.push_str(&format!(
-            "insert rule ip filter FORWARD iifname \"{bridge}\" accept comment {tag}\n"
+            "insert rule ip filter FORWARD {} comment \"{tag}\"\n",
+            r.nft()
         ));
     }
-    nft(&s).map(|_| ())
+    s
 }
 
 /// True when the kernel says there is no `ip filter` table (most hosts without Docker): one
@@ -623,11 +538,11 @@ pub fn ensure_forward_accepts_cached(bridge: &str, internal: bool) -> Result<()>
         && let Some(dir) = marker.parent()
         && crate::engine::private::create_dir_all(dir).is_ok()
     {
-        let _ = crate::engine::private::write_atomic(
+        let _ = crate::util::fs::write_atomic(
             &marker,
             g.to_string().as_bytes(),
             crate::engine::private::FILE_MODE,
-            false,
+            crate::util::fs::Durability::None,
         );
     }
     Ok(())
@@ -700,6 +615,78 @@ pub fn enable_ip_forward() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The exact text `nft -f` gets (the e2e network tests check what it does).
+    #[test]
+    fn ruleset_text_is_unchanged() {
+        let r = NetRules {
+            bridge: "tugabc".into(),
+            subnet: "10.0.0.0/24".into(),
+            gateway: "10.0.0.1".into(),
+            internal: false,
+        };
+        assert_eq!(
+            ruleset(&r),
+            "add table ip tugabc\ndelete table ip tugabc\ntable ip tugabc {\n  \
+             chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n    \
+             ip saddr 10.0.0.0/24 oifname != \"tugabc\" masquerade\n  }\n  \
+             chain forward {\n    type filter hook forward priority filter; policy accept;\n    \
+             oifname \"tugabc\" iifname != \"tugabc\" ct state new drop\n  }\n}\n"
+        );
+        let r = NetRules {
+            internal: true,
+            ..r
+        };
+        assert_eq!(
+            ruleset(&r),
+            "add table ip tugabc\ndelete table ip tugabc\ntable ip tugabc {\n  \
+             chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n  }\n  \
+             chain forward {\n    type filter hook forward priority filter; policy accept;\n    \
+             oifname \"tugabc\" iifname != \"tugabc\" ct state new drop\n    \
+             iifname \"tugabc\" oifname != \"tugabc\" drop\n    \
+             oifname \"tugabc\" iifname != \"tugabc\" drop\n  }\n  \
+             chain input {\n    type filter hook input priority filter; policy accept;\n    \
+             iifname \"tugabc\" ip daddr 10.0.0.1 udp dport 53 accept\n    \
+             iifname \"tugabc\" ip daddr 10.0.0.1 tcp dport 53 accept\n    \
+             iifname \"tugabc\" ct state established,related accept\n    \
+             iifname \"tugabc\" meta l4proto tcp reject with tcp reset\n    \
+             iifname \"tugabc\" reject\n  }\n}\n"
+        );
+    }
+
+    /// The accept rules in `ip filter FORWARD`, as nft and as iptables-nft write them.
+    #[test]
+    fn forward_accept_texts_are_unchanged() {
+        assert_eq!(
+            insert_script("br1", false),
+            "insert rule ip filter FORWARD oifname \"br1\" ct state established,related accept \
+             comment \"tug:br1\"\ninsert rule ip filter FORWARD iifname \"br1\" accept comment \
+             \"tug:br1\"\n"
+        );
+        assert_eq!(
+            insert_script("br1", true),
+            "insert rule ip filter FORWARD iifname \"br1\" oifname \"br1\" accept comment \
+             \"tug:br1\"\n"
+        );
+        let joined = |internal| {
+            iptables_rules("br1", internal)
+                .iter()
+                .map(|r| r.join(" "))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            joined(false),
+            [
+                "-i br1 -m comment --comment tug:br1 -j ACCEPT",
+                "-o br1 -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment tug:br1 \
+                 -j ACCEPT"
+            ]
+        );
+        assert_eq!(
+            joined(true),
+            ["-i br1 -o br1 -m comment --comment tug:br1 -j ACCEPT"]
+        );
+    }
 
     #[test]
     fn internal_has_no_masquerade() {
