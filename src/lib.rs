@@ -4,6 +4,7 @@
 //! Only [`cli`] prints. See `docs/ARCHITECTURE.md` for the code map and the invariants.
 
 pub mod cli;
+pub mod compose;
 pub mod engine;
 pub mod plan;
 pub mod project;

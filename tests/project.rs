@@ -45,13 +45,13 @@ fn project_load_gives_the_canonical_model() {
     assert_eq!(web.ports[1].target, 81);
     assert_eq!(web.ports[1].published.as_deref(), Some("8081"));
     assert_eq!(web.ports[1].protocol(), "udp");
-    assert_eq!(web.volumes[0].kind, "bind");
+    assert_eq!(web.volumes[0].kind.to_string(), "bind");
     assert_eq!(
         web.volumes[0].source.as_deref(),
         Some(dir.join("src").to_str().unwrap())
     );
     assert!(web.volumes[0].read_only);
-    assert_eq!(web.volumes[1].kind, "volume");
+    assert_eq!(web.volumes[1].kind.to_string(), "volume");
     assert_eq!(
         web.command.as_deref(),
         Some(&["sh".to_owned(), "-c".to_owned(), "echo hi".to_owned()][..])
@@ -67,7 +67,10 @@ fn project_load_gives_the_canonical_model() {
     );
     assert_eq!(web.replicas(), 2);
     assert_eq!(web.container_name_for(&p.name, 2), "myapp-web-2");
-    assert_eq!(web.depends_on["db"].condition, "service_started");
+    assert_eq!(
+        web.depends_on["db"].condition.to_string(),
+        "service_started"
+    );
     assert_eq!(
         p.services["db"].environment["SECRET"].as_deref(),
         Some("s3")

@@ -403,9 +403,9 @@ pub fn run_compose_build(global: &GlobalArgs, args: &ComposeBuildArgs) -> anyhow
     let stack = super::compose::open_stack(
         global,
         &args.services,
-        crate::engine::compose::StackOptions::default(),
+        crate::compose::StackOptions::default(),
     )?;
-    let over = crate::engine::compose::build::BuildOverrides {
+    let over = crate::compose::build::BuildOverrides {
         no_cache: args.no_cache,
         pull: args.pull,
         args: key_values(&args.build_args, true)?,
@@ -415,7 +415,7 @@ pub fn run_compose_build(global: &GlobalArgs, args: &ComposeBuildArgs) -> anyhow
     }
     let mut names: Vec<String> = if args.services.is_empty() {
         stack
-            .project
+            .project()
             .services
             .iter()
             .filter(|(_, s)| s.build.is_some())
@@ -430,7 +430,7 @@ pub fn run_compose_build(global: &GlobalArgs, args: &ComposeBuildArgs) -> anyhow
     names.dedup();
     let progress = Progress::from_flag(&global.progress, args.quiet);
     for name in &names {
-        let Some(s) = stack.project.services.get(name) else {
+        let Some(s) = stack.project().services.get(name) else {
             bail!("no such service: {name}");
         };
         if s.build.is_none() {
@@ -439,7 +439,7 @@ pub fn run_compose_build(global: &GlobalArgs, args: &ComposeBuildArgs) -> anyhow
             }
             continue;
         }
-        let image = crate::plan::service_image(&stack.project.name, s);
+        let image = crate::plan::service_image(&stack.project().name, s);
         let prefix = format!("{name}:");
         let report = reporter(progress, &prefix);
         let img = stack.build_service(name, &image, &over, &report)?;
@@ -447,11 +447,7 @@ pub fn run_compose_build(global: &GlobalArgs, args: &ComposeBuildArgs) -> anyhow
             eprintln!("{name}: built {image} ({})", img.short_id());
         }
         if args.push {
-            let quiet = crate::engine::image::no_progress();
-            stack
-                .images
-                .push(None, &image, &quiet)
-                .with_context(|| format!("cannot push {image}"))?;
+            stack.push_image(&image)?;
             if progress != Progress::Quiet {
                 eprintln!("{name}: pushed {image}");
             }

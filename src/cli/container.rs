@@ -343,6 +343,7 @@ fn opt_duration(s: Option<&String>) -> anyhow::Result<Option<Duration>> {
 }
 
 /// Turns the flags into a `ContainerConfig`.
+// Long: one flag to one field of the configuration, in the order of the flags.
 pub fn config_from(a: &CreateArgs) -> anyhow::Result<ContainerConfig> {
     let mut mounts = Vec::new();
     for v in &a.volumes {
@@ -663,6 +664,7 @@ fn print_record(r: &logs::LogRecord, timestamps: bool) -> std::io::Result<()> {
 }
 
 /// Runs a `tug container` verb.
+// Long: one arm per `container` subcommand, each a few lines of flags to a store call.
 #[allow(clippy::too_many_lines)]
 pub fn run(global: &GlobalArgs, args: ContainerArgs) -> anyhow::Result<i32> {
     let root = global.state_root();
@@ -736,10 +738,21 @@ pub fn run(global: &GlobalArgs, args: ContainerArgs) -> anyhow::Result<i32> {
             }
             let networks = Networks::open(&root)?;
             let no_expose = |_: &Summary| Vec::new();
+            let record = |id: &str| store.inspect(id).ok().map(|i| i.record);
+            let published = |name: &str| networks.published(name).unwrap_or_default();
+            let attached = |name: &str| -> Vec<String> {
+                networks
+                    .endpoints_of_container(name)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|e| e.network)
+                    .collect()
+            };
             let ctx = crate::cli::listing::Context {
                 root: &root,
-                containers: &store,
-                networks: &networks,
+                record: &record,
+                published: &published,
+                networks: &attached,
                 expose: &no_expose,
             };
             let rows: Vec<crate::cli::format::Row> = list

@@ -461,6 +461,7 @@ fn progress_reporter(quiet: bool, done_word: &'static str) -> (image::ProgressFn
 }
 
 /// Runs `tug image …`.
+// Long: one arm per `image` subcommand, each a few lines of flags to a store call.
 pub fn run(global: &GlobalArgs, args: ImageArgs) -> anyhow::Result<i32> {
     let root = global.state_root();
     let store = ImageStore::open(&root)
@@ -704,6 +705,7 @@ struct LsOptions<'a> {
     reference: Option<&'a str>,
 }
 
+// Long: docker's `image ls`: its filters, `--quiet`, then its table or template rows.
 fn ls(store: &ImageStore, out: &mut impl Write, o: &LsOptions<'_>) -> anyhow::Result<()> {
     let default = if o.digests {
         "table {{.Repository}}\t{{.Tag}}\t{{.Digest}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"

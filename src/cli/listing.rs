@@ -7,9 +7,9 @@ use serde_json::{Value, json};
 
 use crate::cli::format::{self, ellipsis, go_quote, go_time, human_duration, seconds_since};
 use crate::engine::container::{
-    ContainerStore, HealthStatus, Mount, MountKind, Record, Status, Summary as ContainerSummary,
+    HealthStatus, Mount, MountKind, Record, Status, Summary as ContainerSummary,
 };
-use crate::engine::network::{Networks, Published};
+use crate::engine::network::Published;
 
 /// "Up 3 minutes", "Exited (0) 2 seconds ago", as Docker words a status.
 pub(crate) fn status_text(c: &ContainerSummary) -> String {
@@ -161,10 +161,12 @@ pub(crate) const PS_TABLE: &str = "table {{.Name}}\t{{.Image}}\t{{.Command}}\t{{
 pub(crate) struct Context<'a> {
     /// The state root (volume mounts are named from their path under it).
     pub root: &'a Path,
-    /// The containers.
-    pub containers: &'a ContainerStore,
-    /// The networks (endpoints, published ports).
-    pub networks: &'a Networks,
+    /// A container's record, by id (none when it cannot be read).
+    pub record: &'a dyn Fn(&str) -> Option<Record>,
+    /// The ports a container publishes, by name.
+    pub published: &'a dyn Fn(&str) -> Vec<Published>,
+    /// The networks a container is attached to, by name.
+    pub networks: &'a dyn Fn(&str) -> Vec<String>,
     /// Ports a container exposes besides its image's (a compose service's `expose`).
     pub expose: &'a dyn Fn(&ContainerSummary) -> Vec<String>,
 }
@@ -179,10 +181,7 @@ fn container_ports(
     if !matches!(c.state, Status::Running | Status::Paused) {
         return Vec::new();
     }
-    let mut out: Vec<PortEntry> = ctx
-        .networks
-        .published(&c.name)
-        .unwrap_or_default()
+    let mut out: Vec<PortEntry> = (ctx.published)(&c.name)
         .into_iter()
         .map(|p: Published| PortEntry {
             ip: p.host_ip.to_string(),
@@ -233,7 +232,7 @@ fn mount_name(root: &Path, m: &Mount) -> String {
 /// One container with docker compose's `ps` fields (`container ls` leaves out the compose
 /// ones); `trunc` shortens the id, the command and mount names as docker does.
 pub(crate) fn container_row(ctx: &Context<'_>, c: &ContainerSummary, trunc: bool) -> format::Row {
-    let record = ctx.containers.inspect(&c.id).ok().map(|i| i.record);
+    let record = (ctx.record)(&c.id);
     let ports = container_ports(ctx, c, record.as_ref());
     let mut publishers = ports.clone();
     publishers.sort_by_key(|p| p.private);
@@ -252,13 +251,7 @@ pub(crate) fn container_row(ctx: &Context<'_>, c: &ContainerSummary, trunc: bool
             if trunc { ellipsis(&n, 15) } else { n }
         })
         .collect();
-    let networks: Vec<String> = ctx
-        .networks
-        .endpoints_of_container(&c.name)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|e| e.network)
-        .collect();
+    let networks: Vec<String> = (ctx.networks)(&c.name);
     let command = command_line(c);
     let running = c.state == Status::Running;
     let label = |k: &str| json!(c.labels.get(k).cloned().unwrap_or_default());

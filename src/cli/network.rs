@@ -122,6 +122,7 @@ fn kv(items: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String>> 
         .collect()
 }
 
+// Long: one arm per `network` subcommand, each a few lines of flags to a network call.
 pub(super) fn run(global: &GlobalArgs, cmd: &NetworkCommand) -> anyhow::Result<i32> {
     let nets = Networks::open(&global.state_root())?;
     match cmd {

@@ -2,7 +2,6 @@
 //! run a command or rebuild — in the foreground, or in the background with `--detach`
 //! (`tug ls` shows it, `tug watch --stop` and `tug down` end it).
 
-use std::collections::HashSet;
 use std::ffi::OsString;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
@@ -12,7 +11,8 @@ use clap::Args;
 
 use super::GlobalArgs;
 use super::compose::{self, Mode, Progress};
-use crate::engine::compose::{Stack, StackOptions};
+use crate::compose::service::check;
+use crate::compose::{Stack, StackOptions};
 use crate::engine::container::ExecOptions;
 use crate::plan::UpOptions;
 use crate::project::model::ServiceHook;
@@ -146,27 +146,34 @@ struct Verbs<'a> {
     prune: bool,
 }
 
+/// A compose error as the watch reports it: with its causes, as anyhow's `{:#}` shows them.
+fn text(e: crate::compose::Error) -> String {
+    format!("{:#}", anyhow::Error::from(e))
+}
+
 impl Driver for Verbs<'_> {
     fn restart(&self, service: &str) -> Result<(), String> {
         let services = [service.to_string()];
-        let _lock = compose::lock(self.stack).map_err(|e| format!("{e:#}"))?;
+        let _lock = self.stack.lock().map_err(text)?;
         let mut p = Progress::new(Mode::Quiet);
-        let stop = compose::stop_plan(self.stack, &services).map_err(|e| format!("{e:#}"))?;
-        compose::check(&stop, &p.run(&stop, self.stack)).map_err(|e| format!("{e:#}"))?;
-        let start = compose::start_plan(self.stack, &services).map_err(|e| format!("{e:#}"))?;
-        compose::check(&start, &p.run(&start, self.stack)).map_err(|e| format!("{e:#}"))
+        let stop = self.stack.plan_stop(&services).map_err(text)?;
+        let outcome = self.stack.execute(&stop, &mut p);
+        check(&stop, &outcome).map_err(text)?;
+        let start = self.stack.plan_start(&services).map_err(text)?;
+        let outcome = self.stack.execute(&start, &mut p);
+        check(&start, &outcome).map_err(text)
     }
 
     fn rebuild(&self, service: &str) -> Result<(), String> {
         let image = self
             .stack
-            .project
+            .project()
             .services
             .get(service)
-            .map(|s| crate::plan::service_image(&self.stack.project.name, s))
+            .map(|s| crate::plan::service_image(&self.stack.project().name, s))
             .ok_or_else(|| format!("no such service: {service}"))?;
-        let before = self.stack.images.resolve(&image).ok().map(|i| i.id);
-        let _lock = compose::lock(self.stack).map_err(|e| format!("{e:#}"))?;
+        let before = self.stack.image_id(&image);
+        let _lock = self.stack.lock().map_err(text)?;
         let mut p = Progress::new(if self.quiet { Mode::Quiet } else { Mode::Plain });
         let up = UpOptions {
             services: vec![service.to_string()],
@@ -174,18 +181,18 @@ impl Driver for Verbs<'_> {
             no_deps: true,
             ..UpOptions::default()
         };
-        compose::converge(self.stack, &up, false, &mut p).map_err(|e| format!("{e:#}"))?;
+        self.stack.converge(&up, &mut p).map_err(text)?;
         // The running services that ask to be restarted when this one is updated.
         let dependents: Vec<String> = self
             .stack
-            .project
+            .project()
             .services
             .values()
             .filter(|s| s.depends_on.get(service).is_some_and(|d| d.restart))
             .map(|s| s.name.clone())
             .collect();
         if !dependents.is_empty() {
-            let stop = compose::stop_plan(self.stack, &dependents).map_err(|e| format!("{e:#}"))?;
+            let stop = self.stack.plan_stop(&dependents).map_err(text)?;
             let running: Vec<String> = stop
                 .nodes
                 .iter()
@@ -195,32 +202,19 @@ impl Driver for Verbs<'_> {
                 })
                 .collect();
             if !running.is_empty() {
-                compose::check(&stop, &p.run(&stop, self.stack)).map_err(|e| format!("{e:#}"))?;
-                let start =
-                    compose::start_plan(self.stack, &running).map_err(|e| format!("{e:#}"))?;
-                compose::check(&start, &p.run(&start, self.stack)).map_err(|e| format!("{e:#}"))?;
+                let outcome = self.stack.execute(&stop, &mut p);
+                check(&stop, &outcome).map_err(text)?;
+                let start = self.stack.plan_start(&running).map_err(text)?;
+                let outcome = self.stack.execute(&start, &mut p);
+                check(&start, &outcome).map_err(text)?;
             }
         }
         // The image the service used before is dangling now: removed unless a container
         // still uses it.
         if self.prune
             && let Some(old) = before
-            && self.stack.images.resolve(&image).is_ok_and(|i| i.id != old)
-            && self
-                .stack
-                .images
-                .resolve(&old)
-                .is_ok_and(|i| i.names.is_empty())
         {
-            let in_use: HashSet<String> = self
-                .stack
-                .containers
-                .list(true)
-                .map(|cs| cs.into_iter().map(|c| c.image_id).collect())
-                .unwrap_or_default();
-            if !in_use.contains(&old) {
-                let _ = self.stack.images.remove(&old, false, &in_use);
-            }
+            self.stack.remove_replaced_image(&image, &old);
         }
         Ok(())
     }
@@ -235,8 +229,7 @@ impl Driver for Verbs<'_> {
             .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
             .collect();
         self.stack
-            .containers
-            .exec(
+            .exec_in(
                 id,
                 &ExecOptions {
                     cmd: hook.command.clone().unwrap_or_default(),
@@ -264,7 +257,7 @@ pub(crate) fn prepare(
     services: &[String],
     register: Option<bool>,
 ) -> anyhow::Result<Prepared> {
-    let triggers = watch::triggers(&stack.project, services)?;
+    let triggers = watch::triggers(stack.project(), services)?;
     if triggers.is_empty() {
         anyhow::bail!(
             "no selected service has develop.watch rules: add `develop: watch:` rules to the \
@@ -289,10 +282,10 @@ pub(crate) fn prepare(
     let registration = match register {
         Some(detached) => {
             let watched = watch::rules::services(&triggers);
-            let log = detached.then(|| session::log_path(&stack.root, &stack.project.name));
+            let log = detached.then(|| session::log_path(stack.root(), &stack.project().name));
             Some(session::register(
-                &stack.root,
-                &stack.project.name,
+                stack.root(),
+                &stack.project().name,
                 &watched,
                 detached,
                 log,
@@ -339,10 +332,10 @@ pub(crate) fn spawn_background(
     prune: bool,
 ) -> anyhow::Result<i32> {
     use std::os::unix::process::CommandExt as _;
-    if let Some(r) = session::running(&stack.root, &stack.project.name) {
+    if let Some(r) = session::running(stack.root(), &stack.project().name) {
         anyhow::bail!(
             "a watch of project {} already runs (pid {}); stop it with `tug watch --stop`",
-            stack.project.name,
+            stack.project().name,
             r.pid
         );
     }
@@ -353,7 +346,7 @@ pub(crate) fn spawn_background(
     for f in &global.files {
         args.extend(["--file".into(), f.clone().into_os_string()]);
     }
-    args.extend(["--project-name".into(), stack.project.name.clone().into()]);
+    args.extend(["--project-name".into(), stack.project().name.clone().into()]);
     if let Some(d) = &global.project_directory {
         args.extend(["--project-directory".into(), d.clone().into_os_string()]);
     }
@@ -363,14 +356,14 @@ pub(crate) fn spawn_background(
     for e in &global.env_files {
         args.extend(["--env-file".into(), e.clone().into_os_string()]);
     }
-    args.extend(["--root".into(), stack.root.clone().into_os_string()]);
+    args.extend(["--root".into(), stack.root().as_os_str().to_owned()]);
     args.extend(["watch".into(), "--no-up".into()]);
     if quiet {
         args.push("--quiet".into());
     }
     args.push(format!("--prune={prune}").into());
     args.extend(services.iter().map(OsString::from));
-    let log = session::log_path(&stack.root, &stack.project.name);
+    let log = session::log_path(stack.root(), &stack.project().name);
     let out = crate::engine::private::open_options()
         .create(true)
         .write(true)
@@ -396,7 +389,7 @@ pub(crate) fn spawn_background(
     let pid = child.id() as i32;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if session::running(&stack.root, &stack.project.name).is_some_and(|r| r.pid == pid) {
+        if session::running(stack.root(), &stack.project().name).is_some_and(|r| r.pid == pid) {
             break;
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -415,7 +408,7 @@ pub(crate) fn spawn_background(
     println!(
         "watching project {} in the background (pid {pid}); `tug watch --stop` ends it; \
          output in {}",
-        stack.project.name,
+        stack.project().name,
         log.display()
     );
     Ok(0)
@@ -428,22 +421,23 @@ pub(crate) fn spawn_background(
 pub fn run(global: &GlobalArgs, args: &WatchArgs) -> anyhow::Result<i32> {
     let stack = compose::open_stack(global, &args.services, StackOptions::default())?;
     if args.stop {
-        return match session::stop(&stack.root, &stack.project.name, Duration::from_secs(10))? {
+        return match session::stop(stack.root(), &stack.project().name, Duration::from_secs(10))? {
             Some(r) => {
                 println!(
                     "stopped the watch of project {} (pid {})",
-                    stack.project.name, r.pid
+                    stack.project().name,
+                    r.pid
                 );
                 Ok(0)
             }
-            None => anyhow::bail!("no watch runs for project {}", stack.project.name),
+            None => anyhow::bail!("no watch runs for project {}", stack.project().name),
         };
     }
     let background = std::env::var_os(BACKGROUND).is_some();
     if args.detach && !background {
         // Checked (and recorded) here, so a bad rule is said on this terminal.
         let _prepared = prepare(&stack, &args.services, None)?;
-        if session::running(&stack.root, &stack.project.name).is_none() && !args.no_up {
+        if session::running(stack.root(), &stack.project().name).is_none() && !args.no_up {
             up(global, &stack, &args.services)?;
         }
         return spawn_background(global, &stack, &args.services, args.quiet, args.prune);
@@ -475,12 +469,12 @@ fn up(global: &GlobalArgs, stack: &Stack, services: &[String]) -> anyhow::Result
         build: true,
         ..UpOptions::default()
     };
-    compose::converge(stack, &up, false, &mut p)
+    Ok(stack.converge(&up, &mut p)?)
 }
 
 /// The background session of a project ends with it (`down`).
 pub(crate) fn stop_for_down(stack: &Stack) -> anyhow::Result<()> {
-    session::stop(&stack.root, &stack.project.name, Duration::from_secs(10))?;
+    session::stop(stack.root(), &stack.project().name, Duration::from_secs(10))?;
     stack.forget_sync()?;
     Ok(())
 }

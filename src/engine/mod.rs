@@ -1,9 +1,7 @@
 //! The built-in container engine: image store, root filesystems, runtime, networks, volumes,
 //! supervisor, and the executor that carries out a plan. Only the engine calls the kernel.
 pub mod build;
-pub mod compose;
 pub mod container;
-pub mod executor;
 pub mod helpers;
 pub mod image;
 pub mod network;

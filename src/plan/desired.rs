@@ -2,7 +2,7 @@
 //! decides when a container must be recreated.
 
 use super::state::{Condition, Dependency, Desired, DesiredResource, DesiredService, PullPolicy};
-use crate::project::model::{Project, Service};
+use crate::project::model::{self, Project, Service, VolumeType};
 
 /// The image reference a service runs: `image:`, or `<project>-<service>` for a service that
 /// only has `build:` (the name docker compose gives such images).
@@ -37,25 +37,25 @@ pub fn service_volumes(project: &Project, service: &Service) -> Vec<String> {
     service
         .volumes
         .iter()
-        .filter(|v| v.kind == "volume")
+        .filter(|v| v.kind == VolumeType::Volume)
         .filter_map(|v| v.source.clone())
         .filter(|src| project.volumes.contains_key(src))
         .collect()
 }
 
-fn condition(s: &str) -> Condition {
-    match s {
-        "service_healthy" => Condition::ServiceHealthy,
-        "service_completed_successfully" => Condition::ServiceCompletedSuccessfully,
-        _ => Condition::ServiceStarted,
+fn condition(c: model::Condition) -> Condition {
+    match c {
+        model::Condition::ServiceStarted => Condition::ServiceStarted,
+        model::Condition::ServiceHealthy => Condition::ServiceHealthy,
+        model::Condition::ServiceCompletedSuccessfully => Condition::ServiceCompletedSuccessfully,
     }
 }
 
 fn pull_policy(service: &Service) -> PullPolicy {
-    match service.pull_policy.as_deref() {
-        Some("always") => PullPolicy::Always,
-        Some("never") => PullPolicy::Never,
-        Some("build") => PullPolicy::Build,
+    match service.pull_policy {
+        Some(model::PullPolicy::Always) => PullPolicy::Always,
+        Some(model::PullPolicy::Never) => PullPolicy::Never,
+        Some(model::PullPolicy::Build) => PullPolicy::Build,
         _ => PullPolicy::Missing,
     }
 }
@@ -82,11 +82,7 @@ fn created_after(project: &Project, service: &Service) -> Vec<String> {
         }
     }
     names.extend(service.network_mode_service());
-    if let Some(c) = service
-        .network_mode
-        .as_deref()
-        .and_then(|m| m.strip_prefix("container:"))
-    {
+    if let Some(model::NetworkMode::Container(c)) = &service.network_mode {
         names.extend(owner(c));
     }
     let mut out: Vec<String> = Vec::new();
@@ -115,7 +111,7 @@ pub fn desired_from_project(
                 .filter(|(name, _)| project.services.contains_key(*name))
                 .map(|(name, d)| Dependency {
                     service: name.clone(),
-                    condition: condition(&d.condition),
+                    condition: condition(d.condition),
                     required: d.required,
                     restart: d.restart,
                 })

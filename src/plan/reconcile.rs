@@ -10,6 +10,7 @@ use super::state::{
     Condition, Desired, DesiredResource, DesiredService, DownOptions, Observed, ObservedContainer,
     PullPolicy, RunState, UpOptions,
 };
+use crate::project::graph;
 
 /// Why a plan cannot be made.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -58,74 +59,46 @@ pub fn container_name(project: &str, service: &DesiredService, number: u32) -> S
 /// # Errors
 /// A named service that the project does not have.
 pub fn select_services(desired: &Desired, named: &[String], no_deps: bool) -> Result<Vec<String>> {
-    if named.is_empty() {
-        return Ok(desired.services.iter().map(|s| s.name.clone()).collect());
-    }
-    let mut wanted: BTreeSet<String> = BTreeSet::new();
-    let mut stack: Vec<String> = Vec::new();
     for n in named {
         if desired.service(n).is_none() {
             return Err(ReconcileError::NoSuchService(n.clone()));
         }
-        stack.push(n.clone());
     }
-    while let Some(n) = stack.pop() {
-        if !wanted.insert(n.clone()) || no_deps {
-            continue;
-        }
-        if let Some(s) = desired.service(&n) {
-            for d in &s.depends_on {
-                if desired.service(&d.service).is_some() {
-                    stack.push(d.service.clone());
-                }
-            }
-        }
-    }
-    Ok(desired
+    let services: Vec<(&str, Vec<&str>)> = desired
         .services
         .iter()
-        .filter(|s| wanted.contains(&s.name))
-        .map(|s| s.name.clone())
-        .collect())
+        .map(|s| {
+            let deps = s.depends_on.iter().map(|d| d.service.as_str()).collect();
+            (s.name.as_str(), deps)
+        })
+        .collect();
+    Ok(graph::select(&services, named, no_deps))
 }
 
-/// Services in start order: every service after its dependencies, ties in file order.
+/// Services in start order: every service after its dependencies and the services it takes
+/// mounts or a namespace from (`created_after`), ties in file order ([`graph::start_order`]).
 fn start_order<'a>(desired: &'a Desired, selected: &[String]) -> Vec<&'a DesiredService> {
-    let sel: BTreeSet<&str> = selected.iter().map(String::as_str).collect();
-    let mut done: BTreeSet<&str> = BTreeSet::new();
-    let mut out = Vec::new();
-    let services: Vec<&DesiredService> = desired
+    let chosen: Vec<&DesiredService> = desired
         .services
         .iter()
-        .filter(|s| sel.contains(s.name.as_str()))
+        .filter(|s| selected.contains(&s.name))
         .collect();
-    // The loader rejects cycles; a leftover cycle here degrades to file order.
-    while out.len() < services.len() {
-        let before = out.len();
-        for s in &services {
-            if done.contains(s.name.as_str()) {
-                continue;
-            }
-            let ready = s
+    let services: Vec<(&str, Vec<&str>)> = chosen
+        .iter()
+        .map(|s| {
+            let after = s
                 .depends_on
                 .iter()
                 .map(|d| d.service.as_str())
                 .chain(s.created_after.iter().map(String::as_str))
-                .all(|d| !sel.contains(d) || done.contains(d));
-            if ready {
-                done.insert(s.name.as_str());
-                out.push(*s);
-            }
-        }
-        if out.len() == before {
-            for s in &services {
-                if done.insert(s.name.as_str()) {
-                    out.push(*s);
-                }
-            }
-        }
-    }
-    out
+                .collect();
+            (s.name.as_str(), after)
+        })
+        .collect();
+    graph::start_order(&services)
+        .into_iter()
+        .filter_map(|n| chosen.iter().find(|s| s.name == n).copied())
+        .collect()
 }
 
 fn describe_state(c: &ObservedContainer) -> &'static str {
@@ -172,8 +145,42 @@ fn plan_resources<'a>(
 ///
 /// # Errors
 /// Unknown services, contradictory flags, missing external resources or unpullable images.
-#[allow(clippy::too_many_lines)]
 pub fn plan_up(desired: &Desired, observed: &Observed, opts: &UpOptions) -> Result<Plan> {
+    check_flags(desired, opts)?;
+    let selected = select_services(desired, &opts.services, opts.no_deps)?;
+    let order = start_order(desired, &selected);
+    let mut r = Reconciler {
+        desired,
+        observed,
+        opts,
+        named: if opts.services.is_empty() {
+            selected.iter().cloned().collect()
+        } else {
+            opts.services.iter().cloned().collect()
+        },
+        selected,
+        plan: Plan::default(),
+        net_nodes: HashMap::new(),
+        vol_nodes: HashMap::new(),
+        image_nodes: HashMap::new(),
+        image_changed: BTreeSet::new(),
+        start_nodes: BTreeMap::new(),
+        create_nodes: BTreeMap::new(),
+        recreated: BTreeSet::new(),
+    };
+    r.resources(&order)?;
+    r.images(&order)?;
+    // Containers, service by service in start order.
+    for s in &order {
+        r.service(s);
+    }
+    r.orphans();
+    r.final_waits(&order);
+    Ok(prune_idle_waits(r.plan))
+}
+
+/// Flags that exclude each other, and `--scale` of a service the project does not have.
+fn check_flags(desired: &Desired, opts: &UpOptions) -> Result<()> {
     if opts.force_recreate && opts.no_recreate {
         return Err(ReconcileError::Flags(
             "--force-recreate and --no-recreate are incompatible".into(),
@@ -194,83 +201,129 @@ pub fn plan_up(desired: &Desired, observed: &Observed, opts: &UpOptions) -> Resu
             return Err(ReconcileError::NoSuchService(s.clone()));
         }
     }
-    let selected = select_services(desired, &opts.services, opts.no_deps)?;
-    let named: BTreeSet<&str> = if opts.services.is_empty() {
-        selected.iter().map(String::as_str).collect()
-    } else {
-        opts.services.iter().map(String::as_str).collect()
-    };
-    let order = start_order(desired, &selected);
-    let mut plan = Plan::default();
+    Ok(())
+}
 
-    // Networks and volumes the selected services use.
-    let used_nets: BTreeSet<&str> = order
-        .iter()
-        .flat_map(|s| s.networks.iter().map(String::as_str))
-        .collect();
-    let net_nodes = plan_resources(
-        &mut plan,
-        &desired.networks,
-        &used_nets,
-        &observed.networks,
-        "network",
-    )?;
-    let used_vols: BTreeSet<&str> = order
-        .iter()
-        .flat_map(|s| s.volumes.iter().map(String::as_str))
-        .collect();
-    let vol_nodes = plan_resources(
-        &mut plan,
-        &desired.volumes,
-        &used_vols,
-        &observed.volumes,
-        "volume",
-    )?;
+/// The decisions of `up`, made one phase at a time (resources, images, each service's
+/// containers, orphans, `--wait`); the plan grows in that order, so node numbers (and the
+/// printed plan) follow it.
+struct Reconciler<'a> {
+    desired: &'a Desired,
+    observed: &'a Observed,
+    opts: &'a UpOptions,
+    /// The services this run touches.
+    selected: Vec<String>,
+    /// The services named on the command line (all selected ones when none is).
+    named: BTreeSet<String>,
+    plan: Plan,
+    /// The create node of each missing network and volume, by key.
+    net_nodes: HashMap<&'a str, usize>,
+    vol_nodes: HashMap<&'a str, usize>,
+    /// The pull or build node of each image reference.
+    image_nodes: HashMap<String, usize>,
+    /// Image references pulled or built in this run.
+    image_changed: BTreeSet<&'a str>,
+    /// The start nodes of each service planned so far (what its dependents wait for).
+    start_nodes: BTreeMap<&'a str, Vec<usize>>,
+    /// The create (and recreate) nodes of each service, for `created_after`.
+    create_nodes: BTreeMap<&'a str, Vec<usize>>,
+    /// Services with a container recreated in this run.
+    recreated: BTreeSet<&'a str>,
+}
 
-    // Images: one node per distinct reference.
-    let mut image_nodes: HashMap<String, usize> = HashMap::new();
-    let mut image_changed: BTreeSet<&str> = BTreeSet::new();
-    for s in &order {
-        if image_nodes.contains_key(&s.image) {
-            continue;
-        }
-        let policy = if s.build && !opts.no_build && (opts.build || s.image_id.is_none()) {
-            PullPolicy::Build
-        } else {
-            match (opts.pull, s.pull_policy) {
-                (Some(p), _) => p,
-                (None, PullPolicy::Build) if s.image_id.is_some() || opts.no_build => {
-                    PullPolicy::Missing
-                }
-                (None, p) => p,
+/// What one service's containers wait for.
+struct Prerequisites {
+    /// Its networks, volumes and image.
+    common: Vec<usize>,
+    /// Its creates: those and the creates of the services it takes mounts or a namespace
+    /// from.
+    create: Vec<usize>,
+    /// Its starts: one wait node per dependency in this run.
+    gates: Vec<usize>,
+}
+
+impl<'a> Reconciler<'a> {
+    /// Create nodes for the missing networks and volumes the selected services use.
+    fn resources(&mut self, order: &[&'a DesiredService]) -> Result<()> {
+        let used_nets: BTreeSet<&str> = order
+            .iter()
+            .flat_map(|s| s.networks.iter().map(String::as_str))
+            .collect();
+        self.net_nodes = plan_resources(
+            &mut self.plan,
+            &self.desired.networks,
+            &used_nets,
+            &self.observed.networks,
+            "network",
+        )?;
+        let used_vols: BTreeSet<&str> = order
+            .iter()
+            .flat_map(|s| s.volumes.iter().map(String::as_str))
+            .collect();
+        self.vol_nodes = plan_resources(
+            &mut self.plan,
+            &self.desired.volumes,
+            &used_vols,
+            &self.observed.volumes,
+            "volume",
+        )?;
+        Ok(())
+    }
+
+    /// Images: one pull or build node per distinct reference that needs one.
+    fn images(&mut self, order: &[&'a DesiredService]) -> Result<()> {
+        for s in order {
+            if self.image_nodes.contains_key(&s.image) {
+                continue;
             }
+            let Some((op, cause)) = self.image_op(s)? else {
+                continue;
+            };
+            let id = self.plan.push(op, cause, vec![]);
+            self.image_nodes.insert(s.image.clone(), id);
+            self.image_changed.insert(s.image.as_str());
+        }
+        Ok(())
+    }
+
+    /// The policy that applies to a service's image: `--build`/a missing buildable image,
+    /// `--pull`, or the service's own.
+    fn image_policy(&self, s: &DesiredService) -> PullPolicy {
+        let opts = self.opts;
+        if s.build && !opts.no_build && (opts.build || s.image_id.is_none()) {
+            return PullPolicy::Build;
+        }
+        match (opts.pull, s.pull_policy) {
+            (Some(p), _) => p,
+            (None, PullPolicy::Build) if s.image_id.is_some() || opts.no_build => {
+                PullPolicy::Missing
+            }
+            (None, p) => p,
+        }
+    }
+
+    /// The image operation a service needs, with its cause; `None` when the store's image
+    /// will do.
+    fn image_op(&self, s: &DesiredService) -> Result<Option<(Op, &'static str)>> {
+        let pull = || Op::PullImage {
+            image: s.image.clone(),
         };
-        let (op, cause) = match policy {
+        Ok(Some(match self.image_policy(s) {
             PullPolicy::Build => (
                 Op::BuildImage {
                     service: s.name.clone(),
                     image: s.image.clone(),
                 },
-                if opts.build {
+                if self.opts.build {
                     "--build"
                 } else {
                     "image not in the store"
                 },
             ),
-            PullPolicy::Always => (
-                Op::PullImage {
-                    image: s.image.clone(),
-                },
-                "pull policy always",
-            ),
-            PullPolicy::Missing if s.image_id.is_none() => (
-                Op::PullImage {
-                    image: s.image.clone(),
-                },
-                "image not in the store",
-            ),
-            PullPolicy::Missing => continue,
-            PullPolicy::Never if s.image_id.is_none() => {
+            PullPolicy::Always => (pull(), "pull policy always"),
+            PullPolicy::Missing if s.image_id.is_none() => (pull(), "image not in the store"),
+            PullPolicy::Missing | PullPolicy::Never if s.image_id.is_some() => return Ok(None),
+            PullPolicy::Missing | PullPolicy::Never => {
                 return Err(ReconcileError::ImageMissing {
                     service: s.name.clone(),
                     image: s.image.clone(),
@@ -281,44 +334,43 @@ pub fn plan_up(desired: &Desired, observed: &Observed, opts: &UpOptions) -> Resu
                     },
                 });
             }
-            PullPolicy::Never => continue,
-        };
-        let id = plan.push(op, cause, vec![]);
-        image_nodes.insert(s.image.clone(), id);
-        image_changed.insert(s.image.as_str());
+        }))
     }
 
-    // Containers, service by service in start order.
-    let mut start_nodes: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    // Create (and recreate) nodes per service, for `created_after`.
-    let mut create_nodes: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    let mut recreated: BTreeSet<&str> = BTreeSet::new();
-    for s in &order {
-        let mut prereq: Vec<usize> = Vec::new();
-        prereq.extend(s.networks.iter().filter_map(|n| net_nodes.get(n.as_str())));
-        prereq.extend(s.volumes.iter().filter_map(|v| vol_nodes.get(v.as_str())));
-        if let Some(&i) = image_nodes.get(&s.image) {
-            prereq.push(i);
+    /// What a service's containers wait for; the gates (wait nodes) are planned here.
+    fn prerequisites(&mut self, s: &'a DesiredService) -> Prerequisites {
+        let mut common: Vec<usize> = Vec::new();
+        common.extend(
+            s.networks
+                .iter()
+                .filter_map(|n| self.net_nodes.get(n.as_str())),
+        );
+        common.extend(
+            s.volumes
+                .iter()
+                .filter_map(|v| self.vol_nodes.get(v.as_str())),
+        );
+        if let Some(&i) = self.image_nodes.get(&s.image) {
+            common.push(i);
         }
         // Creates wait for the creates of the services they take mounts or a namespace from.
-        let mut create_prereq = prereq.clone();
+        let mut create = common.clone();
         for src in &s.created_after {
-            create_prereq.extend(create_nodes.get(src.as_str()).into_iter().flatten());
+            create.extend(self.create_nodes.get(src.as_str()).into_iter().flatten());
         }
-        let mut creates: Vec<usize> = Vec::new();
-
         // Gates: one wait node per dependency in this run.
         let mut gates: Vec<usize> = Vec::new();
-        if !opts.no_start {
+        if !self.opts.no_start {
             for d in &s.depends_on {
-                if !selected.contains(&d.service) {
+                if !self.selected.contains(&d.service) {
                     continue;
                 }
-                let after = start_nodes
+                let after = self
+                    .start_nodes
                     .get(d.service.as_str())
                     .cloned()
                     .unwrap_or_default();
-                let id = plan.push(
+                let id = self.plan.push(
                     Op::WaitFor {
                         service: d.service.clone(),
                         condition: d.condition,
@@ -330,146 +382,37 @@ pub fn plan_up(desired: &Desired, observed: &Observed, opts: &UpOptions) -> Resu
                 gates.push(id);
             }
         }
+        Prerequisites {
+            common,
+            create,
+            gates,
+        }
+    }
 
-        let is_named = named.contains(s.name.as_str());
-        let force = if is_named {
-            opts.force_recreate
-        } else {
-            opts.always_recreate_deps
-        };
-        let dep_recreated: Option<&str> = s
-            .depends_on
-            .iter()
-            .find(|d| d.restart && recreated.contains(d.service.as_str()))
-            .map(|d| d.service.as_str());
-
-        let want = opts.scale.get(&s.name).copied().unwrap_or(s.replicas);
-        let mut existing: Vec<&ObservedContainer> = observed
+    /// One service's containers: scale down, recreate or start what exists, scale up.
+    fn service(&mut self, s: &'a DesiredService) {
+        let pre = self.prerequisites(s);
+        let want = self.opts.scale.get(&s.name).copied().unwrap_or(s.replicas);
+        let mut existing: Vec<&'a ObservedContainer> = self
+            .observed
             .containers
             .iter()
             .filter(|c| c.service == s.name && !c.oneoff)
             .collect();
         existing.sort_by_key(|c| c.number);
-
-        let mut starts = Vec::new();
         // Scale down: the highest numbers go first.
         let keep = usize::try_from(want).unwrap_or(usize::MAX);
         if existing.len() > keep {
             for c in existing.split_off(keep).iter().rev() {
-                let mut after = Vec::new();
-                if c.state == RunState::Running || c.state == RunState::Paused {
-                    after.push(plan.push(
-                        Op::StopContainer {
-                            service: s.name.clone(),
-                            name: c.name.clone(),
-                        },
-                        format!("scale to {want}"),
-                        vec![],
-                    ));
-                }
-                plan.push(
-                    Op::RemoveContainer {
-                        service: s.name.clone(),
-                        name: c.name.clone(),
-                    },
-                    format!("scale to {want}"),
-                    after,
-                );
+                self.stop_and_remove(&s.name, c, &format!("scale to {want}"));
             }
         }
+        let mut starts = Vec::new();
+        let mut creates = Vec::new();
         let mut used: BTreeSet<u32> = BTreeSet::new();
         for c in &existing {
             used.insert(c.number);
-            let cause: Option<String> = if opts.no_recreate {
-                None
-            } else if force {
-                Some(if is_named {
-                    "--force-recreate".into()
-                } else {
-                    "--always-recreate-deps".into()
-                })
-            } else if c.hash != s.hash {
-                Some("configuration changed".into())
-            } else if s.image_id.is_some() && c.image_id.is_some() && c.image_id != s.image_id {
-                Some("image changed".into())
-            } else if image_changed.contains(s.image.as_str()) && s.image_id.is_none() {
-                None
-            } else {
-                dep_recreated.map(|d| format!("dependency {d} recreated (restart: true)"))
-            };
-            if let Some(cause) = cause {
-                let restart_only = cause.starts_with("dependency ");
-                let mut after = prereq.clone();
-                if c.state == RunState::Running || c.state == RunState::Paused {
-                    let stop_after = if restart_only { gates.clone() } else { vec![] };
-                    after.push(plan.push(
-                        Op::StopContainer {
-                            service: s.name.clone(),
-                            name: c.name.clone(),
-                        },
-                        cause.clone(),
-                        stop_after,
-                    ));
-                }
-                if restart_only {
-                    if !opts.no_start {
-                        after.extend(gates.iter().copied());
-                        starts.push(plan.push(
-                            Op::StartContainer {
-                                service: s.name.clone(),
-                                name: c.name.clone(),
-                            },
-                            cause,
-                            after,
-                        ));
-                    }
-                    continue;
-                }
-                let rm = plan.push(
-                    Op::RemoveContainer {
-                        service: s.name.clone(),
-                        name: c.name.clone(),
-                    },
-                    cause.clone(),
-                    after,
-                );
-                let mut create_after = vec![rm];
-                create_after.extend(create_prereq.iter().filter(|i| !prereq.contains(i)));
-                let create = plan.push(
-                    Op::CreateContainer {
-                        service: s.name.clone(),
-                        number: c.number,
-                        name: container_name(&desired.project, s, c.number),
-                    },
-                    cause.clone(),
-                    create_after,
-                );
-                creates.push(create);
-                recreated.insert(s.name.as_str());
-                if !opts.no_start {
-                    let mut after = vec![create];
-                    after.extend(gates.iter().copied());
-                    starts.push(plan.push(
-                        Op::StartContainer {
-                            service: s.name.clone(),
-                            name: container_name(&desired.project, s, c.number),
-                        },
-                        cause,
-                        after,
-                    ));
-                }
-            } else if !opts.no_start && matches!(c.state, RunState::Created | RunState::Exited) {
-                let mut after = prereq.clone();
-                after.extend(gates.iter().copied());
-                starts.push(plan.push(
-                    Op::StartContainer {
-                        service: s.name.clone(),
-                        name: c.name.clone(),
-                    },
-                    describe_state(c),
-                    after,
-                ));
-            }
+            self.existing_container(s, c, &pre, &mut starts, &mut creates);
         }
         // Scale up: fill the lowest free numbers.
         let mut number = 1;
@@ -479,88 +422,225 @@ pub fn plan_up(desired: &Desired, observed: &Observed, opts: &UpOptions) -> Resu
                 number += 1;
             }
             used.insert(number);
-            let name = container_name(&desired.project, s, number);
             let cause = if existing.is_empty() && number == 1 {
                 "missing".to_string()
             } else {
                 format!("scale to {want}")
             };
-            let create = plan.push(
-                Op::CreateContainer {
-                    service: s.name.clone(),
-                    number,
-                    name: name.clone(),
-                },
-                cause.clone(),
-                create_prereq.clone(),
-            );
+            let create =
+                self.create_and_start(s, number, cause, pre.create.clone(), &pre, &mut starts);
             creates.push(create);
-            if !opts.no_start {
-                let mut after = vec![create];
-                after.extend(gates.iter().copied());
-                starts.push(plan.push(
+        }
+        self.start_nodes.insert(s.name.as_str(), starts);
+        self.create_nodes.insert(s.name.as_str(), creates);
+    }
+
+    /// Why an existing container of `s` is recreated (or, for a `restart: true` dependency
+    /// that was recreated, restarted), if it is.
+    fn recreate_cause(&self, s: &DesiredService, c: &ObservedContainer) -> Option<String> {
+        let opts = self.opts;
+        let is_named = self.named.contains(&s.name);
+        let force = if is_named {
+            opts.force_recreate
+        } else {
+            opts.always_recreate_deps
+        };
+        if opts.no_recreate {
+            None
+        } else if force {
+            Some(if is_named {
+                "--force-recreate".into()
+            } else {
+                "--always-recreate-deps".into()
+            })
+        } else if c.hash != s.hash {
+            Some("configuration changed".into())
+        } else if s.image_id.is_some() && c.image_id.is_some() && c.image_id != s.image_id {
+            Some("image changed".into())
+        } else if self.image_changed.contains(s.image.as_str()) && s.image_id.is_none() {
+            None
+        } else {
+            s.depends_on
+                .iter()
+                .find(|d| d.restart && self.recreated.contains(d.service.as_str()))
+                .map(|d| format!("dependency {} recreated (restart: true)", d.service))
+        }
+    }
+
+    /// An existing container: recreated, restarted (a `restart: true` dependency was
+    /// recreated), started (created or exited) or left alone.
+    fn existing_container(
+        &mut self,
+        s: &'a DesiredService,
+        c: &ObservedContainer,
+        pre: &Prerequisites,
+        starts: &mut Vec<usize>,
+        creates: &mut Vec<usize>,
+    ) {
+        let no_start = self.opts.no_start;
+        let Some(cause) = self.recreate_cause(s, c) else {
+            if !no_start && matches!(c.state, RunState::Created | RunState::Exited) {
+                let mut after = pre.common.clone();
+                after.extend(pre.gates.iter().copied());
+                starts.push(self.plan.push(
                     Op::StartContainer {
                         service: s.name.clone(),
-                        name,
+                        name: c.name.clone(),
+                    },
+                    describe_state(c),
+                    after,
+                ));
+            }
+            return;
+        };
+        let restart_only = cause.starts_with("dependency ");
+        let mut after = pre.common.clone();
+        if c.state == RunState::Running || c.state == RunState::Paused {
+            let stop_after = if restart_only {
+                pre.gates.clone()
+            } else {
+                vec![]
+            };
+            after.push(self.plan.push(
+                Op::StopContainer {
+                    service: s.name.clone(),
+                    name: c.name.clone(),
+                },
+                cause.clone(),
+                stop_after,
+            ));
+        }
+        if restart_only {
+            if !no_start {
+                after.extend(pre.gates.iter().copied());
+                starts.push(self.plan.push(
+                    Op::StartContainer {
+                        service: s.name.clone(),
+                        name: c.name.clone(),
                     },
                     cause,
                     after,
                 ));
             }
+            return;
         }
-        start_nodes.insert(s.name.as_str(), starts);
-        create_nodes.insert(s.name.as_str(), creates);
+        let rm = self.plan.push(
+            Op::RemoveContainer {
+                service: s.name.clone(),
+                name: c.name.clone(),
+            },
+            cause.clone(),
+            after,
+        );
+        let mut create_after = vec![rm];
+        create_after.extend(pre.create.iter().filter(|i| !pre.common.contains(i)));
+        let create = self.create_and_start(s, c.number, cause, create_after, pre, starts);
+        creates.push(create);
+        self.recreated.insert(s.name.as_str());
     }
 
-    // Orphans: containers of services the project no longer has.
-    let known: BTreeSet<&str> = desired.services.iter().map(|s| s.name.as_str()).collect();
-    let mut orphans: Vec<&ObservedContainer> = observed
-        .containers
-        .iter()
-        .filter(|c| !c.oneoff && !known.contains(c.service.as_str()))
-        .collect();
-    orphans.sort_by(|a, b| a.name.cmp(&b.name));
-    for c in orphans {
-        if opts.remove_orphans {
-            let mut after = Vec::new();
-            if c.state == RunState::Running || c.state == RunState::Paused {
-                after.push(plan.push(
-                    Op::StopContainer {
-                        service: c.service.clone(),
-                        name: c.name.clone(),
-                    },
-                    "orphan",
-                    vec![],
-                ));
-            }
-            plan.push(
-                Op::RemoveContainer {
-                    service: c.service.clone(),
-                    name: c.name.clone(),
+    /// A create node for replica `number` after `create_after`, and unless `--no-start` its
+    /// start after the create and the gates; returns the create node.
+    fn create_and_start(
+        &mut self,
+        s: &DesiredService,
+        number: u32,
+        cause: String,
+        create_after: Vec<usize>,
+        pre: &Prerequisites,
+        starts: &mut Vec<usize>,
+    ) -> usize {
+        let name = container_name(&self.desired.project, s, number);
+        let create = self.plan.push(
+            Op::CreateContainer {
+                service: s.name.clone(),
+                number,
+                name: name.clone(),
+            },
+            cause.clone(),
+            create_after,
+        );
+        if !self.opts.no_start {
+            let mut after = vec![create];
+            after.extend(pre.gates.iter().copied());
+            starts.push(self.plan.push(
+                Op::StartContainer {
+                    service: s.name.clone(),
+                    name,
                 },
-                "orphan",
+                cause,
                 after,
-            );
-        } else {
-            plan.warnings.push(format!(
-                "found orphan container {} for service {}; run with --remove-orphans to clean it up",
-                c.name, c.service
             ));
         }
+        create
     }
 
-    // `--wait`: one final gate per running service.
-    if opts.wait && !opts.no_start {
-        for s in &order {
-            let cond = Condition::Ready;
-            let after = start_nodes
+    /// A stop node (when it runs) and a remove node for a container.
+    fn stop_and_remove(&mut self, service: &str, c: &ObservedContainer, cause: &str) {
+        let mut after = Vec::new();
+        if c.state == RunState::Running || c.state == RunState::Paused {
+            after.push(self.plan.push(
+                Op::StopContainer {
+                    service: service.to_owned(),
+                    name: c.name.clone(),
+                },
+                cause,
+                vec![],
+            ));
+        }
+        self.plan.push(
+            Op::RemoveContainer {
+                service: service.to_owned(),
+                name: c.name.clone(),
+            },
+            cause,
+            after,
+        );
+    }
+
+    /// Containers of services the project no longer has: removed with `--remove-orphans`,
+    /// else a warning each.
+    fn orphans(&mut self) {
+        let known: BTreeSet<&str> = self
+            .desired
+            .services
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        let mut orphans: Vec<&ObservedContainer> = self
+            .observed
+            .containers
+            .iter()
+            .filter(|c| !c.oneoff && !known.contains(c.service.as_str()))
+            .collect();
+        orphans.sort_by(|a, b| a.name.cmp(&b.name));
+        for c in orphans {
+            if self.opts.remove_orphans {
+                self.stop_and_remove(&c.service, c, "orphan");
+            } else {
+                self.plan.warnings.push(format!(
+                    "found orphan container {} for service {}; run with --remove-orphans to clean it up",
+                    c.name, c.service
+                ));
+            }
+        }
+    }
+
+    /// `--wait`: one final gate per service of the run.
+    fn final_waits(&mut self, order: &[&'a DesiredService]) {
+        if !self.opts.wait || self.opts.no_start {
+            return;
+        }
+        for s in order {
+            let after = self
+                .start_nodes
                 .get(s.name.as_str())
                 .cloned()
                 .unwrap_or_default();
-            plan.push(
+            self.plan.push(
                 Op::WaitFor {
                     service: s.name.clone(),
-                    condition: cond,
+                    condition: Condition::Ready,
                     required: true,
                 },
                 "--wait",
@@ -568,7 +648,6 @@ pub fn plan_up(desired: &Desired, observed: &Observed, opts: &UpOptions) -> Resu
             );
         }
     }
-    Ok(prune_idle_waits(plan))
 }
 
 /// Drops `wait for` nodes that gate nothing: a dependency gate whose dependents got no start
@@ -628,6 +707,23 @@ pub fn plan_down(desired: &Desired, observed: &Observed, opts: &DownOptions) -> 
         }
     };
     let mut plan = Plan::default();
+    let removed = down_containers(&mut plan, desired, observed, &chosen);
+    if whole {
+        let leftover = observed.containers.iter().any(|c| !chosen(c));
+        down_resources(&mut plan, desired, observed, opts, leftover, &removed);
+    }
+    Ok(plan)
+}
+
+/// The stops and removals of the chosen containers, dependents first; returns the removal
+/// nodes.
+fn down_containers(
+    plan: &mut Plan,
+    desired: &Desired,
+    observed: &Observed,
+    chosen: &dyn Fn(&ObservedContainer) -> bool,
+) -> Vec<usize> {
+    let known: BTreeSet<&str> = desired.services.iter().map(|s| s.name.as_str()).collect();
     // Reverse start order: dependents first.
     let all: Vec<String> = desired.services.iter().map(|s| s.name.clone()).collect();
     let mut order: Vec<&str> = start_order(desired, &all)
@@ -709,10 +805,19 @@ pub fn plan_down(desired: &Desired, observed: &Observed, opts: &DownOptions) -> 
             stopped.insert(service.clone(), if mine.is_empty() { after } else { mine });
         }
     }
-    if !whole {
-        return Ok(plan);
-    }
-    let leftover = observed.containers.iter().any(|c| !chosen(c));
+    removed
+}
+
+/// After every removal: the project's networks (unless orphans still use them, `leftover`),
+/// with `-v` its volumes and anonymous volumes, with `--rmi` its images.
+fn down_resources(
+    plan: &mut Plan,
+    desired: &Desired,
+    observed: &Observed,
+    opts: &DownOptions,
+    leftover: bool,
+    removed: &[usize],
+) {
     for n in &desired.networks {
         if n.external || !observed.networks.contains(&n.name) {
             continue;
@@ -729,7 +834,7 @@ pub fn plan_down(desired: &Desired, observed: &Observed, opts: &DownOptions) -> 
                 name: n.name.clone(),
             },
             "down",
-            removed.clone(),
+            removed.to_vec(),
         );
     }
     if opts.volumes {
@@ -742,7 +847,7 @@ pub fn plan_down(desired: &Desired, observed: &Observed, opts: &DownOptions) -> 
                     name: v.name.clone(),
                 },
                 "down -v",
-                removed.clone(),
+                removed.to_vec(),
             );
         }
         // Anonymous volumes of the project's services (`<project>_<service>_anon_<16 hex>`,
@@ -756,7 +861,7 @@ pub fn plan_down(desired: &Desired, observed: &Observed, opts: &DownOptions) -> 
                 plan.push(
                     Op::RemoveVolume { name: v.clone() },
                     "down -v (anonymous)",
-                    removed.clone(),
+                    removed.to_vec(),
                 );
             }
         }
@@ -777,9 +882,8 @@ pub fn plan_down(desired: &Desired, observed: &Observed, opts: &DownOptions) -> 
                     image: image.to_string(),
                 },
                 format!("--rmi {rmi}"),
-                removed.clone(),
+                removed.to_vec(),
             );
         }
     }
-    Ok(plan)
 }

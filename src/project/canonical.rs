@@ -475,6 +475,105 @@ fn omit_empty(doc: &mut Value) {
     }
 }
 
+/// Where a service key's transformer works: the service's path (for errors) and the
+/// warnings so far.
+struct At<'a> {
+    /// `services.NAME`.
+    base: &'a str,
+    /// The key being transformed.
+    key: &'a str,
+    warnings: &'a mut Vec<Warning>,
+}
+
+impl At<'_> {
+    /// An error at `<base>.<rest>`.
+    fn err(&self, rest: &str, message: String) -> PathErr {
+        (format!("{}.{rest}", self.base), message)
+    }
+}
+
+/// A [`Transform`] that needs neither the place nor the warnings and cannot fail.
+macro_rules! plain {
+    ($f:expr) => {
+        |v, _| {
+            $f(v);
+            Ok(())
+        }
+    };
+}
+
+/// Turns one service key's short forms into the long form.
+type Transform = fn(&mut Value, &mut At<'_>) -> std::result::Result<(), PathErr>;
+
+/// Each service key with a short form and its transformer, in the order they are applied
+/// (so the first error or warning of a service is the one of the earliest key here).
+const SERVICE_KEYS: &[(&str, Transform)] = &[
+    ("build", build),
+    ("command", command),
+    ("entrypoint", command),
+    ("environment", plain!(to_env_map)),
+    ("labels", plain!(to_string_map)),
+    ("annotations", plain!(to_string_map)),
+    ("sysctls", plain!(to_string_map)),
+    ("storage_opt", plain!(to_string_map)),
+    ("log_opt", plain!(to_string_map)),
+    ("logging", logging),
+    ("models", plain!(names_to_map)),
+    ("env_file", plain!(env_file)),
+    ("extra_hosts", plain!(extra_hosts)),
+    ("dns", plain!(to_list)),
+    ("dns_search", plain!(to_list)),
+    ("tmpfs", plain!(to_list)),
+    ("label_file", plain!(to_list)),
+    ("expose", plain!(items_to_strings)),
+    ("group_add", plain!(items_to_strings)),
+    ("ports", ports),
+    ("volumes", volumes),
+    ("depends_on", plain!(depends_on)),
+    ("healthcheck", plain!(healthcheck)),
+    ("networks", plain!(networks)),
+    ("ulimits", plain!(ulimits)),
+    ("devices", devices),
+    (
+        "secrets",
+        plain!(|v: &mut Value| file_refs(v, "/run/secrets")),
+    ),
+    ("configs", plain!(|v: &mut Value| file_refs(v, ""))),
+    ("extends", plain!(extends)),
+    ("gpus", plain!(gpus)),
+    ("provider", plain!(provider)),
+    ("blkio_config", |v, _| {
+        if let Value::Object(b) = v {
+            blkio(b);
+        }
+        Ok(())
+    }),
+    ("deploy", plain!(deploy)),
+    ("post_start", hooks),
+    ("pre_stop", hooks),
+    ("develop", plain!(develop)),
+    ("tty", plain!(bool_value)),
+    ("stdin_open", plain!(bool_value)),
+    ("privileged", plain!(bool_value)),
+    ("read_only", plain!(bool_value)),
+    ("init", plain!(bool_value)),
+    ("attach", plain!(bool_value)),
+    ("oom_kill_disable", plain!(bool_value)),
+    ("use_api_socket", plain!(bool_value)),
+    ("cpu_count", plain!(int_value)),
+    ("cpu_period", plain!(int_value)),
+    ("cpu_quota", plain!(int_value)),
+    ("cpu_rt_period", plain!(int_value)),
+    ("cpu_rt_runtime", plain!(int_value)),
+    ("cpu_shares", plain!(int_value)),
+    ("oom_score_adj", plain!(int_value)),
+    ("pids_limit", plain!(int_value)),
+    ("scale", plain!(int_value)),
+    ("cpus", plain!(float_value)),
+    ("cpu_percent", plain!(float_value)),
+];
+
+/// A service in long form: each key through its transformer ([`SERVICE_KEYS`]).
 fn service(
     svc: &mut Value,
     base: &str,
@@ -483,165 +582,182 @@ fn service(
     let Value::Object(s) = svc else {
         return Ok(());
     };
-    let perr = |key: &str, msg: String| (format!("{base}.{key}"), msg);
+    for (key, transform) in SERVICE_KEYS {
+        if let Some(v) = s.get_mut(*key) {
+            transform(
+                v,
+                &mut At {
+                    base,
+                    key,
+                    warnings,
+                },
+            )?;
+        }
+    }
+    Ok(())
+}
 
-    if let Some(b) = s.get_mut("build") {
-        if let Value::String(ctx) = b {
-            *b = json!({ "context": ctx.clone() });
-        }
-        if let Value::Object(bm) = b {
-            for k in ["args"] {
-                if let Some(v) = bm.get_mut(k) {
-                    to_env_map(v);
-                }
-            }
-            for k in ["labels", "additional_contexts"] {
-                if let Some(v) = bm.get_mut(k) {
-                    to_string_map(v);
-                }
-            }
-            if let Some(v) = bm.get_mut("extra_hosts") {
-                extra_hosts(v);
-            }
-            for k in [
-                "cache_from",
-                "cache_to",
-                "tags",
-                "platforms",
-                "no_cache_filter",
-            ] {
-                string_to_list(bm, k);
-            }
-            if let Some(Value::Array(secrets)) = bm.get_mut("secrets") {
-                // Build secrets get no default target (the builder mounts them by id).
-                for it in secrets.iter_mut() {
-                    file_ref(it, "");
-                }
-            }
-            if let Some(v) = bm.get_mut("ssh") {
-                ssh_keys(v).map_err(|m| perr("build.ssh", m))?;
-            }
-            if let Some(u) = bm.get_mut("ulimits") {
-                ulimits(u);
-            }
-            for k in ["provenance", "sbom"] {
-                if let Some(v) = bm.get_mut(k)
-                    && !v.is_string()
-                {
-                    *v = Value::String(scalar_string(v));
-                }
-            }
-            to_bool(bm, "no_cache");
-            to_bool(bm, "pull");
-            to_bool(bm, "privileged");
-        }
+/// `build: DIR` → `{context: DIR}`, and the build's own lists, maps and flags.
+fn build(b: &mut Value, at: &mut At<'_>) -> std::result::Result<(), PathErr> {
+    if let Value::String(ctx) = b {
+        *b = json!({ "context": ctx.clone() });
     }
-    for k in ["command", "entrypoint"] {
-        if let Some(v) = s.get_mut(k) {
-            shell_command(v).map_err(|m| perr(k, m))?;
-        }
-    }
-    if let Some(v) = s.get_mut("environment") {
+    let Value::Object(bm) = b else {
+        return Ok(());
+    };
+    if let Some(v) = bm.get_mut("args") {
         to_env_map(v);
     }
-    for k in ["labels", "annotations", "sysctls", "storage_opt", "log_opt"] {
-        if let Some(v) = s.get_mut(k) {
+    for k in ["labels", "additional_contexts"] {
+        if let Some(v) = bm.get_mut(k) {
             to_string_map(v);
         }
     }
-    if let Some(Value::Object(l)) = s.get_mut("logging")
+    if let Some(v) = bm.get_mut("extra_hosts") {
+        extra_hosts(v);
+    }
+    for k in [
+        "cache_from",
+        "cache_to",
+        "tags",
+        "platforms",
+        "no_cache_filter",
+    ] {
+        string_to_list(bm, k);
+    }
+    if let Some(Value::Array(secrets)) = bm.get_mut("secrets") {
+        // Build secrets get no default target (the builder mounts them by id).
+        for it in secrets.iter_mut() {
+            file_ref(it, "");
+        }
+    }
+    if let Some(v) = bm.get_mut("ssh") {
+        ssh_keys(v).map_err(|m| at.err("build.ssh", m))?;
+    }
+    if let Some(u) = bm.get_mut("ulimits") {
+        ulimits(u);
+    }
+    for k in ["provenance", "sbom"] {
+        if let Some(v) = bm.get_mut(k)
+            && !v.is_string()
+        {
+            *v = Value::String(scalar_string(v));
+        }
+    }
+    to_bool(bm, "no_cache");
+    to_bool(bm, "pull");
+    to_bool(bm, "privileged");
+    Ok(())
+}
+
+/// `command` and `entrypoint`: a string split like a shell does.
+fn command(v: &mut Value, at: &mut At<'_>) -> std::result::Result<(), PathErr> {
+    shell_command(v).map_err(|m| at.err(at.key, m))
+}
+
+/// `logging.options`: a string map.
+fn logging(v: &mut Value, _: &mut At<'_>) -> std::result::Result<(), PathErr> {
+    if let Value::Object(l) = v
         && let Some(o) = l.get_mut("options")
     {
         to_string_map(o);
     }
-    if let Some(Value::Array(list)) = s.get("models").cloned() {
+    Ok(())
+}
+
+/// `[a, b]` → `{a: null, b: null}`.
+fn names_to_map(v: &mut Value) {
+    if let Value::Array(list) = v {
         let m: Map<String, Value> = list
             .iter()
             .map(|n| (scalar_string(n), Value::Null))
             .collect();
-        s.insert("models".into(), Value::Object(m));
+        *v = Value::Object(m);
     }
-    if let Some(v) = s.get_mut("env_file") {
-        env_file(v);
-    }
-    if let Some(v) = s.get_mut("extra_hosts") {
-        extra_hosts(v);
-    }
-    for k in ["dns", "dns_search", "tmpfs", "label_file"] {
-        string_to_list(s, k);
-    }
-    if let Some(Value::Array(items)) = s.get_mut("expose") {
+}
+
+/// Every item of a list as a string.
+fn items_to_strings(v: &mut Value) {
+    if let Value::Array(items) = v {
         for it in items {
             *it = Value::String(scalar_string(it));
         }
     }
-    if let Some(Value::Array(items)) = s.get_mut("group_add") {
-        for it in items {
-            *it = Value::String(scalar_string(it));
-        }
-    }
-    if let Some(Value::Array(mut items)) = s.get("ports").cloned() {
-        let mut out = Vec::new();
-        for (i, it) in items.iter_mut().enumerate() {
-            match it {
-                Value::Object(p) => {
-                    port_long(p);
-                    out.push(Value::Object(p.clone()));
-                }
-                other => {
-                    let spec = scalar_string(other);
-                    let ports = parse_port(&spec).map_err(|m| perr(&format!("ports[{i}]"), m))?;
-                    out.extend(ports);
-                }
+}
+
+/// `ports`: each short form (`"8080:80/udp"`, a range) → one long entry per port.
+fn ports(v: &mut Value, at: &mut At<'_>) -> std::result::Result<(), PathErr> {
+    let Value::Array(items) = v else {
+        return Ok(());
+    };
+    let mut out = Vec::new();
+    for (i, it) in items.iter_mut().enumerate() {
+        match it {
+            Value::Object(p) => {
+                port_long(p);
+                out.push(Value::Object(p.clone()));
+            }
+            other => {
+                let spec = scalar_string(other);
+                let ports = parse_port(&spec).map_err(|m| at.err(&format!("ports[{i}]"), m))?;
+                out.extend(ports);
             }
         }
-        s.insert("ports".into(), Value::Array(out));
     }
-    if let Some(Value::Array(items)) = s.get_mut("volumes") {
-        for (i, it) in items.iter_mut().enumerate() {
-            match it {
-                Value::String(spec) => {
-                    let (v, ignored) =
-                        parse_volume(spec).map_err(|m| perr(&format!("volumes[{i}]"), m))?;
-                    for o in ignored {
-                        // Each option once: a file that repeats it gets one line.
-                        if !warnings
-                            .iter()
-                            .any(|(_, w)| w.starts_with(&format!("volume option `{o}` ")))
-                        {
-                            warnings.push((
-                                format!("{base}.volumes[{i}]"),
-                                format!(
-                                    "volume option `{o}` in `{spec}` is ignored (docker compose ignores it too)"
-                                ),
-                            ));
-                        }
+    *v = Value::Array(out);
+    Ok(())
+}
+
+/// `volumes`: each short form (`./data:/data:ro`) → the long one; options docker compose
+/// ignores are warned about once a file.
+fn volumes(v: &mut Value, at: &mut At<'_>) -> std::result::Result<(), PathErr> {
+    let Value::Array(items) = v else {
+        return Ok(());
+    };
+    for (i, it) in items.iter_mut().enumerate() {
+        match it {
+            Value::String(spec) => {
+                let (v, ignored) =
+                    parse_volume(spec).map_err(|m| at.err(&format!("volumes[{i}]"), m))?;
+                for o in ignored {
+                    // Each option once: a file that repeats it gets one line.
+                    if !at
+                        .warnings
+                        .iter()
+                        .any(|(_, w)| w.starts_with(&format!("volume option `{o}` ")))
+                    {
+                        at.warnings.push((
+                            format!("{}.volumes[{i}]", at.base),
+                            format!(
+                                "volume option `{o}` in `{spec}` is ignored (docker compose ignores it too)"
+                            ),
+                        ));
                     }
-                    *it = v;
                 }
-                Value::Object(v) => volume_long(v),
-                _ => {}
+                *it = v;
             }
+            Value::Object(v) => volume_long(v),
+            _ => {}
         }
     }
-    if let Some(dep) = s.get_mut("depends_on") {
-        depends_on(dep);
-    }
-    if let Some(Value::Object(h)) = s.get_mut("healthcheck") {
+    Ok(())
+}
+
+/// `healthcheck.test: "cmd"` → `["CMD-SHELL", "cmd"]`, and its number and flag.
+fn healthcheck(v: &mut Value) {
+    if let Value::Object(h) = v {
         if let Some(Value::String(t)) = h.get("test").cloned() {
             h.insert("test".into(), json!(["CMD-SHELL", t]));
         }
         to_int(h, "retries");
         to_bool(h, "disable");
     }
-    if let Some(Value::Array(list)) = s.get("networks").cloned() {
-        let m: Map<String, Value> = list
-            .iter()
-            .map(|n| (scalar_string(n), Value::Null))
-            .collect();
-        s.insert("networks".into(), Value::Object(m));
-    }
-    if let Some(Value::Object(nets)) = s.get_mut("networks") {
+}
+
+/// `networks: [a]` → `{a: null}`, and each network's lists, maps and numbers.
+fn networks(v: &mut Value) {
+    names_to_map(v);
+    if let Value::Object(nets) = v {
         for (_, n) in nets.iter_mut() {
             if let Value::Object(nm) = n {
                 string_to_list(nm, "aliases");
@@ -653,53 +769,67 @@ fn service(
             }
         }
     }
-    if let Some(u) = s.get_mut("ulimits") {
-        ulimits(u);
-    }
-    if let Some(Value::Array(items)) = s.get_mut("devices") {
-        for (i, it) in items.iter_mut().enumerate() {
-            if let Value::String(spec) = it {
-                let parts: Vec<&str> = spec.split(':').collect();
-                let (src, tgt, perm) = match parts.as_slice() {
-                    [a] => (*a, *a, "rwm"),
-                    [a, b] => (*a, *b, "rwm"),
-                    [a, b, c] => (*a, *b, *c),
-                    _ => {
-                        return Err(perr(
-                            &format!("devices[{i}]"),
-                            format!(
-                                "invalid device `{spec}` (expected HOST[:CONTAINER[:PERMISSIONS]])"
-                            ),
-                        ));
-                    }
-                };
-                *it = json!({"source": src, "target": tgt, "permissions": perm});
-            }
-        }
-    }
-    for (k, prefix) in [("secrets", "/run/secrets"), ("configs", "")] {
-        if let Some(Value::Array(items)) = s.get_mut(k) {
-            for it in items.iter_mut() {
-                file_ref(it, prefix);
-            }
-        }
-    }
-    if let Some(Value::String(e)) = s.get("extends").cloned() {
-        s.insert("extends".into(), json!({ "service": e }));
-    }
-    if let Some(g) = s.get_mut("gpus") {
-        match g {
-            Value::String(a) if a.eq_ignore_ascii_case("all") => *g = json!([{"count": -1}]),
-            Value::Array(items) => {
-                for it in items {
-                    device_request(it);
+}
+
+/// `devices: ["/dev/x:/dev/y:rw"]` → `{source, target, permissions}`.
+fn devices(v: &mut Value, at: &mut At<'_>) -> std::result::Result<(), PathErr> {
+    let Value::Array(items) = v else {
+        return Ok(());
+    };
+    for (i, it) in items.iter_mut().enumerate() {
+        if let Value::String(spec) = it {
+            let parts: Vec<&str> = spec.split(':').collect();
+            let (src, tgt, perm) = match parts.as_slice() {
+                [a] => (*a, *a, "rwm"),
+                [a, b] => (*a, *b, "rwm"),
+                [a, b, c] => (*a, *b, *c),
+                _ => {
+                    return Err(at.err(
+                        &format!("devices[{i}]"),
+                        format!(
+                            "invalid device `{spec}` (expected HOST[:CONTAINER[:PERMISSIONS]])"
+                        ),
+                    ));
                 }
-            }
-            _ => {}
+            };
+            *it = json!({"source": src, "target": tgt, "permissions": perm});
         }
     }
-    // provider.options: every value a list of strings.
-    if let Some(Value::Object(p)) = s.get_mut("provider")
+    Ok(())
+}
+
+/// `secrets`/`configs`: each reference in long form, targets under `prefix`.
+fn file_refs(v: &mut Value, prefix: &str) {
+    if let Value::Array(items) = v {
+        for it in items.iter_mut() {
+            file_ref(it, prefix);
+        }
+    }
+}
+
+/// `extends: NAME` → `{service: NAME}`.
+fn extends(v: &mut Value) {
+    if let Value::String(e) = v {
+        *v = json!({ "service": e.clone() });
+    }
+}
+
+/// `gpus: all` → one request of every device; each request in long form.
+fn gpus(g: &mut Value) {
+    match g {
+        Value::String(a) if a.eq_ignore_ascii_case("all") => *g = json!([{"count": -1}]),
+        Value::Array(items) => {
+            for it in items {
+                device_request(it);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `provider.options`: every value a list of strings.
+fn provider(v: &mut Value) {
+    if let Value::Object(p) = v
         && let Some(Value::Object(o)) = p.get_mut("options")
     {
         for v in o.values_mut() {
@@ -715,68 +845,78 @@ fn service(
             *v = list;
         }
     }
-    if let Some(Value::Object(b)) = s.get_mut("blkio_config") {
-        blkio(b);
-    }
-    if let Some(Value::Object(d)) = s.get_mut("deploy") {
-        to_int(d, "replicas");
-        for k in ["update_config", "rollback_config"] {
-            if let Some(Value::Object(u)) = d.get_mut(k) {
-                // Plain (not optional) durations: normalised, and left out when zero.
-                for dk in ["delay", "monitor"] {
-                    if let Some(Value::String(txt)) = u.get(dk).cloned()
-                        && let Ok(dur) = super::model::Duration::parse(&txt)
-                    {
-                        if dur.0 == 0 {
-                            u.shift_remove(dk);
-                        } else {
-                            u.insert(dk.into(), Value::String(dur.to_string()));
-                        }
-                    }
-                }
-                to_int(u, "parallelism");
-                to_float(u, "max_failure_ratio");
-            }
-        }
-        if let Some(v) = d.get_mut("labels") {
-            to_string_map(v);
-        }
-        if let Some(Value::Object(r)) = d.get_mut("resources") {
-            for k in ["limits", "reservations"] {
-                if let Some(Value::Object(l)) = r.get_mut(k) {
-                    to_float(l, "cpus");
-                    to_int(l, "pids");
-                    if let Some(Value::Array(devs)) = l.get_mut("devices") {
-                        for it in devs {
-                            device_request(it);
-                        }
+}
+
+/// `deploy`: numbers, durations, labels and device requests in compose's forms.
+fn deploy(v: &mut Value) {
+    let Value::Object(d) = v else {
+        return;
+    };
+    to_int(d, "replicas");
+    for k in ["update_config", "rollback_config"] {
+        if let Some(Value::Object(u)) = d.get_mut(k) {
+            // Plain (not optional) durations: normalised, and left out when zero.
+            for dk in ["delay", "monitor"] {
+                if let Some(Value::String(txt)) = u.get(dk).cloned()
+                    && let Ok(dur) = super::model::Duration::parse(&txt)
+                {
+                    if dur.0 == 0 {
+                        u.shift_remove(dk);
+                    } else {
+                        u.insert(dk.into(), Value::String(dur.to_string()));
                     }
                 }
             }
-        }
-        if let Some(Value::Object(rp)) = d.get_mut("restart_policy") {
-            to_int(rp, "max_attempts");
-        }
-        if let Some(Value::Object(p)) = d.get_mut("placement") {
-            to_int(p, "max_replicas_per_node");
+            to_int(u, "parallelism");
+            to_float(u, "max_failure_ratio");
         }
     }
-    for hook in ["post_start", "pre_stop"] {
-        if let Some(Value::Array(items)) = s.get_mut(hook) {
-            for (i, it) in items.iter_mut().enumerate() {
-                if let Value::Object(h) = it {
-                    if let Some(c) = h.get_mut("command") {
-                        shell_command(c).map_err(|m| perr(&format!("{hook}[{i}].command"), m))?;
+    if let Some(v) = d.get_mut("labels") {
+        to_string_map(v);
+    }
+    if let Some(Value::Object(r)) = d.get_mut("resources") {
+        for k in ["limits", "reservations"] {
+            if let Some(Value::Object(l)) = r.get_mut(k) {
+                to_float(l, "cpus");
+                to_int(l, "pids");
+                if let Some(Value::Array(devs)) = l.get_mut("devices") {
+                    for it in devs {
+                        device_request(it);
                     }
-                    if let Some(e) = h.get_mut("environment") {
-                        to_env_map(e);
-                    }
-                    to_bool(h, "privileged");
                 }
             }
         }
     }
-    if let Some(Value::Object(dev)) = s.get_mut("develop")
+    if let Some(Value::Object(rp)) = d.get_mut("restart_policy") {
+        to_int(rp, "max_attempts");
+    }
+    if let Some(Value::Object(p)) = d.get_mut("placement") {
+        to_int(p, "max_replicas_per_node");
+    }
+}
+
+/// `post_start`/`pre_stop`: each hook's command, environment and flag.
+fn hooks(v: &mut Value, at: &mut At<'_>) -> std::result::Result<(), PathErr> {
+    let Value::Array(items) = v else {
+        return Ok(());
+    };
+    for (i, it) in items.iter_mut().enumerate() {
+        if let Value::Object(h) = it {
+            if let Some(c) = h.get_mut("command") {
+                shell_command(c).map_err(|m| at.err(&format!("{}[{i}].command", at.key), m))?;
+            }
+            if let Some(e) = h.get_mut("environment") {
+                to_env_map(e);
+            }
+            to_bool(h, "privileged");
+        }
+    }
+    Ok(())
+}
+
+/// `develop.watch`: each rule's lists and its `exec`.
+fn develop(v: &mut Value) {
+    if let Value::Object(dev) = v
         && let Some(Value::Array(rules)) = dev.get_mut("watch")
     {
         for r in rules {
@@ -794,35 +934,6 @@ fn service(
             }
         }
     }
-    for k in [
-        "tty",
-        "stdin_open",
-        "privileged",
-        "read_only",
-        "init",
-        "attach",
-        "oom_kill_disable",
-        "use_api_socket",
-    ] {
-        to_bool(s, k);
-    }
-    for k in [
-        "cpu_count",
-        "cpu_period",
-        "cpu_quota",
-        "cpu_rt_period",
-        "cpu_rt_runtime",
-        "cpu_shares",
-        "oom_score_adj",
-        "pids_limit",
-        "scale",
-    ] {
-        to_int(s, k);
-    }
-    for k in ["cpus", "cpu_percent"] {
-        to_float(s, k);
-    }
-    Ok(())
 }
 
 /// `blkio_config` as compose prints it: device entries as `{Path, Weight}` / `{Path, Rate}`,
@@ -1059,17 +1170,22 @@ fn extra_hosts(v: &mut Value) {
 
 fn string_to_list(m: &mut Map<String, Value>, key: &str) {
     if let Some(v) = m.get_mut(key) {
-        match v {
-            Value::String(s) => *v = json!([s.clone()]),
-            Value::Array(items) => {
-                for it in items {
-                    if !it.is_string() {
-                        *it = Value::String(scalar_string(it));
-                    }
+        to_list(v);
+    }
+}
+
+/// `x` → `[x]`; the items of a list as strings.
+fn to_list(v: &mut Value) {
+    match v {
+        Value::String(s) => *v = json!([s.clone()]),
+        Value::Array(items) => {
+            for it in items {
+                if !it.is_string() {
+                    *it = Value::String(scalar_string(it));
                 }
             }
-            _ => {}
         }
+        _ => {}
     }
 }
 
@@ -1140,9 +1256,14 @@ fn to_string_map(v: &mut Value) {
 }
 
 fn to_bool(m: &mut Map<String, Value>, key: &str) {
-    if let Some(v) = m.get_mut(key)
-        && let Value::String(s) = v
-    {
+    if let Some(v) = m.get_mut(key) {
+        bool_value(v);
+    }
+}
+
+/// `"yes"`, `"on"`, `"1"`, … → `true`; `"no"`, `"off"`, `"0"`, … → `false`.
+fn bool_value(v: &mut Value) {
+    if let Value::String(s) = v {
         match s.to_ascii_lowercase().as_str() {
             "true" | "yes" | "y" | "on" | "1" => *v = Value::Bool(true),
             "false" | "no" | "n" | "off" | "0" => *v = Value::Bool(false),
@@ -1152,8 +1273,14 @@ fn to_bool(m: &mut Map<String, Value>, key: &str) {
 }
 
 fn to_int(m: &mut Map<String, Value>, key: &str) {
-    if let Some(v) = m.get_mut(key)
-        && let Value::String(s) = v
+    if let Some(v) = m.get_mut(key) {
+        int_value(v);
+    }
+}
+
+/// `"42"` → `42`.
+fn int_value(v: &mut Value) {
+    if let Value::String(s) = v
         && let Ok(n) = s.trim().parse::<i64>()
     {
         *v = json!(n);
@@ -1161,8 +1288,14 @@ fn to_int(m: &mut Map<String, Value>, key: &str) {
 }
 
 fn to_float(m: &mut Map<String, Value>, key: &str) {
-    if let Some(v) = m.get_mut(key)
-        && let Value::String(s) = v
+    if let Some(v) = m.get_mut(key) {
+        float_value(v);
+    }
+}
+
+/// `"0.5"` → `0.5`.
+fn float_value(v: &mut Value) {
+    if let Value::String(s) = v
         && let Ok(n) = s.trim().parse::<f64>()
         && let Some(num) = serde_json::Number::from_f64(n)
     {

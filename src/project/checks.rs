@@ -24,6 +24,9 @@ use super::yaml::Spans;
 ///
 /// # Errors
 /// All the problems found ([`ProjectError::Many`] when several).
+// Long: one pass over the services checking each kind of reference (dependencies, networks,
+// volumes, secrets, configs, namespaces, scale) against the declarations; the closures that
+// place and name an error are shared by all of them.
 pub fn check(project: &Project, spans: &Spans) -> Result<()> {
     let mut errors = Vec::new();
     let mut err = |path: String, msg: String| {
@@ -101,7 +104,7 @@ pub fn check(project: &Project, spans: &Spans) -> Result<()> {
             );
         }
         for (i, v) in s.volumes.iter().enumerate() {
-            if v.kind == "volume"
+            if v.kind == super::model::VolumeType::Volume
                 && let Some(src) = &v.source
                 && !project.volumes.contains_key(src)
             {
@@ -162,6 +165,18 @@ pub fn check(project: &Project, spans: &Spans) -> Result<()> {
             );
         }
     }
+    port_conflicts(project, &mut err);
+    if errors.is_empty() {
+        // Cycles and undefined dependencies, with the cycle path.
+        Graph::new(project)?;
+        Ok(())
+    } else {
+        Err(ProjectError::from_many(errors))
+    }
+}
+
+/// Host ports published twice on overlapping addresses, by one service or two.
+fn port_conflicts(project: &Project, err: &mut dyn FnMut(String, String)) {
     // Port conflicts: (protocol, port) → users with their host address.
     // (service, host ip, key path) of each publisher.
     type Publishers = Vec<(String, String, String)>;
@@ -206,17 +221,12 @@ pub fn check(project: &Project, spans: &Spans) -> Result<()> {
             }
         }
     }
-    if errors.is_empty() {
-        // Cycles and undefined dependencies, with the cycle path.
-        Graph::new(project)?;
-        Ok(())
-    } else {
-        Err(ProjectError::from_many(errors))
-    }
 }
 
 /// compose's consistency rules for one service, in its words where it has them: settings
 /// that exclude each other, values that must agree, mount targets used twice.
+// Long: compose's rules for one service, one after another and independent of each other,
+// kept as one list to read side by side with compose's.
 fn consistency(
     name: &str,
     s: &super::model::Service,

@@ -103,13 +103,13 @@ pub fn parse(text: &str, file: &str, lookup: &Environment, raw: bool) -> Result<
                     let (val, _) = quoted(rest, '"', &lines, &mut i)
                         .ok_or_else(|| err("unterminated double-quoted value".to_owned()))?;
                     let val = unescape(&val);
-                    Some(interpolate_with(&val, &scope).map_err(err)?)
+                    Some(interpolate_with(&val, &scope).map_err(|e| err(e.to_string()))?)
                 } else {
                     let v = match v.find(" #") {
                         Some(at) => &v[..at],
                         None => v,
                     };
-                    Some(interpolate_with(v.trim_end(), &scope).map_err(err)?)
+                    Some(interpolate_with(v.trim_end(), &scope).map_err(|e| err(e.to_string()))?)
                 }
             }
         };

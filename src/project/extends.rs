@@ -123,6 +123,8 @@ pub fn apply_extends(
     Ok(())
 }
 
+// Long: the steps of one `extends` (find the base in this file or another, refuse a cycle,
+// resolve the base's own `extends`, merge) share the file cache, the stack and the log.
 #[allow(clippy::too_many_arguments)]
 fn resolve_service(
     file: &Path,

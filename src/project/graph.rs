@@ -1,10 +1,11 @@
-//! Phase 10: the dependency graph of the enabled services.
+//! The dependency graph of the enabled services (checked by phase 12, [`super::checks`]).
 //!
 //! An edge goes from a service to each service it depends on (`depends_on`, which after
 //! normalisation also holds the implicit dependencies of `links`, `network_mode: service:`
-//! and `volumes_from`). Start order is a topological order (dependencies first, ties in file
-//! order); stop order is its reverse. A command that names services touches them and,
-//! unless `--no-deps`, everything they depend on, transitively.
+//! and `volumes_from`). The loader builds it to refuse cycles and dependencies on unknown
+//! services. [`start_order`] (dependencies first, ties in file order) and [`select`] (the
+//! named services and, unless `--no-deps`, everything they depend on) are the one ordering
+//! and selection of services: `plan` orders and selects with them too.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -119,88 +120,37 @@ impl Graph {
         n.index()
     }
 
-    /// Services in start order: every service after its dependencies, ties in file order.
-    #[must_use]
-    pub fn start_order(&self) -> Vec<String> {
-        use std::cmp::Reverse;
-        use std::collections::BinaryHeap;
-        // Kahn's algorithm; the ready set is a min-heap on file position.
-        let n = self.graph.node_count();
-        let mut missing: Vec<usize> = (0..n)
-            .map(|i| {
-                self.graph
-                    .neighbors_directed(NodeIndex::new(i), Direction::Outgoing)
-                    .count()
-            })
-            .collect();
-        let mut ready: BinaryHeap<Reverse<usize>> =
-            (0..n).filter(|i| missing[*i] == 0).map(Reverse).collect();
-        let mut out = Vec::with_capacity(n);
-        while let Some(Reverse(i)) = ready.pop() {
-            out.push(self.graph[NodeIndex::new(i)].clone());
-            for dependent in self
-                .graph
-                .neighbors_directed(NodeIndex::new(i), Direction::Incoming)
-            {
-                let d = dependent.index();
-                missing[d] -= 1;
-                if missing[d] == 0 {
-                    ready.push(Reverse(d));
-                }
-            }
-        }
-        out
-    }
-
-    /// Services in stop order (dependents first).
-    #[must_use]
-    pub fn stop_order(&self) -> Vec<String> {
-        let mut v = self.start_order();
-        v.reverse();
-        v
-    }
-
-    /// Direct dependencies of a service.
-    #[must_use]
-    pub fn dependencies(&self, service: &str) -> Vec<String> {
-        self.index
-            .get(service)
-            .map(|&i| {
-                self.deps(i)
+    /// The project's services with their dependencies, in file order (for [`start_order`]
+    /// and [`select`]).
+    fn edges(&self) -> Vec<(&str, Vec<&str>)> {
+        self.order
+            .iter()
+            .map(|n| {
+                let deps = self
+                    .deps(self.index[n])
                     .into_iter()
                     .rev()
-                    .map(|d| self.graph[d].clone())
-                    .collect()
+                    .map(|d| self.graph[d].as_str())
+                    .collect();
+                (n.as_str(), deps)
             })
-            .unwrap_or_default()
+            .collect()
     }
 
-    /// Services that depend directly on `service`.
+    /// Services in start order (see [`start_order`]).
     #[must_use]
-    pub fn dependents(&self, service: &str) -> Vec<String> {
-        let Some(&i) = self.index.get(service) else {
-            return Vec::new();
-        };
-        let mut v: Vec<String> = self
-            .graph
-            .neighbors_directed(i, Direction::Incoming)
-            .map(|d| self.graph[d].clone())
-            .collect();
-        v.sort_by_key(|s| self.order.iter().position(|o| o == s));
-        v
+    pub fn start_order(&self) -> Vec<String> {
+        start_order(&self.edges())
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
     }
 
-    /// The services a command touches, in start order: `named` (all services when empty)
-    /// plus, unless `no_deps`, their transitive dependencies.
+    /// The services a command touches (see [`select`]), in file order.
     ///
     /// # Errors
     /// A named service that is not an enabled service of the project.
     pub fn select(&self, named: &[String], no_deps: bool) -> Result<Vec<String>> {
-        if named.is_empty() {
-            return Ok(self.start_order());
-        }
-        let mut set = BTreeSet::new();
-        let mut todo: Vec<String> = Vec::new();
         for n in named {
             if !self.index.contains_key(n) {
                 return Err(ProjectError::invalid(
@@ -212,42 +162,73 @@ impl Graph {
                     ),
                 ));
             }
-            todo.push(n.clone());
         }
-        while let Some(n) = todo.pop() {
-            if !set.insert(n.clone()) || no_deps {
+        Ok(select(&self.edges(), named, no_deps))
+    }
+}
+
+/// Services in start order: every service after those it comes after (`services`: each
+/// service with the services it depends on, in file order; names not in the list are
+/// ignored). Each pass over the file order takes every service that is ready, so ties keep
+/// file order; a cycle (which the loader refuses) degrades to file order. This is the one
+/// ordering of services: reconcile (`plan`) and the loader's graph use it.
+#[must_use]
+pub fn start_order<'a>(services: &[(&'a str, Vec<&'a str>)]) -> Vec<&'a str> {
+    let listed: BTreeSet<&str> = services.iter().map(|(n, _)| *n).collect();
+    let mut done: BTreeSet<&str> = BTreeSet::new();
+    let mut out = Vec::new();
+    while out.len() < services.len() {
+        let before = out.len();
+        for (name, after) in services {
+            if done.contains(name) {
                 continue;
             }
-            todo.extend(self.dependencies(&n));
-        }
-        Ok(self
-            .start_order()
-            .into_iter()
-            .filter(|s| set.contains(s))
-            .collect())
-    }
-
-    /// Services in start order grouped by level: each group depends only on earlier groups
-    /// (services of one group can be started in parallel).
-    #[must_use]
-    pub fn levels(&self) -> Vec<Vec<String>> {
-        let mut level: HashMap<String, usize> = HashMap::new();
-        for s in self.start_order() {
-            let l = self
-                .dependencies(&s)
+            if after
                 .iter()
-                .map(|d| level.get(d).copied().unwrap_or(0) + 1)
-                .max()
-                .unwrap_or(0);
-            level.insert(s, l);
+                .all(|d| !listed.contains(d) || done.contains(d))
+            {
+                done.insert(name);
+                out.push(*name);
+            }
         }
-        let max = level.values().copied().max().map_or(0, |m| m + 1);
-        let mut out = vec![Vec::new(); max];
-        for s in self.start_order() {
-            out[level[&s]].push(s);
+        if out.len() == before {
+            for (name, _) in services {
+                if done.insert(name) {
+                    out.push(*name);
+                }
+            }
         }
-        out
     }
+    out
+}
+
+/// The services an operation on `named` touches, in file order: the named ones plus, unless
+/// `no_deps`, what they depend on, transitively (dependencies not in `services` are
+/// ignored). Empty `named` means every service. The one selection of services: reconcile
+/// (`plan`) and `config SERVICE…` use it; callers check the names first.
+#[must_use]
+pub fn select(services: &[(&str, Vec<&str>)], named: &[String], no_deps: bool) -> Vec<String> {
+    if named.is_empty() {
+        return services.iter().map(|(n, _)| (*n).to_owned()).collect();
+    }
+    let mut wanted: BTreeSet<&str> = BTreeSet::new();
+    let mut stack: Vec<&str> = named.iter().map(String::as_str).collect();
+    while let Some(n) = stack.pop() {
+        if !wanted.insert(n) || no_deps {
+            continue;
+        }
+        if let Some((_, deps)) = services.iter().find(|(s, _)| *s == n) {
+            stack.extend(
+                deps.iter()
+                    .filter(|d| services.iter().any(|(s, _)| s == *d)),
+            );
+        }
+    }
+    services
+        .iter()
+        .filter(|(n, _)| wanted.contains(n))
+        .map(|(n, _)| (*n).to_owned())
+        .collect()
 }
 
 #[cfg(test)]
@@ -271,7 +252,7 @@ mod tests {
     }
 
     #[test]
-    fn graph_start_and_stop_order() {
+    fn graph_start_order() {
         let p = project(&[
             ("web", &["api", "cache"]),
             ("api", &["db"]),
@@ -279,13 +260,10 @@ mod tests {
             ("cache", &[]),
         ]);
         let g = Graph::new(&p).unwrap();
-        assert_eq!(g.start_order(), vec!["db", "api", "cache", "web"]);
-        assert_eq!(g.stop_order(), vec!["web", "cache", "api", "db"]);
-        assert_eq!(
-            g.levels(),
-            vec![vec!["db", "cache"], vec!["api"], vec!["web"]]
-        );
-        assert_eq!(g.dependents("db"), vec!["api"]);
+        assert_eq!(g.start_order(), vec!["db", "cache", "api", "web"]);
+        // A pass over the file order takes each service that is ready.
+        let p = project(&[("a", &["b"]), ("b", &[]), ("c", &[])]);
+        assert_eq!(Graph::new(&p).unwrap().start_order(), vec!["b", "c", "a"]);
     }
 
     #[test]
@@ -299,7 +277,7 @@ mod tests {
         let g = Graph::new(&p).unwrap();
         assert_eq!(
             g.select(&["web".into()], false).unwrap(),
-            vec!["db", "api", "web"]
+            vec!["web", "api", "db"]
         );
         assert_eq!(g.select(&["web".into()], true).unwrap(), vec!["web"]);
         assert_eq!(g.select(&[], false).unwrap().len(), 4);

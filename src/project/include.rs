@@ -26,6 +26,8 @@ const MAX_INCLUDE_DEPTH: usize = 16;
 /// # Errors
 /// A missing file, a conflicting resource, too deep nesting, or any error of the included
 /// project.
+// Long: the steps of each `include` entry (paths, env files, loading, name conflicts, merge)
+// share the entry and the tree being built.
 pub fn apply_includes(
     tree: &mut Node,
     dir: &Path,

@@ -158,11 +158,11 @@ fn walk(
             };
             match interpolate_str(s, &mut ctx) {
                 Ok(v) => *s = v,
-                Err(msg) => {
+                Err(e) => {
                     errors.push(ProjectError::invalid(
                         Some(node.pos.clone()),
                         path.clone(),
-                        msg,
+                        e.to_string(),
                     ));
                 }
             }
@@ -209,12 +209,56 @@ impl Ctx<'_> {
     }
 }
 
+/// Why a string cannot be interpolated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InterpolateError {
+    /// More than [`MAX_NESTING`] references inside each other.
+    #[error(
+        "variable references are nested more than {} levels deep (`${{A:-${{B:-…}}}}`); \
+         the limit is {}",
+        MAX_NESTING,
+        MAX_NESTING
+    )]
+    TooDeep,
+    /// A `${` without its `}`.
+    #[error("invalid interpolation format: unterminated `${{` in `{0}` (escape a literal $ as $$)")]
+    Unterminated(String),
+    /// A `${…}` that is not a name with an optional operator.
+    #[error("invalid interpolation format: `${{{inner}}}` in `{whole}` (escape a literal $ as $$)")]
+    Malformed {
+        /// What is between the braces.
+        inner: String,
+        /// The whole string.
+        whole: String,
+    },
+    /// `${V:?message}` or `${V?message}` with `V` unset (or empty).
+    #[error("required variable {name} is missing a value{}", with_colon(.message))]
+    Required {
+        /// The variable.
+        name: String,
+        /// The message the file gives (interpolated), possibly empty.
+        message: String,
+    },
+}
+
+/// `: message`, or nothing for an empty message.
+fn with_colon(message: &str) -> String {
+    if message.is_empty() {
+        String::new()
+    } else {
+        format!(": {message}")
+    }
+}
+
 /// Interpolates one string with a plain lookup function (used for env files, where lookups
 /// are not recorded).
 ///
 /// # Errors
 /// The message of a malformed reference or of a `${V:?msg}` whose variable is unset.
-pub fn interpolate_with(s: &str, env: &Environment) -> std::result::Result<String, String> {
+pub fn interpolate_with(
+    s: &str,
+    env: &Environment,
+) -> std::result::Result<String, InterpolateError> {
     let mut log = Vec::new();
     let pos = Pos {
         file: "".into(),
@@ -239,12 +283,9 @@ fn is_name_char(c: char) -> bool {
     c == '_' || c.is_ascii_alphanumeric()
 }
 
-fn interpolate_str(s: &str, ctx: &mut Ctx<'_>) -> std::result::Result<String, String> {
+fn interpolate_str(s: &str, ctx: &mut Ctx<'_>) -> std::result::Result<String, InterpolateError> {
     if ctx.depth > MAX_NESTING {
-        return Err(format!(
-            "variable references are nested more than {MAX_NESTING} levels deep (`${{A:-${{B:-…}}}}`); \
-             the limit is {MAX_NESTING}"
-        ));
+        return Err(InterpolateError::TooDeep);
     }
     ctx.depth += 1;
     let out = interpolate_level(s, ctx);
@@ -252,7 +293,7 @@ fn interpolate_str(s: &str, ctx: &mut Ctx<'_>) -> std::result::Result<String, St
     out
 }
 
-fn interpolate_level(s: &str, ctx: &mut Ctx<'_>) -> std::result::Result<String, String> {
+fn interpolate_level(s: &str, ctx: &mut Ctx<'_>) -> std::result::Result<String, InterpolateError> {
     let chars: Vec<char> = s.chars().collect();
     let mut out = String::with_capacity(s.len());
     let mut i = 0;
@@ -279,11 +320,8 @@ fn interpolate_level(s: &str, ctx: &mut Ctx<'_>) -> std::result::Result<String, 
                 i = end;
             }
             Some('{') => {
-                let close = matching_brace(&chars, i + 1).ok_or_else(|| {
-                    format!(
-                        "invalid interpolation format: unterminated `${{` in `{s}` (escape a literal $ as $$)"
-                    )
-                })?;
+                let close = matching_brace(&chars, i + 1)
+                    .ok_or_else(|| InterpolateError::Unterminated(s.to_owned()))?;
                 let inner: String = chars[i + 2..close].iter().collect();
                 out.push_str(&braced(&inner, s, ctx)?);
                 i = close + 1;
@@ -330,11 +368,14 @@ fn simple(name: &str, ctx: &mut Ctx<'_>) -> String {
     }
 }
 
-fn braced(inner: &str, whole: &str, ctx: &mut Ctx<'_>) -> std::result::Result<String, String> {
-    let bad = || {
-        format!(
-            "invalid interpolation format: `${{{inner}}}` in `{whole}` (escape a literal $ as $$)"
-        )
+fn braced(
+    inner: &str,
+    whole: &str,
+    ctx: &mut Ctx<'_>,
+) -> std::result::Result<String, InterpolateError> {
+    let bad = || InterpolateError::Malformed {
+        inner: inner.to_owned(),
+        whole: whole.to_owned(),
     };
     let name_end = inner
         .char_indices()
@@ -386,10 +427,9 @@ fn braced(inner: &str, whole: &str, ctx: &mut Ctx<'_>) -> std::result::Result<St
                 Ok(v)
             } else {
                 let msg = interpolate_str(arg, ctx)?;
-                Err(if msg.is_empty() {
-                    format!("required variable {name} is missing a value")
-                } else {
-                    format!("required variable {name} is missing a value: {msg}")
+                Err(InterpolateError::Required {
+                    name: name.to_owned(),
+                    message: msg,
                 })
             }
         }
@@ -500,7 +540,7 @@ mod tests {
     }
 
     fn i(s: &str) -> std::result::Result<String, String> {
-        interpolate_with(s, &env())
+        interpolate_with(s, &env()).map_err(|e| e.to_string())
     }
 
     #[test]

@@ -1,14 +1,5 @@
-//! The loader: runs the numbered phases in order and returns a [`Project`].
-//!
-//! Per file: parse ([`yaml`](super::yaml), phase 2), interpolate
-//! ([`interpolate`](super::interpolate), 4), resolve `include` ([`include`](super::include),
-//! 6). Then: merge the files in order ([`merge`](super::merge), 3), resolve `extends`
-//! ([`extends`](super::extends), 6), validate ([`validate`](super::validate), 5), rewrite
-//! short syntax ([`canonical`](super::canonical), 7), build the typed
-//! [`model`](super::model), apply profiles ([`profiles`](super::profiles), 6), paths, env
-//! files and defaults ([`normalize`](super::normalize), 8), and run the semantic
-//! [`checks`](super::checks) (9). The dependency [`graph`](super::graph) (10) is built on
-//! demand.
+//! The loader: runs the numbered phases (see [`super`]) in order, one function each, and
+//! returns a [`Project`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -111,9 +102,13 @@ pub fn load(opts: &LoadOptions) -> Result<Project> {
 
 /// Loads a project and keeps the explanations (variable sources, service enablement).
 ///
+/// The phases, in the order they run (the module docs of [`super`] number them the same):
+/// 1 find the files, 2 the interpolation environment, 3 parse, 4 the project name,
+/// 5 per file interpolate, include, extends and merge, 6 extends across files, 7 validate,
+/// 8 canonical forms, 9 the typed model, 10 profiles, 11 normalize, 12 checks.
+///
 /// # Errors
 /// As [`load`].
-#[allow(clippy::too_many_lines)]
 pub fn load_explained(opts: &LoadOptions) -> Result<Loaded> {
     let cwd = match &opts.cwd {
         Some(c) => c.clone(),
@@ -122,14 +117,70 @@ pub fn load_explained(opts: &LoadOptions) -> Result<Loaded> {
             source,
         })?,
     };
-    // Phase 1. Without -f, COMPOSE_FILE comes from the shell or from the `.env` of the
-    // working directory (or --project-directory).
+    let (files, project_dir) = locate_files(opts, &cwd)?;
+    let (mut shell_env, mut env) = environment(opts, &cwd, &project_dir)?;
+    // Phase 3: parse every file.
+    let mut lookups = Vec::new();
+    let mut trees = Vec::new();
+    for f in &files {
+        trees.push(read_tree(f, None, &mut lookups)?);
+    }
+    let name = project_name(opts, &trees, &env, &project_dir)?;
+    env.set_default("COMPOSE_PROJECT_NAME", &name, Source::Shell);
+    shell_env.set_default("COMPOSE_PROJECT_NAME", &name, Source::Shell);
+    let tree = combine(opts, &cwd, &files, trees, &env, &shell_env, &mut lookups)?;
+    let mut spans = Spans::new();
+    let mut doc = tree.to_json("", &mut spans);
+    let mut warnings = validate_document(&mut doc, &spans, &lookups)?;
+    // Phase 8: short forms to long forms.
+    for (path, message) in canonicalize(&mut doc, &spans)? {
+        let at = locate(&spans, &path)
+            .map(|p| format!("{p}: "))
+            .unwrap_or_default();
+        warnings.push(format!("{at}{path}: {message}"));
+    }
+    // Phase 9: the typed model.
+    let mut project: Project = match <Project as serde::Deserialize>::deserialize(&doc) {
+        Ok(p) => p,
+        Err(e) => return Err(type_error(&doc, &spans, &e.to_string())),
+    };
+    for (name, s) in &mut project.services {
+        s.name.clone_from(name);
+    }
+    project.name = name;
+    project.working_dir = project_dir.clone();
+    project.compose_files = files.clone();
+    project.environment = env.to_map();
+    let enablement = apply_profiles(&mut project, opts, &env)?;
+    // Phase 11.
+    resolve_paths(&mut project, &project_dir, &env, opts.resolve_paths);
+    apply_env_files(&mut project, &env)?;
+    if opts.normalize {
+        apply_defaults(&mut project, opts.all_resources);
+    }
+    // Phase 12.
+    if opts.consistency {
+        check(&project, &spans)?;
+    }
+    Ok(Loaded {
+        project,
+        lookups,
+        enablement,
+        warnings,
+        environment: env,
+    })
+}
+
+/// Phase 1: the compose files and the project directory. Without `-f`, `COMPOSE_FILE` comes
+/// from the shell or from the `.env` of the working directory (or `--project-directory`);
+/// without either, the default files are searched for.
+fn locate_files(opts: &LoadOptions, cwd: &Path) -> Result<(Vec<PathBuf>, PathBuf)> {
     let mut explicit_files = opts.files.clone();
     if explicit_files.is_empty() {
         let base = opts
             .project_directory
             .as_ref()
-            .map_or_else(|| cwd.clone(), |d| absolute(&cwd, d));
+            .map_or_else(|| cwd.to_path_buf(), |d| absolute(cwd, d));
         let from_shell = match &opts.environment {
             Some(e) => e.get("COMPOSE_FILE").cloned(),
             None => std::env::var("COMPOSE_FILE").ok(),
@@ -158,18 +209,26 @@ pub fn load_explained(opts: &LoadOptions) -> Result<Loaded> {
                 .collect();
         }
     }
-    let files = find_files(&cwd, &explicit_files)?;
+    let files = find_files(cwd, &explicit_files)?;
     let first_dir = files
         .iter()
         .find(|f| f.as_os_str() != "-")
         .and_then(|f| f.parent())
-        .map_or_else(|| cwd.clone(), Path::to_path_buf);
+        .map_or_else(|| cwd.to_path_buf(), Path::to_path_buf);
     let project_dir = match &opts.project_directory {
-        Some(d) => absolute(&cwd, d),
+        Some(d) => absolute(cwd, d),
         None => first_dir,
     };
+    Ok((files, project_dir))
+}
 
-    // The interpolation environment: env files, then the shell over them.
+/// Phase 2: the shell's environment (for `include`s) and the interpolation environment
+/// (the env files, then the shell over them).
+fn environment(
+    opts: &LoadOptions,
+    cwd: &Path,
+    project_dir: &Path,
+) -> Result<(Environment, Environment)> {
     let mut shell: BTreeMap<String, String> = match &opts.environment {
         Some(e) => e.clone(),
         None => std::env::vars_os()
@@ -195,7 +254,7 @@ pub fn load_explained(opts: &LoadOptions) -> Result<Loaded> {
             Vec::new()
         }
     } else {
-        opts.env_files.iter().map(|p| absolute(&cwd, p)).collect()
+        opts.env_files.iter().map(|p| absolute(cwd, p)).collect()
     };
     for p in &env_paths {
         if !p.exists() {
@@ -224,16 +283,18 @@ pub fn load_explained(opts: &LoadOptions) -> Result<Loaded> {
     for (k, v) in &shell {
         env.set(k.clone(), v.clone(), Source::Shell);
     }
+    Ok((shell_env, env))
+}
 
-    // Phase 2: parse every file.
-    let mut lookups = Vec::new();
-    let mut trees = Vec::new();
-    for f in &files {
-        trees.push(read_tree(f, None, &mut lookups)?);
-    }
-
-    // The project name is known before interpolation (files may use ${COMPOSE_PROJECT_NAME}):
-    // -p, COMPOSE_PROJECT_NAME, `name:` (interpolated on its own), the directory.
+/// Phase 4: the project name, known before interpolation (files may use
+/// `${COMPOSE_PROJECT_NAME}`): `-p`, `COMPOSE_PROJECT_NAME`, `name:` (interpolated on its
+/// own), the directory.
+fn project_name(
+    opts: &LoadOptions,
+    trees: &[Node],
+    env: &Environment,
+    project_dir: &Path,
+) -> Result<String> {
     let explicit = opts
         .project_name
         .clone()
@@ -248,67 +309,84 @@ pub fn load_explained(opts: &LoadOptions) -> Result<Loaded> {
         (Some(n), _) => n,
         (None, Some((raw, node))) => {
             let v = if opts.interpolate {
-                super::interpolate::interpolate_with(&raw, &env)
-                    .map_err(|m| ProjectError::invalid(Some(node.pos.clone()), "name", m))?
+                super::interpolate::interpolate_with(&raw, env).map_err(|e| {
+                    ProjectError::invalid(Some(node.pos.clone()), "name", e.to_string())
+                })?
             } else {
                 raw
             };
             if v.is_empty() {
-                dir_name(&project_dir)?
+                dir_name(project_dir)?
             } else {
                 normalize_name(&v)
             }
         }
-        (None, None) => dir_name(&project_dir)?,
+        (None, None) => dir_name(project_dir)?,
     };
     check_name(&name)?;
-    env.set_default("COMPOSE_PROJECT_NAME", &name, Source::Shell);
-    shell_env.set_default("COMPOSE_PROJECT_NAME", &name, Source::Shell);
+    Ok(name)
+}
 
-    // Phases 4 and 6 on each file, then 3.
-    let env_ref = opts.interpolate.then_some(&env);
+/// Phases 5 and 6: each file interpolated, its `include`s and its own `extends` resolved,
+/// merged onto the files before it; then the `extends` whose base is in another file.
+fn combine(
+    opts: &LoadOptions,
+    cwd: &Path,
+    files: &[PathBuf],
+    trees: Vec<Node>,
+    env: &Environment,
+    shell_env: &Environment,
+    lookups: &mut Vec<Lookup>,
+) -> Result<Node> {
+    let env_ref = opts.interpolate.then_some(env);
     let mut tree: Option<Node> = None;
     for (f, mut t) in files.iter().zip(trees) {
         if let Some(e) = env_ref {
-            super::interpolate::interpolate_tree(&mut t, e, &mut lookups)?;
+            super::interpolate::interpolate_tree(&mut t, e, lookups)?;
         }
         let dir = if f.as_os_str() == "-" {
-            cwd.clone()
+            cwd.to_path_buf()
         } else {
-            f.parent().map_or_else(|| cwd.clone(), Path::to_path_buf)
+            f.parent()
+                .map_or_else(|| cwd.to_path_buf(), Path::to_path_buf)
         };
-        apply_includes(&mut t, &dir, &shell_env, opts.interpolate, &mut lookups, 0)?;
+        apply_includes(&mut t, &dir, shell_env, opts.interpolate, lookups, 0)?;
         // extends inside the file first (so that a later file's `!override` wins over the
         // extended result, as in compose).
         if f.as_os_str() != "-" {
-            apply_extends(&mut t, f, env_ref, &mut lookups, true)?;
+            apply_extends(&mut t, f, env_ref, lookups, true)?;
         }
-        // Phase 3.
         tree = Some(match tree {
             None => t,
             Some(prev) => merge_files(prev, t),
         });
     }
     let Some(mut tree) = tree else {
-        return Err(ProjectError::NotFound { dir: cwd });
+        return Err(ProjectError::NotFound {
+            dir: cwd.to_path_buf(),
+        });
     };
     strip_tags(&mut tree);
-    // Remaining extends (a base from another -f file) after merging.
-    let main_file = files[0].clone();
-    apply_extends(&mut tree, &main_file, env_ref, &mut lookups, false)?;
+    // Phase 6: the remaining extends (a base from another -f file), after merging.
+    apply_extends(&mut tree, &files[0], env_ref, lookups, false)?;
+    Ok(tree)
+}
 
-    let mut spans = Spans::new();
-    let mut doc = tree.to_json("", &mut spans);
-
-    // Phase 5, after dropping repeated entries of the lists that have an identity: compose
-    // does so before it validates (a repeated `cap_add` is no error).
-    super::canonical::enforce_unicity(&mut doc);
+/// Phase 7: schema validation, after dropping repeated entries of the lists that have an
+/// identity (compose does so before it validates: a repeated `cap_add` is no error).
+/// Returns the warnings: the schema's, and one per unset variable.
+fn validate_document(
+    doc: &mut serde_json::Value,
+    spans: &Spans,
+    lookups: &[Lookup],
+) -> Result<Vec<String>> {
+    super::canonical::enforce_unicity(doc);
     let mut warnings = Vec::new();
-    match validate(&doc) {
+    match validate(doc) {
         Ok(ws) => {
             for w in ws {
                 let path = render_path(&w.path);
-                let at = locate(&spans, &path)
+                let at = locate(spans, &path)
                     .map(|p| format!("{p}: "))
                     .unwrap_or_default();
                 warnings.push(format!("{at}{w}"));
@@ -324,13 +402,13 @@ pub fn load_explained(opts: &LoadOptions) -> Result<Loaded> {
                         if let Some(s) = &e.suggestion {
                             message.push_str(&format!(", did you mean `{s}`?"));
                         }
-                        ProjectError::invalid(locate(&spans, &path), path, message)
+                        ProjectError::invalid(locate(spans, &path), path, message)
                     })
                     .collect(),
             ));
         }
     }
-    for l in &lookups {
+    for l in lookups {
         if l.resolution == super::interpolate::Resolution::Unset {
             warnings.push(format!(
                 "{}: the {:?} variable is not set, defaulting to a blank string",
@@ -338,30 +416,16 @@ pub fn load_explained(opts: &LoadOptions) -> Result<Loaded> {
             ));
         }
     }
+    Ok(warnings)
+}
 
-    // Phase 7.
-    for (path, message) in canonicalize(&mut doc, &spans)? {
-        let at = locate(&spans, &path)
-            .map(|p| format!("{p}: "))
-            .unwrap_or_default();
-        warnings.push(format!("{at}{path}: {message}"));
-    }
-
-    // Typed model.
-    let mut project: Project = match <Project as serde::Deserialize>::deserialize(&doc) {
-        Ok(p) => p,
-        Err(e) => return Err(type_error(&doc, &spans, &e.to_string())),
-    };
-    for (name, s) in &mut project.services {
-        s.name.clone_from(name);
-    }
-
-    project.name = name;
-    project.working_dir = project_dir.clone();
-    project.compose_files = files.clone();
-    project.environment = env.to_map();
-
-    // Profiles.
+/// Phase 10: the active profiles (`--profile`, else `COMPOSE_PROFILES`) and the services
+/// they enable.
+fn apply_profiles(
+    project: &mut Project,
+    opts: &LoadOptions,
+    env: &Environment,
+) -> Result<Vec<Enablement>> {
     let mut profiles = opts.profiles.clone();
     if profiles.is_empty()
         && let Some(p) = env.get("COMPOSE_PROFILES")
@@ -374,27 +438,7 @@ pub fn load_explained(opts: &LoadOptions) -> Result<Loaded> {
             .collect();
     }
     project.profiles.clone_from(&profiles);
-    let enablement = select(&mut project, &profiles, &opts.services)?;
-
-    // Phase 8.
-    resolve_paths(&mut project, &project_dir, &env, opts.resolve_paths);
-    apply_env_files(&mut project, &env)?;
-    if opts.normalize {
-        apply_defaults(&mut project, opts.all_resources);
-    }
-
-    // Phase 9.
-    if opts.consistency {
-        check(&project, &spans)?;
-    }
-
-    Ok(Loaded {
-        project,
-        lookups,
-        enablement,
-        warnings,
-        environment: env,
-    })
+    select(project, &profiles, &opts.services)
 }
 
 /// Turns a serde error of the typed model into a positioned error. serde_json does not give

@@ -1,19 +1,28 @@
 //! The compose project: the model (serde types, no I/O) and the loader pipeline that builds it
 //! from compose files.
 //!
-//! The pipeline has numbered phases, one module each, each tested on its own:
+//! The pipeline has numbered phases, one module each, each tested on its own; [`load`] runs
+//! them in this order:
 //! 1. [`find`] the files (compose.yaml & co. in the directory or its parents, plus the
-//!    override file; or the `-f` list);
-//! 2. [`yaml`]: parse with anchors, aliases and merge keys, keeping line and column;
-//! 3. [`merge`] several files by compose's merge rules (`!reset`, `!override`);
-//! 4. [`interpolate`] variables (sources: shell env, then `--env-file`s or `.env`, read by
+//!    override file; `-f`; `COMPOSE_FILE`) and the project directory;
+//! 2. the interpolation environment: the shell, over the `--env-file`s or `.env` (read by
 //!    [`dotenv`]);
-//! 5. [`validate`] against tug's JSON schema;
-//! 6. [`extends`], [`include`], [`profiles`];
-//! 7. [`canonical`] long forms;
-//! 8. [`normalize`]: paths, env files, defaults;
-//! 9. [`checks`]: semantic checks;
-//! 10. the dependency [`graph`].
+//! 3. [`yaml`]: parse each file with anchors, aliases and merge keys, keeping line and
+//!    column;
+//! 4. the project name (`-p`, `COMPOSE_PROJECT_NAME`, `name:`, the directory);
+//! 5. per file: [`interpolate`] variables, resolve its [`include`]s and its own
+//!    [`extends`], then [`merge`] it onto the files before it (`!reset`, `!override`);
+//! 6. the [`extends`] whose base is in another file;
+//! 7. [`validate`] against tug's JSON schema;
+//! 8. [`canonical`] long forms;
+//! 9. the typed [`model`] (values compose spells as strings with a fixed meaning —
+//!    `restart`, `pull_policy`, `network_mode`, `depends_on` conditions, volume types —
+//!    become enums here, so a bad one is an error naming file, line and key);
+//! 10. [`profiles`]: the enabled services;
+//! 11. [`normalize`]: paths, env files, defaults;
+//! 12. [`checks`]: semantic checks.
+//!
+//! The dependency [`graph`] is built on demand from the result.
 //!
 //! [`load`] runs them all; [`model`] holds the result.
 

@@ -275,9 +275,9 @@ pub struct Service {
     pub models: IndexMap<String, Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net: Option<String>,
-    /// `none`, `host`, `bridge`, `service:NAME`, `container:NAME`.
+    /// `none`, `host`, `bridge`, `service:NAME`, `container:NAME` or a network's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network_mode: Option<String>,
+    pub network_mode: Option<NetworkMode>,
     /// Networks the service joins (sorted by name); `None` value = joined with no options.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub networks: BTreeMap<String, Option<ServiceNetwork>>,
@@ -296,12 +296,12 @@ pub struct Service {
     #[serde(default, skip_serializing_if = "is_false")]
     pub privileged: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pull_policy: Option<String>,
+    pub pull_policy: Option<PullPolicy>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub read_only: bool,
     /// `no`, `always`, `on-failure[:N]`, `unless-stopped`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restart: Option<String>,
+    pub restart: Option<Restart>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
     /// Number of containers (also `deploy.replicas`); see [`Service::replicas`].
@@ -381,9 +381,10 @@ impl Service {
     /// The service named by `network_mode: service:NAME`, if any.
     #[must_use]
     pub fn network_mode_service(&self) -> Option<&str> {
-        self.network_mode
-            .as_deref()
-            .and_then(|m| m.strip_prefix("service:"))
+        match &self.network_mode {
+            Some(NetworkMode::Service(s)) => Some(s),
+            _ => None,
+        }
     }
 
     /// The config hash docker compose v2 puts on containers (`com.docker.compose.config-hash`,
@@ -600,8 +601,8 @@ impl<'de> Deserialize<'de> for FileMode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Dependency {
     /// `service_started`, `service_healthy` or `service_completed_successfully`.
-    #[serde(default = "default_condition")]
-    pub condition: String,
+    #[serde(default)]
+    pub condition: Condition,
     /// Restart this service when the dependency is updated.
     #[serde(default, skip_serializing_if = "is_false")]
     pub restart: bool,
@@ -612,14 +613,10 @@ pub struct Dependency {
     pub extensions: Extensions,
 }
 
-fn default_condition() -> String {
-    "service_started".to_owned()
-}
-
 impl Default for Dependency {
     fn default() -> Self {
         Dependency {
-            condition: default_condition(),
+            condition: Condition::default(),
             restart: false,
             required: true,
             extensions: Extensions::new(),
@@ -873,7 +870,7 @@ impl Port {
 pub struct ServiceVolume {
     /// `bind`, `volume`, `tmpfs`, `image`, `npipe` or `cluster`.
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: VolumeType,
     /// Host path (absolute, for binds), volume name (volumes), image (image); `None` for
     /// anonymous volumes and tmpfs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1144,6 +1141,291 @@ pub struct FileObject {
     pub extensions: Extensions,
 }
 
+/// Implements `Display` and `Serialize` by the compose spelling of a typed value, and
+/// `Deserialize` by its `FromStr` (the loader's error then names the file, line and key).
+macro_rules! compose_string {
+    ($t:ty) => {
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.spelling())
+            }
+        }
+
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.spelling())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                String::deserialize(d)?.parse().map_err(de::Error::custom)
+            }
+        }
+    };
+}
+
+/// A value that is not one of those a key allows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {what} {value:?}")]
+pub struct ValueError {
+    /// What the value is of (`restart policy`).
+    pub what: &'static str,
+    /// The value.
+    pub value: String,
+}
+
+impl ValueError {
+    fn new(what: &'static str, value: &str) -> ValueError {
+        ValueError {
+            what,
+            value: value.to_owned(),
+        }
+    }
+}
+
+/// A `depends_on` entry's `condition`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Condition {
+    /// `service_started`: the dependency's containers are started.
+    #[default]
+    ServiceStarted,
+    /// `service_healthy`: they report healthy.
+    ServiceHealthy,
+    /// `service_completed_successfully`: they exited with status 0.
+    ServiceCompletedSuccessfully,
+}
+
+impl Condition {
+    fn spelling(self) -> std::borrow::Cow<'static, str> {
+        match self {
+            Condition::ServiceStarted => "service_started",
+            Condition::ServiceHealthy => "service_healthy",
+            Condition::ServiceCompletedSuccessfully => "service_completed_successfully",
+        }
+        .into()
+    }
+}
+
+impl std::str::FromStr for Condition {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        Ok(match s {
+            "service_started" => Condition::ServiceStarted,
+            "service_healthy" => Condition::ServiceHealthy,
+            "service_completed_successfully" => Condition::ServiceCompletedSuccessfully,
+            _ => return Err(ValueError::new("depends_on condition", s)),
+        })
+    }
+}
+
+compose_string!(Condition);
+
+/// A mount's `type`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum VolumeType {
+    /// A host path.
+    Bind,
+    /// A named or anonymous volume.
+    #[default]
+    Volume,
+    /// A tmpfs.
+    Tmpfs,
+    /// An image's filesystem.
+    Image,
+    /// A Windows named pipe.
+    Npipe,
+    /// A cluster volume (swarm).
+    Cluster,
+}
+
+impl VolumeType {
+    fn spelling(self) -> std::borrow::Cow<'static, str> {
+        match self {
+            VolumeType::Bind => "bind",
+            VolumeType::Volume => "volume",
+            VolumeType::Tmpfs => "tmpfs",
+            VolumeType::Image => "image",
+            VolumeType::Npipe => "npipe",
+            VolumeType::Cluster => "cluster",
+        }
+        .into()
+    }
+}
+
+impl std::str::FromStr for VolumeType {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        Ok(match s {
+            "bind" => VolumeType::Bind,
+            "volume" => VolumeType::Volume,
+            "tmpfs" => VolumeType::Tmpfs,
+            "image" => VolumeType::Image,
+            "npipe" => VolumeType::Npipe,
+            "cluster" => VolumeType::Cluster,
+            _ => return Err(ValueError::new("volume type", s)),
+        })
+    }
+}
+
+compose_string!(VolumeType);
+
+/// A service's `pull_policy`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// `always`.
+    Always,
+    /// `never`.
+    Never,
+    /// `missing`.
+    Missing,
+    /// `if_not_present` (the same as `missing`).
+    IfNotPresent,
+    /// `build`: build the image, never pull it.
+    Build,
+    /// `refresh`.
+    Refresh,
+    /// `daily`.
+    Daily,
+    /// `weekly`.
+    Weekly,
+    /// `every_<duration>`: the duration as written (`12h`).
+    Every(String),
+}
+
+impl PullPolicy {
+    fn spelling(&self) -> std::borrow::Cow<'static, str> {
+        match self {
+            PullPolicy::Always => "always".into(),
+            PullPolicy::Never => "never".into(),
+            PullPolicy::Missing => "missing".into(),
+            PullPolicy::IfNotPresent => "if_not_present".into(),
+            PullPolicy::Build => "build".into(),
+            PullPolicy::Refresh => "refresh".into(),
+            PullPolicy::Daily => "daily".into(),
+            PullPolicy::Weekly => "weekly".into(),
+            PullPolicy::Every(d) => format!("every_{d}").into(),
+        }
+    }
+}
+
+impl std::str::FromStr for PullPolicy {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        Ok(match s {
+            "always" => PullPolicy::Always,
+            "never" => PullPolicy::Never,
+            "missing" => PullPolicy::Missing,
+            "if_not_present" => PullPolicy::IfNotPresent,
+            "build" => PullPolicy::Build,
+            "refresh" => PullPolicy::Refresh,
+            "daily" => PullPolicy::Daily,
+            "weekly" => PullPolicy::Weekly,
+            _ => match s.strip_prefix("every_") {
+                Some(d) if !d.is_empty() => PullPolicy::Every(d.to_owned()),
+                _ => return Err(ValueError::new("pull_policy", s)),
+            },
+        })
+    }
+}
+
+compose_string!(PullPolicy);
+
+/// A service's `restart` policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    /// `no`.
+    No,
+    /// `always`.
+    Always,
+    /// `on-failure`, with `:N` at most N restarts.
+    OnFailure(Option<u32>),
+    /// `unless-stopped`.
+    UnlessStopped,
+}
+
+impl Restart {
+    fn spelling(self) -> std::borrow::Cow<'static, str> {
+        match self {
+            Restart::No => "no".into(),
+            Restart::Always => "always".into(),
+            Restart::OnFailure(None) => "on-failure".into(),
+            Restart::OnFailure(Some(n)) => format!("on-failure:{n}").into(),
+            Restart::UnlessStopped => "unless-stopped".into(),
+        }
+    }
+}
+
+impl std::str::FromStr for Restart {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        Ok(match s {
+            "no" => Restart::No,
+            "always" => Restart::Always,
+            "unless-stopped" => Restart::UnlessStopped,
+            "on-failure" => Restart::OnFailure(None),
+            other => match other.strip_prefix("on-failure:").map(str::parse) {
+                Some(Ok(n)) => Restart::OnFailure(Some(n)),
+                _ => return Err(ValueError::new("restart policy", other)),
+            },
+        })
+    }
+}
+
+compose_string!(Restart);
+
+/// A service's `network_mode`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// `none`: a network namespace with loopback only.
+    None,
+    /// `host`: the host's network namespace.
+    Host,
+    /// `bridge`: Docker's default bridge network.
+    Bridge,
+    /// `service:NAME`: the namespace of another service's container.
+    Service(String),
+    /// `container:NAME`: the namespace of a container.
+    Container(String),
+    /// Any other value: a network by that name.
+    Network(String),
+}
+
+impl NetworkMode {
+    fn spelling(&self) -> std::borrow::Cow<'static, str> {
+        match self {
+            NetworkMode::None => "none".into(),
+            NetworkMode::Host => "host".into(),
+            NetworkMode::Bridge => "bridge".into(),
+            NetworkMode::Service(s) => format!("service:{s}").into(),
+            NetworkMode::Container(c) => format!("container:{c}").into(),
+            NetworkMode::Network(n) => n.clone().into(),
+        }
+    }
+}
+
+impl std::str::FromStr for NetworkMode {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        Ok(match s {
+            "none" => NetworkMode::None,
+            "host" => NetworkMode::Host,
+            "bridge" => NetworkMode::Bridge,
+            _ => {
+                if let Some(x) = s.strip_prefix("service:") {
+                    NetworkMode::Service(x.to_owned())
+                } else if let Some(x) = s.strip_prefix("container:") {
+                    NetworkMode::Container(x.to_owned())
+                } else {
+                    NetworkMode::Network(s.to_owned())
+                }
+            }
+        })
+    }
+}
+
+compose_string!(NetworkMode);
+
 /// A duration with nanosecond precision, written the way Go prints a `time.Duration`
 /// (`1m30s`, `500ms`, `1h0m0s`); parsed from that syntax (plus `d` and `w` units) or from a
 /// number of seconds.
@@ -1167,10 +1449,8 @@ impl Duration {
     ///
     /// # Errors
     /// A message naming what is wrong when `s` is not a duration.
-    pub fn parse(s: &str) -> Result<Duration, String> {
-        crate::util::units::parse_duration_nanos(s)
-            .map(Duration)
-            .map_err(|e| e.to_string())
+    pub fn parse(s: &str) -> Result<Duration, crate::util::units::UnitError> {
+        crate::util::units::parse_duration_nanos(s).map(Duration)
     }
 }
 
@@ -1253,10 +1533,8 @@ impl ByteSize {
     ///
     /// # Errors
     /// A message naming what is wrong.
-    pub fn parse(s: &str) -> Result<ByteSize, String> {
-        crate::util::units::parse_byte_size(s)
-            .map(ByteSize)
-            .map_err(|e| e.to_string())
+    pub fn parse(s: &str) -> Result<ByteSize, crate::util::units::UnitError> {
+        crate::util::units::parse_byte_size(s).map(ByteSize)
     }
 }
 

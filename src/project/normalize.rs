@@ -18,7 +18,7 @@ use super::dotenv;
 use super::error::{ProjectError, Result};
 use super::find::absolute;
 use super::interpolate::Environment;
-use super::model::{Dependency, Network, Project};
+use super::model::{Dependency, Network, Project, VolumeType};
 
 /// Normalises a project name the way compose does: lowercase, only `a-z0-9_-`, starting
 /// with a letter or digit.
@@ -161,7 +161,7 @@ pub fn resolve_paths(project: &mut Project, dir: &Path, env: &Environment, all: 
             *l = resolve(dir, l, env);
         }
         for v in &mut s.volumes {
-            if v.kind == "bind" {
+            if v.kind == VolumeType::Bind {
                 let src = v.source.get_or_insert_default();
                 *src = resolve_host_path(dir, src, env);
             }
@@ -268,7 +268,7 @@ pub fn apply_defaults(project: &mut Project, all_resources: bool) {
         }
         used_networks.extend(s.networks.keys().cloned());
         for v in &s.volumes {
-            if v.kind == "volume"
+            if v.kind == VolumeType::Volume
                 && let Some(src) = &v.source
             {
                 used_volumes.insert(src.clone());
@@ -294,7 +294,8 @@ pub fn apply_defaults(project: &mut Project, all_resources: bool) {
         }
         // Namespaces shared with another service: `network_mode`, `ipc`, `pid`, `uts`,
         // `cgroup` set to `service:X`.
-        for ns in [&s.network_mode, &s.ipc, &s.pid, &s.uts, &s.cgroup] {
+        implicit.extend(s.network_mode_service().map(|svc| (svc.to_owned(), true)));
+        for ns in [&s.ipc, &s.pid, &s.uts, &s.cgroup] {
             if let Some(svc) = ns.as_deref().and_then(|m| m.strip_prefix("service:")) {
                 implicit.push((svc.to_owned(), true));
             }

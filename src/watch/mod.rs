@@ -39,7 +39,7 @@ pub enum Error {
     Io(String, #[source] std::io::Error),
     /// The compose layer failed.
     #[error(transparent)]
-    Compose(#[from] crate::engine::compose::Error),
+    Compose(#[from] crate::compose::Error),
 }
 
 /// Result alias of this module.

@@ -15,9 +15,9 @@ use super::batch::{Batcher, Changes, ServiceWork, plan};
 use super::rules::Trigger;
 use super::watcher::{Received, Watcher};
 use super::{Error, Result};
-use crate::engine::compose::{Stack, labels};
+use crate::compose::{Stack, labels};
 use crate::engine::container::Status;
-use crate::engine::sync::{self, Container};
+use crate::engine::sync;
 use crate::project::model::ServiceHook;
 
 /// How long the watched trees must be quiet before a batch is carried out.
@@ -164,7 +164,7 @@ pub enum Report {
 }
 
 /// Records the sync rules of every service of `triggers`, so its containers get the host
-/// files before each start (see `engine::compose`'s sync records).
+/// files before each start (see `compose`'s sync records).
 ///
 /// # Errors
 /// A record cannot be written.
@@ -215,7 +215,7 @@ pub struct Session<'a> {
 impl std::fmt::Debug for Session<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
-            .field("project", &self.stack.project.name)
+            .field("project", &self.stack.project().name)
             .field("triggers", &self.triggers.len())
             .finish_non_exhaustive()
     }
@@ -267,7 +267,7 @@ impl<'a> Session<'a> {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *owners
             .entry(id.to_string())
-            .or_insert_with(|| sync::owner_of(&self.stack.containers, id))
+            .or_insert_with(|| self.stack.sync_owner(id))
     }
 
     /// The running containers of `service` (id, name); `again`: not from the last reading.
@@ -332,7 +332,7 @@ impl<'a> Session<'a> {
                 if !done.insert(id.clone()) {
                     continue;
                 }
-                let c = match Container::open_as(&self.stack.containers, &id, self.owner(&id)) {
+                let c = match self.stack.sync_container(&id, self.owner(&id)) {
                     Ok(c) => c,
                     // Stopped or replaced since the list was read: read it again (one that
                     // stopped gets the files when it starts).

@@ -11,19 +11,33 @@ pub struct Scale {
     pub replicas: u32,
 }
 
+/// A `--scale` value not of the form `SERVICE=N`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScaleError {
+    /// No `=`.
+    #[error("invalid scale {0:?}: expected SERVICE=REPLICAS")]
+    Form(String),
+    /// `N` is not a number.
+    #[error("invalid scale {0:?}: {1:?} is not a number of replicas")]
+    Replicas(String, String),
+    /// Nothing before `=`.
+    #[error("invalid scale {0:?}: no service name")]
+    Service(String),
+}
+
 /// Parses `SERVICE=N`.
 ///
 /// # Errors
 /// Not in that form.
-pub fn parse_scale(s: &str) -> Result<Scale, String> {
+pub fn parse_scale(s: &str) -> Result<Scale, ScaleError> {
     let (service, n) = s
         .split_once('=')
-        .ok_or_else(|| format!("invalid scale {s:?}: expected SERVICE=REPLICAS"))?;
+        .ok_or_else(|| ScaleError::Form(s.to_owned()))?;
     let replicas = n
         .parse()
-        .map_err(|_| format!("invalid scale {s:?}: {n:?} is not a number of replicas"))?;
+        .map_err(|_| ScaleError::Replicas(s.to_owned(), n.to_owned()))?;
     if service.is_empty() {
-        return Err(format!("invalid scale {s:?}: no service name"));
+        return Err(ScaleError::Service(s.to_owned()));
     }
     Ok(Scale {
         service: service.to_string(),

@@ -1,5 +1,6 @@
 //! The compose verbs: `up`, `down`, `ps`, `logs`, `exec`, `run`, … Each turns its flags into
-//! options, asks `plan` what to do and the engine to do it, and prints the outcome.
+//! the options of one method of the compose service ([`crate::compose::Stack`]), calls it
+//! and prints what it returns and reports (docker compose's `cmd/compose/<verb>.go`).
 
 pub mod args;
 mod lifecycle;
@@ -14,13 +15,12 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 
 use super::GlobalArgs;
-use crate::engine::compose::{ProjectLock, Stack, StackOptions};
+use crate::compose::{ProjectLock, Stack, StackOptions};
 
-pub(crate) use lifecycle::{check, converge, install_interrupt_handler, interrupted};
+pub(crate) use lifecycle::{install_interrupt_handler, interrupted};
 pub use lifecycle::{run_create, run_down, run_up};
 pub(crate) use output::{Mode, Progress};
 pub use query::{run_ls, run_ps};
-pub(crate) use verbs::{start_plan, stop_plan};
 
 /// Prints what the project asks for that tug accepts and does not carry out: the keys
 /// `ignored_keys` names (one line each), and SELinux relabelling (`:z`, `:Z`,
@@ -171,7 +171,7 @@ pub(crate) fn open_stack(
             let Some(name) = name else {
                 return Err(e);
             };
-            let known = crate::engine::compose::project_from_state(&root, &name)
+            let known = crate::compose::project_from_state(&root, &name)
                 .context("cannot read the engine's state root")?;
             let no_file = e.chain().any(|c| {
                 matches!(
@@ -211,7 +211,7 @@ pub(crate) fn state_root(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
 
 /// Takes the project lock of a stack.
 pub(crate) fn lock(stack: &Stack) -> anyhow::Result<ProjectLock> {
-    ProjectLock::take(&stack.root, &stack.project.name).context("cannot lock the project")
+    Ok(stack.lock()?)
 }
 
 #[cfg(test)]

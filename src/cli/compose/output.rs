@@ -6,8 +6,8 @@ use std::io::{IsTerminal, Write};
 use std::ops::Not;
 use std::time::Duration;
 
-use crate::engine::compose::Stack;
-use crate::engine::executor::{Event, Outcome, execute};
+use crate::compose::Reporter;
+use crate::compose::executor::Event;
 use crate::plan::{Node, Op, Plan};
 
 /// How progress is shown.
@@ -187,71 +187,6 @@ fn template(t: &str) -> indicatif::ProgressStyle {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner())
 }
 
-/// The error of a plan that failed, each cause once: operations that failed for the same
-/// reason share one line (`wait for db (service_healthy)` of three dependents is one line;
-/// `start container a-1, b-1: exec /x: no such file or directory` names both containers).
-/// `None` when nothing failed.
-#[must_use]
-pub fn failures(plan: &Plan, outcome: &Outcome) -> Option<String> {
-    if outcome.failed.is_empty() {
-        return None;
-    }
-    // (cause, operations) in the order the causes first failed.
-    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
-    for (i, e) in &outcome.failed {
-        let op = plan.nodes[*i].op.to_string();
-        let cause = cause(e);
-        match groups.iter_mut().find(|(c, _)| *c == cause) {
-            Some((_, ops)) => {
-                if !ops.contains(&op) {
-                    ops.push(op);
-                }
-            }
-            None => groups.push((cause, vec![op])),
-        }
-    }
-    let lines: Vec<String> = groups
-        .into_iter()
-        .map(|(cause, ops)| format!("{}: {cause}", join_ops(&ops)))
-        .collect();
-    Some(lines.join("\n"))
-}
-
-/// `start container a-1`, `start container b-1` → `start container a-1, b-1`.
-fn join_ops(ops: &[String]) -> String {
-    let Some(first) = ops.first() else {
-        return String::new();
-    };
-    let verb = |o: &str| o.rsplit_once(' ').map(|(v, _)| v.to_owned());
-    let same = ops.iter().all(|o| verb(o) == verb(first));
-    if same && let Some(v) = verb(first) {
-        let objects: Vec<&str> = ops
-            .iter()
-            .filter_map(|o| o.rsplit_once(' ').map(|(_, x)| x))
-            .collect();
-        return format!("{v} {}", objects.join(", "));
-    }
-    ops.join(", ")
-}
-
-/// An error without the engine's `cannot start container <id>: ` lead-in, which only
-/// repeats the operation.
-fn cause(e: &str) -> String {
-    let mut rest = e;
-    while let Some(after) = rest.strip_prefix("cannot ") {
-        let Some((head, tail)) = after.split_once(": ") else {
-            break;
-        };
-        let id = head.rsplit(' ').next().unwrap_or("");
-        if id.len() == 64 && id.chars().all(|c| c.is_ascii_hexdigit()) {
-            rest = tail;
-        } else {
-            break;
-        }
-    }
-    rest.to_owned()
-}
-
 /// Prints execution events.
 #[derive(Debug)]
 pub struct Progress {
@@ -302,29 +237,6 @@ impl Progress {
     /// Leaves image pulls out of the output (`--quiet-pull`).
     pub fn hide_pulls(&mut self) {
         self.hide_pulls = true;
-    }
-
-    /// Executes a plan on a stack, showing its progress.
-    pub fn run(&mut self, plan: &Plan, stack: &Stack) -> Outcome {
-        let parallel = self.parallel;
-        if self.board.is_none() {
-            return execute(plan, stack, parallel, |node, ev| self.event(node, ev));
-        }
-        // One board per plan, as docker compose draws one per phase.
-        let mut board = Board::new(self.colour);
-        board.add_plan(plan);
-        self.board = Some(board);
-        let outcome = execute(plan, stack, parallel, |node, ev| self.event(node, ev));
-        if let Some(b) = &self.board {
-            b.draw_header();
-            b.header.finish();
-            for line in b.lines.values() {
-                if !line.is_finished() {
-                    line.finish();
-                }
-            }
-        }
-        outcome
     }
 
     /// Prints one event on stderr.
@@ -431,71 +343,45 @@ impl Progress {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::plan::Condition;
+impl Reporter for Progress {
+    fn parallel(&self) -> usize {
+        self.parallel
+    }
 
-    #[test]
-    fn failures_name_each_cause_once() {
-        let mut plan = Plan::default();
-        let w1 = plan.push(
-            Op::WaitFor {
-                service: "db".into(),
-                condition: Condition::ServiceHealthy,
-                required: true,
-            },
-            "web depends on it",
-            vec![],
-        );
-        let w2 = plan.push(
-            Op::WaitFor {
-                service: "db".into(),
-                condition: Condition::ServiceHealthy,
-                required: true,
-            },
-            "api depends on it",
-            vec![],
-        );
-        let s1 = plan.push(
-            Op::StartContainer {
-                service: "a".into(),
-                name: "p-a-1".into(),
-            },
-            "new",
-            vec![],
-        );
-        let s2 = plan.push(
-            Op::StartContainer {
-                service: "b".into(),
-                name: "p-b-1".into(),
-            },
-            "new",
-            vec![],
-        );
-        let id = "a".repeat(64);
-        let outcome = Outcome {
-            failed: vec![
-                (w1, "db is unhealthy".into()),
-                (w2, "db is unhealthy".into()),
-                (
-                    s1,
-                    format!("cannot start container {id}: exec /x: not found"),
-                ),
-                (
-                    s2,
-                    format!(
-                        "cannot start container {}: exec /x: not found",
-                        "b".repeat(64)
-                    ),
-                ),
-            ],
-            ..Outcome::default()
-        };
-        assert_eq!(
-            failures(&plan, &outcome).unwrap(),
-            "wait for db (service_healthy): db is unhealthy\nstart container p-a-1, p-b-1: exec /x: not found"
-        );
-        assert!(failures(&plan, &Outcome::default()).is_none());
+    fn plan_started(&mut self, plan: &Plan) {
+        // One board per plan, as docker compose draws one per phase.
+        if self.board.is_some() {
+            let mut board = Board::new(self.colour);
+            board.add_plan(plan);
+            self.board = Some(board);
+        }
+    }
+
+    fn event(&mut self, node: &Node, event: &Event) {
+        Progress::event(self, node, event);
+    }
+
+    fn plan_finished(&mut self, _plan: &Plan) {
+        if let Some(b) = &self.board {
+            b.draw_header();
+            b.header.finish();
+            for line in b.lines.values() {
+                if !line.is_finished() {
+                    line.finish();
+                }
+            }
+        }
+    }
+
+    fn line(&mut self, kind: &str, object: &str, done: &str) {
+        Progress::line(self, kind, object, done);
+    }
+
+    fn warn(&mut self, text: &str) {
+        Progress::warn(self, text);
+    }
+
+    fn show_plan(&mut self, plan: &Plan) {
+        print!("{plan}");
     }
 }

@@ -6,28 +6,12 @@
 use std::collections::HashMap;
 use std::io::Write as _;
 
-use crate::engine::compose::labels;
-use crate::engine::container::Summary;
 use crate::engine::container::logs::LogRecord;
 
 /// docker compose's colours, in the order it hands them out.
 const RAINBOW: [&str; 10] = [
     "36", "33", "32", "35", "34", "36;1", "33;1", "32;1", "35;1", "34;1",
 ];
-
-/// The name compose shows for a container: `web-1` for the project's `<project>-web-1`, the
-/// whole name otherwise (`container_name`, one-off containers).
-#[must_use]
-pub fn source_name(c: &Summary) -> String {
-    let project = c.labels.get(labels::PROJECT).map_or("", String::as_str);
-    let service = c.labels.get(labels::SERVICE).map_or("", String::as_str);
-    let number = c.labels.get(labels::NUMBER).map_or("", String::as_str);
-    if c.name == format!("{project}-{service}-{number}") {
-        c.name[project.len() + 1..].to_owned()
-    } else {
-        c.name.clone()
-    }
-}
 
 /// Prints container output.
 #[derive(Debug)]

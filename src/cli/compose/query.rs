@@ -9,7 +9,7 @@ use super::{open_stack, state_root};
 use crate::cli::GlobalArgs;
 use crate::cli::format;
 use crate::cli::listing;
-use crate::engine::compose::{StackOptions, labels};
+use crate::compose::{StackOptions, labels};
 use crate::engine::container::{ContainerStore, Status, Summary as ContainerSummary};
 
 /// `tug ps`.
@@ -30,11 +30,11 @@ pub fn run_ps(global: &GlobalArgs, args: &PsArgs) -> anyhow::Result<i32> {
         format::Template::parse(&args.format, listing::PS_TABLE).map_err(anyhow::Error::msg)?;
     let stack = open_stack(global, &[], StackOptions::default())?;
     for n in &args.names {
-        if !stack.project.services.contains_key(n) {
+        if !stack.project().services.contains_key(n) {
             anyhow::bail!("no such service: {n}");
         }
     }
-    let known = |svc: &str| stack.project.services.contains_key(svc);
+    let known = |svc: &str| stack.project().services.contains_key(svc);
     let all = args.all || !statuses.is_empty();
     let mut cs: Vec<ContainerSummary> = stack
         .project_containers()?
@@ -86,14 +86,18 @@ pub fn run_ps(global: &GlobalArgs, args: &PsArgs) -> anyhow::Result<i32> {
     let expose = |c: &ContainerSummary| -> Vec<String> {
         c.labels
             .get(labels::SERVICE)
-            .and_then(|s| stack.project.services.get(s))
+            .and_then(|s| stack.project().services.get(s))
             .map(|s| s.expose.clone())
             .unwrap_or_default()
     };
+    let record = |id: &str| stack.record(id);
+    let published = |name: &str| stack.published(name);
+    let networks = |name: &str| stack.networks_of(name);
     let ctx = listing::Context {
-        root: &stack.root,
-        containers: &stack.containers,
-        networks: &stack.networks,
+        root: stack.root(),
+        record: &record,
+        published: &published,
+        networks: &networks,
         expose: &expose,
     };
     let rows: Vec<format::Row> = cs

@@ -13,7 +13,7 @@ use super::args::StatsArgs;
 use super::open_stack;
 use crate::cli::GlobalArgs;
 use crate::cli::format::{Row, Template};
-use crate::engine::compose::{StackOptions, labels};
+use crate::compose::{StackOptions, labels};
 use crate::engine::container::{Status, Summary};
 use crate::engine::runtime::cgroups::Usage;
 
@@ -132,12 +132,8 @@ struct Sample {
     system: u64,
 }
 
-fn sample(stack: &crate::engine::compose::Stack, c: &Summary) -> Sample {
-    let usage = stack
-        .containers
-        .cgroup(&c.id)
-        .map(|cg| cg.usage())
-        .unwrap_or_default();
+fn sample(stack: &crate::compose::Stack, c: &Summary) -> Sample {
+    let usage = stack.usage(&c.id);
     Sample {
         usage,
         net: net_io(c.pid),
@@ -212,7 +208,7 @@ pub fn run_stats(global: &GlobalArgs, args: &StatsArgs) -> anyhow::Result<i32> {
     let template = Template::parse(&args.format, TABLE).map_err(anyhow::Error::msg)?;
     let stack = open_stack(global, &[], StackOptions::default())?;
     if let Some(s) = &args.service
-        && !stack.project.services.contains_key(s)
+        && !stack.project().services.contains_key(s)
     {
         anyhow::bail!("no such service: {s}");
     }

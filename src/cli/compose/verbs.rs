@@ -1,9 +1,8 @@
 //! The container-level compose verbs: start, stop, restart, kill, rm, pause, unpause, logs,
-//! exec, run, top, port, cp, wait, images, events, scale, version.
+//! exec, run, top, port, cp, wait, images, events, scale, version. Each maps its flags to the
+//! options of a compose service method and prints what comes back.
 
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -14,155 +13,24 @@ use super::args::{
     WaitArgs,
 };
 use super::output::{Mode, Progress};
-use super::printer::{Printer, source_name};
+use super::printer::Printer;
 use super::query::print_table;
 use super::{lock, open_stack};
 use crate::cli::GlobalArgs;
-use crate::engine::compose::{Stack, StackOptions, labels};
-use crate::engine::container::{ExecOptions, Status, Summary, logs};
-use crate::plan::{self, DownOptions, Op, Plan, UpOptions};
-
-/// The service containers (no one-offs) of the named services (all when empty), in start
-/// order of their services, replicas by number.
-fn service_containers(stack: &Stack, services: &[String]) -> anyhow::Result<Vec<Summary>> {
-    for s in services {
-        if !stack.project.services.contains_key(s) {
-            anyhow::bail!("no such service: {s}");
-        }
-    }
-    let desired = stack.desired();
-    let all: Vec<String> = desired.services.iter().map(|s| s.name.clone()).collect();
-    let order = plan::select_services(&desired, &all, true)?;
-    let mut cs = stack.project_containers()?;
-    cs.retain(|c| {
-        let svc = c.labels.get(labels::SERVICE).map_or("", String::as_str);
-        c.labels.get(labels::ONEOFF).map(String::as_str) != Some("True")
-            && (services.is_empty() || services.iter().any(|s| s == svc))
-    });
-    let pos = |c: &Summary| {
-        let svc = c.labels.get(labels::SERVICE).map_or("", String::as_str);
-        let n: u32 = c
-            .labels
-            .get(labels::NUMBER)
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
-        (order.iter().position(|s| s == svc).unwrap_or(usize::MAX), n)
-    };
-    cs.sort_by_key(pos);
-    Ok(cs)
-}
+use crate::compose::{
+    ContainerEvent, CopyOptions, KillOptions, LogEvent, LogsOptions, PullOptions, PushOptions,
+    Reporter, RunOptions, RunOutcome, RunPull, RunStep, ScaleOptions, Stack, StackOptions,
+    WaitServicesOptions, labels,
+};
+use crate::engine::container::{ExecOptions, Summary};
 
 fn progress(global: &GlobalArgs) -> Progress {
     Progress::from_global(global)
 }
 
-fn finish(plan: &Plan, stack: &Stack, global: &GlobalArgs) -> anyhow::Result<i32> {
-    if global.dry_run {
-        print!("{plan}");
-        return Ok(0);
-    }
-    let mut p = progress(global);
-    let outcome = p.run(plan, stack);
-    if let Some(m) = super::output::failures(plan, &outcome) {
-        anyhow::bail!("{m}");
-    }
-    Ok(0)
-}
-
-/// A plan that stops the given containers, dependents first.
-pub(crate) fn stop_plan(stack: &Stack, services: &[String]) -> anyhow::Result<Plan> {
-    let down = plan::plan_down(
-        &stack.desired(),
-        &stack.observed()?,
-        &DownOptions {
-            services: services.to_vec(),
-            ..DownOptions::default()
-        },
-    )?;
-    let mut plan = Plan::default();
-    let mut remap: BTreeMap<usize, usize> = BTreeMap::new();
-    for (i, n) in down.nodes.into_iter().enumerate() {
-        if let Op::StopContainer { .. } = n.op {
-            let after = n
-                .after
-                .iter()
-                .filter_map(|a| remap.get(a).copied())
-                .collect();
-            remap.insert(i, plan.push(n.op, "stop".to_string(), after));
-        }
-    }
-    Ok(plan)
-}
-
-/// A plan that starts the stopped containers of the given services, each after its
-/// dependencies meet their conditions.
-pub(crate) fn start_plan(stack: &Stack, services: &[String]) -> anyhow::Result<Plan> {
-    let cs = service_containers(stack, services)?;
-    if cs.is_empty() {
-        anyhow::bail!("no container to start");
-    }
-    let desired = stack.desired();
-    let mut plan = Plan::default();
-    let mut started: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for c in &cs {
-        let svc = c.labels.get(labels::SERVICE).cloned().unwrap_or_default();
-        if !matches!(c.state, Status::Created | Status::Exited) {
-            continue;
-        }
-        let mut after = Vec::new();
-        if let Some(d) = desired.service(&svc) {
-            for dep in &d.depends_on {
-                if let Some(ids) = started.get(&dep.service) {
-                    let w = plan.push(
-                        Op::WaitFor {
-                            service: dep.service.clone(),
-                            condition: dep.condition,
-                            required: dep.required,
-                        },
-                        format!("{svc} depends on it"),
-                        ids.clone(),
-                    );
-                    after.push(w);
-                }
-            }
-        }
-        let id = plan.push(
-            Op::StartContainer {
-                service: svc.clone(),
-                name: c.name.clone(),
-            },
-            c.state.as_str().to_string(),
-            after,
-        );
-        started.entry(svc).or_default().push(id);
-    }
-    Ok(plan)
-}
-
-/// `tug start`.
-///
-/// # Errors
-/// Loading, or a container that cannot start.
-pub fn run_start(global: &GlobalArgs, args: &ServicesArgs) -> anyhow::Result<i32> {
-    let stack = open_stack(global, &args.services, StackOptions::default())?;
-    let _l = lock(&stack)?;
-    let plan = start_plan(&stack, &args.services)?;
-    finish(&plan, &stack, global)
-}
-
-/// `tug stop`.
-///
-/// # Errors
-/// Loading, or a container that cannot stop.
-pub fn run_stop(global: &GlobalArgs, args: &StopArgs) -> anyhow::Result<i32> {
-    let stack = open_with_timeout(global, &args.services, args.timeout)?;
-    let _l = lock(&stack)?;
-    let plan = stop_plan(&stack, &args.services)?;
-    finish(&plan, &stack, global)
-}
-
-/// Opens the project with `-t` as the stop timeout of every service.
-fn open_with_timeout(
+/// Opens the project for a verb that changes it: `--dry-run` shows its plans, `-t` is the
+/// stop timeout of every service.
+fn open_changing(
     global: &GlobalArgs,
     services: &[String],
     timeout: Option<u64>,
@@ -172,9 +40,32 @@ fn open_with_timeout(
         services,
         StackOptions {
             stop_timeout: timeout.map(Duration::from_secs),
+            dry_run: global.dry_run,
             ..StackOptions::default()
         },
     )
+}
+
+/// `tug start`.
+///
+/// # Errors
+/// Loading, or a container that cannot start.
+pub fn run_start(global: &GlobalArgs, args: &ServicesArgs) -> anyhow::Result<i32> {
+    let stack = open_changing(global, &args.services, None)?;
+    let _l = lock(&stack)?;
+    stack.start(&args.services, &mut progress(global))?;
+    Ok(0)
+}
+
+/// `tug stop`.
+///
+/// # Errors
+/// Loading, or a container that cannot stop.
+pub fn run_stop(global: &GlobalArgs, args: &StopArgs) -> anyhow::Result<i32> {
+    let stack = open_changing(global, &args.services, args.timeout)?;
+    let _l = lock(&stack)?;
+    stack.stop(&args.services, &mut progress(global))?;
+    Ok(0)
 }
 
 /// `tug restart`.
@@ -182,15 +73,10 @@ fn open_with_timeout(
 /// # Errors
 /// Loading, or a container that cannot stop or start.
 pub fn run_restart(global: &GlobalArgs, args: &RestartArgs) -> anyhow::Result<i32> {
-    let stack = open_with_timeout(global, &args.services, args.timeout)?;
+    let stack = open_changing(global, &args.services, args.timeout)?;
     let _l = lock(&stack)?;
-    let stop = stop_plan(&stack, &args.services)?;
-    finish(&stop, &stack, global)?;
-    if global.dry_run {
-        return Ok(0);
-    }
-    let start = start_plan(&stack, &args.services)?;
-    finish(&start, &stack, global)
+    stack.restart(&args.services, &mut progress(global))?;
+    Ok(0)
 }
 
 /// `tug kill`.
@@ -199,28 +85,14 @@ pub fn run_restart(global: &GlobalArgs, args: &RestartArgs) -> anyhow::Result<i3
 /// Loading, or a bad signal.
 pub fn run_kill(global: &GlobalArgs, args: &KillArgs) -> anyhow::Result<i32> {
     let stack = open_stack(global, &args.services, StackOptions::default())?;
-    let mut cs = service_containers(&stack, &args.services)?;
-    if args.remove_orphans {
-        let known: Vec<&String> = stack.project.services.keys().collect();
-        cs.extend(stack.project_containers()?.into_iter().filter(|c| {
-            c.labels
-                .get(labels::SERVICE)
-                .is_some_and(|s| !known.contains(&s))
-        }));
-    }
-    let mut p = progress(global);
-    let mut any = false;
-    for c in cs.iter().filter(|c| c.state == Status::Running) {
-        any = true;
-        stack
-            .containers
-            .kill(&c.id, &args.signal)
-            .with_context(|| format!("cannot kill {}", c.name))?;
-        p.line("Container", &c.name, "Killed");
-    }
-    if !any {
-        anyhow::bail!("no container to kill");
-    }
+    stack.kill(
+        &KillOptions {
+            services: args.services.clone(),
+            signal: args.signal.clone(),
+            remove_orphans: args.remove_orphans,
+        },
+        &mut progress(global),
+    )?;
     Ok(0)
 }
 
@@ -229,16 +101,12 @@ pub fn run_kill(global: &GlobalArgs, args: &KillArgs) -> anyhow::Result<i32> {
 /// # Errors
 /// Loading, or a container that cannot be removed.
 pub fn run_rm(global: &GlobalArgs, args: &RmArgs) -> anyhow::Result<i32> {
-    let stack = open_stack(global, &args.services, StackOptions::default())?;
+    let stack = open_changing(global, &args.services, None)?;
     let _l = lock(&stack)?;
     if args.stop {
-        let plan = stop_plan(&stack, &args.services)?;
-        finish(&plan, &stack, global)?;
+        stack.stop(&args.services, &mut progress(global))?;
     }
-    let cs: Vec<Summary> = service_containers(&stack, &args.services)?
-        .into_iter()
-        .filter(|c| matches!(c.state, Status::Created | Status::Exited | Status::Dead))
-        .collect();
+    let cs = stack.removable_containers(&args.services)?;
     if cs.is_empty() {
         eprintln!("No stopped containers");
         return Ok(0);
@@ -252,33 +120,7 @@ pub fn run_rm(global: &GlobalArgs, args: &RmArgs) -> anyhow::Result<i32> {
             return Ok(0);
         }
     }
-    let mut plan = Plan::default();
-    for c in &cs {
-        plan.push(
-            Op::RemoveContainer {
-                service: c.labels.get(labels::SERVICE).cloned().unwrap_or_default(),
-                name: c.name.clone(),
-            },
-            "rm",
-            vec![],
-        );
-    }
-    finish(&plan, &stack, global)?;
-    if args.volumes {
-        // Anonymous volumes of the removed containers: the service's, except those a
-        // container still uses (another replica's, or one shared by `volumes_from`).
-        let used = stack.volumes.referenced_by_containers()?;
-        for v in stack.volumes.list()? {
-            let ours = v.labels.get(labels::PROJECT) == Some(&stack.project.name)
-                && v.labels.get("tug.anonymous").map(String::as_str) == Some("true")
-                && v.labels
-                    .get(labels::SERVICE)
-                    .is_some_and(|s| cs.iter().any(|c| c.labels.get(labels::SERVICE) == Some(s)));
-            if ours && !used.contains_key(&v.name) {
-                stack.volumes.remove(&v.name, &[])?;
-            }
-        }
-    }
+    stack.remove(&cs, args.volumes, &mut progress(global))?;
     Ok(0)
 }
 
@@ -288,22 +130,7 @@ pub fn run_rm(global: &GlobalArgs, args: &RmArgs) -> anyhow::Result<i32> {
 /// Loading, or a container that is not running.
 pub fn run_pause(global: &GlobalArgs, args: &ServicesArgs, pause: bool) -> anyhow::Result<i32> {
     let stack = open_stack(global, &args.services, StackOptions::default())?;
-    let mut p = progress(global);
-    for c in service_containers(&stack, &args.services)? {
-        let wanted = if pause {
-            c.state == Status::Running
-        } else {
-            c.state == Status::Paused
-        };
-        if wanted {
-            stack.containers.pause(&c.id, pause)?;
-            p.line(
-                "Container",
-                &c.name,
-                if pause { "Paused" } else { "Unpaused" },
-            );
-        }
-    }
+    stack.pause(&args.services, pause, &mut progress(global))?;
     Ok(0)
 }
 
@@ -328,10 +155,8 @@ fn parse_time(s: &str) -> anyhow::Result<jiff::Timestamp> {
 /// Loading, or bad flags.
 pub fn run_logs(global: &GlobalArgs, args: &LogsArgs) -> anyhow::Result<i32> {
     let stack = open_stack(global, &args.services, StackOptions::default())?;
-    let mut cs = service_containers(&stack, &args.services)?;
-    if let Some(i) = args.index {
-        cs.retain(|c| c.labels.get(labels::NUMBER) == Some(&i.to_string()));
-    }
+    // A service that does not exist is named before the flags are read.
+    stack.service_containers(&args.services)?;
     let since = args.since.as_deref().map(parse_time).transpose()?;
     let until = args.until.as_deref().map(parse_time).transpose()?;
     let tail: Option<usize> = match args.tail.as_str() {
@@ -340,78 +165,23 @@ pub fn run_logs(global: &GlobalArgs, args: &LogsArgs) -> anyhow::Result<i32> {
     };
     let colour = !args.no_color && global.colour(std::io::stdout().is_terminal());
     let mut printer = Printer::new(colour, !args.no_log_prefix, args.timestamps);
-    let mut by_name: Vec<&Summary> = cs.iter().collect();
-    by_name.sort_by(|a, b| a.name.cmp(&b.name));
-    for c in by_name {
-        printer.register(&source_name(c));
-    }
-    let keep = |r: &logs::LogRecord| -> bool {
-        let t = r.time.parse::<jiff::Timestamp>().ok();
-        since.is_none_or(|s| t.is_some_and(|t| t >= s))
-            && until.is_none_or(|u| t.is_some_and(|t| t <= u))
+    let opts = LogsOptions {
+        services: args.services.clone(),
+        index: args.index,
+        since,
+        until,
+        tail,
+        follow: args.follow,
     };
-    let mut followers = Vec::new();
-    for c in &cs {
-        let name = source_name(c);
-        let path = stack.containers.log_path(&c.id)?;
-        let mut recs: Vec<logs::LogRecord> = logs::read_all(&path)
-            .into_iter()
-            .filter(|r| keep(r))
-            .collect();
-        if let Some(n) = tail {
-            let skip = recs.len().saturating_sub(n);
-            recs.drain(..skip);
-        }
-        for r in &recs {
-            printer.log(&name, r, None);
-        }
-        if args.follow {
-            followers.push((name, c.clone(), logs::Follower::at_end(&path)));
-        }
-    }
-    // Woken by the followed logs' writes and the states' changes (inotify), not a timer.
-    let watch = crate::engine::container::state::Watch::writes(
-        &followers
-            .iter()
-            .map(|(_, c, _)| stack.containers.container_dir(&c.id))
-            .collect::<Vec<_>>(),
-    );
-    while args.follow && !followers.is_empty() {
-        for (name, _, f) in &mut followers {
-            for r in f.poll() {
-                if keep(&r) {
-                    printer.log(name, &r, None);
-                }
+    stack.logs(&opts, &mut |ev| match ev {
+        LogEvent::Sources(names) => {
+            for n in names {
+                printer.register(n);
             }
         }
-        // Stop following when every followed container has stopped for good.
-        // (exited, and no supervisor left that could restart it).
-        let all_done = followers.iter().all(|(_, c, _)| {
-            let st = stack.containers.state(&c.id);
-            matches!(st.status, Status::Exited | Status::Dead)
-                && !crate::engine::container::state::alive(st.supervisor_pid, st.supervisor_start)
-        });
-        if all_done {
-            for (name, _, f) in &mut followers {
-                for r in f.poll() {
-                    printer.log(name, &r, None);
-                }
-            }
-            break;
-        }
-        match &watch {
-            Some(w) => w.wait(Duration::from_millis(500)),
-            None => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
+        LogEvent::Record { source, record } => printer.log(source, record, None),
+    })?;
     Ok(0)
-}
-
-fn container_of(stack: &Stack, service: &str, index: u32) -> anyhow::Result<Summary> {
-    service_containers(stack, &[service.to_string()])?
-        .into_iter()
-        .find(|c| c.labels.get(labels::NUMBER) == Some(&index.to_string()))
-        .ok_or_else(|| anyhow::anyhow!("service {service} has no container with index {index}"))
 }
 
 /// `tug exec`.
@@ -420,25 +190,18 @@ fn container_of(stack: &Stack, service: &str, index: u32) -> anyhow::Result<Summ
 /// Loading, or a container that is not running.
 pub fn run_exec(global: &GlobalArgs, args: &ExecArgs) -> anyhow::Result<i32> {
     let stack = open_stack(global, &[], StackOptions::default())?;
-    let c = container_of(&stack, &args.service, args.index)?;
-    if c.state != Status::Running {
-        anyhow::bail!("service {} is not running", args.service);
-    }
     let tty = !args.no_tty && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
-    let code = stack.containers.exec(
-        &c.id,
-        &ExecOptions {
-            cmd: args.command.clone(),
-            env: args.env.clone(),
-            user: args.user.clone(),
-            workdir: args.workdir.clone(),
-            tty,
-            interactive: !args.detach,
-            detach: args.detach,
-            timeout: None,
-        },
-    )?;
-    Ok(code)
+    let opts = ExecOptions {
+        cmd: args.command.clone(),
+        env: args.env.clone(),
+        user: args.user.clone(),
+        workdir: args.workdir.clone(),
+        tty,
+        interactive: !args.detach,
+        detach: args.detach,
+        timeout: None,
+    };
+    Ok(stack.exec(&args.service, args.index, &opts)?)
 }
 
 /// `tug run`: a one-off container of a service.
@@ -446,28 +209,14 @@ pub fn run_exec(global: &GlobalArgs, args: &ExecArgs) -> anyhow::Result<i32> {
 /// # Errors
 /// Loading, dependencies that fail, or a container that cannot start.
 pub fn run_run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<i32> {
-    let stack = open_stack(
-        global,
-        std::slice::from_ref(&args.service),
-        StackOptions::default(),
-    )?;
-    super::warn_unhonoured(&stack.project);
-    let mut s = stack
-        .project
-        .services
-        .get(&args.service)
-        .with_context(|| format!("no such service: {}", args.service))?
-        .clone();
-    // What the one-off container adds to its service.
-    s.cap_add.extend(args.cap_add.iter().cloned());
-    s.cap_drop.extend(args.cap_drop.iter().cloned());
-    for l in &args.label {
-        let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
-        s.labels.insert(k.to_owned(), v.to_owned());
+    let stack = open_changing(global, std::slice::from_ref(&args.service), None)?;
+    super::warn_unhonoured(stack.project());
+    if !stack.project().services.contains_key(&args.service) {
+        anyhow::bail!("no such service: {}", args.service);
     }
     let mut env = Vec::new();
     let mut lookup = crate::project::interpolate::Environment::new();
-    for (k, v) in &stack.project.environment {
+    for (k, v) in &stack.project().environment {
         lookup.set(
             k.clone(),
             v.clone(),
@@ -487,133 +236,11 @@ pub fn run_run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<i32> {
         }
     }
     env.extend(args.env.iter().cloned());
-    let quiet = args.quiet;
-    let progress = |global: &GlobalArgs| {
-        let mut p = if quiet {
-            Progress::new(Mode::Quiet)
-        } else {
-            progress(global)
-        };
-        if args.quiet_pull {
-            p.hide_pulls();
-        }
-        p
-    };
-    if args.remove_orphans {
-        let _l = lock(&stack)?;
-        let mut plan = Plan::default();
-        for c in stack.project_containers()? {
-            let svc = c.labels.get(labels::SERVICE).cloned().unwrap_or_default();
-            if stack.project.services.contains_key(&svc) {
-                continue;
-            }
-            let stop = (c.state == Status::Running).then(|| {
-                plan.push(
-                    Op::StopContainer {
-                        service: svc.clone(),
-                        name: c.name.clone(),
-                    },
-                    "orphan",
-                    vec![],
-                )
-            });
-            plan.push(
-                Op::RemoveContainer {
-                    service: svc,
-                    name: c.name.clone(),
-                },
-                "orphan",
-                stop.into_iter().collect(),
-            );
-        }
-        finish(&plan, &stack, global)?;
-    }
-    // --pull: the service's image first (always: again; missing: when the store lacks it).
-    let image = crate::plan::service_image(&stack.project.name, &s);
-    let pull = match args.pull.as_deref() {
-        Some("always") => true,
-        Some("missing") | None => {
-            args.pull.is_some() && s.build.is_none() && stack.images.resolve(&image).is_err()
-        }
-        _ => false,
-    };
-    if pull {
-        let mut plan = Plan::default();
-        plan.push(Op::PullImage { image }, "run --pull", vec![]);
-        let outcome = progress(global).run(&plan, &stack);
-        if let Some((_, e)) = outcome.failed.first() {
-            anyhow::bail!("{e}");
-        }
-    }
-    // Held until the one-off is created: another command of the project (`up`, `down`)
-    // repairs namespaces named like the project's containers that have no record yet, and
-    // must not take this one's while it is being wired.
-    let creating = lock(&stack)?;
-    if !args.no_deps && !s.depends_on.is_empty() {
-        let deps: Vec<String> = s.depends_on.keys().cloned().collect();
-        let plan = plan::plan_up(
-            &stack.desired(),
-            &stack.observed()?,
-            &UpOptions {
-                services: deps,
-                no_recreate: true,
-                ..UpOptions::default()
-            },
-        )?;
-        let mut p = progress(global);
-        let outcome = p.run(&plan, &stack);
-        if !outcome.ok() {
-            anyhow::bail!("cannot start the dependencies of {}", args.service);
-        }
-    }
-    {
-        // The service's own networks, volumes and image, as `up` would make them (docker
-        // compose's `run` does too): a one-off needs no `up` first.
-        let up = plan::plan_up(
-            &stack.desired(),
-            &stack.observed()?,
-            &UpOptions {
-                services: vec![args.service.clone()],
-                no_deps: true,
-                no_recreate: true,
-                no_start: true,
-                // `run --build`: the service's image is built again (cached steps stay).
-                build: args.build,
-                ..UpOptions::default()
-            },
-        )?;
-        let mut needed = Plan::default();
-        for n in up.nodes {
-            if matches!(
-                n.op,
-                Op::CreateNetwork { .. }
-                    | Op::CreateVolume { .. }
-                    | Op::PullImage { .. }
-                    | Op::BuildImage { .. }
-            ) {
-                needed.push(n.op, n.cause, vec![]);
-            }
-        }
-        if !needed.nodes.is_empty() {
-            let outcome = progress(global).run(&needed, &stack);
-            if !outcome.ok() {
-                anyhow::bail!(
-                    "cannot prepare the networks and volumes of {}",
-                    args.service
-                );
-            }
-        }
-    }
-    let suffix = hex::encode(rand::random::<[u8; 6]>());
-    let name = args
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("{}-{}-run-{}", stack.project.name, s.name, &suffix[..12]));
     let tty = !args.no_tty && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
-    let id = stack.create_oneoff(
-        &s,
-        &name,
-        &crate::engine::compose::OneOff {
+    let opts = RunOptions {
+        service: args.service.clone(),
+        name: args.name.clone(),
+        oneoff: crate::compose::OneOff {
             command: (!args.command.is_empty()).then(|| args.command.clone()),
             entrypoint: args
                 .entrypoint
@@ -631,19 +258,43 @@ pub fn run_run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<i32> {
             remove: args.rm,
             use_aliases: args.use_aliases,
         },
-    )?;
-    drop(creating);
-    if args.detach {
-        stack.containers.start(&id, false)?;
-        println!("{name}");
-        return Ok(0);
+        cap_add: args.cap_add.clone(),
+        cap_drop: args.cap_drop.clone(),
+        labels: args.label.clone(),
+        detach: args.detach,
+        no_deps: args.no_deps,
+        remove_orphans: args.remove_orphans,
+        pull: match args.pull.as_deref() {
+            None => RunPull::Unset,
+            Some("always") => RunPull::Always,
+            Some("missing") => RunPull::Missing,
+            Some(_) => RunPull::Never,
+        },
+        build: args.build,
+    };
+    // The orphans' removal shows its progress as the global options ask; the other steps
+    // honour `--quiet` and `--quiet-pull`.
+    let reporter = |step: RunStep| -> Box<dyn Reporter> {
+        if step == RunStep::Orphans {
+            return Box::new(progress(global));
+        }
+        let mut p = if args.quiet {
+            Progress::new(Mode::Quiet)
+        } else {
+            progress(global)
+        };
+        if args.quiet_pull {
+            p.hide_pulls();
+        }
+        Box::new(p)
+    };
+    match stack.run(&opts, &reporter)? {
+        RunOutcome::Detached(name) => {
+            println!("{name}");
+            Ok(0)
+        }
+        RunOutcome::Exited(code) => Ok(code),
     }
-    let started = stack.containers.start(&id, true)?;
-    let code = started.wait()?;
-    if args.rm {
-        let _ = stack.networks.disconnect_all(&name);
-    }
-    Ok(code)
 }
 
 /// `tug top`.
@@ -652,13 +303,10 @@ pub fn run_run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<i32> {
 /// Loading, or reading processes.
 pub fn run_top(global: &GlobalArgs, args: &TopArgs) -> anyhow::Result<i32> {
     let stack = open_stack(global, &args.services, StackOptions::default())?;
-    for c in service_containers(&stack, &args.services)?
-        .into_iter()
-        .filter(|c| c.state == Status::Running)
-    {
+    for (c, procs) in stack.top(&args.services)? {
         println!("{}", c.name);
         let mut rows = vec![["UID".to_string(), "PID".to_string(), "CMD".to_string()]];
-        for (pid, uid, cmd) in stack.containers.top(&c.id)? {
+        for (pid, uid, cmd) in procs {
             rows.push([uid.to_string(), pid.to_string(), cmd]);
         }
         print_table(&rows);
@@ -673,18 +321,7 @@ pub fn run_top(global: &GlobalArgs, args: &TopArgs) -> anyhow::Result<i32> {
 /// Loading, or a port that is not published.
 pub fn run_port(global: &GlobalArgs, args: &PortArgs) -> anyhow::Result<i32> {
     let stack = open_stack(global, &[], StackOptions::default())?;
-    let c = container_of(&stack, &args.service, args.index)?;
-    let p = stack
-        .networks
-        .published(&c.name)?
-        .into_iter()
-        .find(|p| p.container_port == args.private_port && p.protocol.to_string() == args.protocol)
-        .with_context(|| {
-            format!(
-                "no port {}/{} published for {}",
-                args.private_port, args.protocol, args.service
-            )
-        })?;
+    let p = stack.port(&args.service, args.index, args.private_port, &args.protocol)?;
     println!("{}:{}", p.host_ip, p.host_port);
     Ok(0)
 }
@@ -701,56 +338,12 @@ pub fn run_cp(global: &GlobalArgs, args: &CpArgs) -> anyhow::Result<i32> {
         anyhow::bail!("cp --follow-link is not supported by tug yet");
     }
     let stack = open_stack(global, &[], StackOptions::default())?;
-    let split = |s: &str| -> Option<(String, String)> {
-        let (svc, path) = s.split_once(':')?;
-        stack
-            .project
-            .services
-            .contains_key(svc)
-            .then(|| (svc.to_string(), path.to_string()))
-    };
-    // `--all`: a one-off container of the service too, when no service container has the
-    // index.
-    let find = |svc: &str| -> anyhow::Result<Summary> {
-        match container_of(&stack, svc, args.index) {
-            Ok(c) => Ok(c),
-            Err(e) if args.all => {
-                let mut oneoffs: Vec<Summary> = stack
-                    .project_containers()?
-                    .into_iter()
-                    .filter(|c| {
-                        c.labels.get(labels::SERVICE).map(String::as_str) == Some(svc)
-                            && c.labels.get(labels::ONEOFF).map(String::as_str) == Some("True")
-                    })
-                    .collect();
-                oneoffs.sort_by(|a, b| a.created.cmp(&b.created));
-                let i = usize::try_from(args.index.max(1) - 1).unwrap_or(0);
-                oneoffs.into_iter().nth(i).ok_or(e)
-            }
-            Err(e) => Err(e),
-        }
-    };
-    match (split(&args.source), split(&args.destination)) {
-        (Some((svc, path)), None) => {
-            let c = find(&svc)?;
-            stack.containers.copy(
-                &c.id,
-                &PathBuf::from(path),
-                &PathBuf::from(&args.destination),
-                false,
-            )?;
-        }
-        (None, Some((svc, path))) => {
-            let c = find(&svc)?;
-            stack.containers.copy(
-                &c.id,
-                &PathBuf::from(&args.source),
-                &PathBuf::from(path),
-                true,
-            )?;
-        }
-        _ => anyhow::bail!("copying needs exactly one side of the form SERVICE:PATH"),
-    }
+    stack.copy(&CopyOptions {
+        source: args.source.clone(),
+        destination: args.destination.clone(),
+        index: args.index,
+        all: args.all,
+    })?;
     Ok(0)
 }
 
@@ -759,26 +352,15 @@ pub fn run_cp(global: &GlobalArgs, args: &CpArgs) -> anyhow::Result<i32> {
 /// # Errors
 /// Loading.
 pub fn run_wait(global: &GlobalArgs, args: &WaitArgs) -> anyhow::Result<i32> {
-    let stack = open_stack(global, &[], StackOptions::default())?;
-    let cs = service_containers(&stack, &args.services)?;
-    let mut last = 0;
-    for c in &cs {
-        let code = stack.containers.wait(&c.id, None)?.unwrap_or(0);
-        println!("{code}");
-        last = code;
-        if args.down_project {
-            break;
-        }
-    }
-    if args.down_project {
-        let _l = lock(&stack)?;
-        let plan = plan::plan_down(
-            &stack.desired(),
-            &stack.observed()?,
-            &DownOptions::default(),
-        )?;
-        finish(&plan, &stack, global)?;
-    }
+    let stack = open_changing(global, &[], None)?;
+    let last = stack.wait_services(
+        &WaitServicesOptions {
+            services: args.services.clone(),
+            down_project: args.down_project,
+        },
+        &mut |code| println!("{code}"),
+        &mut progress(global),
+    )?;
     Ok(last)
 }
 
@@ -819,11 +401,10 @@ pub fn run_images(global: &GlobalArgs, args: &ImagesArgs) -> anyhow::Result<i32>
         "table {{.ContainerName}}\t{{.Repository}}\t{{.Tag}}\t{{.Platform}}\t{{.ShortID}}\t{{.HumanSize}}\t{{.Created}}",
     )?;
     let stack = open_stack(global, &[], StackOptions::default())?;
-    let mut cs = service_containers(&stack, &args.services)?;
-    cs.sort_by(|a, b| a.name.cmp(&b.name));
+    let listed = stack.container_images(&args.services)?;
     if args.quiet {
         let mut seen: Vec<&str> = Vec::new();
-        for c in &cs {
+        for c in listed.iter().map(|l| &l.container) {
             let id = c.image_id.trim_start_matches("sha256:");
             if !seen.contains(&id) {
                 seen.push(id);
@@ -833,14 +414,17 @@ pub fn run_images(global: &GlobalArgs, args: &ImagesArgs) -> anyhow::Result<i32>
         return Ok(0);
     }
     let mut rows = Vec::new();
-    for c in &cs {
+    for crate::compose::ContainerImage {
+        container: c,
+        image: img,
+    } in &listed
+    {
         let familiar = crate::engine::image::Reference::parse(&c.image)
             .map_or_else(|_| c.image.clone(), |r| r.familiar());
         let (repo, tag) = match familiar.rsplit_once(':') {
             Some((r, t)) if !t.contains('/') => (r.to_string(), t.to_string()),
             _ => (familiar.clone(), "latest".to_string()),
         };
-        let img = stack.images.resolve(&c.image_id).ok();
         let platform = img
             .as_ref()
             .map(|i| {
@@ -927,37 +511,7 @@ pub fn run_volumes(global: &GlobalArgs, args: &super::args::VolumesArgs) -> anyh
         crate::cli::format::Template::parse(&args.format, "table {{.Driver}}\t{{.Name}}")
             .map_err(anyhow::Error::msg)?;
     let stack = open_stack(global, &[], StackOptions::default())?;
-    for s in &args.services {
-        if !stack.project.services.contains_key(s) {
-            anyhow::bail!("no such service: {s}");
-        }
-    }
-    // Volumes the named services' containers mount.
-    let used: Option<Vec<std::path::PathBuf>> = if args.services.is_empty() {
-        None
-    } else {
-        let mut v = Vec::new();
-        for c in service_containers(&stack, &args.services)? {
-            if let Ok(i) = stack.containers.inspect(&c.id) {
-                v.extend(i.record.config.mounts.into_iter().map(|m| m.source));
-            }
-        }
-        Some(v)
-    };
-    let mut volumes: Vec<_> = stack
-        .volumes
-        .list()?
-        .into_iter()
-        .filter(|v| {
-            v.labels.get(labels::PROJECT) == Some(&stack.project.name)
-                && v.labels.get("tug.anonymous").map(String::as_str) != Some("true")
-                && used.as_ref().is_none_or(|u| {
-                    u.iter()
-                        .any(|m| m.starts_with(stack.volumes.mountpoint(&v.name)))
-                })
-        })
-        .collect();
-    volumes.sort_by(|a, b| a.name.cmp(&b.name));
+    let volumes = stack.project_volumes(&args.services)?;
     if args.quiet {
         for v in &volumes {
             println!("{}", v.name);
@@ -1025,48 +579,9 @@ pub fn run_events(global: &GlobalArgs, args: &EventsArgs) -> anyhow::Result<i32>
         eprintln!("warning: tug keeps no history of events: showing them from now on");
     }
     let stack = open_stack(global, &[], StackOptions::default())?;
-    let mut last: BTreeMap<String, (Status, String)> = BTreeMap::new();
-    let mut first = true;
-    // Woken by containers appearing or going and by their states' changes (inotify).
-    let store = stack.root.join("containers");
-    let watch = crate::engine::container::state::Watch::states(&[&store]);
-    loop {
-        if until.is_some_and(|u| jiff::Timestamp::now() > u) {
-            return Ok(0);
-        }
-        let cs = service_containers(&stack, &args.services)?;
-        let mut seen = Vec::new();
-        let mut fresh = false;
-        for c in &cs {
-            if !last.contains_key(&c.id)
-                && let Some(w) = &watch
-            {
-                w.add(&store.join(&c.id));
-                fresh = true;
-            }
-            seen.push(c.id.clone());
-            let health = c.health.as_str().to_string();
-            let now = (c.state, health.clone());
-            let before = last.insert(c.id.clone(), now.clone());
-            if first || before.as_ref() == Some(&now) {
-                continue;
-            }
-            let action = match (before.map(|b| b.0), c.state) {
-                (None, Status::Created) => "create".to_string(),
-                (_, Status::Running) if last_health_changed(&now) => {
-                    format!("health_status: {}", now.1)
-                }
-                (_, Status::Running) => "start".to_string(),
-                (_, Status::Exited) => "die".to_string(),
-                (_, Status::Paused) => "pause".to_string(),
-                (_, Status::Restarting) => "restart".to_string(),
-                (_, s) => s.as_str().to_string(),
-            };
-            emit(args.json, c, &action);
-        }
-        let gone: Vec<String> = last.keys().filter(|k| !seen.contains(k)).cloned().collect();
-        for id in gone {
-            last.remove(&id);
+    stack.events(&args.services, until, &mut |ev| match ev {
+        ContainerEvent::Changed { container, action } => emit(args.json, container, action),
+        ContainerEvent::Destroyed { id } => {
             if args.json {
                 println!(
                     "{}",
@@ -1076,18 +591,8 @@ pub fn run_events(global: &GlobalArgs, args: &EventsArgs) -> anyhow::Result<i32>
                 println!("{} container destroy {id}", jiff::Timestamp::now());
             }
         }
-        first = false;
-        match &watch {
-            // A directory watched only now may have changed since it was read.
-            Some(_) if fresh => {}
-            Some(w) => w.wait(Duration::from_millis(1000)),
-            None => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
-}
-
-fn last_health_changed(now: &(Status, String)) -> bool {
-    now.1 == "healthy" || now.1 == "unhealthy"
+    })?;
+    Ok(0)
 }
 
 fn emit(json: bool, c: &Summary, action: &str) {
@@ -1121,24 +626,20 @@ fn emit(json: bool, c: &Summary, action: &str) {
 /// Loading, planning or execution.
 pub fn run_scale(global: &GlobalArgs, args: &ScaleArgs) -> anyhow::Result<i32> {
     let services: Vec<String> = args.scale.iter().map(|s| s.service.clone()).collect();
-    let stack = open_stack(global, &services, StackOptions::default())?;
+    let stack = open_changing(global, &services, None)?;
     let _l = lock(&stack)?;
-    let plan = plan::plan_up(
-        &stack.desired(),
-        &stack.observed()?,
-        &UpOptions {
-            services,
-            no_deps: args.no_deps,
-            no_recreate: true,
+    stack.scale(
+        &ScaleOptions {
             scale: args
                 .scale
                 .iter()
                 .map(|s| (s.service.clone(), s.replicas))
                 .collect(),
-            ..UpOptions::default()
+            no_deps: args.no_deps,
         },
+        &mut progress(global),
     )?;
-    finish(&plan, &stack, global)
+    Ok(0)
 }
 
 /// `tug pull`: pulls the images of the services (those with `image:`).
@@ -1147,37 +648,21 @@ pub fn run_scale(global: &GlobalArgs, args: &ScaleArgs) -> anyhow::Result<i32> {
 /// Loading, or a failed pull (unless `--ignore-pull-failures`).
 pub fn run_pull(global: &GlobalArgs, args: &PullArgs) -> anyhow::Result<i32> {
     let stack = open_stack(global, &args.services, StackOptions::default())?;
-    let desired = stack.desired();
-    let services = plan::select_services(&desired, &args.services, !args.include_deps)?;
-    let mut images: Vec<String> = Vec::new();
-    for name in &services {
-        if let Some(s) = stack.project.services.get(name)
-            && let Some(img) = &s.image
-            && s.pull_policy.as_deref() != Some("build")
-            && !(args.ignore_buildable && s.build.is_some())
-            && !images.contains(img)
-        {
-            // `--policy missing`: only what the store lacks.
-            if args.policy.as_deref() == Some("missing") && stack.images.resolve(img).is_ok() {
-                continue;
-            }
-            images.push(img.clone());
-        }
-    }
-    let mut plan = Plan::default();
-    for image in images {
-        plan.push(Op::PullImage { image }, "pull", vec![]);
-    }
     let mut p = if args.quiet {
         Progress::new(Mode::Quiet)
     } else {
         progress(global)
     };
-    let outcome = p.run(&plan, &stack);
-    if !outcome.failed.is_empty() && !args.ignore_pull_failures {
-        let msgs: Vec<String> = outcome.failed.iter().map(|(_, e)| e.clone()).collect();
-        anyhow::bail!("{}", msgs.join("\n"));
-    }
+    stack.pull(
+        &PullOptions {
+            services: args.services.clone(),
+            include_deps: args.include_deps,
+            ignore_buildable: args.ignore_buildable,
+            missing_only: args.policy.as_deref() == Some("missing"),
+            ignore_failures: args.ignore_pull_failures,
+        },
+        &mut p,
+    )?;
     Ok(0)
 }
 
@@ -1192,25 +677,14 @@ pub fn run_push(global: &GlobalArgs, args: &PushArgs) -> anyhow::Result<i32> {
     } else {
         progress(global)
     };
-    let quiet = crate::engine::image::no_progress();
-    let selected: Vec<String> = if args.services.is_empty() {
-        stack.project.services.keys().cloned().collect()
-    } else {
-        plan::select_services(&stack.desired(), &args.services, !args.include_deps)?
-    };
-    for (name, s) in &stack.project.services {
-        if !selected.contains(name) {
-            continue;
-        }
-        let (Some(img), Some(_)) = (&s.image, &s.build) else {
-            continue;
-        };
-        match stack.images.push(None, img, &quiet) {
-            Ok(_) => p.line("Image", img, "Pushed"),
-            Err(e) if args.ignore_push_failures => p.warn(&format!("{img}: {e}")),
-            Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot push {img}"))),
-        }
-    }
+    stack.push(
+        &PushOptions {
+            services: args.services.clone(),
+            include_deps: args.include_deps,
+            ignore_failures: args.ignore_push_failures,
+        },
+        &mut p,
+    )?;
     Ok(0)
 }
 
@@ -1222,7 +696,7 @@ pub fn run_push(global: &GlobalArgs, args: &PushArgs) -> anyhow::Result<i32> {
 /// Never.
 pub fn run_version(args: &VersionArgs) -> anyhow::Result<i32> {
     let v = env!("CARGO_PKG_VERSION");
-    let compose = crate::engine::compose::convert::COMPOSE_VERSION;
+    let compose = crate::compose::convert::COMPOSE_VERSION;
     let json = args.format.as_deref() == Some("json");
     if crate::cli::compose_persona() {
         if args.short {

@@ -6,10 +6,15 @@
 //! to engine calls, with the service's configuration turned into a container configuration
 //! (`convert`). It decides nothing: what to do comes from the plan.
 
+pub mod attach;
 mod backend;
 pub mod build;
 mod by_name;
 pub mod convert;
+pub mod executor;
+pub mod oneoff;
+pub mod query;
+pub mod service;
 mod sync;
 mod wait;
 
@@ -27,9 +32,18 @@ use crate::engine::volume::Volumes;
 use crate::plan::{self, Desired, Observed, ObservedContainer, RunState};
 use crate::project::model::Project;
 
+pub use attach::{
+    AttachEvent, AttachOptions, ContainerEvent, Followers, LogEvent, LogsOptions, StopReason,
+    source_name,
+};
 pub use backend::OneOff;
 pub use by_name::project_from_state;
 pub use convert::labels;
+pub use oneoff::{CopyOptions, RunOptions, RunOutcome, RunPull, RunStep};
+pub use query::ContainerImage;
+pub use service::{
+    KillOptions, PullOptions, PushOptions, Reporter, ScaleOptions, WaitServicesOptions,
+};
 pub use wait::WaitOptions;
 
 /// Errors of the compose layer.
@@ -62,6 +76,32 @@ pub enum Error {
     /// Project lock or state files.
     #[error("{0}: {1}")]
     Io(String, #[source] std::io::Error),
+    /// Reconcile cannot make a plan.
+    #[error(transparent)]
+    Plan(#[from] crate::plan::ReconcileError),
+    /// Operations of a plan failed: each cause once (see [`service::failures`]).
+    #[error("{0}")]
+    Failed(String),
+    /// What was being done when an error of the layer below happened.
+    #[error("{what}")]
+    Context {
+        /// What failed (`cannot kill web-1`).
+        what: String,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
+}
+
+impl Error {
+    /// `source`, with what was being done.
+    #[must_use]
+    pub fn context(what: String, source: Error) -> Error {
+        Error::Context {
+            what,
+            source: Box::new(source),
+        }
+    }
 }
 
 /// Result alias of this module.
@@ -86,24 +126,30 @@ pub struct StackOptions {
     pub teardown: bool,
     /// What the command line adds to image builds (`up --build`).
     pub build: build::BuildOverrides,
+    /// `--dry-run`: the verbs that change the project show their plan (through
+    /// [`Reporter::show_plan`]) instead of carrying it out.
+    pub dry_run: bool,
 }
 
 /// One project on one state root.
+///
+/// Its stores are its own: callers (the CLI, the watch) go through its methods, which are
+/// the compose service (see [`service`]).
 pub struct Stack {
     /// The loaded project.
-    pub project: Project,
+    project: Project,
     /// State root.
-    pub root: PathBuf,
+    root: PathBuf,
     /// Image store.
-    pub images: ImageStore,
+    images: ImageStore,
     /// Containers.
-    pub containers: ContainerStore,
+    containers: ContainerStore,
     /// Networks.
-    pub networks: Networks,
+    networks: Networks,
     /// Volumes.
-    pub volumes: Volumes,
+    volumes: Volumes,
     /// Options.
-    pub options: StackOptions,
+    options: StackOptions,
     /// Per-service config hashes, computed once.
     hashes: BTreeMap<String, String>,
     /// Serialises the network and netns work of concurrent operations.
@@ -182,6 +228,24 @@ impl Stack {
             detached: Mutex::new(Vec::new()),
             retired: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The loaded project.
+    #[must_use]
+    pub fn project(&self) -> &Project {
+        &self.project
+    }
+
+    /// The state root.
+    #[must_use]
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The options the stack was opened with.
+    #[must_use]
+    pub fn options(&self) -> &StackOptions {
+        &self.options
     }
 
     /// Finishes what removals left for later (see [`StackOptions::teardown`]): removes the

@@ -89,4 +89,24 @@ impl Stack {
         sync::write_rules(&dir, &rules)
             .map_err(|e| Error::Io(format!("write into {}", dir.display()), e))
     }
+
+    /// The user a container's process runs as, for the files a sync writes (see
+    /// [`sync::owner_of`]).
+    #[must_use]
+    pub fn sync_owner(&self, id: &str) -> sync::Owner {
+        sync::owner_of(&self.containers, id)
+    }
+
+    /// A running container of the project, to sync files into (see
+    /// [`sync::Container::open_as`]).
+    ///
+    /// # Errors
+    /// It does not run, or its root cannot be opened.
+    pub fn sync_container(
+        &self,
+        id: &str,
+        owner: sync::Owner,
+    ) -> std::result::Result<sync::Container, sync::SyncError> {
+        sync::Container::open_as(&self.containers, id, owner)
+    }
 }

@@ -130,15 +130,16 @@ fn parse_depends_on(label: &str) -> IndexMap<String, Dependency> {
         .filter_map(|entry| {
             let mut parts = entry.split(':');
             let service = parts.next().filter(|s| !s.is_empty())?;
+            // A condition this tug does not know waits for the start, as before.
             let condition = parts
                 .next()
-                .filter(|c| !c.is_empty())
-                .unwrap_or("service_started");
+                .and_then(|c| c.parse().ok())
+                .unwrap_or_default();
             let restart = parts.next() == Some("true");
             Some((
                 service.to_string(),
                 Dependency {
-                    condition: condition.to_string(),
+                    condition,
                     restart,
                     ..Dependency::default()
                 },
@@ -150,6 +151,7 @@ fn parse_depends_on(label: &str) -> IndexMap<String, Dependency> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::project::model::Condition;
 
     #[test]
     fn depends_on_label_round_trips() {
@@ -157,9 +159,12 @@ mod tests {
             "db:service_healthy:true,migrate:service_completed_successfully:false",
         );
         assert_eq!(deps.len(), 2);
-        assert_eq!(deps["db"].condition, "service_healthy");
+        assert_eq!(deps["db"].condition, Condition::ServiceHealthy);
         assert!(deps["db"].restart);
-        assert_eq!(deps["migrate"].condition, "service_completed_successfully");
+        assert_eq!(
+            deps["migrate"].condition,
+            Condition::ServiceCompletedSuccessfully
+        );
         assert!(!deps["migrate"].restart);
         assert!(deps["db"].required);
         assert!(parse_depends_on("").is_empty());

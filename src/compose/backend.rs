@@ -8,16 +8,16 @@ use sha2::{Digest, Sha256};
 
 use super::convert::{self, labels};
 use super::{Error, Result, Stack};
+use crate::compose::executor::Backend;
 use crate::engine::container::{
     ContainerConfig, ContainerError, ImageInfo, Mount, MountKind, NetworkMode, Status,
 };
-use crate::engine::executor::Backend;
 use crate::engine::image::Image;
 use crate::engine::network::files::{HostsSpec, ResolvSpec};
 use crate::engine::network::{EndpointSpec, NetworkSpec, Networks, PortMapping, ports};
 use crate::engine::volume::{Prepare, VolumeSpec};
 use crate::plan::{Op, service_image};
-use crate::project::model::{FileReference, Service, ServiceVolume};
+use crate::project::model::{self, FileReference, Service, ServiceVolume, VolumeType};
 
 /// Overrides of a one-off (`run`) container.
 #[derive(Debug, Clone, Default)]
@@ -49,9 +49,9 @@ pub struct OneOff {
 }
 
 impl Backend for Stack {
-    fn apply(&self, op: &Op) -> std::result::Result<(), crate::engine::executor::OpError> {
+    fn apply(&self, op: &Op) -> std::result::Result<(), crate::compose::executor::OpError> {
         self.apply_op(op)
-            .map_err(crate::engine::executor::OpError::new)
+            .map_err(crate::compose::executor::OpError::new)
     }
 }
 
@@ -375,9 +375,9 @@ impl Stack {
                 let req = crate::engine::volume::MountRequest::parse_short(v)?;
                 let sv = ServiceVolume {
                     kind: match req.kind {
-                        crate::engine::volume::MountKind::Bind => "bind".into(),
-                        crate::engine::volume::MountKind::Tmpfs => "tmpfs".into(),
-                        crate::engine::volume::MountKind::Volume => "volume".into(),
+                        crate::engine::volume::MountKind::Bind => VolumeType::Bind,
+                        crate::engine::volume::MountKind::Tmpfs => VolumeType::Tmpfs,
+                        crate::engine::volume::MountKind::Volume => VolumeType::Volume,
                     },
                     source: req.source.map(|src| {
                         if src.starts_with('.') {
@@ -420,7 +420,7 @@ impl Stack {
             let (uid, gid) = image_user_ids(self, &image);
             for target in targets {
                 let sv = ServiceVolume {
-                    kind: "volume".into(),
+                    kind: VolumeType::Volume,
                     target,
                     ..ServiceVolume::default()
                 };
@@ -529,12 +529,12 @@ impl Stack {
     ) -> Result<Option<crate::engine::container::net::WiringGuard>> {
         let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let hostname = config.hostname.clone().unwrap_or_else(|| name.to_string());
-        match s.network_mode.as_deref() {
-            Some("host") => {
+        match &s.network_mode {
+            Some(model::NetworkMode::Host) => {
                 config.network = NetworkMode::Host;
                 return Ok(None);
             }
-            Some("none") => {
+            Some(model::NetworkMode::None) => {
                 config.network = NetworkMode::None;
                 config.etc_hosts = Some(Networks::hosts_file(&HostsSpec {
                     hostname,
@@ -545,12 +545,13 @@ impl Stack {
                 })?);
                 return Ok(None);
             }
-            Some(m) if m.starts_with("service:") || m.starts_with("container:") => {
-                let target = if let Some(svc) = m.strip_prefix("service:") {
-                    let other = self.service(svc)?;
-                    other.container_name_for(&self.project.name, 1)
-                } else {
-                    m.trim_start_matches("container:").to_string()
+            Some(m @ (model::NetworkMode::Service(_) | model::NetworkMode::Container(_))) => {
+                let target = match m {
+                    model::NetworkMode::Service(svc) => {
+                        let other = self.service(svc)?;
+                        other.container_name_for(&self.project.name, 1)
+                    }
+                    _ => m.to_string().trim_start_matches("container:").to_string(),
                 };
                 let id = self.container_id(&target).map_err(|_| {
                     Error::Dependency(format!(
@@ -561,7 +562,8 @@ impl Stack {
                 config.network = NetworkMode::Container(id);
                 return Ok(None);
             }
-            Some("bridge" | "default") | None => {}
+            Some(model::NetworkMode::Bridge) | None => {}
+            Some(model::NetworkMode::Network(n)) if n == "default" => {}
             Some(other) => {
                 return Err(Error::Unsupported(format!(
                     "service {}: network_mode {other} is not supported",
@@ -783,8 +785,8 @@ impl Stack {
         uid: u32,
         gid: u32,
     ) -> Result<Mount> {
-        match v.kind.as_str() {
-            "bind" => {
+        match v.kind {
+            VolumeType::Bind => {
                 let src = v.source.clone().unwrap_or_default();
                 let path = PathBuf::from(&src);
                 if !path.exists() {
@@ -810,7 +812,7 @@ impl Stack {
                     options,
                 })
             }
-            "volume" => {
+            VolumeType::Volume => {
                 let nocopy = v.volume.as_ref().is_some_and(|o| o.nocopy);
                 let vol = match &v.source {
                     Some(key) if self.project.volumes.contains_key(key) => self.volume_name(key),
@@ -851,7 +853,7 @@ impl Stack {
                     options,
                 })
             }
-            "tmpfs" => {
+            VolumeType::Tmpfs => {
                 let mut options = Vec::new();
                 if let Some(t) = &v.tmpfs {
                     if t.size.0 > 0 {

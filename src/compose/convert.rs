@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::engine::container::{ContainerConfig, Healthcheck, Resources, RestartPolicy, Ulimit};
-use crate::project::model::{Project, Service};
+use crate::project::model::{Project, Restart, Service};
 
 use super::{Error, Result};
 
@@ -173,10 +173,13 @@ pub fn container_labels(
 }
 
 fn restart_policy(s: &Service) -> Result<RestartPolicy> {
-    if let Some(r) = &s.restart {
-        return r
-            .parse()
-            .map_err(|e: String| Error::Invalid(format!("service {}: {e}", s.name)));
+    if let Some(r) = s.restart {
+        return Ok(match r {
+            Restart::No => RestartPolicy::No,
+            Restart::Always => RestartPolicy::Always,
+            Restart::UnlessStopped => RestartPolicy::UnlessStopped,
+            Restart::OnFailure(max_retries) => RestartPolicy::OnFailure { max_retries },
+        });
     }
     if let Some(p) = s.deploy.as_ref().and_then(|d| d.restart_policy.as_ref()) {
         return Ok(match p.condition.as_deref() {
