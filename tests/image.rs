@@ -349,7 +349,7 @@ fn image_bootstrap_debian_with_mmdebstrap() {
     }
     let dir = root();
     let r = dir.path();
-    ok(tug(r).args([
+    let out = common::run(tug(r).args([
         "image",
         "bootstrap",
         "debian:bookworm",
@@ -358,7 +358,22 @@ fn image_bootstrap_debian_with_mmdebstrap() {
         "--name",
         "deb:test",
     ]));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
     let img = inspect(r, "deb:test");
+    // stdout is the id alone; stderr tells mmdebstrap's steps as they happen (20 s or more).
+    assert_eq!(stdout.trim(), img["Id"].as_str().unwrap(), "{stdout}");
+    for step in [
+        "bootstrap debian:bookworm: running apt-get update...",
+        "bootstrap debian:bookworm: installing essential packages...",
+        "bootstrap debian:bookworm: storing the image",
+        "bootstrap debian:bookworm: done in ",
+    ] {
+        assert!(stderr.contains(step), "no {step:?} in:\n{stderr}");
+    }
     assert_eq!(img["Config"]["Cmd"][0], "bash");
     let layer = Path::new(img["LayerDirs"][0].as_str().unwrap());
     assert!(

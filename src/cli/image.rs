@@ -176,6 +176,9 @@ pub enum ImageCommand {
         /// The busybox binary to use.
         #[arg(long, default_value = image::BUSYBOX)]
         busybox: PathBuf,
+        /// Print no progress (only the image id).
+        #[arg(short, long)]
+        quiet: bool,
     },
 }
 
@@ -228,6 +231,76 @@ pub fn logout(registry: Option<&str>, out: &mut impl Write) -> anyhow::Result<i3
         writeln!(out, "Not logged in to {registry}")?;
     }
     Ok(0)
+}
+
+/// What `image bootstrap debian:<suite>` shows while mmdebstrap works (20 s or more): on a
+/// terminal one spinner line with the current step and the time so far, otherwise one line
+/// per step on stderr. stdout stays the image id alone.
+struct BootstrapProgress {
+    what: String,
+    quiet: bool,
+    bar: Option<indicatif::ProgressBar>,
+    start: std::time::Instant,
+}
+
+impl BootstrapProgress {
+    fn new(what: &str, quiet: bool) -> BootstrapProgress {
+        use std::io::IsTerminal;
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let b = indicatif::ProgressBar::new_spinner();
+            b.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {prefix}: {msg} ({elapsed})")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            b.set_prefix(format!("bootstrap {what}"));
+            b.set_message("starting mmdebstrap");
+            b.enable_steady_tick(std::time::Duration::from_millis(120));
+            b
+        });
+        if !quiet && bar.is_none() {
+            eprintln!(
+                "bootstrap {what}: mmdebstrap makes a Debian root file system from the mirror \
+                 (20 s or more)"
+            );
+        }
+        BootstrapProgress {
+            what: what.to_string(),
+            quiet,
+            bar,
+            start: std::time::Instant::now(),
+        }
+    }
+
+    fn show(&self, event: image::BootstrapEvent<'_>) {
+        if self.quiet {
+            return;
+        }
+        let msg = match event {
+            image::BootstrapEvent::Step(step) => step.to_string(),
+            image::BootstrapEvent::Importing => "storing the image".to_string(),
+        };
+        match &self.bar {
+            Some(b) => b.set_message(msg),
+            None => eprintln!(
+                "bootstrap {}: {msg} ({:.1} s)",
+                self.what,
+                self.start.elapsed().as_secs_f64()
+            ),
+        }
+    }
+
+    fn finish(&self, ok: bool) {
+        if self.quiet {
+            return;
+        }
+        let took = self.start.elapsed().as_secs_f64();
+        match &self.bar {
+            Some(b) if ok => b.finish_with_message(format!("done in {took:.1} s")),
+            Some(b) => b.abandon_with_message("failed"),
+            None if ok => eprintln!("bootstrap {}: done in {took:.1} s", self.what),
+            None => {}
+        }
+    }
 }
 
 /// Progress display: bars on a terminal, one line per finished layer otherwise.
@@ -564,6 +637,7 @@ pub fn run(global: &GlobalArgs, args: ImageArgs) -> anyhow::Result<i32> {
             include,
             mirror,
             busybox,
+            quiet,
         } => {
             let img = if what == "busybox" {
                 if !include.is_empty() {
@@ -576,7 +650,10 @@ pub fn run(global: &GlobalArgs, args: ImageArgs) -> anyhow::Result<i32> {
                     include,
                     mirror,
                 };
-                store.bootstrap_debian(&opts, name.as_deref())?
+                let progress = BootstrapProgress::new(&what, quiet);
+                let img = store.bootstrap_debian(&opts, name.as_deref(), &|e| progress.show(e));
+                progress.finish(img.is_ok());
+                img?
             } else {
                 bail!("cannot bootstrap {what:?}: want busybox or debian:<suite>");
             };

@@ -110,11 +110,13 @@ impl<T> std::ops::Deref for Verb<T> {
     }
 }
 
-/// The verb-level project options: no short forms, and no default from the environment.
+/// The verb-level project options: no short forms, and no default from the environment. The
+/// verb's own arguments that follow are listed under the usual heading, not under theirs.
 fn verb_compose_args(cmd: clap::Command) -> clap::Command {
     ComposeArgs::augment_args(cmd)
         .mut_arg("files", |a| a.short(None))
         .mut_arg("project_name", |a| a.short(None))
+        .next_help_heading(None)
 }
 
 impl<T: Args> Args for Verb<T> {

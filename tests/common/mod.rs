@@ -90,6 +90,7 @@ pub const TOOL_PACKAGES: &[(&str, &str)] = &[
     ("runc", "runc"),
     ("python3", "python3"),
     ("busybox", "busybox-static"),
+    ("curl", "curl"),
 ];
 
 /// Whether `tool` is an executable on root's search path.

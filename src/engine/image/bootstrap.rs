@@ -6,8 +6,9 @@
 //!   fixed owners and times, so the same busybox binary always gives the same layer.
 //! - `debian:<suite>`: `mmdebstrap --variant=minbase` writes a root file system tarball of the
 //!   suite from the Debian mirror (plus `--include` packages); it becomes a single-layer image.
+//!   It takes 20 s or more; its steps are reported as [`BootstrapEvent`]s as they happen.
 
-use std::io::Cursor;
+use std::io::{BufRead as _, Cursor, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -27,6 +28,16 @@ pub struct DebianOptions {
     pub include: Vec<String>,
     /// Mirror URL; mmdebstrap's default when `None`.
     pub mirror: Option<String>,
+}
+
+/// Progress of a bootstrap, for the caller to show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootstrapEvent<'a> {
+    /// A step of the tool that makes the root file system, in its own words (mmdebstrap's
+    /// `running apt-get update...`, `installing essential packages...`).
+    Step(&'a str),
+    /// The root file system is made and is being stored as an image.
+    Importing,
 }
 
 impl ImageStore {
@@ -57,8 +68,14 @@ impl ImageStore {
     }
 
     /// Builds a Debian image with mmdebstrap and stores it as `name` (default
-    /// `debian:<suite>`), with `CMD ["bash"]`.
-    pub fn bootstrap_debian(&self, opts: &DebianOptions, name: Option<&str>) -> Result<Image> {
+    /// `debian:<suite>`), with `CMD ["bash"]`. `progress` hears mmdebstrap's steps as it
+    /// prints them.
+    pub fn bootstrap_debian(
+        &self,
+        opts: &DebianOptions,
+        name: Option<&str>,
+        progress: &dyn Fn(BootstrapEvent<'_>),
+    ) -> Result<Image> {
         let suite = &opts.suite;
         if suite.is_empty()
             || !suite
@@ -95,9 +112,7 @@ impl ImageStore {
         let out: PathBuf = work.path().join("rootfs.tar");
         let log = work.path().join("mmdebstrap.log");
         let mut cmd = Command::new("mmdebstrap");
-        cmd.arg("--variant=minbase")
-            .arg("--format=tar")
-            .arg("--quiet");
+        cmd.arg("--variant=minbase").arg("--format=tar");
         if !opts.include.is_empty() {
             cmd.arg(format!("--include={}", opts.include.join(",")));
         }
@@ -105,21 +120,43 @@ impl ImageStore {
         if let Some(m) = &opts.mirror {
             cmd.arg(m);
         }
-        let logf =
+        // Everything mmdebstrap says goes to the log (its tail is the error when it fails);
+        // its `I: ` lines on stderr are its steps, reported as they come.
+        let mut logf =
             std::fs::File::create(&log).map_err(io_ctx("cannot create the mmdebstrap log"))?;
         let logf2 = logf
             .try_clone()
             .map_err(io_ctx("cannot create the mmdebstrap log"))?;
-        cmd.stdout(logf)
-            .stderr(logf2)
+        cmd.stdout(logf2)
+            .stderr(std::process::Stdio::piped())
             .stdin(std::process::Stdio::null());
-        let status = cmd.status().map_err(|e| Error::Tool {
+        let mut child = cmd.spawn().map_err(|e| Error::Tool {
             tool: "mmdebstrap".into(),
             detail: if e.kind() == std::io::ErrorKind::NotFound {
                 "mmdebstrap is not installed (apt-get install mmdebstrap)".into()
             } else {
                 e.to_string()
             },
+        })?;
+        if let Some(stderr) = child.stderr.take() {
+            let mut lines = std::io::BufReader::new(stderr);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match lines.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                let _ = logf.write_all(&line);
+                let text = String::from_utf8_lossy(&line);
+                if let Some(step) = text.trim_end().strip_prefix("I: ") {
+                    progress(BootstrapEvent::Step(step));
+                }
+            }
+        }
+        let status = child.wait().map_err(|e| Error::Tool {
+            tool: "mmdebstrap".into(),
+            detail: e.to_string(),
         })?;
         if !status.success() {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -130,6 +167,7 @@ impl ImageStore {
                 detail: format!("{status}: {}", tail.join(" | ")),
             });
         }
+        progress(BootstrapEvent::Importing);
         let file =
             std::fs::File::open(&out).map_err(io_ctx("cannot open the mmdebstrap tarball"))?;
         let import = ImportOptions {

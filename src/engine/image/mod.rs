@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::image::{ImageConfiguration, ImageManifest};
 
 pub use archive::Loaded;
-pub use bootstrap::{BUSYBOX, DebianOptions, busybox_tar};
+pub use bootstrap::{BUSYBOX, BootstrapEvent, DebianOptions, busybox_tar};
 pub use import::ImportOptions;
 pub use layout::{Index, IndexEntry, Layout};
 pub use reference::{DEFAULT_TAG, DOCKER_HUB, Reference};
