@@ -927,10 +927,9 @@ fn container_init_reaps_zombies_and_forwards_signals() {
         1,
         "the probe must be able to see a zombie"
     );
-    // With init, SIGTERM reaches sleep (forwarded), so stop is quick.
-    let t = Instant::now();
-    env.ok(&["container", "stop", "-t", "5", &with]);
-    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    // With init, SIGTERM reaches sleep (forwarded): it ends by SIGTERM (143), not by the
+    // SIGKILL that follows the stop timeout (137).
+    env.ok(&["container", "stop", "-t", "30", &with]);
     assert_eq!(env.inspect(&with)["exit_code"], 143);
     // An attached `run` forwards the signals it gets to the container.
     let mut child = env

@@ -575,22 +575,18 @@ mod tests {
     }
 
     #[test]
-    fn interpolate_nesting_is_capped_and_fast() {
+    fn interpolate_nesting_is_capped() {
         let nest = |n: usize| format!("{}x{}", "${A_UNSET:-".repeat(n), "}".repeat(n));
         assert_eq!(i(&nest(MAX_NESTING)).unwrap(), "x");
         let e = i(&nest(MAX_NESTING + 1)).unwrap_err();
         assert!(e.contains("nested more than 64 levels"), "{e}");
-        // Deep enough to overflow the stack, or take seconds, without the cap.
-        let t = std::time::Instant::now();
+        // Deep enough to overflow the stack without the cap (the test process would abort);
+        // the cap also bounds the work, so these end at the 65th level (no timing here:
+        // a timed unit test fails on a loaded machine, see bench/ for speed).
         for n in [12_000, 16_000, 100_000] {
             let e = i(&nest(n)).unwrap_err();
             assert!(e.contains("the limit is 64"), "{e}");
         }
-        assert!(
-            t.elapsed() < std::time::Duration::from_secs(5),
-            "{:?}",
-            t.elapsed()
-        );
         // Unterminated at depth: the same one clear error, quickly.
         let e = i(&"${A:-".repeat(50_000)).unwrap_err();
         assert!(e.contains("unterminated"), "{e}");
