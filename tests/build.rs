@@ -13,7 +13,10 @@ fn fixtures() -> PathBuf {
 }
 
 /// A temp state root with tug's busybox bootstrapped as `conformance-base` (and `busybox`).
-fn root_with_base() -> tempfile::TempDir {
+/// RUN steps join the root's default `bridge` network, which outlives builds (as docker0
+/// does): on drop the root's networks are removed, so their bridges and nft tables do not
+/// stay on the host when the directory goes.
+fn root_with_base() -> BuildRoot {
     let t = tempfile::tempdir().unwrap();
     ok(tug(t.path()).args([
         "image",
@@ -23,7 +26,28 @@ fn root_with_base() -> tempfile::TempDir {
         "conformance-base",
     ]));
     ok(tug(t.path()).args(["image", "tag", "conformance-base", "busybox"]));
-    t
+    BuildRoot(t)
+}
+
+struct BuildRoot(tempfile::TempDir);
+
+impl BuildRoot {
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for BuildRoot {
+    fn drop(&mut self) {
+        let ids = run(tug(self.path()).args(["container", "ls", "-a", "-q"]));
+        for id in String::from_utf8_lossy(&ids.stdout).lines() {
+            let _ = run(tug(self.path()).args(["container", "rm", "--force", id.trim()]));
+        }
+        let nets = run(tug(self.path()).args(["network", "ls", "-q"]));
+        for n in String::from_utf8_lossy(&nets.stdout).lines() {
+            let _ = run(tug(self.path()).args(["network", "rm", "--force", n.trim()]));
+        }
+    }
 }
 
 /// Copies case `name` into a fresh directory and runs its `prepare.sh`.
