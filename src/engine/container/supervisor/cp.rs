@@ -31,21 +31,24 @@ pub(super) fn cp_out(target: &str, src: &Path) -> Result<()> {
         .map_or_else(|| PathBuf::from("root"), PathBuf::from);
     let stdout = std::io::stdout().lock();
     let mut b = tar::Builder::new(stdout);
+    append_tree(&mut b, src, &name)
+}
+
+/// Writes `src` (a directory with everything under it, or one entry) into `b` as `name`,
+/// never following symlinks, and ends the archive.
+fn append_tree<W: std::io::Write>(b: &mut tar::Builder<W>, src: &Path, name: &Path) -> Result<()> {
     b.follow_symlinks(false);
-    let md = fs::symlink_metadata(src).map_err(|source| ContainerError::Io {
+    let io = |source| ContainerError::Io {
         path: src.to_path_buf(),
         source,
-    })?;
-    let r = if md.is_dir() {
-        b.append_dir_all(&name, src)
-    } else {
-        b.append_path_with_name(src, &name)
     };
-    r.and_then(|()| b.finish())
-        .map_err(|source| ContainerError::Io {
-            path: src.to_path_buf(),
-            source,
-        })
+    let md = fs::symlink_metadata(src).map_err(io)?;
+    let r = if md.is_dir() {
+        b.append_dir_all(name, src)
+    } else {
+        b.append_path_with_name(src, name)
+    };
+    r.and_then(|()| b.finish()).map_err(io)
 }
 
 /// Unpacks the tar on stdin (one top entry, `name`) inside the container: into `dest` when it
@@ -127,21 +130,7 @@ fn copy_in(exe: &Path, target: &str, src: &Path, dest: &Path) -> Result<()> {
         })?;
     let stdin = child.stdin.take().ok_or_else(|| copy_failed(src))?;
     let mut b = tar::Builder::new(stdin);
-    b.follow_symlinks(false);
-    let md = fs::symlink_metadata(src).map_err(|source| ContainerError::Io {
-        path: src.to_path_buf(),
-        source,
-    })?;
-    let r = if md.is_dir() {
-        b.append_dir_all(&name, src)
-    } else {
-        b.append_path_with_name(src, &name)
-    };
-    r.and_then(|()| b.finish())
-        .map_err(|source| ContainerError::Io {
-            path: src.to_path_buf(),
-            source,
-        })?;
+    append_tree(&mut b, src, &name)?;
     drop(b);
     let status = child.wait().map_err(|source| ContainerError::Io {
         path: exe.to_path_buf(),
