@@ -13,7 +13,10 @@ use super::context::{self, Source};
 use super::dockerfile::{self, Args, Instruction};
 use super::layer::TarOut;
 use super::view::View;
-use super::{BuildError, BuildOptions, BuildOutput, Event, Result, SecretSource, io_ctx, shell};
+use super::{
+    BuildError, BuildOptions, BuildOutput, DownloadError, Event, Result, SecretSource, StepError,
+    io_ctx, shell,
+};
 use crate::engine::container::{self, ContainerConfig, Mount, MountKind, NetworkMode};
 use crate::engine::image::{self, ImageStore, Reference};
 
@@ -161,7 +164,8 @@ struct Shared<'a> {
     stages: Vec<Stage>,
     events: &'a (dyn Fn(Event) + Sync),
     total: usize,
-    results: Mutex<HashMap<usize, std::result::Result<Arc<Done>, String>>>,
+    /// Each finished stage's result, for the stages that read it and for the end.
+    results: Mutex<HashMap<usize, Result<Arc<Done>>>>,
     cv: Condvar,
     counters: Mutex<(usize, usize)>,
     net: Mutex<Option<NetWiring>>,
@@ -475,7 +479,7 @@ pub fn build(
                     .results
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                res.insert(s.index, r.map_err(|e| format_err(&e)));
+                res.insert(s.index, r);
                 shared.cv.notify_all();
                 drop(res);
             });
@@ -492,18 +496,18 @@ pub fn build(
         .results
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    // The first failure (in stage order) is the error.
-    let mut first_err = None;
-    for s in stages.iter().filter(|s| needed[s.index]) {
-        if let Some(Err(e)) = results.get(&s.index)
-            && !e.starts_with('\u{0}')
-        {
-            first_err = Some(e.clone());
-            break;
-        }
-    }
-    if let Some(e) = first_err {
-        return Err(take_error(e));
+    // The first failure (in stage order) is the error; a stage that failed because a stage
+    // it reads from did is not.
+    let first_err = stages.iter().filter(|s| needed[s.index]).find(|s| {
+        matches!(
+            results.get(&s.index),
+            Some(Err(e)) if !matches!(e, BuildError::DependencyFailed)
+        )
+    });
+    if let Some(s) = first_err
+        && let Some(Err(e)) = results.remove(&s.index)
+    {
+        return Err(e);
     }
     let Some(Ok(done)) = results.remove(&target) else {
         return Err(BuildError::Invalid(
@@ -558,7 +562,7 @@ fn download(
     dir: &Path,
     checksum: Option<&str>,
     epoch: Option<i64>,
-) -> std::result::Result<String, String> {
+) -> std::result::Result<String, DownloadError> {
     use sha2::Digest as _;
     use std::io::Write as _;
     let path_part = url.split(['?', '#']).next().unwrap_or(url);
@@ -569,47 +573,46 @@ fn download(
         .unwrap_or("download")
         .to_string();
     if name == "." || name == ".." || name.starts_with(".wh.") {
-        return Err(format!("cannot name a file {name:?}"));
+        return Err(DownloadError::Name(name));
     }
-    std::fs::create_dir_all(dir).map_err(|x| x.to_string())?;
+    std::fs::create_dir_all(dir)?;
     let file = dir.join(&name);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-        .map_err(|x| x.to_string())?;
+        .build()?;
     let (digest, modified) = rt.block_on(async {
         let client = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(600))
-            .build()
-            .map_err(|x| x.to_string())?;
+            .build()?;
         let mut resp = client
             .get(url)
             .send()
             .await
-            .map_err(|x| format!("cannot download it (is the network reachable?): {x}"))?
-            .error_for_status()
-            .map_err(|x| x.to_string())?;
+            .map_err(DownloadError::Unreachable)?
+            .error_for_status()?;
         let modified = resp
             .headers()
             .get(reqwest::header::LAST_MODIFIED)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| jiff::fmt::rfc2822::parse(v).ok())
             .map(|z| z.timestamp().as_second());
-        let mut f = std::fs::File::create(&file).map_err(|x| x.to_string())?;
+        let mut f = std::fs::File::create(&file)?;
         let mut h = sha2::Sha256::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|x| x.to_string())? {
+        while let Some(chunk) = resp.chunk().await? {
             h.update(&chunk);
-            f.write_all(&chunk).map_err(|x| x.to_string())?;
+            f.write_all(&chunk)?;
         }
-        Ok::<_, String>((format!("sha256:{}", hex::encode(h.finalize())), modified))
+        Ok::<_, DownloadError>((format!("sha256:{}", hex::encode(h.finalize())), modified))
     })?;
     if let Some(want) = checksum
         && want != digest
     {
-        return Err(format!("checksum mismatch: expected {want}, got {digest}"));
+        return Err(DownloadError::Checksum {
+            want: want.to_owned(),
+            got: digest,
+        });
     }
-    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .map_err(|x| x.to_string())?;
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     let mut mtime = modified.unwrap_or_else(|| jiff::Timestamp::now().as_second());
     if let Some(e) = epoch {
         mtime = mtime.min(e);
@@ -619,8 +622,7 @@ fn download(
     std::fs::File::options()
         .write(true)
         .open(&file)
-        .and_then(|f| f.set_modified(t))
-        .map_err(|x| x.to_string())?;
+        .and_then(|f| f.set_modified(t))?;
     Ok(name)
 }
 
@@ -684,42 +686,6 @@ fn seed_cache(store: &ImageStore, name: &str) -> Result<()> {
     Ok(())
 }
 
-// Errors cross thread boundaries as text; a structured error is carried as JSON.
-fn format_err(e: &BuildError) -> String {
-    match e {
-        BuildError::Step(f) => format!("\u{1}{}", serde_json::to_string(f).unwrap_or_default()),
-        BuildError::Dockerfile {
-            file,
-            line,
-            message,
-        } => {
-            format!(
-                "\u{2}{}",
-                json!({"file": file, "line": line, "message": message})
-            )
-        }
-        e => e.to_string(),
-    }
-}
-
-fn take_error(e: String) -> BuildError {
-    if let Some(j) = e.strip_prefix('\u{1}')
-        && let Ok(f) = serde_json::from_str::<super::StepFailure>(j)
-    {
-        return BuildError::Step(Box::new(f));
-    }
-    if let Some(j) = e.strip_prefix('\u{2}')
-        && let Ok(v) = serde_json::from_str::<Value>(j)
-    {
-        return BuildError::Dockerfile {
-            file: v["file"].as_str().unwrap_or("").to_string(),
-            line: usize::try_from(v["line"].as_u64().unwrap_or(0)).unwrap_or(0),
-            message: v["message"].as_str().unwrap_or("").to_string(),
-        };
-    }
-    BuildError::Invalid(e)
-}
-
 fn shell_words_raw(a: &Args) -> Vec<String> {
     match a {
         Args::Exec(v) => v.clone(),
@@ -779,7 +745,7 @@ impl Shared<'_> {
         &self,
         stage: &Stage,
         inst: &Instruction,
-        message: String,
+        cause: StepError,
         output: Vec<String>,
     ) -> BuildError {
         BuildError::Step(Box::new(super::StepFailure {
@@ -794,7 +760,7 @@ impl Shared<'_> {
             file: self.file.clone(),
             line: inst.line,
             instruction: inst.original.clone(),
-            message,
+            cause,
             output,
         }))
     }
@@ -809,7 +775,7 @@ impl Shared<'_> {
                 return match r {
                     Ok(d) => Ok(d.clone()),
                     // A dependency's failure is reported by the dependency itself.
-                    Err(_) => Err(BuildError::Invalid("\u{0}dependency failed".into())),
+                    Err(_) => Err(BuildError::DependencyFailed),
                 };
             }
             res = self
@@ -876,15 +842,13 @@ impl Shared<'_> {
         if let Some(p) = stage.from.flag("platform") {
             let lookup = |k: &str| self.global(k);
             let p = shell::word(p, &lookup, self.escape)
-                .map_err(|e| self.step_err(stage, &stage.from, e.to_string(), Vec::new()))?;
+                .map_err(|e| self.step_err(stage, &stage.from, e.into(), Vec::new()))?;
             let host = format!("linux/{}", image::host_arch());
             if !p.is_empty() && p != host {
                 return Err(self.step_err(
                     stage,
                     &stage.from,
-                    format!(
-                        "platform {p} is not the host's ({host}): tug builds for the host only"
-                    ),
+                    StepError::Platform { platform: p, host },
                     Vec::new(),
                 ));
             }
@@ -909,11 +873,14 @@ impl Shared<'_> {
         if !triggers.is_empty() {
             state.config.remove("OnBuild");
             for t in triggers {
-                let df = dockerfile::parse(&t).map_err(|e| {
+                let df = dockerfile::parse(&t).map_err(|source| {
                     self.step_err(
                         stage,
                         &stage.from,
-                        format!("ONBUILD trigger {t:?}: {}", e.message),
+                        StepError::TriggerSyntax {
+                            trigger: t.clone(),
+                            source,
+                        },
                         Vec::new(),
                     )
                 })?;
@@ -923,7 +890,7 @@ impl Shared<'_> {
                         return Err(self.step_err(
                             stage,
                             &inst,
-                            format!("{} is not allowed as an ONBUILD trigger", inst.keyword),
+                            StepError::Trigger(inst.keyword.clone()),
                             Vec::new(),
                         ));
                     }
@@ -963,7 +930,7 @@ impl Shared<'_> {
                 cmd_set: false,
             });
         }
-        let err = |m: String| self.step_err(stage, &stage.from, m, Vec::new());
+        let err = |m: StepError| self.step_err(stage, &stage.from, m, Vec::new());
         let img = match (self.opts.pull, self.store.resolve(&stage.base)) {
             (false, Ok(i)) => i,
             (_, local) => match self.store.pull(&stage.base, &image::no_progress()) {
@@ -974,20 +941,22 @@ impl Shared<'_> {
                         i
                     }
                     _ => {
-                        return Err(err(format!(
-                            "base image {} is not in the store and cannot be pulled: {e}",
-                            stage.base
-                        )));
+                        return Err(err(StepError::BaseImage {
+                            image: stage.base.clone(),
+                            source: e,
+                        }));
                     }
                 },
             },
         };
-        self.store
-            .layer_dirs(&img)
-            .map_err(|e| err(e.to_string()))?;
+        self.store.layer_dirs(&img).map_err(|e| err(e.into()))?;
         let raw = self.store.layout().read_blob(&img.id)?;
-        let v: Value = serde_json::from_slice(&raw)
-            .map_err(|e| err(format!("config of {}: {e}", stage.base)))?;
+        let v: Value = serde_json::from_slice(&raw).map_err(|source| {
+            err(StepError::BaseConfig {
+                image: stage.base.clone(),
+                source,
+            })
+        })?;
         let mut config = v
             .get("config")
             .and_then(Value::as_object)
@@ -1037,14 +1006,14 @@ impl Shared<'_> {
     }
 
     /// Expands `s` with the stage's variables.
-    fn expand(&self, state: &State, s: &str) -> std::result::Result<String, String> {
+    fn expand(&self, state: &State, s: &str) -> std::result::Result<String, StepError> {
         let lookup = |k: &str| state.lookup(k);
-        shell::word(s, &lookup, self.escape).map_err(|e| e.to_string())
+        Ok(shell::word(s, &lookup, self.escape)?)
     }
 
-    fn expand_words(&self, state: &State, s: &str) -> std::result::Result<Vec<String>, String> {
+    fn expand_words(&self, state: &State, s: &str) -> std::result::Result<Vec<String>, StepError> {
         let lookup = |k: &str| state.lookup(k);
-        shell::words(s, &lookup, self.escape).map_err(|e| e.to_string())
+        Ok(shell::words(s, &lookup, self.escape)?)
     }
 
     // Long: one arm per Dockerfile instruction; each arm is short and works on the same stage
@@ -1058,7 +1027,7 @@ impl Shared<'_> {
         label: &str,
     ) -> Result<()> {
         let t0 = Instant::now();
-        let e = |m: String| self.step_err(stage, inst, m, Vec::new());
+        let e = |m: StepError| self.step_err(stage, inst, m, Vec::new());
         let meta_event = |cached: bool| {
             self.ev(Event::Step {
                 stage: label.to_string(),
@@ -1073,8 +1042,13 @@ impl Shared<'_> {
         match inst.keyword.as_str() {
             "ENV" => {
                 meta_event(false);
-                let pairs = dockerfile::name_values(&text, self.escape, true)
-                    .map_err(|m| e(format!("ENV {m}")))?;
+                let pairs =
+                    dockerfile::name_values(&text, self.escape, true).map_err(|source| {
+                        e(StepError::Pairs {
+                            keyword: "ENV",
+                            source,
+                        })
+                    })?;
                 // Every value is expanded with the environment before the instruction.
                 let mut values = Vec::new();
                 for (k, v) in pairs {
@@ -1090,8 +1064,13 @@ impl Shared<'_> {
             }
             "ARG" => {
                 meta_event(false);
-                let pairs = dockerfile::name_values(&text, self.escape, false)
-                    .map_err(|m| e(format!("ARG {m}")))?;
+                let pairs =
+                    dockerfile::name_values(&text, self.escape, false).map_err(|source| {
+                        e(StepError::Pairs {
+                            keyword: "ARG",
+                            source,
+                        })
+                    })?;
                 for (k, v) in pairs {
                     self.used_args
                         .lock()
@@ -1110,8 +1089,13 @@ impl Shared<'_> {
             }
             "LABEL" => {
                 meta_event(false);
-                let pairs = dockerfile::name_values(&text, self.escape, true)
-                    .map_err(|m| e(format!("LABEL {m}")))?;
+                let pairs =
+                    dockerfile::name_values(&text, self.escape, true).map_err(|source| {
+                        e(StepError::Pairs {
+                            keyword: "LABEL",
+                            source,
+                        })
+                    })?;
                 let mut labels = state
                     .config
                     .get("Labels")
@@ -1160,7 +1144,7 @@ impl Shared<'_> {
                     Args::Shell(s) => self.expand_words(state, s).map_err(e)?,
                 };
                 if list.iter().any(String::is_empty) || list.is_empty() {
-                    return Err(e("VOLUME specified can not be an empty string".into()));
+                    return Err(e(StepError::EmptyVolume));
                 }
                 let mut vols = state
                     .config
@@ -1178,7 +1162,7 @@ impl Shared<'_> {
                 meta_event(false);
                 let u = self.expand(state, &text).map_err(e)?;
                 if u.is_empty() {
-                    return Err(e("USER requires an argument".into()));
+                    return Err(e(StepError::NoArgument("USER")));
                 }
                 state.config.insert("User".into(), json!(u));
                 state.history(&created_by, true, None);
@@ -1186,17 +1170,17 @@ impl Shared<'_> {
             "STOPSIGNAL" => {
                 meta_event(false);
                 let s = self.expand(state, &text).map_err(e)?;
-                container::parse_signal(&s).map_err(|x| e(x.to_string()))?;
+                container::parse_signal(&s).map_err(|x| e(StepError::Signal(x)))?;
                 state.config.insert("StopSignal".into(), json!(s));
                 state.history(&created_by, true, None);
             }
             "SHELL" => {
                 meta_event(false);
                 let Args::Exec(v) = &inst.args else {
-                    return Err(e("SHELL requires the arguments to be in JSON form".into()));
+                    return Err(e(StepError::ShellNotJson));
                 };
                 if v.is_empty() {
-                    return Err(e("SHELL requires at least one argument".into()));
+                    return Err(e(StepError::ShellEmpty));
                 }
                 state.config.insert("Shell".into(), json!(v));
                 state.history(&created_by, true, None);
@@ -1246,7 +1230,7 @@ impl Shared<'_> {
                     .unwrap_or("")
                     .to_ascii_uppercase();
                 if matches!(kw.as_str(), "ONBUILD" | "FROM" | "MAINTAINER" | "") {
-                    return Err(e(format!("{kw} is not allowed as an ONBUILD trigger")));
+                    return Err(e(StepError::Trigger(kw)));
                 }
                 let mut list = state
                     .config
@@ -1261,7 +1245,7 @@ impl Shared<'_> {
             "WORKDIR" => {
                 let w = self.expand(state, &text).map_err(e)?;
                 if w.is_empty() {
-                    return Err(e("WORKDIR requires an argument".into()));
+                    return Err(e(StepError::NoArgument("WORKDIR")));
                 }
                 let abs = if w.starts_with('/') {
                     w
@@ -1272,8 +1256,8 @@ impl Shared<'_> {
                 state.config.insert("WorkingDir".into(), json!(clean));
                 // The directory is made when missing (a layer with it), as BuildKit does.
                 let dirs = self.layer_dirs(&state.layers)?;
-                let view = View::open(&dirs).map_err(|x| e(x.to_string()))?;
-                let comps = view.resolve(&clean, true).map_err(|x| e(x.to_string()))?;
+                let view = View::open(&dirs).map_err(|x| e(x.into()))?;
+                let comps = view.resolve(&clean, true).map_err(|x| e(x.into()))?;
                 let exists = view.lstat(&comps).is_some();
                 if exists {
                     meta_event(true);
@@ -1284,7 +1268,7 @@ impl Shared<'_> {
                     let group = view.read_text("/etc/group").unwrap_or_default();
                     let owner = container::user::resolve(&state.user(), &[], &passwd, &group)
                         .map(|u| (u.uid, u.gid))
-                        .map_err(|x| e(x.to_string()))?;
+                        .map_err(|x| e(x.into()))?;
                     let key = cache::key(&[
                         &state.key,
                         "WORKDIR",
@@ -1303,8 +1287,7 @@ impl Shared<'_> {
                         now: source_date_epoch(self.opts)
                             .unwrap_or_else(|| jiff::Timestamp::now().as_second()),
                     };
-                    let items =
-                        super::copy::plan(&req, &[], &view).map_err(|x| e(x.to_string()))?;
+                    let items = super::copy::plan(&req, &[], &view).map_err(|x| e(x.into()))?;
                     self.fs_step(stage, state, inst, n, label, &key, &created_by, |out| {
                         super::copy::write(&items, &[], out)?;
                         Ok(())
@@ -1314,7 +1297,7 @@ impl Shared<'_> {
             "COPY" | "ADD" => self.copy(stage, state, inst, n, label, &created_by)?,
             "RUN" => self.run(stage, state, inst, n, label, &created_by)?,
             "FROM" => unreachable_from(),
-            other => return Err(e(format!("unknown instruction {other}"))),
+            other => return Err(e(StepError::Instruction(other.to_owned()))),
         }
         self.ev(Event::Done {
             n,
@@ -1323,18 +1306,22 @@ impl Shared<'_> {
         Ok(())
     }
 
-    fn healthcheck(&self, state: &State, inst: &Instruction) -> std::result::Result<Value, String> {
+    fn healthcheck(
+        &self,
+        state: &State,
+        inst: &Instruction,
+    ) -> std::result::Result<Value, StepError> {
         let text = inst.args.text();
         let t = text.trim();
         if t.eq_ignore_ascii_case("NONE") {
             if !inst.flags.is_empty() {
-                return Err("HEALTHCHECK NONE takes no options".into());
+                return Err(StepError::HealthcheckNoneOptions);
             }
             return Ok(json!({"Test": ["NONE"]}));
         }
         let rest = match t.split_once(char::is_whitespace) {
             Some((c, r)) if c.eq_ignore_ascii_case("CMD") => r.trim(),
-            _ => return Err("HEALTHCHECK requires CMD or NONE".into()),
+            _ => return Err(StepError::HealthcheckForm),
         };
         let test = if rest.starts_with('[') {
             match serde_json::from_str::<Vec<String>>(rest) {
@@ -1352,8 +1339,8 @@ impl Shared<'_> {
         for f in &inst.flags {
             let v = f.value.clone().unwrap_or_default();
             let v = self.expand(state, &v)?;
-            let dur = |v: &str| -> std::result::Result<Value, String> {
-                let d = container::config::parse_duration(v).map_err(|e| e.to_string())?;
+            let dur = |v: &str| -> std::result::Result<Value, StepError> {
+                let d = container::config::parse_duration(v)?;
                 Ok(json!(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)))
             };
             match f.name.as_str() {
@@ -1364,10 +1351,10 @@ impl Shared<'_> {
                 "retries" => {
                     hc["Retries"] = json!(
                         v.parse::<u64>()
-                            .map_err(|_| format!("invalid --retries {v:?}"))?
+                            .map_err(|_| StepError::Retries(v.clone()))?
                     );
                 }
-                o => return Err(format!("unknown HEALTHCHECK flag --{o}")),
+                o => return Err(StepError::HealthcheckFlag(o.to_owned())),
             }
         }
         Ok(hc)
@@ -1410,7 +1397,7 @@ impl Shared<'_> {
         });
         let layer = self
             .ingest(produce)
-            .map_err(|x| self.step_err(stage, inst, x.to_string(), Vec::new()))?;
+            .map_err(|x| self.step_err(stage, inst, x.into(), Vec::new()))?;
         let rec = Record {
             layer,
             created: self.created_now(),
@@ -1479,7 +1466,7 @@ impl Shared<'_> {
         state: &State,
         view: &View,
         spec: &str,
-    ) -> std::result::Result<(u32, u32), String> {
+    ) -> std::result::Result<(u32, u32), StepError> {
         let spec = self.expand(state, spec)?;
         let (u, g) = match spec.split_once(':') {
             Some((u, g)) => (u.to_string(), Some(g.to_string())),
@@ -1489,29 +1476,17 @@ impl Shared<'_> {
         let group = view.read_text("/etc/group").unwrap_or_default();
         let uid = match u.parse::<u32>() {
             Ok(n) => n,
-            Err(_) => {
-                container::user::resolve(&u, &[], &passwd, &group)
-                    .map_err(|e| e.to_string())?
-                    .uid
-            }
+            Err(_) => container::user::resolve(&u, &[], &passwd, &group)?.uid,
         };
         let gid = match &g {
             Some(g) => match g.parse::<u32>() {
                 Ok(n) => n,
-                Err(_) => {
-                    container::user::resolve(&format!("0:{g}"), &[], &passwd, &group)
-                        .map_err(|e| e.to_string())?
-                        .gid
-                }
+                Err(_) => container::user::resolve(&format!("0:{g}"), &[], &passwd, &group)?.gid,
             },
             // `--chown=user` takes the user's group; `--chown=1000` gid 1000.
             None => match u.parse::<u32>() {
                 Ok(n) => n,
-                Err(_) => {
-                    container::user::resolve(&u, &[], &passwd, &group)
-                        .map_err(|e| e.to_string())?
-                        .gid
-                }
+                Err(_) => container::user::resolve(&u, &[], &passwd, &group)?.gid,
             },
         };
         Ok((uid, gid))
@@ -1528,14 +1503,14 @@ impl Shared<'_> {
         label: &str,
         created_by: &str,
     ) -> Result<()> {
-        let e = |m: String| self.step_err(stage, inst, m, Vec::new());
+        let e = |m: StepError| self.step_err(stage, inst, m, Vec::new());
         let add = inst.keyword == "ADD";
         for f in &inst.flags {
             match f.name.as_str() {
                 "from" | "chown" | "chmod" | "link" | "parents" => {}
                 "keep-git-dir" | "checksum" if add => {}
                 "exclude" => {}
-                o => return Err(e(format!("unknown flag --{o}"))),
+                o => return Err(e(StepError::Flag(o.to_owned()))),
             }
         }
         let mut words = match &inst.args {
@@ -1565,14 +1540,11 @@ impl Shared<'_> {
             }
         };
         if words.len() < 2 {
-            return Err(e(format!(
-                "{} requires at least two arguments",
-                inst.keyword
-            )));
+            return Err(e(StepError::TooFewArguments(inst.keyword.clone())));
         }
         let dest = words.pop().unwrap_or_default();
         let dirs = self.layer_dirs(&state.layers)?;
-        let view = View::open(&dirs).map_err(|x| e(x.to_string()))?;
+        let view = View::open(&dirs).map_err(|x| e(x.into()))?;
         // The source: the context, a named context, a stage, or an image.
         let mut from_src: Option<Source> = None;
         if let Some(f) = inst.flag("from") {
@@ -1580,7 +1552,7 @@ impl Shared<'_> {
             if let Some(i) = self.stage_by_ref(stage.index, &f) {
                 let d = self.wait_for(i)?;
                 from_src = Some(Source {
-                    view: View::open(&d.dirs).map_err(|x| e(x.to_string()))?,
+                    view: View::open(&d.dirs).map_err(|x| e(x.into()))?,
                     ignore: None,
                     reset_owner: false,
                     key: Some(d.state.key.clone()),
@@ -1594,10 +1566,15 @@ impl Shared<'_> {
                     .store
                     .resolve(&f)
                     .or_else(|_| self.store.pull(&f, &image::no_progress()))
-                    .map_err(|x| e(format!("--from={f}: {x}")))?;
+                    .map_err(|source| {
+                        e(StepError::FromImage {
+                            from: f.clone(),
+                            source,
+                        })
+                    })?;
                 let dirs = self.store.layer_dirs(&img)?;
                 from_src = Some(Source {
-                    view: View::open(&dirs).map_err(|x| e(x.to_string()))?,
+                    view: View::open(&dirs).map_err(|x| e(x.into()))?,
                     ignore: None,
                     reset_owner: false,
                     key: Some(cache::key(&["image", &img.id])),
@@ -1619,9 +1596,8 @@ impl Shared<'_> {
                 text.push('\n');
                 text.push_str(&self.expand(state, x).map_err(e)?);
             }
-            src.ignore = Some(
-                super::ignore::Ignore::parse(&text).map_err(|x| e(format!("--exclude: {x}")))?,
-            );
+            src.ignore =
+                Some(super::ignore::Ignore::parse(&text).map_err(|x| e(StepError::Exclude(x)))?);
         }
         let src = &src;
         // `ADD URL`: downloaded by tug (over the host's network) into a directory of its own,
@@ -1640,21 +1616,22 @@ impl Shared<'_> {
                 continue;
             }
             if !add {
-                return Err(e(format!(
-                    "COPY {w}: COPY takes local paths; use ADD for URLs"
-                )));
+                return Err(e(StepError::CopyUrl(w.clone())));
             }
             if !(w.starts_with("http://") || w.starts_with("https://")) || w.ends_with(".git") {
-                return Err(e(format!(
-                    "ADD {w}: only http(s) URLs of files are supported (not git repositories)"
-                )));
+                return Err(e(StepError::AddUrl(w.clone())));
             }
             let dir = dl_dir.join(downloads.len().to_string());
             let checksum = inst.flag("checksum").map(str::to_string);
             let name = download(w, &dir, checksum.as_deref(), source_date_epoch(self.opts))
-                .map_err(|x| e(format!("ADD {w}: {x}")))?;
+                .map_err(|source| {
+                    e(StepError::Download {
+                        url: w.clone(),
+                        source,
+                    })
+                })?;
             downloads.push(Source {
-                view: View::open(std::slice::from_ref(&dir)).map_err(|x| e(x.to_string()))?,
+                view: View::open(std::slice::from_ref(&dir)).map_err(|x| e(x.into()))?,
                 ignore: None,
                 reset_owner: true,
                 key: None,
@@ -1674,9 +1651,7 @@ impl Shared<'_> {
                     u32::from_str_radix(&m, 8)
                         .ok()
                         .filter(|v| *v <= 0o7777)
-                        .ok_or_else(|| {
-                            e(format!("invalid --chmod {m:?} (an octal mode is expected)"))
-                        })?,
+                        .ok_or_else(|| e(StepError::Chmod(m.clone())))?,
                 )
             }
             None => None,
@@ -1719,15 +1694,15 @@ impl Shared<'_> {
         };
         let mut all: Vec<&Source> = vec![src];
         all.extend(downloads.iter());
-        let items = super::copy::plan(&req, &all, &view).map_err(|x| e(x.to_string()))?;
-        let content = super::copy::hash(&items, &all).map_err(|x| e(x.to_string()))?;
+        let items = super::copy::plan(&req, &all, &view).map_err(|x| e(x.into()))?;
+        let content = super::copy::hash(&items, &all).map_err(|x| e(x.into()))?;
         let key = cache::key(&[&state.key, &inst.keyword, &content]);
         self.fs_step(stage, state, inst, n, label, &key, created_by, |out| {
             super::copy::write(&items, &all, out)
         })
     }
 
-    fn expand_heredoc(&self, state: &State, body: &str) -> std::result::Result<String, String> {
+    fn expand_heredoc(&self, state: &State, body: &str) -> std::result::Result<String, StepError> {
         // Only variables are expanded in a here-document (quotes stay).
         let mut out = String::new();
         for line in body.split_inclusive('\n') {
@@ -1787,7 +1762,7 @@ impl Shared<'_> {
         label: &str,
         created_by: &str,
     ) -> Result<()> {
-        let e = |m: String| self.step_err(stage, inst, m, Vec::new());
+        let e = |m: StepError| self.step_err(stage, inst, m, Vec::new());
         // The command.
         let argv: Vec<String> = match &inst.args {
             Args::Exec(v) => v.clone(),
@@ -1838,12 +1813,10 @@ impl Shared<'_> {
                 "security" => {
                     let v = f.value.as_deref().unwrap_or("");
                     if v != "sandbox" {
-                        return Err(e(format!(
-                            "--security={v} is not supported (RUN steps run with Docker's default isolation)"
-                        )));
+                        return Err(e(StepError::Security(v.to_owned())));
                     }
                 }
-                o => return Err(e(format!("unknown flag --{o}"))),
+                o => return Err(e(StepError::Flag(o.to_owned()))),
             }
         }
         let step_id = container::ContainerStore::new_id();
@@ -1881,7 +1854,12 @@ impl Shared<'_> {
             };
             match typ {
                 "cache" => {
-                    let target = abs(&target.ok_or_else(|| e("cache mount needs target=".into()))?);
+                    let target = abs(&target.ok_or_else(|| {
+                        e(StepError::MountNeeds {
+                            kind: "cache",
+                            key: "target",
+                        })
+                    })?);
                     let id = m.get("id").cloned().unwrap_or_else(|| target.clone());
                     let hex = &cache::key(&["cache-mount", &id])[7..23];
                     let host = self
@@ -1913,7 +1891,7 @@ impl Shared<'_> {
                             .map_err(io_ctx("cache mount lock"))?;
                         locks.push(
                             nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-                                .map_err(|(_, x)| e(format!("cache mount lock: {x}")))?,
+                                .map_err(|(_, x)| e(StepError::CacheLock(x)))?,
                         );
                     }
                     key_mounts.push(format!("cache:{id}:{target}"));
@@ -1926,7 +1904,12 @@ impl Shared<'_> {
                     });
                 }
                 "tmpfs" => {
-                    let target = abs(&target.ok_or_else(|| e("tmpfs mount needs target=".into()))?);
+                    let target = abs(&target.ok_or_else(|| {
+                        e(StepError::MountNeeds {
+                            kind: "tmpfs",
+                            key: "target",
+                        })
+                    })?);
                     let mut options = Vec::new();
                     if let Some(s) = m.get("size") {
                         options.push(format!("size={s}"));
@@ -1949,24 +1932,35 @@ impl Shared<'_> {
                                 .as_ref()
                                 .and_then(|t| t.rsplit('/').next().map(str::to_string))
                         })
-                        .ok_or_else(|| e("secret mount needs id=".into()))?;
+                        .ok_or_else(|| {
+                            e(StepError::MountNeeds {
+                                kind: "secret",
+                                key: "id",
+                            })
+                        })?;
                     let target = abs(&target.unwrap_or_else(|| format!("/run/secrets/{id}")));
                     let required = m.get("required").is_some_and(|v| v != "false");
                     let content = match self.opts.secrets.get(&id) {
-                        Some(SecretSource::File(p)) => Some(
-                            std::fs::read(p)
-                                .map_err(|x| e(format!("secret {id}: {}: {x}", p.display())))?,
-                        ),
+                        Some(SecretSource::File(p)) => Some(std::fs::read(p).map_err(|error| {
+                            e(StepError::SecretFile {
+                                id: id.clone(),
+                                path: p.clone(),
+                                error,
+                            })
+                        })?),
                         Some(SecretSource::Env(v)) => Some(
                             std::env::var(v)
                                 .map_err(|_| {
-                                    e(format!("secret {id}: environment variable {v} is not set"))
+                                    e(StepError::SecretEnv {
+                                        id: id.clone(),
+                                        var: v.clone(),
+                                    })
                                 })?
                                 .into_bytes(),
                         ),
                         Some(SecretSource::Content(c)) => Some(c.clone()),
                         None if required => {
-                            return Err(e(format!("secret {id} is required but was not given")));
+                            return Err(e(StepError::SecretMissing(id)));
                         }
                         None => None,
                     };
@@ -1995,7 +1989,12 @@ impl Shared<'_> {
                     }
                 }
                 "bind" => {
-                    let target = abs(&target.ok_or_else(|| e("bind mount needs target=".into()))?);
+                    let target = abs(&target.ok_or_else(|| {
+                        e(StepError::MountNeeds {
+                            kind: "bind",
+                            key: "target",
+                        })
+                    })?);
                     // `rw`: writable, and what is written is thrown away (an overlay with a
                     // scratch upper directory).
                     let rw = m.get("rw").is_some_and(|v| v != "false")
@@ -2018,10 +2017,12 @@ impl Shared<'_> {
                                     format!("context {f}"),
                                 ),
                                 None => {
-                                    let img = self
-                                        .store
-                                        .resolve(f)
-                                        .map_err(|x| e(format!("mount from={f}: {x}")))?;
+                                    let img = self.store.resolve(f).map_err(|source| {
+                                        e(StepError::MountFrom {
+                                            from: f.clone(),
+                                            source,
+                                        })
+                                    })?;
                                     (
                                         self.store.layer_dirs(&img)?,
                                         cache::key(&["image", &img.id]),
@@ -2036,14 +2037,18 @@ impl Shared<'_> {
                             "context".to_string(),
                         ),
                     };
-                    let v = View::open(&src_dirs).map_err(|x| e(x.to_string()))?;
-                    let comps = v
-                        .resolve(&source, true)
-                        .map_err(|x| e(format!("mount source {source}: {x}")))?;
+                    let v = View::open(&src_dirs).map_err(|x| e(x.into()))?;
+                    let comps = v.resolve(&source, true).map_err(|error| {
+                        e(StepError::MountSource {
+                            path: source.clone(),
+                            error,
+                        })
+                    })?;
                     if v.lstat(&comps).is_none() {
-                        return Err(e(format!(
-                            "mount source {source}: not found in the {src_name}"
-                        )));
+                        return Err(e(StepError::MountSourceMissing {
+                            path: source,
+                            from: src_name,
+                        }));
                     }
                     let mnt = dir.join(format!("from-{mi}"));
                     std::fs::create_dir_all(&mnt).map_err(io_ctx("mount point"))?;
@@ -2114,8 +2119,8 @@ impl Shared<'_> {
                         options: Vec::new(),
                     });
                 }
-                "ssh" => return Err(e("ssh mounts are not supported".into())),
-                o => return Err(e(format!("unknown mount type {o:?}"))),
+                "ssh" => return Err(e(StepError::SshMount)),
+                o => return Err(e(StepError::MountType(o.to_owned()))),
             }
         }
         let net_choice = network.clone().unwrap_or_else(|| "default".into());
@@ -2178,11 +2183,11 @@ impl Shared<'_> {
         });
         // The container.
         let dirs = self.layer_dirs(&state.layers)?;
-        let view = View::open(&dirs).map_err(|x| e(x.to_string()))?;
+        let view = View::open(&dirs).map_err(|x| e(x.into()))?;
         let passwd = view.read_text("/etc/passwd").unwrap_or_default();
         let group = view.read_text("/etc/group").unwrap_or_default();
         let user = container::user::resolve_for_build(&state.user(), &passwd, &group)
-            .map_err(|x| e(x.to_string()))?;
+            .map_err(|x| e(x.into()))?;
         let (mode, hosts, resolv) = {
             let saved = self.opts.network.clone();
             if network != saved {
@@ -2196,9 +2201,7 @@ impl Shared<'_> {
                     ),
                     "default" => self.net()?,
                     o => {
-                        return Err(e(format!(
-                            "--network={o} is not supported (default, none or host)"
-                        )));
+                        return Err(e(StepError::Network(o.to_owned())));
                     }
                 }
             } else {
@@ -2247,7 +2250,7 @@ impl Shared<'_> {
             state_dir: &dir,
             joined_netns: None,
         })
-        .map_err(|x| e(x.to_string()))?;
+        .map_err(|x| e(x.into()))?;
         // Mount points that are not in the image must not end up in the layer.
         let mut stubs: Vec<Vec<String>> = Vec::new();
         for m in spec.mounts().iter().flatten() {
@@ -2263,7 +2266,7 @@ impl Shared<'_> {
         // The working directory is created when missing (and kept, as Docker does).
         let wd = view
             .resolve(&state.workdir(), true)
-            .map_err(|x| e(x.to_string()))?;
+            .map_err(|x| e(x.into()))?;
         if view.lstat(&wd).is_none() {
             let mut p = dir.join("upper");
             for c in &wd {
@@ -2296,12 +2299,7 @@ impl Shared<'_> {
         drop(locks);
         if code != 0 {
             let tail: Vec<String> = output.iter().rev().take(20).rev().cloned().collect();
-            return Err(self.step_err(
-                stage,
-                inst,
-                format!("the command exited with code {code}"),
-                tail,
-            ));
+            return Err(self.step_err(stage, inst, StepError::Exit(code), tail));
         }
         // Remove mount point stubs (deepest first) when they are empty. The upper directory
         // is the container's: resolved beneath it, following no symlink it made.
@@ -2316,7 +2314,7 @@ impl Shared<'_> {
                     .map_err(io_ctx("cannot read the step's changes"))?;
                 Ok(())
             })
-            .map_err(|x| e(x.to_string()))?;
+            .map_err(|x| e(x.into()))?;
         let rec = Record {
             layer,
             created: self.created_now(),
@@ -2359,9 +2357,9 @@ impl Shared<'_> {
         &self,
         request: &Path,
         n: usize,
-    ) -> std::result::Result<(i32, Vec<String>), String> {
-        let (r, w) = std::io::pipe().map_err(|x| x.to_string())?;
-        let w2 = w.try_clone().map_err(|x| x.to_string())?;
+    ) -> std::result::Result<(i32, Vec<String>), StepError> {
+        let (r, w) = std::io::pipe()?;
+        let w2 = w.try_clone()?;
         let mut child = std::process::Command::new(&self.exe)
             .arg(crate::engine::helpers::BUILD_RUN)
             .arg(request)
@@ -2369,7 +2367,10 @@ impl Shared<'_> {
             .stdout(w)
             .stderr(w2)
             .spawn()
-            .map_err(|x| format!("cannot run {}: {x}", self.exe.display()))?;
+            .map_err(|error| StepError::Spawn {
+                exe: self.exe.clone(),
+                error,
+            })?;
         let mut lines = Vec::new();
         let mut reader = BufReader::new(r);
         let mut buf = Vec::new();
@@ -2389,7 +2390,7 @@ impl Shared<'_> {
                 }
             }
         }
-        let status = child.wait().map_err(|x| x.to_string())?;
+        let status = child.wait()?;
         let code = status
             .code()
             .unwrap_or(128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0));
@@ -2409,7 +2410,7 @@ impl Drop for Cleanup {
 }
 
 /// `type=cache,target=/x,ro` → map.
-fn parse_mount(spec: &str) -> std::result::Result<BTreeMap<String, String>, String> {
+fn parse_mount(spec: &str) -> std::result::Result<BTreeMap<String, String>, StepError> {
     let mut m = BTreeMap::new();
     for part in spec.split(',') {
         let part = part.trim();
@@ -2422,32 +2423,34 @@ fn parse_mount(spec: &str) -> std::result::Result<BTreeMap<String, String>, Stri
         };
     }
     if m.is_empty() {
-        return Err("empty --mount".into());
+        return Err(StepError::EmptyMount);
     }
     Ok(m)
 }
 
 /// `80`, `80/udp`, `8000-8002/tcp` → the port keys.
-fn expose_ports(w: &str) -> std::result::Result<Vec<String>, String> {
+fn expose_ports(w: &str) -> std::result::Result<Vec<String>, StepError> {
     let (range, proto) = match w.split_once('/') {
         Some((r, p)) => (r, p.to_ascii_lowercase()),
         None => (w, "tcp".to_string()),
     };
     if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-        return Err(format!("invalid proto {proto:?} in EXPOSE {w}"));
+        return Err(StepError::ExposeProtocol {
+            protocol: proto,
+            word: w.to_owned(),
+        });
     }
     let (a, b) = match range.split_once('-') {
         Some((a, b)) => (a, b),
         None => (range, range),
     };
-    let a: u16 = a
-        .parse()
-        .map_err(|_| format!("invalid port {w:?} in EXPOSE"))?;
-    let b: u16 = b
-        .parse()
-        .map_err(|_| format!("invalid port {w:?} in EXPOSE"))?;
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .map_err(|_| StepError::ExposePort(w.to_owned()))
+    };
+    let (a, b) = (port(a)?, port(b)?);
     if b < a {
-        return Err(format!("invalid range {w:?} in EXPOSE"));
+        return Err(StepError::ExposeRange(w.to_owned()));
     }
     Ok((a..=b).map(|p| format!("{p}/{proto}")).collect())
 }
