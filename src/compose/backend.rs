@@ -49,9 +49,8 @@ pub struct OneOff {
 }
 
 impl Backend for Stack {
-    fn apply(&self, op: &Op) -> std::result::Result<(), crate::compose::executor::OpError> {
+    fn apply(&self, op: &Op) -> Result<()> {
         self.apply_op(op)
-            .map_err(crate::compose::executor::OpError::new)
     }
 }
 
