@@ -1537,8 +1537,8 @@ impl Shared<'_> {
         Ok((uid, gid))
     }
 
-    // Long: COPY/ADD as one sequence: sources (context, stage, URL, archive), ownership,
-    // permissions, the planned items, the layer.
+    /// `COPY` and `ADD`: the sources (context, stage, named context, image, URLs, here-documents),
+    /// ownership and mode, the planned items and their content hash, the layer.
     fn copy(
         &self,
         stage: &Stage,

@@ -362,8 +362,6 @@ fn make_root(spec: &Spec, rootfs: &Path) -> std::result::Result<(), rootfs::Root
 }
 
 /// Everything the child does; returns only on failure.
-// Long: the child's setup in the order the kernel requires it (namespaces, rootfs, devices,
-// sysctls, masks, pivot, rlimits, the init fork, exec), one process with no way back.
 fn child_main(
     spec: &Spec,
     rootfs: &Path,
