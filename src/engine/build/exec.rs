@@ -2444,7 +2444,7 @@ impl Shared<'_> {
             config: &cfg,
             image: None,
             user: &user,
-            state_dir: &dir,
+            state_dir: dir,
             joined_netns: None,
         })
         .map_err(|x| e(x.into()))?;
