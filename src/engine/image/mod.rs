@@ -116,7 +116,8 @@ pub enum Error {
         /// The file.
         path: PathBuf,
         /// Why it does not parse.
-        reason: String,
+        #[source]
+        reason: serde_json::Error,
     },
     /// A `--change` instruction tug cannot apply.
     #[error("invalid change {change:?}: {reason}")]
