@@ -97,7 +97,7 @@ impl Stack {
     /// A `build:` key tug cannot carry out, or a secret that is not declared.
     // Long: one statement per key of compose's `build:`, refused keys named, in the order of the
     // compose specification.
-    pub fn build_options(
+    pub(super) fn build_options(
         &self,
         service: &str,
         image: &str,
@@ -246,7 +246,7 @@ impl Stack {
     ///
     /// # Errors
     /// Refused keys and build failures (the failing step, its line and its output).
-    pub fn build_service(
+    pub(super) fn build_service(
         &self,
         service: &str,
         image: &str,

@@ -559,7 +559,7 @@ impl Stack {
     ///
     /// # Errors
     /// The push fails.
-    pub fn push_image(&self, image: &str) -> Result<()> {
+    pub(super) fn push_image(&self, image: &str) -> Result<()> {
         let quiet = crate::engine::image::no_progress();
         self.images
             .push(None, image, &quiet)
