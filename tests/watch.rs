@@ -848,3 +848,84 @@ services:
     assert_eq!(rebuilt(&w), 2, "{:#?}", w.lines());
     drop(w);
 }
+
+#[test]
+fn watch_privileged_sync_exec_exec_and_hooks_run_unconfined() {
+    if !require_root() {
+        return;
+    }
+    let p = Project::new(
+        r#"
+services:
+  svc:
+    image: busybox:latest
+    init: true
+    command: ["sleep", "1000"]
+    volumes: ["./out:/out", "./probe:/probe:ro"]
+    post_start:
+      - command: ["sh", "/probe/probe.sh", "/out/post-start"]
+        privileged: true
+    develop:
+      watch:
+        - path: ./hooks
+          target: /hooks
+          action: sync+exec
+          exec:
+            command: ["sh", "/probe/probe.sh", "/out/exec-ran"]
+            privileged: true
+        - path: ./plain
+          target: /plain
+          action: sync+exec
+          exec:
+            command: ["sh", "/probe/probe.sh", "/out/plain-ran"]
+"#,
+    );
+    // What the process has, and whether unshare(CLONE_NEWUTS) works (Docker's default
+    // seccomp profile refuses it without CAP_SYS_ADMIN).
+    p.write(
+        "probe/probe.sh",
+        "{ grep -E '^(CapEff|Seccomp):' /proc/self/status | tr -d '\\t'\n\
+         unshare -u true 2>/dev/null && echo unshared || echo refused; } > \"$1.tmp\"\n\
+         mv \"$1.tmp\" \"$1\"\n",
+    );
+    for d in ["hooks", "plain", "out"] {
+        std::fs::create_dir_all(p.path(d)).unwrap();
+    }
+    let full = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:").map(|v| v.trim().to_string()))
+        .unwrap();
+    let unconfined = format!("CapEff:{full}\nSeccomp:0\nunshared\n");
+    let confined = "CapEff:00000000a80425fb\nSeccomp:2\nrefused\n";
+    let read = |f: &str| std::fs::read_to_string(p.path(f)).unwrap_or_default();
+    let w = p.watch(&[]);
+    // A privileged post_start hook.
+    p.until("the post_start hook", || !read("out/post-start").is_empty());
+    assert_eq!(read("out/post-start"), unconfined);
+    // sync+exec with privileged: true, and without.
+    p.write("hooks/h.txt", "h");
+    p.until("the privileged exec", || !read("out/exec-ran").is_empty());
+    assert_eq!(read("out/exec-ran"), unconfined);
+    w.until_line("the exec line", |l| l.starts_with("svc: exec in "));
+    p.write("plain/x.txt", "x");
+    p.until("the plain exec", || !read("out/plain-ran").is_empty());
+    assert_eq!(read("out/plain-ran"), confined);
+    assert!(
+        !w.lines().iter().any(|l| l.contains("failed")),
+        "{:#?}",
+        w.lines()
+    );
+    drop(w);
+    // `tug exec --privileged` and a plain `tug exec`.
+    let probe = |privileged: bool| {
+        let mut a = vec!["exec", "-T"];
+        if privileged {
+            a.push("--privileged");
+        }
+        a.extend(["svc", "sh", "-c", "sh /probe/probe.sh /tmp/p && cat /tmp/p"]);
+        p.tug(&a)
+    };
+    assert_eq!(probe(true), unconfined);
+    assert_eq!(probe(false), confined);
+}

@@ -220,9 +220,6 @@ impl Driver for Verbs<'_> {
     }
 
     fn exec(&self, id: &str, hook: &ServiceHook) -> Result<i32, String> {
-        if hook.privileged {
-            return Err("privileged exec commands are not supported yet".into());
-        }
         let env = hook
             .environment
             .iter()
@@ -236,6 +233,7 @@ impl Driver for Verbs<'_> {
                     env,
                     user: hook.user.clone(),
                     workdir: hook.working_dir.clone(),
+                    privileged: hook.privileged,
                     ..ExecOptions::default()
                 },
             )

@@ -169,11 +169,6 @@ impl Stack {
         what: &str,
     ) -> Result<()> {
         for h in hooks {
-            if h.privileged {
-                return Err(Error::Unsupported(format!(
-                    "service {service}: privileged {what} hooks are not supported yet"
-                )));
-            }
             let Some(cmd) = h.command.clone().filter(|c| !c.is_empty()) else {
                 continue;
             };
@@ -189,6 +184,7 @@ impl Stack {
                     env,
                     user: h.user.clone(),
                     workdir: h.working_dir.clone(),
+                    privileged: h.privileged,
                     ..Default::default()
                 },
             )?;
