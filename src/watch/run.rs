@@ -13,12 +13,11 @@ use std::time::{Duration, Instant};
 
 use super::batch::{Batcher, Changes, ServiceWork, plan};
 use super::rules::Trigger;
-use super::watcher::{Received, Watcher};
-use super::{Error, Result};
+use super::watcher::{Received, Watcher, WatcherError};
+use super::{Error, Options, Prepared, Reporter, Result};
 use crate::compose::{Stack, labels};
 use crate::engine::container::Status;
 use crate::engine::sync;
-use crate::project::model::ServiceHook;
 
 /// How long the watched trees must be quiet before a batch is carried out.
 pub const QUIET: Duration = Duration::from_millis(5);
@@ -68,30 +67,29 @@ impl Activity {
 /// The longest a batch gathers events when the trees never rest.
 pub const MAX_BATCH: Duration = Duration::from_secs(2);
 
-/// What the caller carries out for the session: the compose verbs' own paths (plans, locks,
-/// progress), which live above the library.
-pub trait Driver: Sync {
-    /// Restarts `service`'s containers.
-    ///
-    /// # Errors
-    /// A message for the user.
-    fn restart(&self, service: &str) -> std::result::Result<(), String>;
-    /// Builds `service`'s image and recreates its containers (and restarts the dependents
-    /// that ask for it).
-    ///
-    /// # Errors
-    /// A message for the user.
-    fn rebuild(&self, service: &str) -> std::result::Result<(), String>;
-    /// Runs a `sync+exec` command in the container `id` and shows its output; returns its
-    /// exit code.
-    ///
-    /// # Errors
-    /// A message for the user.
-    fn exec(&self, id: &str, hook: &ServiceHook) -> std::result::Result<i32, String>;
+/// Work done on a service's worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// `restart`, `sync+restart`.
+    Restart,
+    /// `rebuild`.
+    Rebuild,
+    /// A `sync+exec` command.
+    Exec,
+}
+
+impl std::fmt::Display for Work {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Work::Restart => "restart",
+            Work::Rebuild => "rebuild",
+            Work::Exec => "exec",
+        })
+    }
 }
 
 /// What happened, for the caller to show.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Report {
     /// The watch is set up.
     Watching {
@@ -154,13 +152,13 @@ pub enum Report {
     Failed {
         /// Service.
         service: String,
-        /// `restart`, `rebuild` or `exec`.
-        action: &'static str,
-        /// The message.
-        error: String,
+        /// What failed.
+        work: Work,
+        /// Why.
+        error: crate::compose::Error,
     },
-    /// A problem of the watcher itself.
-    Warning(String),
+    /// A problem of the watcher itself (the watch goes on).
+    Warning(WatcherError),
 }
 
 /// Records the sync rules of every service of `triggers`, so its containers get the host
@@ -205,9 +203,9 @@ type Listed = (Instant, Vec<(String, String)>);
 /// A watch session.
 pub struct Session<'a> {
     stack: &'a Stack,
-    triggers: Vec<Trigger>,
-    driver: &'a dyn Driver,
-    report: &'a (dyn Fn(Report) + Sync),
+    triggers: &'a [Trigger],
+    options: Options,
+    reporter: &'a dyn Reporter,
     listed: std::sync::Mutex<BTreeMap<String, Listed>>,
     owners: std::sync::Mutex<BTreeMap<String, sync::Owner>>,
 }
@@ -222,32 +220,36 @@ impl std::fmt::Debug for Session<'_> {
 }
 
 impl<'a> Session<'a> {
-    /// A session over `triggers` (see [`super::rules::triggers`]).
+    /// The session of `prepared` (see [`super::prepare`]).
     #[must_use]
     pub fn new(
         stack: &'a Stack,
-        triggers: Vec<Trigger>,
-        driver: &'a dyn Driver,
-        report: &'a (dyn Fn(Report) + Sync),
+        prepared: &'a Prepared,
+        options: Options,
+        reporter: &'a dyn Reporter,
     ) -> Session<'a> {
         Session {
             stack,
-            triggers,
-            driver,
-            report,
+            triggers: &prepared.triggers,
+            options,
+            reporter,
             listed: std::sync::Mutex::new(BTreeMap::new()),
             owners: std::sync::Mutex::new(BTreeMap::new()),
         }
     }
 
+    fn report(&self, r: Report) {
+        self.reporter.report(r);
+    }
+
     /// The services that have rules, in file order.
     #[must_use]
     pub fn services(&self) -> Vec<String> {
-        super::rules::services(&self.triggers)
+        super::rules::services(self.triggers)
     }
 
     /// `initial_sync: true` rules: every file that differs from the container's is written.
-    pub fn initial_sync(&self) {
+    fn initial_sync(&self) {
         let mut by_service: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for (i, t) in self.triggers.iter().enumerate() {
             if t.initial_sync && t.action.syncs() {
@@ -365,7 +367,7 @@ impl<'a> Session<'a> {
         }
         if synced == 0 && errors.is_empty() {
             if paths > 0 {
-                (self.report)(Report::NotRunning {
+                self.report(Report::NotRunning {
                     service: service.to_string(),
                     files: paths,
                 });
@@ -373,13 +375,13 @@ impl<'a> Session<'a> {
             return;
         }
         for error in errors {
-            (self.report)(Report::SyncFailed {
+            self.report(Report::SyncFailed {
                 service: service.to_string(),
                 error,
             });
         }
         if changed > 0 {
-            (self.report)(Report::Synced {
+            self.report(Report::Synced {
                 service: service.to_string(),
                 files: changed,
                 containers: synced,
@@ -392,30 +394,34 @@ impl<'a> Session<'a> {
     /// Carries out a job on a service's worker.
     fn work(&self, service: &str, job: &Job) {
         if job.rebuild || job.restart {
-            let t0 = Instant::now();
-            let (action, r) = if job.rebuild {
-                ("rebuild", self.driver.rebuild(service))
+            let work = if job.rebuild {
+                Work::Rebuild
             } else {
-                ("restart", self.driver.restart(service))
+                Work::Restart
             };
-            match r {
-                Ok(()) => (self.report)(if job.rebuild {
-                    Report::Rebuilt {
-                        service: service.to_string(),
-                        elapsed: t0.elapsed(),
-                    }
+            let t0 = Instant::now();
+            let r = {
+                let mut progress = self.reporter.progress(work);
+                if job.rebuild {
+                    self.stack
+                        .watch_rebuild(service, self.options.prune, &mut *progress)
                 } else {
-                    Report::Restarted {
-                        service: service.to_string(),
-                        elapsed: t0.elapsed(),
-                    }
-                }),
-                Err(error) => (self.report)(Report::Failed {
-                    service: service.to_string(),
-                    action,
+                    self.stack.watch_restart(service, &mut *progress)
+                }
+            };
+            let service = service.to_string();
+            let elapsed = t0.elapsed();
+            self.report(match (r, work) {
+                (Ok(()), Work::Rebuild) => Report::Rebuilt { service, elapsed },
+                (Ok(()), _) => Report::Restarted { service, elapsed },
+                (Err(error), work) => Report::Failed {
+                    service,
+                    work,
                     error,
-                }),
-            }
+                },
+            });
+        }
+        if job.rebuild || job.restart {
             // What changed while the containers were down or being replaced.
             let idx: Vec<usize> = self
                 .triggers
@@ -434,23 +440,24 @@ impl<'a> Session<'a> {
                 continue;
             };
             for (id, name) in self.containers(service, true) {
-                match self.driver.exec(&id, hook) {
-                    Ok(code) => (self.report)(Report::Executed {
+                self.report(match self.stack.watch_exec(&id, hook) {
+                    Ok(code) => Report::Executed {
                         service: service.to_string(),
                         container: name,
                         code,
-                    }),
-                    Err(error) => (self.report)(Report::Failed {
+                    },
+                    Err(error) => Report::Failed {
                         service: service.to_string(),
-                        action: "exec",
+                        work: Work::Exec,
                         error,
-                    }),
-                }
+                    },
+                });
             }
         }
     }
 
-    /// Watches until `stop` says so (asked every 100 ms at most).
+    /// Watches until `stop` says so (asked every 100 ms at most): first the `initial_sync`
+    /// rules, then every change.
     ///
     /// # Errors
     /// The watcher cannot be set up (a path is missing, a kernel limit is reached).
@@ -458,17 +465,10 @@ impl<'a> Session<'a> {
         let mut watcher = Watcher::new()?;
         let prune = |dir: &Path| self.triggers.iter().all(|t| t.prunes(dir));
         let mut roots: BTreeSet<&Path> = BTreeSet::new();
-        for t in &self.triggers {
+        for t in self.triggers {
             roots.insert(&t.rule.source);
         }
-        for r in &roots {
-            if !r.exists() {
-                return Err(Error::Invalid(format!(
-                    "watch path {} does not exist",
-                    r.display()
-                )));
-            }
-        }
+        super::rules::check_paths(self.triggers)?;
         // A root below another root is covered by its walk.
         let tops: Vec<&Path> = roots
             .iter()
@@ -482,7 +482,9 @@ impl<'a> Session<'a> {
         for r in &tops {
             watcher.add_tree(r, &prune)?;
         }
-        (self.report)(Report::Watching {
+        // Once the trees are watched: what changes from now on has events.
+        self.initial_sync();
+        self.report(Report::Watching {
             services: self.services(),
             dirs: watcher.count(),
         });
@@ -531,12 +533,15 @@ impl<'a> Session<'a> {
                         batcher.add(Instant::now(), ev.iter());
                     }
                     Ok(Received::Errors(errs)) => {
-                        for e in errs {
-                            (self.report)(Report::Warning(format!("file watcher: {e}")));
+                        for source in errs {
+                            self.report(Report::Warning(WatcherError::Notify {
+                                path: None,
+                                source,
+                            }));
                         }
                     }
                     Ok(Received::Timeout) => {}
-                    Err(e) => break Err(e),
+                    Err(e) => break Err(Error::from(e)),
                 }
                 if batcher.due().is_some_and(|d| d <= Instant::now()) {
                     let changes = batcher.take();
@@ -566,10 +571,10 @@ impl<'a> Session<'a> {
                 && is_dir(p)
                 && let Err(e) = watcher.add_tree(p, prune)
             {
-                (self.report)(Report::Warning(e.to_string()));
+                self.report(Report::Warning(e));
             }
         }
-        let work: BTreeMap<String, ServiceWork> = plan(&self.triggers, changes, is_dir);
+        let work: BTreeMap<String, ServiceWork> = plan(self.triggers, changes, is_dir);
         for (service, w) in work {
             if !w.rebuild {
                 self.sync_service(&service, &w.syncs, w.paths);

@@ -14,7 +14,49 @@ use std::time::Duration;
 use notify::RecursiveMode;
 use notify_debouncer_full::{DebounceEventResult, Debouncer, NoCache, new_debouncer};
 
-use super::{Error, Result};
+/// Errors of the watcher.
+#[derive(Debug, thiserror::Error)]
+pub enum WatcherError {
+    /// `fs.inotify.max_user_instances` is exhausted.
+    #[error("{}", instance_limit_message(*limit))]
+    InstanceLimit {
+        /// The sysctl's value, when it can be read.
+        limit: Option<u64>,
+    },
+    /// `fs.inotify.max_user_watches` is exhausted: `wanted` more watches were needed on top
+    /// of the `in_use` this user's processes hold.
+    #[error("{}", watch_limit_message(*limit, *in_use, *wanted))]
+    WatchLimit {
+        /// The sysctl's value, when it can be read.
+        limit: Option<u64>,
+        /// Watches this user's processes hold.
+        in_use: u64,
+        /// Watches still needed for the paths.
+        wanted: u64,
+    },
+    /// inotify failed otherwise (on `path`, when it is about one).
+    #[error("file watcher: {}{source}", path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default())]
+    Notify {
+        /// The path being watched.
+        path: Option<PathBuf>,
+        /// The cause.
+        source: notify::Error,
+    },
+    /// A watched path cannot be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The watcher's thread is gone.
+    #[error("file watcher: the file watcher stopped")]
+    Stopped,
+}
+
+/// Result alias of this module.
+pub type Result<T> = std::result::Result<T, WatcherError>;
 
 /// How long a path's events are held to fold them (a write is often create + modify + close).
 pub const DEBOUNCE: Duration = Duration::from_millis(4);
@@ -29,7 +71,7 @@ pub enum Received {
     /// Debounced events.
     Events(Vec<notify::Event>),
     /// Errors of the watcher (reported, the watch goes on).
-    Errors(Vec<String>),
+    Errors(Vec<notify::Error>),
     /// Nothing came before the timeout.
     Timeout,
 }
@@ -131,9 +173,14 @@ impl Watcher {
         let (tx, rx) = mpsc::channel();
         let debouncer = new_debouncer(DEBOUNCE, Some(TICK), tx).map_err(|e| match &e.kind {
             notify::ErrorKind::Io(io) if io.raw_os_error() == Some(libc::EMFILE) => {
-                Error::Limit(instance_limit_message(read_sysctl("max_user_instances")))
+                WatcherError::InstanceLimit {
+                    limit: read_sysctl("max_user_instances"),
+                }
             }
-            _ => Error::Watch(e.to_string()),
+            _ => WatcherError::Notify {
+                path: None,
+                source: e,
+            },
         })?;
         Ok(Watcher {
             debouncer,
@@ -154,7 +201,10 @@ impl Watcher {
     /// # Errors
     /// The path cannot be read, or the kernel's watch limit is reached (named).
     pub fn add_tree(&mut self, path: &Path, prune: &dyn Fn(&Path) -> bool) -> Result<usize> {
-        let md = std::fs::metadata(path).map_err(|e| Error::Io(path.display().to_string(), e))?;
+        let md = std::fs::metadata(path).map_err(|source| WatcherError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let mut dirs: Vec<PathBuf> = Vec::new();
         if md.is_dir() {
             collect_dirs(path, prune, &mut dirs);
@@ -166,18 +216,23 @@ impl Watcher {
             match self.debouncer.watch(d, RecursiveMode::NonRecursive) {
                 Ok(()) => self.count += 1,
                 Err(e) if is_limit(&e) => {
-                    return Err(Error::Limit(watch_limit_message(
-                        read_sysctl("max_user_watches"),
-                        watches_in_use(),
-                        (total - i) as u64,
-                    )));
+                    return Err(WatcherError::WatchLimit {
+                        limit: read_sysctl("max_user_watches"),
+                        in_use: watches_in_use(),
+                        wanted: (total - i) as u64,
+                    });
                 }
                 // Gone meanwhile: its removal is an event of its parent.
                 Err(e)
                     if matches!(&e.kind, notify::ErrorKind::PathNotFound)
                         || matches!(&e.kind, notify::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::NotFound) =>
                     {}
-                Err(e) => return Err(Error::Watch(format!("{}: {e}", d.display()))),
+                Err(source) => {
+                    return Err(WatcherError::Notify {
+                        path: Some(d.clone()),
+                        source,
+                    });
+                }
             }
         }
         Ok(total)
@@ -193,17 +248,17 @@ impl Watcher {
                 Ok(r) => r,
                 Err(mpsc::RecvTimeoutError::Timeout) => return Ok(Received::Timeout),
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(Error::Watch("the file watcher stopped".into()));
+                    return Err(WatcherError::Stopped);
                 }
             },
             None => self
                 .rx
                 .recv()
-                .map_err(|_| Error::Watch("the file watcher stopped".into()))?,
+                .map_err(|_| WatcherError::Stopped)?,
         };
         Ok(match got {
             Ok(events) => Received::Events(events.into_iter().map(|d| d.event).collect()),
-            Err(errors) => Received::Errors(errors.iter().map(ToString::to_string).collect()),
+            Err(errors) => Received::Errors(errors),
         })
     }
 }
