@@ -929,3 +929,129 @@ services:
     assert_eq!(probe(true), unconfined);
     assert_eq!(probe(false), confined);
 }
+
+/// The directory of `service`'s container in the project's state root.
+fn container_dir(p: &Project, service: &str) -> PathBuf {
+    let id = p.tug(&["ps", "-q", service]).trim().to_string();
+    assert!(!id.is_empty(), "{service} has no container");
+    std::fs::read_dir(p.root.path().join("containers"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|d| d.file_name().unwrap().to_string_lossy().starts_with(&id))
+        .unwrap_or_else(|| panic!("no directory for container {id}"))
+}
+
+#[test]
+fn watch_deletes_what_the_host_deleted_after_a_queue_overflow_and_at_a_start() {
+    if !require_root() {
+        return;
+    }
+    let p = Project::new(
+        r#"
+services:
+  web:
+    image: busybox:latest
+    init: true
+    command: ["sleep", "1000"]
+    develop:
+      watch:
+        - path: ./src
+          target: /app
+          action: sync
+          ignore: ["node_modules/"]
+"#,
+    );
+    for f in [
+        "a.txt",
+        "b.txt",
+        "gone/x.txt",
+        "node_modules/m.js",
+        "keep.txt",
+    ] {
+        p.write(&format!("src/{f}"), f);
+    }
+    let mut w = p.watch(&[]);
+    // The first start had the host's files; the container adds its own, one under an
+    // ignored directory, and one of the same name outside the target.
+    p.until_content("web", "/app/gone/x.txt", "gone/x.txt");
+    p.sh(
+        "web",
+        "echo own > /app/made.txt && mkdir -p /app/node_modules /other && \
+         echo own > /app/node_modules/own.js && echo other > /other/b.txt",
+    );
+    // A real overflow of the kernel's event queue: the watch is stopped (SIGSTOP) while
+    // more events than the queue holds arrive, then files are deleted: their events are
+    // dropped, the kernel queues an overflow instead.
+    let max: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(w.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    {
+        use std::io::Write as _;
+        // open + modify + close: three events each.
+        for i in 0..max {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p.path("src/flood.txt"))
+                .unwrap();
+            writeln!(f, "{i}").unwrap();
+        }
+    }
+    std::fs::remove_file(p.path("src/b.txt")).unwrap();
+    std::fs::remove_dir_all(p.path("src/gone")).unwrap();
+    std::fs::remove_dir_all(p.path("src/node_modules")).unwrap();
+    p.write("src/new/n.txt", "n");
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    // The rule is compared whole (the line says so) ...
+    w.until_line("the whole comparison", |l| {
+        l.starts_with("web: synced ") && l.contains("that differed")
+    });
+    p.until_gone("web", "/app/b.txt");
+    p.until_gone("web", "/app/gone");
+    p.until_content("web", "/app/new/n.txt", "n");
+    // ... and removes only what the host had: the container's own files, the ignored
+    // tree and what is outside the target stay.
+    for (path, want) in [
+        ("/app/a.txt", "a.txt"),
+        ("/app/keep.txt", "keep.txt"),
+        ("/app/made.txt", "own\n"),
+        ("/app/node_modules/own.js", "own\n"),
+        ("/app/node_modules/m.js", "node_modules/m.js"),
+        ("/other/b.txt", "other\n"),
+    ] {
+        if path == "/app/node_modules/m.js" {
+            // Ignored: it never reached the container.
+            assert!(p.read_in("web", path).is_none(), "{path} was synced");
+            continue;
+        }
+        assert_eq!(p.read_in("web", path).as_deref(), Some(want), "{path}");
+    }
+    // The new directory made during the overflow is watched.
+    p.write("src/new/later.txt", "l");
+    p.until_content("web", "/app/new/later.txt", "l");
+    // A file made while the watch runs, deleted while the container is stopped: gone at
+    // its start (the container's record says the host had it).
+    p.write("src/r.txt", "r");
+    p.until_content("web", "/app/r.txt", "r");
+    let dir = container_dir(&p, "web");
+    p.until("the container's record to list r.txt", || {
+        std::fs::read_to_string(dir.join("sync-seen.json")).is_ok_and(|t| t.contains("\"r.txt\""))
+    });
+    p.tug(&["stop", "-t", "1", "web"]);
+    std::fs::remove_file(p.path("src/r.txt")).unwrap();
+    p.tug(&["start", "web"]);
+    p.until_gone("web", "/app/r.txt");
+    assert_eq!(p.read_in("web", "/app/made.txt").as_deref(), Some("own\n"));
+    // And with no watch running: a restart removes what the host deleted meanwhile.
+    w.interrupt();
+    std::fs::remove_file(p.path("src/keep.txt")).unwrap();
+    p.tug(&["restart", "-t", "1", "web"]);
+    p.until_gone("web", "/app/keep.txt");
+    assert_eq!(p.read_in("web", "/app/a.txt").as_deref(), Some("a.txt"));
+    assert_eq!(p.read_in("web", "/app/made.txt").as_deref(), Some("own\n"));
+}

@@ -90,6 +90,22 @@ impl Stack {
             .map_err(|e| Error::Io(format!("write into {}", dir.display()), e))
     }
 
+    /// What the container `id` was last synced with, per rule (see [`sync::Seen`]).
+    #[must_use]
+    pub fn sync_seen(&self, id: &str) -> sync::SeenByRule {
+        sync::read_seen(&self.containers.container_dir(id))
+    }
+
+    /// Records what the container `id` has been synced with.
+    ///
+    /// # Errors
+    /// The record cannot be written.
+    pub fn record_seen(&self, id: &str, seen: &sync::SeenByRule) -> Result<()> {
+        let dir = self.containers.container_dir(id);
+        sync::write_seen(&dir, seen)
+            .map_err(|e| Error::Io(format!("write into {}", dir.display()), e))
+    }
+
     /// The user a container's process runs as, for the files a sync writes (see
     /// [`sync::owner_of`]).
     #[must_use]

@@ -12,9 +12,7 @@ use crate::project::model::{Project, ServiceHook};
 #[derive(Debug, thiserror::Error)]
 pub enum RuleError {
     /// An action compose does not have.
-    #[error(
-        "service {service}: develop.watch[{index}]: {source}"
-    )]
+    #[error("service {service}: develop.watch[{index}]: {source}")]
     Action {
         /// The service.
         service: String,
@@ -108,9 +106,7 @@ pub type Result<T> = std::result::Result<T, RuleError>;
 
 /// An action compose does not have (as written).
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "unknown watch action {0:?} (expected sync, rebuild, restart, sync+restart or sync+exec)"
-)]
+#[error("unknown watch action {0:?} (expected sync, rebuild, restart, sync+restart or sync+exec)")]
 pub struct UnknownAction(pub String);
 
 /// What a change under a rule's path does.

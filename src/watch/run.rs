@@ -17,7 +17,7 @@ use super::watcher::{Received, Watcher, WatcherError};
 use super::{Error, Options, Prepared, Reporter, Result};
 use crate::compose::{Stack, labels};
 use crate::engine::container::Status;
-use crate::engine::sync;
+use crate::engine::sync::{self, Seen};
 
 /// How long the watched trees must be quiet before a batch is carried out.
 pub const QUIET: Duration = Duration::from_millis(5);
@@ -208,6 +208,10 @@ pub struct Session<'a> {
     reporter: &'a dyn Reporter,
     listed: std::sync::Mutex<BTreeMap<String, Listed>>,
     owners: std::sync::Mutex<BTreeMap<String, sync::Owner>>,
+    /// Per trigger: what the host has under it as the session knows it (see [`Seen`]).
+    seen: std::sync::Mutex<Vec<Seen>>,
+    /// Services whose `seen` changed since the containers' records were written.
+    unrecorded: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Session<'_> {
@@ -235,6 +239,8 @@ impl<'a> Session<'a> {
             reporter,
             listed: std::sync::Mutex::new(BTreeMap::new()),
             owners: std::sync::Mutex::new(BTreeMap::new()),
+            seen: std::sync::Mutex::new(vec![Seen::new(); prepared.triggers.len()]),
+            unrecorded: std::sync::Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -347,15 +353,7 @@ impl<'a> Session<'a> {
                         continue;
                     }
                 };
-                let mut rep = sync::Report::default();
-                for w in work {
-                    let t = &self.triggers[w.trigger];
-                    rep.merge(if w.full {
-                        c.sync_rule(&t.rule, &t.filter)
-                    } else {
-                        c.sync_paths(&t.rule, &t.filter, &w.rels, &w.fresh)
-                    });
-                }
+                let rep = self.sync_one(&c, &id, work);
                 changed = changed.max(rep.changed());
                 synced += 1;
                 errors.extend(rep.errors.iter().map(ToString::to_string));
@@ -365,6 +363,7 @@ impl<'a> Session<'a> {
             }
             again = true;
         }
+        self.note_changes(service, work, synced > 0);
         if synced == 0 && errors.is_empty() {
             if paths > 0 {
                 self.report(Report::NotRunning {
@@ -388,6 +387,99 @@ impl<'a> Session<'a> {
                 elapsed: t0.elapsed(),
                 full,
             });
+        }
+    }
+
+    /// Writes `work` into the container `c` (id `id`). A rule compared whole removes what
+    /// the host had when the container was last synced, as this session knows it and as
+    /// the container's record says, and no longer has; the record is rewritten then.
+    fn sync_one(
+        &self,
+        c: &sync::Container,
+        id: &str,
+        work: &[super::batch::SyncWork],
+    ) -> sync::Report {
+        let mut rep = sync::Report::default();
+        let mut record: Option<sync::SeenByRule> = None;
+        for w in work {
+            let t = &self.triggers[w.trigger];
+            if !w.full {
+                rep.merge(c.sync_paths(&t.rule, &t.filter, &w.rels, &w.fresh));
+                continue;
+            }
+            let key = sync::seen_key(&t.rule);
+            let record = record.get_or_insert_with(|| self.stack.sync_seen(id));
+            let mut before = lock(&self.seen)[w.trigger].clone();
+            before.extend(record.get(&key).into_iter().flatten().cloned());
+            let (r, now) = c.compare_rule(&t.rule, &t.filter, &before);
+            rep.merge(r);
+            lock(&self.seen)[w.trigger].clone_from(&now);
+            record.insert(key, now);
+        }
+        if let Some(record) = record
+            && let Err(e) = self.stack.record_seen(id, &record)
+        {
+            rep.errors.push(sync::SyncError::Invalid(e.to_string()));
+        }
+        rep
+    }
+
+    /// Keeps what the session knows of the host up to date with a batch synced from events
+    /// (paths made, changed or gone), so that a whole comparison after a queue overflow
+    /// knows what the host has deleted since.
+    /// A whole comparison that found no running container reads the host's tree instead.
+    fn note_changes(&self, service: &str, work: &[super::batch::SyncWork], synced: bool) {
+        let mut changed = false;
+        for w in work {
+            let t = &self.triggers[w.trigger];
+            if w.full {
+                if !synced && let Some(now) = sync::host_paths(&t.rule, &t.filter, "") {
+                    lock(&self.seen)[w.trigger] = now;
+                }
+                continue;
+            }
+            let mut seen = lock(&self.seen);
+            let seen = &mut seen[w.trigger];
+            for rel in w.rels.iter().filter(|r| !r.is_empty()) {
+                changed |= note_path(seen, t, rel, w.fresh.contains(rel));
+            }
+        }
+        if changed {
+            lock(&self.unrecorded).insert(service.to_string());
+        }
+    }
+
+    /// Writes, for every running container of a service whose batches added or removed
+    /// paths, what the session knows of the host: the next start of such a container (the
+    /// supervisor's sync) then removes what the host deletes while it is stopped.
+    fn record_seen(&self) {
+        let services = std::mem::take(&mut *lock(&self.unrecorded));
+        for service in services {
+            let record: sync::SeenByRule = {
+                let seen = lock(&self.seen);
+                self.triggers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, t)| t.service == service && t.action.syncs())
+                    .map(|(i, t)| (sync::seen_key(&t.rule), seen[i].clone()))
+                    .collect()
+            };
+            for (id, _) in self.containers(&service, false) {
+                // Best effort: a container removed meanwhile has no record to keep.
+                let _ = self.stack.record_seen(&id, &record);
+            }
+        }
+    }
+
+    /// What the host has under every sync rule, at the start of the session.
+    fn read_host(&self) {
+        let mut seen = lock(&self.seen);
+        for (i, t) in self.triggers.iter().enumerate() {
+            if t.action.syncs()
+                && let Some(paths) = sync::host_paths(&t.rule, &t.filter, "")
+            {
+                seen[i] = paths;
+            }
         }
     }
 
@@ -483,6 +575,7 @@ impl<'a> Session<'a> {
             watcher.add_tree(r, &prune)?;
         }
         // Once the trees are watched: what changes from now on has events.
+        self.read_host();
         self.initial_sync();
         self.report(Report::Watching {
             services: self.services(),
@@ -546,11 +639,15 @@ impl<'a> Session<'a> {
                 if batcher.due().is_some_and(|d| d <= Instant::now()) {
                     let changes = batcher.take();
                     activity.busy(true);
-                    self.batch(&mut watcher, &changes, &prune, &workers);
+                    self.batch(&mut watcher, &tops, &changes, &prune, &workers);
                     activity.busy(false);
+                } else if batcher.due().is_none() && activity.idle() >= ACTION_QUIET {
+                    // Off the path of a sync: once the trees have rested.
+                    self.record_seen();
                 }
             };
             drop(workers);
+            self.record_seen();
             result
         })
     }
@@ -559,11 +656,21 @@ impl<'a> Session<'a> {
     fn batch(
         &self,
         watcher: &mut Watcher,
+        tops: &[&Path],
         changes: &Changes,
         prune: &dyn Fn(&Path) -> bool,
         workers: &BTreeMap<String, mpsc::Sender<Job>>,
     ) {
         let is_dir = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+        // After an overflow the directories made meanwhile had no event: the trees are
+        // walked again (before the whole comparison) so that they are watched.
+        if changes.rescan {
+            for r in tops {
+                if let Err(e) = watcher.add_tree(r, prune) {
+                    self.report(Report::Warning(e));
+                }
+            }
+        }
         // New directories are watched before they are copied: what is made in them from now
         // on has events, what was made before is in the copy.
         for (p, fresh) in &changes.paths {
@@ -591,4 +698,48 @@ impl<'a> Session<'a> {
             }
         }
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Notes in `seen` what the host has at `rel` of trigger `t` now (`fresh`: a directory made
+/// or moved in, whose whole tree is new): a path gone is forgotten with what was below it; a
+/// path there is known, with its parent directories and, when fresh, its tree. Returns
+/// whether `seen` changed.
+fn note_path(seen: &mut Seen, t: &Trigger, rel: &str, fresh: bool) -> bool {
+    let host = t.rule.source_of(rel);
+    let Ok(md) = std::fs::symlink_metadata(&host) else {
+        let below = format!("{rel}/");
+        let under: Vec<String> = seen
+            .range(below.clone()..)
+            .take_while(|p| p.starts_with(&below))
+            .cloned()
+            .collect();
+        let mut changed = seen.remove(rel);
+        for p in under {
+            changed |= seen.remove(&p);
+        }
+        return changed;
+    };
+    if t.filter.skip(rel, md.is_dir()) {
+        return false;
+    }
+    let before = seen.len();
+    let mut parent = rel;
+    while let Some((p, _)) = parent.rsplit_once('/') {
+        if !t.filter.skip(p, true) {
+            seen.insert(p.to_string());
+        }
+        parent = p;
+    }
+    seen.insert(rel.to_string());
+    if fresh
+        && md.is_dir()
+        && let Some(tree) = sync::host_paths(&t.rule, &t.filter, rel)
+    {
+        seen.extend(tree);
+    }
+    seen.len() != before
 }

@@ -80,14 +80,14 @@ pub enum Received {
 pub struct Watcher {
     debouncer: Debouncer<notify::RecommendedWatcher, NoCache>,
     rx: mpsc::Receiver<DebounceEventResult>,
-    /// Directories (and single files' parents) watched so far.
-    count: usize,
+    /// Directories (and single files' parents) watched so far (a path once).
+    watched: std::collections::HashSet<PathBuf>,
 }
 
 impl std::fmt::Debug for Watcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Watcher")
-            .field("count", &self.count)
+            .field("count", &self.watched.len())
             .finish_non_exhaustive()
     }
 }
@@ -185,18 +185,20 @@ impl Watcher {
         Ok(Watcher {
             debouncer,
             rx,
-            count: 0,
+            watched: std::collections::HashSet::new(),
         })
     }
 
     /// How many directories are watched.
     #[must_use]
     pub fn count(&self) -> usize {
-        self.count
+        self.watched.len()
     }
 
     /// Watches `path`: a directory and every directory below it that `prune` keeps, or (for
-    /// a file) its directory. Returns how many directories were added.
+    /// a file) its directory; a directory watched already is watched again (the kernel keeps
+    /// one watch: a directory deleted and made again under the same name needs a new one).
+    /// Returns how many directories were walked.
     ///
     /// # Errors
     /// The path cannot be read, or the kernel's watch limit is reached (named).
@@ -214,7 +216,9 @@ impl Watcher {
         let total = dirs.len();
         for (i, d) in dirs.iter().enumerate() {
             match self.debouncer.watch(d, RecursiveMode::NonRecursive) {
-                Ok(()) => self.count += 1,
+                Ok(()) => {
+                    self.watched.insert(d.clone());
+                }
                 Err(e) if is_limit(&e) => {
                     return Err(WatcherError::WatchLimit {
                         limit: read_sysctl("max_user_watches"),
@@ -251,10 +255,7 @@ impl Watcher {
                     return Err(WatcherError::Stopped);
                 }
             },
-            None => self
-                .rx
-                .recv()
-                .map_err(|_| WatcherError::Stopped)?,
+            None => self.rx.recv().map_err(|_| WatcherError::Stopped)?,
         };
         Ok(match got {
             Ok(events) => Received::Events(events.into_iter().map(|d| d.event).collect()),
