@@ -29,10 +29,21 @@
 //!   service's `user:`), as if the container had written it; modes come from the host file,
 //!   without set-ID bits.
 //!
-//! [`Container::sync_rule`] compares by content (size, mode, then bytes; not modification
+//! [`Container::compare_rule`] compares by content (size, mode, then bytes; not modification
 //! times, which differ between a build and the host) and writes only what differs: it is the
-//! initial sync and the sync made before a container's process starts. Files are written in
-//! parallel once their directories exist.
+//! initial sync, the catch-up after an inotify queue overflow or a restart, and the sync made
+//! before a container's process starts ([`sync_at_start`]). Files are written in parallel
+//! once their directories exist.
+//!
+//! A whole comparison also removes what the host deleted while no event said so (the queue
+//! overflowed, the container was stopped). What is in the container and not on the host is
+//! not enough to go by: the image and the container's processes make files under a target
+//! that the host never had (`node_modules` installed by the Dockerfile, generated files,
+//! caches), and removing them would break the container. So a comparison is given what the
+//! host had when the container was last synced ([`Seen`], recorded per container in
+//! [`SEEN_FILE`]) and removes what of that is gone from the host — only paths the rule covers
+//! (never an ignored one), looked up beneath the target without following any link, and a
+//! directory only once it is empty; nothing when the host's tree could not be read whole.
 
 pub mod filter;
 
@@ -580,7 +591,7 @@ impl Container {
 
     /// Compares the whole of `rule` with the container: what the host has that differs (or
     /// is missing) is written, and what the host had when the container was last synced
-    /// (`before`) and no longer has is removed (see [`Container::remove_gone`]). Returns
+    /// (`before`) and no longer has is removed (see the module docs). Returns
     /// what was done and the paths the host has now (with `before`'s kept when the host's
     /// tree could not be read whole: nothing is removed then, nothing forgotten).
     pub fn compare_rule(&self, rule: &Rule, filter: &Filter, before: &Seen) -> (Report, Seen) {
