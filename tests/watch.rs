@@ -9,7 +9,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{busybox_image, ok, processes_of, require_root, run, tug, unique};
+use crate::common::{
+    busybox_image, ok, processes_of, require_root, require_tools, run, tug, tug_bin, unique,
+};
 use crate::hostile::Canary;
 
 /// A compose project in a temp dir with its own state root; on drop the watch ends, the
@@ -1054,4 +1056,71 @@ services:
     p.until_gone("web", "/app/keep.txt");
     assert_eq!(p.read_in("web", "/app/a.txt").as_deref(), Some("a.txt"));
     assert_eq!(p.read_in("web", "/app/made.txt").as_deref(), Some("own\n"));
+}
+
+#[test]
+fn watch_names_the_inotify_limit_it_reaches_in_a_user_namespace() {
+    if !require_root() || !require_tools(&["unshare"]) {
+        return;
+    }
+    let p = Project::new(
+        r#"
+services:
+  web:
+    image: busybox:latest
+    command: ["sleep", "1000"]
+    develop:
+      watch:
+        - path: ./src
+          target: /app
+          action: sync
+"#,
+    );
+    for i in 0..40 {
+        std::fs::create_dir_all(p.path(&format!("src/d{i:02}"))).unwrap();
+    }
+    // The machine's limits stay as they are (other tests run beside this one): the watch
+    // runs in a user namespace of its own whose limit is lowered. The kernel counts its
+    // watches and instances against that namespace's limits as well as the machine's.
+    let limited = |sysctl: &str, value: u32| -> Output {
+        let mut c = Command::new("unshare");
+        c.args(["--user", "--map-root-user", "sh", "-c"])
+            .arg(format!(
+                "echo {value} > /proc/sys/user/{sysctl} && exec \"$0\" \"$@\""
+            ))
+            .arg(tug_bin())
+            .args(["-p", &p.name, "watch", "--no-up"])
+            .env("TUG_ROOT", p.root.path())
+            .env("NO_COLOR", "1")
+            .current_dir(p.dir.path())
+            .stdin(Stdio::null());
+        run(&mut c)
+    };
+    let out = limited("max_inotify_watches", 10);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    // 41 directories (src and 40 below it): the 11th watch fails, 31 are missing.
+    assert!(
+        err.contains(
+            "this user namespace's limit of inotify watches is reached \
+             (user.max_inotify_watches = 10): watching these paths needs 31 (one per \
+             directory) on top of the 10 in use; raise it with \
+             `sysctl user.max_inotify_watches=64` in this user namespace"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    let out = limited("max_inotify_instances", 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        err.contains(
+            "this user namespace's limit of inotify instances is reached \
+             (user.max_inotify_instances = 0)"
+        ),
+        "{err}"
+    );
+    // A watch that could not start leaves no session behind.
+    assert!(!p.tug(&["ls", "-a"]).contains("watching"));
+    assert!(!p.output(&["watch", "--stop"]).status.success());
 }
