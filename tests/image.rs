@@ -398,3 +398,87 @@ fn image_bootstrap_debian_with_mmdebstrap() {
     let err = fails(tug(r).args(["image", "bootstrap", "debian:no such"]));
     assert!(err.contains("invalid suite"), "{err}");
 }
+
+/// A damaged `index.json` (cut short, as a disk or a hand edit may leave it) is rebuilt by the
+/// next command, which says so once: names come back from the previous version of the index,
+/// the image of the last change is kept without its name, the damaged file is kept aside.
+/// Without a previous version every image is still there, unnamed.
+#[test]
+fn image_damaged_index_is_rebuilt_and_no_image_is_lost() {
+    let dir = root();
+    let r = dir.path();
+    common::busybox_image(r);
+    ok(tug(r).args(["image", "tag", "busybox", "keep:1"]));
+    let tar = small_tar(r, "last");
+    ok(tug(r).args(["image", "import"]).arg(&tar).arg("last:1"));
+    let busybox = inspect(r, "busybox")["Id"].as_str().unwrap().to_string();
+    let last = inspect(r, "last:1")["Id"].as_str().unwrap().to_string();
+    let index = r.join("images/index.json");
+    let prev: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(r.join("images/index.json.prev")).unwrap()).unwrap();
+    // The previous version is the index before the last change: it names keep:1, not last:1.
+    let prev_names = prev.to_string();
+    assert!(prev_names.contains("keep:1"), "{prev_names}");
+    assert!(!prev_names.contains("last:1"), "{prev_names}");
+
+    let whole = std::fs::read(&index).unwrap();
+    let cut = &whole[..whole.len() / 2];
+    std::fs::write(&index, cut).unwrap();
+    let out = common::run(tug(r).args(["image", "ls", "--format", "json"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the image index was damaged") && stderr.contains("has been rebuilt"),
+        "{stderr}"
+    );
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let rows: Vec<serde_json::Value> = listed
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let has = |repo: &str, tag: &str, id: &str| {
+        rows.iter().any(|v| {
+            v["Repository"] == repo && v["Tag"] == tag && id.contains(v["ID"].as_str().unwrap())
+        })
+    };
+    assert!(has("busybox", "latest", &busybox), "{listed}");
+    assert!(has("keep", "1", &busybox), "{listed}");
+    assert!(has("<none>", "<none>", &last), "{listed}");
+    // The damaged file is kept as it was; the next command finds a sound index and says nothing.
+    let kept: Vec<_> = std::fs::read_dir(r.join("images"))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("index.json.damaged-")
+        })
+        .collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(std::fs::read(kept[0].path()).unwrap(), cut);
+    let again = common::run(tug(r).args(["image", "ls"]));
+    assert!(
+        again.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    // The unnamed image is whole: it can be named again and used.
+    ok(tug(r).args(["image", "tag", &last, "last:1"]));
+    assert_eq!(inspect(r, "last:1")["Id"], last);
+
+    // No previous version: every image is still listed, without names, and nothing is
+    // garbage: an image rm of another image keeps them.
+    std::fs::remove_file(r.join("images/index.json.prev")).unwrap();
+    std::fs::write(&index, b"{\"schemaVersion\": 2, \"manif").unwrap();
+    let out = common::run(tug(r).args(["image", "ls", "-q", "--no-trunc"]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(ids.contains(&busybox) && ids.contains(&last), "{ids}");
+    ok(tug(r).args(["image", "tag", &busybox, "busybox:latest"]));
+    let layer = layer_of(r, "busybox");
+    assert!(layer.join("bin/busybox").is_file());
+}

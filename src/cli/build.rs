@@ -301,7 +301,7 @@ pub fn run_builder(global: &GlobalArgs, cmd: &BuilderCommand) -> anyhow::Result<
     match cmd {
         BuilderCommand::Prune { .. } => {
             let root = global.state_root();
-            let store = crate::engine::image::ImageStore::open(&root)?;
+            let store = super::open_images(&root)?;
             let containers = crate::engine::container::ContainerStore::open(&root)?;
             let in_use = containers
                 .list(true)?

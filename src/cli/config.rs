@@ -654,8 +654,7 @@ fn variables_table(loaded: &Loaded, format: &str) -> anyhow::Result<String> {
 /// `--resolve-image-digests`: every service image pinned to the digest of the image of that
 /// name in tug's store (`busybox@sha256:…`), as docker compose pins them from registries.
 fn pin_digests(global: &GlobalArgs, project: &mut Project) -> anyhow::Result<()> {
-    let store = crate::engine::image::ImageStore::open(&global.state_root())
-        .context("cannot open the image store")?;
+    let store = super::open_images(&global.state_root())?;
     for s in project.services.values_mut() {
         let Some(img) = s.image.clone() else { continue };
         if img.contains('@') {

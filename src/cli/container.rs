@@ -16,7 +16,6 @@ use crate::engine::container::{
     ContainerConfig, ContainerStore, ExecOptions, Healthcheck, ImageInfo, Mount, MountKind,
     NetworkMode, RestartPolicy, Status, Summary, Ulimit, generated_name, logs, net,
 };
-use crate::engine::image::ImageStore;
 use crate::engine::network::Networks;
 
 /// `tug container` arguments.
@@ -516,8 +515,7 @@ pub fn config_from(a: &CreateArgs) -> anyhow::Result<ContainerConfig> {
 /// Resolves the image and creates the container; returns the store and the id.
 fn create(root: &Path, a: &CreateArgs) -> anyhow::Result<(ContainerStore, String)> {
     let config = config_from(a)?;
-    let images = ImageStore::open(root)
-        .with_context(|| format!("cannot open the image store in {}", root.display()))?;
+    let images = super::open_images(root)?;
     let img = images.resolve(&a.image)?;
     let layers = images.layer_dirs(&img)?;
     let info = ImageInfo {

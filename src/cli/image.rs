@@ -464,8 +464,7 @@ fn progress_reporter(quiet: bool, done_word: &'static str) -> (image::ProgressFn
 // Long: one arm per `image` subcommand, each a few lines of flags to a store call.
 pub fn run(global: &GlobalArgs, args: ImageArgs) -> anyhow::Result<i32> {
     let root = global.state_root();
-    let store = ImageStore::open(&root)
-        .with_context(|| format!("cannot open the image store in {}", root.display()))?;
+    let store = super::open_images(&root)?;
     let mut out = std::io::stdout().lock();
     match args.command {
         ImageCommand::Ls {

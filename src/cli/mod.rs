@@ -800,6 +800,33 @@ pub fn command() -> clap::Command {
 }
 
 /// Renders an error chain on one line per cause, without Rust debug noise.
+/// Opens the image store of `root`, telling the user if opening it repaired a damaged index.
+pub(crate) fn open_images(
+    root: &std::path::Path,
+) -> anyhow::Result<crate::engine::image::ImageStore> {
+    use anyhow::Context as _;
+    let store = crate::engine::image::ImageStore::open(root)
+        .with_context(|| format!("cannot open the image store in {}", root.display()))?;
+    if let Some(r) = store.repaired() {
+        warn_index_repaired(r);
+    }
+    Ok(store)
+}
+
+/// The warning for an image index rebuilt when the store was opened.
+pub(crate) fn warn_index_repaired(r: &crate::engine::image::IndexRepair) {
+    eprintln!(
+        "warning: the image index was damaged ({}) and has been rebuilt: {} named image \
+         entries recovered from its previous version, {} image(s) found without a name \
+         (list them with `tug image ls`, name them with `tug image tag ID NAME`); the damaged \
+         file is kept as {}",
+        r.reason,
+        r.named,
+        r.unnamed,
+        r.damaged.display()
+    );
+}
+
 pub(crate) fn render_error(err: &anyhow::Error) -> String {
     let mut out = err.to_string();
     for cause in err.chain().skip(1) {

@@ -350,6 +350,12 @@ impl Stack {
         })
     }
 
+    /// What opening the image store repaired, if its index was damaged.
+    #[must_use]
+    pub fn image_repair(&self) -> Option<&crate::engine::image::IndexRepair> {
+        self.images.repaired()
+    }
+
     /// The desired state: the project with image ids from the store.
     #[must_use]
     pub fn desired(&self) -> Desired {

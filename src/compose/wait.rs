@@ -103,7 +103,10 @@ impl Stack {
         });
         let deadline = Instant::now() + self.options.wait.timeout;
         let store = self.root.join("containers");
-        let watch = state::Watch::states(&[&store]);
+        // Made only once a look finds the condition unmet: closing an inotify instance that
+        // watched something costs 10-20 ms (the kernel waits for an RCU grace period), and
+        // most dependencies of an `up` are met at the first look.
+        let mut watch: Option<Option<state::Watch>> = None;
         let mut watched: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
         loop {
             let cs: Vec<ContainerSummary> = self
@@ -118,17 +121,6 @@ impl Stack {
                 return Err(Error::Dependency(format!(
                     "service {service} has no container to wait for"
                 )));
-            }
-            // A directory watched only now may have changed since it was read: look again
-            // at once rather than wait.
-            let mut fresh = false;
-            if let Some(w) = &watch {
-                for c in &cs {
-                    if watched.insert(c.id.clone()) {
-                        w.add(&store.join(&c.id));
-                        fresh = true;
-                    }
-                }
             }
             let mut all_met = true;
             for c in &cs {
@@ -149,6 +141,18 @@ impl Stack {
                     self.options.wait.timeout,
                     condition.as_str()
                 )));
+            }
+            let watch = watch.get_or_insert_with(|| state::Watch::states(&[&store]));
+            // A directory watched only now may have changed since it was read: look again
+            // at once rather than wait.
+            let mut fresh = false;
+            if let Some(w) = &watch {
+                for c in &cs {
+                    if watched.insert(c.id.clone()) {
+                        w.add(&store.join(&c.id));
+                        fresh = true;
+                    }
+                }
             }
             if !fresh {
                 let left = deadline.saturating_duration_since(Instant::now());

@@ -198,7 +198,12 @@ pub(crate) fn open_stack(
         }
         Err(e) => return Err(e),
     };
-    Stack::open(&root, project, options).context("cannot open the engine's state root")
+    let stack =
+        Stack::open(&root, project, options).context("cannot open the engine's state root")?;
+    if let Some(r) = stack.image_repair() {
+        super::warn_index_repaired(r);
+    }
+    Ok(stack)
 }
 
 /// The state root, created if missing.

@@ -1210,7 +1210,9 @@ impl ContainerStore {
     pub fn wait(&self, key: &str, timeout: Option<Duration>) -> Result<Option<i32>> {
         let id = self.resolve(key)?;
         let deadline = timeout.map(|t| Instant::now() + t);
-        let watch = state::Watch::states(&[self.dir.join(&id)]);
+        // Made only when a look must wait for the record to change: closing an inotify
+        // instance that watched something costs 10-20 ms (an RCU grace period).
+        let mut watch: Option<Option<state::Watch>> = None;
         loop {
             let st = self.state(&id);
             if !matches!(
@@ -1229,10 +1231,12 @@ impl ContainerStore {
                     self.settle(&id);
                 }
             } else {
-                // Restarting, or the record is about to change: the next state file.
+                // Restarting, or the record is about to change: the next state file. A watch
+                // made only now may have missed the change: look again at once.
                 match &watch {
-                    Some(w) => w.wait(left.min(Duration::from_millis(250))),
-                    None => std::thread::sleep(left.min(Duration::from_millis(20))),
+                    None => watch = Some(state::Watch::states(&[self.dir.join(&id)])),
+                    Some(Some(w)) => w.wait(left.min(Duration::from_millis(250))),
+                    Some(None) => std::thread::sleep(left.min(Duration::from_millis(20))),
                 }
             }
         }

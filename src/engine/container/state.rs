@@ -175,6 +175,11 @@ pub use crate::engine::proc::{alive, start_time, wait_gone};
 /// until a file there is renamed into place, created or removed (and, for log followers,
 /// written), instead of looking every few milliseconds. Changes that write nothing (a
 /// process dying without its supervisor) are caught by the callers' own bound on each wait.
+///
+/// Make one only when a first look finds something to wait for: closing an inotify instance
+/// that watched a directory blocks for an RCU grace period (10-20 ms here), which a wait
+/// that ends at its first look would pay for nothing (20 dependencies of an `up` paid it
+/// one after another: +250 ms).
 #[derive(Debug)]
 pub struct Watch {
     fd: std::os::fd::OwnedFd,

@@ -136,6 +136,19 @@ impl Default for Index {
     }
 }
 
+/// What [`Layout::repair_index`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexRepair {
+    /// Where the damaged `index.json` was kept.
+    pub damaged: PathBuf,
+    /// Why it did not parse.
+    pub reason: String,
+    /// Named entries recovered from `index.json.prev`.
+    pub named: usize,
+    /// Image manifests found among the blobs and listed without a name.
+    pub unnamed: usize,
+}
+
 /// The layout directory.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -257,22 +270,146 @@ impl Layout {
     }
 
     /// Reads `index.json`.
+    ///
+    /// # Errors
+    /// [`Error::DamagedIndex`] when the file does not parse (see [`Layout::repair_index`]).
     pub fn read_index(&self) -> Result<Index> {
         let path = self.index_path();
-        let data = match fs::read(&path) {
+        match Self::read_index_at(&path)? {
+            Some(Ok(index)) => Ok(index),
+            Some(Err(reason)) => Err(Error::DamagedIndex { path, reason }),
+            None => Ok(Index::default()),
+        }
+    }
+
+    /// `None` when the file is missing; `Some(Err(why))` when it does not parse.
+    fn read_index_at(path: &Path) -> Result<Option<std::result::Result<Index, String>>> {
+        let data = match fs::read(path) {
             Ok(d) => d,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Index::default()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_ctx(format!("cannot read {}", path.display()))(e)),
         };
-        serde_json::from_slice(&data)
-            .map_err(|e| Error::Corrupt(format!("{}: {e}", path.display())))
+        Ok(Some(
+            serde_json::from_slice(&data).map_err(|e| e.to_string()),
+        ))
+    }
+
+    fn prev_index_path(&self) -> PathBuf {
+        self.dir.join("index.json.prev")
     }
 
     /// Replaces `index.json` atomically. Callers hold the index lock.
+    ///
+    /// The version it replaces stays as `index.json.prev` (a hard link, so nothing is
+    /// copied): if `index.json` is ever damaged, [`Layout::repair_index`] gets every name
+    /// back from it but those of the last change.
     pub fn write_index(&self, index: &Index) -> Result<()> {
         let data = serde_json::to_vec_pretty(index)
             .map_err(|e| Error::Corrupt(format!("cannot serialise index.json: {e}")))?;
-        fsutil::write_atomic(&self.index_path(), &data)
+        let current = self.index_path();
+        if matches!(Self::read_index_at(&current), Ok(Some(Ok(_)))) {
+            // Best effort: a missing backup costs names only if the index is damaged later.
+            let tmp = self
+                .dir
+                .join(format!(".tmp-prev-{}", fsutil::random_suffix()));
+            if fs::hard_link(&current, &tmp).is_ok()
+                && fs::rename(&tmp, self.prev_index_path()).is_err()
+            {
+                let _ = fs::remove_file(&tmp);
+            }
+        }
+        fsutil::write_atomic(&current, &data)
+    }
+
+    /// Rebuilds a damaged `index.json`; callers hold the index lock. The entries of
+    /// `index.json.prev` whose manifests are still stored keep their names; every other
+    /// image manifest among the blobs is listed without a name (as a dangling image), so
+    /// no image is lost and garbage collection removes nothing that was in use. The
+    /// damaged file is kept as `index.json.damaged-<seconds since the epoch>`.
+    ///
+    /// Returns `None` when the index is not damaged (another process repaired it first).
+    ///
+    /// # Errors
+    /// The blobs cannot be listed or the new index cannot be written.
+    pub fn repair_index(&self) -> Result<Option<IndexRepair>> {
+        let path = self.index_path();
+        let Some(Err(reason)) = Self::read_index_at(&path)? else {
+            return Ok(None);
+        };
+        let mut index = match Self::read_index_at(&self.prev_index_path()) {
+            Ok(Some(Ok(prev))) => prev,
+            _ => Index::default(),
+        };
+        index.manifests.retain(|e| self.has_blob(&e.digest));
+        let named = index
+            .manifests
+            .iter()
+            .filter(|e| e.name().is_some())
+            .count();
+        let known: std::collections::HashSet<String> =
+            index.manifests.iter().map(|e| e.digest.clone()).collect();
+        let mut found = Vec::new();
+        for digest in self.blob_digests()? {
+            if known.contains(&digest) {
+                continue;
+            }
+            if let Some(entry) = self.manifest_entry(&digest) {
+                found.push(entry);
+            }
+        }
+        found.sort_by(|a, b| a.digest.cmp(&b.digest));
+        let unnamed = found.len();
+        index.manifests.extend(found);
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let kept = self.dir.join(format!("index.json.damaged-{secs}"));
+        fs::rename(&path, &kept).map_err(io_ctx(format!(
+            "cannot move the damaged {} aside",
+            path.display()
+        )))?;
+        // The damaged file must not become the backup.
+        fsutil::write_atomic(
+            &path,
+            &serde_json::to_vec_pretty(&index)
+                .map_err(|e| Error::Corrupt(format!("cannot serialise index.json: {e}")))?,
+        )?;
+        Ok(Some(IndexRepair {
+            damaged: kept,
+            reason,
+            named,
+            unnamed,
+        }))
+    }
+
+    /// An index entry for the blob `digest` if it is an image manifest (small JSON with a
+    /// config descriptor and a list of layers).
+    fn manifest_entry(&self, digest: &str) -> Option<IndexEntry> {
+        let path = self.blob_path(digest).ok()?;
+        let size = fs::metadata(&path).ok()?.len();
+        if size > MAX_MANIFEST {
+            return None;
+        }
+        let data = self.read_blob(digest).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&data).ok()?;
+        let config = v.get("config")?;
+        config.get("digest")?.as_str()?;
+        v.get("layers")?.as_array()?;
+        let media_type = v
+            .get("mediaType")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or(OCI_MANIFEST)
+            .to_string();
+        if ![OCI_MANIFEST, DOCKER_MANIFEST].contains(&media_type.as_str()) {
+            return None;
+        }
+        Some(IndexEntry {
+            media_type,
+            digest: digest.to_string(),
+            size,
+            annotations: BTreeMap::new(),
+            extra: serde_json::Map::new(),
+        })
     }
 
     /// Digests of every blob file present.

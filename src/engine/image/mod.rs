@@ -20,6 +20,8 @@
 //! exists only when completely unpacked and its diff_id verified; `index.json` is replaced
 //! atomically; a process killed at any point leaves only `.ingest/` files and `.tmp-`/`.del-`
 //! directories, which the next command that can take the store lock exclusively removes.
+//! A damaged `index.json` is rebuilt when the store is opened, from the previous version
+//! (`index.json.prev`) and the manifests among the blobs ([`Layout::repair_index`]).
 
 mod archive;
 pub mod auth;
@@ -41,7 +43,7 @@ use oci_spec::image::{ImageConfiguration, ImageManifest};
 pub use archive::Loaded;
 pub use bootstrap::{BUSYBOX, BootstrapEvent, DebianOptions, busybox_tar};
 pub use import::ImportOptions;
-pub use layout::{Index, IndexEntry, Layout};
+pub use layout::{Index, IndexEntry, IndexRepair, Layout};
 pub use reference::{DEFAULT_TAG, DOCKER_HUB, Reference};
 pub use registry::{Progress, ProgressFn, login, logout, no_progress};
 pub use unpack::{Compression, Stats as UnpackStats, decompress as decompress_any};
@@ -108,6 +110,14 @@ pub enum Error {
     /// The store's files are not what they should be.
     #[error("corrupt image store: {0}")]
     Corrupt(String),
+    /// `index.json` does not parse (opening the store repairs it: [`Layout::repair_index`]).
+    #[error("damaged image index {}: {reason}", path.display())]
+    DamagedIndex {
+        /// The file.
+        path: PathBuf,
+        /// Why it does not parse.
+        reason: String,
+    },
     /// A `--change` instruction tug cannot apply.
     #[error("invalid change {change:?}: {reason}")]
     BadChange {
@@ -258,6 +268,7 @@ pub struct ImageStore {
     root: PathBuf,
     layout: Layout,
     layers: PathBuf,
+    repair: Option<IndexRepair>,
 }
 
 impl ImageStore {
@@ -279,13 +290,25 @@ impl ImageStore {
         // Private: a layer may hold a directory that is 1777 inside the image, or setuid files.
         crate::engine::private::create_dir_all(&layers)
             .map_err(io_ctx(format!("cannot create {}", layers.display())))?;
-        let store = Self {
+        let mut store = Self {
             root: root.path().to_path_buf(),
             layout,
             layers,
+            repair: None,
         };
         store.cleanup_leftovers()?;
+        if matches!(store.layout.read_index(), Err(Error::DamagedIndex { .. })) {
+            let _index = store.lock_index()?;
+            store.repair = store.layout.repair_index()?;
+        }
         Ok(store)
+    }
+
+    /// What opening the store repaired, if `index.json` was damaged (for the caller to tell
+    /// the user once: the next command finds a sound index).
+    #[must_use]
+    pub fn repaired(&self) -> Option<&IndexRepair> {
+        self.repair.as_ref()
     }
 
     /// The state root.
