@@ -1124,3 +1124,70 @@ services:
     assert!(!p.tug(&["ls", "-a"]).contains("watching"));
     assert!(!p.output(&["watch", "--stop"]).status.success());
 }
+
+#[test]
+fn watch_deletions_without_events_never_follow_a_containers_links() {
+    if !require_root() {
+        return;
+    }
+    let canary = Canary::new(&[("x.txt", "canary's")]);
+    let c = canary.p();
+    let p = Project::new(
+        r#"
+services:
+  evil:
+    image: busybox:latest
+    init: true
+    command: ["sleep", "1000"]
+    develop:
+      watch:
+        - path: ./src
+          target: /app
+          action: sync
+"#,
+    );
+    for d in ["abs", "rel", "host"] {
+        p.write(&format!("src/{d}/x.txt"), d);
+    }
+    let w = p.watch(&[]);
+    p.until_content("evil", "/app/host/x.txt", "host");
+    drop(w);
+    // The container turns the directories into links: to its own /victim, absolute and
+    // climbing, and to the canary's path (which is the host's, were it resolved there).
+    p.sh(
+        "evil",
+        &format!(
+            "mkdir -p /victim {c} && echo victim > /victim/x.txt && echo own > {c}/x.txt && \
+             rm -rf /app/abs /app/rel /app/host && ln -s /victim /app/abs && \
+             ln -s ../../../../victim /app/rel && ln -s {c} /app/host"
+        ),
+    );
+    // The host deletes them while the container is stopped; its start compares the rule.
+    p.tug(&["stop", "-t", "1", "evil"]);
+    for d in ["abs", "rel", "host"] {
+        std::fs::remove_dir_all(p.path(&format!("src/{d}"))).unwrap();
+    }
+    p.tug(&["start", "evil"]);
+    // The links, at paths the host deleted, go (unfollowed); what they led to stays.
+    for l in ["/app/abs", "/app/rel", "/app/host"] {
+        p.until_gone("evil", l);
+    }
+    assert_eq!(
+        p.read_in("evil", "/victim/x.txt").as_deref(),
+        Some("victim\n")
+    );
+    assert_eq!(
+        p.read_in("evil", &format!("{c}/x.txt")).as_deref(),
+        Some("own\n")
+    );
+    // What was not removed is said in the container's log (on its stderr).
+    let log = p.output(&["logs", "evil"]);
+    let err = String::from_utf8_lossy(&log.stderr);
+    assert!(
+        err.contains(
+            "tug: sync before start: /app/abs/x.txt: not removed: a symlink is on the way"
+        ),
+        "{err}"
+    );
+    canary.assert_untouched();
+}
