@@ -727,15 +727,6 @@ fn container_exec_joins_the_same_namespaces() {
     assert!(e.contains("not running"), "{e}");
 }
 
-/// This process's bounding set (the capabilities tug itself may grant), as `CapBnd` shows it.
-fn own_bounding_set() -> String {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("CapBnd:").map(|v| v.trim().to_string()))
-        .unwrap()
-}
-
 #[test]
 fn container_exec_privileged_gets_every_capability_and_no_seccomp_filter() {
     let Some(env) = Env::new() else { return };
@@ -764,7 +755,7 @@ fn container_exec_privileged_gets_every_capability_and_no_seccomp_filter() {
         env.ok(&a)
     };
     let plain = exec(&[]);
-    let full = own_bounding_set();
+    let full = common::bounding_set();
     let priv_ = exec(&["--privileged"]);
     let lines = |s: &str| s.lines().map(str::to_string).collect::<Vec<_>>();
     let (plain, priv_) = (lines(&plain), lines(&priv_));

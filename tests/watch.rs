@@ -893,11 +893,7 @@ services:
     for d in ["hooks", "plain", "out"] {
         std::fs::create_dir_all(p.path(d)).unwrap();
     }
-    let full = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("CapBnd:").map(|v| v.trim().to_string()))
-        .unwrap();
+    let full = crate::common::bounding_set();
     let unconfined = format!("CapEff:{full}\nSeccomp:0\nunshared\n");
     let confined = "CapEff:00000000a80425fb\nSeccomp:2\nrefused\n";
     let read = |f: &str| std::fs::read_to_string(p.path(f)).unwrap_or_default();
