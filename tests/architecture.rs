@@ -391,11 +391,9 @@ fn architecture_text_errors_are_read_from_code() {
 /// Errors are types, not text: no function, closure, alias, static or channel of `src/`
 /// has a `Result` whose error is a `String` or a `&str` (one `thiserror` type per module,
 /// with variants that carry the data; text is made where an error is shown, or written to
-/// another process). Pending: `src/cli/watch.rs` and `src/watch/`, reworked elsewhere at
-/// the moment — remove them from `PENDING` once converted.
+/// another process).
 #[test]
 fn architecture_errors_are_types_not_text() {
-    const PENDING: [&str; 2] = ["cli/watch.rs", "watch/"];
     let root = src();
     let mut out = Vec::new();
     for f in sources(&root) {
@@ -404,9 +402,6 @@ fn architecture_errors_are_types_not_text() {
             .unwrap()
             .to_string_lossy()
             .into_owned();
-        if PENDING.iter().any(|p| rel.starts_with(p)) {
-            continue;
-        }
         let text = std::fs::read_to_string(&f).unwrap();
         // The code without comments, one text: a signature may span lines.
         let joined: String = text.lines().map(|l| format!("{}\n", code(l))).collect();

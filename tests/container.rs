@@ -728,6 +728,100 @@ fn container_exec_joins_the_same_namespaces() {
 }
 
 #[test]
+fn container_exec_privileged_gets_every_capability_and_no_seccomp_filter() {
+    let Some(env) = Env::new() else { return };
+    let name = common::unique("privexec");
+    env.ok(&[
+        "container",
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--network",
+        "none",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    // What the process has, and whether `unshare(CLONE_NEWUTS)` works: Docker's default
+    // seccomp profile refuses it to a container without CAP_SYS_ADMIN.
+    let probe = "grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|Seccomp):' /proc/self/status \
+                 | tr -d '\\t'; unshare -u hostname changed-inside 2>&1 && echo unshared; \
+                 hostname; grep ' /sys ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1; ls /dev | wc -l";
+    let exec = |extra: &[&str]| -> String {
+        let mut a = vec!["container", "exec"];
+        a.extend_from_slice(extra);
+        a.extend([name.as_str(), "sh", "-c", probe]);
+        env.ok(&a)
+    };
+    let plain = exec(&[]);
+    let full = common::bounding_set();
+    let priv_ = exec(&["--privileged"]);
+    let lines = |s: &str| s.lines().map(str::to_string).collect::<Vec<_>>();
+    let (plain, priv_) = (lines(&plain), lines(&priv_));
+    // A plain exec: Docker's default set, the seccomp filter, unshare refused.
+    assert_eq!(
+        plain[..6],
+        [
+            "CapInh:0000000000000000",
+            "CapPrm:00000000a80425fb",
+            "CapEff:00000000a80425fb",
+            "CapBnd:00000000a80425fb",
+            "CapAmb:0000000000000000",
+            "Seccomp:2",
+        ],
+        "{plain:#?}"
+    );
+    assert!(
+        plain[6].contains("Operation not permitted"),
+        "unshare worked in a plain exec: {plain:#?}"
+    );
+    assert!(!plain.iter().any(|l| l == "unshared"), "{plain:#?}");
+    // A privileged one: every capability tug holds, nothing inheritable or ambient, no
+    // seccomp filter, so unshare works (a new UTS namespace: the container's name stays).
+    assert_eq!(
+        priv_[..6],
+        [
+            "CapInh:0000000000000000".to_string(),
+            format!("CapPrm:{full}"),
+            format!("CapEff:{full}"),
+            format!("CapBnd:{full}"),
+            "CapAmb:0000000000000000".to_string(),
+            "Seccomp:0".to_string(),
+        ],
+        "{priv_:#?}"
+    );
+    assert_eq!(priv_[6], "unshared", "{priv_:#?}");
+    // It is still in the container: the same hostname (the change was in its own new
+    // namespace), /sys read-only, the same devices.
+    assert_eq!(priv_[7], plain[7]);
+    assert_eq!(priv_[8], "ro");
+    assert_eq!(priv_[8], plain[8]);
+    assert_eq!(priv_[9], plain[9], "a privileged exec saw other devices");
+    // As another user, as with Docker: the sets are given but, neither inheritable nor
+    // ambient, do not survive the exec of a program by a user other than root; the bounding
+    // set and the missing filter do.
+    let user = env.ok(&[
+        "container",
+        "exec",
+        "--privileged",
+        "-u",
+        "1000",
+        &name,
+        "sh",
+        "-c",
+        "id -u; grep -E '^(CapEff|CapBnd|Seccomp):' /proc/self/status | tr -d '\\t'",
+    ]);
+    assert_eq!(
+        user,
+        format!("1000\nCapEff:0000000000000000\nCapBnd:{full}\nSeccomp:0\n")
+    );
+    // Nothing of it stays: the next plain exec has the defaults again.
+    assert_eq!(lines(&exec(&[]))[..6], plain[..6]);
+    env.ok(&["container", "rm", "-f", &name]);
+}
+
+#[test]
 fn container_memory_limit_oom_is_reported() {
     let Some(env) = Env::new() else { return };
     // The same hog under the built-in runtime and under runc: both report the OOM kill.

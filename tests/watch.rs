@@ -9,7 +9,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{busybox_image, ok, processes_of, require_root, run, tug, unique};
+use crate::common::{
+    busybox_image, ok, processes_of, require_root, require_tools, run, tug, tug_bin, unique,
+};
 use crate::hostile::Canary;
 
 /// A compose project in a temp dir with its own state root; on drop the watch ends, the
@@ -847,4 +849,341 @@ services:
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(rebuilt(&w), 2, "{:#?}", w.lines());
     drop(w);
+}
+
+#[test]
+fn watch_privileged_sync_exec_exec_and_hooks_run_unconfined() {
+    if !require_root() {
+        return;
+    }
+    let p = Project::new(
+        r#"
+services:
+  svc:
+    image: busybox:latest
+    init: true
+    command: ["sleep", "1000"]
+    volumes: ["./out:/out", "./probe:/probe:ro"]
+    post_start:
+      - command: ["sh", "/probe/probe.sh", "/out/post-start"]
+        privileged: true
+    develop:
+      watch:
+        - path: ./hooks
+          target: /hooks
+          action: sync+exec
+          exec:
+            command: ["sh", "/probe/probe.sh", "/out/exec-ran"]
+            privileged: true
+        - path: ./plain
+          target: /plain
+          action: sync+exec
+          exec:
+            command: ["sh", "/probe/probe.sh", "/out/plain-ran"]
+"#,
+    );
+    // What the process has, and whether unshare(CLONE_NEWUTS) works (Docker's default
+    // seccomp profile refuses it without CAP_SYS_ADMIN).
+    p.write(
+        "probe/probe.sh",
+        "{ grep -E '^(CapEff|Seccomp):' /proc/self/status | tr -d '\\t'\n\
+         unshare -u true 2>/dev/null && echo unshared || echo refused; } > \"$1.tmp\"\n\
+         mv \"$1.tmp\" \"$1\"\n",
+    );
+    for d in ["hooks", "plain", "out"] {
+        std::fs::create_dir_all(p.path(d)).unwrap();
+    }
+    let full = crate::common::bounding_set();
+    let unconfined = format!("CapEff:{full}\nSeccomp:0\nunshared\n");
+    let confined = "CapEff:00000000a80425fb\nSeccomp:2\nrefused\n";
+    let read = |f: &str| std::fs::read_to_string(p.path(f)).unwrap_or_default();
+    let w = p.watch(&[]);
+    // A privileged post_start hook.
+    p.until("the post_start hook", || !read("out/post-start").is_empty());
+    assert_eq!(read("out/post-start"), unconfined);
+    // sync+exec with privileged: true, and without.
+    p.write("hooks/h.txt", "h");
+    p.until("the privileged exec", || !read("out/exec-ran").is_empty());
+    assert_eq!(read("out/exec-ran"), unconfined);
+    w.until_line("the exec line", |l| l.starts_with("svc: exec in "));
+    p.write("plain/x.txt", "x");
+    p.until("the plain exec", || !read("out/plain-ran").is_empty());
+    assert_eq!(read("out/plain-ran"), confined);
+    assert!(
+        !w.lines().iter().any(|l| l.contains("failed")),
+        "{:#?}",
+        w.lines()
+    );
+    drop(w);
+    // `tug exec --privileged` and a plain `tug exec`.
+    let probe = |privileged: bool| {
+        let mut a = vec!["exec", "-T"];
+        if privileged {
+            a.push("--privileged");
+        }
+        a.extend(["svc", "sh", "-c", "sh /probe/probe.sh /tmp/p && cat /tmp/p"]);
+        p.tug(&a)
+    };
+    assert_eq!(probe(true), unconfined);
+    assert_eq!(probe(false), confined);
+}
+
+/// The directory of `service`'s container in the project's state root.
+fn container_dir(p: &Project, service: &str) -> PathBuf {
+    let id = p.tug(&["ps", "-q", service]).trim().to_string();
+    assert!(!id.is_empty(), "{service} has no container");
+    std::fs::read_dir(p.root.path().join("containers"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|d| d.file_name().unwrap().to_string_lossy().starts_with(&id))
+        .unwrap_or_else(|| panic!("no directory for container {id}"))
+}
+
+#[test]
+fn watch_deletes_what_the_host_deleted_after_a_queue_overflow_and_at_a_start() {
+    if !require_root() {
+        return;
+    }
+    let p = Project::new(
+        r#"
+services:
+  web:
+    image: busybox:latest
+    init: true
+    command: ["sleep", "1000"]
+    develop:
+      watch:
+        - path: ./src
+          target: /app
+          action: sync
+          ignore: ["node_modules/"]
+"#,
+    );
+    for f in [
+        "a.txt",
+        "b.txt",
+        "gone/x.txt",
+        "node_modules/m.js",
+        "keep.txt",
+    ] {
+        p.write(&format!("src/{f}"), f);
+    }
+    let mut w = p.watch(&[]);
+    // The first start had the host's files; the container adds its own, one under an
+    // ignored directory, and one of the same name outside the target.
+    p.until_content("web", "/app/gone/x.txt", "gone/x.txt");
+    p.sh(
+        "web",
+        "echo own > /app/made.txt && mkdir -p /app/node_modules /other && \
+         echo own > /app/node_modules/own.js && echo other > /other/b.txt",
+    );
+    // A real overflow of the kernel's event queue: the watch is stopped (SIGSTOP) while
+    // more events than the queue holds arrive, then files are deleted: their events are
+    // dropped, the kernel queues an overflow instead.
+    let max: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(w.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    {
+        use std::io::Write as _;
+        // open + modify + close: three events each.
+        for i in 0..max {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p.path("src/flood.txt"))
+                .unwrap();
+            writeln!(f, "{i}").unwrap();
+        }
+    }
+    std::fs::remove_file(p.path("src/b.txt")).unwrap();
+    std::fs::remove_dir_all(p.path("src/gone")).unwrap();
+    std::fs::remove_dir_all(p.path("src/node_modules")).unwrap();
+    p.write("src/new/n.txt", "n");
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    // The rule is compared whole (the line says so) ...
+    w.until_line("the whole comparison", |l| {
+        l.starts_with("web: synced ") && l.contains("that differed")
+    });
+    p.until_gone("web", "/app/b.txt");
+    p.until_gone("web", "/app/gone");
+    p.until_content("web", "/app/new/n.txt", "n");
+    // ... and removes only what the host had: the container's own files, the ignored
+    // tree and what is outside the target stay.
+    for (path, want) in [
+        ("/app/a.txt", "a.txt"),
+        ("/app/keep.txt", "keep.txt"),
+        ("/app/made.txt", "own\n"),
+        ("/app/node_modules/own.js", "own\n"),
+        ("/app/node_modules/m.js", "node_modules/m.js"),
+        ("/other/b.txt", "other\n"),
+    ] {
+        if path == "/app/node_modules/m.js" {
+            // Ignored: it never reached the container.
+            assert!(p.read_in("web", path).is_none(), "{path} was synced");
+            continue;
+        }
+        assert_eq!(p.read_in("web", path).as_deref(), Some(want), "{path}");
+    }
+    // The new directory made during the overflow is watched.
+    p.write("src/new/later.txt", "l");
+    p.until_content("web", "/app/new/later.txt", "l");
+    // A file made while the watch runs, deleted while the container is stopped: gone at
+    // its start (the container's record says the host had it).
+    p.write("src/r.txt", "r");
+    p.until_content("web", "/app/r.txt", "r");
+    let dir = container_dir(&p, "web");
+    p.until("the container's record to list r.txt", || {
+        std::fs::read_to_string(dir.join("sync-seen.json")).is_ok_and(|t| t.contains("\"r.txt\""))
+    });
+    p.tug(&["stop", "-t", "1", "web"]);
+    std::fs::remove_file(p.path("src/r.txt")).unwrap();
+    p.tug(&["start", "web"]);
+    p.until_gone("web", "/app/r.txt");
+    assert_eq!(p.read_in("web", "/app/made.txt").as_deref(), Some("own\n"));
+    // And with no watch running: a restart removes what the host deleted meanwhile.
+    w.interrupt();
+    std::fs::remove_file(p.path("src/keep.txt")).unwrap();
+    p.tug(&["restart", "-t", "1", "web"]);
+    p.until_gone("web", "/app/keep.txt");
+    assert_eq!(p.read_in("web", "/app/a.txt").as_deref(), Some("a.txt"));
+    assert_eq!(p.read_in("web", "/app/made.txt").as_deref(), Some("own\n"));
+}
+
+#[test]
+fn watch_names_the_inotify_limit_it_reaches_in_a_user_namespace() {
+    if !require_root() || !require_tools(&["unshare"]) {
+        return;
+    }
+    let p = Project::new(
+        r#"
+services:
+  web:
+    image: busybox:latest
+    command: ["sleep", "1000"]
+    develop:
+      watch:
+        - path: ./src
+          target: /app
+          action: sync
+"#,
+    );
+    for i in 0..40 {
+        std::fs::create_dir_all(p.path(&format!("src/d{i:02}"))).unwrap();
+    }
+    // The machine's limits stay as they are (other tests run beside this one): the watch
+    // runs in a user namespace of its own whose limit is lowered. The kernel counts its
+    // watches and instances against that namespace's limits as well as the machine's.
+    let limited = |sysctl: &str, value: u32| -> Output {
+        let mut c = Command::new("unshare");
+        c.args(["--user", "--map-root-user", "sh", "-c"])
+            .arg(format!(
+                "echo {value} > /proc/sys/user/{sysctl} && exec \"$0\" \"$@\""
+            ))
+            .arg(tug_bin())
+            .args(["-p", &p.name, "watch", "--no-up"])
+            .env("TUG_ROOT", p.root.path())
+            .env("NO_COLOR", "1")
+            .current_dir(p.dir.path())
+            .stdin(Stdio::null());
+        run(&mut c)
+    };
+    let out = limited("max_inotify_watches", 10);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    // 41 directories (src and 40 below it): the 11th watch fails, 31 are missing.
+    assert!(
+        err.contains(
+            "this user namespace's limit of inotify watches is reached \
+             (user.max_inotify_watches = 10): watching these paths needs 31 (one per \
+             directory) on top of the 10 in use; raise it with \
+             `sysctl user.max_inotify_watches=64` in this user namespace"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    let out = limited("max_inotify_instances", 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        err.contains(
+            "this user namespace's limit of inotify instances is reached \
+             (user.max_inotify_instances = 0)"
+        ),
+        "{err}"
+    );
+    // A watch that could not start leaves no session behind.
+    assert!(!p.tug(&["ls", "-a"]).contains("watching"));
+    assert!(!p.output(&["watch", "--stop"]).status.success());
+}
+
+#[test]
+fn watch_deletions_without_events_never_follow_a_containers_links() {
+    if !require_root() {
+        return;
+    }
+    let canary = Canary::new(&[("x.txt", "canary's")]);
+    let c = canary.p();
+    let p = Project::new(
+        r#"
+services:
+  evil:
+    image: busybox:latest
+    init: true
+    command: ["sleep", "1000"]
+    develop:
+      watch:
+        - path: ./src
+          target: /app
+          action: sync
+"#,
+    );
+    for d in ["abs", "rel", "host"] {
+        p.write(&format!("src/{d}/x.txt"), d);
+    }
+    let w = p.watch(&[]);
+    p.until_content("evil", "/app/host/x.txt", "host");
+    drop(w);
+    // The container turns the directories into links: to its own /victim, absolute and
+    // climbing, and to the canary's path (which is the host's, were it resolved there).
+    p.sh(
+        "evil",
+        &format!(
+            "mkdir -p /victim {c} && echo victim > /victim/x.txt && echo own > {c}/x.txt && \
+             rm -rf /app/abs /app/rel /app/host && ln -s /victim /app/abs && \
+             ln -s ../../../../victim /app/rel && ln -s {c} /app/host"
+        ),
+    );
+    // The host deletes them while the container is stopped; its start compares the rule.
+    p.tug(&["stop", "-t", "1", "evil"]);
+    for d in ["abs", "rel", "host"] {
+        std::fs::remove_dir_all(p.path(&format!("src/{d}"))).unwrap();
+    }
+    p.tug(&["start", "evil"]);
+    // The links, at paths the host deleted, go (unfollowed); what they led to stays.
+    for l in ["/app/abs", "/app/rel", "/app/host"] {
+        p.until_gone("evil", l);
+    }
+    assert_eq!(
+        p.read_in("evil", "/victim/x.txt").as_deref(),
+        Some("victim\n")
+    );
+    assert_eq!(
+        p.read_in("evil", &format!("{c}/x.txt")).as_deref(),
+        Some("own\n")
+    );
+    // What was not removed is said in the container's log (on its stderr).
+    let log = p.output(&["logs", "evil"]);
+    let err = String::from_utf8_lossy(&log.stderr);
+    assert!(
+        err.contains(
+            "tug: sync before start: /app/abs/x.txt: not removed: a symlink is on the way"
+        ),
+        "{err}"
+    );
+    canary.assert_untouched();
 }

@@ -287,6 +287,10 @@ pub enum ContainerCommand {
         /// Working directory.
         #[arg(short = 'w', long)]
         workdir: Option<String>,
+        /// Give the command every capability and no seccomp filter (the container's
+        /// namespaces, devices and mounts stay as they are).
+        #[arg(long)]
+        privileged: bool,
         /// Container.
         container: String,
         /// Command and arguments.
@@ -890,6 +894,7 @@ pub fn run(global: &GlobalArgs, args: ContainerArgs) -> anyhow::Result<i32> {
             env,
             user,
             workdir,
+            privileged,
             container,
             command,
         } => {
@@ -906,6 +911,7 @@ pub fn run(global: &GlobalArgs, args: ContainerArgs) -> anyhow::Result<i32> {
                     interactive,
                     detach,
                     timeout: None,
+                    privileged,
                 },
             )?;
             drop(raw);

@@ -168,29 +168,12 @@ impl Stack {
         what: &str,
     ) -> Result<()> {
         for h in hooks {
-            if h.privileged {
-                return Err(Error::Unsupported(format!(
-                    "service {service}: privileged {what} hooks are not supported yet"
-                )));
-            }
             let Some(cmd) = h.command.clone().filter(|c| !c.is_empty()) else {
                 continue;
             };
-            let env = h
-                .environment
-                .iter()
-                .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
-                .collect();
-            let code = self.containers.exec(
-                id,
-                &crate::engine::container::ExecOptions {
-                    cmd: cmd.clone(),
-                    env,
-                    user: h.user.clone(),
-                    workdir: h.working_dir.clone(),
-                    ..Default::default()
-                },
-            )?;
+            let code = self
+                .containers
+                .exec(id, &super::develop::hook_exec(h, cmd.clone()))?;
             if code != 0 {
                 return Err(Error::Dependency(format!(
                     "service {service}: {what} hook {cmd:?} exited with code {code}"

@@ -11,6 +11,7 @@ mod backend;
 pub mod build;
 mod by_name;
 pub mod convert;
+mod develop;
 pub mod executor;
 pub mod oneoff;
 pub mod query;

@@ -7,8 +7,10 @@
 //! files that differ into the container's root after its mounts and before its process
 //! starts, at that start and at every restart by the restart policy. So a recreated container
 //! has the current host files from its first instruction on (docker compose loses them), and
-//! a file changed while the container was down is not missed. The record outlives the watch
-//! session (the containers keep what was synced into them); `down` forgets it.
+//! a file changed while the container was down is not missed; a file the host deleted while
+//! the container was down is removed then, when the container's record of what it was last
+//! synced with ([`sync::Seen`]) lists it. The record outlives the watch session (the
+//! containers keep what was synced into them); `down` forgets it.
 
 use std::path::PathBuf;
 
@@ -87,6 +89,22 @@ impl Stack {
         }
         let dir = self.containers.container_dir(id);
         sync::write_rules(&dir, &rules)
+            .map_err(|e| Error::Io(format!("write into {}", dir.display()), e))
+    }
+
+    /// What the container `id` was last synced with, per rule (see [`sync::Seen`]).
+    #[must_use]
+    pub fn sync_seen(&self, id: &str) -> sync::SeenByRule {
+        sync::read_seen(&self.containers.container_dir(id))
+    }
+
+    /// Records what the container `id` has been synced with.
+    ///
+    /// # Errors
+    /// The record cannot be written.
+    pub fn record_seen(&self, id: &str, seen: &sync::SeenByRule) -> Result<()> {
+        let dir = self.containers.container_dir(id);
+        sync::write_seen(&dir, seen)
             .map_err(|e| Error::Io(format!("write into {}", dir.display()), e))
     }
 

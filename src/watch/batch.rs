@@ -2,6 +2,12 @@
 //! been quiet for a moment (an editor's write-and-rename dance, a `git checkout` of 500 files
 //! become one batch), then matched against the rules, giving per service what to sync,
 //! whether to restart or rebuild, and which commands to run. Pure: tested without a watcher.
+//!
+//! When the kernel's event queue overflowed (more events than
+//! `fs.inotify.max_queued_events` waited to be read), what happened meanwhile is unknown: every
+//! sync rule is compared whole ([`SyncWork::full`]), which writes what differs and removes
+//! what the host had and has deleted (see `engine::sync`); nothing is restarted or rebuilt for
+//! changes that may not have happened.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -3,10 +3,111 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Error, Result};
-use crate::engine::build::ignore::Ignore;
+use crate::engine::build::ignore::{Ignore, PatternError};
 use crate::engine::sync::{self, Filter, filter::may_reinclude_below};
 use crate::project::model::{Project, ServiceHook};
+
+/// A rule compose would refuse, or one that cannot be read; each names the service and the
+/// rule's index in its `develop.watch`.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    /// An action compose does not have.
+    #[error("service {service}: develop.watch[{index}]: {source}")]
+    Action {
+        /// The service.
+        service: String,
+        /// The rule's index.
+        index: usize,
+        /// The action as written.
+        source: UnknownAction,
+    },
+    /// A sync action without `target`.
+    #[error("service {service}: develop.watch[{index}]: action {action} needs a target")]
+    NoTarget {
+        /// The service.
+        service: String,
+        /// The rule's index.
+        index: usize,
+        /// The action as written.
+        action: String,
+    },
+    /// A `target` that is not an absolute path.
+    #[error(
+        "service {service}: develop.watch[{index}]: target {target:?} must be an absolute \
+         path in the container"
+    )]
+    RelativeTarget {
+        /// The service.
+        service: String,
+        /// The rule's index.
+        index: usize,
+        /// The target as written.
+        target: String,
+    },
+    /// `rebuild` of a service without `build:`.
+    #[error(
+        "service {service}: develop.watch[{index}]: action rebuild needs a build section in \
+         the service"
+    )]
+    NoBuild {
+        /// The service.
+        service: String,
+        /// The rule's index.
+        index: usize,
+    },
+    /// `sync+exec` without `exec.command`.
+    #[error("service {service}: develop.watch[{index}]: action sync+exec needs exec.command")]
+    NoCommand {
+        /// The service.
+        service: String,
+        /// The rule's index.
+        index: usize,
+    },
+    /// An `ignore` or `include` pattern that does not compile.
+    #[error("service {service}: develop.watch[{index}]: {source}")]
+    Pattern {
+        /// The service.
+        service: String,
+        /// The rule's index.
+        index: usize,
+        /// The pattern's error, with the rule's path.
+        source: sync::SyncError,
+    },
+    /// The rule's `path` does not exist on the host.
+    #[error("service {service}: develop.watch[{index}]: path {} does not exist", path.display())]
+    MissingPath {
+        /// The service.
+        service: String,
+        /// The rule's index.
+        index: usize,
+        /// The host path.
+        path: PathBuf,
+    },
+    /// The build context's `.dockerignore` has a bad pattern.
+    #[error("{}: {source}", path.display())]
+    DockerIgnore {
+        /// The file.
+        path: PathBuf,
+        /// The pattern's error.
+        source: PatternError,
+    },
+    /// The build context's `.dockerignore` cannot be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// Result alias of this module.
+pub type Result<T> = std::result::Result<T, RuleError>;
+
+/// An action compose does not have (as written).
+#[derive(Debug, thiserror::Error)]
+#[error("unknown watch action {0:?} (expected sync, rebuild, restart, sync+restart or sync+exec)")]
+pub struct UnknownAction(pub String);
 
 /// What a change under a rule's path does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -28,19 +129,14 @@ impl Action {
     ///
     /// # Errors
     /// An action compose does not have.
-    pub fn parse(s: &str) -> std::result::Result<Action, String> {
+    pub fn parse(s: &str) -> std::result::Result<Action, UnknownAction> {
         Ok(match s {
             "sync" => Action::Sync,
             "restart" => Action::Restart,
             "sync+restart" => Action::SyncRestart,
             "sync+exec" => Action::SyncExec,
             "rebuild" => Action::Rebuild,
-            other => {
-                return Err(format!(
-                    "unknown watch action {other:?} (expected sync, rebuild, restart, \
-                     sync+restart or sync+exec)"
-                ));
-            }
+            other => return Err(UnknownAction(other.to_string())),
         })
     }
 
@@ -122,11 +218,13 @@ fn dockerignore(context: &Path, dockerfile: Option<&str>) -> Result<Ignore> {
     for c in candidates {
         match std::fs::read_to_string(&c) {
             Ok(text) => {
-                return Ignore::parse(&text)
-                    .map_err(|e| Error::Invalid(format!("{}: {e}", c.display())));
+                return Ignore::parse(&text).map_err(|source| RuleError::DockerIgnore {
+                    path: c.clone(),
+                    source,
+                });
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::Io(c.display().to_string(), e)),
+            Err(source) => return Err(RuleError::Io { path: c, source }),
         }
     }
     Ok(Ignore::default())
@@ -144,32 +242,34 @@ pub fn triggers(project: &Project, services: &[String]) -> Result<Vec<Trigger>> 
             continue;
         }
         let Some(dev) = &s.develop else { continue };
-        for (i, w) in dev.watch.iter().enumerate() {
-            let at = || format!("service {}: develop.watch[{i}]", s.name);
-            let action =
-                Action::parse(&w.action).map_err(|e| Error::Invalid(format!("{}: {e}", at())))?;
+        for (index, w) in dev.watch.iter().enumerate() {
+            let service = || s.name.clone();
+            let action = Action::parse(&w.action).map_err(|source| RuleError::Action {
+                service: service(),
+                index,
+                source,
+            })?;
             let target = w.target.clone().unwrap_or_default();
             if action.syncs() {
                 if target.is_empty() {
-                    return Err(Error::Invalid(format!(
-                        "{}: action {} needs a target",
-                        at(),
-                        w.action
-                    )));
+                    return Err(RuleError::NoTarget {
+                        service: service(),
+                        index,
+                        action: w.action.clone(),
+                    });
                 }
                 if !target.starts_with('/') {
-                    return Err(Error::Invalid(format!(
-                        "{}: target {target:?} must be an absolute path in the container",
-                        at()
-                    )));
+                    return Err(RuleError::RelativeTarget {
+                        service: service(),
+                        index,
+                        target,
+                    });
                 }
             }
             let context = if action == Action::Rebuild {
-                let b = s.build.as_ref().ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "{}: action rebuild needs a build section in the service",
-                        at()
-                    ))
+                let b = s.build.as_ref().ok_or_else(|| RuleError::NoBuild {
+                    service: service(),
+                    index,
                 })?;
                 let ctx = PathBuf::from(b.context.clone().unwrap_or_else(|| ".".into()));
                 let ignore = dockerignore(&ctx, b.dockerfile.as_deref())?;
@@ -183,21 +283,23 @@ pub fn triggers(project: &Project, services: &[String]) -> Result<Vec<Trigger>> 
                 ignore: w.ignore.clone(),
                 include: w.include.clone(),
             };
-            let filter = rule
-                .filter()
-                .map_err(|e| Error::Invalid(format!("{}: {e}", at())))?;
+            let filter = rule.filter().map_err(|source| RuleError::Pattern {
+                service: service(),
+                index,
+                source,
+            })?;
             let exec = (action == Action::SyncExec).then(|| w.exec.clone());
             if let Some(e) = &exec
                 && e.command.as_ref().is_none_or(Vec::is_empty)
             {
-                return Err(Error::Invalid(format!(
-                    "{}: action sync+exec needs exec.command",
-                    at()
-                )));
+                return Err(RuleError::NoCommand {
+                    service: service(),
+                    index,
+                });
             }
             out.push(Trigger {
                 service: s.name.clone(),
-                index: i,
+                index,
                 action,
                 rule,
                 filter,
@@ -208,6 +310,23 @@ pub fn triggers(project: &Project, services: &[String]) -> Result<Vec<Trigger>> 
         }
     }
     Ok(out)
+}
+
+/// Refuses a trigger whose `path` does not exist on the host.
+///
+/// # Errors
+/// [`RuleError::MissingPath`].
+pub fn check_paths(triggers: &[Trigger]) -> Result<()> {
+    for t in triggers {
+        if std::fs::symlink_metadata(&t.rule.source).is_err() {
+            return Err(RuleError::MissingPath {
+                service: t.service.clone(),
+                index: t.index,
+                path: t.rule.source.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The services of `triggers`, in file order.

@@ -13,12 +13,11 @@ use std::time::{Duration, Instant};
 
 use super::batch::{Batcher, Changes, ServiceWork, plan};
 use super::rules::Trigger;
-use super::watcher::{Received, Watcher};
-use super::{Error, Result};
+use super::watcher::{Received, Watcher, WatcherError};
+use super::{Error, Options, Prepared, Reporter, Result};
 use crate::compose::{Stack, labels};
 use crate::engine::container::Status;
-use crate::engine::sync;
-use crate::project::model::ServiceHook;
+use crate::engine::sync::{self, Seen};
 
 /// How long the watched trees must be quiet before a batch is carried out.
 pub const QUIET: Duration = Duration::from_millis(5);
@@ -68,30 +67,29 @@ impl Activity {
 /// The longest a batch gathers events when the trees never rest.
 pub const MAX_BATCH: Duration = Duration::from_secs(2);
 
-/// What the caller carries out for the session: the compose verbs' own paths (plans, locks,
-/// progress), which live above the library.
-pub trait Driver: Sync {
-    /// Restarts `service`'s containers.
-    ///
-    /// # Errors
-    /// A message for the user.
-    fn restart(&self, service: &str) -> std::result::Result<(), String>;
-    /// Builds `service`'s image and recreates its containers (and restarts the dependents
-    /// that ask for it).
-    ///
-    /// # Errors
-    /// A message for the user.
-    fn rebuild(&self, service: &str) -> std::result::Result<(), String>;
-    /// Runs a `sync+exec` command in the container `id` and shows its output; returns its
-    /// exit code.
-    ///
-    /// # Errors
-    /// A message for the user.
-    fn exec(&self, id: &str, hook: &ServiceHook) -> std::result::Result<i32, String>;
+/// Work done on a service's worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// `restart`, `sync+restart`.
+    Restart,
+    /// `rebuild`.
+    Rebuild,
+    /// A `sync+exec` command.
+    Exec,
+}
+
+impl std::fmt::Display for Work {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Work::Restart => "restart",
+            Work::Rebuild => "rebuild",
+            Work::Exec => "exec",
+        })
+    }
 }
 
 /// What happened, for the caller to show.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Report {
     /// The watch is set up.
     Watching {
@@ -154,13 +152,13 @@ pub enum Report {
     Failed {
         /// Service.
         service: String,
-        /// `restart`, `rebuild` or `exec`.
-        action: &'static str,
-        /// The message.
-        error: String,
+        /// What failed.
+        work: Work,
+        /// Why.
+        error: crate::compose::Error,
     },
-    /// A problem of the watcher itself.
-    Warning(String),
+    /// A problem of the watcher itself (the watch goes on).
+    Warning(WatcherError),
 }
 
 /// Records the sync rules of every service of `triggers`, so its containers get the host
@@ -205,11 +203,15 @@ type Listed = (Instant, Vec<(String, String)>);
 /// A watch session.
 pub struct Session<'a> {
     stack: &'a Stack,
-    triggers: Vec<Trigger>,
-    driver: &'a dyn Driver,
-    report: &'a (dyn Fn(Report) + Sync),
+    triggers: &'a [Trigger],
+    options: Options,
+    reporter: &'a dyn Reporter,
     listed: std::sync::Mutex<BTreeMap<String, Listed>>,
     owners: std::sync::Mutex<BTreeMap<String, sync::Owner>>,
+    /// Per trigger: what the host has under it as the session knows it (see [`Seen`]).
+    seen: std::sync::Mutex<Vec<Seen>>,
+    /// Services whose `seen` changed since the containers' records were written.
+    unrecorded: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Session<'_> {
@@ -222,32 +224,38 @@ impl std::fmt::Debug for Session<'_> {
 }
 
 impl<'a> Session<'a> {
-    /// A session over `triggers` (see [`super::rules::triggers`]).
+    /// The session of `prepared` (see [`super::prepare`]).
     #[must_use]
     pub fn new(
         stack: &'a Stack,
-        triggers: Vec<Trigger>,
-        driver: &'a dyn Driver,
-        report: &'a (dyn Fn(Report) + Sync),
+        prepared: &'a Prepared,
+        options: Options,
+        reporter: &'a dyn Reporter,
     ) -> Session<'a> {
         Session {
             stack,
-            triggers,
-            driver,
-            report,
+            triggers: &prepared.triggers,
+            options,
+            reporter,
             listed: std::sync::Mutex::new(BTreeMap::new()),
             owners: std::sync::Mutex::new(BTreeMap::new()),
+            seen: std::sync::Mutex::new(vec![Seen::new(); prepared.triggers.len()]),
+            unrecorded: std::sync::Mutex::new(BTreeSet::new()),
         }
+    }
+
+    fn report(&self, r: Report) {
+        self.reporter.report(r);
     }
 
     /// The services that have rules, in file order.
     #[must_use]
     pub fn services(&self) -> Vec<String> {
-        super::rules::services(&self.triggers)
+        super::rules::services(self.triggers)
     }
 
     /// `initial_sync: true` rules: every file that differs from the container's is written.
-    pub fn initial_sync(&self) {
+    fn initial_sync(&self) {
         let mut by_service: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for (i, t) in self.triggers.iter().enumerate() {
             if t.initial_sync && t.action.syncs() {
@@ -345,15 +353,7 @@ impl<'a> Session<'a> {
                         continue;
                     }
                 };
-                let mut rep = sync::Report::default();
-                for w in work {
-                    let t = &self.triggers[w.trigger];
-                    rep.merge(if w.full {
-                        c.sync_rule(&t.rule, &t.filter)
-                    } else {
-                        c.sync_paths(&t.rule, &t.filter, &w.rels, &w.fresh)
-                    });
-                }
+                let rep = self.sync_one(&c, &id, work);
                 changed = changed.max(rep.changed());
                 synced += 1;
                 errors.extend(rep.errors.iter().map(ToString::to_string));
@@ -363,9 +363,10 @@ impl<'a> Session<'a> {
             }
             again = true;
         }
+        self.note_changes(service, work, synced > 0);
         if synced == 0 && errors.is_empty() {
             if paths > 0 {
-                (self.report)(Report::NotRunning {
+                self.report(Report::NotRunning {
                     service: service.to_string(),
                     files: paths,
                 });
@@ -373,13 +374,13 @@ impl<'a> Session<'a> {
             return;
         }
         for error in errors {
-            (self.report)(Report::SyncFailed {
+            self.report(Report::SyncFailed {
                 service: service.to_string(),
                 error,
             });
         }
         if changed > 0 {
-            (self.report)(Report::Synced {
+            self.report(Report::Synced {
                 service: service.to_string(),
                 files: changed,
                 containers: synced,
@@ -389,33 +390,130 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Writes `work` into the container `c` (id `id`). A rule compared whole removes what
+    /// the host had when the container was last synced, as this session knows it and as
+    /// the container's record says, and no longer has; the record is rewritten then.
+    fn sync_one(
+        &self,
+        c: &sync::Container,
+        id: &str,
+        work: &[super::batch::SyncWork],
+    ) -> sync::Report {
+        let mut rep = sync::Report::default();
+        let mut record: Option<sync::SeenByRule> = None;
+        for w in work {
+            let t = &self.triggers[w.trigger];
+            if !w.full {
+                rep.merge(c.sync_paths(&t.rule, &t.filter, &w.rels, &w.fresh));
+                continue;
+            }
+            let key = sync::seen_key(&t.rule);
+            let record = record.get_or_insert_with(|| self.stack.sync_seen(id));
+            let mut before = lock(&self.seen)[w.trigger].clone();
+            before.extend(record.get(&key).into_iter().flatten().cloned());
+            let (r, now) = c.compare_rule(&t.rule, &t.filter, &before);
+            rep.merge(r);
+            lock(&self.seen)[w.trigger].clone_from(&now);
+            record.insert(key, now);
+        }
+        if let Some(record) = record
+            && let Err(e) = self.stack.record_seen(id, &record)
+        {
+            rep.errors.push(sync::SyncError::Invalid(e.to_string()));
+        }
+        rep
+    }
+
+    /// Keeps what the session knows of the host up to date with a batch synced from events
+    /// (paths made, changed or gone), so that a whole comparison after a queue overflow
+    /// knows what the host has deleted since.
+    /// A whole comparison that found no running container reads the host's tree instead.
+    fn note_changes(&self, service: &str, work: &[super::batch::SyncWork], synced: bool) {
+        let mut changed = false;
+        for w in work {
+            let t = &self.triggers[w.trigger];
+            if w.full {
+                if !synced && let Some(now) = sync::host_paths(&t.rule, &t.filter, "") {
+                    lock(&self.seen)[w.trigger] = now;
+                }
+                continue;
+            }
+            let mut seen = lock(&self.seen);
+            let seen = &mut seen[w.trigger];
+            for rel in w.rels.iter().filter(|r| !r.is_empty()) {
+                changed |= note_path(seen, t, rel, w.fresh.contains(rel));
+            }
+        }
+        if changed {
+            lock(&self.unrecorded).insert(service.to_string());
+        }
+    }
+
+    /// Writes, for every running container of a service whose batches added or removed
+    /// paths, what the session knows of the host: the next start of such a container (the
+    /// supervisor's sync) then removes what the host deletes while it is stopped.
+    fn record_seen(&self) {
+        let services = std::mem::take(&mut *lock(&self.unrecorded));
+        for service in services {
+            let record: sync::SeenByRule = {
+                let seen = lock(&self.seen);
+                self.triggers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, t)| t.service == service && t.action.syncs())
+                    .map(|(i, t)| (sync::seen_key(&t.rule), seen[i].clone()))
+                    .collect()
+            };
+            for (id, _) in self.containers(&service, false) {
+                // Best effort: a container removed meanwhile has no record to keep.
+                let _ = self.stack.record_seen(&id, &record);
+            }
+        }
+    }
+
+    /// What the host has under every sync rule, at the start of the session.
+    fn read_host(&self) {
+        let mut seen = lock(&self.seen);
+        for (i, t) in self.triggers.iter().enumerate() {
+            if t.action.syncs()
+                && let Some(paths) = sync::host_paths(&t.rule, &t.filter, "")
+            {
+                seen[i] = paths;
+            }
+        }
+    }
+
     /// Carries out a job on a service's worker.
     fn work(&self, service: &str, job: &Job) {
         if job.rebuild || job.restart {
-            let t0 = Instant::now();
-            let (action, r) = if job.rebuild {
-                ("rebuild", self.driver.rebuild(service))
+            let work = if job.rebuild {
+                Work::Rebuild
             } else {
-                ("restart", self.driver.restart(service))
+                Work::Restart
             };
-            match r {
-                Ok(()) => (self.report)(if job.rebuild {
-                    Report::Rebuilt {
-                        service: service.to_string(),
-                        elapsed: t0.elapsed(),
-                    }
+            let t0 = Instant::now();
+            let r = {
+                let mut progress = self.reporter.progress(work);
+                if job.rebuild {
+                    self.stack
+                        .watch_rebuild(service, self.options.prune, &mut *progress)
                 } else {
-                    Report::Restarted {
-                        service: service.to_string(),
-                        elapsed: t0.elapsed(),
-                    }
-                }),
-                Err(error) => (self.report)(Report::Failed {
-                    service: service.to_string(),
-                    action,
+                    self.stack.watch_restart(service, &mut *progress)
+                }
+            };
+            let service = service.to_string();
+            let elapsed = t0.elapsed();
+            self.report(match (r, work) {
+                (Ok(()), Work::Rebuild) => Report::Rebuilt { service, elapsed },
+                (Ok(()), _) => Report::Restarted { service, elapsed },
+                (Err(error), work) => Report::Failed {
+                    service,
+                    work,
                     error,
-                }),
-            }
+                },
+            });
+        }
+        if job.rebuild || job.restart {
             // What changed while the containers were down or being replaced.
             let idx: Vec<usize> = self
                 .triggers
@@ -434,23 +532,24 @@ impl<'a> Session<'a> {
                 continue;
             };
             for (id, name) in self.containers(service, true) {
-                match self.driver.exec(&id, hook) {
-                    Ok(code) => (self.report)(Report::Executed {
+                self.report(match self.stack.watch_exec(&id, hook) {
+                    Ok(code) => Report::Executed {
                         service: service.to_string(),
                         container: name,
                         code,
-                    }),
-                    Err(error) => (self.report)(Report::Failed {
+                    },
+                    Err(error) => Report::Failed {
                         service: service.to_string(),
-                        action: "exec",
+                        work: Work::Exec,
                         error,
-                    }),
-                }
+                    },
+                });
             }
         }
     }
 
-    /// Watches until `stop` says so (asked every 100 ms at most).
+    /// Watches until `stop` says so (asked every 100 ms at most): first the `initial_sync`
+    /// rules, then every change.
     ///
     /// # Errors
     /// The watcher cannot be set up (a path is missing, a kernel limit is reached).
@@ -458,17 +557,10 @@ impl<'a> Session<'a> {
         let mut watcher = Watcher::new()?;
         let prune = |dir: &Path| self.triggers.iter().all(|t| t.prunes(dir));
         let mut roots: BTreeSet<&Path> = BTreeSet::new();
-        for t in &self.triggers {
+        for t in self.triggers {
             roots.insert(&t.rule.source);
         }
-        for r in &roots {
-            if !r.exists() {
-                return Err(Error::Invalid(format!(
-                    "watch path {} does not exist",
-                    r.display()
-                )));
-            }
-        }
+        super::rules::check_paths(self.triggers)?;
         // A root below another root is covered by its walk.
         let tops: Vec<&Path> = roots
             .iter()
@@ -482,7 +574,10 @@ impl<'a> Session<'a> {
         for r in &tops {
             watcher.add_tree(r, &prune)?;
         }
-        (self.report)(Report::Watching {
+        // Once the trees are watched: what changes from now on has events.
+        self.read_host();
+        self.initial_sync();
+        self.report(Report::Watching {
             services: self.services(),
             dirs: watcher.count(),
         });
@@ -531,21 +626,28 @@ impl<'a> Session<'a> {
                         batcher.add(Instant::now(), ev.iter());
                     }
                     Ok(Received::Errors(errs)) => {
-                        for e in errs {
-                            (self.report)(Report::Warning(format!("file watcher: {e}")));
+                        for source in errs {
+                            self.report(Report::Warning(WatcherError::Notify {
+                                path: None,
+                                source,
+                            }));
                         }
                     }
                     Ok(Received::Timeout) => {}
-                    Err(e) => break Err(e),
+                    Err(e) => break Err(Error::from(e)),
                 }
                 if batcher.due().is_some_and(|d| d <= Instant::now()) {
                     let changes = batcher.take();
                     activity.busy(true);
-                    self.batch(&mut watcher, &changes, &prune, &workers);
+                    self.batch(&mut watcher, &tops, &changes, &prune, &workers);
                     activity.busy(false);
+                } else if batcher.due().is_none() && activity.idle() >= ACTION_QUIET {
+                    // Off the path of a sync: once the trees have rested.
+                    self.record_seen();
                 }
             };
             drop(workers);
+            self.record_seen();
             result
         })
     }
@@ -554,11 +656,21 @@ impl<'a> Session<'a> {
     fn batch(
         &self,
         watcher: &mut Watcher,
+        tops: &[&Path],
         changes: &Changes,
         prune: &dyn Fn(&Path) -> bool,
         workers: &BTreeMap<String, mpsc::Sender<Job>>,
     ) {
         let is_dir = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+        // After an overflow the directories made meanwhile had no event: the trees are
+        // walked again (before the whole comparison) so that they are watched.
+        if changes.rescan {
+            for r in tops {
+                if let Err(e) = watcher.add_tree(r, prune) {
+                    self.report(Report::Warning(e));
+                }
+            }
+        }
         // New directories are watched before they are copied: what is made in them from now
         // on has events, what was made before is in the copy.
         for (p, fresh) in &changes.paths {
@@ -566,10 +678,10 @@ impl<'a> Session<'a> {
                 && is_dir(p)
                 && let Err(e) = watcher.add_tree(p, prune)
             {
-                (self.report)(Report::Warning(e.to_string()));
+                self.report(Report::Warning(e));
             }
         }
-        let work: BTreeMap<String, ServiceWork> = plan(&self.triggers, changes, is_dir);
+        let work: BTreeMap<String, ServiceWork> = plan(self.triggers, changes, is_dir);
         for (service, w) in work {
             if !w.rebuild {
                 self.sync_service(&service, &w.syncs, w.paths);
@@ -586,4 +698,48 @@ impl<'a> Session<'a> {
             }
         }
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Notes in `seen` what the host has at `rel` of trigger `t` now (`fresh`: a directory made
+/// or moved in, whose whole tree is new): a path gone is forgotten with what was below it; a
+/// path there is known, with its parent directories and, when fresh, its tree. Returns
+/// whether `seen` changed.
+fn note_path(seen: &mut Seen, t: &Trigger, rel: &str, fresh: bool) -> bool {
+    let host = t.rule.source_of(rel);
+    let Ok(md) = std::fs::symlink_metadata(&host) else {
+        let below = format!("{rel}/");
+        let under: Vec<String> = seen
+            .range(below.clone()..)
+            .take_while(|p| p.starts_with(&below))
+            .cloned()
+            .collect();
+        let mut changed = seen.remove(rel);
+        for p in under {
+            changed |= seen.remove(&p);
+        }
+        return changed;
+    };
+    if t.filter.skip(rel, md.is_dir()) {
+        return false;
+    }
+    let before = seen.len();
+    let mut parent = rel;
+    while let Some((p, _)) = parent.rsplit_once('/') {
+        if !t.filter.skip(p, true) {
+            seen.insert(p.to_string());
+        }
+        parent = p;
+    }
+    seen.insert(rel.to_string());
+    if fresh
+        && md.is_dir()
+        && let Some(tree) = sync::host_paths(&t.rule, &t.filter, rel)
+    {
+        seen.extend(tree);
+    }
+    seen.len() != before
 }

@@ -3,14 +3,80 @@
 //! where its output goes). One session per project at a time; `tug ls` shows it, `tug watch
 //! --stop` and `tug down` end it. A record whose process is gone (or is another process now)
 //! counts as no session.
+//!
+//! A background session (`--detach`) is tug again, as `watch --no-up` with the caller's
+//! project options, in a session of its own with its output in `watch.log`
+//! ([`spawn_background`]); it is known to run once it has registered.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Error, Result};
 use crate::engine::container::state;
+
+/// Set in the environment of the background process [`spawn_background`] starts.
+pub const BACKGROUND: &str = "TUG_WATCH_BACKGROUND";
+
+/// Errors of a session's record and of the background process.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// A session of the project runs already.
+    #[error(
+        "a watch of project {project} already runs (pid {pid}); stop it with `tug watch --stop`"
+    )]
+    AlreadyRunning {
+        /// The project.
+        project: String,
+        /// The session's process.
+        pid: i32,
+    },
+    /// A file of the session cannot be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The record cannot be serialized.
+    #[error("watch record: {0}")]
+    Record(#[from] serde_json::Error),
+    /// The session's process cannot be signalled.
+    #[error("cannot stop the watch (pid {pid}): {source}")]
+    Signal {
+        /// The session's process.
+        pid: i32,
+        /// The cause.
+        source: nix::Error,
+    },
+    /// The background process cannot be started.
+    #[error("cannot start the background watch: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// The background process ended before it registered.
+    #[error("the background watch ended ({status}):\n{log}")]
+    Ended {
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// What it wrote.
+        log: String,
+    },
+    /// The background process did not register in time.
+    #[error("the background watch did not start within {} s", waited.as_secs())]
+    Timeout {
+        /// How long it was given.
+        waited: Duration,
+    },
+}
+
+/// Result alias of this module.
+pub type Result<T> = std::result::Result<T, SessionError>;
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SessionError {
+    let path = path.to_path_buf();
+    move |source| SessionError::Io { path, source }
+}
 
 /// A watch session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,8 +150,7 @@ pub fn register(
     log: Option<PathBuf>,
 ) -> Result<Registration> {
     let dir = project_dir(root, project);
-    crate::engine::private::create_dir_all(&dir)
-        .map_err(|e| Error::Io(dir.display().to_string(), e))?;
+    crate::engine::private::create_dir_all(&dir).map_err(io(&dir))?;
     // Its own lock: the caller may hold the project's (`up --watch`).
     let lock_path = dir.join("watch.lock");
     let file = crate::engine::private::open_options()
@@ -93,14 +158,14 @@ pub fn register(
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(|e| Error::Io(lock_path.display().to_string(), e))?;
+        .map_err(io(&lock_path))?;
     let _lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| Error::Io(lock_path.display().to_string(), e.into()))?;
+        .map_err(|(_, e)| io(&lock_path)(e.into()))?;
     if let Some(r) = running(root, project) {
-        return Err(Error::Invalid(format!(
-            "a watch of project {project} already runs (pid {}); stop it with `tug watch --stop`",
-            r.pid
-        )));
+        return Err(SessionError::AlreadyRunning {
+            project: project.to_string(),
+            pid: r.pid,
+        });
     }
     let pid = std::process::id() as i32;
     let rec = Record {
@@ -111,9 +176,9 @@ pub fn register(
         log,
     };
     let path = record_path(root, project);
-    let bytes = serde_json::to_vec_pretty(&rec).map_err(|e| Error::Invalid(e.to_string()))?;
+    let bytes = serde_json::to_vec_pretty(&rec)?;
     crate::util::fs::write_atomic(&path, &bytes, 0o600, crate::util::fs::Durability::None)
-        .map_err(|e| Error::Io(path.display().to_string(), e))?;
+        .map_err(io(&path))?;
     Ok(Registration { path, pid })
 }
 
@@ -131,12 +196,7 @@ pub fn stop(root: &Path, project: &str, timeout: Duration) -> Result<Option<Reco
     let gone = || !state::alive(Some(r.pid), r.start);
     match kill(pid, Signal::SIGTERM) {
         Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-        Err(e) => {
-            return Err(Error::Invalid(format!(
-                "cannot stop the watch (pid {}): {e}",
-                r.pid
-            )));
-        }
+        Err(source) => return Err(SessionError::Signal { pid: r.pid, source }),
     }
     let deadline = Instant::now() + timeout;
     while !gone() {
@@ -160,4 +220,65 @@ pub fn stop(root: &Path, project: &str, timeout: Duration) -> Result<Option<Reco
         let _ = std::fs::remove_file(&path);
     }
     Ok(Some(r))
+}
+
+/// Starts `project`'s session in the background: tug again with `args` (the caller's
+/// project options and `watch --no-up …`), in a session of its own, its output in the
+/// project's watch log. Returns its pid once it has registered (a minute at most).
+///
+/// # Errors
+/// A session runs already, the log cannot be opened, or the process cannot start, ends
+/// before it registers (with what it wrote) or does not register in time.
+pub fn spawn_background(root: &Path, project: &str, args: &[OsString]) -> Result<i32> {
+    use std::os::unix::process::CommandExt as _;
+    if let Some(r) = running(root, project) {
+        return Err(SessionError::AlreadyRunning {
+            project: project.to_string(),
+            pid: r.pid,
+        });
+    }
+    let log = log_path(root, project);
+    let out = crate::engine::private::open_options()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&log)
+        .map_err(io(&log))?;
+    let err = out.try_clone().map_err(io(&log))?;
+    let exe = std::env::current_exe().map_err(SessionError::Spawn)?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(args)
+        .env(BACKGROUND, "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    // SAFETY: setsid is async-signal-safe and touches nothing of the parent's memory.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(SessionError::Spawn)?;
+    let pid = child.id() as i32;
+    let waited = Duration::from_secs(60);
+    let deadline = Instant::now() + waited;
+    loop {
+        if running(root, project).is_some_and(|r| r.pid == pid) {
+            return Ok(pid);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            return Err(SessionError::Ended {
+                status,
+                log: text.trim_end().to_string(),
+            });
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(SessionError::Timeout { waited });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

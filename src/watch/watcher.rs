@@ -14,7 +14,51 @@ use std::time::Duration;
 use notify::RecursiveMode;
 use notify_debouncer_full::{DebounceEventResult, Debouncer, NoCache, new_debouncer};
 
-use super::{Error, Result};
+/// Errors of the watcher.
+#[derive(Debug, thiserror::Error)]
+pub enum WatcherError {
+    /// The limit of inotify instances is exhausted (`fs.inotify.max_user_instances`, or
+    /// this user namespace's).
+    #[error("{}", instance_limit_message(limit))]
+    InstanceLimit {
+        /// The limit that applies.
+        limit: Limit,
+    },
+    /// The limit of inotify watches is exhausted (`fs.inotify.max_user_watches`, or this user
+    /// namespace's): `wanted` more watches were needed on top of the `in_use` this user's
+    /// processes hold.
+    #[error("{}", watch_limit_message(limit, *in_use, *wanted))]
+    WatchLimit {
+        /// The limit that applies.
+        limit: Limit,
+        /// Watches this user's processes hold.
+        in_use: u64,
+        /// Watches still needed for the paths.
+        wanted: u64,
+    },
+    /// inotify failed otherwise (on `path`, when it is about one).
+    #[error("file watcher: {}{source}", path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default())]
+    Notify {
+        /// The path being watched.
+        path: Option<PathBuf>,
+        /// The cause.
+        source: notify::Error,
+    },
+    /// A watched path cannot be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The watcher's thread is gone.
+    #[error("file watcher: the file watcher stopped")]
+    Stopped,
+}
+
+/// Result alias of this module.
+pub type Result<T> = std::result::Result<T, WatcherError>;
 
 /// How long a path's events are held to fold them (a write is often create + modify + close).
 pub const DEBOUNCE: Duration = Duration::from_millis(4);
@@ -29,7 +73,7 @@ pub enum Received {
     /// Debounced events.
     Events(Vec<notify::Event>),
     /// Errors of the watcher (reported, the watch goes on).
-    Errors(Vec<String>),
+    Errors(Vec<notify::Error>),
     /// Nothing came before the timeout.
     Timeout,
 }
@@ -38,36 +82,130 @@ pub enum Received {
 pub struct Watcher {
     debouncer: Debouncer<notify::RecommendedWatcher, NoCache>,
     rx: mpsc::Receiver<DebounceEventResult>,
-    /// Directories (and single files' parents) watched so far.
-    count: usize,
+    /// Directories (and single files' parents) watched so far (a path once).
+    watched: std::collections::HashSet<PathBuf>,
 }
 
 impl std::fmt::Debug for Watcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Watcher")
-            .field("count", &self.count)
+            .field("count", &self.watched.len())
             .finish_non_exhaustive()
     }
 }
 
-fn read_sysctl(name: &str) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/sys/fs/inotify/{name}"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+fn read_number(path: &str) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-/// The inotify watches this user's processes hold now (from `/proc/*/fdinfo`).
-fn watches_in_use() -> u64 {
+/// A kernel limit on inotify that applies to this process: the machine's per-user limit
+/// (`fs.inotify.*`), or this user namespace's when it is lower (`user.max_inotify_*`, read in
+/// `/proc/sys/user/`: a user namespace counts its users' instances and watches against its own
+/// limits as well as its parents').
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    /// The sysctl to raise.
+    pub sysctl: &'static str,
+    /// Its value, when it can be read.
+    pub value: Option<u64>,
+    /// It is this user namespace's limit (lower than the machine's).
+    pub namespace: bool,
+}
+
+impl Limit {
+    /// The limit of watches (`watches`) or of instances that applies here.
+    #[must_use]
+    pub fn current(watches: bool) -> Limit {
+        let (machine, own) = if watches {
+            (
+                (
+                    "fs.inotify.max_user_watches",
+                    "/proc/sys/fs/inotify/max_user_watches",
+                ),
+                (
+                    "user.max_inotify_watches",
+                    "/proc/sys/user/max_inotify_watches",
+                ),
+            )
+        } else {
+            (
+                (
+                    "fs.inotify.max_user_instances",
+                    "/proc/sys/fs/inotify/max_user_instances",
+                ),
+                (
+                    "user.max_inotify_instances",
+                    "/proc/sys/user/max_inotify_instances",
+                ),
+            )
+        };
+        let value = read_number(machine.1);
+        match (value, read_number(own.1)) {
+            (Some(m), Some(n)) if n < m => Limit {
+                sysctl: own.0,
+                value: Some(n),
+                namespace: true,
+            },
+            _ => Limit {
+                sysctl: machine.0,
+                value,
+                namespace: false,
+            },
+        }
+    }
+
+    fn shown(&self) -> String {
+        self.value.map_or_else(
+            || self.sysctl.to_string(),
+            |v| format!("{} = {v}", self.sysctl),
+        )
+    }
+
+    fn whose(&self, what: &str) -> String {
+        if self.namespace {
+            format!("this user namespace's limit of inotify {what}")
+        } else {
+            format!("the kernel's limit of inotify {what} per user")
+        }
+    }
+
+    fn raise(&self, to: u64) -> String {
+        let mut s = format!("`sysctl {}={to}`", self.sysctl);
+        if self.namespace {
+            s.push_str(" in this user namespace (as its owner, with CAP_SYS_RESOURCE there)");
+        }
+        s
+    }
+}
+
+/// The identity of the user namespace of process `pid` (`self` for this one).
+fn user_ns(pid: &str) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(format!("/proc/{pid}/ns/user")).ok()?;
+    Some((m.dev(), m.ino()))
+}
+
+/// The inotify watches this user's processes hold now (from `/proc/*/fdinfo`); with
+/// `namespace`, only those of processes in this user namespace.
+fn watches_in_use(namespace: bool) -> u64 {
     let me = nix::unistd::geteuid().as_raw();
+    let own_ns = if namespace { user_ns("self") } else { None };
     let mut n = 0;
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return 0;
     };
     for p in procs.flatten() {
         use std::os::unix::fs::MetadataExt as _;
-        if p.metadata().map(|m| m.uid()).ok() != Some(me) {
+        // Processes only (`self` and `thread-self` are this one again).
+        let numeric = p
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit());
+        if !numeric || p.metadata().map(|m| m.uid()).ok() != Some(me) {
+            continue;
+        }
+        if own_ns.is_some() && user_ns(&p.file_name().to_string_lossy()) != own_ns {
             continue;
         }
         let Ok(fds) = std::fs::read_dir(p.path().join("fdinfo")) else {
@@ -85,35 +223,32 @@ fn watches_in_use() -> u64 {
     n
 }
 
-/// The message for an exhausted `max_user_watches`: `wanted` more watches were needed.
+/// The message for an exhausted limit of watches: `wanted` more watches were needed on top
+/// of the `in_use` ones.
 #[must_use]
-pub fn watch_limit_message(limit: Option<u64>, in_use: u64, wanted: u64) -> String {
+pub fn watch_limit_message(limit: &Limit, in_use: u64, wanted: u64) -> String {
     let need = in_use + wanted;
-    let suggest = need.next_power_of_two().max(limit.unwrap_or(0) * 2);
+    let suggest = need.next_power_of_two().max(limit.value.unwrap_or(0) * 2);
     format!(
-        "the kernel's limit of inotify watches per user is reached ({}): watching these \
-         paths needs {wanted} (one per directory) on top of the {in_use} in use; raise it \
-         with `sysctl fs.inotify.max_user_watches={suggest}`, or ignore large directories in \
-         the watch rules",
-        limit.map_or_else(
-            || "fs.inotify.max_user_watches".to_string(),
-            |l| { format!("fs.inotify.max_user_watches = {l}") }
-        ),
+        "{} is reached ({}): watching these paths needs {wanted} (one per directory) on top \
+         of the {in_use} in use; raise it with {}, or ignore large directories in the watch \
+         rules",
+        limit.whose("watches"),
+        limit.shown(),
+        limit.raise(suggest),
     )
 }
 
-/// The message for an exhausted `max_user_instances`.
+/// The message for an exhausted limit of instances.
 #[must_use]
-pub fn instance_limit_message(limit: Option<u64>) -> String {
-    let suggest = limit.unwrap_or(128) * 2;
+pub fn instance_limit_message(limit: &Limit) -> String {
+    let suggest = limit.value.unwrap_or(64).max(64) * 2;
     format!(
-        "the kernel's limit of inotify instances per user is reached ({}): other programs \
-         hold them all; close some, or raise it with \
-         `sysctl fs.inotify.max_user_instances={suggest}` (a tug watch needs one)",
-        limit.map_or_else(
-            || "fs.inotify.max_user_instances".to_string(),
-            |l| { format!("fs.inotify.max_user_instances = {l}") }
-        ),
+        "{} is reached ({}): other programs hold them all; close some, or raise it with {} \
+         (a tug watch needs one)",
+        limit.whose("instances"),
+        limit.shown(),
+        limit.raise(suggest),
     )
 }
 
@@ -131,30 +266,40 @@ impl Watcher {
         let (tx, rx) = mpsc::channel();
         let debouncer = new_debouncer(DEBOUNCE, Some(TICK), tx).map_err(|e| match &e.kind {
             notify::ErrorKind::Io(io) if io.raw_os_error() == Some(libc::EMFILE) => {
-                Error::Limit(instance_limit_message(read_sysctl("max_user_instances")))
+                WatcherError::InstanceLimit {
+                    limit: Limit::current(false),
+                }
             }
-            _ => Error::Watch(e.to_string()),
+            _ => WatcherError::Notify {
+                path: None,
+                source: e,
+            },
         })?;
         Ok(Watcher {
             debouncer,
             rx,
-            count: 0,
+            watched: std::collections::HashSet::new(),
         })
     }
 
     /// How many directories are watched.
     #[must_use]
     pub fn count(&self) -> usize {
-        self.count
+        self.watched.len()
     }
 
     /// Watches `path`: a directory and every directory below it that `prune` keeps, or (for
-    /// a file) its directory. Returns how many directories were added.
+    /// a file) its directory; a directory watched already is watched again (the kernel keeps
+    /// one watch: a directory deleted and made again under the same name needs a new one).
+    /// Returns how many directories were walked.
     ///
     /// # Errors
     /// The path cannot be read, or the kernel's watch limit is reached (named).
     pub fn add_tree(&mut self, path: &Path, prune: &dyn Fn(&Path) -> bool) -> Result<usize> {
-        let md = std::fs::metadata(path).map_err(|e| Error::Io(path.display().to_string(), e))?;
+        let md = std::fs::metadata(path).map_err(|source| WatcherError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let mut dirs: Vec<PathBuf> = Vec::new();
         if md.is_dir() {
             collect_dirs(path, prune, &mut dirs);
@@ -164,20 +309,28 @@ impl Watcher {
         let total = dirs.len();
         for (i, d) in dirs.iter().enumerate() {
             match self.debouncer.watch(d, RecursiveMode::NonRecursive) {
-                Ok(()) => self.count += 1,
+                Ok(()) => {
+                    self.watched.insert(d.clone());
+                }
                 Err(e) if is_limit(&e) => {
-                    return Err(Error::Limit(watch_limit_message(
-                        read_sysctl("max_user_watches"),
-                        watches_in_use(),
-                        (total - i) as u64,
-                    )));
+                    let limit = Limit::current(true);
+                    return Err(WatcherError::WatchLimit {
+                        limit,
+                        in_use: watches_in_use(limit.namespace),
+                        wanted: (total - i) as u64,
+                    });
                 }
                 // Gone meanwhile: its removal is an event of its parent.
                 Err(e)
                     if matches!(&e.kind, notify::ErrorKind::PathNotFound)
                         || matches!(&e.kind, notify::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::NotFound) =>
                     {}
-                Err(e) => return Err(Error::Watch(format!("{}: {e}", d.display()))),
+                Err(source) => {
+                    return Err(WatcherError::Notify {
+                        path: Some(d.clone()),
+                        source,
+                    });
+                }
             }
         }
         Ok(total)
@@ -193,17 +346,14 @@ impl Watcher {
                 Ok(r) => r,
                 Err(mpsc::RecvTimeoutError::Timeout) => return Ok(Received::Timeout),
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(Error::Watch("the file watcher stopped".into()));
+                    return Err(WatcherError::Stopped);
                 }
             },
-            None => self
-                .rx
-                .recv()
-                .map_err(|_| Error::Watch("the file watcher stopped".into()))?,
+            None => self.rx.recv().map_err(|_| WatcherError::Stopped)?,
         };
         Ok(match got {
             Ok(events) => Received::Events(events.into_iter().map(|d| d.event).collect()),
-            Err(errors) => Received::Errors(errors.iter().map(ToString::to_string).collect()),
+            Err(errors) => Received::Errors(errors),
         })
     }
 }
@@ -230,17 +380,51 @@ mod tests {
 
     #[test]
     fn watch_limit_messages_name_the_sysctl_and_a_value() {
-        let m = watch_limit_message(Some(8192), 8000, 900);
+        let machine = Limit {
+            sysctl: "fs.inotify.max_user_watches",
+            value: Some(8192),
+            namespace: false,
+        };
+        let m = watch_limit_message(&machine, 8000, 900);
+        assert!(
+            m.starts_with("the kernel's limit of inotify watches per user"),
+            "{m}"
+        );
         assert!(m.contains("fs.inotify.max_user_watches = 8192"), "{m}");
         assert!(m.contains("needs 900"), "{m}");
         assert!(
             m.contains("sysctl fs.inotify.max_user_watches=16384"),
             "{m}"
         );
-        let m = instance_limit_message(Some(128));
+        let m = instance_limit_message(&Limit {
+            sysctl: "fs.inotify.max_user_instances",
+            value: Some(128),
+            namespace: false,
+        });
         assert!(
             m.contains("sysctl fs.inotify.max_user_instances=256"),
             "{m}"
+        );
+        let m = watch_limit_message(
+            &Limit {
+                sysctl: "user.max_inotify_watches",
+                value: Some(10),
+                namespace: true,
+            },
+            10,
+            21,
+        );
+        assert!(m.starts_with("this user namespace's limit"), "{m}");
+        assert!(
+            m.contains("sysctl user.max_inotify_watches=32` in this user namespace"),
+            "{m}"
+        );
+        // Here (the test's own namespace) the machine's limit applies unless a lower one is set.
+        let here = Limit::current(true);
+        assert_eq!(
+            here.namespace,
+            here.sysctl == "user.max_inotify_watches",
+            "{here:?}"
         );
     }
 

@@ -12,6 +12,17 @@ pub fn tug_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tug"))
 }
 
+/// This process's capability bounding set as `/proc/self/status` shows it (`CapBnd`): every
+/// capability tug, started from here, may grant (a privileged container's, a privileged
+/// exec's).
+pub fn bounding_set() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:").map(|v| v.trim().to_string()))
+        .unwrap()
+}
+
 /// A `tug` command with `--root` pointing at `root` and a clean compose environment.
 pub fn tug(root: &Path) -> Command {
     let mut c = Command::new(tug_bin());

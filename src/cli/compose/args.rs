@@ -330,7 +330,7 @@ pub struct ExecArgs {
     /// Index of the container if service has multiple replicas.
     #[arg(long, default_value_t = 1)]
     pub index: u32,
-    /// Give extended privileges to the process.
+    /// Give extended privileges to the process (every capability, no seccomp filter).
     #[arg(long)]
     pub privileged: bool,
     /// Keep STDIN open even if not attached (always on, as in docker compose).

@@ -93,7 +93,11 @@ pub fn run_up(global: &GlobalArgs, args: &UpArgs) -> anyhow::Result<i32> {
         Some(crate::cli::watch::prepare(
             &stack,
             &services,
-            attached.then_some(false),
+            if attached {
+                crate::watch::Register::Foreground
+            } else {
+                crate::watch::Register::No
+            },
         )?)
     } else {
         None

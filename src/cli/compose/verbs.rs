@@ -200,6 +200,7 @@ pub fn run_exec(global: &GlobalArgs, args: &ExecArgs) -> anyhow::Result<i32> {
         interactive: !args.detach,
         detach: args.detach,
         timeout: None,
+        privileged: args.privileged,
     };
     Ok(stack.exec(&args.service, args.index, &opts)?)
 }

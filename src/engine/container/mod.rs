@@ -227,6 +227,10 @@ pub struct ExecOptions {
     pub detach: bool,
     /// Kill the command after this long (healthchecks).
     pub timeout: Option<Duration>,
+    /// `--privileged`: the process gets every capability (bounding, permitted and effective
+    /// sets) and no seccomp filter, even in a container that is not privileged; it stays in
+    /// the container's namespaces, cgroup (device rules) and mounts.
+    pub privileged: bool,
 }
 
 /// A started container; for an attached start, [`Started::wait`] returns its exit code.

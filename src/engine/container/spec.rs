@@ -96,8 +96,9 @@ pub fn cap_name(s: &str) -> String {
     }
 }
 
-/// Every capability this kernel and this process's bounding set know.
-fn all_caps() -> Vec<String> {
+/// Every capability this kernel and this process's bounding set know: a privileged
+/// container's, and a privileged exec's.
+pub(crate) fn all_caps() -> Vec<String> {
     let bounding = caps::read(None, caps::CapSet::Bounding).unwrap_or_else(|_| caps::all());
     let mut v: Vec<String> = bounding.iter().map(ToString::to_string).collect();
     v.sort();

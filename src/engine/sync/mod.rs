@@ -29,10 +29,21 @@
 //!   service's `user:`), as if the container had written it; modes come from the host file,
 //!   without set-ID bits.
 //!
-//! [`Container::sync_rule`] compares by content (size, mode, then bytes; not modification
+//! [`Container::compare_rule`] compares by content (size, mode, then bytes; not modification
 //! times, which differ between a build and the host) and writes only what differs: it is the
-//! initial sync and the sync made before a container's process starts. Files are written in
-//! parallel once their directories exist.
+//! initial sync, the catch-up after an inotify queue overflow or a restart, and the sync made
+//! before a container's process starts ([`sync_at_start`]). Files are written in parallel
+//! once their directories exist.
+//!
+//! A whole comparison also removes what the host deleted while no event said so (the queue
+//! overflowed, the container was stopped). What is in the container and not on the host is
+//! not enough to go by: the image and the container's processes make files under a target
+//! that the host never had (`node_modules` installed by the Dockerfile, generated files,
+//! caches), and removing them would break the container. So a comparison is given what the
+//! host had when the container was last synced ([`Seen`], recorded per container in
+//! [`SEEN_FILE`]) and removes what of that is gone from the host — only paths the rule covers
+//! (never an ignored one), looked up beneath the target without following any link, and a
+//! directory only once it is empty; nothing when the host's tree could not be read whole.
 
 pub mod filter;
 
@@ -155,6 +166,182 @@ impl Rule {
 
 /// The file in a container's directory that holds the rules synced before every start.
 pub const RULES_FILE: &str = "sync.json";
+
+/// The file in a container's directory that holds, per rule, the host paths the container
+/// was last synced with ([`Seen`]).
+pub const SEEN_FILE: &str = "sync-seen.json";
+
+/// The host paths a rule covered when a container was last compared with the host (or got
+/// a change), relative to the rule's source: the host's, as the container received them.
+/// A later whole comparison removes from the container what is in it and no longer on the
+/// host — and only that: a file the container's image or its processes made under the
+/// target, which the host never had, stays.
+pub type Seen = BTreeSet<String>;
+
+/// Per rule (by source and target), what the container was last synced with.
+pub type SeenByRule = BTreeMap<(PathBuf, PathBuf), Seen>;
+
+/// A rule's key in a [`SeenByRule`].
+#[must_use]
+pub fn seen_key(rule: &Rule) -> (PathBuf, PathBuf) {
+    (rule.source.clone(), rule.target.clone())
+}
+
+#[derive(Serialize, Deserialize)]
+struct SeenEntry {
+    source: PathBuf,
+    target: PathBuf,
+    paths: Seen,
+}
+
+/// What the container of directory `dir` was last synced with (empty when never).
+#[must_use]
+pub fn read_seen(dir: &Path) -> SeenByRule {
+    std::fs::read(dir.join(SEEN_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Vec<SeenEntry>>(&b).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| ((e.source, e.target), e.paths))
+        .collect()
+}
+
+/// Records what the container of directory `dir` has been synced with.
+///
+/// # Errors
+/// The file cannot be written.
+pub fn write_seen(dir: &Path, seen: &SeenByRule) -> std::io::Result<()> {
+    let entries: Vec<SeenEntry> = seen
+        .iter()
+        .map(|((source, target), paths)| SeenEntry {
+            source: source.clone(),
+            target: target.clone(),
+            paths: paths.clone(),
+        })
+        .collect();
+    let bytes = serde_json::to_vec(&entries).map_err(std::io::Error::other)?;
+    crate::util::fs::write_atomic(
+        &dir.join(SEEN_FILE),
+        &bytes,
+        0o600,
+        crate::util::fs::Durability::None,
+    )
+}
+
+/// The sync before a container's program starts (the supervisor's): each rule compared
+/// whole with the container's root (`c`), removing what the host had at the container's
+/// last sync and has deleted since; what the host has now is recorded in the container's
+/// directory `dir` for the next start. Returns what failed.
+#[must_use]
+pub fn sync_at_start(c: &Container, dir: &Path, rules: &[Rule]) -> Vec<String> {
+    let before = read_seen(dir);
+    let mut after = SeenByRule::new();
+    let mut out = Vec::new();
+    for r in rules {
+        match r.filter() {
+            Ok(f) => {
+                let prev = before.get(&seen_key(r)).cloned().unwrap_or_default();
+                let (rep, seen) = c.compare_rule(r, &f, &prev);
+                out.extend(rep.errors.iter().map(ToString::to_string));
+                after.insert(seen_key(r), seen);
+            }
+            Err(e) => out.push(e.to_string()),
+        }
+    }
+    if let Err(e) = write_seen(dir, &after) {
+        out.push(format!("record the synced paths: {e}"));
+    }
+    out
+}
+
+/// The host paths of `rule` below its relative path `below` (`""`: the whole rule; `below`
+/// itself included unless empty) that the rule covers, as a whole comparison would see them;
+/// `None` when the host's tree could not be read whole.
+#[must_use]
+pub fn host_paths(rule: &Rule, filter: &Filter, below: &str) -> Option<Seen> {
+    let mut work = Work::default();
+    let mut report = Report::default();
+    let md = std::fs::symlink_metadata(rule.source_of(below)).ok()?;
+    if md.is_dir() {
+        work.dirs.insert(below.to_string(), md.mode());
+        walk(rule, filter, below, &mut work, &mut report);
+    } else {
+        add_entry(rule, below, md, &mut work, &mut report);
+    }
+    report.errors.is_empty().then(|| {
+        work.dirs
+            .into_keys()
+            .chain(work.entries.into_iter().map(|(rel, _)| rel))
+            .filter(|rel| !rel.is_empty())
+            .collect()
+    })
+}
+
+/// Why a path that is gone on the host was not removed from the container.
+enum Gone {
+    /// It is on a kernel interface file system.
+    Refused(&'static str),
+    /// A symlink is on the way below the target.
+    Link,
+    /// The kernel refused.
+    Sys(Errno),
+}
+
+/// Removes `rel` below the directory `target` (see [`Container::remove_gone`]); returns
+/// whether something was removed.
+fn remove_beneath(
+    target: BorrowedFd<'_>,
+    rel: &str,
+    filter: &Filter,
+) -> std::result::Result<bool, Gone> {
+    let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+    let held;
+    let dir = if parent.is_empty() {
+        target
+    } else {
+        let how = nix::fcntl::OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+            .resolve(
+                ResolveFlag::RESOLVE_BENEATH
+                    | ResolveFlag::RESOLVE_NO_SYMLINKS
+                    | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+            );
+        held = match nix::fcntl::openat2(target, parent, how) {
+            Ok(fd) => fd,
+            // Gone with its parent, or no directory there any more.
+            Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(false),
+            Err(Errno::ELOOP | Errno::EXDEV) => return Err(Gone::Link),
+            Err(e) => return Err(Gone::Sys(e)),
+        };
+        held.as_fd()
+    };
+    if let Some(fs) = refused_fs(dir) {
+        return Err(Gone::Refused(fs));
+    }
+    match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Err(Errno::ENOENT) => Ok(false),
+        Err(e) => Err(Gone::Sys(e)),
+        Ok(st) if is_dir(&st) => {
+            if filter.skip(rel, true) {
+                return Ok(false);
+            }
+            match unlinkat(dir, name, UnlinkatFlags::RemoveDir) {
+                Ok(()) => Ok(true),
+                // Something the host never had is in it: the directory stays for it.
+                Err(Errno::ENOTEMPTY | Errno::EEXIST) => Ok(false),
+                Err(e) => Err(Gone::Sys(e)),
+            }
+        }
+        Ok(_) => {
+            if filter.skip(rel, false) {
+                return Ok(false);
+            }
+            unlinkat(dir, name, UnlinkatFlags::NoRemoveDir)
+                .map(|()| true)
+                .map_err(Gone::Sys)
+        }
+    }
+}
 
 /// Records `rules` in the container directory `dir`: they are synced before each start of
 /// its process (see the supervisor). An empty list removes the record.
@@ -397,13 +584,22 @@ impl Container {
     }
 
     /// Syncs the whole of `rule`: every file whose content or mode differs from the host's
-    /// (or that is missing) is written; nothing is removed.
+    /// (or that is missing) is written; nothing is removed (see [`Container::compare_rule`]).
     pub fn sync_rule(&self, rule: &Rule, filter: &Filter) -> Report {
+        self.compare_rule(rule, filter, &Seen::new()).0
+    }
+
+    /// Compares the whole of `rule` with the container: what the host has that differs (or
+    /// is missing) is written, and what the host had when the container was last synced
+    /// (`before`) and no longer has is removed (see the module docs). Returns
+    /// what was done and the paths the host has now (with `before`'s kept when the host's
+    /// tree could not be read whole: nothing is removed then, nothing forgotten).
+    pub fn compare_rule(&self, rule: &Rule, filter: &Filter, before: &Seen) -> (Report, Seen) {
         let mut work = Work::default();
         let mut report = Report::default();
         if let Err(e) = check_rule(rule) {
             report.errors.push(e);
-            return report;
+            return (report, before.clone());
         }
         match std::fs::symlink_metadata(&rule.source) {
             Ok(md) if md.is_dir() => {
@@ -417,8 +613,68 @@ impl Container {
                 source: e,
             }),
         }
+        let now: Seen = work
+            .dirs
+            .keys()
+            .chain(work.entries.iter().map(|(rel, _)| rel))
+            .filter(|rel| !rel.is_empty())
+            .cloned()
+            .collect();
+        let seen = if report.errors.is_empty() {
+            let gone: Vec<&String> = before.difference(&now).filter(|r| !r.is_empty()).collect();
+            self.remove_gone(rule, filter, &gone, &mut report);
+            now
+        } else {
+            before.union(&now).cloned().collect()
+        };
         self.run(rule, &work, true, &mut report);
-        report
+        (report, seen)
+    }
+
+    /// Removes from the container the paths `gone` of `rule` (relative to its target, none
+    /// empty), deepest first: only what the rule covers (never an ignored path), looked up
+    /// inside the rule's target without following any symlink on the way (resolved in the
+    /// root up to the target, then beneath it), so nothing outside the target is touched;
+    /// a directory only once it is empty (what the container or its image made in it
+    /// stays with it).
+    fn remove_gone(&self, rule: &Rule, filter: &Filter, gone: &[&String], report: &mut Report) {
+        if gone.is_empty() {
+            return;
+        }
+        let target = match self.root.open_in(
+            &rule.target,
+            OFlag::O_PATH | OFlag::O_DIRECTORY,
+            ResolveFlag::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT | Errno::ENOTDIR) => return,
+            Err(e) => {
+                report
+                    .errors
+                    .push(io_err(&rule.target, "open the target directory")(e));
+                return;
+            }
+        };
+        let mut gone = gone.to_vec();
+        gone.sort_unstable_by(|a, b| b.cmp(a));
+        for rel in gone {
+            let path = rule.target_of(rel);
+            match remove_beneath(target.as_fd(), rel, filter) {
+                Ok(true) => report.removed += 1,
+                Ok(false) => {}
+                Err(e) => report.errors.push(match e {
+                    Gone::Refused(fs) => SyncError::Invalid(format!(
+                        "{}: refusing to remove on {fs}",
+                        path.display()
+                    )),
+                    Gone::Link => SyncError::Invalid(format!(
+                        "{}: not removed: a symlink is on the way in the container",
+                        path.display()
+                    )),
+                    Gone::Sys(e) => io_err(&path, "remove")(e),
+                }),
+            }
+        }
     }
 
     /// Syncs the paths `rels` of `rule` (relative to its source) to what the host has now:

@@ -275,3 +275,118 @@ fn sync_writes_large_trees_in_parallel() {
         );
     }
 }
+
+#[test]
+fn sync_compare_removes_only_what_the_host_had_and_deleted() {
+    let f = fixture();
+    for d in ["d/e", "node_modules", "s"] {
+        std::fs::create_dir_all(f.host.join(d)).unwrap();
+    }
+    for p in ["a.txt", "d/b.txt", "d/e/c.txt", "keep.txt", "s/f.txt"] {
+        std::fs::write(f.host.join(p), p).unwrap();
+    }
+    std::fs::write(f.host.join("node_modules/x.js"), "x").unwrap();
+    let c = container(&f);
+    let mut r = rule(&f, "/app");
+    r.ignore = vec!["node_modules".into()];
+    let filter = r.filter().unwrap();
+    let (rep, seen) = c.compare_rule(&r, &filter, &Seen::new());
+    assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+    assert_eq!(
+        seen,
+        set(&[
+            "a.txt",
+            "d",
+            "d/b.txt",
+            "d/e",
+            "d/e/c.txt",
+            "keep.txt",
+            "s",
+            "s/f.txt"
+        ])
+    );
+    // What the host never had: the image's and the container's own files (one in a
+    // directory the host will delete), and an ignored tree; outside the target, a file
+    // of the same relative name.
+    let app = f.root.join("app");
+    std::fs::write(app.join("image.txt"), "i").unwrap();
+    std::fs::write(app.join("d/e/made.txt"), "m").unwrap();
+    std::fs::create_dir_all(app.join("node_modules")).unwrap();
+    std::fs::write(app.join("node_modules/x.js"), "container's").unwrap();
+    std::fs::create_dir_all(f.root.join("other")).unwrap();
+    std::fs::write(f.root.join("other/a.txt"), "other").unwrap();
+    // The container turns `s` into a link to a directory elsewhere in its root.
+    std::fs::create_dir_all(f.root.join("elsewhere")).unwrap();
+    std::fs::write(f.root.join("elsewhere/f.txt"), "elsewhere").unwrap();
+    std::fs::remove_dir_all(app.join("s")).unwrap();
+    std::os::unix::fs::symlink("/elsewhere", app.join("s")).unwrap();
+    // The host deletes (while no event reaches the watch).
+    std::fs::remove_file(f.host.join("a.txt")).unwrap();
+    std::fs::remove_dir_all(f.host.join("d")).unwrap();
+    std::fs::remove_dir_all(f.host.join("node_modules")).unwrap();
+    std::fs::remove_dir_all(f.host.join("s")).unwrap();
+    // A record from before the ignore pattern: an ignored path is never removed.
+    let mut before = seen.clone();
+    before.insert("node_modules".into());
+    before.insert("node_modules/x.js".into());
+    let (rep, seen) = c.compare_rule(&r, &filter, &before);
+    assert_eq!(seen, set(&["keep.txt"]));
+    for gone in ["a.txt", "d/b.txt", "d/e/c.txt"] {
+        assert!(!app.join(gone).exists(), "{gone} is still there");
+    }
+    // A directory stays for what the host never had in it; an empty one goes.
+    assert!(app.join("d/e/made.txt").exists());
+    assert_eq!(read(&app.join("image.txt")), "i");
+    assert_eq!(read(&app.join("node_modules/x.js")), "container's");
+    assert_eq!(read(&f.root.join("other/a.txt")), "other");
+    // Nothing is removed through a link, even one that stays inside the root; the link
+    // itself, at a path the host deleted, goes (unfollowed).
+    assert_eq!(read(&f.root.join("elsewhere/f.txt")), "elsewhere");
+    assert!(std::fs::symlink_metadata(app.join("s")).is_err());
+    assert_eq!(rep.removed, 4, "{rep:?}");
+    let msgs: Vec<String> = rep.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert!(
+        msgs[0].contains("/app/s/f.txt") && msgs[0].contains("symlink"),
+        "{msgs:?}"
+    );
+    // An empty directory the host deleted goes.
+    std::fs::create_dir_all(f.host.join("empty")).unwrap();
+    let (_, seen) = c.compare_rule(&r, &filter, &seen);
+    assert!(app.join("empty").is_dir());
+    std::fs::remove_dir(f.host.join("empty")).unwrap();
+    let (rep, _) = c.compare_rule(&r, &filter, &seen);
+    assert!(!app.join("empty").exists());
+    assert_eq!(rep.removed, 1);
+    // Without a record nothing is removed (sync_rule).
+    std::fs::write(app.join("stray.txt"), "s").unwrap();
+    assert_eq!(c.sync_rule(&r, &filter).removed, 0);
+    assert!(app.join("stray.txt").exists());
+}
+
+#[test]
+fn sync_host_paths_and_the_record_round_trip() {
+    let f = fixture();
+    std::fs::create_dir_all(f.host.join("a/b")).unwrap();
+    std::fs::write(f.host.join("a/b/c.txt"), "c").unwrap();
+    std::fs::write(f.host.join("a/x.log"), "x").unwrap();
+    let mut r = rule(&f, "/app");
+    r.ignore = vec!["**/*.log".into()];
+    let filter = r.filter().unwrap();
+    assert_eq!(
+        host_paths(&r, &filter, "").unwrap(),
+        set(&["a", "a/b", "a/b/c.txt"])
+    );
+    assert_eq!(
+        host_paths(&r, &filter, "a/b").unwrap(),
+        set(&["a/b", "a/b/c.txt"])
+    );
+    assert!(host_paths(&r, &filter, "missing").is_none());
+    let dir = f.root.join("state");
+    std::fs::create_dir_all(&dir).unwrap();
+    assert!(read_seen(&dir).is_empty());
+    let mut rec = SeenByRule::new();
+    rec.insert(seen_key(&r), set(&["a", "a/b"]));
+    write_seen(&dir, &rec).unwrap();
+    assert_eq!(read_seen(&dir), rec);
+}

@@ -33,6 +33,11 @@ pub(super) fn exec_main(root: &Path, id: &str, opts: &ExecOptions) -> Result<i32
     let target = runtime::Joinable::open(pid, || state::alive(Some(pid), st.pid_start))
         .map_err(|_| ContainerError::NotRunning(id.to_string()))?;
     let proc_ = exec_process(&store, id, &spec, pid, opts)?;
+    let spec = if opts.privileged {
+        unconfined(spec)
+    } else {
+        spec
+    };
     let cgroup = store.cgroup(id)?;
     let run = |stdio: runtime::Stdio| -> Result<i32> {
         runtime::exec_in(&target, Some(&cgroup), &spec, &proc_, &stdio, opts.timeout).map_err(|e| {
@@ -103,7 +108,47 @@ fn exec_process(
         proc_.set_cwd(PathBuf::from(w));
     }
     proc_.set_terminal(Some(opts.tty));
+    if opts.privileged {
+        proc_.set_capabilities(Some(privileged_caps()?));
+    }
     Ok(proc_)
+}
+
+/// A privileged exec's capabilities, as Docker gives them (moby's `execSetPlatformOpt`):
+/// every capability tug itself may grant (its bounding set, as for a privileged container)
+/// in the bounding, permitted and effective sets; nothing inheritable or ambient, so a
+/// program it starts as another user keeps none.
+fn privileged_caps() -> Result<oci_spec::runtime::LinuxCapabilities> {
+    let all: oci_spec::runtime::Capabilities = crate::engine::container::spec::all_caps()
+        .iter()
+        .filter_map(|c| {
+            c.trim_start_matches("CAP_")
+                .parse::<oci_spec::runtime::Capability>()
+                .ok()
+        })
+        .collect();
+    oci_spec::runtime::LinuxCapabilitiesBuilder::default()
+        .bounding(all.clone())
+        .permitted(all.clone())
+        .effective(all)
+        .inheritable(oci_spec::runtime::Capabilities::new())
+        .ambient(oci_spec::runtime::Capabilities::new())
+        .build()
+        .map_err(|e| ContainerError::Invalid(e.to_string()))
+}
+
+/// The container's spec without its seccomp filter, for a privileged exec. Docker (through
+/// runc, which installs the container's filter in every process it execs) keeps the filter,
+/// so its `exec --privileged` still cannot `mount`, `unshare` or `sethostname` in a
+/// container that is not privileged (moby issue 21984, open since 2016); tug's privileged
+/// exec is unconfined as a privileged container is. Namespaces, the cgroup and its device
+/// rules, mounts, masked and read-only paths stay the container's.
+fn unconfined(mut spec: Spec) -> Spec {
+    if let Some(mut linux) = spec.linux().clone() {
+        linux.set_seccomp(None);
+        spec.set_linux(Some(linux));
+    }
+    spec
 }
 
 /// A detached exec: a child in a session of its own runs it with /dev/null as stdio.

@@ -387,7 +387,9 @@ impl Supervisor {
     }
 
     /// Writes the host files of `rules` that differ from what the new container process
-    /// `pid` (mounts made, program not started) sees; returns what failed.
+    /// `pid` (mounts made, program not started) sees, and removes those the host deleted
+    /// since the container was last synced (`engine::sync::sync_at_start`); returns what
+    /// failed.
     fn sync_before_start(&self, rules: &[crate::engine::sync::Rule], pid: Pid) -> Vec<String> {
         use crate::engine::sync::{Container, Owner};
         let owner = self
@@ -404,14 +406,7 @@ impl Supervisor {
             Err(e) => return vec![format!("open the container's root: {e}")],
         };
         let c = Container::from_root(root, owner, &self.id);
-        let mut out = Vec::new();
-        for r in rules {
-            match r.filter() {
-                Ok(f) => out.extend(c.sync_rule(r, &f).errors.iter().map(ToString::to_string)),
-                Err(e) => out.push(e.to_string()),
-            }
-        }
-        out
+        crate::engine::sync::sync_at_start(&c, &self.dir, rules)
     }
 
     /// Records what the sync before the start could not do in the container's log.
