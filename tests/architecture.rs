@@ -187,14 +187,15 @@ fn architecture_lower_layers_do_not_import_upward() {
 /// The longest a function outside tests may be without saying why (docs/ARCHITECTURE.md).
 const LONG_FN: usize = 120;
 
-/// `(file:line, name, lines)` of every function in `dir` (outside `#[cfg(test)]` modules)
-/// longer than [`LONG_FN`] lines with no `// Long: <why>` comment right above it (among its
-/// doc comments and attributes). rustfmt's layout is assumed: a function ends at the first
-/// line that is its indentation plus `}`.
-fn unexplained_long_functions(dir: &str) -> Vec<String> {
+/// Every function of `src/` (outside `#[cfg(test)]` modules) longer than [`LONG_FN`] lines
+/// with no `// Long: <why>` comment right above it (among its doc comments and attributes),
+/// and every `// Long:` comment above a function that is not that long (a stale reason), as
+/// `file:line: name (lines)`. rustfmt's layout is assumed: a function ends at the first line
+/// that is its indentation plus `}`.
+fn long_function_problems() -> Vec<String> {
     let root = src();
     let mut out = Vec::new();
-    for f in sources(&root.join(dir)) {
+    for f in sources(&root) {
         let text = std::fs::read_to_string(&f).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         let end = lines
@@ -224,9 +225,6 @@ fn unexplained_long_functions(dir: &str) -> Vec<String> {
             let Some(len) = lines[i..end].iter().position(|x| *x == close) else {
                 continue;
             };
-            if len < LONG_FN {
-                continue;
-            }
             let explained = lines[..i]
                 .iter()
                 .rev()
@@ -235,10 +233,20 @@ fn unexplained_long_functions(dir: &str) -> Vec<String> {
                     t.starts_with("//") || t.starts_with("#[")
                 })
                 .any(|x| x.trim_start().starts_with("// Long:"));
-            if !explained {
-                let name = head[3..].split(['(', '<']).next().unwrap_or("");
-                let rel = f.strip_prefix(&root).unwrap().display().to_string();
-                out.push(format!("src/{rel}:{}: {name} ({} lines)", i + 1, len + 1));
+            let name = head[3..].split(['(', '<']).next().unwrap_or("");
+            let rel = f.strip_prefix(&root).unwrap().display().to_string();
+            if len >= LONG_FN && !explained {
+                out.push(format!(
+                    "src/{rel}:{}: {name} ({} lines) has no `// Long:` reason",
+                    i + 1,
+                    len + 1
+                ));
+            } else if len < LONG_FN && explained {
+                out.push(format!(
+                    "src/{rel}:{}: {name} ({} lines) has a stale `// Long:` reason",
+                    i + 1,
+                    len + 1
+                ));
             }
         }
     }
@@ -247,13 +255,11 @@ fn unexplained_long_functions(dir: &str) -> Vec<String> {
 
 #[test]
 fn architecture_long_functions_say_why() {
-    let v: Vec<String> = ["engine", "compose", "plan", "project", "cli", "watch"]
-        .iter()
-        .flat_map(|d| unexplained_long_functions(d))
-        .collect();
+    let v = long_function_problems();
     assert!(
         v.is_empty(),
-        "functions over {LONG_FN} lines need a `// Long: <why>` comment (or a split):\n{}",
+        "functions over {LONG_FN} lines need a `// Long: <why>` comment (or a split), and only \
+         they:\n{}",
         v.join("\n")
     );
 }
@@ -305,6 +311,109 @@ fn architecture_helpers_are_named_only_in_the_registry() {
     assert!(
         out.is_empty(),
         "helper names spelled outside engine::helpers:\n{}",
+        out.join("\n")
+    );
+}
+
+/// The `Result`s in `code` whose error is text (`String`, `&str`), as (byte offset, error
+/// type): `Result<T, String>` with any path before `Result` and any `T` (nested generics,
+/// tuples), in a function's or closure's return, an alias, a channel; over line breaks.
+fn text_errors(code: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    for (i, _) in code.match_indices("Result<") {
+        if code[..i]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_')
+        {
+            continue;
+        }
+        // The generic arguments at depth 1, split at their commas.
+        let mut depth = 0usize;
+        let mut args = vec![String::new()];
+        for c in code[i + "Result".len()..].chars() {
+            let opens = matches!(c, '<' | '(' | '[');
+            match c {
+                '<' | '(' | '[' => depth += 1,
+                '>' | ')' | ']' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            if depth == 0 {
+                break;
+            }
+            if c == ',' && depth == 1 {
+                args.push(String::new());
+            } else if !(opens && depth == 1) {
+                args.last_mut().unwrap().push(c);
+            }
+        }
+        // rustfmt ends a type broken over lines with a comma.
+        if args.len() > 1 && args.last().is_some_and(|a| a.trim().is_empty()) {
+            args.pop();
+        }
+        if let [_, e] = args.as_slice() {
+            let bare: String = e.split_whitespace().collect();
+            if matches!(
+                bare.as_str(),
+                "String" | "std::string::String" | "&str" | "&'staticstr"
+            ) {
+                out.push((i, e.trim().to_string()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn architecture_text_errors_are_read_from_code() {
+    let errs = |c: &str| -> Vec<String> { text_errors(c).into_iter().map(|(_, e)| e).collect() };
+    assert_eq!(
+        errs("fn f(a: &str) -> std::result::Result<Vec<(String, u8)>, String> {"),
+        vec!["String"]
+    );
+    assert_eq!(
+        errs("fn f(\n    a: u8,\n) -> Result<\n    BTreeMap<String, u8>,\n    String,\n> {"),
+        vec!["String"]
+    );
+    assert_eq!(
+        errs("let n = |i: usize| -> Result<usize, String> {"),
+        vec!["String"]
+    );
+    assert_eq!(
+        errs("static S: OnceLock<Result<Schema, &'static str>> = OnceLock::new();"),
+        vec!["&'static str"]
+    );
+    assert!(errs("fn kv(i: &[String]) -> anyhow::Result<BTreeMap<String, String>> {").is_empty());
+    assert!(errs("fn f() -> Result<String, ParseError> {").is_empty());
+    assert!(errs("fn f() -> MyResult<(), String> {").is_empty());
+}
+
+/// Errors are types, not text: no function, closure, alias, static or channel of `src/`
+/// has a `Result` whose error is a `String` or a `&str` (one `thiserror` type per module,
+/// with variants that carry the data; text is made where an error is shown, or written to
+/// another process).
+#[test]
+fn architecture_errors_are_types_not_text() {
+    let root = src();
+    let mut out = Vec::new();
+    for f in sources(&root) {
+        let rel = f
+            .strip_prefix(&root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let text = std::fs::read_to_string(&f).unwrap();
+        // The code without comments, one text: a signature may span lines.
+        let joined: String = text.lines().map(|l| format!("{}\n", code(l))).collect();
+        for (at, e) in text_errors(&joined) {
+            let line = joined[..at].matches('\n').count() + 1;
+            out.push(format!("src/{rel}:{line}: Result<_, {e}>"));
+        }
+    }
+    assert!(
+        out.is_empty(),
+        "{} Result(s) with a text error (give the module an error type):\n{}",
+        out.len(),
         out.join("\n")
     );
 }

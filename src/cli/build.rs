@@ -144,7 +144,7 @@ impl Progress {
 /// terminal (progress `auto`/`tty`) it is a live board: one line per step that spins while
 /// it runs and shows the RUN step's latest output line, collapsed to a tick and the time
 /// when it is done. Elsewhere, one line per step (and with `plain` every output line).
-pub fn reporter(progress: Progress, prefix: &str) -> impl Fn(Event) + Sync {
+pub fn reporter(progress: Progress, prefix: &str) -> impl Fn(Event) + Sync + use<> {
     let tty = std::io::stderr().is_terminal() && progress == Progress::Steps;
     let board = tty.then(|| {
         indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr_with_hz(
@@ -398,60 +398,56 @@ fn refused_build_flag(args: &ComposeBuildArgs) -> Option<String> {
     None
 }
 
-/// Runs `tug build`.
+/// Runs `tug build`: flags → [`crate::compose::BuildServicesOptions`] → `Stack::build`, whose
+/// steps and lines [`BuildReport`] prints.
 pub fn run_compose_build(global: &GlobalArgs, args: &ComposeBuildArgs) -> anyhow::Result<i32> {
     let stack = super::compose::open_stack(
         global,
         &args.services,
         crate::compose::StackOptions::default(),
     )?;
-    let over = crate::compose::build::BuildOverrides {
-        no_cache: args.no_cache,
-        pull: args.pull,
-        args: key_values(&args.build_args, true)?,
+    let opts = crate::compose::BuildServicesOptions {
+        services: args.services.clone(),
+        with_dependencies: args.with_dependencies,
+        overrides: crate::compose::BuildOverrides {
+            no_cache: args.no_cache,
+            pull: args.pull,
+            args: key_values(&args.build_args, true)?,
+        },
+        push: args.push,
     };
     if let Some(m) = refused_build_flag(args) {
         bail!("{m}");
     }
-    let mut names: Vec<String> = if args.services.is_empty() {
-        stack
-            .project()
-            .services
-            .iter()
-            .filter(|(_, s)| s.build.is_some())
-            .map(|(n, _)| n.clone())
-            .collect()
-    } else if args.with_dependencies {
-        // The named services and everything they depend on, dependencies first.
-        crate::plan::select_services(&stack.desired(), &args.services, false)?
-    } else {
-        args.services.clone()
+    let mut report = BuildReport {
+        progress: Progress::from_flag(&global.progress, args.quiet),
     };
-    names.dedup();
-    let progress = Progress::from_flag(&global.progress, args.quiet);
-    for name in &names {
-        let Some(s) = stack.project().services.get(name) else {
-            bail!("no such service: {name}");
-        };
-        if s.build.is_none() {
-            if args.services.contains(name) && progress != Progress::Quiet {
-                eprintln!("{name}: no build section, skipped");
-            }
-            continue;
-        }
-        let image = crate::plan::service_image(&stack.project().name, s);
-        let prefix = format!("{name}:");
-        let report = reporter(progress, &prefix);
-        let img = stack.build_service(name, &image, &over, &report)?;
-        if progress != Progress::Quiet {
-            eprintln!("{name}: built {image} ({})", img.short_id());
-        }
-        if args.push {
-            stack.push_image(&image)?;
-            if progress != Progress::Quiet {
-                eprintln!("{name}: pushed {image}");
-            }
+    stack.build(&opts, &mut report)?;
+    Ok(0)
+}
+
+/// What `tug build` prints: each service's build steps (see [`reporter`]), prefixed with
+/// its name, and one line per image built or pushed or service skipped (`web: built …`).
+struct BuildReport {
+    progress: Progress,
+}
+
+impl crate::compose::Reporter for BuildReport {
+    fn event(&mut self, _node: &crate::plan::Node, _event: &crate::compose::executor::Event) {}
+
+    fn line(&mut self, _kind: &str, object: &str, done: &str) {
+        if self.progress != Progress::Quiet {
+            eprintln!("{object}: {done}");
         }
     }
-    Ok(0)
+
+    fn warn(&mut self, text: &str) {
+        eprintln!("warning: {text}");
+    }
+
+    fn show_plan(&mut self, _plan: &crate::plan::Plan) {}
+
+    fn build_progress(&mut self, service: &str) -> Box<dyn Fn(Event) + Sync + '_> {
+        Box::new(reporter(self.progress, &format!("{service}:")))
+    }
 }

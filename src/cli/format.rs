@@ -81,6 +81,93 @@ const FUNCTIONS: [&str; 8] = [
     "json", "upper", "lower", "title", "truncate", "pad", "join", "split",
 ];
 
+/// What tug reads in a template, for the errors about what it does not.
+const SUBSET: &str = "tug reads fields (.Name), `json .`, `.Label \"k\"` and the functions";
+
+/// A `--format` template that cannot be parsed or rendered. Messages start with
+/// `template: `, as Go's do.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    /// `{{` without its `}}`.
+    #[error("template: unclosed action in {body:?}")]
+    Unclosed {
+        /// The template.
+        body: String,
+    },
+    /// `}}` without its `{{`.
+    #[error("template: unexpected \"}}}}\" in {body:?}")]
+    UnexpectedClose {
+        /// The template.
+        body: String,
+    },
+    /// A `"` that is not closed.
+    #[error("template: unterminated string")]
+    UnterminatedString,
+    /// `{{}}`.
+    #[error("template: empty action {{{{}}}}")]
+    EmptyAction,
+    /// Pipes, variables or parentheses.
+    #[error("template: {{{{{action}}}}} is not supported: {} {}", SUBSET, FUNCTIONS.join(", "))]
+    Construct {
+        /// The action's text.
+        action: String,
+    },
+    /// A control keyword (`if`, `range`, …).
+    #[error("template: `{keyword}` is not supported: {} {}", SUBSET, FUNCTIONS.join(", "))]
+    Keyword {
+        /// The keyword.
+        keyword: String,
+    },
+    /// A field followed by arguments (other than `.Label "k"`).
+    #[error("template: {{{{{action}}}}} is not supported")]
+    Action {
+        /// The action's text.
+        action: String,
+    },
+    /// A function tug does not have.
+    #[error("template: function {name:?} is not supported (supported: {})", FUNCTIONS.join(", "))]
+    UnknownFunction {
+        /// The function's name.
+        name: String,
+    },
+    /// An argument that is not a field, a string or a number.
+    #[error("template: {arg:?} is not supported here (expected .Field, \"text\" or a number)")]
+    Argument {
+        /// The argument as written.
+        arg: String,
+    },
+    /// A field the row does not have.
+    #[error("template: can't evaluate field {field} (no such field)")]
+    NoField {
+        /// The field's name.
+        field: String,
+    },
+    /// A function called with the wrong number of arguments.
+    #[error("template: {function} takes {expected} argument(s), got {got}")]
+    Arity {
+        /// The function.
+        function: String,
+        /// How many it takes.
+        expected: usize,
+        /// How many it was given.
+        got: usize,
+    },
+    /// A function's argument that must be a number.
+    #[error("template: {function} needs a number as argument {position}")]
+    NotANumber {
+        /// The function.
+        function: String,
+        /// 1-based.
+        position: usize,
+    },
+    /// `join` of something that is not a list.
+    #[error("template: join needs a list")]
+    NotAList,
+    /// `json` of a value JSON cannot hold.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
 impl Template {
     /// Parses a format: `table`, `json` and the empty string are docker's keywords (the
     /// default table, one JSON object per line); anything else is a Go template, with a
@@ -89,7 +176,7 @@ impl Template {
     ///
     /// # Errors
     /// A construct outside the supported subset, named.
-    pub fn parse(format: &str, default: &str) -> Result<Template, String> {
+    pub fn parse(format: &str, default: &str) -> Result<Template, TemplateError> {
         let f = match format.trim() {
             "" | "table" => default,
             "json" => "{{json .}}",
@@ -120,7 +207,7 @@ impl Template {
     ///
     /// # Errors
     /// A field the rows do not have, or a function used wrongly.
-    pub fn render(&self, rows: &[Row], headers: &[(&str, &str)]) -> Result<String, String> {
+    pub fn render(&self, rows: &[Row], headers: &[(&str, &str)]) -> Result<String, TemplateError> {
         self.render_min(rows, headers, 10)
     }
 
@@ -134,7 +221,7 @@ impl Template {
         rows: &[Row],
         headers: &[(&str, &str)],
         min_width: usize,
-    ) -> Result<String, String> {
+    ) -> Result<String, TemplateError> {
         let mut lines = Vec::new();
         if self.table {
             lines.push(self.header(headers));
@@ -178,7 +265,7 @@ impl Template {
         out
     }
 
-    fn render_row(&self, row: &Row) -> Result<String, String> {
+    fn render_row(&self, row: &Row) -> Result<String, TemplateError> {
         let mut out = String::new();
         for p in &self.parts {
             match p {
@@ -207,23 +294,25 @@ fn text(v: &Value) -> String {
     }
 }
 
-fn lookup(path: &[String], row: &Row) -> Result<Value, String> {
+fn lookup(path: &[String], row: &Row) -> Result<Value, TemplateError> {
     if path.is_empty() {
         return Ok(Value::Object(row.fields.clone()));
     }
     let mut cur = row
         .fields
         .get(&path[0])
-        .ok_or_else(|| format!("template: can't evaluate field {} (no such field)", path[0]))?;
+        .ok_or_else(|| TemplateError::NoField {
+            field: path[0].clone(),
+        })?;
     for p in &path[1..] {
         cur = cur
             .get(p)
-            .ok_or_else(|| format!("template: can't evaluate field {p} (no such field)"))?;
+            .ok_or_else(|| TemplateError::NoField { field: p.clone() })?;
     }
     Ok(cur.clone())
 }
 
-fn arg_value(a: &Arg, row: &Row) -> Result<Value, String> {
+fn arg_value(a: &Arg, row: &Row) -> Result<Value, TemplateError> {
     match a {
         Arg::Field(p) => lookup(p, row),
         Arg::Str(s) => Ok(Value::String(s.clone())),
@@ -231,7 +320,7 @@ fn arg_value(a: &Arg, row: &Row) -> Result<Value, String> {
     }
 }
 
-fn eval(action: &Action, row: &Row) -> Result<Value, String> {
+fn eval(action: &Action, row: &Row) -> Result<Value, TemplateError> {
     match action {
         Action::Value(path) => lookup(path, row),
         Action::Label(k) => Ok(Value::String(
@@ -243,28 +332,30 @@ fn eval(action: &Action, row: &Row) -> Result<Value, String> {
                 .map(|a| arg_value(a, row))
                 .collect::<Result<_, _>>()?;
             let s = |i: usize| vals.get(i).map(text).unwrap_or_default();
-            let n = |i: usize| -> Result<usize, String> {
+            let n = |i: usize| -> Result<usize, TemplateError> {
                 vals.get(i)
                     .and_then(Value::as_u64)
                     .and_then(|n| usize::try_from(n).ok())
-                    .ok_or_else(|| format!("template: {name} needs a number as argument {}", i + 1))
+                    .ok_or_else(|| TemplateError::NotANumber {
+                        function: name.clone(),
+                        position: i + 1,
+                    })
             };
-            let want = |k: usize| -> Result<(), String> {
+            let want = |k: usize| -> Result<(), TemplateError> {
                 if vals.len() == k {
                     Ok(())
                 } else {
-                    Err(format!(
-                        "template: {name} takes {k} argument(s), got {}",
-                        vals.len()
-                    ))
+                    Err(TemplateError::Arity {
+                        function: name.clone(),
+                        expected: k,
+                        got: vals.len(),
+                    })
                 }
             };
             match name.as_str() {
                 "json" => {
                     want(1)?;
-                    serde_json::to_string(&vals[0])
-                        .map(Value::String)
-                        .map_err(|e| e.to_string())
+                    Ok(Value::String(serde_json::to_string(&vals[0])?))
                 }
                 "upper" => want(1).map(|()| Value::String(s(0).to_uppercase())),
                 "lower" => want(1).map(|()| Value::String(s(0).to_lowercase())),
@@ -297,9 +388,7 @@ fn eval(action: &Action, row: &Row) -> Result<Value, String> {
                 }
                 "join" => {
                     want(2)?;
-                    let items = vals[0]
-                        .as_array()
-                        .ok_or_else(|| "template: join needs a list".to_owned())?;
+                    let items = vals[0].as_array().ok_or(TemplateError::NotAList)?;
                     let parts: Vec<String> = items.iter().map(text).collect();
                     Ok(Value::String(parts.join(&s(1))))
                 }
@@ -311,16 +400,15 @@ fn eval(action: &Action, row: &Row) -> Result<Value, String> {
                             .collect(),
                     ))
                 }
-                other => Err(format!(
-                    "template: function {other:?} is not supported (supported: {})",
-                    FUNCTIONS.join(", ")
-                )),
+                other => Err(TemplateError::UnknownFunction {
+                    name: other.to_owned(),
+                }),
             }
         }
     }
 }
 
-fn parse_parts(body: &str) -> Result<Vec<Part>, String> {
+fn parse_parts(body: &str) -> Result<Vec<Part>, TemplateError> {
     let mut parts = Vec::new();
     let mut rest = body;
     while let Some(open) = rest.find("{{") {
@@ -328,9 +416,9 @@ fn parse_parts(body: &str) -> Result<Vec<Part>, String> {
             parts.push(Part::Text(rest[..open].to_owned()));
         }
         let after = &rest[open + 2..];
-        let close = after
-            .find("}}")
-            .ok_or_else(|| format!("template: unclosed action in {body:?}"))?;
+        let close = after.find("}}").ok_or_else(|| TemplateError::Unclosed {
+            body: body.to_owned(),
+        })?;
         let mut inner = &after[..close];
         // `{{- x -}}` trims the text around the action.
         let trim_left = inner.starts_with('-') && inner[1..].starts_with([' ', '\t']);
@@ -351,7 +439,9 @@ fn parse_parts(body: &str) -> Result<Vec<Part>, String> {
         }
     }
     if rest.contains("}}") {
-        return Err(format!("template: unexpected \"}}}}\" in {body:?}"));
+        return Err(TemplateError::UnexpectedClose {
+            body: body.to_owned(),
+        });
     }
     if !rest.is_empty() {
         parts.push(Part::Text(rest.to_owned()));
@@ -359,7 +449,7 @@ fn parse_parts(body: &str) -> Result<Vec<Part>, String> {
     Ok(parts)
 }
 
-fn tokens(s: &str) -> Result<Vec<String>, String> {
+fn tokens(s: &str) -> Result<Vec<String>, TemplateError> {
     let mut out = Vec::new();
     let mut chars = s.chars().peekable();
     while let Some(&c) = chars.peek() {
@@ -374,11 +464,11 @@ fn tokens(s: &str) -> Result<Vec<String>, String> {
                         Some('n') => t.push('\n'),
                         Some('t') => t.push('\t'),
                         Some(o) => t.push(o),
-                        None => return Err("template: unterminated string".to_owned()),
+                        None => return Err(TemplateError::UnterminatedString),
                     },
                     Some('"') => break,
                     Some(o) => t.push(o),
-                    None => return Err("template: unterminated string".to_owned()),
+                    None => return Err(TemplateError::UnterminatedString),
                 }
             }
             out.push(t);
@@ -408,28 +498,27 @@ fn field_path(t: &str) -> Option<Vec<String>> {
         .then_some(path)
 }
 
-fn parse_arg(t: &str) -> Result<Arg, String> {
+fn parse_arg(t: &str) -> Result<Arg, TemplateError> {
     if let Some(s) = t.strip_prefix('"') {
         return Ok(Arg::Str(s.to_owned()));
     }
     if let Ok(n) = t.parse::<i64>() {
         return Ok(Arg::Int(n));
     }
-    field_path(t).map(Arg::Field).ok_or_else(|| {
-        format!("template: {t:?} is not supported here (expected .Field, \"text\" or a number)")
-    })
+    field_path(t)
+        .map(Arg::Field)
+        .ok_or_else(|| TemplateError::Argument { arg: t.to_owned() })
 }
 
-fn parse_action(inner: &str) -> Result<Action, String> {
+fn parse_action(inner: &str) -> Result<Action, TemplateError> {
     if inner.contains('|') || inner.contains('$') || inner.contains('(') {
-        return Err(format!(
-            "template: {{{{{inner}}}}} is not supported: tug reads fields (.Name), `json .`, `.Label \"k\"` and the functions {}",
-            FUNCTIONS.join(", ")
-        ));
+        return Err(TemplateError::Construct {
+            action: inner.to_owned(),
+        });
     }
     let toks = tokens(inner)?;
     let Some(first) = toks.first() else {
-        return Err("template: empty action {{}}".to_owned());
+        return Err(TemplateError::EmptyAction);
     };
     if let Some(path) = field_path(first) {
         if toks.len() == 1 {
@@ -438,23 +527,23 @@ fn parse_action(inner: &str) -> Result<Action, String> {
         if path == ["Label"] && toks.len() == 2 && toks[1].starts_with('"') {
             return Ok(Action::Label(toks[1][1..].to_owned()));
         }
-        return Err(format!("template: {{{{{inner}}}}} is not supported"));
+        return Err(TemplateError::Action {
+            action: inner.to_owned(),
+        });
     }
     if [
         "if", "range", "with", "else", "end", "define", "template", "block",
     ]
     .contains(&first.as_str())
     {
-        return Err(format!(
-            "template: `{first}` is not supported: tug reads fields (.Name), `json .`, `.Label \"k\"` and the functions {}",
-            FUNCTIONS.join(", ")
-        ));
+        return Err(TemplateError::Keyword {
+            keyword: first.clone(),
+        });
     }
     if !FUNCTIONS.contains(&first.as_str()) {
-        return Err(format!(
-            "template: function {first:?} is not supported (supported: {})",
-            FUNCTIONS.join(", ")
-        ));
+        return Err(TemplateError::UnknownFunction {
+            name: first.clone(),
+        });
     }
     let args = toks[1..]
         .iter()
@@ -642,12 +731,15 @@ mod tests {
             "{{printf \"%s\" .Name}}",
             "{{.Name",
         ] {
-            let e = Template::parse(bad, "").unwrap_err();
+            let e = Template::parse(bad, "").unwrap_err().to_string();
             assert!(e.starts_with("template:"), "{bad}: {e}");
         }
         let t = Template::parse("{{.Nope}}", "").unwrap();
         let e = t.render(&[row()], &[]).unwrap_err();
-        assert!(e.contains("Nope"), "{e}");
+        assert!(
+            matches!(&e, TemplateError::NoField { field } if field == "Nope"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -221,8 +221,6 @@ impl Stack {
 
     /// The attached containers' output and exits until the project is to stop; returns the
     /// exit code so far and why it stops.
-    // Long: one poll loop (new containers, their output, their exits, the stop conditions)
-    // whose steps share the followers, the reported exits and the inotify watch.
     fn stream_attached(
         &self,
         opts: &AttachOptions,
@@ -367,8 +365,6 @@ impl Stack {
     ///
     /// # Errors
     /// An unknown service, or a store cannot be read.
-    // Long: the read of what is there and the follow loop share the filter and the
-    // followers; split, each half would need them all passed.
     pub fn logs(&self, opts: &LogsOptions, on: &mut dyn FnMut(LogEvent<'_>)) -> Result<()> {
         let mut cs = self.service_containers(&opts.services)?;
         if let Some(i) = opts.index {

@@ -49,9 +49,8 @@ pub struct OneOff {
 }
 
 impl Backend for Stack {
-    fn apply(&self, op: &Op) -> std::result::Result<(), crate::compose::executor::OpError> {
+    fn apply(&self, op: &Op) -> Result<()> {
         self.apply_op(op)
-            .map_err(crate::compose::executor::OpError::new)
     }
 }
 
@@ -1053,8 +1052,19 @@ struct VolumesFrom<'a> {
     read_only: Option<bool>,
 }
 
+/// A `volumes_from` entry that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum VolumesFromError {
+    /// A mode other than `ro` and `rw`.
+    #[error("unknown mode {0:?} (use ro or rw)")]
+    Mode(String),
+    /// `service:` or `container:` alone.
+    #[error("no service or container name")]
+    NoName,
+}
+
 /// Parses `NAME`, `service:NAME`, `container:NAME`, each with an optional `:ro` or `:rw`.
-fn parse_volumes_from(v: &str) -> std::result::Result<VolumesFrom<'_>, String> {
+fn parse_volumes_from(v: &str) -> std::result::Result<VolumesFrom<'_>, VolumesFromError> {
     let (kind, rest) = if let Some(r) = v.strip_prefix("container:") {
         (VolumesFromKind::Container, r)
     } else if let Some(r) = v.strip_prefix("service:") {
@@ -1066,10 +1076,10 @@ fn parse_volumes_from(v: &str) -> std::result::Result<VolumesFrom<'_>, String> {
         None => (rest, None),
         Some((n, "ro")) => (n, Some(true)),
         Some((n, "rw")) => (n, Some(false)),
-        Some((_, mode)) => return Err(format!("unknown mode {mode:?} (use ro or rw)")),
+        Some((_, mode)) => return Err(VolumesFromError::Mode(mode.to_owned())),
     };
     if name.is_empty() {
-        return Err("no service or container name".into());
+        return Err(VolumesFromError::NoName);
     }
     Ok(VolumesFrom {
         kind,

@@ -1,11 +1,13 @@
 //! A service's `build:` on the engine's builder: the compose keys become
-//! [`BuildOptions`]; keys tug cannot honour are refused by name.
+//! [`BuildOptions`]; keys tug cannot honour are refused by name. [`Stack::build`] is the
+//! `build` verb: which services, in which order, each built (and pushed) in turn.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::{Error, Result, Stack};
+use super::{Error, Reporter, Result, Stack};
 use crate::engine::build::{self, BuildOptions, Event, SecretSource};
+use crate::plan;
 
 /// What the command line adds to every build (`tug build`, `up --build`).
 #[derive(Debug, Clone, Default)]
@@ -18,14 +20,84 @@ pub struct BuildOverrides {
     pub args: BTreeMap<String, String>,
 }
 
+/// `build`.
+#[derive(Debug, Clone, Default)]
+pub struct BuildServicesOptions {
+    /// The services (every service with a `build:` section when empty).
+    pub services: Vec<String>,
+    /// The services the named ones depend on too, dependencies first.
+    pub with_dependencies: bool,
+    /// What the command line adds to every build.
+    pub overrides: BuildOverrides,
+    /// Push each image once it is built.
+    pub push: bool,
+}
+
 impl Stack {
+    /// `build`: the images of the services with a `build:` section, one after another in
+    /// the order given (dependencies first with `with_dependencies`), each pushed after it
+    /// is built when asked. Each build's steps go to [`Reporter::build_progress`]; a built or
+    /// pushed image and a named service without `build:` (skipped) are reported as lines.
+    ///
+    /// # Errors
+    /// An unknown service, refused `build:` keys, a failed build or push: the first one ends
+    /// the work (the images built before it stay).
+    pub fn build(&self, opts: &BuildServicesOptions, rep: &mut dyn Reporter) -> Result<()> {
+        for name in &self.services_to_build(opts)? {
+            let s = self
+                .project
+                .services
+                .get(name)
+                .ok_or_else(|| Error::NotFound(format!("no such service: {name}")))?;
+            if s.build.is_none() {
+                if opts.services.contains(name) {
+                    rep.line("Service", name, "no build section, skipped");
+                }
+                continue;
+            }
+            let image = plan::service_image(&self.project.name, s);
+            let built = {
+                let progress = rep.build_progress(name);
+                self.build_service(name, &image, &opts.overrides, &*progress)?
+            };
+            rep.line(
+                "Service",
+                name,
+                &format!("built {image} ({})", built.short_id()),
+            );
+            if opts.push {
+                self.push_image(&image)?;
+                rep.line("Service", name, &format!("pushed {image}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The services `build` goes through, in order, each once.
+    fn services_to_build(&self, opts: &BuildServicesOptions) -> Result<Vec<String>> {
+        let mut names: Vec<String> = if opts.services.is_empty() {
+            self.project
+                .services
+                .iter()
+                .filter(|(_, s)| s.build.is_some())
+                .map(|(n, _)| n.clone())
+                .collect()
+        } else if opts.with_dependencies {
+            plan::select_services(&self.desired(), &opts.services, false)?
+        } else {
+            opts.services.clone()
+        };
+        names.dedup();
+        Ok(names)
+    }
+
     /// The builder's options for `service`'s `build:` (image named `image`).
     ///
     /// # Errors
     /// A `build:` key tug cannot carry out, or a secret that is not declared.
     // Long: one statement per key of compose's `build:`, refused keys named, in the order of the
     // compose specification.
-    pub fn build_options(
+    pub(super) fn build_options(
         &self,
         service: &str,
         image: &str,
@@ -174,7 +246,7 @@ impl Stack {
     ///
     /// # Errors
     /// Refused keys and build failures (the failing step, its line and its output).
-    pub fn build_service(
+    pub(super) fn build_service(
         &self,
         service: &str,
         image: &str,

@@ -8,6 +8,7 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use super::Error;
 use crate::plan::{Node, Op, Plan};
 
 /// The engine operations a plan needs. The compose backend implements it on the real engine;
@@ -16,24 +17,13 @@ pub trait Backend: Sync {
     /// Carries out one operation.
     ///
     /// # Errors
-    /// Whatever the engine reports, kept whole (with its sources) until it is shown.
-    fn apply(&self, op: &Op) -> Result<(), OpError>;
+    /// Whatever the engine reports, kept whole (with its sources) in the [`Outcome`]; the
+    /// executor never looks inside.
+    fn apply(&self, op: &Op) -> Result<(), Error>;
 }
 
-/// Why an operation failed: the backend's own error. The executor only renders it (events
-/// and the outcome carry its text for the user); it never looks inside.
-#[derive(Debug, thiserror::Error)]
-#[error(transparent)]
-pub struct OpError(Box<dyn std::error::Error + Send + Sync>);
-
-impl OpError {
-    /// Wraps a backend's error.
-    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> Self {
-        Self(Box::new(e))
-    }
-}
-
-/// What happened to one node, reported while the plan runs.
+/// What happened to one node, reported while the plan runs (for the user: a failure carries
+/// its error's text; the error itself is in the [`Outcome`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// The node started.
@@ -49,14 +39,14 @@ pub enum Event {
 }
 
 /// The outcome of a run.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Outcome {
     /// Nodes that failed, with their error.
-    pub failed: Vec<(usize, String)>,
+    pub failed: Vec<(usize, Error)>,
     /// Nodes skipped because of a failure upstream.
     pub skipped: Vec<usize>,
-    /// Warnings (failed optional waits).
-    pub warnings: Vec<(usize, String)>,
+    /// Warnings (failed optional waits), with their error.
+    pub warnings: Vec<(usize, Error)>,
 }
 
 impl Outcome {
@@ -93,7 +83,7 @@ pub fn execute(
         max_parallel
     };
     std::thread::scope(|scope| {
-        let (tx, rx) = mpsc::channel::<(usize, Result<Duration, String>)>();
+        let (tx, rx) = mpsc::channel::<(usize, Result<Duration, Error>)>();
         let mut running = 0usize;
         loop {
             // Skip nodes whose prerequisites failed, start the ready ones.
@@ -119,10 +109,7 @@ pub fn execute(
                         let tx = tx.clone();
                         scope.spawn(move || {
                             let t = Instant::now();
-                            let r = backend
-                                .apply(&node.op)
-                                .map(|()| t.elapsed())
-                                .map_err(|e| e.to_string());
+                            let r = backend.apply(&node.op).map(|()| t.elapsed());
                             let _ = tx.send((i, r));
                         });
                     }
@@ -145,12 +132,12 @@ pub fn execute(
                     } = node.op
                     {
                         status[i] = Status::Done;
-                        outcome.warnings.push((i, e.clone()));
-                        on_event(node, &Event::Warned(i, e));
+                        on_event(node, &Event::Warned(i, e.to_string()));
+                        outcome.warnings.push((i, e));
                     } else {
                         status[i] = Status::Failed;
-                        outcome.failed.push((i, e.clone()));
-                        on_event(node, &Event::Failed(i, e));
+                        on_event(node, &Event::Failed(i, e.to_string()));
+                        outcome.failed.push((i, e));
                     }
                 }
             }
@@ -175,7 +162,7 @@ mod tests {
     }
 
     impl Backend for Fake {
-        fn apply(&self, op: &Op) -> Result<(), OpError> {
+        fn apply(&self, op: &Op) -> Result<(), Error> {
             let start = Instant::now();
             std::thread::sleep(self.delay);
             let name = op.to_string();
@@ -184,7 +171,7 @@ mod tests {
                 .unwrap()
                 .push((name.clone(), start, Instant::now()));
             if self.fail.contains(&name) {
-                Err(OpError::new(std::io::Error::other(format!("{name} broke"))))
+                Err(Error::Io(name, std::io::Error::other("broke")))
             } else {
                 Ok(())
             }

@@ -38,6 +38,7 @@ pub use attach::{
     source_name,
 };
 pub use backend::OneOff;
+pub use build::{BuildOverrides, BuildServicesOptions};
 pub use by_name::project_from_state;
 pub use convert::labels;
 pub use oneoff::{CopyOptions, RunOptions, RunOutcome, RunPull, RunStep};
@@ -356,9 +357,9 @@ impl Stack {
         self.images.repaired()
     }
 
-    /// The desired state: the project with image ids from the store.
-    #[must_use]
-    pub fn desired(&self) -> Desired {
+    /// The desired state: the project with image ids from the store. The compose layer's
+    /// own: callers ask for plans and answers through the service methods.
+    fn desired(&self) -> Desired {
         // Services often share an image: resolve each reference once.
         let mut ids: BTreeMap<String, Option<String>> = BTreeMap::new();
         plan::desired_from_project(&self.project, |r| {
@@ -368,11 +369,11 @@ impl Stack {
         })
     }
 
-    /// The observed state.
+    /// The observed state (the compose layer's own, as [`Stack::desired`]).
     ///
     /// # Errors
     /// A store cannot be read.
-    pub fn observed(&self) -> Result<Observed> {
+    fn observed(&self) -> Result<Observed> {
         let containers = self
             .project_containers()?
             .into_iter()

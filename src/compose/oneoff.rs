@@ -129,8 +129,8 @@ impl Stack {
             let mut plan = Plan::default();
             plan.push(Op::PullImage { image }, "run --pull", vec![]);
             let outcome = self.execute(&plan, &mut *reporter(RunStep::Pull));
-            if let Some((_, e)) = outcome.failed.first() {
-                return Err(Error::Failed(e.clone()));
+            if let Some((_, e)) = outcome.failed.into_iter().next() {
+                return Err(e);
             }
         }
         // Held until the one-off is created: another command of the project (`up`, `down`)

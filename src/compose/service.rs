@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use super::executor::{Event, Outcome, execute};
 use super::{Error, ProjectLock, Result, Stack, labels};
+use crate::engine::build;
 use crate::engine::container::{Status, Summary};
 use crate::plan::{self, DownOptions, Node, Op, Plan, PullPolicy, UpOptions};
 
@@ -35,6 +36,11 @@ pub trait Reporter {
     /// Under `--dry-run` (see [`StackOptions::dry_run`](super::StackOptions::dry_run)): the
     /// plan that would run.
     fn show_plan(&mut self, plan: &Plan);
+    /// Where the builder's events of `service`'s image build go while it runs (they come
+    /// from the builder's threads); nowhere unless the caller shows them.
+    fn build_progress(&mut self, _service: &str) -> Box<dyn Fn(build::Event) + Sync + '_> {
+        Box::new(|_| {})
+    }
 }
 
 /// `kill`.
@@ -516,7 +522,7 @@ impl Stack {
         }
         let outcome = self.execute(&plan, rep);
         if !outcome.failed.is_empty() && !opts.ignore_failures {
-            let msgs: Vec<String> = outcome.failed.iter().map(|(_, e)| e.clone()).collect();
+            let msgs: Vec<String> = outcome.failed.iter().map(|(_, e)| e.to_string()).collect();
             return Err(Error::Failed(msgs.join("\n")));
         }
         Ok(())
@@ -553,7 +559,7 @@ impl Stack {
     ///
     /// # Errors
     /// The push fails.
-    pub fn push_image(&self, image: &str) -> Result<()> {
+    pub(super) fn push_image(&self, image: &str) -> Result<()> {
         let quiet = crate::engine::image::no_progress();
         self.images
             .push(None, image, &quiet)
@@ -616,7 +622,7 @@ pub fn failures(plan: &Plan, outcome: &Outcome) -> Option<String> {
     let mut groups: Vec<(String, Vec<String>)> = Vec::new();
     for (i, e) in &outcome.failed {
         let op = plan.nodes[*i].op.to_string();
-        let cause = cause(e);
+        let cause = cause(&e.to_string());
         match groups.iter_mut().find(|(c, _)| *c == cause) {
             Some((_, ops)) => {
                 if !ops.contains(&op) {
@@ -710,22 +716,19 @@ mod tests {
             "new",
             vec![],
         );
-        let id = "a".repeat(64);
+        let unhealthy = || Error::Dependency("db is unhealthy".into());
+        let start = |id: String| {
+            Error::Container(crate::engine::container::ContainerError::Start {
+                id,
+                reason: "exec /x: not found".into(),
+            })
+        };
         let outcome = Outcome {
             failed: vec![
-                (w1, "db is unhealthy".into()),
-                (w2, "db is unhealthy".into()),
-                (
-                    s1,
-                    format!("cannot start container {id}: exec /x: not found"),
-                ),
-                (
-                    s2,
-                    format!(
-                        "cannot start container {}: exec /x: not found",
-                        "b".repeat(64)
-                    ),
-                ),
+                (w1, unhealthy()),
+                (w2, unhealthy()),
+                (s1, start("a".repeat(64))),
+                (s2, start("b".repeat(64))),
             ],
             ..Outcome::default()
         };

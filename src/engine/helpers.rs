@@ -39,11 +39,11 @@ pub enum Error {
         message: String,
     },
     /// The supervisor or an exec/cp helper failed.
-    #[error("{0}")]
-    Shim(String),
+    #[error(transparent)]
+    Shim(#[from] crate::engine::container::supervisor::ShimError),
     /// A build step could not be run.
-    #[error("{0}")]
-    Build(String),
+    #[error(transparent)]
+    Build(#[from] crate::engine::build::run::RunError),
     /// A network helper failed.
     #[error(transparent)]
     Network(#[from] crate::engine::network::Error),

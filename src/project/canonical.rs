@@ -41,9 +41,8 @@ pub fn canonicalize(doc: &mut Value, spans: &Spans) -> Result<Vec<Warning>> {
                 *svc = json!({});
             }
             let base = format!("services.{name}");
-            if let Err(e) = service(svc, &base, &mut warnings) {
-                let (path, msg) = e;
-                errors.push(ProjectError::invalid(at(&path), path, msg));
+            if let Err(PathErr { path, error }) = service(svc, &base, &mut warnings) {
+                errors.push(ProjectError::invalid(at(&path), path, error.to_string()));
             }
         }
     }
@@ -216,7 +215,66 @@ pub fn locate(spans: &Spans, path: &str) -> Option<Pos> {
     }
 }
 
-type PathErr = (String, String);
+/// A short form that cannot be read (the message of a [`ProjectError::Invalid`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShortFormError {
+    /// A command with an unterminated quote.
+    #[error(transparent)]
+    Shell(#[from] crate::util::shell::SplitError),
+    /// A `build.ssh` entry without a path that is not `default`.
+    #[error("invalid ssh key `{0}` (expected `default` or ID=PATH)")]
+    SshKey(String),
+    /// A device spec with more than three parts.
+    #[error("invalid device `{0}` (expected HOST[:CONTAINER[:PERMISSIONS]])")]
+    Device(String),
+    /// A port spec's protocol.
+    #[error("invalid protocol `{protocol}` in port `{spec}` (expected tcp, udp or sctp)")]
+    PortProtocol {
+        /// The protocol as written.
+        protocol: String,
+        /// The port spec.
+        spec: String,
+    },
+    /// `[v6` without its `]`.
+    #[error("invalid IPv6 address in port `{0}`")]
+    PortIpv6(String),
+    /// A port spec of another shape.
+    #[error("invalid port `{0}` (expected [[IP:]HOST_PORT:]CONTAINER_PORT[/PROTOCOL])")]
+    Port(String),
+    /// A port or range that is not one.
+    #[error(
+        "invalid {which} `{value}` in port `{spec}` (expected a port 1-65535 or a range like \
+         8000-8010)"
+    )]
+    PortRange {
+        /// `container port` or `host port`.
+        which: &'static str,
+        /// The part as written.
+        value: String,
+        /// The port spec.
+        spec: String,
+    },
+    /// A host range and a container range of different sizes.
+    #[error("invalid port `{0}`: the host range and the container range have different sizes")]
+    PortRangeSizes(String),
+    /// An empty volume spec.
+    #[error("invalid empty volume spec")]
+    VolumeEmpty,
+    /// `a::b`, `:b`, `a:`.
+    #[error("invalid volume `{0}`: empty section between colons")]
+    VolumeEmptySection(String),
+    /// More than `[SOURCE:]TARGET[:OPTIONS]`.
+    #[error("invalid volume `{0}`: too many colons (expected [SOURCE:]TARGET[:OPTIONS])")]
+    VolumeColons(String),
+}
+
+/// A short form that cannot be read, at its key path.
+#[derive(Debug)]
+struct PathErr {
+    /// `services.web.ports[1]`.
+    path: String,
+    error: ShortFormError,
+}
 
 /// Keys whose empty string compose treats as unset (its model holds them as plain strings,
 /// left out when empty): `image: ${TAG}` with `TAG` empty is no image at all. `*` is any key
@@ -487,8 +545,11 @@ struct At<'a> {
 
 impl At<'_> {
     /// An error at `<base>.<rest>`.
-    fn err(&self, rest: &str, message: String) -> PathErr {
-        (format!("{}.{rest}", self.base), message)
+    fn err(&self, rest: &str, error: ShortFormError) -> PathErr {
+        PathErr {
+            path: format!("{}.{rest}", self.base),
+            error,
+        }
     }
 }
 
@@ -786,9 +847,7 @@ fn devices(v: &mut Value, at: &mut At<'_>) -> std::result::Result<(), PathErr> {
                 _ => {
                     return Err(at.err(
                         &format!("devices[{i}]"),
-                        format!(
-                            "invalid device `{spec}` (expected HOST[:CONTAINER[:PERMISSIONS]])"
-                        ),
+                        ShortFormError::Device(spec.clone()),
                     ));
                 }
             };
@@ -979,7 +1038,7 @@ fn blkio(b: &mut Map<String, Value>) {
 
 /// `build.ssh` as a list of `ID` / `ID=PATH` strings (the mapping form `{ID: PATH}` too);
 /// an entry without a path must be `default`, as compose requires.
-fn ssh_keys(v: &mut Value) -> std::result::Result<(), String> {
+fn ssh_keys(v: &mut Value) -> std::result::Result<(), ShortFormError> {
     let entries: Vec<String> = match v {
         Value::String(s) => vec![s.clone()],
         Value::Array(items) => items.iter().map(scalar_string).collect(),
@@ -994,9 +1053,7 @@ fn ssh_keys(v: &mut Value) -> std::result::Result<(), String> {
     };
     for e in &entries {
         if !e.contains('=') && e != "default" {
-            return Err(format!(
-                "invalid ssh key `{e}` (expected `default` or ID=PATH)"
-            ));
+            return Err(ShortFormError::SshKey(e.clone()));
         }
     }
     *v = Value::Array(entries.into_iter().map(Value::String).collect());
@@ -1305,10 +1362,11 @@ fn float_value(v: &mut Value) {
 
 /// Splits a command string the way a POSIX shell splits words (quotes and backslashes; no
 /// expansion). Lists are kept, their items made strings.
-fn shell_command(v: &mut Value) -> std::result::Result<(), String> {
+fn shell_command(v: &mut Value) -> std::result::Result<(), ShortFormError> {
     match v {
         Value::String(s) => {
-            *v = Value::Array(split_shell(s)?.into_iter().map(Value::String).collect());
+            let words = crate::util::shell::split(s)?;
+            *v = Value::Array(words.into_iter().map(Value::String).collect());
         }
         Value::Array(items) => {
             for it in items {
@@ -1322,14 +1380,6 @@ fn shell_command(v: &mut Value) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// Shell-like word splitting ([`crate::util::shell::split`]).
-///
-/// # Errors
-/// An unterminated quote.
-pub fn split_shell(s: &str) -> std::result::Result<Vec<String>, String> {
-    crate::util::shell::split(s).map_err(|e| e.to_string())
-}
-
 fn port_long(p: &mut Map<String, Value>) {
     p.entry("mode").or_insert_with(|| json!("ingress"));
     p.entry("protocol").or_insert_with(|| json!("tcp"));
@@ -1341,11 +1391,15 @@ fn port_long(p: &mut Map<String, Value>) {
     }
 }
 
-fn parse_range(s: &str, what: &str, spec: &str) -> std::result::Result<(u16, u16), String> {
-    let bad = || {
-        format!(
-            "invalid {what} `{s}` in port `{spec}` (expected a port 1-65535 or a range like 8000-8010)"
-        )
+fn parse_range(
+    s: &str,
+    which: &'static str,
+    spec: &str,
+) -> std::result::Result<(u16, u16), ShortFormError> {
+    let bad = || ShortFormError::PortRange {
+        which,
+        value: s.to_owned(),
+        spec: spec.to_owned(),
     };
     let (a, b) = match s.split_once('-') {
         Some((a, b)) => (a, b),
@@ -1364,21 +1418,22 @@ fn parse_range(s: &str, what: &str, spec: &str) -> std::result::Result<(u16, u16
 ///
 /// # Errors
 /// A malformed spec.
-pub fn parse_port(spec: &str) -> std::result::Result<Vec<Value>, String> {
+pub fn parse_port(spec: &str) -> std::result::Result<Vec<Value>, ShortFormError> {
     let (rest, proto) = match spec.rsplit_once('/') {
         Some((r, p)) => (r, p.to_ascii_lowercase()),
         None => (spec, "tcp".to_owned()),
     };
     if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-        return Err(format!(
-            "invalid protocol `{proto}` in port `{spec}` (expected tcp, udp or sctp)"
-        ));
+        return Err(ShortFormError::PortProtocol {
+            protocol: proto,
+            spec: spec.to_owned(),
+        });
     }
     // Split off an IP: either [v6]: or the part before the last two colons.
     let (ip, rest) = if let Some(r) = rest.strip_prefix('[') {
         let (ip, after) = r
             .split_once(']')
-            .ok_or_else(|| format!("invalid IPv6 address in port `{spec}`"))?;
+            .ok_or_else(|| ShortFormError::PortIpv6(spec.to_owned()))?;
         let after = after.strip_prefix(':').unwrap_or(after);
         (Some(ip.to_owned()), after.to_owned())
     } else {
@@ -1388,9 +1443,7 @@ pub fn parse_port(spec: &str) -> std::result::Result<Vec<Value>, String> {
             let n = parts.len();
             let ip = parts[..n - 2].join(":");
             if ip.parse::<std::net::Ipv6Addr>().is_err() {
-                return Err(format!(
-                    "invalid port `{spec}` (expected [[IP:]HOST_PORT:]CONTAINER_PORT[/PROTOCOL])"
-                ));
+                return Err(ShortFormError::Port(spec.to_owned()));
             }
             (Some(ip), parts[n - 2..].join(":"))
         } else if parts.len() == 3 {
@@ -1430,9 +1483,7 @@ pub fn parse_port(spec: &str) -> std::result::Result<Vec<Value>, String> {
             } else {
                 let span = u32::from(p1 - p0) + 1;
                 if span != count {
-                    return Err(format!(
-                        "invalid port `{spec}`: the host range and the container range have different sizes"
-                    ));
+                    return Err(ShortFormError::PortRangeSizes(spec.to_owned()));
                 }
                 #[allow(clippy::cast_possible_truncation)]
                 let p = p0 + i as u16;
@@ -1465,7 +1516,7 @@ fn windows_drive(s: &str) -> bool {
 
 /// A short volume spec split at its colons as compose splits it: a Windows drive letter's
 /// colon (`C:\data:/data`) and colons inside `${…}` do not separate.
-fn split_volume_spec(spec: &str) -> std::result::Result<Vec<String>, String> {
+fn split_volume_spec(spec: &str) -> std::result::Result<Vec<String>, ShortFormError> {
     let mut parts = Vec::new();
     let mut buf = String::new();
     let mut depth = 0usize;
@@ -1484,9 +1535,7 @@ fn split_volume_spec(spec: &str) -> std::result::Result<Vec<String>, String> {
         let drive = c == ':' && buf.chars().count() == 1 && buf.chars().all(char::is_alphabetic);
         if c == ':' && depth == 0 && !drive {
             if buf.is_empty() {
-                return Err(format!(
-                    "invalid volume `{spec}`: empty section between colons"
-                ));
+                return Err(ShortFormError::VolumeEmptySection(spec.to_owned()));
             }
             parts.push(std::mem::take(&mut buf));
         } else {
@@ -1494,9 +1543,7 @@ fn split_volume_spec(spec: &str) -> std::result::Result<Vec<String>, String> {
         }
     }
     if buf.is_empty() {
-        return Err(format!(
-            "invalid volume `{spec}`: empty section between colons"
-        ));
+        return Err(ShortFormError::VolumeEmptySection(spec.to_owned()));
     }
     parts.push(buf);
     Ok(parts)
@@ -1508,9 +1555,9 @@ fn split_volume_spec(spec: &str) -> std::result::Result<Vec<String>, String> {
 ///
 /// # Errors
 /// An empty spec, an empty part or too many parts.
-pub fn parse_volume(spec: &str) -> std::result::Result<(Value, Vec<String>), String> {
+pub fn parse_volume(spec: &str) -> std::result::Result<(Value, Vec<String>), ShortFormError> {
     if spec.is_empty() {
-        return Err("invalid empty volume spec".to_owned());
+        return Err(ShortFormError::VolumeEmpty);
     }
     if spec.chars().count() <= 2 {
         // compose takes a spec this short as a target as it is.
@@ -1522,9 +1569,7 @@ pub fn parse_volume(spec: &str) -> std::result::Result<(Value, Vec<String>), Str
         [s, t] => (Some(s.as_str()), t.as_str(), None),
         [s, t, o] => (Some(s.as_str()), t.as_str(), Some(o.as_str())),
         _ => {
-            return Err(format!(
-                "invalid volume `{spec}`: too many colons (expected [SOURCE:]TARGET[:OPTIONS])"
-            ));
+            return Err(ShortFormError::VolumeColons(spec.to_owned()));
         }
     };
     let mut m = Map::new();
@@ -1705,9 +1750,15 @@ mod tests {
         assert!(
             parse_volume("ab:bc:cd:de")
                 .unwrap_err()
+                .to_string()
                 .contains("too many colons")
         );
-        assert!(parse_volume(":/t").unwrap_err().contains("empty section"));
+        assert!(
+            parse_volume(":/t")
+                .unwrap_err()
+                .to_string()
+                .contains("empty section")
+        );
         assert!(parse_volume("").is_err());
         assert_eq!(v("/a"), json!({"type": "volume", "target": "/a"}));
     }
@@ -1730,11 +1781,11 @@ mod tests {
     #[test]
     fn canonical_shell_split() {
         assert_eq!(
-            split_shell(r#"sh -c "echo a b" c\ d 'e f'"#).unwrap(),
+            crate::util::shell::split(r#"sh -c "echo a b" c\ d 'e f'"#).unwrap(),
             vec!["sh", "-c", "echo a b", "c d", "e f"]
         );
-        assert!(split_shell("echo 'x").is_err());
-        assert_eq!(split_shell("").unwrap(), Vec::<String>::new());
+        assert!(crate::util::shell::split("echo 'x").is_err());
+        assert_eq!(crate::util::shell::split("").unwrap(), Vec::<String>::new());
     }
 
     #[test]

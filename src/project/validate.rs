@@ -217,6 +217,23 @@ pub fn validate(doc: &Value) -> Result<Vec<Warning>, Vec<SchemaError>> {
     }
 }
 
+/// What is wrong with a schema text (for the embedded one: a bug in tug, caught by tests).
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaTextError {
+    /// The text is not JSON.
+    #[error("schema is not JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    /// A `pattern` or `patternProperties` key is not a regex.
+    #[error("bad pattern `{pattern}`: {source}")]
+    Pattern {
+        /// The pattern.
+        pattern: String,
+        /// Why.
+        #[source]
+        source: Box<regex::Error>,
+    },
+}
+
 /// The parsed schema with every pattern compiled once.
 pub struct CompiledSchema {
     root: Value,
@@ -228,12 +245,11 @@ pub struct CompiledSchema {
 /// # Errors
 ///
 /// A description of what is wrong with the embedded schema (a bug in tug, caught by tests).
-pub fn compiled() -> Result<&'static CompiledSchema, &'static str> {
-    static SCHEMA: OnceLock<Result<CompiledSchema, String>> = OnceLock::new();
+pub fn compiled() -> Result<&'static CompiledSchema, &'static SchemaTextError> {
+    static SCHEMA: OnceLock<Result<CompiledSchema, SchemaTextError>> = OnceLock::new();
     SCHEMA
         .get_or_init(|| CompiledSchema::new(SCHEMA_TEXT))
         .as_ref()
-        .map_err(String::as_str)
 }
 
 #[derive(Default)]
@@ -258,9 +274,8 @@ impl CompiledSchema {
     /// # Errors
     ///
     /// Invalid JSON, or a `pattern`/`patternProperties` key that is not a valid regex.
-    pub fn new(text: &str) -> Result<Self, String> {
-        let root: Value =
-            serde_json::from_str(text).map_err(|e| format!("schema is not JSON: {e}"))?;
+    pub fn new(text: &str) -> Result<Self, SchemaTextError> {
+        let root: Value = serde_json::from_str(text).map_err(SchemaTextError::Json)?;
         let mut regexes = HashMap::new();
         collect_patterns(&root, &mut regexes)?;
         Ok(Self { root, regexes })
@@ -710,7 +725,10 @@ fn plural(noun: &str) -> String {
     }
 }
 
-fn collect_patterns(schema: &Value, out: &mut HashMap<String, Regex>) -> Result<(), String> {
+fn collect_patterns(
+    schema: &Value,
+    out: &mut HashMap<String, Regex>,
+) -> Result<(), SchemaTextError> {
     match schema {
         Value::Object(map) => {
             if let Some(p) = map.get("pattern").and_then(Value::as_str) {
@@ -736,9 +754,12 @@ fn collect_patterns(schema: &Value, out: &mut HashMap<String, Regex>) -> Result<
     }
 }
 
-fn compile_into(pattern: &str, out: &mut HashMap<String, Regex>) -> Result<(), String> {
+fn compile_into(pattern: &str, out: &mut HashMap<String, Regex>) -> Result<(), SchemaTextError> {
     if !out.contains_key(pattern) {
-        let re = Regex::new(pattern).map_err(|e| format!("bad pattern `{pattern}`: {e}"))?;
+        let re = Regex::new(pattern).map_err(|e| SchemaTextError::Pattern {
+            pattern: pattern.to_string(),
+            source: Box::new(e),
+        })?;
         out.insert(pattern.to_string(), re);
     }
     Ok(())

@@ -363,8 +363,8 @@ impl Builder {
                     ));
                 }
                 let (mtag, core) = self.merge_tag(tag.as_deref(), &pos)?;
-                let value =
-                    scalar(&text, style, core.as_deref()).map_err(|m| self.err(pos.clone(), m))?;
+                let value = scalar(&text, style, core.as_deref())
+                    .map_err(|m| self.err(pos.clone(), m.to_string()))?;
                 let mut node = Node::new(value, pos);
                 node.tag = mtag;
                 self.nodes += 1;
@@ -576,23 +576,43 @@ impl Builder {
     }
 }
 
+/// A scalar its `!!` tag does not fit (the message of a [`ProjectError::Yaml`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum TagError {
+    /// The scalar is not of the tag's type (`!!int abc`).
+    #[error("`{text}` is not {kind}")]
+    Mismatch {
+        /// The scalar.
+        text: String,
+        /// `a boolean`, `an integer`, `a number`.
+        kind: &'static str,
+    },
+    /// A core tag the schema does not have.
+    #[error("unsupported tag `!!{0}`")]
+    Unsupported(String),
+}
+
 /// Types a scalar by the core schema (plain style only) or its explicit `!!` tag.
 fn scalar(
     text: &str,
     style: ScalarStyle,
     core_tag: Option<&str>,
-) -> std::result::Result<Value, String> {
+) -> std::result::Result<Value, TagError> {
+    let mismatch = |kind| TagError::Mismatch {
+        text: text.to_owned(),
+        kind,
+    };
     if let Some(tag) = core_tag {
         return match tag {
             "str" => Ok(Value::Str(text.to_owned())),
             "null" => Ok(Value::Null),
             "bool" => match plain_scalar(text) {
                 Value::Bool(b) => Ok(Value::Bool(b)),
-                _ => Err(format!("`{text}` is not a boolean")),
+                _ => Err(mismatch("a boolean")),
             },
             "int" => match plain_scalar(text) {
                 Value::Int(i) => Ok(Value::Int(i)),
-                _ => Err(format!("`{text}` is not an integer")),
+                _ => Err(mismatch("an integer")),
             },
             "float" => match plain_scalar(text) {
                 Value::Int(i) =>
@@ -601,9 +621,9 @@ fn scalar(
                     Ok(Value::Float(i as f64))
                 }
                 Value::Float(f) => Ok(Value::Float(f)),
-                _ => Err(format!("`{text}` is not a number")),
+                _ => Err(mismatch("a number")),
             },
-            other => Err(format!("unsupported tag `!!{other}`")),
+            other => Err(TagError::Unsupported(other.to_owned())),
         };
     }
     if style != ScalarStyle::Plain {

@@ -443,6 +443,23 @@ fn take_word(s: &str, escape: char) -> (String, &str) {
     (out, "")
 }
 
+/// Why the arguments of `ENV`, `ARG` or `LABEL` are not name/value pairs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameValueError {
+    /// Nothing after the keyword.
+    #[error("requires at least one argument")]
+    Missing,
+    /// The legacy `KEY value` form with only a key.
+    #[error("{0} must have two arguments")]
+    NoValue(String),
+    /// `=value`.
+    #[error("{0:?}: empty key")]
+    EmptyKey(String),
+    /// A word without `=` where pairs are required.
+    #[error("{0:?} is not KEY=VALUE")]
+    NotPair(String),
+}
+
 /// Splits `KEY=VALUE KEY2="v 2"` (or the legacy `KEY value with spaces` when `legacy` is
 /// allowed and the first word has no `=`) into raw (unexpanded) pairs; values keep their
 /// quotes for the expansion step. `ARG NAME` without `=` gives `(NAME, None)`.
@@ -450,16 +467,16 @@ pub fn name_values(
     rest: &str,
     escape: char,
     legacy: bool,
-) -> Result<Vec<(String, Option<String>)>, String> {
+) -> Result<Vec<(String, Option<String>)>, NameValueError> {
     let rest = rest.trim();
     if rest.is_empty() {
-        return Err("requires at least one argument".into());
+        return Err(NameValueError::Missing);
     }
     let words = raw_words(rest, escape);
     if legacy && !words[0].contains('=') {
         let (k, v) = match rest.find(char::is_whitespace) {
             Some(p) => (&rest[..p], rest[p..].trim_start()),
-            None => return Err(format!("{rest} must have two arguments")),
+            None => return Err(NameValueError::NoValue(rest.to_string())),
         };
         return Ok(vec![(k.to_string(), Some(v.to_string()))]);
     }
@@ -467,8 +484,8 @@ pub fn name_values(
     for w in words {
         match w.split_once('=') {
             Some((k, v)) if !k.is_empty() => out.push((k.to_string(), Some(v.to_string()))),
-            Some(_) => return Err(format!("{w:?}: empty key")),
-            None if legacy => return Err(format!("{w:?} is not KEY=VALUE")),
+            Some(_) => return Err(NameValueError::EmptyKey(w)),
+            None if legacy => return Err(NameValueError::NotPair(w)),
             None => out.push((w, None)),
         }
     }

@@ -13,7 +13,10 @@ use super::context::{self, Source};
 use super::dockerfile::{self, Args, Instruction};
 use super::layer::TarOut;
 use super::view::View;
-use super::{BuildError, BuildOptions, BuildOutput, Event, Result, SecretSource, io_ctx, shell};
+use super::{
+    BuildError, BuildOptions, BuildOutput, DownloadError, Event, Result, SecretSource, StepError,
+    io_ctx, shell,
+};
 use crate::engine::container::{self, ContainerConfig, Mount, MountKind, NetworkMode};
 use crate::engine::image::{self, ImageStore, Reference};
 
@@ -161,7 +164,8 @@ struct Shared<'a> {
     stages: Vec<Stage>,
     events: &'a (dyn Fn(Event) + Sync),
     total: usize,
-    results: Mutex<HashMap<usize, std::result::Result<Arc<Done>, String>>>,
+    /// Each finished stage's result, for the stages that read it and for the end.
+    results: Mutex<HashMap<usize, Result<Arc<Done>>>>,
     cv: Condvar,
     counters: Mutex<(usize, usize)>,
     net: Mutex<Option<NetWiring>>,
@@ -224,14 +228,165 @@ fn source_date_epoch(opts: &BuildOptions) -> Option<i64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Builds the image `opts` describes in the state root `root`.
-// Long: the build's outline: context, Dockerfile, stages and their threads, the target's image
-// and tags; one pass over shared options.
+/// Builds the image `opts` describes in the state root `root`: the Dockerfile's stages, each
+/// needed one on its own thread (a stage waits for the stages it reads from), then the
+/// target's image and its tags.
 pub fn build(
     root: &Path,
     opts: &BuildOptions,
     events: &(dyn Fn(Event) + Sync),
 ) -> Result<BuildOutput> {
+    let (context_dir, text, file, df_path) = read_dockerfile(opts)?;
+    let df = dockerfile::parse(&text).map_err(|e| BuildError::Dockerfile {
+        file: file.clone(),
+        line: e.line,
+        message: e.message,
+    })?;
+    let (stages, global_args, used) = split_stages(&df, &file, opts)?;
+    let target = match &opts.target {
+        Some(t) => stages
+            .iter()
+            .find(|s| s.name.as_deref() == Some(&t.to_ascii_lowercase()))
+            .map(|s| s.index)
+            .ok_or_else(|| BuildError::Invalid(format!("target stage {t:?} could not be found")))?,
+        None => stages.len() - 1,
+    };
+    let store = ImageStore::open(root)?;
+    let _hold = store.hold()?;
+    for name in &opts.cache_from {
+        seed_cache(&store, name)?;
+    }
+    let context = context::open(&context_dir, df_path.as_deref())?;
+    let mut named = HashMap::new();
+    for (n, p) in &opts.additional_contexts {
+        let mut s = context::open(p, None)?;
+        s.name = format!("context {n}");
+        named.insert(n.clone(), s);
+    }
+    let needed = needed_stages(&stages, target);
+    let total: usize = stages
+        .iter()
+        .filter(|s| needed[s.index])
+        .map(|s| s.steps.len() + 1)
+        .sum();
+    let exe = opts
+        .exe
+        .clone()
+        .or_else(|| std::env::var_os("TUG_EXE").map(PathBuf::from))
+        .or_else(|| std::env::current_exe().ok())
+        .unwrap_or_else(|| PathBuf::from("tug"));
+    let shared = Shared {
+        root: root.to_path_buf(),
+        store: store.clone(),
+        opts,
+        file: file.clone(),
+        escape: df.escape,
+        context,
+        named,
+        global_args,
+        stages: stages.clone(),
+        events,
+        total,
+        results: Mutex::new(HashMap::new()),
+        cv: Condvar::new(),
+        counters: Mutex::new((0, 0)),
+        net: Mutex::new(None),
+        used_args: Mutex::new(used),
+        exe,
+    };
+    let tmp = root.join("build").join("tmp");
+    std::fs::create_dir_all(&tmp).map_err(io_ctx(format!("cannot create {}", tmp.display())))?;
+    remove_stale_steps(&tmp);
+    shared.run_needed(&needed);
+    drop(
+        shared
+            .net
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take(),
+    );
+    let results = shared
+        .results
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let done = target_result(results, &stages, &needed, target)?;
+    let (cached, ran) = *shared
+        .counters
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut state = done.state.clone();
+    add_labels(&mut state, &opts.labels);
+    let image = commit(&store, &state, &opts.tags)?;
+    let declared = shared
+        .used_args
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let unused_args = opts
+        .build_args
+        .keys()
+        .filter(|k| !declared.contains(*k) && !PROXY_ARGS.contains(&k.as_str()))
+        .filter(|k| *k != "SOURCE_DATE_EPOCH")
+        .cloned()
+        .collect();
+    Ok(BuildOutput {
+        image,
+        cached,
+        ran,
+        unused_args,
+    })
+}
+
+/// The target stage's result, or the build's error: the first failure in stage order (a
+/// stage that failed because a stage it reads from did is not one).
+fn target_result(
+    mut results: HashMap<usize, Result<Arc<Done>>>,
+    stages: &[Stage],
+    needed: &[bool],
+    target: usize,
+) -> Result<Arc<Done>> {
+    // The first failure (in stage order) is the error; a stage that failed because a stage
+    // it reads from did is not.
+    let first_err = stages.iter().filter(|s| needed[s.index]).find(|s| {
+        matches!(
+            results.get(&s.index),
+            Some(Err(e)) if !matches!(e, BuildError::DependencyFailed)
+        )
+    });
+    if let Some(s) = first_err
+        && let Some(Err(e)) = results.remove(&s.index)
+    {
+        return Err(e);
+    }
+    match results.remove(&target) {
+        Some(Ok(done)) => Ok(done),
+        _ => Err(BuildError::Invalid(
+            "the target stage did not finish".into(),
+        )),
+    }
+}
+
+/// The build's `--label`s on the image's config.
+fn add_labels(state: &mut State, labels: &BTreeMap<String, String>) {
+    if labels.is_empty() {
+        return;
+    }
+    let l = state
+        .config
+        .entry("Labels")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !l.is_object() {
+        *l = Value::Object(Map::new());
+    }
+    if let Some(m) = l.as_object_mut() {
+        for (k, v) in labels {
+            m.insert(k.clone(), Value::String(v.clone()));
+        }
+    }
+}
+
+/// The build context (canonical) and the Dockerfile: its text, its name for messages, its
+/// path (`None` for an inline one).
+fn read_dockerfile(opts: &BuildOptions) -> Result<(PathBuf, String, String, Option<PathBuf>)> {
     let context_dir = std::fs::canonicalize(&opts.context).map_err(io_ctx(format!(
         "cannot find the build context {}",
         opts.context.display()
@@ -255,13 +410,17 @@ pub fn build(
             (t, name, Some(p))
         }
     };
-    let df = dockerfile::parse(&text).map_err(|e| BuildError::Dockerfile {
-        file: file.clone(),
-        line: e.line,
-        message: e.message,
-    })?;
+    Ok((context_dir, text, file, df_path))
+}
+
+/// Stages, global args and the arg names declared.
+type Stages = (Vec<Stage>, Vec<(String, Option<String>)>, HashSet<String>);
+
+/// The Dockerfile's stages (`FROM` up to the next `FROM`), with the global `ARG`s before the
+/// first `FROM` (the platform's and the build's values) and the names they declare.
+fn split_stages(df: &dockerfile::Dockerfile, file: &str, opts: &BuildOptions) -> Result<Stages> {
     let derr = |line: usize, message: String| BuildError::Dockerfile {
-        file: file.clone(),
+        file: file.to_owned(),
         line,
         message,
     };
@@ -361,27 +520,12 @@ pub fn build(
     if stages.is_empty() {
         return Err(derr(1, "the Dockerfile has no FROM".into()));
     }
-    let target = match &opts.target {
-        Some(t) => stages
-            .iter()
-            .find(|s| s.name.as_deref() == Some(&t.to_ascii_lowercase()))
-            .map(|s| s.index)
-            .ok_or_else(|| BuildError::Invalid(format!("target stage {t:?} could not be found")))?,
-        None => stages.len() - 1,
-    };
-    let store = ImageStore::open(root)?;
-    let _hold = store.hold()?;
-    for name in &opts.cache_from {
-        seed_cache(&store, name)?;
-    }
-    let context = context::open(&context_dir, df_path.as_deref())?;
-    let mut named = HashMap::new();
-    for (n, p) in &opts.additional_contexts {
-        let mut s = context::open(p, None)?;
-        s.name = format!("context {n}");
-        named.insert(n.clone(), s);
-    }
-    // Which stages the target needs.
+    Ok((stages, global_args, used))
+}
+
+/// Which stages the target needs: itself and every stage it reads from (its base, `COPY
+/// --from`, `RUN --mount=from=`), transitively.
+fn needed_stages(stages: &[Stage], target: usize) -> Vec<bool> {
     let deps = |s: &Stage| -> Vec<usize> {
         let mut d = Vec::new();
         let find = |n: &str| -> Option<usize> {
@@ -423,131 +567,7 @@ pub fn build(
         needed[i] = true;
         todo.extend(deps(&stages[i]));
     }
-    let total: usize = stages
-        .iter()
-        .filter(|s| needed[s.index])
-        .map(|s| s.steps.len() + 1)
-        .sum();
-    let exe = opts
-        .exe
-        .clone()
-        .or_else(|| std::env::var_os("TUG_EXE").map(PathBuf::from))
-        .or_else(|| std::env::current_exe().ok())
-        .unwrap_or_else(|| PathBuf::from("tug"));
-    let shared = Shared {
-        root: root.to_path_buf(),
-        store: store.clone(),
-        opts,
-        file: file.clone(),
-        escape: df.escape,
-        context,
-        named,
-        global_args,
-        stages: stages.clone(),
-        events,
-        total,
-        results: Mutex::new(HashMap::new()),
-        cv: Condvar::new(),
-        counters: Mutex::new((0, 0)),
-        net: Mutex::new(None),
-        used_args: Mutex::new(used),
-        exe,
-    };
-    let tmp = root.join("build").join("tmp");
-    std::fs::create_dir_all(&tmp).map_err(io_ctx(format!("cannot create {}", tmp.display())))?;
-    remove_stale_steps(&tmp);
-    // Every needed stage on its own thread; a stage waits for the stages it reads from.
-    let mut offsets = vec![0usize; stages.len()];
-    let mut n = 0;
-    for s in &stages {
-        if needed[s.index] {
-            offsets[s.index] = n;
-            n += s.steps.len() + 1;
-        }
-    }
-    std::thread::scope(|scope| {
-        for s in stages.iter().filter(|s| needed[s.index]) {
-            let shared = &shared;
-            let offset = offsets[s.index];
-            scope.spawn(move || {
-                let r = shared.run_stage(s, offset).map(Arc::new);
-                let mut res = shared
-                    .results
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                res.insert(s.index, r.map_err(|e| format_err(&e)));
-                shared.cv.notify_all();
-                drop(res);
-            });
-        }
-    });
-    drop(
-        shared
-            .net
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take(),
-    );
-    let mut results = shared
-        .results
-        .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    // The first failure (in stage order) is the error.
-    let mut first_err = None;
-    for s in stages.iter().filter(|s| needed[s.index]) {
-        if let Some(Err(e)) = results.get(&s.index)
-            && !e.starts_with('\u{0}')
-        {
-            first_err = Some(e.clone());
-            break;
-        }
-    }
-    if let Some(e) = first_err {
-        return Err(take_error(e));
-    }
-    let Some(Ok(done)) = results.remove(&target) else {
-        return Err(BuildError::Invalid(
-            "the target stage did not finish".into(),
-        ));
-    };
-    let (cached, ran) = *shared
-        .counters
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut state = done.state.clone();
-    if !opts.labels.is_empty() {
-        let labels = state
-            .config
-            .entry("Labels")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !labels.is_object() {
-            *labels = Value::Object(Map::new());
-        }
-        if let Some(m) = labels.as_object_mut() {
-            for (k, v) in &opts.labels {
-                m.insert(k.clone(), Value::String(v.clone()));
-            }
-        }
-    }
-    let image = commit(&store, &state, &opts.tags)?;
-    let declared = shared
-        .used_args
-        .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let unused_args = opts
-        .build_args
-        .keys()
-        .filter(|k| {
-            !declared.contains(*k) && !PROXY_ARGS.contains(&k.as_str()) && *k != "SOURCE_DATE_EPOCH"
-        })
-        .cloned()
-        .collect();
-    Ok(BuildOutput {
-        image,
-        cached,
-        ran,
-        unused_args,
-    })
+    needed
 }
 
 /// Downloads `url` into the new directory `dir` as Docker's `ADD` does: the file is named
@@ -558,7 +578,7 @@ fn download(
     dir: &Path,
     checksum: Option<&str>,
     epoch: Option<i64>,
-) -> std::result::Result<String, String> {
+) -> std::result::Result<String, DownloadError> {
     use sha2::Digest as _;
     use std::io::Write as _;
     let path_part = url.split(['?', '#']).next().unwrap_or(url);
@@ -569,47 +589,46 @@ fn download(
         .unwrap_or("download")
         .to_string();
     if name == "." || name == ".." || name.starts_with(".wh.") {
-        return Err(format!("cannot name a file {name:?}"));
+        return Err(DownloadError::Name(name));
     }
-    std::fs::create_dir_all(dir).map_err(|x| x.to_string())?;
+    std::fs::create_dir_all(dir)?;
     let file = dir.join(&name);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-        .map_err(|x| x.to_string())?;
+        .build()?;
     let (digest, modified) = rt.block_on(async {
         let client = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(600))
-            .build()
-            .map_err(|x| x.to_string())?;
+            .build()?;
         let mut resp = client
             .get(url)
             .send()
             .await
-            .map_err(|x| format!("cannot download it (is the network reachable?): {x}"))?
-            .error_for_status()
-            .map_err(|x| x.to_string())?;
+            .map_err(DownloadError::Unreachable)?
+            .error_for_status()?;
         let modified = resp
             .headers()
             .get(reqwest::header::LAST_MODIFIED)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| jiff::fmt::rfc2822::parse(v).ok())
             .map(|z| z.timestamp().as_second());
-        let mut f = std::fs::File::create(&file).map_err(|x| x.to_string())?;
+        let mut f = std::fs::File::create(&file)?;
         let mut h = sha2::Sha256::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|x| x.to_string())? {
+        while let Some(chunk) = resp.chunk().await? {
             h.update(&chunk);
-            f.write_all(&chunk).map_err(|x| x.to_string())?;
+            f.write_all(&chunk)?;
         }
-        Ok::<_, String>((format!("sha256:{}", hex::encode(h.finalize())), modified))
+        Ok::<_, DownloadError>((format!("sha256:{}", hex::encode(h.finalize())), modified))
     })?;
     if let Some(want) = checksum
         && want != digest
     {
-        return Err(format!("checksum mismatch: expected {want}, got {digest}"));
+        return Err(DownloadError::Checksum {
+            want: want.to_owned(),
+            got: digest,
+        });
     }
-    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .map_err(|x| x.to_string())?;
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     let mut mtime = modified.unwrap_or_else(|| jiff::Timestamp::now().as_second());
     if let Some(e) = epoch {
         mtime = mtime.min(e);
@@ -619,8 +638,7 @@ fn download(
     std::fs::File::options()
         .write(true)
         .open(&file)
-        .and_then(|f| f.set_modified(t))
-        .map_err(|x| x.to_string())?;
+        .and_then(|f| f.set_modified(t))?;
     Ok(name)
 }
 
@@ -684,42 +702,6 @@ fn seed_cache(store: &ImageStore, name: &str) -> Result<()> {
     Ok(())
 }
 
-// Errors cross thread boundaries as text; a structured error is carried as JSON.
-fn format_err(e: &BuildError) -> String {
-    match e {
-        BuildError::Step(f) => format!("\u{1}{}", serde_json::to_string(f).unwrap_or_default()),
-        BuildError::Dockerfile {
-            file,
-            line,
-            message,
-        } => {
-            format!(
-                "\u{2}{}",
-                json!({"file": file, "line": line, "message": message})
-            )
-        }
-        e => e.to_string(),
-    }
-}
-
-fn take_error(e: String) -> BuildError {
-    if let Some(j) = e.strip_prefix('\u{1}')
-        && let Ok(f) = serde_json::from_str::<super::StepFailure>(j)
-    {
-        return BuildError::Step(Box::new(f));
-    }
-    if let Some(j) = e.strip_prefix('\u{2}')
-        && let Ok(v) = serde_json::from_str::<Value>(j)
-    {
-        return BuildError::Dockerfile {
-            file: v["file"].as_str().unwrap_or("").to_string(),
-            line: usize::try_from(v["line"].as_u64().unwrap_or(0)).unwrap_or(0),
-            message: v["message"].as_str().unwrap_or("").to_string(),
-        };
-    }
-    BuildError::Invalid(e)
-}
-
 fn shell_words_raw(a: &Args) -> Vec<String> {
     match a {
         Args::Exec(v) => v.clone(),
@@ -762,6 +744,35 @@ fn commit(store: &ImageStore, state: &State, tags: &[String]) -> Result<image::I
 }
 
 impl Shared<'_> {
+    /// Runs every needed stage on its own thread (a stage waits for the stages it reads
+    /// from); each one's result goes to `results`.
+    fn run_needed(&self, needed: &[bool]) {
+        // Step numbers run on across the needed stages.
+        let mut offsets = vec![0usize; self.stages.len()];
+        let mut n = 0;
+        for s in &self.stages {
+            if needed[s.index] {
+                offsets[s.index] = n;
+                n += s.steps.len() + 1;
+            }
+        }
+        std::thread::scope(|scope| {
+            for s in self.stages.iter().filter(|s| needed[s.index]) {
+                let offset = offsets[s.index];
+                scope.spawn(move || {
+                    let r = self.run_stage(s, offset).map(Arc::new);
+                    let mut res = self
+                        .results
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    res.insert(s.index, r);
+                    self.cv.notify_all();
+                    drop(res);
+                });
+            }
+        });
+    }
+
     /// The time recorded for a step that runs now: `SOURCE_DATE_EPOCH` when given (then
     /// equal inputs give equal image digests), else now.
     fn created_now(&self) -> String {
@@ -779,7 +790,7 @@ impl Shared<'_> {
         &self,
         stage: &Stage,
         inst: &Instruction,
-        message: String,
+        cause: StepError,
         output: Vec<String>,
     ) -> BuildError {
         BuildError::Step(Box::new(super::StepFailure {
@@ -794,7 +805,7 @@ impl Shared<'_> {
             file: self.file.clone(),
             line: inst.line,
             instruction: inst.original.clone(),
-            message,
+            cause,
             output,
         }))
     }
@@ -809,7 +820,7 @@ impl Shared<'_> {
                 return match r {
                     Ok(d) => Ok(d.clone()),
                     // A dependency's failure is reported by the dependency itself.
-                    Err(_) => Err(BuildError::Invalid("\u{0}dependency failed".into())),
+                    Err(_) => Err(BuildError::DependencyFailed),
                 };
             }
             res = self
@@ -876,15 +887,13 @@ impl Shared<'_> {
         if let Some(p) = stage.from.flag("platform") {
             let lookup = |k: &str| self.global(k);
             let p = shell::word(p, &lookup, self.escape)
-                .map_err(|e| self.step_err(stage, &stage.from, e.to_string(), Vec::new()))?;
+                .map_err(|e| self.step_err(stage, &stage.from, e.into(), Vec::new()))?;
             let host = format!("linux/{}", image::host_arch());
             if !p.is_empty() && p != host {
                 return Err(self.step_err(
                     stage,
                     &stage.from,
-                    format!(
-                        "platform {p} is not the host's ({host}): tug builds for the host only"
-                    ),
+                    StepError::Platform { platform: p, host },
                     Vec::new(),
                 ));
             }
@@ -909,11 +918,14 @@ impl Shared<'_> {
         if !triggers.is_empty() {
             state.config.remove("OnBuild");
             for t in triggers {
-                let df = dockerfile::parse(&t).map_err(|e| {
+                let df = dockerfile::parse(&t).map_err(|source| {
                     self.step_err(
                         stage,
                         &stage.from,
-                        format!("ONBUILD trigger {t:?}: {}", e.message),
+                        StepError::TriggerSyntax {
+                            trigger: t.clone(),
+                            source,
+                        },
                         Vec::new(),
                     )
                 })?;
@@ -923,7 +935,7 @@ impl Shared<'_> {
                         return Err(self.step_err(
                             stage,
                             &inst,
-                            format!("{} is not allowed as an ONBUILD trigger", inst.keyword),
+                            StepError::Trigger(inst.keyword.clone()),
                             Vec::new(),
                         ));
                     }
@@ -963,7 +975,7 @@ impl Shared<'_> {
                 cmd_set: false,
             });
         }
-        let err = |m: String| self.step_err(stage, &stage.from, m, Vec::new());
+        let err = |m: StepError| self.step_err(stage, &stage.from, m, Vec::new());
         let img = match (self.opts.pull, self.store.resolve(&stage.base)) {
             (false, Ok(i)) => i,
             (_, local) => match self.store.pull(&stage.base, &image::no_progress()) {
@@ -974,20 +986,22 @@ impl Shared<'_> {
                         i
                     }
                     _ => {
-                        return Err(err(format!(
-                            "base image {} is not in the store and cannot be pulled: {e}",
-                            stage.base
-                        )));
+                        return Err(err(StepError::BaseImage {
+                            image: stage.base.clone(),
+                            source: e,
+                        }));
                     }
                 },
             },
         };
-        self.store
-            .layer_dirs(&img)
-            .map_err(|e| err(e.to_string()))?;
+        self.store.layer_dirs(&img).map_err(|e| err(e.into()))?;
         let raw = self.store.layout().read_blob(&img.id)?;
-        let v: Value = serde_json::from_slice(&raw)
-            .map_err(|e| err(format!("config of {}: {e}", stage.base)))?;
+        let v: Value = serde_json::from_slice(&raw).map_err(|source| {
+            err(StepError::BaseConfig {
+                image: stage.base.clone(),
+                source,
+            })
+        })?;
         let mut config = v
             .get("config")
             .and_then(Value::as_object)
@@ -1037,14 +1051,14 @@ impl Shared<'_> {
     }
 
     /// Expands `s` with the stage's variables.
-    fn expand(&self, state: &State, s: &str) -> std::result::Result<String, String> {
+    fn expand(&self, state: &State, s: &str) -> std::result::Result<String, StepError> {
         let lookup = |k: &str| state.lookup(k);
-        shell::word(s, &lookup, self.escape).map_err(|e| e.to_string())
+        Ok(shell::word(s, &lookup, self.escape)?)
     }
 
-    fn expand_words(&self, state: &State, s: &str) -> std::result::Result<Vec<String>, String> {
+    fn expand_words(&self, state: &State, s: &str) -> std::result::Result<Vec<String>, StepError> {
         let lookup = |k: &str| state.lookup(k);
-        shell::words(s, &lookup, self.escape).map_err(|e| e.to_string())
+        Ok(shell::words(s, &lookup, self.escape)?)
     }
 
     // Long: one arm per Dockerfile instruction; each arm is short and works on the same stage
@@ -1058,7 +1072,7 @@ impl Shared<'_> {
         label: &str,
     ) -> Result<()> {
         let t0 = Instant::now();
-        let e = |m: String| self.step_err(stage, inst, m, Vec::new());
+        let e = |m: StepError| self.step_err(stage, inst, m, Vec::new());
         let meta_event = |cached: bool| {
             self.ev(Event::Step {
                 stage: label.to_string(),
@@ -1073,8 +1087,13 @@ impl Shared<'_> {
         match inst.keyword.as_str() {
             "ENV" => {
                 meta_event(false);
-                let pairs = dockerfile::name_values(&text, self.escape, true)
-                    .map_err(|m| e(format!("ENV {m}")))?;
+                let pairs =
+                    dockerfile::name_values(&text, self.escape, true).map_err(|source| {
+                        e(StepError::Pairs {
+                            keyword: "ENV",
+                            source,
+                        })
+                    })?;
                 // Every value is expanded with the environment before the instruction.
                 let mut values = Vec::new();
                 for (k, v) in pairs {
@@ -1090,8 +1109,13 @@ impl Shared<'_> {
             }
             "ARG" => {
                 meta_event(false);
-                let pairs = dockerfile::name_values(&text, self.escape, false)
-                    .map_err(|m| e(format!("ARG {m}")))?;
+                let pairs =
+                    dockerfile::name_values(&text, self.escape, false).map_err(|source| {
+                        e(StepError::Pairs {
+                            keyword: "ARG",
+                            source,
+                        })
+                    })?;
                 for (k, v) in pairs {
                     self.used_args
                         .lock()
@@ -1110,8 +1134,13 @@ impl Shared<'_> {
             }
             "LABEL" => {
                 meta_event(false);
-                let pairs = dockerfile::name_values(&text, self.escape, true)
-                    .map_err(|m| e(format!("LABEL {m}")))?;
+                let pairs =
+                    dockerfile::name_values(&text, self.escape, true).map_err(|source| {
+                        e(StepError::Pairs {
+                            keyword: "LABEL",
+                            source,
+                        })
+                    })?;
                 let mut labels = state
                     .config
                     .get("Labels")
@@ -1160,7 +1189,7 @@ impl Shared<'_> {
                     Args::Shell(s) => self.expand_words(state, s).map_err(e)?,
                 };
                 if list.iter().any(String::is_empty) || list.is_empty() {
-                    return Err(e("VOLUME specified can not be an empty string".into()));
+                    return Err(e(StepError::EmptyVolume));
                 }
                 let mut vols = state
                     .config
@@ -1178,7 +1207,7 @@ impl Shared<'_> {
                 meta_event(false);
                 let u = self.expand(state, &text).map_err(e)?;
                 if u.is_empty() {
-                    return Err(e("USER requires an argument".into()));
+                    return Err(e(StepError::NoArgument("USER")));
                 }
                 state.config.insert("User".into(), json!(u));
                 state.history(&created_by, true, None);
@@ -1186,17 +1215,17 @@ impl Shared<'_> {
             "STOPSIGNAL" => {
                 meta_event(false);
                 let s = self.expand(state, &text).map_err(e)?;
-                container::parse_signal(&s).map_err(|x| e(x.to_string()))?;
+                container::parse_signal(&s).map_err(|x| e(StepError::Signal(x)))?;
                 state.config.insert("StopSignal".into(), json!(s));
                 state.history(&created_by, true, None);
             }
             "SHELL" => {
                 meta_event(false);
                 let Args::Exec(v) = &inst.args else {
-                    return Err(e("SHELL requires the arguments to be in JSON form".into()));
+                    return Err(e(StepError::ShellNotJson));
                 };
                 if v.is_empty() {
-                    return Err(e("SHELL requires at least one argument".into()));
+                    return Err(e(StepError::ShellEmpty));
                 }
                 state.config.insert("Shell".into(), json!(v));
                 state.history(&created_by, true, None);
@@ -1246,7 +1275,7 @@ impl Shared<'_> {
                     .unwrap_or("")
                     .to_ascii_uppercase();
                 if matches!(kw.as_str(), "ONBUILD" | "FROM" | "MAINTAINER" | "") {
-                    return Err(e(format!("{kw} is not allowed as an ONBUILD trigger")));
+                    return Err(e(StepError::Trigger(kw)));
                 }
                 let mut list = state
                     .config
@@ -1261,7 +1290,7 @@ impl Shared<'_> {
             "WORKDIR" => {
                 let w = self.expand(state, &text).map_err(e)?;
                 if w.is_empty() {
-                    return Err(e("WORKDIR requires an argument".into()));
+                    return Err(e(StepError::NoArgument("WORKDIR")));
                 }
                 let abs = if w.starts_with('/') {
                     w
@@ -1272,8 +1301,8 @@ impl Shared<'_> {
                 state.config.insert("WorkingDir".into(), json!(clean));
                 // The directory is made when missing (a layer with it), as BuildKit does.
                 let dirs = self.layer_dirs(&state.layers)?;
-                let view = View::open(&dirs).map_err(|x| e(x.to_string()))?;
-                let comps = view.resolve(&clean, true).map_err(|x| e(x.to_string()))?;
+                let view = View::open(&dirs).map_err(|x| e(x.into()))?;
+                let comps = view.resolve(&clean, true).map_err(|x| e(x.into()))?;
                 let exists = view.lstat(&comps).is_some();
                 if exists {
                     meta_event(true);
@@ -1284,7 +1313,7 @@ impl Shared<'_> {
                     let group = view.read_text("/etc/group").unwrap_or_default();
                     let owner = container::user::resolve(&state.user(), &[], &passwd, &group)
                         .map(|u| (u.uid, u.gid))
-                        .map_err(|x| e(x.to_string()))?;
+                        .map_err(|x| e(x.into()))?;
                     let key = cache::key(&[
                         &state.key,
                         "WORKDIR",
@@ -1303,8 +1332,7 @@ impl Shared<'_> {
                         now: source_date_epoch(self.opts)
                             .unwrap_or_else(|| jiff::Timestamp::now().as_second()),
                     };
-                    let items =
-                        super::copy::plan(&req, &[], &view).map_err(|x| e(x.to_string()))?;
+                    let items = super::copy::plan(&req, &[], &view).map_err(|x| e(x.into()))?;
                     self.fs_step(stage, state, inst, n, label, &key, &created_by, |out| {
                         super::copy::write(&items, &[], out)?;
                         Ok(())
@@ -1314,7 +1342,7 @@ impl Shared<'_> {
             "COPY" | "ADD" => self.copy(stage, state, inst, n, label, &created_by)?,
             "RUN" => self.run(stage, state, inst, n, label, &created_by)?,
             "FROM" => unreachable_from(),
-            other => return Err(e(format!("unknown instruction {other}"))),
+            other => return Err(e(StepError::Instruction(other.to_owned()))),
         }
         self.ev(Event::Done {
             n,
@@ -1323,18 +1351,22 @@ impl Shared<'_> {
         Ok(())
     }
 
-    fn healthcheck(&self, state: &State, inst: &Instruction) -> std::result::Result<Value, String> {
+    fn healthcheck(
+        &self,
+        state: &State,
+        inst: &Instruction,
+    ) -> std::result::Result<Value, StepError> {
         let text = inst.args.text();
         let t = text.trim();
         if t.eq_ignore_ascii_case("NONE") {
             if !inst.flags.is_empty() {
-                return Err("HEALTHCHECK NONE takes no options".into());
+                return Err(StepError::HealthcheckNoneOptions);
             }
             return Ok(json!({"Test": ["NONE"]}));
         }
         let rest = match t.split_once(char::is_whitespace) {
             Some((c, r)) if c.eq_ignore_ascii_case("CMD") => r.trim(),
-            _ => return Err("HEALTHCHECK requires CMD or NONE".into()),
+            _ => return Err(StepError::HealthcheckForm),
         };
         let test = if rest.starts_with('[') {
             match serde_json::from_str::<Vec<String>>(rest) {
@@ -1352,8 +1384,8 @@ impl Shared<'_> {
         for f in &inst.flags {
             let v = f.value.clone().unwrap_or_default();
             let v = self.expand(state, &v)?;
-            let dur = |v: &str| -> std::result::Result<Value, String> {
-                let d = container::config::parse_duration(v).map_err(|e| e.to_string())?;
+            let dur = |v: &str| -> std::result::Result<Value, StepError> {
+                let d = container::config::parse_duration(v)?;
                 Ok(json!(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)))
             };
             match f.name.as_str() {
@@ -1364,10 +1396,10 @@ impl Shared<'_> {
                 "retries" => {
                     hc["Retries"] = json!(
                         v.parse::<u64>()
-                            .map_err(|_| format!("invalid --retries {v:?}"))?
+                            .map_err(|_| StepError::Retries(v.clone()))?
                     );
                 }
-                o => return Err(format!("unknown HEALTHCHECK flag --{o}")),
+                o => return Err(StepError::HealthcheckFlag(o.to_owned())),
             }
         }
         Ok(hc)
@@ -1410,7 +1442,7 @@ impl Shared<'_> {
         });
         let layer = self
             .ingest(produce)
-            .map_err(|x| self.step_err(stage, inst, x.to_string(), Vec::new()))?;
+            .map_err(|x| self.step_err(stage, inst, x.into(), Vec::new()))?;
         let rec = Record {
             layer,
             created: self.created_now(),
@@ -1479,7 +1511,7 @@ impl Shared<'_> {
         state: &State,
         view: &View,
         spec: &str,
-    ) -> std::result::Result<(u32, u32), String> {
+    ) -> std::result::Result<(u32, u32), StepError> {
         let spec = self.expand(state, spec)?;
         let (u, g) = match spec.split_once(':') {
             Some((u, g)) => (u.to_string(), Some(g.to_string())),
@@ -1489,36 +1521,24 @@ impl Shared<'_> {
         let group = view.read_text("/etc/group").unwrap_or_default();
         let uid = match u.parse::<u32>() {
             Ok(n) => n,
-            Err(_) => {
-                container::user::resolve(&u, &[], &passwd, &group)
-                    .map_err(|e| e.to_string())?
-                    .uid
-            }
+            Err(_) => container::user::resolve(&u, &[], &passwd, &group)?.uid,
         };
         let gid = match &g {
             Some(g) => match g.parse::<u32>() {
                 Ok(n) => n,
-                Err(_) => {
-                    container::user::resolve(&format!("0:{g}"), &[], &passwd, &group)
-                        .map_err(|e| e.to_string())?
-                        .gid
-                }
+                Err(_) => container::user::resolve(&format!("0:{g}"), &[], &passwd, &group)?.gid,
             },
             // `--chown=user` takes the user's group; `--chown=1000` gid 1000.
             None => match u.parse::<u32>() {
                 Ok(n) => n,
-                Err(_) => {
-                    container::user::resolve(&u, &[], &passwd, &group)
-                        .map_err(|e| e.to_string())?
-                        .gid
-                }
+                Err(_) => container::user::resolve(&u, &[], &passwd, &group)?.gid,
             },
         };
         Ok((uid, gid))
     }
 
-    // Long: COPY/ADD as one sequence: sources (context, stage, URL, archive), ownership,
-    // permissions, the planned items, the layer.
+    /// `COPY` and `ADD`: the sources (context, stage, named context, image, URLs, here-documents),
+    /// ownership and mode, the planned items and their content hash, the layer.
     fn copy(
         &self,
         stage: &Stage,
@@ -1528,14 +1548,14 @@ impl Shared<'_> {
         label: &str,
         created_by: &str,
     ) -> Result<()> {
-        let e = |m: String| self.step_err(stage, inst, m, Vec::new());
+        let e = |m: StepError| self.step_err(stage, inst, m, Vec::new());
         let add = inst.keyword == "ADD";
         for f in &inst.flags {
             match f.name.as_str() {
                 "from" | "chown" | "chmod" | "link" | "parents" => {}
                 "keep-git-dir" | "checksum" if add => {}
                 "exclude" => {}
-                o => return Err(e(format!("unknown flag --{o}"))),
+                o => return Err(e(StepError::Flag(o.to_owned()))),
             }
         }
         let mut words = match &inst.args {
@@ -1565,104 +1585,16 @@ impl Shared<'_> {
             }
         };
         if words.len() < 2 {
-            return Err(e(format!(
-                "{} requires at least two arguments",
-                inst.keyword
-            )));
+            return Err(e(StepError::TooFewArguments(inst.keyword.clone())));
         }
         let dest = words.pop().unwrap_or_default();
         let dirs = self.layer_dirs(&state.layers)?;
-        let view = View::open(&dirs).map_err(|x| e(x.to_string()))?;
-        // The source: the context, a named context, a stage, or an image.
-        let mut from_src: Option<Source> = None;
-        if let Some(f) = inst.flag("from") {
-            let f = self.expand(state, f).map_err(e)?;
-            if let Some(i) = self.stage_by_ref(stage.index, &f) {
-                let d = self.wait_for(i)?;
-                from_src = Some(Source {
-                    view: View::open(&d.dirs).map_err(|x| e(x.to_string()))?,
-                    ignore: None,
-                    reset_owner: false,
-                    key: Some(d.state.key.clone()),
-                    name: format!("stage {f}"),
-                    remote: false,
-                });
-            } else if let Some(s) = self.named.get(&f) {
-                from_src = Some(s.clone());
-            } else {
-                let img = self
-                    .store
-                    .resolve(&f)
-                    .or_else(|_| self.store.pull(&f, &image::no_progress()))
-                    .map_err(|x| e(format!("--from={f}: {x}")))?;
-                let dirs = self.store.layer_dirs(&img)?;
-                from_src = Some(Source {
-                    view: View::open(&dirs).map_err(|x| e(x.to_string()))?,
-                    ignore: None,
-                    reset_owner: false,
-                    key: Some(cache::key(&["image", &img.id])),
-                    name: format!("image {f}"),
-                    remote: false,
-                });
-            }
-        }
-        let mut src: Source = from_src.unwrap_or_else(|| self.context.clone());
-        // `--exclude=PATTERN`: more ignore patterns, for this copy only.
-        let excludes = inst.flags_named("exclude");
-        if !excludes.is_empty() {
-            let mut text = src
-                .ignore
-                .as_ref()
-                .map(|i| i.lines.join("\n"))
-                .unwrap_or_default();
-            for x in excludes {
-                text.push('\n');
-                text.push_str(&self.expand(state, x).map_err(e)?);
-            }
-            src.ignore = Some(
-                super::ignore::Ignore::parse(&text).map_err(|x| e(format!("--exclude: {x}")))?,
-            );
-        }
+        let view = View::open(&dirs).map_err(|x| e(x.into()))?;
+        let src = self.copy_source(stage, state, inst)?;
         let src = &src;
         // `ADD URL`: downloaded by tug (over the host's network) into a directory of its own,
         // which is a source like any other (never unpacked).
-        let mut downloads: Vec<Source> = Vec::new();
-        let dl_dir = self.root.join("build").join("tmp").join(format!(
-            "{}-dl-{}",
-            std::process::id(),
-            &container::ContainerStore::new_id()[..12]
-        ));
-        let _dl_cleanup = Cleanup(dl_dir.clone());
-        let mut url_names: HashMap<String, (usize, String)> = HashMap::new();
-        for w in &words {
-            let remote = w.contains("://") || w.starts_with("git@");
-            if !remote {
-                continue;
-            }
-            if !add {
-                return Err(e(format!(
-                    "COPY {w}: COPY takes local paths; use ADD for URLs"
-                )));
-            }
-            if !(w.starts_with("http://") || w.starts_with("https://")) || w.ends_with(".git") {
-                return Err(e(format!(
-                    "ADD {w}: only http(s) URLs of files are supported (not git repositories)"
-                )));
-            }
-            let dir = dl_dir.join(downloads.len().to_string());
-            let checksum = inst.flag("checksum").map(str::to_string);
-            let name = download(w, &dir, checksum.as_deref(), source_date_epoch(self.opts))
-                .map_err(|x| e(format!("ADD {w}: {x}")))?;
-            downloads.push(Source {
-                view: View::open(std::slice::from_ref(&dir)).map_err(|x| e(x.to_string()))?,
-                ignore: None,
-                reset_owner: true,
-                key: None,
-                name: format!("download of {w}"),
-                remote: true,
-            });
-            url_names.insert(w.clone(), (downloads.len(), name));
-        }
+        let (downloads, url_names, _dl_cleanup) = self.downloads(stage, inst, &words, add)?;
         let chown = match inst.flag("chown") {
             Some(c) => Some(self.resolve_chown(state, &view, c).map_err(e)?),
             None => None,
@@ -1674,9 +1606,7 @@ impl Shared<'_> {
                     u32::from_str_radix(&m, 8)
                         .ok()
                         .filter(|v| *v <= 0o7777)
-                        .ok_or_else(|| {
-                            e(format!("invalid --chmod {m:?} (an octal mode is expected)"))
-                        })?,
+                        .ok_or_else(|| e(StepError::Chmod(m.clone())))?,
                 )
             }
             None => None,
@@ -1719,15 +1649,128 @@ impl Shared<'_> {
         };
         let mut all: Vec<&Source> = vec![src];
         all.extend(downloads.iter());
-        let items = super::copy::plan(&req, &all, &view).map_err(|x| e(x.to_string()))?;
-        let content = super::copy::hash(&items, &all).map_err(|x| e(x.to_string()))?;
+        let items = super::copy::plan(&req, &all, &view).map_err(|x| e(x.into()))?;
+        let content = super::copy::hash(&items, &all).map_err(|x| e(x.into()))?;
         let key = cache::key(&[&state.key, &inst.keyword, &content]);
         self.fs_step(stage, state, inst, n, label, &key, created_by, |out| {
             super::copy::write(&items, &all, out)
         })
     }
 
-    fn expand_heredoc(&self, state: &State, body: &str) -> std::result::Result<String, String> {
+    /// Where `COPY`/`ADD` reads from: `--from` (a stage, a named context or an image) or the
+    /// context, with `--exclude` patterns added to its ignore rules.
+    fn copy_source(&self, stage: &Stage, state: &State, inst: &Instruction) -> Result<Source> {
+        let e = |m: StepError| self.step_err(stage, inst, m, Vec::new());
+        let mut from_src: Option<Source> = None;
+        if let Some(f) = inst.flag("from") {
+            let f = self.expand(state, f).map_err(e)?;
+            if let Some(i) = self.stage_by_ref(stage.index, &f) {
+                let d = self.wait_for(i)?;
+                from_src = Some(Source {
+                    view: View::open(&d.dirs).map_err(|x| e(x.into()))?,
+                    ignore: None,
+                    reset_owner: false,
+                    key: Some(d.state.key.clone()),
+                    name: format!("stage {f}"),
+                    remote: false,
+                });
+            } else if let Some(s) = self.named.get(&f) {
+                from_src = Some(s.clone());
+            } else {
+                let img = self
+                    .store
+                    .resolve(&f)
+                    .or_else(|_| self.store.pull(&f, &image::no_progress()))
+                    .map_err(|source| {
+                        e(StepError::FromImage {
+                            from: f.clone(),
+                            source,
+                        })
+                    })?;
+                let dirs = self.store.layer_dirs(&img)?;
+                from_src = Some(Source {
+                    view: View::open(&dirs).map_err(|x| e(x.into()))?,
+                    ignore: None,
+                    reset_owner: false,
+                    key: Some(cache::key(&["image", &img.id])),
+                    name: format!("image {f}"),
+                    remote: false,
+                });
+            }
+        }
+        let mut src: Source = from_src.unwrap_or_else(|| self.context.clone());
+        // `--exclude=PATTERN`: more ignore patterns, for this copy only.
+        let excludes = inst.flags_named("exclude");
+        if !excludes.is_empty() {
+            let mut text = src
+                .ignore
+                .as_ref()
+                .map(|i| i.lines.join("\n"))
+                .unwrap_or_default();
+            for x in excludes {
+                text.push('\n');
+                text.push_str(&self.expand(state, x).map_err(e)?);
+            }
+            src.ignore =
+                Some(super::ignore::Ignore::parse(&text).map_err(|x| e(StepError::Exclude(x)))?);
+        }
+        Ok(src)
+    }
+
+    /// `ADD URL`s among `words`: each downloaded into a directory of its own under the
+    /// build's temporary directory (removed when the returned guard drops), as sources (from
+    /// index 1; the context is 0) and the name each file got.
+    #[allow(clippy::type_complexity)]
+    fn downloads(
+        &self,
+        stage: &Stage,
+        inst: &Instruction,
+        words: &[String],
+        add: bool,
+    ) -> Result<(Vec<Source>, HashMap<String, (usize, String)>, Cleanup)> {
+        let e = |m: StepError| self.step_err(stage, inst, m, Vec::new());
+        let mut downloads: Vec<Source> = Vec::new();
+        let dl_dir = self.root.join("build").join("tmp").join(format!(
+            "{}-dl-{}",
+            std::process::id(),
+            &container::ContainerStore::new_id()[..12]
+        ));
+        let cleanup = Cleanup(dl_dir.clone());
+        let mut url_names: HashMap<String, (usize, String)> = HashMap::new();
+        for w in words {
+            let remote = w.contains("://") || w.starts_with("git@");
+            if !remote {
+                continue;
+            }
+            if !add {
+                return Err(e(StepError::CopyUrl(w.clone())));
+            }
+            if !(w.starts_with("http://") || w.starts_with("https://")) || w.ends_with(".git") {
+                return Err(e(StepError::AddUrl(w.clone())));
+            }
+            let dir = dl_dir.join(downloads.len().to_string());
+            let checksum = inst.flag("checksum").map(str::to_string);
+            let name = download(w, &dir, checksum.as_deref(), source_date_epoch(self.opts))
+                .map_err(|source| {
+                    e(StepError::Download {
+                        url: w.clone(),
+                        source,
+                    })
+                })?;
+            downloads.push(Source {
+                view: View::open(std::slice::from_ref(&dir)).map_err(|x| e(x.into()))?,
+                ignore: None,
+                reset_owner: true,
+                key: None,
+                name: format!("download of {w}"),
+                remote: true,
+            });
+            url_names.insert(w.clone(), (downloads.len(), name));
+        }
+        Ok((downloads, url_names, cleanup))
+    }
+
+    fn expand_heredoc(&self, state: &State, body: &str) -> std::result::Result<String, StepError> {
         // Only variables are expanded in a here-document (quotes stay).
         let mut out = String::new();
         for line in body.split_inclusive('\n') {
@@ -1775,9 +1818,8 @@ impl Shared<'_> {
         }
     }
 
-    // Long: a RUN step in the order its helper needs it (mounts, secrets, network, request,
-    // spawn, output, cleanup); the pieces share most of the step's locals. To split along those
-    // phases.
+    /// A `RUN` step: its command, flags and mounts, the cache, else a container on the
+    /// stage's layers whose changes become the step's layer.
     fn run(
         &self,
         stage: &Stage,
@@ -1787,9 +1829,87 @@ impl Shared<'_> {
         label: &str,
         created_by: &str,
     ) -> Result<()> {
-        let e = |m: String| self.step_err(stage, inst, m, Vec::new());
-        // The command.
-        let argv: Vec<String> = match &inst.args {
+        let argv = self.run_command(state, inst);
+        let network = self.run_network_flag(stage, state, inst)?;
+        let step_id = container::ContainerStore::new_id();
+        // Named after this process, so the next build removes what a killed one left.
+        let dir = self.root.join("build").join("tmp").join(format!(
+            "{}-{}",
+            std::process::id(),
+            &step_id[..16]
+        ));
+        let cleanup = Cleanup(dir.clone());
+        for d in ["upper", "work", "rootfs", "empty", "secrets"] {
+            std::fs::create_dir_all(dir.join(d))
+                .map_err(io_ctx(format!("cannot create {}", dir.display())))?;
+        }
+        let mounts = self.run_mounts(stage, state, inst, &dir)?;
+        let net_choice = network.clone().unwrap_or_else(|| "default".into());
+        let env_list = self.run_env(state);
+        let mut env_sorted = env_list.clone();
+        env_sorted.sort();
+        let key = cache::key(&[
+            &state.key,
+            "RUN",
+            &serde_json::to_string(&argv).unwrap_or_default(),
+            &env_sorted.join("\n"),
+            &state.user(),
+            &state.workdir(),
+            &mounts.key.join("\n"),
+            &net_choice,
+            &self.opts.extra_hosts.join(","),
+        ]);
+        if !self.opts.no_cache
+            && let Some(rec) = cache::lookup(&self.store, &key)
+        {
+            self.ev(Event::Step {
+                stage: label.to_string(),
+                n,
+                total: self.total,
+                instruction: inst.original.clone(),
+                cached: true,
+            });
+            self.counters
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0 += 1;
+            drop(cleanup);
+            return self.apply(state, rec, &key, created_by);
+        }
+        self.ev(Event::Step {
+            stage: label.to_string(),
+            n,
+            total: self.total,
+            instruction: inst.original.clone(),
+            cached: false,
+        });
+        // The container.
+        let run = RunStep {
+            id: &step_id,
+            dir: &dir,
+            argv,
+            env: env_list,
+            network,
+            mounts,
+        };
+        let layer = self.run_container(stage, state, inst, n, run)?;
+        let rec = Record {
+            layer,
+            created: self.created_now(),
+        };
+        cache::save(&self.store, &key, &rec)?;
+        self.counters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .1 += 1;
+        drop(cleanup);
+        self.apply(state, rec, &key, created_by)
+    }
+
+    /// A `RUN` step's command: the exec form as written, or the shell form (with its
+    /// here-documents) through the stage's `SHELL`.
+    fn run_command(&self, state: &State, inst: &Instruction) -> Vec<String> {
+        match &inst.args {
             Args::Exec(v) => v.clone(),
             Args::Shell(s) => {
                 let mut c = state.shell();
@@ -1823,8 +1943,18 @@ impl Shared<'_> {
                     c
                 }
             }
-        };
-        // Mounts and network.
+        }
+    }
+
+    /// A `RUN` step's flags other than `--mount`: its `--network` (the build's when not given);
+    /// `--security` other than `sandbox` and unknown flags are refused.
+    fn run_network_flag(
+        &self,
+        stage: &Stage,
+        state: &State,
+        inst: &Instruction,
+    ) -> Result<Option<String>> {
+        let e = |m: StepError| self.step_err(stage, inst, m, Vec::new());
         let mut network = self.opts.network.clone();
         for f in &inst.flags {
             match f.name.as_str() {
@@ -1838,31 +1968,25 @@ impl Shared<'_> {
                 "security" => {
                     let v = f.value.as_deref().unwrap_or("");
                     if v != "sandbox" {
-                        return Err(e(format!(
-                            "--security={v} is not supported (RUN steps run with Docker's default isolation)"
-                        )));
+                        return Err(e(StepError::Security(v.to_owned())));
                     }
                 }
-                o => return Err(e(format!("unknown flag --{o}"))),
+                o => return Err(e(StepError::Flag(o.to_owned()))),
             }
         }
-        let step_id = container::ContainerStore::new_id();
-        // Named after this process, so the next build removes what a killed one left.
-        let dir = self.root.join("build").join("tmp").join(format!(
-            "{}-{}",
-            std::process::id(),
-            &step_id[..16]
-        ));
-        let cleanup = Cleanup(dir.clone());
-        for d in ["upper", "work", "rootfs", "empty", "secrets"] {
-            std::fs::create_dir_all(dir.join(d))
-                .map_err(io_ctx(format!("cannot create {}", dir.display())))?;
-        }
-        let mut mounts: Vec<Mount> = Vec::new();
-        let mut overlays: Vec<(Vec<PathBuf>, PathBuf)> = Vec::new();
-        let mut rw_overlays: Vec<(Vec<PathBuf>, PathBuf, PathBuf, PathBuf)> = Vec::new();
-        let mut key_mounts: Vec<String> = Vec::new();
-        let mut locks = Vec::new();
+        Ok(network)
+    }
+
+    /// A `RUN` step's `--mount`s, each by its type.
+    fn run_mounts(
+        &self,
+        stage: &Stage,
+        state: &State,
+        inst: &Instruction,
+        dir: &Path,
+    ) -> Result<RunMounts> {
+        let e = |m: StepError| self.step_err(stage, inst, m, Vec::new());
+        let mut out = RunMounts::default();
         for (mi, spec) in inst.flags_named("mount").into_iter().enumerate() {
             let spec = self.expand(state, spec).map_err(e)?;
             let m = parse_mount(&spec).map_err(e)?;
@@ -1880,246 +2004,379 @@ impl Shared<'_> {
                 }
             };
             match typ {
-                "cache" => {
-                    let target = abs(&target.ok_or_else(|| e("cache mount needs target=".into()))?);
-                    let id = m.get("id").cloned().unwrap_or_else(|| target.clone());
-                    let hex = &cache::key(&["cache-mount", &id])[7..23];
-                    let host = self
-                        .root
-                        .join("build")
-                        .join("mounts")
-                        .join(format!("cache-{hex}"));
-                    if !host.exists() {
-                        std::fs::create_dir_all(&host)
-                            .map_err(io_ctx(format!("cannot create {}", host.display())))?;
-                        let mode = m
-                            .get("mode")
-                            .and_then(|v| u32::from_str_radix(v, 8).ok())
-                            .unwrap_or(0o755);
-                        let uid = m.get("uid").and_then(|v| v.parse().ok()).unwrap_or(0);
-                        let gid = m.get("gid").and_then(|v| v.parse().ok()).unwrap_or(0);
-                        let _ = std::os::unix::fs::chown(&host, Some(uid), Some(gid));
-                        let _ = std::fs::set_permissions(
-                            &host,
-                            std::os::unix::fs::PermissionsExt::from_mode(mode),
-                        );
-                    }
-                    if m.get("sharing").map(String::as_str) == Some("locked") {
-                        let f = std::fs::OpenOptions::new()
-                            .create(true)
-                            .truncate(false)
-                            .write(true)
-                            .open(host.with_extension("lock"))
-                            .map_err(io_ctx("cache mount lock"))?;
-                        locks.push(
-                            nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-                                .map_err(|(_, x)| e(format!("cache mount lock: {x}")))?,
-                        );
-                    }
-                    key_mounts.push(format!("cache:{id}:{target}"));
-                    mounts.push(Mount {
-                        kind: MountKind::Bind,
-                        source: host,
-                        target,
-                        read_only: m.contains_key("ro") || m.contains_key("readonly"),
-                        options: Vec::new(),
-                    });
-                }
-                "tmpfs" => {
-                    let target = abs(&target.ok_or_else(|| e("tmpfs mount needs target=".into()))?);
-                    let mut options = Vec::new();
-                    if let Some(s) = m.get("size") {
-                        options.push(format!("size={s}"));
-                    }
-                    key_mounts.push(format!("tmpfs:{target}"));
-                    mounts.push(Mount {
-                        kind: MountKind::Tmpfs,
-                        source: PathBuf::new(),
-                        target,
-                        read_only: false,
-                        options,
-                    });
-                }
-                "secret" => {
-                    let id = m
-                        .get("id")
-                        .cloned()
-                        .or_else(|| {
-                            target
-                                .as_ref()
-                                .and_then(|t| t.rsplit('/').next().map(str::to_string))
-                        })
-                        .ok_or_else(|| e("secret mount needs id=".into()))?;
-                    let target = abs(&target.unwrap_or_else(|| format!("/run/secrets/{id}")));
-                    let required = m.get("required").is_some_and(|v| v != "false");
-                    let content = match self.opts.secrets.get(&id) {
-                        Some(SecretSource::File(p)) => Some(
-                            std::fs::read(p)
-                                .map_err(|x| e(format!("secret {id}: {}: {x}", p.display())))?,
-                        ),
-                        Some(SecretSource::Env(v)) => Some(
-                            std::env::var(v)
-                                .map_err(|_| {
-                                    e(format!("secret {id}: environment variable {v} is not set"))
-                                })?
-                                .into_bytes(),
-                        ),
-                        Some(SecretSource::Content(c)) => Some(c.clone()),
-                        None if required => {
-                            return Err(e(format!("secret {id} is required but was not given")));
-                        }
-                        None => None,
-                    };
-                    if let Some(c) = content {
-                        let p = dir.join("secrets").join(format!("s{mi}"));
-                        std::fs::write(&p, c).map_err(io_ctx("cannot write a secret"))?;
-                        let mode = m
-                            .get("mode")
-                            .and_then(|v| u32::from_str_radix(v, 8).ok())
-                            .unwrap_or(0o400);
-                        let uid = m.get("uid").and_then(|v| v.parse().ok()).unwrap_or(0);
-                        let gid = m.get("gid").and_then(|v| v.parse().ok()).unwrap_or(0);
-                        let _ = std::os::unix::fs::chown(&p, Some(uid), Some(gid));
-                        let _ = std::fs::set_permissions(
-                            &p,
-                            std::os::unix::fs::PermissionsExt::from_mode(mode),
-                        );
-                        key_mounts.push(format!("secret:{id}:{target}"));
-                        mounts.push(Mount {
-                            kind: MountKind::Bind,
-                            source: p,
-                            target,
-                            read_only: true,
-                            options: Vec::new(),
-                        });
-                    }
-                }
-                "bind" => {
-                    let target = abs(&target.ok_or_else(|| e("bind mount needs target=".into()))?);
-                    // `rw`: writable, and what is written is thrown away (an overlay with a
-                    // scratch upper directory).
-                    let rw = m.get("rw").is_some_and(|v| v != "false")
-                        || m.get("readwrite").is_some_and(|v| v != "false");
-                    let source = m
-                        .get("source")
-                        .or_else(|| m.get("src"))
-                        .cloned()
-                        .unwrap_or_default();
-                    let (src_dirs, src_key, src_name) = match m.get("from") {
-                        Some(f) => match self.stage_by_ref(stage.index, f) {
-                            Some(i) => {
-                                let d = self.wait_for(i)?;
-                                (d.dirs.clone(), d.state.key.clone(), format!("stage {f}"))
-                            }
-                            None => match self.named.get(f) {
-                                Some(s) => (
-                                    s.view.dirs().to_vec(),
-                                    format!("context:{f}"),
-                                    format!("context {f}"),
-                                ),
-                                None => {
-                                    let img = self
-                                        .store
-                                        .resolve(f)
-                                        .map_err(|x| e(format!("mount from={f}: {x}")))?;
-                                    (
-                                        self.store.layer_dirs(&img)?,
-                                        cache::key(&["image", &img.id]),
-                                        format!("image {f}"),
-                                    )
-                                }
-                            },
-                        },
-                        None => (
-                            self.context.view.dirs().to_vec(),
-                            "context".to_string(),
-                            "context".to_string(),
-                        ),
-                    };
-                    let v = View::open(&src_dirs).map_err(|x| e(x.to_string()))?;
-                    let comps = v
-                        .resolve(&source, true)
-                        .map_err(|x| e(format!("mount source {source}: {x}")))?;
-                    if v.lstat(&comps).is_none() {
-                        return Err(e(format!(
-                            "mount source {source}: not found in the {src_name}"
-                        )));
-                    }
-                    let mnt = dir.join(format!("from-{mi}"));
-                    std::fs::create_dir_all(&mnt).map_err(io_ctx("mount point"))?;
-                    if rw {
-                        let (u, w) = (
-                            dir.join(format!("rw-{mi}-upper")),
-                            dir.join(format!("rw-{mi}-work")),
-                        );
-                        std::fs::create_dir_all(&u).map_err(io_ctx("mount scratch"))?;
-                        std::fs::create_dir_all(&w).map_err(io_ctx("mount scratch"))?;
-                        rw_overlays.push((src_dirs, mnt.clone(), u, w));
-                    } else {
-                        overlays.push((src_dirs, mnt.clone()));
-                    }
-                    let mut host = mnt;
-                    for c in &comps {
-                        host.push(c);
-                    }
-                    // The spec wants the source to exist now; the helper mounts the
-                    // overlay over `mnt` before the container starts, hiding this stub.
-                    let is_dir = v
-                        .lstat(&comps)
-                        .is_some_and(|x| x.kind == super::view::Kind::Dir);
-                    let stub = if is_dir {
-                        host.clone()
-                    } else {
-                        host.parent().map(Path::to_path_buf).unwrap_or_default()
-                    };
-                    std::fs::create_dir_all(&stub).map_err(io_ctx("mount point"))?;
-                    if !is_dir {
-                        std::fs::write(&host, b"").map_err(io_ctx("mount point"))?;
-                    }
-                    // The context's content is part of the key only through its hash.
-                    let content_key = if src_key == "context" {
-                        let mut h = <sha2::Sha256 as sha2::Digest>::new();
-                        let src = &self.context;
-                        if v.lstat(&comps)
-                            .is_some_and(|x| x.kind == super::view::Kind::File)
-                        {
-                            src.hash_file(&comps, &mut h)?;
-                        } else {
-                            for rel in src.walk(&comps) {
-                                let mut full = comps.clone();
-                                full.extend(rel.iter().cloned());
-                                sha2::Digest::update(&mut h, full.join("/").as_bytes());
-                                if src
-                                    .view
-                                    .lstat(&full)
-                                    .is_some_and(|x| x.kind == super::view::Kind::File)
-                                {
-                                    src.hash_file(&full, &mut h)?;
-                                }
-                            }
-                        }
-                        hex::encode(sha2::Digest::finalize(h))
-                    } else {
-                        src_key
-                    };
-                    key_mounts.push(format!(
-                        "bind:{content_key}:{}:{target}:{rw}",
-                        comps.join("/")
-                    ));
-                    mounts.push(Mount {
-                        kind: MountKind::Bind,
-                        source: host,
-                        target,
-                        read_only: !rw,
-                        options: Vec::new(),
-                    });
-                }
-                "ssh" => return Err(e("ssh mounts are not supported".into())),
-                o => return Err(e(format!("unknown mount type {o:?}"))),
+                "cache" => self.cache_mount(stage, inst, &mut out, &m, target, &abs)?,
+                "tmpfs" => tmpfs_mount(&mut out, &m, target, &abs).map_err(e)?,
+                "secret" => self.secret_mount(stage, inst, &mut out, &m, target, &abs, dir, mi)?,
+                "bind" => self.bind_mount(stage, inst, &mut out, &m, target, &abs, dir, mi)?,
+                "ssh" => return Err(e(StepError::SshMount)),
+                o => return Err(e(StepError::MountType(o.to_owned()))),
             }
         }
-        let net_choice = network.clone().unwrap_or_else(|| "default".into());
-        // The environment: ENV, then build args (not overriding ENV), PATH by default.
+        Ok(out)
+    }
+
+    /// `--mount=type=cache`: a directory of the state root kept between builds (by `id`),
+    /// made with `mode`, `uid`, `gid`; `sharing=locked` holds its lock while the step runs.
+    fn cache_mount(
+        &self,
+        stage: &Stage,
+        inst: &Instruction,
+        out: &mut RunMounts,
+        m: &BTreeMap<String, String>,
+        target: Option<String>,
+        abs: &dyn Fn(&str) -> String,
+    ) -> Result<()> {
+        let e = |m: StepError| self.step_err(stage, inst, m, Vec::new());
+        let target = abs(&target.ok_or_else(|| {
+            e(StepError::MountNeeds {
+                kind: "cache",
+                key: "target",
+            })
+        })?);
+        let id = m.get("id").cloned().unwrap_or_else(|| target.clone());
+        let hex = &cache::key(&["cache-mount", &id])[7..23];
+        let host = self
+            .root
+            .join("build")
+            .join("mounts")
+            .join(format!("cache-{hex}"));
+        if !host.exists() {
+            std::fs::create_dir_all(&host)
+                .map_err(io_ctx(format!("cannot create {}", host.display())))?;
+            let mode = m
+                .get("mode")
+                .and_then(|v| u32::from_str_radix(v, 8).ok())
+                .unwrap_or(0o755);
+            let uid = m.get("uid").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let gid = m.get("gid").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let _ = std::os::unix::fs::chown(&host, Some(uid), Some(gid));
+            let _ =
+                std::fs::set_permissions(&host, std::os::unix::fs::PermissionsExt::from_mode(mode));
+        }
+        if m.get("sharing").map(String::as_str) == Some("locked") {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(host.with_extension("lock"))
+                .map_err(io_ctx("cache mount lock"))?;
+            out.locks.push(
+                nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+                    .map_err(|(_, x)| e(StepError::CacheLock(x)))?,
+            );
+        }
+        out.key.push(format!("cache:{id}:{target}"));
+        out.mounts.push(Mount {
+            kind: MountKind::Bind,
+            source: host,
+            target,
+            read_only: m.contains_key("ro") || m.contains_key("readonly"),
+            options: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// `--mount=type=secret`: the build's secret `id` as a read-only file (never in a layer);
+    /// a missing one is an error when `required`.
+    #[allow(clippy::too_many_arguments)]
+    fn secret_mount(
+        &self,
+        stage: &Stage,
+        inst: &Instruction,
+        out: &mut RunMounts,
+        m: &BTreeMap<String, String>,
+        target: Option<String>,
+        abs: &dyn Fn(&str) -> String,
+        dir: &Path,
+        mi: usize,
+    ) -> Result<()> {
+        let e = |m: StepError| self.step_err(stage, inst, m, Vec::new());
+        let id = m
+            .get("id")
+            .cloned()
+            .or_else(|| {
+                target
+                    .as_ref()
+                    .and_then(|t| t.rsplit('/').next().map(str::to_string))
+            })
+            .ok_or_else(|| {
+                e(StepError::MountNeeds {
+                    kind: "secret",
+                    key: "id",
+                })
+            })?;
+        let target = abs(&target.unwrap_or_else(|| format!("/run/secrets/{id}")));
+        let required = m.get("required").is_some_and(|v| v != "false");
+        let content = match self.opts.secrets.get(&id) {
+            Some(SecretSource::File(p)) => Some(std::fs::read(p).map_err(|error| {
+                e(StepError::SecretFile {
+                    id: id.clone(),
+                    path: p.clone(),
+                    error,
+                })
+            })?),
+            Some(SecretSource::Env(v)) => Some(
+                std::env::var(v)
+                    .map_err(|_| {
+                        e(StepError::SecretEnv {
+                            id: id.clone(),
+                            var: v.clone(),
+                        })
+                    })?
+                    .into_bytes(),
+            ),
+            Some(SecretSource::Content(c)) => Some(c.clone()),
+            None if required => {
+                return Err(e(StepError::SecretMissing(id)));
+            }
+            None => None,
+        };
+        if let Some(c) = content {
+            let p = dir.join("secrets").join(format!("s{mi}"));
+            std::fs::write(&p, c).map_err(io_ctx("cannot write a secret"))?;
+            let mode = m
+                .get("mode")
+                .and_then(|v| u32::from_str_radix(v, 8).ok())
+                .unwrap_or(0o400);
+            let uid = m.get("uid").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let gid = m.get("gid").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let _ = std::os::unix::fs::chown(&p, Some(uid), Some(gid));
+            let _ =
+                std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(mode));
+            out.key.push(format!("secret:{id}:{target}"));
+            out.mounts.push(Mount {
+                kind: MountKind::Bind,
+                source: p,
+                target,
+                read_only: true,
+                options: Vec::new(),
+            });
+        }
+        Ok(())
+    }
+
+    /// `--mount=type=bind`: a path of the context, a stage, a named context or an image,
+    /// read-only (or `rw`: writable, the writes thrown away) through an overlay the helper
+    /// mounts; the context's content enters the cache key through its hash.
+    #[allow(clippy::too_many_arguments)]
+    fn bind_mount(
+        &self,
+        stage: &Stage,
+        inst: &Instruction,
+        out: &mut RunMounts,
+        m: &BTreeMap<String, String>,
+        target: Option<String>,
+        abs: &dyn Fn(&str) -> String,
+        dir: &Path,
+        mi: usize,
+    ) -> Result<()> {
+        let e = |m: StepError| self.step_err(stage, inst, m, Vec::new());
+        let target = abs(&target.ok_or_else(|| {
+            e(StepError::MountNeeds {
+                kind: "bind",
+                key: "target",
+            })
+        })?);
+        // `rw`: writable, and what is written is thrown away (an overlay with a
+        // scratch upper directory).
+        let rw = m.get("rw").is_some_and(|v| v != "false")
+            || m.get("readwrite").is_some_and(|v| v != "false");
+        let source = m
+            .get("source")
+            .or_else(|| m.get("src"))
+            .cloned()
+            .unwrap_or_default();
+        let (src_dirs, src_key, src_name) = self.bind_source(stage, inst, m.get("from"))?;
+        let v = View::open(&src_dirs).map_err(|x| e(x.into()))?;
+        let comps = v.resolve(&source, true).map_err(|error| {
+            e(StepError::MountSource {
+                path: source.clone(),
+                error,
+            })
+        })?;
+        if v.lstat(&comps).is_none() {
+            return Err(e(StepError::MountSourceMissing {
+                path: source,
+                from: src_name,
+            }));
+        }
+        let mnt = dir.join(format!("from-{mi}"));
+        std::fs::create_dir_all(&mnt).map_err(io_ctx("mount point"))?;
+        if rw {
+            let (u, w) = (
+                dir.join(format!("rw-{mi}-upper")),
+                dir.join(format!("rw-{mi}-work")),
+            );
+            std::fs::create_dir_all(&u).map_err(io_ctx("mount scratch"))?;
+            std::fs::create_dir_all(&w).map_err(io_ctx("mount scratch"))?;
+            out.rw_overlays.push((src_dirs, mnt.clone(), u, w));
+        } else {
+            out.overlays.push((src_dirs, mnt.clone()));
+        }
+        let mut host = mnt;
+        for c in &comps {
+            host.push(c);
+        }
+        // The spec wants the source to exist now; the helper mounts the
+        // overlay over `mnt` before the container starts, hiding this stub.
+        let is_dir = v
+            .lstat(&comps)
+            .is_some_and(|x| x.kind == super::view::Kind::Dir);
+        let stub = if is_dir {
+            host.clone()
+        } else {
+            host.parent().map(Path::to_path_buf).unwrap_or_default()
+        };
+        std::fs::create_dir_all(&stub).map_err(io_ctx("mount point"))?;
+        if !is_dir {
+            std::fs::write(&host, b"").map_err(io_ctx("mount point"))?;
+        }
+        // The context's content is part of the key only through its hash.
+        let content_key = if src_key == "context" {
+            self.context_hash(&v, &comps)?
+        } else {
+            src_key
+        };
+        out.key.push(format!(
+            "bind:{content_key}:{}:{target}:{rw}",
+            comps.join("/")
+        ));
+        out.mounts.push(Mount {
+            kind: MountKind::Bind,
+            source: host,
+            target,
+            read_only: !rw,
+            options: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// Where a bind mount's `from=` points: an earlier stage, a named context or an image (the
+    /// build context without one), as (layer directories, cache key part, name for errors).
+    fn bind_source(
+        &self,
+        stage: &Stage,
+        inst: &Instruction,
+        from: Option<&String>,
+    ) -> Result<(Vec<PathBuf>, String, String)> {
+        let e = |m: StepError| self.step_err(stage, inst, m, Vec::new());
+        Ok(match from {
+            Some(f) => match self.stage_by_ref(stage.index, f) {
+                Some(i) => {
+                    let d = self.wait_for(i)?;
+                    (d.dirs.clone(), d.state.key.clone(), format!("stage {f}"))
+                }
+                None => match self.named.get(f) {
+                    Some(s) => (
+                        s.view.dirs().to_vec(),
+                        format!("context:{f}"),
+                        format!("context {f}"),
+                    ),
+                    None => {
+                        let img = self.store.resolve(f).map_err(|source| {
+                            e(StepError::MountFrom {
+                                from: f.clone(),
+                                source,
+                            })
+                        })?;
+                        (
+                            self.store.layer_dirs(&img)?,
+                            cache::key(&["image", &img.id]),
+                            format!("image {f}"),
+                        )
+                    }
+                },
+            },
+            None => (
+                self.context.view.dirs().to_vec(),
+                "context".to_string(),
+                "context".to_string(),
+            ),
+        })
+    }
+
+    /// The hash of what `comps` (a file or a directory tree) holds in the build context.
+    fn context_hash(&self, v: &View, comps: &[String]) -> Result<String> {
+        let mut h = <sha2::Sha256 as sha2::Digest>::new();
+        let src = &self.context;
+        if v.lstat(comps)
+            .is_some_and(|x| x.kind == super::view::Kind::File)
+        {
+            src.hash_file(comps, &mut h)?;
+        } else {
+            for rel in src.walk(comps) {
+                let mut full = comps.to_vec();
+                full.extend(rel.iter().cloned());
+                sha2::Digest::update(&mut h, full.join("/").as_bytes());
+                if src
+                    .view
+                    .lstat(&full)
+                    .is_some_and(|x| x.kind == super::view::Kind::File)
+                {
+                    src.hash_file(&full, &mut h)?;
+                }
+            }
+        }
+        Ok(hex::encode(sha2::Digest::finalize(h)))
+    }
+
+    /// A `RUN` step's network: the build's (a namespace on the default `bridge` network,
+    /// wired once per build), or its own `--network` (`none`, `host`); its `hosts`,
+    /// `hostname` and `resolv.conf` written into `dir` for the container.
+    fn run_network_files(
+        &self,
+        stage: &Stage,
+        inst: &Instruction,
+        network: Option<&str>,
+        dir: &Path,
+        hostname: &str,
+    ) -> Result<NetworkMode> {
+        let e = |m: StepError| self.step_err(stage, inst, m, Vec::new());
+        let (mode, hosts, resolv) = {
+            let saved = self.opts.network.clone();
+            if network != saved.as_deref() {
+                // A step's own --network.
+                match network.unwrap_or("default") {
+                    "none" => (NetworkMode::None, String::new(), String::new()),
+                    "host" => (
+                        NetworkMode::Host,
+                        std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
+                        std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+                    ),
+                    "default" => self.net()?,
+                    o => {
+                        return Err(e(StepError::Network(o.to_owned())));
+                    }
+                }
+            } else {
+                self.net()?
+            }
+        };
+        let mut hosts = if hosts.is_empty() {
+            container::default_hosts(hostname)
+        } else {
+            hosts
+        };
+        for h in &self.opts.extra_hosts {
+            if let Some((name, ip)) = h.split_once([':', '=']) {
+                hosts.push_str(&format!("{ip}\t{name}\n"));
+            }
+        }
+        let resolv = if resolv.is_empty() {
+            container::default_resolv_conf()
+        } else {
+            resolv
+        };
+        std::fs::write(dir.join("hosts"), hosts).map_err(io_ctx("hosts"))?;
+        std::fs::write(dir.join("hostname"), format!("{hostname}\n"))
+            .map_err(io_ctx("hostname"))?;
+        std::fs::write(dir.join("resolv.conf"), resolv).map_err(io_ctx("resolv.conf"))?;
+        Ok(mode)
+    }
+
+    /// A `RUN` step's environment: `ENV`, then build args (not overriding `ENV`) and the proxy
+    /// args, `PATH` by default; as `K=V`.
+    fn run_env(&self, state: &State) -> Vec<String> {
         let mut env: Vec<(String, String)> = state.env();
         for (k, v) in &state.args {
             if let Some(v) = v
@@ -2138,93 +2395,36 @@ impl Shared<'_> {
         if !env.iter().any(|(k, _)| k == "PATH") {
             env.push(("PATH".into(), DEFAULT_PATH.into()));
         }
-        let env_list: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let mut env_sorted = env_list.clone();
-        env_sorted.sort();
-        let key = cache::key(&[
-            &state.key,
-            "RUN",
-            &serde_json::to_string(&argv).unwrap_or_default(),
-            &env_sorted.join("\n"),
-            &state.user(),
-            &state.workdir(),
-            &key_mounts.join("\n"),
-            &net_choice,
-            &self.opts.extra_hosts.join(","),
-        ]);
-        if !self.opts.no_cache
-            && let Some(rec) = cache::lookup(&self.store, &key)
-        {
-            self.ev(Event::Step {
-                stage: label.to_string(),
-                n,
-                total: self.total,
-                instruction: inst.original.clone(),
-                cached: true,
-            });
-            self.counters
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0 += 1;
-            drop(cleanup);
-            return self.apply(state, rec, &key, created_by);
-        }
-        self.ev(Event::Step {
-            stage: label.to_string(),
-            n,
-            total: self.total,
-            instruction: inst.original.clone(),
-            cached: false,
-        });
-        // The container.
+        env.iter().map(|(k, v)| format!("{k}={v}")).collect()
+    }
+
+    /// The container of a `RUN` step (not cached): its user, network, files and spec, the
+    /// helper that runs it, and its changes as a layer (`None` when it changed nothing).
+    fn run_container(
+        &self,
+        stage: &Stage,
+        state: &State,
+        inst: &Instruction,
+        n: usize,
+        run: RunStep<'_>,
+    ) -> Result<Option<LayerRef>> {
+        let e = |m: StepError| self.step_err(stage, inst, m, Vec::new());
+        let RunStep {
+            id: step_id,
+            dir,
+            argv,
+            env: env_list,
+            network,
+            mounts,
+        } = run;
         let dirs = self.layer_dirs(&state.layers)?;
-        let view = View::open(&dirs).map_err(|x| e(x.to_string()))?;
+        let view = View::open(&dirs).map_err(|x| e(x.into()))?;
         let passwd = view.read_text("/etc/passwd").unwrap_or_default();
         let group = view.read_text("/etc/group").unwrap_or_default();
         let user = container::user::resolve_for_build(&state.user(), &passwd, &group)
-            .map_err(|x| e(x.to_string()))?;
-        let (mode, hosts, resolv) = {
-            let saved = self.opts.network.clone();
-            if network != saved {
-                // A step's own --network.
-                match network.as_deref().unwrap_or("default") {
-                    "none" => (NetworkMode::None, String::new(), String::new()),
-                    "host" => (
-                        NetworkMode::Host,
-                        std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
-                        std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-                    ),
-                    "default" => self.net()?,
-                    o => {
-                        return Err(e(format!(
-                            "--network={o} is not supported (default, none or host)"
-                        )));
-                    }
-                }
-            } else {
-                self.net()?
-            }
-        };
+            .map_err(|x| e(x.into()))?;
         let hostname = "buildkitsandbox".to_string();
-        let mut hosts = if hosts.is_empty() {
-            container::default_hosts(&hostname)
-        } else {
-            hosts
-        };
-        for h in &self.opts.extra_hosts {
-            if let Some((name, ip)) = h.split_once([':', '=']) {
-                hosts.push_str(&format!("{ip}\t{name}\n"));
-            }
-        }
-        let resolv = if resolv.is_empty() {
-            container::default_resolv_conf()
-        } else {
-            resolv
-        };
-        std::fs::write(dir.join("hosts"), hosts).map_err(io_ctx("hosts"))?;
-        std::fs::write(dir.join("hostname"), format!("{hostname}\n"))
-            .map_err(io_ctx("hostname"))?;
-        std::fs::write(dir.join("resolv.conf"), resolv).map_err(io_ctx("resolv.conf"))?;
+        let mode = self.run_network_files(stage, inst, network.as_deref(), dir, &hostname)?;
         let cfg = ContainerConfig {
             command: Some(argv.clone()),
             entrypoint: Some(Vec::new()),
@@ -2232,7 +2432,7 @@ impl Shared<'_> {
             working_dir: Some(state.workdir()),
             hostname: Some(hostname),
             network: mode,
-            mounts,
+            mounts: mounts.mounts,
             resources: container::Resources {
                 shm_size: self.opts.shm_size,
                 ..Default::default()
@@ -2240,14 +2440,14 @@ impl Shared<'_> {
             ..ContainerConfig::default()
         };
         let spec = container::spec::build(&container::spec::SpecInput {
-            id: &step_id,
+            id: step_id,
             config: &cfg,
             image: None,
             user: &user,
-            state_dir: &dir,
+            state_dir: dir,
             joined_netns: None,
         })
-        .map_err(|x| e(x.to_string()))?;
+        .map_err(|x| e(x.into()))?;
         // Mount points that are not in the image must not end up in the layer.
         let mut stubs: Vec<Vec<String>> = Vec::new();
         for m in spec.mounts().iter().flatten() {
@@ -2263,7 +2463,7 @@ impl Shared<'_> {
         // The working directory is created when missing (and kept, as Docker does).
         let wd = view
             .resolve(&state.workdir(), true)
-            .map_err(|x| e(x.to_string()))?;
+            .map_err(|x| e(x.into()))?;
         if view.lstat(&wd).is_none() {
             let mut p = dir.join("upper");
             for c in &wd {
@@ -2283,9 +2483,9 @@ impl Shared<'_> {
             rootfs: dir.join("rootfs"),
             empty: dir.join("empty"),
             spec: dir.join("config.json"),
-            id: step_id.clone(),
-            overlays,
-            rw_overlays,
+            id: step_id.to_owned(),
+            overlays: mounts.overlays,
+            rw_overlays: mounts.rw_overlays,
         };
         std::fs::write(
             dir.join("run.json"),
@@ -2293,15 +2493,10 @@ impl Shared<'_> {
         )
         .map_err(io_ctx("run.json"))?;
         let (code, output) = self.spawn_run(&dir.join("run.json"), n).map_err(&e)?;
-        drop(locks);
+        drop(mounts.locks);
         if code != 0 {
             let tail: Vec<String> = output.iter().rev().take(20).rev().cloned().collect();
-            return Err(self.step_err(
-                stage,
-                inst,
-                format!("the command exited with code {code}"),
-                tail,
-            ));
+            return Err(self.step_err(stage, inst, StepError::Exit(code), tail));
         }
         // Remove mount point stubs (deepest first) when they are empty. The upper directory
         // is the container's: resolved beneath it, following no symlink it made.
@@ -2310,24 +2505,12 @@ impl Shared<'_> {
             super::layer::remove_empty_beneath(&dir.join("upper"), c);
         }
         let upper = dir.join("upper");
-        let layer = self
-            .ingest(|out| {
-                super::layer::upper_to_tar(&upper, out)
-                    .map_err(io_ctx("cannot read the step's changes"))?;
-                Ok(())
-            })
-            .map_err(|x| e(x.to_string()))?;
-        let rec = Record {
-            layer,
-            created: self.created_now(),
-        };
-        cache::save(&self.store, &key, &rec)?;
-        self.counters
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .1 += 1;
-        drop(cleanup);
-        self.apply(state, rec, &key, created_by)
+        self.ingest(|out| {
+            super::layer::upper_to_tar(&upper, out)
+                .map_err(io_ctx("cannot read the step's changes"))?;
+            Ok(())
+        })
+        .map_err(|x| e(x.into()))
     }
 
     /// A network namespace on the default `bridge` network for the RUN steps of this build,
@@ -2359,9 +2542,9 @@ impl Shared<'_> {
         &self,
         request: &Path,
         n: usize,
-    ) -> std::result::Result<(i32, Vec<String>), String> {
-        let (r, w) = std::io::pipe().map_err(|x| x.to_string())?;
-        let w2 = w.try_clone().map_err(|x| x.to_string())?;
+    ) -> std::result::Result<(i32, Vec<String>), StepError> {
+        let (r, w) = std::io::pipe()?;
+        let w2 = w.try_clone()?;
         let mut child = std::process::Command::new(&self.exe)
             .arg(crate::engine::helpers::BUILD_RUN)
             .arg(request)
@@ -2369,7 +2552,10 @@ impl Shared<'_> {
             .stdout(w)
             .stderr(w2)
             .spawn()
-            .map_err(|x| format!("cannot run {}: {x}", self.exe.display()))?;
+            .map_err(|error| StepError::Spawn {
+                exe: self.exe.clone(),
+                error,
+            })?;
         let mut lines = Vec::new();
         let mut reader = BufReader::new(r);
         let mut buf = Vec::new();
@@ -2389,12 +2575,64 @@ impl Shared<'_> {
                 }
             }
         }
-        let status = child.wait().map_err(|x| x.to_string())?;
+        let status = child.wait()?;
         let code = status
             .code()
             .unwrap_or(128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0));
         Ok((code, lines))
     }
+}
+
+/// `--mount=type=tmpfs` (with `size`).
+fn tmpfs_mount(
+    out: &mut RunMounts,
+    m: &BTreeMap<String, String>,
+    target: Option<String>,
+    abs: &dyn Fn(&str) -> String,
+) -> std::result::Result<(), StepError> {
+    let e = |x: StepError| x;
+    let target = abs(&target.ok_or_else(|| {
+        e(StepError::MountNeeds {
+            kind: "tmpfs",
+            key: "target",
+        })
+    })?);
+    let mut options = Vec::new();
+    if let Some(s) = m.get("size") {
+        options.push(format!("size={s}"));
+    }
+    out.key.push(format!("tmpfs:{target}"));
+    out.mounts.push(Mount {
+        kind: MountKind::Tmpfs,
+        source: PathBuf::new(),
+        target,
+        read_only: false,
+        options,
+    });
+    Ok(())
+}
+
+/// A `RUN` step that is not cached, ready for its container: the step's id and directory,
+/// its command, environment (`K=V`), `--network` and mounts.
+struct RunStep<'a> {
+    id: &'a str,
+    dir: &'a Path,
+    argv: Vec<String>,
+    env: Vec<String>,
+    network: Option<String>,
+    mounts: RunMounts,
+}
+
+/// What a `RUN` step's `--mount`s add: the container's mounts, the overlays its helper
+/// mounts first (read-only, and writable ones whose writes are thrown away), their part of
+/// the cache key, and the cache locks held while it runs.
+#[derive(Default)]
+struct RunMounts {
+    mounts: Vec<Mount>,
+    overlays: Vec<(Vec<PathBuf>, PathBuf)>,
+    rw_overlays: Vec<(Vec<PathBuf>, PathBuf, PathBuf, PathBuf)>,
+    key: Vec<String>,
+    locks: Vec<nix::fcntl::Flock<std::fs::File>>,
 }
 
 fn unreachable_from() {}
@@ -2409,7 +2647,7 @@ impl Drop for Cleanup {
 }
 
 /// `type=cache,target=/x,ro` → map.
-fn parse_mount(spec: &str) -> std::result::Result<BTreeMap<String, String>, String> {
+fn parse_mount(spec: &str) -> std::result::Result<BTreeMap<String, String>, StepError> {
     let mut m = BTreeMap::new();
     for part in spec.split(',') {
         let part = part.trim();
@@ -2422,32 +2660,34 @@ fn parse_mount(spec: &str) -> std::result::Result<BTreeMap<String, String>, Stri
         };
     }
     if m.is_empty() {
-        return Err("empty --mount".into());
+        return Err(StepError::EmptyMount);
     }
     Ok(m)
 }
 
 /// `80`, `80/udp`, `8000-8002/tcp` → the port keys.
-fn expose_ports(w: &str) -> std::result::Result<Vec<String>, String> {
+fn expose_ports(w: &str) -> std::result::Result<Vec<String>, StepError> {
     let (range, proto) = match w.split_once('/') {
         Some((r, p)) => (r, p.to_ascii_lowercase()),
         None => (w, "tcp".to_string()),
     };
     if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-        return Err(format!("invalid proto {proto:?} in EXPOSE {w}"));
+        return Err(StepError::ExposeProtocol {
+            protocol: proto,
+            word: w.to_owned(),
+        });
     }
     let (a, b) = match range.split_once('-') {
         Some((a, b)) => (a, b),
         None => (range, range),
     };
-    let a: u16 = a
-        .parse()
-        .map_err(|_| format!("invalid port {w:?} in EXPOSE"))?;
-    let b: u16 = b
-        .parse()
-        .map_err(|_| format!("invalid port {w:?} in EXPOSE"))?;
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .map_err(|_| StepError::ExposePort(w.to_owned()))
+    };
+    let (a, b) = (port(a)?, port(b)?);
     if b < a {
-        return Err(format!("invalid range {w:?} in EXPOSE"));
+        return Err(StepError::ExposeRange(w.to_owned()));
     }
     Ok((a..=b).map(|p| format!("{p}/{proto}")).collect())
 }

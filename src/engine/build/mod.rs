@@ -71,10 +71,13 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+    /// A stage this one reads from failed (that stage's own error is the one reported).
+    #[error("a stage this one depends on failed")]
+    DependencyFailed,
 }
 
 /// A failed step: where, what, why, and its last output lines.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug)]
 pub struct StepFailure {
     /// `[stage KEYWORD]`.
     pub step: String,
@@ -85,7 +88,7 @@ pub struct StepFailure {
     /// The instruction.
     pub instruction: String,
     /// Why.
-    pub message: String,
+    pub cause: StepError,
     /// The last lines of its output.
     pub output: Vec<String>,
 }
@@ -99,10 +102,280 @@ impl std::fmt::Display for StepFailure {
             self.file,
             self.line,
             self.instruction,
-            self.message,
+            self.cause,
             tail_text(&self.output)
         )
     }
+}
+
+/// Why a step failed: the instruction's arguments, what it reads, or its command.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// A variable reference that cannot be expanded.
+    #[error(transparent)]
+    Expand(#[from] shell::ExpandError),
+    /// `ENV`, `ARG` or `LABEL` arguments that are not name/value pairs.
+    #[error("{keyword} {source}")]
+    Pairs {
+        /// The instruction.
+        keyword: &'static str,
+        /// Why.
+        #[source]
+        source: dockerfile::NameValueError,
+    },
+    /// An `EXPOSE` protocol other than tcp, udp or sctp.
+    #[error("invalid proto {protocol:?} in EXPOSE {word}")]
+    ExposeProtocol {
+        /// The protocol.
+        protocol: String,
+        /// The word it is in.
+        word: String,
+    },
+    /// An `EXPOSE` port that is not a number.
+    #[error("invalid port {0:?} in EXPOSE")]
+    ExposePort(String),
+    /// An `EXPOSE` range whose end comes first.
+    #[error("invalid range {0:?} in EXPOSE")]
+    ExposeRange(String),
+    /// `VOLUME` with an empty path.
+    #[error("VOLUME specified can not be an empty string")]
+    EmptyVolume,
+    /// `USER` or `WORKDIR` without an argument.
+    #[error("{0} requires an argument")]
+    NoArgument(&'static str),
+    /// `COPY`/`ADD` without a source and a destination.
+    #[error("{0} requires at least two arguments")]
+    TooFewArguments(String),
+    /// `SHELL` in shell form.
+    #[error("SHELL requires the arguments to be in JSON form")]
+    ShellNotJson,
+    /// `SHELL []`.
+    #[error("SHELL requires at least one argument")]
+    ShellEmpty,
+    /// A `STOPSIGNAL` that is no signal.
+    #[error(transparent)]
+    Signal(crate::engine::container::ContainerError),
+    /// `HEALTHCHECK NONE --flag`.
+    #[error("HEALTHCHECK NONE takes no options")]
+    HealthcheckNoneOptions,
+    /// `HEALTHCHECK` without `CMD` or `NONE`.
+    #[error("HEALTHCHECK requires CMD or NONE")]
+    HealthcheckForm,
+    /// A `HEALTHCHECK` duration.
+    #[error(transparent)]
+    Duration(#[from] crate::util::units::UnitError),
+    /// `HEALTHCHECK --retries` that is not a number.
+    #[error("invalid --retries {0:?}")]
+    Retries(String),
+    /// A `HEALTHCHECK` flag Docker does not have.
+    #[error("unknown HEALTHCHECK flag --{0}")]
+    HealthcheckFlag(String),
+    /// `ONBUILD ONBUILD`, `ONBUILD FROM`, `ONBUILD MAINTAINER`.
+    #[error("{0} is not allowed as an ONBUILD trigger")]
+    Trigger(String),
+    /// A base image's `ONBUILD` trigger that does not parse.
+    #[error("ONBUILD trigger {trigger:?}: {}", source.message)]
+    TriggerSyntax {
+        /// The trigger.
+        trigger: String,
+        /// Why.
+        #[source]
+        source: dockerfile::ParseError,
+    },
+    /// An instruction Docker does not have.
+    #[error("unknown instruction {0}")]
+    Instruction(String),
+    /// A flag the instruction does not take.
+    #[error("unknown flag --{0}")]
+    Flag(String),
+    /// `FROM --platform` of another platform.
+    #[error("platform {platform} is not the host's ({host}): tug builds for the host only")]
+    Platform {
+        /// The platform asked for.
+        platform: String,
+        /// The host's.
+        host: String,
+    },
+    /// The base image is neither in the store nor pullable.
+    #[error("base image {image} is not in the store and cannot be pulled: {source}")]
+    BaseImage {
+        /// The image.
+        image: String,
+        /// Why the pull failed.
+        #[source]
+        source: crate::engine::image::Error,
+    },
+    /// The base image's config is not JSON.
+    #[error("config of {image}: {source}")]
+    BaseConfig {
+        /// The image.
+        image: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The image store.
+    #[error(transparent)]
+    Image(#[from] crate::engine::image::Error),
+    /// A user or group of `USER`, `--chown` or a made directory.
+    #[error(transparent)]
+    User(#[from] crate::engine::container::user::UserError),
+    /// The runtime spec of a `RUN` step.
+    #[error(transparent)]
+    Spec(#[from] crate::engine::container::spec::SpecError),
+    /// Reading the stage's filesystem or the context.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// Planning, hashing or writing the step's layer.
+    #[error(transparent)]
+    Layer(Box<BuildError>),
+    /// `--from=IMAGE` that cannot be found.
+    #[error("--from={from}: {source}")]
+    FromImage {
+        /// The image.
+        from: String,
+        /// Why.
+        #[source]
+        source: crate::engine::image::Error,
+    },
+    /// A `COPY --exclude` pattern.
+    #[error("--exclude: {0}")]
+    Exclude(#[source] ignore::PatternError),
+    /// `COPY URL`.
+    #[error("COPY {0}: COPY takes local paths; use ADD for URLs")]
+    CopyUrl(String),
+    /// `ADD` of a git repository or another scheme.
+    #[error("ADD {0}: only http(s) URLs of files are supported (not git repositories)")]
+    AddUrl(String),
+    /// `ADD URL` that cannot be downloaded.
+    #[error("ADD {url}: {source}")]
+    Download {
+        /// The URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: DownloadError,
+    },
+    /// `--chmod` that is not an octal mode.
+    #[error("invalid --chmod {0:?} (an octal mode is expected)")]
+    Chmod(String),
+    /// `RUN --security=insecure`.
+    #[error("--security={0} is not supported (RUN steps run with Docker's default isolation)")]
+    Security(String),
+    /// `RUN --network` other than default, none or host.
+    #[error("--network={0} is not supported (default, none or host)")]
+    Network(String),
+    /// `--mount` with nothing in it.
+    #[error("empty --mount")]
+    EmptyMount,
+    /// A `--mount` without a key its type needs.
+    #[error("{kind} mount needs {key}=")]
+    MountNeeds {
+        /// `cache`, `tmpfs`, `secret`, `bind`.
+        kind: &'static str,
+        /// `target`, `id`.
+        key: &'static str,
+    },
+    /// `--mount=type=ssh`.
+    #[error("ssh mounts are not supported")]
+    SshMount,
+    /// A mount type BuildKit does not have.
+    #[error("unknown mount type {0:?}")]
+    MountType(String),
+    /// A `sharing=locked` cache mount's lock.
+    #[error("cache mount lock: {0}")]
+    CacheLock(#[source] nix::Error),
+    /// A secret's file cannot be read.
+    #[error("secret {id}: {}: {error}", path.display())]
+    SecretFile {
+        /// The secret.
+        id: String,
+        /// Its file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        error: std::io::Error,
+    },
+    /// A secret's environment variable is not set.
+    #[error("secret {id}: environment variable {var} is not set")]
+    SecretEnv {
+        /// The secret.
+        id: String,
+        /// The variable.
+        var: String,
+    },
+    /// A `required` secret the build was not given.
+    #[error("secret {0} is required but was not given")]
+    SecretMissing(String),
+    /// A bind mount's `from=` image that cannot be found.
+    #[error("mount from={from}: {source}")]
+    MountFrom {
+        /// The image.
+        from: String,
+        /// Why.
+        #[source]
+        source: crate::engine::image::Error,
+    },
+    /// A bind mount's source that cannot be resolved.
+    #[error("mount source {path}: {error}")]
+    MountSource {
+        /// The source as written.
+        path: String,
+        /// Why.
+        #[source]
+        error: std::io::Error,
+    },
+    /// A bind mount's source that is not there.
+    #[error("mount source {path}: not found in the {from}")]
+    MountSourceMissing {
+        /// The source as written.
+        path: String,
+        /// Where it was looked for (`context`, `stage NAME`, `image NAME`).
+        from: String,
+    },
+    /// The `RUN` helper cannot be started.
+    #[error("cannot run {}: {error}", exe.display())]
+    Spawn {
+        /// tug's binary.
+        exe: PathBuf,
+        /// Why.
+        #[source]
+        error: std::io::Error,
+    },
+    /// The command of a `RUN` step failed.
+    #[error("the command exited with code {0}")]
+    Exit(i32),
+}
+
+impl From<BuildError> for StepError {
+    fn from(e: BuildError) -> Self {
+        StepError::Layer(Box::new(e))
+    }
+}
+
+/// Why `ADD URL` could not download the file.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    /// A URL whose last segment cannot name a file (`.`, `..`, a whiteout).
+    #[error("cannot name a file {0:?}")]
+    Name(String),
+    /// The HTTP request.
+    #[error("cannot download it (is the network reachable?): {0}")]
+    Unreachable(#[source] reqwest::Error),
+    /// The HTTP client or the response.
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
+    /// The file or the runtime for the download.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// `--checksum` that the file does not have.
+    #[error("checksum mismatch: expected {want}, got {got}")]
+    Checksum {
+        /// The checksum given.
+        want: String,
+        /// The file's.
+        got: String,
+    },
 }
 
 fn tail_text(lines: &[String]) -> String {

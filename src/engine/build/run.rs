@@ -17,6 +17,75 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::runtime::{self, cgroups, rootfs};
 
+/// Why a `RUN` step's helper could not run its command (its exit status is not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The request or the spec it names cannot be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The request or the spec is not what the builder writes.
+    #[error("{}: {source}", path.display())]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A system call of the helper failed.
+    #[error("{what}: {source}")]
+    Sys {
+        /// What was being done.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: nix::Error,
+    },
+    /// An overlay of the step's layers could not be mounted.
+    #[error("mount overlay at {}: {source}", target.display())]
+    Overlay {
+        /// The mount point.
+        target: PathBuf,
+        /// The cause.
+        #[source]
+        source: nix::Error,
+    },
+    /// Too many layers for one mount call, and the kernel's overlay defaults would make a
+    /// diff that is not plain.
+    #[error(
+        "the stage has {layers} layers and overlayfs {param} is on by default: cannot mount it \
+         for a RUN step"
+    )]
+    OverlayDefaults {
+        /// The stage's layers.
+        layers: usize,
+        /// The overlay module parameter that is on.
+        param: &'static str,
+    },
+    /// Mounting failed.
+    #[error(transparent)]
+    Rootfs(#[from] rootfs::RootfsError),
+    /// The cgroup layout cannot be read.
+    #[error(transparent)]
+    Cgroup(#[from] cgroups::CgroupError),
+    /// The container did not start.
+    #[error(transparent)]
+    Launch(#[from] runtime::RuntimeError),
+    /// A signal (or the builder's end) stopped the step.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+fn sys(what: &'static str) -> impl FnOnce(nix::Error) -> RunError {
+    move |source| RunError::Sys { what, source }
+}
+
 /// What the helper does.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Request {
@@ -46,14 +115,14 @@ fn mount_layers(
     upper: Option<(&Path, &Path)>,
     target: &Path,
     empty: &Path,
-) -> Result<(), String> {
+) -> Result<(), RunError> {
     let lower: Vec<PathBuf> = if layers.is_empty() {
         vec![empty.to_path_buf()]
     } else {
         layers.to_vec()
     };
     if upper.is_none() && lower.len() == 1 {
-        return rootfs::mount_overlay(&lower, None, target).map_err(|e| e.to_string());
+        return Ok(rootfs::mount_overlay(&lower, None, target)?);
     }
     let esc = |p: &Path| {
         p.display()
@@ -77,7 +146,10 @@ fn mount_layers(
             nix::mount::MsFlags::empty(),
             Some(data.as_str()),
         )
-        .map_err(|e| format!("mount overlay at {}: {e}", target.display()));
+        .map_err(|source| RunError::Overlay {
+            target: target.to_path_buf(),
+            source,
+        });
     }
     // Too many layers for one page of options: the new mount API, which has no
     // redirect_dir option here; refuse if the kernel's default would make redirects.
@@ -85,25 +157,24 @@ fn mount_layers(
         let v = std::fs::read_to_string(format!("/sys/module/overlay/parameters/{p}"))
             .unwrap_or_default();
         if v.trim() == "Y" {
-            return Err(format!(
-                "the stage has {} layers and overlayfs {p} is on by default: cannot mount it for a RUN step",
-                lower.len()
-            ));
+            return Err(RunError::OverlayDefaults {
+                layers: lower.len(),
+                param: p,
+            });
         }
     }
-    rootfs::mount_overlay(&lower, upper, target).map_err(|e| e.to_string())
+    Ok(rootfs::mount_overlay(&lower, upper, target)?)
 }
 
 /// Entry point of `tug __build-run REQUEST`: returns the command's exit status (128+n for
 /// a signal), or an error before it ran.
-pub fn main(request: &Path) -> Result<i32, String> {
+///
+/// # Errors
+/// The request cannot be read, mounting or starting failed, or a signal interrupted it.
+pub fn main(request: &Path) -> Result<i32, RunError> {
     use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
-    let bytes = std::fs::read(request).map_err(|e| format!("{}: {e}", request.display()))?;
-    let req: Request = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-    let spec_bytes =
-        std::fs::read(&req.spec).map_err(|e| format!("{}: {e}", req.spec.display()))?;
-    let spec: oci_spec::runtime::Spec =
-        serde_json::from_slice(&spec_bytes).map_err(|e| e.to_string())?;
+    let req: Request = read_json(request)?;
+    let spec: oci_spec::runtime::Spec = read_json(&req.spec)?;
     // The builder's death ends us (and we end the container).
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
     let mut set = SigSet::empty();
@@ -115,9 +186,9 @@ pub fn main(request: &Path) -> Result<i32, String> {
     ] {
         set.add(s);
     }
-    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).map_err(|e| e.to_string())?;
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).map_err(sys("block signals"))?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
-        .map_err(|e| format!("unshare mount namespace: {e}"))?;
+        .map_err(sys("unshare mount namespace"))?;
     nix::mount::mount(
         None::<&str>,
         "/",
@@ -125,7 +196,7 @@ pub fn main(request: &Path) -> Result<i32, String> {
         nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_SLAVE,
         None::<&str>,
     )
-    .map_err(|e| format!("make / a slave mount: {e}"))?;
+    .map_err(sys("make / a slave mount"))?;
     for (layers, target) in &req.overlays {
         mount_layers(layers, None, target, &req.empty)?;
     }
@@ -138,7 +209,7 @@ pub fn main(request: &Path) -> Result<i32, String> {
         &req.rootfs,
         &req.empty,
     )?;
-    let layout = cgroups::Layout::detect().map_err(|e| e.to_string())?;
+    let layout = cgroups::Layout::detect()?;
     let cgroup = cgroups::Cgroup::new(
         layout,
         &crate::engine::container::spec::cgroup_path(&req.id),
@@ -154,7 +225,7 @@ pub fn main(request: &Path) -> Result<i32, String> {
         Ok(s) => s,
         Err(e) => {
             let _ = cgroup.destroy();
-            return Err(e.to_string());
+            return Err(e.into());
         }
     };
     let pid = started.pid;
@@ -166,7 +237,10 @@ pub fn main(request: &Path) -> Result<i32, String> {
             Ok(_) | Err(nix::Error::EINTR) => {}
             Err(e) => {
                 let _ = cgroup.destroy();
-                return Err(format!("wait: {e}"));
+                return Err(RunError::Sys {
+                    what: "wait",
+                    source: e,
+                });
             }
         }
         match set.wait() {
@@ -183,7 +257,19 @@ pub fn main(request: &Path) -> Result<i32, String> {
     let _ = cgroup.destroy();
     let _ = nix::mount::umount2(&req.rootfs, nix::mount::MntFlags::MNT_DETACH);
     if killed {
-        return Err("interrupted".into());
+        return Err(RunError::Interrupted);
     }
     Ok(code)
+}
+
+/// A JSON file the builder wrote for this helper.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, RunError> {
+    let bytes = std::fs::read(path).map_err(|source| RunError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|source| RunError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
 }

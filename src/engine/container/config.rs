@@ -181,9 +181,20 @@ pub enum RestartPolicy {
     UnlessStopped,
 }
 
+/// A restart policy Docker does not have (`--restart`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid restart policy {policy:?}")]
+pub struct InvalidRestartPolicy {
+    /// The policy as written.
+    pub policy: String,
+}
+
 impl std::str::FromStr for RestartPolicy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = InvalidRestartPolicy;
+    fn from_str(s: &str) -> Result<Self, InvalidRestartPolicy> {
+        let invalid = || InvalidRestartPolicy {
+            policy: s.to_owned(),
+        };
         Ok(match s {
             "" | "no" => RestartPolicy::No,
             "always" => RestartPolicy::Always,
@@ -191,12 +202,9 @@ impl std::str::FromStr for RestartPolicy {
             "on-failure" => RestartPolicy::OnFailure { max_retries: None },
             other => match other.strip_prefix("on-failure:") {
                 Some(n) => RestartPolicy::OnFailure {
-                    max_retries: Some(
-                        n.parse()
-                            .map_err(|_| format!("invalid restart policy {other:?}"))?,
-                    ),
+                    max_retries: Some(n.parse().map_err(|_| invalid())?),
                 },
-                None => return Err(format!("invalid restart policy {other:?}")),
+                None => return Err(invalid()),
             },
         })
     }

@@ -8,11 +8,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroup,
-    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder,
-    LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount as OciMount, MountBuilder,
-    PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
-    UserBuilder,
+    Capability, Linux, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroup,
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespace,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResources,
+    LinuxResourcesBuilder, Mount as OciMount, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
+    Process, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
 use super::config::{ContainerConfig, MountKind, NetworkMode};
@@ -290,20 +290,54 @@ pub fn device_rules(privileged: bool) -> Vec<LinuxDeviceCgroup> {
     ]
 }
 
-/// Builds the runtime spec.
-// Long: one block per section of the runtime spec (process, mounts, namespaces, resources,
-// security), in Docker's order; the blocks share the config and the spec being built.
+/// Builds the runtime spec, section by section in Docker's order: the process, the mounts,
+/// the kernel's side (namespaces, cgroup resources, masked paths, seccomp, sysctls).
 pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
+    let c = input.config;
+    let hostname = c
+        .hostname
+        .clone()
+        .unwrap_or_else(|| input.id.chars().take(12).collect());
+    let (process, seccomp_opt, cap_names) = process(input, &hostname)?;
+    let mounts = mounts(input)?;
+    let linux = linux(input, &cap_names, seccomp_opt.as_deref())?;
+    let mut annotations = HashMap::new();
+    annotations.insert("tug.id".to_string(), input.id.to_string());
+    if c.init {
+        annotations.insert("tug.init".to_string(), "true".to_string());
+    }
+    let mut sb = SpecBuilder::default()
+        .version("1.0.2")
+        .root(
+            RootBuilder::default()
+                .path("rootfs")
+                .readonly(c.read_only)
+                .build()?,
+        )
+        .mounts(mounts)
+        .process(process)
+        .hostname(hostname)
+        .linux(linux)
+        .annotations(annotations);
+    if let Some(d) = &c.domainname {
+        sb = sb.domainname(d.clone());
+    }
+    Ok(sb.build()?)
+}
+
+/// The container's process: command, environment, working directory, user, capabilities,
+/// rlimits, `no-new-privileges`; with the `seccomp=` security option and the capability
+/// names (which the default seccomp profile depends on).
+fn process(
+    input: &SpecInput<'_>,
+    hostname: &str,
+) -> Result<(Process, Option<String>, Vec<String>), SpecError> {
     let c = input.config;
     let args = command(c, input.image);
     if args.is_empty() {
         return Err(SpecError::Invalid("no command specified".to_string()));
     }
-    let hostname = c
-        .hostname
-        .clone()
-        .unwrap_or_else(|| input.id.chars().take(12).collect());
-    let env = environment(c, input.image, &hostname, &input.user.home);
+    let env = environment(c, input.image, hostname, &input.user.home);
     let cwd = c
         .working_dir
         .clone()
@@ -374,8 +408,14 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         // are the engine's own, the open-files soft limit raised to its hard limit (see
         // `runtime::process::apply_rlimits`), as Docker's containers inherit dockerd's.
         .rlimits(rlimits);
-    let process = pb.build()?;
+    Ok((pb.build()?, seccomp_opt, cap_names))
+}
 
+/// The container's mounts: Docker's fixed ones (`/proc`, `/dev`, `/sys`, cgroups, shm, the
+/// `resolv.conf`/`hostname`/`hosts` files of its state directory), then its own, parents
+/// before children.
+fn mounts(input: &SpecInput<'_>) -> Result<Vec<OciMount>, SpecError> {
+    let c = input.config;
     let shm = c.resources.shm_size.unwrap_or(64 << 20);
     let shm_opt = format!("size={}k", shm.div_ceil(1024).max(1));
     let sys_opts: &[&str] = if c.privileged {
@@ -441,78 +481,131 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         mnt("/etc/hosts", "bind", &dir("hosts"), &["rbind", "rprivate"]),
     ];
     for m in &c.mounts {
-        if !m.target.starts_with('/') {
-            return Err(SpecError::Invalid(format!(
-                "mount target {:?} is not an absolute path",
-                m.target
-            )));
-        }
-        // A mount over the container's root filesystem: Docker refuses it with these words.
-        if crate::engine::runtime::inroot::components(Path::new(&m.target))
-            .is_some_and(|c| c.is_empty())
-        {
-            let kind = match m.kind {
-                MountKind::Bind => "bind",
-                MountKind::Volume => "volume",
-                MountKind::Tmpfs => "tmpfs",
-            };
-            return Err(SpecError::Invalid(format!(
-                "invalid mount config for type \"{kind}\": invalid specification: destination can't be '/' ({}:{})",
-                m.source.display(),
-                m.target
-            )));
-        }
-        let mut opts: Vec<String> = Vec::new();
-        match m.kind {
-            MountKind::Bind | MountKind::Volume => {
-                if !m.source.exists() {
-                    return Err(SpecError::Invalid(format!(
-                        "bind source {} does not exist",
-                        m.source.display()
-                    )));
-                }
-                opts.push("rbind".into());
-                if m.read_only {
-                    opts.push("ro".into());
-                }
-                if !m
-                    .options
-                    .iter()
-                    .any(|o| o.contains("private") || o.contains("slave") || o.contains("shared"))
-                {
-                    opts.push("rprivate".into());
-                }
-                opts.extend(m.options.iter().cloned());
-                mounts.push(
-                    MountBuilder::default()
-                        .destination(&m.target)
-                        .typ("bind")
-                        .source(&m.source)
-                        .options(opts)
-                        .build()?,
-                );
-            }
-            MountKind::Tmpfs => {
-                opts.extend(["nosuid".into(), "nodev".into(), "noexec".into()]);
-                if m.read_only {
-                    opts.push("ro".into());
-                }
-                opts.extend(m.options.iter().cloned());
-                mounts.push(
-                    MountBuilder::default()
-                        .destination(&m.target)
-                        .typ("tmpfs")
-                        .source("tmpfs")
-                        .options(opts)
-                        .build()?,
-                );
-            }
-        }
+        mounts.push(user_mount(m)?);
     }
     // Mount parents before children.
     let fixed = 10;
     mounts[fixed..].sort_by_key(|m| m.destination().components().count());
+    Ok(mounts)
+}
 
+/// One of the container's own mounts (bind, volume, tmpfs); a target that is not absolute, is
+/// the root, or a bind source that does not exist is refused.
+fn user_mount(m: &super::config::Mount) -> Result<OciMount, SpecError> {
+    if !m.target.starts_with('/') {
+        return Err(SpecError::Invalid(format!(
+            "mount target {:?} is not an absolute path",
+            m.target
+        )));
+    }
+    // A mount over the container's root filesystem: Docker refuses it with these words.
+    if crate::engine::runtime::inroot::components(Path::new(&m.target))
+        .is_some_and(|c| c.is_empty())
+    {
+        let kind = match m.kind {
+            MountKind::Bind => "bind",
+            MountKind::Volume => "volume",
+            MountKind::Tmpfs => "tmpfs",
+        };
+        return Err(SpecError::Invalid(format!(
+            "invalid mount config for type \"{kind}\": invalid specification: destination can't be '/' ({}:{})",
+            m.source.display(),
+            m.target
+        )));
+    }
+    let mut opts: Vec<String> = Vec::new();
+    match m.kind {
+        MountKind::Bind | MountKind::Volume => {
+            if !m.source.exists() {
+                return Err(SpecError::Invalid(format!(
+                    "bind source {} does not exist",
+                    m.source.display()
+                )));
+            }
+            opts.push("rbind".into());
+            if m.read_only {
+                opts.push("ro".into());
+            }
+            if !m
+                .options
+                .iter()
+                .any(|o| o.contains("private") || o.contains("slave") || o.contains("shared"))
+            {
+                opts.push("rprivate".into());
+            }
+            opts.extend(m.options.iter().cloned());
+            Ok(MountBuilder::default()
+                .destination(&m.target)
+                .typ("bind")
+                .source(&m.source)
+                .options(opts)
+                .build()?)
+        }
+        MountKind::Tmpfs => {
+            opts.extend(["nosuid".into(), "nodev".into(), "noexec".into()]);
+            if m.read_only {
+                opts.push("ro".into());
+            }
+            opts.extend(m.options.iter().cloned());
+            Ok(MountBuilder::default()
+                .destination(&m.target)
+                .typ("tmpfs")
+                .source("tmpfs")
+                .options(opts)
+                .build()?)
+        }
+    }
+}
+
+/// The kernel's side: namespaces, cgroup path and resources, devices, and unless privileged
+/// the masked and read-only paths and the seccomp profile; sysctls.
+fn linux(
+    input: &SpecInput<'_>,
+    cap_names: &[String],
+    seccomp_opt: Option<&str>,
+) -> Result<Linux, SpecError> {
+    let c = input.config;
+    let mut lb = LinuxBuilder::default()
+        .namespaces(namespaces(input)?)
+        .cgroups_path(cgroup_path(input.id))
+        .resources(resources(&c.resources, c.privileged)?)
+        .devices(crate::engine::runtime::rootfs::default_devices());
+    if !c.privileged {
+        lb = lb
+            .masked_paths(
+                MASKED_PATHS
+                    .iter()
+                    .map(|s| (*s).to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .readonly_paths(
+                READONLY_PATHS
+                    .iter()
+                    .map(|s| (*s).to_string())
+                    .collect::<Vec<_>>(),
+            );
+        match seccomp_opt {
+            Some("unconfined") => {}
+            Some(path) => {
+                lb = lb.seccomp(
+                    seccomp::load_profile(Path::new(path))
+                        .map_err(|e| SpecError::Invalid(e.to_string()))?,
+                );
+            }
+            None => lb = lb.seccomp(seccomp::default_profile(cap_names)),
+        }
+    }
+    if !c.sysctls.is_empty() {
+        let m: HashMap<String, String> = c.sysctls.clone().into_iter().collect();
+        lb = lb.sysctl(m);
+    }
+    Ok(lb.build()?)
+}
+
+/// New namespaces (pid, ipc, uts, mount, cgroup) and the network's: none (a new one), host
+/// (none made), a prepared one or another container's.
+fn namespaces(input: &SpecInput<'_>) -> Result<Vec<LinuxNamespace>, SpecError> {
+    let c = input.config;
     let mut namespaces = vec![];
     for t in [
         LinuxNamespaceType::Pid,
@@ -544,9 +637,12 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         }
         namespaces.push(b.build()?);
     }
+    Ok(namespaces)
+}
 
-    let mut rb = LinuxResourcesBuilder::default().devices(device_rules(c.privileged));
-    let r = &c.resources;
+/// cgroup resources: the device allowlist, memory, CPU, pids.
+fn resources(r: &super::config::Resources, privileged: bool) -> Result<LinuxResources, SpecError> {
+    let mut rb = LinuxResourcesBuilder::default().devices(device_rules(privileged));
     if r.memory.is_some() || r.memswap.is_some() {
         let mut mb = LinuxMemoryBuilder::default();
         if let Some(m) = r.memory {
@@ -576,65 +672,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     if let Some(p) = r.pids_limit {
         rb = rb.pids(LinuxPidsBuilder::default().limit(p).build()?);
     }
-    let resources = rb.build()?;
-
-    let mut lb = LinuxBuilder::default()
-        .namespaces(namespaces)
-        .cgroups_path(cgroup_path(input.id))
-        .resources(resources)
-        .devices(crate::engine::runtime::rootfs::default_devices());
-    if !c.privileged {
-        lb = lb
-            .masked_paths(
-                MASKED_PATHS
-                    .iter()
-                    .map(|s| (*s).to_string())
-                    .collect::<Vec<_>>(),
-            )
-            .readonly_paths(
-                READONLY_PATHS
-                    .iter()
-                    .map(|s| (*s).to_string())
-                    .collect::<Vec<_>>(),
-            );
-        match seccomp_opt.as_deref() {
-            Some("unconfined") => {}
-            Some(path) => {
-                lb = lb.seccomp(
-                    seccomp::load_profile(Path::new(path))
-                        .map_err(|e| SpecError::Invalid(e.to_string()))?,
-                );
-            }
-            None => lb = lb.seccomp(seccomp::default_profile(&cap_names)),
-        }
-    }
-    if !c.sysctls.is_empty() {
-        let m: HashMap<String, String> = c.sysctls.clone().into_iter().collect();
-        lb = lb.sysctl(m);
-    }
-    let linux = lb.build()?;
-    let mut annotations = HashMap::new();
-    annotations.insert("tug.id".to_string(), input.id.to_string());
-    if c.init {
-        annotations.insert("tug.init".to_string(), "true".to_string());
-    }
-    let mut sb = SpecBuilder::default()
-        .version("1.0.2")
-        .root(
-            RootBuilder::default()
-                .path("rootfs")
-                .readonly(c.read_only)
-                .build()?,
-        )
-        .mounts(mounts)
-        .process(process)
-        .hostname(hostname)
-        .linux(linux)
-        .annotations(annotations);
-    if let Some(d) = &c.domainname {
-        sb = sb.domainname(d.clone());
-    }
-    Ok(sb.build()?)
+    Ok(rb.build()?)
 }
 
 #[cfg(test)]

@@ -284,11 +284,49 @@ pub(crate) fn now_rfc3339() -> String {
         .to_string()
 }
 
+/// Why a `--change` instruction cannot be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// No instruction.
+    #[error("empty instruction")]
+    Empty,
+    /// An instruction `--change` does not take.
+    #[error("supported: CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER, VOLUME, WORKDIR, STOPSIGNAL")]
+    Unsupported,
+    /// A JSON form that is not an array of strings.
+    #[error("bad JSON array: {0}")]
+    Json(#[source] serde_json::Error),
+    /// `CMD`/`ENTRYPOINT` without a command.
+    #[error("missing command")]
+    MissingCommand,
+    /// `ENV`/`LABEL` without anything.
+    #[error("missing KEY=VALUE")]
+    MissingKeyValue,
+    /// The legacy `KEY VALUE` form without a value.
+    #[error("missing value")]
+    MissingValue,
+    /// A quote not closed.
+    #[error("unterminated quote")]
+    UnterminatedQuote,
+    /// A word without `=`.
+    #[error("{0:?} is not KEY=VALUE")]
+    NotKeyValue(String),
+    /// `=VALUE`.
+    #[error("empty key")]
+    EmptyKey,
+    /// An `EXPOSE` word that is not a port.
+    #[error("want PORT[/tcp|udp|sctp]")]
+    Port,
+    /// A relative `WORKDIR`.
+    #[error("WORKDIR must be an absolute path")]
+    RelativeWorkdir,
+}
+
 /// Applies one Dockerfile instruction to `config`.
 pub(crate) fn apply_change(config: &mut Config, change: &str) -> Result<()> {
-    let bad = |why: &str| Error::BadChange {
+    let bad = |reason: ChangeError| Error::BadChange {
         change: change.to_string(),
-        reason: why.to_string(),
+        reason,
     };
     let change_trim = change.trim();
     let (instr, rest) = change_trim
@@ -296,14 +334,14 @@ pub(crate) fn apply_change(config: &mut Config, change: &str) -> Result<()> {
         .map_or((change_trim, ""), |(a, b)| (a, b.trim()));
     match instr.to_ascii_uppercase().as_str() {
         "CMD" => {
-            config.set_cmd(Some(command_form(rest).map_err(|w| bad(&w))?));
+            config.set_cmd(Some(command_form(rest).map_err(bad)?));
         }
         "ENTRYPOINT" => {
-            config.set_entrypoint(Some(command_form(rest).map_err(|w| bad(&w))?));
+            config.set_entrypoint(Some(command_form(rest).map_err(bad)?));
         }
         "ENV" => {
             let mut env = config.env().clone().unwrap_or_default();
-            for (k, v) in key_values(rest).map_err(|w| bad(&w))? {
+            for (k, v) in key_values(rest).map_err(bad)? {
                 env.retain(|e| e.split_once('=').map_or(e.as_str(), |(a, _)| a) != k);
                 env.push(format!("{k}={v}"));
             }
@@ -311,7 +349,7 @@ pub(crate) fn apply_change(config: &mut Config, change: &str) -> Result<()> {
         }
         "LABEL" => {
             let mut labels: HashMap<String, String> = config.labels().clone().unwrap_or_default();
-            for (k, v) in key_values(rest).map_err(|w| bad(&w))? {
+            for (k, v) in key_values(rest).map_err(bad)? {
                 labels.insert(k, v);
             }
             config.set_labels(Some(labels));
@@ -326,7 +364,7 @@ pub(crate) fn apply_change(config: &mut Config, change: &str) -> Result<()> {
                 };
                 let (num, proto) = p.split_once('/').unwrap_or((&p, "tcp"));
                 if num.parse::<u16>().is_err() || !matches!(proto, "tcp" | "udp" | "sctp") {
-                    return Err(bad("want PORT[/tcp|udp|sctp]"));
+                    return Err(bad(ChangeError::Port));
                 }
                 if !ports.contains(&p) {
                     ports.push(p);
@@ -340,14 +378,14 @@ pub(crate) fn apply_change(config: &mut Config, change: &str) -> Result<()> {
         "WORKDIR" if rest.starts_with('/') => {
             config.set_working_dir(Some(rest.to_string()));
         }
-        "WORKDIR" => return Err(bad("WORKDIR must be an absolute path")),
+        "WORKDIR" => return Err(bad(ChangeError::RelativeWorkdir)),
         "STOPSIGNAL" if !rest.is_empty() => {
             config.set_stop_signal(Some(rest.to_string()));
         }
         "VOLUME" => {
             let mut vols = config.volumes().clone().unwrap_or_default();
             let list = if rest.starts_with('[') {
-                serde_json::from_str::<Vec<String>>(rest).map_err(|e| bad(&e.to_string()))?
+                serde_json::from_str::<Vec<String>>(rest).map_err(|e| bad(ChangeError::Json(e)))?
             } else {
                 rest.split_whitespace().map(str::to_string).collect()
             };
@@ -358,37 +396,33 @@ pub(crate) fn apply_change(config: &mut Config, change: &str) -> Result<()> {
             }
             config.set_volumes(Some(vols));
         }
-        "" => return Err(bad("empty instruction")),
-        _ => {
-            return Err(bad(
-                "supported: CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER, VOLUME, WORKDIR, STOPSIGNAL",
-            ));
-        }
+        "" => return Err(bad(ChangeError::Empty)),
+        _ => return Err(bad(ChangeError::Unsupported)),
     }
     Ok(())
 }
 
 /// `["a","b"]` (exec form) or `a b` (shell form: `/bin/sh -c "a b"`).
-fn command_form(rest: &str) -> std::result::Result<Vec<String>, String> {
+fn command_form(rest: &str) -> std::result::Result<Vec<String>, ChangeError> {
     if rest.starts_with('[') {
-        serde_json::from_str::<Vec<String>>(rest).map_err(|e| format!("bad JSON array: {e}"))
+        serde_json::from_str::<Vec<String>>(rest).map_err(ChangeError::Json)
     } else if rest.is_empty() {
-        Err("missing command".into())
+        Err(ChangeError::MissingCommand)
     } else {
         Ok(vec!["/bin/sh".into(), "-c".into(), rest.to_string()])
     }
 }
 
 /// `K=V K2="v 2"` or the legacy `K V with spaces`.
-fn key_values(rest: &str) -> std::result::Result<Vec<(String, String)>, String> {
+fn key_values(rest: &str) -> std::result::Result<Vec<(String, String)>, ChangeError> {
     if rest.is_empty() {
-        return Err("missing KEY=VALUE".into());
+        return Err(ChangeError::MissingKeyValue);
     }
     let first = rest.split_whitespace().next().unwrap_or("");
     if !first.contains('=') {
         let (k, v) = rest
             .split_once(char::is_whitespace)
-            .ok_or("missing value")?;
+            .ok_or(ChangeError::MissingValue)?;
         return Ok(vec![(k.to_string(), v.trim().to_string())]);
     }
     let mut out = Vec::new();
@@ -431,13 +465,13 @@ fn key_values(rest: &str) -> std::result::Result<Vec<(String, String)>, String> 
             }
         }
         if quote.is_some() {
-            return Err("unterminated quote".into());
+            return Err(ChangeError::UnterminatedQuote);
         }
         let (k, v) = word
             .split_once('=')
-            .ok_or_else(|| format!("{word:?} is not KEY=VALUE"))?;
+            .ok_or_else(|| ChangeError::NotKeyValue(word.clone()))?;
         if k.is_empty() {
-            return Err("empty key".into());
+            return Err(ChangeError::EmptyKey);
         }
         out.push((k.to_string(), v.to_string()));
     }

@@ -283,15 +283,13 @@ impl Layout {
     }
 
     /// `None` when the file is missing; `Some(Err(why))` when it does not parse.
-    fn read_index_at(path: &Path) -> Result<Option<std::result::Result<Index, String>>> {
+    fn read_index_at(path: &Path) -> Result<Option<std::result::Result<Index, serde_json::Error>>> {
         let data = match fs::read(path) {
             Ok(d) => d,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_ctx(format!("cannot read {}", path.display()))(e)),
         };
-        Ok(Some(
-            serde_json::from_slice(&data).map_err(|e| e.to_string()),
-        ))
+        Ok(Some(serde_json::from_slice(&data)))
     }
 
     fn prev_index_path(&self) -> PathBuf {
@@ -376,7 +374,7 @@ impl Layout {
         )?;
         Ok(Some(IndexRepair {
             damaged: kept,
-            reason,
+            reason: reason.to_string(),
             named,
             unnamed,
         }))

@@ -42,7 +42,7 @@ use oci_spec::image::{ImageConfiguration, ImageManifest};
 
 pub use archive::Loaded;
 pub use bootstrap::{BUSYBOX, BootstrapEvent, DebianOptions, busybox_tar};
-pub use import::ImportOptions;
+pub use import::{ChangeError, ImportOptions};
 pub use layout::{Index, IndexEntry, IndexRepair, Layout};
 pub use reference::{DEFAULT_TAG, DOCKER_HUB, Reference};
 pub use registry::{Progress, ProgressFn, login, logout, no_progress};
@@ -116,7 +116,8 @@ pub enum Error {
         /// The file.
         path: PathBuf,
         /// Why it does not parse.
-        reason: String,
+        #[source]
+        reason: serde_json::Error,
     },
     /// A `--change` instruction tug cannot apply.
     #[error("invalid change {change:?}: {reason}")]
@@ -124,7 +125,8 @@ pub enum Error {
         /// The instruction.
         change: String,
         /// Why.
-        reason: String,
+        #[source]
+        reason: import::ChangeError,
     },
     /// Removing an image that must not be removed without force.
     #[error("cannot remove {image}: {reason}")]

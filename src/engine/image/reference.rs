@@ -54,10 +54,10 @@ impl Reference {
         let (rest, digest) = match s.split_once('@') {
             Some((r, d)) => {
                 if let Err(why) = validate_digest(d) {
-                    return Err(bad(if grammatical_digest(d) {
-                        &why
+                    return Err(bad(&if grammatical_digest(d) {
+                        why.to_string()
                     } else {
-                        invalid_part(s)
+                        invalid_part(s).to_string()
                     }));
                 }
                 (r, Some(d.to_string()))
@@ -302,13 +302,27 @@ fn invalid_part(s: &str) -> &'static str {
      '.', '_', '__', '-' or '/')"
 }
 
+/// A digest the store cannot use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum DigestError {
+    /// `sha256:` without 64 lowercase hex digits.
+    #[error("invalid sha256 digest (want 64 lowercase hex digits)")]
+    Hex,
+    /// Another algorithm than sha256.
+    #[error("unsupported digest algorithm {0}")]
+    Algorithm(String),
+    /// No `algorithm:`.
+    #[error("invalid digest (want sha256:<hex>)")]
+    Form,
+}
+
 /// Checks that `d` is `sha256:` followed by 64 lowercase hex digits.
-pub(crate) fn validate_digest(d: &str) -> std::result::Result<(), String> {
+pub(crate) fn validate_digest(d: &str) -> std::result::Result<(), DigestError> {
     match d.split_once(':') {
         Some(("sha256", hex)) if hex.len() == 64 && is_lower_hex(hex) => Ok(()),
-        Some(("sha256", _)) => Err("invalid sha256 digest (want 64 lowercase hex digits)".into()),
-        Some((alg, _)) => Err(format!("unsupported digest algorithm {alg}")),
-        None => Err("invalid digest (want sha256:<hex>)".into()),
+        Some(("sha256", _)) => Err(DigestError::Hex),
+        Some((alg, _)) => Err(DigestError::Algorithm(alg.to_owned())),
+        None => Err(DigestError::Form),
     }
 }
 

@@ -281,17 +281,46 @@ struct Unpacker {
     flusher: Option<super::fsutil::Flusher>,
 }
 
+/// A tar entry's path or PAX header the unpacker refuses (the `reason` of
+/// [`Error::BadLayer`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum EntryError {
+    /// An absolute path.
+    #[error("absolute path {0:?}")]
+    Absolute(String),
+    /// A path over [`MAX_PATH`].
+    #[error("path longer than 4096 bytes")]
+    TooLong,
+    /// A NUL byte in a path.
+    #[error("path contains a NUL byte")]
+    Nul,
+    /// `..` above the layer's root.
+    #[error("path {0:?} escapes the layer")]
+    Escapes(String),
+    /// A PAX record without `<len> `.
+    #[error("bad PAX record: no length")]
+    PaxNoLength,
+    /// A PAX record whose length is not a number or not its length.
+    #[error("bad PAX record length")]
+    PaxLength,
+    /// A PAX record without `key=value`.
+    #[error("bad PAX record: no '='")]
+    PaxNoEquals,
+}
+
 /// Normalises an entry path into its components. Rejects absolute paths and paths that climb
 /// above the root; the root itself is an empty list.
-fn normalise(raw: &[u8]) -> std::result::Result<Vec<&[u8]>, String> {
+fn normalise(raw: &[u8]) -> std::result::Result<Vec<&[u8]>, EntryError> {
     if raw.first() == Some(&b'/') {
-        return Err(format!("absolute path {:?}", String::from_utf8_lossy(raw)));
+        return Err(EntryError::Absolute(
+            String::from_utf8_lossy(raw).into_owned(),
+        ));
     }
     if raw.len() > MAX_PATH {
-        return Err("path longer than 4096 bytes".into());
+        return Err(EntryError::TooLong);
     }
     if raw.contains(&0) {
-        return Err("path contains a NUL byte".into());
+        return Err(EntryError::Nul);
     }
     let mut out: Vec<&[u8]> = Vec::new();
     for c in raw.split(|&b| b == b'/') {
@@ -299,9 +328,8 @@ fn normalise(raw: &[u8]) -> std::result::Result<Vec<&[u8]>, String> {
             b"" | b"." => {}
             b".." => {
                 if out.pop().is_none() {
-                    return Err(format!(
-                        "path {:?} escapes the layer",
-                        String::from_utf8_lossy(raw)
+                    return Err(EntryError::Escapes(
+                        String::from_utf8_lossy(raw).into_owned(),
                     ));
                 }
             }
@@ -379,7 +407,7 @@ impl Unpacker {
                             trim_nul(&mut data);
                             pending.long_link = Some(data);
                         }
-                        _ => pending.pax = parse_pax(&data).map_err(|r| self.bad(r))?,
+                        _ => pending.pax = parse_pax(&data).map_err(|r| self.bad(r.to_string()))?,
                     }
                     continue;
                 }
@@ -468,7 +496,7 @@ impl Unpacker {
             .filter(|(n, _)| !n.starts_with(b"trusted.overlay."))
             .collect();
 
-        let comps = normalise(&path_bytes).map_err(|r| self.bad(r))?;
+        let comps = normalise(&path_bytes).map_err(|r| self.bad(r.to_string()))?;
         let kind = header.entry_type();
         let Some((name, parents)) = comps.split_last() else {
             // The layer root itself ("./"): only a directory may describe it.
@@ -1032,7 +1060,7 @@ fn parse_num(v: &[u8]) -> Option<u64> {
 type PaxRecords = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Parses PAX records: `"<len> <key>=<value>\n"` repeated.
-fn parse_pax(mut data: &[u8]) -> std::result::Result<PaxRecords, String> {
+fn parse_pax(mut data: &[u8]) -> std::result::Result<PaxRecords, EntryError> {
     let mut out = Vec::new();
     while !data.is_empty() {
         if data.iter().all(|&b| b == 0) {
@@ -1041,19 +1069,19 @@ fn parse_pax(mut data: &[u8]) -> std::result::Result<PaxRecords, String> {
         let sp = data
             .iter()
             .position(|&b| b == b' ')
-            .ok_or("bad PAX record: no length")?;
+            .ok_or(EntryError::PaxNoLength)?;
         let len: usize = std::str::from_utf8(&data[..sp])
             .ok()
             .and_then(|s| s.parse().ok())
-            .ok_or("bad PAX record length")?;
+            .ok_or(EntryError::PaxLength)?;
         if len <= sp + 1 || len > data.len() || data[len - 1] != b'\n' {
-            return Err("bad PAX record length".into());
+            return Err(EntryError::PaxLength);
         }
         let rec = &data[sp + 1..len - 1];
         let eq = rec
             .iter()
             .position(|&b| b == b'=')
-            .ok_or("bad PAX record: no '='")?;
+            .ok_or(EntryError::PaxNoEquals)?;
         out.push((rec[..eq].to_vec(), rec[eq + 1..].to_vec()));
         data = &data[len..];
     }

@@ -60,9 +60,22 @@ pub enum RuntimeError {
         /// The cause.
         source: nix::Error,
     },
-    /// The container's process failed before its program started.
+    /// The container's process failed before its program started: its message, read from
+    /// the error pipe (the child writes it as text; it has no other way back).
     #[error("container init: {0}")]
     Child(String),
+    /// An I/O step of the child's setup (its terminal, its stdio) failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The child waited for the supervisor's go-ahead, which did not come.
+    #[error("the supervisor did not {0}")]
+    NoGo(Go),
     /// Joining a namespace failed.
     #[error(transparent)]
     Namespace(#[from] namespaces::NamespaceError),
@@ -76,6 +89,28 @@ pub enum RuntimeError {
 
 /// Result alias of this module.
 pub type Result<T> = std::result::Result<T, RuntimeError>;
+
+/// What the child waits for the supervisor's byte on a pipe for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Go {
+    /// The parent has moved it into cgroup2 (the fallback without `CLONE_INTO_CGROUP`).
+    CgroupPlaced,
+    /// The supervisor's work before the program (see [`BeforeStart`]) is done.
+    Start,
+}
+
+impl std::fmt::Display for Go {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Go::CgroupPlaced => "place the container in its cgroup",
+            Go::Start => "let the container start",
+        })
+    }
+}
+
+fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    move |source| RuntimeError::Io { what, source }
+}
 
 /// The container's standard streams: file descriptors in the calling process.
 #[derive(Debug, Clone, Copy)]
@@ -202,9 +237,9 @@ pub fn open_pty() -> std::io::Result<(OwnedFd, OwnedFd)> {
 
 /// In the container: allocates its terminal, sends the master to the supervisor over
 /// `sock`, and makes the slave the stdio and controlling terminal.
-fn console_setup(sock: RawFd) -> std::result::Result<(), String> {
+fn console_setup(sock: RawFd) -> Result<()> {
     use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
-    let (master, slave) = open_pty().map_err(|e| format!("allocate terminal: {e}"))?;
+    let (master, slave) = open_pty().map_err(io_err("allocate terminal"))?;
     let fds = [master.as_raw_fd()];
     let iov = [std::io::IoSlice::new(b"m")];
     sendmsg::<()>(
@@ -214,7 +249,7 @@ fn console_setup(sock: RawFd) -> std::result::Result<(), String> {
         MsgFlags::empty(),
         None,
     )
-    .map_err(|e| format!("send terminal: {e}"))?;
+    .map_err(|e| io_err("send terminal")(e.into()))?;
     drop(master);
     let s = slave.as_raw_fd();
     take_stdio(&Stdio {
@@ -265,12 +300,12 @@ pub fn reset_signals() {
     }
 }
 
-fn take_stdio(stdio: &Stdio) -> std::result::Result<(), String> {
+fn take_stdio(stdio: &Stdio) -> Result<()> {
     for (from, to) in [(stdio.stdin, 0), (stdio.stdout, 1), (stdio.stderr, 2)] {
         if from != to {
             // SAFETY: dup2 on descriptors owned by this process.
             if unsafe { libc::dup2(from, to) } < 0 {
-                return Err(format!("dup2: {}", std::io::Error::last_os_error()));
+                return Err(io_err("dup2")(std::io::Error::last_os_error()));
             }
         }
     }
@@ -289,20 +324,21 @@ fn take_stdio(stdio: &Stdio) -> std::result::Result<(), String> {
         let _ = nix::unistd::setsid();
         // fd 0 is the terminal's slave now.
         if let Err(e) = rustix::process::ioctl_tiocsctty(std::io::stdin()) {
-            return Err(format!("set controlling terminal: {e}"));
+            return Err(io_err("set controlling terminal")(e.into()));
         }
     }
     Ok(())
 }
 
-/// Waits for the parent's word that it moved us into cgroup2 (the fallback path).
-fn wait_go(go_r: RawFd) -> std::result::Result<(), String> {
+/// Waits for the parent's byte on `go_r`: it moved us into cgroup2 (the fallback path), or
+/// its work before the program is done.
+fn wait_go(go_r: RawFd, what: Go) -> Result<()> {
     let mut b = [0u8; 1];
     // SAFETY: reading one byte into a valid buffer.
     if unsafe { libc::read(go_r, b.as_mut_ptr().cast(), 1) } == 1 {
         Ok(())
     } else {
-        Err("the supervisor did not place the container in its cgroup".to_string())
+        Err(RuntimeError::NoGo(what))
     }
 }
 
@@ -326,8 +362,6 @@ fn make_root(spec: &Spec, rootfs: &Path) -> std::result::Result<(), rootfs::Root
 }
 
 /// Everything the child does; returns only on failure.
-// Long: the child's setup in the order the kernel requires it (namespaces, rootfs, devices,
-// sysctls, masks, pivot, rlimits, the init fork, exec), one process with no way back.
 fn child_main(
     spec: &Spec,
     rootfs: &Path,
@@ -354,9 +388,9 @@ fn child_main(
         // The namespace's root is the cgroup we are in now: on the fallback path the parent
         // must have placed us in cgroup2 first.
         if let Some(r) = go_r.take()
-            && let Err(e) = wait_go(r)
+            && let Err(e) = wait_go(r, Go::CgroupPlaced)
         {
-            return e;
+            return e.to_string();
         }
         if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP) {
             return format!("unshare the cgroup namespace: {e}");
@@ -371,7 +405,7 @@ fn child_main(
     if console.is_none()
         && let Err(e) = take_stdio(stdio)
     {
-        return e;
+        return e.to_string();
     }
     if let Err(e) = namespaces::set_names(&sys::Linux, spec) {
         return e.to_string();
@@ -381,7 +415,7 @@ fn child_main(
     }
     if let Some(sock) = console {
         if let Err(e) = console_setup(sock) {
-            return e;
+            return e.to_string();
         }
         // SAFETY: the socket is no longer needed.
         unsafe { libc::close(sock) };
@@ -393,18 +427,15 @@ fn child_main(
     // nothing before this point forks or runs container code. From here on (the init's
     // fork, exec) we must be inside it.
     if let Some(go_r) = go_r
-        && let Err(e) = wait_go(go_r)
+        && let Err(e) = wait_go(go_r, Go::CgroupPlaced)
     {
-        return e;
+        return e.to_string();
     }
     // The supervisor's work before the program starts (synced files): one more byte.
     if let Some(r) = start_go
-        && let Err(e) = wait_go(r)
+        && let Err(e) = wait_go(r, Go::Start)
     {
-        return e.replace(
-            "place the container in its cgroup",
-            "let the container start",
-        );
+        return e.to_string();
     }
     let Some(proc_) = spec.process().clone() else {
         return "the spec has no process".to_string();
@@ -439,8 +470,9 @@ fn child_main(
 
 /// Work the caller does once the container's mounts are made and its root is pivoted, before
 /// any of its code runs (given the container's pid; its `/proc/<pid>/root` is the container's
-/// root with every mount in place). An error fails the start with that message.
-pub type BeforeStart<'a> = &'a mut dyn FnMut(Pid) -> std::result::Result<(), String>;
+/// root with every mount in place). It cannot fail the start: what it could not do is the
+/// caller's to report (the supervisor logs what a sync before the start could not write).
+pub type BeforeStart<'a> = &'a mut dyn FnMut(Pid);
 
 /// Starts the container described by `spec` with its root filesystem at `rootfs` (already
 /// mounted), in `cgroup` (created here with the spec's limits unless `cgroup_ready`: made
@@ -630,7 +662,7 @@ pub fn launch_with(
     if let Some(f) = before_start.as_mut()
         && text.starts_with('M')
     {
-        f(pid).map_err(&fail)?;
+        f(pid);
         if let Some(w) = go_w.take() {
             let _ = std::fs::File::from(w).write_all(b"g");
         }
@@ -806,7 +838,7 @@ pub fn spawn_in(
             drop(err_r);
             reset_signals();
             let msg = match take_stdio(stdio) {
-                Err(e) => e,
+                Err(e) => e.to_string(),
                 Ok(()) => match process::finalize(proc_, spec, None) {
                     Err(e) => e.to_string(),
                     Ok(()) => match process::exec(proc_) {

@@ -747,8 +747,6 @@ impl Container {
 
     /// Carries out `work`: removals, then directories (parents first), then files and links
     /// in parallel. With `compare`, files equal to the host's are left alone.
-    // Long: the three phases share the report and the order matters (a removal before the
-    // directory that replaces it, parents before children); each is a short loop.
     fn run(&self, rule: &Rule, work: &Work, compare: bool, report: &mut Report) {
         for rel in &work.removals {
             let target = rule.target_of(rel);

@@ -39,13 +39,79 @@ use crate::engine::runtime::cgroups::Cgroup;
 
 pub(in crate::engine::container) use cp::copy;
 
+/// Why a shim (supervisor, exec, cp) could not do its work. The supervisor records it as
+/// text in the container's state and on its status pipe, for the command that started it.
+#[derive(Debug, thiserror::Error)]
+pub enum ShimError {
+    /// The command line is not what the engine passes.
+    #[error("missing shim argument")]
+    MissingArgument,
+    /// `tug __shim` with an unknown first argument.
+    #[error("unknown shim command")]
+    UnknownCommand,
+    /// The exec options are not what the engine writes.
+    #[error("exec options: {0}")]
+    ExecOptions(#[source] serde_json::Error),
+    /// The container's store or its helpers failed.
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    /// The root filesystem cannot be mounted.
+    #[error(transparent)]
+    Rootfs(#[from] crate::engine::runtime::rootfs::RootfsError),
+    /// The image has no layer to mount.
+    #[error("the image has no layers")]
+    NoLayers,
+    /// The built-in runtime could not start the container.
+    #[error(transparent)]
+    Runtime(#[from] crate::engine::runtime::RuntimeError),
+    /// A stdio descriptor for an external runtime cannot be duplicated.
+    #[error("dup: {0}")]
+    Dup(#[source] nix::Error),
+    /// An external runtime (`--runtime`) cannot be run.
+    #[error("cannot run {runtime}: {source}")]
+    RuntimeCommand {
+        /// The runtime's program.
+        runtime: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `RUNTIME create` failed.
+    #[error(
+        "{runtime} create failed ({status}) before the container started (see the container's log)"
+    )]
+    RuntimeCreate {
+        /// The runtime's program.
+        runtime: String,
+        /// How it ended.
+        status: std::process::ExitStatus,
+    },
+    /// `RUNTIME create` left no pid file.
+    #[error("{runtime} create wrote no pid file")]
+    NoPidFile {
+        /// The runtime's program.
+        runtime: String,
+    },
+    /// `RUNTIME start` failed.
+    #[error("{runtime} start failed ({status})")]
+    RuntimeStart {
+        /// The runtime's program.
+        runtime: String,
+        /// How it ended.
+        status: std::process::ExitStatus,
+    },
+}
+
 /// Entry point of `tug __shim …` (args: the full argv). Returns the exit code.
-pub fn main(args: &[OsString]) -> std::result::Result<i32, String> {
+///
+/// # Errors
+/// A command line the engine does not write, or what the exec or cp helper reports.
+pub fn main(args: &[OsString]) -> std::result::Result<i32, ShimError> {
     let a: Vec<String> = args
         .iter()
         .map(|s| s.to_string_lossy().into_owned())
         .collect();
-    let get = |i: usize| a.get(i).cloned().ok_or("missing shim argument".to_string());
+    let get = |i: usize| a.get(i).cloned().ok_or(ShimError::MissingArgument);
     match a.get(2).map(String::as_str) {
         Some("run") => {
             let root = PathBuf::from(get(3)?);
@@ -58,19 +124,19 @@ pub fn main(args: &[OsString]) -> std::result::Result<i32, String> {
         Some("exec") => {
             let root = PathBuf::from(get(3)?);
             let id = get(4)?;
-            let opts: ExecOptions = serde_json::from_str(&get(5)?).map_err(|e| e.to_string())?;
-            exec::exec_main(&root, &id, &opts).map_err(|e| e.to_string())
+            let opts: ExecOptions =
+                serde_json::from_str(&get(5)?).map_err(ShimError::ExecOptions)?;
+            Ok(exec::exec_main(&root, &id, &opts)?)
         }
         Some("cp-out") => {
-            cp::cp_out(&get(3)?, Path::new(&get(4)?)).map_err(|e| e.to_string())?;
+            cp::cp_out(&get(3)?, Path::new(&get(4)?))?;
             Ok(0)
         }
         Some("cp-in") => {
-            cp::cp_in(&get(3)?, Path::new(&get(4)?), Path::new(&get(5)?))
-                .map_err(|e| e.to_string())?;
+            cp::cp_in(&get(3)?, Path::new(&get(4)?), Path::new(&get(5)?))?;
             Ok(0)
         }
-        _ => Err("unknown shim command".to_string()),
+        _ => Err(ShimError::UnknownCommand),
     }
 }
 

@@ -12,7 +12,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::Pid;
 
 use super::io::{Io, RunIo, copy_window_size, devnull};
-use super::{StatusPipe, Supervisor, set_cloexec, us};
+use super::{ShimError, StatusPipe, Supervisor, set_cloexec, us};
 use crate::engine::container::ContainerStore;
 use crate::engine::container::config::{NetworkMode, RestartPolicy};
 use crate::engine::container::state::{self, Health, HealthStatus, StartTimings, Status};
@@ -71,12 +71,12 @@ pub(super) fn run_main(root: &Path, id: &str, attach: bool, cgroup_pipe: bool) -
 
 impl Supervisor {
     /// Private mount namespace, overlay mounted at bundle/rootfs.
-    pub(super) fn mount_rootfs(&self) -> std::result::Result<u64, String> {
+    pub(super) fn mount_rootfs(&self) -> std::result::Result<u64, ShimError> {
         let rootfs = self.dir.join("bundle/rootfs");
         let t = Instant::now();
-        rootfs::private_mount_namespace(&runtime::sys::Linux).map_err(|e| e.to_string())?;
+        rootfs::private_mount_namespace(&runtime::sys::Linux)?;
         if self.rec.layers.is_empty() {
-            return Err("the image has no layers".to_string());
+            return Err(ShimError::NoLayers);
         }
         let upper = self.dir.join("upper");
         let work = self.dir.join("work");
@@ -86,8 +86,7 @@ impl Supervisor {
             Some((&upper, &work)),
             &rootfs,
             self.rec.config.auto_remove,
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         Ok(us(t.elapsed()))
     }
 
@@ -98,7 +97,7 @@ impl Supervisor {
             Ok(t) => t,
             Err(e) => {
                 self.st.status = Status::Exited;
-                self.st.error = Some(e.clone());
+                self.st.error = Some(e.to_string());
                 self.st.exit_code = Some(127);
                 self.save();
                 // The starter may have made the cgroup already.
@@ -205,7 +204,7 @@ impl Supervisor {
     }
 
     /// Records a launch that failed (exit code 127, the reason in `error`).
-    fn record_failed_launch(&mut self, e: &str) {
+    fn record_failed_launch(&mut self, e: &ShimError) {
         self.st.status = Status::Exited;
         self.st.exit_code = Some(127);
         self.st.error = Some(e.to_string());
@@ -317,9 +316,9 @@ impl Supervisor {
         &mut self,
         io: &Io,
         overlay_us: u64,
-    ) -> std::result::Result<(Pid, i32, Option<OwnedFd>), String> {
+    ) -> std::result::Result<(Pid, i32, Option<OwnedFd>), ShimError> {
         if let NetworkMode::Container(other) = &self.rec.config.network {
-            let path = self.store.netns_of(other).map_err(|e| e.to_string())?;
+            let path = self.store.netns_of(other)?;
             if let Some(linux) = self.spec.linux_mut()
                 && let Some(nss) = linux.namespaces_mut()
             {
@@ -350,10 +349,7 @@ impl Supervisor {
                 let rules = crate::engine::sync::read_rules(&self.dir);
                 let mut warnings = Vec::new();
                 let me = &*self;
-                let mut sync = |pid: Pid| {
-                    warnings = me.sync_before_start(&rules, pid);
-                    Ok(())
-                };
+                let mut sync = |pid: Pid| warnings = me.sync_before_start(&rules, pid);
                 let hook: Option<runtime::BeforeStart<'_>> =
                     (!rules.is_empty()).then_some(&mut sync);
                 let s = runtime::launch_with(
@@ -364,8 +360,7 @@ impl Supervisor {
                     &self.cgroup,
                     ready,
                     hook,
-                )
-                .map_err(|e| e.to_string())?;
+                )?;
                 self.log_warnings(&warnings);
                 (s.pid, s.pid.as_raw(), s.timings, s.console)
             }
@@ -428,17 +423,17 @@ impl Supervisor {
         &mut self,
         rt: &str,
         stdio: &runtime::Stdio,
-    ) -> std::result::Result<(Pid, i32, runtime::Timings), String> {
+    ) -> std::result::Result<(Pid, i32, runtime::Timings), ShimError> {
         let state_root = self.store.root().join("runc");
         let pid_file = self.dir.join("runtime.pid");
         let _ = fs::remove_file(&pid_file);
-        let dup = |fd: RawFd| -> std::result::Result<std::process::Stdio, String> {
+        let dup = |fd: RawFd| -> std::result::Result<std::process::Stdio, ShimError> {
             // SAFETY: `fd` is one of the container's stdio descriptors, which this process
             // holds open for the whole launch; it is only borrowed for the dup.
             let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
             nix::unistd::dup(fd)
                 .map(std::process::Stdio::from)
-                .map_err(|e| format!("dup: {e}"))
+                .map_err(ShimError::Dup)
         };
         // `create` + `start` rather than `run`: runc then leaves the container's cgroup in
         // place when the container exits, so its OOM kill count can be read before
@@ -468,16 +463,22 @@ impl Supervisor {
             .stdout(dup(stdio.stdout)?)
             .stderr(dup(stdio.stderr)?)
             .status()
-            .map_err(|e| format!("cannot run {rt}: {e}"))?;
+            .map_err(|source| ShimError::RuntimeCommand {
+                runtime: rt.to_owned(),
+                source,
+            })?;
         if !created.success() {
-            return Err(format!(
-                "{rt} create failed ({created}) before the container started (see the container's log)"
-            ));
+            return Err(ShimError::RuntimeCreate {
+                runtime: rt.to_owned(),
+                status: created,
+            });
         }
         let cpid = fs::read_to_string(&pid_file)
             .ok()
             .and_then(|s| s.trim().parse::<i32>().ok())
-            .ok_or_else(|| format!("{rt} create wrote no pid file"))?;
+            .ok_or_else(|| ShimError::NoPidFile {
+                runtime: rt.to_owned(),
+            })?;
         // Between `create` and `start` the mounts are made and the program has not started:
         // synced host files are written now.
         let rules = crate::engine::sync::read_rules(&self.dir);
@@ -490,10 +491,16 @@ impl Supervisor {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .status()
-            .map_err(|e| format!("cannot run {rt}: {e}"))?;
+            .map_err(|source| ShimError::RuntimeCommand {
+                runtime: rt.to_owned(),
+                source,
+            })?;
         if !started.success() {
             self.delete_external(rt);
-            return Err(format!("{rt} start failed ({started})"));
+            return Err(ShimError::RuntimeStart {
+                runtime: rt.to_owned(),
+                status: started,
+            });
         }
         let tm = runtime::Timings {
             exec_us: us(t.elapsed()),
