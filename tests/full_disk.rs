@@ -99,23 +99,35 @@ impl Drop for Teardown {
     }
 }
 
-/// Fills the file system: one file takes every free block.
+/// Fills the file system: one file takes every free block. Each pass is written out
+/// (`fsync`) before the next: ext4 reserves blocks for delayed allocation by a worst-case
+/// guess and gives back what writeback did not need, so a disk that was full when `dd`
+/// stopped could have a few blocks free again moments later (a `volume create` once
+/// succeeded then). The 4 KiB passes take what writeback gave back until none is left.
 fn fill(dir: &Path) -> PathBuf {
     let f = dir.join("filler");
     let _ = Command::new("dd")
-        .args(["if=/dev/zero", "bs=1M", "status=none"])
+        .args(["if=/dev/zero", "bs=1M", "status=none", "conv=fsync"])
         .arg(format!("of={}", f.display()))
         .output();
-    let _ = Command::new("dd")
-        .args([
-            "if=/dev/zero",
-            "bs=4k",
-            "status=none",
-            "oflag=append",
-            "conv=notrunc",
-        ])
-        .arg(format!("of={}", f.display()))
-        .output();
+    let mut size = std::fs::metadata(&f).map_or(0, |m| m.len());
+    for _ in 0..8 {
+        let _ = Command::new("dd")
+            .args([
+                "if=/dev/zero",
+                "bs=4k",
+                "status=none",
+                "oflag=append",
+                "conv=notrunc,fsync",
+            ])
+            .arg(format!("of={}", f.display()))
+            .output();
+        let now = std::fs::metadata(&f).map_or(0, |m| m.len());
+        if now == size {
+            break;
+        }
+        size = now;
+    }
     f
 }
 
