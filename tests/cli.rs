@@ -90,7 +90,6 @@ const VERBS_NOT_YET: &[(&str, &str)] = &[
     ),
     ("attach", "attaching stdin to a running container: not yet"),
     ("commit", "an image from a container's changes: not yet"),
-    ("export", "a container's file system as a tar: not yet"),
 ];
 
 #[test]

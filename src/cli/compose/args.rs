@@ -630,3 +630,16 @@ pub struct StatsArgs {
     /// Service.
     pub service: Option<String>,
 }
+
+/// `tug export`.
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// Index of the container if service has multiple replicas.
+    #[arg(long, default_value_t = 1)]
+    pub index: u32,
+    /// Write to a file, instead of STDOUT.
+    #[arg(short = 'o', long)]
+    pub output: Option<std::path::PathBuf>,
+    /// Service.
+    pub service: String,
+}

@@ -1,5 +1,5 @@
 //! The container-level compose verbs: start, stop, restart, kill, rm, pause, unpause, logs,
-//! exec, run, top, port, cp, wait, images, events, scale, version. Each maps its flags to the
+//! exec, run, top, port, cp, export, wait, images, events, scale, version. Each maps its flags to the
 //! options of a compose service method and prints what comes back.
 
 use std::io::IsTerminal;
@@ -8,9 +8,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use super::args::{
-    CpArgs, EventsArgs, ExecArgs, ImagesArgs, KillArgs, LogsArgs, PortArgs, PullArgs, PushArgs,
-    RestartArgs, RmArgs, RunArgs, ScaleArgs, ServicesArgs, StopArgs, TopArgs, VersionArgs,
-    WaitArgs,
+    CpArgs, EventsArgs, ExecArgs, ExportArgs, ImagesArgs, KillArgs, LogsArgs, PortArgs, PullArgs,
+    PushArgs, RestartArgs, RmArgs, RunArgs, ScaleArgs, ServicesArgs, StopArgs, TopArgs,
+    VersionArgs, WaitArgs,
 };
 use super::output::{Mode, Progress};
 use super::printer::Printer;
@@ -344,6 +344,23 @@ pub fn run_cp(global: &GlobalArgs, args: &CpArgs) -> anyhow::Result<i32> {
         index: args.index,
         all: args.all,
     })?;
+    Ok(0)
+}
+
+/// `tug export`.
+///
+/// # Errors
+/// Loading, no such replica, stdout is a terminal and no `-o`, or the export.
+pub fn run_export(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<i32> {
+    let stack = open_stack(global, &[], StackOptions::default())?;
+    crate::cli::container::write_tar(
+        args.output.as_deref(),
+        "output option is required when exporting to terminal",
+        |w| {
+            stack.export(&args.service, args.index, w)?;
+            Ok(())
+        },
+    )?;
     Ok(0)
 }
 

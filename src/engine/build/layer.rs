@@ -93,6 +93,11 @@ impl<W: Write> TarOut<W> {
     pub fn symlink(&mut self, path: &str, target: &Path, m: &Meta) -> io::Result<()> {
         let mut h = self.header(EntryType::Symlink, m, 0)?;
         self.count += 1;
+        // The tar crate writes a link to `/` as `//`: written as it is.
+        if target == Path::new("/") {
+            h.set_link_name_literal("/")?;
+            return self.b.append_data(&mut h, path, io::empty());
+        }
         self.b.append_link(&mut h, path, target)
     }
 
