@@ -89,7 +89,6 @@ const VERBS_NOT_YET: &[(&str, &str)] = &[
         "publishes the compose file as an OCI artifact: not yet",
     ),
     ("attach", "attaching stdin to a running container: not yet"),
-    ("commit", "an image from a container's changes: not yet"),
 ];
 
 #[test]

@@ -276,3 +276,100 @@ fn export_of_a_hostile_image_reads_nothing_of_the_host() {
         );
     }
 }
+
+#[test]
+fn commit_makes_an_image_of_the_container_s_changes() {
+    if !require_root() {
+        return;
+    }
+    let p = Project::new(STACK);
+    image(p.root.path(), "exp:1");
+    p.ok(&["up", "-d"]);
+    eventually("the container's changes", Duration::from_secs(20), || {
+        run(p.cmd().args(["exec", "app", "test", "-f", "/ready"]))
+            .status
+            .success()
+    });
+    p.ok(&[
+        "commit",
+        "-a",
+        "Ann Author <ann@example.com>",
+        "-m",
+        "a message",
+        "-c",
+        r#"CMD ["cat", "/new"]"#,
+        "--change",
+        "ENV FROM_CHANGE=yes",
+        "app",
+        "snap:1",
+    ]);
+    // Paused during the commit only: it runs on.
+    p.ok(&["exec", "app", "true"]);
+
+    let run_new = |args: &[&str]| {
+        ok(tug(p.root.path())
+            .args(["container", "run", "--rm"])
+            .args(args))
+    };
+    // CMD from --change; the new file, its owner, the deletion carried as a whiteout.
+    assert_eq!(run_new(&["snap:1"]), "new\n");
+    assert_eq!(
+        run_new(&[
+            "snap:1",
+            "sh",
+            "-c",
+            "stat -c %u:%g /new; test -e /etc/motd && echo motd; test -e /data/in-volume && echo vol; test -e /scratch/in-tmpfs && echo tmpfs; echo $FROM_CHANGE; readlink /hostroot"
+        ]),
+        "4321:4322\nyes\n/\n"
+    );
+    // The layer has the whiteout; the history the author and message.
+    let inspect = ok(tug(p.root.path()).args(["image", "inspect", "snap:1"]));
+    assert!(
+        inspect.contains("Ann Author <ann@example.com>"),
+        "{inspect}"
+    );
+    assert!(inspect.contains("a message"), "{inspect}");
+    ok(tug(p.root.path())
+        .current_dir(p.dir.path())
+        .args(["image", "save", "-o", "snap.tar", "snap:1"]));
+    let saved = std::fs::read(p.path("snap.tar")).unwrap();
+    let mut found = false;
+    let mut outer = tar::Archive::new(saved.as_slice());
+    for e in outer.entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut bytes).unwrap();
+        let mut dec = Vec::new();
+        let layer = if bytes.starts_with(&[0x1f, 0x8b]) {
+            std::io::Read::read_to_end(
+                &mut flate2::read::GzDecoder::new(bytes.as_slice()),
+                &mut dec,
+            )
+            .unwrap();
+            dec.as_slice()
+        } else {
+            bytes.as_slice()
+        };
+        let mut inner = tar::Archive::new(layer);
+        if let Ok(entries) = inner.entries() {
+            for x in entries.flatten() {
+                if x.path().is_ok_and(|p| p.ends_with("etc/.wh.motd")) {
+                    found = true;
+                }
+            }
+        }
+    }
+    assert!(found, "no etc/.wh.motd whiteout in the committed layer");
+
+    // A stopped container commits too; a bad --change is refused before anything is made.
+    p.ok(&["stop", "-t", "0"]);
+    let err = fails(
+        p.cmd()
+            .args(["commit", "-c", "RUN rm -rf /", "app", "snap:2"]),
+    );
+    assert!(err.contains("RUN"), "{err}");
+    let name = format!("{}-app-1", p.name);
+    let id = ok(tug(p.root.path()).args(["container", "commit", "--pause=false", &name, "snap:3"]));
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    assert_eq!(run_new(&["snap:3", "cat", "/new"]), "new\n");
+}

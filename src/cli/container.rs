@@ -1,5 +1,5 @@
 //! `tug container …`: run, create, start, ls, stop, kill, rm, logs, inspect, exec, top,
-//! pause, unpause, cp, wait, export. Flags become a `ContainerConfig` or options; the work is in
+//! pause, unpause, cp, wait, commit, export. Flags become a `ContainerConfig` or options; the work is in
 //! `engine::container`.
 
 use std::collections::BTreeMap;
@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::GlobalArgs;
+use crate::engine::container::commit::CommitOptions;
 use crate::engine::container::config::{parse_bytes, parse_duration};
 use crate::engine::container::{
     ContainerConfig, ContainerStore, ExecOptions, Healthcheck, ImageInfo, Mount, MountKind,
@@ -322,6 +323,26 @@ pub enum ContainerCommand {
         /// Containers.
         #[arg(required = true)]
         containers: Vec<String>,
+    },
+    /// Create a new image from a container's changes.
+    Commit {
+        /// Author (e.g., "John Hannibal Smith <hannibal@a-team.com>").
+        #[arg(short, long)]
+        author: Option<String>,
+        /// Apply Dockerfile instruction to the created image; repeatable.
+        #[arg(short, long)]
+        change: Vec<String>,
+        /// Commit message.
+        #[arg(short, long)]
+        message: Option<String>,
+        /// Pause container during commit (`--pause=false` to leave it running).
+        #[arg(short, long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", require_equals = true, action = clap::ArgAction::Set)]
+        pause: bool,
+        /// Container.
+        container: String,
+        /// `REPOSITORY[:TAG]` of the new image (unnamed without it).
+        #[arg(value_name = "REPOSITORY[:TAG]")]
+        reference: Option<String>,
     },
     /// Export a container's filesystem as a tar archive.
     Export {
@@ -963,6 +984,30 @@ pub fn run(global: &GlobalArgs, args: ContainerArgs) -> anyhow::Result<i32> {
                 let code = store.wait(c, None)?;
                 println!("{}", code.unwrap_or(0));
             }
+            Ok(0)
+        }
+        ContainerCommand::Commit {
+            author,
+            change,
+            message,
+            pause,
+            container,
+            reference,
+        } => {
+            let store = open()?;
+            let images = crate::engine::image::ImageStore::open(&root)?;
+            let image = store.commit(
+                &images,
+                &container,
+                &CommitOptions {
+                    reference,
+                    author,
+                    message,
+                    changes: change,
+                    pause,
+                },
+            )?;
+            println!("{}", image.id);
             Ok(0)
         }
         ContainerCommand::Export { output, container } => {

@@ -494,6 +494,8 @@ pub enum Command {
     Wait(Lazy<Verb<compose::args::WaitArgs>>),
     /// Export a service container's filesystem as a tar archive.
     Export(Lazy<Verb<compose::args::ExportArgs>>),
+    /// Create a new image from a service container's changes.
+    Commit(Lazy<Verb<compose::args::CommitArgs>>),
     /// List running compose projects.
     Ls(Lazy<compose::args::LsArgs>),
     /// List images used by the created containers.
@@ -727,6 +729,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             | Command::Wait(_)
             | Command::Cp(_)
             | Command::Export(_)
+            | Command::Commit(_)
             | Command::Events(_)
             | Command::Volumes(_)
             | Command::Stats(_)
@@ -779,6 +782,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Cp(a) => compose::verbs::run_cp(&with(&a.compose)?, &a.args),
         Command::Wait(a) => compose::verbs::run_wait(&with(&a.compose)?, &a.args),
         Command::Export(a) => compose::verbs::run_export(&with(&a.compose)?, &a.args),
+        Command::Commit(a) => compose::verbs::run_commit(&with(&a.compose)?, &a.args),
         Command::Ls(args) => compose::run_ls(&base()?, &args),
         Command::Images(a) => compose::verbs::run_images(&with(&a.compose)?, &a.args),
         Command::Events(a) => compose::verbs::run_events(&with(&a.compose)?, &a.args),

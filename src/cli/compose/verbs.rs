@@ -1,5 +1,5 @@
 //! The container-level compose verbs: start, stop, restart, kill, rm, pause, unpause, logs,
-//! exec, run, top, port, cp, export, wait, images, events, scale, version. Each maps its flags to the
+//! exec, run, top, port, cp, commit, export, wait, images, events, scale, version. Each maps its flags to the
 //! options of a compose service method and prints what comes back.
 
 use std::io::IsTerminal;
@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use super::args::{
-    CpArgs, EventsArgs, ExecArgs, ExportArgs, ImagesArgs, KillArgs, LogsArgs, PortArgs, PullArgs,
-    PushArgs, RestartArgs, RmArgs, RunArgs, ScaleArgs, ServicesArgs, StopArgs, TopArgs,
+    CommitArgs, CpArgs, EventsArgs, ExecArgs, ExportArgs, ImagesArgs, KillArgs, LogsArgs, PortArgs,
+    PullArgs, PushArgs, RestartArgs, RmArgs, RunArgs, ScaleArgs, ServicesArgs, StopArgs, TopArgs,
     VersionArgs, WaitArgs,
 };
 use super::output::{Mode, Progress};
@@ -361,6 +361,27 @@ pub fn run_export(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<i32>
             Ok(())
         },
     )?;
+    Ok(0)
+}
+
+/// `tug commit`.
+///
+/// # Errors
+/// Loading, no such replica, a bad reference or `--change`, or the commit.
+pub fn run_commit(global: &GlobalArgs, args: &CommitArgs) -> anyhow::Result<i32> {
+    let stack = open_stack(global, &[], StackOptions::default())?;
+    let (name, _image) = stack.commit(
+        &args.service,
+        args.index,
+        &crate::engine::container::commit::CommitOptions {
+            reference: args.reference.clone(),
+            author: args.author.clone(),
+            message: args.message.clone(),
+            changes: args.change.clone(),
+            pause: args.pause,
+        },
+    )?;
+    progress(global).line("Container", &name, "Committed");
     Ok(0)
 }
 

@@ -16,6 +16,7 @@
 //! `posix_spawn`, which shares the caller's memory until the exec instead of copying it),
 //! and that process detaches and becomes the supervisor (see [`supervisor`]).
 
+pub mod commit;
 pub mod config;
 pub mod export;
 pub mod logs;
@@ -115,6 +116,9 @@ pub enum ContainerError {
     /// Reading its file system (`export`, `commit`) failed.
     #[error(transparent)]
     Export(#[from] export::ExportError),
+    /// The image store (`commit`).
+    #[error(transparent)]
+    Image(#[from] crate::engine::image::Error),
 }
 
 /// Result alias of the container store.
