@@ -199,12 +199,8 @@ fn present<T>(r: rustix::io::Result<T>) -> io::Result<Option<T>> {
     }
 }
 
-fn walk<W: Write>(
-    dir: &OwnedFd,
-    rel: &str,
-    out: &mut TarOut<W>,
-    links: &mut HashMap<(u64, u64), String>,
-) -> io::Result<()> {
+/// The entries of directory `dir`, sorted.
+fn sorted_names(dir: &OwnedFd) -> io::Result<Vec<OsString>> {
     let mut names: Vec<OsString> = Vec::new();
     for e in rustix::fs::Dir::read_from(dir)? {
         let n = e?.file_name().to_bytes().to_vec();
@@ -213,8 +209,17 @@ fn walk<W: Write>(
         }
     }
     names.sort();
+    Ok(names)
+}
+
+fn walk<W: Write>(
+    dir: &OwnedFd,
+    rel: &str,
+    out: &mut TarOut<W>,
+    links: &mut HashMap<(u64, u64), String>,
+) -> io::Result<()> {
     let nofollow = OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    for name in names {
+    for name in sorted_names(dir)? {
         let n = name.to_string_lossy();
         let r = if rel.is_empty() {
             n.to_string()
