@@ -1058,7 +1058,7 @@ pub(crate) fn write_tar(
     produce(&mut w)?;
     let tmp = w
         .into_inner()
-        .map_err(|e| e.into_error())
+        .map_err(std::io::IntoInnerError::into_error)
         .with_context(|| format!("cannot write {}", path.display()))?;
     tmp.as_file()
         .sync_all()

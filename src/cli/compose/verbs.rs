@@ -353,6 +353,11 @@ pub fn run_cp(global: &GlobalArgs, args: &CpArgs) -> anyhow::Result<i32> {
 /// Loading, no such replica, stdout is a terminal and no `-o`, or the export.
 pub fn run_export(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<i32> {
     let stack = open_stack(global, &[], StackOptions::default())?;
+    if global.dry_run {
+        // Dry run: the replica must exist; nothing is written.
+        stack.container_of(&args.service, args.index)?;
+        return Ok(0);
+    }
     crate::cli::container::write_tar(
         args.output.as_deref(),
         "output option is required when exporting to terminal",
@@ -370,6 +375,11 @@ pub fn run_export(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<i32>
 /// Loading, no such replica, a bad reference or `--change`, or the commit.
 pub fn run_commit(global: &GlobalArgs, args: &CommitArgs) -> anyhow::Result<i32> {
     let stack = open_stack(global, &[], StackOptions::default())?;
+    if global.dry_run {
+        // Dry run: the replica must exist; no image is made.
+        stack.container_of(&args.service, args.index)?;
+        return Ok(0);
+    }
     let (name, _image) = stack.commit(
         &args.service,
         args.index,

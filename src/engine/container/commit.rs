@@ -57,12 +57,13 @@ impl ContainerStore {
             .transpose()?
             .into_iter()
             .collect();
+        // Held from here on: no GC removes the base image's layers under the commit.
+        let _hold = images.hold()?;
         let base = images.resolve(&rec.config.image_id)?;
         let mut config = merged_config(base.config.config().clone().unwrap_or_default(), &rec);
         for c in &opts.changes {
             image::apply_change(&mut config, c)?;
         }
-        let _hold = images.hold()?;
         let layer = {
             let _frozen = if opts.pause {
                 Frozen::freeze(self, &id)?
