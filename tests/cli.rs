@@ -89,8 +89,6 @@ const VERBS_NOT_YET: &[(&str, &str)] = &[
         "publishes the compose file as an OCI artifact: not yet",
     ),
     ("attach", "attaching stdin to a running container: not yet"),
-    ("commit", "an image from a container's changes: not yet"),
-    ("export", "a container's file system as a tar: not yet"),
 ];
 
 #[test]

@@ -35,6 +35,7 @@ mod plan;
 mod private_root;
 mod project;
 mod quickstart;
+mod snapshot;
 mod state_damage;
 mod supervisor_death;
 mod volume;

@@ -1,5 +1,5 @@
 //! `tug container …`: run, create, start, ls, stop, kill, rm, logs, inspect, exec, top,
-//! pause, unpause, cp, wait. Flags become a `ContainerConfig` or options; the work is in
+//! pause, unpause, cp, wait, commit, export. Flags become a `ContainerConfig` or options; the work is in
 //! `engine::container`.
 
 use std::collections::BTreeMap;
@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::GlobalArgs;
+use crate::engine::container::commit::CommitOptions;
 use crate::engine::container::config::{parse_bytes, parse_duration};
 use crate::engine::container::{
     ContainerConfig, ContainerStore, ExecOptions, Healthcheck, ImageInfo, Mount, MountKind,
@@ -326,6 +327,34 @@ pub enum ContainerCommand {
         /// Containers.
         #[arg(required = true)]
         containers: Vec<String>,
+    },
+    /// Create a new image from a container's changes.
+    Commit {
+        /// Author (e.g., "John Hannibal Smith <hannibal@a-team.com>").
+        #[arg(short, long)]
+        author: Option<String>,
+        /// Apply Dockerfile instruction to the created image; repeatable.
+        #[arg(short, long)]
+        change: Vec<String>,
+        /// Commit message.
+        #[arg(short, long)]
+        message: Option<String>,
+        /// Pause container during commit (`--pause=false` to leave it running).
+        #[arg(short, long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", require_equals = true, action = clap::ArgAction::Set)]
+        pause: bool,
+        /// Container.
+        container: String,
+        /// `REPOSITORY[:TAG]` of the new image (unnamed without it).
+        #[arg(value_name = "REPOSITORY[:TAG]")]
+        reference: Option<String>,
+    },
+    /// Export a container's filesystem as a tar archive.
+    Export {
+        /// Write to a file, instead of STDOUT.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        /// Container.
+        container: String,
     },
 }
 
@@ -963,7 +992,86 @@ pub fn run(global: &GlobalArgs, args: ContainerArgs) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
+        ContainerCommand::Commit {
+            author,
+            change,
+            message,
+            pause,
+            container,
+            reference,
+        } => {
+            let store = open()?;
+            let images = crate::engine::image::ImageStore::open(&root)?;
+            let image = store.commit(
+                &images,
+                &container,
+                &CommitOptions {
+                    reference,
+                    author,
+                    message,
+                    changes: change,
+                    pause,
+                },
+            )?;
+            println!("{}", image.id);
+            Ok(0)
+        }
+        ContainerCommand::Export { output, container } => {
+            let store = open()?;
+            write_tar(
+                output.as_deref(),
+                "cowardly refusing to save to a terminal. Use the -o flag or redirect",
+                |w| {
+                    store.export(&container, w)?;
+                    Ok(())
+                },
+            )?;
+            Ok(0)
+        }
     }
+}
+
+/// Writes the tar stream `produce` makes to `output` — into a temporary file of its
+/// directory, renamed into place once complete, so a failed export leaves no partial
+/// archive — or to stdout, refused (`refusal`) when stdout is a terminal.
+///
+/// # Errors
+/// `produce` fails, or the file cannot be written.
+pub(crate) fn write_tar(
+    output: Option<&Path>,
+    refusal: &str,
+    produce: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
+    let Some(path) = output else {
+        let out = std::io::stdout();
+        if out.is_terminal() {
+            bail!("{refusal}");
+        }
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, out.lock());
+        produce(&mut w)?;
+        return Ok(w.flush()?);
+    };
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = tempfile::Builder::new()
+        .prefix(".tug-export-")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp);
+    produce(&mut w)?;
+    let tmp = w
+        .into_inner()
+        .map_err(std::io::IntoInnerError::into_error)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.as_file()
+        .sync_all()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -492,6 +492,10 @@ pub enum Command {
     Cp(Lazy<Verb<compose::args::CpArgs>>),
     /// Block until containers of all (or specified) services stop.
     Wait(Lazy<Verb<compose::args::WaitArgs>>),
+    /// Export a service container's filesystem as a tar archive.
+    Export(Lazy<Verb<compose::args::ExportArgs>>),
+    /// Create a new image from a service container's changes.
+    Commit(Lazy<Verb<compose::args::CommitArgs>>),
     /// List running compose projects.
     Ls(Lazy<compose::args::LsArgs>),
     /// List images used by the created containers.
@@ -724,6 +728,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             | Command::Images(_)
             | Command::Wait(_)
             | Command::Cp(_)
+            | Command::Export(_)
+            | Command::Commit(_)
             | Command::Events(_)
             | Command::Volumes(_)
             | Command::Stats(_)
@@ -775,6 +781,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Port(a) => compose::verbs::run_port(&with(&a.compose)?, &a.args),
         Command::Cp(a) => compose::verbs::run_cp(&with(&a.compose)?, &a.args),
         Command::Wait(a) => compose::verbs::run_wait(&with(&a.compose)?, &a.args),
+        Command::Export(a) => compose::verbs::run_export(&with(&a.compose)?, &a.args),
+        Command::Commit(a) => compose::verbs::run_commit(&with(&a.compose)?, &a.args),
         Command::Ls(args) => compose::run_ls(&base()?, &args),
         Command::Images(a) => compose::verbs::run_images(&with(&a.compose)?, &a.args),
         Command::Events(a) => compose::verbs::run_events(&with(&a.compose)?, &a.args),

@@ -16,6 +16,7 @@ pub mod executor;
 pub mod oneoff;
 pub mod query;
 pub mod service;
+mod snapshot;
 mod sync;
 mod wait;
 

@@ -630,3 +630,42 @@ pub struct StatsArgs {
     /// Service.
     pub service: Option<String>,
 }
+
+/// `tug export`.
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// Index of the container if service has multiple replicas.
+    #[arg(long, default_value_t = 1)]
+    pub index: u32,
+    /// Write to a file, instead of STDOUT.
+    #[arg(short = 'o', long)]
+    pub output: Option<std::path::PathBuf>,
+    /// Service.
+    pub service: String,
+}
+
+/// `tug commit`.
+#[derive(Debug, Clone, Args)]
+pub struct CommitArgs {
+    /// Author (e.g., "John Hannibal Smith <hannibal@a-team.com>").
+    #[arg(short, long)]
+    pub author: Option<String>,
+    /// Apply Dockerfile instruction to the created image (CMD, ENTRYPOINT, ENV, EXPOSE,
+    /// LABEL, USER, VOLUME, WORKDIR); repeatable.
+    #[arg(short, long)]
+    pub change: Vec<String>,
+    /// Index of the container if service has multiple replicas.
+    #[arg(long, default_value_t = 1)]
+    pub index: u32,
+    /// Commit message.
+    #[arg(short, long)]
+    pub message: Option<String>,
+    /// Pause container during commit (`--pause=false` to leave it running).
+    #[arg(short, long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", require_equals = true, action = clap::ArgAction::Set)]
+    pub pause: bool,
+    /// Service.
+    pub service: String,
+    /// `REPOSITORY[:TAG]` of the new image (unnamed without it).
+    #[arg(value_name = "REPOSITORY[:TAG]")]
+    pub reference: Option<String>,
+}

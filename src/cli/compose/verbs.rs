@@ -1,5 +1,5 @@
 //! The container-level compose verbs: start, stop, restart, kill, rm, pause, unpause, logs,
-//! exec, run, top, port, cp, wait, images, events, scale, version. Each maps its flags to the
+//! exec, run, top, port, cp, commit, export, wait, images, events, scale, version. Each maps its flags to the
 //! options of a compose service method and prints what comes back.
 
 use std::io::IsTerminal;
@@ -8,9 +8,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use super::args::{
-    CpArgs, EventsArgs, ExecArgs, ImagesArgs, KillArgs, LogsArgs, PortArgs, PullArgs, PushArgs,
-    RestartArgs, RmArgs, RunArgs, ScaleArgs, ServicesArgs, StopArgs, TopArgs, VersionArgs,
-    WaitArgs,
+    CommitArgs, CpArgs, EventsArgs, ExecArgs, ExportArgs, ImagesArgs, KillArgs, LogsArgs, PortArgs,
+    PullArgs, PushArgs, RestartArgs, RmArgs, RunArgs, ScaleArgs, ServicesArgs, StopArgs, TopArgs,
+    VersionArgs, WaitArgs,
 };
 use super::output::{Mode, Progress};
 use super::printer::Printer;
@@ -345,6 +345,54 @@ pub fn run_cp(global: &GlobalArgs, args: &CpArgs) -> anyhow::Result<i32> {
         index: args.index,
         all: args.all,
     })?;
+    Ok(0)
+}
+
+/// `tug export`.
+///
+/// # Errors
+/// Loading, no such replica, stdout is a terminal and no `-o`, or the export.
+pub fn run_export(global: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<i32> {
+    let stack = open_stack(global, &[], StackOptions::default())?;
+    if global.dry_run {
+        // Dry run: the replica must exist; nothing is written.
+        stack.container_of(&args.service, args.index)?;
+        return Ok(0);
+    }
+    crate::cli::container::write_tar(
+        args.output.as_deref(),
+        "output option is required when exporting to terminal",
+        |w| {
+            stack.export(&args.service, args.index, w)?;
+            Ok(())
+        },
+    )?;
+    Ok(0)
+}
+
+/// `tug commit`.
+///
+/// # Errors
+/// Loading, no such replica, a bad reference or `--change`, or the commit.
+pub fn run_commit(global: &GlobalArgs, args: &CommitArgs) -> anyhow::Result<i32> {
+    let stack = open_stack(global, &[], StackOptions::default())?;
+    if global.dry_run {
+        // Dry run: the replica must exist; no image is made.
+        stack.container_of(&args.service, args.index)?;
+        return Ok(0);
+    }
+    let (name, _image) = stack.commit(
+        &args.service,
+        args.index,
+        &crate::engine::container::commit::CommitOptions {
+            reference: args.reference.clone(),
+            author: args.author.clone(),
+            message: args.message.clone(),
+            changes: args.change.clone(),
+            pause: args.pause,
+        },
+    )?;
+    progress(global).line("Container", &name, "Committed");
     Ok(0)
 }
 

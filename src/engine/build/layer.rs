@@ -9,9 +9,13 @@
 //! directory become tar hard links.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
+
+use rustix::fs::{AtFlags, FileType, OFlags};
 
 use tar::{EntryType, Header};
 
@@ -93,6 +97,11 @@ impl<W: Write> TarOut<W> {
     pub fn symlink(&mut self, path: &str, target: &Path, m: &Meta) -> io::Result<()> {
         let mut h = self.header(EntryType::Symlink, m, 0)?;
         self.count += 1;
+        // The tar crate writes a link to `/` as `//`: written as it is.
+        if target == Path::new("/") {
+            h.set_link_name_literal("/")?;
+            return self.b.append_data(&mut h, path, io::empty());
+        }
         self.b.append_link(&mut h, path, target)
     }
 
@@ -155,94 +164,164 @@ impl<R: Read> Read for ExactReader<R> {
     }
 }
 
-fn opaque(p: &Path) -> bool {
-    let mut buf = [0u8; 4];
-    rustix::fs::lgetxattr(p, "trusted.overlay.opaque", &mut buf[..])
-        .is_ok_and(|n| n == 1 && buf[0] == b'y')
-}
-
 /// Writes the overlay upper directory `upper` as an OCI layer diff. Returns the number of
 /// entries written (0: the step changed nothing).
+///
+/// The directory is walked through descriptors: each directory is opened with `O_NOFOLLOW`
+/// in the one above it, each entry examined and opened relative to its directory without
+/// following a symlink, so a container that swaps a directory for a link to a host path
+/// while its upper directory is read (`commit --pause=false`) makes the walk fail or skip
+/// the entry, never read the host. An entry gone between its listing and its opening is
+/// left out.
 pub fn upper_to_tar<W: Write>(upper: &Path, out: &mut TarOut<W>) -> io::Result<usize> {
     let mut links: HashMap<(u64, u64), String> = HashMap::new();
-    walk(upper, "", out, &mut links)?;
+    let root = rustix::fs::open(
+        upper,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    walk(&root, "", out, &mut links)?;
     Ok(out.count)
 }
 
+fn opaque(dir: &OwnedFd) -> bool {
+    let mut buf = [0u8; 4];
+    rustix::fs::fgetxattr(dir, "trusted.overlay.opaque", &mut buf[..])
+        .is_ok_and(|n| n == 1 && buf[0] == b'y')
+}
+
+/// `f(…)`, with a vanished entry (`ENOENT`) as `None`.
+fn present<T>(r: rustix::io::Result<T>) -> io::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(rustix::io::Errno::NOENT) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The entries of directory `dir`, sorted.
+fn sorted_names(dir: &OwnedFd) -> io::Result<Vec<OsString>> {
+    let mut names: Vec<OsString> = Vec::new();
+    for e in rustix::fs::Dir::read_from(dir)? {
+        let n = e?.file_name().to_bytes().to_vec();
+        if n != b"." && n != b".." {
+            names.push(OsString::from_vec(n));
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
 fn walk<W: Write>(
-    dir: &Path,
+    dir: &OwnedFd,
     rel: &str,
     out: &mut TarOut<W>,
     links: &mut HashMap<(u64, u64), String>,
 ) -> io::Result<()> {
-    let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(dir)?
-        .filter_map(Result::ok)
-        .map(|e| e.file_name())
-        .collect();
-    names.sort();
-    for name in names {
-        let p = dir.join(&name);
+    let nofollow = OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    for name in sorted_names(dir)? {
         let n = name.to_string_lossy();
         let r = if rel.is_empty() {
             n.to_string()
         } else {
             format!("{rel}/{n}")
         };
-        let md = std::fs::symlink_metadata(&p)?;
-        let ft = md.file_type();
-        let meta = Meta {
-            mode: md.mode(),
-            uid: md.uid(),
-            gid: md.gid(),
-            mtime: md.mtime(),
-            xattrs: if ft.is_symlink() {
-                Vec::new()
-            } else {
-                super::view::list_xattrs(&p)
-            },
+        let Some(st) = present(rustix::fs::statat(
+            dir,
+            name.as_os_str(),
+            AtFlags::SYMLINK_NOFOLLOW,
+        ))?
+        else {
+            continue;
         };
-        if ft.is_char_device() && md.rdev() == 0 {
-            out.whiteout(&r)?;
-        } else if ft.is_dir() {
-            out.dir(&r, &meta)?;
-            if opaque(&p) {
-                out.file(
-                    &format!("{r}/.wh..wh..opq"),
-                    &Meta {
-                        mode: 0o644,
-                        ..Meta::default()
-                    },
-                    0,
-                    io::empty(),
-                )?;
+        let ft = FileType::from_raw_mode(st.st_mode);
+        let rdev = st.st_rdev;
+        let xattrs = if ft == FileType::Symlink {
+            Vec::new()
+        } else {
+            match present(rustix::fs::openat(
+                dir,
+                name.as_os_str(),
+                OFlags::PATH | nofollow,
+                rustix::fs::Mode::empty(),
+            ))? {
+                Some(fd) => super::view::list_xattrs(Path::new(&format!(
+                    "/proc/self/fd/{}",
+                    fd.as_raw_fd()
+                ))),
+                None => continue,
             }
-            walk(&p, &r, out, links)?;
-        } else if ft.is_symlink() {
-            let t = std::fs::read_link(&p)?;
-            out.symlink(&r, &t, &meta)?;
-        } else if ft.is_file() {
-            if md.nlink() > 1 {
-                let key = (md.dev(), md.ino());
-                if let Some(first) = links.get(&key) {
-                    let first = first.clone();
-                    out.hardlink(&r, &first, &meta)?;
+        };
+        let meta = Meta {
+            mode: st.st_mode,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            mtime: st.st_mtime,
+            xattrs,
+        };
+        match ft {
+            FileType::CharacterDevice if rdev == 0 => out.whiteout(&r)?,
+            FileType::Directory => {
+                let Some(sub) = present(rustix::fs::openat(
+                    dir,
+                    name.as_os_str(),
+                    OFlags::RDONLY | OFlags::DIRECTORY | nofollow,
+                    rustix::fs::Mode::empty(),
+                ))?
+                else {
                     continue;
+                };
+                out.dir(&r, &meta)?;
+                if opaque(&sub) {
+                    out.file(
+                        &format!("{r}/.wh..wh..opq"),
+                        &Meta {
+                            mode: 0o644,
+                            ..Meta::default()
+                        },
+                        0,
+                        io::empty(),
+                    )?;
                 }
-                links.insert(key, r.clone());
+                walk(&sub, &r, out, links)?;
             }
-            let f = std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags_nofollow()
-                .open(&p)?;
-            out.file(&r, &meta, md.size(), f)?;
-        } else if ft.is_char_device() {
-            out.special(&r, EntryType::Char, md.rdev(), &meta)?;
-        } else if ft.is_block_device() {
-            out.special(&r, EntryType::Block, md.rdev(), &meta)?;
-        } else if ft.is_fifo() {
-            out.special(&r, EntryType::Fifo, 0, &meta)?;
+            FileType::Symlink => {
+                let Some(t) = present(rustix::fs::readlinkat(dir, name.as_os_str(), Vec::new()))?
+                else {
+                    continue;
+                };
+                let t = OsString::from_vec(t.into_bytes());
+                out.symlink(&r, Path::new(&t), &meta)?;
+            }
+            FileType::RegularFile => {
+                if st.st_nlink > 1 {
+                    #[allow(clippy::useless_conversion)]
+                    let key = (u64::from(st.st_dev), u64::from(st.st_ino));
+                    if let Some(first) = links.get(&key) {
+                        let first = first.clone();
+                        out.hardlink(&r, &first, &meta)?;
+                        continue;
+                    }
+                    links.insert(key, r.clone());
+                }
+                let Some(f) = present(rustix::fs::openat(
+                    dir,
+                    name.as_os_str(),
+                    OFlags::RDONLY | nofollow,
+                    rustix::fs::Mode::empty(),
+                ))?
+                else {
+                    continue;
+                };
+                let size = u64::try_from(st.st_size).unwrap_or(0);
+                out.file(&r, &meta, size, std::fs::File::from(f))?;
+            }
+            FileType::CharacterDevice => out.special(&r, EntryType::Char, rdev, &meta)?,
+            FileType::BlockDevice => out.special(&r, EntryType::Block, rdev, &meta)?,
+            FileType::Fifo => out.special(&r, EntryType::Fifo, 0, &meta)?,
+            // Sockets are not part of a layer.
+            _ => {}
         }
-        // Sockets are not part of a layer.
     }
     Ok(())
 }
@@ -286,17 +365,6 @@ pub fn remove_empty_beneath(dir: &Path, comps: &[String]) {
         let _ = unlinkat(&pfd, name.as_str(), UnlinkatFlags::RemoveDir);
     } else if kind == SFlag::S_IFREG && st.st_size == 0 {
         let _ = unlinkat(&pfd, name.as_str(), UnlinkatFlags::NoRemoveDir);
-    }
-}
-
-trait NoFollow {
-    fn custom_flags_nofollow(&mut self) -> &mut Self;
-}
-
-impl NoFollow for std::fs::OpenOptions {
-    fn custom_flags_nofollow(&mut self) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        self.custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
     }
 }
 

@@ -16,7 +16,9 @@
 //! `posix_spawn`, which shares the caller's memory until the exec instead of copying it),
 //! and that process detaches and becomes the supervisor (see [`supervisor`]).
 
+pub mod commit;
 pub mod config;
+pub mod export;
 pub mod logs;
 pub mod net;
 pub mod spec;
@@ -111,6 +113,12 @@ pub enum ContainerError {
     /// Making or preparing one of its volumes failed.
     #[error(transparent)]
     Volume(#[from] crate::engine::volume::Error),
+    /// Reading its file system (`export`, `commit`) failed.
+    #[error(transparent)]
+    Export(#[from] export::ExportError),
+    /// The image store (`commit`).
+    #[error(transparent)]
+    Image(#[from] crate::engine::image::Error),
 }
 
 /// Result alias of the container store.
@@ -1746,5 +1754,15 @@ impl ContainerStore {
             return Err(ContainerError::NotRunning(key.to_string()));
         }
         supervisor::copy(&self.exe, &self.root, &id, src, dest, into)
+    }
+
+    /// Writes container `key`'s root filesystem — image layers and its changes, without
+    /// volumes, bind mounts or tmpfs — to `w` as a tar stream (see [`export`]), running or
+    /// not. Returns `w`.
+    pub fn export<W: std::io::Write>(&self, key: &str, w: W) -> Result<W> {
+        let id = self.resolve(key)?;
+        let rec = self.record(&id)?;
+        let upper = self.dir.join(&id).join("upper");
+        Ok(export::rootfs_to_tar(&rec.layers, &upper, w)?.0)
     }
 }

@@ -43,6 +43,7 @@ use oci_spec::image::{ImageConfiguration, ImageManifest};
 pub use archive::Loaded;
 pub use bootstrap::{BUSYBOX, BootstrapEvent, DebianOptions, busybox_tar};
 pub use import::{ChangeError, ImportOptions};
+pub(crate) use import::{apply_change, now_rfc3339};
 pub use layout::{Index, IndexEntry, IndexRepair, Layout};
 pub use reference::{DEFAULT_TAG, DOCKER_HUB, Reference};
 pub use registry::{Progress, ProgressFn, login, logout, no_progress};
