@@ -786,6 +786,33 @@ impl Shared<'_> {
         (self.events)(e);
     }
 
+    /// Reports a step about to run (or taken from the cache, which is counted now).
+    fn step_started(&self, label: &str, n: usize, inst: &Instruction, cached: bool) {
+        self.ev(Event::Step {
+            stage: label.to_string(),
+            n,
+            total: self.total,
+            instruction: inst.original.clone(),
+            cached,
+        });
+        if cached {
+            self.count(true);
+        }
+    }
+
+    /// Counts a step taken from the cache or built.
+    fn count(&self, cached: bool) {
+        let mut c = self
+            .counters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cached {
+            c.0 += 1;
+        } else {
+            c.1 += 1;
+        }
+    }
+
     fn step_err(
         &self,
         stage: &Stage,
@@ -1420,26 +1447,10 @@ impl Shared<'_> {
         if !self.opts.no_cache
             && let Some(rec) = cache::lookup(&self.store, key)
         {
-            self.ev(Event::Step {
-                stage: label.to_string(),
-                n,
-                total: self.total,
-                instruction: inst.original.clone(),
-                cached: true,
-            });
-            self.counters
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0 += 1;
+            self.step_started(label, n, inst, true);
             return self.apply(state, rec, key, created_by);
         }
-        self.ev(Event::Step {
-            stage: label.to_string(),
-            n,
-            total: self.total,
-            instruction: inst.original.clone(),
-            cached: false,
-        });
+        self.step_started(label, n, inst, false);
         let layer = self
             .ingest(produce)
             .map_err(|x| self.step_err(stage, inst, x.into(), Vec::new()))?;
@@ -1448,10 +1459,7 @@ impl Shared<'_> {
             created: self.created_now(),
         };
         cache::save(&self.store, key, &rec)?;
-        self.counters
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .1 += 1;
+        self.count(false);
         self.apply(state, rec, key, created_by)
     }
 
@@ -1862,27 +1870,11 @@ impl Shared<'_> {
         if !self.opts.no_cache
             && let Some(rec) = cache::lookup(&self.store, &key)
         {
-            self.ev(Event::Step {
-                stage: label.to_string(),
-                n,
-                total: self.total,
-                instruction: inst.original.clone(),
-                cached: true,
-            });
-            self.counters
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0 += 1;
+            self.step_started(label, n, inst, true);
             drop(cleanup);
             return self.apply(state, rec, &key, created_by);
         }
-        self.ev(Event::Step {
-            stage: label.to_string(),
-            n,
-            total: self.total,
-            instruction: inst.original.clone(),
-            cached: false,
-        });
+        self.step_started(label, n, inst, false);
         // The container.
         let run = RunStep {
             id: &step_id,
@@ -1898,10 +1890,7 @@ impl Shared<'_> {
             created: self.created_now(),
         };
         cache::save(&self.store, &key, &rec)?;
-        self.counters
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .1 += 1;
+        self.count(false);
         drop(cleanup);
         self.apply(state, rec, &key, created_by)
     }
