@@ -99,19 +99,24 @@ impl Drop for Teardown {
     }
 }
 
-/// Fills the file system: one file takes every free block. Each pass is written out
-/// (`fsync`) before the next: ext4 reserves blocks for delayed allocation by a worst-case
-/// guess and gives back what writeback did not need, so a disk that was full when `dd`
-/// stopped could have a few blocks free again moments later (a `volume create` once
-/// succeeded then). The 4 KiB passes take what writeback gave back until none is left.
+/// Fills the file system: one file takes every free block, then small probes (a directory
+/// and a 4 KiB file, as a `volume create` makes) take what is left until one fails. Each
+/// step is preceded by a `syncfs`: ext4 makes blocks freed by earlier commands (files
+/// replaced by renames) usable only once the journal commits them, and gives back blocks
+/// reserved for delayed allocation after writeback; either could free room moments after
+/// `dd` stopped, and a `volume create` then succeeded on the "full" disk.
 fn fill(dir: &Path) -> PathBuf {
+    let syncfs = || {
+        let _ = Command::new("sync").arg("-f").arg(dir).output();
+    };
     let f = dir.join("filler");
+    syncfs();
     let _ = Command::new("dd")
         .args(["if=/dev/zero", "bs=1M", "status=none", "conv=fsync"])
         .arg(format!("of={}", f.display()))
         .output();
-    let mut size = std::fs::metadata(&f).map_or(0, |m| m.len());
-    for _ in 0..8 {
+    for round in 0..32 {
+        syncfs();
         let _ = Command::new("dd")
             .args([
                 "if=/dev/zero",
@@ -122,11 +127,17 @@ fn fill(dir: &Path) -> PathBuf {
             ])
             .arg(format!("of={}", f.display()))
             .output();
-        let now = std::fs::metadata(&f).map_or(0, |m| m.len());
-        if now == size {
+        syncfs();
+        // Full only when a probe cannot be made; a probe that could stays (it takes room).
+        let probe = dir.join(format!("probe-{round}"));
+        let made = std::fs::create_dir(&probe).is_ok()
+            && std::fs::File::create(probe.join("f")).is_ok_and(|mut file| {
+                use std::io::Write as _;
+                file.write_all(&[0u8; 4096]).is_ok() && file.sync_all().is_ok()
+            });
+        if !made {
             break;
         }
-        size = now;
     }
     f
 }

@@ -23,8 +23,11 @@ use crate::engine::sync::{self, Seen};
 pub const QUIET: Duration = Duration::from_millis(5);
 /// Restarts, rebuilds and commands wait until the watched trees have been quiet (no event
 /// and no batch being synced) for this long, so a burst that arrives as several batches
-/// (the writer paused, the machine is busy) still restarts or rebuilds once.
-pub const ACTION_QUIET: Duration = Duration::from_millis(100);
+/// (the writer paused, the machine is busy) still restarts or rebuilds once. 500 ms, as
+/// docker compose's watch waits before it acts: at 100 ms a 500-file burst written on a
+/// busy machine (CI, two cores, tests in parallel) paused long enough to restart twice.
+/// Syncs do not wait for it.
+pub const ACTION_QUIET: Duration = Duration::from_millis(500);
 
 /// When the watching thread last saw an event or finished a batch, and whether it is
 /// carrying one out now.
